@@ -1,0 +1,52 @@
+# The two commands a fresh machine needs: `make run` and `make test`. Both install what is missing.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+ROBIN := $(VENV)/bin/robin
+DEBIAN_PACKAGES := ceph-mon ceph-osd ceph-mgr ceph-mds ceph-common python3-rados python3-rbd python3-cephfs \
+                   ceph-fuse rbd-fuse postgresql python3-venv
+# The Ceph bindings exist only for Debian's interpreter, hence this python and --system-site-packages.
+SYSTEM_PYTHON := /usr/bin/python3
+PORT ?= 8080
+
+.PHONY: bootstrap run test bench clean .debian-packages
+
+bootstrap: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml | .debian-packages
+	test -x $(PY) || $(SYSTEM_PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+# Idempotent and quick when everything is there: dpkg is asked before apt is.
+.debian-packages:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+	    | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "installing from Debian: $$missing"; \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# Dev cluster + SQLite + the API on http://127.0.0.1:$(PORT), with an admin token printed.
+run: bootstrap
+	$(ROBIN) dev-cluster up
+	$(ROBIN) db upgrade
+	@token=$$($(ROBIN) token create --admin --name make-run); \
+	echo; echo "robin serves http://127.0.0.1:$(PORT)  (OpenAPI UI: http://127.0.0.1:$(PORT)/api/v2/docs)"; \
+	echo "admin token: $$token"; \
+	echo "try: curl -s -H 'Authorization: Bearer $$token' -H 'Content-Type: application/json' \\"; \
+	echo "       -d '{\"name\": \"demo\", \"quota\": {\"max_bytes\": 10737418240, \"max_volumes\": 10, \"max_snapshots\": 10}}' \\"; \
+	echo "       http://127.0.0.1:$(PORT)/api/v2/projects"; echo
+	$(ROBIN) serve --port $(PORT)
+
+# The whole suite against a dev cluster and PostgreSQL that the test session starts and stops itself,
+# once on SQLite and once on PostgreSQL.
+test: bootstrap
+	$(PY) -m pytest --db=all $(PYTEST_ARGS)
+
+bench: bootstrap
+	$(PY) benchmarks/api_vs_binding.py
+
+clean:
+	rm -rf $(VENV) *.egg-info

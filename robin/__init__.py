@@ -1,0 +1,55 @@
+"""robin: storage management for Ceph."""
+from __future__ import annotations
+
+from flask import Flask
+
+
+def create_app(settings=None) -> Flask:
+    """The Flask application: settings bound, extensions configured, blueprints registered.
+
+    Imports happen here so that importing the `robin` package (as the CLI does) loads nothing
+    else: `robin serve` must set up Prometheus' multiprocess directory before metrics exist.
+    """
+    from flask_smorest import Api
+
+    from robin import log
+    from robin.audit import service as audit_service
+    from robin.auth import hooks as auth_hooks
+    from robin.clusters import api as clusters_api
+    from robin.clusters import service as clusters
+    from robin.config import Settings
+    from robin.db import db
+    from robin.errors import register_error_handlers
+    from robin.health import blp as health_blp
+    from robin.projects import api as projects_api
+    from robin.volumes import api as volumes_api
+
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config.update(
+        ROBIN_SETTINGS=settings,
+        API_TITLE="robin",
+        API_VERSION="v2",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api/v2",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        API_SPEC_OPTIONS={
+            "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+            "security": [{"bearer": []}],
+        },
+    )
+    db.configure(settings.database_url)
+    clusters.registry.configure(settings.ceph_timeout)
+    clusters.sync_default(settings.ceph_conf, settings.ceph_client_id)
+
+    log.install_request_logging(app)
+    auth_hooks.install(app)
+    audit_service.install(app)
+    api = Api(app)
+    register_error_handlers(app)  # after Api(): flask-smorest installs its own error format
+    for blueprint in (projects_api.blp, volumes_api.blp, clusters_api.blp):
+        api.register_blueprint(blueprint)
+    app.register_blueprint(health_blp)
+    return app

@@ -1,0 +1,1 @@
+"""Audit events: every mutating request, who made it and how it ended."""

@@ -1,0 +1,1 @@
+"""API tokens (stored hashed), roles and the identity of each request."""

@@ -1,0 +1,19 @@
+"""Authenticate every request except the few that must answer without a token."""
+from __future__ import annotations
+
+from flask import Flask, g, request
+
+from robin.auth import service
+
+PUBLIC_ENDPOINTS = frozenset({
+    "health.healthz", "health.readyz",
+    "api-docs.openapi_json", "api-docs.openapi_swagger_ui", "static",
+})
+
+
+def install(app: Flask) -> None:
+    @app.before_request
+    def _authenticate():
+        if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
+            return  # None: an unknown URL, which answers 404 either way
+        g.identity = service.authenticate(request.headers.get("Authorization"))

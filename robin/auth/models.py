@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import Enum, ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from robin.db import Base, UTCDateTime, utcnow
+from robin.projects.models import Project
+
+
+class Role(str, enum.Enum):
+    ADMIN = "admin"  # everything
+    MEMBER = "member"  # one project's volumes, read and write
+    AUDITOR = "auditor"  # read-only, every project
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    # sha256 of the secret: tokens are 256 random bits, so a fast hash is enough (nothing to brute
+    # force) and lets a request find its token by an indexed lookup.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    role: Mapped[Role] = mapped_column(
+        Enum(Role, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e],
+             create_constraint=True, name="token_role"))
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    project: Mapped[Project | None] = relationship(lazy="joined")

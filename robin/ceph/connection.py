@@ -1,0 +1,126 @@
+"""One rados connection per cluster per process, made lazily and reused.
+
+Connecting costs tens of milliseconds while an RBD create costs a few, so a connection is kept
+for the life of the process. It is made after gunicorn forks (a librados handle must never
+cross a fork) and again after the cluster shut it down.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import rados
+
+from robin.ceph.errors import CephNotConnected, CephUnavailable, translate, translated
+from robin.metrics import timed_ceph_op
+
+TIMEOUT_OPTIONS = ("rados_mon_op_timeout", "rados_osd_op_timeout", "client_mount_timeout")
+
+
+class CephConnection:
+    def __init__(self, name: str, conf_path: str, client_id: str, timeout: float):
+        self.name = name
+        self.conf_path = conf_path
+        self.client_id = client_id
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._rados: rados.Rados | None = None
+        self._pid: int | None = None
+        self._ioctxs: dict[str, rados.Ioctx] = {}
+
+    @property
+    def _timeout_s(self) -> int:
+        # Ceph takes whole seconds for these options.
+        return max(1, math.ceil(self.timeout))
+
+    def _connect(self) -> rados.Rados:
+        if not self.conf_path or not os.path.exists(self.conf_path):
+            raise CephNotConnected(f"cluster {self.name!r}: ceph.conf {self.conf_path!r} does not exist")
+        try:
+            cluster = rados.Rados(conffile=self.conf_path, rados_id=self.client_id)
+            for option in TIMEOUT_OPTIONS:
+                cluster.conf_set(option, str(self._timeout_s))
+            cluster.connect(timeout=self._timeout_s)
+        except rados.Error as exc:
+            error = translate(exc, f"connecting to Ceph cluster {self.name!r}")
+            # Whatever the errno, a cluster we cannot connect to is unavailable to the client.
+            raise CephNotConnected(error.message, errno=error.errno) from exc
+        return cluster
+
+    def rados(self) -> rados.Rados:
+        with self._lock:
+            if self._rados is None or self._pid != os.getpid():
+                self._ioctxs = {}
+                with timed_ceph_op(self.name, "connect"):
+                    self._rados = self._connect()
+                self._pid = os.getpid()
+            return self._rados
+
+    @contextmanager
+    def ioctx(self, pool: str) -> Iterator[rados.Ioctx]:
+        """A pool's I/O context, shared by threads: librados contexts are thread-safe as long as
+        nobody changes their snapshot context or namespace, which robin never does."""
+        cluster = self.rados()
+        with self._lock:
+            ioctx = self._ioctxs.get(pool)
+            if ioctx is None:
+                with translated(f"opening pool {pool!r} on cluster {self.name!r}"):
+                    ioctx = cluster.open_ioctx(pool)
+                self._ioctxs[pool] = ioctx
+        yield ioctx
+
+    @contextmanager
+    def operation(self, op: str, what: str) -> Iterator[None]:
+        """Time a binding call and translate its errors; drop the connection if Ceph closed it."""
+        try:
+            with timed_ceph_op(self.name, op), translated(what):
+                yield
+        except CephUnavailable:
+            self.reset()
+            raise
+
+    def mon_command(self, prefix: str, **args) -> dict | list:
+        command = json.dumps({"prefix": prefix, "format": "json", **args})
+        with self.operation("mon_command", f"ceph {prefix} on {self.name!r}"):
+            ret, out, status = self.rados().mon_command(command, b"", timeout=self._timeout_s)
+        if ret != 0:
+            raise translate(rados.OSError(status, errno=-ret), f"ceph {prefix} on {self.name!r}")
+        return json.loads(out) if out else {}
+
+    def reset(self) -> None:
+        with self._lock:
+            cluster, self._rados, self._ioctxs = self._rados, None, {}
+            mine = self._pid == os.getpid()
+        if cluster is not None and mine:
+            try:
+                cluster.shutdown()
+            except rados.Error:
+                pass  # it is being discarded either way
+
+
+class CephConnections:
+    """The process's connections, keyed by cluster name; rebuilt when a cluster's conf changes."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._connections: dict[str, CephConnection] = {}
+
+    def get(self, name: str, conf_path: str, client_id: str) -> CephConnection:
+        with self._lock:
+            conn = self._connections.get(name)
+            if conn is None or (conn.conf_path, conn.client_id) != (conf_path, client_id):
+                if conn is not None:
+                    conn.reset()
+                conn = self._connections[name] = CephConnection(name, conf_path, client_id, self.timeout)
+            return conn
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._connections = list(self._connections.values()), {}
+        for conn in connections:
+            conn.reset()

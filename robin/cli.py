@@ -1,0 +1,185 @@
+"""The `robin` command."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from robin.config import ConfigError, Settings
+
+
+def _settings(**overrides) -> Settings:
+    try:
+        return Settings.from_env(**{k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _app_context():
+    from robin import create_app
+
+    return create_app(_settings()).app_context()
+
+
+@click.group()
+def main() -> None:
+    """robin: RBD images and CephFS paths per project, on Ceph."""
+    from robin import log
+
+    log.configure(_settings().log_level)
+
+
+# --- serve --------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--host", help="address to listen on [ROBIN_HOST, default 127.0.0.1]")
+@click.option("--port", type=int, help="port [ROBIN_PORT, default 8080]")
+@click.option("--workers", type=int, help="gunicorn worker processes [ROBIN_WORKERS]")
+def serve(host, port, workers) -> None:
+    """Serve the API with gunicorn (replaces this process)."""
+    settings = _settings(host=host, port=port, workers=workers)
+    _require_migrated(settings.database_url)
+    metrics_dir = Path(os.environ.get("ROBIN_STATE_DIR") or Path.home() / ".local/state/robin") / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)  # counters of an earlier run would be merged in
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    argv = [
+        sys.executable, "-m", "gunicorn",
+        "--config", "python:robin.gunicorn_conf",
+        "--bind", f"{settings.host}:{settings.port}",
+        "--workers", str(settings.workers),
+        "--threads", str(settings.threads),
+        # A worker stuck longer than any Ceph call may take is restarted.
+        "--timeout", str(int(settings.ceph_timeout * 3 + 30)),
+        "robin.wsgi:app",
+    ]
+    os.execv(sys.executable, argv)
+
+
+def _require_migrated(url: str) -> None:
+    from robin.db import pending_migrations
+
+    pending = pending_migrations(url)
+    if pending:
+        raise click.ClickException(f"the database needs migrations {pending}: run `robin db upgrade` first")
+
+
+# --- db -----------------------------------------------------------------------------------------
+
+@main.group("db")
+def db_group() -> None:
+    """Database schema migrations (Alembic)."""
+
+
+@db_group.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Migrate ROBIN_DATABASE_URL to the latest (or given) revision."""
+    from robin.db import upgrade
+
+    upgrade(_settings().database_url, revision)
+
+
+@db_group.command("revision")
+@click.option("-m", "--message", required=True)
+@click.option("--id", "rev_id", required=True, help="the revision's name, e.g. 0002_cephfs_paths")
+def db_revision(message: str, rev_id: str) -> None:
+    """Write a new migration from the difference between the models and the database."""
+    from robin.db import new_revision
+
+    new_revision(_settings().database_url, message, rev_id)
+
+
+# --- dev-cluster --------------------------------------------------------------------------------
+
+@main.group("dev-cluster")
+def dev_cluster() -> None:
+    """A single-node Ceph cluster on 127.0.0.1 for development, tests and benchmarks."""
+
+
+def _cluster(directory: str | None):
+    from robin.dev.cluster import DEFAULT_DIR, DevCluster
+
+    return DevCluster(Path(directory) if directory else DEFAULT_DIR)
+
+
+DIR_OPTION = click.option("--dir", "directory", type=click.Path(file_okay=False),
+                          help="where the cluster lives [ROBIN_DEV_CLUSTER_DIR]")
+
+
+@dev_cluster.command("up")
+@DIR_OPTION
+def dev_cluster_up(directory) -> None:
+    """Start the cluster (or reuse a healthy one); print the path of its ceph.conf."""
+    from robin.dev.cluster import DevClusterError
+
+    try:
+        click.echo(_cluster(directory).up())
+    except DevClusterError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@dev_cluster.command("down")
+@DIR_OPTION
+def dev_cluster_down(directory) -> None:
+    """Stop the daemons this cluster started (by pid) and remove its directory."""
+    _cluster(directory).down()
+
+
+@dev_cluster.command("status")
+@DIR_OPTION
+def dev_cluster_status(directory) -> None:
+    """Print the cluster's state as JSON; exit 1 unless it is up and healthy."""
+    status = _cluster(directory).status()
+    click.echo(json.dumps(status, indent=2, default=str))
+    if not status.get("healthy"):
+        sys.exit(1)
+
+
+# --- tokens -------------------------------------------------------------------------------------
+
+@main.group()
+def token() -> None:
+    """API tokens."""
+
+
+@token.command("create")
+@click.option("--admin", "role", flag_value="admin", help="everything")
+@click.option("--auditor", "role", flag_value="auditor", help="read-only, every project")
+@click.option("--role", "role", type=click.Choice(["admin", "member", "auditor"]))
+@click.option("--project", help="the project of a member token")
+@click.option("--name", default="", help="a label to recognise the token by")
+def token_create(role, project, name) -> None:
+    """Create a token and print it, alone on stdout, once: only its hash is kept."""
+    from robin.auth import service
+    from robin.auth.models import Role
+    from robin.errors import RobinError
+
+    if role is None:
+        role = "member" if project else None
+    if role is None:
+        raise click.UsageError("say which token: --admin, --auditor, or --project P [--role member]")
+    try:
+        with _app_context():
+            secret, _token = service.create_token(Role(role), project=project, name=name)
+    except RobinError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(secret)
+
+
+@token.command("revoke")
+@click.argument("token_id", type=int)
+def token_revoke(token_id: int) -> None:
+    """Revoke a token by its id (as shown in audit events: token:<id>:<name>)."""
+    from robin.auth import service
+    from robin.errors import RobinError
+
+    try:
+        with _app_context():
+            service.revoke_token(token_id)
+    except RobinError as exc:
+        raise click.ClickException(exc.message) from exc

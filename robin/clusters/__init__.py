@@ -1,0 +1,1 @@
+"""The registry of Ceph clusters robin manages; the default one comes from ROBIN_CEPH_CONF."""

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from flask import g
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from robin.clusters import service
+from robin.clusters.schemas import ClusterCreateSchema, ClusterSchema
+
+blp = Blueprint("clusters", __name__, url_prefix="/api/v2/clusters", description="The Ceph clusters robin manages")
+
+
+@blp.route("")
+class Clusters(MethodView):
+    @blp.response(200, ClusterSchema(many=True))
+    def get(self):
+        return service.list_all(g.identity)
+
+    @blp.arguments(ClusterCreateSchema)
+    @blp.response(201, ClusterSchema)
+    def post(self, body):
+        """Register another cluster by the path of its ceph.conf on robin's hosts (admin)."""
+        return service.register(g.identity, body["name"], body["conf_path"], body["client_id"])

@@ -1,0 +1,85 @@
+"""The cluster registry and each cluster's process-wide connection."""
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from robin.auth.identity import Identity
+from robin.ceph import CephConnection, CephConnections
+from robin.clusters.models import CephCluster
+from robin.db import db
+from robin.errors import Conflict, NotFound, ServiceUnavailable
+
+DEFAULT_NAME = "default"
+
+
+class _Registry:
+    """Bound to settings by the app factory; holds this process's connections."""
+
+    connections: CephConnections | None = None
+
+    def configure(self, timeout: float) -> None:
+        if self.connections is not None:
+            self.connections.close()
+        self.connections = CephConnections(timeout)
+
+
+registry = _Registry()
+
+
+def sync_default(conf_path: str, client_id: str) -> None:
+    """Make the registry's default cluster the one ROBIN_CEPH_CONF names (idempotent, race-safe)."""
+    if not conf_path:
+        return
+    try:
+        with db.unit_of_work() as session:
+            row = session.scalar(select(CephCluster).where(CephCluster.is_default.is_(True)))
+            if row is None:
+                session.add(CephCluster(name=DEFAULT_NAME, conf_path=conf_path, client_id=client_id,
+                                        is_default=True))
+            else:
+                row.conf_path, row.client_id = conf_path, client_id
+    except IntegrityError:
+        pass  # another worker registered it at the same moment
+
+
+def resolve(session: Session, name: str | None) -> CephCluster:
+    if name is None:
+        cluster = session.scalar(select(CephCluster).where(CephCluster.is_default.is_(True)))
+        if cluster is None:
+            raise ServiceUnavailable("no default Ceph cluster is configured: set ROBIN_CEPH_CONF",
+                                     code="ceph_unavailable")
+        return cluster
+    cluster = session.scalar(select(CephCluster).where(CephCluster.name == name))
+    if cluster is None:
+        raise NotFound(f"Ceph cluster {name!r} is not registered", code="cluster_not_found",
+                       details={"cluster": name})
+    return cluster
+
+
+def connection(cluster: CephCluster) -> CephConnection:
+    return registry.connections.get(cluster.name, cluster.conf_path, cluster.client_id)
+
+
+def list_all(identity: Identity) -> list[CephCluster]:
+    if not identity.sees_all_projects:
+        identity.require_admin()
+    with db.unit_of_work() as session:
+        return list(session.scalars(select(CephCluster).order_by(CephCluster.name)))
+
+
+def register(identity: Identity, name: str, conf_path: str, client_id: str) -> CephCluster:
+    identity.require_admin()
+    try:
+        with db.unit_of_work() as session:
+            cluster = CephCluster(name=name, conf_path=conf_path, client_id=client_id, is_default=False)
+            session.add(cluster)
+    except IntegrityError as exc:
+        raise Conflict(f"Ceph cluster {name!r} is already registered", code="cluster_exists") from exc
+    return cluster
+
+
+def check_reachable(cluster: CephCluster) -> None:
+    """Raise CephUnavailable unless the cluster's monitors answer."""
+    connection(cluster).mon_command("health")

@@ -1,0 +1,123 @@
+"""Settings: read once from ROBIN_* environment variables (and an optional TOML file), validated at start.
+
+Precedence: explicit keyword arguments > environment > file named by ROBIN_CONFIG_FILE > defaults.
+A bad value stops the process at start with a message naming the variable, instead of failing later
+inside a request.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from robin.dev.cluster import DEFAULT_DIR as DEV_CLUSTER_DIR
+
+ENV_PREFIX = "ROBIN_"
+RBD_FEATURES = ("layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the environment variable."""
+
+
+def _state_dir() -> Path:
+    return Path(os.environ.get("ROBIN_STATE_DIR") or Path.home() / ".local/state/robin")
+
+
+def _default_ceph_conf() -> str:
+    """The dev cluster's conf when one exists, so `make run` needs no configuration."""
+    conf = DEV_CLUSTER_DIR / "ceph.conf"
+    return str(conf) if conf.exists() else ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = field(default_factory=lambda: f"sqlite:///{_state_dir() / 'robin.db'}")
+    ceph_conf: str = field(default_factory=_default_ceph_conf)
+    ceph_client_id: str = "admin"
+    # Seconds before a Ceph call gives up; applied to mon ops, OSD ops and the initial connect,
+    # so an outage becomes a 503 within this time rather than a hung worker.
+    ceph_timeout: float = 10.0
+    rbd_default_pool: str = "rbd"
+    # Pools tenants may place images in; others are refused so a project cannot write into,
+    # say, the CephFS metadata pool.
+    rbd_pools: tuple[str, ...] = ("rbd",)
+    rbd_default_features: tuple[str, ...] = RBD_FEATURES
+    max_image_bytes: int = 64 * 2**40
+    page_limit_max: int = 1000
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 4
+    threads: int = 8
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Settings":
+        values = _read_file(os.environ.get("ROBIN_CONFIG_FILE"))
+        values.update(_read_env(cls))
+        values.update(overrides)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.ceph_timeout <= 0:
+            raise ConfigError("ROBIN_CEPH_TIMEOUT must be a positive number of seconds")
+        if self.rbd_default_pool not in self.rbd_pools:
+            raise ConfigError("ROBIN_RBD_DEFAULT_POOL must be one of ROBIN_RBD_POOLS")
+        unknown = set(self.rbd_default_features) - set(RBD_FEATURES)
+        if unknown:
+            raise ConfigError(f"ROBIN_RBD_DEFAULT_FEATURES has unknown features: {sorted(unknown)}")
+        if self.max_image_bytes <= 0 or self.workers <= 0 or self.threads <= 0:
+            raise ConfigError("ROBIN_MAX_IMAGE_BYTES, ROBIN_WORKERS and ROBIN_THREADS must be positive")
+        if not 0 < self.port < 65536:
+            raise ConfigError("ROBIN_PORT must be a TCP port")
+
+
+def _read_file(path: str | None) -> dict:
+    if not path:
+        return {}
+    try:
+        with open(path, "rb") as handle:
+            raw = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"ROBIN_CONFIG_FILE {path}: {exc}") from exc
+    return {name: _coerce(Settings, name, value, source=path) for name, value in raw.items()}
+
+
+def _read_env(cls) -> dict:
+    values = {}
+    for f in dataclasses.fields(cls):
+        raw = os.environ.get(ENV_PREFIX + f.name.upper())
+        if raw is not None and raw != "":
+            values[f.name] = _coerce(cls, f.name, raw, source=ENV_PREFIX + f.name.upper())
+    return values
+
+
+def _coerce(cls, name: str, value, source: str):
+    kinds = {f.name: f.type for f in dataclasses.fields(cls)}
+    if name not in kinds:
+        raise ConfigError(f"{source}: unknown setting {name!r}")
+    kind = kinds[name]
+    try:
+        if kind == "bool":
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind.startswith("tuple"):
+            items = value if isinstance(value, list) else str(value).split(",")
+            return tuple(item.strip() for item in items if item.strip())
+        return str(value)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {value!r} is not a valid {kind}") from exc
+
+
+def current() -> Settings:
+    """The running app's settings (services run inside an app context, the CLI included)."""
+    from flask import current_app
+
+    return current_app.config["ROBIN_SETTINGS"]

@@ -1,0 +1,169 @@
+"""Engine, sessions and the unit-of-work helper.
+
+Services own transactions: `with db.unit_of_work() as session:` commits on success and rolls back
+on any error. `unit_of_work(lock=True)` is for transactions that reserve quota: on SQLite it starts
+with BEGIN IMMEDIATE (the write lock is taken before the first read, so two reservations cannot
+both read the same usage); on PostgreSQL the service locks the project's quota row FOR UPDATE.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import DateTime, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+SQLITE_BUSY_TIMEOUT_S = 30
+# robin is installed editable (see the Makefile), so the migrations sit beside the package.
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timestamps stored as UTC and always returned timezone-aware (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime; use robin.db.utcnow()")
+        return value.astimezone(timezone.utc) if value is not None else None
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def normalize_url(url: str) -> str:
+    """Use psycopg 3 for PostgreSQL whatever driver (or none) the URL names."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's implicit BEGIN is
+        # deferred, which is what would let two quota reservations race).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # WAL: readers never wait for the writer. synchronous=NORMAL keeps the file consistent
+        # on power loss; the last commits may be lost, which the reconciler tolerates.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection):
+        immediate = connection.get_execution_options().get("robin_write_lock", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Database:
+    """Created unbound at import; `configure()` binds it to a URL (the app factory, the CLI)."""
+
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+        self._sessions: sessionmaker | None = None
+        self._locking_sessions: sessionmaker | None = None
+
+    def configure(self, url: str) -> None:
+        if self.engine is not None and self.engine.url.render_as_string(False) == normalize_url(url):
+            return
+        self.dispose()
+        url = normalize_url(url)
+        is_sqlite = make_url(url).get_backend_name() == "sqlite"
+        connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False} if is_sqlite else {}
+        engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not is_sqlite)
+        if is_sqlite:
+            _configure_sqlite(engine)
+        self.engine = engine
+        self._sessions = sessionmaker(bind=engine, expire_on_commit=False)
+        locking_engine = engine.execution_options(robin_write_lock=True)
+        self._locking_sessions = sessionmaker(bind=locking_engine, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine is not None and self.engine.dialect.name == "sqlite"
+
+    def dispose(self) -> None:
+        if self.engine is not None:
+            self.engine.dispose()
+        self.engine = self._sessions = self._locking_sessions = None
+
+    @contextmanager
+    def unit_of_work(self, *, lock: bool = False) -> Iterator[Session]:
+        if self._sessions is None:
+            raise RuntimeError("database not configured")
+        session = (self._locking_sessions if lock else self._sessions)()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+
+db = Database()
+
+
+def _alembic_config(url: str):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["url"] = url  # not a main option: '%' in passwords would be interpolated
+    return config
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    from alembic import command
+
+    _ensure_sqlite_dir(url)
+    command.upgrade(_alembic_config(url), revision)
+
+
+def pending_migrations(url: str) -> list[str]:
+    """Revisions between the database's and the code's head (empty when up to date)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(_alembic_config(url))
+    engine = create_engine(normalize_url(url))
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_heads()
+    finally:
+        engine.dispose()
+    return [rev.revision for rev in script.iterate_revisions(script.get_heads(), current or None)][::-1] \
+        if set(current) != set(script.get_heads()) else []
+
+
+def new_revision(url: str, message: str, rev_id: str) -> None:
+    from alembic import command
+
+    command.revision(_alembic_config(url), message=message, rev_id=rev_id, autogenerate=True)
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

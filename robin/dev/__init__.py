@@ -1,0 +1,1 @@
+"""Developer tooling: a throwaway single-node Ceph cluster for local runs, tests and benchmarks."""

@@ -1,0 +1,115 @@
+"""The RobinError family and the one JSON error handler.
+
+Every error a client can see has a stable `code` (clients branch on it), an HTTP status and a
+message a person can act on: {"error": {"code", "message", "details"}}.
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class RobinError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, details: dict | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+        if code:
+            self.code = code
+
+    def to_dict(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class InvalidInput(RobinError):
+    status = 422
+    code = "validation_error"
+
+
+class BadRequest(RobinError):
+    status = 400
+    code = "bad_request"
+
+
+class Unauthenticated(RobinError):
+    status = 401
+    code = "unauthenticated"
+
+
+class Forbidden(RobinError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(RobinError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(RobinError):
+    status = 409
+    code = "conflict"
+
+
+class QuotaExceeded(RobinError):
+    # 403 rather than 413/507: the request is well formed, the project is not allowed more.
+    status = 403
+    code = "quota_exceeded"
+
+
+class ServiceUnavailable(RobinError):
+    status = 503
+    code = "unavailable"
+
+
+def _http_error_code(exc: HTTPException) -> str:
+    if exc.code == 422:
+        return "validation_error"
+    return (exc.name or "error").lower().replace(" ", "_")
+
+
+def _from_http_exception(exc: HTTPException) -> tuple[dict, int]:
+    """Werkzeug and webargs errors (404 on unknown routes, 422 from schemas) in robin's shape."""
+    data = getattr(exc, "data", None) or {}
+    details = {}
+    message = exc.description or exc.name
+    messages = data.get("messages")
+    if messages:
+        # webargs nests per location ("json", "query"); flatten to field -> messages.
+        fields = {}
+        for location_fields in messages.values():
+            fields.update(location_fields if isinstance(location_fields, dict) else {"_": location_fields})
+        details["fields"] = fields
+        message = "invalid input: " + "; ".join(
+            f"{name}: {' '.join(map(str, errs)) if isinstance(errs, list) else errs}"
+            for name, errs in fields.items()
+        )
+    body = {"error": {"code": _http_error_code(exc), "message": message, "details": details}}
+    return body, exc.code or 500
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(RobinError)
+    def _robin_error(exc: RobinError):
+        if exc.status >= 500:
+            log.warning("request failed", extra={"code": exc.code, "error": exc.message})
+        return jsonify(exc.to_dict()), exc.status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        body, status = _from_http_exception(exc)
+        return jsonify(body), status
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        # The one place a bare Exception is caught: log it whole, tell the client nothing internal.
+        log.exception("unhandled error")
+        body = {"error": {"code": "internal_error", "message": "internal error; see robin's log", "details": {}}}
+        return jsonify(body), 500

@@ -1,0 +1,9 @@
+"""gunicorn settings that must be code (hooks); the rest comes from `robin serve`'s flags."""
+from prometheus_client import multiprocess
+
+worker_class = "gthread"
+accesslog = None  # robin logs each request itself, as JSON
+
+
+def child_exit(server, worker):
+    multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,59 @@
+"""One JSON object per log line, with the request id when there is one."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import uuid
+
+from flask import Flask, Response, g, has_request_context, request
+
+from robin.metrics import REQUEST_SECONDS
+
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+                 "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
+        if has_request_context() and g.get("request_id"):
+            entry["request_id"] = g.request_id
+        entry.update({key: value for key, value in vars(record).items() if key not in _STANDARD})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = JsonFormatter()
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+access_log = logging.getLogger("robin.access")
+
+
+def install_request_logging(app: Flask) -> None:
+    """A request id for every request (echoed as X-Request-Id), a latency histogram by route,
+    and one access log line."""
+
+    @app.before_request
+    def _start():
+        g.request_id = request.headers.get("X-Request-Id") or str(uuid.uuid4())
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        route = request.url_rule.rule if request.url_rule else "<unmatched>"
+        REQUEST_SECONDS.labels(request.method, route, str(response.status_code)).observe(elapsed)
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        access_log.info("request", extra={"method": request.method, "path": request.path,
+                                          "status": response.status_code, "duration_ms": round(elapsed * 1000, 2)})
+        return response

@@ -1,0 +1,8 @@
+"""Imports every model module so Base.metadata knows all tables (for Alembic and test setup)."""
+from robin.audit.models import AuditEvent
+from robin.auth.models import ApiToken
+from robin.clusters.models import CephCluster
+from robin.projects.models import Project, Quota
+from robin.volumes.models import RbdImage
+
+__all__ = ["ApiToken", "AuditEvent", "CephCluster", "Project", "Quota", "RbdImage"]

@@ -1,0 +1,140 @@
+"""Projects and quotas. Quota usage is always summed from the rows that consume it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from robin.auth.identity import Identity
+from robin.auth.models import ApiToken
+from robin.db import db
+from robin.errors import Conflict, NotFound, QuotaExceeded
+from robin.pagination import Page, paginate
+from robin.projects.models import Project, Quota
+from robin.volumes.models import RESERVED_BYTES, RbdImage, VolumeState
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    bytes: int
+    volumes: int
+    snapshots: int = 0
+
+
+def _not_found(name: str) -> NotFound:
+    return NotFound(f"project {name!r} does not exist", code="project_not_found", details={"project": name})
+
+
+def find(session: Session, name: str) -> Project:
+    project = session.scalar(select(Project).where(Project.name == name))
+    if project is None:
+        raise _not_found(name)
+    return project
+
+
+def lock(session: Session, name: str) -> Project:
+    """The project with its quota row locked until the transaction ends (PostgreSQL FOR UPDATE;
+    on SQLite the caller's BEGIN IMMEDIATE already holds the database's write lock)."""
+    project = find(session, name)
+    session.execute(select(Quota).where(Quota.project_id == project.id).with_for_update())
+    return project
+
+
+def provisioned(session: Session, project_id: int, *, exclude_image: str | None = None) -> Provisioned:
+    query = select(func.coalesce(func.sum(RESERVED_BYTES), 0), func.count()).where(
+        RbdImage.project_id == project_id, RbdImage.state != VolumeState.DELETED)
+    if exclude_image is not None:
+        query = query.where(RbdImage.id != exclude_image)
+    total_bytes, volumes = session.execute(query).one()
+    return Provisioned(bytes=int(total_bytes), volumes=int(volumes))
+
+
+def reserve(session: Session, project: Project, *, add_bytes: int = 0, add_volumes: int = 0,
+            exclude_image: str | None = None) -> None:
+    """Refuse unless the project's quota holds `add_*` more. Call with the project locked."""
+    quota = project.quota
+    used = provisioned(session, project.id, exclude_image=exclude_image)
+    remaining = {"bytes": quota.max_bytes - used.bytes, "volumes": quota.max_volumes - used.volumes}
+    details = {"project": project.name, "requested_bytes": add_bytes, "requested_volumes": add_volumes,
+               "remaining_bytes": max(0, remaining["bytes"]), "remaining_volumes": max(0, remaining["volumes"])}
+    if add_volumes > remaining["volumes"]:
+        raise QuotaExceeded(f"project {project.name!r} may have {quota.max_volumes} volumes and has "
+                            f"{used.volumes}", details=details)
+    if add_bytes > remaining["bytes"]:
+        raise QuotaExceeded(f"project {project.name!r} has {max(0, remaining['bytes'])} bytes of quota left; "
+                            f"{add_bytes} were requested", details=details)
+
+
+def create(identity: Identity, name: str, quota: dict) -> Project:
+    identity.require_admin()
+    try:
+        with db.unit_of_work() as session:
+            project = Project(name=name, quota=Quota(**quota))
+            session.add(project)
+            session.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"project {name!r} already exists", code="project_exists",
+                       details={"project": name}) from exc
+    return project
+
+
+def get(identity: Identity, name: str) -> Project:
+    identity.require_read(name)
+    with db.unit_of_work() as session:
+        return find(session, name)
+
+
+def list_visible(identity: Identity, limit: int, cursor: str | None) -> Page:
+    query = select(Project)
+    if not identity.sees_all_projects:
+        query = query.where(Project.name == identity.project)
+    with db.unit_of_work() as session:
+        return paginate(session, query, Project.name, limit, cursor)
+
+
+def update_quota(identity: Identity, name: str, changes: dict) -> Project:
+    identity.require_admin()
+    with db.unit_of_work(lock=True) as session:
+        project = lock(session, name)
+        used = provisioned(session, project.id)
+        new = {key: changes.get(key, getattr(project.quota, key)) for key in ("max_bytes", "max_volumes")}
+        if new["max_bytes"] < used.bytes or new["max_volumes"] < used.volumes:
+            raise Conflict(
+                f"project {name!r} already uses {used.bytes} bytes in {used.volumes} volumes; "
+                "a quota below that would be exceeded at once. Delete volumes first.",
+                code="quota_below_usage",
+                details={"provisioned_bytes": used.bytes, "volumes": used.volumes})
+        for key, value in changes.items():
+            setattr(project.quota, key, value)
+        session.flush()
+        return project
+
+
+def delete(identity: Identity, name: str) -> None:
+    identity.require_admin()
+    with db.unit_of_work(lock=True) as session:
+        project = lock(session, name)
+        live = session.scalars(select(RbdImage.name).where(
+            RbdImage.project_id == project.id, RbdImage.state != VolumeState.DELETED).limit(20)).all()
+        if live:
+            raise Conflict(f"project {name!r} still owns volumes; delete them first", code="project_not_empty",
+                           details={"volumes": live})
+        # Rows of deleted volumes go with it: their history stays in the audit events.
+        session.execute(RbdImage.__table__.delete().where(RbdImage.project_id == project.id))
+        session.execute(ApiToken.__table__.delete().where(ApiToken.project_id == project.id))
+        session.delete(project)
+
+
+def quota_rows() -> list[dict]:
+    """Every project's quota and provisioned totals in one query, for the metrics scrape."""
+    live = (RbdImage.project_id == Project.id) & (RbdImage.state != VolumeState.DELETED)
+    query = (select(Project.name, Quota.max_bytes, Quota.max_volumes,
+                    func.coalesce(func.sum(RESERVED_BYTES), 0), func.count(RbdImage.id))
+             .join(Quota, Quota.project_id == Project.id).outerjoin(RbdImage, live)
+             .group_by(Project.name, Quota.max_bytes, Quota.max_volumes))
+    with db.unit_of_work() as session:
+        return [{"project": name, "max_bytes": max_bytes, "max_volumes": max_volumes,
+                 "provisioned_bytes": int(prov), "volumes": int(count)}
+                for name, max_bytes, max_volumes, prov, count in session.execute(query)]

@@ -1,0 +1,27 @@
+"""Schema pieces shared by every resource: strict integers, names, pages."""
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from robin.pagination import DEFAULT_LIMIT
+
+# DNS-1123 label: what a Kubernetes namespace may be called, so every namespace can be a project.
+PROJECT_NAME = validate.Regexp(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+                               error="must be 1-63 lowercase letters, digits or '-', starting and ending "
+                                     "with a letter or digit")
+# Stricter than Ceph (which forbids only '/' and '@'): safe in shells, URLs and PV names.
+CEPH_NAME = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+                            error="must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit")
+
+
+def byte_count(*, minimum: int = 0, **kwargs) -> fields.Integer:
+    return fields.Integer(strict=True, validate=validate.Range(min=minimum), **kwargs)
+
+
+class PageArgs(Schema):
+    limit = fields.Integer(strict=False, load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=1000))
+    cursor = fields.String(load_default=None)
+
+
+class PageSchema(Schema):
+    next_cursor = fields.String(allow_none=True)
