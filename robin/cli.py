@@ -50,6 +50,7 @@ def serve(host, port, workers) -> None:
     argv = [
         sys.executable, "-m", "gunicorn",
         "--config", "python:robin.gunicorn_conf",
+        "--no-control-socket",  # a per-user socket in $HOME: two servers would fight over it
         "--bind", f"{settings.host}:{settings.port}",
         "--workers", str(settings.workers),
         "--threads", str(settings.threads),
@@ -183,3 +184,7 @@ def token_revoke(token_id: int) -> None:
             service.revoke_token(token_id)
     except RobinError as exc:
         raise click.ClickException(exc.message) from exc
+
+
+if __name__ == "__main__":
+    main()

@@ -1,14 +1,17 @@
 """Engine, sessions and the unit-of-work helper.
 
 Services own transactions: `with db.unit_of_work() as session:` commits on success and rolls back
-on any error. `unit_of_work(lock=True)` is for transactions that reserve quota: on SQLite it starts
-with BEGIN IMMEDIATE (the write lock is taken before the first read, so two reservations cannot
-both read the same usage); on PostgreSQL the service locks the project's quota row FOR UPDATE.
+on any error; `db.reading()` is for transactions that only read.
+
+On SQLite a unit of work starts with BEGIN IMMEDIATE: the write lock is taken before the first
+read, so two quota reservations cannot both read the same usage, and a transaction never fails
+half-way when it upgrades from reading to writing (SQLITE_BUSY, which the busy timeout cannot
+cure). On PostgreSQL the services lock the project's quota row FOR UPDATE instead.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -80,8 +83,8 @@ class Database:
 
     def __init__(self) -> None:
         self.engine: Engine | None = None
-        self._sessions: sessionmaker | None = None
-        self._locking_sessions: sessionmaker | None = None
+        self._read_sessions: sessionmaker | None = None
+        self._write_sessions: sessionmaker | None = None
 
     def configure(self, url: str) -> None:
         if self.engine is not None and self.engine.url.render_as_string(False) == normalize_url(url):
@@ -94,9 +97,9 @@ class Database:
         if is_sqlite:
             _configure_sqlite(engine)
         self.engine = engine
-        self._sessions = sessionmaker(bind=engine, expire_on_commit=False)
-        locking_engine = engine.execution_options(robin_write_lock=True)
-        self._locking_sessions = sessionmaker(bind=locking_engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(bind=engine, expire_on_commit=False)
+        write_engine = engine.execution_options(robin_write_lock=True)
+        self._write_sessions = sessionmaker(bind=write_engine, expire_on_commit=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -105,13 +108,19 @@ class Database:
     def dispose(self) -> None:
         if self.engine is not None:
             self.engine.dispose()
-        self.engine = self._sessions = self._locking_sessions = None
+        self.engine = self._read_sessions = self._write_sessions = None
+
+    def unit_of_work(self) -> AbstractContextManager[Session]:
+        return self._transaction(self._write_sessions)
+
+    def reading(self) -> AbstractContextManager[Session]:
+        return self._transaction(self._read_sessions)
 
     @contextmanager
-    def unit_of_work(self, *, lock: bool = False) -> Iterator[Session]:
-        if self._sessions is None:
+    def _transaction(self, sessions: sessionmaker | None) -> Iterator[Session]:
+        if sessions is None:
             raise RuntimeError("database not configured")
-        session = (self._locking_sessions if lock else self._sessions)()
+        session = sessions()
         try:
             yield session
             session.commit()

@@ -25,7 +25,7 @@ def healthz():
 
 def _check_database() -> str:
     try:
-        with db.unit_of_work() as session:
+        with db.reading() as session:
             session.execute(text("SELECT 1"))
         return "ok"
     except SQLAlchemyError as exc:
@@ -45,7 +45,7 @@ def readyz():
     """Ready when the database and every registered Ceph cluster answer."""
     checks = {"database": _check_database()}
     if checks["database"] == "ok":
-        with db.unit_of_work() as session:
+        with db.reading() as session:
             registered = list(session.scalars(select(CephCluster)))
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(registered)))) as pool:
             for cluster, result in zip(registered, pool.map(_check_cluster, registered)):

@@ -173,8 +173,13 @@ def rbd_ioctx(rados_cluster):
 
 
 @pytest.fixture()
-def db_session(app):
+def db_rows(app):
+    """db_rows(select(...)) -> the scalars, read in a fresh transaction (so never a stale snapshot,
+    and never holding a lock the API under test would wait for)."""
     from robin.db import db
 
-    with db.unit_of_work() as session:
-        yield session
+    def query(statement) -> list:
+        with db.reading() as session:
+            return list(session.scalars(statement).unique())
+
+    return query

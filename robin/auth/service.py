@@ -43,7 +43,7 @@ def authenticate(authorization: str | None) -> Identity:
 
 
 def identity_for_secret(secret: str) -> Identity:
-    with db.unit_of_work() as session:
+    with db.reading() as session:
         token = session.scalar(select(ApiToken).where(ApiToken.token_hash == _hash(secret)))
         if token is None or token.revoked_at is not None:
             raise Unauthenticated("the API token is unknown or revoked")

@@ -119,6 +119,12 @@ class CephConnections:
                 conn = self._connections[name] = CephConnection(name, conf_path, client_id, self.timeout)
             return conn
 
+    def forget(self, name: str) -> None:
+        with self._lock:
+            conn = self._connections.pop(name, None)
+        if conn is not None:
+            conn.reset()
+
     def close(self) -> None:
         with self._lock:
             connections, self._connections = list(self._connections.values()), {}

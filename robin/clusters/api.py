@@ -21,3 +21,11 @@ class Clusters(MethodView):
     def post(self, body):
         """Register another cluster by the path of its ceph.conf on robin's hosts (admin)."""
         return service.register(g.identity, body["name"], body["conf_path"], body["client_id"])
+
+
+@blp.route("/<name>")
+class ClusterItem(MethodView):
+    @blp.response(204)
+    def delete(self, name):
+        """Unregister a cluster no volume row references (admin)."""
+        service.unregister(g.identity, name)

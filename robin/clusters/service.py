@@ -65,7 +65,7 @@ def connection(cluster: CephCluster) -> CephConnection:
 def list_all(identity: Identity) -> list[CephCluster]:
     if not identity.sees_all_projects:
         identity.require_admin()
-    with db.unit_of_work() as session:
+    with db.reading() as session:
         return list(session.scalars(select(CephCluster).order_by(CephCluster.name)))
 
 
@@ -78,6 +78,22 @@ def register(identity: Identity, name: str, conf_path: str, client_id: str) -> C
     except IntegrityError as exc:
         raise Conflict(f"Ceph cluster {name!r} is already registered", code="cluster_exists") from exc
     return cluster
+
+
+def unregister(identity: Identity, name: str) -> None:
+    """Forget a cluster; refused for the default one and while any volume row references it."""
+    from robin.volumes.models import RbdImage
+
+    identity.require_admin()
+    with db.unit_of_work() as session:
+        cluster = resolve(session, name)
+        if cluster.is_default:
+            raise Conflict("the default cluster comes from ROBIN_CEPH_CONF and cannot be removed",
+                           code="cluster_is_default")
+        if session.scalar(select(RbdImage.id).where(RbdImage.cluster_id == cluster.id).limit(1)):
+            raise Conflict(f"volumes on cluster {name!r} are still recorded", code="cluster_in_use")
+        session.delete(cluster)
+    registry.connections.forget(name)
 
 
 def check_reachable(cluster: CephCluster) -> None:

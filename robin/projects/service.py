@@ -82,7 +82,7 @@ def create(identity: Identity, name: str, quota: dict) -> Project:
 
 def get(identity: Identity, name: str) -> Project:
     identity.require_read(name)
-    with db.unit_of_work() as session:
+    with db.reading() as session:
         return find(session, name)
 
 
@@ -90,13 +90,13 @@ def list_visible(identity: Identity, limit: int, cursor: str | None) -> Page:
     query = select(Project)
     if not identity.sees_all_projects:
         query = query.where(Project.name == identity.project)
-    with db.unit_of_work() as session:
+    with db.reading() as session:
         return paginate(session, query, Project.name, limit, cursor)
 
 
 def update_quota(identity: Identity, name: str, changes: dict) -> Project:
     identity.require_admin()
-    with db.unit_of_work(lock=True) as session:
+    with db.unit_of_work() as session:
         project = lock(session, name)
         used = provisioned(session, project.id)
         new = {key: changes.get(key, getattr(project.quota, key)) for key in ("max_bytes", "max_volumes")}
@@ -114,7 +114,7 @@ def update_quota(identity: Identity, name: str, changes: dict) -> Project:
 
 def delete(identity: Identity, name: str) -> None:
     identity.require_admin()
-    with db.unit_of_work(lock=True) as session:
+    with db.unit_of_work() as session:
         project = lock(session, name)
         live = session.scalars(select(RbdImage.name).where(
             RbdImage.project_id == project.id, RbdImage.state != VolumeState.DELETED).limit(20)).all()
@@ -134,7 +134,7 @@ def quota_rows() -> list[dict]:
                     func.coalesce(func.sum(RESERVED_BYTES), 0), func.count(RbdImage.id))
              .join(Quota, Quota.project_id == Project.id).outerjoin(RbdImage, live)
              .group_by(Project.name, Quota.max_bytes, Quota.max_volumes))
-    with db.unit_of_work() as session:
+    with db.reading() as session:
         return [{"project": name, "max_bytes": max_bytes, "max_volumes": max_volumes,
                  "provisioned_bytes": int(prov), "volumes": int(count)}
                 for name, max_bytes, max_volumes, prov, count in session.execute(query)]

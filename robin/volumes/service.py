@@ -86,7 +86,7 @@ def create(identity: Identity, project: str, spec: dict) -> RbdImage:
 
 def _reserve_new(project: str, spec: dict, pool: str, features: list[str]) -> RbdImage:
     try:
-        with db.unit_of_work(lock=True) as session:
+        with db.unit_of_work() as session:
             cluster = clusters.resolve(session, spec.get("cluster"))
             project_row = projects.lock(session, project)
             _check_name_free(session, cluster.id, pool, spec["name"], cluster.name)
@@ -129,7 +129,7 @@ def _undo_create(image: RbdImage, cause: RobinError) -> None:
 
 def get(identity: Identity, project: str, name: str, *, with_used: bool = False) -> RbdImage:
     identity.require_read(project)
-    with db.unit_of_work() as session:
+    with db.reading() as session:
         image = _find(session, project, name)
     if with_used:
         image.used_bytes = used_bytes(image)
@@ -138,7 +138,7 @@ def get(identity: Identity, project: str, name: str, *, with_used: bool = False)
 
 def list_page(identity: Identity, project: str, limit: int, cursor: str | None) -> Page:
     identity.require_read(project)
-    with db.unit_of_work() as session:
+    with db.reading() as session:
         project_row = projects.find(session, project)
         query = select(RbdImage).where(RbdImage.project_id == project_row.id, RbdImage.state != VolumeState.DELETED)
         return paginate(session, query, RbdImage.name, limit, cursor)
@@ -150,7 +150,7 @@ def used_bytes(image: RbdImage) -> int:
 
 def project_usage(identity: Identity, project: str) -> dict:
     identity.require_read(project)
-    with db.unit_of_work() as session:
+    with db.reading() as session:
         project_row = projects.find(session, project)
         provisioned = projects.provisioned(session, project_row.id)
         images = list(session.scalars(select(RbdImage).where(
@@ -185,7 +185,7 @@ def resize(identity: Identity, project: str, name: str, size_bytes: int, allow_s
 
 
 def _begin_resize(project: str, name: str, size_bytes: int, allow_shrink: bool) -> tuple[RbdImage, bool]:
-    with db.unit_of_work(lock=True) as session:
+    with db.unit_of_work() as session:
         project_row = projects.lock(session, project)
         image = _find(session, project, name)
         _require_available(image, "resized")

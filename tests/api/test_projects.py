@@ -11,13 +11,13 @@ from tests.conftest import unique
 QUOTA = {"max_bytes": 10 * 2**30, "max_volumes": 10, "max_snapshots": 5}
 
 
-def test_create_get_list_project(admin, db_session):
+def test_create_get_list_project(admin, db_rows):
     name = unique("p")
     response = admin.post("/api/v2/projects", json={"name": name, "quota": QUOTA})
     assert response.status_code == 201
     assert response.json["name"] == name and response.json["quota"] == QUOTA
     assert admin.get(f"/api/v2/projects/{name}").json["quota"] == QUOTA
-    stored = db_session.scalar(select(Project).where(Project.name == name))
+    [stored] = db_rows(select(Project).where(Project.name == name))
     assert stored.quota.max_bytes == QUOTA["max_bytes"] and stored.quota.max_volumes == 10
 
 
@@ -57,13 +57,13 @@ def test_duplicate_project_is_409(admin, new_project):
     ({"name": "ok-name", "quota": QUOTA, "colour": "blue"}, "colour"),
     ({"name": "ok-name"}, "quota"),
 ])
-def test_bad_project_input_is_422_with_field_messages(admin, db_session, body, field):
+def test_bad_project_input_is_422_with_field_messages(admin, db_rows, body, field):
     response = admin.post("/api/v2/projects", json=body)
     assert response.status_code == 422
     error = response.json["error"]
     assert error["code"] == "validation_error"
     assert field in error["details"]["fields"]
-    assert db_session.scalar(select(Project).where(Project.name == "ok-name")) is None
+    assert db_rows(select(Project).where(Project.name == "ok-name")) == []
 
 
 def test_patch_quota(admin, new_project):
@@ -74,11 +74,11 @@ def test_patch_quota(admin, new_project):
     assert response.json["quota"]["max_volumes"] == 100
 
 
-def test_delete_empty_project(admin, new_project, db_session):
+def test_delete_empty_project(admin, new_project, db_rows):
     name = new_project()
     assert admin.delete(f"/api/v2/projects/{name}").status_code == 204
     assert admin.get(f"/api/v2/projects/{name}").status_code == 404
-    assert db_session.scalar(select(Project).where(Project.name == name)) is None
+    assert db_rows(select(Project).where(Project.name == name)) == []
 
 
 def test_unknown_project_is_404(admin):
@@ -139,13 +139,13 @@ def test_auditor_reads_everything_and_writes_nothing(as_role, new_project, admin
     assert admin.get(f"/api/v2/projects/{name}").status_code == 200
 
 
-def test_mutating_requests_are_audited(admin, anonymous, db_session):
+def test_mutating_requests_are_audited(admin, anonymous, db_rows):
     name = unique("p")
     admin.post("/api/v2/projects", json={"name": name, "quota": QUOTA})
     admin.post("/api/v2/projects", json={"name": name, "quota": QUOTA})
     anonymous.delete(f"/api/v2/projects/{name}")
-    events = db_session.scalars(select(AuditEvent).where(AuditEvent.target.in_(
-        ["/api/v2/projects", f"/api/v2/projects/{name}"])).order_by(AuditEvent.id)).all()
+    events = db_rows(select(AuditEvent).where(AuditEvent.target.in_(
+        ["/api/v2/projects", f"/api/v2/projects/{name}"])).order_by(AuditEvent.id))
     mine = [e for e in events if (e.details.get("request") or {}).get("name") == name
             or e.target.endswith(name)]
     assert [(e.outcome, e.status_code, e.error_code) for e in mine] == [

@@ -21,9 +21,8 @@ def ceph_image(ioctx, name):
     return rbd.Image(ioctx, name, read_only=True)
 
 
-def row(db_session, name) -> RbdImage | None:
-    db_session.expire_all()
-    return db_session.scalars(select(RbdImage).where(RbdImage.name == name).order_by(RbdImage.created_at)).all()
+def row(db_rows, name) -> list[RbdImage]:
+    return db_rows(select(RbdImage).where(RbdImage.name == name).order_by(RbdImage.created_at))
 
 
 @pytest.fixture()
@@ -37,7 +36,7 @@ def create(admin, project, **body):
     return admin.post(f"/api/v2/projects/{project}/rbd-images", json=body)
 
 
-def test_create_makes_the_image_in_ceph(admin, project, rbd_ioctx, db_session):
+def test_create_makes_the_image_in_ceph(admin, project, rbd_ioctx, db_rows):
     name = unique("img")
     response = create(admin, project, name=name, size_bytes=100 * MiB, metadata={"app": "db"},
                       features=["layering", "exclusive-lock"])
@@ -50,7 +49,7 @@ def test_create_makes_the_image_in_ceph(admin, project, rbd_ioctx, db_session):
         assert feature_names(image.features()) == ("layering", "exclusive-lock")
         assert image.metadata_get("app") == "db"
         assert image.metadata_get(OWNER_KEY) == body["id"]
-    [stored] = row(db_session, name)
+    [stored] = row(db_rows, name)
     assert stored.state is VolumeState.AVAILABLE and stored.id == body["id"] and stored.size_bytes == 100 * MiB
 
 
@@ -86,13 +85,13 @@ def test_used_bytes_comes_from_ceph(admin, project, rbd_ioctx):
     assert usage["remaining_bytes"] == 10 * GiB - 64 * MiB and usage["volumes"] == 1
 
 
-def test_grow(admin, project, rbd_ioctx, db_session):
+def test_grow(admin, project, rbd_ioctx, db_rows):
     name = create(admin, project).json["name"]
     response = admin.patch(f"/api/v2/projects/{project}/rbd-images/{name}", json={"size_bytes": 256 * MiB})
     assert response.status_code == 200 and response.json["size_bytes"] == 256 * MiB
     with ceph_image(rbd_ioctx, name) as image:
         assert image.size() == 256 * MiB
-    [stored] = row(db_session, name)
+    [stored] = row(db_rows, name)
     assert stored.size_bytes == 256 * MiB and stored.target_size_bytes is None
     assert stored.state is VolumeState.AVAILABLE
 
@@ -109,7 +108,7 @@ def test_shrink_needs_allow_shrink(admin, project, rbd_ioctx):
         assert image.size() == 64 * MiB
 
 
-def test_grow_beyond_quota_is_refused_and_changes_nothing(admin, new_project, rbd_ioctx, db_session):
+def test_grow_beyond_quota_is_refused_and_changes_nothing(admin, new_project, rbd_ioctx, db_rows):
     project = new_project(max_bytes=GiB)
     name = create(admin, project, size_bytes=512 * MiB).json["name"]
     response = admin.patch(f"/api/v2/projects/{project}/rbd-images/{name}", json={"size_bytes": 2 * GiB})
@@ -118,15 +117,15 @@ def test_grow_beyond_quota_is_refused_and_changes_nothing(admin, new_project, rb
     assert error["code"] == "quota_exceeded" and error["details"]["remaining_bytes"] == 512 * MiB
     with ceph_image(rbd_ioctx, name) as image:
         assert image.size() == 512 * MiB
-    [stored] = row(db_session, name)
+    [stored] = row(db_rows, name)
     assert stored.size_bytes == 512 * MiB and stored.state is VolumeState.AVAILABLE
 
 
-def test_delete_removes_the_image(admin, project, rbd_ioctx, db_session):
+def test_delete_removes_the_image(admin, project, rbd_ioctx, db_rows):
     name = create(admin, project).json["name"]
     assert admin.delete(f"/api/v2/projects/{project}/rbd-images/{name}").status_code == 204
     assert name not in images_in_ceph(rbd_ioctx)
-    [stored] = row(db_session, name)
+    [stored] = row(db_rows, name)
     assert stored.state is VolumeState.DELETED and stored.deleted_at is not None
     assert admin.get(f"/api/v2/projects/{project}/rbd-images/{name}").status_code == 404
     assert admin.get(f"/api/v2/projects/{project}/usage").json["provisioned_bytes"] == 0
@@ -134,13 +133,13 @@ def test_delete_removes_the_image(admin, project, rbd_ioctx, db_session):
     assert create(admin, project, name=name).status_code == 201
 
 
-def test_delete_in_use_image_is_409_and_keeps_it(admin, project, rbd_ioctx, db_session):
+def test_delete_in_use_image_is_409_and_keeps_it(admin, project, rbd_ioctx, db_rows):
     name = create(admin, project).json["name"]
     with rbd.Image(rbd_ioctx, name):  # an open image has a watcher, as a mapped one does
         response = admin.delete(f"/api/v2/projects/{project}/rbd-images/{name}")
     assert response.status_code == 409 and response.json["error"]["code"] == "ceph_busy"
     assert name in images_in_ceph(rbd_ioctx)
-    [stored] = row(db_session, name)
+    [stored] = row(db_rows, name)
     assert stored.state is VolumeState.AVAILABLE
 
 
@@ -151,7 +150,7 @@ def test_project_with_volumes_cannot_be_deleted(admin, project):
     assert response.json["error"]["code"] == "project_not_empty" and name in response.json["error"]["details"]["volumes"]
 
 
-def test_quota_exceeded_says_what_is_left(admin, new_project, rbd_ioctx, db_session):
+def test_quota_exceeded_says_what_is_left(admin, new_project, rbd_ioctx, db_rows):
     project = new_project(max_bytes=GiB, max_volumes=5)
     create(admin, project, size_bytes=768 * MiB)
     name = unique("img")
@@ -159,7 +158,7 @@ def test_quota_exceeded_says_what_is_left(admin, new_project, rbd_ioctx, db_sess
     assert response.status_code == 403
     error = response.json["error"]
     assert error["code"] == "quota_exceeded" and error["details"]["remaining_bytes"] == 256 * MiB
-    assert name not in images_in_ceph(rbd_ioctx) and row(db_session, name) == []
+    assert name not in images_in_ceph(rbd_ioctx) and row(db_rows, name) == []
 
 
 def test_volume_count_quota(admin, new_project):
@@ -177,7 +176,7 @@ def test_name_taken_is_409(admin, project, new_project):
     assert elsewhere.status_code == 409
 
 
-def test_foreign_image_with_the_name_is_never_taken_over(admin, project, rbd_ioctx, db_session):
+def test_foreign_image_with_the_name_is_never_taken_over(admin, project, rbd_ioctx, db_rows):
     name = unique("foreign")
     rbd.RBD().create(rbd_ioctx, name, 32 * MiB)
     try:
@@ -186,7 +185,7 @@ def test_foreign_image_with_the_name_is_never_taken_over(admin, project, rbd_ioc
         with ceph_image(rbd_ioctx, name) as image:
             with pytest.raises(KeyError):
                 image.metadata_get(OWNER_KEY)
-        assert row(db_session, name) == []
+        assert row(db_rows, name) == []
         assert admin.get(f"/api/v2/projects/{project}/usage").json["provisioned_bytes"] == 0
     finally:
         rbd.RBD().remove(rbd_ioctx, name)
@@ -210,7 +209,7 @@ BAD_IMAGES = [
 
 
 @pytest.mark.parametrize("override, field", BAD_IMAGES)
-def test_bad_input_is_422_and_creates_nothing(admin, project, rbd_ioctx, db_session, override, field):
+def test_bad_input_is_422_and_creates_nothing(admin, project, rbd_ioctx, db_rows, override, field):
     before = images_in_ceph(rbd_ioctx)
     body = {"name": unique("bad"), "size_bytes": MiB} | override
     response = admin.post(f"/api/v2/projects/{project}/rbd-images", json=body)

@@ -1,0 +1,58 @@
+"""`robin serve` (gunicorn) as a subprocess on 127.0.0.1, stopped by its pid."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+from tests.support.net import free_port, wait_until
+
+START_TIMEOUT_S = 60
+STOP_TIMEOUT_S = 20
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/healthz", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+@contextmanager
+def running_server(database_url: str, ceph_conf: str, workers: int = 4, extra_env: dict | None = None):
+    """Yield the base URL of a gunicorn-served robin; stop it (and only it) afterwards."""
+    port = free_port()
+    state_dir = tempfile.mkdtemp(prefix="robin-serve-")
+    env = {**os.environ, "ROBIN_DATABASE_URL": database_url, "ROBIN_CEPH_CONF": ceph_conf,
+           "ROBIN_STATE_DIR": state_dir, "ROBIN_WORKERS": str(workers), "ROBIN_HOST": "127.0.0.1",
+           "ROBIN_PORT": str(port), "ROBIN_LOG_LEVEL": "WARNING", **(extra_env or {})}
+    log = open(Path(state_dir) / "server.log", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "robin.cli", "serve"], env=env, stdout=log, stderr=log,
+                               start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _answers(url) or process.poll() is not None, START_TIMEOUT_S, "robin serve")
+        if process.poll() is not None:
+            raise RuntimeError(f"robin serve exited: {(Path(state_dir) / 'server.log').read_text()[-2000:]}")
+        yield url
+    finally:
+        _stop(process)
+        log.close()
+        # Left for a failing test's report; the directory is in /tmp and small.
+        print(f"robin serve log: {Path(state_dir) / 'server.log'}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)  # gunicorn's master stops its workers
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # our own session: the master and its workers
+            process.wait()
