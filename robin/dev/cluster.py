@@ -77,6 +77,7 @@ osd pool default pg autoscale mode = off
 osd crush chooseleaf type = 0
 
 rbd default features = layering,exclusive-lock,object-map,fast-diff,deep-flatten
+rbd default clone format = 2
 
 [mon]
 mon data = {dir}/mon/$id
@@ -92,15 +93,16 @@ mon warn on insecure global id reclaim allowed = false
 mon data avail warn = 5
 # Clone format 2 (no protected snapshots) needs mimic clients.
 mon osd initial require min compat client = mimic
+# Read by the mon when it creates the mgr map. Only what we use: restful wants a certificate.
+mgr initial modules = iostat
 
 [mgr]
 mgr data = {dir}/mgr/$id
 pid file = {dir}/run/$name.pid
-# Only what we use; restful/nfs want certificates and pools we do not need.
-mgr initial modules = iostat
 # Publish PG states every second so the readiness wait sees active+clean sooner.
 mgr stats period = 1
 mgr tick period = 1
+mgr/devicehealth/enable_monitoring = false
 
 [osd]
 osd data = {dir}/osd/$id
@@ -113,6 +115,8 @@ osd mon report interval = 1
 mds data = {dir}/mds/$id
 pid file = {dir}/run/$name.pid
 mds beacon interval = 1
+# Shutdown joins the rank pinger, which sleeps this long: SIGTERM took 5 s with the default.
+mds ping interval = 1
 """
 
 

@@ -101,7 +101,7 @@ def test_wrong_token_is_401(app):
     assert response.status_code == 401
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/api/v2/openapi.json"])
+@pytest.mark.parametrize("path", ["/healthz", "/api/v2/openapi.json", "/api/v2/docs"])
 def test_public_endpoints_need_no_token(anonymous, path):
     assert anonymous.get(path).status_code == 200
 

@@ -1,0 +1,42 @@
+"""robin.ceph.rbd_ops against the real cluster: every mutation is idempotent."""
+from __future__ import annotations
+
+import pytest
+import rbd
+
+from robin.ceph import CephAlreadyExists, CephConnection, rbd_ops
+from tests.conftest import unique
+
+pytestmark = pytest.mark.integration
+MiB = 2**20
+
+
+@pytest.fixture(scope="module")
+def conn(ceph_conf):
+    connection = CephConnection("test", ceph_conf, "admin", timeout=5)
+    yield connection
+    connection.reset()
+
+
+def test_create_is_idempotent_for_the_same_owner_only(conn, rbd_ioctx):
+    name = unique("ops")
+    rbd_ops.create_image(conn, "rbd", name, 8 * MiB, ["layering"], owner="vol-1", metadata={})
+    rbd_ops.create_image(conn, "rbd", name, 8 * MiB, ["layering"], owner="vol-1", metadata={})
+    assert rbd_ops.image_owner(conn, "rbd", name) == "vol-1"
+    with pytest.raises(CephAlreadyExists):
+        rbd_ops.create_image(conn, "rbd", name, 8 * MiB, ["layering"], owner="vol-2", metadata={})
+    assert rbd_ops.image_info(conn, "rbd", name) == rbd_ops.ImageInfo(8 * MiB, ("layering",))
+    rbd_ops.remove_image(conn, "rbd", name)
+    rbd_ops.remove_image(conn, "rbd", name)
+    assert name not in rbd.RBD().list(rbd_ioctx)
+    assert rbd_ops.image_owner(conn, "rbd", name) is None
+
+
+def test_resize_is_idempotent(conn, rbd_ioctx):
+    name = unique("ops")
+    rbd_ops.create_image(conn, "rbd", name, 8 * MiB, ["layering"], owner="vol-3", metadata={})
+    for _ in range(2):
+        rbd_ops.resize_image(conn, "rbd", name, 16 * MiB)
+    with rbd.Image(rbd_ioctx, name, read_only=True) as image:
+        assert image.size() == 16 * MiB
+    rbd_ops.remove_image(conn, "rbd", name)

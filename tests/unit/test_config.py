@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import pytest
+
+from robin.config import ConfigError, Settings
+
+
+def test_environment_overrides_defaults(monkeypatch):
+    monkeypatch.setenv("ROBIN_CEPH_TIMEOUT", "2.5")
+    monkeypatch.setenv("ROBIN_RBD_POOLS", "rbd, fast")
+    monkeypatch.setenv("ROBIN_WORKERS", "3")
+    settings = Settings.from_env()
+    assert settings.ceph_timeout == 2.5 and settings.rbd_pools == ("rbd", "fast") and settings.workers == 3
+
+
+def test_file_then_environment(monkeypatch, tmp_path):
+    conf = tmp_path / "robin.toml"
+    conf.write_text('port = 9000\nrbd_pools = ["rbd", "ssd"]\ndatabase_url = "sqlite:///x.db"\n')
+    monkeypatch.setenv("ROBIN_CONFIG_FILE", str(conf))
+    monkeypatch.setenv("ROBIN_PORT", "9001")
+    settings = Settings.from_env()
+    assert settings.port == 9001 and settings.rbd_pools == ("rbd", "ssd") and settings.database_url == "sqlite:///x.db"
+
+
+@pytest.mark.parametrize("variable, value, needle", [
+    ("ROBIN_PORT", "eighty", "ROBIN_PORT"),
+    ("ROBIN_PORT", "70000", "ROBIN_PORT"),
+    ("ROBIN_CEPH_TIMEOUT", "0", "ROBIN_CEPH_TIMEOUT"),
+    ("ROBIN_RBD_DEFAULT_POOL", "elsewhere", "ROBIN_RBD_DEFAULT_POOL"),
+    ("ROBIN_RBD_DEFAULT_FEATURES", "layering,warp-drive", "warp-drive"),
+])
+def test_bad_values_stop_at_start_naming_the_variable(monkeypatch, variable, value, needle):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=needle):
+        Settings.from_env()
+
+
+def test_unknown_key_in_file_is_an_error(monkeypatch, tmp_path):
+    conf = tmp_path / "robin.toml"
+    conf.write_text("colour = 'blue'\n")
+    monkeypatch.setenv("ROBIN_CONFIG_FILE", str(conf))
+    with pytest.raises(ConfigError, match="colour"):
+        Settings.from_env()
