@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, g, request
+from sqlalchemy import insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from robin.audit.models import AuditEvent
-from robin.db import db
+from robin.db import db, utcnow
 
 log = logging.getLogger(__name__)
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -31,7 +32,8 @@ def _error_code(response: Response) -> str | None:
 def record(response: Response) -> None:
     identity = g.get("identity")
     rule = request.url_rule.rule if request.url_rule else request.path
-    event = AuditEvent(
+    event = dict(
+        at=utcnow(),
         actor=identity.actor if identity else "anonymous",
         action=f"{request.method} {rule}",
         target=request.path,
@@ -43,11 +45,11 @@ def record(response: Response) -> None:
         details={"request": _redact(request.get_json(silent=True))} if request.is_json else {},
     )
     try:
-        with db.unit_of_work() as session:
-            session.add(event)
+        with db.writing() as connection:
+            connection.execute(insert(AuditEvent.__table__), [event])
     except SQLAlchemyError:
         # The change itself is done; losing its audit row must not turn success into an error.
-        log.exception("could not write audit event", extra={"action": event.action, "target": event.target})
+        log.exception("could not write audit event", extra={"action": event["action"], "target": event["target"]})
 
 
 def install(app: Flask) -> None:

@@ -102,7 +102,6 @@ pid file = {dir}/run/$name.pid
 # Publish PG states every second so the readiness wait sees active+clean sooner.
 mgr stats period = 1
 mgr tick period = 1
-mgr/devicehealth/enable_monitoring = false
 
 [osd]
 osd data = {dir}/osd/$id
@@ -196,6 +195,11 @@ class DevCluster:
         self._create_keyring()
         self._create_mon(fsid, v2_port, v1_port)
         self._start_daemon("mon", "a")
+        # Device monitoring would add a pool of its own, at some point after the OSD boots.
+        # Module options only come from the mon's config database, not from ceph.conf, and
+        # the mon only knows them once a mgr has run, hence --force.
+        self._ceph("config", "set", "mgr", "mgr/devicehealth/enable_monitoring", "false",
+                   "--force")
         self._start_daemon("mgr", "x")
         self._create_osd()
         self._start_daemon("osd", "0")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -46,14 +46,15 @@ def _name_taken(name: str, pool: str, cluster: str) -> Conflict:
                     code="name_taken", details={"image": name, "pool": pool, "cluster": cluster})
 
 
-def _set_state(image_id: str, state: VolumeState, **values) -> RbdImage:
-    with db.unit_of_work() as session:
-        image = session.get(RbdImage, image_id)
-        image.state = state
-        for key, value in values.items():
-            setattr(image, key, value)
-        session.flush()
-        return image
+def _set_state(image: RbdImage, state: VolumeState, **values) -> RbdImage:
+    """Record an outcome on the row and on the caller's (detached) copy. A plain UPDATE by
+    primary key: the copy already holds everything else, so nothing is loaded again."""
+    values = {"state": state, "updated_at": utcnow(), **values}
+    with db.writing() as connection:
+        connection.execute(update(RbdImage.__table__).where(RbdImage.id == image.id).values(**values))
+    for key, value in values.items():
+        setattr(image, key, value)
+    return image
 
 
 def _check_pool(pool: str | None) -> str:
@@ -81,7 +82,7 @@ def create(identity: Identity, project: str, spec: dict) -> RbdImage:
         if isinstance(exc, CephAlreadyExists):
             raise _name_taken(image.name, pool, image.cluster.name) from exc
         raise
-    return _set_state(image.id, VolumeState.AVAILABLE)
+    return _set_state(image, VolumeState.AVAILABLE)
 
 
 def _reserve_new(project: str, spec: dict, pool: str, features: list[str]) -> RbdImage:
@@ -89,7 +90,6 @@ def _reserve_new(project: str, spec: dict, pool: str, features: list[str]) -> Rb
         with db.unit_of_work() as session:
             cluster = clusters.resolve(session, spec.get("cluster"))
             project_row = projects.lock(session, project)
-            _check_name_free(session, cluster.id, pool, spec["name"], cluster.name)
             projects.reserve(session, project_row, add_bytes=spec["size_bytes"], add_volumes=1)
             image = RbdImage(project=project_row, cluster=cluster, pool=pool, name=spec["name"],
                              size_bytes=spec["size_bytes"], features=features,
@@ -98,16 +98,8 @@ def _reserve_new(project: str, spec: dict, pool: str, features: list[str]) -> Rb
             session.flush()
             return image
     except IntegrityError as exc:
-        # Lost a race for the name against a create in another project.
+        # The unique indexes on live rows are the name check, races included.
         raise _name_taken(spec["name"], pool, spec.get("cluster") or clusters.DEFAULT_NAME) from exc
-
-
-def _check_name_free(session: Session, cluster_id: int, pool: str, name: str, cluster_name: str) -> None:
-    taken = session.scalar(select(RbdImage.id).where(
-        RbdImage.cluster_id == cluster_id, RbdImage.pool == pool, RbdImage.name == name,
-        RbdImage.state != VolumeState.DELETED))
-    if taken is not None:
-        raise _name_taken(name, pool, cluster_name)
 
 
 def _undo_create(image: RbdImage, cause: RobinError) -> None:
@@ -119,7 +111,7 @@ def _undo_create(image: RbdImage, cause: RobinError) -> None:
             rbd_ops.remove_image(clusters.connection(image.cluster), image.pool, image.name)
         except RobinError as undo_error:
             log.error("could not undo a failed create", extra={"image": image.id, "error": undo_error.message})
-            _set_state(image.id, VolumeState.ERROR, error_message=f"create failed: {cause.message}")
+            _set_state(image, VolumeState.ERROR, error_message=f"create failed: {cause.message}")
             return
     with db.unit_of_work() as session:
         session.execute(RbdImage.__table__.delete().where(RbdImage.id == image.id))
@@ -179,9 +171,9 @@ def resize(identity: Identity, project: str, name: str, size_bytes: int, allow_s
     try:
         rbd_ops.resize_image(clusters.connection(image.cluster), image.pool, image.name, size_bytes)
     except RobinError:
-        _set_state(image.id, VolumeState.AVAILABLE, target_size_bytes=None)
+        _set_state(image, VolumeState.AVAILABLE, target_size_bytes=None)
         raise
-    return _set_state(image.id, VolumeState.AVAILABLE, size_bytes=size_bytes, target_size_bytes=None)
+    return _set_state(image, VolumeState.AVAILABLE, size_bytes=size_bytes, target_size_bytes=None)
 
 
 def _begin_resize(project: str, name: str, size_bytes: int, allow_shrink: bool) -> tuple[RbdImage, bool]:
@@ -223,6 +215,6 @@ def delete(identity: Identity, project: str, name: str) -> None:
     try:
         rbd_ops.remove_image(clusters.connection(image.cluster), image.pool, image.name)
     except RobinError:
-        _set_state(image.id, previous)
+        _set_state(image, previous)
         raise
-    _set_state(image.id, VolumeState.DELETED, deleted_at=utcnow())
+    _set_state(image, VolumeState.DELETED, deleted_at=utcnow())
