@@ -54,7 +54,7 @@ class Settings:
     log_level: str = "INFO"
 
     @classmethod
-    def from_env(cls, **overrides) -> "Settings":
+    def from_env(cls, **overrides) -> Settings:
         values = _read_file(os.environ.get("ROBIN_CONFIG_FILE"))
         values.update(_read_env(cls))
         values.update(overrides)

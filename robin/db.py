@@ -10,9 +10,10 @@ cure). On PostgreSQL the services lock the project's quota row FOR UPDATE instea
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Connection, DateTime, Engine, create_engine, event
@@ -20,13 +21,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+log = logging.getLogger(__name__)
 SQLITE_BUSY_TIMEOUT_S = 30
 # robin is installed editable (see the Makefile), so the migrations sit beside the package.
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator):
@@ -38,11 +40,11 @@ class UTCDateTime(TypeDecorator):
     def process_bind_param(self, value, dialect):
         if value is not None and value.tzinfo is None:
             raise ValueError("naive datetime; use robin.db.utcnow()")
-        return value.astimezone(timezone.utc) if value is not None else None
+        return value.astimezone(UTC) if value is not None else None
 
     def process_result_value(self, value, dialect):
         if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
+            return value.replace(tzinfo=UTC)
         return value
 
 
@@ -155,7 +157,9 @@ def upgrade(url: str, revision: str = "head") -> None:
     from alembic import command
 
     _ensure_sqlite_dir(url)
+    pending = pending_migrations(url)
     command.upgrade(_alembic_config(url), revision)
+    log.info("database migrated", extra={"applied": pending, "revision": revision})
 
 
 def pending_migrations(url: str) -> list[str]:

@@ -48,7 +48,7 @@ def readyz():
         with db.reading() as session:
             registered = list(session.scalars(select(CephCluster)))
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(registered)))) as pool:
-            for cluster, result in zip(registered, pool.map(_check_cluster, registered)):
+            for cluster, result in zip(registered, pool.map(_check_cluster, registered), strict=True):
                 checks[f"ceph:{cluster.name}"] = result
     if all(result == "ok" for result in checks.values()):
         return jsonify({"status": "ready", "checks": checks})

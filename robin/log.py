@@ -34,6 +34,8 @@ def configure(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Alembic narrates every plugin it loads at INFO; robin says what was migrated itself.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 access_log = logging.getLogger("robin.access")

@@ -10,7 +10,7 @@ from robin.db import Base, UTCDateTime, utcnow
 from robin.projects.models import Project
 
 
-class Role(str, enum.Enum):
+class Role(enum.StrEnum):
     ADMIN = "admin"  # everything
     MEMBER = "member"  # one project's volumes, read and write
     AUDITOR = "auditor"  # read-only, every project

@@ -14,7 +14,7 @@ class Project(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(63), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    quota: Mapped["Quota"] = relationship(back_populates="project", lazy="joined", cascade="all, delete-orphan")
+    quota: Mapped[Quota] = relationship(back_populates="project", lazy="joined", cascade="all, delete-orphan")
 
 
 class Quota(Base):

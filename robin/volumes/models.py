@@ -12,7 +12,7 @@ from robin.db import Base, UTCDateTime, utcnow
 from robin.projects.models import Project
 
 
-class VolumeState(str, enum.Enum):
+class VolumeState(enum.StrEnum):
     """Lifecycle. Ceph side effects happen between two commits, so a crash can leave a row in a
     transitional state (creating, resizing, deleting) that the reconciler finishes or undoes."""
 

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from robin.config import Settings
 from robin.auth.service import identity_for_secret
+from robin.config import Settings
 
 
 def robin(*args: str, env: dict) -> subprocess.CompletedProcess:

@@ -159,7 +159,8 @@ def test_project_with_volumes_cannot_be_deleted(admin, project):
     name = create(admin, project).json["name"]
     response = admin.delete(f"/api/v2/projects/{project}")
     assert response.status_code == 409
-    assert response.json["error"]["code"] == "project_not_empty" and name in response.json["error"]["details"]["volumes"]
+    error = response.json["error"]
+    assert error["code"] == "project_not_empty" and name in error["details"]["volumes"]
 
 
 def test_quota_exceeded_says_what_is_left(admin, new_project, rbd_ioctx, db_rows):
@@ -246,7 +247,8 @@ def test_member_manages_its_own_images(as_role, project, rbd_ioctx):
     member = as_role("member", project)
     name = create(member, project).json["name"]
     assert name in images_in_ceph(rbd_ioctx)
-    assert member.patch(f"/api/v2/projects/{project}/rbd-images/{name}", json={"size_bytes": 128 * MiB}).status_code == 200
+    resized = member.patch(f"/api/v2/projects/{project}/rbd-images/{name}", json={"size_bytes": 128 * MiB})
+    assert resized.status_code == 200
     assert member.delete(f"/api/v2/projects/{project}/rbd-images/{name}").status_code == 204
     assert name not in images_in_ceph(rbd_ioctx)
 

@@ -45,7 +45,7 @@ class PostgresServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     @classmethod
-    def start(cls) -> "PostgresServer":
+    def start(cls) -> PostgresServer:
         directory = Path(tempfile.mkdtemp(prefix="robin-pg-"))
         if os.geteuid() == 0:
             user = pwd.getpwnam("postgres")
