@@ -75,24 +75,27 @@ def _http_error_code(exc: HTTPException) -> str:
     return (exc.name or "error").lower().replace(" ", "_")
 
 
+def _field_messages(messages: dict) -> dict:
+    """webargs nests messages by location ("json", "query"); flatten them to field -> messages."""
+    fields = {}
+    for location_fields in messages.values():
+        if isinstance(location_fields, dict):
+            fields.update(location_fields)
+    return fields
+
+
 def _from_http_exception(exc: HTTPException) -> tuple[dict, int]:
     """Werkzeug and webargs errors (404 on unknown routes, 422 from schemas) in robin's shape."""
-    data = getattr(exc, "data", None) or {}
-    details = {}
-    message = exc.description or exc.name
-    messages = data.get("messages")
-    if messages:
-        # webargs nests per location ("json", "query"); flatten to field -> messages.
-        fields = {}
-        for location_fields in messages.values():
-            fields.update(location_fields if isinstance(location_fields, dict) else {"_": location_fields})
-        details["fields"] = fields
+    messages = (getattr(exc, "data", None) or {}).get("messages") or {}
+    code, message, details = _http_error_code(exc), exc.description or exc.name, {}
+    if exc.code == 400 and isinstance(messages.get("json"), list):
+        code, message = "invalid_json", "the request body is not valid JSON"
+    elif messages:
+        details["fields"] = _field_messages(messages)
         message = "invalid input: " + "; ".join(
             f"{name}: {' '.join(map(str, errs)) if isinstance(errs, list) else errs}"
-            for name, errs in fields.items()
-        )
-    body = {"error": {"code": _http_error_code(exc), "message": message, "details": details}}
-    return body, exc.code or 500
+            for name, errs in details["fields"].items())
+    return {"error": {"code": code, "message": message, "details": details}}, exc.code or 500
 
 
 def register_error_handlers(app: Flask) -> None:

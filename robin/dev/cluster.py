@@ -24,21 +24,35 @@ DEFAULT_DIR = Path(
     os.environ.get("ROBIN_DEV_CLUSTER_DIR") or Path.home() / ".local/state/robin/dev-cluster"
 )
 
-# (daemon type, id) in start order; the names double as pid/log file stems.
+# (type, id) in start order; "type.id" names the pid, log and admin socket files.
 DAEMONS = (("mon", "a"), ("mgr", "x"), ("osd", "0"), ("mds", "a"))
+# Stopped in this order: with the mon gone first, the OSD and MDS wait 5 s for its shutdown ack.
+STOP_ORDER = (("mds", "osd", "mgr"), ("mon",))
 FS_NAME = "cephfs"
 RBD_POOL = "rbd"
 FS_POOLS = ("cephfs_metadata", "cephfs_data")
 PG_NUM = 8
 # Thin: memstore only allocates what is written, this is just the size the OSD reports.
 MEMSTORE_BYTES = 16 << 30
+# Every mgr module is imported at start (~0.3 s each). Skip those robin has no use for; the
+# always-on ones (balancer, crash, devicehealth, orchestrator, pg_autoscaler, progress,
+# rbd_support, status, telemetry, volumes) must load or the cluster goes HEALTH_ERR.
+MGR_DISABLED_MODULES = (
+    "alerts diskprediction_local influx insights localpool mirroring nfs osd_perf_query "
+    "osd_support prometheus restful selftest snap_schedule stats telegraf test_orchestrator zabbix"
+)
+# The first line of every ceph.conf we write: down() deletes only directories carrying it.
+CONF_MARKER = "# robin dev cluster"
+# Clients that are daemons (ceph-fuse) put "ceph-client.admin.<pid>.<cctid>.asok" in the run dir
+# and sun_path holds 107 bytes.
+MAX_DIR_LENGTH = 60
 
 CEPH_COMMAND_TIMEOUT = 30.0  # one admin command; the mon answers in milliseconds when healthy
-DAEMON_START_TIMEOUT = 30.0  # the daemon launcher returns once the forked daemon is initialised
+STATUS_TIMEOUT = 5.0  # one poll of `ceph status`/`ceph health`
+DAEMON_START_TIMEOUT = 30.0  # the launcher returns once the forked daemon is initialised
 STOP_GRACE = 10.0  # SIGTERM -> SIGKILL
 POLL_INTERVAL = 0.2
 LOG_TAIL_LINES = 30
-MAX_UNIX_SOCKET_PATH = 100  # sun_path is 108 bytes; leave room for the longest socket name
 
 KEYS = {
     "mon.": {"mon": "allow *"},
@@ -49,10 +63,10 @@ KEYS = {
               "mds": "allow *"},
 }
 
-CONF_TEMPLATE = """\
+CONF_TEMPLATE = CONF_MARKER + """
 [global]
 fsid = {fsid}
-mon host = [v2:127.0.0.1:{v2_port},v1:127.0.0.1:{v1_port}]
+mon host = {mon_addrs}
 public addr = 127.0.0.1
 public network = 127.0.0.1/32
 ms bind ipv4 = true
@@ -77,6 +91,7 @@ osd pool default pg autoscale mode = off
 osd crush chooseleaf type = 0
 
 rbd default features = layering,exclusive-lock,object-map,fast-diff,deep-flatten
+# Clones without protected snapshots; needs the mimic min compat client set below.
 rbd default clone format = 2
 
 [mon]
@@ -91,17 +106,17 @@ mon warn on insecure global id reclaim = false
 mon warn on insecure global id reclaim allowed = false
 # A dev box with a fairly full disk must not turn the cluster HEALTH_WARN.
 mon data avail warn = 5
-# Clone format 2 (no protected snapshots) needs mimic clients.
 mon osd initial require min compat client = mimic
-# Read by the mon when it creates the mgr map. Only what we use: restful wants a certificate.
+# Read by the mon when it creates the mgr map; restful (a default) wants a certificate.
 mgr initial modules = iostat
 
 [mgr]
 mgr data = {dir}/mgr/$id
 pid file = {dir}/run/$name.pid
-# Publish PG states every second so the readiness wait sees active+clean sooner.
-mgr stats period = 1
+mgr disabled modules = {mgr_disabled_modules}
+# Beacon and PG stats every second, so that readiness shows up sooner.
 mgr tick period = 1
+mgr stats period = 1
 
 [osd]
 osd data = {dir}/osd/$id
@@ -128,7 +143,7 @@ class DevCluster:
     directory: Path
 
     def __post_init__(self) -> None:
-        # Resolve once: daemons keep running after a chdir, and pid guards match on this path.
+        # Absolute: the pid guard looks for the conf path in the daemons' command lines.
         self.directory = Path(self.directory).expanduser().absolute()
 
     @property
@@ -142,9 +157,12 @@ class DevCluster:
     # -- public API -------------------------------------------------------------------------
 
     def up(self, timeout: float = 90.0) -> Path:
-        """Make sure a healthy cluster runs in the directory and return its ceph.conf."""
+        """Make sure a healthy cluster runs in the directory and return its ceph.conf.
+
+        `timeout` bounds the wait for readiness; each command has its own shorter timeout.
+        """
         deadline = time.monotonic() + timeout
-        if self._daemon_pids() and all(self._alive_pids().values()):
+        if all(self._liveness().values()):
             self._wait_ready(deadline)
             return self.conf_path
         # Some daemon is gone (crash, reboot): memstore data went with it, start over.
@@ -152,18 +170,22 @@ class DevCluster:
         try:
             self._create(deadline)
         except BaseException:
+            # Keep the directory: its logs explain the failure; the next up() wipes it.
             self._stop_daemons()
             raise
         return self.conf_path
 
     def down(self) -> None:
         """Stop our daemons (and nothing else) and delete the directory."""
+        if not self.directory.exists():
+            return
+        self._check_ours()
         self._stop_daemons()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        shutil.rmtree(self.directory)
 
     def status(self) -> dict:
-        alive = self._alive_pids()
-        running = all(alive.values())
+        liveness = self._liveness()
+        running = all(liveness.values())
         health = self._health() if running else None
         return {
             "directory": str(self.directory),
@@ -171,31 +193,36 @@ class DevCluster:
             "running": running,
             "healthy": health == "HEALTH_OK",
             "daemons": {
-                name: {"pid": self._read_pid(name), "alive": is_alive}
-                for name, is_alive in alive.items()
+                name: {"pid": self._read_pid(name), "alive": alive}
+                for name, alive in liveness.items()
             },
             "health": health,
         }
 
     def is_healthy(self) -> bool:
-        return all(self._alive_pids().values()) and self._health() == "HEALTH_OK"
+        return all(self._liveness().values()) and self._health() == "HEALTH_OK"
 
     # -- creation ---------------------------------------------------------------------------
 
     def _create(self, deadline: float) -> None:
-        self._check_path_length()
+        if len(str(self.directory)) > MAX_DIR_LENGTH:
+            raise DevClusterError(
+                f"{self.directory} is too long for the daemons' unix sockets "
+                f"(at most {MAX_DIR_LENGTH} characters)"
+            )
         for sub in ("run", "log", "crash", "mon/a", "mgr/x", "osd/0", "mds/a"):
             (self.directory / sub).mkdir(parents=True, exist_ok=True)
         fsid = str(uuid.uuid4())
         v2_port, v1_port = _free_ports(2)
+        mon_addrs = f"[v2:127.0.0.1:{v2_port},v1:127.0.0.1:{v1_port}]"
         self.conf_path.write_text(CONF_TEMPLATE.format(
-            fsid=fsid, v2_port=v2_port, v1_port=v1_port, dir=self.directory, pg_num=PG_NUM,
-            memstore_bytes=MEMSTORE_BYTES,
+            fsid=fsid, mon_addrs=mon_addrs, dir=self.directory, pg_num=PG_NUM,
+            memstore_bytes=MEMSTORE_BYTES, mgr_disabled_modules=MGR_DISABLED_MODULES,
         ))
         self._create_keyring()
-        self._create_mon(fsid, v2_port, v1_port)
+        self._create_mon(fsid, mon_addrs)
         self._start_daemon("mon", "a")
-        # Device monitoring would add a pool of its own, at some point after the OSD boots.
+        # Device monitoring would add a pool of its own at some point after the OSD boots.
         # Module options only come from the mon's config database, not from ceph.conf, and
         # the mon only knows them once a mgr has run, hence --force.
         self._ceph("config", "set", "mgr", "mgr/devicehealth/enable_monitoring", "false",
@@ -207,27 +234,20 @@ class DevCluster:
         self._start_daemon("mds", "a")
         self._wait_ready(deadline)
 
-    def _check_path_length(self) -> None:
-        longest = self.directory / "run" / "client.admin.asok"
-        if len(str(longest)) > MAX_UNIX_SOCKET_PATH:
-            raise DevClusterError(
-                f"{self.directory} is too long for the daemons' unix sockets; use a shorter path"
-            )
-
     def _create_keyring(self) -> None:
         for i, (entity, caps) in enumerate(KEYS.items()):
             args = ["ceph-authtool", str(self.keyring_path), "--gen-key", "-n", entity]
             if i == 0:
-                args.insert(1, "--create-keyring")
+                args.append("--create-keyring")
             for service, cap in caps.items():
                 args += ["--cap", service, cap]
             _run(args)
         self.keyring_path.chmod(0o600)
 
-    def _create_mon(self, fsid: str, v2_port: int, v1_port: int) -> None:
+    def _create_mon(self, fsid: str, mon_addrs: str) -> None:
         monmap = self.directory / "monmap"
         _run(["monmaptool", "--create", "--fsid", fsid, "--enable-all-features",
-              "--addv", "a", f"[v2:127.0.0.1:{v2_port},v1:127.0.0.1:{v1_port}]", str(monmap)])
+              "--addv", "a", mon_addrs, str(monmap)])
         # mkfs imports every key of the keyring, caps included, into the auth database.
         _run(["ceph-mon", "-c", str(self.conf_path), "--mkfs", "-i", "a",
               "--monmap", str(monmap), "--keyring", str(self.keyring_path)])
@@ -253,11 +273,14 @@ class DevCluster:
         with open(self.directory / "log" / f"{name}.out", "ab") as out:
             # The launcher forks the daemon and exits once it is initialised; a new session
             # keeps a Ctrl-C aimed at our caller away from the daemon.
-            proc = subprocess.run(
-                [f"ceph-{kind}", "-c", str(self.conf_path), "-i", daemon_id],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, timeout=DAEMON_START_TIMEOUT, check=False,
-            )
+            try:
+                proc = subprocess.run(
+                    [f"ceph-{kind}", "-c", str(self.conf_path), "-i", daemon_id],
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    start_new_session=True, timeout=DAEMON_START_TIMEOUT, check=False,
+                )
+            except subprocess.TimeoutExpired as exc:
+                raise DevClusterError(f"{name} did not start\n{self._log_tail(name)}") from exc
         if proc.returncode != 0:
             raise DevClusterError(
                 f"{name} failed to start (exit {proc.returncode})\n{self._log_tail(name)}"
@@ -267,15 +290,13 @@ class DevCluster:
 
     def _wait_ready(self, deadline: float) -> None:
         """Poll `ceph status` until everything is up and HEALTH_OK, or fail at the deadline."""
-        unmet = "no answer from the monitor yet"
         while True:
-            dead = [name for name, ok in self._alive_pids().items() if not ok]
+            dead = [name for name, alive in self._liveness().items() if not alive]
             if dead:
-                raise DevClusterError(
-                    f"{', '.join(dead)} died\n" + "\n".join(self._log_tail(n) for n in dead)
-                )
+                tails = "\n".join(self._log_tail(name) for name in dead)
+                raise DevClusterError(f"{', '.join(dead)} died\n{tails}")
             try:
-                unmet = _unmet_condition(self._ceph_json("status", timeout=5))
+                unmet = _unmet_condition(self._ceph_json("status", timeout=STATUS_TIMEOUT))
             except DevClusterError as exc:
                 unmet = str(exc)
             if unmet is None:
@@ -288,69 +309,78 @@ class DevCluster:
 
     def _health(self) -> str | None:
         try:
-            return self._ceph_json("health", timeout=5)["status"]
+            return self._ceph_json("health", timeout=STATUS_TIMEOUT)["status"]
         except DevClusterError:
             return None
 
     # -- daemons ----------------------------------------------------------------------------
 
-    def _pid_file(self, name: str) -> Path:
-        return self.directory / "run" / f"{name}.pid"
-
     def _read_pid(self, name: str) -> int | None:
         try:
-            return int(self._pid_file(name).read_text().strip())
+            return int((self.directory / "run" / f"{name}.pid").read_text())
         except (OSError, ValueError):
             return None
 
-    def _daemon_pids(self) -> dict[str, int]:
-        """Pids from our pid files that still belong to one of our daemons."""
+    def _running_pid(self, kind: str, daemon_id: str) -> int | None:
+        pid = self._read_pid(f"{kind}.{daemon_id}")
+        return pid if pid is not None and self._is_our_daemon(pid, kind) else None
+
+    def _liveness(self) -> dict[str, bool]:
+        return {f"{kind}.{daemon_id}": self._running_pid(kind, daemon_id) is not None
+                for kind, daemon_id in DAEMONS}
+
+    def _our_pids(self, kinds: tuple[str, ...]) -> dict[int, str]:
+        """{pid: kind} of our running daemons of these kinds."""
         pids = {}
         for kind, daemon_id in DAEMONS:
-            name = f"{kind}.{daemon_id}"
-            pid = self._read_pid(name)
-            if pid is not None and self._is_our_daemon(pid, kind):
-                pids[name] = pid
+            pid = self._running_pid(kind, daemon_id) if kind in kinds else None
+            if pid is not None:
+                pids[pid] = kind
         return pids
-
-    def _alive_pids(self) -> dict[str, bool]:
-        ours = self._daemon_pids()
-        return {f"{kind}.{daemon_id}": f"{kind}.{daemon_id}" in ours
-                for kind, daemon_id in DAEMONS}
 
     def _is_our_daemon(self, pid: int, kind: str) -> bool:
         # Pids get reused, e.g. after a reboot: only trust a pid running our binary on our conf.
-        # A zombie has an empty cmdline, so it counts as gone.
+        # A zombie has an empty command line, so it counts as gone.
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             return False
-        return (bool(argv) and os.path.basename(argv[0]) == f"ceph-{kind}".encode()
+        return (os.path.basename(argv[0]) == f"ceph-{kind}".encode()
                 and str(self.conf_path).encode() in argv)
 
     def _stop_daemons(self) -> None:
-        pids = self._daemon_pids()
-        if not pids:
-            return
-        kinds = {pid: name.split(".")[0] for name, pid in pids.items()}
-        _signal_all(kinds, signal.SIGTERM)
-        remaining = self._wait_gone(kinds, time.monotonic() + STOP_GRACE)
-        if remaining:
-            _signal_all(remaining, signal.SIGKILL)
-            remaining = self._wait_gone(remaining, time.monotonic() + STOP_GRACE)
-        if remaining:
-            raise DevClusterError(f"daemons did not exit: {sorted(remaining)}")
+        for kinds in STOP_ORDER:
+            pids = self._our_pids(kinds)
+            _signal_all(pids, signal.SIGTERM)
+            pids = self._wait_gone(pids, time.monotonic() + STOP_GRACE)
+            _signal_all(pids, signal.SIGKILL)
+            pids = self._wait_gone(pids, time.monotonic() + STOP_GRACE)
+            if pids:
+                raise DevClusterError(f"daemons did not exit: pids {sorted(pids)}")
 
-    def _wait_gone(self, kinds: dict[int, str], deadline: float) -> dict[int, str]:
+    def _wait_gone(self, pids: dict[int, str], deadline: float) -> dict[int, str]:
+        """Wait until these daemons exit; return those still running at the deadline."""
         while True:
-            kinds = {pid: kind for pid, kind in kinds.items() if self._is_our_daemon(pid, kind)}
-            if not kinds or time.monotonic() >= deadline:
-                return kinds
-            time.sleep(POLL_INTERVAL / 2)
+            pids = {pid: kind for pid, kind in pids.items() if self._is_our_daemon(pid, kind)}
+            if not pids or time.monotonic() >= deadline:
+                return pids
+            time.sleep(POLL_INTERVAL / 4)
+
+    def _check_ours(self) -> None:
+        """Refuse to delete a directory we did not create (say DevCluster(Path.home()))."""
+        try:
+            ours = self.conf_path.read_text().startswith(CONF_MARKER)
+        except OSError:
+            ours = False
+        if not ours and any(self.directory.iterdir()):
+            raise DevClusterError(
+                f"{self.directory} is not empty and holds no dev cluster: not deleting it"
+            )
 
     def _log_tail(self, name: str) -> str:
         parts = []
-        for path in (self.directory / "log" / f"{name}.out", self.directory / "log" / f"{name}.log"):
+        for path in (self.directory / "log" / f"{name}.out",
+                     self.directory / "log" / f"{name}.log"):
             try:
                 lines = path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
             except OSError:
@@ -359,12 +389,12 @@ class DevCluster:
                 parts.append(f"--- {path} ---\n" + "\n".join(lines))
         return "\n".join(parts) or f"(no log for {name})"
 
-    # -- ceph CLI -----------------------------------------------------------------------------
+    # -- ceph CLI ---------------------------------------------------------------------------
 
     def _ceph(self, *args: str, timeout: float = CEPH_COMMAND_TIMEOUT) -> str:
         return _run(
             ["ceph", "--conf", str(self.conf_path), "--connect-timeout", str(int(timeout)), *args],
-            timeout=timeout + 5,
+            timeout=timeout + 5,  # the CLI's own start-up comes on top of the connect timeout
         )
 
     def _ceph_json(self, *args: str, timeout: float = CEPH_COMMAND_TIMEOUT) -> Any:
@@ -376,17 +406,16 @@ def _unmet_condition(status: dict) -> str | None:
     if "a" not in status.get("quorum_names", []):
         return "mon.a not in quorum"
     if not status["mgrmap"].get("available"):
-        return "mgr not available"
+        return "mgr.x not available"
     osdmap = status["osdmap"]
     if osdmap.get("num_up_osds") != 1 or osdmap.get("num_in_osds") != 1:
         return "osd.0 not up and in"
     pgmap = status["pgmap"]
     states = {s["state_name"]: s["count"] for s in pgmap.get("pgs_by_state", [])}
-    # The mgr reports PGs a little after pool creation; count them so none is missed.
+    # The mgr learns of new pools a little late: count the PGs so that none is missed.
     if pgmap.get("num_pgs", 0) < PG_NUM * (1 + len(FS_POOLS)) or set(states) != {"active+clean"}:
-        return f"PGs not all active+clean: {states or 'none reported'}"
-    ranks = status["fsmap"].get("by_rank", [])
-    if not any(rank.get("status") == "up:active" for rank in ranks):
+        return f"PGs not all active+clean: {states or 'none reported yet'}"
+    if not any(rank.get("status") == "up:active" for rank in status["fsmap"].get("by_rank", [])):
         return "mds.a not active"
     health = status["health"]
     if health["status"] != "HEALTH_OK":
@@ -395,8 +424,8 @@ def _unmet_condition(status: dict) -> str | None:
 
 
 def _free_ports(count: int) -> list[int]:
-    # Hold all sockets open together so the ports differ; the kernel will not hand them out
-    # again right away, which makes the window before the mon binds them harmless.
+    # Held open together so that they differ. Another process could take one before the mon
+    # binds it, but the kernel picks these at random from a large range: unlikely enough here.
     sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
     try:
         for sock in sockets:
@@ -407,8 +436,8 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _signal_all(kinds: dict[int, str], sig: signal.Signals) -> None:
-    for pid in kinds:
+def _signal_all(pids: dict[int, str], sig: signal.Signals) -> None:
+    for pid in pids:
         try:
             os.kill(pid, sig)
         except ProcessLookupError:

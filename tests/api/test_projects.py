@@ -159,3 +159,15 @@ def test_openapi_document_lists_the_api(anonymous):
     assert {"/api/v2/projects", "/api/v2/projects/{project}/rbd-images",
             "/api/v2/projects/{project}/rbd-images/{name}", "/api/v2/projects/{project}/usage"} <= set(spec["paths"])
     assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+def test_malformed_json_is_a_400(admin):
+    response = admin.post("/api/v2/projects", data="{not json", content_type="application/json")
+    assert response.status_code == 400
+    assert response.json["error"]["code"] == "invalid_json"
+
+
+def test_unknown_route_and_method_use_the_error_shape(admin):
+    assert admin.get("/api/v2/nothing-here").json["error"]["code"] == "not_found"
+    response = admin.put("/api/v2/projects", json={})
+    assert response.status_code == 405 and response.json["error"]["code"] == "method_not_allowed"
