@@ -7,6 +7,7 @@ backend selected with --db; unit tests need neither service.
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 import uuid
 from pathlib import Path
@@ -17,6 +18,15 @@ from robin.config import Settings
 from robin.dev.cluster import DevCluster
 
 BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_configure(config):
+    # A CI timeout or a `kill` sends SIGTERM: turn it into KeyboardInterrupt so that pytest still
+    # runs the fixtures' teardown and stops the Ceph and PostgreSQL daemons this session started.
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def pytest_addoption(parser):
