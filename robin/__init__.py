@@ -49,7 +49,7 @@ def create_app(settings=None) -> Flask:
     audit_service.install(app)
     api = Api(app)
     register_error_handlers(app)  # after Api(): flask-smorest installs its own error format
-    for blueprint in (projects_api.blp, volumes_api.blp, clusters_api.blp):
+    for blueprint in (projects_api.blp, volumes_api.rbd_images, volumes_api.cephfs_paths, clusters_api.blp):
         api.register_blueprint(blueprint)
     app.register_blueprint(health_blp)
     return app

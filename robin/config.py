@@ -45,7 +45,11 @@ class Settings:
     # say, the CephFS metadata pool.
     rbd_pools: tuple[str, ...] = ("rbd",)
     rbd_default_features: tuple[str, ...] = RBD_FEATURES
-    max_image_bytes: int = 64 * 2**40
+    # CephFS paths are directories <cephfs_root>/<project>/<name> in one of these file systems.
+    cephfs_root: str = "/robin"
+    cephfs_default_fs: str = "cephfs"
+    cephfs_filesystems: tuple[str, ...] = ("cephfs",)
+    max_volume_bytes: int = 64 * 2**40
     page_limit_max: int = 1000
     host: str = "127.0.0.1"
     port: int = 8080
@@ -67,11 +71,15 @@ class Settings:
             raise ConfigError("ROBIN_CEPH_TIMEOUT must be a positive number of seconds")
         if self.rbd_default_pool not in self.rbd_pools:
             raise ConfigError("ROBIN_RBD_DEFAULT_POOL must be one of ROBIN_RBD_POOLS")
+        if self.cephfs_default_fs not in self.cephfs_filesystems:
+            raise ConfigError("ROBIN_CEPHFS_DEFAULT_FS must be one of ROBIN_CEPHFS_FILESYSTEMS")
+        if not self.cephfs_root.startswith("/") or self.cephfs_root.rstrip("/") == "":
+            raise ConfigError("ROBIN_CEPHFS_ROOT must be an absolute directory other than /")
         unknown = set(self.rbd_default_features) - set(RBD_FEATURES)
         if unknown:
             raise ConfigError(f"ROBIN_RBD_DEFAULT_FEATURES has unknown features: {sorted(unknown)}")
-        if self.max_image_bytes <= 0 or self.workers <= 0 or self.threads <= 0:
-            raise ConfigError("ROBIN_MAX_IMAGE_BYTES, ROBIN_WORKERS and ROBIN_THREADS must be positive")
+        if self.max_volume_bytes <= 0 or self.workers <= 0 or self.threads <= 0:
+            raise ConfigError("ROBIN_MAX_VOLUME_BYTES, ROBIN_WORKERS and ROBIN_THREADS must be positive")
         if not 0 < self.port < 65536:
             raise ConfigError("ROBIN_PORT must be a TCP port")
 

@@ -91,7 +91,7 @@ def database_url(backend, request, tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def settings(database_url, ceph_conf) -> Settings:
     return Settings(database_url=database_url, ceph_conf=ceph_conf, ceph_timeout=5.0,
-                    max_image_bytes=2**50, log_level="WARNING")
+                    max_volume_bytes=2**50, log_level="WARNING")
 
 
 @pytest.fixture(scope="session")

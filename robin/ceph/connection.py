@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import cephfs
 import rados
 
 from robin.ceph.errors import CephNotConnected, CephUnavailable, translate, translated
@@ -31,6 +32,7 @@ class CephConnection:
         self._rados: rados.Rados | None = None
         self._pid: int | None = None
         self._ioctxs: dict[str, rados.Ioctx] = {}
+        self._filesystems: dict[str, cephfs.LibCephFS] = {}
 
     @property
     def _timeout_s(self) -> int:
@@ -54,7 +56,7 @@ class CephConnection:
     def rados(self) -> rados.Rados:
         with self._lock:
             if self._rados is None or self._pid != os.getpid():
-                self._ioctxs = {}
+                self._ioctxs, self._filesystems = {}, {}
                 with timed_ceph_op(self.name, "connect"):
                     self._rados = self._connect()
                 self._pid = os.getpid()
@@ -72,6 +74,20 @@ class CephConnection:
                     ioctx = cluster.open_ioctx(pool)
                 self._ioctxs[pool] = ioctx
         yield ioctx
+
+    @contextmanager
+    def filesystem(self, fs_name: str) -> Iterator[cephfs.LibCephFS]:
+        """A CephFS client mounted at the file system's root, shared by threads (libcephfs is
+        thread-safe) and made from the cluster's rados handle, so it reuses its connection."""
+        cluster = self.rados()
+        with self._lock:
+            fs = self._filesystems.get(fs_name)
+            if fs is None:
+                with translated(f"mounting CephFS {fs_name!r} on cluster {self.name!r}"):
+                    fs = cephfs.LibCephFS(rados_inst=cluster)
+                    fs.mount(filesystem_name=fs_name.encode())
+                self._filesystems[fs_name] = fs
+        yield fs
 
     @contextmanager
     def operation(self, op: str, what: str) -> Iterator[None]:
@@ -94,12 +110,20 @@ class CephConnection:
     def reset(self) -> None:
         with self._lock:
             cluster, self._rados, self._ioctxs = self._rados, None, {}
+            filesystems, self._filesystems = list(self._filesystems.values()), {}
             mine = self._pid == os.getpid()
-        if cluster is not None and mine:
+        if not mine:
+            return  # a forked child must not shut down its parent's handles
+        for fs in filesystems:
+            try:
+                fs.shutdown()
+            except cephfs.Error:
+                pass  # it is being discarded either way
+        if cluster is not None:
             try:
                 cluster.shutdown()
             except rados.Error:
-                pass  # it is being discarded either way
+                pass
 
 
 class CephConnections:

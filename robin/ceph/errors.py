@@ -5,6 +5,7 @@ import errno as errnos
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import cephfs
 import rados
 import rbd
 
@@ -95,8 +96,8 @@ def translate(exc: Exception, what: str) -> CephError:
 
 @contextmanager
 def translated(what: str) -> Iterator[None]:
-    """Turn any rados/rbd error raised inside into the matching CephError, naming `what`."""
+    """Turn any rados/rbd/cephfs error raised inside into the matching CephError, naming `what`."""
     try:
         yield
-    except (rados.Error, rbd.Error) as exc:
+    except (rados.Error, rbd.Error, cephfs.Error) as exc:
         raise translate(exc, what) from exc

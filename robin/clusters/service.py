@@ -82,7 +82,7 @@ def register(identity: Identity, name: str, conf_path: str, client_id: str) -> C
 
 def unregister(identity: Identity, name: str) -> None:
     """Forget a cluster; refused for the default one and while any volume row references it."""
-    from robin.volumes.models import RbdImage
+    from robin.volumes.models import VOLUME_MODELS
 
     identity.require_admin()
     with db.unit_of_work() as session:
@@ -90,7 +90,8 @@ def unregister(identity: Identity, name: str) -> None:
         if cluster.is_default:
             raise Conflict("the default cluster comes from ROBIN_CEPH_CONF and cannot be removed",
                            code="cluster_is_default")
-        if session.scalar(select(RbdImage.id).where(RbdImage.cluster_id == cluster.id).limit(1)):
+        if any(session.scalar(select(model.id).where(model.cluster_id == cluster.id).limit(1))
+               for model in VOLUME_MODELS):
             raise Conflict(f"volumes on cluster {name!r} are still recorded", code="cluster_in_use")
         session.delete(cluster)
     registry.connections.forget(name)

@@ -13,7 +13,7 @@ from robin.db import db
 from robin.errors import Conflict, NotFound, QuotaExceeded
 from robin.pagination import Page, paginate
 from robin.projects.models import Project, Quota
-from robin.volumes.models import RESERVED_BYTES, RbdImage, VolumeState
+from robin.volumes.models import VOLUME_MODELS, VolumeState, reserved_bytes
 
 
 @dataclass(frozen=True)
@@ -42,20 +42,22 @@ def lock(session: Session, name: str) -> Project:
     return project
 
 
-def provisioned(session: Session, project_id: int, *, exclude_image: str | None = None) -> Provisioned:
-    query = select(func.coalesce(func.sum(RESERVED_BYTES), 0), func.count()).where(
-        RbdImage.project_id == project_id, RbdImage.state != VolumeState.DELETED)
-    if exclude_image is not None:
-        query = query.where(RbdImage.id != exclude_image)
-    total_bytes, volumes = session.execute(query).one()
-    return Provisioned(bytes=int(total_bytes), volumes=int(volumes))
+def provisioned(session: Session, project_id: int) -> Provisioned:
+    """Bytes and volumes the project's live rows hold, RBD images and CephFS paths alike."""
+    total_bytes = volumes = 0
+    for model in VOLUME_MODELS:
+        query = select(func.coalesce(func.sum(reserved_bytes(model)), 0), func.count()).where(
+            model.project_id == project_id, model.state != VolumeState.DELETED)
+        model_bytes, model_volumes = session.execute(query).one()
+        total_bytes += int(model_bytes)
+        volumes += int(model_volumes)
+    return Provisioned(bytes=total_bytes, volumes=volumes)
 
 
-def reserve(session: Session, project: Project, *, add_bytes: int = 0, add_volumes: int = 0,
-            exclude_image: str | None = None) -> None:
+def reserve(session: Session, project: Project, *, add_bytes: int = 0, add_volumes: int = 0) -> None:
     """Refuse unless the project's quota holds `add_*` more. Call with the project locked."""
     quota = project.quota
-    used = provisioned(session, project.id, exclude_image=exclude_image)
+    used = provisioned(session, project.id)
     remaining = {"bytes": quota.max_bytes - used.bytes, "volumes": quota.max_volumes - used.volumes}
     details = {"project": project.name, "requested_bytes": add_bytes, "requested_volumes": add_volumes,
                "remaining_bytes": max(0, remaining["bytes"]), "remaining_volumes": max(0, remaining["volumes"])}
@@ -116,25 +118,30 @@ def delete(identity: Identity, name: str) -> None:
     identity.require_admin()
     with db.unit_of_work() as session:
         project = lock(session, name)
-        live = session.scalars(select(RbdImage.name).where(
-            RbdImage.project_id == project.id, RbdImage.state != VolumeState.DELETED).limit(20)).all()
+        live = [row for model in VOLUME_MODELS for row in session.scalars(select(model.name).where(
+            model.project_id == project.id, model.state != VolumeState.DELETED).limit(20))]
         if live:
             raise Conflict(f"project {name!r} still owns volumes; delete them first", code="project_not_empty",
                            details={"volumes": live})
         # Rows of deleted volumes go with it: their history stays in the audit events.
-        session.execute(RbdImage.__table__.delete().where(RbdImage.project_id == project.id))
+        for model in VOLUME_MODELS:
+            session.execute(model.__table__.delete().where(model.project_id == project.id))
         session.execute(ApiToken.__table__.delete().where(ApiToken.project_id == project.id))
         session.delete(project)
 
 
 def quota_rows() -> list[dict]:
-    """Every project's quota and provisioned totals in one query, for the metrics scrape."""
-    live = (RbdImage.project_id == Project.id) & (RbdImage.state != VolumeState.DELETED)
-    query = (select(Project.name, Quota.max_bytes, Quota.max_volumes,
-                    func.coalesce(func.sum(RESERVED_BYTES), 0), func.count(RbdImage.id))
-             .join(Quota, Quota.project_id == Project.id).outerjoin(RbdImage, live)
-             .group_by(Project.name, Quota.max_bytes, Quota.max_volumes))
+    """Every project's quota and provisioned totals, for the metrics scrape."""
     with db.reading() as session:
-        return [{"project": name, "max_bytes": max_bytes, "max_volumes": max_volumes,
-                 "provisioned_bytes": int(prov), "volumes": int(count)}
-                for name, max_bytes, max_volumes, prov, count in session.execute(query)]
+        rows = {name: {"project": name, "max_bytes": max_bytes, "max_volumes": max_volumes,
+                       "provisioned_bytes": 0, "volumes": 0}
+                for name, max_bytes, max_volumes in session.execute(
+                    select(Project.name, Quota.max_bytes, Quota.max_volumes).join(Quota))}
+        for model in VOLUME_MODELS:
+            totals = (select(Project.name, func.sum(reserved_bytes(model)), func.count())
+                      .join(model, model.project_id == Project.id)
+                      .where(model.state != VolumeState.DELETED).group_by(Project.name))
+            for name, total, count in session.execute(totals):
+                rows[name]["provisioned_bytes"] += int(total)
+                rows[name]["volumes"] += int(count)
+    return list(rows.values())

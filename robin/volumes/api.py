@@ -1,3 +1,5 @@
+"""The two volume collections of a project, `rbd-images` and `cephfs-paths`: one set of views,
+bound to each kind with its own schemas."""
 from __future__ import annotations
 
 from flask import g
@@ -5,46 +7,51 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from robin.schemas import PageArgs
-from robin.volumes import service
-from robin.volumes.schemas import (
-    RbdImageCreateSchema,
-    RbdImageGetArgs,
-    RbdImagePageSchema,
-    RbdImagePatchSchema,
-    RbdImageSchema,
-)
-
-blp = Blueprint("rbd_images", __name__, url_prefix="/api/v2/projects/<project>/rbd-images",
-                description="RBD images owned by a project")
+from robin.volumes import schemas, service
+from robin.volumes.kinds import CEPHFS, RBD
 
 
-@blp.route("")
-class RbdImages(MethodView):
-    @blp.arguments(PageArgs, location="query")
-    @blp.response(200, RbdImagePageSchema)
-    def get(self, args, project):
-        return service.list_page(g.identity, project, args["limit"], args["cursor"])
+def volume_blueprint(kind, collection: str, *, create_schema, patch_schema, item_schema, page_schema) -> Blueprint:
+    blp = Blueprint(collection, __name__, url_prefix=f"/api/v2/projects/<project>/{collection}",
+                    description=f"{kind.noun}s owned by a project")
 
-    @blp.arguments(RbdImageCreateSchema)
-    @blp.response(201, RbdImageSchema)
-    def post(self, body, project):
-        """Create an RBD image; its size counts against the project's quota."""
-        return service.create(g.identity, project, body)
+    @blp.route("")
+    class Collection(MethodView):
+        @blp.arguments(PageArgs, location="query")
+        @blp.response(200, page_schema)
+        def get(self, args, project):
+            return service.list_page(g.identity, kind, project, args["limit"], args["cursor"])
+
+        @blp.arguments(create_schema)
+        @blp.response(201, item_schema)
+        def post(self, body, project):
+            """Create; the size counts against the project's quota."""
+            return service.create(g.identity, kind, project, body)
+
+    @blp.route("/<name>")
+    class Item(MethodView):
+        @blp.arguments(schemas.VolumeGetArgs, location="query")
+        @blp.response(200, item_schema)
+        def get(self, args, project, name):
+            return service.get(g.identity, kind, project, name, with_used=args["with_used"])
+
+        @blp.arguments(patch_schema)
+        @blp.response(200, item_schema)
+        def patch(self, body, project, name):
+            """Resize; growing checks the project's quota."""
+            return service.resize(g.identity, kind, project, name, body["size_bytes"],
+                                  allow_shrink=body.get("allow_shrink", False))
+
+        @blp.response(204)
+        def delete(self, project, name):
+            service.delete(g.identity, kind, project, name)
+
+    return blp
 
 
-@blp.route("/<name>")
-class RbdImageItem(MethodView):
-    @blp.arguments(RbdImageGetArgs, location="query")
-    @blp.response(200, RbdImageSchema)
-    def get(self, args, project, name):
-        return service.get(g.identity, project, name, with_used=args["with_used"])
-
-    @blp.arguments(RbdImagePatchSchema)
-    @blp.response(200, RbdImageSchema)
-    def patch(self, body, project, name):
-        """Resize; growing checks the quota, shrinking needs allow_shrink."""
-        return service.resize(g.identity, project, name, body["size_bytes"], body["allow_shrink"])
-
-    @blp.response(204)
-    def delete(self, project, name):
-        service.delete(g.identity, project, name)
+rbd_images = volume_blueprint(
+    RBD, "rbd-images", create_schema=schemas.RbdImageCreateSchema, patch_schema=schemas.RbdImagePatchSchema,
+    item_schema=schemas.RbdImageSchema, page_schema=schemas.RbdImagePageSchema)
+cephfs_paths = volume_blueprint(
+    CEPHFS, "cephfs-paths", create_schema=schemas.CephfsPathCreateSchema, patch_schema=schemas.CephfsPathPatchSchema,
+    item_schema=schemas.CephfsPathSchema, page_schema=schemas.CephfsPathPageSchema)

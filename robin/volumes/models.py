@@ -5,7 +5,7 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import JSON, BigInteger, Enum, ForeignKey, Index, String, Text, case, text
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column, relationship
 
 from robin.clusters.models import CephCluster
 from robin.db import Base, UTCDateTime, utcnow
@@ -28,29 +28,18 @@ TRANSITIONAL_STATES = (VolumeState.CREATING, VolumeState.RESIZING, VolumeState.D
 LIVE = text("state != 'deleted'")
 
 
-class RbdImage(Base):
-    __tablename__ = "rbd_images"
-    __table_args__ = (
-        # The Ceph name is the external key: unique per (cluster, pool) among live rows, so a
-        # deleted image's name can be used again.
-        Index("uq_rbd_images_ceph_name", "cluster_id", "pool", "name", unique=True,
-              sqlite_where=LIVE, postgresql_where=LIVE),
-        # URLs name images by name within a project.
-        Index("uq_rbd_images_project_name", "project_id", "name", unique=True,
-              sqlite_where=LIVE, postgresql_where=LIVE),
-        Index("ix_rbd_images_state", "state"),
-    )
+def _live_unique(table: str, suffix: str, *columns: str) -> Index:
+    # Unique among live rows only, so a deleted volume's name can be used again.
+    return Index(f"uq_{table}_{suffix}", *columns, unique=True, sqlite_where=LIVE, postgresql_where=LIVE)
+
+
+class Volume:
+    """What RBD images and CephFS paths share: ownership, the promised size and the lifecycle."""
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
     cluster_id: Mapped[int] = mapped_column(ForeignKey("ceph_clusters.id"))
-    pool: Mapped[str] = mapped_column(String(128))
     name: Mapped[str] = mapped_column(String(128))
-    size_bytes: Mapped[int] = mapped_column(BigInteger)
-    # Set while resizing: the size being applied. Quota counts the larger of the two.
-    target_size_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    features: Mapped[list] = mapped_column(JSON, default=list)
-    image_metadata: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
     state: Mapped[VolumeState] = mapped_column(
         Enum(VolumeState, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e],
              create_constraint=True, name="volume_state"))
@@ -58,15 +47,61 @@ class RbdImage(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Each kind declares size_bytes and target_size_bytes (set while resizing): their column
+    # names differ, since a CephFS path's size is its quota.
 
-    project: Mapped[Project] = relationship(lazy="joined", innerjoin=True)
-    cluster: Mapped[CephCluster] = relationship(lazy="joined", innerjoin=True)
+    @declared_attr
+    def project(cls) -> Mapped[Project]:
+        return relationship(lazy="joined", innerjoin=True)
+
+    @declared_attr
+    def cluster(cls) -> Mapped[CephCluster]:
+        return relationship(lazy="joined", innerjoin=True)
 
     @property
     def reserved_bytes(self) -> int:
+        """What the row holds against its project's quota: while resizing, the larger size."""
         return max(self.size_bytes, self.target_size_bytes or 0)
 
 
-# What a row holds against its project's quota: while resizing, the larger of the two sizes.
-RESERVED_BYTES = case((RbdImage.target_size_bytes > RbdImage.size_bytes, RbdImage.target_size_bytes),
-                      else_=RbdImage.size_bytes)
+class RbdImage(Volume, Base):
+    __tablename__ = "rbd_images"
+    __table_args__ = (
+        # The Ceph name is the external key: unique per (cluster, pool).
+        _live_unique("rbd_images", "ceph_name", "cluster_id", "pool", "name"),
+        # URLs name images by name within a project.
+        _live_unique("rbd_images", "project_name", "project_id", "name"),
+        Index("ix_rbd_images_state", "state"),
+    )
+
+    pool: Mapped[str] = mapped_column(String(128))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    target_size_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    features: Mapped[list] = mapped_column(JSON, default=list)
+    image_metadata: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
+
+
+class CephfsPath(Volume, Base):
+    """A directory <root>/<project>/<name> in a CephFS file system with ceph.quota.max_bytes set.
+    Its size is its quota: what a pod may write, and what the project's quota counts."""
+
+    __tablename__ = "cephfs_paths"
+    __table_args__ = (
+        # The last path component is the external key: unique per (cluster, file system).
+        _live_unique("cephfs_paths", "ceph_name", "cluster_id", "fs_name", "name"),
+        _live_unique("cephfs_paths", "project_name", "project_id", "name"),
+        Index("ix_cephfs_paths_state", "state"),
+    )
+
+    fs_name: Mapped[str] = mapped_column(String(128))
+    path: Mapped[str] = mapped_column(String(1024))
+    size_bytes: Mapped[int] = mapped_column("quota_bytes", BigInteger)
+    target_size_bytes: Mapped[int | None] = mapped_column("target_quota_bytes", BigInteger, nullable=True)
+
+
+VOLUME_MODELS = (RbdImage, CephfsPath)
+
+
+def reserved_bytes(model: type[Volume]):
+    """SQL for Volume.reserved_bytes, to sum a project's usage in the database."""
+    return case((model.target_size_bytes > model.size_bytes, model.target_size_bytes), else_=model.size_bytes)

@@ -4,32 +4,54 @@ from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from robin import config
 from robin.config import RBD_FEATURES
-from robin.schemas import CEPH_NAME, PageSchema, byte_count
+from robin.schemas import CEPH_NAME, PageSchema
 
 METADATA_KEY = validate.Regexp(r"^(?!robin\.)[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$",
                                error="keys are 1-128 letters, digits, '.', '_', '/' or '-'; 'robin.' is reserved")
 FEATURE_NEEDS = {"object-map": "exclusive-lock", "fast-diff": "object-map"}
 
 
-def _check_size(value: int) -> None:
-    maximum = config.current().max_image_bytes
+def _at_most_the_maximum(value: int) -> None:
+    maximum = config.current().max_volume_bytes
     if value > maximum:
-        raise ValidationError(f"must be at most {maximum} bytes (ROBIN_MAX_IMAGE_BYTES)")
+        raise ValidationError(f"must be at most {maximum} bytes (ROBIN_MAX_VOLUME_BYTES)")
 
+
+def volume_size(**kwargs) -> fields.Integer:
+    """A size in bytes: a strict positive integer no larger than ROBIN_MAX_VOLUME_BYTES. Loaded
+    as `size_bytes` whatever the field is called on the wire (a CephFS path's is quota_bytes)."""
+    return fields.Integer(strict=True, validate=[validate.Range(min=1), _at_most_the_maximum], **kwargs)
+
+
+class VolumeSchema(Schema):
+    """What every volume reports."""
+
+    id = fields.String()
+    name = fields.String()
+    project = fields.String(attribute="project.name")
+    cluster = fields.String(attribute="cluster.name")
+    provisioned_bytes = fields.Integer(attribute="reserved_bytes")
+    used_bytes = fields.Integer(metadata={"description": "allocated bytes; only with ?with_used=true"})
+    state = fields.Function(lambda volume: volume.state.value)
+    created_at = fields.DateTime(format="iso")
+    updated_at = fields.DateTime(format="iso")
+
+
+class VolumeGetArgs(Schema):
+    with_used = fields.Boolean(load_default=False, metadata={"description": "measure used_bytes in Ceph"})
+
+
+# --- RBD images ---------------------------------------------------------------------------------
 
 class RbdImageCreateSchema(Schema):
     name = fields.String(required=True, validate=CEPH_NAME)
-    size_bytes = byte_count(minimum=1, required=True)
+    size_bytes = volume_size(required=True)
     pool = fields.String(validate=CEPH_NAME)
     cluster = fields.String(validate=CEPH_NAME)
     features = fields.List(fields.String(validate=validate.OneOf(RBD_FEATURES)), validate=validate.Length(min=1))
     metadata = fields.Dict(keys=fields.String(validate=METADATA_KEY),
                            values=fields.String(validate=validate.Length(max=4096)),
                            validate=validate.Length(max=64))
-
-    @validates("size_bytes")
-    def _size(self, value, **_):
-        _check_size(value)
 
     @validates("features")
     def _features(self, value, **_):
@@ -40,33 +62,39 @@ class RbdImageCreateSchema(Schema):
 
 
 class RbdImagePatchSchema(Schema):
-    size_bytes = byte_count(minimum=1, required=True)
+    size_bytes = volume_size(required=True)
     allow_shrink = fields.Boolean(load_default=False)
 
-    @validates("size_bytes")
-    def _size(self, value, **_):
-        _check_size(value)
 
-
-class RbdImageGetArgs(Schema):
-    with_used = fields.Boolean(load_default=False, metadata={"description": "measure used_bytes with fast-diff"})
-
-
-class RbdImageSchema(Schema):
-    id = fields.String()
-    name = fields.String()
-    project = fields.String(attribute="project.name")
-    cluster = fields.String(attribute="cluster.name")
+class RbdImageSchema(VolumeSchema):
     pool = fields.String()
     size_bytes = fields.Integer()
-    provisioned_bytes = fields.Integer(attribute="reserved_bytes")
-    used_bytes = fields.Integer(metadata={"description": "allocated bytes; only with ?with_used=true"})
     features = fields.List(fields.String())
     metadata = fields.Dict(attribute="image_metadata")
-    state = fields.Function(lambda image: image.state.value)
-    created_at = fields.DateTime(format="iso")
-    updated_at = fields.DateTime(format="iso")
 
 
 class RbdImagePageSchema(PageSchema):
     items = fields.List(fields.Nested(RbdImageSchema))
+
+
+# --- CephFS paths -------------------------------------------------------------------------------
+
+class CephfsPathCreateSchema(Schema):
+    name = fields.String(required=True, validate=CEPH_NAME)
+    size_bytes = volume_size(required=True, data_key="quota_bytes")
+    fs = fields.String(validate=CEPH_NAME)
+    cluster = fields.String(validate=CEPH_NAME)
+
+
+class CephfsPathPatchSchema(Schema):
+    size_bytes = volume_size(required=True, data_key="quota_bytes")
+
+
+class CephfsPathSchema(VolumeSchema):
+    fs = fields.String(attribute="fs_name")
+    path = fields.String()
+    quota_bytes = fields.Integer(attribute="size_bytes")
+
+
+class CephfsPathPageSchema(PageSchema):
+    items = fields.List(fields.Nested(CephfsPathSchema))

@@ -1,12 +1,13 @@
-"""RBD image lifecycle: database state machine around idempotent Ceph calls.
+"""Volume lifecycle (RBD images and CephFS paths): a database state machine around idempotent
+Ceph calls.
 
 Each mutation is: a transaction that validates, reserves quota and moves the row into a
 transitional state -> the Ceph call -> a transaction that records the result. A failure in the
 middle undoes what was done and re-raises the original error. A crash in the middle leaves a row
 in `creating`, `resizing` or `deleting` for the reconciler:
-  creating: the image may or may not exist (marked with the row id when it does) -> finish or drop;
-  resizing: Ceph's size is the old or the target size -> record what Ceph has;
-  deleting: the image may still exist -> remove it (idempotent) and mark the row deleted.
+  creating: the volume may or may not exist (marked with the row id when it does) -> finish or drop;
+  resizing: Ceph's size (quota) is the old or the target one -> record what Ceph has;
+  deleting: the volume may still exist -> remove it (idempotent) and mark the row deleted.
 """
 from __future__ import annotations
 
@@ -17,127 +18,125 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from robin import config
 from robin.auth.identity import Identity
-from robin.ceph import CephAlreadyExists, CephNotConnected, rbd_ops
+from robin.ceph import CephAlreadyExists, CephNotConnected
 from robin.clusters import service as clusters
 from robin.db import db, utcnow
-from robin.errors import BadRequest, Conflict, InvalidInput, NotFound, RobinError
+from robin.errors import BadRequest, Conflict, NotFound, RobinError
 from robin.pagination import Page, paginate
 from robin.projects import service as projects
-from robin.volumes.models import RbdImage, VolumeState
+from robin.volumes.kinds import KINDS, CephfsKind, RbdKind, kind_of
+from robin.volumes.models import Volume, VolumeState
 
+Kind = RbdKind | CephfsKind
 log = logging.getLogger(__name__)
 USAGE_PARALLELISM = 8
 
 
-def _find(session: Session, project: str, name: str) -> RbdImage:
+def _find(session: Session, kind: Kind, project: str, name: str) -> Volume:
     project_row = projects.find(session, project)
-    image = session.scalar(select(RbdImage).where(
-        RbdImage.project_id == project_row.id, RbdImage.name == name, RbdImage.state != VolumeState.DELETED))
-    if image is None:
-        raise NotFound(f"RBD image {name!r} does not exist in project {project!r}", code="volume_not_found",
-                       details={"project": project, "image": name})
-    return image
+    model = kind.model
+    volume = session.scalar(select(model).where(
+        model.project_id == project_row.id, model.name == name, model.state != VolumeState.DELETED))
+    if volume is None:
+        raise NotFound(f"{kind.noun} {name!r} does not exist in project {project!r}", code="volume_not_found",
+                       details={"project": project, "name": name})
+    return volume
 
 
-def _name_taken(name: str, pool: str, cluster: str) -> Conflict:
-    return Conflict(f"an RBD image named {name!r} already exists in pool {pool!r} of cluster {cluster!r}",
-                    code="name_taken", details={"image": name, "pool": pool, "cluster": cluster})
+def _name_taken(kind: Kind, name: str, cluster: str) -> Conflict:
+    return Conflict(f"a {kind.noun} named {name!r} already exists in cluster {cluster!r} (names are unique "
+                    "per pool or file system, across projects)", code="name_taken",
+                    details={"name": name, "cluster": cluster})
 
 
-def _set_state(image: RbdImage, state: VolumeState, **values) -> RbdImage:
+def _set_state(volume: Volume, state: VolumeState, **values) -> Volume:
     """Record an outcome on the row and on the caller's (detached) copy. A plain UPDATE by
     primary key: the copy already holds everything else, so nothing is loaded again."""
     values = {"state": state, "updated_at": utcnow(), **values}
+    table = type(volume).__table__
+    # Attribute names to column names: a CephFS path's size_bytes is its quota_bytes column.
+    columns = {type(volume).__mapper__.attrs[key].columns[0].name: value for key, value in values.items()}
     with db.writing() as connection:
-        connection.execute(update(RbdImage.__table__).where(RbdImage.id == image.id).values(**values))
+        connection.execute(update(table).where(table.c.id == volume.id).values(**columns))
     for key, value in values.items():
-        setattr(image, key, value)
-    return image
+        setattr(volume, key, value)
+    return volume
 
 
-def _check_pool(pool: str | None) -> str:
-    settings = config.current()
-    pool = pool or settings.rbd_default_pool
-    if pool not in settings.rbd_pools:
-        raise InvalidInput(f"pool {pool!r} is not one robin places images in; use one of {list(settings.rbd_pools)}",
-                           details={"fields": {"pool": [f"must be one of {list(settings.rbd_pools)}"]}})
-    return pool
+def _connection(volume: Volume):
+    return clusters.connection(volume.cluster)
 
 
 # --- create -----------------------------------------------------------------------------------
 
-def create(identity: Identity, project: str, spec: dict) -> RbdImage:
+def create(identity: Identity, kind: Kind, project: str, spec: dict) -> Volume:
     identity.require_write(project)
-    pool = _check_pool(spec.get("pool"))
-    features = spec.get("features") or list(config.current().rbd_default_features)
-    image = _reserve_new(project, spec, pool, features)
-    conn = clusters.connection(image.cluster)
+    volume = _reserve_new(kind, project, spec, kind.placement(spec, project))
     try:
-        rbd_ops.create_image(conn, pool, image.name, image.size_bytes, features, owner=image.id,
-                             metadata=image.image_metadata)
+        kind.create(_connection(volume), volume)
     except RobinError as exc:
-        _undo_create(image, exc)
+        _undo_create(kind, volume, exc)
         if isinstance(exc, CephAlreadyExists):
-            raise _name_taken(image.name, pool, image.cluster.name) from exc
+            raise _name_taken(kind, volume.name, volume.cluster.name) from exc
         raise
-    return _set_state(image, VolumeState.AVAILABLE)
+    return _set_state(volume, VolumeState.AVAILABLE)
 
 
-def _reserve_new(project: str, spec: dict, pool: str, features: list[str]) -> RbdImage:
+def _reserve_new(kind: Kind, project: str, spec: dict, placement: dict) -> Volume:
     try:
         with db.unit_of_work() as session:
             cluster = clusters.resolve(session, spec.get("cluster"))
             project_row = projects.lock(session, project)
             projects.reserve(session, project_row, add_bytes=spec["size_bytes"], add_volumes=1)
-            image = RbdImage(project=project_row, cluster=cluster, pool=pool, name=spec["name"],
-                             size_bytes=spec["size_bytes"], features=features,
-                             image_metadata=spec.get("metadata") or {}, state=VolumeState.CREATING)
-            session.add(image)
+            volume = kind.model(project=project_row, cluster=cluster, name=spec["name"],
+                                size_bytes=spec["size_bytes"], state=VolumeState.CREATING, **placement)
+            session.add(volume)
             session.flush()
-            return image
+            return volume
     except IntegrityError as exc:
         # The unique indexes on live rows are the name check, races included.
-        raise _name_taken(spec["name"], pool, spec.get("cluster") or clusters.DEFAULT_NAME) from exc
+        raise _name_taken(kind, spec["name"], spec.get("cluster") or clusters.DEFAULT_NAME) from exc
 
 
-def _undo_create(image: RbdImage, cause: RobinError) -> None:
-    """Remove what a failed create left, then the row, releasing its quota. When the image's
+def _undo_create(kind: Kind, volume: Volume, cause: RobinError) -> None:
+    """Remove what a failed create left, then the row, releasing its quota. When the volume's
     fate cannot be known (Ceph stopped answering mid-way), keep the row in `error` holding its
-    quota, so the reconciler can decide without ever exceeding the quota."""
+    quota, so the reconciler can decide without ever exceeding the quota. A foreign object with
+    the name (CephAlreadyExists) is never touched."""
     if not isinstance(cause, (CephAlreadyExists, CephNotConnected)):
         try:
-            rbd_ops.remove_image(clusters.connection(image.cluster), image.pool, image.name)
+            kind.remove(_connection(volume), volume)
         except RobinError as undo_error:
-            log.error("could not undo a failed create", extra={"image": image.id, "error": undo_error.message})
-            _set_state(image, VolumeState.ERROR, error_message=f"create failed: {cause.message}")
+            log.error("could not undo a failed create", extra={"volume": volume.id, "error": undo_error.message})
+            _set_state(volume, VolumeState.ERROR, error_message=f"create failed: {cause.message}")
             return
     with db.unit_of_work() as session:
-        session.execute(RbdImage.__table__.delete().where(RbdImage.id == image.id))
+        session.execute(kind.model.__table__.delete().where(kind.model.id == volume.id))
 
 
 # --- read -------------------------------------------------------------------------------------
 
-def get(identity: Identity, project: str, name: str, *, with_used: bool = False) -> RbdImage:
+def get(identity: Identity, kind: Kind, project: str, name: str, *, with_used: bool = False) -> Volume:
     identity.require_read(project)
     with db.reading() as session:
-        image = _find(session, project, name)
+        volume = _find(session, kind, project, name)
     if with_used:
-        image.used_bytes = used_bytes(image)
-    return image
+        volume.used_bytes = used_bytes(volume)  # transient: only the response carries it
+    return volume
 
 
-def list_page(identity: Identity, project: str, limit: int, cursor: str | None) -> Page:
+def list_page(identity: Identity, kind: Kind, project: str, limit: int, cursor: str | None) -> Page:
     identity.require_read(project)
+    model = kind.model
     with db.reading() as session:
         project_row = projects.find(session, project)
-        query = select(RbdImage).where(RbdImage.project_id == project_row.id, RbdImage.state != VolumeState.DELETED)
-        return paginate(session, query, RbdImage.name, limit, cursor)
+        query = select(model).where(model.project_id == project_row.id, model.state != VolumeState.DELETED)
+        return paginate(session, query, model.name, limit, cursor)
 
 
-def used_bytes(image: RbdImage) -> int:
-    return rbd_ops.used_bytes(clusters.connection(image.cluster), image.pool, image.name)
+def used_bytes(volume: Volume) -> int:
+    return kind_of(volume).used_bytes(_connection(volume), volume)
 
 
 def project_usage(identity: Identity, project: str) -> dict:
@@ -145,10 +144,10 @@ def project_usage(identity: Identity, project: str) -> dict:
     with db.reading() as session:
         project_row = projects.find(session, project)
         provisioned = projects.provisioned(session, project_row.id)
-        images = list(session.scalars(select(RbdImage).where(
-            RbdImage.project_id == project_row.id, RbdImage.state == VolumeState.AVAILABLE)))
+        volumes = [volume for kind in KINDS for volume in session.scalars(select(kind.model).where(
+            kind.model.project_id == project_row.id, kind.model.state == VolumeState.AVAILABLE))]
     with ThreadPoolExecutor(max_workers=USAGE_PARALLELISM) as pool:
-        used = sum(pool.map(used_bytes, images))
+        used = sum(pool.map(used_bytes, volumes))
     quota = project_row.quota
     return {
         "project": project,
@@ -163,58 +162,59 @@ def project_usage(identity: Identity, project: str) -> dict:
 
 # --- resize -----------------------------------------------------------------------------------
 
-def resize(identity: Identity, project: str, name: str, size_bytes: int, allow_shrink: bool) -> RbdImage:
+def resize(identity: Identity, kind: Kind, project: str, name: str, size_bytes: int,
+           allow_shrink: bool = False) -> Volume:
     identity.require_write(project)
-    image, changed = _begin_resize(project, name, size_bytes, allow_shrink)
+    volume, changed = _begin_resize(kind, project, name, size_bytes, allow_shrink)
     if not changed:
-        return image
+        return volume
     try:
-        rbd_ops.resize_image(clusters.connection(image.cluster), image.pool, image.name, size_bytes)
+        kind.resize(_connection(volume), volume, size_bytes)
     except RobinError:
-        _set_state(image, VolumeState.AVAILABLE, target_size_bytes=None)
+        _set_state(volume, VolumeState.AVAILABLE, target_size_bytes=None)
         raise
-    return _set_state(image, VolumeState.AVAILABLE, size_bytes=size_bytes, target_size_bytes=None)
+    return _set_state(volume, VolumeState.AVAILABLE, size_bytes=size_bytes, target_size_bytes=None)
 
 
-def _begin_resize(project: str, name: str, size_bytes: int, allow_shrink: bool) -> tuple[RbdImage, bool]:
+def _begin_resize(kind: Kind, project: str, name: str, size_bytes: int, allow_shrink: bool) -> tuple[Volume, bool]:
     with db.unit_of_work() as session:
         project_row = projects.lock(session, project)
-        image = _find(session, project, name)
-        _require_available(image, "resized")
-        if size_bytes == image.size_bytes:
-            return image, False
-        if size_bytes < image.size_bytes and not allow_shrink:
-            raise BadRequest(f"{size_bytes} bytes is smaller than the image's {image.size_bytes}; shrinking "
-                             "destroys data at the end of the image, so it needs \"allow_shrink\": true",
+        volume = _find(session, kind, project, name)
+        _require_available(kind, volume, "resized")
+        if size_bytes == volume.size_bytes:
+            return volume, False
+        if size_bytes < volume.size_bytes and kind.shrink_destroys_data and not allow_shrink:
+            raise BadRequest(f"{size_bytes} bytes is smaller than the {kind.noun}'s {volume.size_bytes}; shrinking "
+                             "destroys data at its end, so it needs \"allow_shrink\": true",
                              code="shrink_not_allowed",
-                             details={"size_bytes": image.size_bytes, "requested_size_bytes": size_bytes})
-        if size_bytes > image.size_bytes:
-            projects.reserve(session, project_row, add_bytes=size_bytes - image.size_bytes)
-        image.state = VolumeState.RESIZING
-        image.target_size_bytes = size_bytes
+                             details={"size_bytes": volume.size_bytes, "requested_size_bytes": size_bytes})
+        if size_bytes > volume.size_bytes:
+            projects.reserve(session, project_row, add_bytes=size_bytes - volume.size_bytes)
+        volume.state = VolumeState.RESIZING
+        volume.target_size_bytes = size_bytes
         session.flush()
-        return image, True
+        return volume, True
 
 
-def _require_available(image: RbdImage, verb: str) -> None:
-    if image.state is not VolumeState.AVAILABLE:
-        raise Conflict(f"RBD image {image.name!r} is {image.state.value} and cannot be {verb} now; retry later",
-                       code="volume_busy", details={"state": image.state.value})
+def _require_available(kind: Kind, volume: Volume, verb: str) -> None:
+    if volume.state is not VolumeState.AVAILABLE:
+        raise Conflict(f"{kind.noun} {volume.name!r} is {volume.state.value} and cannot be {verb} now; retry later",
+                       code="volume_busy", details={"state": volume.state.value})
 
 
 # --- delete -----------------------------------------------------------------------------------
 
-def delete(identity: Identity, project: str, name: str) -> None:
+def delete(identity: Identity, kind: Kind, project: str, name: str) -> None:
     identity.require_write(project)
     with db.unit_of_work() as session:
-        image = _find(session, project, name)
-        if image.state is not VolumeState.ERROR:
-            _require_available(image, "deleted")
-        previous = image.state
-        image.state = VolumeState.DELETING
+        volume = _find(session, kind, project, name)
+        if volume.state is not VolumeState.ERROR:
+            _require_available(kind, volume, "deleted")
+        previous = volume.state
+        volume.state = VolumeState.DELETING
     try:
-        rbd_ops.remove_image(clusters.connection(image.cluster), image.pool, image.name)
+        kind.remove(_connection(volume), volume)
     except RobinError:
-        _set_state(image, previous)
+        _set_state(volume, previous)
         raise
-    _set_state(image, VolumeState.DELETED, deleted_at=utcnow())
+    _set_state(volume, VolumeState.DELETED, deleted_at=utcnow())

@@ -209,7 +209,7 @@ BAD_IMAGES = [
     ({"size_bytes": 0}, "size_bytes"),
     ({"size_bytes": 1.5}, "size_bytes"),
     ({"size_bytes": "1024"}, "size_bytes"),
-    ({"size_bytes": 2**51}, "size_bytes"),  # above ROBIN_MAX_IMAGE_BYTES
+    ({"size_bytes": 2**51}, "size_bytes"),  # above ROBIN_MAX_VOLUME_BYTES
     ({"name": "bad/name"}, "name"),
     ({"name": "bad@snap"}, "name"),
     ({"name": ""}, "name"),

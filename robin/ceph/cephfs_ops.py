@@ -1,0 +1,86 @@
+"""CephFS directory operations, idempotent like the RBD ones: creating a directory robin already
+created succeeds, removing a missing one succeeds, a foreign directory with the name is
+CephAlreadyExists."""
+from __future__ import annotations
+
+import posixpath
+import stat
+
+import cephfs
+
+from robin.ceph.connection import CephConnection
+from robin.ceph.errors import CephAlreadyExists
+
+QUOTA_XATTR = "ceph.quota.max_bytes"
+RBYTES_XATTR = "ceph.dir.rbytes"
+# Ownership mark on the directory itself: a user xattr costs one MDS request.
+OWNER_XATTR = "user.robin.volume_id"
+DIR_MODE = 0o755
+
+
+def _getxattr(fs: cephfs.LibCephFS, path: str, name: str) -> str | None:
+    try:
+        return fs.getxattr(path, name).decode()
+    except cephfs.NoData:
+        return None
+
+
+def create_dir(conn: CephConnection, fs_name: str, path: str, quota_bytes: int, owner: str) -> None:
+    with conn.operation("cephfs.create", f"creating CephFS path {fs_name}:{path}"), \
+            conn.filesystem(fs_name) as fs:
+        try:
+            fs.mkdirs(posixpath.dirname(path), DIR_MODE)
+        except cephfs.ObjectExists:
+            pass  # the project's directory exists from its first volume
+        try:
+            fs.mkdir(path, DIR_MODE)
+        except cephfs.ObjectExists:
+            found = _getxattr(fs, path, OWNER_XATTR)
+            if found != owner:
+                raise CephAlreadyExists(f"CephFS path {fs_name}:{path} already exists and is not this volume",
+                                        details={"fs": fs_name, "path": path, "owner": found}) from None
+        fs.setxattr(path, OWNER_XATTR, owner.encode(), 0)
+        fs.setxattr(path, QUOTA_XATTR, str(quota_bytes).encode(), 0)
+
+
+def set_quota(conn: CephConnection, fs_name: str, path: str, quota_bytes: int) -> None:
+    with conn.operation("cephfs.set_quota", f"setting the quota of CephFS path {fs_name}:{path}"), \
+            conn.filesystem(fs_name) as fs:
+        fs.setxattr(path, QUOTA_XATTR, str(quota_bytes).encode(), 0)
+
+
+def used_bytes(conn: CephConnection, fs_name: str, path: str) -> int:
+    """Recursive bytes below the directory, as the MDS accounts them (updated lazily by Ceph)."""
+    with conn.operation("cephfs.du", f"measuring CephFS path {fs_name}:{path}"), conn.filesystem(fs_name) as fs:
+        return int(_getxattr(fs, path, RBYTES_XATTR) or 0)
+
+
+def remove_tree(conn: CephConnection, fs_name: str, path: str) -> None:
+    with conn.operation("cephfs.remove", f"removing CephFS path {fs_name}:{path}"), conn.filesystem(fs_name) as fs:
+        try:
+            _remove_tree(fs, path)
+        except cephfs.ObjectNotFound:
+            pass  # already gone: removing is idempotent
+
+
+def _remove_tree(fs: cephfs.LibCephFS, path: str) -> None:
+    for entry in _entries(fs, path):
+        child = posixpath.join(path, entry)
+        if stat.S_ISDIR(fs.lstat(child).st_mode):
+            _remove_tree(fs, child)
+        else:
+            fs.unlink(child)
+    fs.rmdir(path)
+
+
+def _entries(fs: cephfs.LibCephFS, path: str) -> list[str]:
+    handle = fs.opendir(path)
+    try:
+        names = []
+        while (entry := fs.readdir(handle)) is not None:
+            name = entry.d_name.decode()
+            if name not in (".", ".."):
+                names.append(name)
+        return names
+    finally:
+        fs.closedir(handle)

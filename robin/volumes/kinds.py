@@ -1,0 +1,91 @@
+"""The two kinds of volume: where each lives in Ceph and which binding calls manage it.
+
+The lifecycle (states, quota, undo) is one piece of code in service.py; a kind supplies only
+what differs: the model, how a request places the volume, and the idempotent Ceph operations.
+"""
+from __future__ import annotations
+
+import posixpath
+
+from robin import config
+from robin.ceph import CephConnection, cephfs_ops, rbd_ops
+from robin.errors import InvalidInput
+from robin.volumes.models import CephfsPath, RbdImage, Volume
+
+
+def _choose(field: str, value: str | None, default: str, allowed: tuple[str, ...], setting: str) -> str:
+    value = value or default
+    if value not in allowed:
+        raise InvalidInput(f"{field} {value!r} is not one robin places volumes in; use one of {list(allowed)}",
+                           details={"fields": {field: [f"must be one of {list(allowed)} ({setting})"]}})
+    return value
+
+
+class RbdKind:
+    model = RbdImage
+    noun = "RBD image"
+    # Shrinking an image cuts off whatever the file system kept at its end.
+    shrink_destroys_data = True
+
+    @staticmethod
+    def placement(spec: dict, project: str) -> dict:
+        settings = config.current()
+        pool = _choose("pool", spec.get("pool"), settings.rbd_default_pool, settings.rbd_pools, "ROBIN_RBD_POOLS")
+        return {"pool": pool, "features": spec.get("features") or list(settings.rbd_default_features),
+                "image_metadata": spec.get("metadata") or {}}
+
+    @staticmethod
+    def create(conn: CephConnection, volume: RbdImage) -> None:
+        rbd_ops.create_image(conn, volume.pool, volume.name, volume.size_bytes, volume.features, owner=volume.id,
+                             metadata=volume.image_metadata)
+
+    @staticmethod
+    def resize(conn: CephConnection, volume: RbdImage, size_bytes: int) -> None:
+        rbd_ops.resize_image(conn, volume.pool, volume.name, size_bytes)
+
+    @staticmethod
+    def remove(conn: CephConnection, volume: RbdImage) -> None:
+        rbd_ops.remove_image(conn, volume.pool, volume.name)
+
+    @staticmethod
+    def used_bytes(conn: CephConnection, volume: RbdImage) -> int:
+        return rbd_ops.used_bytes(conn, volume.pool, volume.name)
+
+
+class CephfsKind:
+    model = CephfsPath
+    noun = "CephFS path"
+    # A lower quota refuses further writes; it deletes nothing.
+    shrink_destroys_data = False
+
+    @staticmethod
+    def placement(spec: dict, project: str) -> dict:
+        settings = config.current()
+        fs_name = _choose("fs", spec.get("fs"), settings.cephfs_default_fs, settings.cephfs_filesystems,
+                          "ROBIN_CEPHFS_FILESYSTEMS")
+        return {"fs_name": fs_name, "path": posixpath.join(settings.cephfs_root, project, spec["name"])}
+
+    @staticmethod
+    def create(conn: CephConnection, volume: CephfsPath) -> None:
+        cephfs_ops.create_dir(conn, volume.fs_name, volume.path, volume.size_bytes, owner=volume.id)
+
+    @staticmethod
+    def resize(conn: CephConnection, volume: CephfsPath, size_bytes: int) -> None:
+        cephfs_ops.set_quota(conn, volume.fs_name, volume.path, size_bytes)
+
+    @staticmethod
+    def remove(conn: CephConnection, volume: CephfsPath) -> None:
+        cephfs_ops.remove_tree(conn, volume.fs_name, volume.path)
+
+    @staticmethod
+    def used_bytes(conn: CephConnection, volume: CephfsPath) -> int:
+        return cephfs_ops.used_bytes(conn, volume.fs_name, volume.path)
+
+
+RBD = RbdKind()
+CEPHFS = CephfsKind()
+KINDS: tuple[RbdKind | CephfsKind, ...] = (RBD, CEPHFS)
+
+
+def kind_of(volume: Volume) -> RbdKind | CephfsKind:
+    return RBD if isinstance(volume, RbdImage) else CEPHFS
