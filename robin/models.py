@@ -3,6 +3,7 @@ from robin.audit.models import AuditEvent
 from robin.auth.models import ApiToken
 from robin.clusters.models import CephCluster
 from robin.projects.models import Project, Quota
+from robin.snapshots.models import Snapshot
 from robin.volumes.models import CephfsPath, RbdImage
 
-__all__ = ["ApiToken", "AuditEvent", "CephCluster", "CephfsPath", "Project", "Quota", "RbdImage"]
+__all__ = ["ApiToken", "AuditEvent", "CephCluster", "CephfsPath", "Project", "Quota", "RbdImage", "Snapshot"]

@@ -84,3 +84,29 @@ def _entries(fs: cephfs.LibCephFS, path: str) -> list[str]:
         return names
     finally:
         fs.closedir(handle)
+
+
+# --- snapshots: `.snap/<name>` directories -------------------------------------------------------
+
+def create_snapshot(conn: CephConnection, fs_name: str, path: str, snapshot: str) -> None:
+    with conn.operation("cephfs.snap_create", f"snapshotting CephFS path {fs_name}:{path}@{snapshot}"), \
+            conn.filesystem(fs_name) as fs:
+        try:
+            fs.mksnap(path, snapshot, DIR_MODE)
+        except cephfs.ObjectExists:
+            pass  # taken before under this name: robin owns the directory
+
+
+def remove_snapshot(conn: CephConnection, fs_name: str, path: str, snapshot: str) -> None:
+    with conn.operation("cephfs.snap_remove", f"removing snapshot {fs_name}:{path}@{snapshot}"), \
+            conn.filesystem(fs_name) as fs:
+        try:
+            fs.rmsnap(path, snapshot)
+        except cephfs.ObjectNotFound:
+            pass
+
+
+def list_snapshots(conn: CephConnection, fs_name: str, path: str) -> list[str]:
+    with conn.operation("cephfs.snap_list", f"listing snapshots of {fs_name}:{path}"), \
+            conn.filesystem(fs_name) as fs:
+        return _entries(fs, posixpath.join(path, ".snap"))

@@ -134,3 +134,74 @@ def used_bytes(conn: CephConnection, pool: str, name: str) -> int:
 def list_images(conn: CephConnection, pool: str) -> list[str]:
     with conn.operation("rbd.list", f"listing RBD pool {pool}"), conn.ioctx(pool) as ioctx:
         return rbd.RBD().list(ioctx)
+
+
+# --- snapshots, rollback, clones -----------------------------------------------------------------
+
+def create_snapshot(conn: CephConnection, pool: str, name: str, snapshot: str) -> None:
+    with conn.operation("rbd.snap_create", f"snapshotting RBD image {pool}/{name}@{snapshot}"), \
+            conn.ioctx(pool) as ioctx, rbd.Image(ioctx, name) as image:
+        try:
+            image.create_snap(snapshot)
+        except rbd.ImageExists:
+            pass  # the image is robin's, so a snapshot of that name is this one, taken before
+
+
+def remove_snapshot(conn: CephConnection, pool: str, name: str, snapshot: str) -> None:
+    """Idempotent. A snapshot that clones still depend on moves to Ceph's trash namespace (clone v2)
+    and disappears with its last clone."""
+    with conn.operation("rbd.snap_remove", f"removing snapshot {pool}/{name}@{snapshot}"), \
+            conn.ioctx(pool) as ioctx:
+        try:
+            with rbd.Image(ioctx, name) as image:
+                image.remove_snap(snapshot)
+        except rbd.ImageNotFound:
+            pass  # the snapshot, or its image, is gone already
+
+
+def list_snapshots(conn: CephConnection, pool: str, name: str) -> list[str]:
+    with conn.operation("rbd.snap_list", f"listing snapshots of {pool}/{name}"), conn.ioctx(pool) as ioctx, \
+            rbd.Image(ioctx, name, read_only=True) as image:
+        return [snap["name"] for snap in image.list_snaps()]
+
+
+def users(conn: CephConnection, pool: str, name: str) -> list[str]:
+    """Who has the image open or locked, other than robin's own connection: its watchers (a mapped
+    or opened image has one) and exclusive-lock owners."""
+    # Opened read-write: librbd answers lock queries only then. Opening takes no lock; its watch
+    # is robin's own and is left out below.
+    with conn.operation("rbd.status", f"reading the users of {pool}/{name}"), conn.ioctx(pool) as ioctx, \
+            rbd.Image(ioctx, name) as image:
+        me = conn.rados().get_instance_id()
+        watchers = [f"watcher client.{w['id']} at {w['addr']}" for w in image.watchers_list() if w["id"] != me]
+        owners = [f"lock owner {owner['owner']}" for owner in image.lock_get_owners()]
+    return watchers + owners
+
+
+def rollback(conn: CephConnection, pool: str, name: str, snapshot: str) -> None:
+    with conn.operation("rbd.rollback", f"rolling {pool}/{name} back to {snapshot}"), conn.ioctx(pool) as ioctx, \
+            rbd.Image(ioctx, name) as image:
+        image.rollback_to_snap(snapshot)
+
+
+def clone(conn: CephConnection, pool: str, parent: str, snapshot: str, name: str, features, owner: str) -> None:
+    """A copy-on-write clone (format 2: the parent snapshot needs no protection). Idempotent like
+    create_image: a clone robin already made under this owner is success."""
+    with conn.operation("rbd.clone", f"cloning {pool}/{parent}@{snapshot} to {name}"), conn.ioctx(pool) as ioctx:
+        try:
+            rbd.RBD().clone(ioctx, parent, snapshot, ioctx, name, features=feature_mask(features))
+        except rbd.ImageExists:
+            found = _owner(ioctx, name)
+            if found != owner:
+                raise CephAlreadyExists(f"RBD image {pool}/{name} already exists in Ceph and is not this volume",
+                                        details={"pool": pool, "image": name, "owner": found}) from None
+        _set_owner(ioctx, name, owner)
+
+
+def flatten(conn: CephConnection, pool: str, name: str) -> None:
+    with conn.operation("rbd.flatten", f"flattening {pool}/{name}"), conn.ioctx(pool) as ioctx, \
+            rbd.Image(ioctx, name) as image:
+        try:
+            image.flatten()
+        except rbd.InvalidArgument:
+            pass  # no parent (any more): flattening is idempotent

@@ -13,6 +13,7 @@ from robin.db import db
 from robin.errors import Conflict, NotFound, QuotaExceeded
 from robin.pagination import Page, paginate
 from robin.projects.models import Project, Quota
+from robin.snapshots.models import Snapshot, SnapshotState
 from robin.volumes.models import VOLUME_MODELS, VolumeState, reserved_bytes
 
 
@@ -43,7 +44,7 @@ def lock(session: Session, name: str) -> Project:
 
 
 def provisioned(session: Session, project_id: int) -> Provisioned:
-    """Bytes and volumes the project's live rows hold, RBD images and CephFS paths alike."""
+    """Bytes, volumes and snapshots the project's live rows hold (RBD images and CephFS paths alike)."""
     total_bytes = volumes = 0
     for model in VOLUME_MODELS:
         query = select(func.coalesce(func.sum(reserved_bytes(model)), 0), func.count()).where(
@@ -51,19 +52,27 @@ def provisioned(session: Session, project_id: int) -> Provisioned:
         model_bytes, model_volumes = session.execute(query).one()
         total_bytes += int(model_bytes)
         volumes += int(model_volumes)
-    return Provisioned(bytes=total_bytes, volumes=volumes)
+    snapshots = session.scalar(select(func.count()).select_from(Snapshot).where(
+        Snapshot.project_id == project_id, Snapshot.state != SnapshotState.DELETED))
+    return Provisioned(bytes=total_bytes, volumes=volumes, snapshots=int(snapshots))
 
 
-def reserve(session: Session, project: Project, *, add_bytes: int = 0, add_volumes: int = 0) -> None:
+def reserve(session: Session, project: Project, *, add_bytes: int = 0, add_volumes: int = 0,
+            add_snapshots: int = 0) -> None:
     """Refuse unless the project's quota holds `add_*` more. Call with the project locked."""
     quota = project.quota
     used = provisioned(session, project.id)
-    remaining = {"bytes": quota.max_bytes - used.bytes, "volumes": quota.max_volumes - used.volumes}
+    remaining = {"bytes": quota.max_bytes - used.bytes, "volumes": quota.max_volumes - used.volumes,
+                 "snapshots": quota.max_snapshots - used.snapshots}
     details = {"project": project.name, "requested_bytes": add_bytes, "requested_volumes": add_volumes,
-               "remaining_bytes": max(0, remaining["bytes"]), "remaining_volumes": max(0, remaining["volumes"])}
+               "requested_snapshots": add_snapshots,
+               **{f"remaining_{key}": max(0, value) for key, value in remaining.items()}}
     if add_volumes > remaining["volumes"]:
         raise QuotaExceeded(f"project {project.name!r} may have {quota.max_volumes} volumes and has "
                             f"{used.volumes}", details=details)
+    if add_snapshots > remaining["snapshots"]:
+        raise QuotaExceeded(f"project {project.name!r} may have {quota.max_snapshots} snapshots and has "
+                            f"{used.snapshots}", details=details)
     if add_bytes > remaining["bytes"]:
         raise QuotaExceeded(f"project {project.name!r} has {max(0, remaining['bytes'])} bytes of quota left; "
                             f"{add_bytes} were requested", details=details)
@@ -101,13 +110,14 @@ def update_quota(identity: Identity, name: str, changes: dict) -> Project:
     with db.unit_of_work() as session:
         project = lock(session, name)
         used = provisioned(session, project.id)
-        new = {key: changes.get(key, getattr(project.quota, key)) for key in ("max_bytes", "max_volumes")}
-        if new["max_bytes"] < used.bytes or new["max_volumes"] < used.volumes:
+        new = {key: changes.get(key, getattr(project.quota, key)) for key in ("max_bytes", "max_volumes",
+                                                                              "max_snapshots")}
+        if new["max_bytes"] < used.bytes or new["max_volumes"] < used.volumes or new["max_snapshots"] < used.snapshots:
             raise Conflict(
-                f"project {name!r} already uses {used.bytes} bytes in {used.volumes} volumes; "
-                "a quota below that would be exceeded at once. Delete volumes first.",
+                f"project {name!r} already uses {used.bytes} bytes in {used.volumes} volumes with "
+                f"{used.snapshots} snapshots; a quota below that would be exceeded at once. Delete some first.",
                 code="quota_below_usage",
-                details={"provisioned_bytes": used.bytes, "volumes": used.volumes})
+                details={"provisioned_bytes": used.bytes, "volumes": used.volumes, "snapshots": used.snapshots})
         for key, value in changes.items():
             setattr(project.quota, key, value)
         session.flush()
@@ -124,6 +134,7 @@ def delete(identity: Identity, name: str) -> None:
             raise Conflict(f"project {name!r} still owns volumes; delete them first", code="project_not_empty",
                            details={"volumes": live})
         # Rows of deleted volumes go with it: their history stays in the audit events.
+        session.execute(Snapshot.__table__.delete().where(Snapshot.project_id == project.id))
         for model in VOLUME_MODELS:
             session.execute(model.__table__.delete().where(model.project_id == project.id))
         session.execute(ApiToken.__table__.delete().where(ApiToken.project_id == project.id))

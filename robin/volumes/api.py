@@ -6,7 +6,10 @@ from flask import g
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from robin.errors import BadRequest
 from robin.schemas import PageArgs
+from robin.snapshots import service as snapshots
+from robin.snapshots.schemas import SnapshotCreateSchema, SnapshotPageSchema, SnapshotSchema, VolumeDeleteArgs
 from robin.volumes import schemas, service
 from robin.volumes.kinds import CEPHFS, RBD
 
@@ -42,9 +45,45 @@ def volume_blueprint(kind, collection: str, *, create_schema, patch_schema, item
             return service.resize(g.identity, kind, project, name, body["size_bytes"],
                                   allow_shrink=body.get("allow_shrink", False))
 
+        @blp.arguments(VolumeDeleteArgs, location="query")
         @blp.response(204)
-        def delete(self, project, name):
-            service.delete(g.identity, kind, project, name)
+        def delete(self, args, project, name):
+            """Delete; 409 while it has snapshots, unless ?with_snapshots=true."""
+            service.delete(g.identity, kind, project, name, with_snapshots=args["with_snapshots"])
+
+    @blp.route("/<name>/snapshots")
+    class Snapshots(MethodView):
+        @blp.arguments(PageArgs, location="query")
+        @blp.response(200, SnapshotPageSchema)
+        def get(self, args, project, name):
+            return snapshots.list_page(g.identity, kind, project, name, args["limit"], args["cursor"])
+
+        @blp.arguments(SnapshotCreateSchema)
+        @blp.response(201, SnapshotSchema)
+        def post(self, body, project, name):
+            """Take a snapshot; counts against the project's max_snapshots."""
+            return snapshots.create(g.identity, kind, project, name, body["name"])
+
+    @blp.route("/<name>/snapshots/<snapshot>")
+    class SnapshotItem(MethodView):
+        @blp.response(200, SnapshotSchema)
+        def get(self, project, name, snapshot):
+            return snapshots.get(g.identity, kind, project, name, snapshot)
+
+        @blp.response(204)
+        def delete(self, project, name, snapshot):
+            snapshots.delete(g.identity, kind, project, name, snapshot)
+
+    @blp.route("/<name>/snapshots/<snapshot>/rollback")
+    class Rollback(MethodView):
+        @blp.response(200, SnapshotSchema)
+        def post(self, project, name, snapshot):
+            """Roll the volume back to the snapshot (RBD images; refused while the image is in use)."""
+            if kind is not RBD:
+                raise BadRequest(
+                    "robin does not roll CephFS paths back in place: copy what you need from the read-only "
+                    f"directory .snap/{snapshot} inside the path", code="rollback_not_supported")
+            return snapshots.rollback(g.identity, project, name, snapshot)
 
     return blp
 

@@ -24,6 +24,7 @@ def _choose(field: str, value: str | None, default: str, allowed: tuple[str, ...
 class RbdKind:
     model = RbdImage
     noun = "RBD image"
+    snapshot_fk, snapshot_relation = "rbd_image_id", "rbd_image"
     # Shrinking an image cuts off whatever the file system kept at its end.
     shrink_destroys_data = True
 
@@ -51,10 +52,19 @@ class RbdKind:
     def used_bytes(conn: CephConnection, volume: RbdImage) -> int:
         return rbd_ops.used_bytes(conn, volume.pool, volume.name)
 
+    @staticmethod
+    def create_snapshot(conn: CephConnection, volume: RbdImage, snapshot: str) -> None:
+        rbd_ops.create_snapshot(conn, volume.pool, volume.name, snapshot)
+
+    @staticmethod
+    def remove_snapshot(conn: CephConnection, volume: RbdImage, snapshot: str) -> None:
+        rbd_ops.remove_snapshot(conn, volume.pool, volume.name, snapshot)
+
 
 class CephfsKind:
     model = CephfsPath
     noun = "CephFS path"
+    snapshot_fk, snapshot_relation = "cephfs_path_id", "cephfs_path"
     # A lower quota refuses further writes; it deletes nothing.
     shrink_destroys_data = False
 
@@ -81,11 +91,20 @@ class CephfsKind:
     def used_bytes(conn: CephConnection, volume: CephfsPath) -> int:
         return cephfs_ops.used_bytes(conn, volume.fs_name, volume.path)
 
+    @staticmethod
+    def create_snapshot(conn: CephConnection, volume: CephfsPath, snapshot: str) -> None:
+        cephfs_ops.create_snapshot(conn, volume.fs_name, volume.path, snapshot)
 
+    @staticmethod
+    def remove_snapshot(conn: CephConnection, volume: CephfsPath, snapshot: str) -> None:
+        cephfs_ops.remove_snapshot(conn, volume.fs_name, volume.path, snapshot)
+
+
+Kind = RbdKind | CephfsKind
 RBD = RbdKind()
 CEPHFS = CephfsKind()
-KINDS: tuple[RbdKind | CephfsKind, ...] = (RBD, CEPHFS)
+KINDS: tuple[Kind, ...] = (RBD, CEPHFS)
 
 
-def kind_of(volume: Volume) -> RbdKind | CephfsKind:
+def kind_of(volume: Volume) -> Kind:
     return RBD if isinstance(volume, RbdImage) else CEPHFS

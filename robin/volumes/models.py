@@ -47,6 +47,11 @@ class Volume:
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Deferred deletion: a deleted volume waits in the trash until purge_after, then is purged.
+    purge_after: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Where the trash keeps it: the RBD trash id, or the CephFS trash directory.
+    trash_ref: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     # Each kind declares size_bytes and target_size_bytes (set while resizing): their column
     # names differ, since a CephFS path's size is its quota.
 
@@ -79,6 +84,10 @@ class RbdImage(Volume, Base):
     target_size_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     features: Mapped[list] = mapped_column(JSON, default=list)
     image_metadata: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
+    # A clone's parent: the image and the snapshot it was cloned from, until it is flattened.
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("rbd_images.id", name="fk_rbd_images_parent_id"),
+                                                  nullable=True)
+    parent_snapshot: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
 class CephfsPath(Volume, Base):

@@ -25,15 +25,15 @@ from robin.db import db, utcnow
 from robin.errors import BadRequest, Conflict, NotFound, RobinError
 from robin.pagination import Page, paginate
 from robin.projects import service as projects
-from robin.volumes.kinds import KINDS, CephfsKind, RbdKind, kind_of
+from robin.snapshots.models import Snapshot, SnapshotState
+from robin.volumes.kinds import KINDS, Kind, kind_of
 from robin.volumes.models import Volume, VolumeState
 
-Kind = RbdKind | CephfsKind
 log = logging.getLogger(__name__)
 USAGE_PARALLELISM = 8
 
 
-def _find(session: Session, kind: Kind, project: str, name: str) -> Volume:
+def find(session: Session, kind: Kind, project: str, name: str) -> Volume:
     project_row = projects.find(session, project)
     model = kind.model
     volume = session.scalar(select(model).where(
@@ -64,7 +64,7 @@ def _set_state(volume: Volume, state: VolumeState, **values) -> Volume:
     return volume
 
 
-def _connection(volume: Volume):
+def ceph_connection(volume: Volume):
     return clusters.connection(volume.cluster)
 
 
@@ -74,7 +74,7 @@ def create(identity: Identity, kind: Kind, project: str, spec: dict) -> Volume:
     identity.require_write(project)
     volume = _reserve_new(kind, project, spec, kind.placement(spec, project))
     try:
-        kind.create(_connection(volume), volume)
+        kind.create(ceph_connection(volume), volume)
     except RobinError as exc:
         _undo_create(kind, volume, exc)
         if isinstance(exc, CephAlreadyExists):
@@ -106,7 +106,7 @@ def _undo_create(kind: Kind, volume: Volume, cause: RobinError) -> None:
     the name (CephAlreadyExists) is never touched."""
     if not isinstance(cause, (CephAlreadyExists, CephNotConnected)):
         try:
-            kind.remove(_connection(volume), volume)
+            kind.remove(ceph_connection(volume), volume)
         except RobinError as undo_error:
             log.error("could not undo a failed create", extra={"volume": volume.id, "error": undo_error.message})
             _set_state(volume, VolumeState.ERROR, error_message=f"create failed: {cause.message}")
@@ -120,7 +120,7 @@ def _undo_create(kind: Kind, volume: Volume, cause: RobinError) -> None:
 def get(identity: Identity, kind: Kind, project: str, name: str, *, with_used: bool = False) -> Volume:
     identity.require_read(project)
     with db.reading() as session:
-        volume = _find(session, kind, project, name)
+        volume = find(session, kind, project, name)
     if with_used:
         volume.used_bytes = used_bytes(volume)  # transient: only the response carries it
     return volume
@@ -136,7 +136,7 @@ def list_page(identity: Identity, kind: Kind, project: str, limit: int, cursor: 
 
 
 def used_bytes(volume: Volume) -> int:
-    return kind_of(volume).used_bytes(_connection(volume), volume)
+    return kind_of(volume).used_bytes(ceph_connection(volume), volume)
 
 
 def project_usage(identity: Identity, project: str) -> dict:
@@ -169,7 +169,7 @@ def resize(identity: Identity, kind: Kind, project: str, name: str, size_bytes: 
     if not changed:
         return volume
     try:
-        kind.resize(_connection(volume), volume, size_bytes)
+        kind.resize(ceph_connection(volume), volume, size_bytes)
     except RobinError:
         _set_state(volume, VolumeState.AVAILABLE, target_size_bytes=None)
         raise
@@ -179,8 +179,8 @@ def resize(identity: Identity, kind: Kind, project: str, name: str, size_bytes: 
 def _begin_resize(kind: Kind, project: str, name: str, size_bytes: int, allow_shrink: bool) -> tuple[Volume, bool]:
     with db.unit_of_work() as session:
         project_row = projects.lock(session, project)
-        volume = _find(session, kind, project, name)
-        _require_available(kind, volume, "resized")
+        volume = find(session, kind, project, name)
+        require_available(kind, volume, "resized")
         if size_bytes == volume.size_bytes:
             return volume, False
         if size_bytes < volume.size_bytes and kind.shrink_destroys_data and not allow_shrink:
@@ -196,7 +196,7 @@ def _begin_resize(kind: Kind, project: str, name: str, size_bytes: int, allow_sh
         return volume, True
 
 
-def _require_available(kind: Kind, volume: Volume, verb: str) -> None:
+def require_available(kind: Kind, volume: Volume, verb: str) -> None:
     if volume.state is not VolumeState.AVAILABLE:
         raise Conflict(f"{kind.noun} {volume.name!r} is {volume.state.value} and cannot be {verb} now; retry later",
                        code="volume_busy", details={"state": volume.state.value})
@@ -204,17 +204,52 @@ def _require_available(kind: Kind, volume: Volume, verb: str) -> None:
 
 # --- delete -----------------------------------------------------------------------------------
 
-def delete(identity: Identity, kind: Kind, project: str, name: str) -> None:
+def delete(identity: Identity, kind: Kind, project: str, name: str, *, with_snapshots: bool = False) -> None:
     identity.require_write(project)
     with db.unit_of_work() as session:
-        volume = _find(session, kind, project, name)
+        volume = find(session, kind, project, name)
         if volume.state is not VolumeState.ERROR:
-            _require_available(kind, volume, "deleted")
+            require_available(kind, volume, "deleted")
+        snapshots = _snapshots_to_delete(session, kind, volume, with_snapshots)
         previous = volume.state
         volume.state = VolumeState.DELETING
+    conn = ceph_connection(volume)
     try:
-        kind.remove(_connection(volume), volume)
+        for snapshot in snapshots:
+            kind.remove_snapshot(conn, volume, snapshot.name)
+            _mark_snapshot_deleted(snapshot)
+        kind.remove(conn, volume)
     except RobinError:
         _set_state(volume, previous)
+        _revert_snapshots(snapshot for snapshot in snapshots if snapshot.state is SnapshotState.DELETING)
         raise
     _set_state(volume, VolumeState.DELETED, deleted_at=utcnow())
+
+
+def _snapshots_to_delete(session: Session, kind: Kind, volume: Volume, with_snapshots: bool) -> list[Snapshot]:
+    """The volume's live snapshots, moved to `deleting` when the caller asked for them to go too."""
+    snapshots = list(session.scalars(select(Snapshot).where(
+        getattr(Snapshot, kind.snapshot_fk) == volume.id, Snapshot.state != SnapshotState.DELETED)))
+    if snapshots and not with_snapshots:
+        names = sorted(snapshot.name for snapshot in snapshots)
+        raise Conflict(f"{kind.noun} {volume.name!r} has snapshots {names}; delete them first, or delete with "
+                       "?with_snapshots=true", code="volume_has_snapshots", details={"snapshots": names})
+    for snapshot in snapshots:
+        snapshot.state = SnapshotState.DELETING
+    return snapshots
+
+
+def _mark_snapshot_deleted(snapshot: Snapshot) -> None:
+    now = utcnow()
+    with db.writing() as connection:
+        connection.execute(update(Snapshot.__table__).where(Snapshot.id == snapshot.id).values(
+            state=SnapshotState.DELETED, deleted_at=now, updated_at=now))
+    snapshot.state = SnapshotState.DELETED
+
+
+def _revert_snapshots(snapshots) -> None:
+    ids = [snapshot.id for snapshot in snapshots]
+    if ids:
+        with db.writing() as connection:
+            connection.execute(update(Snapshot.__table__).where(Snapshot.id.in_(ids)).values(
+                state=SnapshotState.AVAILABLE, updated_at=utcnow()))

@@ -1,0 +1,1 @@
+"""Snapshots of RBD images and CephFS paths, rollback and clones."""

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from marshmallow import Schema, fields
+
+from robin.schemas import CEPH_NAME, PageSchema
+
+
+class SnapshotCreateSchema(Schema):
+    name = fields.String(required=True, validate=CEPH_NAME)
+
+
+class SnapshotSchema(Schema):
+    id = fields.String()
+    name = fields.String()
+    volume = fields.String(attribute="volume.name")
+    size_bytes = fields.Integer(metadata={"description": "the volume's size (or quota) when it was taken"})
+    state = fields.Function(lambda snapshot: snapshot.state.value)
+    created_at = fields.DateTime(format="iso")
+
+
+class SnapshotPageSchema(PageSchema):
+    items = fields.List(fields.Nested(SnapshotSchema))
+
+
+class VolumeDeleteArgs(Schema):
+    with_snapshots = fields.Boolean(load_default=False, metadata={"description": "delete its snapshots too"})
