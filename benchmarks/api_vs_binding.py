@@ -6,7 +6,7 @@ path equally:
 
   raw      the bare binding call a script would make (rbd.RBD().create, Image.resize, remove);
   rbd_ops  robin's own Ceph layer (robin.ceph.rbd_ops) called in-process: the same Ceph work the
-           API does (create also opens the image and writes the owner marker), without HTTP or DB;
+           API does (create also records robin's ownership marker), without HTTP or the DB;
   api      the REST call through a keep-alive requests.Session.
 
 It then lists --list-size images through the API against opening every image with the bindings,
@@ -14,11 +14,12 @@ prints Markdown tables and writes JSON with the machine, Ceph version and robin 
 
     .venv/bin/python benchmarks/api_vs_binding.py [--iterations 200] [--list-size 500] [--json out.json]
 
-Everything it starts (cluster daemons, gunicorn) is stopped by pid in `finally`, Ctrl-C included.
+Everything it starts (cluster daemons, gunicorn) is stopped by pid in `finally`, Ctrl-C and SIGTERM included.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -35,7 +36,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -157,7 +158,7 @@ class ApiPath:
         self.session = new_session(token)
         self.live: set[str] = set() if live is None else live
 
-    def twin(self) -> "ApiPath":
+    def twin(self) -> ApiPath:
         """The same project through its own session, for another thread (a requests.Session is not
         thread-safe); it shares `live` (set.add/discard are atomic) so cleanup sees every image."""
         return ApiPath(self.base_url, self.token, self.project, live=self.live)
@@ -195,24 +196,24 @@ def new_session(token: str) -> requests.Session:
 
 # --- per-operation comparison -------------------------------------------------------------------
 
-def run_cycle(paths: dict, name_of: Callable[[str], str], order: list[str], samples: dict | None) -> None:
+def run_cycle(paths: dict, stem: str, order: list[str], samples: dict | None) -> None:
     """create, resize and delete one image per path; each op runs on every path before the next op,
     so a slow spell of the cluster lands on all paths, not on one."""
     for op in OPS:
         for path in order:
-            elapsed = getattr(paths[path], op)(name_of(path))
+            elapsed = getattr(paths[path], op)(f"{stem}-{path}")
             if samples is not None:
                 samples[op][path].append(elapsed)
 
 
 def measure_ops(paths: dict, iterations: int, prefix: str) -> dict:
     for i in range(WARMUP_CYCLES):  # untimed: first open of the pool, worker's rados connect, TCP setup
-        run_cycle(paths, lambda path: f"{prefix}-warm{i}-{path}", list(PATHS), None)
+        run_cycle(paths, f"{prefix}-warm{i}", list(PATHS), None)
     samples = {op: {path: [] for path in PATHS} for op in OPS}
     for i in range(iterations):
         # Rotate who goes first: the second caller of an op may find caches the first one warmed.
         order = list(PATHS[i % len(PATHS):] + PATHS[:i % len(PATHS)])
-        run_cycle(paths, lambda path: f"{prefix}-{i}-{path}", order, samples)
+        run_cycle(paths, f"{prefix}-{i}", order, samples)
     return samples
 
 
@@ -244,12 +245,13 @@ def ops_table_rows(samples: dict) -> list[dict]:
                      "api_ratio": api / raw,
                      "api_added_over_rbd_ops_median_ms": api - stats["rbd_ops"]["median_ms"],
                      "goal_met": api - raw <= GOAL_ADDED_MS,
-                     "drift": drift(samples[op]["api"])})
+                     "drift": {path: drift(samples[op][path]) for path in PATHS}})
     return rows
 
 
 def drift(series: list[float]) -> dict:
-    """Median of the first and last quarter: does the API slow down as deleted rows pile up?"""
+    """Median of the first and last quarter of the run: did a path slow down as it went (deleted
+    rows pile up in robin's table), or did the whole machine (then raw moved too)?"""
     quarter = max(1, len(series) // 4)
     return {"first_quarter_median_ms": statistics.median(series[:quarter]),
             "last_quarter_median_ms": statistics.median(series[-quarter:])}
@@ -372,7 +374,10 @@ def bench_server(args, conf: str, database_url: str, token: str, ioctx, conn, wo
     project = f"bench-{run_id}-w{workers}"
     features = Settings().rbd_default_features
     print(f"\n== gunicorn with {workers} worker(s): {args.iterations} iterations ==", flush=True)
-    with running_server(database_url, conf, workers=workers) as base_url:
+    source = source_fingerprint()
+    # PYTHONPATH: the server runs the robin next to this script, as the in-process paths do, not
+    # whichever checkout the venv's editable install points at.
+    with running_server(database_url, conf, workers=workers, extra_env={"PYTHONPATH": str(REPO)}) as base_url:
         create_project(base_url, token, project)
         paths = {"raw": RawPath(ioctx, rbd_ops.feature_mask(features)), "rbd_ops": RbdOpsPath(conn, features),
                  "api": ApiPath(base_url, token, project)}
@@ -385,7 +390,8 @@ def bench_server(args, conf: str, database_url: str, token: str, ioctx, conn, wo
         finally:
             for path in paths.values():
                 path.cleanup()
-    return {"workers": workers, "threads_per_worker": Settings().threads, "ops": ops, "listing": listing}
+    return {"workers": workers, "threads_per_worker": Settings().threads, "robin_source": source,
+            "ops": ops, "listing": listing}
 
 
 def bench_listing(args, api: ApiPath, ioctx, prefix: str) -> dict:
@@ -443,22 +449,39 @@ def command_output(argv: list[str]) -> str:
         return f"unavailable: {exc}"
 
 
+def source_fingerprint() -> str:
+    """A hash of robin's code and migrations. Others edit and commit in this tree while a benchmark
+    runs, and each gunicorn start loads whatever is on disk then: the hash says which runs ran
+    the same code."""
+    digest = hashlib.sha256()
+    for path in sorted([*(REPO / "robin").rglob("*.py"), *(REPO / "migrations").rglob("*.py")]):
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def git_state() -> dict:
+    return {"robin_commit": command_output(["git", "rev-parse", "--short", "HEAD"]),
+            # Only robin's code counts: this script itself may be newer than the commit.
+            "robin_code_dirty": bool(command_output(["git", "status", "--porcelain", "--untracked-files=no",
+                                                     "--", "robin", "migrations"])),
+            "robin_source": source_fingerprint()}
+
+
 def machine() -> dict:
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
                   if line.startswith("model name")), platform.processor())
     meminfo = Path("/proc/meminfo").read_text().split()
     return {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "uname": command_output(["uname", "-a"]),
         "cpu_model": model,
         "cores": os.cpu_count(),
         "memory_gib": round(int(meminfo[meminfo.index("MemTotal:") + 1]) / 2**20, 1),
         "ceph_version": command_output(["ceph", "--version"]),
         "python": platform.python_version(),
-        "robin_commit": command_output(["git", "rev-parse", "--short", "HEAD"]),
-        # Others edit the tree while benchmarks run: say whether it matched the commit.
-        "robin_tree_dirty": bool(command_output(["git", "status", "--porcelain", "--untracked-files=no"])),
+        "robin_path": str(REPO),
+        **git_state(),
     }
 
 
@@ -491,6 +514,9 @@ def _terminate(signum, _frame):
 def main(argv=None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
+    # A shell starting us in the background ignores SIGINT, and Python then keeps it ignored:
+    # make `kill -INT` behave like Ctrl-C either way.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     report = {"machine": machine(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
               "settings": {"iterations": args.iterations, "warmup_cycles": WARMUP_CYCLES,
                            "list_size": args.list_size, "list_repeats": args.list_repeats,
@@ -506,6 +532,11 @@ def main(argv=None) -> int:
         stack.callback(conn.reset)
         for workers in args.workers:
             report["runs"].append(bench_server(args, conf, database_url, token, ioctx, conn, workers))
+    report["at_end"] = git_state()
+    if report["at_end"] != {key: report["machine"][key] for key in report["at_end"]}:
+        print(f"\nWARNING: robin changed during the run ({report['machine']['robin_commit']} -> "
+              f"{report['at_end']['robin_commit']}, source {[run['robin_source'] for run in report['runs']]}): "
+              "runs may have measured different code", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"\nwrote {args.json}")
@@ -513,4 +544,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted; what this run started has been stopped", file=sys.stderr)
+        sys.exit(130)
