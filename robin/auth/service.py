@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from robin.auth.identity import Identity
 from robin.auth.models import ApiToken, Role
@@ -42,12 +42,15 @@ def authenticate(authorization: str | None) -> Identity:
     return identity_for_secret(secret.strip())
 
 
+# Columns on a Core connection, built once: this runs on every request.
+IDENTITY_QUERY = (select(ApiToken.id, ApiToken.name, ApiToken.role, ApiToken.revoked_at, Project.name)
+                  .outerjoin(Project, Project.id == ApiToken.project_id)
+                  .where(ApiToken.token_hash == bindparam("token_hash")))
+
+
 def identity_for_secret(secret: str) -> Identity:
-    # Columns, not an ORM object: this runs on every request.
-    query = (select(ApiToken.id, ApiToken.name, ApiToken.role, ApiToken.revoked_at, Project.name)
-             .outerjoin(Project, Project.id == ApiToken.project_id).where(ApiToken.token_hash == _hash(secret)))
-    with db.reading() as session:
-        found = session.execute(query).first()
+    with db.engine.connect() as connection:
+        found = connection.execute(IDENTITY_QUERY, {"token_hash": _hash(secret)}).first()
     if found is None or found.revoked_at is not None:
         raise Unauthenticated("the API token is unknown or revoked")
     return Identity(name=found.name, role=found.role, project=found[4], token_id=found.id)

@@ -1,7 +1,7 @@
 """The cluster registry and each cluster's process-wide connection."""
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -44,14 +44,19 @@ def sync_default(conf_path: str, client_id: str) -> None:
         pass  # another worker registered it at the same moment
 
 
+# Built once: resolving the cluster is on the path of every create.
+DEFAULT_QUERY = select(CephCluster).where(CephCluster.is_default.is_(True))
+BY_NAME_QUERY = select(CephCluster).where(CephCluster.name == bindparam("name"))
+
+
 def resolve(session: Session, name: str | None) -> CephCluster:
     if name is None:
-        cluster = session.scalar(select(CephCluster).where(CephCluster.is_default.is_(True)))
+        cluster = session.scalar(DEFAULT_QUERY)
         if cluster is None:
             raise ServiceUnavailable("no default Ceph cluster is configured: set ROBIN_CEPH_CONF",
                                      code="ceph_unavailable")
         return cluster
-    cluster = session.scalar(select(CephCluster).where(CephCluster.name == name))
+    cluster = session.scalar(BY_NAME_QUERY, {"name": name})
     if cluster is None:
         raise NotFound(f"Ceph cluster {name!r} is not registered", code="cluster_not_found",
                        details={"cluster": name})

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, contains_eager
 
 from robin.auth.identity import Identity
 from robin.auth.models import ApiToken
@@ -35,26 +35,43 @@ def find(session: Session, name: str) -> Project:
     return project
 
 
+def _lock_query():
+    return (select(Project).join(Project.quota).options(contains_eager(Project.quota))
+            .where(Project.name == bindparam("name")).with_for_update(of=Quota))
+
+
+def _provisioned_query():
+    """One round trip of scalar subqueries: bytes and count per volume kind, then snapshots."""
+    project_id = bindparam("project_id")
+    columns = []
+    for model in VOLUME_MODELS:
+        live = (model.project_id == project_id) & (model.state != VolumeState.DELETED)
+        columns += [select(func.coalesce(func.sum(reserved_bytes(model)), 0)).where(live).scalar_subquery(),
+                    select(func.count()).select_from(model).where(live).scalar_subquery()]
+    columns.append(select(func.count()).select_from(Snapshot).where(
+        Snapshot.project_id == project_id, Snapshot.state != SnapshotState.DELETED).scalar_subquery())
+    return select(*columns)
+
+
+# Built once: these run on every create and resize, and building a statement costs more Python
+# than SQLite takes to run it.
+LOCK_QUERY = _lock_query()
+PROVISIONED_QUERY = _provisioned_query()
+
+
 def lock(session: Session, name: str) -> Project:
     """The project with its quota row locked until the transaction ends (PostgreSQL FOR UPDATE;
     on SQLite the caller's BEGIN IMMEDIATE already holds the database's write lock)."""
-    project = find(session, name)
-    session.execute(select(Quota).where(Quota.project_id == project.id).with_for_update())
+    project = session.scalar(LOCK_QUERY, {"name": name})
+    if project is None:
+        raise _not_found(name)
     return project
 
 
 def provisioned(session: Session, project_id: int) -> Provisioned:
     """Bytes, volumes and snapshots the project's live rows hold (RBD images and CephFS paths alike)."""
-    total_bytes = volumes = 0
-    for model in VOLUME_MODELS:
-        query = select(func.coalesce(func.sum(reserved_bytes(model)), 0), func.count()).where(
-            model.project_id == project_id, model.state != VolumeState.DELETED)
-        model_bytes, model_volumes = session.execute(query).one()
-        total_bytes += int(model_bytes)
-        volumes += int(model_volumes)
-    snapshots = session.scalar(select(func.count()).select_from(Snapshot).where(
-        Snapshot.project_id == project_id, Snapshot.state != SnapshotState.DELETED))
-    return Provisioned(bytes=total_bytes, volumes=volumes, snapshots=int(snapshots))
+    *per_model, snapshots = session.execute(PROVISIONED_QUERY, {"project_id": project_id}).one()
+    return Provisioned(bytes=int(sum(per_model[0::2])), volumes=int(sum(per_model[1::2])), snapshots=int(snapshots))
 
 
 def reserve(session: Session, project: Project, *, add_bytes: int = 0, add_volumes: int = 0,
