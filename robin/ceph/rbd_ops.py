@@ -92,10 +92,14 @@ def create_image(conn: CephConnection, pool: str, name: str, size_bytes: int, fe
         # Marked after the create: a crash in between leaves an unmarked image, which is reported
         # as drift and never deleted on a guess.
         _set_owner(ioctx, name, owner)
-        if metadata:
-            with rbd.Image(ioctx, name) as image:
-                for key, value in metadata.items():
-                    image.metadata_set(key, value)
+        _set_metadata(ioctx, name, metadata)
+
+
+def _set_metadata(ioctx: rados.Ioctx, name: str, metadata: dict[str, str]) -> None:
+    if metadata:  # only then: opening the image for it costs more than the create
+        with rbd.Image(ioctx, name) as image:
+            for key, value in metadata.items():
+                image.metadata_set(key, value)
 
 
 def resize_image(conn: CephConnection, pool: str, name: str, size_bytes: int) -> None:
@@ -184,7 +188,8 @@ def rollback(conn: CephConnection, pool: str, name: str, snapshot: str) -> None:
         image.rollback_to_snap(snapshot)
 
 
-def clone(conn: CephConnection, pool: str, parent: str, snapshot: str, name: str, features, owner: str) -> None:
+def clone(conn: CephConnection, pool: str, parent: str, snapshot: str, name: str, features, owner: str,
+          metadata: dict[str, str]) -> None:
     """A copy-on-write clone (format 2: the parent snapshot needs no protection). Idempotent like
     create_image: a clone robin already made under this owner is success."""
     with conn.operation("rbd.clone", f"cloning {pool}/{parent}@{snapshot} to {name}"), conn.ioctx(pool) as ioctx:
@@ -196,6 +201,7 @@ def clone(conn: CephConnection, pool: str, parent: str, snapshot: str, name: str
                 raise CephAlreadyExists(f"RBD image {pool}/{name} already exists in Ceph and is not this volume",
                                         details={"pool": pool, "image": name, "owner": found}) from None
         _set_owner(ioctx, name, owner)
+        _set_metadata(ioctx, name, metadata)
 
 
 def flatten(conn: CephConnection, pool: str, name: str) -> None:

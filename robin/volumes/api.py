@@ -28,7 +28,9 @@ def volume_blueprint(kind, collection: str, *, create_schema, patch_schema, item
         @blp.arguments(create_schema)
         @blp.response(201, item_schema)
         def post(self, body, project):
-            """Create; the size counts against the project's quota."""
+            """Create (RBD: or clone, with `source`); the size counts against the project's quota."""
+            if "source" in body:
+                return snapshots.clone(g.identity, project, body)
             return service.create(g.identity, kind, project, body)
 
     @blp.route("/<name>")
@@ -50,6 +52,14 @@ def volume_blueprint(kind, collection: str, *, create_schema, patch_schema, item
         def delete(self, args, project, name):
             """Delete; 409 while it has snapshots, unless ?with_snapshots=true."""
             service.delete(g.identity, kind, project, name, with_snapshots=args["with_snapshots"])
+
+    if kind is RBD:
+        @blp.route("/<name>/flatten")
+        class Flatten(MethodView):
+            @blp.response(200, item_schema)
+            def post(self, project, name):
+                """Copy the parent's blocks into a clone so that it stands alone."""
+                return snapshots.flatten(g.identity, project, name)
 
     @blp.route("/<name>/snapshots")
     class Snapshots(MethodView):

@@ -4,8 +4,8 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Enum, ForeignKey, Index, String, Text, case, text
-from sqlalchemy.orm import Mapped, declared_attr, mapped_column, relationship
+from sqlalchemy import JSON, BigInteger, Enum, ForeignKey, Index, String, Text, case, select, text
+from sqlalchemy.orm import Mapped, aliased, column_property, declared_attr, mapped_column, relationship
 
 from robin.clusters.models import CephCluster
 from robin.db import Base, UTCDateTime, utcnow
@@ -107,6 +107,12 @@ class CephfsPath(Volume, Base):
     size_bytes: Mapped[int] = mapped_column("quota_bytes", BigInteger)
     target_size_bytes: Mapped[int | None] = mapped_column("target_quota_bytes", BigInteger, nullable=True)
 
+
+# The parent's name, read with the row by a correlated subquery (a joined parent would drag its
+# project and cluster into every image query).
+_parent = aliased(RbdImage)
+RbdImage.parent_name = column_property(
+    select(_parent.name).where(_parent.id == RbdImage.parent_id).correlate_except(_parent).scalar_subquery())
 
 VOLUME_MODELS = (RbdImage, CephfsPath)
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from marshmallow import Schema, ValidationError, fields, validate, validates
+from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
 from robin import config
 from robin.config import RBD_FEATURES
@@ -43,15 +43,27 @@ class VolumeGetArgs(Schema):
 
 # --- RBD images ---------------------------------------------------------------------------------
 
+class CloneSourceSchema(Schema):
+    image = fields.String(required=True, validate=CEPH_NAME, metadata={"description": "an image of the project"})
+    snapshot = fields.String(validate=CEPH_NAME, metadata={
+        "description": "one of its snapshots; without it, its current state (through a temporary snapshot)"})
+
+
 class RbdImageCreateSchema(Schema):
     name = fields.String(required=True, validate=CEPH_NAME)
-    size_bytes = volume_size(required=True)
+    size_bytes = volume_size(metadata={"description": "required unless cloning; a clone defaults to its source's size"})
+    source = fields.Nested(CloneSourceSchema, metadata={"description": "make a copy-on-write clone of this"})
     pool = fields.String(validate=CEPH_NAME)
     cluster = fields.String(validate=CEPH_NAME)
     features = fields.List(fields.String(validate=validate.OneOf(RBD_FEATURES)), validate=validate.Length(min=1))
     metadata = fields.Dict(keys=fields.String(validate=METADATA_KEY),
                            values=fields.String(validate=validate.Length(max=4096)),
                            validate=validate.Length(max=64))
+
+    @validates_schema
+    def _size_or_source(self, data, **_):
+        if "size_bytes" not in data and "source" not in data:
+            raise ValidationError("Missing data for required field.", field_name="size_bytes")
 
     @validates("features")
     def _features(self, value, **_):
@@ -69,8 +81,15 @@ class RbdImagePatchSchema(Schema):
 class RbdImageSchema(VolumeSchema):
     pool = fields.String()
     size_bytes = fields.Integer()
+    parent = fields.Method("_parent", metadata={"description": "for a clone: the image and snapshot it shares "
+                                                               "blocks with, until it is flattened"})
     features = fields.List(fields.String())
     metadata = fields.Dict(attribute="image_metadata")
+
+    def _parent(self, image):
+        if image.parent_id is None:
+            return None
+        return {"image": image.parent_name, "snapshot": image.parent_snapshot}
 
 
 class RbdImagePageSchema(PageSchema):

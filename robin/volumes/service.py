@@ -27,7 +27,7 @@ from robin.pagination import Page, paginate
 from robin.projects import service as projects
 from robin.snapshots.models import Snapshot, SnapshotState
 from robin.volumes.kinds import KINDS, Kind, kind_of
-from robin.volumes.models import Volume, VolumeState
+from robin.volumes.models import RbdImage, Volume, VolumeState
 
 log = logging.getLogger(__name__)
 USAGE_PARALLELISM = 8
@@ -50,7 +50,7 @@ def _name_taken(kind: Kind, name: str, cluster: str) -> Conflict:
                     details={"name": name, "cluster": cluster})
 
 
-def _set_state(volume: Volume, state: VolumeState, **values) -> Volume:
+def set_state(volume: Volume, state: VolumeState, **values) -> Volume:
     """Record an outcome on the row and on the caller's (detached) copy. A plain UPDATE by
     primary key: the copy already holds everything else, so nothing is loaded again."""
     values = {"state": state, "updated_at": utcnow(), **values}
@@ -72,18 +72,18 @@ def ceph_connection(volume: Volume):
 
 def create(identity: Identity, kind: Kind, project: str, spec: dict) -> Volume:
     identity.require_write(project)
-    volume = _reserve_new(kind, project, spec, kind.placement(spec, project))
+    volume = reserve_new(kind, project, spec, kind.placement(spec, project))
     try:
         kind.create(ceph_connection(volume), volume)
     except RobinError as exc:
-        _undo_create(kind, volume, exc)
+        undo_create(kind, volume, exc)
         if isinstance(exc, CephAlreadyExists):
             raise _name_taken(kind, volume.name, volume.cluster.name) from exc
         raise
-    return _set_state(volume, VolumeState.AVAILABLE)
+    return set_state(volume, VolumeState.AVAILABLE)
 
 
-def _reserve_new(kind: Kind, project: str, spec: dict, placement: dict) -> Volume:
+def reserve_new(kind: Kind, project: str, spec: dict, placement: dict) -> Volume:
     try:
         with db.unit_of_work() as session:
             cluster = clusters.resolve(session, spec.get("cluster"))
@@ -99,7 +99,7 @@ def _reserve_new(kind: Kind, project: str, spec: dict, placement: dict) -> Volum
         raise _name_taken(kind, spec["name"], spec.get("cluster") or clusters.DEFAULT_NAME) from exc
 
 
-def _undo_create(kind: Kind, volume: Volume, cause: RobinError) -> None:
+def undo_create(kind: Kind, volume: Volume, cause: RobinError) -> None:
     """Remove what a failed create left, then the row, releasing its quota. When the volume's
     fate cannot be known (Ceph stopped answering mid-way), keep the row in `error` holding its
     quota, so the reconciler can decide without ever exceeding the quota. A foreign object with
@@ -109,7 +109,7 @@ def _undo_create(kind: Kind, volume: Volume, cause: RobinError) -> None:
             kind.remove(ceph_connection(volume), volume)
         except RobinError as undo_error:
             log.error("could not undo a failed create", extra={"volume": volume.id, "error": undo_error.message})
-            _set_state(volume, VolumeState.ERROR, error_message=f"create failed: {cause.message}")
+            set_state(volume, VolumeState.ERROR, error_message=f"create failed: {cause.message}")
             return
     with db.unit_of_work() as session:
         session.execute(kind.model.__table__.delete().where(kind.model.id == volume.id))
@@ -171,9 +171,9 @@ def resize(identity: Identity, kind: Kind, project: str, name: str, size_bytes: 
     try:
         kind.resize(ceph_connection(volume), volume, size_bytes)
     except RobinError:
-        _set_state(volume, VolumeState.AVAILABLE, target_size_bytes=None)
+        set_state(volume, VolumeState.AVAILABLE, target_size_bytes=None)
         raise
-    return _set_state(volume, VolumeState.AVAILABLE, size_bytes=size_bytes, target_size_bytes=None)
+    return set_state(volume, VolumeState.AVAILABLE, size_bytes=size_bytes, target_size_bytes=None)
 
 
 def _begin_resize(kind: Kind, project: str, name: str, size_bytes: int, allow_shrink: bool) -> tuple[Volume, bool]:
@@ -210,6 +210,7 @@ def delete(identity: Identity, kind: Kind, project: str, name: str, *, with_snap
         volume = find(session, kind, project, name)
         if volume.state is not VolumeState.ERROR:
             require_available(kind, volume, "deleted")
+        _refuse_parents(session, kind, volume)
         snapshots = _snapshots_to_delete(session, kind, volume, with_snapshots)
         previous = volume.state
         volume.state = VolumeState.DELETING
@@ -220,10 +221,20 @@ def delete(identity: Identity, kind: Kind, project: str, name: str, *, with_snap
             _mark_snapshot_deleted(snapshot)
         kind.remove(conn, volume)
     except RobinError:
-        _set_state(volume, previous)
+        set_state(volume, previous)
         _revert_snapshots(snapshot for snapshot in snapshots if snapshot.state is SnapshotState.DELETING)
         raise
-    _set_state(volume, VolumeState.DELETED, deleted_at=utcnow())
+    set_state(volume, VolumeState.DELETED, deleted_at=utcnow())
+
+
+def _refuse_parents(session: Session, kind: Kind, volume: Volume) -> None:
+    if kind.model is not RbdImage:
+        return
+    clones = sorted(session.scalars(select(RbdImage.name).where(
+        RbdImage.parent_id == volume.id, RbdImage.state != VolumeState.DELETED)))
+    if clones:
+        raise Conflict(f"RBD image {volume.name!r} is the parent of clones {clones}; flatten or delete them first",
+                       code="volume_has_clones", details={"clones": clones})
 
 
 def _snapshots_to_delete(session: Session, kind: Kind, volume: Volume, with_snapshots: bool) -> list[Snapshot]:

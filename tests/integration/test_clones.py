@@ -1,0 +1,127 @@
+"""RBD clones (format 2) and flatten, checked in Ceph: parent links, data, hidden temporary snapshots."""
+from __future__ import annotations
+
+import pytest
+import rbd
+from sqlalchemy import select
+
+from robin.volumes.models import RbdImage
+from tests.conftest import unique
+
+pytestmark = pytest.mark.integration
+MiB, GiB = 2**20, 2**30
+
+
+@pytest.fixture()
+def project(new_project):
+    return new_project(max_bytes=GiB, max_snapshots=10)
+
+
+def images(project):
+    return f"/api/v2/projects/{project}/rbd-images"
+
+
+def make_parent(admin, project, data: bytes, size=128 * MiB) -> str:
+    name = unique("parent")
+    assert admin.post(images(project), json={"name": name, "size_bytes": size}).status_code == 201
+    return name
+
+
+def write(ioctx, name, data: bytes) -> None:
+    with rbd.Image(ioctx, name) as image:
+        image.write(data, 0)
+
+
+def read(ioctx, name, length: int) -> bytes:
+    with rbd.Image(ioctx, name, read_only=True) as image:
+        return image.read(0, length)
+
+
+def parent_of(ioctx, name):
+    with rbd.Image(ioctx, name, read_only=True) as image:
+        try:
+            spec = image.get_parent_image_spec()
+        except rbd.ImageNotFound:
+            return None
+        return spec["image_name"], spec["snap_name"]
+
+
+def user_snapshots(ioctx, name) -> set[str]:
+    with rbd.Image(ioctx, name, read_only=True) as image:
+        return {s["name"] for s in image.list_snaps() if s.get("namespace", rbd.RBD_SNAP_NAMESPACE_TYPE_USER)
+                == rbd.RBD_SNAP_NAMESPACE_TYPE_USER}
+
+
+def test_clone_from_a_snapshot(admin, project, rbd_ioctx, db_rows):
+    parent = make_parent(admin, project, b"")
+    write(rbd_ioctx, parent, b"golden image")
+    assert admin.post(f"{images(project)}/{parent}/snapshots", json={"name": "gold"}).status_code == 201
+    write(rbd_ioctx, parent, b"changed later")
+    child = unique("child")
+    response = admin.post(images(project), json={"name": child, "source": {"image": parent, "snapshot": "gold"}})
+    assert response.status_code == 201, response.json
+    assert response.json["parent"] == {"image": parent, "snapshot": "gold"}
+    assert response.json["size_bytes"] == 128 * MiB
+    assert parent_of(rbd_ioctx, child) == (parent, "gold")
+    assert read(rbd_ioctx, child, 12) == b"golden image"
+    [row] = db_rows(select(RbdImage).where(RbdImage.name == child))
+    assert row.parent_id is not None and row.parent_snapshot == "gold"
+    # Counted at full size, although it shares its blocks.
+    assert admin.get(f"/api/v2/projects/{project}/usage").json["provisioned_bytes"] == 256 * MiB
+
+
+def test_clone_of_the_current_state_hides_its_temporary_snapshot(admin, project, rbd_ioctx):
+    parent = make_parent(admin, project, b"")
+    write(rbd_ioctx, parent, b"as of now")
+    child = unique("child")
+    response = admin.post(images(project), json={"name": child, "source": {"image": parent},
+                                                 "size_bytes": 256 * MiB})
+    assert response.status_code == 201, response.json
+    assert response.json["parent"]["image"] == parent
+    assert response.json["parent"]["snapshot"].startswith("robin-clone-")
+    assert read(rbd_ioctx, child, 9) == b"as of now"
+    with rbd.Image(rbd_ioctx, child, read_only=True) as image:
+        assert image.size() == 256 * MiB
+    assert user_snapshots(rbd_ioctx, parent) == set()
+    assert admin.get(f"{images(project)}/{parent}/snapshots").json["items"] == []
+
+
+def test_parent_with_clones_cannot_be_deleted_until_flattened(admin, project, rbd_ioctx):
+    parent = make_parent(admin, project, b"")
+    write(rbd_ioctx, parent, b"shared")
+    child = unique("child")
+    assert admin.post(images(project), json={"name": child, "source": {"image": parent}}).status_code == 201
+    refused = admin.delete(f"{images(project)}/{parent}")
+    assert refused.status_code == 409 and refused.json["error"]["code"] == "volume_has_clones"
+    assert refused.json["error"]["details"]["clones"] == [child]
+    flat = admin.post(f"{images(project)}/{child}/flatten")
+    assert flat.status_code == 200 and flat.json["parent"] is None
+    assert parent_of(rbd_ioctx, child) is None
+    assert admin.delete(f"{images(project)}/{parent}").status_code == 204
+    assert parent not in rbd.RBD().list(rbd_ioctx)
+    assert read(rbd_ioctx, child, 6) == b"shared"
+
+
+def test_clone_beyond_the_quota_is_refused_and_leaves_nothing(admin, new_project, rbd_ioctx):
+    project = new_project(max_bytes=768 * MiB)
+    parent = make_parent(admin, project, b"", size=512 * MiB)
+    child = unique("child")
+    response = admin.post(images(project), json={"name": child, "source": {"image": parent}})
+    assert response.status_code == 403 and response.json["error"]["code"] == "quota_exceeded"
+    assert child not in rbd.RBD().list(rbd_ioctx)
+    assert user_snapshots(rbd_ioctx, parent) == set()
+
+
+@pytest.mark.parametrize("source, size, status", [
+    ({"image": "missing"}, None, 404),
+    ({"snapshot": "x"}, None, 422),
+    ({"image": "PARENT", "snapshot": "missing"}, None, 404),
+    ({"image": "PARENT"}, MiB, 422),
+])
+def test_bad_clone_requests(admin, project, rbd_ioctx, source, size, status):
+    parent = make_parent(admin, project, b"")
+    source = {key: (parent if value == "PARENT" else value) for key, value in source.items()}
+    body = {"name": unique("child"), "source": source} | ({"size_bytes": size} if size else {})
+    response = admin.post(images(project), json=body)
+    assert response.status_code == status, response.json
+    assert body["name"] not in rbd.RBD().list(rbd_ioctx)
