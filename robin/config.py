@@ -50,6 +50,10 @@ class Settings:
     cephfs_default_fs: str = "cephfs"
     cephfs_filesystems: tuple[str, ...] = ("cephfs",)
     max_volume_bytes: int = 64 * 2**40
+    # Seconds a deleted volume waits in the trash (restorable) before it is purged.
+    trash_delay: int = 24 * 3600
+    # Seconds between two rounds of the purge (and reconcile) loop in `robin serve`; 0 turns it off.
+    maintenance_interval: int = 60
     page_limit_max: int = 1000
     host: str = "127.0.0.1"
     port: int = 8080
@@ -80,6 +84,8 @@ class Settings:
             raise ConfigError(f"ROBIN_RBD_DEFAULT_FEATURES has unknown features: {sorted(unknown)}")
         if self.max_volume_bytes <= 0 or self.workers <= 0 or self.threads <= 0:
             raise ConfigError("ROBIN_MAX_VOLUME_BYTES, ROBIN_WORKERS and ROBIN_THREADS must be positive")
+        if self.trash_delay < 0 or self.maintenance_interval < 0:
+            raise ConfigError("ROBIN_TRASH_DELAY and ROBIN_MAINTENANCE_INTERVAL must be 0 or more seconds")
         if not 0 < self.port < 65536:
             raise ConfigError("ROBIN_PORT must be a TCP port")
 

@@ -110,3 +110,40 @@ def list_snapshots(conn: CephConnection, fs_name: str, path: str) -> list[str]:
     with conn.operation("cephfs.snap_list", f"listing snapshots of {fs_name}:{path}"), \
             conn.filesystem(fs_name) as fs:
         return _entries(fs, posixpath.join(path, ".snap"))
+
+
+# --- trash: a directory beside the projects' ------------------------------------------------------
+
+def trash_move(conn: CephConnection, fs_name: str, path: str, trash_path: str) -> str | None:
+    """Rename the directory into the trash (instant, whatever its size). Idempotent; None when
+    there was nothing to move."""
+    with conn.operation("cephfs.trash_move", f"moving CephFS path {fs_name}:{path} to the trash"), \
+            conn.filesystem(fs_name) as fs:
+        try:
+            fs.mkdirs(posixpath.dirname(trash_path), 0o700)
+        except cephfs.ObjectExists:
+            pass
+        try:
+            fs.rename(path, trash_path)
+        except cephfs.ObjectNotFound:
+            return trash_path if _exists(fs, trash_path) else None
+        return trash_path
+
+
+def trash_restore(conn: CephConnection, fs_name: str, trash_path: str, path: str) -> None:
+    with conn.operation("cephfs.trash_restore", f"restoring CephFS path {fs_name}:{path} from the trash"), \
+            conn.filesystem(fs_name) as fs:
+        try:
+            fs.rename(trash_path, path)
+        except cephfs.ObjectNotFound:
+            if not _exists(fs, path):
+                raise
+            # restored before
+
+
+def _exists(fs: cephfs.LibCephFS, path: str) -> bool:
+    try:
+        fs.stat(path)
+        return True
+    except cephfs.ObjectNotFound:
+        return False

@@ -9,7 +9,7 @@ import rados
 import rbd
 
 from robin.ceph.connection import CephConnection
-from robin.ceph.errors import CephAlreadyExists
+from robin.ceph.errors import CephAlreadyExists, CephBusy, CephNotFound
 
 FEATURE_BITS = {
     "layering": rbd.RBD_FEATURE_LAYERING,
@@ -172,10 +172,14 @@ def list_snapshots(conn: CephConnection, pool: str, name: str) -> list[str]:
 def users(conn: CephConnection, pool: str, name: str) -> list[str]:
     """Who has the image open or locked, other than robin's own connection: its watchers (a mapped
     or opened image has one) and exclusive-lock owners."""
+    with conn.operation("rbd.status", f"reading the users of {pool}/{name}"), conn.ioctx(pool) as ioctx:
+        return _users(conn, ioctx, name)
+
+
+def _users(conn: CephConnection, ioctx: rados.Ioctx, name: str) -> list[str]:
     # Opened read-write: librbd answers lock queries only then. Opening takes no lock; its watch
     # is robin's own and is left out below.
-    with conn.operation("rbd.status", f"reading the users of {pool}/{name}"), conn.ioctx(pool) as ioctx, \
-            rbd.Image(ioctx, name) as image:
+    with rbd.Image(ioctx, name) as image:
         me = conn.rados().get_instance_id()
         watchers = [f"watcher client.{w['id']} at {w['addr']}" for w in image.watchers_list() if w["id"] != me]
         owners = [f"lock owner {owner['owner']}" for owner in image.lock_get_owners()]
@@ -211,3 +215,57 @@ def flatten(conn: CephConnection, pool: str, name: str) -> None:
             image.flatten()
         except rbd.InvalidArgument:
             pass  # no parent (any more): flattening is idempotent
+
+
+# --- trash ---------------------------------------------------------------------------------------
+
+def trash_move(conn: CephConnection, pool: str, name: str, delay_s: int) -> str | None:
+    """Move the image to the Ceph trash; return its trash id, or None when there was no image (a
+    volume whose create never reached Ceph). Idempotent: an image already moved is found there."""
+    with conn.operation("rbd.trash_move", f"moving RBD image {pool}/{name} to the trash"), \
+            conn.ioctx(pool) as ioctx:
+        image_id = _image_id(ioctx, name)
+        if image_id is None:
+            return _trash_id(ioctx, name)
+        # Ceph moves an image that is mapped somewhere without complaint; robin refuses, as a
+        # remove would (EBUSY).
+        in_use = _users(conn, ioctx, name)
+        if in_use:
+            raise CephBusy(f"RBD image {pool}/{name} is in use ({'; '.join(in_use)})",
+                           details={"pool": pool, "image": name, "users": in_use})
+        rbd.RBD().trash_move(ioctx, name, delay_s)
+        return image_id
+
+
+def _trash_id(ioctx: rados.Ioctx, name: str) -> str | None:
+    found = [entry["id"] for entry in rbd.RBD().trash_list(ioctx) if entry["name"] == name]
+    return found[-1] if found else None
+
+
+def trash_restore(conn: CephConnection, pool: str, image_id: str, name: str) -> None:
+    with conn.operation("rbd.trash_restore", f"restoring RBD image {pool}/{name} from the trash"), \
+            conn.ioctx(pool) as ioctx:
+        try:
+            rbd.RBD().trash_restore(ioctx, image_id, name)
+        except rbd.ImageNotFound:
+            if _image_id(ioctx, name) != image_id:  # not restored before either: it is gone
+                raise CephNotFound(f"RBD image {pool}/{name} is no longer in the trash",
+                                   details={"pool": pool, "image": name}) from None
+
+
+def _image_id(ioctx: rados.Ioctx, name: str) -> str | None:
+    try:
+        with rbd.Image(ioctx, name, read_only=True) as image:
+            return image.id()
+    except rbd.ImageNotFound:
+        return None
+
+def trash_purge(conn: CephConnection, pool: str, image_id: str, name: str) -> None:
+    """Remove the image from the trash now (robin keeps its own purge time) and forget its owner."""
+    with conn.operation("rbd.trash_remove", f"purging RBD image {pool}/{name} from the trash"), \
+            conn.ioctx(pool) as ioctx:
+        try:
+            rbd.RBD().trash_remove(ioctx, image_id, force=True)
+        except rbd.ImageNotFound:
+            pass  # purged already
+        _set_owner(ioctx, name, None)

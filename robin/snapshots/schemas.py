@@ -24,3 +24,5 @@ class SnapshotPageSchema(PageSchema):
 
 class VolumeDeleteArgs(Schema):
     with_snapshots = fields.Boolean(load_default=False, metadata={"description": "delete its snapshots too"})
+    purge = fields.Boolean(load_default=False, metadata={
+        "description": "remove it at once instead of moving it to the trash (admins only)"})

@@ -20,10 +20,10 @@ def volume_blueprint(kind, collection: str, *, create_schema, patch_schema, item
 
     @blp.route("")
     class Collection(MethodView):
-        @blp.arguments(PageArgs, location="query")
+        @blp.arguments(schemas.VolumeListArgs, location="query")
         @blp.response(200, page_schema)
         def get(self, args, project):
-            return service.list_page(g.identity, kind, project, args["limit"], args["cursor"])
+            return service.list_page(g.identity, kind, project, args["limit"], args["cursor"], args["trashed"])
 
         @blp.arguments(create_schema)
         @blp.response(201, item_schema)
@@ -50,8 +50,17 @@ def volume_blueprint(kind, collection: str, *, create_schema, patch_schema, item
         @blp.arguments(VolumeDeleteArgs, location="query")
         @blp.response(204)
         def delete(self, args, project, name):
-            """Delete; 409 while it has snapshots, unless ?with_snapshots=true."""
-            service.delete(g.identity, kind, project, name, with_snapshots=args["with_snapshots"])
+            """Move to the trash (restorable until purge_after); 409 while it has snapshots, unless
+            ?with_snapshots=true; ?purge=true (admins) removes it at once."""
+            service.delete(g.identity, kind, project, name, with_snapshots=args["with_snapshots"],
+                           purge=args["purge"])
+
+    @blp.route("/<name>/restore")
+    class Restore(MethodView):
+        @blp.response(200, item_schema)
+        def post(self, project, name):
+            """Bring it back from the trash before its purge time; its quota is reserved again."""
+            return service.restore(g.identity, kind, project, name)
 
     if kind is RBD:
         @blp.route("/<name>/flatten")

@@ -53,12 +53,28 @@ class RbdKind:
         return rbd_ops.used_bytes(conn, volume.pool, volume.name)
 
     @staticmethod
+    def trash(conn: CephConnection, volume: RbdImage, delay_s: int) -> str | None:
+        return rbd_ops.trash_move(conn, volume.pool, volume.name, delay_s)
+
+    @staticmethod
+    def restore(conn: CephConnection, volume: RbdImage) -> None:
+        rbd_ops.trash_restore(conn, volume.pool, volume.trash_ref, volume.name)
+
+    @staticmethod
+    def purge(conn: CephConnection, volume: RbdImage) -> None:
+        rbd_ops.trash_purge(conn, volume.pool, volume.trash_ref, volume.name)
+
+    @staticmethod
     def create_snapshot(conn: CephConnection, volume: RbdImage, snapshot: str) -> None:
         rbd_ops.create_snapshot(conn, volume.pool, volume.name, snapshot)
 
     @staticmethod
     def remove_snapshot(conn: CephConnection, volume: RbdImage, snapshot: str) -> None:
         rbd_ops.remove_snapshot(conn, volume.pool, volume.name, snapshot)
+
+
+# Beside the projects' directories; volume and project names cannot start with a dot.
+TRASH_DIR = ".trash"
 
 
 class CephfsKind:
@@ -90,6 +106,19 @@ class CephfsKind:
     @staticmethod
     def used_bytes(conn: CephConnection, volume: CephfsPath) -> int:
         return cephfs_ops.used_bytes(conn, volume.fs_name, volume.path)
+
+    @staticmethod
+    def trash(conn: CephConnection, volume: CephfsPath, delay_s: int) -> str | None:
+        trash_path = posixpath.join(config.current().cephfs_root, TRASH_DIR, volume.id)
+        return cephfs_ops.trash_move(conn, volume.fs_name, volume.path, trash_path)
+
+    @staticmethod
+    def restore(conn: CephConnection, volume: CephfsPath) -> None:
+        cephfs_ops.trash_restore(conn, volume.fs_name, volume.trash_ref, volume.path)
+
+    @staticmethod
+    def purge(conn: CephConnection, volume: CephfsPath) -> None:
+        cephfs_ops.remove_tree(conn, volume.fs_name, volume.trash_ref)
 
     @staticmethod
     def create_snapshot(conn: CephConnection, volume: CephfsPath, snapshot: str) -> None:

@@ -4,7 +4,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates, va
 
 from robin import config
 from robin.config import RBD_FEATURES
-from robin.schemas import CEPH_NAME, PageSchema
+from robin.schemas import CEPH_NAME, PageArgs, PageSchema
 
 METADATA_KEY = validate.Regexp(r"^(?!robin\.)[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$",
                                error="keys are 1-128 letters, digits, '.', '_', '/' or '-'; 'robin.' is reserved")
@@ -35,6 +35,13 @@ class VolumeSchema(Schema):
     state = fields.Function(lambda volume: volume.state.value)
     created_at = fields.DateTime(format="iso")
     updated_at = fields.DateTime(format="iso")
+    deleted_at = fields.DateTime(format="iso", metadata={"description": "set while in the trash"})
+    purge_after = fields.DateTime(format="iso", metadata={"description": "when the trash purges it"})
+
+
+class VolumeListArgs(PageArgs):
+    trashed = fields.Boolean(load_default=False, metadata={
+        "description": "list the volumes in the trash (restorable until purge_after) instead"})
 
 
 class VolumeGetArgs(Schema):

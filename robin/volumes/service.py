@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from robin import config
 from robin.auth.identity import Identity
 from robin.ceph import CephAlreadyExists, CephNotConnected
 from robin.clusters import service as clusters
@@ -126,12 +128,15 @@ def get(identity: Identity, kind: Kind, project: str, name: str, *, with_used: b
     return volume
 
 
-def list_page(identity: Identity, kind: Kind, project: str, limit: int, cursor: str | None) -> Page:
+def list_page(identity: Identity, kind: Kind, project: str, limit: int, cursor: str | None,
+              trashed: bool = False) -> Page:
+    """Live volumes, or (trashed) those in the trash waiting for their purge time."""
     identity.require_read(project)
     model = kind.model
     with db.reading() as session:
         project_row = projects.find(session, project)
-        query = select(model).where(model.project_id == project_row.id, model.state != VolumeState.DELETED)
+        which = _in_trash(model) if trashed else model.state != VolumeState.DELETED
+        query = select(model).where(model.project_id == project_row.id, which)
         return paginate(session, query, model.name, limit, cursor)
 
 
@@ -204,8 +209,13 @@ def require_available(kind: Kind, volume: Volume, verb: str) -> None:
 
 # --- delete -----------------------------------------------------------------------------------
 
-def delete(identity: Identity, kind: Kind, project: str, name: str, *, with_snapshots: bool = False) -> None:
+def delete(identity: Identity, kind: Kind, project: str, name: str, *, with_snapshots: bool = False,
+           purge: bool = False) -> None:
+    """Move the volume to the trash, restorable until its purge time, or (admins, ?purge=true)
+    remove it at once. Either way its quota is released now."""
     identity.require_write(project)
+    if purge:
+        identity.require_admin()
     with db.unit_of_work() as session:
         volume = find(session, kind, project, name)
         if volume.state is not VolumeState.ERROR:
@@ -219,12 +229,78 @@ def delete(identity: Identity, kind: Kind, project: str, name: str, *, with_snap
         for snapshot in snapshots:
             kind.remove_snapshot(conn, volume, snapshot.name)
             _mark_snapshot_deleted(snapshot)
-        kind.remove(conn, volume)
+        trash_ref = None if purge else kind.trash(conn, volume, config.current().trash_delay)
+        if trash_ref is None:
+            kind.remove(conn, volume)
     except RobinError:
         set_state(volume, previous)
         _revert_snapshots(snapshot for snapshot in snapshots if snapshot.state is SnapshotState.DELETING)
         raise
-    set_state(volume, VolumeState.DELETED, deleted_at=utcnow())
+    now = utcnow()
+    if trash_ref is None:
+        set_state(volume, VolumeState.DELETED, deleted_at=now, purged_at=now)
+    else:
+        purge_after = now + timedelta(seconds=config.current().trash_delay)
+        set_state(volume, VolumeState.DELETED, deleted_at=now, purge_after=purge_after, trash_ref=trash_ref)
+
+
+# --- trash --------------------------------------------------------------------------------------
+
+def _in_trash(model):
+    return (model.state == VolumeState.DELETED) & model.purged_at.is_(None) & model.trash_ref.is_not(None)
+
+
+def restore(identity: Identity, kind: Kind, project: str, name: str) -> Volume:
+    """Bring a volume back from the trash before its purge time; its quota is reserved again."""
+    identity.require_write(project)
+    volume = _begin_restore(kind, project, name)
+    try:
+        kind.restore(ceph_connection(volume), volume)
+    except RobinError:
+        set_state(volume, VolumeState.DELETED)
+        raise
+    return set_state(volume, VolumeState.AVAILABLE, deleted_at=None, purge_after=None, trash_ref=None)
+
+
+def _begin_restore(kind: Kind, project: str, name: str) -> Volume:
+    model = kind.model
+    try:
+        with db.unit_of_work() as session:
+            project_row = projects.lock(session, project)
+            volume = session.scalars(select(model).where(
+                model.project_id == project_row.id, model.name == name, _in_trash(model))
+                .order_by(model.deleted_at.desc())).first()
+            if volume is None or volume.purge_after <= utcnow():
+                raise NotFound(f"no {kind.noun} {name!r} can be restored in project {project!r}: it is not in "
+                               "the trash, or its purge time has passed", code="not_in_trash",
+                               details={"project": project, "name": name})
+            projects.reserve(session, project_row, add_bytes=volume.size_bytes, add_volumes=1)
+            volume.state = VolumeState.CREATING  # live again: the unique indexes check the name
+            session.flush()
+            return volume
+    except IntegrityError as exc:
+        raise Conflict(f"another {kind.noun} named {name!r} exists now; delete or rename that one first",
+                       code="name_taken", details={"name": name}) from exc
+
+
+def purge_due(now=None) -> dict[str, int]:
+    """Purge every trashed volume whose time has come; a failure is logged and retried next round."""
+    now = now or utcnow()
+    counts = {"purged": 0, "failed": 0}
+    for kind in KINDS:
+        with db.reading() as session:
+            due = list(session.scalars(select(kind.model).where(_in_trash(kind.model),
+                                                                kind.model.purge_after <= now)))
+        for volume in due:
+            try:
+                kind.purge(ceph_connection(volume), volume)
+            except RobinError as exc:
+                log.warning("purge failed", extra={"volume": volume.id, "error": exc.message})
+                counts["failed"] += 1
+                continue
+            set_state(volume, VolumeState.DELETED, purged_at=utcnow())
+            counts["purged"] += 1
+    return counts
 
 
 def _refuse_parents(session: Session, kind: Kind, volume: Volume) -> None:

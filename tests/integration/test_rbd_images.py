@@ -133,12 +133,14 @@ def test_grow_beyond_quota_is_refused_and_changes_nothing(admin, new_project, rb
     assert stored.size_bytes == 512 * MiB and stored.state is VolumeState.AVAILABLE
 
 
-def test_delete_removes_the_image(admin, project, rbd_ioctx, db_rows):
+def test_delete_moves_the_image_to_the_trash(admin, project, rbd_ioctx, db_rows):
     name = create(admin, project).json["name"]
     assert admin.delete(f"/api/v2/projects/{project}/rbd-images/{name}").status_code == 204
-    assert name not in images_in_ceph(rbd_ioctx) and recorded_owner(rbd_ioctx, name) is None
+    assert name not in images_in_ceph(rbd_ioctx)
+    assert name in {entry["name"] for entry in rbd.RBD().trash_list(rbd_ioctx)}
     [stored] = row(db_rows, name)
     assert stored.state is VolumeState.DELETED and stored.deleted_at is not None
+    assert stored.purge_after > stored.deleted_at and stored.trash_ref
     assert admin.get(f"/api/v2/projects/{project}/rbd-images/{name}").status_code == 404
     assert admin.get(f"/api/v2/projects/{project}/usage").json["provisioned_bytes"] == 0
     # The name is free again.

@@ -1,0 +1,134 @@
+"""Deferred deletion: the Ceph trash for RBD images, a trash directory for CephFS paths, restore,
+purge at the due time, and admins' immediate purge."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import cephfs
+import pytest
+import rbd
+from sqlalchemy import select
+
+from robin.db import utcnow
+from robin.volumes import service
+from robin.volumes.models import CephfsPath, RbdImage, VolumeState
+from tests.conftest import unique
+
+pytestmark = pytest.mark.integration
+MiB, GiB = 2**20, 2**30
+
+
+@pytest.fixture(scope="module")
+def fs(ceph_conf):
+    client = cephfs.LibCephFS(conffile=ceph_conf)
+    client.mount(filesystem_name=b"cephfs")
+    yield client
+    client.shutdown()
+
+
+def trash_names(ioctx) -> set[str]:
+    return {entry["name"] for entry in rbd.RBD().trash_list(ioctx)}
+
+
+def exists(fs, path) -> bool:
+    try:
+        fs.stat(path)
+        return True
+    except cephfs.ObjectNotFound:
+        return False
+
+
+def purge_everything_due(app, later=timedelta(days=365)):
+    with app.app_context():
+        return service.purge_due(utcnow() + later)
+
+
+def test_rbd_trash_restore_and_purge(app, admin, new_project, rbd_ioctx, db_rows):
+    project = new_project(max_bytes=GiB)
+    url = f"/api/v2/projects/{project}/rbd-images"
+    name = unique("img")
+    assert admin.post(url, json={"name": name, "size_bytes": 512 * MiB}).status_code == 201
+    with rbd.Image(rbd_ioctx, name) as image:
+        image.write(b"keep me", 0)
+    assert admin.delete(f"{url}/{name}").status_code == 204
+    assert name in trash_names(rbd_ioctx) and name not in rbd.RBD().list(rbd_ioctx)
+    trashed = admin.get(url, query_string={"trashed": "true"}).json["items"]
+    assert [item["name"] for item in trashed] == [name] and trashed[0]["purge_after"]
+    # Quota was released at delete, so another volume can use it meanwhile...
+    other = unique("img")
+    assert admin.post(url, json={"name": other, "size_bytes": 768 * MiB}).status_code == 201
+    # ...and restoring needs it back.
+    refused = admin.post(f"{url}/{name}/restore")
+    assert refused.status_code == 403 and refused.json["error"]["code"] == "quota_exceeded"
+    assert name in trash_names(rbd_ioctx)
+    assert admin.delete(f"{url}/{other}", query_string={"purge": "true"}).status_code == 204
+    restored = admin.post(f"{url}/{name}/restore")
+    assert restored.status_code == 200 and restored.json["state"] == "available"
+    assert restored.json["deleted_at"] is None and restored.json["purge_after"] is None
+    with rbd.Image(rbd_ioctx, name, read_only=True) as image:
+        assert image.read(0, 7) == b"keep me"
+    assert admin.get(f"/api/v2/projects/{project}/usage").json["provisioned_bytes"] == 512 * MiB
+
+    assert admin.delete(f"{url}/{name}").status_code == 204
+    assert purge_everything_due(app)["purged"] >= 1
+    assert name not in trash_names(rbd_ioctx)
+    [row] = db_rows(select(RbdImage).where(RbdImage.name == name))
+    assert row.state is VolumeState.DELETED and row.purged_at is not None
+    assert admin.post(f"{url}/{name}/restore").json["error"]["code"] == "not_in_trash"
+
+
+def test_restore_refused_when_the_name_was_taken_again(admin, new_project, rbd_ioctx):
+    project = new_project()
+    url = f"/api/v2/projects/{project}/rbd-images"
+    name = unique("img")
+    admin.post(url, json={"name": name, "size_bytes": MiB})
+    admin.delete(f"{url}/{name}")
+    assert admin.post(url, json={"name": name, "size_bytes": MiB}).status_code == 201
+    refused = admin.post(f"{url}/{name}/restore")
+    assert refused.status_code == 409 and refused.json["error"]["code"] == "name_taken"
+    assert name in trash_names(rbd_ioctx)
+
+
+def test_purge_now_is_for_admins(admin, as_role, new_project, rbd_ioctx):
+    project = new_project()
+    member = as_role("member", project)
+    url = f"/api/v2/projects/{project}/rbd-images"
+    name = unique("img")
+    assert member.post(url, json={"name": name, "size_bytes": MiB}).status_code == 201
+    assert member.delete(f"{url}/{name}", query_string={"purge": "true"}).status_code == 403
+    assert name in rbd.RBD().list(rbd_ioctx)
+    assert admin.delete(f"{url}/{name}", query_string={"purge": "true"}).status_code == 204
+    assert name not in rbd.RBD().list(rbd_ioctx) and name not in trash_names(rbd_ioctx)
+
+
+def test_cephfs_trash_restore_and_purge(app, admin, new_project, fs, db_rows):
+    project = new_project()
+    url = f"/api/v2/projects/{project}/cephfs-paths"
+    body = admin.post(url, json={"name": unique("fs"), "quota_bytes": 64 * MiB}).json
+    path, name = body["path"], body["name"]
+    handle = fs.open(f"{path}/notes", "w", 0o644)
+    fs.write(handle, b"precious", 0)
+    fs.close(handle)
+    assert admin.delete(f"{url}/{name}").status_code == 204
+    [row] = db_rows(select(CephfsPath).where(CephfsPath.name == name))
+    assert not exists(fs, path) and exists(fs, row.trash_ref) and row.trash_ref.startswith("/robin/.trash/")
+    assert admin.post(f"{url}/{name}/restore").status_code == 200
+    assert exists(fs, f"{path}/notes") and not exists(fs, row.trash_ref)
+    assert fs.getxattr(path, "ceph.quota.max_bytes").decode() == str(64 * MiB)
+
+    assert admin.delete(f"{url}/{name}").status_code == 204
+    [row] = db_rows(select(CephfsPath).where(CephfsPath.name == name))
+    purge_everything_due(app)
+    assert not exists(fs, row.trash_ref)
+    [row] = db_rows(select(CephfsPath).where(CephfsPath.name == name))
+    assert row.purged_at is not None
+
+
+def test_nothing_is_purged_before_its_time(app, admin, new_project, rbd_ioctx):
+    project = new_project()
+    url = f"/api/v2/projects/{project}/rbd-images"
+    name = unique("img")
+    admin.post(url, json={"name": name, "size_bytes": MiB})
+    admin.delete(f"{url}/{name}")
+    purge_everything_due(app, later=timedelta(0))
+    assert name in trash_names(rbd_ioctx)
