@@ -141,6 +141,40 @@ def dev_cluster_status(directory) -> None:
         sys.exit(1)
 
 
+# --- maintenance ----------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--older-than", type=float, default=300, show_default=True,
+              help="only rows untouched this many seconds: younger ones may belong to a request under way")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+def reconcile(older_than: float, as_json: bool) -> None:
+    """Finish or undo operations a crash left half-done; report drift between the database and Ceph."""
+    from datetime import timedelta
+
+    from robin.reconcile.service import reconcile as run
+
+    with _app_context():
+        report = run(timedelta(seconds=older_than))
+    if as_json:
+        click.echo(json.dumps({"fixed": report.fixed, "drift": report.drift, "errors": report.errors}, indent=2))
+        return
+    for bucket in ("fixed", "drift", "errors"):
+        for entry in getattr(report, bucket):
+            details = " ".join(f"{k}={v}" for k, v in entry.items() if k != "kind")
+            click.echo(f"{bucket:6} {entry['kind']:30} {details}")
+    click.echo(f"{len(report.fixed)} fixed, {len(report.drift)} drift, {len(report.errors)} errors", err=True)
+
+
+@main.command()
+def purge() -> None:
+    """Purge the volumes whose time in the trash is over (robin serve also does this periodically)."""
+    from robin.volumes.service import purge_due
+
+    with _app_context():
+        counts = purge_due()
+    click.echo(json.dumps(counts))
+
+
 # --- tokens -------------------------------------------------------------------------------------
 
 @main.group()

@@ -5,5 +5,12 @@ worker_class = "gthread"
 accesslog = None  # robin logs each request itself, as JSON
 
 
+def post_worker_init(worker):
+    # The purge and reconcile loop; only the worker holding the maintenance lock acts.
+    from robin import maintenance
+
+    maintenance.start(worker.wsgi)
+
+
 def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid)

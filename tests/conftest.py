@@ -97,8 +97,11 @@ def settings(database_url, ceph_conf) -> Settings:
 @pytest.fixture(scope="session")
 def app(settings):
     from robin import create_app
+    from robin.clusters.service import registry
 
-    return create_app(settings)
+    yield create_app(settings)
+    # While the cluster still runs: a libcephfs handle shut down after its MDS is gone waits forever.
+    registry.connections.close()
 
 
 # --- API helpers --------------------------------------------------------------------------------

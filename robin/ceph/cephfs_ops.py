@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import posixpath
 import stat
+from datetime import UTC, datetime
 
 import cephfs
 
 from robin.ceph.connection import CephConnection
-from robin.ceph.errors import CephAlreadyExists
+from robin.ceph.errors import CephAlreadyExists, CephNotFound
+from robin.ceph.rbd_ops import Observed
 
 QUOTA_XATTR = "ceph.quota.max_bytes"
 RBYTES_XATTR = "ceph.dir.rbytes"
@@ -147,3 +149,39 @@ def _exists(fs: cephfs.LibCephFS, path: str) -> bool:
         return True
     except cephfs.ObjectNotFound:
         return False
+
+
+# --- what CephFS holds, for the reconciler -------------------------------------------------------
+
+def inspect(conn: CephConnection, fs_name: str, path: str) -> Observed:
+    with conn.operation("cephfs.inspect", f"inspecting CephFS path {fs_name}:{path}"), \
+            conn.filesystem(fs_name) as fs:
+        try:
+            stats = fs.stat(path)
+        except cephfs.ObjectNotFound:
+            return Observed(False)
+        quota = _getxattr(fs, path, QUOTA_XATTR)
+        # The binding gives local time without a zone; .timestamp() reads it as local.
+        created = datetime.fromtimestamp(stats.st_ctime.timestamp(), UTC)
+        return Observed(True, _getxattr(fs, path, OWNER_XATTR), int(quota) if quota else None, created)
+
+
+def mark_owner(conn: CephConnection, fs_name: str, path: str, owner: str) -> None:
+    with conn.operation("cephfs.mark", f"recording the owner of {fs_name}:{path}"), conn.filesystem(fs_name) as fs:
+        fs.setxattr(path, OWNER_XATTR, owner.encode(), 0)
+
+
+def snapshot_exists(conn: CephConnection, fs_name: str, path: str, snapshot: str) -> bool:
+    try:
+        return snapshot in list_snapshots(conn, fs_name, path)
+    except CephNotFound:
+        return False
+
+
+def list_dirs(conn: CephConnection, fs_name: str, path: str) -> list[str]:
+    """Subdirectory names of path ([] when it does not exist)."""
+    with conn.operation("cephfs.list", f"listing CephFS path {fs_name}:{path}"), conn.filesystem(fs_name) as fs:
+        try:
+            return [name for name in _entries(fs, path) if stat.S_ISDIR(fs.lstat(posixpath.join(path, name)).st_mode)]
+        except cephfs.ObjectNotFound:
+            return []

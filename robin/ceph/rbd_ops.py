@@ -4,6 +4,7 @@ under the same name is CephAlreadyExists."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import rados
 import rbd
@@ -269,3 +270,50 @@ def trash_purge(conn: CephConnection, pool: str, image_id: str, name: str) -> No
         except rbd.ImageNotFound:
             pass  # purged already
         _set_owner(ioctx, name, None)
+
+
+# --- what Ceph holds, for the reconciler ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class Observed:
+    """An object as Ceph has it: whether it exists, who robin recorded as its owner, its size (an
+    image's size, a directory's quota), when it was made and (RBD) its parent snapshot."""
+
+    exists: bool
+    owner: str | None = None
+    size_bytes: int | None = None
+    created_at: datetime | None = None
+    parent: tuple[str, str] | None = None
+
+
+def inspect(conn: CephConnection, pool: str, name: str) -> Observed:
+    with conn.operation("rbd.inspect", f"inspecting RBD image {pool}/{name}"), conn.ioctx(pool) as ioctx:
+        owner = _owner(ioctx, name)
+        try:
+            with rbd.Image(ioctx, name, read_only=True) as image:
+                try:
+                    spec = image.get_parent_image_spec()
+                    parent = (spec["image_name"], spec["snap_name"])
+                except rbd.ImageNotFound:
+                    parent = None
+                created = image.create_timestamp().replace(tzinfo=UTC)  # the binding gives UTC
+                return Observed(True, owner, image.size(), created, parent)
+        except rbd.ImageNotFound:
+            return Observed(False, owner)
+
+
+def mark_owner(conn: CephConnection, pool: str, name: str, owner: str) -> None:
+    with conn.operation("rbd.mark", f"recording the owner of {pool}/{name}"), conn.ioctx(pool) as ioctx:
+        _set_owner(ioctx, name, owner)
+
+
+def snapshot_exists(conn: CephConnection, pool: str, name: str, snapshot: str) -> bool:
+    try:
+        return snapshot in list_snapshots(conn, pool, name)
+    except CephNotFound:
+        return False
+
+
+def trashed_names(conn: CephConnection, pool: str) -> set[str]:
+    with conn.operation("rbd.trash_list", f"listing the trash of pool {pool}"), conn.ioctx(pool) as ioctx:
+        return {entry["name"] for entry in rbd.RBD().trash_list(ioctx)}

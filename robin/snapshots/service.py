@@ -16,6 +16,7 @@ from robin.auth.identity import Identity
 from robin.ceph import rbd_ops
 from robin.db import db, utcnow
 from robin.errors import Conflict, InvalidInput, NotFound, RobinError
+from robin.faults import crash_point
 from robin.pagination import Page, paginate
 from robin.projects import service as projects
 from robin.snapshots.models import Snapshot, SnapshotState
@@ -57,6 +58,7 @@ def create(identity: Identity, kind: Kind, project: str, volume_name: str, name:
     except RobinError as exc:
         _undo_create(kind, snapshot, exc)
         raise
+    crash_point("snapshot.create")
     return _set_state(snapshot, SnapshotState.AVAILABLE)
 
 
@@ -117,6 +119,7 @@ def remove(kind: Kind, snapshot: Snapshot, previous: SnapshotState) -> None:
     except RobinError:
         _set_state(snapshot, previous)
         raise
+    crash_point("snapshot.delete")
     _set_state(snapshot, SnapshotState.DELETED, deleted_at=utcnow())
 
 
@@ -168,6 +171,7 @@ def clone(identity: Identity, project: str, spec: dict) -> RbdImage:
         if temporary:
             _forget_temporary_snapshot(conn, parent, child.parent_snapshot)
         raise
+    crash_point("volume.clone")
     return volumes.set_state(child, VolumeState.AVAILABLE)
 
 

@@ -53,6 +53,18 @@ class RbdKind:
         return rbd_ops.used_bytes(conn, volume.pool, volume.name)
 
     @staticmethod
+    def inspect(conn: CephConnection, volume: RbdImage) -> rbd_ops.Observed:
+        return rbd_ops.inspect(conn, volume.pool, volume.name)
+
+    @staticmethod
+    def mark_owner(conn: CephConnection, volume: RbdImage) -> None:
+        rbd_ops.mark_owner(conn, volume.pool, volume.name, volume.id)
+
+    @staticmethod
+    def snapshot_exists(conn: CephConnection, volume: RbdImage, snapshot: str) -> bool:
+        return rbd_ops.snapshot_exists(conn, volume.pool, volume.name, snapshot)
+
+    @staticmethod
     def trash(conn: CephConnection, volume: RbdImage, delay_s: int) -> str | None:
         return rbd_ops.trash_move(conn, volume.pool, volume.name, delay_s)
 
@@ -106,6 +118,18 @@ class CephfsKind:
     @staticmethod
     def used_bytes(conn: CephConnection, volume: CephfsPath) -> int:
         return cephfs_ops.used_bytes(conn, volume.fs_name, volume.path)
+
+    @staticmethod
+    def inspect(conn: CephConnection, volume: CephfsPath) -> rbd_ops.Observed:
+        return cephfs_ops.inspect(conn, volume.fs_name, volume.path)
+
+    @staticmethod
+    def mark_owner(conn: CephConnection, volume: CephfsPath) -> None:
+        cephfs_ops.mark_owner(conn, volume.fs_name, volume.path, volume.id)
+
+    @staticmethod
+    def snapshot_exists(conn: CephConnection, volume: CephfsPath, snapshot: str) -> bool:
+        return cephfs_ops.snapshot_exists(conn, volume.fs_name, volume.path, snapshot)
 
     @staticmethod
     def trash(conn: CephConnection, volume: CephfsPath, delay_s: int) -> str | None:

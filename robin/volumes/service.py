@@ -25,6 +25,7 @@ from robin.ceph import CephAlreadyExists, CephNotConnected
 from robin.clusters import service as clusters
 from robin.db import db, utcnow
 from robin.errors import BadRequest, Conflict, NotFound, RobinError
+from robin.faults import crash_point
 from robin.pagination import Page, paginate
 from robin.projects import service as projects
 from robin.snapshots.models import Snapshot, SnapshotState
@@ -82,6 +83,7 @@ def create(identity: Identity, kind: Kind, project: str, spec: dict) -> Volume:
         if isinstance(exc, CephAlreadyExists):
             raise _name_taken(kind, volume.name, volume.cluster.name) from exc
         raise
+    crash_point("volume.create")
     return set_state(volume, VolumeState.AVAILABLE)
 
 
@@ -178,6 +180,7 @@ def resize(identity: Identity, kind: Kind, project: str, name: str, size_bytes: 
     except RobinError:
         set_state(volume, VolumeState.AVAILABLE, target_size_bytes=None)
         raise
+    crash_point("volume.resize")
     return set_state(volume, VolumeState.AVAILABLE, size_bytes=size_bytes, target_size_bytes=None)
 
 
@@ -236,6 +239,7 @@ def delete(identity: Identity, kind: Kind, project: str, name: str, *, with_snap
         set_state(volume, previous)
         _revert_snapshots(snapshot for snapshot in snapshots if snapshot.state is SnapshotState.DELETING)
         raise
+    crash_point("volume.delete")
     now = utcnow()
     if trash_ref is None:
         set_state(volume, VolumeState.DELETED, deleted_at=now, purged_at=now)
@@ -259,6 +263,7 @@ def restore(identity: Identity, kind: Kind, project: str, name: str) -> Volume:
     except RobinError:
         set_state(volume, VolumeState.DELETED)
         raise
+    crash_point("volume.restore")
     return set_state(volume, VolumeState.AVAILABLE, deleted_at=None, purge_after=None, trash_ref=None)
 
 

@@ -1,0 +1,1 @@
+"""Converging the database and Ceph after crashes, and reporting drift."""

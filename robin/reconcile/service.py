@@ -1,0 +1,233 @@
+"""Converge the database and Ceph after crashes: finish or undo every row left in a transitional
+state, and report the drift it cannot decide without touching it.
+
+Only rows untouched for `older_than` seconds are taken, so an operation still under way in a
+worker is never mistaken for one that crashed. Every step re-runs idempotent Ceph calls, so a
+reconcile interrupted half-way is finished by the next one.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+
+from robin import config
+from robin.ceph import cephfs_ops, rbd_ops
+from robin.clusters import service as clusters
+from robin.clusters.models import CephCluster
+from robin.db import db, utcnow
+from robin.errors import RobinError
+from robin.snapshots.models import Snapshot, SnapshotState
+from robin.snapshots.service import TEMPORARY_SNAPSHOT_PREFIX
+from robin.volumes import service as volumes
+from robin.volumes.kinds import KINDS, Kind, kind_of
+from robin.volumes.models import CephfsPath, RbdImage, Volume, VolumeState
+
+log = logging.getLogger(__name__)
+# Clock skew allowed between robin's hosts and Ceph's when telling whether an unmarked object
+# was made by the row's create.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+@dataclass
+class Report:
+    fixed: list[dict] = field(default_factory=list)
+    drift: list[dict] = field(default_factory=list)
+    errors: list[dict] = field(default_factory=list)
+
+    def note(self, bucket: str, kind: str, subject, **evidence) -> None:
+        getattr(self, bucket).append({"kind": kind, "id": subject.id, "name": subject.name, **evidence})
+
+
+def reconcile(older_than: timedelta = timedelta(minutes=5)) -> Report:
+    report = Report()
+    cutoff = utcnow() - older_than
+    for kind in KINDS:
+        for volume in _stuck(kind.model, STUCK_VOLUME_STATES, cutoff):
+            _guarded(report, volume, lambda v=volume, k=kind: _converge_volume(k, v, report))
+    for snapshot in _stuck(Snapshot, STUCK_SNAPSHOT_STATES, cutoff):
+        _guarded(report, snapshot, lambda s=snapshot: _converge_snapshot(s, report))
+    for image in _clones(cutoff):
+        _guarded(report, image, lambda i=image: _converge_clone(i, report))
+    _find_drift(report)
+    return report
+
+
+STUCK_VOLUME_STATES = (VolumeState.CREATING, VolumeState.RESIZING, VolumeState.DELETING, VolumeState.ERROR)
+STUCK_SNAPSHOT_STATES = (SnapshotState.CREATING, SnapshotState.DELETING, SnapshotState.ERROR)
+
+
+def _stuck(model, transitional, cutoff: datetime) -> list:
+    with db.reading() as session:
+        return list(session.scalars(select(model).where(model.state.in_(transitional), model.updated_at <= cutoff)))
+
+
+def _clones(cutoff: datetime) -> list[RbdImage]:
+    with db.reading() as session:
+        return list(session.scalars(select(RbdImage).where(
+            RbdImage.parent_id.is_not(None), RbdImage.state == VolumeState.AVAILABLE, RbdImage.updated_at <= cutoff)))
+
+
+def _guarded(report: Report, subject, step) -> None:
+    try:
+        step()
+    except RobinError as exc:
+        log.warning("reconcile step failed", extra={"id": subject.id, "error": exc.message})
+        report.note("errors", "ceph_error", subject, error=exc.message)
+
+
+# --- volumes ------------------------------------------------------------------------------------
+
+def _converge_volume(kind: Kind, volume: Volume, report: Report) -> None:
+    if volume.state in (VolumeState.CREATING, VolumeState.ERROR):
+        _converge_create(kind, volume, report)
+    elif volume.state is VolumeState.RESIZING:
+        kind.resize(volumes.ceph_connection(volume), volume, volume.target_size_bytes)
+        volumes.set_state(volume, VolumeState.AVAILABLE, size_bytes=volume.target_size_bytes, target_size_bytes=None)
+        report.note("fixed", "resize_finished", volume, size_bytes=volume.size_bytes)
+    elif volume.state is VolumeState.DELETING:
+        _finish_delete(kind, volume, report)
+
+
+def _converge_create(kind: Kind, volume: Volume, report: Report) -> None:
+    """The create may have happened: finish it if the object is robin's (marked with this row's
+    id, or unmarked but made after the row); drop the row if nothing was made; else report."""
+    conn = volumes.ceph_connection(volume)
+    observed = kind.inspect(conn, volume)
+    ours = observed.owner == volume.id or (
+        observed.exists and observed.owner is None and observed.created_at >= volume.created_at - CLOCK_SKEW)
+    if observed.exists and ours:
+        _finish_create(kind, conn, volume)
+        volumes.set_state(volume, VolumeState.AVAILABLE, error_message=None)
+        report.note("fixed", "create_finished", volume)
+    elif not observed.exists:
+        if isinstance(volume, RbdImage) and volume.parent_id is not None:
+            _remove_temporary_snapshot(conn, volume)
+        with db.unit_of_work() as session:
+            session.execute(type(volume).__table__.delete().where(type(volume).id == volume.id))
+        report.note("fixed", "create_undone", volume)
+    else:
+        report.note("drift", "name_held_by_foreign_object", volume, owner=observed.owner)
+
+
+def _finish_create(kind: Kind, conn, volume: Volume) -> None:
+    kind.mark_owner(conn, volume)
+    if isinstance(volume, RbdImage) and volume.parent_id is not None:
+        _remove_temporary_snapshot(conn, volume)
+    else:
+        kind.create(conn, volume)  # idempotent now that it is marked: sets what a crash skipped
+    if kind.inspect(conn, volume).size_bytes != volume.size_bytes:
+        kind.resize(conn, volume, volume.size_bytes)
+
+
+def _remove_temporary_snapshot(conn, clone: RbdImage) -> None:
+    if clone.parent_snapshot and clone.parent_snapshot.startswith(TEMPORARY_SNAPSHOT_PREFIX):
+        with db.reading() as session:
+            parent = session.get(RbdImage, clone.parent_id)
+        rbd_ops.remove_snapshot(conn, parent.pool, parent.name, clone.parent_snapshot)
+
+
+def _finish_delete(kind: Kind, volume: Volume, report: Report) -> None:
+    """Whether trash or purge was asked for is not recorded, so finish into the trash: the safe
+    side, restorable, and purged in due course."""
+    conn = volumes.ceph_connection(volume)
+    with db.reading() as session:
+        snapshots = list(session.scalars(select(Snapshot).where(
+            getattr(Snapshot, kind.snapshot_fk) == volume.id, Snapshot.state == SnapshotState.DELETING)))
+    for snapshot in snapshots:
+        _remove_snapshot(kind, snapshot)
+    delay = config.current().trash_delay
+    trash_ref = kind.trash(conn, volume, delay)
+    now = utcnow()
+    if trash_ref is None:
+        kind.remove(conn, volume)
+        volumes.set_state(volume, VolumeState.DELETED, deleted_at=now, purged_at=now)
+    else:
+        volumes.set_state(volume, VolumeState.DELETED, deleted_at=now, trash_ref=trash_ref,
+                          purge_after=now + timedelta(seconds=delay))
+    report.note("fixed", "delete_finished", volume)
+
+
+# --- snapshots and clones -------------------------------------------------------------------------
+
+def _converge_snapshot(snapshot: Snapshot, report: Report) -> None:
+    kind = kind_of(snapshot.volume)
+    if snapshot.state is SnapshotState.DELETING:
+        _remove_snapshot(kind, snapshot)
+        report.note("fixed", "snapshot_delete_finished", snapshot)
+    elif kind.snapshot_exists(volumes.ceph_connection(snapshot.volume), snapshot.volume, snapshot.name):
+        _set_snapshot(snapshot, SnapshotState.AVAILABLE, error_message=None)
+        report.note("fixed", "snapshot_create_finished", snapshot)
+    else:
+        with db.unit_of_work() as session:
+            session.execute(Snapshot.__table__.delete().where(Snapshot.id == snapshot.id))
+        report.note("fixed", "snapshot_create_undone", snapshot)
+
+
+def _remove_snapshot(kind: Kind, snapshot: Snapshot) -> None:
+    kind.remove_snapshot(volumes.ceph_connection(snapshot.volume), snapshot.volume, snapshot.name)
+    _set_snapshot(snapshot, SnapshotState.DELETED, deleted_at=utcnow())
+
+
+def _set_snapshot(snapshot: Snapshot, state: SnapshotState, **values) -> None:
+    with db.writing() as connection:
+        connection.execute(Snapshot.__table__.update().where(Snapshot.id == snapshot.id).values(
+            state=state, updated_at=utcnow(), **values))
+
+
+def _converge_clone(image: RbdImage, report: Report) -> None:
+    """A flatten that crashed before its commit: Ceph has no parent any more, the row still does."""
+    observed = rbd_ops.inspect(volumes.ceph_connection(image), image.pool, image.name)
+    if observed.exists and observed.parent is None:
+        volumes.set_state(image, VolumeState.AVAILABLE, parent_id=None, parent_snapshot=None)
+        report.note("fixed", "flatten_recorded", image)
+    elif not observed.exists:
+        report.note("drift", "missing_in_ceph", image, pool=image.pool)
+
+
+# --- drift: reported, never touched ----------------------------------------------------------------
+
+def _find_drift(report: Report) -> None:
+    with db.reading() as session:
+        registered = list(session.scalars(select(CephCluster)))
+    for cluster in registered:
+        try:
+            _rbd_drift(cluster, report)
+            _cephfs_drift(cluster, report)
+        except RobinError as exc:
+            report.errors.append({"kind": "cluster_unreachable", "cluster": cluster.name, "error": exc.message})
+
+
+def _known_names(model, cluster: CephCluster, **where) -> tuple[set[str], set[str]]:
+    """(names of rows whose object should exist in Ceph, names of all rows not yet purged)."""
+    with db.reading() as session:
+        rows = session.execute(select(model.name, model.state).filter_by(cluster_id=cluster.id, **where)
+                               .where(model.purged_at.is_(None))).all()
+    present = {name for name, state in rows if state in (VolumeState.AVAILABLE, VolumeState.RESIZING)}
+    return present, {name for name, _ in rows}
+
+
+def _rbd_drift(cluster: CephCluster, report: Report) -> None:
+    conn = clusters.connection(cluster)
+    for pool in config.current().rbd_pools:
+        present, known = _known_names(RbdImage, cluster, pool=pool)
+        in_ceph = set(rbd_ops.list_images(conn, pool))
+        for name in sorted(in_ceph - known):
+            report.drift.append({"kind": "orphan_in_ceph", "cluster": cluster.name, "pool": pool, "name": name})
+        for name in sorted(present - in_ceph):
+            report.drift.append({"kind": "missing_in_ceph", "cluster": cluster.name, "pool": pool, "name": name})
+
+
+def _cephfs_drift(cluster: CephCluster, report: Report) -> None:
+    conn = clusters.connection(cluster)
+    root = config.current().cephfs_root
+    for fs_name in config.current().cephfs_filesystems:
+        present, known = _known_names(CephfsPath, cluster, fs_name=fs_name)
+        in_ceph = {name for project in cephfs_ops.list_dirs(conn, fs_name, root) if not project.startswith(".")
+                   for name in cephfs_ops.list_dirs(conn, fs_name, f"{root}/{project}")}
+        for name in sorted(in_ceph - known):
+            report.drift.append({"kind": "orphan_in_ceph", "cluster": cluster.name, "fs": fs_name, "name": name})
+        for name in sorted(present - in_ceph):
+            report.drift.append({"kind": "missing_in_ceph", "cluster": cluster.name, "fs": fs_name, "name": name})

@@ -1,0 +1,163 @@
+"""Crash between the Ceph call and the commit that records it, for every mutation; then
+`reconcile` makes the database and Ceph agree again, with the quota right.
+
+The crash is real: the gunicorn worker serving the request SIGKILLs itself at the fault point
+(ROBIN_FAULT_POINTS), so nothing after it runs, no rollback, no cleanup."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import rbd
+import requests
+from sqlalchemy import select
+
+from robin.reconcile.service import reconcile
+from robin.snapshots.models import Snapshot, SnapshotState
+from robin.volumes.models import CephfsPath, RbdImage, VolumeState
+from tests.conftest import unique
+from tests.support.server import running_server
+
+pytestmark = pytest.mark.integration
+MiB = 2**20
+POINTS = "volume.create,volume.resize,volume.delete,volume.clone,snapshot.create,snapshot.delete"
+
+
+@pytest.fixture(scope="module")
+def crashing_server(settings):
+    """A robin whose workers die at every fault point (the maintenance loop off: the test reconciles)."""
+    with running_server(settings.database_url, settings.ceph_conf, workers=2,
+                        extra_env={"ROBIN_FAULT_POINTS": POINTS, "ROBIN_MAINTENANCE_INTERVAL": "0"}) as url:
+        yield url
+
+
+@pytest.fixture()
+def crash(crashing_server, admin_token):
+    """crash(method, path, json=...) sends the request to the crashing server; the worker dies."""
+    def send(method, path, **kwargs):
+        with pytest.raises(requests.ConnectionError):
+            requests.request(method, crashing_server + path, headers={"Authorization": f"Bearer {admin_token}"},
+                             timeout=60, **kwargs)
+    return send
+
+
+@pytest.fixture()
+def converge(app):
+    def run():
+        with app.app_context():
+            return reconcile(older_than=timedelta(0))
+    return run
+
+
+def rows(db_rows, model, name):
+    return db_rows(select(model).where(model.name == name))
+
+
+def provisioned(admin, project) -> int:
+    return admin.get(f"/api/v2/projects/{project}/usage").json["provisioned_bytes"]
+
+
+def test_crash_after_create(admin, new_project, crash, converge, rbd_ioctx, db_rows):
+    project, name = new_project(), unique("img")
+    crash("POST", f"/api/v2/projects/{project}/rbd-images", json={"name": name, "size_bytes": 64 * MiB})
+    [row] = rows(db_rows, RbdImage, name)
+    assert row.state is VolumeState.CREATING and name in rbd.RBD().list(rbd_ioctx)
+    report = converge()
+    assert {"kind": "create_finished", "id": row.id, "name": name} in report.fixed
+    [row] = rows(db_rows, RbdImage, name)
+    assert row.state is VolumeState.AVAILABLE and provisioned(admin, project) == 64 * MiB
+
+
+def test_crash_after_cephfs_create(admin, new_project, crash, converge, db_rows):
+    project, name = new_project(), unique("fs")
+    crash("POST", f"/api/v2/projects/{project}/cephfs-paths", json={"name": name, "quota_bytes": 32 * MiB})
+    converge()
+    [row] = rows(db_rows, CephfsPath, name)
+    assert row.state is VolumeState.AVAILABLE and provisioned(admin, project) == 32 * MiB
+
+
+def test_crash_after_resize(admin, new_project, crash, converge, rbd_ioctx, db_rows):
+    project, name = new_project(), unique("img")
+    admin.post(f"/api/v2/projects/{project}/rbd-images", json={"name": name, "size_bytes": 64 * MiB})
+    crash("PATCH", f"/api/v2/projects/{project}/rbd-images/{name}", json={"size_bytes": 128 * MiB})
+    [row] = rows(db_rows, RbdImage, name)
+    assert row.state is VolumeState.RESIZING and provisioned(admin, project) == 128 * MiB
+    converge()
+    [row] = rows(db_rows, RbdImage, name)
+    assert row.state is VolumeState.AVAILABLE and row.size_bytes == 128 * MiB and row.target_size_bytes is None
+    with rbd.Image(rbd_ioctx, name, read_only=True) as image:
+        assert image.size() == 128 * MiB
+    assert provisioned(admin, project) == 128 * MiB
+
+
+def test_crash_after_delete(admin, new_project, crash, converge, rbd_ioctx, db_rows):
+    project, name = new_project(), unique("img")
+    admin.post(f"/api/v2/projects/{project}/rbd-images", json={"name": name, "size_bytes": 64 * MiB})
+    crash("DELETE", f"/api/v2/projects/{project}/rbd-images/{name}")
+    [row] = rows(db_rows, RbdImage, name)
+    assert row.state is VolumeState.DELETING and provisioned(admin, project) == 64 * MiB
+    converge()
+    [row] = rows(db_rows, RbdImage, name)
+    assert row.state is VolumeState.DELETED and row.trash_ref and row.purge_after
+    assert name not in rbd.RBD().list(rbd_ioctx)
+    assert name in {entry["name"] for entry in rbd.RBD().trash_list(rbd_ioctx)}
+    assert provisioned(admin, project) == 0
+
+
+def test_crash_after_snapshot_create_and_delete(admin, new_project, crash, converge, rbd_ioctx, db_rows):
+    project, name = new_project(), unique("img")
+    base = f"/api/v2/projects/{project}/rbd-images/{name}"
+    admin.post(f"/api/v2/projects/{project}/rbd-images", json={"name": name, "size_bytes": 64 * MiB})
+    crash("POST", f"{base}/snapshots", json={"name": "s1"})
+    converge()
+    [snapshot] = db_rows(select(Snapshot).where(Snapshot.name == "s1", Snapshot.rbd_image.has(name=name)))
+    assert snapshot.state is SnapshotState.AVAILABLE
+    crash("DELETE", f"{base}/snapshots/s1")
+    converge()
+    [snapshot] = db_rows(select(Snapshot).where(Snapshot.id == snapshot.id))
+    assert snapshot.state is SnapshotState.DELETED
+    with rbd.Image(rbd_ioctx, name, read_only=True) as image:
+        assert [s["name"] for s in image.list_snaps()] == []
+
+
+def test_crash_after_clone(admin, new_project, crash, converge, rbd_ioctx, db_rows):
+    project, parent, child = new_project(), unique("parent"), unique("child")
+    admin.post(f"/api/v2/projects/{project}/rbd-images", json={"name": parent, "size_bytes": 64 * MiB})
+    crash("POST", f"/api/v2/projects/{project}/rbd-images", json={"name": child, "source": {"image": parent}})
+    converge()
+    [row] = rows(db_rows, RbdImage, child)
+    assert row.state is VolumeState.AVAILABLE and row.parent_id is not None
+    with rbd.Image(rbd_ioctx, parent, read_only=True) as image:
+        assert [s for s in image.list_snaps() if s["name"].startswith("robin-clone-")
+                and s.get("namespace") == rbd.RBD_SNAP_NAMESPACE_TYPE_USER] == []
+    assert provisioned(admin, project) == 128 * MiB
+
+
+def test_a_create_that_never_reached_ceph_is_undone(app, admin, new_project, converge, db_rows):
+    """As if the worker died after the first commit, before the Ceph call."""
+    from robin.volumes import service
+    from robin.volumes.kinds import RBD
+
+    project, name = new_project(), unique("img")
+    with app.app_context():
+        service.reserve_new(RBD, project, {"name": name, "size_bytes": 64 * MiB},
+                            RBD.placement({"name": name}, project))
+    assert provisioned(admin, project) == 64 * MiB
+    report = converge()
+    assert [entry["kind"] for entry in report.fixed if entry["name"] == name] == ["create_undone"]
+    assert rows(db_rows, RbdImage, name) == [] and provisioned(admin, project) == 0
+
+
+def test_drift_is_reported_and_left_alone(admin, new_project, converge, rbd_ioctx):
+    orphan = unique("orphan")
+    rbd.RBD().create(rbd_ioctx, orphan, MiB)
+    project, gone = new_project(), unique("img")
+    admin.post(f"/api/v2/projects/{project}/rbd-images", json={"name": gone, "size_bytes": MiB})
+    rbd.RBD().remove(rbd_ioctx, gone)
+    try:
+        drift = converge().drift
+        assert {"kind": "orphan_in_ceph", "cluster": "default", "pool": "rbd", "name": orphan} in drift
+        assert {"kind": "missing_in_ceph", "cluster": "default", "pool": "rbd", "name": gone} in drift
+        assert orphan in rbd.RBD().list(rbd_ioctx)
+    finally:
+        rbd.RBD().remove(rbd_ioctx, orphan)
