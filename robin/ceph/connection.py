@@ -23,10 +23,12 @@ TIMEOUT_OPTIONS = ("rados_mon_op_timeout", "rados_osd_op_timeout", "client_mount
 
 
 class CephConnection:
-    def __init__(self, name: str, conf_path: str, client_id: str, timeout: float):
+    """`access`: conf_path (a ceph.conf on this host) and/or mon_host + cephx_key, keyring_path,
+    client_id, as the cluster registry keeps them."""
+
+    def __init__(self, name: str, access: dict, timeout: float):
         self.name = name
-        self.conf_path = conf_path
-        self.client_id = client_id
+        self.access = access
         self.timeout = timeout
         self._lock = threading.Lock()
         self._rados: rados.Rados | None = None
@@ -39,11 +41,21 @@ class CephConnection:
         # Ceph takes whole seconds for these options.
         return max(1, math.ceil(self.timeout))
 
+    def _options(self) -> dict[str, str]:
+        given = {"mon_host": self.access.get("mon_host"), "key": self.access.get("cephx_key"),
+                 "keyring": self.access.get("keyring_path")}
+        return {key: value for key, value in given.items() if value}
+
     def _connect(self) -> rados.Rados:
-        if not self.conf_path or not os.path.exists(self.conf_path):
-            raise CephNotConnected(f"cluster {self.name!r}: ceph.conf {self.conf_path!r} does not exist")
+        conf_path = self.access.get("conf_path")
+        if conf_path and not os.path.exists(conf_path):
+            raise CephNotConnected(f"cluster {self.name!r}: ceph.conf {conf_path!r} does not exist")
+        if not conf_path and not self.access.get("mon_host"):
+            raise CephNotConnected(f"cluster {self.name!r}: neither a ceph.conf nor monitor addresses are known")
         try:
-            cluster = rados.Rados(conffile=self.conf_path, rados_id=self.client_id)
+            # Without a conf path, read none: the default /etc/ceph one may describe another cluster.
+            cluster = rados.Rados(conffile=conf_path or rados.Rados.NO_CONF_FILE,
+                                  rados_id=self.access.get("client_id") or "admin", conf=self._options())
             for option in TIMEOUT_OPTIONS:
                 cluster.conf_set(option, str(self._timeout_s))
             cluster.connect(timeout=self._timeout_s)
@@ -107,6 +119,14 @@ class CephConnection:
             raise translate(rados.OSError(status, errno=-ret), f"ceph {prefix} on {self.name!r}")
         return json.loads(out) if out else {}
 
+    def describe(self) -> dict:
+        """What the cluster offers robin: its fsid, pools and CephFS file systems."""
+        with self.operation("describe", f"describing cluster {self.name!r}"):
+            cluster = self.rados()
+            pools, fsid = sorted(cluster.list_pools()), cluster.get_fsid()
+        filesystems = sorted(fs["name"] for fs in self.mon_command("fs ls"))
+        return {"fsid": fsid, "pools": pools, "filesystems": filesystems}
+
     def reset(self) -> None:
         with self._lock:
             cluster, self._rados, self._ioctxs = self._rados, None, {}
@@ -134,13 +154,13 @@ class CephConnections:
         self._lock = threading.Lock()
         self._connections: dict[str, CephConnection] = {}
 
-    def get(self, name: str, conf_path: str, client_id: str) -> CephConnection:
+    def get(self, name: str, access: dict) -> CephConnection:
         with self._lock:
             conn = self._connections.get(name)
-            if conn is None or (conn.conf_path, conn.client_id) != (conf_path, client_id):
+            if conn is None or conn.access != access:
                 if conn is not None:
                     conn.reset()
-                conn = self._connections[name] = CephConnection(name, conf_path, client_id, self.timeout)
+                conn = self._connections[name] = CephConnection(name, access, self.timeout)
             return conn
 
     def forget(self, name: str) -> None:

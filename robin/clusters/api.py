@@ -5,7 +5,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from robin.clusters import service
-from robin.clusters.schemas import ClusterCreateSchema, ClusterSchema
+from robin.clusters.schemas import ClusterCreateSchema, ClusterDetailSchema, ClusterSchema
 
 blp = Blueprint("clusters", __name__, url_prefix="/api/v2/clusters", description="The Ceph clusters robin manages")
 
@@ -19,12 +19,17 @@ class Clusters(MethodView):
     @blp.arguments(ClusterCreateSchema)
     @blp.response(201, ClusterSchema)
     def post(self, body):
-        """Register another cluster by the path of its ceph.conf on robin's hosts (admin)."""
-        return service.register(g.identity, body["name"], body["conf_path"], body["client_id"])
+        """Register another cluster (admin): by a ceph.conf on robin's hosts, or by monitors and a key."""
+        return service.register(g.identity, body)
 
 
 @blp.route("/<name>")
 class ClusterItem(MethodView):
+    @blp.response(200, ClusterDetailSchema)
+    def get(self, name):
+        """The cluster and what it offers: pools and CephFS file systems (or why it is unreachable)."""
+        return service.get(g.identity, name)
+
     @blp.response(204)
     def delete(self, name):
         """Unregister a cluster no volume row references (admin)."""

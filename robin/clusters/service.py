@@ -9,7 +9,7 @@ from robin.auth.identity import Identity
 from robin.ceph import CephConnection, CephConnections
 from robin.clusters.models import CephCluster
 from robin.db import db
-from robin.errors import Conflict, NotFound, ServiceUnavailable
+from robin.errors import Conflict, NotFound, RobinError, ServiceUnavailable
 
 DEFAULT_NAME = "default"
 
@@ -64,7 +64,7 @@ def resolve(session: Session, name: str | None) -> CephCluster:
 
 
 def connection(cluster: CephCluster) -> CephConnection:
-    return registry.connections.get(cluster.name, cluster.conf_path, cluster.client_id)
+    return registry.connections.get(cluster.name, cluster.access)
 
 
 def list_all(identity: Identity) -> list[CephCluster]:
@@ -74,14 +74,15 @@ def list_all(identity: Identity) -> list[CephCluster]:
         return list(session.scalars(select(CephCluster).order_by(CephCluster.name)))
 
 
-def register(identity: Identity, name: str, conf_path: str, client_id: str) -> CephCluster:
+def register(identity: Identity, spec: dict) -> CephCluster:
+    """Register by a ceph.conf on robin's hosts (+ keyring path), or by monitors and a key."""
     identity.require_admin()
     try:
         with db.unit_of_work() as session:
-            cluster = CephCluster(name=name, conf_path=conf_path, client_id=client_id, is_default=False)
+            cluster = CephCluster(is_default=False, **spec)
             session.add(cluster)
     except IntegrityError as exc:
-        raise Conflict(f"Ceph cluster {name!r} is already registered", code="cluster_exists") from exc
+        raise Conflict(f"Ceph cluster {spec['name']!r} is already registered", code="cluster_exists") from exc
     return cluster
 
 
@@ -100,6 +101,23 @@ def unregister(identity: Identity, name: str) -> None:
             raise Conflict(f"volumes on cluster {name!r} are still recorded", code="cluster_in_use")
         session.delete(cluster)
     registry.connections.forget(name)
+
+
+PUBLIC_FIELDS = ("name", "conf_path", "keyring_path", "mon_host", "client_id", "is_default", "created_at")
+
+
+def get(identity: Identity, name: str) -> dict:
+    """The cluster (without its key) and what it offers (pools, file systems), or why it cannot
+    be reached."""
+    if not identity.sees_all_projects:
+        identity.require_admin()
+    with db.reading() as session:
+        cluster = resolve(session, name)
+    public = {field: getattr(cluster, field) for field in PUBLIC_FIELDS}
+    try:
+        return {**public, "reachable": True, **connection(cluster).describe()}
+    except RobinError as exc:
+        return {**public, "reachable": False, "error": exc.message}
 
 
 def check_reachable(cluster: CephCluster) -> None:

@@ -13,7 +13,7 @@ MiB = 2**20
 
 @pytest.fixture(scope="module")
 def conn(ceph_conf):
-    connection = CephConnection("test", ceph_conf, "admin", timeout=5)
+    connection = CephConnection("test", {"conf_path": ceph_conf, "client_id": "admin"}, timeout=5)
     yield connection
     connection.reset()
 

@@ -1,0 +1,113 @@
+"""Several Ceph clusters: a second dev cluster registered by monitors + key and by conf + keyring;
+discovery of its pools and file systems; volumes placed on it; connections kept apart."""
+from __future__ import annotations
+
+import configparser
+import tempfile
+from pathlib import Path
+
+import pytest
+import rados
+import rbd
+
+from robin.dev.cluster import DevCluster
+from tests.conftest import unique
+
+pytestmark = pytest.mark.integration
+MiB = 2**20
+
+
+@pytest.fixture(scope="module")
+def second_cluster():
+    cluster = DevCluster(Path(tempfile.mkdtemp(prefix="r2", dir="/tmp")))
+    try:
+        cluster.up()
+        yield cluster
+    finally:
+        cluster.down()
+
+
+def admin_key(cluster: DevCluster) -> str:
+    keyring = configparser.ConfigParser()
+    keyring.read(cluster.keyring_path)
+    return keyring["client.admin"]["key"]
+
+
+def mon_host(cluster: DevCluster) -> str:
+    for line in cluster.conf_path.read_text().splitlines():
+        if line.strip().startswith("mon host"):
+            return line.split("=", 1)[1].strip()
+    raise AssertionError("no mon host in the dev cluster's conf")
+
+
+@pytest.fixture()
+def registered(admin, second_cluster):
+    """register(**how) -> name; everything placed on it is purged and it is unregistered after."""
+    names = []
+
+    def register(**how) -> str:
+        name = unique("c2")
+        response = admin.post("/api/v2/clusters", json={"name": name, **how})
+        assert response.status_code == 201, response.json
+        assert "key" not in response.json and "cephx_key" not in response.json
+        names.append(name)
+        return name
+
+    yield register
+    for name in names:
+        assert admin.delete(f"/api/v2/clusters/{name}").status_code == 204
+
+
+def test_register_by_monitors_and_key_and_discover(admin, registered, second_cluster):
+    name = registered(mon_host=mon_host(second_cluster), key=admin_key(second_cluster))
+    detail = admin.get(f"/api/v2/clusters/{name}").json
+    assert detail["reachable"] is True and detail["mon_host"] == mon_host(second_cluster)
+    assert {"rbd", "cephfs_metadata", "cephfs_data"} <= set(detail["pools"])
+    assert detail["filesystems"] == ["cephfs"]
+    assert "key" not in detail and "cephx_key" not in detail
+    assert name in [cluster["name"] for cluster in admin.get("/api/v2/clusters").json]
+
+
+def test_volumes_on_the_second_cluster(admin, registered, second_cluster, new_project, rbd_ioctx):
+    name = registered(conf_path=str(second_cluster.conf_path), keyring_path=str(second_cluster.keyring_path))
+    project = new_project()
+    image = unique("img")
+    created = admin.post(f"/api/v2/projects/{project}/rbd-images",
+                         json={"name": image, "size_bytes": 8 * MiB, "cluster": name})
+    assert created.status_code == 201 and created.json["cluster"] == name
+    other = rados.Rados(conffile=str(second_cluster.conf_path))
+    other.connect(timeout=10)
+    try:
+        with other.open_ioctx("rbd") as ioctx:
+            assert image in rbd.RBD().list(ioctx)
+    finally:
+        other.shutdown()
+    assert image not in rbd.RBD().list(rbd_ioctx)  # not on the default cluster
+    # The same Ceph name on another cluster is another volume.
+    assert admin.post(f"/api/v2/projects/{new_project()}/rbd-images",
+                      json={"name": image, "size_bytes": 8 * MiB}).status_code == 201
+    purged = admin.delete(f"/api/v2/projects/{project}/rbd-images/{image}", query_string={"purge": "true"})
+    assert purged.status_code == 204
+    assert admin.delete(f"/api/v2/projects/{project}").status_code == 204
+
+
+@pytest.mark.parametrize("body, field", [
+    ({}, "conf_path"),
+    ({"mon_host": "127.0.0.1:1"}, "conf_path"),
+    ({"conf_path": "relative/ceph.conf"}, "conf_path"),
+])
+def test_registration_needs_a_way_in(admin, body, field):
+    response = admin.post("/api/v2/clusters", json={"name": unique("c"), **body})
+    assert response.status_code == 422 and field in response.json["error"]["details"]["fields"]
+
+
+def test_unreachable_cluster_is_described_not_failed(admin, registered, tmp_path):
+    name = registered(mon_host="v1:127.0.0.1:9", key="AQBogus==")
+    detail = admin.get(f"/api/v2/clusters/{name}").json
+    assert detail["reachable"] is False and detail["error"]
+
+
+def test_clusters_are_for_admins(as_role, new_project):
+    member = as_role("member", new_project())
+    assert member.get("/api/v2/clusters").status_code == 403
+    assert member.post("/api/v2/clusters", json={"name": unique("c"), "conf_path": "/x"}).status_code == 403
