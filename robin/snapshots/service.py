@@ -125,23 +125,40 @@ def remove(kind: Kind, snapshot: Snapshot, previous: SnapshotState) -> None:
 
 def rollback(identity: Identity, project: str, image_name: str, name: str) -> Snapshot:
     """Roll an RBD image back to a snapshot; refused while anything has the image open or locked,
-    since rewriting blocks under a mounted file system corrupts it."""
+    since rewriting blocks under a mounted file system corrupts it. The image takes the snapshot's
+    size again, so the row goes through `resizing` with the quota for the larger size reserved."""
     identity.require_write(project)
-    with db.unit_of_work() as session:
-        image = volumes.find(session, RBD, project, image_name)
-        snapshot = _find(session, RBD, image, name)
-        volumes.require_available(RBD, image, "rolled back")
+    image, snapshot = _begin_rollback(project, image_name, name)
     conn = volumes.ceph_connection(image)
-    users = rbd_ops.users(conn, image.pool, image.name)
-    if users:
-        raise Conflict(f"RBD image {image_name!r} is in use ({'; '.join(users)}); unmap or stop what uses it, "
-                       "then roll back", code="volume_in_use", details={"users": users})
-    rbd_ops.rollback(conn, image.pool, image.name, name)
+    try:
+        users = rbd_ops.users(conn, image.pool, image.name)
+        if users:
+            raise Conflict(f"RBD image {image_name!r} is in use ({'; '.join(users)}); unmap or stop what uses it, "
+                           "then roll back", code="volume_in_use", details={"users": users})
+        rbd_ops.rollback(conn, image.pool, image.name, name)
+    except RobinError:
+        volumes.set_state(image, VolumeState.AVAILABLE, target_size_bytes=None)
+        raise
+    crash_point("snapshot.rollback")
+    volumes.set_state(image, VolumeState.AVAILABLE, size_bytes=snapshot.size_bytes, target_size_bytes=None)
     return snapshot
 
 
-def live_snapshots(session: Session, kind: Kind, volume: Volume) -> list[Snapshot]:
-    return list(session.scalars(_live(kind, volume)))
+def _begin_rollback(project: str, image_name: str, name: str) -> tuple[RbdImage, Snapshot]:
+    with db.unit_of_work() as session:
+        project_row = projects.lock(session, project)
+        image = volumes.find(session, RBD, project, image_name)
+        snapshot = _find(session, RBD, image, name)
+        volumes.require_available(RBD, image, "rolled back")
+        if snapshot.state is not SnapshotState.AVAILABLE:
+            raise Conflict(f"snapshot {name!r} is {snapshot.state.value}; only an available one can be rolled "
+                           "back to", code="snapshot_busy", details={"state": snapshot.state.value})
+        if snapshot.size_bytes > image.size_bytes:
+            projects.reserve(session, project_row, add_bytes=snapshot.size_bytes - image.size_bytes)
+        image.state = VolumeState.RESIZING
+        image.target_size_bytes = snapshot.size_bytes
+        session.flush()
+        return image, snapshot
 
 
 # --- clones -------------------------------------------------------------------------------------

@@ -176,3 +176,28 @@ def test_auditor_cannot_snapshot(as_role, admin, project):
     base = f"/api/v2/projects/{project}/rbd-images/{image['name']}/snapshots"
     assert auditor.post(base, json={"name": "s"}).status_code == 403
     assert auditor.get(base).status_code == 200
+
+
+def test_rollback_takes_the_snapshots_size_with_its_quota(admin, new_project, rbd_ioctx, db_rows):
+    from robin.volumes.models import RbdImage
+
+    project = new_project(max_bytes=256 * MiB)
+    name = unique("v")
+    url = f"/api/v2/projects/{project}/rbd-images/{name}"
+    assert admin.post(f"/api/v2/projects/{project}/rbd-images",
+                      json={"name": name, "size_bytes": 128 * MiB}).status_code == 201
+    assert admin.post(f"{url}/snapshots", json={"name": "big"}).status_code == 201
+    assert admin.patch(url, json={"size_bytes": 64 * MiB, "allow_shrink": True}).status_code == 200
+    # Meanwhile the freed quota is used elsewhere: rolling back to 128 MiB would exceed it.
+    other = unique("v")
+    assert admin.post(f"/api/v2/projects/{project}/rbd-images",
+                      json={"name": other, "size_bytes": 192 * MiB}).status_code == 201
+    refused = admin.post(f"{url}/snapshots/big/rollback")
+    assert refused.status_code == 403 and refused.json["error"]["code"] == "quota_exceeded"
+    assert admin.delete(f"/api/v2/projects/{project}/rbd-images/{other}").status_code == 204
+    assert admin.post(f"{url}/snapshots/big/rollback").status_code == 200
+    with rbd.Image(rbd_ioctx, name, read_only=True) as image:
+        assert image.size() == 128 * MiB
+    [row] = db_rows(select(RbdImage).where(RbdImage.name == name))
+    assert row.size_bytes == 128 * MiB and row.state.value == "available" and row.target_size_bytes is None
+    assert admin.get(f"/api/v2/projects/{project}/usage").json["provisioned_bytes"] == 128 * MiB
