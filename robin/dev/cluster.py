@@ -32,6 +32,7 @@ FS_NAME = "cephfs"
 RBD_POOL = "rbd"
 FS_POOLS = ("cephfs_metadata", "cephfs_data")
 PG_NUM = 8
+DEAD_CLIENT_TIMEOUT_S = 30  # the least Ceph accepts
 # Thin: memstore only allocates what is written, this is just the size the OSD reports.
 MEMSTORE_BYTES = 16 << 30
 # Every mgr module is imported at start (~0.3 s each). Skip those robin has no use for; the
@@ -276,8 +277,11 @@ class DevCluster:
             ("osd", "pool", "application", "enable", RBD_POOL, "rbd"),  # = `rbd pool init`
             ("fs", "new", FS_NAME, *FS_POOLS),
         )
-        # A single MDS has no standby; without this the fs stays HEALTH_WARN.
-        self._ceph("fs", "set", FS_NAME, "standby_count_wanted", "0")
+        # A single MDS has no standby; without this the fs stays HEALTH_WARN. A client that died
+        # holding capabilities blocks others for session_timeout (60 s by default): tests kill
+        # robin workers on purpose, so a dev cluster gives up on dead clients sooner.
+        self._ceph_all(("fs", "set", FS_NAME, "standby_count_wanted", "0"),
+                       ("fs", "set", FS_NAME, "session_timeout", str(DEAD_CLIENT_TIMEOUT_S)))
 
     def _start_daemon(self, kind: str, daemon_id: str) -> None:
         name = f"{kind}.{daemon_id}"
