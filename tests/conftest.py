@@ -196,3 +196,24 @@ def db_rows(app):
             return list(session.scalars(statement).unique())
 
     return query
+
+
+@pytest.fixture(scope="session")
+def fs(ceph_conf):
+    """A libcephfs client of the test cluster's file system, to check what the API did."""
+    import cephfs
+
+    client = cephfs.LibCephFS(conffile=ceph_conf)
+    client.mount(filesystem_name=b"cephfs")
+    yield client
+    client.shutdown()
+
+
+def cephfs_exists(fs, path: str) -> bool:
+    import cephfs
+
+    try:
+        fs.stat(path)
+        return True
+    except cephfs.ObjectNotFound:
+        return False

@@ -83,17 +83,23 @@ def create_image(conn: CephConnection, pool: str, name: str, size_bytes: int, fe
                  metadata: dict[str, str]) -> None:
     what = f"creating RBD image {pool}/{name}"
     with conn.operation("rbd.create", what), conn.ioctx(pool) as ioctx:
-        try:
-            rbd.RBD().create(ioctx, name, size_bytes, old_format=False, features=feature_mask(features))
-        except rbd.ImageExists:
-            found = _owner(ioctx, name)
-            if found != owner:
-                raise CephAlreadyExists(f"RBD image {pool}/{name} already exists in Ceph and is not this volume",
-                                        details={"pool": pool, "image": name, "owner": found}) from None
-        # Marked after the create: a crash in between leaves an unmarked image, which is reported
-        # as drift and never deleted on a guess.
-        _set_owner(ioctx, name, owner)
-        _set_metadata(ioctx, name, metadata)
+        _make_owned(ioctx, pool, name, owner, metadata, lambda: rbd.RBD().create(
+            ioctx, name, size_bytes, old_format=False, features=feature_mask(features)))
+
+
+def _make_owned(ioctx: rados.Ioctx, pool: str, name: str, owner: str, metadata: dict[str, str], make) -> None:
+    """Run `make`, which creates the image; one that exists already counts as made only if robin
+    recorded this owner for it. The mark comes after the image: a crash in between leaves an
+    unmarked image, which the reconciler judges by its creation time and never deletes on a guess."""
+    try:
+        make()
+    except rbd.ImageExists:
+        found = _owner(ioctx, name)
+        if found != owner:
+            raise CephAlreadyExists(f"RBD image {pool}/{name} already exists in Ceph and is not this volume",
+                                    details={"pool": pool, "image": name, "owner": found}) from None
+    _set_owner(ioctx, name, owner)
+    _set_metadata(ioctx, name, metadata)
 
 
 def _set_metadata(ioctx: rados.Ioctx, name: str, metadata: dict[str, str]) -> None:
@@ -198,15 +204,8 @@ def clone(conn: CephConnection, pool: str, parent: str, snapshot: str, name: str
     """A copy-on-write clone (format 2: the parent snapshot needs no protection). Idempotent like
     create_image: a clone robin already made under this owner is success."""
     with conn.operation("rbd.clone", f"cloning {pool}/{parent}@{snapshot} to {name}"), conn.ioctx(pool) as ioctx:
-        try:
-            rbd.RBD().clone(ioctx, parent, snapshot, ioctx, name, features=feature_mask(features))
-        except rbd.ImageExists:
-            found = _owner(ioctx, name)
-            if found != owner:
-                raise CephAlreadyExists(f"RBD image {pool}/{name} already exists in Ceph and is not this volume",
-                                        details={"pool": pool, "image": name, "owner": found}) from None
-        _set_owner(ioctx, name, owner)
-        _set_metadata(ioctx, name, metadata)
+        _make_owned(ioctx, pool, name, owner, metadata, lambda: rbd.RBD().clone(
+            ioctx, parent, snapshot, ioctx, name, features=feature_mask(features)))
 
 
 def flatten(conn: CephConnection, pool: str, name: str) -> None:

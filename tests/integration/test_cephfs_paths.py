@@ -10,19 +10,13 @@ from sqlalchemy import select
 
 from robin.ceph.cephfs_ops import OWNER_XATTR
 from robin.volumes.models import CephfsPath, VolumeState
+from tests.conftest import cephfs_exists as exists
 from tests.conftest import unique
 from tests.support.net import wait_until
 
 pytestmark = pytest.mark.integration
 MiB, GiB = 2**20, 2**30
 
-
-@pytest.fixture(scope="module")
-def fs(ceph_conf):
-    client = cephfs.LibCephFS(conffile=ceph_conf)
-    client.mount(filesystem_name=b"cephfs")
-    yield client
-    client.shutdown()
 
 
 def xattr(fs, path, name) -> str | None:
@@ -31,13 +25,6 @@ def xattr(fs, path, name) -> str | None:
     except cephfs.NoData:
         return None
 
-
-def exists(fs, path) -> bool:
-    try:
-        fs.stat(path)
-        return True
-    except cephfs.ObjectNotFound:
-        return False
 
 
 def rows(db_rows, name):

@@ -13,13 +13,6 @@ pytestmark = pytest.mark.integration
 MiB = 2**20
 
 
-@pytest.fixture(scope="module")
-def fs(ceph_conf):
-    client = cephfs.LibCephFS(conffile=ceph_conf)
-    client.mount(filesystem_name=b"cephfs")
-    yield client
-    client.shutdown()
-
 
 @pytest.fixture()
 def project(new_project):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import cephfs
 import pytest
 import rbd
 from sqlalchemy import select
@@ -12,30 +11,17 @@ from sqlalchemy import select
 from robin.db import utcnow
 from robin.volumes import service
 from robin.volumes.models import CephfsPath, RbdImage, VolumeState
+from tests.conftest import cephfs_exists as exists
 from tests.conftest import unique
 
 pytestmark = pytest.mark.integration
 MiB, GiB = 2**20, 2**30
 
 
-@pytest.fixture(scope="module")
-def fs(ceph_conf):
-    client = cephfs.LibCephFS(conffile=ceph_conf)
-    client.mount(filesystem_name=b"cephfs")
-    yield client
-    client.shutdown()
-
 
 def trash_names(ioctx) -> set[str]:
     return {entry["name"] for entry in rbd.RBD().trash_list(ioctx)}
 
-
-def exists(fs, path) -> bool:
-    try:
-        fs.stat(path)
-        return True
-    except cephfs.ObjectNotFound:
-        return False
 
 
 def purge_everything_due(app, later=timedelta(days=365)):
