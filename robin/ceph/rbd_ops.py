@@ -179,17 +179,17 @@ def list_snapshots(conn: CephConnection, pool: str, name: str) -> list[str]:
 def users(conn: CephConnection, pool: str, name: str) -> list[str]:
     """Who has the image open or locked, other than robin's own connection: its watchers (a mapped
     or opened image has one) and exclusive-lock owners."""
-    with conn.operation("rbd.status", f"reading the users of {pool}/{name}"), conn.ioctx(pool) as ioctx:
-        return _users(conn, ioctx, name)
-
-
-def _users(conn: CephConnection, ioctx: rados.Ioctx, name: str) -> list[str]:
     # Opened read-write: librbd answers lock queries only then. Opening takes no lock; its watch
-    # is robin's own and is left out below.
-    with rbd.Image(ioctx, name) as image:
-        me = conn.rados().get_instance_id()
-        watchers = [f"watcher client.{w['id']} at {w['addr']}" for w in image.watchers_list() if w["id"] != me]
-        owners = [f"lock owner {owner['owner']}" for owner in image.lock_get_owners()]
+    # is robin's own and is left out.
+    with conn.operation("rbd.status", f"reading the users of {pool}/{name}"), conn.ioctx(pool) as ioctx, \
+            rbd.Image(ioctx, name) as image:
+        return _users(conn, image)
+
+
+def _users(conn: CephConnection, image: rbd.Image) -> list[str]:
+    me = conn.rados().get_instance_id()
+    watchers = [f"watcher client.{w['id']} at {w['addr']}" for w in image.watchers_list() if w["id"] != me]
+    owners = [f"lock owner {owner['owner']}" for owner in image.lock_get_owners()]
     return watchers + owners
 
 
@@ -224,12 +224,14 @@ def trash_move(conn: CephConnection, pool: str, name: str, delay_s: int) -> str 
     volume whose create never reached Ceph). Idempotent: an image already moved is found there."""
     with conn.operation("rbd.trash_move", f"moving RBD image {pool}/{name} to the trash"), \
             conn.ioctx(pool) as ioctx:
-        image_id = _image_id(ioctx, name)
-        if image_id is None:
+        try:
+            # One open (read-write, for the lock query) gives both the id and the users.
+            with rbd.Image(ioctx, name) as image:
+                image_id, in_use = image.id(), _users(conn, image)
+        except rbd.ImageNotFound:
             return _trash_id(ioctx, name)
         # Ceph moves an image that is mapped somewhere without complaint; robin refuses, as a
         # remove would (EBUSY).
-        in_use = _users(conn, ioctx, name)
         if in_use:
             raise CephBusy(f"RBD image {pool}/{name} is in use ({'; '.join(in_use)})",
                            details={"pool": pool, "image": name, "users": in_use})
