@@ -37,6 +37,11 @@ class Leadership:
             self._held = self._try_sqlite() if self._url.get_backend_name() == "sqlite" else self._try_postgres()
         return self._held is not None
 
+    def release(self) -> None:
+        if self._held is not None:
+            self._held.close()  # closing the file drops the flock; closing the session, the advisory lock
+            self._held = None
+
     def _try_sqlite(self):
         handle = open(Path(self._url.database).with_suffix(".maintenance.lock"), "a")
         try:

@@ -1,4 +1,8 @@
 """The WSGI entry point gunicorn loads in each worker: `robin.wsgi:app`."""
-from robin import create_app
+from robin import create_app, log
+from robin.config import Settings
 
-app = create_app()
+settings = Settings.from_env()
+# A worker is a fresh interpreter (robin serve execs gunicorn): set up the JSON log lines here.
+log.configure(settings.log_level)
+app = create_app(settings)
