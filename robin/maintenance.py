@@ -39,7 +39,7 @@ class Leadership:
 
     def release(self) -> None:
         if self._held is not None:
-            self._held.close()  # closing the file drops the flock; closing the session, the advisory lock
+            self._held()
             self._held = None
 
     def _try_sqlite(self):
@@ -49,15 +49,22 @@ class Leadership:
         except BlockingIOError:
             handle.close()
             return None
-        return handle
+        return handle.close  # closing the file drops the lock
 
     def _try_postgres(self):
         connection = db.engine.connect()
         if connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY}).scalar():
             connection.commit()
-            return connection
+            return lambda: self._unlock_postgres(connection)
         connection.close()
         return None
+
+    @staticmethod
+    def _unlock_postgres(connection) -> None:
+        # Explicitly: closing only returns the session, lock and all, to the pool.
+        connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY})
+        connection.commit()
+        connection.close()
 
 
 def run_once(app: Flask) -> None:
