@@ -12,10 +12,11 @@ in `creating`, `resizing` or `deleting` for the reconciler:
 from __future__ import annotations
 
 import logging
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -88,19 +89,34 @@ def create(identity: Identity, kind: Kind, project: str, spec: dict) -> Volume:
 
 
 def reserve_new(kind: Kind, project: str, spec: dict, placement: dict) -> Volume:
+    """Insert the row in `creating`, its quota reserved in the same transaction. The row goes in
+    as a Core insert of the object's columns (half the cost of an ORM flush); the object stays
+    detached and is what the caller returns."""
     try:
         with db.unit_of_work() as session:
             cluster = clusters.resolve(session, spec.get("cluster"))
             project_row = projects.lock(session, project)
             projects.reserve(session, project_row, add_bytes=spec["size_bytes"], add_volumes=1)
-            volume = kind.model(project=project_row, cluster=cluster, name=spec["name"],
-                                size_bytes=spec["size_bytes"], state=VolumeState.CREATING, **placement)
-            session.add(volume)
-            session.flush()
+            now = utcnow()
+            volume = kind.model(**{"id": str(uuid.uuid4()), **placement}, project=project_row, cluster=cluster,
+                                project_id=project_row.id, cluster_id=cluster.id, name=spec["name"],
+                                size_bytes=spec["size_bytes"], state=VolumeState.CREATING, created_at=now,
+                                updated_at=now)
+            session.execute(insert(kind.model.__table__), [_column_values(volume)])
             return volume
     except IntegrityError as exc:
         # The unique indexes on live rows are the name check, races included.
         raise _name_taken(kind, spec["name"], spec.get("cluster") or clusters.DEFAULT_NAME) from exc
+
+
+def _column_values(volume: Volume) -> dict:
+    table = type(volume).__table__
+    values = {}
+    for attr in type(volume).__mapper__.column_attrs:
+        column = attr.columns[0]
+        if column.table is table and attr.key in volume.__dict__:
+            values[column.name] = volume.__dict__[attr.key]
+    return values
 
 
 def undo_create(kind: Kind, volume: Volume, cause: RobinError) -> None:
