@@ -1,0 +1,572 @@
+"""The test Kubernetes API server (tests/kube_apiserver) against the real kubectl and the official Python client."""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.kube_apiserver import KubeApiServer
+
+kubernetes = pytest.importorskip("kubernetes")
+from kubernetes import client as k8s  # noqa: E402
+from kubernetes import config as k8s_config  # noqa: E402
+from kubernetes import watch as k8s_watch  # noqa: E402
+from kubernetes.client.rest import ApiException  # noqa: E402
+
+KUBECTL = shutil.which("kubectl")
+needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def eventually(check, timeout=10.0, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def server():
+    with KubeApiServer.running(bookmark_interval=0.3) as server:
+        yield server
+
+
+@pytest.fixture
+def api_client(server):
+    api_client = k8s_config.new_client_from_config(config_file=server.kubeconfig_path)
+    try:
+        yield api_client
+    finally:
+        api_client.close()
+
+
+@pytest.fixture
+def core(api_client):
+    return k8s.CoreV1Api(api_client)
+
+
+def pvc_body(name, storage="1Gi", **spec):
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": storage}}, **spec}}
+
+
+def pv_body(name, claim_namespace=None, claim_name=None, storage="1Gi"):
+    spec = {"capacity": {"storage": storage}, "accessModes": ["ReadWriteOnce"],
+            "csi": {"driver": "robin.example.com", "volumeHandle": name}}
+    if claim_name:
+        spec["claimRef"] = {"namespace": claim_namespace, "name": claim_name}
+    return {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name}, "spec": spec}
+
+
+def raw(server, method, path, body=None, content_type="application/json", token=True):
+    """A plain HTTP request; returns (status, headers, parsed JSON body or text)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(server.url + path, data=data, method=method)
+    request.add_header("Content-Type", content_type)
+    if token:
+        request.add_header("Authorization", f"Bearer {server.token if token is True else token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, headers, payload = response.status, response.headers, response.read()
+    except urllib.error.HTTPError as e:
+        status, headers, payload = e.code, e.headers, e.read()
+    try:
+        return status, headers, json.loads(payload)
+    except ValueError:
+        return status, headers, payload.decode()
+
+
+def first_event(body):
+    """The first event of a watch stream read by raw() (which parses a one-line stream itself)."""
+    return json.loads(body.splitlines()[0]) if isinstance(body, str) else body
+
+
+# --- kubectl ------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def kubectl(server, tmp_path):
+    def run(*args, check=True, timeout=30):
+        result = subprocess.run([KUBECTL, "--kubeconfig", server.kubeconfig_path, "--cache-dir",
+                                 str(tmp_path / "kube-cache"), *args], capture_output=True, text=True,
+                                timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+        return result
+    return run
+
+
+MANIFESTS = """\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: demo
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: robin
+  annotations:
+    storageclass.kubernetes.io/is-default-class: "true"
+provisioner: robin.example.com
+parameters:
+  pool: rbd
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: data
+  namespace: demo
+  labels:
+    app: robin
+spec:
+  accessModes: [ReadWriteOnce]
+  resources:
+    requests:
+      storage: 1Gi
+"""
+
+PV_MANIFEST = """\
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: pv-data
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  storageClassName: robin
+  claimRef: {namespace: demo, name: data}
+  csi: {driver: robin.example.com, volumeHandle: vol-1}
+"""
+
+
+@needs_kubectl
+def test_kubectl_create_get_patch_wait_delete(server, kubectl, tmp_path):
+    (tmp_path / "manifests.yaml").write_text(MANIFESTS)
+    (tmp_path / "pv.yaml").write_text(PV_MANIFEST)
+
+    out = kubectl("create", "-f", str(tmp_path / "manifests.yaml")).stdout  # default (strict) validation
+    assert "namespace/demo created" in out and "persistentvolumeclaim/data created" in out
+    assert "already exists" in kubectl("create", "-f", str(tmp_path / "manifests.yaml"), check=False).stderr
+
+    pvc = json.loads(kubectl("get", "pvc", "-n", "demo", "-o", "json").stdout)["items"][0]
+    assert pvc["metadata"]["name"] == "data" and pvc["status"]["phase"] == "Pending"
+    assert pvc["spec"]["storageClassName"] == "robin"  # the default StorageClass was applied
+    assert int(pvc["metadata"]["resourceVersion"]) > 0 and pvc["metadata"]["uid"]
+    assert json.loads(kubectl("get", "sc", "robin", "-o", "json").stdout)["reclaimPolicy"] == "Delete"
+    assert "data" in kubectl("get", "pvc", "-n", "demo", "-l", "app=robin").stdout
+
+    kubectl("patch", "pvc", "data", "-n", "demo", "-p", '{"metadata":{"labels":{"tier":"gold"},'
+                                                         '"finalizers":["robin.example.com/keep"]}}')
+    kubectl("patch", "pvc", "data", "-n", "demo", "--type", "merge", "-p", '{"metadata":{"annotations":{"a":"b"}}}')
+    kubectl("patch", "pvc", "data", "-n", "demo", "--type", "json",
+            "-p", '[{"op":"replace","path":"/metadata/labels/tier","value":"silver"}]')
+    pvc = json.loads(kubectl("get", "pvc", "data", "-n", "demo", "-o", "json").stdout)
+    assert pvc["metadata"]["labels"] == {"app": "robin", "tier": "silver"}
+    assert pvc["metadata"]["annotations"] == {"a": "b"}
+    assert pvc["metadata"]["finalizers"] == ["kubernetes.io/pvc-protection", "robin.example.com/keep"]
+    invalid = kubectl("patch", "pvc", "data", "-n", "demo", "-p", '{"spec":{"accessModes":["ReadWriteMany"]}}',
+                      check=False)
+    assert invalid.returncode != 0 and "immutable" in invalid.stderr
+
+    waiter = subprocess.Popen([KUBECTL, "--kubeconfig", server.kubeconfig_path, "--cache-dir",
+                               str(tmp_path / "kube-cache"), "wait", "--for=jsonpath={.status.phase}=Bound",
+                               "pvc/data", "-n", "demo", "--timeout=30s"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        eventually(lambda: server.watch_requests > 0, what="kubectl wait to watch")
+        kubectl("create", "-f", str(tmp_path / "pv.yaml"))
+        out, err = waiter.communicate(timeout=30)
+    finally:
+        waiter.kill()
+        waiter.wait()
+    assert waiter.returncode == 0, err
+    assert "condition met" in out
+    pvc = json.loads(kubectl("get", "pvc", "data", "-n", "demo", "-o", "json").stdout)
+    assert pvc["spec"]["volumeName"] == "pv-data"
+    assert pvc["status"] == {"phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"}}
+    pv = json.loads(kubectl("get", "pv", "pv-data", "-o", "json").stdout)
+    assert pv["status"]["phase"] == "Bound" and pv["spec"]["claimRef"]["uid"] == pvc["metadata"]["uid"]
+
+    # Deleting waits for our finalizer: kubectl gives up waiting, the PVC stays with a deletionTimestamp.
+    kubectl("delete", "pvc", "data", "-n", "demo", "--wait=false")
+    pvc = json.loads(kubectl("get", "pvc", "data", "-n", "demo", "-o", "json").stdout)
+    assert pvc["metadata"]["deletionTimestamp"] and pvc["metadata"]["finalizers"] == ["robin.example.com/keep"]
+    kubectl("patch", "pvc", "data", "-n", "demo", "--type", "json",
+            "-p", '[{"op":"remove","path":"/metadata/finalizers"}]')
+    assert "NotFound" in kubectl("get", "pvc", "data", "-n", "demo", check=False).stderr
+    kubectl("wait", "--for=jsonpath={.status.phase}=Released", "pv/pv-data", "--timeout=10s")
+
+    kubectl("delete", "pv", "pv-data", "--timeout=10s")
+    kubectl("delete", "-f", str(tmp_path / "manifests.yaml"), "--ignore-not-found", "--timeout=10s")
+    assert "demo" not in kubectl("get", "ns", "-o", "name").stdout
+    assert json.loads(kubectl("get", "sc", "-o", "json").stdout)["items"] == []
+
+
+@needs_kubectl
+def test_kubectl_discovery_and_version(kubectl):
+    resources = kubectl("api-resources", "--no-headers").stdout
+    for line in ("persistentvolumeclaims   pvc", "persistentvolumes        pv", "storageclasses           sc",
+                 "namespaces               ns", "leases", "events"):
+        assert " ".join(line.split()) in " ".join(resources.split()), resources
+    version = json.loads(kubectl("version", "-o", "json").stdout)
+    assert version["serverVersion"]["major"] == "1"
+
+
+@needs_kubectl
+def test_standalone_server_for_kubectl(tmp_path):
+    kubeconfig = tmp_path / "kubeconfig"
+    process = subprocess.Popen([sys.executable, "-m", "tests.kube_apiserver", "--port", "0", "--kubeconfig",
+                                str(kubeconfig)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        line = process.stdout.readline()
+        assert "listening on http://127.0.0.1:" in line, line + process.stderr.read()
+        assert kubeconfig.exists()
+        result = subprocess.run([KUBECTL, "--kubeconfig", str(kubeconfig), "--cache-dir", str(tmp_path / "cache"),
+                                 "get", "ns", "default", "-o", "name"], capture_output=True, text=True, timeout=30)
+        assert result.stdout.strip() == "namespace/default", result.stderr
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0
+
+
+# --- Python client ------------------------------------------------------------------------------------------
+
+def test_list_then_watch_sees_added_modified_deleted(server, core):
+    listing = core.list_namespaced_persistent_volume_claim("default")
+    assert listing.items == []
+    rv = listing.metadata.resource_version
+
+    core.create_namespaced_persistent_volume_claim("default", pvc_body("a"))
+    core.patch_namespaced_persistent_volume_claim("a", "default", {"metadata": {"labels": {"x": "y"}}})
+    core.delete_namespaced_persistent_volume_claim("a", "default")  # pvc-protection goes away at once
+
+    seen = []
+    w = k8s_watch.Watch()
+    for event in w.stream(core.list_namespaced_persistent_volume_claim, "default", resource_version=rv,
+                          timeout_seconds=10):
+        seen.append((event["type"], event["object"].metadata.name))
+        if event["type"] == "DELETED":
+            w.stop()
+    assert seen[0] == ("ADDED", "a") and seen[-1] == ("DELETED", "a")
+    assert {t for t, _ in seen[1:-1]} == {"MODIFIED"}
+
+    # Cluster-wide watch of a namespaced kind, without resourceVersion: synthetic ADDED for what exists.
+    core.create_namespaced_persistent_volume_claim("kube-system", pvc_body("b"))
+    w = k8s_watch.Watch()
+    for event in w.stream(core.list_persistent_volume_claim_for_all_namespaces, timeout_seconds=10):
+        assert (event["type"], event["object"].metadata.namespace) == ("ADDED", "kube-system")
+        w.stop()
+
+
+def test_selectors_limit_and_continue(server, core):
+    for i in range(5):
+        core.create_namespaced_persistent_volume_claim(
+            "default", {**pvc_body(f"p{i}"), "metadata": {"name": f"p{i}", "labels": {"even": str(i % 2 == 0)}}})
+    names = [p.metadata.name for p in core.list_namespaced_persistent_volume_claim(
+        "default", label_selector="even=True").items]
+    assert names == ["p0", "p2", "p4"]
+    assert [p.metadata.name for p in core.list_namespaced_persistent_volume_claim(
+        "default", label_selector="even in (False),!missing").items] == ["p1", "p3"]
+    assert [p.metadata.name for p in core.list_namespaced_persistent_volume_claim(
+        "default", field_selector="metadata.name=p3").items] == ["p3"]
+    page = core.list_namespaced_persistent_volume_claim("default", limit=2)
+    pages = [[p.metadata.name for p in page.items]]
+    while page.metadata._continue:
+        page = core.list_namespaced_persistent_volume_claim("default", limit=2, _continue=page.metadata._continue)
+        pages.append([p.metadata.name for p in page.items])
+    assert pages == [["p0", "p1"], ["p2", "p3"], ["p4"]]
+
+
+def test_resource_versions_and_conflicts(server, core):
+    created = core.create_namespaced_persistent_volume_claim("default", pvc_body("c"))
+    assert created.metadata.uid and created.metadata.generation == 1
+    with pytest.raises(ApiException) as exists:
+        core.create_namespaced_persistent_volume_claim("default", pvc_body("c"))
+    assert exists.value.status == 409 and json.loads(exists.value.body)["reason"] == "AlreadyExists"
+
+    stale = core.read_namespaced_persistent_volume_claim("c", "default")
+    stale.metadata.labels = {"first": "yes"}
+    updated = core.replace_namespaced_persistent_volume_claim("c", "default", stale)
+    assert int(updated.metadata.resource_version) > int(stale.metadata.resource_version)
+    stale.metadata.labels = {"second": "yes"}
+    with pytest.raises(ApiException) as conflict:
+        core.replace_namespaced_persistent_volume_claim("c", "default", stale)
+    status = json.loads(conflict.value.body)
+    assert conflict.value.status == 409 and status["kind"] == "Status" and status["reason"] == "Conflict"
+    assert "the object has been modified" in status["message"]
+    # A patch carrying a stale resourceVersion is a precondition that fails too.
+    with pytest.raises(ApiException) as patch_conflict:
+        core.patch_namespaced_persistent_volume_claim(
+            "c", "default", {"metadata": {"resourceVersion": stale.metadata.resource_version, "labels": {"z": "1"}}})
+    assert patch_conflict.value.status == 409
+    # Status goes through the status subresource only; spec changes bump generation.
+    pvc = core.read_namespaced_persistent_volume_claim("c", "default")
+    pvc.status.phase = "Lost"
+    assert core.replace_namespaced_persistent_volume_claim("c", "default", pvc).status.phase == "Pending"
+    pvc = core.read_namespaced_persistent_volume_claim("c", "default")
+    pvc.status.phase = "Lost"
+    assert core.replace_namespaced_persistent_volume_claim_status("c", "default", pvc).status.phase == "Lost"
+    grown = core.patch_namespaced_persistent_volume_claim("c", "default",
+                                                          {"spec": {"resources": {"requests": {"storage": "2Gi"}}}})
+    assert grown.metadata.generation == 2
+    with pytest.raises(ApiException) as missing:
+        core.read_namespaced_persistent_volume_claim("nope", "default")
+    assert missing.value.status == 404 and json.loads(missing.value.body)["reason"] == "NotFound"
+    with pytest.raises(ApiException) as no_namespace:
+        core.create_namespaced_persistent_volume_claim("nowhere", pvc_body("c"))
+    assert no_namespace.value.status == 404
+
+
+def test_finalizers_and_deletion_timestamp(server, core):
+    body = pvc_body("f")
+    body["metadata"]["finalizers"] = ["robin.example.com/cleanup"]
+    core.create_namespaced_persistent_volume_claim("default", body)
+    rv = core.list_namespaced_persistent_volume_claim("default").metadata.resource_version
+    core.delete_namespaced_persistent_volume_claim("f", "default")
+    deleting = core.read_namespaced_persistent_volume_claim("f", "default")
+    assert deleting.metadata.deletion_timestamp is not None
+    assert deleting.metadata.finalizers == ["robin.example.com/cleanup"]
+    with pytest.raises(ApiException) as forbidden:
+        core.patch_namespaced_persistent_volume_claim("f", "default", {"metadata": {"finalizers": ["new/one"]}})
+    assert forbidden.value.status == 422
+    core.patch_namespaced_persistent_volume_claim(
+        "f", "default", [{"op": "remove", "path": "/metadata/finalizers"}])
+    with pytest.raises(ApiException) as gone:
+        core.read_namespaced_persistent_volume_claim("f", "default")
+    assert gone.value.status == 404
+    types, w = [], k8s_watch.Watch()
+    for event in w.stream(core.list_namespaced_persistent_volume_claim, "default", resource_version=rv,
+                          timeout_seconds=10):
+        types.append(event["type"])
+        if event["type"] == "DELETED":
+            w.stop()
+    assert types[-1] == "DELETED" and "MODIFIED" in types
+
+
+def test_pv_controller_binds_and_releases(server, core):
+    core.create_namespaced_persistent_volume_claim("default", pvc_body("claim", storageClassName="fast"))
+    core.create_persistent_volume(pv_body("vol", "default", "claim", storage="5Gi"))
+    pvc = core.read_namespaced_persistent_volume_claim("claim", "default")
+    assert pvc.status.phase == "Bound" and pvc.spec.volume_name == "vol"
+    assert pvc.status.capacity == {"storage": "5Gi"} and pvc.status.access_modes == ["ReadWriteOnce"]
+    pv = core.read_persistent_volume("vol")
+    assert pv.status.phase == "Bound" and pv.spec.claim_ref.uid == pvc.metadata.uid
+    # A PV that is not named by any claim stays Available; a claim naming a volume binds to it.
+    core.create_persistent_volume(pv_body("spare"))
+    assert core.read_persistent_volume("spare").status.phase == "Available"
+    core.create_namespaced_persistent_volume_claim("default", pvc_body("explicit", volumeName="spare"))
+    assert core.read_namespaced_persistent_volume_claim("explicit", "default").status.phase == "Bound"
+    assert core.read_persistent_volume("spare").spec.claim_ref.name == "explicit"
+    # Deleting a bound PV waits (pv-protection); deleting its claim releases it, and then it goes.
+    core.delete_persistent_volume("vol")
+    assert core.read_persistent_volume("vol").metadata.deletion_timestamp is not None
+    core.delete_namespaced_persistent_volume_claim("explicit", "default")
+    assert core.read_persistent_volume("spare").status.phase == "Released"
+    core.delete_namespaced_persistent_volume_claim("claim", "default")
+    with pytest.raises(ApiException):
+        core.read_persistent_volume("vol")
+
+
+def test_storage_classes_events_and_leases(server, api_client, core):
+    storage = k8s.StorageV1Api(api_client)
+    storage.create_storage_class({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                                  "metadata": {"name": "sc"}, "provisioner": "robin.example.com"})
+    assert [s.metadata.name for s in storage.list_storage_class().items] == ["sc"]
+
+    event = core.create_namespaced_event("default", {
+        "metadata": {"generateName": "claim."}, "involvedObject": {"kind": "PersistentVolumeClaim", "name": "x",
+                                                                   "namespace": "default"},
+        "reason": "Provisioning", "message": "hello", "type": "Normal"})
+    assert event.metadata.name.startswith("claim.")
+    found = core.list_namespaced_event("default", field_selector="involvedObject.name=x,reason=Provisioning")
+    assert [e.message for e in found.items] == ["hello"]
+
+    coordination = k8s.CoordinationV1Api(api_client)
+    lease = coordination.create_namespaced_lease("kube-system", {
+        "metadata": {"name": "robin-leader"}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}})
+    lease.spec.holder_identity = "b"
+    assert coordination.replace_namespaced_lease("robin-leader", "kube-system", lease).spec.holder_identity == "b"
+    lease.spec.holder_identity = "c"  # a competing candidate with the old resourceVersion loses
+    with pytest.raises(ApiException) as conflict:
+        coordination.replace_namespaced_lease("robin-leader", "kube-system", lease)
+    assert conflict.value.status == 409
+
+
+def test_watch_bookmarks(server, core):
+    rv = core.list_namespaced_persistent_volume_claim("default").metadata.resource_version
+    seen = []
+    w = k8s_watch.Watch()
+    for event in w.stream(core.list_namespaced_persistent_volume_claim, "default", resource_version=rv,
+                          allow_watch_bookmarks=True, timeout_seconds=10):
+        seen.append(event["type"])
+        if event["type"] == "BOOKMARK":
+            assert int(event["raw_object"]["metadata"]["resourceVersion"]) >= int(rv)
+            w.stop()
+    assert seen == ["BOOKMARK"]
+
+
+def test_watch_from_compacted_resource_version_gets_410(server, core):
+    rv = core.list_namespaced_persistent_volume_claim("default").metadata.resource_version
+    core.create_namespaced_persistent_volume_claim("default", pvc_body("old"))
+    server.faults.compact()
+    with pytest.raises(ApiException) as expired:
+        for _ in k8s_watch.Watch().stream(core.list_namespaced_persistent_volume_claim, "default",
+                                          resource_version=rv, timeout_seconds=5):
+            pass
+    assert expired.value.status == 410
+    # The raw stream: HTTP 200, then an ERROR event carrying a 410 Status, then the end.
+    status, _, body = raw(server, "GET", f"/api/v1/namespaces/default/persistentvolumeclaims?watch=true"
+                                         f"&resourceVersion={rv}")
+    event = first_event(body)
+    assert status == 200 and event["type"] == "ERROR"
+    assert event["object"]["code"] == 410 and event["object"]["reason"] == "Expired"
+    # Continue tokens from before a compaction are too old as well.
+    core.create_namespaced_persistent_volume_claim("default", pvc_body("old2"))
+    page = core.list_namespaced_persistent_volume_claim("default", limit=1)
+    core.create_namespaced_persistent_volume_claim("default", pvc_body("old3"))
+    server.faults.compact()  # the page's resourceVersion is now older than the oldest one kept
+    with pytest.raises(ApiException) as expired_continue:
+        core.list_namespaced_persistent_volume_claim("default", limit=1, _continue=page.metadata._continue)
+    assert expired_continue.value.status == 410
+    # The history is bounded: a small one forgets old resourceVersions by itself.
+    with KubeApiServer.running(history_size=3) as small:
+        status, _, listing = raw(small, "GET", "/api/v1/namespaces")
+        for i in range(4):
+            raw(small, "POST", "/api/v1/namespaces", {"metadata": {"name": f"n{i}"}})
+        _, _, body = raw(small, "GET", f"/api/v1/namespaces?watch=1&resourceVersion="
+                                       f"{listing['metadata']['resourceVersion']}")
+        assert first_event(body)["object"]["code"] == 410
+
+
+def test_injected_500s_and_429s(server, core):
+    server.faults.fail_requests(500, count=2)
+    for _ in range(2):
+        with pytest.raises(ApiException) as failed:
+            core.list_namespace()
+        assert failed.value.status == 500 and json.loads(failed.value.body)["reason"] == "InternalError"
+    assert core.list_namespace().items
+    server.faults.fail_requests(500, seconds=0.3)
+    with pytest.raises(ApiException):
+        core.list_namespace()
+    eventually(lambda: _succeeds(core.list_namespace), what="the 500s to stop")
+    # 429 carries Retry-After, which urllib3 (under the Python client) honours by retrying by itself.
+    failed_before = server.faults.failed
+    server.faults.fail_requests(429, count=2, retry_after=0)
+    assert core.list_namespace().items
+    assert server.faults.failed == failed_before + 2
+    server.faults.fail_requests(503, path_contains="persistentvolumes", method="GET")
+    assert core.list_namespace().items is not None
+    with pytest.raises(ApiException) as unavailable:
+        core.list_persistent_volume()
+    assert unavailable.value.status == 503
+    server.faults.clear()
+    assert core.list_persistent_volume().items == []
+
+
+def _succeeds(call) -> bool:
+    try:
+        call()
+        return True
+    except ApiException:
+        return False
+
+
+def test_fault_admin_endpoint_and_auth(server):
+    status, _, _ = raw(server, "POST", "/_faults/fail", {"status": 429, "count": 1, "retryAfter": 3})
+    assert status == 200
+    status, headers, body = raw(server, "GET", "/api/v1/namespaces")
+    assert status == 429 and headers["Retry-After"] == "3" and body["reason"] == "TooManyRequests"
+    assert raw(server, "GET", "/api/v1/namespaces")[0] == 200
+    status, _, body = raw(server, "POST", "/_faults/compact", {})
+    assert status == 200 and int(body["compactedResourceVersion"]) > 0
+    assert raw(server, "POST", "/_faults/drop-watches", {"abruptly": True})[0] == 200
+    assert raw(server, "GET", "/api/v1/namespaces", token="wrong")[0] == 401
+    assert raw(server, "GET", "/api/v1/namespaces", token=False)[0] == 200  # anonymous, as kubectl over http
+    assert raw(server, "GET", "/api/v1/nonsense")[0] == 404
+    assert raw(server, "PATCH", "/api/v1/namespaces/default", {}, content_type="application/apply-patch+yaml")[0] \
+        == 415
+
+
+def _watch_in_thread(core):
+    """Streams PVC events of `default` into a queue from a thread; returns (watch, queue, thread, errors)."""
+    events, errors = queue.Queue(), []
+    w = k8s_watch.Watch()
+
+    def consume():
+        try:
+            for event in w.stream(core.list_namespaced_persistent_volume_claim, "default"):
+                events.put((event["type"], event["object"].metadata.name))
+        except Exception as e:  # noqa: BLE001 - handed to the test
+            errors.append(e)
+        finally:
+            events.put(None)
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    return w, events, thread, errors
+
+
+def test_dropped_watch_is_resumed_by_the_client(server, core):
+    w, events, thread, errors = _watch_in_thread(core)
+    try:
+        core.create_namespaced_persistent_volume_claim("default", pvc_body("one"))
+        assert events.get(timeout=10) == ("ADDED", "one")
+        requests = server.watch_requests
+        server.faults.drop_watches()  # ends cleanly, like a server-side timeout: the client watches again
+        eventually(lambda: server.watch_requests > requests, what="the client to watch again")
+        core.create_namespaced_persistent_volume_claim("default", pvc_body("two"))
+        assert events.get(timeout=10) == ("ADDED", "two")  # nothing lost, nothing repeated
+        assert not errors
+    finally:
+        w.stop()
+        server.faults.drop_watches()
+        thread.join(timeout=10)
+
+
+def test_abruptly_dropped_watch_breaks_the_stream(server, core):
+    w, events, thread, errors = _watch_in_thread(core)
+    try:
+        core.create_namespaced_persistent_volume_claim("default", pvc_body("one"))
+        assert events.get(timeout=10) == ("ADDED", "one")
+        server.faults.drop_watches(abruptly=True)
+        assert events.get(timeout=10) is None
+        thread.join(timeout=10)
+        assert errors, "the client should see the broken connection"
+    finally:
+        w.stop()
+        thread.join(timeout=10)
+
+
+def test_server_stops_with_open_watches():
+    with KubeApiServer.running() as server:
+        api_client = k8s_config.new_client_from_config(config_file=server.kubeconfig_path)
+        core = k8s.CoreV1Api(api_client)
+        w, events, thread, _ = _watch_in_thread(core)
+        eventually(lambda: server.watch_requests > 0, what="the watch")
+        kubeconfig = server.kubeconfig_path
+    assert not os.path.exists(kubeconfig)
+    w.stop()
+    thread.join(timeout=10)
+    api_client.close()
+    assert not thread.is_alive()

@@ -1,0 +1,469 @@
+"""HTTP front end: routing, list/watch streaming, discovery, auth, the /_faults admin API, and
+`KubeApiServer`, which runs it in a background thread on 127.0.0.1."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import select
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import yaml
+
+from . import resources
+from .errors import ApiError, bad_request, path_not_found, status_object
+from .faults import Faults
+from .patch import PATCH_TYPES
+from .selectors import Selector
+from .store import Store
+
+JSON = "application/json"
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address, api: KubeApiServer):
+        self.api = api
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+
+def _truthy(value: str | None) -> bool:
+    return value in ("true", "1", "True")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _HTTPServer
+
+    def setup(self):
+        super().setup()
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self):
+        with self.server.connections_lock:
+            self.server.connections.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
+
+    def log_message(self, format, *args):  # noqa: A002 - BaseHTTPRequestHandler's signature
+        if self.server.api.verbose:
+            sys.stderr.write(f"kube-apiserver: {self.address_string()} {format % args}\n")
+
+    def do_GET(self):
+        self._dispatch("GET")
+
+    def do_POST(self):
+        self._dispatch("POST")
+
+    def do_PUT(self):
+        self._dispatch("PUT")
+
+    def do_PATCH(self):
+        self._dispatch("PATCH")
+
+    def do_DELETE(self):
+        self._dispatch("DELETE")
+
+    # --- plumbing ---------------------------------------------------------------------------------------
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            data = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline().strip():
+                        pass
+                    return data
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _send(self, code: int, body: bytes, content_type: str = JSON, headers: dict | None = None) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-cache, private")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _send_json(self, code: int, obj, headers: dict | None = None) -> None:
+        self._send(code, json.dumps(obj).encode(), headers=headers)
+
+    def _parse_body(self, raw: bytes):
+        if not raw.strip():
+            return None
+        content_type = (self.headers.get("Content-Type") or JSON).split(";")[0].strip()
+        try:
+            if "yaml" in content_type:
+                return yaml.safe_load(raw)
+            return json.loads(raw)
+        except (ValueError, yaml.YAMLError) as e:
+            raise bad_request(f"the request body is not valid {content_type}: {e}") from None
+
+    def _dispatch(self, method: str) -> None:
+        api = self.server.api
+        url = urlsplit(self.path)
+        path = "/" + url.path.strip("/")
+        query = dict(parse_qsl(url.query, keep_blank_values=True))
+        try:
+            raw = self._read_body()
+            if path in ("/healthz", "/livez", "/readyz"):
+                self._send(200, b"ok", "text/plain; charset=utf-8")
+                return
+            # client-go (kubectl) never sends credentials over plain http, so a request without any is served as
+            # anonymous (like kube-apiserver --anonymous-auth with allow-all authorization); a wrong one gets 401.
+            authorization = self.headers.get("Authorization")
+            if authorization is not None and authorization != f"Bearer {api.token}":
+                raise ApiError(401, "Unauthorized", "Unauthorized")
+            if path == "/_faults" or path.startswith("/_faults/"):
+                self._faults(method, path, self._parse_body(raw) or {})
+                return
+            api.faults.check(method, path)
+            self._route(method, path, query, raw)
+        except ApiError as e:
+            self._send_json(e.code, e.status(), e.headers)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as e:  # noqa: BLE001 - answered as a 500, as the real server does
+            traceback.print_exc()
+            self._send_json(500, status_object(500, "InternalError", f"internal error: {e!r}"))
+
+    def _faults(self, method: str, path: str, body: dict) -> None:
+        faults = self.server.api.faults
+        action = path[len("/_faults"):].strip("/")
+        if method == "GET" and action == "":
+            self._send_json(200, faults.state())
+            return
+        if method != "POST":
+            raise ApiError(405, "MethodNotAllowed", "use POST")
+        if action == "fail":
+            faults.fail_requests(status=int(body.get("status", 500)), count=body.get("count"),
+                                 seconds=body.get("seconds"), retry_after=body.get("retryAfter"),
+                                 path_contains=body.get("pathContains"), method=body.get("method"))
+        elif action == "clear":
+            faults.clear()
+        elif action == "drop-watches":
+            faults.drop_watches(abruptly=bool(body.get("abruptly", False)))
+        elif action == "compact":
+            self._send_json(200, {"compactedResourceVersion": str(faults.compact(int(body.get("keep", 0))))})
+            return
+        else:
+            raise path_not_found()
+        self._send_json(200, faults.state())
+
+    # --- routing ----------------------------------------------------------------------------------------
+
+    def _route(self, method: str, path: str, query: dict, raw: bytes) -> None:
+        parts = [unquote(p) for p in path.strip("/").split("/") if p]
+        if method == "GET":
+            document = self._discovery(path, parts)
+            if document is not None:
+                self._send_json(200, document)
+                return
+        if len(parts) >= 3 and parts[0] == "api" and parts[1] == "v1":
+            group, version, rest = "", "v1", parts[2:]
+        elif len(parts) >= 4 and parts[0] == "apis":
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
+            raise path_not_found()
+        namespace = ""
+        if rest[0] == "namespaces" and len(rest) >= 3 and not (len(rest) == 3 and rest[2] in ("status", "finalize")):
+            namespace, rest = rest[1], rest[2:]
+        rt = resources.BY_PATH.get((group, version, rest[0]))
+        if rt is None or len(rest) > 3 or (namespace and not rt.namespaced) or (
+                rt.namespaced and not namespace and len(rest) > 1):
+            raise path_not_found()
+        name = rest[1] if len(rest) > 1 else None
+        subresource = rest[2] if len(rest) > 2 else None
+        if subresource is not None and subresource not in rt.subresources:
+            raise path_not_found()
+        self._serve_resource(method, rt, namespace, name, subresource, query, raw)
+
+    def _discovery(self, path: str, parts: list[str]):
+        api = self.server.api
+        if path == "/version":
+            return resources.version_info()
+        if path == "/api":
+            return resources.api_versions(f"127.0.0.1:{api.port}")
+        if path == "/api/v1":
+            return resources.api_resource_list("", "v1")
+        if path == "/apis":
+            return resources.api_group_list()
+        if path == "/openapi/v3":
+            return resources.openapi_v3_root()
+        if path.startswith("/openapi/v3/"):
+            gv = parts[2:]
+            group, version = ("", gv[1]) if gv[:1] == ["api"] and len(gv) == 2 else (
+                (gv[1], gv[2]) if gv[:1] == ["apis"] and len(gv) == 3 else ("?", "?"))
+            return resources.openapi_v3_group_version(group, version) or _raise(path_not_found())
+        if parts and parts[0] == "apis" and len(parts) == 2:
+            return resources.api_group(parts[1]) or _raise(path_not_found())
+        if parts and parts[0] == "apis" and len(parts) == 3:
+            return resources.api_resource_list(parts[1], parts[2]) or _raise(path_not_found())
+        return None
+
+    def _serve_resource(self, method, rt, namespace, name, subresource, query, raw) -> None:
+        store = self.server.api.store
+        dry_run = "dryRun" in query and query["dryRun"] == "All"
+        body = self._parse_body(raw)
+        if name is None:
+            selector = Selector(query.get("labelSelector"), query.get("fieldSelector"))
+            if method == "GET":
+                if _truthy(query.get("watch")):
+                    self._watch(rt, namespace, selector, query)
+                else:
+                    limit = int(query.get("limit") or 0)
+                    self._send_json(200, store.list(rt, namespace, selector, limit, query.get("continue", "")))
+            elif method == "POST":
+                self._send_json(201, store.create(rt, namespace, body, dry_run))
+            elif method == "DELETE":
+                self._send_json(200, store.delete_collection(rt, namespace, selector, dry_run))
+            else:
+                raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested "
+                                                        f"resource ({method})")
+            return
+        if method == "GET":
+            self._send_json(200, store.get(rt, namespace, name))
+        elif method == "PUT":
+            obj, created = store.update(rt, namespace, name, body, subresource, dry_run)
+            self._send_json(201 if created else 200, obj)
+        elif method == "PATCH":
+            content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+            if content_type not in PATCH_TYPES:
+                raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
+                                                            f"accepted media types include: {', '.join(PATCH_TYPES)}")
+            self._send_json(200, store.patch(rt, namespace, name, content_type, body, subresource, dry_run))
+        elif method == "DELETE" and subresource is None:
+            options = body if isinstance(body, dict) else {}
+            self._send_json(200, store.delete(rt, namespace, name, options, dry_run))
+        else:
+            raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested "
+                                                    f"resource ({method})")
+
+    # --- watch ------------------------------------------------------------------------------------------
+
+    def _write_chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def _write_event(self, event_type: str, obj: dict) -> None:
+        self._write_chunk(json.dumps({"type": event_type, "object": obj}, separators=(",", ":")).encode() + b"\n")
+
+    def _client_gone(self) -> bool:
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def _watch(self, rt, namespace: str, selector: Selector, query: dict) -> None:
+        store = self.server.api.store
+        with store.lock:
+            self.server.api.watch_requests += 1
+        rv_param = query.get("resourceVersion", "")
+        if rv_param not in ("", "0") and not rv_param.isdigit():
+            raise bad_request(f"invalid resourceVersion {rv_param!r}")
+        timeout = float(query.get("timeoutSeconds") or 1800)
+        bookmarks = _truthy(query.get("allowWatchBookmarks"))
+        send_initial = _truthy(query.get("sendInitialEvents"))
+        deadline = time.monotonic() + timeout
+        with store.lock:
+            epoch = store.watch_epoch
+            initial, expired = [], None
+            if rv_param in ("", "0") or send_initial:
+                initial = store.matching(rt, namespace, selector)
+                cursor = store.rv
+            else:
+                cursor = int(rv_param)
+                if cursor < store.compacted_rv:
+                    expired = f"too old resource version: {cursor} ({store.compacted_rv + 1})"
+        self.send_response(200)
+        self.send_header("Content-Type", JSON)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Cache-Control", "no-cache, private")
+        self.end_headers()
+        try:
+            if expired:
+                self._write_event("ERROR", status_object(410, "Expired", expired))
+                self._write_chunk(b"")
+                return
+            for obj in initial:
+                self._write_event("ADDED", obj)
+            if send_initial and bookmarks:
+                self._write_event("BOOKMARK", self._bookmark(rt, cursor, initial_end=True))
+            self._stream(rt, namespace, selector, cursor, epoch, deadline, bookmarks)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            self.close_connection = True
+
+    def _bookmark(self, rt, rv: int, initial_end: bool = False) -> dict:
+        metadata = {"resourceVersion": str(rv)}
+        if initial_end:
+            metadata["annotations"] = {"k8s.io/initial-events-end": "true"}
+        return {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": metadata}
+
+    def _stream(self, rt, namespace, selector, cursor, epoch, deadline, bookmarks) -> None:
+        api, store = self.server.api, self.server.api.store
+        next_bookmark = time.monotonic() + api.bookmark_interval
+        while True:
+            events, end, expired, bookmark = [], None, None, None
+            with store.lock:
+                while True:
+                    now = time.monotonic()
+                    if store.closed:
+                        end = "clean"
+                    elif store.watch_epoch != epoch:
+                        end = "abrupt" if store.drop_abruptly else "clean"
+                    elif cursor < store.compacted_rv:
+                        expired = f"too old resource version: {cursor} ({store.compacted_rv + 1})"
+                    elif now >= deadline:
+                        end = "clean"
+                    else:
+                        events = store.events_after(cursor)
+                        cursor = store.rv
+                        if not events and bookmarks and now >= next_bookmark:
+                            bookmark = cursor
+                    if end or expired or events or bookmark is not None:
+                        break
+                    waits = [deadline - now, 1.0] + ([next_bookmark - now] if bookmarks else [])
+                    store.changed.wait(max(0.01, min(waits)))
+                    break  # back outside the lock to notice a vanished client
+            if end == "abrupt":
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if end == "clean":
+                self._write_chunk(b"")
+                return
+            if expired:
+                self._write_event("ERROR", status_object(410, "Expired", expired))
+                self._write_chunk(b"")
+                return
+            for event in events:
+                self._send_watch_event(rt, namespace, selector, event)
+            if bookmark is not None:
+                self._write_event("BOOKMARK", self._bookmark(rt, bookmark))
+                next_bookmark = time.monotonic() + api.bookmark_interval
+            if not events and bookmark is None and self._client_gone():
+                self.close_connection = True
+                return
+
+    def _send_watch_event(self, rt, namespace, selector, event) -> None:
+        if event.resource is not rt or (namespace and event.namespace != namespace):
+            return
+        now_matches = selector(event.object)
+        if event.type == "MODIFIED":
+            was_matching = selector(event.old)
+            if now_matches and not was_matching:
+                self._write_event("ADDED", event.object)
+            elif was_matching and not now_matches:
+                self._write_event("DELETED", event.object)
+            elif now_matches:
+                self._write_event("MODIFIED", event.object)
+        elif now_matches:
+            self._write_event(event.type, event.object)
+
+
+def _raise(error: Exception):
+    raise error
+
+
+class KubeApiServer:
+    """A small Kubernetes API server for tests, served over plain HTTP on 127.0.0.1 in a background thread.
+
+        with KubeApiServer.running() as server:
+            server.url, server.kubeconfig_path, server.token, server.store, server.faults
+    """
+
+    def __init__(self, port: int = 0, kubeconfig_path: str | None = None, token: str | None = None,
+                 history_size: int = 1000, bookmark_interval: float = 5.0, verbose: bool = False):
+        self.host = "127.0.0.1"
+        self.requested_port = port
+        self.token = token or secrets.token_hex(16)
+        self.store = Store(history_size)
+        self.faults = Faults(self.store)
+        self.bookmark_interval = bookmark_interval
+        self.verbose = verbose
+        self.watch_requests = 0  # watch requests served so far (to see clients reconnect)
+        self.kubeconfig_path = kubeconfig_path
+        self._own_dir: str | None = None
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1] if self._httpd else self.requested_port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> KubeApiServer:
+        self._httpd = _HTTPServer((self.host, self.requested_port), self)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name=f"kube-apiserver:{self.port}", daemon=True)
+        self._thread.start()
+        if self.kubeconfig_path is None:
+            self._own_dir = tempfile.mkdtemp(prefix="kube-apiserver-")
+            self.kubeconfig_path = os.path.join(self._own_dir, "kubeconfig")
+        self.write_kubeconfig(self.kubeconfig_path)
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is None:
+            return
+        self.store.close()
+        self._httpd.shutdown()
+        with self._httpd.connections_lock:
+            connections = list(self._httpd.connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._httpd = None
+        if self._own_dir:
+            shutil.rmtree(self._own_dir, ignore_errors=True)
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, **kwargs):
+        server = cls(**kwargs).start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+    def kubeconfig(self, namespace: str = "default") -> dict:
+        return {"apiVersion": "v1", "kind": "Config", "preferences": {},
+                "clusters": [{"name": "robin-test", "cluster": {"server": self.url}}],
+                "users": [{"name": "robin-test", "user": {"token": self.token}}],
+                "contexts": [{"name": "robin-test", "context": {"cluster": "robin-test", "user": "robin-test",
+                                                                 "namespace": namespace}}],
+                "current-context": "robin-test"}
+
+    def write_kubeconfig(self, path: str, namespace: str = "default") -> str:
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump(self.kubeconfig(namespace), f, sort_keys=False)
+        return path
