@@ -5,7 +5,7 @@ robin under gunicorn on 127.0.0.1, then times, N times each and interleaved so d
 path equally:
 
   raw         the bare binding call a script would make (rbd.RBD().create, Image.resize, remove,
-              Image.create_snap, trash_move; libcephfs mkdir + the quota xattr);
+              Image.create_snap, trash_move, clone; libcephfs mkdir + the quota xattr);
   robin_ceph  robin's own Ceph layer (robin.ceph.rbd_ops, robin.ceph.cephfs_ops) called in-process:
               the same Ceph work the API does (create also records robin's ownership marker),
               without HTTP or the DB;
@@ -13,7 +13,8 @@ path equally:
 
 The operations: RBD image create, resize and delete (the API's with ?purge=true, a remove like
 raw's); CephFS path create (directory + quota); RBD snapshot create; delete to the trash (robin's
-default DELETE, against raw trash_move).
+default DELETE, against raw trash_move); RBD clone create (format 2, from a snapshot of a parent
+image made once per path).
 
 It then lists --list-size images through the API against opening every image with the bindings,
 prints Markdown tables and writes JSON with the machine, Ceph version and robin commit.
@@ -75,6 +76,7 @@ SNAPSHOT = "s1"  # every sample snapshots a fresh image, so one name does
 # one. Back to back, the in-process path (fastest to reach its Ceph call) would ride on the
 # previous path's commit in 2 of 3 rotations; spaced out, every path sees the lone-snapshot case.
 SNAPSHOT_SPACING_S = 0.05
+CLONE_SNAPSHOT = "base"  # the parent snapshot every clone is made from, one parent per path
 TRASH_DELAY_S = 24 * 3600  # robin's default ROBIN_TRASH_DELAY; every trashed image is purged at once anyway
 WARMUP_CYCLES = 5
 HTTP_TIMEOUT_S = 60
@@ -82,13 +84,15 @@ BULK_THREADS = 8  # parallel API calls when filling the listing project
 OPS = ("create", "resize", "delete")  # RBD images, one cycle per image
 # One cycle per CephFS path and per snapshotted image, which is then deleted to the trash.
 MORE_OPS = ("cephfs_create", "snap_create", "trash_delete")
+CLONE_OPS = ("clone_create",)  # one clone per cycle of one parent snapshot per path
 OP_LABELS = {"create": "create", "resize": "resize", "delete": "delete (API: `?purge=true`)",
              "cephfs_create": "CephFS path create", "snap_create": "RBD snapshot create",
-             "trash_delete": "delete to trash (API: default `DELETE`)"}
+             "trash_delete": "delete to trash (API: default `DELETE`)",
+             "clone_create": "RBD clone create (from a snapshot)"}
 PATHS = ("raw", "robin_ceph", "api")
 # The goals this benchmark checks. The added-ms goal is stated for the RBD create/resize/delete;
 # since robin's DELETE moves an image to the trash unless ?purge=true, both deletes are held to it.
-# CephFS and snapshot creates are held against the same bar for information only.
+# CephFS, snapshot and clone creates are held against the same bar for information only.
 GOAL_ADDED_MS = 5.0
 GOAL_OPS = frozenset((*OPS, "trash_delete"))
 GOAL_LIST_MS = 100.0
@@ -126,6 +130,7 @@ class RawPath:
         self.live: set[str] = set()  # for cleanup if the run stops half-way
         self.live_dirs: set[str] = set()
         self.live_snaps: set[tuple[str, str]] = set()
+        self.live_clones: set[str] = set()
         self.trashed: set[str] = set()
 
     def create(self, name: str) -> float:
@@ -184,7 +189,24 @@ class RawPath:
             rbd.RBD().trash_remove(self.ioctx, trash_id, force=True)
         self.trashed.discard(name)
 
+    def clone_create(self, parent: str, snapshot: str, name: str) -> float:
+        """Clone format 2 (the dev cluster's default): the snapshot needs no protection."""
+        elapsed, _ = timed(lambda: rbd.RBD().clone(self.ioctx, parent, snapshot, self.ioctx, name,
+                                                   features=self.features))
+        self.live_clones.add(name)
+        return elapsed
+
+    def clone_remove(self, name: str) -> None:
+        rbd.RBD().remove(self.ioctx, name)
+        self.live_clones.discard(name)
+
     def cleanup(self) -> None:
+        for name in list(self.live_clones):  # before their parents' snapshots
+            try:
+                rbd.RBD().remove(self.ioctx, name)
+            except rbd.ImageNotFound:
+                pass
+            self.live_clones.discard(name)
         for path in list(self.live_dirs):
             try:
                 self.fs.rmdir(path)
@@ -217,6 +239,7 @@ class RobinCephPath:
         self.live: set[str] = set()
         self.live_dirs: set[str] = set()
         self.live_snaps: set[tuple[str, str]] = set()
+        self.live_clones: set[str] = set()
         self.trashed: dict[str, str | None] = {}  # name -> trash id
 
     def create(self, name: str) -> float:
@@ -266,7 +289,19 @@ class RobinCephPath:
             rbd_ops.trash_purge(self.conn, POOL, trash_id, name)  # also forgets robin's owner mark
         self.trashed.pop(name)
 
+    def clone_create(self, parent: str, snapshot: str, name: str) -> float:
+        elapsed, _ = timed(lambda: rbd_ops.clone(self.conn, POOL, parent, snapshot, name, self.features,
+                                                 owner=str(uuid.uuid4()), metadata={}))
+        self.live_clones.add(name)
+        return elapsed
+
+    def clone_remove(self, name: str) -> None:
+        rbd_ops.remove_image(self.conn, POOL, name)  # idempotent
+        self.live_clones.discard(name)
+
     def cleanup(self) -> None:
+        for name in list(self.live_clones):  # before their parents' snapshots
+            self.clone_remove(name)
         for path in list(self.live_dirs):
             cephfs_ops.remove_tree(self.conn, FS_NAME, path)  # idempotent
             self.live_dirs.discard(path)
@@ -296,6 +331,7 @@ class ApiPath:
         self.live_dirs: set[str] = set() if shared is None else shared.live_dirs
         self.live_snaps: set[tuple[str, str]] = set() if shared is None else shared.live_snaps
         self.trashed: set[str] = set() if shared is None else shared.trashed
+        self.live_clones: set[str] = set() if shared is None else shared.live_clones
 
     def twin(self) -> ApiPath:
         """The same project through its own session, for another thread (a requests.Session is not
@@ -351,7 +387,21 @@ class ApiPath:
         self._call("DELETE", f"{self.images_url}/{image}/snapshots/{snapshot}", 204)
         self.live_snaps.discard((image, snapshot))
 
+    def clone_create(self, parent: str, snapshot: str, name: str) -> float:
+        """A clone of a snapshot robin knows: parent and snapshot were made through the API."""
+        elapsed = self._call("POST", self.images_url, 201,
+                             json={"name": name, "source": {"image": parent, "snapshot": snapshot}})
+        self.live_clones.add(name)
+        return elapsed
+
+    def clone_remove(self, name: str) -> None:
+        self._call("DELETE", f"{self.images_url}/{name}", 204, params={"purge": "true"})
+        self.live_clones.discard(name)
+
     def cleanup(self) -> None:
+        for name in list(self.live_clones):  # before their parents' snapshots (and parents)
+            self.session.delete(f"{self.images_url}/{name}", params={"purge": "true"}, timeout=HTTP_TIMEOUT_S)
+            self.live_clones.discard(name)
         for name in list(self.live_dirs):
             self.session.delete(f"{self.paths_url}/{name}", params={"purge": "true"}, timeout=HTTP_TIMEOUT_S)
             self.live_dirs.discard(name)
@@ -449,6 +499,37 @@ def measure_more_ops(paths: dict, iterations: int, prefix: str, spacing_s: float
     for i in range(iterations):
         order = list(PATHS[i % len(PATHS):] + PATHS[:i % len(PATHS)])
         run_more_cycle(paths, f"{prefix}-m{i}", order, samples, spacing_s)
+    return samples
+
+
+def run_clone_cycle(paths: dict, parents: dict, stem: str, order: list[str], samples: dict | None) -> None:
+    """One clone of each path's parent snapshot, interleaved like run_cycle; the clones are then
+    removed (untimed), so every sample clones a snapshot with no other clone."""
+    clones = {path: f"{stem}-cl-{path}" for path in order}
+    for path in order:
+        elapsed = paths[path].clone_create(parents[path], CLONE_SNAPSHOT, clones[path])
+        if samples is not None:
+            samples["clone_create"][path].append(elapsed)
+    for path in order:
+        paths[path].clone_remove(clones[path])
+
+
+def measure_clones(paths: dict, iterations: int, prefix: str) -> dict:
+    """Each path gets one parent image with one snapshot, made once on that path (untimed; the
+    API's through the API, so robin knows them), then clones it `iterations` times."""
+    parents = {path: f"{prefix}-parent-{path}" for path in PATHS}
+    for path in PATHS:
+        paths[path].create(parents[path])
+        paths[path].snap_create(parents[path], CLONE_SNAPSHOT)
+    for i in range(WARMUP_CYCLES):
+        run_clone_cycle(paths, parents, f"{prefix}-cwarm{i}", list(PATHS), None)
+    samples = {op: {path: [] for path in PATHS} for op in CLONE_OPS}
+    for i in range(iterations):
+        order = list(PATHS[i % len(PATHS):] + PATHS[:i % len(PATHS)])
+        run_clone_cycle(paths, parents, f"{prefix}-c{i}", order, samples)
+    for path in PATHS:  # the clones are gone: the snapshots, then the parents (API: ?purge=true)
+        paths[path].snap_remove(parents[path], CLONE_SNAPSHOT)
+        paths[path].delete(parents[path])
     return samples
 
 
@@ -650,6 +731,8 @@ def bench_server(args, conf: str, database_url: str, token: str, ioctx, conn, fs
             print(ops_markdown(ops, workers), flush=True)
             more_ops = ops_table_rows(measure_more_ops(paths, args.iterations, f"b{run_id}", args.snapshot_spacing))
             print("\n" + ops_markdown(more_ops, workers), flush=True)
+            clone_ops = ops_table_rows(measure_clones(paths, args.iterations, f"b{run_id}"))
+            print("\n" + ops_markdown(clone_ops, workers), flush=True)
             listing = bench_listing(args, paths["api"], ioctx, f"l{run_id}")
             print("\n" + listing_markdown(listing, args.list_size, workers), flush=True)
         finally:
@@ -658,7 +741,7 @@ def bench_server(args, conf: str, database_url: str, token: str, ioctx, conn, fs
             remove_empty_dirs(fs, [f"{fs_top}/raw", f"{fs_top}/robin_ceph", fs_top,
                                    f"{Settings().cephfs_root}/{project}"])
     return {"workers": workers, "threads_per_worker": Settings().threads, "robin_source": source,
-            "ops": ops + more_ops, "listing": listing}
+            "ops": ops + more_ops + clone_ops, "listing": listing}
 
 
 def bench_listing(args, api: ApiPath, ioctx, prefix: str) -> dict:
