@@ -10,7 +10,8 @@ import uuid
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from robin.auth.identity import Identity
 from robin.ceph import rbd_ops
@@ -28,8 +29,16 @@ log = logging.getLogger(__name__)
 
 
 def _live(kind: Kind, volume: Volume):
-    return select(Snapshot).where(getattr(Snapshot, kind.snapshot_fk) == volume.id,
-                                  Snapshot.state != SnapshotState.DELETED)
+    # The volume is known: not joining it (with its project, quota and cluster) again saves most
+    # of the query; _attach hands it to the snapshots instead.
+    return (select(Snapshot).options(lazyload(Snapshot.rbd_image), lazyload(Snapshot.cephfs_path))
+            .where(getattr(Snapshot, kind.snapshot_fk) == volume.id, Snapshot.state != SnapshotState.DELETED))
+
+
+def _attach(kind: Kind, volume: Volume, snapshots: list[Snapshot]) -> list[Snapshot]:
+    for snapshot in snapshots:
+        set_committed_value(snapshot, kind.snapshot_relation, volume)  # no change to flush
+    return snapshots
 
 
 def _find(session: Session, kind: Kind, volume: Volume, name: str) -> Snapshot:
@@ -37,7 +46,7 @@ def _find(session: Session, kind: Kind, volume: Volume, name: str) -> Snapshot:
     if snapshot is None:
         raise NotFound(f"{kind.noun} {volume.name!r} has no snapshot {name!r}", code="snapshot_not_found",
                        details={"volume": volume.name, "snapshot": name})
-    return snapshot
+    return _attach(kind, volume, [snapshot])[0]
 
 
 def _set_state(snapshot: Snapshot, state: SnapshotState, **values) -> Snapshot:
@@ -94,7 +103,9 @@ def list_page(identity: Identity, kind: Kind, project: str, volume_name: str, li
     identity.require_read(project)
     with db.reading() as session:
         volume = volumes.find(session, kind, project, volume_name)
-        return paginate(session, _live(kind, volume), Snapshot.name, limit, cursor)
+        page = paginate(session, _live(kind, volume), Snapshot.name, limit, cursor)
+        _attach(kind, volume, page.items)
+        return page
 
 
 def get(identity: Identity, kind: Kind, project: str, volume_name: str, name: str) -> Snapshot:
