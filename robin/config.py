@@ -54,7 +54,6 @@ class Settings:
     trash_delay: int = 24 * 3600
     # Seconds between two rounds of the purge (and reconcile) loop in `robin serve`; 0 turns it off.
     maintenance_interval: int = 60
-    page_limit_max: int = 1000
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 4

@@ -313,8 +313,3 @@ def snapshot_exists(conn: CephConnection, pool: str, name: str, snapshot: str) -
         return snapshot in list_snapshots(conn, pool, name)
     except CephNotFound:
         return False
-
-
-def trashed_names(conn: CephConnection, pool: str) -> set[str]:
-    with conn.operation("rbd.trash_list", f"listing the trash of pool {pool}"), conn.ioctx(pool) as ioctx:
-        return {entry["name"] for entry in rbd.RBD().trash_list(ioctx)}

@@ -24,7 +24,6 @@ class VolumeState(enum.StrEnum):
     ERROR = "error"
 
 
-TRANSITIONAL_STATES = (VolumeState.CREATING, VolumeState.RESIZING, VolumeState.DELETING)
 LIVE = text("state != 'deleted'")
 
 
