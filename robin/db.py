@@ -10,13 +10,14 @@ cure). On PostgreSQL the services lock the project's quota row FOR UPDATE instea
 """
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Connection, DateTime, Engine, create_engine, event
+from sqlalchemy import Connection, DateTime, Engine, Enum, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -50,6 +51,13 @@ class UTCDateTime(TypeDecorator):
 
 class Base(DeclarativeBase):
     pass
+
+
+def string_enum(enum_class: type[enum.Enum], name: str) -> Enum:
+    """An enum stored as its values in a VARCHAR with a CHECK constraint: portable between SQLite
+    and PostgreSQL, and a new value is a migration of the constraint, not of a database type."""
+    return Enum(enum_class, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e],
+                create_constraint=True, name=name)
 
 
 def normalize_url(url: str) -> str:

@@ -4,10 +4,10 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Enum, ForeignKey, Index, String, Text
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from robin.db import Base, UTCDateTime, utcnow
+from robin.db import Base, UTCDateTime, string_enum, utcnow
 from robin.volumes.models import LIVE, CephfsPath, RbdImage
 
 
@@ -41,8 +41,7 @@ class Snapshot(Base):
     # The volume's size (or quota) when the snapshot was taken.
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     state: Mapped[SnapshotState] = mapped_column(
-        Enum(SnapshotState, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e],
-             create_constraint=True, name="snapshot_state"))
+        string_enum(SnapshotState, "snapshot_state"))
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

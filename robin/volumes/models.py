@@ -4,11 +4,11 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Enum, ForeignKey, Index, String, Text, case, select, text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, case, select, text
 from sqlalchemy.orm import Mapped, aliased, column_property, declared_attr, mapped_column, relationship
 
 from robin.clusters.models import CephCluster
-from robin.db import Base, UTCDateTime, utcnow
+from robin.db import Base, UTCDateTime, string_enum, utcnow
 from robin.projects.models import Project
 
 
@@ -40,8 +40,7 @@ class Volume:
     cluster_id: Mapped[int] = mapped_column(ForeignKey("ceph_clusters.id"))
     name: Mapped[str] = mapped_column(String(128))
     state: Mapped[VolumeState] = mapped_column(
-        Enum(VolumeState, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e],
-             create_constraint=True, name="volume_state"))
+        string_enum(VolumeState, "volume_state"))
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
