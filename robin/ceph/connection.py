@@ -120,12 +120,13 @@ class CephConnection:
         return json.loads(out) if out else {}
 
     def describe(self) -> dict:
-        """What the cluster offers robin: its fsid, pools and CephFS file systems."""
+        """What the cluster offers robin: its fsid, monitors, pools and CephFS file systems."""
         with self.operation("describe", f"describing cluster {self.name!r}"):
             cluster = self.rados()
             pools, fsid = sorted(cluster.list_pools()), cluster.get_fsid()
         filesystems = sorted(fs["name"] for fs in self.mon_command("fs ls"))
-        return {"fsid": fsid, "pools": pools, "filesystems": filesystems}
+        monitors = [_client_address(mon) for mon in self.mon_command("mon dump")["mons"]]
+        return {"fsid": fsid, "monitors": monitors, "pools": pools, "filesystems": filesystems}
 
     def reset(self) -> None:
         with self._lock:
@@ -174,3 +175,10 @@ class CephConnections:
             connections, self._connections = list(self._connections.values()), {}
         for conn in connections:
             conn.reset()
+
+
+def _client_address(mon: dict) -> str:
+    """A monitor's `ip:port` as clients outside robin take it (Kubernetes' in-tree rbd and cephfs plugins, the
+    kernel client): the msgr v1 address, which every client speaks, else the v2 one."""
+    addresses = {a["type"]: a["addr"] for a in mon.get("public_addrs", {}).get("addrvec", [])}
+    return addresses.get("v1") or addresses.get("v2") or mon["addr"].split("/")[0]

@@ -37,5 +37,6 @@ class ClusterDetailSchema(ClusterSchema):
     reachable = fields.Boolean()
     error = fields.String()
     fsid = fields.String()
+    monitors = fields.List(fields.String(), metadata={"description": "monitor addresses (ip:port) clients use"})
     pools = fields.List(fields.String())
     filesystems = fields.List(fields.String())

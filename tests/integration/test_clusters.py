@@ -3,6 +3,7 @@ discovery of its pools and file systems; volumes placed on it; connections kept 
 from __future__ import annotations
 
 import configparser
+import re
 import tempfile
 from pathlib import Path
 
@@ -64,6 +65,9 @@ def test_register_by_monitors_and_key_and_discover(admin, registered, second_clu
     assert detail["reachable"] is True and detail["mon_host"] == mon_host(second_cluster)
     assert {"rbd", "cephfs_metadata", "cephfs_data"} <= set(detail["pools"])
     assert detail["filesystems"] == ["cephfs"]
+    # the v1 addresses, which the in-tree Kubernetes plugins and kernel clients are given
+    v1_addresses = re.findall(r"v1:([0-9.]+:[0-9]+)", mon_host(second_cluster))
+    assert v1_addresses and detail["monitors"] == v1_addresses
     assert "key" not in detail and "cephx_key" not in detail
     assert name in [cluster["name"] for cluster in admin.get("/api/v2/clusters").json]
 
