@@ -177,7 +177,9 @@ def test_kubectl_create_get_patch_wait_delete(server, kubectl, tmp_path):
             "-p", '[{"op":"replace","path":"/metadata/labels/tier","value":"silver"}]')
     pvc = json.loads(kubectl("get", "pvc", "data", "-n", "demo", "-o", "json").stdout)
     assert pvc["metadata"]["labels"] == {"app": "robin", "tier": "silver"}
-    assert pvc["metadata"]["annotations"] == {"a": "b"}
+    # The default class binds immediately: the PV controller asked its provisioner for a volume.
+    assert pvc["metadata"]["annotations"] == {"a": "b", "volume.kubernetes.io/storage-provisioner": "robin.example.com",
+                                              "volume.beta.kubernetes.io/storage-provisioner": "robin.example.com"}
     assert pvc["metadata"]["finalizers"] == ["kubernetes.io/pvc-protection", "robin.example.com/keep"]
     invalid = kubectl("patch", "pvc", "data", "-n", "demo", "-p", '{"spec":{"accessModes":["ReadWriteMany"]}}',
                       check=False)
@@ -327,9 +329,8 @@ def test_resource_versions_and_conflicts(server, core):
     pvc = core.read_namespaced_persistent_volume_claim("c", "default")
     pvc.status.phase = "Lost"
     assert core.replace_namespaced_persistent_volume_claim_status("c", "default", pvc).status.phase == "Lost"
-    grown = core.patch_namespaced_persistent_volume_claim("c", "default",
-                                                          {"spec": {"resources": {"requests": {"storage": "2Gi"}}}})
-    assert grown.metadata.generation == 2
+    named = core.patch_namespaced_persistent_volume_claim("c", "default", {"spec": {"volumeName": "elsewhere"}})
+    assert named.metadata.generation == 2
     with pytest.raises(ApiException) as missing:
         core.read_namespaced_persistent_volume_claim("nope", "default")
     assert missing.value.status == 404 and json.loads(missing.value.body)["reason"] == "NotFound"
@@ -386,6 +387,120 @@ def test_pv_controller_binds_and_releases(server, core):
     core.delete_namespaced_persistent_volume_claim("claim", "default")
     with pytest.raises(ApiException):
         core.read_persistent_volume("vol")
+
+
+PROVISIONER_ANNOTATIONS = ("volume.kubernetes.io/storage-provisioner", "volume.beta.kubernetes.io/storage-provisioner")
+
+
+def storage_class_body(name, provisioner="robin.example.com", **fields):
+    return {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
+            "provisioner": provisioner, **fields}
+
+
+def provisioner_of(core, name, namespace="default"):
+    """The provisioner the PV controller asked for the claim's volume, None if none; checks both annotations."""
+    annotations = core.read_namespaced_persistent_volume_claim(name, namespace).metadata.annotations or {}
+    values = {annotations.get(key) for key in PROVISIONER_ANNOTATIONS}
+    assert len(values) == 1, annotations
+    return values.pop()
+
+
+def test_pv_controller_asks_the_provisioner(server, api_client, core):
+    storage = k8s.StorageV1Api(api_client)
+    storage.create_storage_class(storage_class_body("fast"))
+    core.create_namespaced_persistent_volume_claim("default", pvc_body("now", storageClassName="fast"))
+    assert provisioner_of(core, "now") == "robin.example.com"
+    # Without a class, or with one that does not exist (yet), nobody is asked.
+    core.create_namespaced_persistent_volume_claim("default", pvc_body("classless"))
+    core.create_namespaced_persistent_volume_claim("default", pvc_body("empty", storageClassName=""))
+    core.create_namespaced_persistent_volume_claim("default", pvc_body("early", storageClassName="slow"))
+    going = pvc_body("going", storageClassName="slow")
+    going["metadata"]["finalizers"] = ["robin.example.com/keep"]
+    core.create_namespaced_persistent_volume_claim("default", going)
+    core.delete_namespaced_persistent_volume_claim("going", "default")
+    for name in ("classless", "empty", "early", "going"):
+        assert provisioner_of(core, name) is None
+    # The class appearing later: its waiting claims are annotated then, but not one being deleted.
+    storage.create_storage_class(storage_class_body("slow", "other.example.com"))
+    assert provisioner_of(core, "early") == "other.example.com"
+    assert provisioner_of(core, "going") is None and provisioner_of(core, "classless") is None
+    # A claim with a volume waiting for it binds to it instead.
+    core.create_persistent_volume(pv_body("ready", "default", "prebound"))
+    core.create_namespaced_persistent_volume_claim("default", pvc_body("prebound", storageClassName="fast"))
+    assert core.read_namespaced_persistent_volume_claim("prebound", "default").status.phase == "Bound"
+    assert provisioner_of(core, "prebound") is None
+    # WaitForFirstConsumer: only once the scheduler has picked a node.
+    storage.create_storage_class(storage_class_body("late", volumeBindingMode="WaitForFirstConsumer"))
+    core.create_namespaced_persistent_volume_claim("default", pvc_body("consumer", storageClassName="late"))
+    assert provisioner_of(core, "consumer") is None
+    core.patch_namespaced_persistent_volume_claim(
+        "consumer", "default", {"metadata": {"annotations": {"volume.kubernetes.io/selected-node": "node-1"}}})
+    assert provisioner_of(core, "consumer") == "robin.example.com"
+
+
+@needs_kubectl
+def test_pvc_resize(server, api_client, core, kubectl):
+    storage = k8s.StorageV1Api(api_client)
+    storage.create_storage_class(storage_class_body("fixed"))
+    storage.create_storage_class(storage_class_body("growing", allowVolumeExpansion=True))
+    for name, class_name in (("fixed", "fixed"), ("growing", "growing")):
+        core.create_namespaced_persistent_volume_claim("default", pvc_body(name, storageClassName=class_name))
+        core.create_persistent_volume(pv_body(f"pv-{name}", "default", name))
+        assert core.read_namespaced_persistent_volume_claim(name, "default").status.capacity == {"storage": "1Gi"}
+
+    def resize(name, size, check=True):
+        return kubectl("patch", "pvc", name, "-p", json.dumps({"spec": {"resources": {"requests": {"storage": size}}}}),
+                       check=check)
+
+    # Only a bound claim's size may change, and grow only if its class allows volume expansion.
+    core.create_namespaced_persistent_volume_claim("default", pvc_body("unbound", storageClassName="growing"))
+    assert "spec is immutable after creation" in resize("unbound", "2Gi", check=False).stderr
+    refused = resize("fixed", "2Gi", check=False)
+    assert refused.returncode != 0
+    assert ('Error from server (Forbidden): persistentvolumeclaims "fixed" is forbidden: only dynamically '
+            "provisioned pvc can be resized and the storageclass that provisions the pvc must support resize"
+            in refused.stderr), refused.stderr
+    with pytest.raises(ApiException) as forbidden:
+        core.patch_namespaced_persistent_volume_claim(
+            "fixed", "default", {"spec": {"resources": {"requests": {"storage": "2Gi"}}}})
+    assert forbidden.value.status == 403 and json.loads(forbidden.value.body)["reason"] == "Forbidden"
+    resize("fixed", "1024Mi")  # the same quantity written otherwise is no change
+    resize("growing", "2Gi")
+    pvc = core.read_namespaced_persistent_volume_claim("growing", "default")
+    assert pvc.spec.resources.requests == {"storage": "2Gi"} and pvc.status.capacity == {"storage": "1Gi"}
+
+    # The resizer grows the volume and writes the claim's status; the PV controller leaves the capacity to it.
+    core.patch_persistent_volume("pv-growing", {"spec": {"capacity": {"storage": "2Gi"}}})
+    assert core.read_persistent_volume("pv-growing").spec.capacity == {"storage": "2Gi"}
+    condition = {"type": "FileSystemResizePending", "status": "True", "message": "waiting for the node"}
+    core.patch_namespaced_persistent_volume_claim_status("growing", "default", {"status": {
+        "conditions": [condition], "allocatedResources": {"storage": "2Gi"},
+        "allocatedResourceStatuses": {"storage": "NodeResizePending"}}})
+    status = core.read_namespaced_persistent_volume_claim("growing", "default").to_dict()["status"]
+    assert status["capacity"] == {"storage": "1Gi"} and status["phase"] == "Bound"
+    assert status["allocated_resources"] == {"storage": "2Gi"}
+    assert status["allocated_resource_statuses"] == {"storage": "NodeResizePending"}
+    assert [(c["type"], c["status"], c["message"]) for c in status["conditions"]] == [
+        ("FileSystemResizePending", "True", "waiting for the node")]
+    kubectl("patch", "pvc", "growing", "--subresource=status", "--type=merge", "-p",
+            '{"status":{"capacity":{"storage":"2Gi"},"conditions":null,"allocatedResourceStatuses":null}}')
+    pvc = json.loads(kubectl("get", "pvc", "growing", "-o", "json").stdout)
+    assert pvc["status"] == {"phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": {"storage": "2Gi"},
+                             "allocatedResources": {"storage": "2Gi"}}
+
+    # Shrinking (to recover from a failed expansion) must stay above status.capacity.
+    resize("growing", "3Gi")
+    resize("growing", "2560Mi")
+    too_small = resize("growing", "2Gi", check=False)
+    assert ('PersistentVolumeClaim "growing" is invalid: spec.resources.requests.storage: Forbidden: field can not '
+            "be less than status.capacity" in too_small.stderr), too_small.stderr
+    with pytest.raises(ApiException) as invalid:
+        core.patch_namespaced_persistent_volume_claim(
+            "growing", "default", {"spec": {"resources": {"requests": {"storage": "1Gi"}}}})
+    assert invalid.value.status == 422
+    assert [c["field"] for c in json.loads(invalid.value.body)["details"]["causes"]] == [
+        "spec.resources.requests.storage"]
+    assert core.read_namespaced_persistent_volume_claim("growing", "default").status.capacity == {"storage": "2Gi"}
 
 
 def test_storage_classes_events_and_leases(server, api_client, core):

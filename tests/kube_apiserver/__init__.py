@@ -1,7 +1,8 @@
 """A small, faithful-enough Kubernetes API server for tests (no kube-apiserver can be installed here).
 
 Serves discovery, namespaces, PVCs, PVs, Events, StorageClasses and Leases with resourceVersions, optimistic
-concurrency, finalizers, list/watch (bookmarks, 410 Gone), the PV controller's binding, and fault injection.
+concurrency, finalizers, list/watch (bookmarks, 410 Gone), the PV controller's binding and provisioning annotations,
+PVC resize validation and admission, and fault injection.
 Run it standalone with `python -m tests.kube_apiserver --port N --kubeconfig FILE`.
 """
 from .errors import ApiError

@@ -49,6 +49,11 @@ def conflict(rt, name: str, why: str = "the object has been modified; please app
                     _details(rt, name))
 
 
+def forbidden(rt, name: str, why: str) -> ApiError:
+    """As an admission plugin refuses a request."""
+    return ApiError(403, "Forbidden", f'{rt.group_resource} "{name}" is forbidden: {why}', _details(rt, name))
+
+
 def invalid(rt, name: str, causes: list[tuple[str, str, str]]) -> ApiError:
     """causes: (reason, field, message), e.g. ("FieldValueRequired", "spec.accessModes", "Required value")."""
     text = ", ".join(f"{field}: {message}" for _, field, message in causes)

@@ -1,16 +1,20 @@
-"""Per-kind behaviour: defaults and validation on create/update, and the controllers Kubernetes itself
-runs for these kinds (PV binding, PVC/PV protection finalizers, namespace deletion)."""
+"""Per-kind behaviour: defaults and validation on create/update, and the admission checks of the real API server
+(the controllers Kubernetes runs for these kinds are in `controllers`)."""
 from __future__ import annotations
 
 import copy
 import re
+from decimal import Decimal
 
-from .errors import ApiError, invalid
-from .resources import NAMESPACES, PVCS, PVS, RESOURCES, STORAGE_CLASSES
+from kubernetes.utils import parse_quantity
+
+from .errors import ApiError, bad_request, forbidden, invalid
+from .resources import NAMESPACES, PVCS, PVS, STORAGE_CLASSES
 
 PVC_PROTECTION = "kubernetes.io/pvc-protection"
 PV_PROTECTION = "kubernetes.io/pv-protection"
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
+BETA_CLASS_ANNOTATION = "volume.beta.kubernetes.io/storage-class"
 
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -51,6 +55,7 @@ def prepare_create(store, rt, obj: dict) -> None:
             causes.append(("FieldValueRequired", "spec.resources[storage]", "Required value"))
         if causes:
             raise invalid(rt, name, causes)
+        quantity(spec["resources"]["requests"]["storage"])
         spec.setdefault("volumeMode", "Filesystem")
         if "storageClassName" not in spec:
             for sc in store.objects[STORAGE_CLASSES.key].values():
@@ -68,6 +73,7 @@ def prepare_create(store, rt, obj: dict) -> None:
             causes.append(("FieldValueRequired", "spec.accessModes", "Required value"))
         if causes:
             raise invalid(rt, name, causes)
+        quantity(spec["capacity"]["storage"])
         spec.setdefault("persistentVolumeReclaimPolicy", "Retain")
         spec.setdefault("volumeMode", "Filesystem")
         obj["status"] = {"phase": "Pending"}
@@ -79,26 +85,85 @@ def prepare_create(store, rt, obj: dict) -> None:
         obj.setdefault("volumeBindingMode", "Immediate")
 
 
-def prepare_update(rt, old: dict, new: dict) -> None:
-    """Validation of an update of the main resource (not a subresource)."""
+def prepare_update(store, rt, old: dict, new: dict) -> None:
+    """Validation and admission of an update of the main resource (not a subresource)."""
     name = old["metadata"]["name"]
     if rt is NAMESPACES:
         new["spec"] = copy.deepcopy(old.get("spec", {}))  # only the finalize subresource changes spec
     elif rt is PVCS:
-        old_spec, new_spec = copy.deepcopy(old.get("spec", {})), copy.deepcopy(new.get("spec", {}))
-        for spec in (old_spec, new_spec):
-            (spec.get("resources") or {}).pop("requests", None)
-        if not old_spec.get("volumeName"):
-            old_spec["volumeName"] = new_spec.get("volumeName")
-            old_spec = {k: v for k, v in old_spec.items() if v is not None}
-        if old_spec != new_spec:
-            raise invalid(rt, name, [("FieldValueForbidden", "spec", "Forbidden: spec is immutable after creation "
-                                      "except resources.requests and volumeAttributesClassName for bound claims")])
+        _validate_claim_update(rt, old, new)
+        _admit_claim_resize(store, rt, old, new)
     elif rt is STORAGE_CLASSES:
         for field in ("provisioner", "parameters", "reclaimPolicy", "volumeBindingMode"):
             if old.get(field) != new.get(field):
                 raise invalid(rt, name, [("FieldValueForbidden", field, f"Forbidden: updates to {field} are "
                                           "forbidden.")])
+
+
+def quantity(value) -> Decimal:
+    """A resource quantity as a number (a missing one is zero, as in Go); a malformed one fails the request as
+    decoding it does in the real API server."""
+    if value is None:
+        return Decimal(0)
+    try:
+        return parse_quantity(value)
+    except ValueError:
+        raise bad_request(f"quantities must match the regular expression "
+                          f"'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$': {value!r}") from None
+
+
+def _requested_storage(pvc: dict):
+    return (((pvc.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage")
+
+
+def _with_requested_storage(spec: dict, size) -> dict:
+    """A copy of `spec` whose requests.storage (if it has requests) is `size`: specs compare by quantity."""
+    spec = copy.deepcopy(spec)
+    requests = (spec.get("resources") or {}).get("requests")
+    if isinstance(requests, dict):
+        requests["storage"] = size
+    return spec
+
+
+def _validate_claim_update(rt, old: dict, new: dict) -> None:
+    """ValidatePersistentVolumeClaimUpdate: the spec is immutable but for setting volumeName once and, while the
+    claim is Bound, requests.storage, which may go down (to recover from a failed expansion) but not to or below
+    status.capacity."""
+    old_spec, new_spec = old.get("spec", {}), new.get("spec", {})
+    old_size, new_size = quantity(_requested_storage(old)), quantity(_requested_storage(new))
+    bound = (old.get("status") or {}).get("phase") == "Bound"
+    old_rest = _with_requested_storage(old_spec, old_size)
+    new_rest = _with_requested_storage(new_spec, old_size if bound else new_size)
+    if not old_rest.get("volumeName"):
+        old_rest["volumeName"] = new_rest.get("volumeName")
+        old_rest = {k: v for k, v in old_rest.items() if v is not None}
+    causes = []
+    if old_rest != new_rest:
+        causes.append(("FieldValueForbidden", "spec", "Forbidden: spec is immutable after creation except "
+                       "resources.requests and volumeAttributesClassName for bound claims"))
+    status_size = quantity(((old.get("status") or {}).get("capacity") or {}).get("storage"))
+    if new_size < old_size and new_size <= status_size:
+        causes.append(("FieldValueForbidden", "spec.resources.requests.storage",
+                       "Forbidden: field can not be less than status.capacity"))
+    if causes:
+        raise invalid(rt, old["metadata"]["name"], causes)
+
+
+def _claim_class(pvc: dict) -> str:
+    annotations = pvc["metadata"].get("annotations") or {}
+    return annotations.get(BETA_CLASS_ANNOTATION) or (pvc.get("spec") or {}).get("storageClassName") or ""
+
+
+def _admit_claim_resize(store, rt, old: dict, new: dict) -> None:
+    """The PersistentVolumeClaimResize admission plugin: a claim grows only if its StorageClass allows volume
+    expansion. (That it is Bound was validated before, as validation runs before validating admission.)"""
+    if quantity(_requested_storage(new)) <= quantity(_requested_storage(old)):
+        return
+    class_name = _claim_class(new)
+    sc = store.objects[STORAGE_CLASSES.key].get(("", class_name)) if class_name == _claim_class(old) else None
+    if sc is None or sc.get("allowVolumeExpansion") is not True:
+        raise forbidden(rt, old["metadata"]["name"], "only dynamically provisioned pvc can be resized and the "
+                                                     "storageclass that provisions the pvc must support resize")
 
 
 def blocking_finalizers(rt, obj: dict) -> list[str]:
@@ -114,113 +179,5 @@ def check_namespace(store, rt, namespace: str, name: str) -> None:
         raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found',
                        {"name": namespace, "kind": "namespaces"})
     if ns["metadata"].get("deletionTimestamp"):
-        raise ApiError(403, "Forbidden", f'{rt.group_resource} "{name}" is forbidden: unable to create new content '
-                       f"in namespace {namespace} because it is being terminated", {"name": name, "kind": rt.plural})
-
-
-# --- controllers: each returns True when it changed something ------------------------------------------------
-
-def _claim_ref_names(pv: dict, pvc: dict) -> bool:
-    ref = (pv.get("spec") or {}).get("claimRef")
-    meta = pvc["metadata"]
-    return bool(ref) and ref.get("namespace") == meta["namespace"] and ref.get("name") == meta["name"] and (
-        not ref.get("uid") or ref["uid"] == meta["uid"])
-
-
-def pv_controller(store) -> bool:
-    """The binding part of kube-controller-manager's PV controller: a PVC and the PV naming it (by the PVC's
-    spec.volumeName or the PV's spec.claimRef) are bound; phases Pending/Bound/Lost and Available/Bound/Released."""
-    changed = False
-    pvcs, pvs = store.objects[PVCS.key], store.objects[PVS.key]
-    for pvc in list(pvcs.values()):
-        volume = pvc["spec"].get("volumeName")
-        pv = pvs.get(("", volume)) if volume else next(
-            (p for p in pvs.values() if _claim_ref_names(p, pvc) and not p["metadata"].get("deletionTimestamp")), None)
-        if pv is None:
-            if volume and pvc["status"].get("phase") == "Bound":
-                new = copy.deepcopy(pvc)
-                new["status"]["phase"] = "Lost"
-                changed |= store.save(PVCS, pvc, new)
-            continue
-        ref = pv["spec"].get("claimRef")
-        if ref and not _claim_ref_names(pv, pvc):
-            continue  # the volume belongs to another claim: stay Pending
-        new_pv = copy.deepcopy(pv)
-        if not ref or not ref.get("uid"):
-            new_pv["spec"]["claimRef"] = {"kind": "PersistentVolumeClaim", "namespace": pvc["metadata"]["namespace"],
-                                          "name": pvc["metadata"]["name"], "uid": pvc["metadata"]["uid"],
-                                          "apiVersion": "v1", "resourceVersion": pvc["metadata"]["resourceVersion"]}
-        new_pv.setdefault("status", {})["phase"] = "Bound"
-        changed |= store.save(PVS, pv, new_pv)
-        new_pvc = copy.deepcopy(pvc)
-        annotations = new_pvc["metadata"].setdefault("annotations", {})
-        if not volume:
-            new_pvc["spec"]["volumeName"] = pv["metadata"]["name"]
-            annotations["pv.kubernetes.io/bound-by-controller"] = "yes"
-        annotations["pv.kubernetes.io/bind-completed"] = "yes"
-        new_pvc["status"].update({"phase": "Bound", "accessModes": pv["spec"].get("accessModes", []),
-                                  "capacity": pv["spec"].get("capacity", {})})
-        changed |= store.save(PVCS, pvc, new_pvc)
-    for pv in list(pvs.values()):
-        ref = pv["spec"].get("claimRef")
-        phase = pv.get("status", {}).get("phase")
-        if not ref:
-            desired = "Failed" if phase == "Failed" else "Available"
-        else:
-            pvc = pvcs.get((ref.get("namespace", ""), ref.get("name", "")))
-            bound = pvc is not None and _claim_ref_names(pv, pvc)
-            if bound and pvc["spec"].get("volumeName") == pv["metadata"]["name"]:
-                desired = "Bound"
-            elif ref.get("uid"):
-                desired = "Released"
-            else:
-                desired = "Available"  # pre-bound to a claim that does not exist yet
-        if phase != desired:
-            new = copy.deepcopy(pv)
-            new.setdefault("status", {})["phase"] = desired
-            changed |= store.save(PVS, pv, new)
-    return changed
-
-
-def protection_controller(store) -> bool:
-    """Removes kubernetes.io/pvc-protection from deleted PVCs (no pod uses them here) and
-    kubernetes.io/pv-protection from deleted PVs that are not Bound."""
-    changed = False
-    for rt, finalizer in ((PVCS, PVC_PROTECTION), (PVS, PV_PROTECTION)):
-        for obj in list(store.objects[rt.key].values()):
-            meta = obj["metadata"]
-            if not meta.get("deletionTimestamp") or finalizer not in (meta.get("finalizers") or []):
-                continue
-            if rt is PVS and obj.get("status", {}).get("phase") == "Bound":
-                continue
-            new = copy.deepcopy(obj)
-            new["metadata"]["finalizers"] = [f for f in meta["finalizers"] if f != finalizer]
-            changed |= store.save(rt, obj, new)
-    return changed
-
-
-def namespace_controller(store) -> bool:
-    """Deletes everything in a terminating namespace, then the namespace once it is empty."""
-    changed = False
-    for ns in list(store.objects[NAMESPACES.key].values()):
-        if not ns["metadata"].get("deletionTimestamp"):
-            continue
-        name, remaining = ns["metadata"]["name"], 0
-        for rt in RESOURCES:
-            if not rt.namespaced:
-                continue
-            for (namespace, _), obj in list(store.objects[rt.key].items()):
-                if namespace != name:
-                    continue
-                remaining += 1
-                if not obj["metadata"].get("deletionTimestamp"):
-                    store.mark_deleted(rt, obj)
-                    changed = True
-        if remaining == 0 and (ns.get("spec") or {}).get("finalizers"):
-            new = copy.deepcopy(ns)
-            new["spec"]["finalizers"] = []
-            changed |= store.save(NAMESPACES, ns, new)
-    return changed
-
-
-CONTROLLERS = (protection_controller, pv_controller, namespace_controller)
+        raise forbidden(rt, name, f"unable to create new content in namespace {namespace} because it is being "
+                                  "terminated")

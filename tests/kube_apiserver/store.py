@@ -1,5 +1,5 @@
 """In-memory object store with one global resourceVersion counter, a bounded event history for watches,
-optimistic concurrency, finalizers, and the kind-specific behaviour of `kinds`."""
+optimistic concurrency, finalizers, the kind-specific behaviour of `kinds` and the controllers of `controllers`."""
 from __future__ import annotations
 
 import base64
@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from . import kinds
+from . import controllers, kinds
 from .errors import ApiError, already_exists, bad_request, conflict, gone, invalid, not_found
 from .patch import PatchError, apply_patch
 from .resources import NAMESPACES, RESOURCES
@@ -51,6 +51,7 @@ class Store:
         self.history: deque[StoredEvent] = deque()
         self.compacted_rv = self.rv  # events with rv <= compacted_rv are no longer in the history
         self.objects: dict[tuple[str, str], dict[tuple[str, str], dict]] = {rt.key: {} for rt in RESOURCES}
+        self.tracker = controllers.Tracker(self.objects)  # told of every commit: what the controllers look at
         self.watch_epoch = 0  # bumped to end all open watches
         self.drop_abruptly = False
         self.closed = False
@@ -65,10 +66,13 @@ class Store:
         meta = source["metadata"]
         stored = {**source, "metadata": {**meta, "resourceVersion": str(self.rv)}}
         key = (meta.get("namespace", ""), meta["name"])
+        objects = self.objects[rt.key]
+        previous = objects.get(key)
         if obj is None:
-            del self.objects[rt.key][key]
+            del objects[key]
         else:
-            self.objects[rt.key][key] = stored
+            objects[key] = stored
+        self.tracker.committed(rt, key, previous, stored if obj is not None else None, self.rv)
         self.history.append(StoredEvent(self.rv, event_type, rt, key[0], stored, old))
         while len(self.history) > self.history_size:
             self.compacted_rv = self.history.popleft().rv
@@ -102,10 +106,7 @@ class Store:
         return self._commit(rt, new, "MODIFIED", obj)
 
     def _reconcile(self) -> None:
-        for _ in range(50):
-            if not any([controller(self) for controller in kinds.CONTROLLERS]):
-                return
-        raise RuntimeError("controllers did not settle")
+        controllers.reconcile(self)
 
     def _current(self, rt, namespace: str, name: str) -> dict:
         obj = self.objects[rt.key].get((namespace if rt.namespaced else "", name))
@@ -222,7 +223,7 @@ class Store:
                     new["status"] = copy.deepcopy(old["status"])
                 else:
                     new.pop("status", None)
-            kinds.prepare_update(rt, old, new)
+            kinds.prepare_update(self, rt, old, new)
             if old_meta.get("deletionTimestamp"):
                 added = set(meta.get("finalizers") or []) - set(old_meta.get("finalizers") or [])
                 if added:

@@ -1,0 +1,314 @@
+"""The controllers Kubernetes itself runs for these kinds: kube-controller-manager's PV controller (binding, and
+the annotations that ask a provisioner for a volume), the PVC/PV protection finalizers, and namespace deletion.
+
+They run after every write until nothing changes, as the real ones would soon after it. So that a write costs work
+proportional to what it touches, not to the number of objects stored, `Tracker` is told of every commit: it keeps
+the indexes that find related objects (the PVs whose claimRef names a claim, the claims naming a volume) and
+collects what the next run must look at. Everything else stays at rest because nothing it depends on changed."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from kubernetes.utils import parse_quantity
+
+from .kinds import PV_PROTECTION, PVC_PROTECTION
+from .resources import NAMESPACES, PVCS, PVS, RESOURCES, STORAGE_CLASSES
+
+STORAGE_PROVISIONER = "volume.kubernetes.io/storage-provisioner"
+BETA_STORAGE_PROVISIONER = "volume.beta.kubernetes.io/storage-provisioner"
+SELECTED_NODE = "volume.kubernetes.io/selected-node"
+MAX_ROUNDS = 50  # passes before giving up: controllers that keep changing each other's objects are a bug
+
+
+@dataclass
+class Work:
+    """What the controllers must look at: claims by (namespace, name), the rest by name (dicts as ordered sets).
+    A class names the claims of that class; a namespace is there only while it is terminating."""
+    claims: dict = field(default_factory=dict)
+    volumes: dict = field(default_factory=dict)
+    classes: dict = field(default_factory=dict)
+    namespaces: dict = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.claims or self.volumes or self.classes or self.namespaces)
+
+
+def _claim_ref_key(pv: dict | None) -> tuple[str, str] | None:
+    ref = ((pv or {}).get("spec") or {}).get("claimRef")
+    return (ref.get("namespace", ""), ref.get("name", "")) if ref else None
+
+
+def _volume_name(pvc: dict | None) -> str | None:
+    return ((pvc or {}).get("spec") or {}).get("volumeName") or None
+
+
+def _reindex(index: dict, old_value, new_value, member) -> None:
+    if old_value == new_value:
+        return
+    members = index.get(old_value) if old_value is not None else None
+    if members is not None:
+        members.pop(member, None)
+        if not members:
+            del index[old_value]
+    if new_value is not None:
+        index.setdefault(new_value, {})[member] = None
+
+
+class Tracker:
+    """Indexes over the store's PVCs and PVs, and the work the writes since the controllers last ran left them.
+    `committed` is called by the store, lock held, for every object stored or removed."""
+
+    def __init__(self, objects: dict):
+        self.objects = objects  # the store's, by resource key
+        self.work = Work()
+        # Creation order of claims and volumes, which is the store's (dict) order: visiting them in it, where several
+        # claims want one volume or several volumes name one claim, the same one wins as in a pass over everything.
+        self.claim_order: dict[tuple[str, str], int] = {}
+        self.volume_order: dict[str, int] = {}
+        self.pvs_by_claim: dict[tuple[str, str], dict[str, None]] = {}  # claimRef (namespace, name) -> PV names
+        self.pvcs_by_volume: dict[str, dict[tuple[str, str], None]] = {}  # spec.volumeName -> PVC keys
+
+    def committed(self, rt, key: tuple[str, str], previous: dict | None, stored: dict | None, rv: int) -> None:
+        work = self.work
+        if rt is PVCS:
+            _track(self.claim_order, key, previous, stored, rv)
+            _reindex(self.pvcs_by_volume, _volume_name(previous), _volume_name(stored), key)
+            work.claims[key] = None
+            work.volumes.update(self.pvs_by_claim.get(key, {}))  # their phase follows the claim
+        elif rt is PVS:
+            name = key[1]
+            _track(self.volume_order, name, previous, stored, rv)
+            _reindex(self.pvs_by_claim, _claim_ref_key(previous), _claim_ref_key(stored), name)
+            work.volumes[name] = None
+            # The claims it names, or named, and those naming it, may bind to it or lose it.
+            for claim in (_claim_ref_key(previous), _claim_ref_key(stored)):
+                if claim is not None:
+                    work.claims[claim] = None
+            work.claims.update(self.pvcs_by_volume.get(name, {}))
+        elif rt is STORAGE_CLASSES:
+            work.classes[key[1]] = None
+        elif rt is NAMESPACES:
+            work.namespaces[key[1]] = None
+        if rt.namespaced and _terminating(self.objects, key[0]):
+            work.namespaces[key[0]] = None  # it goes once its last object has gone
+
+    def in_store_order(self, order: dict, members) -> list:
+        """The members that still exist, in the order of the store."""
+        return sorted((m for m in members if m in order), key=order.__getitem__)
+
+
+def _track(order: dict, member, previous: dict | None, stored: dict | None, rv: int) -> None:
+    if previous is None:
+        order[member] = rv
+    elif stored is None:
+        del order[member]
+
+
+def _terminating(objects: dict, namespace: str) -> bool:
+    ns = objects[NAMESPACES.key].get(("", namespace))
+    return ns is not None and bool(ns["metadata"].get("deletionTimestamp"))
+
+
+def reconcile(store) -> None:
+    """Runs the controllers on what the writes since they last ran touched, then on what their own writes
+    touched, until nothing changes."""
+    tracker = store.tracker
+    for _ in range(MAX_ROUNDS):
+        work, tracker.work = tracker.work, Work()
+        if not work:
+            return
+        _run(store, work)
+    raise RuntimeError("controllers did not settle")
+
+
+def _run(store, work: Work) -> None:
+    """One pass over the work, in the order of a pass over everything (protection, claims, volumes, namespaces), so
+    that the writes, and the watch events, come out in the same order as with one."""
+    tracker = store.tracker
+    claims = dict(work.claims)
+    if work.classes:
+        claims.update((key, None) for key, pvc in store.objects[PVCS.key].items()
+                      if pvc["spec"].get("storageClassName") in work.classes)
+    claims = tracker.in_store_order(tracker.claim_order, claims)
+    volumes = tracker.in_store_order(tracker.volume_order, work.volumes)
+    for key in claims:
+        _unprotect(store, PVCS, key, PVC_PROTECTION)
+    for name in volumes:
+        _unprotect(store, PVS, ("", name), PV_PROTECTION)
+    for key in claims:
+        _sync_claim(store, key)
+    for name in volumes:
+        _sync_volume(store, name)
+    for name in work.namespaces:
+        _sync_namespace(store, name)
+
+
+# --- protection ------------------------------------------------------------------------------------------------
+
+def _unprotect(store, rt, key: tuple[str, str], finalizer: str) -> None:
+    """Removes kubernetes.io/pvc-protection from a deleted PVC (no pod uses it here) and
+    kubernetes.io/pv-protection from a deleted PV that is not Bound."""
+    obj = store.objects[rt.key].get(key)
+    if obj is None:
+        return
+    meta = obj["metadata"]
+    if not meta.get("deletionTimestamp") or finalizer not in (meta.get("finalizers") or []):
+        return
+    if rt is PVS and obj.get("status", {}).get("phase") == "Bound":
+        return
+    new = copy.deepcopy(obj)
+    new["metadata"]["finalizers"] = [f for f in meta["finalizers"] if f != finalizer]
+    store.save(rt, obj, new)
+
+
+# --- the PV controller ----------------------------------------------------------------------------------------
+
+def _claim_ref_names(pv: dict, pvc: dict) -> bool:
+    ref = (pv.get("spec") or {}).get("claimRef")
+    meta = pvc["metadata"]
+    return bool(ref) and ref.get("namespace") == meta["namespace"] and ref.get("name") == meta["name"] and (
+        not ref.get("uid") or ref["uid"] == meta["uid"])
+
+
+def _prebound_volume(store, pvc: dict) -> dict | None:
+    """The first (in store order) volume not being deleted whose claimRef names the claim."""
+    tracker, pvs = store.tracker, store.objects[PVS.key]
+    meta = pvc["metadata"]
+    names = tracker.pvs_by_claim.get((meta["namespace"], meta["name"]), {})
+    for name in tracker.in_store_order(tracker.volume_order, names):
+        pv = pvs[("", name)]
+        if _claim_ref_names(pv, pvc) and not pv["metadata"].get("deletionTimestamp"):
+            return pv
+    return None
+
+
+def _sync_claim(store, key: tuple[str, str]) -> None:
+    """The claim side of the binding part of kube-controller-manager's PV controller: a PVC and the PV naming it
+    (by the PVC's spec.volumeName or the PV's spec.claimRef) are bound; phases Pending/Bound/Lost. A claim left
+    without a volume asks its class's provisioner for one."""
+    pvc = store.objects[PVCS.key].get(key)
+    if pvc is None:
+        return
+    volume = pvc["spec"].get("volumeName")
+    pv = store.objects[PVS.key].get(("", volume)) if volume else _prebound_volume(store, pvc)
+    if pv is None:
+        if volume and pvc["status"].get("phase") == "Bound":
+            new = copy.deepcopy(pvc)
+            new["status"]["phase"] = "Lost"
+            store.save(PVCS, pvc, new)
+        elif not volume:
+            _ask_provisioner(store, pvc)
+        return
+    ref = pv["spec"].get("claimRef")
+    if ref and not _claim_ref_names(pv, pvc):
+        return  # the volume belongs to another claim: stay Pending
+    _bind(store, pv, pvc)
+
+
+def _bind(store, pv: dict, pvc: dict) -> None:
+    ref = pv["spec"].get("claimRef")
+    new_pv = copy.deepcopy(pv)
+    if not ref or not ref.get("uid"):
+        new_pv["spec"]["claimRef"] = {"kind": "PersistentVolumeClaim", "namespace": pvc["metadata"]["namespace"],
+                                      "name": pvc["metadata"]["name"], "uid": pvc["metadata"]["uid"],
+                                      "apiVersion": "v1", "resourceVersion": pvc["metadata"]["resourceVersion"]}
+    new_pv.setdefault("status", {})["phase"] = "Bound"
+    store.save(PVS, pv, new_pv)
+    new_pvc = copy.deepcopy(pvc)
+    annotations = new_pvc["metadata"].setdefault("annotations", {})
+    if not pvc["spec"].get("volumeName"):
+        new_pvc["spec"]["volumeName"] = pv["metadata"]["name"]
+        annotations["pv.kubernetes.io/bound-by-controller"] = "yes"
+    annotations["pv.kubernetes.io/bind-completed"] = "yes"
+    status = new_pvc.setdefault("status", {})
+    # Only a claim becoming Bound takes the volume's capacity: once bound, status.capacity is the resizer's and
+    # the kubelet's to write (a filesystem smaller than its grown volume is a resize still under way).
+    if status.get("phase") != "Bound" and not _same_storage(status.get("capacity"), pv["spec"].get("capacity")):
+        status["capacity"] = copy.deepcopy(pv["spec"].get("capacity", {}))
+    status.update({"phase": "Bound", "accessModes": pv["spec"].get("accessModes", [])})
+    store.save(PVCS, pvc, new_pvc)
+
+
+def _same_storage(a: dict | None, b: dict | None) -> bool:
+    a, b = (a or {}).get("storage"), (b or {}).get("storage")
+    if a is None or b is None:
+        return a is b
+    try:
+        return parse_quantity(a) == parse_quantity(b)
+    except ValueError:
+        return a == b
+
+
+def _wanted_provisioner(store, pvc: dict) -> str | None:
+    """The provisioner kube-controller-manager asks for a volume for this unbound claim: its class's, when the
+    class binds immediately or, for WaitForFirstConsumer, once the scheduler has chosen a node. None for a claim
+    without a class, or whose class does not exist (yet)."""
+    meta, spec = pvc["metadata"], pvc["spec"]
+    if meta.get("deletionTimestamp") or spec.get("volumeName") or not spec.get("storageClassName"):
+        return None
+    sc = store.objects[STORAGE_CLASSES.key].get(("", spec["storageClassName"]))
+    if sc is None:
+        return None
+    if sc.get("volumeBindingMode") == "WaitForFirstConsumer" and SELECTED_NODE not in (meta.get("annotations") or {}):
+        return None
+    return sc["provisioner"]
+
+
+def _ask_provisioner(store, pvc: dict) -> None:
+    """Annotates the claim with the provisioner that is to provision it, as setClaimProvisioner does (it leaves
+    the claim alone if the GA annotation already names that provisioner, else sets both)."""
+    provisioner = _wanted_provisioner(store, pvc)
+    if provisioner is None or (pvc["metadata"].get("annotations") or {}).get(STORAGE_PROVISIONER) == provisioner:
+        return
+    new = copy.deepcopy(pvc)
+    annotations = new["metadata"].setdefault("annotations", {})
+    annotations[BETA_STORAGE_PROVISIONER] = annotations[STORAGE_PROVISIONER] = provisioner
+    store.save(PVCS, pvc, new)
+
+
+def _sync_volume(store, name: str) -> None:
+    """The volume side: phases Available/Bound/Released, from the claim its claimRef names."""
+    pv = store.objects[PVS.key].get(("", name))
+    if pv is None:
+        return
+    ref = pv["spec"].get("claimRef")
+    phase = pv.get("status", {}).get("phase")
+    if not ref:
+        desired = "Failed" if phase == "Failed" else "Available"
+    else:
+        pvc = store.objects[PVCS.key].get((ref.get("namespace", ""), ref.get("name", "")))
+        bound = pvc is not None and _claim_ref_names(pv, pvc)
+        if bound and pvc["spec"].get("volumeName") == pv["metadata"]["name"]:
+            desired = "Bound"
+        elif ref.get("uid"):
+            desired = "Released"
+        else:
+            desired = "Available"  # pre-bound to a claim that does not exist yet
+    if phase != desired:
+        new = copy.deepcopy(pv)
+        new.setdefault("status", {})["phase"] = desired
+        store.save(PVS, pv, new)
+
+
+# --- namespaces ------------------------------------------------------------------------------------------------
+
+def _sync_namespace(store, name: str) -> None:
+    """Deletes everything in a terminating namespace, then the namespace once it is empty."""
+    ns = store.objects[NAMESPACES.key].get(("", name))
+    if ns is None or not ns["metadata"].get("deletionTimestamp"):
+        return
+    remaining = 0
+    for rt in RESOURCES:
+        if not rt.namespaced:
+            continue
+        for (namespace, _), obj in list(store.objects[rt.key].items()):
+            if namespace != name:
+                continue
+            remaining += 1
+            if not obj["metadata"].get("deletionTimestamp"):
+                store.mark_deleted(rt, obj)
+    if remaining == 0 and (ns.get("spec") or {}).get("finalizers"):
+        new = copy.deepcopy(ns)
+        new["spec"]["finalizers"] = []
+        store.save(NAMESPACES, ns, new)
