@@ -1,0 +1,168 @@
+"""A small client of robin's REST API, for the programs that drive robin from outside (the Kubernetes
+provisioner, the CSI shim). It speaks `/api/v2` only, keeps one pooled HTTP session, and turns every error
+answer into `RobinApiError` carrying robin's stable `code`, so callers decide by code, never by message."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import requests
+from requests.adapters import HTTPAdapter
+
+# A volume kind's collection and the name of its size field on the wire.
+COLLECTIONS = {"rbd": ("rbd-images", "size_bytes"), "cephfs": ("cephfs-paths", "quota_bytes")}
+
+
+class RobinApiError(Exception):
+    """robin answered with an error (`status` >= 400, `code` from its error body), or could not be reached
+    (`status` 0, code `unreachable`)."""
+
+    def __init__(self, status: int, code: str, message: str, details: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details or {}
+
+    @property
+    def retryable(self) -> bool:
+        """Worth trying again unchanged: robin or Ceph was unavailable, or the volume was busy."""
+        return self.status == 0 or self.status >= 500 or self.code in ("volume_busy", "ceph_busy")
+
+    @property
+    def explanation(self) -> str:
+        """The message, with the fields a validation error names (robin puts them in details.fields)."""
+        fields = self.details.get("fields")
+        if not isinstance(fields, dict) or not fields:
+            return self.message
+        return f"{self.message}: " + "; ".join(f"{name}: {_flatten(problems)}" for name, problems in fields.items())
+
+    def __str__(self) -> str:
+        return f"{self.explanation} ({self.code})" if self.status else self.message
+
+
+def _flatten(problems) -> str:
+    if isinstance(problems, dict):
+        return "; ".join(f"{key}: {_flatten(value)}" for key, value in problems.items())
+    if isinstance(problems, list):
+        return " ".join(_flatten(p) for p in problems)
+    return str(problems)
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    url: str
+    token: str
+    connect_timeout: float = 5.0
+    # Longer than robin's own Ceph timeout, so robin's 503 arrives before we give up on it.
+    read_timeout: float = 60.0
+    pool_size: int = 16
+
+    @classmethod
+    def from_env(cls, url: str | None = None, token: str | None = None, **kwargs) -> ClientConfig:
+        """ROBIN_URL and ROBIN_TOKEN (or ROBIN_TOKEN_FILE, e.g. a mounted Kubernetes secret)."""
+        url = url or os.environ.get("ROBIN_URL")
+        token = token or os.environ.get("ROBIN_TOKEN")
+        token_file = os.environ.get("ROBIN_TOKEN_FILE")
+        if not token and token_file:
+            with open(token_file) as f:
+                token = f.read().strip()
+        if not url or not token:
+            raise ValueError("robin's API is not configured: set ROBIN_URL and ROBIN_TOKEN (or ROBIN_TOKEN_FILE)")
+        return cls(url=url.rstrip("/"), token=token, **kwargs)
+
+
+class RobinClient:
+    """Thread-safe (one requests.Session, whose connection pool is sized for the callers' threads)."""
+
+    def __init__(self, config: ClientConfig):
+        self.config = config
+        self._session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=config.pool_size)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._session.headers.update({"Authorization": f"Bearer {config.token}", "User-Agent": "robin-client"})
+
+    def close(self) -> None:
+        self._session.close()
+
+    def request(self, method: str, path: str, json: dict | None = None, params: dict | None = None):
+        """The decoded JSON answer (None for 204); RobinApiError otherwise."""
+        try:
+            response = self._session.request(method, self.config.url + path, json=json, params=params,
+                                             timeout=(self.config.connect_timeout, self.config.read_timeout))
+        except requests.RequestException as exc:
+            raise RobinApiError(0, "unreachable", f"robin's API at {self.config.url} did not answer: {exc}") from exc
+        if response.status_code == 204:
+            return None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code >= 400:
+            error = body.get("error") if isinstance(body, dict) else None
+            if not isinstance(error, dict):
+                error = {"code": "http_error", "message": f"{method} {path}: HTTP {response.status_code}"}
+            raise RobinApiError(response.status_code, error.get("code", "http_error"),
+                                error.get("message", ""), error.get("details"))
+        return body
+
+    # --- projects ---------------------------------------------------------------------------------------
+
+    def get_project(self, project: str) -> dict:
+        return self.request("GET", f"/api/v2/projects/{quote(project, safe='')}")
+
+    def create_project(self, project: str, quota: dict) -> dict:
+        return self.request("POST", "/api/v2/projects", json={"name": project, "quota": quota})
+
+    # --- volumes ----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _volume_path(kind: str, project: str, name: str | None = None) -> str:
+        path = f"/api/v2/projects/{quote(project, safe='')}/{COLLECTIONS[kind][0]}"
+        return path if name is None else f"{path}/{quote(name, safe='')}"
+
+    def create_volume(self, kind: str, project: str, name: str, size_bytes: int, **fields) -> dict:
+        """An RBD image (`fields`: pool, cluster, features, metadata, source) or a CephFS path (fs, cluster)."""
+        body = {"name": name, COLLECTIONS[kind][1]: size_bytes, **fields}
+        return self.request("POST", self._volume_path(kind, project), json=body)
+
+    def get_volume(self, kind: str, project: str, name: str) -> dict:
+        return self.request("GET", self._volume_path(kind, project, name))
+
+    def resize_volume(self, kind: str, project: str, name: str, size_bytes: int) -> dict:
+        return self.request("PATCH", self._volume_path(kind, project, name), json={COLLECTIONS[kind][1]: size_bytes})
+
+    def delete_volume(self, kind: str, project: str, name: str, with_snapshots: bool = False,
+                      purge: bool = False) -> None:
+        params = {"with_snapshots": str(with_snapshots).lower(), "purge": str(purge).lower()}
+        self.request("DELETE", self._volume_path(kind, project, name), params=params)
+
+    # --- clusters ---------------------------------------------------------------------------------------
+
+    def get_cluster(self, name: str) -> dict:
+        return self.request("GET", f"/api/v2/clusters/{quote(name, safe='')}")
+
+
+def volume_size(kind: str, volume: dict) -> int:
+    """A volume's size in bytes, whatever its kind calls it."""
+    return volume[COLLECTIONS[kind][1]]
+
+
+@dataclass(frozen=True)
+class VolumeRef:
+    """A volume as robin's API addresses it, and its one-line form (a CSI volume id / PV annotation):
+    `<kind>:<project>:<name>`; neither part can contain ':' (projects are DNS labels, names [A-Za-z0-9._-])."""
+
+    kind: str
+    project: str
+    name: str
+
+    @property
+    def handle(self) -> str:
+        return f"{self.kind}:{self.project}:{self.name}"
+
+    @classmethod
+    def parse(cls, handle: str) -> VolumeRef:
+        parts = handle.split(":")
+        if len(parts) != 3 or parts[0] not in COLLECTIONS or not all(parts):
+            raise ValueError(f"{handle!r} is not a robin volume handle (<rbd|cephfs>:<project>:<name>)")
+        return cls(*parts)
