@@ -175,6 +175,41 @@ def purge() -> None:
     click.echo(json.dumps(counts))
 
 
+# --- provisioner --------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--kubeconfig", help="kubeconfig file [ROBIN_PROVISIONER_KUBECONFIG; default: in-cluster, "
+                                   "then $KUBECONFIG or ~/.kube/config]")
+@click.option("--workers", type=int, help="claims handled at once [ROBIN_PROVISIONER_WORKERS, 8]")
+@click.option("--qps", type=float, help="Kubernetes API requests per second [ROBIN_PROVISIONER_QPS, 50]")
+@click.option("--burst", type=int, help="Kubernetes API request burst [ROBIN_PROVISIONER_BURST, 100]")
+@click.option("--metrics-address", help="host:port of /metrics, '' for none [ROBIN_PROVISIONER_METRICS_ADDRESS, "
+                                        "127.0.0.1:9808]")
+@click.option("--leader-elect/--no-leader-elect", default=None,
+              help="take a Lease before acting, so several replicas can run [on]")
+@click.option("--lease-namespace", help="namespace of the Lease [ROBIN_PROVISIONER_LEASE_NAMESPACE, $POD_NAMESPACE]")
+@click.option("--identity", help="this replica's name in the Lease [hostname + random]")
+def provisioner(**flags) -> None:
+    """Turn PersistentVolumeClaims of robin's StorageClasses into robin volumes and bound PVs (runs until
+    SIGTERM/SIGINT). robin's API is ROBIN_URL with ROBIN_TOKEN (or ROBIN_TOKEN_FILE), an admin token so that
+    it can create projects for namespaces."""
+    import signal
+
+    from robin.client import ClientConfig
+    from robin.provisioner.runner import Provisioner
+    from robin.provisioner.settings import ProvisionerSettings
+
+    try:
+        settings = ProvisionerSettings.from_env(**flags)
+        client_config = ClientConfig.from_env()
+    except (ConfigError, ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    runner = Provisioner(settings, client_config)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: runner.stop())
+    runner.run()
+
+
 # --- tokens -------------------------------------------------------------------------------------
 
 @main.group()

@@ -63,7 +63,7 @@ class Settings:
     @classmethod
     def from_env(cls, **overrides) -> Settings:
         values = _read_file(os.environ.get("ROBIN_CONFIG_FILE"))
-        values.update(_read_env(cls))
+        values.update(read_env(cls))
         values.update(overrides)
         settings = cls(**values)
         settings.validate()
@@ -100,12 +100,13 @@ def _read_file(path: str | None) -> dict:
     return {name: _coerce(Settings, name, value, source=path) for name, value in raw.items()}
 
 
-def _read_env(cls) -> dict:
+def read_env(cls, prefix: str = ENV_PREFIX) -> dict:
+    """The fields of dataclass `cls` that the environment sets (`<prefix><FIELD>`), coerced to their types."""
     values = {}
     for f in dataclasses.fields(cls):
-        raw = os.environ.get(ENV_PREFIX + f.name.upper())
+        raw = os.environ.get(prefix + f.name.upper())
         if raw is not None and raw != "":
-            values[f.name] = _coerce(cls, f.name, raw, source=ENV_PREFIX + f.name.upper())
+            values[f.name] = _coerce(cls, f.name, raw, source=prefix + f.name.upper())
     return values
 
 

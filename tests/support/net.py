@@ -20,3 +20,15 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interva
             return
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def eventually(check: Callable[[], object], timeout: float = 10.0, what: str = "condition", interval: float = 0.05):
+    """check()'s first truthy result, polled until `timeout`; an AssertionError naming `what` after it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)

@@ -1,0 +1,432 @@
+"""What the provisioner does with one claim or one PersistentVolume, level-triggered: each sync looks at the
+object as it is now (from the informers' caches) and moves it one step closer to where it should be. Every
+step is idempotent, so a sync may be repeated, interrupted by a crash, or run again by another replica.
+
+A claim of one of robin's classes, unbound and annotated for robin's provisioner by Kubernetes:
+  1. gets the finalizer `robin.io/provisioning` and the annotation `robin.io/volume` (the volume it will get);
+  2. robin creates the volume `pvc-<claim uid>` in the claim's project (made on first use);
+  3. the PersistentVolume `pvc-<claim uid>`, pre-bound to the claim by uid, is created;
+  4. the finalizer is removed: from here the PV stands for the volume.
+A claim deleted between 1 and 3 has its volume deleted before the finalizer goes. A PV of robin's that is
+Released with reclaim policy Delete has its volume deleted, then the PV; its finalizer `robin.io/volume`
+keeps the PV object until that has happened. A bound claim asking for more storage gets its volume resized.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from robin.client import RobinApiError, RobinClient, VolumeRef, volume_size
+from robin.faults import crash_point
+from robin.provisioner import metrics
+from robin.provisioner import volumes as pvs
+from robin.provisioner.claims import (
+    PROJECT_ANNOTATION,
+    ClaimRequest,
+    claim_key,
+    format_bytes,
+    quantity_bytes,
+    round_up_to_mib,
+    volume_name,
+)
+from robin.provisioner.classes import KIND_BY_PROVISIONER, ClassConfig, InvalidSpec
+from robin.provisioner.events import EventRecorder
+from robin.provisioner.kube import Kube, KubeError
+from robin.provisioner.settings import ProvisionerSettings
+from robin.provisioner.workqueue import WorkQueue
+
+log = logging.getLogger(__name__)
+PROVISIONER_ANNOTATIONS = ("volume.kubernetes.io/storage-provisioner", "volume.beta.kubernetes.io/storage-provisioner")
+CLUSTER_INFO_TTL = 300.0
+RESIZE_CONDITIONS = ("Resizing", "FileSystemResizePending")
+VOLUME_METADATA = ("csi.storage.k8s.io/pvc/name", "csi.storage.k8s.io/pvc/namespace", "csi.storage.k8s.io/pv/name")
+
+
+class NotYet(Exception):
+    """The object is waiting for something else (a volume still being made); look again later."""
+
+
+def failure_reason(exc: Exception) -> str:
+    if isinstance(exc, RobinApiError):
+        return exc.code
+    if isinstance(exc, KubeError):
+        return exc.reason
+    return "invalid_spec" if isinstance(exc, InvalidSpec) else "not_yet"
+
+
+class Controller:
+    def __init__(self, settings: ProvisionerSettings, kube: Kube, robin: RobinClient, recorder: EventRecorder,
+                 queue: WorkQueue):
+        self.settings, self.kube, self.robin, self.recorder, self.queue = settings, kube, robin, recorder, queue
+        self.claims = self.volumes = self.classes = self.namespaces = None  # Informers, set by the runner
+        self._first_seen: dict[str, float] = {}  # claim uid -> when a volume was first needed (latency metric)
+        self._known_projects: set[str] = set()
+        self._clusters: dict[str, tuple[float, dict]] = {}
+        self._lock = threading.Lock()
+
+    # --- informer callbacks: only queue keys ------------------------------------------------------------------
+
+    def on_claim(self, key: str, old: dict | None, new: dict | None) -> None:
+        if new is None and old is not None:
+            self._first_seen.pop(old["metadata"].get("uid"), None)
+        self.queue.add("claim/" + key)
+
+    def on_volume(self, key: str, old: dict | None, new: dict | None) -> None:
+        pv = new or old
+        if pvs.our_volume(pv) is None:
+            return
+        self.queue.add("volume/" + key)
+        ref = (pv.get("spec") or {}).get("claimRef")
+        if ref:  # the claim's finalizer and its resize status depend on its PV
+            self.queue.add(f"claim/{ref.get('namespace')}/{ref.get('name')}")
+
+    def on_class(self, key: str, old: dict | None, new: dict | None) -> None:
+        if new is None or new.get("provisioner") not in KIND_BY_PROVISIONER:
+            return
+        for claim in self.claims.items():
+            if (claim.get("spec") or {}).get("storageClassName") == key:
+                self.queue.add("claim/" + claim_key(claim))
+
+    def resync(self) -> None:
+        """Queues every claim and every PV of robin's: nothing is left to a watch event that went missing."""
+        for claim in self.claims.items():
+            self.queue.add("claim/" + claim_key(claim))
+        for pv in self.volumes.items():
+            if pvs.our_volume(pv) is not None:
+                self.queue.add("volume/" + pv["metadata"]["name"])
+
+    # --- the work ---------------------------------------------------------------------------------------------
+
+    def handle(self, key: str) -> None:
+        """One sync; a failure is counted and the key retried with backoff."""
+        what, _, name = key.partition("/")
+        operation = "claim" if what == "claim" else "volume"
+        try:
+            self.sync_claim(name) if what == "claim" else self.sync_volume(name)
+        except (RobinApiError, KubeError, InvalidSpec, NotYet) as exc:
+            reason = failure_reason(exc)
+            metrics.ERRORS.labels(operation, reason).inc()
+            retry_after = exc.retry_after if isinstance(exc, KubeError) and exc.retry_after else 0.0
+            delay = self.queue.add_rate_limited(key, retry_after)
+            log.log(logging.INFO if isinstance(exc, NotYet) else logging.WARNING,
+                    "%s: %s; again in %.1f s", key, exc, delay)
+            return
+        self.queue.forget(key)
+
+    def sync_claim(self, key: str) -> None:
+        claim = self.claims.get(key)
+        if claim is None:
+            return
+        if claim["metadata"].get("deletionTimestamp"):
+            self._claim_deleted(claim)
+        elif (claim.get("spec") or {}).get("volumeName"):
+            self._claim_bound(claim)
+        elif self._wanted_provisioner(claim) in KIND_BY_PROVISIONER:
+            self._provision(claim)
+
+    def sync_volume(self, name: str) -> None:
+        pv = self.volumes.get(name)
+        ref = pvs.our_volume(pv)
+        if ref is None:
+            return
+        meta, spec = pv["metadata"], pv.get("spec") or {}
+        phase, policy = (pv.get("status") or {}).get("phase"), spec.get("persistentVolumeReclaimPolicy")
+        if meta.get("deletionTimestamp"):
+            if pvs.VOLUME_FINALIZER not in (meta.get("finalizers") or []):
+                return
+            if policy == "Delete":
+                if phase == "Bound":
+                    return  # kubernetes.io/pv-protection holds it until its claim lets go
+                self._delete_volume(pv, ref)
+            self.kube.patch_volume(name, _without_finalizer(pvs.VOLUME_FINALIZER))
+        elif phase == "Released" and policy == "Delete":
+            self._delete_volume(pv, ref)
+            crash_point("provisioner.volume_deleted")
+            try:
+                self.kube.delete_volume(name)  # our finalizer keeps it; its update brings it back here
+            except KubeError as exc:
+                if exc.status != 404:
+                    raise
+
+    # --- claims -------------------------------------------------------------------------------------------------
+
+    def _wanted_provisioner(self, claim: dict) -> str | None:
+        annotations = claim["metadata"].get("annotations") or {}
+        return next((annotations[a] for a in PROVISIONER_ANNOTATIONS if annotations.get(a)), None)
+
+    def _class_of(self, claim: dict) -> ClassConfig:
+        class_name = (claim.get("spec") or {}).get("storageClassName")
+        storage_class = self.classes.get(class_name) if class_name else None
+        if storage_class is None:
+            raise NotYet(f"StorageClass {class_name!r} of claim {claim_key(claim)} is not known (yet)")
+        return ClassConfig.parse(storage_class)
+
+    def _provision(self, claim: dict) -> None:
+        uid = claim["metadata"]["uid"]
+        with self._lock:
+            self._first_seen.setdefault(uid, time.monotonic())
+        if self.volumes.get(volume_name(claim)) is not None:
+            self._release_claim(claim)  # the PV exists: Kubernetes binds it
+            return
+        try:
+            klass = self._class_of(claim)
+            request = ClaimRequest.parse(claim, klass)
+            claim, ref = self._hold_claim(claim, klass)
+            crash_point("provisioner.claim_held")
+            self._ensure_project(ref.project, klass)
+            volume = self._ensure_volume(claim, klass, request, ref)
+            crash_point("provisioner.volume_created")
+            size = volume_size(ref.kind, volume)
+            pv = pvs.build(claim, klass, request, ref, volume, size, self._cluster(volume["cluster"]))
+            self._create_pv(pv, claim)
+            crash_point("provisioner.pv_created")
+        except (RobinApiError, KubeError, InvalidSpec) as exc:
+            message = exc.explanation if isinstance(exc, RobinApiError) else str(exc)
+            self.recorder.warning(claim, "ProvisioningFailed", f"failed to provision volume with StorageClass "
+                                  f"{(claim.get('spec') or {}).get('storageClassName')!r}: {message}")
+            metrics.OPERATIONS.labels("provision", "error").inc()
+            raise
+        with self._lock:
+            started = self._first_seen.pop(uid, None)
+        if started is not None:
+            metrics.PROVISIONING_SECONDS.labels(ref.kind).observe(time.monotonic() - started)
+        metrics.OPERATIONS.labels("provision", "ok").inc()
+        self.recorder.normal(claim, "ProvisioningSucceeded", f"Successfully provisioned volume {ref.name}: "
+                             f"{_describe(ref, volume)} of {format_bytes(size)} in robin project {ref.project}")
+        self._release_claim(claim)
+
+    def _project_of(self, claim: dict) -> str:
+        namespace_name = claim["metadata"]["namespace"]
+        namespace = self.namespaces.get(namespace_name)
+        if namespace is None:  # created a moment ago: not in the cache yet
+            namespace = self.kube.call(self.kube.core.read_namespace, namespace_name)
+        return (namespace["metadata"].get("annotations") or {}).get(PROJECT_ANNOTATION) or namespace_name
+
+    def _hold_claim(self, claim: dict, klass: ClassConfig) -> tuple[dict, VolumeRef]:
+        """Step 1: the finalizer, and the volume the claim gets, recorded once (a later change of the namespace's
+        project annotation must not make a second volume)."""
+        meta = claim["metadata"]
+        recorded = (meta.get("annotations") or {}).get(pvs.VOLUME_ANNOTATION)
+        ref = VolumeRef.parse(recorded) if recorded else VolumeRef(klass.kind, self._project_of(claim),
+                                                                   volume_name(claim))
+        if recorded and pvs.CLAIM_FINALIZER in (meta.get("finalizers") or []):
+            return claim, ref
+        patch = {"metadata": {"finalizers": [pvs.CLAIM_FINALIZER], "annotations": {pvs.VOLUME_ANNOTATION: ref.handle}}}
+        return self.kube.patch_claim(meta["namespace"], meta["name"], patch), ref
+
+    def _release_claim(self, claim: dict) -> None:
+        meta = claim["metadata"]
+        if pvs.CLAIM_FINALIZER in (meta.get("finalizers") or []):
+            self.kube.patch_claim(meta["namespace"], meta["name"], _without_finalizer(pvs.CLAIM_FINALIZER))
+
+    def _ensure_project(self, project: str, klass: ClassConfig) -> None:
+        if project in self._known_projects:
+            return
+        try:
+            self.robin.get_project(project)
+        except RobinApiError as exc:
+            if exc.code != "project_not_found":
+                raise
+            defaults = {"max_bytes": self.settings.default_quota_bytes,
+                        "max_volumes": self.settings.default_quota_volumes,
+                        "max_snapshots": self.settings.default_quota_snapshots}
+            try:
+                self.robin.create_project(project, klass.project_quota(defaults))
+                log.info("created robin project %s", project)
+            except RobinApiError as create_error:
+                if create_error.code != "project_exists":
+                    raise
+        self._known_projects.add(project)
+
+    def _ensure_volume(self, claim: dict, klass: ClassConfig, request: ClaimRequest, ref: VolumeRef) -> dict:
+        fields = self._volume_fields(claim, klass, request, ref)
+        try:
+            return self.robin.create_volume(ref.kind, ref.project, ref.name, request.size_bytes, **fields)
+        except RobinApiError as exc:
+            if exc.code != "name_taken":
+                raise
+        try:  # an earlier attempt made it, or is making it
+            volume = self.robin.get_volume(ref.kind, ref.project, ref.name)
+        except RobinApiError as exc:
+            if exc.code == "volume_not_found":
+                raise InvalidSpec(f"the name {ref.name} is taken by a volume outside project {ref.project}") from None
+            raise
+        if volume["state"] != "available":
+            raise NotYet(f"volume {ref.handle} is {volume['state']}")
+        return volume
+
+    def _volume_fields(self, claim: dict, klass: ClassConfig, request: ClaimRequest, ref: VolumeRef) -> dict:
+        if ref.kind != "rbd":
+            return klass.volume_fields()
+        meta = claim["metadata"]
+        fields = {"metadata": dict(zip(VOLUME_METADATA, (meta["name"], meta["namespace"], ref.name), strict=True))}
+        if request.clone_of is None:
+            return {**klass.volume_fields(), **fields}
+        source = self.claims.get(f"{meta['namespace']}/{request.clone_of}")
+        source_ref = pvs.our_volume(self.volumes.get((source.get("spec") or {}).get("volumeName") or "")) \
+            if source else None
+        if source_ref is None or source_ref.kind != "rbd" or source_ref.project != ref.project:
+            raise NotYet(f"claim {request.clone_of} to clone is not bound to an RBD image of robin's in project "
+                         f"{ref.project} (yet)")
+        return {**fields, "source": {"image": source_ref.name}}
+
+    def _cluster(self, name: str) -> dict:
+        """robin's description of a cluster (fsid, monitors), kept a few minutes. A token that may not read
+        clusters gets {}: the class must then name the monitors."""
+        cached = self._clusters.get(name)
+        if cached and time.monotonic() - cached[0] < CLUSTER_INFO_TTL:
+            return cached[1]
+        try:
+            detail = self.robin.get_cluster(name)
+        except RobinApiError as exc:
+            if exc.status != 403:
+                raise
+            detail = {}
+        self._clusters[name] = (time.monotonic(), detail)
+        return detail
+
+    def _create_pv(self, pv: dict, claim: dict) -> None:
+        try:
+            self.kube.create_volume(pv)
+            return
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+        existing = self.kube.get_volume(pv["metadata"]["name"])
+        if ((existing.get("spec") or {}).get("claimRef") or {}).get("uid") != claim["metadata"]["uid"]:
+            raise InvalidSpec(f"PersistentVolume {pv['metadata']['name']} exists and is not for claim "
+                              f"{claim_key(claim)}")
+
+    def _claim_deleted(self, claim: dict) -> None:
+        """A claim deleted while we held it: its volume goes too, unless its PV was made (the PV then goes
+        through its reclaim policy)."""
+        meta = claim["metadata"]
+        if pvs.CLAIM_FINALIZER not in (meta.get("finalizers") or []):
+            return
+        recorded = (meta.get("annotations") or {}).get(pvs.VOLUME_ANNOTATION)
+        if recorded and not self._pv_exists(volume_name(claim)):
+            ref = VolumeRef.parse(recorded)
+            try:
+                self.robin.delete_volume(ref.kind, ref.project, ref.name)
+                log.info("deleted %s: its claim %s went away before it was bound", ref.handle, claim_key(claim))
+            except RobinApiError as exc:
+                if exc.code not in ("volume_not_found", "project_not_found"):
+                    raise
+        self._release_claim(claim)
+
+    def _pv_exists(self, name: str) -> bool:
+        """Asked of the API server, not the cache: deleting a volume on a stale answer would lose data."""
+        try:
+            self.kube.get_volume(name)
+            return True
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    def _claim_bound(self, claim: dict) -> None:
+        self._release_claim(claim)
+        pv = self.volumes.get(claim["spec"]["volumeName"])
+        ref = pvs.our_volume(pv)
+        if ref is not None and (claim.get("status") or {}).get("phase") == "Bound":
+            self._expand_if_asked(claim, pv, ref)
+
+    # --- expansion ----------------------------------------------------------------------------------------------
+
+    def _expand_if_asked(self, claim: dict, pv: dict, ref: VolumeRef) -> None:
+        requested = quantity_bytes(((claim["spec"].get("resources") or {}).get("requests") or {}).get("storage", "0"))
+        pv_size = quantity_bytes(pv["spec"]["capacity"]["storage"])
+        if requested > pv_size:
+            klass = self._class_of(claim)
+            if not klass.allow_expansion:
+                return  # the API server refuses such a change; nothing to do if one slipped through
+            pv_size = self._expand(claim, pv, ref, round_up_to_mib(requested))
+        self._converge_resize_status(claim, pv_size, node_must_grow=ref.kind == "rbd" and (
+            claim["spec"].get("volumeMode") or "Filesystem") == "Filesystem")
+
+    def _expand(self, claim: dict, pv: dict, ref: VolumeRef, target: int) -> int:
+        meta = claim["metadata"]
+        self.kube.patch_claim_status(meta["namespace"], meta["name"], {"status": {
+            "conditions": _conditions(claim, "Resizing"),
+            "allocatedResources": {"storage": format_bytes(target)},
+            "allocatedResourceStatuses": {"storage": "ControllerResizeInProgress"}}})
+        volume = self.robin.get_volume(ref.kind, ref.project, ref.name)
+        if volume_size(ref.kind, volume) < target:  # else an earlier attempt got that far: never shrink
+            try:
+                volume = self.robin.resize_volume(ref.kind, ref.project, ref.name, target)
+            except RobinApiError as exc:
+                self.recorder.warning(claim, "VolumeResizeFailed", f"resize of {ref.name} to "
+                                      f"{format_bytes(target)} failed: {exc.explanation}")
+                metrics.OPERATIONS.labels("expand", "error").inc()
+                raise
+        crash_point("provisioner.volume_resized")
+        size = volume_size(ref.kind, volume)
+        self.kube.patch_volume(pv["metadata"]["name"], {"spec": {"capacity": {"storage": format_bytes(size)}}})
+        metrics.OPERATIONS.labels("expand", "ok").inc()
+        self.recorder.normal(claim, "VolumeResizeSuccessful", f"{_describe(ref, volume)} resized to "
+                             f"{format_bytes(size)}")
+        return size
+
+    def _converge_resize_status(self, claim: dict, pv_size: int, node_must_grow: bool) -> None:
+        """After a resize the claim shows the new capacity, or, where the node must grow the file system first,
+        FileSystemResizePending (kubelet then writes the capacity and drops the condition)."""
+        meta, status = claim["metadata"], claim.get("status") or {}
+        capacity = quantity_bytes((status.get("capacity") or {}).get("storage", "0"))
+        if capacity >= pv_size:
+            return
+        if node_must_grow:
+            patch = {"conditions": _conditions(claim, "FileSystemResizePending"),
+                     "allocatedResourceStatuses": {"storage": "NodeResizePending"}}
+        else:
+            patch = {"capacity": {"storage": format_bytes(pv_size)}, "conditions": _conditions(claim, None),
+                     "allocatedResourceStatuses": None}
+        patch["allocatedResources"] = {"storage": format_bytes(pv_size)}
+        if _status_has(status, patch):
+            return
+        self.kube.patch_claim_status(meta["namespace"], meta["name"], {"status": patch})
+
+    # --- volumes ------------------------------------------------------------------------------------------------
+
+    def _delete_volume(self, pv: dict, ref: VolumeRef) -> None:
+        try:
+            self.robin.delete_volume(ref.kind, ref.project, ref.name)
+        except RobinApiError as exc:
+            if exc.code in ("volume_not_found", "project_not_found"):
+                return
+            self.recorder.warning(pv, "VolumeFailedDelete", f"robin did not delete {ref.handle}: {exc.explanation}")
+            metrics.OPERATIONS.labels("delete", "error").inc()
+            raise
+        metrics.OPERATIONS.labels("delete", "ok").inc()
+        log.info("deleted %s: PersistentVolume %s was released", ref.handle, pv["metadata"]["name"])
+
+
+def _without_finalizer(finalizer: str) -> dict:
+    return {"metadata": {"$deleteFromPrimitiveList/finalizers": [finalizer]}}
+
+
+def _describe(ref: VolumeRef, volume: dict) -> str:
+    if ref.kind == "rbd":
+        return f"RBD image {volume.get('pool')}/{ref.name}"
+    return f"CephFS path {volume.get('path')}"
+
+
+def _conditions(claim: dict, current: str | None) -> list[dict]:
+    """The claim's conditions with the resize ones replaced by `current` (or none)."""
+    kept = [c for c in (claim.get("status") or {}).get("conditions") or () if c.get("type") not in RESIZE_CONDITIONS]
+    if current is None:
+        return kept
+    existing = next((c for c in (claim.get("status") or {}).get("conditions") or () if c.get("type") == current), None)
+    return kept + [existing or {"type": current, "status": "True",
+                                "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}]
+
+
+def _status_has(status: dict, patch: dict) -> bool:
+    for key, value in patch.items():
+        current = status.get(key)
+        if key == "conditions":
+            if [c.get("type") for c in current or ()] != [c.get("type") for c in value]:
+                return False
+        elif (current or None) != value:
+            return False
+    return True

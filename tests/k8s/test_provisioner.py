@@ -1,0 +1,522 @@
+"""`robin provisioner` end to end: the real kubectl against the test Kubernetes API server, robin's API
+(gunicorn) on the session's database, the real Ceph dev cluster; every volume is checked in Ceph and in
+robin's database. The provisioner runs as a subprocess, killed on purpose where a test says so."""
+from __future__ import annotations
+
+import functools
+import json
+import random
+import shutil
+import subprocess
+import time
+
+import pytest
+import rbd
+import requests
+import yaml
+from sqlalchemy import select
+
+from robin.volumes.models import CephfsPath, RbdImage
+from tests.conftest import unique
+from tests.kube_apiserver import KubeApiServer
+from tests.kube_apiserver.resources import EVENTS, LEASES, PVCS, PVS
+from tests.support.net import eventually as _eventually
+from tests.support.provisioner import ProvisionerProcess
+from tests.support.server import running_server
+
+KUBECTL = shutil.which("kubectl")
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")]
+MiB, GiB = 2**20, 2**30
+WAIT_S = 60
+eventually = functools.partial(_eventually, timeout=WAIT_S)
+
+
+
+
+# --- services ---------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def robin_url(database_url, ceph_conf):
+    with running_server(database_url, ceph_conf, workers=2) as url:
+        yield url
+
+
+@pytest.fixture
+def kube():
+    with KubeApiServer.running(bookmark_interval=0.5, history_size=5000) as server:
+        yield server
+
+
+@pytest.fixture
+def provisioners(kube, robin_url, admin_token, request):
+    """start(identity=..., env=...) -> a running ProvisionerProcess; all are stopped afterwards (their logs are
+    printed when the test failed)."""
+    started: list[ProvisionerProcess] = []
+
+    def start(identity: str | None = None, env: dict | None = None) -> ProvisionerProcess:
+        process = ProvisionerProcess(kube.kubeconfig_path, robin_url, admin_token, identity or unique("prov"), env)
+        started.append(process)
+        return process.wait_serving()
+
+    yield start
+    for process in started:
+        process.stop()
+        print(f"--- provisioner {process.identity} log ---\n{process.log()[-4000:]}")
+
+
+@pytest.fixture
+def robin_api(robin_url, admin_token):
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {admin_token}"
+
+    def call(method: str, path: str, **kwargs):
+        return session.request(method, robin_url + path, timeout=30, **kwargs)
+
+    yield call
+    session.close()
+
+
+# --- Kubernetes helpers -----------------------------------------------------------------------------------------
+
+def kubectl(kube, *args: str, stdin: str | None = None) -> str:
+    result = subprocess.run([KUBECTL, "--kubeconfig", kube.kubeconfig_path, *args], input=stdin,
+                            capture_output=True, text=True, timeout=WAIT_S + 30)
+    assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
+    return result.stdout
+
+
+def create(kube, *objects: dict) -> None:
+    kubectl(kube, "create", "-f", "-", stdin=yaml.safe_dump_all(objects))
+
+
+def namespace(kube, annotations: dict | None = None) -> str:
+    name = unique("ns")
+    create(kube, {"apiVersion": "v1", "kind": "Namespace",
+                  "metadata": {"name": name, "annotations": annotations or {}}})
+    return name
+
+
+def storage_class(provisioner: str = "robin.io/rbd", parameters: dict | None = None, **fields) -> dict:
+    return {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": unique("sc")},
+            "provisioner": provisioner, "parameters": parameters or {}, **fields}
+
+
+def claim(ns: str, klass: dict, size: str = "1Gi", modes=("ReadWriteOnce",), **spec) -> dict:
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": unique("pvc"), "namespace": ns},
+            "spec": {"storageClassName": klass["metadata"]["name"], "accessModes": list(modes),
+                     "resources": {"requests": {"storage": size}}, **spec}}
+
+
+def wait_bound(kube, ns: str, *names: str) -> None:
+    kubectl(kube, "wait", "-n", ns, "--for=jsonpath={.status.phase}=Bound", f"--timeout={WAIT_S}s",
+            *[f"pvc/{name}" for name in names])
+
+
+def get_claim(kube, ns: str, name: str) -> dict:
+    return json.loads(kubectl(kube, "get", "-n", ns, "pvc", name, "-o", "json"))
+
+
+def volume_of(kube, pvc: dict) -> dict:
+    return json.loads(kubectl(kube, "get", "pv", pvc["spec"]["volumeName"], "-o", "json"))
+
+
+def stored(kube, rt, ns: str, name: str) -> dict | None:
+    """Straight from the test server's store (bypasses HTTP, so it works while faults are injected)."""
+    return kube.store.objects[rt.key].get((ns, name))
+
+
+def events(kube, ns: str, name: str) -> list[tuple[str, str, str, int]]:
+    return [(e["type"], e["reason"], e["message"], e.get("count", 1)) for e in kube.store.objects[EVENTS.key].values()
+            if e["involvedObject"].get("name") == name and e["involvedObject"].get("namespace") == ns]
+
+
+def rbd_size(rbd_ioctx, name: str) -> int | None:
+    try:
+        with rbd.Image(rbd_ioctx, name, read_only=True) as image:
+            return image.size()
+    except rbd.ImageNotFound:
+        return None
+
+
+def in_rbd_trash(rbd_ioctx, name: str) -> bool:
+    return any(entry["name"] == name for entry in rbd.RBD().trash_list(rbd_ioctx))
+
+
+# --- provisioning -----------------------------------------------------------------------------------------------
+
+def test_rbd_claim_becomes_a_bound_pv_over_a_real_image(kube, provisioners, db_rows, rbd_ioctx):
+    process = provisioners()
+    ns = namespace(kube)
+    klass = storage_class(parameters={"pool": "rbd"}, mountOptions=["discard"], reclaimPolicy="Delete")
+    pvc = claim(ns, klass, size="1.5Gi")
+    create(kube, klass, pvc)
+    wait_bound(kube, ns, pvc["metadata"]["name"])
+
+    pvc = get_claim(kube, ns, pvc["metadata"]["name"])
+    pv = volume_of(kube, pvc)
+    name = f"pvc-{pvc['metadata']['uid']}"
+    assert pv["metadata"]["name"] == name and pv["status"]["phase"] == "Bound"
+    assert pv["metadata"]["annotations"]["pv.kubernetes.io/provisioned-by"] == "robin.io/rbd"
+    assert pv["spec"]["claimRef"]["uid"] == pvc["metadata"]["uid"]
+    assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete" and pv["spec"]["mountOptions"] == ["discard"]
+    assert pv["spec"]["accessModes"] == ["ReadWriteOnce"] and pv["spec"]["capacity"]["storage"] == "1536Mi"
+    assert pv["spec"]["csi"]["driver"] == "csi.robin.io"
+    assert pv["spec"]["csi"]["volumeHandle"] == f"rbd:{ns}:{name}"
+    assert pv["spec"]["csi"]["volumeAttributes"]["imageName"] == name
+    assert "robin.io/provisioning" not in pvc["metadata"].get("finalizers", [])
+    # Ceph has the image at the size the PV claims, with the claim recorded in its metadata
+    assert rbd_size(rbd_ioctx, name) == 1536 * MiB
+    with rbd.Image(rbd_ioctx, name, read_only=True) as image:
+        assert image.metadata_get("csi.storage.k8s.io/pvc/name") == pvc["metadata"]["name"]
+    # robin's database: one available image in the project named after the namespace
+    [row] = db_rows(select(RbdImage).where(RbdImage.name == name))
+    assert row.project.name == ns and row.state.value == "available" and row.size_bytes == 1536 * MiB
+    assert ("Normal", "ProvisioningSucceeded") in [e[:2] for e in events(kube, ns, pvc["metadata"]["name"])]
+    samples = process.metrics()
+    assert samples['robin_provisioner_provisioning_duration_seconds_count{type="rbd"}'] == 1
+    assert samples["robin_provisioner_leader"] == 1 and "robin_provisioner_queue_depth" in samples
+
+
+def test_cephfs_claim_with_in_tree_source_as_wayne_reads_it(kube, provisioners, db_rows, fs, robin_api):
+    provisioners()
+    ns = namespace(kube)
+    klass = storage_class("robin.io/cephfs", {"volumeSource": "in-tree", "userSecretName": "ceph-client",
+                                              "userId": "kube"}, reclaimPolicy="Retain")
+    pvc = claim(ns, klass, size="300Mi", modes=("ReadWriteMany",))
+    create(kube, klass, pvc)
+    wait_bound(kube, ns, pvc["metadata"]["name"])
+
+    pv = volume_of(kube, get_claim(kube, ns, pvc["metadata"]["name"]))
+    source = pv["spec"]["cephfs"]
+    name = source["path"].rsplit("/", 1)[1]  # how Wayne finds the volume
+    assert name == pv["metadata"]["name"] and source["path"] == f"/robin/{ns}/{name}"
+    assert source["user"] == "kube" and source["secretRef"] == {"name": "ceph-client", "namespace": ns}
+    cluster = robin_api("GET", "/api/v2/clusters/default").json()
+    assert source["monitors"] == cluster["monitors"] and source["monitors"]
+    assert int(fs.getxattr(source["path"], "ceph.quota.max_bytes")) == 300 * MiB
+    [row] = db_rows(select(CephfsPath).where(CephfsPath.name == name))
+    assert row.project.name == ns and row.size_bytes == 300 * MiB
+
+
+def test_rbd_in_tree_source(kube, provisioners):
+    provisioners()
+    ns = namespace(kube)
+    klass = storage_class(parameters={"volumeSource": "in-tree", "userSecretName": "ceph-secret",
+                                      "userSecretNamespace": "kube-system", "fsType": "xfs"})
+    pvc = claim(ns, klass)
+    create(kube, klass, pvc)
+    wait_bound(kube, ns, pvc["metadata"]["name"])
+    pv = volume_of(kube, get_claim(kube, ns, pvc["metadata"]["name"]))
+    assert pv["spec"]["rbd"]["image"] == pv["metadata"]["name"] and pv["spec"]["rbd"]["pool"] == "rbd"
+    assert pv["spec"]["rbd"]["fsType"] == "xfs" and pv["spec"]["rbd"]["monitors"]
+    assert pv["spec"]["rbd"]["secretRef"] == {"name": "ceph-secret", "namespace": "kube-system"}
+    assert "csi" not in pv["spec"]
+
+
+def test_namespace_annotation_names_the_project_and_the_class_sets_its_quota(kube, provisioners, robin_api):
+    provisioners()
+    project = unique("team")
+    ns = namespace(kube, {"robin.io/project": project})
+    klass = storage_class(parameters={"projectQuotaBytes": "20Gi", "projectQuotaVolumes": "7",
+                                      "projectQuotaSnapshots": "3"})
+    pvc = claim(ns, klass)
+    create(kube, klass, pvc)
+    wait_bound(kube, ns, pvc["metadata"]["name"])
+    created = robin_api("GET", f"/api/v2/projects/{project}").json()
+    assert created["quota"] == {"max_bytes": 20 * GiB, "max_volumes": 7, "max_snapshots": 3}
+    uid = get_claim(kube, ns, pvc["metadata"]["name"])["metadata"]["uid"]
+    assert robin_api("GET", f"/api/v2/projects/{project}/rbd-images/pvc-{uid}").status_code == 200
+    assert robin_api("GET", f"/api/v2/projects/{ns}").status_code == 404
+
+
+def test_quota_refusal_is_a_warning_event_and_retried_until_quota_allows(kube, provisioners, robin_api):
+    provisioners()
+    ns = namespace(kube)
+    assert robin_api("POST", "/api/v2/projects", json={"name": ns, "quota": {
+        "max_bytes": GiB, "max_volumes": 10, "max_snapshots": 10}}).status_code == 201
+    klass = storage_class()
+    pvc = claim(ns, klass, size="2Gi")
+    create(kube, klass, pvc)
+    name = pvc["metadata"]["name"]
+    failed = eventually(lambda: [e for e in events(kube, ns, name) if e[1] == "ProvisioningFailed"],
+                        what="a ProvisioningFailed event")
+    assert failed[0][0] == "Warning" and "quota" in failed[0][2] and "2147483648 were requested" in failed[0][2]
+    assert stored(kube, PVCS, ns, name)["status"]["phase"] == "Pending"
+    eventually(lambda: max(e[3] for e in events(kube, ns, name) if e[1] == "ProvisioningFailed") >= 2,
+               what="the retry (the event's count grows)")
+    assert robin_api("GET", f"/api/v2/projects/{ns}/rbd-images").json()["items"] == []
+
+    assert robin_api("PATCH", f"/api/v2/projects/{ns}", json={"quota": {"max_bytes": 4 * GiB}}).status_code == 200
+    wait_bound(kube, ns, name)
+
+
+@pytest.mark.parametrize("klass, pvc_spec, message", [
+    (storage_class(), {"accessModes": ["ReadWriteMany"]}, "ReadWriteMany on an RBD image needs volumeMode Block"),
+    (storage_class("robin.io/cephfs"), {"volumeMode": "Block"}, "volumeMode Block needs an RBD class"),
+    (storage_class(parameters={"poool": "rbd"}), {}, "parameters robin.io/rbd does not know: poool"),
+    (storage_class(parameters={"pool": "not-a-robin-pool"}), {}, "pool"),
+], ids=["rwx-on-rbd-filesystem", "block-on-cephfs", "unknown-parameter", "pool-refused-by-robin"])
+def test_claims_robin_cannot_serve_get_an_event_and_leave_nothing(kube, provisioners, robin_api, klass, pvc_spec,
+                                                                 message):
+    provisioners()
+    ns = namespace(kube)
+    klass = {**klass, "metadata": {"name": unique("sc")}}
+    pvc = claim(ns, klass)
+    pvc["spec"].update(pvc_spec)
+    create(kube, klass, pvc)
+    name = pvc["metadata"]["name"]
+    failed = eventually(lambda: [e for e in events(kube, ns, name) if e[1] == "ProvisioningFailed"],
+                        what="a ProvisioningFailed event")
+    assert message in failed[0][2]
+    assert stored(kube, PVCS, ns, name)["status"]["phase"] == "Pending"
+    assert not kube.store.objects[PVS.key]
+    project = robin_api("GET", f"/api/v2/projects/{ns}")
+    if project.status_code == 200:  # only a refusal by robin itself comes after the project was made
+        assert robin_api("GET", f"/api/v2/projects/{ns}/rbd-images").json()["items"] == []
+
+
+# --- expansion --------------------------------------------------------------------------------------------------
+
+def test_expanding_an_rbd_claim_grows_the_image_and_leaves_the_file_system_to_the_node(kube, provisioners,
+                                                                                      rbd_ioctx):
+    provisioners()
+    ns = namespace(kube)
+    klass = storage_class(allowVolumeExpansion=True)
+    pvc = claim(ns, klass)
+    create(kube, klass, pvc)
+    name = pvc["metadata"]["name"]
+    wait_bound(kube, ns, name)
+    kubectl(kube, "patch", "-n", ns, "pvc", name, "-p", '{"spec":{"resources":{"requests":{"storage":"3Gi"}}}}')
+    kubectl(kube, "wait", "-n", ns, f"pvc/{name}", f"--timeout={WAIT_S}s",
+            "--for=jsonpath={.status.conditions[0].type}=FileSystemResizePending")
+    pvc = get_claim(kube, ns, name)
+    assert volume_of(kube, pvc)["spec"]["capacity"]["storage"] == "3Gi"
+    assert rbd_size(rbd_ioctx, pvc["spec"]["volumeName"]) == 3 * GiB
+    assert pvc["status"]["capacity"]["storage"] == "1Gi"  # until kubelet has grown the file system
+    assert pvc["status"]["allocatedResourceStatuses"] == {"storage": "NodeResizePending"}
+    assert ("Normal", "VolumeResizeSuccessful") in [e[:2] for e in events(kube, ns, name)]
+
+
+def test_expanding_a_cephfs_claim_raises_the_quota_and_the_claims_capacity(kube, provisioners, fs):
+    provisioners()
+    ns = namespace(kube)
+    klass = storage_class("robin.io/cephfs", allowVolumeExpansion=True)
+    pvc = claim(ns, klass, size="100Mi", modes=("ReadWriteMany",))
+    create(kube, klass, pvc)
+    name = pvc["metadata"]["name"]
+    wait_bound(kube, ns, name)
+    kubectl(kube, "patch", "-n", ns, "pvc", name, "-p", '{"spec":{"resources":{"requests":{"storage":"1Gi"}}}}')
+    kubectl(kube, "wait", "-n", ns, f"pvc/{name}", f"--timeout={WAIT_S}s",
+            "--for=jsonpath={.status.capacity.storage}=1Gi")
+    pvc = get_claim(kube, ns, name)
+    path = volume_of(kube, pvc)["spec"]["csi"]["volumeAttributes"]["path"]
+    assert int(fs.getxattr(path, "ceph.quota.max_bytes")) == GiB
+    assert not [c for c in pvc["status"].get("conditions", []) if c["type"] == "FileSystemResizePending"]
+
+
+# --- reclaim ----------------------------------------------------------------------------------------------------
+
+def test_delete_policy_moves_the_image_to_the_trash_then_removes_the_pv(kube, provisioners, rbd_ioctx, db_rows):
+    provisioners()
+    ns = namespace(kube)
+    klass = storage_class(reclaimPolicy="Delete")
+    pvc = claim(ns, klass)
+    create(kube, klass, pvc)
+    wait_bound(kube, ns, pvc["metadata"]["name"])
+    image = get_claim(kube, ns, pvc["metadata"]["name"])["spec"]["volumeName"]
+    kubectl(kube, "delete", "-n", ns, "pvc", pvc["metadata"]["name"])
+    eventually(lambda: stored(kube, PVS, "", image) is None, what="the PV to go")
+    assert in_rbd_trash(rbd_ioctx, image) and rbd_size(rbd_ioctx, image) is None
+    [row] = db_rows(select(RbdImage).where(RbdImage.name == image))
+    assert row.state.value == "deleted" and row.deleted_at is not None
+
+
+def test_retain_policy_keeps_volume_and_pv_and_deleting_the_pv_keeps_the_volume(kube, provisioners, rbd_ioctx,
+                                                                               robin_api):
+    provisioners()
+    ns = namespace(kube)
+    klass = storage_class(reclaimPolicy="Retain")
+    pvc = claim(ns, klass)
+    create(kube, klass, pvc)
+    wait_bound(kube, ns, pvc["metadata"]["name"])
+    image = get_claim(kube, ns, pvc["metadata"]["name"])["spec"]["volumeName"]
+    kubectl(kube, "delete", "-n", ns, "pvc", pvc["metadata"]["name"])
+    kubectl(kube, "wait", f"pv/{image}", "--for=jsonpath={.status.phase}=Released", f"--timeout={WAIT_S}s")
+    kubectl(kube, "delete", "pv", image, f"--timeout={WAIT_S}s")  # waits until the finalizers are gone
+    assert stored(kube, PVS, "", image) is None
+    assert rbd_size(rbd_ioctx, image) == GiB
+    assert robin_api("GET", f"/api/v2/projects/{ns}/rbd-images/{image}").json()["state"] == "available"
+
+
+# --- crashes ----------------------------------------------------------------------------------------------------
+
+def _volume_names(robin_api, project: str) -> list[str]:
+    response = robin_api("GET", f"/api/v2/projects/{project}/rbd-images?limit=1000")
+    return [] if response.status_code == 404 else [item["name"] for item in response.json()["items"]]
+
+
+@pytest.mark.parametrize("point", ["provisioner.claim_held", "provisioner.volume_created", "provisioner.pv_created"])
+def test_killed_while_provisioning_then_restarted_makes_one_volume_and_one_pv(kube, provisioners, robin_api,
+                                                                               rbd_ioctx, point):
+    crashing = provisioners(env={"ROBIN_FAULT_POINTS": point})
+    ns = namespace(kube)
+    klass = storage_class()
+    pvc = claim(ns, klass)
+    create(kube, klass, pvc)
+    eventually(lambda: not crashing.alive, what=f"the provisioner to die at {point}")
+    assert crashing.process.returncode == -9
+    provisioners()
+    wait_bound(kube, ns, pvc["metadata"]["name"])
+    uid = get_claim(kube, ns, pvc["metadata"]["name"])["metadata"]["uid"]
+    assert _volume_names(robin_api, ns) == [f"pvc-{uid}"]
+    assert [pv["metadata"]["name"] for pv in kube.store.objects[PVS.key].values()] == [f"pvc-{uid}"]
+    assert rbd_size(rbd_ioctx, f"pvc-{uid}") == GiB
+    claim_now = get_claim(kube, ns, pvc["metadata"]["name"])
+    eventually(lambda: "robin.io/provisioning" not in (
+        stored(kube, PVCS, ns, pvc["metadata"]["name"])["metadata"].get("finalizers") or []),
+        what="the provisioning finalizer to go")
+    assert claim_now["metadata"]["annotations"]["robin.io/volume"] == f"rbd:{ns}:pvc-{uid}"
+
+
+def test_claim_deleted_while_the_provisioner_was_down_leaves_no_volume(kube, provisioners, robin_api, rbd_ioctx):
+    crashing = provisioners(env={"ROBIN_FAULT_POINTS": "provisioner.volume_created"})
+    ns = namespace(kube)
+    klass = storage_class()
+    pvc = claim(ns, klass)
+    create(kube, klass, pvc)
+    eventually(lambda: not crashing.alive, what="the provisioner to die after creating the volume")
+    uid = stored(kube, PVCS, ns, pvc["metadata"]["name"])["metadata"]["uid"]
+    assert _volume_names(robin_api, ns) == [f"pvc-{uid}"]
+    kubectl(kube, "delete", "-n", ns, "pvc", pvc["metadata"]["name"], "--wait=false")
+    # the provisioning finalizer holds the claim until a provisioner has dealt with its volume
+    assert stored(kube, PVCS, ns, pvc["metadata"]["name"])["metadata"]["deletionTimestamp"]
+    provisioners()
+    eventually(lambda: stored(kube, PVCS, ns, pvc["metadata"]["name"]) is None, what="the claim to go")
+    assert _volume_names(robin_api, ns) == []
+    assert in_rbd_trash(rbd_ioctx, f"pvc-{uid}")
+    assert not kube.store.objects[PVS.key]
+
+
+def test_killed_while_deleting_then_restarted_finishes_the_delete(kube, provisioners, rbd_ioctx):
+    crashing = provisioners(env={"ROBIN_FAULT_POINTS": "provisioner.volume_deleted"})
+    ns = namespace(kube)
+    klass = storage_class(reclaimPolicy="Delete")
+    pvc = claim(ns, klass)
+    create(kube, klass, pvc)
+    wait_bound(kube, ns, pvc["metadata"]["name"])
+    image = get_claim(kube, ns, pvc["metadata"]["name"])["spec"]["volumeName"]
+    kubectl(kube, "delete", "-n", ns, "pvc", pvc["metadata"]["name"])
+    eventually(lambda: not crashing.alive, what="the provisioner to die after deleting the volume")
+    assert stored(kube, PVS, "", image) is not None and in_rbd_trash(rbd_ioctx, image)
+    provisioners()
+    eventually(lambda: stored(kube, PVS, "", image) is None, what="the PV to go")
+
+
+def test_killed_after_resizing_then_restarted_finishes_the_expansion(kube, provisioners, fs):
+    crashing = provisioners(env={"ROBIN_FAULT_POINTS": "provisioner.volume_resized"})
+    ns = namespace(kube)
+    klass = storage_class("robin.io/cephfs", allowVolumeExpansion=True)
+    pvc = claim(ns, klass, size="100Mi")
+    create(kube, klass, pvc)
+    name = pvc["metadata"]["name"]
+    wait_bound(kube, ns, name)
+    kubectl(kube, "patch", "-n", ns, "pvc", name, "-p", '{"spec":{"resources":{"requests":{"storage":"200Mi"}}}}')
+    eventually(lambda: not crashing.alive, what="the provisioner to die after resizing the volume")
+    pv_name = get_claim(kube, ns, name)["spec"]["volumeName"]
+    path = stored(kube, PVS, "", pv_name)["spec"]["csi"]["volumeAttributes"]["path"]
+    assert int(fs.getxattr(path, "ceph.quota.max_bytes")) == 200 * MiB
+    assert stored(kube, PVS, "", pv_name)["spec"]["capacity"]["storage"] == "100Mi"  # not recorded yet
+    provisioners()
+    kubectl(kube, "wait", "-n", ns, f"pvc/{name}", f"--timeout={WAIT_S}s",
+            "--for=jsonpath={.status.capacity.storage}=200Mi")
+    assert stored(kube, PVS, "", pv_name)["spec"]["capacity"]["storage"] == "200Mi"
+
+
+def test_killed_at_random_moments_under_load_neither_leaks_nor_duplicates(kube, provisioners, robin_api, rbd_ioctx):
+    chance = random.Random(20261127)
+    ns = namespace(kube)
+    klass = storage_class()
+    claims = [claim(ns, klass) for _ in range(24)]
+    create(kube, klass)
+    process = provisioners()
+    for batch in range(4):
+        create(kube, *claims[batch * 6:(batch + 1) * 6])
+        time.sleep(chance.uniform(0.05, 0.6))  # a random moment in the middle of provisioning
+        process.kill()
+        process = provisioners()
+    wait_bound(kube, ns, *[c["metadata"]["name"] for c in claims])
+    uids = sorted(stored(kube, PVCS, ns, c["metadata"]["name"])["metadata"]["uid"] for c in claims)
+    expected = [f"pvc-{uid}" for uid in uids]
+    assert sorted(_volume_names(robin_api, ns)) == expected
+    assert sorted(kube.store.objects[PVS.key]) == [("", name) for name in expected]
+    in_ceph = [name for name in rbd.RBD().list(rbd_ioctx) if name in expected]
+    assert sorted(in_ceph) == expected
+
+
+# --- replicas and API trouble -----------------------------------------------------------------------------------
+
+def _holder(kube) -> str | None:
+    lease = stored(kube, LEASES, "default", "robin-provisioner")
+    return lease and lease["spec"].get("holderIdentity")
+
+
+def test_two_replicas_only_the_leader_acts_and_the_other_takes_over(kube, provisioners):
+    first = provisioners(identity="replica-a")
+    eventually(lambda: _holder(kube) == "replica-a", what="replica-a to lead")
+    second = provisioners(identity="replica-b")
+    ns = namespace(kube)
+    klass = storage_class()
+    claims = [claim(ns, klass) for _ in range(4)]
+    create(kube, klass, *claims)
+    wait_bound(kube, ns, *[c["metadata"]["name"] for c in claims])
+    provisioned = 'robin_provisioner_operations_total{operation="provision",outcome="ok"}'
+    assert first.metrics()[provisioned] == 4
+    assert second.metrics().get(provisioned, 0) == 0 and second.metrics()["robin_provisioner_leader"] == 0
+
+    first.kill()  # no lease released: the other waits for it to expire
+    eventually(lambda: _holder(kube) == "replica-b", what="replica-b to take over")
+    later = [claim(ns, klass) for _ in range(2)]
+    create(kube, *later)
+    wait_bound(kube, ns, *[c["metadata"]["name"] for c in later])
+    assert second.metrics()[provisioned] == 2
+    assert stored(kube, LEASES, "default", "robin-provisioner")["spec"]["leaseTransitions"] >= 1
+
+
+def test_graceful_stop_releases_the_lease_at_once(kube, provisioners):
+    first = provisioners(identity="replica-a", env={"ROBIN_PROVISIONER_LEASE_DURATION": "60",
+                                                    "ROBIN_PROVISIONER_RENEW_DEADLINE": "40"})
+    eventually(lambda: _holder(kube) == "replica-a", what="replica-a to lead")
+    provisioners(identity="replica-b", env={"ROBIN_PROVISIONER_LEASE_DURATION": "60",
+                                            "ROBIN_PROVISIONER_RENEW_DEADLINE": "40"})
+    assert first.stop() == 0
+    # a 60 s lease, taken over within the default wait: only possible because replica-a gave it up
+    eventually(lambda: _holder(kube) == "replica-b", timeout=20, what="replica-b to take the released lease")
+
+
+def test_api_errors_dropped_watches_and_expired_versions_are_survived(kube, provisioners):
+    process = provisioners()
+    ns = namespace(kube)
+    klass = storage_class()
+    create(kube, klass)
+    watches_before = kube.watch_requests
+
+    def provision_a_batch_while(trouble) -> None:
+        batch = [claim(ns, klass) for _ in range(3)]
+        trouble()
+        for body in batch:  # straight into the store: kubectl would get the injected errors too
+            kube.store.create(PVCS, ns, body)
+        eventually(lambda: all(stored(kube, PVCS, ns, c["metadata"]["name"])["status"].get("phase") == "Bound"
+                               for c in batch), what="the batch to be bound")
+
+    provision_a_batch_while(lambda: kube.faults.fail_requests(500, seconds=1.5))
+    errors = process.metrics()
+    assert sum(v for k, v in errors.items() if k.startswith('robin_provisioner_errors_total{operation="claim",'
+                                                            'reason="InternalError"')) > 0
+    provision_a_batch_while(lambda: kube.faults.fail_requests(429, count=6, retry_after=1))
+    provision_a_batch_while(lambda: kube.faults.drop_watches(abruptly=True))
+    provision_a_batch_while(lambda: (kube.faults.compact(), kube.faults.drop_watches()))
+    assert kube.faults.failed > 0 and kube.watch_requests > watches_before
+    restarts = process.metrics()
+    assert restarts['robin_provisioner_watch_restarts_total{reason="expired",resource="PersistentVolumeClaim"}'] >= 1
