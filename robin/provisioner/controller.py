@@ -62,6 +62,9 @@ class Controller:
         self.claims = self.volumes = self.classes = self.namespaces = None  # Informers, set by the runner
         self._first_seen: dict[str, float] = {}  # claim uid -> when a volume was first needed (latency metric)
         self._known_projects: set[str] = set()
+        # PVs this process created that the PV cache has not shown yet: the claim's own update event (from its
+        # finalizer patch) brings it back before then, and it must not be provisioned a second time.
+        self._created_pvs: set[str] = set()
         self._clusters: dict[str, tuple[float, dict]] = {}
         self._lock = threading.Lock()
 
@@ -73,6 +76,7 @@ class Controller:
         self.queue.add("claim/" + key)
 
     def on_volume(self, key: str, old: dict | None, new: dict | None) -> None:
+        self._created_pvs.discard(key)
         pv = new or old
         if pvs.our_volume(pv) is None:
             return
@@ -166,7 +170,7 @@ class Controller:
         uid = claim["metadata"]["uid"]
         with self._lock:
             self._first_seen.setdefault(uid, time.monotonic())
-        if self.volumes.get(volume_name(claim)) is not None:
+        if volume_name(claim) in self._created_pvs or self.volumes.get(volume_name(claim)) is not None:
             self._release_claim(claim)  # the PV exists: Kubernetes binds it
             return
         try:
@@ -180,6 +184,7 @@ class Controller:
             size = volume_size(ref.kind, volume)
             pv = pvs.build(claim, klass, request, ref, volume, size, self._cluster(volume["cluster"]))
             self._create_pv(pv, claim)
+            self._created_pvs.add(ref.name)
             crash_point("provisioner.pv_created")
         except (RobinApiError, KubeError, InvalidSpec) as exc:
             message = exc.explanation if isinstance(exc, RobinApiError) else str(exc)
@@ -260,7 +265,9 @@ class Controller:
         if ref.kind != "rbd":
             return klass.volume_fields()
         meta = claim["metadata"]
-        fields = {"metadata": dict(zip(VOLUME_METADATA, (meta["name"], meta["namespace"], ref.name), strict=True))}
+        fields = {}
+        if self.settings.image_metadata:
+            fields["metadata"] = dict(zip(VOLUME_METADATA, (meta["name"], meta["namespace"], ref.name), strict=True))
         if request.clone_of is None:
             return {**klass.volume_fields(), **fields}
         source = self.claims.get(f"{meta['namespace']}/{request.clone_of}")

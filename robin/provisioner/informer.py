@@ -89,7 +89,8 @@ class Informer:
         """Interrupts a blocked watch (the caller has set the stop event)."""
         response = self._response
         if response is not None:
-            with contextlib.suppress(OSError):
+            # The watch may be ending by itself at this moment: urllib3 then refuses (ValueError, RuntimeError).
+            with contextlib.suppress(OSError, ValueError, RuntimeError):
                 response.shutdown()
 
     def _relist(self) -> None:

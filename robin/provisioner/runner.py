@@ -118,6 +118,7 @@ class Provisioner:
                 self.controller.resync()
 
     def stop(self) -> None:
+        """Asks everything to end (from a signal handler, too); run() returns once it has. Repeatable."""
         self.stop_event.set()
         self.queue.shutdown()
         for informer in self.informers:

@@ -35,6 +35,9 @@ class ProvisionerSettings:
     retry_period: float = 2.0
     identity: str = field(default_factory=_default_identity)
     metrics_address: str = "127.0.0.1:9808"  # host:port of /metrics; empty turns it off
+    # Record the claim's name and namespace in the RBD image's metadata (as ceph-csi's --setmetadata): handy with
+    # the rbd CLI, but opening the image for it costs about twice the create, so off unless asked for.
+    image_metadata: bool = False
     # The quota of a project the provisioner creates for a namespace, unless the StorageClass gives one.
     default_quota_bytes: int = 100 * 2**30
     default_quota_volumes: int = 100

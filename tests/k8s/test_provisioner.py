@@ -147,7 +147,7 @@ def in_rbd_trash(rbd_ioctx, name: str) -> bool:
 # --- provisioning -----------------------------------------------------------------------------------------------
 
 def test_rbd_claim_becomes_a_bound_pv_over_a_real_image(kube, provisioners, db_rows, rbd_ioctx):
-    process = provisioners()
+    process = provisioners(env={"ROBIN_PROVISIONER_IMAGE_METADATA": "true"})
     ns = namespace(kube)
     klass = storage_class(parameters={"pool": "rbd"}, mountOptions=["discard"], reclaimPolicy="Delete")
     pvc = claim(ns, klass, size="1.5Gi")
@@ -200,7 +200,7 @@ def test_cephfs_claim_with_in_tree_source_as_wayne_reads_it(kube, provisioners, 
     assert row.project.name == ns and row.size_bytes == 300 * MiB
 
 
-def test_rbd_in_tree_source(kube, provisioners):
+def test_rbd_in_tree_source(kube, provisioners, rbd_ioctx):
     provisioners()
     ns = namespace(kube)
     klass = storage_class(parameters={"volumeSource": "in-tree", "userSecretName": "ceph-secret",
@@ -213,6 +213,8 @@ def test_rbd_in_tree_source(kube, provisioners):
     assert pv["spec"]["rbd"]["fsType"] == "xfs" and pv["spec"]["rbd"]["monitors"]
     assert pv["spec"]["rbd"]["secretRef"] == {"name": "ceph-secret", "namespace": "kube-system"}
     assert "csi" not in pv["spec"]
+    with rbd.Image(rbd_ioctx, pv["metadata"]["name"], read_only=True) as image:  # not asked for: not written
+        assert not [key for key, _ in image.metadata_list() if key.startswith("csi.storage.k8s.io/")]
 
 
 def test_namespace_annotation_names_the_project_and_the_class_sets_its_quota(kube, provisioners, robin_api):
