@@ -800,7 +800,9 @@ def listing_markdown(listing: dict, size: int, workers: int) -> str:
 
 def command_output(argv: list[str]) -> str:
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=REPO).stdout.strip()
+        # GIT_OPTIONAL_LOCKS=0: `git status` must not take .git/index.lock from under someone committing.
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=REPO,
+                              env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"}).stdout.strip()
     except (OSError, subprocess.SubprocessError) as exc:
         return f"unavailable: {exc}"
 
