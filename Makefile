@@ -9,7 +9,7 @@ DEBIAN_PACKAGES := ceph-mon ceph-osd ceph-mgr ceph-mds ceph-common python3-rados
 SYSTEM_PYTHON := /usr/bin/python3
 PORT ?= 8080
 
-.PHONY: bootstrap run test bench clean .debian-packages
+.PHONY: bootstrap run test bench bench-provisioner clean .debian-packages
 
 bootstrap: $(VENV)/.installed
 
@@ -48,6 +48,9 @@ test: bootstrap
 
 bench: bootstrap
 	$(PY) benchmarks/api_vs_binding.py
+
+bench-provisioner: bootstrap
+	$(PY) benchmarks/provisioner.py
 
 clean:
 	rm -rf $(VENV) *.egg-info
