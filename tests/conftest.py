@@ -95,6 +95,15 @@ def settings(database_url, ceph_conf) -> Settings:
 
 
 @pytest.fixture(scope="session")
+def robin_url(database_url, ceph_conf):
+    """robin's API served by gunicorn on the session's database, for the programs that are its clients."""
+    from tests.support.server import running_server
+
+    with running_server(database_url, ceph_conf, workers=2) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def app(settings):
     from robin import create_app
     from robin.clusters.service import registry

@@ -22,7 +22,6 @@ from tests.kube_apiserver import KubeApiServer
 from tests.kube_apiserver.resources import EVENTS, LEASES, PVCS, PVS
 from tests.support.net import eventually as _eventually
 from tests.support.provisioner import ProvisionerProcess
-from tests.support.server import running_server
 
 KUBECTL = shutil.which("kubectl")
 pytestmark = [pytest.mark.integration,
@@ -35,12 +34,6 @@ eventually = functools.partial(_eventually, timeout=WAIT_S)
 
 
 # --- services ---------------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def robin_url(database_url, ceph_conf):
-    with running_server(database_url, ceph_conf, workers=2) as url:
-        yield url
-
 
 @pytest.fixture
 def kube():
@@ -518,7 +511,14 @@ def test_api_errors_dropped_watches_and_expired_versions_are_survived(kube, prov
                                                             'reason="InternalError"')) > 0
     provision_a_batch_while(lambda: kube.faults.fail_requests(429, count=6, retry_after=1))
     provision_a_batch_while(lambda: kube.faults.drop_watches(abruptly=True))
-    provision_a_batch_while(lambda: (kube.faults.compact(), kube.faults.drop_watches()))
+
+    def expire_while_the_watches_are_down():
+        kube.faults.fail_requests(503, seconds=1.0)  # no watch comes back for a second ...
+        kube.faults.drop_watches()
+        kube.store.create(PVCS, ns, claim(ns, klass))  # ... the claims move on ...
+        kube.faults.compact()  # ... and the versions they last saw expire: each must list again
+
+    provision_a_batch_while(expire_while_the_watches_are_down)
     assert kube.faults.failed > 0 and kube.watch_requests > watches_before
     restarts = process.metrics()
     assert restarts['robin_provisioner_watch_restarts_total{reason="expired",resource="PersistentVolumeClaim"}'] >= 1
