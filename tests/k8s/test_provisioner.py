@@ -102,6 +102,15 @@ def claim(ns: str, klass: dict, size: str = "1Gi", modes=("ReadWriteOnce",), **s
                      "resources": {"requests": {"storage": size}}, **spec}}
 
 
+def bound_claim(kube, klass: dict, **claim_args) -> tuple[str, dict]:
+    """A new namespace with the class and a claim of it, once Bound: (namespace, the claim as it is then)."""
+    ns = namespace(kube)
+    pvc = claim(ns, klass, **claim_args)
+    create(kube, klass, pvc)
+    wait_bound(kube, ns, pvc["metadata"]["name"])
+    return ns, get_claim(kube, ns, pvc["metadata"]["name"])
+
+
 def wait_bound(kube, ns: str, *names: str) -> None:
     kubectl(kube, "wait", "-n", ns, "--for=jsonpath={.status.phase}=Bound", f"--timeout={WAIT_S}s",
             *[f"pvc/{name}" for name in names])
@@ -277,12 +286,8 @@ def test_claims_robin_cannot_serve_get_an_event_and_leave_nothing(kube, provisio
 def test_expanding_an_rbd_claim_grows_the_image_and_leaves_the_file_system_to_the_node(kube, provisioners,
                                                                                       rbd_ioctx):
     provisioners()
-    ns = namespace(kube)
-    klass = storage_class(allowVolumeExpansion=True)
-    pvc = claim(ns, klass)
-    create(kube, klass, pvc)
+    ns, pvc = bound_claim(kube, storage_class(allowVolumeExpansion=True))
     name = pvc["metadata"]["name"]
-    wait_bound(kube, ns, name)
     kubectl(kube, "patch", "-n", ns, "pvc", name, "-p", '{"spec":{"resources":{"requests":{"storage":"3Gi"}}}}')
     kubectl(kube, "wait", "-n", ns, f"pvc/{name}", f"--timeout={WAIT_S}s",
             "--for=jsonpath={.status.conditions[0].type}=FileSystemResizePending")
@@ -296,12 +301,9 @@ def test_expanding_an_rbd_claim_grows_the_image_and_leaves_the_file_system_to_th
 
 def test_expanding_a_cephfs_claim_raises_the_quota_and_the_claims_capacity(kube, provisioners, fs):
     provisioners()
-    ns = namespace(kube)
-    klass = storage_class("robin.io/cephfs", allowVolumeExpansion=True)
-    pvc = claim(ns, klass, size="100Mi", modes=("ReadWriteMany",))
-    create(kube, klass, pvc)
+    ns, pvc = bound_claim(kube, storage_class("robin.io/cephfs", allowVolumeExpansion=True), size="100Mi",
+                          modes=("ReadWriteMany",))
     name = pvc["metadata"]["name"]
-    wait_bound(kube, ns, name)
     kubectl(kube, "patch", "-n", ns, "pvc", name, "-p", '{"spec":{"resources":{"requests":{"storage":"1Gi"}}}}')
     kubectl(kube, "wait", "-n", ns, f"pvc/{name}", f"--timeout={WAIT_S}s",
             "--for=jsonpath={.status.capacity.storage}=1Gi")
@@ -315,12 +317,8 @@ def test_expanding_a_cephfs_claim_raises_the_quota_and_the_claims_capacity(kube,
 
 def test_delete_policy_moves_the_image_to_the_trash_then_removes_the_pv(kube, provisioners, rbd_ioctx, db_rows):
     provisioners()
-    ns = namespace(kube)
-    klass = storage_class(reclaimPolicy="Delete")
-    pvc = claim(ns, klass)
-    create(kube, klass, pvc)
-    wait_bound(kube, ns, pvc["metadata"]["name"])
-    image = get_claim(kube, ns, pvc["metadata"]["name"])["spec"]["volumeName"]
+    ns, pvc = bound_claim(kube, storage_class(reclaimPolicy="Delete"))
+    image = pvc["spec"]["volumeName"]
     kubectl(kube, "delete", "-n", ns, "pvc", pvc["metadata"]["name"])
     eventually(lambda: stored(kube, PVS, "", image) is None, what="the PV to go")
     assert in_rbd_trash(rbd_ioctx, image) and rbd_size(rbd_ioctx, image) is None
@@ -331,12 +329,8 @@ def test_delete_policy_moves_the_image_to_the_trash_then_removes_the_pv(kube, pr
 def test_retain_policy_keeps_volume_and_pv_and_deleting_the_pv_keeps_the_volume(kube, provisioners, rbd_ioctx,
                                                                                robin_api):
     provisioners()
-    ns = namespace(kube)
-    klass = storage_class(reclaimPolicy="Retain")
-    pvc = claim(ns, klass)
-    create(kube, klass, pvc)
-    wait_bound(kube, ns, pvc["metadata"]["name"])
-    image = get_claim(kube, ns, pvc["metadata"]["name"])["spec"]["volumeName"]
+    ns, pvc = bound_claim(kube, storage_class(reclaimPolicy="Retain"))
+    image = pvc["spec"]["volumeName"]
     kubectl(kube, "delete", "-n", ns, "pvc", pvc["metadata"]["name"])
     kubectl(kube, "wait", f"pv/{image}", "--for=jsonpath={.status.phase}=Released", f"--timeout={WAIT_S}s")
     kubectl(kube, "delete", "pv", image, f"--timeout={WAIT_S}s")  # waits until the finalizers are gone
@@ -396,12 +390,8 @@ def test_claim_deleted_while_the_provisioner_was_down_leaves_no_volume(kube, pro
 
 def test_killed_while_deleting_then_restarted_finishes_the_delete(kube, provisioners, rbd_ioctx):
     crashing = provisioners(env={"ROBIN_FAULT_POINTS": "provisioner.volume_deleted"})
-    ns = namespace(kube)
-    klass = storage_class(reclaimPolicy="Delete")
-    pvc = claim(ns, klass)
-    create(kube, klass, pvc)
-    wait_bound(kube, ns, pvc["metadata"]["name"])
-    image = get_claim(kube, ns, pvc["metadata"]["name"])["spec"]["volumeName"]
+    ns, pvc = bound_claim(kube, storage_class(reclaimPolicy="Delete"))
+    image = pvc["spec"]["volumeName"]
     kubectl(kube, "delete", "-n", ns, "pvc", pvc["metadata"]["name"])
     eventually(lambda: not crashing.alive, what="the provisioner to die after deleting the volume")
     assert stored(kube, PVS, "", image) is not None and in_rbd_trash(rbd_ioctx, image)
@@ -411,12 +401,8 @@ def test_killed_while_deleting_then_restarted_finishes_the_delete(kube, provisio
 
 def test_killed_after_resizing_then_restarted_finishes_the_expansion(kube, provisioners, fs):
     crashing = provisioners(env={"ROBIN_FAULT_POINTS": "provisioner.volume_resized"})
-    ns = namespace(kube)
-    klass = storage_class("robin.io/cephfs", allowVolumeExpansion=True)
-    pvc = claim(ns, klass, size="100Mi")
-    create(kube, klass, pvc)
+    ns, pvc = bound_claim(kube, storage_class("robin.io/cephfs", allowVolumeExpansion=True), size="100Mi")
     name = pvc["metadata"]["name"]
-    wait_bound(kube, ns, name)
     kubectl(kube, "patch", "-n", ns, "pvc", name, "-p", '{"spec":{"resources":{"requests":{"storage":"200Mi"}}}}')
     eventually(lambda: not crashing.alive, what="the provisioner to die after resizing the volume")
     pv_name = get_claim(kube, ns, name)["spec"]["volumeName"]
