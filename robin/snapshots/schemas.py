@@ -1,12 +1,20 @@
 from __future__ import annotations
 
-from marshmallow import Schema, fields
+from marshmallow import Schema, ValidationError, fields
 
 from robin.schemas import CEPH_NAME, PageSchema
 
+# robin's own temporary snapshots (a clone of an image's current state) are named so; the reconciler removes them.
+RESERVED_PREFIX = "robin-clone-"
+
+
+def _not_reserved(name: str) -> None:
+    if name.startswith(RESERVED_PREFIX):
+        raise ValidationError(f"names starting with {RESERVED_PREFIX!r} are reserved for robin")
+
 
 class SnapshotCreateSchema(Schema):
-    name = fields.String(required=True, validate=CEPH_NAME)
+    name = fields.String(required=True, validate=[CEPH_NAME, _not_reserved])
 
 
 class SnapshotSchema(Schema):

@@ -21,6 +21,7 @@ from robin.faults import crash_point
 from robin.pagination import Page, paginate
 from robin.projects import service as projects
 from robin.snapshots.models import Snapshot, SnapshotState
+from robin.snapshots.schemas import RESERVED_PREFIX
 from robin.volumes import service as volumes
 from robin.volumes.kinds import RBD, Kind
 from robin.volumes.models import RbdImage, Volume, VolumeState
@@ -174,7 +175,7 @@ def _begin_rollback(project: str, image_name: str, name: str) -> tuple[RbdImage,
 
 # --- clones -------------------------------------------------------------------------------------
 
-TEMPORARY_SNAPSHOT_PREFIX = "robin-clone-"
+TEMPORARY_SNAPSHOT_PREFIX = RESERVED_PREFIX
 
 
 def clone(identity: Identity, project: str, spec: dict) -> RbdImage:

@@ -159,6 +159,8 @@ def test_bad_snapshot_names_and_missing_volumes(admin, project):
     base = f"/api/v2/projects/{project}/rbd-images/{image['name']}/snapshots"
     assert admin.post(base, json={"name": "a@b"}).status_code == 422
     assert admin.post(base, json={"name": "ok", "extra": 1}).status_code == 422
+    reserved = admin.post(base, json={"name": "robin-clone-mine"})  # the reconciler would remove it
+    assert reserved.status_code == 422 and "reserved" in reserved.json["error"]["details"]["fields"]["name"][0]
     missing = admin.post(f"/api/v2/projects/{project}/rbd-images/nope/snapshots", json={"name": "s"})
     assert missing.status_code == 404 and missing.json["error"]["code"] == "volume_not_found"
 
