@@ -10,6 +10,15 @@ from urllib.parse import quote
 import requests
 from requests.adapters import HTTPAdapter
 
+MiB = 2**20
+
+
+def round_up_to_mib(size: int) -> int:
+    """Volumes made for Kubernetes are whole MiB, as the node tools (mkfs, losetup) want; integer arithmetic, so
+    exact at any size."""
+    return -(-size // MiB) * MiB
+
+
 # A volume kind's collection and the name of its size field on the wire.
 COLLECTIONS = {"rbd": ("rbd-images", "size_bytes"), "cephfs": ("cephfs-paths", "quota_bytes")}
 
@@ -113,6 +122,13 @@ class RobinClient:
     def create_project(self, project: str, quota: dict) -> dict:
         return self.request("POST", "/api/v2/projects", json={"name": project, "quota": quota})
 
+    def list_projects(self, limit: int = 1000, cursor: str | None = None) -> dict:
+        """One page: `items` and `next_cursor` (None on the last page)."""
+        return self.request("GET", "/api/v2/projects", params=_page_params(limit, cursor))
+
+    def project_usage(self, project: str) -> dict:
+        return self.request("GET", f"/api/v2/projects/{quote(project, safe='')}/usage")
+
     # --- volumes ----------------------------------------------------------------------------------------
 
     @staticmethod
@@ -136,10 +152,39 @@ class RobinClient:
         params = {"with_snapshots": str(with_snapshots).lower(), "purge": str(purge).lower()}
         self.request("DELETE", self._volume_path(kind, project, name), params=params)
 
+    def list_volumes(self, kind: str, project: str, limit: int = 1000, cursor: str | None = None) -> dict:
+        """One page of a project's live volumes of `kind`."""
+        return self.request("GET", self._volume_path(kind, project), params=_page_params(limit, cursor))
+
+    # --- snapshots --------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _snapshot_path(kind: str, project: str, volume: str, name: str | None = None) -> str:
+        path = f"{RobinClient._volume_path(kind, project, volume)}/snapshots"
+        return path if name is None else f"{path}/{quote(name, safe='')}"
+
+    def create_snapshot(self, kind: str, project: str, volume: str, name: str) -> dict:
+        return self.request("POST", self._snapshot_path(kind, project, volume), json={"name": name})
+
+    def get_snapshot(self, kind: str, project: str, volume: str, name: str) -> dict:
+        return self.request("GET", self._snapshot_path(kind, project, volume, name))
+
+    def delete_snapshot(self, kind: str, project: str, volume: str, name: str) -> None:
+        self.request("DELETE", self._snapshot_path(kind, project, volume, name))
+
+    def list_snapshots(self, kind: str, project: str, volume: str, limit: int = 1000,
+                       cursor: str | None = None) -> dict:
+        """One page of a volume's snapshots."""
+        return self.request("GET", self._snapshot_path(kind, project, volume), params=_page_params(limit, cursor))
+
     # --- clusters ---------------------------------------------------------------------------------------
 
     def get_cluster(self, name: str) -> dict:
         return self.request("GET", f"/api/v2/clusters/{quote(name, safe='')}")
+
+
+def _page_params(limit: int, cursor: str | None) -> dict:
+    return {"limit": limit} if cursor is None else {"limit": limit, "cursor": cursor}
 
 
 def volume_size(kind: str, volume: dict) -> int:
@@ -166,3 +211,30 @@ class VolumeRef:
         if len(parts) != 3 or parts[0] not in COLLECTIONS or not all(parts):
             raise ValueError(f"{handle!r} is not a robin volume handle (<rbd|cephfs>:<project>:<name>)")
         return cls(*parts)
+
+
+def volume_context(ref: VolumeRef, volume: dict, cluster: dict, monitors: list[str]) -> dict[str, str]:
+    """What a node needs to map or mount a volume (a CSI volume_context, a PV's csi volumeAttributes): robin's
+    answer for the volume, and its cluster's description (fsid) and monitors."""
+    context = {"type": ref.kind, "project": ref.project, "cluster": volume["cluster"],
+               "clusterID": cluster.get("fsid", ""), "monitors": ",".join(monitors)}
+    if ref.kind == "rbd":
+        context.update(pool=volume["pool"], imageName=volume["name"])
+    else:
+        context.update(fsName=volume["fs"], path=volume["path"])
+    return context
+
+
+def ensure_project(client: RobinClient, project: str, quota: dict) -> None:
+    """Creates `project` with `quota` unless it exists (a concurrent creation counts as existing)."""
+    try:
+        client.get_project(project)
+        return
+    except RobinApiError as exc:
+        if exc.code != "project_not_found":
+            raise
+    try:
+        client.create_project(project, quota)
+    except RobinApiError as exc:
+        if exc.code != "project_exists":
+            raise

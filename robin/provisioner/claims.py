@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from kubernetes.utils import parse_quantity
 
+from robin.client import MiB, round_up_to_mib
 from robin.provisioner.classes import ClassConfig, InvalidSpec
 
-MiB = 2**20
 GiB = 2**30
 PROJECT_ANNOTATION = "robin.io/project"  # on a Namespace: the robin project its claims' volumes belong to
 ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod")
@@ -17,10 +17,6 @@ ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOnce
 def quantity_bytes(quantity: str) -> int:
     """A Kubernetes quantity ("1Gi", "500M", "1.5Gi") as bytes, rounded up."""
     return math.ceil(parse_quantity(quantity))
-
-
-def round_up_to_mib(size: int) -> int:
-    return -(-size // MiB) * MiB  # integer arithmetic: exact at any size
 
 
 def format_bytes(size: int) -> str:

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 
-from robin.client import RobinApiError, RobinClient, VolumeRef, volume_size
+from robin.client import RobinApiError, RobinClient, VolumeRef, ensure_project, round_up_to_mib, volume_size
 from robin.faults import crash_point
 from robin.provisioner import metrics
 from robin.provisioner import volumes as pvs
@@ -27,7 +27,6 @@ from robin.provisioner.claims import (
     claim_key,
     format_bytes,
     quantity_bytes,
-    round_up_to_mib,
     volume_name,
 )
 from robin.provisioner.classes import KIND_BY_PROVISIONER, ClassConfig, InvalidSpec
@@ -228,20 +227,9 @@ class Controller:
     def _ensure_project(self, project: str, klass: ClassConfig) -> None:
         if project in self._known_projects:
             return
-        try:
-            self.robin.get_project(project)
-        except RobinApiError as exc:
-            if exc.code != "project_not_found":
-                raise
-            defaults = {"max_bytes": self.settings.default_quota_bytes,
-                        "max_volumes": self.settings.default_quota_volumes,
-                        "max_snapshots": self.settings.default_quota_snapshots}
-            try:
-                self.robin.create_project(project, klass.project_quota(defaults))
-                log.info("created robin project %s", project)
-            except RobinApiError as create_error:
-                if create_error.code != "project_exists":
-                    raise
+        defaults = {"max_bytes": self.settings.default_quota_bytes, "max_volumes": self.settings.default_quota_volumes,
+                    "max_snapshots": self.settings.default_quota_snapshots}
+        ensure_project(self.robin, project, klass.project_quota(defaults))
         self._known_projects.add(project)
 
     def _ensure_volume(self, claim: dict, klass: ClassConfig, request: ClaimRequest, ref: VolumeRef) -> dict:

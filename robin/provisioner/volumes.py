@@ -1,7 +1,7 @@
 """The PersistentVolume of a provisioned claim, and how the provisioner recognises its own."""
 from __future__ import annotations
 
-from robin.client import VolumeRef
+from robin.client import VolumeRef, volume_context
 from robin.provisioner.claims import ClaimRequest, format_bytes
 from robin.provisioner.classes import CSI_DRIVER, CSI_PREFIX, KIND_BY_PROVISIONER, ClassConfig, InvalidSpec
 
@@ -54,13 +54,8 @@ def build(claim: dict, klass: ClassConfig, request: ClaimRequest, ref: VolumeRef
 
 def _csi_source(klass: ClassConfig, request: ClaimRequest, ref: VolumeRef, volume: dict, cluster: dict,
                 monitors: list[str]) -> dict:
-    attributes = {"type": ref.kind, "project": ref.project, "cluster": volume["cluster"],
-                  "clusterID": cluster.get("fsid", ""), "monitors": ",".join(monitors)}
-    if ref.kind == "rbd":
-        attributes.update(pool=volume["pool"], imageName=volume["name"])
-    else:
-        attributes.update(fsName=volume["fs"], path=volume["path"])
-    source = {"driver": CSI_DRIVER, "volumeHandle": ref.handle, "volumeAttributes": attributes}
+    source = {"driver": CSI_DRIVER, "volumeHandle": ref.handle,
+              "volumeAttributes": volume_context(ref, volume, cluster, monitors)}
     if ref.kind == "rbd" and request.volume_mode == "Filesystem":
         source["fsType"] = klass.fs_type
     for secret in ("node-stage", "node-publish"):
