@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ROBIN := $(VENV)/bin/robin
 DEBIAN_PACKAGES := ceph-mon ceph-osd ceph-mgr ceph-mds ceph-common python3-rados python3-rbd python3-cephfs \
-                   ceph-fuse rbd-fuse fuse postgresql python3-venv
+                   ceph-fuse rbd-fuse fuse postgresql python3-venv e2fsprogs xfsprogs
 # The Ceph bindings exist only for Debian's interpreter, hence this python and --system-site-packages.
 SYSTEM_PYTHON := /usr/bin/python3
 PORT ?= 8080
@@ -13,7 +13,7 @@ PORT ?= 8080
 
 bootstrap: $(VENV)/.installed
 
-$(VENV)/.installed: setup.cfg pyproject.toml | .debian-packages
+$(VENV)/.installed: setup.cfg setup.py pyproject.toml csi_shim/csi.proto | .debian-packages
 	test -x $(PY) || $(SYSTEM_PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@

@@ -1,0 +1,739 @@
+"""The Controller service: volumes and snapshots made, listed, grown and deleted through robin's REST API.
+
+Ids: a volume is `<kind>:<project>:<name>` (robin.client.VolumeRef), a snapshot `<volume id>@<snapshot name>`.
+A CSI name maps to a robin name deterministically (`robin_name`), so a retried call can only find what its first
+attempt made: robin answers 409 (name_taken, snapshot_exists) and the shim compares what exists with what is asked.
+Calls for one name or id at a time (locks.InFlight): a concurrent second one is ABORTED, as the spec allows.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hashlib
+import json
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from csi_shim.config import ShimConfig
+from csi_shim.errors import CsiError, csi_service, invalid, not_found
+from csi_shim.locks import InFlight
+from csi_shim.stubs import pb, rpc
+from robin.client import (
+    MiB,
+    RobinApiError,
+    RobinClient,
+    VolumeRef,
+    ensure_project,
+    round_up_to_mib,
+    volume_context,
+    volume_size,
+)
+
+log = logging.getLogger("csi_shim")
+
+GiB = 2**30
+DEFAULT_SIZE = GiB  # a CreateVolume without required_bytes
+MAX_ID_BYTES = 128  # the spec's limit for a string field, ids included
+ROBIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+PROJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# robin names the snapshot behind a clone of a volume's current state robin-clone-<id>, and its reconciler removes
+# such snapshots: a CSI name must never become one.
+TEMPORARY_CLONE_SNAPSHOT = "robin-clone-"
+KINDS = ("rbd", "cephfs")  # also the order ListVolumes and ListSnapshots walk them in
+CSI_PREFIX = "csi.storage.k8s.io/"  # keys the sidecars add (--extra-create-metadata); only the namespace is used
+PVC_NAMESPACE = CSI_PREFIX + "pvc/namespace"
+COMMON_PARAMETERS = {"type", "cluster", "project", "projectQuotaBytes", "projectQuotaVolumes", "projectQuotaSnapshots"}
+KIND_PARAMETERS = {"rbd": {"pool", "imageFeatures"}, "cephfs": {"fs"}}
+DEFAULT_QUOTA = {"max_bytes": 100 * GiB, "max_volumes": 100, "max_snapshots": 100}
+CLUSTER_INFO_TTL_S = 300.0
+ROBIN_PAGE = 1000  # robin's largest page
+NOT_FOUND_CODES = ("project_not_found", "volume_not_found", "snapshot_not_found")
+Mode = pb.VolumeCapability.AccessMode
+MULTI_NODE_WRITERS = (Mode.MULTI_NODE_SINGLE_WRITER, Mode.MULTI_NODE_MULTI_WRITER)
+KNOWN_MODES = set(Mode.Mode.values()) - {Mode.UNKNOWN}
+RPC = pb.ControllerServiceCapability.RPC
+CAPABILITIES = (RPC.CREATE_DELETE_VOLUME, RPC.LIST_VOLUMES, RPC.GET_CAPACITY, RPC.CREATE_DELETE_SNAPSHOT,
+                RPC.LIST_SNAPSHOTS, RPC.CLONE_VOLUME, RPC.EXPAND_VOLUME)
+
+
+def aborted(message: str) -> CsiError:
+    return CsiError(grpc.StatusCode.ABORTED, message)
+
+
+def out_of_range(message: str) -> CsiError:
+    return CsiError(grpc.StatusCode.OUT_OF_RANGE, message)
+
+
+# --- names and ids ----------------------------------------------------------------------------------------------
+
+def robin_name(csi_name: str, id_prefix: str) -> str:
+    """The robin name for a CSI name: the name itself when robin accepts it and `id_prefix` + it fits in an id,
+    else `csi-` + a digest of it (the same CSI name always gives the same robin name)."""
+    if (ROBIN_NAME.match(csi_name) and not csi_name.startswith(TEMPORARY_CLONE_SNAPSHOT)
+            and len((id_prefix + csi_name).encode()) <= MAX_ID_BYTES):
+        return csi_name
+    # 128 bits of SHA-256: `rbd:` or `cephfs:` + the longest project + `:` + 36 characters is within 128 bytes.
+    return "csi-" + hashlib.sha256(csi_name.encode()).hexdigest()[:32]
+
+
+def volume_ref(kind: str, project: str, csi_name: str) -> VolumeRef:
+    return VolumeRef(kind, project, robin_name(csi_name, f"{kind}:{project}:"))
+
+
+def parse_volume_id(volume_id: str) -> VolumeRef | None:
+    """The volume an id names, or None when it is no id of ours (so no such volume exists)."""
+    try:
+        ref = VolumeRef.parse(volume_id)
+    except ValueError:
+        return None
+    return ref if PROJECT_NAME.match(ref.project) and ROBIN_NAME.match(ref.name) else None
+
+
+@dataclass(frozen=True)
+class SnapshotRef:
+    volume: VolumeRef
+    name: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.volume.handle}@{self.name}"
+
+    @classmethod
+    def parse(cls, snapshot_id: str) -> SnapshotRef | None:
+        handle, at, name = snapshot_id.rpartition("@")
+        volume = parse_volume_id(handle) if at else None
+        return cls(volume, name) if volume and ROBIN_NAME.match(name) else None
+
+
+# --- parameters, capabilities, sizes ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Parameters:
+    """What a StorageClass's parameters (CreateVolume, GetCapacity, ValidateVolumeCapabilities) say."""
+
+    kind: str
+    project: str
+    fields: dict  # for robin's create: cluster, and pool + features or fs (only those given)
+    quota: dict  # of the project, should the shim create it
+
+    @classmethod
+    def parse(cls, parameters: Mapping[str, str], default_project: str) -> Parameters:
+        given = {k: v for k, v in parameters.items() if not k.startswith(CSI_PREFIX) and v != ""}
+        kind = given.get("type", "rbd")
+        if kind not in KINDS:
+            raise invalid(f"parameter type must be one of {', '.join(KINDS)}, not {kind!r}")
+        unknown = sorted(set(given) - COMMON_PARAMETERS - KIND_PARAMETERS[kind])
+        if unknown:
+            known = ", ".join(sorted(COMMON_PARAMETERS | KIND_PARAMETERS[kind]))
+            raise invalid(f"unknown parameters for type {kind}: {', '.join(unknown)} (known: {known})")
+        project = given.get("project") or parameters.get(PVC_NAMESPACE) or default_project
+        if not PROJECT_NAME.match(project):
+            raise invalid(f"{project!r} cannot be a robin project: 1-63 lowercase letters, digits or '-'")
+        fields = {"cluster": given.get("cluster")}
+        if kind == "rbd":
+            features = [f.strip() for f in given.get("imageFeatures", "").split(",") if f.strip()]
+            fields.update(pool=given.get("pool"), features=features or None)
+        else:
+            fields["fs"] = given.get("fs")
+        return cls(kind, project, {k: v for k, v in fields.items() if v}, _project_quota(given))
+
+    def mismatch(self, ref: VolumeRef, volume: dict) -> str | None:
+        """Why an existing volume is not what these parameters would make (None when it is)."""
+        if self.kind != ref.kind:
+            return f"{ref.handle} is of type {ref.kind}, not {self.kind}"
+        return self.placement_mismatch(ref, volume)
+
+    def placement_mismatch(self, ref: VolumeRef, volume: dict) -> str | None:
+        """Why `volume` is not in the cluster, pool or file system these parameters name (None when it is)."""
+        for field in ("cluster", "pool", "fs"):
+            if field in self.fields and volume.get(field) != self.fields[field]:
+                return f"{ref.handle} has {field} {volume.get(field)!r}, not {self.fields[field]!r}"
+        return None
+
+
+QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+SUFFIXES = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+            "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+
+
+def _project_quota(given: dict) -> dict:
+    quota = dict(DEFAULT_QUOTA)
+    if "projectQuotaBytes" in given:
+        match = QUANTITY.match(given["projectQuotaBytes"].strip())
+        if not match:
+            raise invalid(f"projectQuotaBytes must be a quantity such as 100Gi, not {given['projectQuotaBytes']!r}")
+        quota["max_bytes"] = math.ceil(Decimal(match[1]) * SUFFIXES[match[2]])
+    for key, field in (("projectQuotaVolumes", "max_volumes"), ("projectQuotaSnapshots", "max_snapshots")):
+        if key in given:
+            if not given[key].strip().isdigit():
+                raise invalid(f"{key} must be a whole number, not {given[key]!r}")
+            quota[field] = int(given[key])
+    return quota
+
+
+def capability_problem(kind: str, capabilities: Iterable[pb.VolumeCapability]) -> str | None:
+    """Why a volume of `kind` cannot serve one of `capabilities` (None when it serves them all)."""
+    for capability in capabilities:
+        access, mode = capability.WhichOneof("access_type"), capability.access_mode.mode
+        if access is None:
+            return "a volume capability must be block or mount"
+        if mode not in KNOWN_MODES:
+            return f"a volume capability needs a known access mode, not {mode}"
+        if kind == "cephfs" and access == "block":
+            return "a CephFS path is a file system: it cannot be a block volume"
+        if kind == "rbd" and access == "mount" and mode in MULTI_NODE_WRITERS:
+            # ext4/xfs on an RBD image is mounted by one node only; a raw block device can be shared.
+            return (f"an RBD image with a file system cannot be {Mode.Mode.Name(mode)}: only one node may mount it "
+                    "writable (use a block volume, or type cephfs)")
+    return None
+
+
+def _range(capacity: pb.CapacityRange) -> tuple[int, int]:
+    """required_bytes and limit_bytes (0: not given; an unset range is all zeros)."""
+    required, limit = capacity.required_bytes, capacity.limit_bytes
+    if required < 0 or limit < 0:
+        raise invalid("capacity_range cannot be negative")
+    if limit and limit < required:
+        raise out_of_range(f"limit_bytes {limit} is below required_bytes {required}")
+    return required, limit
+
+
+def new_volume_size(capacity: pb.CapacityRange, source_size: int = 0) -> int:
+    """Whole MiB within the range: required_bytes rounded up, at least a clone's source, DEFAULT_SIZE when neither
+    says (at most the limit)."""
+    required, limit = _range(capacity)
+    if required or source_size:
+        size = max(round_up_to_mib(required), source_size)
+    else:
+        size = min(DEFAULT_SIZE, limit // MiB * MiB) if limit else DEFAULT_SIZE
+    if size == 0 or (limit and size > limit):
+        raise out_of_range(f"no size of whole MiB{' at least ' + str(source_size) if source_size else ''} fits "
+                           f"the range required_bytes {required}, limit_bytes {limit}")
+    return size
+
+
+def _size_refused(exc: RobinApiError) -> bool:
+    """robin's 422 for a size it does not accept (above ROBIN_MAX_VOLUME_BYTES, below a clone's source)."""
+    fields = exc.details.get("fields")
+    return (exc.code == "validation_error" and isinstance(fields, dict) and bool(fields)
+            and set(fields) <= {"size_bytes", "quota_bytes"})
+
+
+# --- list tokens ----------------------------------------------------------------------------------------------
+
+# A token is the key of the last entry returned (keyset, not offset: entries deleted meanwhile shift nothing).
+KEY_TYPES = {"volumes": (str, int, str), "snapshots": (str, int, str, str)}
+
+
+def encode_token(listing: str, key: tuple) -> str:
+    raw = json.dumps({"list": listing, "after": list(key)}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_token(listing: str, token: str) -> tuple:
+    if not token:
+        return ()
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        key = tuple(data["after"]) if data["list"] == listing else None
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        key = None
+    types = KEY_TYPES[listing]
+    if (key is None or len(key) != len(types) or not all(type(v) is t for v, t in zip(key, types, strict=True))
+            or not 0 <= key[1] < len(KINDS)):
+        raise aborted(f"starting_token {token!r} is not one this plugin returned; list again without it")
+    return key
+
+
+def paginate(items: Iterable[tuple[tuple, object]], after: tuple, max_entries: int, listing: str) -> tuple[list, str]:
+    """The entries after `after` (keys ascending), at most max_entries of them (0: all), and the next token."""
+    if max_entries < 0:
+        raise invalid("max_entries cannot be negative")
+    page, last = [], None
+    for key, entry in items:
+        if key <= after:
+            continue
+        if max_entries and len(page) == max_entries:
+            return page, encode_token(listing, last)
+        page.append(entry)
+        last = key
+    return page, ""
+
+
+def _timestamp(value: str) -> Timestamp:
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # robin's times are UTC
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+@dataclass(frozen=True)
+class CloneSource:
+    """A CreateVolume content source, as robin's clone takes it."""
+
+    source: dict  # robin's {"image", "snapshot"?}
+    size: int  # the volume's size at the snapshot, or now
+    origin: tuple  # ("snapshot", snapshot id) or ("volume", volume id), compared with an existing volume's
+
+
+def content_source_of(ref: VolumeRef, volume: dict) -> tuple | None:
+    """What an RBD clone was made from, as CloneSource.origin (None for a volume that is no clone)."""
+    parent = volume.get("parent")
+    if not parent:
+        return None
+    source = VolumeRef("rbd", ref.project, parent["image"])
+    if (parent.get("snapshot") or "").startswith(TEMPORARY_CLONE_SNAPSHOT):
+        return ("volume", source.handle)
+    return ("snapshot", SnapshotRef(source, parent["snapshot"]).id)
+
+
+def content_source_message(origin: tuple | None) -> pb.VolumeContentSource | None:
+    if origin is None:
+        return None
+    if origin[0] == "snapshot":
+        return pb.VolumeContentSource(snapshot=pb.VolumeContentSource.SnapshotSource(snapshot_id=origin[1]))
+    return pb.VolumeContentSource(volume=pb.VolumeContentSource.VolumeSource(volume_id=origin[1]))
+
+
+def _pages(fetch: Callable[..., dict]) -> Iterator[dict]:
+    """Every item of a robin list, page after page; nothing when what it lists went away meanwhile."""
+    cursor = None
+    while True:
+        try:
+            page = fetch(limit=ROBIN_PAGE, cursor=cursor)
+        except RobinApiError as exc:
+            if exc.code in NOT_FOUND_CODES:
+                return
+            raise
+        yield from page["items"]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return
+
+
+# --- the service ------------------------------------------------------------------------------------------------
+
+@csi_service
+class Controller(rpc.ControllerServicer):
+    def __init__(self, config: ShimConfig, robin: RobinClient):
+        self.config, self.robin = config, robin
+        self.inflight = InFlight()
+        self._lock = threading.Lock()
+        self._clusters: dict[str, tuple[float, dict]] = {}
+        self._known_projects: set[str] = set()
+
+    def ControllerGetCapabilities(self, request, context):
+        return pb.ControllerGetCapabilitiesResponse(capabilities=[
+            pb.ControllerServiceCapability(rpc=RPC(type=kind)) for kind in CAPABILITIES])
+
+    # --- CreateVolume ---------------------------------------------------------------------------------------------
+
+    def CreateVolume(self, request, context):
+        if not request.name:
+            raise invalid("name is required")
+        if not request.volume_capabilities:
+            raise invalid("volume_capabilities are required")
+        if request.mutable_parameters:
+            raise invalid("mutable_parameters are not supported (no MODIFY_VOLUME)")
+        params = Parameters.parse(request.parameters, self.config.default_project)
+        problem = capability_problem(params.kind, request.volume_capabilities)
+        if problem:
+            raise invalid(problem)
+        ref = volume_ref(params.kind, params.project, request.name)
+        with self.inflight.hold("create-volume:" + request.name, ref.handle):
+            volume = self._existing(ref)
+            if volume is None:
+                volume = self._new_volume(request, params, ref)
+            else:
+                self._check_compatible(request, params, ref, volume)
+        source = request.volume_content_source if request.HasField("volume_content_source") else None
+        return pb.CreateVolumeResponse(volume=self._volume_message(ref, volume, source))
+
+    def _new_volume(self, request, params: Parameters, ref: VolumeRef) -> dict:
+        clone = self._clone_source(request, params, ref)
+        volume = self._create(ref, params, clone, new_volume_size(request.capacity_range, clone.size if clone else 0))
+        if volume is None:  # robin has the name: made meanwhile (another replica of the plugin), or someone else's
+            volume = self._taken(ref)
+            self._check_compatible(request, params, ref, volume)
+        return volume
+
+    def _existing(self, ref: VolumeRef) -> dict | None:
+        try:
+            return self.robin.get_volume(ref.kind, ref.project, ref.name)
+        except RobinApiError as exc:
+            if exc.code in NOT_FOUND_CODES:
+                return None
+            raise
+
+    def _create(self, ref: VolumeRef, params: Parameters, clone: CloneSource | None, size: int) -> dict | None:
+        """The volume robin made, or None when robin has one of that name already (409 name_taken)."""
+        self._ensure_project(params)
+        fields = {"source": clone.source} if clone else params.fields  # a clone takes its parent's pool and cluster
+        try:
+            volume = self.robin.create_volume(ref.kind, ref.project, ref.name, size, **fields)
+        except RobinApiError as exc:
+            if _size_refused(exc):
+                raise out_of_range(f"robin refused {size} bytes: {exc.explanation}") from exc
+            if exc.code == "project_not_found":  # deleted since we made it: the CO's retry makes it again
+                with self._lock:
+                    self._known_projects.discard(ref.project)
+                raise aborted(f"project {ref.project} went away while creating {ref.handle}; retry") from exc
+            if exc.code != "name_taken":
+                raise
+            return None
+        log.info("created %s (%d bytes)%s", ref.handle, size, f" from {clone.origin[1]}" if clone else "")
+        return volume
+
+    def _taken(self, ref: VolumeRef) -> dict:
+        volume = self._existing(ref)
+        if volume is None:  # names are unique per pool or file system, across projects
+            raise CsiError(grpc.StatusCode.ALREADY_EXISTS, f"the name {ref.name} is taken in robin by a volume "
+                                                           f"outside project {ref.project}")
+        return volume
+
+    def _check_compatible(self, request, params: Parameters, ref: VolumeRef, volume: dict) -> None:
+        """A volume of this name exists: it is the answer if it is what the request asks for (the spec's
+        idempotency), else ALREADY_EXISTS."""
+        required, limit = _range(request.capacity_range)
+        size = volume_size(ref.kind, volume)
+        problem = params.mismatch(ref, volume)
+        if problem is None and (size < required or (limit and size > limit)):
+            problem = f"{ref.handle} has {size} bytes, outside required_bytes {required}, limit_bytes {limit}"
+        wanted = self._requested_origin(request)
+        if problem is None and wanted != content_source_of(ref, volume):
+            problem = f"{ref.handle} was not made from {wanted[1] if wanted else 'nothing (an empty volume)'}"
+        if problem:
+            raise CsiError(grpc.StatusCode.ALREADY_EXISTS, f"volume {request.name!r} exists and differs: {problem}")
+        self._require_ready(ref, volume)
+
+    @staticmethod
+    def _requested_origin(request) -> tuple | None:
+        which = request.volume_content_source.WhichOneof("type") if request.HasField("volume_content_source") \
+            else None
+        if which == "snapshot":
+            return ("snapshot", request.volume_content_source.snapshot.snapshot_id)
+        if which == "volume":
+            return ("volume", request.volume_content_source.volume.volume_id)
+        return None
+
+    @staticmethod
+    def _require_ready(ref: VolumeRef, volume: dict) -> None:
+        if volume.get("state") not in ("available", "resizing"):
+            raise aborted(f"{ref.handle} is {volume.get('state')}; retry later")
+
+    def _clone_source(self, request, params: Parameters, ref: VolumeRef) -> CloneSource | None:
+        if not request.HasField("volume_content_source"):
+            return None
+        origin = self._requested_origin(request)
+        if origin is None:
+            raise invalid("volume_content_source names neither a snapshot nor a volume")
+        snapshot = SnapshotRef.parse(origin[1]) if origin[0] == "snapshot" else None
+        source_ref = snapshot.volume if snapshot else parse_volume_id(origin[1])
+        if source_ref is None:
+            raise not_found(f"source {origin[0]} {origin[1]} does not exist")
+        if source_ref.kind != "rbd" or params.kind != "rbd":
+            raise invalid("robin clones RBD images only: a CephFS path can be neither a source nor a clone")
+        if source_ref.project != ref.project:
+            raise invalid(f"robin clones within a project: source {origin[1]} is in project {source_ref.project}, "
+                          f"the new volume in {ref.project}")
+        parent = self._existing(source_ref)
+        if parent is None:
+            raise not_found(f"source {origin[0]} {origin[1]} does not exist")
+        problem = params.placement_mismatch(source_ref, parent)
+        if problem:
+            raise invalid(f"a clone lives where its source does, and the parameters say otherwise: {problem}")
+        if snapshot is None:
+            return CloneSource({"image": source_ref.name}, parent["size_bytes"], origin)
+        taken = self._snapshot(snapshot)
+        if taken is None:
+            raise not_found(f"source snapshot {origin[1]} does not exist")
+        return CloneSource({"image": source_ref.name, "snapshot": snapshot.name}, taken["size_bytes"], origin)
+
+    def _ensure_project(self, params: Parameters) -> None:
+        with self._lock:
+            if params.project in self._known_projects:
+                return
+        ensure_project(self.robin, params.project, params.quota)
+        with self._lock:
+            self._known_projects.add(params.project)
+
+    def _cluster(self, name: str) -> dict:
+        """robin's description of a cluster (fsid, monitors), kept a few minutes once robin could reach it."""
+        with self._lock:
+            cached = self._clusters.get(name)
+        if cached and time.monotonic() - cached[0] < CLUSTER_INFO_TTL_S:
+            return cached[1]
+        try:
+            detail = self.robin.get_cluster(name)
+        except RobinApiError as exc:
+            if exc.status != 403:  # a token that may not read clusters: the node then lacks fsid and monitors
+                raise
+            detail = {}
+        if detail.get("reachable") is not False:  # an unreachable one has no fsid nor monitors: ask again next time
+            with self._lock:
+                self._clusters[name] = (time.monotonic(), detail)
+        return detail
+
+    def _context(self, ref: VolumeRef, volume: dict) -> dict[str, str]:
+        cluster = self._cluster(volume["cluster"])
+        return volume_context(ref, volume, cluster, list(cluster.get("monitors") or ()))
+
+    def _volume_message(self, ref: VolumeRef, volume: dict, source: pb.VolumeContentSource | None) -> pb.Volume:
+        return pb.Volume(volume_id=ref.handle, capacity_bytes=volume_size(ref.kind, volume),
+                         volume_context=self._context(ref, volume), content_source=source)
+
+    # --- DeleteVolume, ControllerExpandVolume, ValidateVolumeCapabilities ---------------------------------------
+
+    def DeleteVolume(self, request, context):
+        """Into robin's trash (restorable for ROBIN_TRASH_DELAY); a volume with snapshots or clones stays
+        (FAILED_PRECONDITION), as the spec allows for a plugin whose snapshots depend on their volume."""
+        if not request.volume_id:
+            raise invalid("volume_id is required")
+        ref = parse_volume_id(request.volume_id)
+        if ref is None:
+            return pb.DeleteVolumeResponse()  # not an id of ours: no such volume
+        with self.inflight.hold(ref.handle):
+            try:
+                self.robin.delete_volume(ref.kind, ref.project, ref.name)
+                log.info("deleted %s (into robin's trash)", ref.handle)
+            except RobinApiError as exc:
+                if exc.code not in NOT_FOUND_CODES:
+                    raise
+        return pb.DeleteVolumeResponse()
+
+    def _volume(self, volume_id: str) -> tuple[VolumeRef, dict]:
+        ref = parse_volume_id(volume_id)
+        volume = self._existing(ref) if ref else None
+        if volume is None:
+            raise not_found(f"volume {volume_id} does not exist")
+        return ref, volume
+
+    def ControllerExpandVolume(self, request, context):
+        if not request.volume_id:
+            raise invalid("volume_id is required")
+        if not request.HasField("capacity_range"):
+            raise invalid("capacity_range is required")
+        required, limit = _range(request.capacity_range)
+        target = round_up_to_mib(required)
+        if limit and target > limit:
+            raise out_of_range(f"{required} bytes rounded up to whole MiB ({target}) is above limit_bytes {limit}")
+        block = request.HasField("volume_capability") and request.volume_capability.HasField("block")
+        with self.inflight.hold(request.volume_id):
+            ref, volume = self._volume(request.volume_id)
+            if request.HasField("volume_capability"):
+                problem = capability_problem(ref.kind, [request.volume_capability])
+                if problem:
+                    raise invalid(problem)
+            if target > volume_size(ref.kind, volume):  # never shrink: at or below, the volume is big enough
+                volume = self._resize(ref, target)
+        # The file system on an RBD image grows on the node; a CephFS quota and a raw block device are done here.
+        return pb.ControllerExpandVolumeResponse(capacity_bytes=volume_size(ref.kind, volume),
+                                                 node_expansion_required=ref.kind == "rbd" and not block)
+
+    def _resize(self, ref: VolumeRef, size: int) -> dict:
+        try:
+            volume = self.robin.resize_volume(ref.kind, ref.project, ref.name, size)
+        except RobinApiError as exc:
+            if _size_refused(exc):
+                raise out_of_range(f"robin refused {size} bytes: {exc.explanation}") from exc
+            raise
+        log.info("expanded %s to %d bytes", ref.handle, size)
+        return volume
+
+    def ValidateVolumeCapabilities(self, request, context):
+        if not request.volume_id:
+            raise invalid("volume_id is required")
+        if not request.volume_capabilities:
+            raise invalid("volume_capabilities are required")
+        ref, volume = self._volume(request.volume_id)
+        problem = capability_problem(ref.kind, request.volume_capabilities)
+        if problem is None and request.parameters:
+            problem = Parameters.parse(request.parameters, ref.project).mismatch(ref, volume)
+        if problem is None and request.volume_context:
+            problem = self._context_mismatch(ref, volume, request.volume_context)
+        if problem:
+            return pb.ValidateVolumeCapabilitiesResponse(message=problem)
+        return pb.ValidateVolumeCapabilitiesResponse(confirmed=pb.ValidateVolumeCapabilitiesResponse.Confirmed(
+            volume_context=request.volume_context, volume_capabilities=request.volume_capabilities,
+            parameters=request.parameters))
+
+    def _context_mismatch(self, ref: VolumeRef, volume: dict, given: Mapping[str, str]) -> str | None:
+        """Whether a volume_context (from CreateVolume, or robin's provisioner) names this volume. The monitors
+        are left out: a cluster's may change while its volumes stay."""
+        expected = self._context(ref, volume)
+        wrong = sorted(k for k, v in given.items() if k in expected and k != "monitors" and expected[k] != v)
+        return f"volume_context {', '.join(wrong)} are not those of {ref.handle}" if wrong else None
+
+    # --- ListVolumes, GetCapacity ---------------------------------------------------------------------------------
+
+    def ListVolumes(self, request, context):
+        after = decode_token("volumes", request.starting_token)
+        page, token = paginate(self._volume_entries(after), after, request.max_entries, "volumes")
+        return pb.ListVolumesResponse(entries=page, next_token=token)
+
+    def _volume_entries(self, after: tuple) -> Iterator[tuple[tuple, pb.ListVolumesResponse.Entry]]:
+        for key, ref, volume in self._volumes(after):
+            source = content_source_message(content_source_of(ref, volume))
+            yield key, pb.ListVolumesResponse.Entry(volume=self._volume_message(ref, volume, source))
+
+    def _volumes(self, after: tuple = ()) -> Iterator[tuple[tuple, VolumeRef, dict]]:
+        """Every live volume the token sees, keyed (project, kind index, name) in ascending order, sorted here
+        (a database's collation need not be Python's). What lies wholly before `after` is not asked for."""
+        for project in sorted(p["name"] for p in _pages(self.robin.list_projects)):
+            if (project,) >= after[:1]:
+                yield from self._project_volumes(project, after)
+
+    def _project_volumes(self, project: str, after: tuple = ()) -> Iterator[tuple[tuple, VolumeRef, dict]]:
+        for index, kind in enumerate(KINDS):
+            if (project, index) < after[:2]:
+                continue
+            volumes = _pages(functools.partial(self.robin.list_volumes, kind, project))
+            for volume in sorted(volumes, key=lambda v: v["name"]):
+                key = (project, index, volume["name"])
+                if key >= after[:3]:
+                    yield key, VolumeRef(kind, project, volume["name"]), volume
+
+    def GetCapacity(self, request, context):
+        """The bytes left in the quota of the project the parameters name (a project the shim would create has its
+        whole quota); 0 when no volume of these capabilities can be made, or the project has no volume left."""
+        params = Parameters.parse(request.parameters, self.config.default_project)
+        if capability_problem(params.kind, request.volume_capabilities):
+            return pb.GetCapacityResponse(available_capacity=0)
+        try:
+            usage = self.robin.project_usage(params.project)
+        except RobinApiError as exc:
+            if exc.code != "project_not_found":
+                raise
+            usage = {"remaining_bytes": params.quota["max_bytes"], "remaining_volumes": params.quota["max_volumes"]}
+        available = usage["remaining_bytes"] if usage["remaining_volumes"] > 0 else 0
+        return pb.GetCapacityResponse(available_capacity=available)
+
+    # --- snapshots ------------------------------------------------------------------------------------------------
+
+    def CreateSnapshot(self, request, context):
+        if not request.name:
+            raise invalid("name is required")
+        if not request.source_volume_id:
+            raise invalid("source_volume_id is required")
+        unknown = sorted(k for k in request.parameters if not k.startswith(CSI_PREFIX))
+        if unknown:
+            raise invalid(f"unknown snapshot parameters: {', '.join(unknown)} (there are none)")
+        source = parse_volume_id(request.source_volume_id)
+        if source is None:
+            raise not_found(f"source volume {request.source_volume_id} does not exist")
+        ref = SnapshotRef(source, robin_name(request.name, source.handle + "@"))
+        with self.inflight.hold("create-snapshot:" + request.name, ref.id):
+            snapshot = self._snapshot(ref, volume_must_exist=True)
+            if snapshot is None:
+                self._refuse_name_elsewhere(request.name, source)
+                snapshot = self._create_snapshot(ref)
+        if snapshot["state"] != "available":
+            raise aborted(f"snapshot {ref.id} is {snapshot['state']}; retry later")
+        return pb.CreateSnapshotResponse(snapshot=self._snapshot_message(ref, snapshot))
+
+    def _snapshot(self, ref: SnapshotRef, volume_must_exist: bool = False) -> dict | None:
+        """robin's snapshot, or None when it does not exist (NOT_FOUND when its volume does not either and
+        `volume_must_exist`)."""
+        try:
+            return self.robin.get_snapshot(ref.volume.kind, ref.volume.project, ref.volume.name, ref.name)
+        except RobinApiError as exc:
+            if exc.code not in NOT_FOUND_CODES:
+                raise
+            if volume_must_exist and exc.code != "snapshot_not_found":
+                raise not_found(f"source volume {ref.volume.handle} does not exist") from exc
+            return None
+
+    def _refuse_name_elsewhere(self, csi_name: str, source: VolumeRef) -> None:
+        """ALREADY_EXISTS when another volume of the project has a snapshot of this CSI name (the spec: one name,
+        one snapshot). Costs a request per volume of the project, and only for a snapshot not made yet."""
+        for _key, other, _volume in self._project_volumes(source.project):
+            if other == source:
+                continue
+            if self._snapshot(SnapshotRef(other, robin_name(csi_name, other.handle + "@"))) is not None:
+                raise CsiError(grpc.StatusCode.ALREADY_EXISTS, f"snapshot {csi_name!r} exists already, of volume "
+                                                               f"{other.handle}, not {source.handle}")
+
+    def _create_snapshot(self, ref: SnapshotRef) -> dict:
+        volume = ref.volume
+        try:
+            snapshot = self.robin.create_snapshot(volume.kind, volume.project, volume.name, ref.name)
+        except RobinApiError as exc:
+            if exc.code in ("volume_not_found", "project_not_found"):
+                raise not_found(f"source volume {volume.handle} does not exist") from exc
+            if exc.code != "snapshot_exists":
+                raise
+            snapshot = self._snapshot(ref, volume_must_exist=True)  # a concurrent create (another replica)
+            if snapshot is None:
+                raise aborted(f"snapshot {ref.id} came and went; retry") from exc
+            return snapshot
+        log.info("created snapshot %s", ref.id)
+        return snapshot
+
+    @staticmethod
+    def _snapshot_message(ref: SnapshotRef, snapshot: dict) -> pb.Snapshot:
+        return pb.Snapshot(snapshot_id=ref.id, source_volume_id=ref.volume.handle, size_bytes=snapshot["size_bytes"],
+                           creation_time=_timestamp(snapshot["created_at"]),
+                           ready_to_use=snapshot["state"] == "available")
+
+    def DeleteSnapshot(self, request, context):
+        if not request.snapshot_id:
+            raise invalid("snapshot_id is required")
+        ref = SnapshotRef.parse(request.snapshot_id)
+        if ref is None:
+            return pb.DeleteSnapshotResponse()  # not an id of ours: no such snapshot
+        with self.inflight.hold(ref.id):
+            try:
+                self.robin.delete_snapshot(ref.volume.kind, ref.volume.project, ref.volume.name, ref.name)
+                log.info("deleted snapshot %s", ref.id)
+            except RobinApiError as exc:
+                if exc.code not in NOT_FOUND_CODES:
+                    raise
+        return pb.DeleteSnapshotResponse()
+
+    def ListSnapshots(self, request, context):
+        """By snapshot_id, by source_volume_id, or all of them; an id that names nothing gives an empty list.
+        Only snapshots robin has finished taking (ready to use) are listed."""
+        after = decode_token("snapshots", request.starting_token)
+        if request.snapshot_id:
+            entries = self._snapshot_by_id(request.snapshot_id, request.source_volume_id)
+        elif request.source_volume_id:
+            source = parse_volume_id(request.source_volume_id)
+            entries = self._snapshots_of(source) if source else iter(())
+        else:
+            entries = (entry for _key, ref, _volume in self._volumes(after[:3]) for entry in self._snapshots_of(ref))
+        page, token = paginate(entries, after, request.max_entries, "snapshots")
+        return pb.ListSnapshotsResponse(entries=page, next_token=token)
+
+    @staticmethod
+    def _snapshot_key(ref: SnapshotRef) -> tuple:
+        return (ref.volume.project, KINDS.index(ref.volume.kind), ref.volume.name, ref.name)
+
+    def _snapshot_entry(self, ref: SnapshotRef, snapshot: dict) -> tuple[tuple, pb.ListSnapshotsResponse.Entry]:
+        return self._snapshot_key(ref), pb.ListSnapshotsResponse.Entry(snapshot=self._snapshot_message(ref, snapshot))
+
+    def _snapshot_by_id(self, snapshot_id: str, source_volume_id: str) -> Iterator[tuple]:
+        ref = SnapshotRef.parse(snapshot_id)
+        if ref is None or (source_volume_id and source_volume_id != ref.volume.handle):
+            return
+        snapshot = self._snapshot(ref)
+        if snapshot is not None and snapshot["state"] == "available":
+            yield self._snapshot_entry(ref, snapshot)
+
+    def _snapshots_of(self, volume: VolumeRef) -> Iterator[tuple]:
+        snapshots = _pages(functools.partial(self.robin.list_snapshots, volume.kind, volume.project, volume.name))
+        for snapshot in sorted(snapshots, key=lambda s: s["name"]):
+            if snapshot["state"] == "available":
+                yield self._snapshot_entry(SnapshotRef(volume, snapshot["name"]), snapshot)

@@ -1,0 +1,53 @@
+"""Serves Identity, and Controller and/or Node, on the CSI unix socket until SIGTERM or SIGINT."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from concurrent import futures
+
+import grpc
+
+from csi_shim.config import ShimConfig
+from csi_shim.identity import Identity
+from csi_shim.stubs import rpc
+from robin.client import RobinClient
+
+log = logging.getLogger("csi_shim")
+STOP_GRACE_S = 10
+
+
+def build(config: ShimConfig) -> tuple[grpc.Server, RobinClient | None]:
+    robin = RobinClient(config.robin) if config.robin else None
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="csi"))
+    rpc.add_IdentityServicer_to_server(Identity(config, robin), server)
+    if config.mode in ("controller", "all"):
+        from csi_shim.controller import Controller
+
+        rpc.add_ControllerServicer_to_server(Controller(config, robin), server)
+    if config.mode in ("node", "all"):
+        from csi_shim.node import Node
+
+        rpc.add_NodeServicer_to_server(Node(config), server)
+    path = config.socket_path
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    if os.path.exists(path):
+        os.unlink(path)  # left by a plugin that died; kubelet and the sidecars reconnect to the new one
+    server.add_insecure_port(config.endpoint)
+    return server, robin
+
+
+def serve(config: ShimConfig) -> None:
+    server, robin = build(config)
+    stopped = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopped.set())
+    server.start()
+    log.info("%s serving %s (%s) on %s as node %s", config.driver_name, config.mode, config.mounter,
+             config.endpoint, config.node_id)
+    stopped.wait()
+    server.stop(STOP_GRACE_S).wait()
+    if robin is not None:
+        robin.close()
+    log.info("%s stopped", config.driver_name)

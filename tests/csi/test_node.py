@@ -1,0 +1,743 @@
+"""The Node service on real mounts: csi-sanity's Node cases, and what sanity cannot check (data across unstage and
+stage, a CephFS volume shared by two targets, a plugin restart between stage and publish, read-only publishes,
+block volumes, mkfs only on blank images, sizes).
+
+Volumes come straight from robin's REST API (no controller involved); a node-only plugin stages them with
+rbd-fuse + loop devices (RBD) and ceph-fuse (CephFS). Every path is under one directory of this module in /tmp;
+each test undoes its stages and publishes through the plugin, even when it fails, and at the end of the module
+nothing of ours may be mounted, attached to a loop device, or running.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+
+import grpc
+import pytest
+import requests
+
+from csi_shim.stubs import pb
+from robin.client import VolumeRef, volume_context
+from tests.conftest import unique
+from tests.support.csi import ShimProcess, block_capability, mount_capability
+
+pytestmark = pytest.mark.integration
+
+MiB, GiB = 2**20, 2**30
+Code = grpc.StatusCode
+RPC = pb.NodeServiceCapability.RPC
+EXIT_TIMEOUT_S = 40
+
+
+# --- what is mounted, attached and running under a directory (read here, independently of the plugin) ------------
+
+
+def mount_entries() -> list[dict]:
+    entries = []
+    with open("/proc/self/mountinfo") as table:
+        for line in table:
+            fields = line.split()
+            rest = fields[fields.index("-", 6) + 1:]
+            entries.append({"device": fields[2], "mountpoint": fields[4], "options": fields[5].split(","),
+                            "fstype": rest[0], "source": rest[1]})
+    return entries
+
+
+def mounted(path: str) -> dict | None:
+    found = [e for e in mount_entries() if e["mountpoint"] == os.path.realpath(path)]
+    return found[-1] if found else None
+
+
+def loops_under(root: str) -> dict[str, str]:
+    attached = {}
+    for name in os.listdir("/sys/block"):
+        try:
+            with open(f"/sys/block/{name}/loop/backing_file") as backing:
+                path = backing.read().strip()
+        except OSError:
+            continue
+        if path.startswith(root + "/"):
+            attached[f"/dev/{name}"] = path
+    return attached
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphaned daemon's zombie waits for init to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat_file:
+            return stat_file.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def processes_under(root: str, exclude: tuple[int, ...] = ()) -> dict[int, str]:
+    """Running processes with an argument under `root` (our FUSE daemons, by their mountpoint or ceph.conf)."""
+    found = {}
+    for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                argv = cmdline.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if pid not in exclude and any(a.startswith(root + "/") for a in argv[1:]) and running(pid):
+            found[pid] = " ".join(argv)
+    return found
+
+
+def leftovers(root: str, exclude: tuple[int, ...] = ()) -> list[str]:
+    return ([f"mounted: {e['mountpoint']}" for e in mount_entries() if e["mountpoint"].startswith(root + "/")]
+            + [f"loop: {device} -> {path}" for device, path in loops_under(root).items()]
+            + [f"process {pid}: {argv}" for pid, argv in processes_under(root, exclude).items()])
+
+
+def force_clean(root: str, exclude: tuple[int, ...] = ()) -> None:
+    """Undo by hand what the plugin failed to: unmount the file systems and binds, detach the loop devices (found
+    first: a lazily unmounted FUSE file no longer shows its path), unmount the FUSE mounts, then stop the
+    daemons by pid."""
+    daemons, loops = processes_under(root, exclude), loops_under(root)
+    ours = sorted((e for e in mount_entries() if e["mountpoint"].startswith(root + "/")),
+                  key=lambda e: -len(e["mountpoint"]))
+    for entry in [e for e in ours if not e["fstype"].startswith("fuse")]:
+        unmount_by_hand(entry["mountpoint"])
+    for device in loops:
+        subprocess.run(["losetup", "-d", device], capture_output=True)
+    for entry in [e for e in ours if e["fstype"].startswith("fuse")]:
+        unmount_by_hand(entry["mountpoint"])
+    deadline = time.monotonic() + EXIT_TIMEOUT_S
+    while processes_under(root, exclude) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in processes_under(root, exclude):
+        if pid in daemons:
+            os.kill(pid, signal.SIGKILL)
+
+
+def unmount_by_hand(path: str) -> None:
+    if subprocess.run(["umount", path], capture_output=True).returncode != 0:
+        subprocess.run(["umount", "-l", path], capture_output=True)  # busy: detach it at least
+
+
+# --- fixtures -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def workdir():
+    """This module's directory; at its end nothing of ours may be left mounted, attached or running."""
+    root = tempfile.mkdtemp(prefix="csinode", dir="/tmp")
+    yield root
+    left = leftovers(root)
+    if left:
+        force_clean(root)
+    assert not left, f"left behind by the node tests: {left}"
+    if not leftovers(root):
+        shutil.rmtree(root)
+
+
+class Robin:
+    """robin's REST API, as an admin."""
+
+    def __init__(self, url: str, token: str):
+        self.url = url
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def call(self, method: str, path: str, expect: tuple[int, ...] = (200, 201, 204), **kwargs):
+        response = self.session.request(method, self.url + path, timeout=60, **kwargs)
+        assert response.status_code in expect, f"{method} {path}: {response.status_code} {response.text}"
+        return response.json() if response.content else None
+
+
+@pytest.fixture(scope="module")
+def robin(robin_url, admin_token):
+    client = Robin(robin_url, admin_token)
+    yield client
+    client.session.close()
+
+
+@pytest.fixture(scope="module")
+def project(robin) -> str:
+    name = unique("node")
+    robin.call("POST", "/api/v2/projects", json={"name": name, "quota": {
+        "max_bytes": 64 * GiB, "max_volumes": 200, "max_snapshots": 10}})
+    return name
+
+
+@dataclass
+class Vol:
+    kind: str
+    name: str
+    size: int
+    context: dict[str, str]
+    volume: dict = field(repr=False)
+
+    @property
+    def id(self) -> str:
+        return VolumeRef(self.kind, self.context["project"], self.name).handle
+
+
+@pytest.fixture
+def volumes(robin, project):
+    """volumes("rbd"|"cephfs", size) -> a new volume and the volume_context a node gets; purged afterwards."""
+    made: list[Vol] = []
+    clusters: dict[str, dict] = {}
+
+    def make(kind: str = "rbd", size: int = 256 * MiB) -> Vol:
+        collection, size_field = {"rbd": ("rbd-images", "size_bytes"), "cephfs": ("cephfs-paths", "quota_bytes")}[kind]
+        volume = robin.call("POST", f"/api/v2/projects/{project}/{collection}",
+                            json={"name": unique("vol"), size_field: size})
+        if volume["cluster"] not in clusters:
+            clusters[volume["cluster"]] = robin.call("GET", f"/api/v2/clusters/{volume['cluster']}")
+        cluster = clusters[volume["cluster"]]
+        made.append(Vol(kind, volume["name"], size, volume_context(
+            VolumeRef(kind, project, volume["name"]), volume, cluster, cluster["monitors"]), volume))
+        return made[-1]
+
+    yield make
+    for vol in made:
+        collection = "rbd-images" if vol.kind == "rbd" else "cephfs-paths"
+        robin.call("DELETE", f"/api/v2/projects/{project}/{collection}/{vol.name}", params={"purge": "true"})
+
+
+class NodeClient:
+    """The node stub, paths for a test, and what the test staged and published, undone at teardown."""
+
+    def __init__(self, shim: ShimProcess, secrets: dict[str, str], directory: str):
+        self.shim, self.secrets, self.dir = shim, secrets, directory
+        self.staged: dict[tuple[str, str], Vol] = {}
+        self.published: dict[tuple[str, str], Vol] = {}
+
+    @property
+    def stub(self):
+        return self.shim.node  # a new one after shim.restart()
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.dir, name)
+
+    def stage(self, vol: Vol, capability=None, staging: str | None = None) -> str:
+        staging = staging or self.path(f"staging-{vol.name}")
+        os.makedirs(staging, exist_ok=True)  # the CO creates the staging directory
+        self.staged[(vol.id, staging)] = vol
+        self.stub.NodeStageVolume(pb.NodeStageVolumeRequest(
+            volume_id=vol.id, staging_target_path=staging, volume_capability=capability or mount_capability(""),
+            secrets=self.secrets, volume_context=vol.context))
+        return staging
+
+    def publish(self, vol: Vol, staging: str, target: str | None = None, capability=None,
+                readonly: bool = False) -> str:
+        target = target or self.path(f"target-{vol.name}-{len(self.published)}")
+        self.published[(vol.id, target)] = vol
+        self.stub.NodePublishVolume(pb.NodePublishVolumeRequest(
+            volume_id=vol.id, staging_target_path=staging, target_path=target,
+            volume_capability=capability or mount_capability(""), readonly=readonly, volume_context=vol.context))
+        return target
+
+    def unpublish(self, vol: Vol, target: str) -> None:
+        self.stub.NodeUnpublishVolume(pb.NodeUnpublishVolumeRequest(volume_id=vol.id, target_path=target))
+        self.published.pop((vol.id, target), None)
+
+    def unstage(self, vol: Vol, staging: str) -> None:
+        self.stub.NodeUnstageVolume(pb.NodeUnstageVolumeRequest(volume_id=vol.id, staging_target_path=staging))
+        self.staged.pop((vol.id, staging), None)
+
+    def cleanup(self) -> list[str]:
+        """Unpublish and unstage what is left through the plugin; then anything still there is a failure."""
+        errors = []
+        for (_, target), vol in list(self.published.items()):
+            try:
+                self.unpublish(vol, target)
+            except grpc.RpcError as exc:
+                errors.append(f"NodeUnpublishVolume {target}: {exc.code()} {exc.details()}")
+        for (_, staging), vol in list(self.staged.items()):
+            try:
+                self.unstage(vol, staging)
+            except grpc.RpcError as exc:
+                errors.append(f"NodeUnstageVolume {staging}: {exc.code()} {exc.details()}")
+        shim_pid = (self.shim.process.pid,)
+        for root in (self.dir, str(self.shim.directory)):
+            left = leftovers(root, shim_pid)
+            if left:
+                errors.append(f"left under {root}: {left}")
+                force_clean(root, shim_pid)
+        return errors
+
+
+@pytest.fixture
+def node(start_shim, volumes, node_secrets, workdir):
+    """A node-only plugin (it needs neither robin nor the controller) and a NodeClient for it; requesting
+    `volumes` first means the volumes are purged only after this fixture has unstaged them."""
+    shim = start_shim(mode="node", node_id="node-a", directory=tempfile.mkdtemp(prefix="s", dir=workdir))
+    client = NodeClient(shim, node_secrets, tempfile.mkdtemp(prefix="t", dir=workdir))
+    yield client
+    errors = client.cleanup()
+    assert not errors, errors
+
+
+# --- helpers --------------------------------------------------------------------------------------------------
+
+
+def rpc_error(call, request) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as raised:
+        call(request)
+    return raised.value
+
+
+def write(path: str, text: str) -> None:
+    with open(path, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read(path: str) -> str:
+    with open(path) as handle:
+        return handle.read()
+
+
+def write_at(device: str, data: bytes, offset: int) -> None:
+    fd = os.open(device, os.O_WRONLY)
+    try:
+        os.pwrite(fd, data, offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def staged_device(staging: str) -> str:
+    entry = mounted(staging)
+    assert entry is not None and entry["source"].startswith("/dev/loop"), entry
+    return entry["source"]
+
+
+def fs_uuid(device: str) -> str:
+    return subprocess.run(["blkid", "-p", "-o", "value", "-s", "UUID", device], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def volume_dirs(shim: ShimProcess) -> list[str]:
+    return os.listdir(shim.state_dir) if shim.state_dir.exists() else []
+
+
+def has_cap_sys_resource() -> bool:
+    with open("/proc/self/status") as status:
+        effective = next(int(line.split()[1], 16) for line in status if line.startswith("CapEff:"))
+    return bool(effective & (1 << 24))  # CAP_SYS_RESOURCE: growing a mounted ext4 needs it
+
+
+def grow(robin: Robin, vol: Vol, size: int) -> None:
+    robin.call("PATCH", f"/api/v2/projects/{vol.context['project']}/rbd-images/{vol.name}", json={"size_bytes": size})
+    vol.size = size
+
+
+# --- NodeGetCapabilities, NodeGetInfo -------------------------------------------------------------------------
+
+
+def test_get_capabilities(node):
+    capabilities = node.stub.NodeGetCapabilities(pb.NodeGetCapabilitiesRequest()).capabilities
+    assert {c.rpc.type for c in capabilities} == {RPC.STAGE_UNSTAGE_VOLUME, RPC.GET_VOLUME_STATS, RPC.EXPAND_VOLUME}
+
+
+def test_get_info(node):
+    info = node.stub.NodeGetInfo(pb.NodeGetInfoRequest())
+    assert info.node_id == "node-a"
+    assert info.max_volumes_per_node == 0
+
+
+# --- requests missing a required field --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("missing", ["volume_id", "target_path", "volume_capability"])
+def test_publish_without_a_required_field_is_invalid(node, missing):
+    request = pb.NodePublishVolumeRequest(volume_id="rbd:p:v", staging_target_path=node.path("staging"),
+                                          target_path=node.path("target"), volume_capability=mount_capability())
+    request.ClearField(missing)
+    error = rpc_error(node.stub.NodePublishVolume, request)
+    assert error.code() == Code.INVALID_ARGUMENT and missing in error.details()
+    assert not os.path.exists(node.path("target"))
+
+
+@pytest.mark.parametrize("missing", ["volume_id", "target_path"])
+def test_unpublish_without_a_required_field_is_invalid(node, missing):
+    request = pb.NodeUnpublishVolumeRequest(volume_id="rbd:p:v", target_path=node.path("target"))
+    request.ClearField(missing)
+    error = rpc_error(node.stub.NodeUnpublishVolume, request)
+    assert error.code() == Code.INVALID_ARGUMENT and missing in error.details()
+
+
+@pytest.mark.parametrize("missing", ["volume_id", "staging_target_path", "volume_capability"])
+def test_stage_without_a_required_field_is_invalid(node, volumes, missing):
+    vol = volumes("rbd")
+    request = pb.NodeStageVolumeRequest(volume_id=vol.id, staging_target_path=node.path("staging"),
+                                        volume_capability=mount_capability(), secrets=node.secrets,
+                                        volume_context=vol.context)
+    request.ClearField(missing)
+    error = rpc_error(node.stub.NodeStageVolume, request)
+    assert error.code() == Code.INVALID_ARGUMENT and missing in error.details()
+    assert volume_dirs(node.shim) == []
+
+
+@pytest.mark.parametrize("missing", ["userID", "userKey", "monitors"])
+def test_stage_without_credentials_or_monitors_is_invalid(node, volumes, missing):
+    vol = volumes("rbd")
+    secrets = {k: v for k, v in node.secrets.items() if k != missing}
+    context = {k: v for k, v in vol.context.items() if k != missing}
+    error = rpc_error(node.stub.NodeStageVolume, pb.NodeStageVolumeRequest(
+        volume_id=vol.id, staging_target_path=node.path("staging"), volume_capability=mount_capability(),
+        secrets=secrets, volume_context=context))
+    assert error.code() == Code.INVALID_ARGUMENT
+    assert ("monitors" if missing == "monitors" else "userID and userKey") in error.details()
+    assert mounted(node.path("staging")) is None and volume_dirs(node.shim) == []
+
+
+@pytest.mark.parametrize("kind", ["rbd", "cephfs"])
+def test_stage_with_a_wrong_key_fails_and_leaves_nothing(node, volumes, kind):
+    vol = volumes(kind)
+    key = node.secrets["userKey"]
+    wrong = key[:20] + ("A" if key[20] != "A" else "B") + key[21:]  # still a well-formed key, not the user's
+    error = rpc_error(node.stub.NodeStageVolume, pb.NodeStageVolumeRequest(
+        volume_id=vol.id, staging_target_path=node.path("staging"), volume_capability=mount_capability(),
+        secrets={**node.secrets, "userKey": wrong}, volume_context=vol.context))
+    assert error.code() == Code.INTERNAL and ("rbd-fuse" if kind == "rbd" else "ceph-fuse") in error.details()
+    assert mounted(node.path("staging")) is None and volume_dirs(node.shim) == []
+    assert not processes_under(str(node.shim.directory), (node.shim.process.pid,))
+
+
+@pytest.mark.parametrize("missing", ["volume_id", "staging_target_path"])
+def test_unstage_without_a_required_field_is_invalid(node, missing):
+    request = pb.NodeUnstageVolumeRequest(volume_id="rbd:p:v", staging_target_path=node.path("staging"))
+    request.ClearField(missing)
+    error = rpc_error(node.stub.NodeUnstageVolume, request)
+    assert error.code() == Code.INVALID_ARGUMENT and missing in error.details()
+
+
+@pytest.mark.parametrize("missing", ["volume_id", "volume_path"])
+def test_volume_stats_without_a_required_field_is_invalid(node, missing):
+    request = pb.NodeGetVolumeStatsRequest(volume_id="rbd:p:v", volume_path=node.dir)
+    request.ClearField(missing)
+    error = rpc_error(node.stub.NodeGetVolumeStats, request)
+    assert error.code() == Code.INVALID_ARGUMENT and missing in error.details()
+
+
+@pytest.mark.parametrize("missing", ["volume_id", "volume_path"])
+def test_expand_without_a_required_field_is_invalid(node, missing):
+    request = pb.NodeExpandVolumeRequest(volume_id="rbd:p:v", volume_path=node.dir,
+                                         capacity_range=pb.CapacityRange(required_bytes=GiB))
+    request.ClearField(missing)
+    error = rpc_error(node.stub.NodeExpandVolume, request)
+    assert error.code() == Code.INVALID_ARGUMENT and missing in error.details()
+
+
+def test_publish_of_an_unstaged_volume_fails_its_precondition(node, volumes):
+    vol = volumes("rbd")
+    error = rpc_error(node.stub.NodePublishVolume, pb.NodePublishVolumeRequest(
+        volume_id=vol.id, staging_target_path=node.path("staging"), target_path=node.path("target"),
+        volume_capability=mount_capability(), volume_context=vol.context))
+    assert error.code() == Code.FAILED_PRECONDITION
+    assert not os.path.exists(node.path("target"))
+
+
+# --- unknown volumes, wrong paths -----------------------------------------------------------------------------
+
+
+def test_volume_stats_of_an_unknown_volume_is_not_found(node):
+    for path in (node.dir, node.path("does-not-exist")):
+        error = rpc_error(node.stub.NodeGetVolumeStats,
+                          pb.NodeGetVolumeStatsRequest(volume_id="rbd:nowhere:nothing", volume_path=path))
+        assert error.code() == Code.NOT_FOUND
+
+
+def test_volume_stats_on_a_path_that_is_not_the_volume_is_not_found(node, volumes):
+    vol, other = volumes("rbd"), volumes("cephfs")
+    staging = node.stage(vol)
+    target = node.publish(vol, staging)
+    other_target = node.publish(other, node.stage(other))
+    for path in (node.path("does-not-exist"), node.dir, other_target):
+        error = rpc_error(node.stub.NodeGetVolumeStats, pb.NodeGetVolumeStatsRequest(volume_id=vol.id,
+                                                                                     volume_path=path))
+        assert error.code() == Code.NOT_FOUND, path
+    assert node.stub.NodeGetVolumeStats(pb.NodeGetVolumeStatsRequest(volume_id=vol.id, volume_path=target)).usage
+
+
+def test_expand_of_an_unknown_volume_is_not_found(node):
+    for path in (node.dir, node.path("does-not-exist")):
+        error = rpc_error(node.stub.NodeExpandVolume, pb.NodeExpandVolumeRequest(
+            volume_id="rbd:nowhere:nothing", volume_path=path, capacity_range=pb.CapacityRange(required_bytes=GiB)))
+        assert error.code() == Code.NOT_FOUND
+
+
+# --- the whole lifecycle --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["rbd", "cephfs"])
+def test_stage_publish_unpublish_unstage(node, volumes, kind):
+    vol = volumes(kind)
+    staging = node.stage(vol)
+    assert mounted(staging) is not None and volume_dirs(node.shim)
+    target = node.publish(vol, staging)
+    assert mounted(target)["device"] == mounted(staging)["device"]
+    write(os.path.join(target, "hello.txt"), "hello")
+    assert read(os.path.join(staging, "hello.txt")) == "hello"
+
+    node.unpublish(vol, target)
+    assert not os.path.exists(target)  # csi-sanity: NodeUnpublishVolume removes the target
+    node.unstage(vol, staging)
+    assert mounted(staging) is None
+    assert volume_dirs(node.shim) == []
+    assert leftovers(node.dir) == [] and leftovers(str(node.shim.directory), (node.shim.process.pid,)) == []
+
+
+@pytest.mark.parametrize("kind", ["rbd", "cephfs"])
+def test_every_call_is_idempotent(node, volumes, kind):
+    vol = volumes(kind)
+    initially = mount_entries()
+    staging = node.stage(vol)
+    staged = mount_entries()
+    node.stage(vol, staging=staging)
+    assert mount_entries() == staged
+    target = node.publish(vol, staging)
+    node.publish(vol, staging, target=target)
+    assert len(mount_entries()) == len(staged) + 1  # one publish, however often asked
+    for _ in range(2):
+        node.unpublish(vol, target)
+        assert not os.path.exists(target)
+    for _ in range(2):
+        node.unstage(vol, staging)
+        assert mounted(staging) is None
+    assert mount_entries() == initially
+
+
+def test_staging_again_with_another_access_type_already_exists(node, volumes):
+    vol = volumes("rbd")
+    staging = node.stage(vol)
+    error = rpc_error(node.stub.NodeStageVolume, pb.NodeStageVolumeRequest(
+        volume_id=vol.id, staging_target_path=staging, volume_capability=block_capability(),
+        secrets=node.secrets, volume_context=vol.context))
+    assert error.code() == Code.ALREADY_EXISTS
+
+
+def test_concurrent_calls_on_one_volume_are_aborted(node, volumes):
+    vol = volumes("rbd")
+    staging = node.path("staging")
+    os.makedirs(staging)
+    node.staged[(vol.id, staging)] = vol
+    barrier, codes = threading.Barrier(4), []
+    request = pb.NodeStageVolumeRequest(volume_id=vol.id, staging_target_path=staging,
+                                        volume_capability=mount_capability(), secrets=node.secrets,
+                                        volume_context=vol.context)
+
+    def stage():
+        barrier.wait()
+        try:
+            node.stub.NodeStageVolume(request)
+            codes.append(Code.OK)
+        except grpc.RpcError as exc:
+            codes.append(exc.code())
+
+    threads = [threading.Thread(target=stage) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert Code.ABORTED in codes and Code.OK in codes and set(codes) <= {Code.OK, Code.ABORTED}, codes
+    assert mounted(staging) is not None
+
+
+# --- what csi-sanity cannot check ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["rbd", "cephfs"])
+def test_data_outlives_unstage_and_comes_back_on_the_next_stage(node, volumes, kind):
+    vol = volumes(kind)
+    staging = node.stage(vol)
+    target = node.publish(vol, staging)
+    write(os.path.join(target, "kept.txt"), "written before unstage")
+    node.unpublish(vol, target)
+    node.unstage(vol, staging)
+
+    staging = node.stage(vol)
+    target = node.publish(vol, staging)
+    assert read(os.path.join(target, "kept.txt")) == "written before unstage"
+
+
+def test_mkfs_runs_on_a_blank_image_only(node, volumes):
+    vol = volumes("rbd", 512 * MiB)  # mkfs.xfs wants 300 MB at least
+    staging = node.stage(vol, mount_capability("xfs"))
+    assert mounted(staging)["fstype"] == "xfs"
+    first_uuid = fs_uuid(staged_device(staging))
+    write(os.path.join(staging, "file"), "data")
+    node.unstage(vol, staging)
+
+    staging = node.stage(vol, mount_capability(""))  # no type asked: the one on the image is mounted
+    assert fs_uuid(staged_device(staging)) == first_uuid
+    assert read(os.path.join(staging, "file")) == "data"
+    node.unstage(vol, staging)
+
+    error = rpc_error(node.stub.NodeStageVolume, pb.NodeStageVolumeRequest(
+        volume_id=vol.id, staging_target_path=staging, volume_capability=mount_capability("ext4"),
+        secrets=node.secrets, volume_context=vol.context))
+    assert error.code() == Code.FAILED_PRECONDITION and "xfs" in error.details()
+    assert mounted(staging) is None and volume_dirs(node.shim) == []
+
+
+def test_an_image_with_data_but_no_file_system_is_not_formatted(node, volumes):
+    vol = volumes("rbd")
+    staging = node.stage(vol, block_capability())
+    target = node.publish(vol, staging, capability=block_capability())
+    write_at(target, b"raw bytes, not a file system" * 100, 0)
+    node.unpublish(vol, target)
+    node.unstage(vol, staging)
+
+    error = rpc_error(node.stub.NodeStageVolume, pb.NodeStageVolumeRequest(
+        volume_id=vol.id, staging_target_path=staging, volume_capability=mount_capability(),
+        secrets=node.secrets, volume_context=vol.context))
+    assert error.code() == Code.FAILED_PRECONDITION and "not formatting" in error.details()
+    assert mounted(staging) is None and volume_dirs(node.shim) == []
+
+    staging = node.stage(vol, block_capability())
+    target = node.publish(vol, staging, capability=block_capability())
+    with open(target, "rb") as device:
+        assert device.read(28) == b"raw bytes, not a file system"
+
+
+def test_a_cephfs_volume_published_twice_shares_its_files(node, volumes):
+    vol = volumes("cephfs")
+    staging = node.stage(vol)
+    first, second = node.publish(vol, staging), node.publish(vol, staging)
+    write(os.path.join(first, "shared.txt"), "from the first target")
+    assert read(os.path.join(second, "shared.txt")) == "from the first target"
+    os.mkdir(os.path.join(second, "dir"))
+    assert os.listdir(first) and os.path.isdir(os.path.join(first, "dir"))
+
+
+@pytest.mark.parametrize("kind", ["rbd", "cephfs"])
+def test_a_plugin_restart_between_stage_and_publish(node, volumes, kind):
+    vol = volumes(kind)
+    staging = node.stage(vol)
+    shim_pid = (node.shim.process.pid,)
+    daemons = processes_under(str(node.shim.directory), shim_pid)
+    assert daemons, "no FUSE daemon runs for the staged volume"
+
+    node.shim.restart()  # SIGKILL: the new plugin knows only what the kernel tells it
+    assert set(processes_under(str(node.shim.directory), (node.shim.process.pid,))) == set(daemons)
+    write(os.path.join(staging, "during-restart.txt"), "still mounted")
+
+    node.stage(vol, staging=staging)  # staged already: found in the mount table
+    target = node.publish(vol, staging)
+    assert read(os.path.join(target, "during-restart.txt")) == "still mounted"
+    node.unpublish(vol, target)
+    node.unstage(vol, staging)
+    # The daemons were the old plugin's children: the new one still waited for them to exit.
+    assert not processes_under(str(node.shim.directory), (node.shim.process.pid,))
+    assert not [pid for pid in daemons if running(pid)]
+
+
+@pytest.mark.parametrize("kind", ["rbd", "cephfs"])
+def test_a_read_only_publish_refuses_writes(node, volumes, kind):
+    vol = volumes(kind)
+    staging = node.stage(vol)
+    writable, readonly = node.publish(vol, staging), node.publish(vol, staging, readonly=True)
+    assert "ro" in mounted(readonly)["options"] and "rw" in mounted(writable)["options"]
+    write(os.path.join(writable, "file"), "written")
+    assert read(os.path.join(readonly, "file")) == "written"
+    with pytest.raises(OSError) as refused:
+        write(os.path.join(readonly, "another"), "refused")
+    assert refused.value.errno == errno.EROFS
+    node.publish(vol, staging, target=readonly, readonly=True)  # again, the same: fine
+    error = rpc_error(node.stub.NodePublishVolume, pb.NodePublishVolumeRequest(
+        volume_id=vol.id, staging_target_path=staging, target_path=readonly, volume_capability=mount_capability(""),
+        readonly=False, volume_context=vol.context))
+    assert error.code() == Code.ALREADY_EXISTS
+
+
+def test_a_block_volume_is_published_as_a_device(node, volumes, robin):
+    vol = volumes("rbd", 64 * MiB)
+    staging = node.stage(vol, block_capability())
+    assert mounted(staging) is None and len(loops_under(str(node.shim.directory))) == 1
+    node.stage(vol, block_capability(), staging=staging)
+    target = node.publish(vol, staging, capability=block_capability())
+    assert stat.S_ISBLK(os.stat(target).st_mode)
+    pattern = os.urandom(MiB)
+    write_at(target, pattern, 8 * MiB)
+
+    stats = node.stub.NodeGetVolumeStats(pb.NodeGetVolumeStatsRequest(volume_id=vol.id, volume_path=target))
+    assert [(u.unit, u.total) for u in stats.usage] == [(pb.VolumeUsage.BYTES, 64 * MiB)]
+
+    readonly = node.publish(vol, staging, capability=block_capability(), readonly=True)
+    with open(readonly, "rb") as device:
+        device.seek(8 * MiB)
+        assert device.read(MiB) == pattern
+    with pytest.raises(OSError) as refused:
+        write_at(readonly, b"refused", 8 * MiB)
+    assert refused.value.errno in (errno.EPERM, errno.EROFS, errno.EACCES)  # a read-only device: EPERM
+    node.unpublish(vol, readonly)
+    assert len(loops_under(str(node.shim.directory))) == 1  # the read-only target's own device went with it
+
+    grow(robin, vol, 128 * MiB)
+    expanded = node.stub.NodeExpandVolume(pb.NodeExpandVolumeRequest(
+        volume_id=vol.id, volume_path=target, staging_target_path=staging, volume_capability=block_capability(),
+        capacity_range=pb.CapacityRange(required_bytes=128 * MiB)))
+    assert expanded.capacity_bytes == 128 * MiB
+
+    node.unpublish(vol, target)
+    node.unstage(vol, staging)
+    staging = node.stage(vol, block_capability())
+    target = node.publish(vol, staging, capability=block_capability())
+    with open(target, "rb") as device:
+        device.seek(8 * MiB)
+        assert device.read(MiB) == pattern
+
+
+@pytest.mark.parametrize("kind", ["rbd", "cephfs"])
+def test_volume_stats_report_the_volume_size(node, volumes, kind):
+    vol = volumes(kind, GiB)
+    staging = node.stage(vol)
+    target = node.publish(vol, staging)
+    write(os.path.join(target, "file"), "x" * MiB)
+    for path in (staging, target):
+        usage = {u.unit: u for u in node.stub.NodeGetVolumeStats(pb.NodeGetVolumeStatsRequest(
+            volume_id=vol.id, volume_path=path, staging_target_path=staging)).usage}
+        space = usage[pb.VolumeUsage.BYTES]
+        if kind == "cephfs":
+            assert space.total == GiB  # the quota
+        else:
+            assert 0.9 * GiB < space.total <= GiB  # ext4's own metadata takes a little
+            assert usage[pb.VolumeUsage.INODES].total > usage[pb.VolumeUsage.INODES].used > 0
+            assert 0 < space.used < space.total  # CephFS counts a directory's bytes lazily: no check there
+        assert 0 < space.available <= space.total - space.used
+
+
+@pytest.mark.parametrize("fs_type", ["xfs", "ext4"])
+def test_expand_after_publish_grows_the_file_system(node, volumes, robin, fs_type):
+    if fs_type == "ext4" and not has_cap_sys_resource():
+        pytest.skip("growing a mounted ext4 needs CAP_SYS_RESOURCE, which this machine withholds even from root")
+    vol = volumes("rbd", 512 * MiB)
+    staging = node.stage(vol, mount_capability(fs_type))
+    target = node.publish(vol, staging, capability=mount_capability(fs_type))
+    write(os.path.join(target, "file"), "before growing")
+    before = os.statvfs(target)
+
+    grow(robin, vol, GiB)
+    expanded = node.stub.NodeExpandVolume(pb.NodeExpandVolumeRequest(
+        volume_id=vol.id, volume_path=target, staging_target_path=staging,
+        volume_capability=mount_capability(fs_type), capacity_range=pb.CapacityRange(required_bytes=GiB)))
+    assert expanded.capacity_bytes == GiB
+    after = os.statvfs(target)
+    assert after.f_blocks * after.f_frsize > 1.8 * before.f_blocks * before.f_frsize
+    assert read(os.path.join(target, "file")) == "before growing"
+    again = node.stub.NodeExpandVolume(pb.NodeExpandVolumeRequest(
+        volume_id=vol.id, volume_path=target, capacity_range=pb.CapacityRange(required_bytes=GiB)))
+    assert again.capacity_bytes == GiB  # already grown: fine
+
+
+def test_expand_of_a_cephfs_volume_reports_its_quota(node, volumes):
+    vol = volumes("cephfs", GiB)
+    target = node.publish(vol, node.stage(vol))
+    expanded = node.stub.NodeExpandVolume(pb.NodeExpandVolumeRequest(
+        volume_id=vol.id, volume_path=target, capacity_range=pb.CapacityRange(required_bytes=GiB)))
+    assert expanded.capacity_bytes == GiB
