@@ -43,7 +43,7 @@ run: bootstrap
 # The whole suite against a dev cluster and PostgreSQL that the test session starts and stops itself,
 # once on SQLite and once on PostgreSQL.
 test: bootstrap
-	$(VENV)/bin/ruff check robin tests benchmarks
+	$(VENV)/bin/ruff check robin csi_shim tests benchmarks
 	$(PY) -m pytest --db=all $(PYTEST_ARGS)
 
 bench: bootstrap
