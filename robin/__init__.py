@@ -17,6 +17,7 @@ def create_app(settings=None) -> Flask:
     from robin.auth import hooks as auth_hooks
     from robin.clusters import api as clusters_api
     from robin.clusters import service as clusters
+    from robin.compat import wayne_v1
     from robin.config import Settings
     from robin.db import db
     from robin.errors import register_error_handlers
@@ -51,5 +52,6 @@ def create_app(settings=None) -> Flask:
     register_error_handlers(app)  # after Api(): flask-smorest installs its own error format
     for blueprint in (projects_api.blp, volumes_api.rbd_images, volumes_api.cephfs_paths, clusters_api.blp):
         api.register_blueprint(blueprint)
+    wayne_v1.install(app, api)  # the Wayne platform's /v1 API, beside /api/v2
     app.register_blueprint(health_blp)
     return app

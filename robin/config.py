@@ -59,6 +59,8 @@ class Settings:
     workers: int = 4
     threads: int = 8
     log_level: str = "INFO"
+    # The Wayne platform's /v1 API: the project that owns the volumes it creates.
+    wayne_project: str = "wayne"
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:

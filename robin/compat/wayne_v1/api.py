@@ -1,0 +1,102 @@
+"""The `/v1` views: Wayne's paths and shapes over robin's services.
+
+A view resolves the bare Ceph name in the URL to its project (service.project_of), then calls the
+service /api/v2 would call with that project and the request's identity. Errors are robin's own
+RobinErrors; protocol.WayneProtocol turns them into the plain text Wayne shows.
+"""
+from __future__ import annotations
+
+from flask import Flask, g, request
+from flask.views import MethodView
+from flask_smorest import Api, Blueprint
+
+from robin.compat.wayne_v1 import schemas, service
+from robin.compat.wayne_v1.protocol import PREFIX, WayneProtocol
+from robin.snapshots import service as snapshots
+from robin.volumes.kinds import CEPHFS, RBD
+
+KINDS = {"rbd": RBD, "cephfs": CEPHFS}
+
+blp = Blueprint("wayne-v1", __name__, url_prefix=PREFIX, description=(
+    "The API the Wayne dashboard's Robin client calls. Authenticate with a `token` header (or "
+    "`Authorization: Bearer`). Every 200 answer is JSON; any other status has a plain-text body "
+    "`<code>: <message>`, robin's error code first."))
+# Documents both headers on every operation; the `token` scheme is added to the spec by install().
+with_token = blp.doc(security=[{"token": []}, {"bearer": []}])
+
+
+def _audited_in(project: str) -> str:
+    """The audit hook files an event under the URL's `project` argument; /v1 URLs name only the
+    volume, so file it under the project the name resolved to."""
+    request.view_args["project"] = project
+    return project
+
+
+@blp.route("/images")
+class Images(MethodView):
+    @with_token
+    @blp.arguments(schemas.ImageListArgs, location="query")
+    @blp.response(200, schemas.ImageListSchema)
+    def get(self, args):
+        """Live volumes on the default cluster in the projects the token may read; `size` in MiB."""
+        kinds = tuple(KINDS.values()) if args["type"] == "all" else (KINDS[args["type"]],)
+        return {"images": service.images(g.identity, kinds)}
+
+
+@blp.route("/image")
+class Image(MethodView):
+    @with_token
+    @blp.arguments(schemas.ImageTypeArgs, location="query")
+    @blp.arguments(schemas.ImageCreateSchema)
+    @blp.response(200, schemas.ImageSchema)
+    def put(self, args, body):
+        """Create an RBD image or CephFS path of `size` MiB in the platform's project (ROBIN_WAYNE_PROJECT)."""
+        project = _audited_in(service.platform_project())
+        return service.create_image(g.identity, KINDS[args["type"]], project, body["name"], body["size"])
+
+
+@blp.route("/snaps/<name>")
+class Snaps(MethodView):
+    @with_token
+    @blp.response(200, schemas.SnapListSchema)
+    def get(self, name):
+        """The RBD image's snapshots; `size` in bytes."""
+        return {"snaps": service.list_snapshots(g.identity, service.project_of(RBD, name), name)}
+
+    @with_token
+    @blp.response(200, schemas.DeletedSnapsSchema)
+    def delete(self, name):
+        """Delete all the image's snapshots; answers with those deleted."""
+        project = _audited_in(service.project_of(RBD, name))
+        return {"deleted": service.delete_all_snapshots(g.identity, project, name)}
+
+
+@blp.route("/snap/<name>/<version>")
+class Snap(MethodView):
+    @with_token
+    @blp.response(200, schemas.SnapSchema)
+    def put(self, name, version):
+        """Take snapshot `version` of the RBD image; counts against the project's max_snapshots."""
+        version = schemas.snapshot_name(version)
+        project = _audited_in(service.project_of(RBD, name))
+        return snapshots.create(g.identity, RBD, project, name, version)
+
+    @with_token
+    @blp.response(200, schemas.SnapSchema)
+    def delete(self, name, version):
+        project = _audited_in(service.project_of(RBD, name))
+        return service.delete_snapshot(g.identity, project, name, version)
+
+    @with_token
+    @blp.response(200, schemas.SnapSchema)
+    def post(self, name, version):
+        """Roll the image back to snapshot `version`; 409 volume_in_use while anything has it open or mapped."""
+        project = _audited_in(service.project_of(RBD, name))
+        return snapshots.rollback(g.identity, project, name, version)
+
+
+def install(app: Flask, api: Api) -> None:
+    """Serve /v1 on this app: the blueprint (in the OpenAPI document too) and Wayne's wire habits."""
+    api.spec.components.security_scheme("token", {"type": "apiKey", "in": "header", "name": "token"})
+    api.register_blueprint(blp)
+    app.wsgi_app = WayneProtocol(app.wsgi_app)

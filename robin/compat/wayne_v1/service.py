@@ -1,0 +1,104 @@
+"""What /v1 needs beyond robin's services: finding a volume's project by its bare Ceph name, listing
+across projects, and the platform's project. Every change goes through robin's own services, with
+the caller's identity, so their checks, quotas, states and undo logic are the ones /api/v2 has."""
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from robin import config
+from robin.auth.identity import Identity
+from robin.clusters import service as clusters
+from robin.db import db
+from robin.errors import Conflict, NotFound
+from robin.projects.models import Project
+from robin.snapshots import service as snapshots
+from robin.snapshots.models import Snapshot, SnapshotState
+from robin.volumes import service as volumes
+from robin.volumes.kinds import RBD, Kind
+from robin.volumes.models import Volume, VolumeState
+
+MiB = 2**20
+PAGE = 1000
+
+
+def platform_project() -> str:
+    """The project that owns the volumes Wayne creates (ROBIN_WAYNE_PROJECT)."""
+    return config.current().wayne_project
+
+
+def images(identity: Identity, kinds: tuple[Kind, ...]) -> list[Volume]:
+    """Live volumes of these kinds on the default cluster, in every project the token may read:
+    Wayne lists them all at once, without pages."""
+    found = []
+    with db.reading() as session:
+        cluster = clusters.resolve(session, None)
+        for kind in kinds:
+            model = kind.model
+            query = select(model).where(model.cluster_id == cluster.id, model.state != VolumeState.DELETED)
+            if not identity.sees_all_projects:
+                query = query.where(model.project_id == _project_id(identity.project))
+            found += session.scalars(query.order_by(model.name)).unique()
+    return found
+
+
+def _project_id(name: str):
+    return select(Project.id).where(Project.name == name).scalar_subquery()
+
+
+def create_image(identity: Identity, kind: Kind, project: str, name: str, size_mib: int) -> Volume:
+    try:
+        return volumes.create(identity, kind, project, {"name": name, "size_bytes": size_mib * MiB})
+    except NotFound as exc:
+        if exc.code != "project_not_found":
+            raise
+        # Not created here: a project made on the fly would need a quota robin cannot choose for the admins.
+        raise NotFound(f"project {project!r}, which owns the volumes Wayne creates (ROBIN_WAYNE_PROJECT), does "
+                       "not exist; an admin creates it with its quota (POST /api/v2/projects)",
+                       code="project_not_found", details={"project": project}) from exc
+
+
+def project_of(kind: Kind, name: str) -> str:
+    """The project of the live volume with this bare Ceph name on the default cluster. The name is
+    unique per pool (file system) there, so it is ambiguous only when robin places volumes in
+    several: /v1 cannot say which, and refuses rather than guess."""
+    model = kind.model
+    with db.reading() as session:
+        cluster = clusters.resolve(session, None)
+        owners = sorted(session.scalars(
+            select(Project.name).join(model, model.project_id == Project.id)
+            .where(model.cluster_id == cluster.id, model.name == name, model.state != VolumeState.DELETED)))
+    if not owners:
+        raise NotFound(f"{kind.noun} {name!r} does not exist", code="volume_not_found", details={"name": name})
+    if len(owners) > 1:
+        raise Conflict(f"{kind.noun}s named {name!r} exist in projects {owners}; /v1 names a volume by its name "
+                       "alone, so use /api/v2 for these", code="ambiguous_name",
+                       details={"name": name, "projects": owners})
+    return owners[0]
+
+
+# --- RBD snapshots ------------------------------------------------------------------------------
+
+def list_snapshots(identity: Identity, project: str, image: str) -> list[Snapshot]:
+    found, cursor = [], None
+    while True:
+        page = snapshots.list_page(identity, RBD, project, image, PAGE, cursor)
+        found += page.items
+        if page.next_cursor is None:
+            return found
+        cursor = page.next_cursor
+
+
+def delete_snapshot(identity: Identity, project: str, image: str, name: str) -> Snapshot:
+    """Delete one snapshot; answers with it, so that Wayne has a body to parse."""
+    return _delete(identity, project, image, snapshots.get(identity, RBD, project, image, name))
+
+
+def delete_all_snapshots(identity: Identity, project: str, image: str) -> list[Snapshot]:
+    """One at a time through the service: a failure stops there, with the earlier ones deleted."""
+    return [_delete(identity, project, image, snapshot) for snapshot in list_snapshots(identity, project, image)]
+
+
+def _delete(identity: Identity, project: str, image: str, snapshot: Snapshot) -> Snapshot:
+    snapshots.delete(identity, RBD, project, image, snapshot.name)
+    snapshot.state = SnapshotState.DELETED  # the detached copy the answer shows; the service updated the row
+    return snapshot

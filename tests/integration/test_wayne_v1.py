@@ -1,0 +1,303 @@
+"""The Wayne platform's /v1 API, called exactly as Wayne's Robin client calls it (a `token` header,
+JSON bodies sent without a Content-Type, no body on the snapshot calls), checked in Ceph and in
+robin's database."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import NamedTuple
+
+import pytest
+import rbd
+from sqlalchemy import select
+
+from robin.audit.models import AuditEvent
+from robin.auth.service import identity_for_secret
+from robin.snapshots.models import Snapshot, SnapshotState
+from robin.volumes.models import CephfsPath, RbdImage, VolumeState
+from tests.conftest import make_token, unique
+
+pytestmark = pytest.mark.integration
+MiB = 2**20
+
+
+class Reply(NamedTuple):
+    status: int
+    json: object  # the parsed body of a 200
+    text: str
+
+
+class Wayne:
+    """Wayne's client (beego httplib): any status but 200 is an error whose text is the body, and a
+    200 body is parsed as JSON. Every call checks both, so every test checks them on every call."""
+
+    def __init__(self, client, token: str | None):
+        self.client = client
+        self.token = token
+
+    def call(self, method: str, path: str, body=None, headers: dict | None = None) -> Reply:
+        sent = {"token": self.token} if self.token else {}
+        sent.update(headers or {})
+        data = json.dumps(body) if body is not None else None
+        response = self.client.open(path, method=method, data=data, headers=sent)
+        text = response.get_data(as_text=True)
+        if response.status_code == 200:
+            return Reply(200, json.loads(text), text)
+        assert response.mimetype == "text/plain", text
+        assert "\n" not in text and len(text) < 400 and ": " in text, text
+        return Reply(response.status_code, None, text)
+
+    def get(self, path, **kwargs):
+        return self.call("GET", path, **kwargs)
+
+    def put(self, path, body=None, **kwargs):
+        return self.call("PUT", path, body, **kwargs)
+
+    def post(self, path, **kwargs):
+        return self.call("POST", path, **kwargs)
+
+    def delete(self, path, **kwargs):
+        return self.call("DELETE", path, **kwargs)
+
+
+@pytest.fixture()
+def point_wayne_at(app, monkeypatch):
+    """point_wayne_at(project): make it the platform's project (ROBIN_WAYNE_PROJECT) for one test.
+    The session's app is shared, and create_app binds process-wide things (the database, the Ceph
+    connections), so the setting is swapped in the app's config, where the services read it, and
+    put back after the test; each test gets a fresh project with its own quota."""
+
+    def point(project: str) -> str:
+        changed = dataclasses.replace(app.config["ROBIN_SETTINGS"], wayne_project=project)
+        monkeypatch.setitem(app.config, "ROBIN_SETTINGS", changed)
+        return project
+
+    return point
+
+
+@pytest.fixture()
+def project(new_project, point_wayne_at) -> str:
+    return point_wayne_at(new_project())
+
+
+@pytest.fixture()
+def wayne(app, project) -> Wayne:
+    """Wayne with a member token of its project: what an admin gives the platform."""
+    return Wayne(app.test_client(), make_token(app, "member", project))
+
+
+@pytest.fixture()
+def wayne_as_admin(app, admin_token) -> Wayne:
+    return Wayne(app.test_client(), admin_token)
+
+
+def new_image(wayne: Wayne, kind: str = "rbd", size: int = 64) -> dict:
+    reply = wayne.put(f"/v1/image?type={kind}", {"name": unique("w"), "size": size})
+    assert reply.status == 200, reply.text
+    return reply.json
+
+
+def rbd_snaps(ioctx, name) -> set[str]:
+    with rbd.Image(ioctx, name, read_only=True) as image:
+        return {snap["name"] for snap in image.list_snaps()}
+
+
+# --- images -------------------------------------------------------------------------------------
+
+def test_put_image_creates_an_rbd_image(wayne, project, rbd_ioctx, db_rows):
+    name = unique("w")
+    reply = wayne.put("/v1/image?type=rbd", {"name": name, "size": 64})
+    assert reply.status == 200, reply.text
+    assert reply.json | {"id": None, "created_at": None} == {
+        "id": None, "name": name, "type": "rbd", "size": 64, "size_bytes": 64 * MiB, "project": project,
+        "state": "available", "pool": "rbd", "created_at": None}
+    with rbd.Image(rbd_ioctx, name, read_only=True) as image:
+        assert image.size() == 64 * MiB
+    [row] = db_rows(select(RbdImage).where(RbdImage.name == name))
+    assert row.id == reply.json["id"] and row.project.name == project
+    assert row.state is VolumeState.AVAILABLE and row.size_bytes == 64 * MiB
+
+
+def test_put_image_creates_a_cephfs_path(wayne, project, fs, db_rows):
+    name = unique("w")
+    reply = wayne.put("/v1/image?type=cephfs", {"name": name, "size": 100})
+    assert reply.status == 200, reply.text
+    path = f"/robin/{project}/{name}"
+    assert reply.json["type"] == "cephfs" and reply.json["size"] == 100 and reply.json["path"] == path
+    assert fs.getxattr(path, "ceph.quota.max_bytes").decode() == str(100 * MiB)
+    [row] = db_rows(select(CephfsPath).where(CephfsPath.name == name))
+    assert row.project.name == project and row.state is VolumeState.AVAILABLE and row.size_bytes == 100 * MiB
+
+
+def test_images_lists_each_type_the_token_may_read(wayne, wayne_as_admin, admin, new_project):
+    image, path = new_image(wayne, "rbd"), new_image(wayne, "cephfs")
+    elsewhere = new_project()
+    # Not whole MiB: /v1 shows it rounded up, with the exact bytes beside.
+    foreign = admin.post(f"/api/v2/projects/{elsewhere}/rbd-images",
+                         json={"name": unique("v"), "size_bytes": 64 * MiB + 1}).json
+    listed = {entry["name"]: entry for entry in wayne.get("/v1/images?type=all").json["images"]}
+    assert listed[image["name"]]["type"] == "rbd" and listed[path["name"]]["type"] == "cephfs"
+    assert foreign["name"] not in listed  # a member token reads its own project only
+    assert {entry["type"] for entry in listed.values()} == {"rbd", "cephfs"}
+    for kind, mine, other in (("rbd", image, path), ("cephfs", path, image)):
+        names = {entry["name"] for entry in wayne.get(f"/v1/images?type={kind}").json["images"]}
+        assert mine["name"] in names and other["name"] not in names
+    everything = {entry["name"]: entry for entry in wayne_as_admin.get("/v1/images?type=all").json["images"]}
+    assert everything[foreign["name"]] | {"id": None, "created_at": None} == {
+        "id": None, "name": foreign["name"], "type": "rbd", "size": 65, "size_bytes": 64 * MiB + 1,
+        "project": elsewhere, "state": "available", "pool": "rbd", "created_at": None}
+    assert wayne.get("/v1/images?type=nfs").text.startswith("validation_error: ")
+
+
+@pytest.mark.parametrize("kind", ["rbd", "cephfs"])
+def test_a_taken_name_is_refused_with_a_readable_error(wayne, kind):
+    name = new_image(wayne, kind)["name"]
+    reply = wayne.put(f"/v1/image?type={kind}", {"name": name, "size": 64})
+    assert reply.status == 409 and reply.text.startswith("name_taken: ") and repr(name) in reply.text
+    other_kind = "cephfs" if kind == "rbd" else "rbd"
+    assert wayne.put(f"/v1/image?type={other_kind}", {"name": name, "size": 64}).status == 200  # unique per type
+
+
+def test_quota_refusal_carries_robins_message(app, new_project, point_wayne_at, rbd_ioctx):
+    project = point_wayne_at(new_project(max_bytes=100 * MiB))
+    wayne = Wayne(app.test_client(), make_token(app, "member", project))
+    new_image(wayne, "rbd", 64)
+    name = unique("w")
+    reply = wayne.put("/v1/image?type=rbd", {"name": name, "size": 64})
+    assert (reply.status, reply.text) == (
+        403, f"quota_exceeded: project '{project}' has {36 * MiB} bytes of quota left; {64 * MiB} were requested")
+    assert name not in rbd.RBD().list(rbd_ioctx)
+    assert [entry["size"] for entry in wayne.get("/v1/images?type=all").json["images"]] == [64]
+
+
+@pytest.mark.parametrize("body", [
+    {"size": 0}, {"size": -5}, {"size": 1.5}, {"size": "64"}, {}, {"size": 2**31}, {"size": 64, "name": "bad/name"},
+], ids=["zero", "negative", "fraction", "string", "missing", "above-maximum", "bad-name"])
+def test_bad_input_is_refused_before_anything_exists(wayne, body):
+    name = unique("w")
+    reply = wayne.put("/v1/image?type=rbd", {"name": name} | body)
+    assert reply.status == 422 and reply.text.startswith("validation_error: invalid input: ")
+    assert ("name: " if "name" in body else "size: ") in reply.text
+    assert name not in {entry["name"] for entry in wayne.get("/v1/images?type=all").json["images"]}
+
+
+def test_tokens(app, wayne, new_project):
+    image = new_image(wayne)["name"]
+    anonymous = Wayne(app.test_client(), None)
+    assert (anonymous.get("/v1/images?type=all").status, anonymous.get("/v1/images?type=all").text) == (
+        401, "unauthenticated: send a robin API token in the 'token' header")
+    assert anonymous.put("/v1/image?type=rbd", {"name": unique("w"), "size": 1}).status == 401
+    wrong = Wayne(app.test_client(), "robin_not-a-token")
+    assert (wrong.get(f"/v1/snaps/{image}").status, wrong.get(f"/v1/snaps/{image}").text) == (
+        401, "unauthenticated: the API token is unknown or revoked")
+    bearer = anonymous.get(f"/v1/snaps/{image}", headers={"Authorization": f"Bearer {wayne.token}"})
+    assert bearer == Reply(200, {"snaps": []}, bearer.text)
+    # Another project's member: the services' own checks apply to /v1 as to /api/v2.
+    outsider = Wayne(app.test_client(), make_token(app, "member", new_project()))
+    refused = outsider.put(f"/v1/snap/{image}/s1")
+    assert refused.status == 403 and refused.text.startswith("forbidden: this token may not change project")
+    assert outsider.put("/v1/image?type=rbd", {"name": unique("w"), "size": 1}).status == 403
+
+
+def test_a_missing_platform_project_is_named(wayne_as_admin, point_wayne_at):
+    missing = point_wayne_at(unique("absent"))
+    reply = wayne_as_admin.put("/v1/image?type=rbd", {"name": unique("w"), "size": 64})
+    assert reply.status == 404 and reply.text.startswith(f"project_not_found: project '{missing}'")
+    assert "ROBIN_WAYNE_PROJECT" in reply.text and "POST /api/v2/projects" in reply.text
+
+
+# --- snapshots ----------------------------------------------------------------------------------
+
+def test_snapshot_list_and_rollback_restore_the_data(wayne, rbd_ioctx, db_rows):
+    name = new_image(wayne)["name"]
+    with rbd.Image(rbd_ioctx, name) as handle:
+        handle.write(b"before", 0)
+    taken = wayne.put(f"/v1/snap/{name}/v1")
+    assert taken.status == 200, taken.text
+    [row] = db_rows(select(Snapshot).join(RbdImage, Snapshot.rbd_image_id == RbdImage.id)
+                    .where(RbdImage.name == name))
+    assert taken.json | {"created_at": None} == {
+        "id": row.id, "name": "v1", "size": 64 * MiB, "state": "available", "created_at": None}
+    assert rbd_snaps(rbd_ioctx, name) == {"v1"}
+    with rbd.Image(rbd_ioctx, name) as handle:
+        handle.write(b"after!", 0)
+    listed = wayne.get(f"/v1/snaps/{name}").json["snaps"]
+    assert [(snap["id"], snap["name"], snap["size"]) for snap in listed] == [(row.id, "v1", 64 * MiB)]
+    rolled = wayne.post(f"/v1/snap/{name}/v1")
+    assert rolled.status == 200 and rolled.json["name"] == "v1", rolled.text
+    with rbd.Image(rbd_ioctx, name, read_only=True) as handle:
+        assert handle.read(0, 6) == b"before"
+
+
+def test_rollback_is_refused_while_the_image_is_in_use(wayne, rbd_ioctx):
+    name = new_image(wayne)["name"]
+    assert wayne.put(f"/v1/snap/{name}/v1").status == 200
+    with rbd.Image(rbd_ioctx, name) as handle:
+        handle.write(b"in use", 0)  # an open, written image: a watcher and the exclusive lock
+        reply = wayne.post(f"/v1/snap/{name}/v1")
+        assert reply.status == 409 and reply.text.startswith(f"volume_in_use: RBD image '{name}' is in use")
+        assert handle.read(0, 6) == b"in use"
+
+
+def test_delete_one_snapshot_then_all(wayne, rbd_ioctx, db_rows):
+    name = new_image(wayne)["name"]
+    for version in ("a", "b", "c"):
+        assert wayne.put(f"/v1/snap/{name}/{version}").status == 200
+    one = wayne.delete(f"/v1/snap/{name}/a")
+    assert one.status == 200 and (one.json["name"], one.json["state"]) == ("a", "deleted"), one.text
+    assert rbd_snaps(rbd_ioctx, name) == {"b", "c"}
+    everything = wayne.delete(f"/v1/snaps/{name}")
+    assert everything.status == 200, everything.text
+    assert [snap["name"] for snap in everything.json["deleted"]] == ["b", "c"]
+    assert rbd_snaps(rbd_ioctx, name) == set()
+    assert wayne.get(f"/v1/snaps/{name}").json == {"snaps": []}
+    rows = db_rows(select(Snapshot).join(RbdImage, Snapshot.rbd_image_id == RbdImage.id).where(RbdImage.name == name))
+    assert {row.state for row in rows} == {SnapshotState.DELETED} and len(rows) == 3
+    assert wayne.delete(f"/v1/snaps/{name}").json == {"deleted": []}
+    again = wayne.delete(f"/v1/snap/{name}/a")
+    assert again.status == 404 and again.text.startswith("snapshot_not_found: ")
+
+
+def test_snapshot_errors_are_readable(app, wayne, new_project, point_wayne_at):
+    missing = wayne.put(f"/v1/snap/{unique('nothing')}/v1")
+    assert missing.status == 404 and missing.text.startswith("volume_not_found: RBD image ")
+    path = new_image(wayne, "cephfs")["name"]
+    assert wayne.get(f"/v1/snaps/{path}").text.startswith("volume_not_found: ")  # snapshots here are RBD only
+    name = new_image(wayne)["name"]
+    assert wayne.put(f"/v1/snap/{name}/v1").status == 200
+    assert wayne.put(f"/v1/snap/{name}/v1").text.startswith("snapshot_exists: ")
+    reserved = wayne.put(f"/v1/snap/{name}/robin-clone-x")
+    assert reserved.status == 422 and reserved.text.startswith("validation_error: invalid input: version: ")
+    limited = point_wayne_at(new_project(max_snapshots=1))
+    wayne = Wayne(app.test_client(), make_token(app, "member", limited))
+    name = new_image(wayne)["name"]
+    assert wayne.put(f"/v1/snap/{name}/v1").status == 200
+    refused = wayne.put(f"/v1/snap/{name}/v2")
+    assert refused.status == 403 and refused.text.startswith(f"quota_exceeded: project '{limited}' may have 1 ")
+
+
+# --- audit --------------------------------------------------------------------------------------
+
+def test_mutations_are_audited_with_the_tokens_actor(app, wayne, project, db_rows):
+    name = unique("w")
+    assert wayne.put("/v1/image?type=rbd", {"name": name, "size": 64}).status == 200
+    assert wayne.put("/v1/image?type=rbd", {"name": name, "size": 64}).status == 409
+    assert wayne.put(f"/v1/snap/{name}/v1").status == 200
+    assert wayne.post(f"/v1/snap/{name}/v1").status == 200
+    assert wayne.delete(f"/v1/snaps/{name}").status == 200
+    assert wayne.get(f"/v1/snaps/{name}").status == 200  # reads are not audited
+    with app.app_context():
+        actor = identity_for_secret(wayne.token).actor
+    events = db_rows(select(AuditEvent).where(AuditEvent.target.in_(
+        ["/v1/image", f"/v1/snap/{name}/v1", f"/v1/snaps/{name}"]), AuditEvent.actor == actor)
+        .order_by(AuditEvent.id))
+    assert [(e.action, e.project, e.status_code, e.outcome, e.error_code) for e in events] == [
+        ("PUT /v1/image", project, 200, "success", None),
+        ("PUT /v1/image", project, 409, "failure", "name_taken"),
+        ("PUT /v1/snap/<name>/<version>", project, 200, "success", None),
+        ("POST /v1/snap/<name>/<version>", project, 200, "success", None),
+        ("DELETE /v1/snaps/<name>", project, 200, "success", None),
+    ]
+    assert events[0].details == {"request": {"name": name, "size": 64}}  # read although Wayne sends no Content-Type
+    assert actor.startswith("token:")
+
