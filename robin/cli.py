@@ -175,6 +175,30 @@ def purge() -> None:
     click.echo(json.dumps(counts))
 
 
+# --- gateway ------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--host", help="address to listen on [ROBIN_GATEWAY_HOST, default 127.0.0.1]")
+@click.option("--port", type=int, help="port [ROBIN_GATEWAY_PORT, default 2022]")
+def gateway(host, port) -> None:
+    """The data gateway: SFTP into activated volumes, for their accounts (runs until SIGTERM/SIGINT).
+    The SSH host key is kept in ROBIN_GATEWAY_DIR."""
+    import asyncssh
+
+    from robin.db import db
+    from robin.gateway.server import run
+
+    settings = _settings(gateway_host=host, gateway_port=port)
+    _require_migrated(settings.database_url)
+    db.configure(settings.database_url)
+    try:
+        run(settings)
+    except (OSError, asyncssh.KeyImportError) as exc:  # the port is taken, the key unreadable
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        db.dispose()
+
+
 # --- provisioner --------------------------------------------------------------------------------
 
 @main.command()

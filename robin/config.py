@@ -61,6 +61,11 @@ class Settings:
     log_level: str = "INFO"
     # The Wayne platform's /v1 API: the project that owns the volumes it creates.
     wayne_project: str = "wayne"
+    # The data gateway (`robin gateway`): SFTP for people, on volumes activated through /v1.
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 2022
+    # Where activated volumes are mounted, and the SSH host key (made on first start, kept across restarts).
+    gateway_dir: str = field(default_factory=lambda: str(_state_dir() / "gateway"))
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
@@ -87,8 +92,8 @@ class Settings:
             raise ConfigError("ROBIN_MAX_VOLUME_BYTES, ROBIN_WORKERS and ROBIN_THREADS must be positive")
         if self.trash_delay < 0 or self.maintenance_interval < 0:
             raise ConfigError("ROBIN_TRASH_DELAY and ROBIN_MAINTENANCE_INTERVAL must be 0 or more seconds")
-        if not 0 < self.port < 65536:
-            raise ConfigError("ROBIN_PORT must be a TCP port")
+        if not 0 < self.port < 65536 or not 0 < self.gateway_port < 65536:
+            raise ConfigError("ROBIN_PORT and ROBIN_GATEWAY_PORT must be TCP ports")
 
 
 def _read_file(path: str | None) -> dict:
