@@ -96,10 +96,12 @@ def settings(database_url, ceph_conf) -> Settings:
 
 @pytest.fixture(scope="session")
 def robin_url(database_url, ceph_conf):
-    """robin's API served by gunicorn on the session's database, for the programs that are its clients."""
+    """robin's API served by gunicorn on the session's database, for the programs that are its clients. Its
+    maintenance loop is off: it lives for the whole session and would hold the maintenance lock (and reconcile
+    other tests' rows) meanwhile."""
     from tests.support.server import running_server
 
-    with running_server(database_url, ceph_conf, workers=2) as url:
+    with running_server(database_url, ceph_conf, workers=2, extra_env={"ROBIN_MAINTENANCE_INTERVAL": "0"}) as url:
         yield url
 
 
