@@ -18,6 +18,9 @@ ENV_PREFIX = "ROBIN_"
 RBD_FEATURES = ("layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten")
 
 
+GATEWAY_MOUNTERS = ("rbd-fuse", "krbd", "rbd-nbd")
+
+
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the environment variable."""
 
@@ -66,6 +69,8 @@ class Settings:
     gateway_port: int = 2022
     # Where activated volumes are mounted, and the SSH host key (made on first start, kept across restarts).
     gateway_dir: str = field(default_factory=lambda: str(_state_dir() / "gateway"))
+    # How the gateway's host maps RBD images (the CSI node's mounters): rbd-fuse needs no kernel module.
+    gateway_mounter: str = "rbd-fuse"
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
@@ -94,6 +99,8 @@ class Settings:
             raise ConfigError("ROBIN_TRASH_DELAY and ROBIN_MAINTENANCE_INTERVAL must be 0 or more seconds")
         if not 0 < self.port < 65536 or not 0 < self.gateway_port < 65536:
             raise ConfigError("ROBIN_PORT and ROBIN_GATEWAY_PORT must be TCP ports")
+        if self.gateway_mounter not in GATEWAY_MOUNTERS:
+            raise ConfigError(f"ROBIN_GATEWAY_MOUNTER must be one of {', '.join(GATEWAY_MOUNTERS)}")
 
 
 def _read_file(path: str | None) -> dict:

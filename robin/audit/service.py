@@ -52,9 +52,14 @@ def record(response: Response) -> None:
         log.exception("could not write audit event", extra={"action": event["action"], "target": event["target"]})
 
 
+def audit_this_read() -> None:
+    """Audit this GET too: one that starts work (Wayne's client starts a verification with a GET)."""
+    g.audit_read = True
+
+
 def install(app: Flask) -> None:
     @app.after_request
     def _audit(response: Response) -> Response:
-        if request.method in MUTATING_METHODS:
+        if request.method in MUTATING_METHODS or g.get("audit_read"):
             record(response)
         return response

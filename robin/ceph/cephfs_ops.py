@@ -3,14 +3,16 @@ created succeeds, removing a missing one succeeds, a foreign directory with the 
 CephAlreadyExists."""
 from __future__ import annotations
 
+import json
 import posixpath
 import stat
+import time
 from datetime import UTC, datetime
 
 import cephfs
 
 from robin.ceph.connection import CephConnection
-from robin.ceph.errors import CephAlreadyExists, CephNotFound
+from robin.ceph.errors import CephAlreadyExists, CephBusy, CephInvalidArgument, CephNotFound
 from robin.ceph.rbd_ops import Observed
 
 QUOTA_XATTR = "ceph.quota.max_bytes"
@@ -185,3 +187,37 @@ def list_dirs(conn: CephConnection, fs_name: str, path: str) -> list[str]:
             return [name for name in _entries(fs, path) if stat.S_ISDIR(fs.lstat(posixpath.join(path, name)).st_mode)]
         except cephfs.ObjectNotFound:
             return []
+
+
+# --- scrub ----------------------------------------------------------------------------------------
+
+SCRUB_POLL_S = 0.5
+
+
+def scrub(conn: CephConnection, fs_name: str, path: str, timeout: float) -> list[str]:
+    """Scrub the directory tree's metadata on rank 0 of its file system and wait for it; answers with the damage
+    the MDS records under `path` (empty: none); damage recorded by inode number alone counts too."""
+    tag = _mds_command(conn, fs_name, "scrub start", path=path, scrubops=["recursive"])["scrub_tag"]
+    deadline = time.monotonic() + timeout
+    while _scrubbing(_mds_command(conn, fs_name, "scrub status"), tag):
+        if time.monotonic() > deadline:
+            raise CephBusy(f"the scrub of {fs_name}:{path} did not finish within {timeout:g}s")
+        time.sleep(SCRUB_POLL_S)
+    damage = _mds_command(conn, fs_name, "damage ls")
+    return [f"{entry.get('damage_type', 'damage')} at {entry.get('path') or entry.get('ino')}" for entry in damage
+            if not entry.get("path") or entry["path"] == path or entry["path"].startswith(path.rstrip("/") + "/")]
+
+
+def _scrubbing(status: dict, tag: str) -> bool:
+    # The MDS keeps listing a finished scrub's tag until the next one; "IDLE" / "no active scrubs" means done.
+    state = status.get("status", "")
+    return tag in status.get("scrubs", {}) and not state.startswith(("IDLE", "no active"))
+
+
+def _mds_command(conn: CephConnection, fs_name: str, prefix: str, **args):
+    command = json.dumps({"prefix": prefix, "format": "json", **args})
+    with conn.operation("cephfs.mds_command", f"{prefix} on {fs_name}"), conn.filesystem(fs_name) as fs:
+        ret, out, status = fs.mds_command(f"{fs_name}:0", command, b"")
+    if ret != 0:
+        raise CephInvalidArgument(f"{prefix} on {fs_name}: {status or ret}", errno=-ret)
+    return json.loads(out) if out else {}

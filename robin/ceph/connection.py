@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -119,6 +120,20 @@ class CephConnection:
             raise translate(rados.OSError(status, errno=-ret), f"ceph {prefix} on {self.name!r}")
         return json.loads(out) if out else {}
 
+    def credentials(self) -> tuple[str, str]:
+        """The cephx user and key of this connection, for the FUSE daemons robin starts on its own host (the data
+        gateway): the registry's key, else the one in the keyring robin's ceph.conf names."""
+        client_id = self.access.get("client_id") or "admin"
+        if self.access.get("cephx_key"):
+            return client_id, self.access["cephx_key"]
+        cluster = self.rados()
+        key = cluster.conf_get("key")
+        paths = [self.access.get("keyring_path")] + cluster.conf_get("keyring").split(",")
+        key = key or next(filter(None, (_key_in(path.strip(), client_id) for path in paths if path)), None)
+        if not key:
+            raise CephNotConnected(f"cluster {self.name!r}: no key for client.{client_id} in its keyrings {paths}")
+        return client_id, key
+
     def describe(self) -> dict:
         """What the cluster offers robin: its fsid, monitors, pools and CephFS file systems."""
         with self.operation("describe", f"describing cluster {self.name!r}"):
@@ -175,6 +190,18 @@ class CephConnections:
             connections, self._connections = list(self._connections.values()), {}
         for conn in connections:
             conn.reset()
+
+
+def _key_in(keyring: str, client_id: str) -> str | None:
+    """The key of client.<client_id> in a keyring file (INI-like, with indented `key = ...` lines)."""
+    try:
+        with open(keyring) as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    section = re.search(rf"^\[client\.{re.escape(client_id)}\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    key = re.search(r"^\s*key\s*=\s*(\S+)", section.group(1), re.M) if section else None
+    return key.group(1) if key else None
 
 
 def _client_address(mon: dict) -> str:

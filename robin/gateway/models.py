@@ -39,6 +39,7 @@ class GatewayAccount(Base):
     login_forbidden: Mapped[bool] = mapped_column(Boolean, default=False)
     verify_state: Mapped[VerifyState | None] = mapped_column(string_enum(VerifyState, "verify_state"), nullable=True)
     verify_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # When verify_state was set: the start of a check still `verifying` (so a stale one shows), else its end.
     verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

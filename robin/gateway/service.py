@@ -8,13 +8,14 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
-from robin.db import db
+from robin.db import db, utcnow
 from robin.errors import Conflict, InvalidInput, NotFound
-from robin.gateway.models import GatewayAccount
+from robin.gateway.models import GatewayAccount, VerifyState
 from robin.gateway.passwords import MAX_PASSWORD_BYTES, burn_time, hash_password, verify_password
 from robin.volumes.models import CephfsPath, RbdImage
 
@@ -42,7 +43,8 @@ def _invalid(field: str, message: str) -> InvalidInput:
     return InvalidInput(f"{field}: {message}", details={"fields": {field: [message]}})
 
 
-def _validate(username: str, password: str, mount_path: str) -> None:
+def validate_account(username: str, password: str, mount_path: str = "/mnt") -> None:
+    """Check a user name and password (and mount path) before anything is mounted for them."""
     if not USERNAME.match(username):
         raise _invalid("user", "must be 1-32 of a-z 0-9 _ . -, starting with a letter or _")
     if not password or len(password.encode()) > MAX_PASSWORD_BYTES:
@@ -54,7 +56,7 @@ def _validate(username: str, password: str, mount_path: str) -> None:
 def activate(volume: RbdImage | CephfsPath, username: str, password: str, mount_path: str) -> GatewayAccount:
     """Create the volume's account, or replace its user, password and mount path; login is allowed again.
     A username another volume's account has is a 409 `username_taken`."""
-    _validate(username, password, mount_path)
+    validate_account(username, password, mount_path)
     password_hash = hash_password(password)  # ~50 ms: before the transaction, not while holding its lock
     try:
         with db.unit_of_work() as session:
@@ -116,6 +118,33 @@ def remove(volume: RbdImage | CephfsPath) -> bool:
         if account is not None:
             session.delete(account)
         return account is not None
+
+
+def start_verify(volume: RbdImage | CephfsPath, stale_after: timedelta) -> GatewayAccount:
+    """Mark the account `verifying` from now on; a 409 while a check that is not stale runs."""
+    with db.unit_of_work() as session:
+        account = session.scalar(_of_volume(volume))
+        if account is None:
+            raise NotFound(f"volume {volume.name!r} is not activated: activate it, then verify",
+                           code="account_not_found")
+        if account.verify_state is VerifyState.VERIFYING and not is_stale(account, stale_after):
+            raise Conflict(f"volume {volume.name!r} is being verified already", code="verify_running")
+        account.verify_state, account.verify_message, account.verified_at = VerifyState.VERIFYING, None, utcnow()
+    return account
+
+
+def is_stale(account: GatewayAccount, stale_after: timedelta) -> bool:
+    """A check that has been `verifying` this long died with its process (its thread is gone)."""
+    return account.verify_state is VerifyState.VERIFYING and account.verified_at < utcnow() - stale_after
+
+
+def finish_verify(account_id: int, ok: bool, message: str) -> None:
+    """Record a check's outcome on the account it started on (no-op when that account was removed meanwhile)."""
+    with db.unit_of_work() as session:
+        account = session.get(GatewayAccount, account_id)
+        if account is not None and account.verify_state is VerifyState.VERIFYING:
+            account.verify_state = VerifyState.OK if ok else VerifyState.FAILED
+            account.verify_message, account.verified_at = message, utcnow()
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from robin.clusters import service as clusters
 from robin.db import db, utcnow
 from robin.errors import BadRequest, Conflict, NotFound, RobinError
 from robin.faults import crash_point
+from robin.gateway.models import GatewayAccount
 from robin.pagination import Page, paginate
 from robin.projects import service as projects
 from robin.snapshots.models import Snapshot, SnapshotState
@@ -240,6 +241,7 @@ def delete(identity: Identity, kind: Kind, project: str, name: str, *, with_snap
         if volume.state is not VolumeState.ERROR:
             require_available(kind, volume, "deleted")
         _refuse_parents(session, kind, volume)
+        _refuse_activated(session, kind, volume)
         snapshots = _snapshots_to_delete(session, kind, volume, with_snapshots)
         previous = volume.state
         volume.state = VolumeState.DELETING
@@ -332,6 +334,14 @@ def _refuse_parents(session: Session, kind: Kind, volume: Volume) -> None:
     if clones:
         raise Conflict(f"RBD image {volume.name!r} is the parent of clones {clones}; flatten or delete them first",
                        code="volume_has_clones", details={"clones": clones})
+
+
+def _refuse_activated(session: Session, kind: Kind, volume: Volume) -> None:
+    """Its mount on the data gateway would keep serving a volume that is gone."""
+    column = GatewayAccount.rbd_image_id if isinstance(volume, RbdImage) else GatewayAccount.cephfs_path_id
+    if session.scalar(select(GatewayAccount.username).where(column == volume.id)) is not None:
+        raise Conflict(f"{kind.noun} {volume.name!r} is activated on the data gateway; deactivate it first "
+                       "(DELETE /v1/device/<name>)", code="volume_activated", details={"name": volume.name})
 
 
 def _snapshots_to_delete(session: Session, kind: Kind, volume: Volume, with_snapshots: bool) -> list[Snapshot]:

@@ -10,10 +10,11 @@ from flask import Flask, g, request
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
 
+from robin.audit.service import audit_this_read
 from robin.compat.wayne_v1 import schemas, service
 from robin.compat.wayne_v1.protocol import PREFIX, WayneProtocol
 from robin.snapshots import service as snapshots
-from robin.volumes.kinds import CEPHFS, RBD
+from robin.volumes.kinds import CEPHFS, RBD, Kind
 
 KINDS = {"rbd": RBD, "cephfs": CEPHFS}
 
@@ -93,6 +94,63 @@ class Snap(MethodView):
         """Roll the image back to snapshot `version`; 409 volume_in_use while anything has it open or mapped."""
         project = _audited_in(service.project_of(RBD, name))
         return snapshots.rollback(g.identity, project, name, version)
+
+
+def _device(args: dict, name: str, audited: bool = True) -> tuple[Kind, str]:
+    """The kind `?type=` names and the project the volume's name resolves to (filed for the audit hook)."""
+    kind = KINDS[args["type"]]
+    project = service.project_of(kind, name)
+    return kind, _audited_in(project) if audited else project
+
+
+@blp.route("/device/<name>")
+class Device(MethodView):
+    @with_token
+    @blp.arguments(schemas.ImageTypeArgs, location="query")
+    @blp.arguments(schemas.DeviceActivateSchema)
+    @blp.response(200, schemas.DeviceStatusSchema)
+    def put(self, args, body, name):
+        """Activate: mount the volume on robin's data gateway and open an SFTP account rooted at it (again: the
+        user's password is replaced, the mount kept). 409 volume_in_use for an RBD image a node has mapped."""
+        return service.activate(g.identity, *_device(args, name), name, body["user"], body["password"])
+
+    @with_token
+    @blp.arguments(schemas.ImageTypeArgs, location="query")
+    @blp.response(200, schemas.DeviceStatusSchema)
+    def delete(self, args, name):
+        """Deactivate: remove the account (its sessions end), unmount. Not activated is a 200 saying so."""
+        return service.deactivate(g.identity, *_device(args, name), name)
+
+
+@blp.route("/device/<name>/status")
+class DeviceStatus(MethodView):
+    @with_token
+    @blp.arguments(schemas.ImageTypeArgs, location="query")
+    @blp.response(200, schemas.DeviceStatusSchema)
+    def get(self, args, name):
+        return service.device_status(g.identity, *_device(args, name, audited=False), name)
+
+
+@blp.route("/device/<name>/user")
+class DeviceUser(MethodView):
+    @with_token
+    @blp.arguments(schemas.ImageTypeArgs, location="query")
+    @blp.response(200, schemas.DeviceStatusSchema)
+    def delete(self, args, name):
+        """Force the user offline and refuse logins (LoginForbidden) until the volume is activated again."""
+        return service.forbid_login(g.identity, *_device(args, name), name)
+
+
+@blp.route("/device/<name>/verify")
+class DeviceVerify(MethodView):
+    @with_token
+    @blp.arguments(schemas.ImageTypeArgs, location="query")
+    @blp.response(200, schemas.DeviceStatusSchema)
+    def get(self, args, name):
+        """Start a consistency check in the background (RBD: e2fsck -n of a frozen snapshot's clone; CephFS: an
+        MDS scrub); the status shows Verifying, then VerifyOk or VerifyFailed with the reason in msg."""
+        audit_this_read()  # a GET that starts work
+        return service.verify(g.identity, *_device(args, name), name)
 
 
 def install(app: Flask, api: Api) -> None:

@@ -84,3 +84,16 @@ def snapshot_name(version: str) -> str:
         messages = exc.messages_dict.get("name", [])
         raise InvalidInput(f"invalid input: version: {' '.join(messages)}",
                            details={"fields": {"version": messages}}) from exc
+
+
+class DeviceActivateSchema(Schema):
+    """What Wayne sends to activate a volume: the SFTP user and its password (robin keeps only a hash)."""
+
+    user = fields.String(required=True)
+    password = fields.String(required=True, load_only=True)
+
+
+class DeviceStatusSchema(Schema):
+    status = fields.List(fields.String(), metadata={
+        "description": "any of Mount, LoginForbidden, Verifying, VerifyOk, VerifyFailed; [] when not activated"})
+    msg = fields.String()

@@ -10,6 +10,7 @@ from robin.auth.identity import Identity
 from robin.clusters import service as clusters
 from robin.db import db
 from robin.errors import Conflict, NotFound
+from robin.gateway import activation
 from robin.projects.models import Project
 from robin.snapshots import service as snapshots
 from robin.snapshots.models import Snapshot, SnapshotState
@@ -102,3 +103,42 @@ def _delete(identity: Identity, project: str, image: str, snapshot: Snapshot) ->
     snapshots.delete(identity, RBD, project, image, snapshot.name)
     snapshot.state = SnapshotState.DELETED  # the detached copy the answer shows; the service updated the row
     return snapshot
+
+
+# --- devices: volumes activated on the data gateway ------------------------------------------------
+
+def device(identity: Identity, kind: Kind, project: str, name: str, *, change: bool) -> Volume:
+    """The volume, once the identity may read it (and change it, for anything but its status)."""
+    if change:
+        identity.require_write(project)
+    volume = volumes.get(identity, kind, project, name)
+    if change:
+        volumes.require_available(kind, volume, "activated or changed on the gateway")
+    return volume
+
+
+def activate(identity: Identity, kind: Kind, project: str, name: str, user: str, password: str) -> dict:
+    volume = device(identity, kind, project, name, change=True)
+    activation.activate(volume, user, password)
+    return activation.status(volume)
+
+
+def deactivate(identity: Identity, kind: Kind, project: str, name: str) -> dict:
+    volume = device(identity, kind, project, name, change=True)
+    if not activation.deactivate(volume):
+        return {"status": [], "msg": f"{name} was not activated"}
+    return {"status": [], "msg": f"{name} is deactivated"}
+
+
+def forbid_login(identity: Identity, kind: Kind, project: str, name: str) -> dict:
+    volume = device(identity, kind, project, name, change=True)
+    activation.forbid_login(volume)
+    return activation.status(volume)
+
+
+def device_status(identity: Identity, kind: Kind, project: str, name: str) -> dict:
+    return activation.status(device(identity, kind, project, name, change=False))
+
+
+def verify(identity: Identity, kind: Kind, project: str, name: str) -> dict:
+    return activation.verify(device(identity, kind, project, name, change=True))
