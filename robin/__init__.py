@@ -12,7 +12,8 @@ def create_app(settings=None) -> Flask:
     """
     from flask_smorest import Api
 
-    from robin import log
+    from robin import log, ui
+    from robin.audit import drift_api, usage_api
     from robin.audit import service as audit_service
     from robin.auth import hooks as auth_hooks
     from robin.clusters import api as clusters_api
@@ -52,6 +53,10 @@ def create_app(settings=None) -> Flask:
     register_error_handlers(app)  # after Api(): flask-smorest installs its own error format
     for blueprint in (projects_api.blp, volumes_api.rbd_images, volumes_api.cephfs_paths, clusters_api.blp):
         api.register_blueprint(blueprint)
+    api.register_blueprint(usage_api.blp)  # usage reports for storage admins
+    api.register_blueprint(volumes_api.adoption_blp)  # rbd-images:adopt, cephfs-paths:adopt
+    api.register_blueprint(drift_api.blp)  # drift between the database and Ceph, for storage admins
     wayne_v1.install(app, api)  # the Wayne platform's /v1 API, beside /api/v2
     app.register_blueprint(health_blp)
+    ui.install(app)  # the read-only dashboard for people at /ui/
     return app

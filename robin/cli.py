@@ -160,7 +160,8 @@ def reconcile(older_than: float, as_json: bool) -> None:
         return
     for bucket in ("fixed", "drift", "errors"):
         for entry in getattr(report, bucket):
-            details = " ".join(f"{k}={v}" for k, v in entry.items() if k != "kind")
+            fields = {**{k: v for k, v in entry.items() if k not in ("kind", "evidence")}, **entry.get("evidence", {})}
+            details = " ".join(f"{k}={v}" for k, v in fields.items())
             click.echo(f"{bucket:6} {entry['kind']:30} {details}")
     click.echo(f"{len(report.fixed)} fixed, {len(report.drift)} drift, {len(report.errors)} errors", err=True)
 
@@ -198,6 +199,94 @@ def gateway(host, port) -> None:
     finally:
         db.dispose()
 
+
+# --- audit (reports for storage admins) ---------------------------------------------------------
+
+@main.group()
+def audit() -> None:
+    """Quota, usage and drift reports for storage admins (read-only unless told to adopt)."""
+
+
+@audit.command("usage")
+@click.option("--refresh", is_flag=True, help="measure every volume now instead of reading the last figures")
+@click.option("--volumes", "with_volumes", is_flag=True, help="one line per volume instead of per project")
+@click.option("--top", type=click.IntRange(0, 1000), default=10, show_default=True, help="top consumers listed")
+@click.option("--json", "as_json", is_flag=True, help="print the whole report as JSON (as the API returns it)")
+@click.option("--csv", "as_csv", is_flag=True, help="print the projects (or, with --volumes, the volumes) as CSV")
+def audit_usage(refresh: bool, with_volumes: bool, top: int, as_json: bool, as_csv: bool) -> None:
+    """Quota, provisioned and used bytes per cluster, pool, project and volume, with the top consumers."""
+    from robin.audit import usage, usage_report
+    from robin.audit.schemas import UsageReportSchema
+    from robin.auth.identity import LOCAL_ADMIN
+
+    if as_json and as_csv:
+        raise click.UsageError("choose one of --json and --csv")
+    with _app_context():
+        report = UsageReportSchema().dump(usage.report(LOCAL_ADMIN, refresh_now=refresh,
+                                                       with_volumes=with_volumes, top=top))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    elif as_csv:
+        rows, columns = ((report["volumes"], usage_report.VOLUME_COLUMNS) if with_volumes
+                         else (report["projects"], usage_report.PROJECT_COLUMNS))
+        click.echo(usage_report.as_csv(rows, columns), nl=False)
+    else:
+        click.echo(usage_report.as_table(report, with_volumes))
+
+
+
+@audit.command("drift")
+@click.option("--older-than", type=float, default=300, show_default=True,
+              help="leave out rows in a transitional state younger than this many seconds (a request under way)")
+@click.option("--json", "as_json", is_flag=True, help="print the report (or the adoption results) as JSON")
+@click.option("--adopt-into", "project", help="adopt every orphan into this project: a dry run unless --yes")
+@click.option("--yes", is_flag=True, help="with --adopt-into: adopt them, each adopted or refused on its own")
+def audit_drift(older_than: float, as_json: bool, project: str | None, yes: bool) -> None:
+    """What differs between the database and Ceph: orphans, missing objects, size and quota mismatches,
+    unknown or missing snapshots, trash past its purge time. Exit status 1 when anything was refused."""
+    from datetime import timedelta
+
+    from robin.audit.drift import report_for
+    from robin.auth.identity import LOCAL_ADMIN
+    from robin.volumes import adoption
+
+    if yes and not project:
+        raise click.UsageError("--yes adopts: it needs --adopt-into PROJECT")
+    with _app_context():
+        report = report_for(LOCAL_ADMIN, timedelta(seconds=older_than))
+        if project is None:
+            _print_drift(report, as_json)
+            return
+        steps = adoption.plan(report["findings"], project)
+        if yes:
+            steps = adoption.adopt_planned(LOCAL_ADMIN, project, steps)
+    _print_adoption(steps, project, yes, as_json)
+    if any("refused" in step for step in steps) and yes:
+        sys.exit(1)
+
+
+def _print_drift(report: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    for finding in report["findings"]:
+        evidence = " ".join(f"{key}={value}" for key, value in finding["evidence"].items() if value not in (None, []))
+        click.echo(f"{finding['kind']:26} project={finding['project'] or '-'} {evidence}")
+    for error in report["errors"]:
+        click.echo(f"{'error':26} " + " ".join(f"{key}={value}" for key, value in error.items()))
+    found = {kind: count for kind, count in report["counts"].items() if count}
+    click.echo(f"{len(report['findings'])} findings {found or ''}, {len(report['errors'])} errors", err=True)
+
+
+def _print_adoption(steps: list[dict], project: str, done: bool, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"project": project, "dry_run": not done, "orphans": steps}, indent=2))
+        return
+    for step in steps:
+        verdict = "refused: " + step["refused"] if "refused" in step else ("adopted" if done else "would adopt")
+        click.echo(f"{step['collection']:13} {step['name']}: {verdict}")
+    if not done:
+        click.echo(f"dry run: nothing changed; add --yes to adopt into {project!r}", err=True)
 
 # --- provisioner --------------------------------------------------------------------------------
 

@@ -62,6 +62,9 @@ class Settings:
     workers: int = 4
     threads: int = 8
     log_level: str = "INFO"
+    # Volumes measured at once by a usage refresh (`robin audit usage`): librbd and libcephfs calls
+    # release the GIL, so threads overlap their round trips to the OSDs and the MDS.
+    usage_parallelism: int = 16
     # The Wayne platform's /v1 API: the project that owns the volumes it creates.
     wayne_project: str = "wayne"
     # The data gateway (`robin gateway`): SFTP for people, on volumes activated through /v1.
@@ -95,6 +98,8 @@ class Settings:
             raise ConfigError(f"ROBIN_RBD_DEFAULT_FEATURES has unknown features: {sorted(unknown)}")
         if self.max_volume_bytes <= 0 or self.workers <= 0 or self.threads <= 0:
             raise ConfigError("ROBIN_MAX_VOLUME_BYTES, ROBIN_WORKERS and ROBIN_THREADS must be positive")
+        if not 0 < self.usage_parallelism <= 256:
+            raise ConfigError("ROBIN_USAGE_PARALLELISM must be between 1 and 256")
         if self.trash_delay < 0 or self.maintenance_interval < 0:
             raise ConfigError("ROBIN_TRASH_DELAY and ROBIN_MAINTENANCE_INTERVAL must be 0 or more seconds")
         if not 0 < self.port < 65536 or not 0 < self.gateway_port < 65536:

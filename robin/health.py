@@ -8,6 +8,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from robin import metrics
+from robin.audit import drift, usage
 from robin.clusters import service as clusters
 from robin.clusters.models import CephCluster
 from robin.db import db
@@ -60,5 +61,5 @@ def readyz():
 
 @blp.get("/metrics")
 def prometheus_metrics():
-    payload, content_type = metrics.render(projects.quota_rows)
+    payload, content_type = metrics.render(projects.quota_rows, usage.metric_rows, drift.metric_counts)
     return Response(payload, content_type=content_type)

@@ -1,4 +1,4 @@
-"""The background loop of `robin serve`: purge what the trash has due, then reconcile.
+"""The background loop of `robin serve`: purge what the trash has due, reconcile, re-measure stale usage.
 
 Every gunicorn worker runs the loop, but only the one holding the maintenance lock acts: a
 PostgreSQL advisory lock (held by a connection of its own for the life of the worker), or on
@@ -68,14 +68,17 @@ class Leadership:
 
 
 def run_once(app: Flask) -> None:
+    from robin.audit import usage
     from robin.reconcile.service import reconcile
     from robin.volumes.service import purge_due
 
     with app.app_context():
         purged = purge_due()
         report = reconcile(RECONCILE_OLDER_THAN)
+        # Only figures older than usage.MAX_AGE (and new volumes): a round stays short.
+        measured = usage.refresh(stale_after=usage.MAX_AGE)
     log.info("maintenance round", extra={**purged, "fixed": len(report.fixed), "drift": len(report.drift),
-                                         "errors": len(report.errors)})
+                                         "errors": len(report.errors), "usage_measured": measured.measured})
 
 
 def _loop(app: Flask, interval: float, stop: threading.Event) -> None:

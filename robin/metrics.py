@@ -57,7 +57,50 @@ class QuotaCollector:
         yield from families.values()
 
 
-def render(quota_rows: Callable[[], list[dict]]) -> tuple[bytes, str]:
+class UsageCollector:
+    """Used bytes per project and provisioned/used bytes per pool, read at scrape time from the
+    usage table (the last measurement: the scrape never asks Ceph)."""
+
+    def __init__(self, read_rows: Callable[[], dict]):
+        self._read_rows = read_rows
+
+    def collect(self):
+        rows = self._read_rows()
+        project_used = GaugeMetricFamily("robin_project_used_bytes", "Bytes the project's volumes occupy in Ceph "
+                                         "(last measurement)", labels=["project"])
+        for row in rows["projects"]:
+            project_used.add_metric([row["project"]], row["used_bytes"])
+        labels = ["cluster", "kind", "pool"]
+        pool_families = {
+            "provisioned_bytes": GaugeMetricFamily("robin_pool_provisioned_bytes", "Bytes promised to live volumes "
+                                                   "in the pool (or CephFS file system)", labels=labels),
+            "used_bytes": GaugeMetricFamily("robin_pool_used_bytes", "Bytes robin's volumes occupy in the pool "
+                                            "(last measurement)", labels=labels),
+            "volumes": GaugeMetricFamily("robin_pool_volumes", "Live volumes in the pool", labels=labels),
+        }
+        for row in rows["pools"]:
+            for key, family in pool_families.items():
+                family.add_metric([row["cluster"], row["kind"], row["pool"]], row[key])
+        yield project_used
+        yield from pool_families.values()
+
+
+class DriftCollector:
+    """Drift findings by kind, from the last survey (robin.audit.drift), every kind present."""
+
+    def __init__(self, read_counts: Callable[[], dict[str, int]]):
+        self._read_counts = read_counts
+
+    def collect(self):
+        family = GaugeMetricFamily("robin_drift_findings", "Drift findings between the database and Ceph by kind "
+                                   "(last survey)", labels=["kind"])
+        for kind, count in self._read_counts().items():
+            family.add_metric([kind], count)
+        yield family
+
+
+def render(quota_rows: Callable[[], list[dict]], usage_rows: Callable[[], dict] | None = None,
+           drift_counts: Callable[[], dict[str, int]] | None = None) -> tuple[bytes, str]:
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)
@@ -65,4 +108,8 @@ def render(quota_rows: Callable[[], list[dict]]) -> tuple[bytes, str]:
         registry.register(REQUEST_SECONDS)
         registry.register(CEPH_OP_SECONDS)
     registry.register(QuotaCollector(quota_rows))
+    if usage_rows is not None:
+        registry.register(UsageCollector(usage_rows))
+    if drift_counts is not None:
+        registry.register(DriftCollector(drift_counts))
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,5 +1,5 @@
 """Imports every model module so Base.metadata knows all tables (for Alembic and test setup)."""
-from robin.audit.models import AuditEvent
+from robin.audit.models import AuditEvent, VolumeUsage
 from robin.auth.models import ApiToken
 from robin.clusters.models import CephCluster
 from robin.gateway.models import GatewayAccount
@@ -8,4 +8,4 @@ from robin.snapshots.models import Snapshot
 from robin.volumes.models import CephfsPath, RbdImage
 
 __all__ = ["ApiToken", "AuditEvent", "CephCluster", "CephfsPath", "GatewayAccount", "Project", "Quota", "RbdImage",
-           "Snapshot"]
+           "Snapshot", "VolumeUsage"]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from robin.db import Base, UTCDateTime, utcnow
@@ -25,3 +25,17 @@ class AuditEvent(Base):
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     request_id: Mapped[str] = mapped_column(String(36))
     details: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class VolumeUsage(Base):
+    """The last measurement of a volume's used bytes: shared by every worker, the CLI and the metrics
+    scrape, so a report reads a table instead of asking Ceph about thousands of volumes."""
+
+    __tablename__ = "volume_usage"
+
+    # An RBD image's or CephFS path's id (uuids, unique across both tables).
+    volume_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    used_bytes: Mapped[int] = mapped_column(BigInteger)
+    # fast-diff | full-scan (object map invalid) | full-scan (no object map) | rbytes
+    method: Mapped[str] = mapped_column(String(40))
+    measured_at: Mapped[datetime] = mapped_column(UTCDateTime())

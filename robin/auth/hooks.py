@@ -9,6 +9,8 @@ PUBLIC_ENDPOINTS = frozenset({
     "health.healthz", "health.readyz",
     "api-docs.openapi_json", "api-docs.openapi_swagger_ui", "static",
 })
+# The dashboard (robin/ui) checks the token kept in its session cookie with this same service.
+SESSION_BLUEPRINTS = frozenset({"ui"})
 
 
 def install(app: Flask) -> None:
@@ -16,4 +18,6 @@ def install(app: Flask) -> None:
     def _authenticate():
         if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
             return  # None: an unknown URL, which answers 404 either way
+        if request.blueprint in SESSION_BLUEPRINTS:
+            return
         g.identity = service.authenticate(request.headers.get("Authorization"))

@@ -7,6 +7,7 @@ import json
 import posixpath
 import stat
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import cephfs
@@ -221,3 +222,30 @@ def _mds_command(conn: CephConnection, fs_name: str, prefix: str, **args):
     if ret != 0:
         raise CephInvalidArgument(f"{prefix} on {fs_name}: {status or ret}", errno=-ret)
     return json.loads(out) if out else {}
+
+
+# --- what a directory holds, for the drift audit and adoption ---------------------------------------
+
+@dataclass(frozen=True)
+class DirDetails:
+    path: str
+    quota_bytes: int | None
+    owner: str | None
+    created_at: datetime
+    snapshots: tuple[str, ...]
+
+
+def describe_dir(conn: CephConnection, fs_name: str, path: str) -> DirDetails | None:
+    """The directory's quota, robin's mark and its own snapshots (not the `_<name>_<inode>` entries a
+    snapshot of an ancestor shows in `.snap`); None when it does not exist."""
+    with conn.operation("cephfs.describe", f"describing CephFS path {fs_name}:{path}"), \
+            conn.filesystem(fs_name) as fs:
+        try:
+            stats = fs.stat(path)
+        except cephfs.ObjectNotFound:
+            return None
+        quota = _getxattr(fs, path, QUOTA_XATTR)
+        snapshots = tuple(sorted(name for name in _entries(fs, posixpath.join(path, ".snap"))
+                                 if not name.startswith("_")))
+        return DirDetails(path, int(quota) if quota and int(quota) > 0 else None, _getxattr(fs, path, OWNER_XATTR),
+                          datetime.fromtimestamp(stats.st_ctime.timestamp(), UTC), snapshots)

@@ -120,6 +120,16 @@ class CephConnection:
             raise translate(rados.OSError(status, errno=-ret), f"ceph {prefix} on {self.name!r}")
         return json.loads(out) if out else {}
 
+    def capacity(self) -> dict:
+        """`ceph df`: the cluster's raw total/used/available bytes and, per pool, what is stored, what it
+        takes with replication, and what may still be written (max_avail)."""
+        df = self.mon_command("df")
+        stats = df.get("stats", {})
+        pools = [_pool_capacity(pool["name"], pool.get("stats", {})) for pool in df.get("pools", [])]
+        return {"total_bytes": stats.get("total_bytes", 0),
+                "used_bytes": stats.get("total_used_raw_bytes", stats.get("total_used_bytes", 0)),
+                "avail_bytes": stats.get("total_avail_bytes", 0), "pools": pools}
+
     def credentials(self) -> tuple[str, str]:
         """The cephx user and key of this connection, for the FUSE daemons robin starts on its own host (the data
         gateway): the registry's key, else the one in the keyring robin's ceph.conf names."""
@@ -190,6 +200,12 @@ class CephConnections:
             connections, self._connections = list(self._connections.values()), {}
         for conn in connections:
             conn.reset()
+
+
+def _pool_capacity(name: str, stats: dict) -> dict:
+    return {"name": name, "stored_bytes": stats.get("stored", stats.get("bytes_used", 0)),
+            "used_bytes": stats.get("bytes_used", 0), "max_avail_bytes": stats.get("max_avail", 0),
+            "objects": stats.get("objects", 0)}
 
 
 def _key_in(keyring: str, client_id: str) -> str | None:

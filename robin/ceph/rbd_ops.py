@@ -126,8 +126,25 @@ def remove_image(conn: CephConnection, pool: str, name: str) -> None:
 
 
 def used_bytes(conn: CephConnection, pool: str, name: str) -> int:
-    """Allocated bytes, from the object map (fast-diff) when the image has a valid one; librbd
-    falls back to listing objects otherwise, which is exact but slower."""
+    return measure_image(conn, pool, name).used_bytes
+
+
+# How a used-bytes figure was measured: from the object map, or (when the image has none, or
+# librbd marked it invalid after an unclean shutdown or a feature change) by asking every object.
+FAST_DIFF, FULL_SCAN, NO_MAP = "fast-diff", "full-scan (object map invalid)", "full-scan (no object map)"
+_MAP_INVALID = rbd.RBD_FLAG_OBJECT_MAP_INVALID | rbd.RBD_FLAG_FAST_DIFF_INVALID
+
+
+@dataclass(frozen=True)
+class Measured:
+    used_bytes: int
+    method: str
+
+
+def measure_image(conn: CephConnection, pool: str, name: str) -> Measured:
+    """Allocated bytes, rounded up to whole objects, and whether the object map gave them. With
+    whole_object=True librbd answers from the object map when it is valid and otherwise falls back
+    to stat-ing each object itself, exact but one OSD round trip per object: the method says which."""
     total = 0
 
     def count(_offset: int, length: int, exists: bool) -> int:
@@ -138,8 +155,12 @@ def used_bytes(conn: CephConnection, pool: str, name: str) -> int:
 
     with conn.operation("rbd.du", f"measuring RBD image {pool}/{name}"), conn.ioctx(pool) as ioctx:
         with rbd.Image(ioctx, name, read_only=True) as image:
+            if not image.features() & rbd.RBD_FEATURE_FAST_DIFF:
+                method = NO_MAP
+            else:
+                method = FULL_SCAN if image.flags() & _MAP_INVALID else FAST_DIFF
             image.diff_iterate(0, image.size(), None, count, whole_object=True)
-    return total
+    return Measured(total, method)
 
 
 def list_images(conn: CephConnection, pool: str) -> list[str]:
@@ -313,3 +334,82 @@ def snapshot_exists(conn: CephConnection, pool: str, name: str, snapshot: str) -
         return snapshot in list_snapshots(conn, pool, name)
     except CephNotFound:
         return False
+
+
+# --- what a pool holds, for the drift audit and adoption --------------------------------------------
+
+@dataclass(frozen=True)
+class ImageDetails:
+    """An image as Ceph has it, with its user snapshots (name -> size at the snapshot)."""
+
+    name: str
+    size_bytes: int
+    features: tuple[str, ...]
+    created_at: datetime
+    parent: tuple[str, str] | None
+    snapshots: dict[str, int]
+
+
+@dataclass(frozen=True)
+class TrashEntry:
+    image_id: str
+    name: str
+    deferment_end: datetime
+
+
+def _details(ioctx: rados.Ioctx, name: str) -> ImageDetails | None:
+    try:
+        with rbd.Image(ioctx, name, read_only=True) as image:
+            try:
+                spec = image.get_parent_image_spec()
+                parent = (spec["image_name"], spec["snap_name"])
+            except rbd.ImageNotFound:
+                parent = None
+            # Only user snapshots: clone v2 keeps removed-but-needed ones in the trash namespace.
+            snapshots = {snap["name"]: snap["size"] for snap in image.list_snaps()
+                         if snap.get("namespace", rbd.RBD_SNAP_NAMESPACE_TYPE_USER) == rbd.RBD_SNAP_NAMESPACE_TYPE_USER}
+            return ImageDetails(name, image.size(), feature_names(image.features()),
+                                image.create_timestamp().replace(tzinfo=UTC), parent, snapshots)
+    except rbd.ImageNotFound:
+        return None  # removed between the listing and the open
+
+
+def describe_image(conn: CephConnection, pool: str, name: str) -> ImageDetails | None:
+    with conn.operation("rbd.describe", f"describing RBD image {pool}/{name}"), conn.ioctx(pool) as ioctx:
+        return _details(ioctx, name)
+
+
+@dataclass(frozen=True)
+class PoolContents:
+    images: dict[str, ImageDetails]
+    owners: dict[str, str]  # robin's directory: image name -> volume id
+    trash: list[TrashEntry]
+
+
+def pool_contents(conn: CephConnection, pool: str) -> PoolContents:
+    """Every image of the pool (opened once each), robin's ownership directory and the trash."""
+    with conn.operation("rbd.survey", f"surveying RBD pool {pool}"), conn.ioctx(pool) as ioctx:
+        images = {}
+        for name in rbd.RBD().list(ioctx):
+            details = _details(ioctx, name)
+            if details is not None:
+                images[name] = details
+        trash = [TrashEntry(entry["id"], entry["name"], entry["deferment_end_time"].replace(tzinfo=UTC))
+                 for entry in rbd.RBD().trash_list(ioctx)]
+        return PoolContents(images, _all_owners(ioctx), trash)
+
+
+def _all_owners(ioctx: rados.Ioctx) -> dict[str, str]:
+    owners, start = {}, ""
+    while True:
+        with rados.ReadOpCtx() as op:
+            values, _ = ioctx.get_omap_vals(op, start, "", 1000)
+            try:
+                ioctx.operate_read_op(op, DIRECTORY_OBJECT)
+            except rados.ObjectNotFound:
+                return owners
+            batch = {key: value.decode() for key, value in values}
+        owners.update(batch)
+        if len(batch) < 1000:
+            return owners
+        start = max(batch)

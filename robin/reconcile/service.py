@@ -1,5 +1,5 @@
 """Converge the database and Ceph after crashes: finish or undo every row left in a transitional
-state, and report the drift it cannot decide without touching it.
+state, and report the drift it cannot decide without touching it (robin.audit.drift finds it).
 
 Only rows untouched for `older_than` seconds are taken, so an operation still under way in a
 worker is never mistaken for one that crashed. Every step re-runs idempotent Ceph calls, so a
@@ -14,16 +14,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 
 from robin import config
-from robin.ceph import cephfs_ops, rbd_ops
-from robin.clusters import service as clusters
-from robin.clusters.models import CephCluster
+from robin.audit.drift import find_drift
+from robin.ceph import rbd_ops
 from robin.db import db, utcnow
 from robin.errors import RobinError
 from robin.snapshots.models import Snapshot, SnapshotState
 from robin.snapshots.service import TEMPORARY_SNAPSHOT_PREFIX
 from robin.volumes import service as volumes
 from robin.volumes.kinds import KINDS, Kind, kind_of
-from robin.volumes.models import CephfsPath, RbdImage, Volume, VolumeState
+from robin.volumes.models import RbdImage, Volume, VolumeState
 
 log = logging.getLogger(__name__)
 # Clock skew allowed between robin's hosts and Ceph's when telling whether an unmarked object
@@ -51,7 +50,9 @@ def reconcile(older_than: timedelta = timedelta(minutes=5)) -> Report:
         _guarded(report, snapshot, lambda s=snapshot: _converge_snapshot(s, report))
     for image in _clones(cutoff):
         _guarded(report, image, lambda i=image: _converge_clone(i, report))
-    _find_drift(report)
+    drift = find_drift(older_than)
+    report.drift += drift.findings
+    report.errors += drift.errors
     return report
 
 
@@ -109,7 +110,9 @@ def _converge_create(kind: Kind, volume: Volume, report: Report) -> None:
             session.execute(type(volume).__table__.delete().where(type(volume).id == volume.id))
         report.note("fixed", "create_undone", volume)
     else:
-        report.note("drift", "name_held_by_foreign_object", volume, owner=observed.owner)
+        # In the drift audit's shape, like the rest of the report's drift.
+        report.drift.append({"kind": "name_held_by_foreign_object", "project": volume.project.name, "evidence": {
+            "cluster": volume.cluster.name, "name": volume.name, "volume_id": volume.id, "owner": observed.owner}})
 
 
 def _finish_create(kind: Kind, conn, volume: Volume) -> None:
@@ -183,51 +186,4 @@ def _converge_clone(image: RbdImage, report: Report) -> None:
     if observed.exists and observed.parent is None:
         volumes.set_state(image, VolumeState.AVAILABLE, parent_id=None, parent_snapshot=None)
         report.note("fixed", "flatten_recorded", image)
-    elif not observed.exists:
-        report.note("drift", "missing_in_ceph", image, pool=image.pool)
-
-
-# --- drift: reported, never touched ----------------------------------------------------------------
-
-def _find_drift(report: Report) -> None:
-    with db.reading() as session:
-        registered = list(session.scalars(select(CephCluster)))
-    for cluster in registered:
-        try:
-            _rbd_drift(cluster, report)
-            _cephfs_drift(cluster, report)
-        except RobinError as exc:
-            report.errors.append({"kind": "cluster_unreachable", "cluster": cluster.name, "error": exc.message})
-
-
-def _known_names(model, cluster: CephCluster, **where) -> tuple[set[str], set[str]]:
-    """(names of rows whose object should exist in Ceph, names of all rows not yet purged)."""
-    with db.reading() as session:
-        rows = session.execute(select(model.name, model.state).filter_by(cluster_id=cluster.id, **where)
-                               .where(model.purged_at.is_(None))).all()
-    present = {name for name, state in rows if state in (VolumeState.AVAILABLE, VolumeState.RESIZING)}
-    return present, {name for name, _ in rows}
-
-
-def _rbd_drift(cluster: CephCluster, report: Report) -> None:
-    conn = clusters.connection(cluster)
-    for pool in config.current().rbd_pools:
-        present, known = _known_names(RbdImage, cluster, pool=pool)
-        in_ceph = set(rbd_ops.list_images(conn, pool))
-        for name in sorted(in_ceph - known):
-            report.drift.append({"kind": "orphan_in_ceph", "cluster": cluster.name, "pool": pool, "name": name})
-        for name in sorted(present - in_ceph):
-            report.drift.append({"kind": "missing_in_ceph", "cluster": cluster.name, "pool": pool, "name": name})
-
-
-def _cephfs_drift(cluster: CephCluster, report: Report) -> None:
-    conn = clusters.connection(cluster)
-    root = config.current().cephfs_root
-    for fs_name in config.current().cephfs_filesystems:
-        present, known = _known_names(CephfsPath, cluster, fs_name=fs_name)
-        in_ceph = {name for project in cephfs_ops.list_dirs(conn, fs_name, root) if not project.startswith(".")
-                   for name in cephfs_ops.list_dirs(conn, fs_name, f"{root}/{project}")}
-        for name in sorted(in_ceph - known):
-            report.drift.append({"kind": "orphan_in_ceph", "cluster": cluster.name, "fs": fs_name, "name": name})
-        for name in sorted(present - in_ceph):
-            report.drift.append({"kind": "missing_in_ceph", "cluster": cluster.name, "fs": fs_name, "name": name})
+    # A clone whose image is gone is the drift audit's `missing_image`.

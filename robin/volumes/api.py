@@ -10,7 +10,7 @@ from robin.errors import BadRequest
 from robin.schemas import PageArgs
 from robin.snapshots import service as snapshots
 from robin.snapshots.schemas import SnapshotCreateSchema, SnapshotPageSchema, SnapshotSchema, VolumeDeleteArgs
-from robin.volumes import schemas, service
+from robin.volumes import adoption, schemas, service
 from robin.volumes.kinds import CEPHFS, RBD
 
 
@@ -113,3 +113,24 @@ rbd_images = volume_blueprint(
 cephfs_paths = volume_blueprint(
     CEPHFS, "cephfs-paths", create_schema=schemas.CephfsPathCreateSchema, patch_schema=schemas.CephfsPathPatchSchema,
     item_schema=schemas.CephfsPathSchema, page_schema=schemas.CephfsPathPageSchema)
+
+
+# `POST .../rbd-images:adopt` (a custom method, as in Google's API design guide): beside the
+# collection, so the route lives on a blueprint of its own rooted at the project.
+adoption_blp = Blueprint("adoption", __name__, url_prefix="/api/v2/projects/<project>",
+                         description="Bring existing unmanaged RBD images and CephFS directories under robin (admins)")
+
+
+def _adopt_route(kind, collection: str, adopt_schema, item_schema) -> None:
+    @adoption_blp.route(f"/{collection}:adopt", endpoint=f"adopt-{collection}")
+    class Adopt(MethodView):
+        @adoption_blp.arguments(adopt_schema)
+        @adoption_blp.response(201, item_schema)
+        def post(self, body, project):
+            """Adopt an orphan: it becomes an available volume of the project; its size (and its
+            snapshots, as snapshot rows) count against the quota, all or nothing."""
+            return adoption.adopt(g.identity, kind, project, body)
+
+
+_adopt_route(RBD, "rbd-images", schemas.RbdImageAdoptSchema, schemas.RbdImageSchema)
+_adopt_route(CEPHFS, "cephfs-paths", schemas.CephfsPathAdoptSchema, schemas.CephfsPathSchema)

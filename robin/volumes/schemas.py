@@ -124,3 +124,22 @@ class CephfsPathSchema(VolumeSchema):
 
 class CephfsPathPageSchema(PageSchema):
     items = fields.List(fields.Nested(CephfsPathSchema))
+
+
+# --- adoption of existing images and directories --------------------------------------------------
+
+class RbdImageAdoptSchema(Schema):
+    name = fields.String(required=True, validate=CEPH_NAME, metadata={"description": "the image's name in Ceph"})
+    pool = fields.String(validate=CEPH_NAME)
+    cluster = fields.String(validate=CEPH_NAME)
+
+
+class CephfsPathAdoptSchema(Schema):
+    name = fields.String(required=True, validate=CEPH_NAME, metadata={
+        "description": "the directory <root>/<project>/<name>"})
+    fs = fields.String(validate=CEPH_NAME)
+    cluster = fields.String(validate=CEPH_NAME)
+    path = fields.String(metadata={"description": "optional check: must be <root>/<project>/<name>; robin does "
+                                                  "not move a directory to adopt it"})
+    size_bytes = volume_size(data_key="quota_bytes", metadata={
+        "description": "the quota to set; without it, the directory's ceph.quota.max_bytes (which must be set)"})

@@ -155,9 +155,9 @@ def test_drift_is_reported_and_left_alone(admin, new_project, converge, rbd_ioct
     admin.post(f"/api/v2/projects/{project}/rbd-images", json={"name": gone, "size_bytes": MiB})
     rbd.RBD().remove(rbd_ioctx, gone)
     try:
-        drift = converge().drift
-        assert {"kind": "orphan_in_ceph", "cluster": "default", "pool": "rbd", "name": orphan} in drift
-        assert {"kind": "missing_in_ceph", "cluster": "default", "pool": "rbd", "name": gone} in drift
+        drift = {(entry["kind"], entry["evidence"]["name"]): entry["evidence"] for entry in converge().drift}
+        assert drift[("orphan_image", orphan)]["pool"] == "rbd"
+        assert drift[("missing_image", gone)]["cluster"] == "default"
         assert orphan in rbd.RBD().list(rbd_ioctx)
     finally:
         rbd.RBD().remove(rbd_ioctx, orphan)

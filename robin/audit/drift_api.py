@@ -1,0 +1,46 @@
+"""`GET /api/v2/audit/drift`: what differs between robin's database and Ceph (auditors, admins)."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import g
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+
+from robin.audit import drift
+
+blp = Blueprint("audit-drift", __name__, url_prefix="/api/v2/audit",
+                description="Drift between the database and Ceph, for storage admins")
+
+
+class DriftArgs(Schema):
+    older_than = fields.Float(load_default=drift.DEFAULT_OLDER_THAN.total_seconds(), validate=validate.Range(min=0),
+                              metadata={"description": "seconds: rows in a transitional state younger than this "
+                                                       "are left out (a request may be under way)"})
+    kind = fields.List(fields.String(validate=validate.OneOf(drift.KINDS)), load_default=None,
+                       metadata={"description": "only findings of these kinds (repeat the parameter)"})
+
+
+class FindingSchema(Schema):
+    kind = fields.String(metadata={"description": f"one of {list(drift.KINDS)}"})
+    project = fields.String(allow_none=True, metadata={"description": "the row's project, or the project "
+                                                                      "directory an orphan sits in"})
+    evidence = fields.Dict(metadata={"description": "where (cluster, pool or fs, name or path) and what was "
+                                                    "found against what is recorded"})
+
+
+class DriftSchema(Schema):
+    findings = fields.List(fields.Nested(FindingSchema))
+    counts = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={"description": "findings by kind"})
+    errors = fields.List(fields.Dict(), metadata={"description": "places that could not be surveyed"})
+
+
+@blp.route("/drift")
+class Drift(MethodView):
+    @blp.arguments(DriftArgs, location="query")
+    @blp.response(200, DriftSchema)
+    def get(self, args):
+        """Survey every registered cluster (robin's pools and CephFS root) against the rows. A report,
+        not a page: it is computed whole each time (every image is opened), so it is not paginated."""
+        return drift.report_for(g.identity, timedelta(seconds=args["older_than"]), args["kind"])

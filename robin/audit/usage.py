@@ -1,0 +1,233 @@
+"""Usage reports: how many bytes each volume occupies in Ceph, against what it was promised.
+
+Measuring is the slow part (an image open and a diff_iterate per RBD image, a getxattr per CephFS
+path), so it is done apart from reading: `refresh` measures live volumes in parallel with a bounded
+thread pool on the process's one connection per cluster (the bindings release the GIL) and stores
+each figure with its method and time in the `volume_usage` table. Every gunicorn worker, the CLI and
+the metrics scrape read that table; the maintenance loop re-measures figures older than MAX_AGE,
+and an admin may ask for a refresh now. A report always says how old each figure is.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select, union_all
+from sqlalchemy.dialects import postgresql, sqlite
+
+from robin import config
+from robin.audit.models import VolumeUsage
+from robin.auth.identity import Identity
+from robin.ceph import CephUnavailable, cephfs_ops, rbd_ops
+from robin.clusters import service as clusters
+from robin.clusters.models import CephCluster
+from robin.db import db, utcnow
+from robin.errors import Forbidden, RobinError
+from robin.projects.models import Project, Quota
+from robin.snapshots.models import Snapshot, SnapshotState
+from robin.volumes.models import CephfsPath, RbdImage, Volume, VolumeState, reserved_bytes
+
+log = logging.getLogger(__name__)
+RBYTES = "rbytes"
+# The maintenance loop re-measures figures older than this (and volumes never measured).
+MAX_AGE = timedelta(minutes=15)
+CHUNK = 500  # rows per INSERT (4 parameters each): SQLite allows 32766 parameters, PostgreSQL 65535
+
+
+@dataclass
+class RefreshResult:
+    measured: int = 0
+    failed: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+def _measure(volume: Volume) -> rbd_ops.Measured:
+    conn = clusters.connection(volume.cluster)
+    if isinstance(volume, RbdImage):
+        return rbd_ops.measure_image(conn, volume.pool, volume.name)
+    return rbd_ops.Measured(cephfs_ops.used_bytes(conn, volume.fs_name, volume.path), RBYTES)
+
+
+class _Measurer:
+    """Measures one volume per call, from many threads. Once a cluster is unavailable, the rest of
+    its volumes are skipped: each would otherwise wait out ROBIN_CEPH_TIMEOUT in turn."""
+
+    def __init__(self):
+        self.unavailable: dict[str, str] = {}
+
+    def __call__(self, volume: Volume) -> tuple[dict | None, dict | None]:
+        failed = {"volume_id": volume.id, "name": volume.name, "cluster": volume.cluster.name}
+        if volume.cluster.name in self.unavailable:
+            return None, {**failed, "error": f"skipped: {self.unavailable[volume.cluster.name]}"}
+        try:
+            measured = _measure(volume)
+        except CephUnavailable as exc:
+            self.unavailable[volume.cluster.name] = exc.message
+            return None, {**failed, "error": exc.message}
+        except RobinError as exc:  # one volume that cannot be measured must not cost the whole refresh
+            return None, {**failed, "error": exc.message}
+        return {"volume_id": volume.id, "used_bytes": measured.used_bytes, "method": measured.method,
+                "measured_at": utcnow()}, None
+
+
+def _to_measure(stale_after: timedelta | None, volume_ids) -> list[Volume]:
+    """Available volumes (others have no data to measure, or are being changed), optionally only the
+    given ones or those whose figure is missing or older than `stale_after`."""
+    found = []
+    with db.reading() as session:
+        for model in (RbdImage, CephfsPath):
+            query = select(model).where(model.state == VolumeState.AVAILABLE)
+            if volume_ids is not None:
+                query = query.where(model.id.in_(list(volume_ids)))
+            if stale_after is not None:
+                fresh = select(VolumeUsage.volume_id).where(VolumeUsage.measured_at >= utcnow() - stale_after)
+                query = query.where(model.id.not_in(fresh))
+            found += session.scalars(query).unique()
+    return found
+
+
+def refresh(*, stale_after: timedelta | None = None, volume_ids=None) -> RefreshResult:
+    """Measure now, `usage_parallelism` volumes at a time, and store the figures."""
+    started = time.monotonic()
+    volumes = _to_measure(stale_after, volume_ids)
+    result, rows = RefreshResult(), []
+    with ThreadPoolExecutor(max_workers=config.current().usage_parallelism) as pool:
+        for row, error in pool.map(_Measurer(), volumes):
+            if row:
+                rows.append(row)
+            else:
+                result.failed.append(error)
+    _store(rows, prune=stale_after is None and volume_ids is None)
+    result.measured, result.seconds = len(rows), time.monotonic() - started
+    log.info("usage refreshed", extra={"measured": result.measured, "failed": len(result.failed),
+                                       "seconds": round(result.seconds, 3)})
+    return result
+
+
+def _store(rows: list[dict], prune: bool) -> None:
+    """Upsert the figures: the background loop and an admin's refresh may store the same volume at once."""
+    dialect = sqlite if db.is_sqlite else postgresql
+    with db.unit_of_work() as session:
+        for start in range(0, len(rows), CHUNK):
+            upsert = dialect.insert(VolumeUsage).values(rows[start:start + CHUNK])
+            session.execute(upsert.on_conflict_do_update(index_elements=[VolumeUsage.volume_id], set_={
+                column: upsert.excluded[column] for column in ("used_bytes", "method", "measured_at")}))
+        if prune:  # figures of volumes that are gone
+            live = union_all(*(select(m.id).where(m.state != VolumeState.DELETED) for m in (RbdImage, CephfsPath)))
+            session.execute(delete(VolumeUsage).where(VolumeUsage.volume_id.not_in(live)))
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+def _volume_rows(session) -> list[dict]:
+    """Every live volume with its promised size and its last figure, in one query per kind."""
+    snapshots = dict(session.execute(
+        select(func.coalesce(Snapshot.rbd_image_id, Snapshot.cephfs_path_id), func.count())
+        .where(Snapshot.state != SnapshotState.DELETED).group_by(Snapshot.rbd_image_id, Snapshot.cephfs_path_id)).all())
+    rows = []
+    for kind, model, location in (("rbd", RbdImage, RbdImage.pool), ("cephfs", CephfsPath, CephfsPath.fs_name)):
+        query = (select(model.id, model.name, model.state, reserved_bytes(model), location, Project.name,
+                        CephCluster.name, VolumeUsage.used_bytes, VolumeUsage.method, VolumeUsage.measured_at)
+                 .join(Project, Project.id == model.project_id).join(CephCluster, CephCluster.id == model.cluster_id)
+                 .outerjoin(VolumeUsage, VolumeUsage.volume_id == model.id).where(model.state != VolumeState.DELETED))
+        for vid, name, state, size, where, project, cluster, used, method, measured_at in session.execute(query):
+            rows.append({"id": vid, "kind": kind, "project": project, "cluster": cluster, "pool": where,
+                         "name": name, "state": str(state), "provisioned_bytes": int(size), "used_bytes": used,
+                         "method": method, "measured_at": measured_at, "snapshots": snapshots.get(vid, 0)})
+    return rows
+
+
+def thin_ratio(provisioned: int, used: int) -> float | None:
+    """Provisioned / used: 4.0 means volumes were promised four times what they occupy. None when
+    nothing is used yet (the ratio would be infinite)."""
+    return round(provisioned / used, 2) if used else None
+
+
+def _totals(rows: list[dict], key) -> dict:
+    totals = defaultdict(lambda: {"provisioned_bytes": 0, "used_bytes": 0, "volumes": 0, "snapshots": 0,
+                                  "unmeasured_volumes": 0, "oldest_measured_at": None})
+    for row in rows:
+        total = totals[key(row)]
+        total["provisioned_bytes"] += row["provisioned_bytes"]
+        total["volumes"] += 1
+        total["snapshots"] += row["snapshots"]
+        if row["used_bytes"] is None:
+            total["unmeasured_volumes"] += 1
+            continue
+        total["used_bytes"] += row["used_bytes"]
+        oldest = total["oldest_measured_at"]
+        total["oldest_measured_at"] = min(oldest, row["measured_at"]) if oldest else row["measured_at"]
+    for total in totals.values():
+        total["thin_ratio"] = thin_ratio(total["provisioned_bytes"], total["used_bytes"])
+    return totals
+
+
+def _projects(session, rows: list[dict]) -> list[dict]:
+    per_project = _totals(rows, lambda row: row["project"])
+    quotas = session.execute(select(Project.name, Quota.max_bytes, Quota.max_volumes).join(Quota)
+                             .order_by(Project.name)).all()
+    return [{"project": name, "quota_bytes": max_bytes, "quota_volumes": max_volumes, **per_project[name]}
+            for name, max_bytes, max_volumes in quotas]
+
+
+def _pools(rows: list[dict]) -> list[dict]:
+    per_pool = _totals(rows, lambda row: (row["cluster"], row["kind"], row["pool"]))
+    return [{"cluster": cluster, "kind": kind, "pool": pool, **total}
+            for (cluster, kind, pool), total in sorted(per_pool.items())]
+
+
+def _clusters(session) -> list[dict]:
+    """Capacity from `ceph df` per registered cluster; one that does not answer says why."""
+    found = []
+    for cluster in session.scalars(select(CephCluster).order_by(CephCluster.name)):
+        try:
+            found.append({"name": cluster.name, **clusters.connection(cluster).capacity(), "error": None})
+        except RobinError as exc:
+            found.append({"name": cluster.name, "total_bytes": None, "used_bytes": None, "avail_bytes": None,
+                          "pools": [], "error": exc.message})
+    return found
+
+
+def _with_age(row: dict, now: datetime) -> dict:
+    measured_at = row["measured_at"]
+    return {**row, "age_seconds": round((now - measured_at).total_seconds(), 1) if measured_at else None}
+
+
+def require_auditor(identity: Identity) -> None:
+    if not identity.sees_all_projects:
+        raise Forbidden("usage reports need an auditor or admin token", details={"role": identity.role.value})
+
+
+def report(identity: Identity, *, refresh_now: bool = False, with_volumes: bool = False, top: int = 10) -> dict:
+    """The usage report per cluster, pool, project and (with_volumes) volume, with the top consumers."""
+    require_auditor(identity)
+    refreshed = None
+    if refresh_now:
+        identity.require_admin()  # measuring thousands of volumes is an admin's call
+        result = refresh()
+        refreshed = {"measured": result.measured, "failed": result.failed, "seconds": round(result.seconds, 3)}
+    now = utcnow()
+    with db.reading() as session:
+        rows = [_with_age(row, now) for row in _volume_rows(session)]
+        body = {"generated_at": now, "refresh": refreshed, "clusters": _clusters(session),
+                "pools": _pools(rows), "projects": _projects(session, rows)}
+    measured = sorted((row for row in rows if row["used_bytes"] is not None), key=lambda row: -row["used_bytes"])
+    body["top_consumers"] = measured[:top]
+    body["volumes"] = sorted(rows, key=lambda row: (row["project"], row["kind"], row["name"])) if with_volumes else None
+    return body
+
+
+def metric_rows() -> dict:
+    """Per-project used bytes and per-pool provisioned/used bytes from the table, for the scrape."""
+    with db.reading() as session:
+        rows = _volume_rows(session)
+    per_project = _totals(rows, lambda row: row["project"])
+    return {"projects": [{"project": name, "used_bytes": total["used_bytes"]} for name, total in per_project.items()],
+            "pools": _pools(rows)}
+
