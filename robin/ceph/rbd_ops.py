@@ -313,15 +313,19 @@ def inspect(conn: CephConnection, pool: str, name: str) -> Observed:
         owner = _owner(ioctx, name)
         try:
             with rbd.Image(ioctx, name, read_only=True) as image:
-                try:
-                    spec = image.get_parent_image_spec()
-                    parent = (spec["image_name"], spec["snap_name"])
-                except rbd.ImageNotFound:
-                    parent = None
                 created = image.create_timestamp().replace(tzinfo=UTC)  # the binding gives UTC
-                return Observed(True, owner, image.size(), created, parent)
+                return Observed(True, owner, image.size(), created, _parent_of(image))
         except rbd.ImageNotFound:
             return Observed(False, owner)
+
+
+def _parent_of(image: rbd.Image) -> tuple[str, str] | None:
+    """(image, snapshot) a clone shares blocks with; None for an image that is not a clone."""
+    try:
+        spec = image.get_parent_image_spec()
+    except rbd.ImageNotFound:
+        return None
+    return spec["image_name"], spec["snap_name"]
 
 
 def mark_owner(conn: CephConnection, pool: str, name: str, owner: str) -> None:
@@ -360,11 +364,7 @@ class TrashEntry:
 def _details(ioctx: rados.Ioctx, name: str) -> ImageDetails | None:
     try:
         with rbd.Image(ioctx, name, read_only=True) as image:
-            try:
-                spec = image.get_parent_image_spec()
-                parent = (spec["image_name"], spec["snap_name"])
-            except rbd.ImageNotFound:
-                parent = None
+            parent = _parent_of(image)
             # Only user snapshots: clone v2 keeps removed-but-needed ones in the trash namespace.
             snapshots = {snap["name"]: snap["size"] for snap in image.list_snaps()
                          if snap.get("namespace", rbd.RBD_SNAP_NAMESPACE_TYPE_USER) == rbd.RBD_SNAP_NAMESPACE_TYPE_USER}
