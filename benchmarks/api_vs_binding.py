@@ -874,12 +874,25 @@ def _terminate(signum, _frame):
     raise SystemExit(128 + signum)
 
 
+def stop_cleanly_on_signals() -> None:
+    """SIGTERM and SIGINT end the run through its finally blocks, which stop what it started. A shell starting us
+    in the background ignores SIGINT, and Python then keeps it ignored: make `kill -INT` behave like Ctrl-C."""
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def run_main(main: Callable[[], int]) -> None:
+    """A benchmark's entry point: exit with main()'s status, or 130 after an interrupt (cleaned up by then)."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted; what this run started has been stopped", file=sys.stderr)
+        sys.exit(130)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
-    # A shell starting us in the background ignores SIGINT, and Python then keeps it ignored:
-    # make `kill -INT` behave like Ctrl-C either way.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    stop_cleanly_on_signals()
     report = {"machine": machine(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
               "settings": {"iterations": args.iterations, "warmup_cycles": WARMUP_CYCLES,
                            "list_size": args.list_size, "list_repeats": args.list_repeats,
@@ -910,8 +923,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted; what this run started has been stopped", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

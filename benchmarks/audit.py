@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import statistics
 import sys
 import time
@@ -40,7 +39,15 @@ sys.path.insert(0, str(REPO))
 import cephfs  # noqa: E402
 import rbd  # noqa: E402
 
-from benchmarks.api_vs_binding import git_state, machine, make_database, rados_ioctx, start_cluster  # noqa: E402
+from benchmarks.api_vs_binding import (  # noqa: E402
+    git_state,
+    machine,
+    make_database,
+    rados_ioctx,
+    run_main,
+    start_cluster,
+    stop_cleanly_on_signals,
+)
 from robin.config import Settings  # noqa: E402
 
 POOL, FS_NAME = "rbd", "cephfs"
@@ -187,14 +194,11 @@ def parse_args(argv=None):
     return args
 
 
-def _terminate(signum, _frame):
-    raise SystemExit(128 + signum)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    stop_cleanly_on_signals()
     report = {"machine": machine(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
               "settings": {"sizes": args.sizes, "repeats": args.repeats, "parallelism": args.parallelism,
                            "data_every": args.data_every, "data_bytes": args.data_bytes, "database": "sqlite",
@@ -237,8 +241,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted; what this run started has been stopped", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

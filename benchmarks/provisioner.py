@@ -59,7 +59,9 @@ from benchmarks.api_vs_binding import (  # noqa: E402
     percentile,
     rados_ioctx,
     remove_empty_dirs,
+    run_main,
     start_cluster,
+    stop_cleanly_on_signals,
 )
 from robin.ceph import rbd_ops  # noqa: E402
 from robin.ceph.connection import CephConnection  # noqa: E402
@@ -818,9 +820,6 @@ def parse_args(argv=None):
     return args
 
 
-def _terminate(signum, _frame):
-    # SIGTERM is turned into an exception so the finally blocks stop everything that was started.
-    raise SystemExit(128 + signum)
 
 
 def run(args, report: dict, stack: ExitStack) -> None:
@@ -920,9 +919,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     # `git status` must not take the index lock: others commit in this tree while benchmarks run.
     os.environ["GIT_OPTIONAL_LOCKS"] = "0"
-    signal.signal(signal.SIGTERM, _terminate)
-    # A shell starting us in the background ignores SIGINT: make `kill -INT` behave like Ctrl-C either way.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    stop_cleanly_on_signals()
     report = {"machine": {**machine(), "kube_apiserver_source": source_hash("tests/kube_apiserver"),
                           "load_average_start": os.getloadavg()},
               "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -958,8 +955,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted; what this run started has been stopped", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)
