@@ -28,6 +28,7 @@ from csi_shim.stubs import pb
 from robin.client import VolumeRef, volume_context
 from tests.conftest import unique
 from tests.support.csi import ShimProcess, block_capability, mount_capability
+from tests.support.mounts import read, write
 
 pytestmark = pytest.mark.integration
 
@@ -286,18 +287,6 @@ def rpc_error(call, request) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as raised:
         call(request)
     return raised.value
-
-
-def write(path: str, text: str) -> None:
-    with open(path, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def read(path: str) -> str:
-    with open(path) as handle:
-        return handle.read()
 
 
 def write_at(device: str, data: bytes, offset: int) -> None:

@@ -8,22 +8,10 @@ import pytest
 import rbd
 
 from tests.conftest import unique
-from tests.support.mounts import ceph_fuse, rbd_filesystem
+from tests.support.mounts import ceph_fuse, rbd_filesystem, read, write
 
 pytestmark = pytest.mark.integration
 MiB = 2**20
-
-
-def write(path: str, text: str) -> None:
-    with open(path, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def read(path: str) -> str:
-    with open(path) as handle:
-        return handle.read()
 
 
 def rbd_snaps(ioctx, name) -> set[str]:

@@ -176,3 +176,16 @@ def rbd_filesystem(conf: str, pool: str, image: str, mkfs: bool = True):
     problems = state.stop()
     if problems:
         raise RuntimeError(f"rbd_filesystem({pool}/{image}) teardown: {'; '.join(problems)}")
+
+
+def write(path: str, text: str) -> None:
+    """Write `text` and fsync it, so it has reached the volume, not just the page cache."""
+    with open(path, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read(path: str) -> str:
+    with open(path) as handle:
+        return handle.read()
