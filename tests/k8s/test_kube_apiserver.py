@@ -212,7 +212,7 @@ def test_kubectl_create_get_patch_wait_delete(server, kubectl, tmp_path):
 def test_kubectl_discovery_and_version(kubectl):
     resources = kubectl("api-resources", "--no-headers").stdout
     for line in ("persistentvolumeclaims   pvc", "persistentvolumes        pv", "storageclasses           sc",
-                 "namespaces               ns", "leases", "events"):
+                 "namespaces               ns", "leases", "events", "pods po", "endpoints ep"):
         assert " ".join(line.split()) in " ".join(resources.split()), resources
     version = json.loads(kubectl("version", "-o", "json").stdout)
     assert version["serverVersion"]["major"] == "1"
@@ -490,6 +490,140 @@ def test_pvc_resize(server, api_client, core, kubectl):
     assert [c["field"] for c in json.loads(invalid.value.body)["details"]["causes"]] == [
         "spec.resources.requests.storage"]
     assert core.read_namespaced_persistent_volume_claim("growing", "default").status.capacity == {"storage": "2Gi"}
+
+
+POD_MANIFESTS = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  containers:
+  - {name: nginx, image: "nginx:1.27"}
+status: {phase: Running}
+---
+apiVersion: v1
+kind: Endpoints
+metadata:
+  name: web
+subsets:
+- addresses: [{ip: 10.0.0.5}]
+  ports: [{port: 80}]
+"""
+
+
+def pod_manifest(name, *claims):
+    """A pod using the given claims, as kubectl takes it on stdin."""
+    return json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {
+        "containers": [{"name": "app", "image": "busybox:1.36"}],
+        "volumes": [{"name": f"v{i}", "persistentVolumeClaim": {"claimName": claim}}
+                    for i, claim in enumerate(claims)]}})
+
+
+@pytest.fixture
+def kubectl_stdin(server, tmp_path):
+    def run(stdin, *args, check=True):
+        result = subprocess.run([KUBECTL, "--kubeconfig", server.kubeconfig_path, "--cache-dir",
+                                 str(tmp_path / "kube-cache"), *args, "-f", "-"], input=stdin, capture_output=True,
+                                text=True, timeout=30)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+        return result
+    return run
+
+
+def set_phase(kubectl, pod, phase):
+    kubectl("patch", "pod", pod, "--subresource=status", "--type=merge", "-p", json.dumps({"status": {"phase": phase}}))
+
+
+def pvc_state(kubectl, name):
+    """(deletionTimestamp set, finalizers) of a claim, or None once it is gone."""
+    result = kubectl("get", "pvc", name, "-o", "json", check=False)
+    if result.returncode != 0:
+        assert "NotFound" in result.stderr, result.stderr
+        return None
+    meta = json.loads(result.stdout)["metadata"]
+    return bool(meta.get("deletionTimestamp")), meta.get("finalizers")
+
+
+@needs_kubectl
+def test_kubectl_pods_and_endpoints(server, kubectl, kubectl_stdin):
+    out = kubectl_stdin(POD_MANIFESTS, "create").stdout
+    assert "pod/web created" in out and "endpoints/web created" in out
+    listing = kubectl("get", "pods,endpoints", "-o", "name").stdout.split()
+    assert listing == ["pod/web", "endpoints/web"]
+    assert "web" in kubectl("get", "po", "-l", "app=web").stdout and "web" in kubectl("get", "ep").stdout
+    pod = json.loads(kubectl("get", "pod", "web", "-o", "json").stdout)
+    assert pod["status"] == {"phase": "Pending"}  # the status given on create is ignored
+    assert pod["spec"]["restartPolicy"] == "Always"
+    assert pod["spec"]["containers"][0]["imagePullPolicy"] == "IfNotPresent"
+    set_phase(kubectl, "web", "Running")
+    assert kubectl("get", "pod", "web", "-o", "jsonpath={.status.phase}").stdout == "Running"
+    endpoints = json.loads(kubectl("get", "endpoints", "web", "-o", "json").stdout)
+    assert endpoints["kind"] == "Endpoints"
+    assert endpoints["subsets"] == [{"addresses": [{"ip": "10.0.0.5"}], "ports": [{"port": 80}]}]
+
+    # Validation as the real server's: containers are required, each with a name and an image.
+    bad = json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bad"}, "spec": {}})
+    refused = kubectl_stdin(bad, "create", check=False)
+    assert refused.returncode != 0
+    assert 'The Pod "bad" is invalid: spec.containers: Required value' in refused.stderr, refused.stderr
+    nameless = json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bad"},
+                           "spec": {"containers": [{"image": "busybox"}]}})
+    assert "spec.containers[0].name: Required value" in kubectl_stdin(nameless, "create", check=False).stderr
+    changed = kubectl("patch", "pod", "web", "--type=json", "-p",
+                      '[{"op":"replace","path":"/spec/restartPolicy","value":"Never"}]', check=False)
+    assert "pod updates may not change fields other than" in changed.stderr, changed.stderr
+    kubectl("set", "image", "pod/web", "nginx=nginx:1.28")  # but the image may change
+    kubectl("delete", "pod,endpoints", "web", "--timeout=10s")
+    assert kubectl("get", "pods,endpoints", "-o", "name").stdout == ""
+
+
+@needs_kubectl
+def test_pvc_protection_waits_for_pods(server, kubectl, kubectl_stdin):
+    for claim in ("data", "scratch", "shared"):
+        kubectl_stdin(json.dumps(pvc_body(claim)), "create")
+    kubectl_stdin(pod_manifest("app", "data", "shared"), "create")
+    kubectl_stdin(pod_manifest("job", "scratch", "shared"), "create")
+    set_phase(kubectl, "app", "Running")
+    set_phase(kubectl, "job", "Running")
+
+    # A claim a running pod uses stays, Terminating, after it is deleted, until the pod goes.
+    kubectl("delete", "pvc", "data", "--wait=false")
+    assert pvc_state(kubectl, "data") == (True, ["kubernetes.io/pvc-protection"])
+    kubectl("get", "pvc", "data")  # still listed
+    kubectl("delete", "pod", "app", "--timeout=10s")
+    kubectl("wait", "--for=delete", "pvc/data", "--timeout=10s")
+    assert pvc_state(kubectl, "data") is None
+
+    # A pod that has finished (Succeeded or Failed) no longer holds its claims.
+    kubectl("delete", "pvc", "scratch", "shared", "--wait=false")
+    assert pvc_state(kubectl, "scratch") == (True, ["kubernetes.io/pvc-protection"])
+    assert pvc_state(kubectl, "shared") == (True, ["kubernetes.io/pvc-protection"])
+    set_phase(kubectl, "job", "Succeeded")
+    assert pvc_state(kubectl, "scratch") is None and pvc_state(kubectl, "shared") is None
+    assert kubectl("get", "pod", "job", "-o", "jsonpath={.status.phase}").stdout == "Succeeded"
+
+    # A claim's other finalizers still hold it once no pod does; a pod in another namespace never does.
+    kept = pvc_body("kept")
+    kept["metadata"]["finalizers"] = ["robin.example.com/keep"]
+    kubectl_stdin(json.dumps(kept), "create")
+    kubectl_stdin(json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}}), "create")
+    kubectl_stdin(pod_manifest("elsewhere", "kept"), "create", "-n", "other")
+    kubectl_stdin(pod_manifest("user", "kept"), "create")
+    kubectl("delete", "pvc", "kept", "--wait=false")
+    assert pvc_state(kubectl, "kept") == (True, ["robin.example.com/keep", "kubernetes.io/pvc-protection"])
+    set_phase(kubectl, "user", "Failed")
+    assert pvc_state(kubectl, "kept") == (True, ["robin.example.com/keep"])
+    kubectl("patch", "pvc", "kept", "--type=json", "-p", '[{"op":"remove","path":"/metadata/finalizers"}]')
+    assert pvc_state(kubectl, "kept") is None
+    # Deleting a namespace deletes its claims once the pods using them have gone.
+    kubectl_stdin(json.dumps(pvc_body("in-use")), "create", "-n", "other")
+    kubectl_stdin(pod_manifest("holder", "in-use"), "create", "-n", "other")
+    kubectl("delete", "namespace", "other", "--timeout=10s")
+    assert "other" not in kubectl("get", "ns", "-o", "name").stdout
+    assert server.store.tracker.pods_by_claim == {}
 
 
 def test_storage_classes_events_and_leases(server, api_client, core):

@@ -1,9 +1,11 @@
 """The controllers Kubernetes itself runs for these kinds: kube-controller-manager's PV controller (binding, and
-the annotations that ask a provisioner for a volume), the PVC/PV protection finalizers, and namespace deletion.
+the annotations that ask a provisioner for a volume), the PVC/PV protection finalizers (a claim stays while a pod
+that is not done uses it), and namespace deletion.
 
 They run after every write until nothing changes, as the real ones would soon after it. So that a write costs work
 proportional to what it touches, not to the number of objects stored, `Tracker` is told of every commit: it keeps
-the indexes that find related objects (the PVs whose claimRef names a claim, the claims naming a volume) and
+the indexes that find related objects (the PVs whose claimRef names a claim, the claims naming a volume, the pods
+using a claim) and
 collects what the next run must look at. Everything else stays at rest because nothing it depends on changed."""
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field
 from kubernetes.utils import parse_quantity
 
 from .kinds import PV_PROTECTION, PVC_PROTECTION
-from .resources import NAMESPACES, PVCS, PVS, RESOURCES, STORAGE_CLASSES
+from .resources import NAMESPACES, PODS, PVCS, PVS, RESOURCES, STORAGE_CLASSES
 
 STORAGE_PROVISIONER = "volume.kubernetes.io/storage-provisioner"
 BETA_STORAGE_PROVISIONER = "volume.beta.kubernetes.io/storage-provisioner"
@@ -43,6 +45,16 @@ def _volume_name(pvc: dict | None) -> str | None:
     return ((pvc or {}).get("spec") or {}).get("volumeName") or None
 
 
+def pod_claims(pod: dict | None) -> set[tuple[str, str]]:
+    """The claims (namespace, name) a pod holds: those its volumes name, unless it is done (Succeeded/Failed)."""
+    if pod is None or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        return set()
+    namespace = pod["metadata"].get("namespace", "")
+    return {(namespace, volume["persistentVolumeClaim"]["claimName"])
+            for volume in (pod.get("spec") or {}).get("volumes") or []
+            if isinstance(volume, dict) and (volume.get("persistentVolumeClaim") or {}).get("claimName")}
+
+
 def _reindex(index: dict, old_value, new_value, member) -> None:
     if old_value == new_value:
         return
@@ -68,6 +80,7 @@ class Tracker:
         self.volume_order: dict[str, int] = {}
         self.pvs_by_claim: dict[tuple[str, str], dict[str, None]] = {}  # claimRef (namespace, name) -> PV names
         self.pvcs_by_volume: dict[str, dict[tuple[str, str], None]] = {}  # spec.volumeName -> PVC keys
+        self.pods_by_claim: dict[tuple[str, str], dict[tuple[str, str], None]] = {}  # pod_claims -> pod keys
 
     def committed(self, rt, key: tuple[str, str], previous: dict | None, stored: dict | None, rv: int) -> None:
         work = self.work
@@ -86,6 +99,14 @@ class Tracker:
                 if claim is not None:
                     work.claims[claim] = None
             work.claims.update(self.pvcs_by_volume.get(name, {}))
+        elif rt is PODS:
+            # Only the claims the pod starts or stops holding may change: their protection is looked at again.
+            old_claims, new_claims = pod_claims(previous), pod_claims(stored)
+            for claim in old_claims - new_claims:
+                _reindex(self.pods_by_claim, claim, None, key)
+            for claim in new_claims - old_claims:
+                _reindex(self.pods_by_claim, None, claim, key)
+            work.claims.update(dict.fromkeys(old_claims ^ new_claims))
         elif rt is STORAGE_CLASSES:
             work.classes[key[1]] = None
         elif rt is NAMESPACES:
@@ -147,7 +168,7 @@ def _run(store, work: Work) -> None:
 # --- protection ------------------------------------------------------------------------------------------------
 
 def _unprotect(store, rt, key: tuple[str, str], finalizer: str) -> None:
-    """Removes kubernetes.io/pvc-protection from a deleted PVC (no pod uses it here) and
+    """Removes kubernetes.io/pvc-protection from a deleted PVC no pod holds (see `pod_claims`) and
     kubernetes.io/pv-protection from a deleted PV that is not Bound."""
     obj = store.objects[rt.key].get(key)
     if obj is None:
@@ -156,6 +177,8 @@ def _unprotect(store, rt, key: tuple[str, str], finalizer: str) -> None:
     if not meta.get("deletionTimestamp") or finalizer not in (meta.get("finalizers") or []):
         return
     if rt is PVS and obj.get("status", {}).get("phase") == "Bound":
+        return
+    if rt is PVCS and store.tracker.pods_by_claim.get(key):
         return
     new = copy.deepcopy(obj)
     new["metadata"]["finalizers"] = [f for f in meta["finalizers"] if f != finalizer]

@@ -9,7 +9,7 @@ from decimal import Decimal
 from kubernetes.utils import parse_quantity
 
 from .errors import ApiError, bad_request, forbidden, invalid
-from .resources import NAMESPACES, PVCS, PVS, STORAGE_CLASSES
+from .resources import NAMESPACES, PODS, PVCS, PVS, STORAGE_CLASSES
 
 PVC_PROTECTION = "kubernetes.io/pvc-protection"
 PV_PROTECTION = "kubernetes.io/pv-protection"
@@ -78,6 +78,11 @@ def prepare_create(store, rt, obj: dict) -> None:
         spec.setdefault("volumeMode", "Filesystem")
         obj["status"] = {"phase": "Pending"}
         _add_finalizer(obj, PV_PROTECTION)
+    elif rt is PODS:
+        spec = obj.setdefault("spec", {})
+        _validate_pod_spec(rt, name, spec)
+        _default_pod_spec(spec)
+        obj["status"] = {"phase": "Pending"}  # the status given on create is dropped, as podStrategy does
     elif rt is STORAGE_CLASSES:
         if not obj.get("provisioner"):
             raise invalid(rt, name, [("FieldValueRequired", "provisioner", "Required value")])
@@ -93,11 +98,87 @@ def prepare_update(store, rt, old: dict, new: dict) -> None:
     elif rt is PVCS:
         _validate_claim_update(rt, old, new)
         _admit_claim_resize(store, rt, old, new)
+    elif rt is PODS:
+        _validate_pod_update(rt, old, new)
     elif rt is STORAGE_CLASSES:
         for field in ("provisioner", "parameters", "reclaimPolicy", "volumeBindingMode"):
             if old.get(field) != new.get(field):
                 raise invalid(rt, name, [("FieldValueForbidden", field, f"Forbidden: updates to {field} are "
                                           "forbidden.")])
+
+
+def _list_field(spec: dict, field: str) -> list:
+    value = spec.get(field)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise bad_request(f"json: cannot unmarshal {type(value).__name__} into Go struct field "
+                          f"PodSpec.spec.{field} of type array")  # as decoding fails in the real server
+    return value
+
+
+def _validate_pod_spec(rt, name: str, spec: dict) -> None:
+    """The part of ValidatePodSpec tests meet: containers (at least one, each with a name and an image) and the
+    volumes (each with a name; a persistentVolumeClaim one with a claimName)."""
+    causes = []
+    containers = _list_field(spec, "containers")
+    if not containers:
+        causes.append(("FieldValueRequired", "spec.containers", "Required value"))
+    for field, entries in (("containers", containers), ("initContainers", _list_field(spec, "initContainers"))):
+        for i, container in enumerate(entries):
+            container = container if isinstance(container, dict) else {}
+            for required in ("name", "image"):
+                if not container.get(required):
+                    causes.append(("FieldValueRequired", f"spec.{field}[{i}].{required}", "Required value"))
+    for i, volume in enumerate(_list_field(spec, "volumes")):
+        volume = volume if isinstance(volume, dict) else {}
+        if not volume.get("name"):
+            causes.append(("FieldValueRequired", f"spec.volumes[{i}].name", "Required value"))
+        claim = volume.get("persistentVolumeClaim")
+        if claim is not None and not (claim or {}).get("claimName"):
+            causes.append(("FieldValueRequired", f"spec.volumes[{i}].persistentVolumeClaim.claimName",
+                           "Required value"))
+    if causes:
+        raise invalid(rt, name, causes)
+
+
+def _default_pod_spec(spec: dict) -> None:
+    """Some of SetDefaults_PodSpec and SetDefaults_Container."""
+    for field, value in (("restartPolicy", "Always"), ("dnsPolicy", "ClusterFirst"),
+                         ("schedulerName", "default-scheduler"), ("terminationGracePeriodSeconds", 30)):
+        spec.setdefault(field, value)
+    for container in spec.get("containers", []) + spec.get("initContainers", []):
+        image = container["image"]
+        tagged = ":" in image.rsplit("/", 1)[-1] or "@" in image
+        container.setdefault("imagePullPolicy", "IfNotPresent" if tagged and not image.endswith(":latest")
+                             else "Always")
+        container.setdefault("terminationMessagePath", "/dev/termination-log")
+        container.setdefault("terminationMessagePolicy", "File")
+
+
+_POD_UPDATABLE = ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds")
+
+
+def _validate_pod_update(rt, old: dict, new: dict) -> None:
+    """ValidatePodUpdate: a pod's spec is immutable but for its containers' images and a few fields."""
+    old_spec, new_spec = old.get("spec") or {}, new.get("spec") or {}
+    _validate_pod_spec(rt, old["metadata"]["name"], new_spec)
+
+    def fixed(spec: dict) -> dict:
+        spec = {k: v for k, v in copy.deepcopy(spec).items() if k not in _POD_UPDATABLE}
+        for field in ("containers", "initContainers"):
+            for container in spec.get(field) or []:
+                if isinstance(container, dict):
+                    container.pop("image", None)
+        return spec
+
+    _default_pod_spec(new_spec)
+    if fixed(old_spec) != fixed(new_spec):
+        raise invalid(rt, old["metadata"]["name"], [(
+            "FieldValueForbidden", "spec", "Forbidden: pod updates may not change fields other than "
+            "`spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,"
+            "`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` "
+            "(allow it to be set to 1 if it was previously negative)")])
 
 
 def quantity(value) -> Decimal:

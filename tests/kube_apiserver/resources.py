@@ -31,7 +31,7 @@ class ResourceType:
 
     @property
     def singular(self) -> str:
-        return self.kind.lower()
+        return self.kind.lower()  # "endpoints" for Endpoints, as the real server says
 
 
 NAMESPACES = ResourceType("", "v1", "namespaces", "Namespace", False, ("ns",), ("status",))
@@ -40,8 +40,10 @@ PVS = ResourceType("", "v1", "persistentvolumes", "PersistentVolume", False, ("p
 EVENTS = ResourceType("", "v1", "events", "Event", True, ("ev",), (), True)
 STORAGE_CLASSES = ResourceType("storage.k8s.io", "v1", "storageclasses", "StorageClass", False, ("sc",))
 LEASES = ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True, (), (), True)
+PODS = ResourceType("", "v1", "pods", "Pod", True, ("po",), ("status",))
+ENDPOINTS = ResourceType("", "v1", "endpoints", "Endpoints", True, ("ep",))
 
-RESOURCES = [NAMESPACES, PVCS, PVS, EVENTS, STORAGE_CLASSES, LEASES]
+RESOURCES = [NAMESPACES, PVCS, PVS, EVENTS, STORAGE_CLASSES, LEASES, PODS, ENDPOINTS]
 BY_PATH = {(rt.group, rt.version, rt.plural): rt for rt in RESOURCES}
 GROUPS = sorted({(rt.group, rt.version) for rt in RESOURCES if rt.group})
 
