@@ -15,20 +15,18 @@ import os
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import grpc
 
 from csi_shim import mounts
-from csi_shim.config import ShimConfig
 from csi_shim.errors import CsiError
-from csi_shim.node import Node, VolumeDir
-from csi_shim.stubs import pb
+from csi_shim.local import Access, LocalNode
 from robin.errors import Conflict, NotFound, RobinError
 from robin.volumes.models import CephfsPath, RbdImage
 
+__all__ = ["Access", "MountFailed", "block_device", "is_mounted", "mount", "mount_path", "unmount"]
+
 UNMOUNT_RETRY_S = 5.0  # open SFTP handles close within a moment of their session's end
-Mode = pb.VolumeCapability.AccessMode
 
 
 class MountFailed(RobinError):
@@ -36,29 +34,16 @@ class MountFailed(RobinError):
     code = "gateway_mount_failed"
 
 
-@dataclass(frozen=True)
-class Access:
-    """How the gateway's daemons reach the cluster: robin's own cephx user and key, the monitors, the fsid."""
-
-    monitors: list[str]
-    fsid: str
-    user: str
-    key: str
-
-
-_nodes: dict[tuple[str, str], Node] = {}
+_nodes: dict[tuple[str, str], LocalNode] = {}
 _nodes_lock = threading.Lock()
 
 
-def _node(gateway_dir: str, mounter: str) -> Node:
+def _node(gateway_dir: str, mounter: str) -> LocalNode:
     """One per process and directory: its Daemons reap the FUSE daemons this process started."""
     key = (gateway_dir, mounter)
     with _nodes_lock:
         if key not in _nodes:
-            config = ShimConfig(endpoint="", mode="node", node_id="robin-gateway", driver_name="robin-gateway",
-                                robin=None, mounter=mounter, state_dir=os.path.join(gateway_dir, "state"),
-                                default_project="", workers=1)
-            _nodes[key] = Node(config)
+            _nodes[key] = LocalNode(os.path.join(gateway_dir, "state"), mounter, "robin-gateway")
         return _nodes[key]
 
 
@@ -82,31 +67,23 @@ def mount(gateway_dir: str, mounter: str, volume: RbdImage | CephfsPath, access:
     """Mount the volume read-write at its mount point (nothing new when it is mounted there already)."""
     path = mount_path(gateway_dir, volume)
     if isinstance(volume, RbdImage):
-        where, fs_type = {"pool": volume.pool, "imageName": volume.name}, "ext4"
+        where, fs_type = {"type": "rbd", "pool": volume.pool, "imageName": volume.name}, "ext4"
     else:
-        where, fs_type = {"fsName": volume.fs_name, "path": volume.path}, ""
-    capability = pb.VolumeCapability(mount=pb.VolumeCapability.MountVolume(fs_type=fs_type),
-                                     access_mode=Mode(mode=Mode.SINGLE_NODE_WRITER))
-    request = _stage_request(_volume_id(volume), path, capability, {"type": _kind(volume), **where}, access)
-    _call(_node(gateway_dir, mounter), "NodeStageVolume", request, volume)
+        where, fs_type = {"type": "cephfs", "fsName": volume.fs_name, "path": volume.path}, ""
+    with _translated(volume):
+        _node(gateway_dir, mounter).stage(_volume_id(volume), path, where, access, fs_type)
     return path
-
-
-def _stage_request(volume_id: str, path: str, capability, where: dict, access: Access):
-    context = {"monitors": ",".join(access.monitors), "clusterID": access.fsid, **where}
-    return pb.NodeStageVolumeRequest(volume_id=volume_id, staging_target_path=path, volume_capability=capability,
-                                     volume_context=context, secrets={"userID": access.user, "userKey": access.key})
 
 
 def unmount(gateway_dir: str, mounter: str, volume: RbdImage | CephfsPath) -> None:
     """Unmount the volume and stop what served it; retried a few seconds while the mount is busy (the gateway
     is closing its sessions' open files). Idempotent."""
     path = mount_path(gateway_dir, volume)
-    request = pb.NodeUnstageVolumeRequest(volume_id=_volume_id(volume), staging_target_path=path)
     deadline = time.monotonic() + UNMOUNT_RETRY_S
     while True:
         try:
-            _call(_node(gateway_dir, mounter), "NodeUnstageVolume", request, volume)
+            with _translated(volume):
+                _node(gateway_dir, mounter).unstage(_volume_id(volume), path)
             break
         except MountFailed:
             if time.monotonic() > deadline:
@@ -121,23 +98,16 @@ def block_device(gateway_dir: str, mounter: str, pool: str, image: str, access: 
     """The RBD image as a read-only block device, not mounted (a CSI block volume staged read-only), for as long
     as the block runs; detached after, with its daemon stopped."""
     volume_id = f"rbd-check-{pool}-{image}"
-    node = _node(gateway_dir, mounter)
     staging = os.path.join(os.path.realpath(gateway_dir), "checks", volume_id)  # named, never made: not mounted
-    capability = pb.VolumeCapability(block=pb.VolumeCapability.BlockVolume(),
-                                     access_mode=Mode(mode=Mode.SINGLE_NODE_READER_ONLY))
-    stage = _stage_request(volume_id, staging, capability, {"type": "rbd", "pool": pool, "imageName": image}, access)
-    _call(node, "NodeStageVolume", stage, image)
-    try:
-        yield node.mounter.devices(VolumeDir(node.state_dir, volume_id))[0]
-    finally:
-        _call(node, "NodeUnstageVolume", pb.NodeUnstageVolumeRequest(volume_id=volume_id, staging_target_path=staging),
-              image)
+    where = {"type": "rbd", "pool": pool, "imageName": image}
+    with _translated(image), _node(gateway_dir, mounter).block_device(volume_id, staging, where, access) as device:
+        yield device
 
 
-def _call(node: Node, method: str, request, volume: RbdImage | CephfsPath | str) -> None:
-    # The undecorated servicer method: it raises CsiError rather than aborting a gRPC context.
+@contextmanager
+def _translated(volume: RbdImage | CephfsPath | str):
     try:
-        getattr(Node, method).__wrapped__(node, request, None)
+        yield
     except CsiError as exc:
         raise _as_robin_error(exc, volume) from exc
 
