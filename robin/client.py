@@ -177,6 +177,24 @@ class RobinClient:
         """One page of a volume's snapshots."""
         return self.request("GET", self._snapshot_path(kind, project, volume), params=_page_params(limit, cursor))
 
+    # --- migrations -------------------------------------------------------------------------------------
+
+    def record_migration(self, project: str, source: str, kind: str, name: str, status: str,
+                         report: dict | None = None) -> dict:
+        body = {"source": source, "volume_kind": kind, "volume_name": name, "status": status, "report": report or {}}
+        return self.request("POST", f"/api/v2/projects/{quote(project, safe='')}/migrations", json=body)
+
+    def migration_records(self, project: str, kind: str, name: str) -> list[dict]:
+        """Every record of one destination volume, oldest first."""
+        records, cursor = [], None
+        while True:
+            params = {**_page_params(1000, cursor), "volume_kind": kind, "volume_name": name}
+            page = self.request("GET", f"/api/v2/projects/{quote(project, safe='')}/migrations", params=params)
+            records += page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return records
+
     # --- clusters ---------------------------------------------------------------------------------------
 
     def get_cluster(self, name: str) -> dict:

@@ -3,9 +3,10 @@ from robin.audit.models import AuditEvent, VolumeUsage
 from robin.auth.models import ApiToken
 from robin.clusters.models import CephCluster
 from robin.gateway.models import GatewayAccount
+from robin.migrate.models import MigrationRecord
 from robin.projects.models import Project, Quota
 from robin.snapshots.models import Snapshot
 from robin.volumes.models import CephfsPath, RbdImage
 
-__all__ = ["ApiToken", "AuditEvent", "CephCluster", "CephfsPath", "GatewayAccount", "Project", "Quota", "RbdImage",
-           "Snapshot", "VolumeUsage"]
+__all__ = ["ApiToken", "AuditEvent", "CephCluster", "CephfsPath", "GatewayAccount", "MigrationRecord", "Project",
+           "Quota", "RbdImage", "Snapshot", "VolumeUsage"]
