@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ROBIN := $(VENV)/bin/robin
 DEBIAN_PACKAGES := ceph-mon ceph-osd ceph-mgr ceph-mds ceph-common python3-rados python3-rbd python3-cephfs \
-                   ceph-fuse rbd-fuse fuse postgresql python3-venv e2fsprogs xfsprogs chromium
+                   ceph-fuse rbd-fuse fuse postgresql python3-venv e2fsprogs xfsprogs chromium \
+                   glusterfs-server glusterfs-client
 # The Ceph bindings exist only for Debian's interpreter, hence this python and --system-site-packages.
 SYSTEM_PYTHON := /usr/bin/python3
 PORT ?= 8080
