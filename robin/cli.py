@@ -288,6 +288,110 @@ def _print_adoption(steps: list[dict], project: str, done: bool, as_json: bool) 
     if not done:
         click.echo(f"dry run: nothing changed; add --yes to adopt into {project!r}", err=True)
 
+# --- migrate --------------------------------------------------------------------------------------
+
+@main.group()
+def migrate() -> None:
+    """Move data into robin-managed Ceph volumes."""
+
+
+@migrate.command("gluster")
+@click.argument("sources", nargs=-1)
+@click.option("--pv", "pvs", multiple=True, help="a Kubernetes PV with a glusterfs source (repeatable)")
+@click.option("--all-pvs", is_flag=True, help="every Kubernetes PV with a glusterfs source")
+@click.option("--project", help="robin project of the new volumes of SOURCES (a PV's is its claim namespace's)")
+@click.option("--to", "kind", type=click.Choice(["cephfs", "rbd"]), default="cephfs", show_default=True,
+              help="a CephFS path, or an RBD image with a file system")
+@click.option("--name", help="the new volume's name, for a single source [gluster-<volume>[-<dir>], "
+                             "migrated-<pv>]")
+@click.option("--pool", help="RBD pool [robin's default]")
+@click.option("--fs", help="CephFS file system [robin's default]")
+@click.option("--cluster", help="robin cluster [robin's default]")
+@click.option("--headroom", type=click.FloatRange(0, 10), default=0.2, show_default=True,
+              help="room to grow, as a fraction of what the source holds")
+@click.option("--parallel", type=click.IntRange(1, 256), default=8, show_default=True, help="files copied at once")
+@click.option("--fs-type", type=click.Choice(["ext4", "xfs"]), default="ext4", show_default=True,
+              help="file system made on a new RBD image")
+@click.option("--rbd-mounter", type=click.Choice(["rbd-fuse", "krbd", "rbd-nbd"]),
+              default=lambda: os.environ.get("ROBIN_MIGRATE_RBD_MOUNTER", "rbd-fuse"),
+              help="how RBD images are mapped on this host [ROBIN_MIGRATE_RBD_MOUNTER, rbd-fuse]")
+@click.option("--ceph-user", help="cephx user that mounts the destinations [ROBIN_CEPH_CLIENT_ID, admin]")
+@click.option("--ceph-keyring", help="keyring holding its key [the keyring ROBIN_CEPH_CONF names]")
+@click.option("--work-dir", help="mountpoints and daemon logs [$ROBIN_STATE_DIR/migrate]")
+@click.option("--dry-run", is_flag=True, help="print the plan and check quotas; create and copy nothing")
+@click.option("--cutover", is_flag=True, help="PVs: after a verified copy, rebind each claim to a new PV of "
+                                              "the destination (the workload must be scaled down)")
+@click.option("--storage-class", help="with --cutover: the robin StorageClass of the new claims and PVs")
+@click.option("--finalize", is_flag=True, help="PVs: delete the old (retained) PVs of claims already cut over")
+@click.option("--kubeconfig", help="kubeconfig file [in-cluster, then $KUBECONFIG or ~/.kube/config]")
+@click.option("--gluster-port", type=click.IntRange(1, 65535), default=24007, show_default=True,
+              help="PVs: glusterd's port on the Endpoints' addresses")
+@click.option("--progress/--no-progress", default=None, help="progress bar on stderr [when it is a terminal]")
+@click.option("--json", "as_json", is_flag=True, help="print the plan and the reports as JSON")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="also write the reports there")
+def migrate_gluster(**flags) -> None:
+    """Copy GlusterFS volumes (SOURCES: server[:port]:/volume[/directory]) or Kubernetes PVs into new robin
+    volumes: plan (quotas checked before anything is made), copy (resumable: run it again to continue),
+    verify every file, record the result in robin. Exit status 0 all verified, 1 failures, 2 plan refused.
+    robin's API is ROBIN_URL with ROBIN_TOKEN (or ROBIN_TOKEN_FILE); the Gluster client is mounted read-only."""
+    from robin.client import ClientConfig, RobinApiError, RobinClient
+    from robin.migrate.command import Migration, UsageError
+    from robin.migrate.errors import MigrationError
+    from robin.provisioner.kube import KubeError
+
+    options = _migrate_options(flags)
+    try:
+        client = RobinClient(ClientConfig.from_env())
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    kube = _migrate_kube(options) if options.pvs or options.all_pvs else None
+    try:
+        status = Migration(options, client, kube).run()
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from exc
+    except (MigrationError, RobinApiError, KubeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(status)
+
+
+def _migrate_options(flags: dict):
+    from robin.migrate import destination
+    from robin.migrate.command import Options
+
+    settings = _settings()
+    if not flags["sources"] and not flags["pvs"] and not flags["all_pvs"]:
+        raise click.UsageError("name what to migrate: SOURCES (server:/volume), --pv NAME or --all-pvs")
+    if (flags["cutover"] or flags["finalize"]) and flags["sources"]:
+        raise click.UsageError("--cutover and --finalize are for Kubernetes PVs (--pv, --all-pvs) only")
+    if flags["cutover"] and not flags["storage_class"]:
+        raise click.UsageError("--cutover needs --storage-class: the robin class of the new claim and PV")
+    if flags["finalize"] and not flags["pvs"]:
+        raise click.UsageError("--finalize needs the PVs by name (--pv)")
+    if flags["project"] and (flags["pvs"] or flags["all_pvs"]):
+        raise click.UsageError("a PV's volume goes into its claim's namespace's project: --project is for "
+                               "GlusterFS sources only")
+    if flags["name"] and len(flags["sources"]) + len(flags["pvs"]) != 1:
+        raise click.UsageError("--name is for a single source")
+    user = flags.pop("ceph_user") or settings.ceph_client_id
+    keyring = flags.pop("ceph_keyring") or destination.default_keyring(settings.ceph_conf, user)
+    progress = flags.pop("progress")
+    return Options(**{**flags, "sources": tuple(flags["sources"]), "pvs": tuple(flags["pvs"]),
+                      "work_dir": flags["work_dir"] or os.path.join(Path(settings.gateway_dir).parent, "migrate"),
+                      "ceph_user": user, "ceph_keyring": keyring,
+                      "progress": sys.stderr.isatty() if progress is None else progress})
+
+
+def _migrate_kube(options):
+    from kubernetes.config import ConfigException
+
+    from robin.provisioner.kube import Kube, load_api_client
+
+    try:
+        return Kube(load_api_client(options.kubeconfig or "", pool_size=4), qps=20, burst=40)
+    except (ConfigException, OSError) as exc:
+        raise click.ClickException(f"cannot load the Kubernetes configuration: {exc}") from exc
+
+
 # --- provisioner --------------------------------------------------------------------------------
 
 @main.command()

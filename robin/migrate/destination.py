@@ -1,0 +1,75 @@
+"""Destination volumes: made through robin's API (so quotas, states and audit are robin's own), then mounted on
+this host by the CSI node service's code, as a node would: ceph-fuse at the CephFS path, or the RBD image mapped
+(rbd-fuse + a loop device, krbd, rbd-nbd) with a file system made on it only while it is blank."""
+from __future__ import annotations
+
+import configparser
+import os
+from contextlib import contextmanager
+
+import grpc
+
+from csi_shim.errors import CsiError
+from csi_shim.local import Access, LocalNode
+from robin.client import RobinClient, VolumeRef
+from robin.migrate.errors import MigrationError
+
+RBD_FS_TYPE = "ext4"
+EXT4_RESERVED = frozenset({"lost+found"})  # made by mkfs.ext4 at the root: never the source's, never removed
+
+
+class DestinationError(MigrationError):
+    """A destination that cannot be reached, keyed or mounted."""
+
+
+def read_key(keyring_path: str, user: str) -> str:
+    """The key of client.<user> in a Ceph keyring file."""
+    keyring = configparser.ConfigParser(strict=False, interpolation=None)
+    try:
+        with open(keyring_path) as handle:
+            keyring.read_file(handle)
+        return keyring.get(f"client.{user}", "key").strip()
+    except (OSError, configparser.Error) as exc:
+        raise DestinationError("ceph_key_unavailable", f"no key for client.{user} in {keyring_path}: {exc}") from exc
+
+
+def default_keyring(ceph_conf: str, user: str) -> str:
+    """The keyring the ceph.conf names ([global] keyring), else Ceph's default path for the user."""
+    conf = configparser.ConfigParser(strict=False, interpolation=None)
+    conf.read(ceph_conf)
+    named = conf.get("global", "keyring", fallback="") or conf.get("client", "keyring", fallback="")
+    if named:
+        return named.replace("$cluster", "ceph").replace("$name", f"client.{user}")
+    return f"/etc/ceph/ceph.client.{user}.keyring"
+
+
+def access(client: RobinClient, cluster: str, user: str, key: str) -> Access:
+    """The cluster's monitors and fsid, as robin describes them, with this host's cephx user."""
+    described = client.get_cluster(cluster)
+    if not described.get("monitors"):
+        raise DestinationError("cluster_unreachable", f"robin does not know cluster {cluster!r}'s monitors: "
+                                                      f"{described.get('error') or 'it is unreachable'}")
+    return Access(list(described["monitors"]), described.get("fsid", ""), user, key)
+
+
+def where(ref: VolumeRef, volume: dict) -> dict:
+    if ref.kind == "rbd":
+        return {"type": "rbd", "pool": volume["pool"], "imageName": volume["name"]}
+    return {"type": "cephfs", "fsName": volume["fs"], "path": volume["path"]}
+
+
+@contextmanager
+def mounted(node: LocalNode, ref: VolumeRef, volume: dict, ceph: Access, work_dir: str, fs_type: str = RBD_FS_TYPE):
+    """The destination, read-write, for as long as the block runs; unmounted and its daemons stopped after."""
+    path = os.path.join(work_dir, "destination")
+    os.makedirs(path, exist_ok=True)
+    volume_id = f"migrate-{ref.handle}"
+    try:
+        node.stage(volume_id, path, where(ref, volume), ceph, fs_type if ref.kind == "rbd" else "")
+    except CsiError as exc:
+        code = "destination_busy" if exc.code == grpc.StatusCode.FAILED_PRECONDITION else "destination_mount_failed"
+        raise DestinationError(code, f"cannot mount {ref.handle}: {exc.message}") from exc
+    try:
+        yield path
+    finally:
+        node.unstage(volume_id, path)

@@ -1,0 +1,112 @@
+"""A GlusterFS volume (or a directory of one) to migrate, and its read-only FUSE mount.
+
+A source is written as Gluster's own mount syntax: `server[,server2...][:port]:/volume[/sub/dir]`. The FUSE
+client (`glusterfs`) fetches the volume's layout from the first server that answers, then talks to the bricks.
+It is always mounted read-only: a migration never changes what it migrates.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from csi_shim import mounts
+from robin.migrate.errors import MigrationError
+
+DEFAULT_PORT = 24007  # glusterd's management port, from which clients fetch volfiles
+MOUNT_TIMEOUT_S = 60
+_SPEC = re.compile(r"^(?P<servers>[A-Za-z0-9.,\[\]:-]+?)(?::(?P<port>\d+))?:/(?P<volume>[A-Za-z0-9._-]+)"
+                   r"(?P<subdir>/.*)?$")
+_SERVER = re.compile(r"^(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]+)$")
+
+
+class SourceError(MigrationError):
+    """A source that cannot be used or reached."""
+
+
+@dataclass(frozen=True)
+class GlusterSource:
+    servers: tuple[str, ...]
+    volume: str
+    subdir: str = ""  # "" or "a/b": a directory of the volume
+    port: int = DEFAULT_PORT
+
+    @classmethod
+    def parse(cls, spec: str) -> GlusterSource:
+        match = _SPEC.match(spec)
+        if not match:
+            raise SourceError("invalid_source", f"{spec!r} is not a GlusterFS source: write server[:port]:/volume"
+                                                f"[/directory], e.g. gluster-1:/data or 10.0.0.5,10.0.0.6:/data/app")
+        servers = tuple(s for s in match["servers"].split(",") if s)
+        if not servers or not all(_SERVER.match(s) for s in servers):
+            raise SourceError("invalid_source", f"{spec!r}: {match['servers']!r} is not a list of server names")
+        return cls(servers, match["volume"], _clean_subdir(match["subdir"] or "", spec),
+                   int(match["port"] or DEFAULT_PORT))
+
+    def __str__(self) -> str:
+        port = f":{self.port}" if self.port != DEFAULT_PORT else ""
+        subdir = f"/{self.subdir}" if self.subdir else ""
+        return f"{','.join(self.servers)}{port}:/{self.volume}{subdir}"
+
+
+def _clean_subdir(subdir: str, spec: str) -> str:
+    parts = [part for part in subdir.split("/") if part]
+    if any(part in (".", "..") for part in parts):
+        raise SourceError("invalid_source", f"{spec!r}: the directory may not contain . or ..")
+    return "/".join(parts)
+
+
+def client_argv(source: GlusterSource, mountpoint: str, log_file: str) -> list[str]:
+    """The FUSE client in the foreground (-N: its pid is the one we started, and it exits on unmount)."""
+    argv = ["glusterfs", "-N", "--read-only", f"--volfile-id={source.volume}",
+            f"--volfile-server-port={source.port}", f"--log-file={log_file}", "--process-name=fuse"]
+    argv += [f"--volfile-server={server}" for server in source.servers]
+    return argv + [mountpoint]
+
+
+@contextmanager
+def mounted(source: GlusterSource, work_dir: str, daemons: mounts.Daemons | None = None):
+    """The source's directory, read-only, for as long as the block runs; unmounted and its client gone after."""
+    daemons = daemons or mounts.Daemons()
+    mountpoint = os.path.join(work_dir, "source")
+    os.makedirs(mountpoint, exist_ok=True)
+    if mounts.mount_at(mountpoint) is not None:
+        _unmount(mountpoint, daemons, [])  # a killed earlier run's mount: its client may hold a stale layout
+    log_file = os.path.join(work_dir, "glusterfs-client.log")
+    pid = daemons.start(client_argv(source, mountpoint, log_file), log_file)
+    try:
+        _wait_mounted(source, mountpoint, pid, daemons, log_file)
+        root = os.path.join(mountpoint, source.subdir) if source.subdir else mountpoint
+        if not os.path.isdir(root):
+            raise SourceError("source_not_found", f"{source}: the volume has no directory {source.subdir!r}")
+        yield root
+    finally:
+        _unmount(mountpoint, daemons, [pid])
+
+
+def _wait_mounted(source: GlusterSource, mountpoint: str, pid: int, daemons: mounts.Daemons, log_file: str) -> None:
+    def ready() -> bool:
+        if not daemons.alive(pid):
+            raise SourceError("source_unreachable", f"cannot mount {source}: the GlusterFS client exited: "
+                                                    f"{mounts.log_tail(log_file)}")
+        return mounts.mount_at(mountpoint) is not None
+
+    if not mounts.wait_for(ready, MOUNT_TIMEOUT_S):
+        daemons.stop(pid)
+        raise SourceError("source_unreachable", f"cannot mount {source} within {MOUNT_TIMEOUT_S}s: "
+                                                f"{mounts.log_tail(log_file)}")
+    # The mount shows before the client has the volume's layout; the first lookup waits for it, or fails.
+    try:
+        os.stat(mountpoint)
+    except OSError as exc:
+        raise SourceError("source_unreachable", f"{source} is mounted but cannot be read: {exc}") from exc
+
+
+def _unmount(mountpoint: str, daemons: mounts.Daemons, pids: list[int]) -> None:
+    if mounts.mount_at(mountpoint) is not None:
+        done = subprocess.run(["umount", mountpoint], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            subprocess.run(["umount", "-l", mountpoint], capture_output=True, check=False)  # busy: detach it
+    daemons.wait_gone([pid for pid in pids if daemons.alive(pid)])

@@ -1,0 +1,150 @@
+"""The plan of a migration: for each source, its destination volume (kind, project, name, size), what the source
+holds, and whether robin can take it: the project exists and its quota covers every new volume, or the volume is
+one an earlier run of this same migration started (then the run resumes into it).
+
+Sizes: a CephFS quota counts file sizes with their holes (ceph.dir.rbytes), so a CephFS destination gets the
+source's logical bytes; a file system on an RBD image stores only data blocks but needs room for its own
+metadata, so an RBD destination gets the allocated bytes plus inodes and ext4's overhead. Either way plus the
+headroom, never less than a Kubernetes volume's capacity, rounded up to whole GiB.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+from robin.client import RobinApiError, RobinClient, VolumeRef, volume_size
+from robin.migrate.gluster import GlusterSource
+from robin.migrate.tree import Totals
+
+GiB = 2**30
+INODE_BYTES = 4096  # every directory, symlink and small file takes at least a block on ext4
+EXT4_OVERHEAD = 0.07  # inode tables (1.6%), journal (up to 128 MiB), bitmaps, group descriptors
+NAME_LIMIT = 128
+_NOT_IN_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass
+class PlanItem:
+    label: str  # how reports name the source: its spec, or pv/<name>
+    source: GlusterSource
+    ref: VolumeRef
+    totals: Totals
+    size_bytes: int
+    capacity_bytes: int | None = None  # a Kubernetes volume's capacity
+    pv: object | None = None  # robin.migrate.kubernetes.GlusterPv
+    exists: bool = False  # the destination volume is there already: this run resumes into it
+    refusal_code: str | None = None
+    refusal: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.refusal is None
+
+    def refuse(self, code: str, message: str) -> None:
+        if self.refusal is None:
+            self.refusal_code, self.refusal = code, message
+
+    def as_dict(self) -> dict:
+        totals = self.totals
+        return {"source": self.label, "kind": self.ref.kind, "project": self.ref.project, "name": self.ref.name,
+                "size_bytes": self.size_bytes, "capacity_bytes": self.capacity_bytes, "resume": self.exists,
+                "files": totals.files, "directories": totals.directories, "symlinks": totals.symlinks,
+                "hardlinks": totals.hardlinks, "specials": totals.specials, "logical_bytes": totals.logical_bytes,
+                "allocated_bytes": totals.allocated_bytes, "ok": self.ok,
+                "refusal": None if self.ok else {"code": self.refusal_code, "message": self.refusal}}
+
+
+def destination_name(source: GlusterSource) -> str:
+    """gluster-<volume>[-<directory>], in robin's name alphabet, cut with a hash suffix when too long."""
+    raw = "-".join(["gluster", source.volume] + ([source.subdir] if source.subdir else []))
+    name = _NOT_IN_NAME.sub("-", raw).strip("-._") or "gluster"
+    if len(name) > NAME_LIMIT:
+        name = f"{name[:NAME_LIMIT - 13]}-{hashlib.sha256(raw.encode()).hexdigest()[:12]}"
+    return name
+
+
+def needed_bytes(kind: str, totals: Totals) -> int:
+    if kind == "cephfs":
+        return totals.logical_bytes
+    inodes = totals.directories + totals.symlinks + totals.specials + totals.files
+    return math.ceil((totals.allocated_bytes + inodes * INODE_BYTES) * (1 + EXT4_OVERHEAD))
+
+
+def size_for(kind: str, totals: Totals, headroom: float, capacity: int | None = None) -> int:
+    wanted = max(math.ceil(needed_bytes(kind, totals) * (1 + headroom)), capacity or 0, 1)
+    return -(-wanted // GiB) * GiB
+
+
+def check(items: list[PlanItem], client: RobinClient) -> None:
+    """Refuse what robin cannot take, before anything is created: missing projects, a destination name another
+    migration (or nobody's) uses, an existing destination too small, and quotas that the new volumes would pass."""
+    by_project: dict[str, list[PlanItem]] = defaultdict(list)
+    for item in items:
+        by_project[item.ref.project].append(item)
+        _check_destination(item, client)
+    for project, members in by_project.items():
+        _check_quota(project, [m for m in members if m.ok and not m.exists], client)
+
+
+def _check_destination(item: PlanItem, client: RobinClient) -> None:
+    try:
+        volume = client.get_volume(item.ref.kind, item.ref.project, item.ref.name)
+    except RobinApiError as exc:
+        if exc.code == "project_not_found":
+            item.refuse(exc.code, f"project {item.ref.project!r} does not exist: an admin creates it, with a "
+                                  f"quota that fits what is migrated into it")
+        elif exc.code != "volume_not_found":
+            raise
+        return
+    if not _started_here(client, item):
+        item.refuse("destination_exists", f"{item.ref.kind} volume {item.ref.name!r} exists in project "
+                                          f"{item.ref.project!r} and no migration from {item.label} started it: "
+                                          f"choose another name (--name)")
+        return
+    item.exists = True
+    if volume_size(item.ref.kind, volume) < needed_bytes(item.ref.kind, item.totals):
+        item.refuse("destination_too_small", f"{item.ref.name!r} holds {volume_size(item.ref.kind, volume)} "
+                                             f"bytes, the source now needs {needed_bytes(item.ref.kind, item.totals)}"
+                                             f": resize it, then run again")
+    item.size_bytes = volume_size(item.ref.kind, volume)
+
+
+def _started_here(client: RobinClient, item: PlanItem) -> bool:
+    records = client.migration_records(item.ref.project, item.ref.kind, item.ref.name)
+    return any(record["source"] == item.label for record in records)
+
+
+def _check_quota(project: str, new: list[PlanItem], client: RobinClient) -> None:
+    if not new:
+        return
+    usage = client.project_usage(project)
+    wanted_bytes, wanted_volumes = sum(item.size_bytes for item in new), len(new)
+    if wanted_bytes <= usage["remaining_bytes"] and wanted_volumes <= usage["remaining_volumes"]:
+        return
+    message = (f"project {project!r} has {usage['remaining_bytes']} bytes and {usage['remaining_volumes']} "
+               f"volumes left in its quota; migrating {wanted_volumes} volume(s) into it needs {wanted_bytes} bytes: "
+               f"raise its quota (PATCH /api/v2/projects/{project}) or migrate fewer volumes at once")
+    for item in new:
+        item.refuse("quota_exceeded", message)
+
+
+def table(items: list[PlanItem]) -> str:
+    """The plan for people: one line per source."""
+    header = ("SOURCE", "DESTINATION", "SIZE", "FILES", "DATA", "STATE")
+    rows = [header]
+    for item in items:
+        state = "resume" if item.exists else "new"
+        if not item.ok:
+            state = f"REFUSED {item.refusal_code}: {item.refusal}"
+        rows.append((item.label, item.ref.handle, _gib(item.size_bytes), f"{item.totals.files:,}",
+                     _gib(item.totals.logical_bytes), state))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
+                     + "  " + row[-1] for row in rows)
+
+
+def _gib(count: int) -> str:
+    return f"{count / GiB:.2f} GiB"

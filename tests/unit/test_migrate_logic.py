@@ -1,0 +1,73 @@
+"""The migration tool's pure parts: source syntax, destination names and sizes, the progress line, fault points."""
+from __future__ import annotations
+
+import pytest
+
+from robin import faults
+from robin.migrate import plan
+from robin.migrate.gluster import GlusterSource, SourceError, client_argv
+from robin.migrate.progress import human_duration, render
+from robin.migrate.tree import Totals
+
+GiB = 2**30
+
+
+@pytest.mark.parametrize("spec, servers, port, volume, subdir", [
+    ("gluster-1:/data", ("gluster-1",), 24007, "data", ""),
+    ("10.0.0.5,10.0.0.6:/data/app/logs", ("10.0.0.5", "10.0.0.6"), 24007, "data", "app/logs"),
+    ("127.0.0.1:24100:/vol_1/", ("127.0.0.1",), 24100, "vol_1", ""),
+    ("host.example:/v//a///b", ("host.example",), 24007, "v", "a/b"),
+])
+def test_gluster_source_syntax(spec, servers, port, volume, subdir):
+    source = GlusterSource.parse(spec)
+    assert (source.servers, source.port, source.volume, source.subdir) == (servers, port, volume, subdir)
+    assert GlusterSource.parse(str(source)) == source
+
+
+@pytest.mark.parametrize("spec", ["data", "host:data", ":/data", "host:/", "host:/data/../etc", "a b:/data",
+                                  "host:/vol name"])
+def test_gluster_source_refuses_what_is_not_one(spec):
+    with pytest.raises(SourceError) as caught:
+        GlusterSource.parse(spec)
+    assert caught.value.code == "invalid_source"
+
+
+def test_client_is_read_only_in_the_foreground_with_every_server():
+    argv = client_argv(GlusterSource(("a", "b"), "vol", "", 24100), "/mnt/x", "/tmp/log")
+    assert argv[:3] == ["glusterfs", "-N", "--read-only"]
+    assert "--volfile-server=a" in argv and "--volfile-server=b" in argv and "--volfile-server-port=24100" in argv
+    assert argv[-1] == "/mnt/x"
+
+
+def test_destination_names_fit_robins_rule():
+    assert plan.destination_name(GlusterSource(("h",), "data")) == "gluster-data"
+    assert plan.destination_name(GlusterSource(("h",), "data", "app/ünï code")) == "gluster-data-app-n-code"
+    long = plan.destination_name(GlusterSource(("h",), "v", "d" * 300))
+    assert len(long) == 128 and long != plan.destination_name(GlusterSource(("h",), "v", "d" * 301))
+
+
+def test_cephfs_size_counts_holes_rbd_size_counts_blocks():
+    sparse = Totals(files=1, directories=1, file_bytes=10 * GiB, allocated_bytes=2**20)
+    assert plan.size_for("cephfs", sparse, headroom=0.2) == 12 * GiB
+    assert plan.size_for("rbd", sparse, headroom=0.2) == GiB
+    dense = Totals(files=1000, directories=10, file_bytes=5 * GiB, allocated_bytes=5 * GiB)
+    assert plan.size_for("rbd", dense, headroom=0) == 6 * GiB  # ext4's own overhead on top of the data
+    assert plan.size_for("cephfs", dense, headroom=0) == 5 * GiB
+
+
+def test_capacity_is_a_floor_and_sizes_are_whole_gib():
+    assert plan.size_for("cephfs", Totals(), headroom=0.2) == GiB
+    assert plan.size_for("cephfs", Totals(file_bytes=GiB), headroom=0.2, capacity=8 * GiB) == 8 * GiB
+    assert plan.size_for("cephfs", Totals(file_bytes=3 * GiB + 1), headroom=0) == 4 * GiB
+
+
+def test_progress_line():
+    line = render("copy data", 512 * 2**20, GiB, 10, 40, rate=64 * 2**20)
+    assert line.startswith("copy data [############............]  50%")
+    assert "512.0 MiB/1.0 GiB" in line and "10/40 files" in line and "64.0 MiB/s" in line and "ETA 00:08" in line
+    assert "ETA --:--" in render("x", 0, GiB, 0, 1, rate=0)
+    assert human_duration(3725) == "1:02:05"
+
+
+def test_fault_points_can_wait_for_the_nth_time():
+    assert faults._armed("a, b@3,c@1") == {"a": 1, "b": 3, "c": 1}
