@@ -10,7 +10,7 @@ DEBIAN_PACKAGES := ceph-mon ceph-osd ceph-mgr ceph-mds ceph-common python3-rados
 SYSTEM_PYTHON := /usr/bin/python3
 PORT ?= 8080
 
-.PHONY: bootstrap run test bench bench-provisioner clean .debian-packages
+.PHONY: bootstrap run test bench bench-provisioner bench-migrate clean .debian-packages
 
 bootstrap: $(VENV)/.installed
 
@@ -52,6 +52,9 @@ bench: bootstrap
 
 bench-provisioner: bootstrap
 	$(PY) benchmarks/provisioner.py
+
+bench-migrate: bootstrap
+	$(PY) benchmarks/migrate.py
 
 clean:
 	rm -rf $(VENV) *.egg-info

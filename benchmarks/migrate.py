@@ -1,0 +1,201 @@
+"""Copy throughput of `robin migrate gluster` against `cp -a`, between the same two mounts, in the same run.
+
+One run starts its own dev Ceph cluster, a private GlusterFS server (tests/support/gluster.py: glusterd on
+127.0.0.1, a one-brick volume), a migrated SQLite database and `robin serve`; then for each data set:
+
+  small   --small-files files of 2-16 KiB in 100 directories (metadata-bound: round trips per file)
+  large   --large-files files of --large-mib MiB each, random bytes (data-bound)
+
+it writes the set into a GlusterFS volume, creates a CephFS volume through robin's API and mounts it as the tool
+does (csi_shim's node code: ceph-fuse at the path), and times, --repeats times each, interleaved with the order
+rotating, each copy into a fresh directory of that same destination mount:
+
+  cp -a           `cp -a SRC/. DST/run-N/` (coreutils, one file at a time)
+  robin p=N       robin's copy engine (robin.migrate.copy: scan, then N files at a time) for each N in --parallel
+
+The GlusterFS source is mounted afresh (read-only, as the tool does) before every copy, so no copy reads from a
+cache another one filled. A copy's time ends when its data is flushed (cp: `sync -f` on the destination; robin's
+engine flushes with syncfs itself). Then one whole `robin migrate gluster` run (plan, create, mount, copy, verify
+every checksum) is timed per set for context.
+
+    .venv/bin/python benchmarks/migrate.py [--repeats 3] [--small-files 4000] [--large-files 4] [--large-mib 256]
+        [--parallel 1,8] [--json out.json]
+
+Everything it starts is stopped by pid in `finally`, Ctrl-C and SIGTERM included.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.api_vs_binding import (  # noqa: E402
+    create_project,
+    git_state,
+    machine,
+    make_admin_token,
+    make_database,
+    run_main,
+    start_cluster,
+    stop_cleanly_on_signals,
+)
+from csi_shim.local import LocalNode  # noqa: E402
+from robin.client import ClientConfig, RobinClient, VolumeRef  # noqa: E402
+from robin.migrate import destination, gluster  # noqa: E402
+from robin.migrate.copy import Copier  # noqa: E402
+from robin.migrate.tree import scan  # noqa: E402
+from tests.support.gluster import GlusterServer  # noqa: E402
+from tests.support.server import running_server  # noqa: E402
+
+MiB = 2**20
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--small-files", type=int, default=4000)
+    parser.add_argument("--large-files", type=int, default=4)
+    parser.add_argument("--large-mib", type=int, default=256)
+    parser.add_argument("--parallel", default="1,8", help="robin's files in flight, comma separated")
+    parser.add_argument("--json", help="write the results there too")
+    return parser.parse_args(argv)
+
+
+def fill_small(root: Path, count: int) -> None:
+    rng = random.Random(1)
+    for i in range(count):
+        folder = root / f"dir-{i % 100:03d}"
+        folder.mkdir(exist_ok=True)
+        (folder / f"file-{i:06d}").write_bytes(rng.randbytes(rng.randint(2048, 16384)))
+
+
+def fill_large(root: Path, count: int, mib: int) -> None:
+    for i in range(count):
+        with open(root / f"blob-{i}", "wb") as handle:
+            for _ in range(mib):
+                handle.write(os.urandom(MiB))
+
+
+def copy_with_cp(source: str, target: str) -> None:
+    os.mkdir(target)
+    subprocess.run(["cp", "-a", f"{source}/.", target], check=True)
+    subprocess.run(["sync", "-f", target], check=True)
+
+
+def copy_with_robin(parallel: int):
+    def copy(source: str, target: str) -> None:
+        os.mkdir(target)
+        stats = Copier(source, target, parallel).copy(scan(source))
+        if stats.errors:
+            raise RuntimeError(f"robin's copy failed: {stats.errors[:3]}")
+    return copy
+
+
+def measure_set(name: str, fill, server: GlusterServer, client: RobinClient, node: LocalNode, project: str,
+                keyring_user: tuple[str, str], work: Path, args) -> dict:
+    volume = server.create_volume(f"bench_{name}")
+    with server.mount(volume) as root:
+        fill(Path(root))
+        files = sum(len(names) for _, _, names in os.walk(root))
+        data_bytes = sum(entry.stat().st_size for entry in Path(root).rglob("*") if entry.is_file())
+    ref = VolumeRef("cephfs", project, f"bench-{name}")
+    made = client.create_volume("cephfs", project, ref.name, 64 * 2**30)
+    access = destination.access(client, made["cluster"], *keyring_user)
+    source_spec = gluster.GlusterSource((server.host,), volume)
+    contenders = {"cp -a": copy_with_cp, **{f"robin p={p}": copy_with_robin(p) for p in args.parallel}}
+    samples: dict[str, list[float]] = {label: [] for label in contenders}
+    order = list(contenders)
+    with destination.mounted(node, ref, made, access, str(work / f"dest-{name}")) as target:
+        for repeat in range(args.repeats):
+            for label in order[repeat % len(order):] + order[:repeat % len(order)]:
+                run_dir = os.path.join(target, f"run-{len(samples[label])}-{label.replace(' ', '_')}")
+                with gluster.mounted(source_spec, str(work / f"src-{name}")) as source:
+                    started = time.perf_counter()
+                    contenders[label](source, run_dir)
+                    samples[label].append(time.perf_counter() - started)
+                shutil.rmtree(run_dir)
+                print(f"  {name} {label}: {samples[label][-1]:.2f}s", file=sys.stderr, flush=True)
+    return {"set": name, "files": files, "bytes": data_bytes, "gluster_volume": volume, "samples": samples}
+
+
+def whole_run(spec: str, url: str, token: str, conf: str, project: str, work: Path) -> dict:
+    env = {**os.environ, "ROBIN_URL": url, "ROBIN_TOKEN": token, "ROBIN_CEPH_CONF": conf}
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "robin.cli", "migrate", "gluster", spec, "--project", project,
+                           "--json", "--work-dir", str(work)], env=env, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - started
+    reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"reports"')]
+    if done.returncode != 0 or not reports:
+        raise RuntimeError(f"robin migrate gluster failed ({done.returncode}): {done.stderr[-2000:]}")
+    report = reports[0]["reports"][0]
+    return {"total_s": elapsed, "copy_s": report["copy_s"], "verify_s": report["verify_s"],
+            "status": report["status"]}
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| set | files | MiB | contender | median s | MiB/s | files/s | vs cp -a |",
+             "|---|---|---|---|---|---|---|---|"]
+    for result in results:
+        baseline = statistics.median(result["samples"]["cp -a"])
+        for label, samples in result["samples"].items():
+            median = statistics.median(samples)
+            lines.append(f"| {result['set']} | {result['files']:,} | {result['bytes'] / MiB:,.0f} | {label} | "
+                         f"{median:.2f} | {result['bytes'] / MiB / median:,.1f} | {result['files'] / median:,.0f} | "
+                         f"{baseline / median:.2f}x |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    args.parallel = [int(p) for p in args.parallel.split(",")]
+    stop_cleanly_on_signals()
+    report = {"machine": machine(), "command": " ".join([Path(sys.executable).name, *sys.argv]), **git_state()}
+    with ExitStack() as stack:
+        conf = start_cluster(stack, None)
+        base = Path(tempfile.mkdtemp(prefix="rgb", dir="/tmp"))
+        stack.callback(shutil.rmtree, base, ignore_errors=True)
+        server = GlusterServer(base / "gluster")
+        stack.callback(server.stop)
+        server.start()
+        database = make_database(stack)
+        token = make_admin_token(database, conf)
+        url = stack.enter_context(running_server(database, conf, workers=2))
+        project = "bench-migrate"
+        create_project(url, token, project)
+        client = RobinClient(ClientConfig(url=url, token=token))
+        stack.callback(client.close)
+        keyring = destination.default_keyring(conf, "admin")
+        user_key = ("admin", destination.read_key(keyring, "admin"))
+        node = LocalNode(str(base / "state"), "rbd-fuse", "robin-bench")
+        sets = [("small", lambda root: fill_small(root, args.small_files)),
+                ("large", lambda root: fill_large(root, args.large_files, args.large_mib))]
+        report["results"] = []
+        for name, fill in sets:
+            result = measure_set(name, fill, server, client, node, project, user_key, base, args)
+            result["whole_run"] = whole_run(f"{server.host}:/{result['gluster_volume']}", url, token, conf,
+                                            project, base / f"cli-{name}")
+            report["results"].append(result)
+    print(table(report["results"]))
+    for result in report["results"]:
+        whole = result["whole_run"]
+        print(f"whole `robin migrate gluster` of {result['set']}: {whole['total_s']:.1f}s "
+              f"(copy {whole['copy_s']:.1f}s, verify {whole['verify_s']:.1f}s), {whole['status']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
