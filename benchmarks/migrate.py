@@ -11,6 +11,8 @@ does (csi_shim's node code: ceph-fuse at the path), and times, --repeats times e
 rotating, each copy into a fresh directory of that same destination mount:
 
   cp -a           `cp -a SRC/. DST/run-N/` (coreutils, one file at a time)
+  cp, robin's attributes   `cp -dR --preserve=mode,ownership,timestamps,links`: what robin keeps (cp -a keeps
+                  extended attributes too, which costs it a call per file)
   robin p=N       robin's copy engine (robin.migrate.copy: scan, then N files at a time) for each N in --parallel
 
 The GlusterFS source is mounted afresh (read-only, as the tool does) before every copy, so no copy reads from a
@@ -88,10 +90,12 @@ def fill_large(root: Path, count: int, mib: int) -> None:
                 handle.write(os.urandom(MiB))
 
 
-def copy_with_cp(source: str, target: str) -> None:
-    os.mkdir(target)
-    subprocess.run(["cp", "-a", f"{source}/.", target], check=True)
-    subprocess.run(["sync", "-f", target], check=True)
+def copy_with_cp(*options: str):
+    def copy(source: str, target: str) -> None:
+        os.mkdir(target)
+        subprocess.run(["cp", *options, f"{source}/.", target], check=True)
+        subprocess.run(["sync", "-f", target], check=True)
+    return copy
 
 
 def copy_with_robin(parallel: int):
@@ -114,13 +118,16 @@ def measure_set(name: str, fill, server: GlusterServer, client: RobinClient, nod
     made = client.create_volume("cephfs", project, ref.name, 64 * 2**30)
     access = destination.access(client, made["cluster"], *keyring_user)
     source_spec = gluster.GlusterSource((server.host,), volume)
-    contenders = {"cp -a": copy_with_cp, **{f"robin p={p}": copy_with_robin(p) for p in args.parallel}}
+    contenders = {"cp -a": copy_with_cp("-a"),
+                  # Exactly what robin keeps: cp -a also copies extended attributes (ACLs, SELinux labels).
+                  "cp, robin's attributes": copy_with_cp("-dR", "--preserve=mode,ownership,timestamps,links"),
+                  **{f"robin p={p}": copy_with_robin(p) for p in args.parallel}}
     samples: dict[str, list[float]] = {label: [] for label in contenders}
     order = list(contenders)
     with destination.mounted(node, ref, made, access, str(work / f"dest-{name}")) as target:
         for repeat in range(args.repeats):
             for label in order[repeat % len(order):] + order[:repeat % len(order)]:
-                run_dir = os.path.join(target, f"run-{len(samples[label])}-{label.replace(' ', '_')}")
+                run_dir = os.path.join(target, f"run-{repeat}-{len(samples[label])}-{abs(hash(label))}")
                 with gluster.mounted(source_spec, str(work / f"src-{name}")) as source:
                     started = time.perf_counter()
                     contenders[label](source, run_dir)
