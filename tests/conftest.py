@@ -177,6 +177,17 @@ def new_project(admin):
     return create
 
 
+@pytest.fixture()
+def robin_api(robin_url, admin_token):
+    """robin_api(method, path, **kwargs) -> requests.Response: the session's gunicorn-served robin, as an admin."""
+    import requests
+
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {admin_token}"
+    yield lambda method, path, **kwargs: session.request(method, robin_url + path, timeout=30, **kwargs)
+    session.close()
+
+
 # --- direct access, to check what the API did ---------------------------------------------------
 
 @pytest.fixture(scope="session")

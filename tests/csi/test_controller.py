@@ -9,7 +9,6 @@ import threading
 import grpc
 import pytest
 import rbd
-import requests
 
 from csi_shim.controller import decode_token, encode_token, new_volume_size, robin_name
 from csi_shim.errors import CsiError
@@ -31,15 +30,6 @@ SNW = Mode.SINGLE_NODE_WRITER
 def shim(start_shim):
     """Controller only: these tests need no node service (and no mounts)."""
     return start_shim(mode="controller")
-
-
-@pytest.fixture
-def robin_api(robin_url, admin_token):
-    """robin_api(method, path, **kwargs) -> requests.Response, as an admin."""
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {admin_token}"
-    yield lambda method, path, **kwargs: session.request(method, robin_url + path, timeout=30, **kwargs)
-    session.close()
 
 
 @pytest.fixture

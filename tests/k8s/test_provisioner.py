@@ -6,24 +6,20 @@ from __future__ import annotations
 import functools
 import json
 import random
-import shutil
-import subprocess
 import time
 
 import pytest
 import rbd
-import requests
-import yaml
 from sqlalchemy import select
 
 from robin.volumes.models import CephfsPath, RbdImage
 from tests.conftest import unique
 from tests.kube_apiserver import KubeApiServer
 from tests.kube_apiserver.resources import EVENTS, LEASES, PVCS, PVS
+from tests.support.kube import KUBECTL, create, kubectl
 from tests.support.net import eventually as _eventually
 from tests.support.provisioner import ProvisionerProcess
 
-KUBECTL = shutil.which("kubectl")
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")]
 MiB, GiB = 2**20, 2**30
@@ -58,30 +54,7 @@ def provisioners(kube, robin_url, admin_token, request):
         print(f"--- provisioner {process.identity} log ---\n{process.log()[-4000:]}")
 
 
-@pytest.fixture
-def robin_api(robin_url, admin_token):
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {admin_token}"
-
-    def call(method: str, path: str, **kwargs):
-        return session.request(method, robin_url + path, timeout=30, **kwargs)
-
-    yield call
-    session.close()
-
-
 # --- Kubernetes helpers -----------------------------------------------------------------------------------------
-
-def kubectl(kube, *args: str, stdin: str | None = None) -> str:
-    result = subprocess.run([KUBECTL, "--kubeconfig", kube.kubeconfig_path, *args], input=stdin,
-                            capture_output=True, text=True, timeout=WAIT_S + 30)
-    assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
-    return result.stdout
-
-
-def create(kube, *objects: dict) -> None:
-    kubectl(kube, "create", "-f", "-", stdin=yaml.safe_dump_all(objects))
-
 
 def namespace(kube, annotations: dict | None = None) -> str:
     name = unique("ns")

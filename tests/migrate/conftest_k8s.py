@@ -4,20 +4,17 @@ leaves them. Test modules import what they use by name (tests/migrate/conftest.p
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from dataclasses import dataclass
 
 import pytest
-import yaml
 
 from robin.client import ClientConfig, RobinClient, VolumeRef
 from robin.migrate.kubernetes import destination_name
 from robin.provisioner.kube import Kube, load_api_client
 from tests.conftest import unique
 from tests.kube_apiserver import KubeApiServer
+from tests.support.kube import create, kubectl
 
-KUBECTL = shutil.which("kubectl")
 WAIT_S = 60
 GiB = 2**30
 GLUSTER_SERVERS = ("10.0.0.11", "10.0.0.12")
@@ -41,17 +38,6 @@ def robin_client(robin_url, admin_token):
     client = RobinClient(ClientConfig(url=robin_url, token=admin_token))
     yield client
     client.close()
-
-
-def kubectl(server, *args: str, stdin: str | None = None) -> str:
-    result = subprocess.run([KUBECTL, "--kubeconfig", server.kubeconfig_path, *args], input=stdin,
-                            capture_output=True, text=True, timeout=WAIT_S + 30)
-    assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
-    return result.stdout
-
-
-def create(server, *objects: dict) -> None:
-    kubectl(server, "create", "-f", "-", stdin=yaml.safe_dump_all(objects))
 
 
 def get(server, kind: str, name: str, namespace: str | None = None) -> dict | None:

@@ -22,17 +22,15 @@ from robin.provisioner.volumes import our_volume
 from tests.conftest import unique
 from tests.migrate.conftest_k8s import (
     GLUSTER_SERVERS,
-    KUBECTL,
     GiB,
-    create,
     get,
     gluster_claim,
     kube_client,
     kube_server,
-    kubectl,
     robin_class,
     robin_client,
 )
+from tests.support.kube import KUBECTL, create, kubectl
 from tests.support.provisioner import ProvisionerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")]

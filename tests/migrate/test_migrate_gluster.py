@@ -94,16 +94,6 @@ def records(robin_api, project: str, name: str, kind: str = "cephfs") -> list[st
     return [item["status"] for item in answer.json()["items"]]
 
 
-@pytest.fixture()
-def robin_api(robin_url, admin_token):
-    import requests
-
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {admin_token}"
-    yield lambda method, path, **kwargs: session.request(method, robin_url + path, timeout=30, **kwargs)
-    session.close()
-
-
 def only_report(output: dict) -> dict:
     assert len(output["reports"]) == 1, output
     return output["reports"][0]

@@ -15,18 +15,16 @@ import pytest
 from robin.migrate.cutover import MIGRATED_TO
 from tests.conftest import unique
 from tests.migrate.conftest_k8s import (
-    KUBECTL,
     GiB,
-    create,
     get,
     kube_server,
-    kubectl,
     robin_class,
     robin_client,
     wait_bound,
 )
 from tests.migrate.test_cutover import start_pod
 from tests.support import trees
+from tests.support.kube import KUBECTL, create, kubectl
 from tests.support.mounts import ceph_fuse
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")]
