@@ -70,7 +70,7 @@ def client_argv(source: GlusterSource, mountpoint: str, log_file: str) -> list[s
 def mounted(source: GlusterSource, work_dir: str, daemons: mounts.Daemons | None = None):
     """The source's directory, read-only, for as long as the block runs; unmounted and its client gone after."""
     daemons = daemons or mounts.Daemons()
-    mountpoint = os.path.join(work_dir, "source")
+    mountpoint = os.path.join(os.path.realpath(work_dir), "source")
     os.makedirs(mountpoint, exist_ok=True)
     if mounts.mount_at(mountpoint) is not None:
         _unmount(mountpoint, daemons, [])  # a killed earlier run's mount: its client may hold a stale layout
@@ -78,12 +78,20 @@ def mounted(source: GlusterSource, work_dir: str, daemons: mounts.Daemons | None
     pid = daemons.start(client_argv(source, mountpoint, log_file), log_file)
     try:
         _wait_mounted(source, mountpoint, pid, daemons, log_file)
-        root = os.path.join(mountpoint, source.subdir) if source.subdir else mountpoint
-        if not os.path.isdir(root):
-            raise SourceError("source_not_found", f"{source}: the volume has no directory {source.subdir!r}")
-        yield root
+        yield _directory(source, mountpoint)
     finally:
         _unmount(mountpoint, daemons, [pid])
+
+
+def _directory(source: GlusterSource, mountpoint: str) -> str:
+    """The source's directory in the mount. Resolved, and refused if it leaves the mount: a symlink on the volume
+    (its users' data) would otherwise have the migration copy this host's own files."""
+    root = os.path.realpath(os.path.join(mountpoint, source.subdir))
+    if root != mountpoint and not root.startswith(mountpoint + os.sep):
+        raise SourceError("invalid_source", f"{source}: {source.subdir!r} leads out of the volume (a symlink)")
+    if not os.path.isdir(root):
+        raise SourceError("source_not_found", f"{source}: the volume has no directory {source.subdir!r}")
+    return root
 
 
 def _wait_mounted(source: GlusterSource, mountpoint: str, pid: int, daemons: mounts.Daemons, log_file: str) -> None:

@@ -123,7 +123,8 @@ def test_into_cephfs_every_byte_and_attribute(gluster, source, migrate, new_proj
     path = row.path
     assert int(fs.getxattr(path, "ceph.quota.max_bytes")) == size
     assert records(robin_api, project, name) == ["started", "verified"]
-    audited = db_rows(select(AuditEvent).where(AuditEvent.target == f"/api/v2/projects/{project}/migrations"))
+    audited = db_rows(select(AuditEvent).where(AuditEvent.target == f"/api/v2/projects/{project}/migrations")
+                      .order_by(AuditEvent.id))
     assert [(event.outcome, event.details["request"]["status"]) for event in audited] == \
         [("success", "started"), ("success", "verified")]
 
@@ -198,6 +199,15 @@ def test_unreachable_volume_is_refused(migrate, new_project, gluster):
                                      "--project", new_project())
     assert status == 2, (output, stderr)
     assert output["plan"][0]["refusal"]["code"] == "source_unreachable"
+
+
+def test_a_directory_that_is_a_symlink_out_of_the_volume_is_refused(gluster, source, migrate, new_project):
+    spec, volume, _ = source
+    with gluster.mount(volume) as root:
+        os.symlink("/etc", Path(root) / "escape")
+    status, output, stderr = migrate(f"{spec}/escape", "--project", new_project())
+    assert status == 2, (output, stderr)
+    assert output["plan"][0]["refusal"]["code"] == "invalid_source"
 
 
 def test_killed_half_way_then_resumed_then_source_changes_are_picked_up(gluster, source, migrate, new_project,
