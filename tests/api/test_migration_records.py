@@ -27,7 +27,7 @@ def test_records_are_kept_in_order_filtered_by_volume_and_audited(admin, new_pro
     first = admin.get(path(project), query_string={"limit": 2}).json
     rest = admin.get(path(project), query_string={"limit": 2, "cursor": first["next_cursor"]}).json
     assert len(first["items"]) == 2 and [r["volume_name"] for r in rest["items"]] == ["other"]
-    audited = db_rows(select(AuditEvent).where(AuditEvent.target == path(project)))
+    audited = db_rows(select(AuditEvent).where(AuditEvent.target == path(project)).order_by(AuditEvent.id))
     assert [event.details["request"]["status"] for event in audited] == ["started", "verified", "started"]
 
 
