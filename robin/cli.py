@@ -310,6 +310,9 @@ def migrate() -> None:
 @click.option("--headroom", type=click.FloatRange(0, 10), default=0.2, show_default=True,
               help="room to grow, as a fraction of what the source holds")
 @click.option("--parallel", type=click.IntRange(1, 256), default=8, show_default=True, help="files copied at once")
+@click.option("--checksum", is_flag=True, help="compare the content of every file of the same size, not only "
+                                               "those whose mtime differs (after a verification found content "
+                                               "mismatches)")
 @click.option("--fs-type", type=click.Choice(["ext4", "xfs"]), default="ext4", show_default=True,
               help="file system made on a new RBD image")
 @click.option("--rbd-mounter", type=click.Choice(["rbd-fuse", "krbd", "rbd-nbd"]),

@@ -37,6 +37,7 @@ class Options:
     cluster: str | None = None
     headroom: float = 0.2
     parallel: int = 8
+    checksum: bool = False
     dry_run: bool = False
     cutover: bool = False
     finalize: bool = False
@@ -195,7 +196,7 @@ class Migration:
             copy_started = time.monotonic()
             with Progress(tree.totals.file_bytes, tree.totals.files, f"copy {ref.name}",
                           enabled=options.progress) as progress:
-                stats = Copier(source, target, options.parallel, progress, keep).copy(tree)
+                stats = Copier(source, target, options.parallel, progress, keep, options.checksum).copy(tree)
             copy_s = time.monotonic() - copy_started
             with Progress(0, tree.totals.files, f"verify {ref.name}", enabled=options.progress) as progress:
                 verification = verify(source, target, options.parallel, keep_at_destination_root=keep,

@@ -75,8 +75,11 @@ def file_digest(path: str) -> str:
 
 class Copier:
     def __init__(self, source: str, destination: str, parallel: int = 8, progress: Progress | None = None,
-                 keep_at_root: frozenset[str] = frozenset()):
+                 keep_at_root: frozenset[str] = frozenset(), always_checksum: bool = False):
         self.source, self.destination = source, destination
+        # Compare the content of every file of the same size, not only of those whose mtime differs: for a
+        # source changed without moving its mtime (`touch -r`, a restore), which only the verification sees.
+        self.always_checksum = always_checksum
         self.parallel = max(1, parallel)
         self.progress = progress or Progress(0, 0, enabled=False)
         self.keep_at_root = keep_at_root
@@ -157,7 +160,7 @@ class Copier:
         size = entry.st.st_size
         try:
             if have is not None and stat.S_ISREG(have.st_mode) and have.st_size == size:
-                if have.st_mtime_ns == entry.st.st_mtime_ns:
+                if have.st_mtime_ns == entry.st.st_mtime_ns and not self.always_checksum:
                     _fix_ownership_and_mode(target, entry.st, have)
                     self.stats.add(files_unchanged=1, bytes_unchanged=size)
                     self.progress.add(size, files=1)

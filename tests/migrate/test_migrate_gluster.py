@@ -255,6 +255,22 @@ def test_killed_half_way_then_resumed_then_source_changes_are_picked_up(gluster,
     with ceph_fuse(ceph_conf, path) as mounted:
         assert trees.snapshot(Path(mounted)) == gluster_snapshot(gluster, volume)
 
+    # New bytes under the old size and mtime: only the verification sees them, and --checksum copies them.
+    with gluster.mount(volume) as root:
+        sneaky = Path(root) / "many" / "f0005"
+        before = sneaky.stat()
+        sneaky.write_bytes(os.urandom(before.st_size))
+        os.utime(sneaky, ns=(before.st_atime_ns, before.st_mtime_ns))
+    status, output, _ = migrate(spec, "--project", project)
+    report = only_report(output)
+    assert status == 1 and report["status"] == "mismatched" and report["copy"]["files_copied"] == 0
+    assert [(m["path"], m["what"]) for m in report["verification"]["mismatches"]] == [("many/f0005", "content")]
+    status, output, stderr = migrate(spec, "--project", project, "--checksum")
+    assert status == 0, (output, stderr)
+    assert only_report(output)["copy"]["files_copied"] == 1
+    with ceph_fuse(ceph_conf, path) as mounted:
+        assert trees.snapshot(Path(mounted)) == gluster_snapshot(gluster, volume)
+
 
 def _change_source(root: Path) -> None:
     """Same size, new bytes and mtime; one appended to; one deleted; one only touched (same bytes, new mtime)."""
