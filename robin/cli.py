@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from robin.config import ConfigError, Settings
+from robin.config import ConfigError, Settings, state_dir
 
 
 def _settings(**overrides) -> Settings:
@@ -379,7 +379,7 @@ def _migrate_options(flags: dict):
     keyring = flags.pop("ceph_keyring") or destination.default_keyring(settings.ceph_conf, user)
     progress = flags.pop("progress")
     return Options(**{**flags, "sources": tuple(flags["sources"]), "pvs": tuple(flags["pvs"]),
-                      "work_dir": flags["work_dir"] or os.path.join(Path(settings.gateway_dir).parent, "migrate"),
+                      "work_dir": flags["work_dir"] or str(state_dir() / "migrate"),
                       "ceph_user": user, "ceph_keyring": keyring,
                       "progress": sys.stderr.isatty() if progress is None else progress})
 

@@ -25,7 +25,7 @@ class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the environment variable."""
 
 
-def _state_dir() -> Path:
+def state_dir() -> Path:
     return Path(os.environ.get("ROBIN_STATE_DIR") or Path.home() / ".local/state/robin")
 
 
@@ -37,7 +37,7 @@ def _default_ceph_conf() -> str:
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = field(default_factory=lambda: f"sqlite:///{_state_dir() / 'robin.db'}")
+    database_url: str = field(default_factory=lambda: f"sqlite:///{state_dir() / 'robin.db'}")
     ceph_conf: str = field(default_factory=_default_ceph_conf)
     ceph_client_id: str = "admin"
     # Seconds before a Ceph call gives up; applied to mon ops, OSD ops and the initial connect,
@@ -71,7 +71,7 @@ class Settings:
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 2022
     # Where activated volumes are mounted, and the SSH host key (made on first start, kept across restarts).
-    gateway_dir: str = field(default_factory=lambda: str(_state_dir() / "gateway"))
+    gateway_dir: str = field(default_factory=lambda: str(state_dir() / "gateway"))
     # How the gateway's host maps RBD images (the CSI node's mounters): rbd-fuse needs no kernel module.
     gateway_mounter: str = "rbd-fuse"
 

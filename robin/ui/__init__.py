@@ -27,7 +27,7 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'se
 
 def install(app: Flask) -> None:
     """Register the dashboard with a session key every worker of this deployment shares."""
-    app.secret_key = _secret_key(config._state_dir() / "ui_secret")
+    app.secret_key = _secret_key(config.state_dir() / "ui_secret")
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict")
     app.jinja_env.filters.setdefault("human_bytes", service.human_bytes)
     app.register_blueprint(blp)
