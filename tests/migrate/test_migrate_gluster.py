@@ -4,12 +4,7 @@ database, and the real Ceph dev cluster. Every byte and attribute is compared th
 volume is checked in Ceph and in robin's database."""
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -35,51 +30,6 @@ def source(gluster):
         built = trees.build(Path(root))
     yield f"{gluster.host}:/{volume}", volume, built
     gluster.delete_volume(volume)
-
-
-@pytest.fixture()
-def migrate(robin_url, admin_token, ceph_conf, tmp_path):
-    """Run the command; (exit status, {"plan": ..., "reports": ...}, stderr)."""
-    work_dir = tmp_path / "work"
-
-    def run(*args: str, env: dict | None = None) -> tuple[int, dict, str]:
-        environment = {**os.environ, "ROBIN_URL": robin_url, "ROBIN_TOKEN": admin_token,
-                       "ROBIN_CEPH_CONF": ceph_conf, **(env or {})}
-        done = subprocess.run([sys.executable, "-m", "robin.cli", "migrate", "gluster", "--work-dir", str(work_dir),
-                               "--json", "--parallel", "4", *args], env=environment, capture_output=True, text=True,
-                              timeout=RUN_TIMEOUT_S)
-        output = {}
-        for line in done.stdout.splitlines():
-            if line.startswith("{"):
-                output.update(json.loads(line))
-        return done.returncode, output, done.stderr
-
-    run.work_dir = work_dir
-    yield run
-    leftovers = _mounts_under(work_dir)
-    _clean_up(work_dir, leftovers)
-    assert not leftovers, f"the command left mounts behind: {leftovers}"
-
-
-def _mounts_under(directory: Path) -> list[str]:
-    mountpoints = [line.split()[1].encode().decode("unicode_escape") for line in
-                   Path("/proc/self/mounts").read_text().splitlines()]
-    return [point for point in mountpoints if point.startswith(str(directory))]
-
-
-def _clean_up(work_dir: Path, mountpoints: list[str]) -> None:
-    """What a killed or failed run left: its mounts (deepest first), then its FUSE daemons, found by pid as the
-    processes whose command line names the work directory."""
-    for point in sorted(mountpoints, key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            command_line = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if str(work_dir).encode() in command_line:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
 
 
 def gluster_snapshot(gluster, volume: str) -> dict:

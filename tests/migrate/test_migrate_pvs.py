@@ -4,10 +4,6 @@ volume; the command copies it into a CephFS volume of the claim's namespace's pr
 a pod uses the claim, then rebinds the claim, and finalizes."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -59,22 +55,21 @@ def gluster_pv(gluster, kube_server, robin_client):
     gluster.delete_volume(volume)
 
 
-def run(kube_server, robin_url, admin_token, ceph_conf, work_dir, *args: str) -> tuple[int, dict]:
-    env = {**os.environ, "ROBIN_URL": robin_url, "ROBIN_TOKEN": admin_token, "ROBIN_CEPH_CONF": ceph_conf}
-    done = subprocess.run([sys.executable, "-m", "robin.cli", "migrate", "gluster", "--json", "--work-dir",
-                           str(work_dir), "--kubeconfig", kube_server.kubeconfig_path, *args],
-                          env=env, capture_output=True, text=True, timeout=300)
-    output = {}
-    for line in done.stdout.splitlines():
-        if line.startswith("{"):
-            output.update(json.loads(line))
-    assert done.returncode in (0, 1, 2), done.stderr
-    return done.returncode, output
+@pytest.fixture()
+def migrate_pvs(migrate, kube_server):
+    """migrate_pvs(*args) -> (exit status, output): the command on the test API server's PVs."""
+
+    def run(*args: str) -> tuple[int, dict]:
+        status, output, stderr = migrate("--kubeconfig", kube_server.kubeconfig_path, *args)
+        assert status in (0, 1, 2), stderr
+        return status, output
+
+    return run
 
 
 def test_pv_is_copied_then_its_claim_cut_over_then_finalized(gluster, gluster_pv, kube_server, robin_client,
-                                                              robin_url, admin_token, ceph_conf, tmp_path):
-    migrate = lambda *args: run(kube_server, robin_url, admin_token, ceph_conf, tmp_path, *args)  # noqa: E731
+                                                              ceph_conf, migrate_pvs):
+    migrate = migrate_pvs
     klass = robin_class("robin.io/cephfs")
     create(kube_server, klass)
     namespace, pv, claim = gluster_pv["namespace"], gluster_pv["pv"], gluster_pv["claim"]
@@ -121,9 +116,7 @@ def test_pv_is_copied_then_its_claim_cut_over_then_finalized(gluster, gluster_pv
         assert trees.snapshot(Path(root) / "app") == expected
 
 
-def test_finalize_before_the_cut_over_is_refused(gluster_pv, kube_server, robin_url, admin_token, ceph_conf,
-                                                 tmp_path):
-    status, output = run(kube_server, robin_url, admin_token, ceph_conf, tmp_path, "--pv", gluster_pv["pv"],
-                         "--finalize")
+def test_finalize_before_the_cut_over_is_refused(gluster_pv, kube_server, migrate_pvs):
+    status, output = migrate_pvs("--pv", gluster_pv["pv"], "--finalize")
     assert status == 1 and output["finalize"][0]["error"]["code"] == "not_migrated"
     assert get(kube_server, "pv", gluster_pv["pv"]) is not None
