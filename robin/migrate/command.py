@@ -179,10 +179,12 @@ class Migration:
         ref = item.ref
         if item.exists:
             return self.client.get_volume(ref.kind, ref.project, ref.name)
-        fields = {key: value for key, value in (("cluster", self.options.cluster),
-                                                ("pool" if ref.kind == "rbd" else "fs",
-                                                 self.options.pool if ref.kind == "rbd" else self.options.fs))
-                  if value}
+        placement = {"cluster": self.options.cluster}
+        if ref.kind == "rbd":
+            placement["pool"] = self.options.pool
+        else:
+            placement["fs"] = self.options.fs
+        fields = {key: value for key, value in placement.items() if value}  # unset: robin's defaults
         return self.client.create_volume(ref.kind, ref.project, ref.name, item.size_bytes, **fields)
 
     def _copy_and_verify(self, item: plan.PlanItem, volume: dict) -> dict:

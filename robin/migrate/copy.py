@@ -140,8 +140,9 @@ class Copier:
         for name, st in existing.items():
             if name in names or (not rel and name in self.keep_at_root):
                 continue
-            self._guarded(_remove, join(self.destination, os.path.join(rel, name)), st, rel=os.path.join(rel, name))
-            self.stats.add(removed=1)
+            if self._guarded(_remove, join(self.destination, os.path.join(rel, name)), st,
+                             rel=os.path.join(rel, name)):
+                self.stats.add(removed=1)
 
     def _make_directory(self, entry: Entry, have: os.stat_result | None) -> bool:
         """Make the directory unless it is there; True when it was made (then it is known to be empty)."""
@@ -264,8 +265,8 @@ class Copier:
             os.chmod(path, stat.S_IMODE(st.st_mode))
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
-    def _guarded(self, action, entry_or_path, *args, rel: str | None = None) -> None:
-        """Run one entry's step; an OSError is that entry's error, and the copy goes on with the others."""
+    def _guarded(self, action, entry_or_path, *args, rel: str | None = None) -> bool:
+        """Run one entry's step; an OSError is that entry's error (False), and the copy goes on with the others."""
         try:
             action(entry_or_path, *args)
         except OSError as exc:
@@ -273,6 +274,8 @@ class Copier:
             if name is None:
                 name = os.path.relpath(entry_or_path, self.destination)
             self.stats.error(name, exc)
+            return False
+        return True
 
 
 def _children_by_directory(tree: Tree) -> dict[str, list[Entry]]:
