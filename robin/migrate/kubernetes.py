@@ -7,18 +7,14 @@ the API server exactly as the provisioner does.
 """
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import dataclass, field
 
 from robin.migrate.errors import MigrationError
+from robin.migrate.names import volume_name
 from robin.provisioner.claims import PROJECT_ANNOTATION, quantity_bytes
 from robin.provisioner.kube import Kube, KubeError
 
-NAME_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # robin's volume names (robin/volumes/schemas.py)
-NAME_MAX = 128
 DESTINATION_PREFIX = "migrated-"
-HASH_LENGTH = 10
 
 
 class KubeMigrationError(MigrationError):
@@ -131,14 +127,5 @@ def _project(kube: Kube, namespace: str) -> str:
 
 
 def destination_name(pv_name: str) -> str:
-    """The robin volume (and the new PV) taking a migrated PV's data: `migrated-<pv name>`, shortened with a hash of
-    the full name when robin's 128 characters are too few, so that distinct PVs never share a destination."""
-    name = DESTINATION_PREFIX + pv_name
-    if len(name) > NAME_MAX:
-        digest = hashlib.sha256(pv_name.encode()).hexdigest()[:HASH_LENGTH]
-        # Stripped so the result stays a DNS subdomain too (it names a PV): no label ends in '.' or '-'.
-        name = f"{name[:NAME_MAX - HASH_LENGTH - 1].rstrip('.-')}-{digest}"
-    if not NAME_RULE.match(name):
-        raise KubeMigrationError("invalid_name", f"PersistentVolume name {pv_name!r} gives no valid robin volume "
-                                                 f"name ({name!r})")
-    return name
+    """The robin volume (and the new PV) taking a migrated PV's data: `migrated-<pv name>`."""
+    return volume_name(DESTINATION_PREFIX + pv_name)

@@ -9,21 +9,18 @@ headroom, never less than a Kubernetes volume's capacity, rounded up to whole Gi
 """
 from __future__ import annotations
 
-import hashlib
 import math
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 
 from robin.client import RobinApiError, RobinClient, VolumeRef, volume_size
 from robin.migrate.gluster import GlusterSource
+from robin.migrate.names import volume_name
 from robin.migrate.tree import Totals
 
 GiB = 2**30
 INODE_BYTES = 4096  # every directory, symlink and small file takes at least a block on ext4
 EXT4_OVERHEAD = 0.07  # inode tables (1.6%), journal (up to 128 MiB), bitmaps, group descriptors
-NAME_LIMIT = 128
-_NOT_IN_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 @dataclass
@@ -58,12 +55,8 @@ class PlanItem:
 
 
 def destination_name(source: GlusterSource) -> str:
-    """gluster-<volume>[-<directory>], in robin's name alphabet, cut with a hash suffix when too long."""
-    raw = "-".join(["gluster", source.volume] + ([source.subdir] if source.subdir else []))
-    name = _NOT_IN_NAME.sub("-", raw).strip("-._") or "gluster"
-    if len(name) > NAME_LIMIT:
-        name = f"{name[:NAME_LIMIT - 13]}-{hashlib.sha256(raw.encode()).hexdigest()[:12]}"
-    return name
+    """gluster-<volume>[-<directory>]."""
+    return volume_name("-".join(["gluster", source.volume] + ([source.subdir] if source.subdir else [])))
 
 
 def needed_bytes(kind: str, totals: Totals) -> int:
