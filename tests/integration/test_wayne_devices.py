@@ -22,12 +22,16 @@ from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from sqlalchemy import select
 
 from robin.audit.models import AuditEvent
+from robin.auth.identity import LOCAL_ADMIN
+from robin.compat.wayne_v1.api import KINDS
 from robin.db import db, utcnow
-from robin.gateway import mounting
+from robin.gateway import activation, mounting
 from robin.gateway.models import GatewayAccount, VerifyState
-from tests.conftest import unique
+from robin.volumes import service as volumes
+from robin.volumes.models import CephfsPath, VolumeState
 from tests.integration import test_wayne_v1 as v1
-from tests.integration.test_wayne_v1 import Wayne, new_image
+from tests.integration.test_snapshots import cephfs_snaps
+from tests.integration.test_wayne_v1 import Wayne, new_image, new_user
 from tests.support.gateway import running_gateway
 from tests.support.mounts import rbd_filesystem
 from tests.support.net import wait_until
@@ -49,14 +53,11 @@ def wayne_password(user: str) -> str:
     return base64.b64encode(encryptor.update(plain) + encryptor.finalize()).decode()
 
 
-def new_user() -> str:
-    return unique("u").replace("-", "_")
-
-
 # --- fixtures -----------------------------------------------------------------------------------
 
 # Wayne with a member token of a fresh platform project, as in test_wayne_v1.
 point_wayne_at, project, wayne = v1.point_wayne_at, v1.project, v1.wayne
+wayne_as_admin, theirs = v1.wayne_as_admin, v1.theirs
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +73,12 @@ def gateway_dir(app, monkeypatch, tmp_path_factory):
     changed = dataclasses.replace(app.config["ROBIN_SETTINGS"], gateway_dir=directory)
     monkeypatch.setitem(app.config, "ROBIN_SETTINGS", changed)
     yield directory
+    assert not mounts_under(directory), "left mounted"
+
+
+def mounts_under(directory: str) -> list[str]:
     with open("/proc/self/mountinfo") as table:
-        assert not [line for line in table if os.path.realpath(directory) in line], "left mounted"
+        return [line for line in table if os.path.realpath(directory) in line]
 
 
 @pytest.fixture()
@@ -326,3 +331,46 @@ def test_a_check_that_died_shows_as_failed(app, wayne, device):
     shown = status(wayne, "cephfs", name)
     assert "VerifyFailed" in shown["status"] and "never finished" in shown["msg"], shown
     assert "VerifyOk" in verified(wayne, "cephfs", name)["status"]
+
+
+# --- tenant isolation: device calls act on the platform's project only ------------------------------
+
+@pytest.fixture()
+def deactivated_at_end(app, gateway_dir):
+    """deactivated_at_end(kind, project, name): that volume has no account and no mount after the test, also when
+    a call the test expects refused went through."""
+    watched = []
+    yield lambda kind, project, name: watched.append((KINDS[kind], project, name))
+    with app.app_context():
+        for kind, project, name in watched:
+            activation.deactivate(volumes.get(LOCAL_ADMIN, kind, project, name))
+
+
+def cephfs_path_state(fs, db_rows, name: str) -> dict:
+    """What must stay as it was of another project's CephFS path: its quota and snapshots in Ceph, its row and
+    no gateway account in robin's database."""
+    [row] = db_rows(select(CephfsPath).where(CephfsPath.name == name, CephfsPath.state != VolumeState.DELETED))
+    accounts = db_rows(select(GatewayAccount).where(GatewayAccount.cephfs_path_id == row.id))
+    return {"quota": fs.getxattr(row.path, "ceph.quota.max_bytes"), "snaps": cephfs_snaps(fs, row.path),
+            "row": (row.project_id, row.state, row.size_bytes, row.updated_at),
+            "accounts": [account.username for account in accounts]}
+
+
+def test_v1_device_ops_confined_to_wayne_project(wayne, wayne_as_admin, project, theirs, deactivated_at_end,
+                                                 gateway_dir, rbd_ioctx, fs, db_rows):
+    """/v1 is the platform's contract for its own project: a volume of any other project is not found there,
+    for the platform's member token and for an admin's alike; nothing of it is rolled back, mounted, checked,
+    or given an account."""
+    elsewhere, image, path = theirs
+    deactivated_at_end("rbd", elsewhere, image)
+    deactivated_at_end("cephfs", elsewhere, path)
+    image_before = v1.rbd_image_state(rbd_ioctx, db_rows, image)
+    path_before = cephfs_path_state(fs, db_rows, path)
+
+    for caller in (wayne_as_admin, wayne):
+        v1.assert_answered_as_missing(caller, "rbd", image, new_user(), [elsewhere, project])
+        v1.assert_answered_as_missing(caller, "cephfs", path, new_user(), [elsewhere, project])
+
+    assert not mounts_under(gateway_dir)
+    assert v1.rbd_image_state(rbd_ioctx, db_rows, image) == image_before  # still `after!`: not rolled back
+    assert cephfs_path_state(fs, db_rows, path) == path_before

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from robin.audit.models import AuditEvent
 from robin.auth.service import identity_for_secret
+from robin.gateway.models import GatewayAccount
 from robin.snapshots.models import Snapshot, SnapshotState
 from robin.volumes.models import CephfsPath, RbdImage, VolumeState
 from tests.conftest import make_token, unique
@@ -95,6 +96,10 @@ def new_image(wayne: Wayne, kind: str = "rbd", size: int = 64) -> dict:
     reply = wayne.put(f"/v1/image?type={kind}", {"name": unique("w"), "size": size})
     assert reply.status == 200, reply.text
     return reply.json
+
+
+def new_user() -> str:
+    return unique("u").replace("-", "_")
 
 
 def rbd_snaps(ioctx, name) -> set[str]:
@@ -301,3 +306,128 @@ def test_mutations_are_audited_with_the_tokens_actor(app, wayne, project, db_row
     assert events[0].details == {"request": {"name": name, "size": 64}}  # read although Wayne sends no Content-Type
     assert actor.startswith("token:")
 
+
+
+# --- tenant isolation: /v1 acts on the platform's project only, and never says who owns a name ------------
+
+def named_calls(kind: str, user: str) -> list[tuple[str, str, dict | None]]:
+    """Every /v1 call that names a volume, as (method, path with {name}, body), in an order where a call that
+    wrongly went through would do the most visible harm first (a rollback, then an activation)."""
+    device = [("PUT", f"/v1/device/{{name}}?type={kind}", {"user": user, "password": "pw"}),
+              ("GET", f"/v1/device/{{name}}/verify?type={kind}", None),
+              ("GET", f"/v1/device/{{name}}/status?type={kind}", None),
+              ("DELETE", f"/v1/device/{{name}}/user?type={kind}", None),
+              ("DELETE", f"/v1/device/{{name}}?type={kind}", None)]
+    if kind == "cephfs":
+        return device
+    snaps = [("POST", "/v1/snap/{name}/s1", None), ("PUT", "/v1/snap/{name}/probe", None),
+             ("DELETE", "/v1/snap/{name}/s1", None), ("GET", "/v1/snaps/{name}", None),
+             ("DELETE", "/v1/snaps/{name}", None)]
+    return snaps[:1] + device + snaps[1:]
+
+
+def answers(wayne: Wayne, kind: str, name: str, user: str):
+    """Yield each named call and what Wayne got for `name`, the name itself replaced by <name>: the answers about
+    two names compare byte for byte."""
+    for method, path, body in named_calls(kind, user):
+        reply = wayne.call(method, path.format(name=name), body)
+        yield f"{method} {path}", (reply.status, reply.text.replace(name, "<name>"))
+
+
+def assert_answered_as_missing(wayne: Wayne, kind: str, name: str, user: str, projects: list[str]) -> None:
+    """Every named call about `name` answers exactly as about a name no volume has, and names no project."""
+    missing = unique("w")
+    pairs = zip(answers(wayne, kind, name, user), answers(wayne, kind, missing, user), strict=True)
+    for (call, got), (_, expected) in pairs:
+        assert got == expected, call
+        assert got[0] == 404 and got[1].startswith("volume_not_found: "), (call, got)
+        assert not [project for project in projects if project in got[1]], (call, got)
+
+
+def rbd_image_state(rbd_ioctx, db_rows, name: str) -> dict:
+    """What must stay as it was of another project's RBD image: in Ceph its data, snapshots and watchers
+    (a mount or a mapping has one); in robin's database its row, its snapshots' rows, any gateway account."""
+    with rbd.Image(rbd_ioctx, name, read_only=True) as image:
+        ceph = {"head": image.read(0, 6), "snaps": rbd_snaps(rbd_ioctx, name),
+                "watchers": image.watchers_list()}
+    [row] = db_rows(select(RbdImage).where(RbdImage.pool == "rbd", RbdImage.name == name))
+    snapshots = db_rows(select(Snapshot).where(Snapshot.rbd_image_id == row.id).order_by(Snapshot.name))
+    accounts = db_rows(select(GatewayAccount).where(GatewayAccount.rbd_image_id == row.id))
+    return ceph | {"row": (row.project_id, row.state, row.size_bytes, row.updated_at),
+                   "snapshot_rows": [(s.name, s.state, s.updated_at) for s in snapshots],
+                   "accounts": [account.username for account in accounts]}
+
+
+@pytest.fixture()
+def theirs(admin, new_project, rbd_ioctx):
+    """Another project's RBD image (`before`, snapshot s1, then `after!` written) and CephFS path, made through
+    /api/v2: (project, image name, path name)."""
+    project, image, path = new_project(), unique("theirs"), unique("theirs")
+    base = f"/api/v2/projects/{project}"
+    assert admin.post(f"{base}/rbd-images", json={"name": image, "size_bytes": 64 * MiB}).status_code == 201
+    assert admin.post(f"{base}/cephfs-paths", json={"name": path, "quota_bytes": 64 * MiB}).status_code == 201
+    with rbd.Image(rbd_ioctx, image) as handle:
+        handle.write(b"before", 0)
+    assert admin.post(f"{base}/rbd-images/{image}/snapshots", json={"name": "s1"}).status_code == 201
+    with rbd.Image(rbd_ioctx, image) as handle:
+        handle.write(b"after!", 0)
+    return project, image, path
+
+
+def test_v1_does_not_reveal_other_projects(app, wayne, project, theirs, new_project, rbd_ioctx, db_rows):
+    """A member asking /v1 about a volume it may not read learns nothing: not that the name exists, nor which
+    project has it. Neither Wayne's member token asking about another project's volume, nor another project's
+    member asking about the platform's."""
+    elsewhere, their_image, their_path = theirs
+    mine = new_image(wayne)["name"]
+    outsider_project = new_project()
+    outsider = Wayne(app.test_client(), make_token(app, "member", outsider_project))
+    projects = [project, elsewhere, outsider_project]
+    before = rbd_image_state(rbd_ioctx, db_rows, their_image)
+    mine_before = rbd_image_state(rbd_ioctx, db_rows, mine)
+
+    for caller, image in ((wayne, their_image), (outsider, their_image), (outsider, mine)):
+        assert_answered_as_missing(caller, "rbd", image, new_user(), projects)
+    for caller in (wayne, outsider):
+        assert_answered_as_missing(caller, "cephfs", their_path, new_user(), projects)
+
+    assert rbd_image_state(rbd_ioctx, db_rows, their_image) == before
+    assert rbd_image_state(rbd_ioctx, db_rows, mine) == mine_before
+
+
+@pytest.fixture()
+def second_pool(app, rados_cluster, monkeypatch):
+    """A second RBD pool robin places volumes in (ROBIN_RBD_POOLS), for this test only: where one name can
+    belong to two projects on the default cluster."""
+    pool = unique("pool")
+    rados_cluster.create_pool(pool)
+    try:
+        with rados_cluster.open_ioctx(pool) as ioctx:
+            rbd.RBD().pool_init(ioctx, False)
+        settings = app.config["ROBIN_SETTINGS"]
+        monkeypatch.setitem(app.config, "ROBIN_SETTINGS",
+                            dataclasses.replace(settings, rbd_pools=(*settings.rbd_pools, pool)))
+        yield pool
+    finally:
+        rados_cluster.delete_pool(pool)
+
+
+def test_v1_does_not_reveal_other_projects_sharing_a_name(app, wayne, project, admin, new_project, second_pool,
+                                                         rados_cluster, rbd_ioctx, db_rows):
+    """One name, two projects (two pools): /v1 answers about the platform's volume and never lists the other
+    project as an ambiguity."""
+    elsewhere, name = new_project(), new_image(wayne)["name"]
+    created = admin.post(f"/api/v2/projects/{elsewhere}/rbd-images",
+                         json={"name": name, "size_bytes": 64 * MiB, "pool": second_pool})
+    assert created.status_code == 201, created.json
+    try:
+        assert wayne.put(f"/v1/snap/{name}/mine").status == 200
+        listed = wayne.get(f"/v1/snaps/{name}")
+        assert listed.status == 200 and [snap["name"] for snap in listed.json["snaps"]] == ["mine"], listed.text
+        outsider = Wayne(app.test_client(), make_token(app, "member", new_project()))
+        assert_answered_as_missing(outsider, "rbd", name, new_user(), [project, elsewhere])
+        with rados_cluster.open_ioctx(second_pool) as ioctx:
+            assert rbd_snaps(ioctx, name) == set()  # the snapshot went to the platform's image only
+        assert rbd_snaps(rbd_ioctx, name) == {"mine"}
+    finally:
+        admin.delete(f"/api/v2/projects/{elsewhere}/rbd-images/{name}?purge=true")
