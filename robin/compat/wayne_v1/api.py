@@ -1,6 +1,7 @@
 """The `/v1` views: Wayne's paths and shapes over robin's services.
 
-A view resolves the bare Ceph name in the URL to its project (service.project_of), then calls the
+A view resolves the bare Ceph name in the URL to a volume of the platform's project (service.project_of:
+never another project's, and one the token may not read is answered as a missing one), then calls the
 service /api/v2 would call with that project and the request's identity. Errors are robin's own
 RobinErrors; protocol.WayneProtocol turns them into the plain text Wayne shows.
 """
@@ -62,13 +63,13 @@ class Snaps(MethodView):
     @blp.response(200, schemas.SnapListSchema)
     def get(self, name):
         """The RBD image's snapshots; `size` in bytes."""
-        return {"snaps": service.list_snapshots(g.identity, service.project_of(RBD, name), name)}
+        return {"snaps": service.list_snapshots(g.identity, service.project_of(g.identity, RBD, name), name)}
 
     @with_token
     @blp.response(200, schemas.DeletedSnapsSchema)
     def delete(self, name):
         """Delete all the image's snapshots; answers with those deleted."""
-        project = _audited_in(service.project_of(RBD, name))
+        project = _audited_in(service.project_of(g.identity, RBD, name))
         return {"deleted": service.delete_all_snapshots(g.identity, project, name)}
 
 
@@ -79,27 +80,27 @@ class Snap(MethodView):
     def put(self, name, version):
         """Take snapshot `version` of the RBD image; counts against the project's max_snapshots."""
         version = schemas.snapshot_name(version)
-        project = _audited_in(service.project_of(RBD, name))
+        project = _audited_in(service.project_of(g.identity, RBD, name))
         return snapshots.create(g.identity, RBD, project, name, version)
 
     @with_token
     @blp.response(200, schemas.SnapSchema)
     def delete(self, name, version):
-        project = _audited_in(service.project_of(RBD, name))
+        project = _audited_in(service.project_of(g.identity, RBD, name))
         return service.delete_snapshot(g.identity, project, name, version)
 
     @with_token
     @blp.response(200, schemas.SnapSchema)
     def post(self, name, version):
         """Roll the image back to snapshot `version`; 409 volume_in_use while anything has it open or mapped."""
-        project = _audited_in(service.project_of(RBD, name))
+        project = _audited_in(service.project_of(g.identity, RBD, name))
         return snapshots.rollback(g.identity, project, name, version)
 
 
 def _device(args: dict, name: str, audited: bool = True) -> tuple[Kind, str]:
     """The kind `?type=` names and the project the volume's name resolves to (filed for the audit hook)."""
     kind = KINDS[args["type"]]
-    project = service.project_of(kind, name)
+    project = service.project_of(g.identity, kind, name)
     return kind, _audited_in(project) if audited else project
 
 

@@ -1,5 +1,5 @@
-"""What /v1 needs beyond robin's services: finding a volume's project by its bare Ceph name, listing
-across projects, and the platform's project. Every change goes through robin's own services, with
+"""What /v1 needs beyond robin's services: the platform's project, finding its volumes by their bare
+Ceph names, and listing across projects. Every change goes through robin's own services, with
 the caller's identity, so their checks, quotas, states and undo logic are the ones /api/v2 has."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from robin import config
 from robin.auth.identity import Identity
 from robin.clusters import service as clusters
 from robin.db import db
-from robin.errors import Conflict, NotFound
+from robin.errors import NotFound
 from robin.gateway import activation
 from robin.projects.models import Project
 from robin.snapshots import service as snapshots
@@ -58,23 +58,26 @@ def create_image(identity: Identity, kind: Kind, project: str, name: str, size_m
                        code="project_not_found", details={"project": project}) from exc
 
 
-def project_of(kind: Kind, name: str) -> str:
-    """The project of the live volume with this bare Ceph name on the default cluster. The name is
-    unique per pool (file system) there, so it is ambiguous only when robin places volumes in
-    several: /v1 cannot say which, and refuses rather than guess."""
+def project_of(identity: Identity, kind: Kind, name: str) -> str:
+    """The project of the volume a /v1 URL names by its bare Ceph name: the platform's, when it has a live
+    volume of this kind and name on the default cluster that the token may read. /v1 is the platform's
+    contract for its own project: another project's volume is not there for /v1, whoever asks (admins use
+    /api/v2). And one the token may not read is answered exactly as one that does not exist, so that no
+    answer tells which names exist in a project, or which project owns a name."""
+    project = platform_project()
+    if not identity.can_read(project) or not _is_live(kind, project, name):
+        raise NotFound(f"{kind.noun} {name!r} does not exist among the platform's volumes (ROBIN_WAYNE_PROJECT) "
+                       "on the default cluster", code="volume_not_found", details={"name": name})
+    return project
+
+
+def _is_live(kind: Kind, project: str, name: str) -> bool:
     model = kind.model
     with db.reading() as session:
         cluster = clusters.resolve(session, None)
-        owners = sorted(session.scalars(
-            select(Project.name).join(model, model.project_id == Project.id)
-            .where(model.cluster_id == cluster.id, model.name == name, model.state != VolumeState.DELETED)))
-    if not owners:
-        raise NotFound(f"{kind.noun} {name!r} does not exist", code="volume_not_found", details={"name": name})
-    if len(owners) > 1:
-        raise Conflict(f"{kind.noun}s named {name!r} exist in projects {owners}; /v1 names a volume by its name "
-                       "alone, so use /api/v2 for these", code="ambiguous_name",
-                       details={"name": name, "projects": owners})
-    return owners[0]
+        return session.scalar(select(model.id).where(
+            model.project_id == _project_id(project), model.cluster_id == cluster.id, model.name == name,
+            model.state != VolumeState.DELETED)) is not None
 
 
 # --- RBD snapshots ------------------------------------------------------------------------------
