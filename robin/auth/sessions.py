@@ -23,9 +23,9 @@ SESSION_QUERY = (select(*IDENTITY_COLUMNS, DashboardSession.expires_at.label("se
                  .where(DashboardSession.session_hash == bindparam("session_hash")))
 
 
-def open_session(identity: Identity, lifetime: timedelta) -> tuple[str, timedelta]:
-    """A new session for this token's identity -> (session id for the cookie, how long it lasts). It ends
-    with the token if the token expires first."""
+def open_session(identity: Identity, lifetime: timedelta) -> str:
+    """A new session for this token's identity -> the session id for the cookie. It ends with the token if
+    the token expires first."""
     session_id = secrets.token_urlsafe(32)
     now = utcnow()
     with db.unit_of_work() as session:
@@ -35,7 +35,7 @@ def open_session(identity: Identity, lifetime: timedelta) -> tuple[str, timedelt
         expires_at = min(now + lifetime, token_expires or now + lifetime)
         session.add(DashboardSession(session_hash=hash_secret(session_id), token_id=identity.token_id,
                                      created_at=now, expires_at=expires_at))
-    return session_id, expires_at - now
+    return session_id
 
 
 def identity_for_session(session_id: str) -> Identity:

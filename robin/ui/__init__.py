@@ -120,7 +120,7 @@ def login():
         return render_template("ui/login.html", error=error or "That token is unknown or revoked."), 401
     _end_session()  # this browser's earlier session, if any: one login, one session
     lifetime = timedelta(seconds=config.current().ui_session_seconds)
-    session_id, _ = sessions.open_session(identity, lifetime)
+    session_id = sessions.open_session(identity, lifetime)
     session.clear()
     session.update({SESSION_ID: session_id, CSRF: secrets.token_urlsafe(32)})  # a new CSRF token with the session
     session.permanent = True  # the cookie expires (PERMANENT_SESSION_LIFETIME); the row's expiry is what counts
