@@ -12,7 +12,7 @@ def create_app(settings=None) -> Flask:
     """
     from flask_smorest import Api
 
-    from robin import log, ui
+    from robin import crypto, log, ui
     from robin.audit import drift_api, usage_api
     from robin.audit import service as audit_service
     from robin.auth import hooks as auth_hooks
@@ -44,8 +44,10 @@ def create_app(settings=None) -> Flask:
         },
     )
     db.configure(settings.database_url)
+    crypto.keyring.configure(settings)
     clusters.registry.configure(settings.ceph_timeout)
     clusters.sync_default(settings.ceph_conf, settings.ceph_client_id)
+    clusters.encrypt_plain_keys()
 
     log.install_request_logging(app)
     auth_hooks.install(app)

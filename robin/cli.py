@@ -437,13 +437,27 @@ def token() -> None:
     """API tokens."""
 
 
+def _lifetime(_ctx, _param, value: str | None):
+    from robin.auth.service import parse_lifetime
+    from robin.errors import InvalidInput
+
+    if value is None:
+        return None
+    try:
+        return parse_lifetime(value)
+    except InvalidInput as exc:
+        raise click.BadParameter(exc.message) from exc
+
+
 @token.command("create")
 @click.option("--admin", "role", flag_value="admin", help="everything")
 @click.option("--auditor", "role", flag_value="auditor", help="read-only, every project")
-@click.option("--role", "role", type=click.Choice(["admin", "member", "auditor"]))
+@click.option("--role", "role", type=click.Choice(["admin", "member", "auditor", "metrics"]),
+              help="metrics: /metrics only, for a Prometheus scrape")
 @click.option("--project", help="the project of a member token")
 @click.option("--name", default="", help="a label to recognise the token by")
-def token_create(role, project, name) -> None:
+@click.option("--expires-in", callback=_lifetime, help="refused after this long: 30d, 12h, 90m, 2w [never]")
+def token_create(role, project, name, expires_in) -> None:
     """Create a token and print it, alone on stdout, once: only its hash is kept."""
     from robin.auth import service
     from robin.auth.models import Role
@@ -452,13 +466,43 @@ def token_create(role, project, name) -> None:
     if role is None:
         role = "member" if project else None
     if role is None:
-        raise click.UsageError("say which token: --admin, --auditor, or --project P [--role member]")
+        raise click.UsageError("say which token: --admin, --auditor, --role metrics, or --project P [--role member]")
     try:
         with _app_context():
-            secret, _token = service.create_token(Role(role), project=project, name=name)
+            secret, _token = service.create_token(Role(role), project=project, name=name, expires_in=expires_in)
     except RobinError as exc:
         raise click.ClickException(exc.message) from exc
     click.echo(secret)
+
+
+TOKEN_COLUMNS = ("id", "name", "role", "project", "prefix", "created_at", "expires_at", "revoked_at")
+
+
+@token.command("list")
+@click.option("--json", "as_json", is_flag=True, help="print the tokens as JSON")
+def token_list(as_json: bool) -> None:
+    """Every token: id, name, role, project, prefix, created, expires, revoked. Secrets are not kept, so never shown."""
+    from robin.auth import service
+
+    with _app_context():
+        tokens = service.list_tokens()
+    if as_json:
+        click.echo(json.dumps(tokens, indent=2, default=_iso_time))
+        return
+    cells = [[_cell(row[column]) for column in TOKEN_COLUMNS] for row in tokens]
+    widths = [max(len(text) for text in column) for column in zip(TOKEN_COLUMNS, *cells, strict=False)]
+    for line in (TOKEN_COLUMNS, *cells):
+        click.echo("  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip())
+
+
+def _iso_time(value) -> str:
+    return value.isoformat()
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if hasattr(value, "strftime") else str(value)
 
 
 @token.command("revoke")
@@ -473,6 +517,36 @@ def token_revoke(token_id: int) -> None:
             service.revoke_token(token_id)
     except RobinError as exc:
         raise click.ClickException(exc.message) from exc
+
+
+# --- secrets at rest ------------------------------------------------------------------------------
+
+@main.group("secrets")
+def secrets_group() -> None:
+    """The keys that encrypt secrets at rest (registered clusters' cephx keys)."""
+
+
+@secrets_group.command("new-key")
+def secrets_new_key() -> None:
+    """Print a new key for ROBIN_SECRET_KEY (or a line of ROBIN_SECRET_KEY_FILE)."""
+    from cryptography.fernet import Fernet
+
+    click.echo(Fernet.generate_key().decode())
+
+
+@secrets_group.command("rotate")
+def secrets_rotate() -> None:
+    """Re-encrypt every stored secret with the first key of ROBIN_SECRET_KEY (or ROBIN_SECRET_KEY_FILE). Put the
+    new key first and keep the old ones after it while this runs; then the old ones can be dropped."""
+    from robin.clusters import service
+    from robin.errors import RobinError
+
+    try:
+        with _app_context():
+            rotated = service.rotate_keys()
+    except RobinError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"{rotated} cluster key(s) re-encrypted with the first key")
 
 
 if __name__ == "__main__":

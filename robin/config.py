@@ -74,6 +74,16 @@ class Settings:
     gateway_dir: str = field(default_factory=lambda: str(state_dir() / "gateway"))
     # How the gateway's host maps RBD images (the CSI node's mounters): rbd-fuse needs no kernel module.
     gateway_mounter: str = "rbd-fuse"
+    # Fernet keys that encrypt secrets at rest (registered clusters' cephx keys), newest first: robin encrypts
+    # with the first and decrypts with any, so a rotation puts the new key first and keeps the old ones until
+    # `robin secrets rotate` has re-encrypted every row. Neither set: a key made on first start in
+    # $ROBIN_STATE_DIR/secret_key (0600). Kept out of repr: settings may be logged.
+    secret_key: str = field(default="", repr=False)
+    secret_key_file: str = ""
+    # The dashboard's logins: seconds a session lasts, and Secure cookies even when robin itself is reached over
+    # plain HTTP (behind a TLS-terminating proxy); over HTTPS they are Secure anyway.
+    ui_session_seconds: int = 8 * 3600
+    ui_secure_cookies: bool = False
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
@@ -106,6 +116,40 @@ class Settings:
             raise ConfigError("ROBIN_PORT and ROBIN_GATEWAY_PORT must be TCP ports")
         if self.gateway_mounter not in GATEWAY_MOUNTERS:
             raise ConfigError(f"ROBIN_GATEWAY_MOUNTER must be one of {', '.join(GATEWAY_MOUNTERS)}")
+        if self.ui_session_seconds <= 0:
+            raise ConfigError("ROBIN_UI_SESSION_SECONDS must be a positive number of seconds")
+        self.secret_keys()
+
+    def secret_keys(self) -> tuple[str, ...]:
+        """The configured Fernet keys, newest first; () when robin is to make its own."""
+        if self.secret_key and self.secret_key_file:
+            raise ConfigError("set one of ROBIN_SECRET_KEY and ROBIN_SECRET_KEY_FILE, not both")
+        if not self.secret_key_file:
+            return _fernet_keys(self.secret_key, "ROBIN_SECRET_KEY")
+        try:
+            text = Path(self.secret_key_file).read_text()
+        except OSError as exc:
+            raise ConfigError(f"ROBIN_SECRET_KEY_FILE {self.secret_key_file}: {exc.strerror}") from exc
+        keys = _fernet_keys(text, "ROBIN_SECRET_KEY_FILE")
+        if not keys:
+            raise ConfigError(f"ROBIN_SECRET_KEY_FILE {self.secret_key_file} holds no key")
+        return keys
+
+
+def _fernet_keys(text: str, source: str) -> tuple[str, ...]:
+    """Keys separated by commas or lines ('#' starts a comment line), each checked: a typo must stop the
+    process at start, not make every cluster key unreadable later."""
+    from cryptography.fernet import Fernet
+
+    lines = (line for line in text.splitlines() if not line.strip().startswith("#"))
+    keys = tuple(key.strip() for line in lines for key in line.split(",") if key.strip())
+    for position, key in enumerate(keys, 1):
+        try:
+            Fernet(key)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: key {position} is not a Fernet key (32 url-safe base64 bytes; "
+                              "make one with `robin secrets new-key`)") from exc
+    return keys
 
 
 def _read_file(path: str | None) -> dict:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, g, jsonify
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -61,5 +61,7 @@ def readyz():
 
 @blp.get("/metrics")
 def prometheus_metrics():
+    """Per-project quota and usage series: for admins, auditors and the scrape role, never a project's member."""
+    g.identity.require_metrics()
     payload, content_type = metrics.render(projects.quota_rows, usage.metric_rows, drift.metric_counts)
     return Response(payload, content_type=content_type)

@@ -9,7 +9,7 @@ PUBLIC_ENDPOINTS = frozenset({
     "health.healthz", "health.readyz",
     "api-docs.openapi_json", "api-docs.openapi_swagger_ui", "static",
 })
-# The dashboard (robin/ui) checks the token kept in its session cookie with this same service.
+# The dashboard (robin/ui) checks its own server-side sessions (robin.auth.sessions) instead.
 SESSION_BLUEPRINTS = frozenset({"ui"})
 
 

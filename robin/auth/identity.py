@@ -37,6 +37,12 @@ class Identity:
             verb = "is read-only" if self.role is Role.AUDITOR else f"may not change project {project!r}"
             raise Forbidden(f"this token {verb}", details={"project": project, "role": self.role.value})
 
+    def require_metrics(self) -> None:
+        """/metrics names every project with its quota and usage: for those who see every project anyway."""
+        if not (self.sees_all_projects or self.role is Role.METRICS):
+            raise Forbidden("the metrics name every project: they need an admin, auditor or metrics token "
+                            "(robin token create --role metrics)", details={"role": self.role.value})
+
     def require_admin(self) -> None:
         if self.role is not Role.ADMIN:
             raise Forbidden("this needs an admin token", details={"role": self.role.value})

@@ -3,25 +3,31 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import timedelta
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, delete, select
 
 from robin.auth.identity import Identity
-from robin.auth.models import ApiToken, Role
+from robin.auth.models import ApiToken, DashboardSession, Role
 from robin.db import db, utcnow
 from robin.errors import InvalidInput, NotFound, Unauthenticated
 from robin.projects.models import Project
 
 TOKEN_PREFIX = "robin_"
+# Far enough for any real rotation schedule, near enough that the date fits every database's timestamp.
+MAX_LIFETIME = timedelta(days=10 * 366)
 
 
-def _hash(secret: str) -> str:
+def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_token(role: Role, *, project: str | None = None, name: str = "") -> tuple[str, ApiToken]:
+def create_token(role: Role, *, project: str | None = None, name: str = "",
+                 expires_in: timedelta | None = None) -> tuple[str, ApiToken]:
     if (role is Role.MEMBER) != (project is not None):
-        raise InvalidInput("a member token needs exactly one project; admin and auditor tokens need none")
+        raise InvalidInput("a member token needs exactly one project; admin, auditor and metrics tokens need none")
+    if expires_in is not None:
+        _check_lifetime(expires_in.total_seconds())
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with db.unit_of_work() as session:
         project_id = None
@@ -29,8 +35,9 @@ def create_token(role: Role, *, project: str | None = None, name: str = "") -> t
             project_id = session.scalar(select(Project.id).where(Project.name == project))
             if project_id is None:
                 raise NotFound(f"project {project!r} does not exist", code="project_not_found")
-        token = ApiToken(name=name or role.value, token_hash=_hash(secret), prefix=secret[:12],
-                         role=role, project_id=project_id)
+        token = ApiToken(name=name or role.value, token_hash=hash_secret(secret), prefix=secret[:12],
+                         role=role, project_id=project_id,
+                         expires_at=utcnow() + expires_in if expires_in is not None else None)
         session.add(token)
     return secret, token
 
@@ -43,22 +50,66 @@ def authenticate(authorization: str | None) -> Identity:
 
 
 # Columns on a Core connection, built once: this runs on every request.
-IDENTITY_QUERY = (select(ApiToken.id, ApiToken.name, ApiToken.role, ApiToken.revoked_at, Project.name)
+IDENTITY_COLUMNS = (ApiToken.id, ApiToken.name, ApiToken.role, ApiToken.revoked_at, ApiToken.expires_at,
+                    Project.name.label("project"))
+IDENTITY_QUERY = (select(*IDENTITY_COLUMNS)
                   .outerjoin(Project, Project.id == ApiToken.project_id)
                   .where(ApiToken.token_hash == bindparam("token_hash")))
 
 
 def identity_for_secret(secret: str) -> Identity:
     with db.engine.connect() as connection:
-        found = connection.execute(IDENTITY_QUERY, {"token_hash": _hash(secret)}).first()
+        found = connection.execute(IDENTITY_QUERY, {"token_hash": hash_secret(secret)}).first()
+    return identity_of(found)
+
+
+def identity_of(found) -> Identity:
+    """The identity of a row of IDENTITY_COLUMNS, unless the token is unknown (None), revoked or expired."""
     if found is None or found.revoked_at is not None:
         raise Unauthenticated("the API token is unknown or revoked")
-    return Identity(name=found.name, role=found.role, project=found[4], token_id=found.id)
+    if found.expires_at is not None and found.expires_at <= utcnow():
+        raise Unauthenticated(f"the API token expired at {found.expires_at:%Y-%m-%dT%H:%M:%SZ}; ask for a new one "
+                              "(robin token create)", code="token_expired")
+    return Identity(name=found.name, role=found.role, project=found.project, token_id=found.id)
 
 
 def revoke_token(token_id: int) -> None:
+    """Revoke the token and end the dashboard sessions opened with it."""
     with db.unit_of_work() as session:
         token = session.get(ApiToken, token_id)
         if token is None:
             raise NotFound(f"token {token_id} does not exist", code="token_not_found")
         token.revoked_at = token.revoked_at or utcnow()
+        session.execute(delete(DashboardSession).where(DashboardSession.token_id == token_id))
+
+
+LISTED_FIELDS = ("id", "name", "role", "project", "prefix", "created_at", "expires_at", "revoked_at")
+
+
+def list_tokens() -> list[dict]:
+    """Every token with what identifies it; never its hash (let alone its secret, which is not kept)."""
+    query = (select(ApiToken.id, ApiToken.name, ApiToken.role, Project.name.label("project"), ApiToken.prefix,
+                    ApiToken.created_at, ApiToken.expires_at, ApiToken.revoked_at)
+             .outerjoin(Project, Project.id == ApiToken.project_id).order_by(ApiToken.id))
+    with db.reading() as session:
+        return [{field: _plain(row._mapping[field]) for field in LISTED_FIELDS} for row in session.execute(query)]
+
+
+def _plain(value):
+    return value.value if isinstance(value, Role) else value
+
+
+def parse_lifetime(text: str) -> timedelta:
+    """'30d', '12h', '90m', '3600s', '2w' -> a timedelta; InvalidInput otherwise."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+    number, unit = text.strip()[:-1], text.strip()[-1:].lower()
+    if unit not in units or not number.isdigit():
+        raise InvalidInput(f"{text!r} is not a lifetime: give a number and a unit s, m, h, d or w (e.g. 30d)")
+    seconds = int(number) * units[unit]
+    _check_lifetime(seconds)
+    return timedelta(seconds=seconds)
+
+
+def _check_lifetime(seconds: float) -> None:
+    if not 0 < seconds <= MAX_LIFETIME.total_seconds():
+        raise InvalidInput("a token's lifetime must be positive and at most 10 years")

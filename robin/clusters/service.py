@@ -1,10 +1,11 @@
 """The cluster registry and each cluster's process-wide connection."""
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from robin import crypto
 from robin.auth.identity import Identity
 from robin.ceph import CephConnection, CephConnections
 from robin.clusters.models import CephCluster
@@ -44,6 +45,30 @@ def sync_default(conf_path: str, client_id: str) -> None:
         pass  # another worker registered it at the same moment
 
 
+def encrypt_plain_keys() -> int:
+    """Encrypt the keys an older robin stored in plain text (run at every start; nothing to do once done).
+    Each row is a compare-and-set: workers starting together encrypt a key once."""
+    return _reencrypt_keys(lambda stored: not crypto.is_encrypted(stored))
+
+
+def rotate_keys() -> int:
+    """Re-encrypt every stored key with the first secret key, so that the older keys can be dropped."""
+    return _reencrypt_keys(lambda stored: True)
+
+
+def _reencrypt_keys(wanted) -> int:
+    changed = 0
+    with db.unit_of_work() as session:
+        rows = session.execute(select(CephCluster.id, CephCluster.name, CephCluster.cephx_key)
+                               .where(CephCluster.cephx_key.is_not(None)).order_by(CephCluster.id)).all()
+        for row in filter(lambda row: wanted(row.cephx_key), rows):
+            fresh = crypto.reencrypt(row.cephx_key, f"the key of cluster {row.name!r}")
+            changed += session.execute(update(CephCluster).where(CephCluster.id == row.id,
+                                                                 CephCluster.cephx_key == row.cephx_key)
+                                       .values(cephx_key=fresh)).rowcount
+    return changed
+
+
 # Built once: resolving the cluster is on the path of every create.
 DEFAULT_QUERY = select(CephCluster).where(CephCluster.is_default.is_(True))
 BY_NAME_QUERY = select(CephCluster).where(CephCluster.name == bindparam("name"))
@@ -77,6 +102,8 @@ def list_all(identity: Identity) -> list[CephCluster]:
 def register(identity: Identity, spec: dict) -> CephCluster:
     """Register by a ceph.conf on robin's hosts (+ keyring path), or by monitors and a key."""
     identity.require_admin()
+    if spec.get("cephx_key"):
+        spec = {**spec, "cephx_key": crypto.encrypt(spec["cephx_key"])}
     try:
         with db.unit_of_work() as session:
             cluster = CephCluster(is_default=False, **spec)

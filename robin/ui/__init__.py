@@ -1,19 +1,21 @@
 """The dashboard for people (`/ui/`): read-only, server-rendered, behind robin's own tokens.
 
-A person types a token once on `/ui/login`; it is kept in Flask's signed session cookie (HttpOnly,
-SameSite=Strict) and checked with robin's own authentication on every page, so a revoked token ends
-the session at the next click. The API's bearer hook leaves this blueprint to its session check.
+A person types a token once on `/ui/login`; robin opens a server-side session (robin.auth.sessions) and the
+browser keeps only its random id, in Flask's signed cookie: HttpOnly, SameSite=Lax, Secure over HTTPS, expiring.
+Every page checks the session, so logout, expiry or the token's revocation ends it at the next click. Every form
+carries a CSRF token kept in that cookie. The API's bearer hook leaves this blueprint to its session check.
 """
 from __future__ import annotations
 
-import os
 import secrets
-from pathlib import Path
+from datetime import timedelta
 
 from flask import Blueprint, Flask, flash, g, redirect, render_template, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface
 
-from robin import config
+from robin import config, crypto
 from robin.auth import service as auth
+from robin.auth import sessions
 from robin.errors import RobinError, Unauthenticated
 from robin.ui import service
 
@@ -23,46 +25,66 @@ OPEN_ENDPOINTS = frozenset({"ui.login", "ui.static"})
 # Only robin's own files: no CDN, no inline script; style attributes carry the bars' widths.
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
                            "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+SESSION_ID, CSRF = "sid", "csrf"  # the keys of the signed cookie
+ENDED = {
+    "session_expired": "Your session expired; please log in again.",
+    "token_expired": "Your token expired; please log in again with a new one.",
+}
+FORM_REFUSED = "This form expired or did not come from robin's page: reload the page and try again."
+
+
+class _SessionCookie(SecureCookieSessionInterface):
+    """Secure whenever the browser came over HTTPS, not only when ROBIN_UI_SECURE_COOKIES says so."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return super().get_cookie_secure(app) or request.is_secure
 
 
 def install(app: Flask) -> None:
-    """Register the dashboard with a session key every worker of this deployment shares."""
-    app.secret_key = _secret_key(config.state_dir() / "ui_secret")
-    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict")
+    """Register the dashboard with a cookie-signing key every worker of this deployment shares."""
+    settings = app.config["ROBIN_SETTINGS"]
+    app.secret_key = crypto.state_secret(config.state_dir() / "ui_secret").encode()
+    app.session_interface = _SessionCookie()
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+                      SESSION_COOKIE_SECURE=settings.ui_secure_cookies,
+                      PERMANENT_SESSION_LIFETIME=timedelta(seconds=settings.ui_session_seconds))
     app.jinja_env.filters.setdefault("human_bytes", service.human_bytes)
+    app.jinja_env.globals["csrf_token"] = csrf_token
     app.register_blueprint(blp)
 
 
-def _secret_key(path: Path) -> bytes:
-    """Made once, 0600, in the state directory: gunicorn's workers (and restarts) must agree on it,
-    or a session signed by one worker would be refused by the next."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        draft = path.with_name(f".{path.name}.{os.getpid()}")
-        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(secrets.token_hex(32))
-        try:
-            os.link(draft, path)  # atomic: the first worker's key wins, the others read it
-        except FileExistsError:
-            pass
-        finally:
-            draft.unlink()
-    return path.read_text().strip().encode()
+def csrf_token() -> str:
+    """This browser's CSRF token, made on first use: every POST form of the dashboard carries it."""
+    if CSRF not in session:
+        session[CSRF] = secrets.token_urlsafe(32)
+    return session[CSRF]
+
+
+@blp.before_request
+def _check_csrf():
+    """A POST must carry the token of the page it came from: another site cannot read it, so cannot forge it."""
+    if request.method != "POST":
+        return None
+    sent, expected = request.form.get("csrf_token", ""), session.get(CSRF, "")
+    if expected and secrets.compare_digest(sent, expected):
+        return None
+    if request.endpoint == "ui.login":
+        return render_template("ui/login.html", error=FORM_REFUSED), 400
+    return render_template("ui/form_refused.html", message=FORM_REFUSED), 400
 
 
 @blp.before_request
 def _session_identity():
     if request.endpoint in OPEN_ENDPOINTS:
         return None
-    token = session.get("token")
-    if not token:
+    session_id = session.get(SESSION_ID)
+    if not session_id:
         return _to_login(None)
     try:
-        g.identity = auth.identity_for_secret(token)
-    except Unauthenticated:
-        session.clear()
-        return _to_login("Your token is unknown or was revoked; please log in again.")
+        g.identity = sessions.identity_for_session(session_id)
+    except Unauthenticated as exc:
+        session.pop(SESSION_ID, None)
+        return _to_login(ENDED.get(exc.code, "Your session ended or its token was revoked; please log in again."))
     return None
 
 
@@ -91,21 +113,32 @@ def login():
     token = request.form.get("token", "").strip()
     try:
         identity = auth.identity_for_secret(token) if token else None
-    except Unauthenticated:
-        identity = None
+        error = None
+    except Unauthenticated as exc:
+        identity, error = None, exc.message if exc.code == "token_expired" else None
     if identity is None:
-        return render_template("ui/login.html", error="That token is unknown or revoked."), 401
+        return render_template("ui/login.html", error=error or "That token is unknown or revoked."), 401
+    _end_session()  # this browser's earlier session, if any: one login, one session
+    lifetime = timedelta(seconds=config.current().ui_session_seconds)
+    session_id = sessions.open_session(identity, lifetime)
     session.clear()
-    session["token"] = token
+    session.update({SESSION_ID: session_id, CSRF: secrets.token_urlsafe(32)})  # a new CSRF token with the session
+    session.permanent = True  # the cookie expires (PERMANENT_SESSION_LIFETIME); the row's expiry is what counts
     g.identity = identity  # the audit event of this login names who logged in
     return redirect(url_for("ui.dashboard"))
 
 
 @blp.route("/logout", methods=["POST"])
 def logout():
+    _end_session()
     session.clear()
     flash("You are logged out.")
     return redirect(url_for("ui.login"))
+
+
+def _end_session() -> None:
+    if session.get(SESSION_ID):
+        sessions.end_session(session[SESSION_ID])
 
 
 @blp.route("/")

@@ -4,8 +4,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
+import stat
 import subprocess
 import sys
+from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +67,74 @@ def test_dev_cluster_status_of_a_missing_cluster(tmp_path, env):
     result = robin("dev-cluster", "status", "--dir", str(tmp_path / "none"), env=env)
     assert result.returncode == 1
     assert json.loads(result.stdout)["healthy"] is False
+
+
+def test_token_create_expires_in_and_token_list(env):
+    assert robin("db", "upgrade", env=env).returncode == 0
+    created = robin("token", "create", "--role", "metrics", "--name", "prometheus", "--expires-in", "30d", env=env)
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.strip()
+    listed = robin("token", "list", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    row = next(row for row in json.loads(listed.stdout) if row["name"] == "prometheus")
+    assert (row["role"], row["project"], row["prefix"], row["revoked_at"]) == ("metrics", None, secret[:12], None)
+    lifetime = datetime.fromisoformat(row["expires_at"]) - datetime.fromisoformat(row["created_at"])
+    assert abs(lifetime - timedelta(days=30)) < timedelta(minutes=1)
+    table = robin("token", "list", env=env)
+    assert table.returncode == 0 and "prometheus" in table.stdout and "metrics" in table.stdout
+    for output in (listed.stdout, table.stdout):
+        assert secret not in output and secret[12:] not in output
+
+
+@pytest.mark.parametrize("expires_in", ["soon", "0d", "-1h", "500y"])
+def test_token_create_refuses_a_bad_lifetime(env, expires_in):
+    result = robin("token", "create", "--admin", "--expires-in", expires_in, env=env)
+    assert result.returncode == 2 and "--expires-in" in result.stderr and result.stdout == ""
+
+
+def _insert_plain_cluster(database_url: str, name: str, key: str) -> None:
+    with sqlite3.connect(database_url.removeprefix("sqlite:///")) as connection:
+        connection.execute("INSERT INTO ceph_clusters (name, mon_host, cephx_key, client_id, is_default, created_at) "
+                           "VALUES (?, 'v1:127.0.0.1:9', ?, 'admin', 0, '2026-01-01 00:00:00.000000')", (name, key))
+
+
+def _stored_key(database_url: str, name: str) -> str:
+    with sqlite3.connect(database_url.removeprefix("sqlite:///")) as connection:
+        return connection.execute("SELECT cephx_key FROM ceph_clusters WHERE name = ?", (name,)).fetchone()[0]
+
+
+def test_secrets_rotate_re_encrypts_cluster_keys(env):
+    from cryptography.fernet import Fernet, InvalidToken
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    plain = "AQBlegacyplainkey00000000000000000000000=="
+    url = env["ROBIN_DATABASE_URL"]
+    assert robin("db", "upgrade", env=env).returncode == 0
+    _insert_plain_cluster(url, "legacy", plain)
+    # Any start of robin encrypts the keys an older robin left in plain text, with the first key.
+    assert robin("token", "list", env={**env, "ROBIN_SECRET_KEY": old}).returncode == 0
+    assert Fernet(old).decrypt(_stored_key(url, "legacy").encode()).decode() == plain
+
+    rotated = robin("secrets", "rotate", env={**env, "ROBIN_SECRET_KEY": f"{new},{old}"})
+    assert rotated.returncode == 0, rotated.stderr
+    assert "1 cluster key" in rotated.stdout
+    assert Fernet(new).decrypt(_stored_key(url, "legacy").encode()).decode() == plain
+    with pytest.raises(InvalidToken):
+        Fernet(old).decrypt(_stored_key(url, "legacy").encode())
+    # Without the key the rows are under, rotation stops and says which key is missing.
+    refused = robin("secrets", "rotate", env={**env, "ROBIN_SECRET_KEY": old})
+    assert refused.returncode == 1 and "legacy" in refused.stderr and "ROBIN_SECRET_KEY" in refused.stderr
+
+
+def test_the_default_secret_key_is_made_once_and_private(env):
+    assert robin("db", "upgrade", env=env).returncode == 0
+    _insert_plain_cluster(env["ROBIN_DATABASE_URL"], "legacy", "AQBplain==")
+    assert robin("token", "list", env=env).returncode == 0
+    key_file = Path(env["ROBIN_STATE_DIR"]) / "secret_key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    key = key_file.read_text().strip()
+    assert robin("secrets", "rotate", env=env).returncode == 0
+    assert key_file.read_text().strip() == key
+    from cryptography.fernet import Fernet
+
+    assert Fernet(key).decrypt(_stored_key(env["ROBIN_DATABASE_URL"], "legacy").encode()) == b"AQBplain=="

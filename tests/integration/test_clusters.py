@@ -115,3 +115,32 @@ def test_clusters_are_for_admins(as_role, new_project):
     member = as_role("member", new_project())
     assert member.get("/api/v2/clusters").status_code == 403
     assert member.post("/api/v2/clusters", json={"name": unique("c"), "conf_path": "/x"}).status_code == 403
+
+
+def test_cluster_keys_are_encrypted_at_rest(admin, registered, second_cluster, new_project):
+    """Attack 7: the registry's row holds no plain cephx key, and the cluster still works."""
+    from sqlalchemy import text
+
+    from robin.db import db
+
+    key = admin_key(second_cluster)
+    name = registered(mon_host=mon_host(second_cluster), key=key)
+    with db.engine.connect() as connection:
+        row = connection.execute(text("SELECT * FROM ceph_clusters WHERE name = :name"), {"name": name}).one()
+    stored = " ".join(str(value) for value in row)
+    assert key not in stored and key.rstrip("=") not in stored
+    assert row.cephx_key and row.cephx_key != key
+    project, image = new_project(), unique("img")
+    created = admin.post(f"/api/v2/projects/{project}/rbd-images",
+                         json={"name": image, "size_bytes": 8 * MiB, "cluster": name})
+    assert created.status_code == 201, created.json
+    other = rados.Rados(conffile=str(second_cluster.conf_path))
+    other.connect(timeout=10)
+    try:
+        with other.open_ioctx("rbd") as ioctx:
+            assert image in rbd.RBD().list(ioctx)
+    finally:
+        other.shutdown()
+    assert admin.delete(f"/api/v2/projects/{project}/rbd-images/{image}",
+                        query_string={"purge": "true"}).status_code == 204
+    assert admin.delete(f"/api/v2/projects/{project}").status_code == 204

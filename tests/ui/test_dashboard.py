@@ -1,6 +1,7 @@
 """The dashboard at /ui/: its session auth with the Flask test client, and the page in a real headless Chromium."""
 from __future__ import annotations
 
+import re
 import shutil
 import struct
 import tempfile
@@ -19,8 +20,33 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 VIEWPORT = {"width": 1280, "height": 900}
 
 
-def log_in(client, token: str):
-    return client.post("/ui/login", data={"token": token})
+def csrf_token(page: bytes) -> str:
+    match = re.search(rb'name="csrf_token" value="([^"]+)"', page)
+    assert match, "the form carries no CSRF token"
+    return match.group(1).decode()
+
+
+def log_in(client, token: str, base_url: str = "http://localhost"):
+    form = client.get("/ui/login", base_url=base_url)
+    return client.post("/ui/login", data={"token": token, "csrf_token": csrf_token(form.data)}, base_url=base_url)
+
+
+def log_out(client):
+    return client.post("/ui/logout", data={"csrf_token": csrf_token(client.get("/ui/").data)}, follow_redirects=True)
+
+
+def session_cookie(app, client) -> str:
+    cookie = client.get_cookie(app.config["SESSION_COOKIE_NAME"])
+    assert cookie is not None, "no session cookie"
+    return cookie.value
+
+
+def session_rows(db_rows, token_id: int) -> list:
+    from sqlalchemy import select
+
+    from robin.auth.models import DashboardSession
+
+    return db_rows(select(DashboardSession).where(DashboardSession.token_id == token_id))
 
 
 # --- session auth (Flask test client) --------------------------------------------------------------
@@ -43,16 +69,87 @@ def test_a_bad_token_is_refused_with_a_message(app):
     assert client.get("/ui/").status_code == 302
 
 
-def test_the_session_cookie_is_httponly_and_samesite_strict(app, admin_token, new_project):
+def test_the_session_cookie_is_httponly_and_samesite_lax(app, admin_token, new_project):
     project = new_project()
     client = app.test_client()
     response = log_in(client, admin_token)
     assert response.status_code == 302 and response.headers["Location"].endswith("/ui/")
     cookie = response.headers["Set-Cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Expires=" in cookie
+    assert "Secure" not in cookie  # plain HTTP: a Secure cookie would never come back
     page = client.get("/ui/")
     assert page.status_code == 200 and project.encode() in page.data and b"Recent audit events" in page.data
     assert page.headers["Cache-Control"] == "no-store"
+
+
+def test_dashboard_cookie_holds_a_session_id_not_the_token(app, admin_token, db_rows):
+    """Attack 7: the cookie carried the raw bearer token (signed, not encrypted, no expiry, never Secure)."""
+    from robin.auth.service import identity_for_secret
+
+    client = app.test_client()
+    response = log_in(client, admin_token, base_url="https://localhost")
+    assert response.status_code == 302
+    assert "Secure" in response.headers["Set-Cookie"]  # served over HTTPS
+    value = session_cookie(app, client)
+    content = app.session_interface.get_signing_serializer(app).loads(value)
+    assert admin_token not in value and admin_token not in repr(content)
+    assert admin_token[len("robin_"):] not in repr(content)
+    with app.app_context():
+        token_id = identity_for_secret(admin_token).token_id
+    rows = session_rows(db_rows, token_id)
+    # Stored hashed: the cookie's session id is not in the table either.
+    assert rows and all(content["sid"] not in repr(vars(row)) for row in rows)
+    assert all(row.expires_at > row.created_at for row in rows)
+
+
+def test_dashboard_session_ends_server_side_on_logout(app, admin_token):
+    client = app.test_client()
+    log_in(client, admin_token)
+    stolen = session_cookie(app, client)
+    assert b"logged out" in log_out(client).data
+    replay = app.test_client()
+    replay.set_cookie(app.config["SESSION_COOKIE_NAME"], stolen)
+    response = replay.get("/ui/")
+    assert response.status_code == 302 and response.headers["Location"].endswith("/ui/login")
+
+
+def test_dashboard_session_expires(app, db_rows):
+    from sqlalchemy import update
+
+    from robin.auth.models import DashboardSession
+    from robin.auth.service import identity_for_secret
+    from robin.db import db, utcnow
+
+    token = make_token(app, "auditor")
+    client = app.test_client()
+    log_in(client, token)
+    assert client.get("/ui/").status_code == 200
+    with app.app_context():
+        token_id = identity_for_secret(token).token_id
+    with db.writing() as connection:
+        connection.execute(update(DashboardSession).where(DashboardSession.token_id == token_id)
+                           .values(expires_at=utcnow()))
+    response = client.get("/ui/", follow_redirects=True)
+    assert response.request.path == "/ui/login" and b"expired" in response.data
+
+
+def test_login_without_a_valid_csrf_token_is_refused(app, admin_token, db_rows):
+    from robin.auth.service import identity_for_secret
+
+    with app.app_context():
+        token_id = identity_for_secret(admin_token).token_id
+    before = len(session_rows(db_rows, token_id))
+    client = app.test_client()
+    client.get("/ui/login")
+    for form in ({"token": admin_token}, {"token": admin_token, "csrf_token": "forged"}):
+        response = client.post("/ui/login", data=form)
+        assert response.status_code == 400 and b"reload the page" in response.data
+        assert client.get("/ui/").status_code == 302
+    assert len(session_rows(db_rows, token_id)) == before
+    # Nor does logging out work without it: a forged form cannot end someone's session.
+    log_in(client, admin_token)
+    assert client.post("/ui/logout", data={}).status_code == 400
+    assert client.get("/ui/").status_code == 200
 
 
 def test_a_member_sees_only_its_project(app, new_project):
@@ -72,7 +169,7 @@ def test_an_auditor_sees_the_drift_fragment(app, new_project):
     assert b"drift-findings" in fragment.data or b"No drift" in fragment.data or b"survey" in fragment.data
 
 
-def test_a_revoked_token_ends_the_session(app):
+def test_a_revoked_token_ends_the_session(app, db_rows):
     from robin.auth.service import identity_for_secret, revoke_token
 
     token = make_token(app, "auditor")
@@ -80,9 +177,11 @@ def test_a_revoked_token_ends_the_session(app):
     log_in(client, token)
     assert client.get("/ui/").status_code == 200
     with app.app_context():
-        revoke_token(identity_for_secret(token).token_id)
+        token_id = identity_for_secret(token).token_id
+        revoke_token(token_id)
+    assert session_rows(db_rows, token_id) == []
     response = client.get("/ui/", follow_redirects=True)
-    assert response.request.path == "/ui/login" and b"revoked" in response.data
+    assert response.request.path == "/ui/login" and b"log in again" in response.data
 
 
 def test_logins_are_audited_without_the_token(app, db_rows):
@@ -100,8 +199,7 @@ def test_logins_are_audited_without_the_token(app, db_rows):
 def test_logout_clears_the_session(app, admin_token):
     client = app.test_client()
     log_in(client, admin_token)
-    response = client.post("/ui/logout", follow_redirects=True)
-    assert b"logged out" in response.data
+    assert b"logged out" in log_out(client).data
     assert client.get("/ui/").status_code == 302
 
 
