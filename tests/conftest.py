@@ -90,8 +90,10 @@ def database_url(backend, request, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def settings(database_url, ceph_conf) -> Settings:
+    from tests.support.server import SESSION_SECRET_KEY
+
     return Settings(database_url=database_url, ceph_conf=ceph_conf, ceph_timeout=5.0,
-                    max_volume_bytes=2**50, log_level="WARNING")
+                    max_volume_bytes=2**50, log_level="WARNING", secret_key=SESSION_SECRET_KEY)
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import requests
+from cryptography.fernet import Fernet
 
 from tests.support.net import free_port, wait_until
+
+# One secret key for the test session's in-process app and every server it starts: a cluster key one of them
+# encrypts, the others must decrypt.
+SESSION_SECRET_KEY = Fernet.generate_key().decode()
 
 START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 20
@@ -30,7 +35,8 @@ def running_server(database_url: str, ceph_conf: str, workers: int = 4, extra_en
     port = free_port()
     state_dir = tempfile.mkdtemp(prefix="robin-serve-")
     env = {**os.environ, "ROBIN_DATABASE_URL": database_url, "ROBIN_CEPH_CONF": ceph_conf,
-           "ROBIN_STATE_DIR": state_dir, "ROBIN_WORKERS": str(workers), "ROBIN_HOST": "127.0.0.1",
+           "ROBIN_STATE_DIR": state_dir, "ROBIN_SECRET_KEY": SESSION_SECRET_KEY,
+           "ROBIN_WORKERS": str(workers), "ROBIN_HOST": "127.0.0.1",
            "ROBIN_PORT": str(port), "ROBIN_LOG_LEVEL": "WARNING", **(extra_env or {})}
     log = open(Path(state_dir) / "server.log", "wb")
     process = subprocess.Popen([sys.executable, "-m", "robin.cli", "serve"], env=env, stdout=log, stderr=log,
