@@ -5,12 +5,13 @@ from marshmallow import Schema, fields, validate
 
 from robin.pagination import DEFAULT_LIMIT
 
+# Patterns end in \Z, not $: `$` also matches before a final newline, and "abc\n" is not "abc".
 # DNS-1123 label: what a Kubernetes namespace may be called, so every namespace can be a project.
-PROJECT_NAME = validate.Regexp(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+PROJECT_NAME = validate.Regexp(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z",
                                error="must be 1-63 lowercase letters, digits or '-', starting and ending "
                                      "with a letter or digit")
 # Stricter than Ceph (which forbids only '/' and '@'): safe in shells, URLs and PV names.
-CEPH_NAME = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+CEPH_NAME = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z",
                             error="must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit")
 
 

@@ -6,7 +6,7 @@ from robin import config
 from robin.config import RBD_FEATURES
 from robin.schemas import CEPH_NAME, PageArgs, PageSchema
 
-METADATA_KEY = validate.Regexp(r"^(?!robin\.)[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$",
+METADATA_KEY = validate.Regexp(r"^(?!robin\.)[A-Za-z0-9][A-Za-z0-9._/-]{0,127}\Z",
                                error="keys are 1-128 letters, digits, '.', '_', '/' or '-'; 'robin.' is reserved")
 FEATURE_NEEDS = {"object-map": "exclusive-lock", "fast-diff": "object-map"}
 

@@ -66,6 +66,16 @@ def test_bad_project_input_is_422_with_field_messages(admin, db_rows, body, fiel
     assert db_rows(select(Project).where(Project.name == "ok-name")) == []
 
 
+def test_project_name_with_trailing_newline_is_refused(admin, db_rows):
+    """`$` matches before a final newline: "abc\n" must not pass for the DNS label "abc"."""
+    name = unique("p")
+    response = admin.post("/api/v2/projects", json={"name": name + "\n", "quota": QUOTA})
+    assert response.status_code == 422, response.json
+    error = response.json["error"]
+    assert error["code"] == "validation_error" and "name" in error["details"]["fields"]
+    assert db_rows(select(Project).where(Project.name.in_([name + "\n", name]))) == []
+
+
 def test_patch_quota(admin, new_project):
     name = new_project()
     response = admin.patch(f"/api/v2/projects/{name}", json={"quota": {"max_bytes": 2**30}})
