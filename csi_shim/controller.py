@@ -45,8 +45,8 @@ log = logging.getLogger("csi_shim")
 GiB = 2**30
 DEFAULT_SIZE = GiB  # a CreateVolume without required_bytes
 MAX_ID_BYTES = 128  # the spec's limit for a string field, ids included
-ROBIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-PROJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+ROBIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+PROJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 # robin names the snapshot behind a clone of a volume's current state robin-clone-<id>, and its reconciler removes
 # such snapshots: a CSI name must never become one.
 TEMPORARY_CLONE_SNAPSHOT = "robin-clone-"
@@ -80,7 +80,7 @@ def out_of_range(message: str) -> CsiError:
 def robin_name(csi_name: str, id_prefix: str) -> str:
     """The robin name for a CSI name: the name itself when robin accepts it and `id_prefix` + it fits in an id,
     else `csi-` + a digest of it (the same CSI name always gives the same robin name)."""
-    if (ROBIN_NAME.match(csi_name) and not csi_name.startswith(TEMPORARY_CLONE_SNAPSHOT)
+    if (ROBIN_NAME.fullmatch(csi_name) and not csi_name.startswith(TEMPORARY_CLONE_SNAPSHOT)
             and len((id_prefix + csi_name).encode()) <= MAX_ID_BYTES):
         return csi_name
     # 128 bits of SHA-256: `rbd:` or `cephfs:` + the longest project + `:` + 36 characters is within 128 bytes.
@@ -97,7 +97,7 @@ def parse_volume_id(volume_id: str) -> VolumeRef | None:
         ref = VolumeRef.parse(volume_id)
     except ValueError:
         return None
-    return ref if PROJECT_NAME.match(ref.project) and ROBIN_NAME.match(ref.name) else None
+    return ref if PROJECT_NAME.fullmatch(ref.project) and ROBIN_NAME.fullmatch(ref.name) else None
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ class SnapshotRef:
     def parse(cls, snapshot_id: str) -> SnapshotRef | None:
         handle, at, name = snapshot_id.rpartition("@")
         volume = parse_volume_id(handle) if at else None
-        return cls(volume, name) if volume and ROBIN_NAME.match(name) else None
+        return cls(volume, name) if volume and ROBIN_NAME.fullmatch(name) else None
 
 
 # --- parameters, capabilities, sizes ----------------------------------------------------------------------------
@@ -138,7 +138,7 @@ class Parameters:
             known = ", ".join(sorted(COMMON_PARAMETERS | KIND_PARAMETERS[kind]))
             raise invalid(f"unknown parameters for type {kind}: {', '.join(unknown)} (known: {known})")
         project = given.get("project") or parameters.get(PVC_NAMESPACE) or default_project
-        if not PROJECT_NAME.match(project):
+        if not PROJECT_NAME.fullmatch(project):
             raise invalid(f"{project!r} cannot be a robin project: 1-63 lowercase letters, digits or '-'")
         fields = {"cluster": given.get("cluster")}
         if kind == "rbd":
@@ -162,7 +162,7 @@ class Parameters:
         return None
 
 
-QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+QUANTITY = re.compile(r"([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?")
 SUFFIXES = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
             "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 
@@ -170,7 +170,7 @@ SUFFIXES = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**1
 def _project_quota(given: dict) -> dict:
     quota = dict(DEFAULT_QUOTA)
     if "projectQuotaBytes" in given:
-        match = QUANTITY.match(given["projectQuotaBytes"].strip())
+        match = QUANTITY.fullmatch(given["projectQuotaBytes"].strip())
         if not match:
             raise invalid(f"projectQuotaBytes must be a quantity such as 100Gi, not {given['projectQuotaBytes']!r}")
         quota["max_bytes"] = math.ceil(Decimal(match[1]) * SUFFIXES[match[2]])

@@ -15,6 +15,8 @@ from pathlib import Path
 from robin.dev.cluster import DEFAULT_DIR as DEV_CLUSTER_DIR
 
 ENV_PREFIX = "ROBIN_"
+# The largest value of the database's BigInteger columns (sizes, quotas in bytes).
+BIGINT_MAX = 2**63 - 1
 RBD_FEATURES = ("layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten")
 
 
@@ -101,13 +103,16 @@ class Settings:
             raise ConfigError("ROBIN_RBD_DEFAULT_POOL must be one of ROBIN_RBD_POOLS")
         if self.cephfs_default_fs not in self.cephfs_filesystems:
             raise ConfigError("ROBIN_CEPHFS_DEFAULT_FS must be one of ROBIN_CEPHFS_FILESYSTEMS")
-        if not self.cephfs_root.startswith("/") or self.cephfs_root.rstrip("/") == "":
-            raise ConfigError("ROBIN_CEPHFS_ROOT must be an absolute directory other than /")
+        # Stored normalised: every CephFS path robin makes, drift reports and adoption start from it.
+        object.__setattr__(self, "cephfs_root", _cephfs_root(self.cephfs_root))
         unknown = set(self.rbd_default_features) - set(RBD_FEATURES)
         if unknown:
             raise ConfigError(f"ROBIN_RBD_DEFAULT_FEATURES has unknown features: {sorted(unknown)}")
         if self.max_volume_bytes <= 0 or self.workers <= 0 or self.threads <= 0:
             raise ConfigError("ROBIN_MAX_VOLUME_BYTES, ROBIN_WORKERS and ROBIN_THREADS must be positive")
+        if self.max_volume_bytes > BIGINT_MAX:
+            raise ConfigError(f"ROBIN_MAX_VOLUME_BYTES must be at most {BIGINT_MAX} (what the database's size "
+                              "columns hold)")
         if not 0 < self.usage_parallelism <= 256:
             raise ConfigError("ROBIN_USAGE_PARALLELISM must be between 1 and 256")
         if self.trash_delay < 0 or self.maintenance_interval < 0:
@@ -150,6 +155,25 @@ def _fernet_keys(text: str, source: str) -> tuple[str, ...]:
             raise ConfigError(f"{source}: key {position} is not a Fernet key (32 url-safe base64 bytes; "
                               "make one with `robin secrets new-key`)") from exc
     return keys
+
+
+def _cephfs_root(root: str) -> str:
+    """The root without its trailing slash. Anything a normalisation would have to guess at ('.',
+    '..', '//') is refused rather than resolved: a root that points elsewhere than it reads would put
+    every project's directories there."""
+    parts = root.removesuffix("/").split("/")
+    problem = None
+    if not root.startswith("/"):
+        problem = "must be an absolute path"
+    elif not root.isprintable():
+        problem = "must not contain control characters"
+    elif parts == [""]:
+        problem = "must be a directory other than /"
+    elif {"", ".", ".."} & set(parts[1:]):
+        problem = "must not contain '.', '..' or '//'"
+    if problem:
+        raise ConfigError(f"ROBIN_CEPHFS_ROOT {root!r} {problem}")
+    return "/".join(parts)
 
 
 def _read_file(path: str | None) -> dict:

@@ -3,19 +3,30 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from robin.config import BIGINT_MAX
 from robin.pagination import DEFAULT_LIMIT
 
+# Patterns end in \Z, not $: `$` also matches before a final newline, and "abc\n" is not "abc".
 # DNS-1123 label: what a Kubernetes namespace may be called, so every namespace can be a project.
-PROJECT_NAME = validate.Regexp(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+PROJECT_NAME = validate.Regexp(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z",
                                error="must be 1-63 lowercase letters, digits or '-', starting and ending "
                                      "with a letter or digit")
 # Stricter than Ceph (which forbids only '/' and '@'): safe in shells, URLs and PV names.
-CEPH_NAME = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+CEPH_NAME = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z",
                             error="must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit")
 
 
+# What the database's Integer columns (counts) hold; BigInteger ones (bytes) hold BIGINT_MAX. A larger
+# value is a 422 here rather than an "integer out of range" (a 500) from PostgreSQL.
+INTEGER_MAX = 2**31 - 1
+
+
 def byte_count(*, minimum: int = 0, **kwargs) -> fields.Integer:
-    return fields.Integer(strict=True, validate=validate.Range(min=minimum), **kwargs)
+    return fields.Integer(strict=True, validate=validate.Range(min=minimum, max=BIGINT_MAX), **kwargs)
+
+
+def count(**kwargs) -> fields.Integer:
+    return fields.Integer(strict=True, validate=validate.Range(min=0, max=INTEGER_MAX), **kwargs)
 
 
 class PageArgs(Schema):

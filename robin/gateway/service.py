@@ -20,7 +20,7 @@ from robin.gateway.passwords import MAX_PASSWORD_BYTES, burn_time, hash_password
 from robin.volumes.models import CephfsPath, RbdImage
 
 # What a POSIX login name may be (useradd's default rule), at most 32 characters.
-USERNAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+USERNAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def _invalid(field: str, message: str) -> InvalidInput:
 
 def validate_account(username: str, password: str, mount_path: str = "/mnt") -> None:
     """Check a user name and password (and mount path) before anything is mounted for them."""
-    if not USERNAME.match(username):
+    if not USERNAME.fullmatch(username):
         raise _invalid("user", "must be 1-32 of a-z 0-9 _ . -, starting with a letter or _")
     if not password or len(password.encode()) > MAX_PASSWORD_BYTES:
         raise _invalid("password", f"must be 1-{MAX_PASSWORD_BYTES} bytes")

@@ -17,9 +17,9 @@ from robin.migrate.errors import MigrationError
 
 DEFAULT_PORT = 24007  # glusterd's management port, from which clients fetch volfiles
 MOUNT_TIMEOUT_S = 60
-_SPEC = re.compile(r"^(?P<servers>[A-Za-z0-9.,\[\]:-]+?)(?::(?P<port>\d+))?:/(?P<volume>[A-Za-z0-9._-]+)"
-                   r"(?P<subdir>/.*)?$")
-_SERVER = re.compile(r"^(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]+)$")
+_SPEC = re.compile(r"(?P<servers>[A-Za-z0-9.,\[\]:-]+?)(?::(?P<port>\d+))?:/(?P<volume>[A-Za-z0-9._-]+)"
+                   r"(?P<subdir>/.*)?")
+_SERVER = re.compile(r"\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]+")
 
 
 class SourceError(MigrationError):
@@ -35,12 +35,12 @@ class GlusterSource:
 
     @classmethod
     def parse(cls, spec: str) -> GlusterSource:
-        match = _SPEC.match(spec)
+        match = _SPEC.fullmatch(spec)
         if not match:
             raise SourceError("invalid_source", f"{spec!r} is not a GlusterFS source: write server[:port]:/volume"
                                                 f"[/directory], e.g. gluster-1:/data or 10.0.0.5,10.0.0.6:/data/app")
         servers = tuple(s for s in match["servers"].split(",") if s)
-        if not servers or not all(_SERVER.match(s) for s in servers):
+        if not servers or not all(_SERVER.fullmatch(s) for s in servers):
             raise SourceError("invalid_source", f"{spec!r}: {match['servers']!r} is not a list of server names")
         return cls(servers, match["volume"], _clean_subdir(match["subdir"] or "", spec),
                    int(match["port"] or DEFAULT_PORT))

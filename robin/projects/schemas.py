@@ -1,22 +1,20 @@
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields
 
-from robin.schemas import PROJECT_NAME, PageSchema, byte_count
-
-COUNT = validate.Range(min=0)
+from robin.schemas import PROJECT_NAME, PageSchema, byte_count, count
 
 
 class QuotaSchema(Schema):
     max_bytes = byte_count(required=True)
-    max_volumes = fields.Integer(strict=True, required=True, validate=COUNT)
-    max_snapshots = fields.Integer(strict=True, required=True, validate=COUNT)
+    max_volumes = count(required=True)
+    max_snapshots = count(required=True)
 
 
 class QuotaPatchSchema(Schema):
     max_bytes = byte_count()
-    max_volumes = fields.Integer(strict=True, validate=COUNT)
-    max_snapshots = fields.Integer(strict=True, validate=COUNT)
+    max_volumes = count()
+    max_snapshots = count()
 
 
 class ProjectCreateSchema(Schema):

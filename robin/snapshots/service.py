@@ -210,8 +210,7 @@ def _reserve_clone(project: str, spec: dict) -> tuple[RbdImage, RbdImage, int]:
         parent = volumes.find(session, RBD, project, source["image"])
         volumes.require_available(RBD, parent, "cloned")
         snapshot = _find(session, RBD, parent, source["snapshot"]) if "snapshot" in source else None
-    if spec.get("pool", parent.pool) != parent.pool:
-        raise InvalidInput("a clone lives in its parent's pool", details={"fields": {"pool": [parent.pool]}})
+    _require_parents_placement(spec, parent)
     source_size = snapshot.size_bytes if snapshot else parent.size_bytes
     size = spec.get("size_bytes", source_size)
     if size < source_size:
@@ -220,9 +219,23 @@ def _reserve_clone(project: str, spec: dict) -> tuple[RbdImage, RbdImage, int]:
     child_id = str(uuid.uuid4())
     placement = {**RBD.placement(spec, project), "pool": parent.pool, "id": child_id, "parent_id": parent.id,
                  "parent_snapshot": snapshot.name if snapshot else TEMPORARY_SNAPSHOT_PREFIX + child_id}
-    child = volumes.reserve_new(RBD, project, {**spec, "size_bytes": size}, placement)
+    child = volumes.reserve_new(RBD, project, {**spec, "cluster": parent.cluster.name, "size_bytes": size},
+                                placement)
     child.parent_name = parent.name
     return child, parent, source_size
+
+
+def _require_parents_placement(spec: dict, parent: RbdImage) -> None:
+    """A clone shares its parent's objects, so it lives on the parent's cluster and pool. Placing it
+    elsewhere is refused, not quietly corrected: the parent is robin's row in the caller's project, and
+    its name on another cluster may be another project's image."""
+    placement = {"cluster": parent.cluster.name, "pool": parent.pool}
+    elsewhere = {field: [f"must be {value!r}, the parent's, or left out"] for field, value in placement.items()
+                 if spec.get(field, value) != value}
+    if elsewhere:
+        raise InvalidInput(f"a clone lives on its parent's cluster {placement['cluster']!r} and pool "
+                           f"{placement['pool']!r}; leave out \"cluster\" and \"pool\" or give those",
+                           code="clone_placement", details={"fields": elsewhere, "parent": placement})
 
 
 def _forget_temporary_snapshot(conn, parent: RbdImage, snapshot: str) -> None:

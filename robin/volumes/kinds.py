@@ -12,6 +12,19 @@ from robin.ceph import CephConnection, cephfs_ops, rbd_ops
 from robin.errors import InvalidInput
 from robin.volumes.models import CephfsPath, RbdImage, Volume
 
+# librbd applies image metadata keys starting with this as the image's own configuration (conf_rbd_cache,
+# conf_rbd_qos_*, ...) in every client that opens it: a tenant's metadata must not configure the clients.
+CONFIGURATION_PREFIX = "conf_"
+
+
+def _image_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    configuration = sorted(key for key in metadata if key.lower().startswith(CONFIGURATION_PREFIX))
+    if configuration:
+        message = f"keys starting with {CONFIGURATION_PREFIX!r} are librbd configuration, which robin does not set"
+        raise InvalidInput(f"metadata {configuration}: {message}; use other keys", code="reserved_metadata_key",
+                           details={"fields": {"metadata": [message]}, "keys": configuration})
+    return metadata
+
 
 def _choose(field: str, value: str | None, default: str, allowed: tuple[str, ...], setting: str) -> str:
     value = value or default
@@ -33,7 +46,7 @@ class RbdKind:
         settings = config.current()
         pool = _choose("pool", spec.get("pool"), settings.rbd_default_pool, settings.rbd_pools, "ROBIN_RBD_POOLS")
         return {"pool": pool, "features": spec.get("features") or list(settings.rbd_default_features),
-                "image_metadata": spec.get("metadata") or {}}
+                "image_metadata": _image_metadata(spec.get("metadata") or {})}
 
     @staticmethod
     def create(conn: CephConnection, volume: RbdImage) -> None:

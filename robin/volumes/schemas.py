@@ -6,7 +6,7 @@ from robin import config
 from robin.config import RBD_FEATURES
 from robin.schemas import CEPH_NAME, PageArgs, PageSchema
 
-METADATA_KEY = validate.Regexp(r"^(?!robin\.)[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$",
+METADATA_KEY = validate.Regexp(r"^(?!robin\.)[A-Za-z0-9][A-Za-z0-9._/-]{0,127}\Z",
                                error="keys are 1-128 letters, digits, '.', '_', '/' or '-'; 'robin.' is reserved")
 FEATURE_NEEDS = {"object-map": "exclusive-lock", "fast-diff": "object-map"}
 
@@ -62,7 +62,8 @@ class RbdImageCreateSchema(Schema):
     source = fields.Nested(CloneSourceSchema, metadata={"description": "make a copy-on-write clone of this"})
     pool = fields.String(validate=CEPH_NAME)
     cluster = fields.String(validate=CEPH_NAME)
-    features = fields.List(fields.String(validate=validate.OneOf(RBD_FEATURES)), validate=validate.Length(min=1))
+    features = fields.List(fields.String(validate=validate.OneOf(RBD_FEATURES)),
+                           validate=validate.Length(min=1, max=len(RBD_FEATURES)))
     metadata = fields.Dict(keys=fields.String(validate=METADATA_KEY),
                            values=fields.String(validate=validate.Length(max=4096)),
                            validate=validate.Length(max=64))

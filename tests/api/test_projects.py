@@ -66,6 +66,50 @@ def test_bad_project_input_is_422_with_field_messages(admin, db_rows, body, fiel
     assert db_rows(select(Project).where(Project.name == "ok-name")) == []
 
 
+def test_project_name_with_trailing_newline_is_refused(admin, db_rows):
+    """`$` matches before a final newline: "abc\n" must not pass for the DNS label "abc"."""
+    name = unique("p")
+    response = admin.post("/api/v2/projects", json={"name": name + "\n", "quota": QUOTA})
+    assert response.status_code == 422, response.json
+    error = response.json["error"]
+    assert error["code"] == "validation_error" and "name" in error["details"]["fields"]
+    assert db_rows(select(Project).where(Project.name.in_([name + "\n", name]))) == []
+
+
+# Each one more than its column holds (max_bytes: BigInteger; the counts: Integer).
+BEYOND_THE_COLUMNS = [{"max_bytes": 2**63}, {"max_volumes": 2**31}, {"max_snapshots": 2**31}]
+
+
+@pytest.mark.parametrize("beyond", BEYOND_THE_COLUMNS, ids=lambda beyond: next(iter(beyond)))
+def test_quota_beyond_the_database_column_is_a_422_on_create(admin, db_rows, beyond):
+    name = unique("p")
+    response = admin.post("/api/v2/projects", json={"name": name, "quota": QUOTA | beyond})
+    assert response.status_code == 422, response.json
+    error = response.json["error"]
+    assert error["code"] == "validation_error" and "quota" in error["details"]["fields"]
+    assert db_rows(select(Project).where(Project.name == name)) == []
+
+
+@pytest.mark.parametrize("beyond", BEYOND_THE_COLUMNS, ids=lambda beyond: next(iter(beyond)))
+def test_quota_beyond_the_database_column_is_a_422_on_patch(admin, new_project, db_rows, beyond):
+    name = new_project()
+    before = admin.get(f"/api/v2/projects/{name}").json["quota"]
+    response = admin.patch(f"/api/v2/projects/{name}", json={"quota": beyond})
+    assert response.status_code == 422, response.json
+    assert response.json["error"]["code"] == "validation_error"
+    [stored] = db_rows(select(Project).where(Project.name == name))
+    assert {key: getattr(stored.quota, key) for key in before} == before
+
+
+def test_largest_quota_the_columns_hold_is_accepted(admin, db_rows):
+    name = unique("p")
+    largest = {"max_bytes": 2**63 - 1, "max_volumes": 2**31 - 1, "max_snapshots": 2**31 - 1}
+    response = admin.post("/api/v2/projects", json={"name": name, "quota": largest})
+    assert response.status_code == 201, response.json
+    [stored] = db_rows(select(Project).where(Project.name == name))
+    assert stored.quota.max_bytes == 2**63 - 1 and stored.quota.max_snapshots == 2**31 - 1
+
+
 def test_patch_quota(admin, new_project):
     name = new_project()
     response = admin.patch(f"/api/v2/projects/{name}", json={"quota": {"max_bytes": 2**30}})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import rados
 import rbd
 from sqlalchemy import select
 
@@ -125,3 +126,79 @@ def test_bad_clone_requests(admin, project, rbd_ioctx, source, size, status):
     response = admin.post(images(project), json=body)
     assert response.status_code == status, response.json
     assert body["name"] not in rbd.RBD().list(rbd_ioctx)
+
+
+# --- attack: a clone's source picked by name on another cluster -----------------------------------
+
+@pytest.fixture(scope="module")
+def second_rbd_ioctx(second_cluster):
+    cluster = rados.Rados(conffile=str(second_cluster.conf_path))
+    cluster.connect(timeout=10)
+    ioctx = cluster.open_ioctx("rbd")
+    yield ioctx
+    ioctx.close()
+    cluster.shutdown()
+
+
+@pytest.fixture()
+def second_cluster_name(admin, registered, second_cluster):
+    """The second dev cluster, registered; the projects put in `made` are emptied and deleted after
+    (clones first), so that it can be unregistered."""
+    made: list[str] = []
+    name = registered(conf_path=str(second_cluster.conf_path), keyring_path=str(second_cluster.keyring_path))
+    yield name, made
+    for project in made:
+        listed = admin.get(images(project)).json["items"]
+        for image in sorted(listed, key=lambda item: item["parent"] is None):
+            admin.delete(f"{images(project)}/{image['name']}",
+                         query_string={"purge": "true", "with_snapshots": "true"})
+        assert admin.delete(f"/api/v2/projects/{project}").status_code == 204
+
+
+def snapshots_and_children(ioctx, name) -> tuple[list, list]:
+    """Every snapshot (hidden ones of clone format 2 included) and every clone child of the image."""
+    with rbd.Image(ioctx, name, read_only=True) as image:
+        return [s["name"] for s in image.list_snaps()], list(image.list_children2())
+
+
+@pytest.mark.parametrize("parent_on_second, asked_cluster", [(False, "second"), (True, None)],
+                         ids=["cluster-named-in-request", "parent-on-the-other-cluster"])
+def test_cross_cluster_clone_never_reaches_another_projects_image(admin, new_project, second_cluster_name,
+                                                                  rbd_ioctx, second_rbd_ioctx, db_rows,
+                                                                  parent_on_second, asked_cluster):
+    """The attacker's project and the victim's each own an image called `src`, on different clusters.
+    A clone of the attacker's `src` is made from it, on its cluster, or refused: never from the victim's."""
+    second, made = second_cluster_name
+    attacker, victim = new_project(max_bytes=GiB), new_project(max_bytes=GiB)
+    made += [attacker, victim]
+    src = unique("src")
+    on_second = {"cluster": second}
+    assert admin.post(images(attacker), json={"name": src, "size_bytes": 8 * MiB,
+                                              **(on_second if parent_on_second else {})}).status_code == 201
+    assert admin.post(images(victim), json={"name": src, "size_bytes": 8 * MiB,
+                                            **({} if parent_on_second else on_second)}).status_code == 201
+    attacker_ioctx, victim_ioctx = (second_rbd_ioctx, rbd_ioctx) if parent_on_second else (rbd_ioctx, second_rbd_ioctx)
+    write(attacker_ioctx, src, b"attacker's own")
+    write(victim_ioctx, src, b"victim secrets")
+    usage_before = {p: admin.get(f"/api/v2/projects/{p}/usage").json["provisioned_bytes"] for p in made}
+
+    child = unique("child")
+    body = {"name": child, "source": {"image": src}} | ({"cluster": second} if asked_cluster else {})
+    response = admin.post(images(attacker), json=body)
+
+    assert snapshots_and_children(victim_ioctx, src) == ([], [])
+    assert read(victim_ioctx, src, 14) == b"victim secrets"
+    assert admin.get(f"/api/v2/projects/{victim}/usage").json["provisioned_bytes"] == usage_before[victim]
+    if asked_cluster:
+        assert response.status_code == 422, response.json
+        assert response.json["error"]["code"] == "clone_placement"
+        assert "cluster" in response.json["error"]["details"]["fields"]
+        assert db_rows(select(RbdImage).where(RbdImage.name == child)) == []
+        assert admin.get(f"/api/v2/projects/{attacker}/usage").json["provisioned_bytes"] == usage_before[attacker]
+        assert child not in rbd.RBD().list(rbd_ioctx) and child not in rbd.RBD().list(second_rbd_ioctx)
+    else:
+        # A clone of one's own image on another cluster is made there, from that image.
+        assert response.status_code == 201, response.json
+        assert response.json["cluster"] == second
+        assert read(second_rbd_ioctx, child, 14) == b"attacker's own"
+        assert child not in rbd.RBD().list(rbd_ioctx)

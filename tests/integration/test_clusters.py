@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import configparser
 import re
-import tempfile
-from pathlib import Path
 
 import pytest
 import rados
@@ -16,16 +14,6 @@ from tests.conftest import unique
 
 pytestmark = pytest.mark.integration
 MiB = 2**20
-
-
-@pytest.fixture(scope="module")
-def second_cluster():
-    cluster = DevCluster(Path(tempfile.mkdtemp(prefix="r2", dir="/tmp")))
-    try:
-        cluster.up()
-        yield cluster
-    finally:
-        cluster.down()
 
 
 def admin_key(cluster: DevCluster) -> str:
@@ -39,24 +27,6 @@ def mon_host(cluster: DevCluster) -> str:
         if line.strip().startswith("mon host"):
             return line.split("=", 1)[1].strip()
     raise AssertionError("no mon host in the dev cluster's conf")
-
-
-@pytest.fixture()
-def registered(admin, second_cluster):
-    """register(**how) -> name; everything placed on it is purged and it is unregistered after."""
-    names = []
-
-    def register(**how) -> str:
-        name = unique("c2")
-        response = admin.post("/api/v2/clusters", json={"name": name, **how})
-        assert response.status_code == 201, response.json
-        assert "key" not in response.json and "cephx_key" not in response.json
-        names.append(name)
-        return name
-
-    yield register
-    for name in names:
-        assert admin.delete(f"/api/v2/clusters/{name}").status_code == 204
 
 
 def test_register_by_monitors_and_key_and_discover(admin, registered, second_cluster):

@@ -41,3 +41,23 @@ def test_unknown_key_in_file_is_an_error(monkeypatch, tmp_path):
     monkeypatch.setenv("ROBIN_CONFIG_FILE", str(conf))
     with pytest.raises(ConfigError, match="colour"):
         Settings.from_env()
+
+
+@pytest.mark.parametrize("root", ["/robin/..", "/robin/./x", "//", "/", "/a//b", "robin", "./robin",
+                                  "/robin/../etc", "/robin\n"])
+def test_cephfs_root_that_is_not_plainly_absolute_stops_at_start(monkeypatch, root):
+    monkeypatch.setenv("ROBIN_CEPHFS_ROOT", root)
+    with pytest.raises(ConfigError, match="ROBIN_CEPHFS_ROOT"):
+        Settings.from_env()
+
+
+@pytest.mark.parametrize("root, stored", [("/robin", "/robin"), ("/robin/", "/robin"), ("/a/b.c/d/", "/a/b.c/d")])
+def test_cephfs_root_is_stored_normalised(monkeypatch, root, stored):
+    monkeypatch.setenv("ROBIN_CEPHFS_ROOT", root)
+    assert Settings.from_env().cephfs_root == stored
+
+
+def test_max_volume_bytes_beyond_the_size_columns_stops_at_start(monkeypatch):
+    monkeypatch.setenv("ROBIN_MAX_VOLUME_BYTES", str(2**63))
+    with pytest.raises(ConfigError, match="ROBIN_MAX_VOLUME_BYTES"):
+        Settings.from_env()
