@@ -58,6 +58,11 @@ class Conflict(RobinError):
     code = "conflict"
 
 
+class RequestTooLarge(RobinError):
+    status = 413
+    code = "request_too_large"
+
+
 class QuotaExceeded(RobinError):
     # 403 rather than 413/507: the request is well formed, the project is not allowed more.
     status = 403
@@ -72,6 +77,8 @@ class ServiceUnavailable(RobinError):
 def _http_error_code(exc: HTTPException) -> str:
     if exc.code == 422:
         return "validation_error"
+    if exc.code == 413:
+        return RequestTooLarge.code
     return (exc.name or "error").lower().replace(" ", "_")
 
 
