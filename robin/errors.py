@@ -5,9 +5,10 @@ message a person can act on: {"error": {"code", "message", "details"}}.
 """
 from __future__ import annotations
 
+import json
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -117,9 +118,27 @@ def register_error_handlers(app: Flask) -> None:
         body, status = _from_http_exception(exc)
         return jsonify(body), status
 
+    @app.errorhandler(RecursionError)
+    def _too_deep(exc: RecursionError):
+        # The JSON parser recurses: a body nested some thousand deep fits the size limit and still cannot be read.
+        if _body_too_deep():
+            error = BadRequest("the request body is nested too deeply to parse", code="invalid_json")
+            return jsonify(error.to_dict()), error.status
+        return _unexpected(exc)
+
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         # The one place a bare Exception is caught: log it whole, tell the client nothing internal.
         log.exception("unhandled error")
         body = {"error": {"code": "internal_error", "message": "internal error; see robin's log", "details": {}}}
         return jsonify(body), 500
+
+
+def _body_too_deep() -> bool:
+    try:
+        json.loads(request.get_data(cache=True))
+    except RecursionError:
+        return True
+    except ValueError:
+        return False
+    return False
