@@ -82,6 +82,18 @@ def test_unauthenticated_huge_body_is_refused_before_storage(robin_url, admin_to
         assert len(json.dumps(event.details)) < AUDIT_DETAILS_BOUND
 
 
+def test_chunked_body_within_the_limit_is_read_whole(robin_url, admin_token, db_rows):
+    name, request_id = unique("p"), unique("chunked")
+    body = json.dumps({"name": name, "quota": QUOTA}).encode()
+    in_pieces = (body[offset:offset + 7] for offset in range(0, len(body), 7))
+    response = requests.post(f"{robin_url}/api/v2/projects", timeout=30, data=in_pieces,
+                             headers={"Content-Type": "application/json", "X-Request-Id": request_id,
+                                      "Authorization": f"Bearer {admin_token}"})
+    assert response.status_code == 201, response.text
+    assert project_exists(db_rows, name)
+    assert [e.details["request"]["name"] for e in events_of(db_rows, request_id)] == [name]
+
+
 def test_deeply_nested_body_is_audited_not_500(admin, new_project, db_rows):
     name = new_project()
     nested = "x"
@@ -96,6 +108,17 @@ def test_deeply_nested_body_is_audited_not_500(admin, new_project, db_rows):
     assert event.details["truncated"] is True
     assert "<truncated" in json.dumps(event.details)
     assert len(json.dumps(event.details)) < AUDIT_DETAILS_BOUND
+
+
+def test_body_nested_past_the_parser_is_refused_and_audited(admin, db_rows):
+    name, request_id = unique("p"), unique("deeper")
+    body = f'{{"name": "{name}", "quota": ' + '{"x": ' * 100_000 + "1" + "}" * 100_001
+    response = admin.post("/api/v2/projects", data=body,
+                          headers={"Content-Type": "application/json", "X-Request-Id": request_id})
+    assert response.status_code == 400 and response.json["error"]["code"] == "invalid_json"
+    assert not project_exists(db_rows, name)
+    [event] = events_of(db_rows, request_id)
+    assert (event.status_code, event.error_code, event.details["truncated"]) == (400, "invalid_json", True)
 
 
 @pytest.mark.parametrize("sent", ["r" * 37, "x" * 4000, "two words", "<script>"])
