@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from contextlib import contextmanager
+from datetime import timedelta
 
 import pytest
 import requests
@@ -15,8 +16,10 @@ from robin.audit.models import AuditEvent
 from robin.clusters.models import CephCluster
 from robin.db import db
 from robin.projects.models import Project
+from robin.volumes.models import RbdImage, VolumeState
 from tests.conftest import unique
 from tests.integration.test_clusters import admin_key, mon_host
+from tests.support.server import running_server
 
 pytestmark = pytest.mark.integration
 QUOTA = {"max_bytes": 10 * 2**30, "max_volumes": 10, "max_snapshots": 5}
@@ -195,3 +198,28 @@ def test_one_audit_row_per_request_across_its_transactions(admin, new_project, d
     [event] = events_of(db_rows, request_id)
     assert (event.outcome, event.status_code, event.project) == ("success", 201, project)
     assert event.actor.startswith("token:")
+
+
+def test_change_of_a_request_whose_worker_died_is_audited_pending(settings, app, admin, admin_token, new_project,
+                                                                    db_rows, rbd_ioctx):
+    import rbd
+
+    from robin.reconcile.service import reconcile
+
+    project, image, request_id = new_project(), unique("i"), unique("crash")
+    # The worker SIGKILLs itself once Ceph made the image: after the `creating` row committed, before any answer.
+    with running_server(settings.database_url, settings.ceph_conf, workers=1,
+                        extra_env={"ROBIN_FAULT_POINTS": "volume.create", "ROBIN_MAINTENANCE_INTERVAL": "0"}) as url:
+        with pytest.raises(requests.ConnectionError):
+            requests.post(f"{url}/api/v2/projects/{project}/rbd-images", json={"name": image, "size_bytes": 2**20},
+                          headers={"Authorization": f"Bearer {admin_token}", "X-Request-Id": request_id}, timeout=60)
+    try:
+        [row] = db_rows(select(RbdImage).where(RbdImage.name == image))
+        assert row.state is VolumeState.CREATING and image in rbd.RBD().list(rbd_ioctx)
+        [event] = events_of(db_rows, request_id)
+        assert (event.outcome, event.status_code, event.project) == ("pending", 0, project)
+        assert event.details["request"]["name"] == image
+    finally:
+        with app.app_context():
+            reconcile(older_than=timedelta(0))
+        assert admin.delete(f"/api/v2/projects/{project}/rbd-images/{image}?purge=true").status_code == 204
