@@ -41,7 +41,7 @@ MAX_STRING = 256  # characters of one string
 MAX_JSON_CHARS = 8192  # of the whole copy, as stored
 PROJECT_LENGTH = AuditEvent.__table__.c.project.type.length
 
-_FINISH = (update(AuditEvent).where(AuditEvent.id == bindparam("row_id"))
+_FINISH = (update(AuditEvent).where(AuditEvent.id == bindparam("row_id"), AuditEvent.outcome == PENDING)
            .values(actor=bindparam("final_actor"), outcome=bindparam("final_outcome"),
                    status_code=bindparam("final_status"), error_code=bindparam("final_error_code")))
 
