@@ -1,7 +1,9 @@
 """robin: storage management for Ceph."""
 from __future__ import annotations
 
-from flask import Flask
+import io
+
+from flask import Flask, request
 
 
 def create_app(settings=None) -> Flask:
@@ -50,6 +52,7 @@ def create_app(settings=None) -> Flask:
     clusters.encrypt_plain_keys()
 
     log.install_request_logging(app)
+    _refuse_large_bodies(app, settings.max_request_bytes)  # before authentication reads anything
     auth_hooks.install(app)
     audit_service.install(app)
     api = Api(app)
@@ -64,3 +67,29 @@ def create_app(settings=None) -> Flask:
     app.register_blueprint(health_blp)
     ui.install(app)  # the read-only dashboard for people at /ui/
     return app
+
+
+def _refuse_large_bodies(app: Flask, limit: int) -> None:
+    """A body over `limit` bytes is answered 413 before anything authenticates, parses or audits it."""
+    from robin.errors import RequestTooLarge
+
+    # Werkzeug enforces it too, on the body's every later read.
+    app.config["MAX_CONTENT_LENGTH"] = limit
+
+    @app.before_request
+    def _within_limit():
+        if not _body_fits(limit):
+            raise RequestTooLarge(f"request bodies are limited to {limit} bytes (ROBIN_MAX_REQUEST_BYTES)",
+                                  details={"max_bytes": limit})
+
+
+def _body_fits(limit: int) -> bool:
+    if request.content_length is not None:
+        return request.content_length <= limit
+    if "chunked" not in request.headers.get("Transfer-Encoding", "").lower():
+        return True
+    # A chunked body has no length to judge by: read it now, one byte past the limit, while nobody is trusted
+    # yet (Werkzeug's own limit would silently cut it), and let the request read what was read.
+    body = request.environ["wsgi.input"].read(limit + 1)
+    request.environ["wsgi.input"] = io.BytesIO(body)
+    return len(body) <= limit

@@ -64,6 +64,9 @@ class Settings:
     workers: int = 4
     threads: int = 8
     log_level: str = "INFO"
+    # Bytes a request body may hold; a larger one is refused (413) before authentication, so nobody can
+    # make robin read, parse or audit megabytes; robin's own bodies are small JSON documents.
+    max_request_bytes: int = 2**20
     # Volumes measured at once by a usage refresh (`robin audit usage`): librbd and libcephfs calls
     # release the GIL, so threads overlap their round trips to the OSDs and the MDS.
     usage_parallelism: int = 16
@@ -108,8 +111,9 @@ class Settings:
         unknown = set(self.rbd_default_features) - set(RBD_FEATURES)
         if unknown:
             raise ConfigError(f"ROBIN_RBD_DEFAULT_FEATURES has unknown features: {sorted(unknown)}")
-        if self.max_volume_bytes <= 0 or self.workers <= 0 or self.threads <= 0:
-            raise ConfigError("ROBIN_MAX_VOLUME_BYTES, ROBIN_WORKERS and ROBIN_THREADS must be positive")
+        if self.max_volume_bytes <= 0 or self.workers <= 0 or self.threads <= 0 or self.max_request_bytes <= 0:
+            raise ConfigError("ROBIN_MAX_VOLUME_BYTES, ROBIN_WORKERS, ROBIN_THREADS and ROBIN_MAX_REQUEST_BYTES "
+                              "must be positive")
         if self.max_volume_bytes > BIGINT_MAX:
             raise ConfigError(f"ROBIN_MAX_VOLUME_BYTES must be at most {BIGINT_MAX} (what the database's size "
                               "columns hold)")

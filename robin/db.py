@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -88,6 +88,10 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def _no_hook(_connection: Connection) -> AbstractContextManager:
+    return nullcontext()
+
+
 class Database:
     """Created unbound at import; `configure()` binds it to a URL (the app factory, the CLI)."""
 
@@ -96,6 +100,9 @@ class Database:
         self._read_sessions: sessionmaker | None = None
         self._write_sessions: sessionmaker | None = None
         self._write_engine: Engine | None = None
+        # Entered with the connection just before a write transaction commits and left once it has: what it
+        # writes commits or rolls back with the transaction (robin.audit puts a request's audit row there).
+        self.around_write_commit: Callable[[Connection], AbstractContextManager] = _no_hook
 
     def configure(self, url: str) -> None:
         if self.engine is not None and self.engine.url.render_as_string(False) == normalize_url(url):
@@ -122,26 +129,34 @@ class Database:
         self.engine = self._read_sessions = self._write_sessions = self._write_engine = None
 
     def unit_of_work(self) -> AbstractContextManager[Session]:
-        return self._transaction(self._write_sessions)
+        return self._transaction(self._write_sessions, writes=True)
 
     def reading(self) -> AbstractContextManager[Session]:
-        return self._transaction(self._read_sessions)
+        return self._transaction(self._read_sessions, writes=False)
 
-    def writing(self) -> AbstractContextManager[Connection]:
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
         """A Core connection in a write transaction, for single statements on hot paths (state
         changes, audit rows): a third of the cost of an ORM session."""
         if self._write_engine is None:
             raise RuntimeError("database not configured")
-        return self._write_engine.begin()
+        with self._write_engine.connect() as connection, connection.begin() as transaction:
+            yield connection
+            with self.around_write_commit(connection):
+                transaction.commit()
 
     @contextmanager
-    def _transaction(self, sessions: sessionmaker | None) -> Iterator[Session]:
+    def _transaction(self, sessions: sessionmaker | None, writes: bool) -> Iterator[Session]:
         if sessions is None:
             raise RuntimeError("database not configured")
         session = sessions()
         try:
             yield session
-            session.commit()
+            if writes and session.in_transaction():
+                with self.around_write_commit(session.connection()):
+                    session.commit()
+            else:
+                session.commit()
         except BaseException:
             session.rollback()
             raise

@@ -5,9 +5,10 @@ message a person can act on: {"error": {"code", "message", "details"}}.
 """
 from __future__ import annotations
 
+import json
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,11 @@ class Conflict(RobinError):
     code = "conflict"
 
 
+class RequestTooLarge(RobinError):
+    status = 413
+    code = "request_too_large"
+
+
 class QuotaExceeded(RobinError):
     # 403 rather than 413/507: the request is well formed, the project is not allowed more.
     status = 403
@@ -72,6 +78,8 @@ class ServiceUnavailable(RobinError):
 def _http_error_code(exc: HTTPException) -> str:
     if exc.code == 422:
         return "validation_error"
+    if exc.code == 413:
+        return RequestTooLarge.code
     return (exc.name or "error").lower().replace(" ", "_")
 
 
@@ -110,9 +118,27 @@ def register_error_handlers(app: Flask) -> None:
         body, status = _from_http_exception(exc)
         return jsonify(body), status
 
+    @app.errorhandler(RecursionError)
+    def _too_deep(exc: RecursionError):
+        # The JSON parser recurses: a body nested some thousand deep fits the size limit and still cannot be read.
+        if _body_too_deep():
+            error = BadRequest("the request body is nested too deeply to parse", code="invalid_json")
+            return jsonify(error.to_dict()), error.status
+        return _unexpected(exc)
+
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         # The one place a bare Exception is caught: log it whole, tell the client nothing internal.
         log.exception("unhandled error")
         body = {"error": {"code": "internal_error", "message": "internal error; see robin's log", "details": {}}}
         return jsonify(body), 500
+
+
+def _body_too_deep() -> bool:
+    try:
+        json.loads(request.get_data(cache=True))
+    except RecursionError:
+        return True
+    except ValueError:
+        return False
+    return False

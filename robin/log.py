@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 import uuid
@@ -44,10 +45,16 @@ access_log = logging.getLogger("robin.access")
 def install_request_logging(app: Flask) -> None:
     """A request id for every request (echoed as X-Request-Id), a latency histogram by route,
     and one access log line."""
+    from robin.audit.models import REQUEST_ID_LENGTH
+
+    # A client's id (a proxy's, a tracer's) is kept when it is plain and fits the audit column; anything else
+    # is replaced, so that no header can break the audit insert or smuggle text into logs.
+    well_formed = re.compile(rf"[A-Za-z0-9._:-]{{1,{REQUEST_ID_LENGTH}}}")
 
     @app.before_request
     def _start():
-        g.request_id = request.headers.get("X-Request-Id") or str(uuid.uuid4())
+        sent = request.headers.get("X-Request-Id", "")
+        g.request_id = sent if well_formed.fullmatch(sent) else str(uuid.uuid4())
         g.started = time.perf_counter()
 
     @app.after_request

@@ -7,6 +7,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from robin.db import Base, UTCDateTime, utcnow
 
+# A uuid's length: robin's own request ids, and the longest a client's X-Request-Id may be (robin.log).
+REQUEST_ID_LENGTH = 36
+
 
 class AuditEvent(Base):
     """Who did what to which target, and how it ended. Written for every mutating request."""
@@ -23,7 +26,7 @@ class AuditEvent(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     status_code: Mapped[int] = mapped_column(Integer)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    request_id: Mapped[str] = mapped_column(String(36))
+    request_id: Mapped[str] = mapped_column(String(REQUEST_ID_LENGTH))
     details: Mapped[dict] = mapped_column(JSON, default=dict)
 
 
