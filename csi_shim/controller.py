@@ -4,6 +4,9 @@ Ids: a volume is `<kind>:<project>:<name>` (robin.client.VolumeRef), a snapshot 
 A CSI name maps to a robin name deterministically (`robin_name`), so a retried call can only find what its first
 attempt made: robin answers 409 (name_taken, snapshot_exists) and the shim compares what exists with what is asked.
 Calls for one name or id at a time (locks.InFlight): a concurrent second one is ABORTED, as the spec allows.
+The plugin acts only on volumes it made: robin records each as made for `csi:<robin name>` (created_for), and a
+volume of that name made otherwise (for a claim by robin's provisioner, by the Wayne platform, by a migration or
+by a person) is never adopted, deleted, grown nor cloned by it.
 """
 from __future__ import annotations
 
@@ -71,6 +74,10 @@ def aborted(message: str) -> CsiError:
     return CsiError(grpc.StatusCode.ABORTED, message)
 
 
+def failed_precondition(message: str) -> CsiError:
+    return CsiError(grpc.StatusCode.FAILED_PRECONDITION, message)
+
+
 def out_of_range(message: str) -> CsiError:
     return CsiError(grpc.StatusCode.OUT_OF_RANGE, message)
 
@@ -85,6 +92,19 @@ def robin_name(csi_name: str, id_prefix: str) -> str:
         return csi_name
     # 128 bits of SHA-256: `rbd:` or `cephfs:` + the longest project + `:` + 36 characters is within 128 bytes.
     return "csi-" + hashlib.sha256(csi_name.encode()).hexdigest()[:32]
+
+
+def csi_owner(ref: VolumeRef) -> str:
+    """What robin records as made by this plugin under the name of `ref` (its created_for)."""
+    return f"csi:{ref.name}"
+
+
+def not_ours(ref: VolumeRef, volume: dict) -> str | None:
+    """Why the plugin may not act on `volume` (None when it made it)."""
+    if volume.get("created_for") == csi_owner(ref):
+        return None
+    return (f"{ref.handle} was not made by this CSI plugin (robin records it as made for "
+            f"{volume.get('created_for') or 'nothing of Kubernetes'}); it acts only on volumes it made")
 
 
 def volume_ref(kind: str, project: str, csi_name: str) -> VolumeRef:
@@ -383,7 +403,8 @@ class Controller(rpc.ControllerServicer):
         self._ensure_project(params)
         fields = {"source": clone.source} if clone else params.fields  # a clone takes its parent's pool and cluster
         try:
-            volume = self.robin.create_volume(ref.kind, ref.project, ref.name, size, **fields)
+            volume = self.robin.create_volume(ref.kind, ref.project, ref.name, size, created_for=csi_owner(ref),
+                                              **fields)
         except RobinApiError as exc:
             if _size_refused(exc):
                 raise out_of_range(f"robin refused {size} bytes: {exc.explanation}") from exc
@@ -409,7 +430,7 @@ class Controller(rpc.ControllerServicer):
         idempotency), else ALREADY_EXISTS."""
         required, limit = _range(request.capacity_range)
         size = volume_size(ref.kind, volume)
-        problem = params.mismatch(ref, volume)
+        problem = not_ours(ref, volume) or params.mismatch(ref, volume)
         if problem is None and (size < required or (limit and size > limit)):
             problem = f"{ref.handle} has {size} bytes, outside required_bytes {required}, limit_bytes {limit}"
         wanted = self._requested_origin(request)
@@ -452,6 +473,9 @@ class Controller(rpc.ControllerServicer):
         parent = self._existing(source_ref)
         if parent is None:
             raise not_found(f"source {origin[0]} {origin[1]} does not exist")
+        problem = not_ours(source_ref, parent) if snapshot is None else None
+        if problem:
+            raise invalid(f"source {problem}")
         problem = params.placement_mismatch(source_ref, parent)
         if problem:
             raise invalid(f"a clone lives where its source does, and the parameters say otherwise: {problem}")
@@ -506,6 +530,12 @@ class Controller(rpc.ControllerServicer):
         if ref is None:
             return pb.DeleteVolumeResponse()  # not an id of ours: no such volume
         with self.inflight.hold(ref.handle):
+            volume = self._existing(ref)
+            if volume is None:
+                return pb.DeleteVolumeResponse()
+            problem = not_ours(ref, volume)
+            if problem:
+                raise failed_precondition(f"{problem}; robin keeps it")
             try:
                 self.robin.delete_volume(ref.kind, ref.project, ref.name)
                 log.info("deleted %s (into robin's trash)", ref.handle)
@@ -533,6 +563,9 @@ class Controller(rpc.ControllerServicer):
         block = request.HasField("volume_capability") and request.volume_capability.HasField("block")
         with self.inflight.hold(request.volume_id):
             ref, volume = self._volume(request.volume_id)
+            problem = not_ours(ref, volume)
+            if problem:
+                raise failed_precondition(problem)
             if request.HasField("volume_capability"):
                 problem = capability_problem(ref.kind, [request.volume_capability])
                 if problem:

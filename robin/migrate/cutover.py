@@ -31,11 +31,12 @@ MIGRATED_CLAIM = "robin.io/migrated-claim"  # on the old PV: what recreating its
 MIGRATED_FROM = "robin.io/migrated-from"  # on the new PV: the old PV's name
 DONE_PHASES = ("Succeeded", "Failed")  # a pod in these no longer holds its claims
 POLL_INTERVAL = 0.2
+ROBIN_PREFIX = "robin.io"  # robin's annotations on a claim (robin.io/volume)
 
 
 class CutoverError(KubeMigrationError):
     """Codes: claim_not_found, claim_not_bound, claim_in_use, claim_invalid, pv_not_found, pv_exists,
-    already_migrated, storage_class_invalid, volume_not_found, volume_not_available, project_mismatch,
+    already_migrated, storage_class_invalid, volume_not_found, volume_not_available, volume_taken, project_mismatch,
     not_migrated, cutover_incomplete, timeout."""
 
 
@@ -137,10 +138,13 @@ def _template(old_pv: dict, claim: dict | None, original: bool, ref: VolumeRef) 
 
 
 def _kept_annotation(key: str) -> bool:
-    """The binding and provisioning annotations of Kubernetes describe the old binding, not the claim; the rest
-    (kubectl's last-applied-configuration included, so that re-applying the old manifest changes nothing) stays."""
+    """The binding and provisioning annotations of Kubernetes describe the old binding, not the claim, and robin's
+    are its provisioner's records, which only it writes (one the claim's author wrote must not reach the new
+    claim); the rest (kubectl's last-applied-configuration included, so that re-applying the old manifest changes
+    nothing) stays."""
     prefix = key.partition("/")[0] if "/" in key else ""
-    return not (prefix == "pv.kubernetes.io" or (prefix.startswith("volume.") and prefix.endswith("kubernetes.io")))
+    return not (prefix in ("pv.kubernetes.io", ROBIN_PREFIX)
+                or (prefix.startswith("volume.") and prefix.endswith("kubernetes.io")))
 
 
 def saved_claim(claim: dict) -> dict:
@@ -204,6 +208,9 @@ def _robin_volume(client: RobinClient, ref: VolumeRef) -> dict:
     if volume.get("state") != "available":
         raise CutoverError("volume_not_available", f"robin volume {ref.handle} is {volume.get('state')}, not "
                                                    f"available")
+    if volume.get("created_for"):  # another claim's, or the CSI plugin's: theirs to bind, never this claim's
+        raise CutoverError("volume_taken", f"robin volume {ref.handle} was made for {volume['created_for']}; a "
+                                           f"claim is cut over only to a volume made for the migration")
     return volume
 
 

@@ -33,6 +33,12 @@ def volume_name(claim: dict) -> str:
     return f"pvc-{claim['metadata']['uid']}"
 
 
+def claim_owner(claim: dict) -> str:
+    """What robin records as the purpose of a claim's volume (its `created_for`): the claim's uid, which only
+    Kubernetes chooses. The provisioner adopts or deletes a volume only when robin's record says this."""
+    return f"k8s-claim:{claim['metadata']['uid']}"
+
+
 def claim_key(claim: dict) -> str:
     return f"{claim['metadata']['namespace']}/{claim['metadata']['name']}"
 

@@ -54,10 +54,19 @@ class ClassConfig:
         if self.volume_source not in VOLUME_SOURCES:
             raise InvalidSpec(f"StorageClass {self.name}: volumeSource must be one of {', '.join(VOLUME_SOURCES)}, "
                               f"not {self.volume_source!r}")
-        if self.volume_source == "in-tree" and not self.parameters.get("userSecretName"):
-            raise InvalidSpec(f"StorageClass {self.name}: volumeSource in-tree needs userSecretName (the Secret "
-                              f"holding the Ceph key of userId, for the nodes)")
+        if self.volume_source == "in-tree":
+            self._require_ceph_user()
         self.project_quota(None)  # raises on malformed numbers now rather than at the first claim
+
+    def _require_ceph_user(self) -> None:
+        """An in-tree PV names the cephx user nodes map it as. Kubernetes' own default for that is `admin`, whose
+        key opens every pool of the cluster: the class must name a user (with caps for robin's pools only) and
+        the Secret holding its key."""
+        missing = [key for key in ("userId", "userSecretName") if not self.param(key)]
+        if missing:
+            raise InvalidSpec(f"StorageClass {self.name}: volumeSource in-tree needs {' and '.join(missing)}: "
+                              f"userId names the Ceph user nodes use (never the admin user by default), "
+                              f"userSecretName the Secret holding its key")
 
     def param(self, key: str, default: str | None = None) -> str | None:
         value = self.parameters.get(key)

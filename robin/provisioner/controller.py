@@ -25,6 +25,7 @@ from robin.provisioner.claims import (
     PROJECT_ANNOTATION,
     ClaimRequest,
     claim_key,
+    claim_owner,
     format_bytes,
     quantity_bytes,
     volume_name,
@@ -208,16 +209,42 @@ class Controller:
         return (namespace["metadata"].get("annotations") or {}).get(PROJECT_ANNOTATION) or namespace_name
 
     def _hold_claim(self, claim: dict, klass: ClassConfig) -> tuple[dict, VolumeRef]:
-        """Step 1: the finalizer, and the volume the claim gets, recorded once (a later change of the namespace's
-        project annotation must not make a second volume)."""
+        """Step 1: the finalizer, and the volume the claim gets, recorded on the claim (a later change of the
+        namespace's project annotation must not make a second volume)."""
         meta = claim["metadata"]
-        recorded = (meta.get("annotations") or {}).get(pvs.VOLUME_ANNOTATION)
-        ref = VolumeRef.parse(recorded) if recorded else VolumeRef(klass.kind, self._project_of(claim),
-                                                                   volume_name(claim))
-        if recorded and pvs.CLAIM_FINALIZER in (meta.get("finalizers") or []):
+        ref = self._volume_of(claim, klass)
+        held = pvs.CLAIM_FINALIZER in (meta.get("finalizers") or [])
+        if held and (meta.get("annotations") or {}).get(pvs.VOLUME_ANNOTATION) == ref.handle:
             return claim, ref
         patch = {"metadata": {"finalizers": [pvs.CLAIM_FINALIZER], "annotations": {pvs.VOLUME_ANNOTATION: ref.handle}}}
         return self.kube.patch_claim(meta["namespace"], meta["name"], patch), ref
+
+    def _volume_of(self, claim: dict, klass: ClassConfig) -> VolumeRef:
+        """The claim's volume: pvc-<uid> in its namespace's project. The claim's author can write the recorded
+        annotation too, so it counts only where robin made that volume for this claim (the project annotation
+        changed after step 2); any other is ignored, with a Warning event on the claim."""
+        derived = VolumeRef(klass.kind, self._project_of(claim), volume_name(claim))
+        recorded = _recorded_volume(claim)
+        if recorded is None or recorded == derived:
+            return derived
+        if recorded.kind == derived.kind and _made_for(claim, recorded, self._volume_at(recorded)):
+            return recorded
+        self._ignore_recorded(claim, f"its volume is {derived.handle}")
+        return derived
+
+    def _volume_at(self, ref: VolumeRef) -> dict | None:
+        try:
+            return self.robin.get_volume(ref.kind, ref.project, ref.name)
+        except RobinApiError as exc:
+            if exc.code in ("volume_not_found", "project_not_found"):
+                return None
+            raise
+
+    def _ignore_recorded(self, claim: dict, outcome: str) -> None:
+        """A Warning event on the claim: what its annotation named was not obeyed."""
+        recorded = (claim["metadata"].get("annotations") or {}).get(pvs.VOLUME_ANNOTATION)
+        self.recorder.warning(claim, "VolumeAnnotationIgnored", f"ignored {pvs.VOLUME_ANNOTATION}: {recorded!r}: "
+                              f"robin made no such volume for this claim; {outcome}")
 
     def _release_claim(self, claim: dict) -> None:
         meta = claim["metadata"]
@@ -235,7 +262,8 @@ class Controller:
     def _ensure_volume(self, claim: dict, klass: ClassConfig, request: ClaimRequest, ref: VolumeRef) -> dict:
         fields = self._volume_fields(claim, klass, request, ref)
         try:
-            return self.robin.create_volume(ref.kind, ref.project, ref.name, request.size_bytes, **fields)
+            return self.robin.create_volume(ref.kind, ref.project, ref.name, request.size_bytes,
+                                            created_for=claim_owner(claim), **fields)
         except RobinApiError as exc:
             if exc.code != "name_taken":
                 raise
@@ -245,6 +273,9 @@ class Controller:
             if exc.code == "volume_not_found":
                 raise InvalidSpec(f"the name {ref.name} is taken by a volume outside project {ref.project}") from None
             raise
+        if volume.get("created_for") != claim_owner(claim):
+            raise InvalidSpec(f"volume {ref.handle} exists and was not made for claim {claim_key(claim)}; robin "
+                              f"leaves it alone")
         if volume["state"] != "available":
             raise NotYet(f"volume {ref.handle} is {volume['state']}")
         return volume
@@ -259,8 +290,7 @@ class Controller:
         if request.clone_of is None:
             return {**klass.volume_fields(), **fields}
         source = self.claims.get(f"{meta['namespace']}/{request.clone_of}")
-        source_ref = pvs.our_volume(self.volumes.get((source.get("spec") or {}).get("volumeName") or "")) \
-            if source else None
+        source_ref = self._bound_volume(source) if source else None
         if source_ref is None or source_ref.kind != "rbd" or source_ref.project != ref.project:
             raise NotYet(f"claim {request.clone_of} to clone is not bound to an RBD image of robin's in project "
                          f"{ref.project} (yet)")
@@ -295,20 +325,27 @@ class Controller:
 
     def _claim_deleted(self, claim: dict) -> None:
         """A claim deleted while we held it: its volume goes too, unless its PV was made (the PV then goes
-        through its reclaim policy)."""
+        through its reclaim policy). Only a volume robin made for this very claim: the recorded annotation is
+        the claim author's to write, and the finalizer too."""
         meta = claim["metadata"]
         if pvs.CLAIM_FINALIZER not in (meta.get("finalizers") or []):
             return
-        recorded = (meta.get("annotations") or {}).get(pvs.VOLUME_ANNOTATION)
-        if recorded and not self._pv_exists(volume_name(claim)):
-            ref = VolumeRef.parse(recorded)
-            try:
-                self.robin.delete_volume(ref.kind, ref.project, ref.name)
-                log.info("deleted %s: its claim %s went away before it was bound", ref.handle, claim_key(claim))
-            except RobinApiError as exc:
-                if exc.code not in ("volume_not_found", "project_not_found"):
-                    raise
+        ref = _recorded_volume(claim)
+        if ref is not None and not self._pv_exists(volume_name(claim)):
+            volume = self._volume_at(ref)
+            if _made_for(claim, ref, volume):
+                self._delete_claims_volume(claim, ref)
+            elif volume is not None:
+                self._ignore_recorded(claim, "nothing was deleted")
         self._release_claim(claim)
+
+    def _delete_claims_volume(self, claim: dict, ref: VolumeRef) -> None:
+        try:
+            self.robin.delete_volume(ref.kind, ref.project, ref.name)
+            log.info("deleted %s: its claim %s went away before it was bound", ref.handle, claim_key(claim))
+        except RobinApiError as exc:
+            if exc.code not in ("volume_not_found", "project_not_found"):
+                raise
 
     def _pv_exists(self, name: str) -> bool:
         """Asked of the API server, not the cache: deleting a volume on a stale answer would lose data."""
@@ -322,10 +359,19 @@ class Controller:
 
     def _claim_bound(self, claim: dict) -> None:
         self._release_claim(claim)
-        pv = self.volumes.get(claim["spec"]["volumeName"])
+        ref = self._bound_volume(claim)
+        if ref is not None:
+            self._expand_if_asked(claim, self.volumes.get(claim["spec"]["volumeName"]), ref)
+
+    def _bound_volume(self, claim: dict) -> VolumeRef | None:
+        """The robin volume of the PV the claim is Bound to, if that PV is ours and bound to this claim by uid
+        (a claim's author can name any PV in spec.volumeName)."""
+        pv = self.volumes.get((claim.get("spec") or {}).get("volumeName") or "")
         ref = pvs.our_volume(pv)
-        if ref is not None and (claim.get("status") or {}).get("phase") == "Bound":
-            self._expand_if_asked(claim, pv, ref)
+        if ref is None or (claim.get("status") or {}).get("phase") != "Bound":
+            return None
+        bound_to = ((pv.get("spec") or {}).get("claimRef") or {}).get("uid")
+        return ref if bound_to == claim["metadata"]["uid"] else None
 
     # --- expansion ----------------------------------------------------------------------------------------------
 
@@ -394,6 +440,20 @@ class Controller:
             raise
         metrics.OPERATIONS.labels("delete", "ok").inc()
         log.info("deleted %s: PersistentVolume %s was released", ref.handle, pv["metadata"]["name"])
+
+
+def _recorded_volume(claim: dict) -> VolumeRef | None:
+    """The volume the claim's annotation names (None without one, or when it names none)."""
+    recorded = (claim["metadata"].get("annotations") or {}).get(pvs.VOLUME_ANNOTATION)
+    try:
+        return VolumeRef.parse(recorded) if recorded else None
+    except ValueError:
+        return None
+
+
+def _made_for(claim: dict, ref: VolumeRef, volume: dict | None) -> bool:
+    """robin made `volume` (at `ref`) for this claim: its record says so, under the claim's own volume name."""
+    return volume is not None and ref.name == volume_name(claim) and volume.get("created_for") == claim_owner(claim)
 
 
 def _without_finalizer(finalizer: str) -> dict:

@@ -75,7 +75,7 @@ def _in_tree_source(claim: dict, klass: ClassConfig, request: ClaimRequest, volu
                           f"source; set the parameter monitors")
     secret = {"name": klass.param("userSecretName"),
               "namespace": klass.param("userSecretNamespace", claim["metadata"]["namespace"])}
-    user = klass.param("userId", "admin")
+    user = klass.param("userId")  # required by ClassConfig: never Kubernetes' default, admin
     if klass.kind == "rbd":
         source = {"monitors": monitors, "pool": volume["pool"], "image": volume["name"], "user": user,
                   "secretRef": secret}

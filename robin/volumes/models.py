@@ -50,6 +50,11 @@ class Volume:
     purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # Where the trash keeps it: the RBD trash id, or the CephFS trash directory.
     trash_ref: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    # What the volume was made for, as its creator said at creation (the provisioner: "k8s-claim:<claim uid>",
+    # the CSI controller: "csi:<request name>"); never changed afterwards. Those programs act on a volume of a
+    # name (adopt it on a retry, delete it with its claim) only when it was made for what they act for, so that
+    # nothing a Kubernetes user writes can make them take another's volume.
+    created_for: Mapped[str | None] = mapped_column(String(255), nullable=True)
     # Each kind declares size_bytes and target_size_bytes (set while resizing): their column
     # names differ, since a CephFS path's size is its quota.
 

@@ -8,6 +8,9 @@ from robin.schemas import CEPH_NAME, PageArgs, PageSchema
 
 METADATA_KEY = validate.Regexp(r"^(?!robin\.)[A-Za-z0-9][A-Za-z0-9._/-]{0,127}\Z",
                                error="keys are 1-128 letters, digits, '.', '_', '/' or '-'; 'robin.' is reserved")
+CREATED_FOR = validate.Regexp(r"^[a-z][a-z0-9-]{0,31}:[A-Za-z0-9._:/-]{1,200}\Z",
+                              error="<kind>:<id>, e.g. k8s-claim:<uid>: a lowercase kind, ':', then letters, digits, "
+                                    "'.', '_', ':', '/' or '-'")
 FEATURE_NEEDS = {"object-map": "exclusive-lock", "fast-diff": "object-map"}
 
 
@@ -37,6 +40,7 @@ class VolumeSchema(Schema):
     updated_at = fields.DateTime(format="iso")
     deleted_at = fields.DateTime(format="iso", metadata={"description": "set while in the trash"})
     purge_after = fields.DateTime(format="iso", metadata={"description": "when the trash purges it"})
+    created_for = fields.String(metadata={"description": "what the volume was made for, as given at creation"})
 
 
 class VolumeListArgs(PageArgs):
@@ -67,6 +71,8 @@ class RbdImageCreateSchema(Schema):
     metadata = fields.Dict(keys=fields.String(validate=METADATA_KEY),
                            values=fields.String(validate=validate.Length(max=4096)),
                            validate=validate.Length(max=64))
+    created_for = fields.String(validate=CREATED_FOR, metadata={
+        "description": "what the volume is made for (e.g. k8s-claim:<uid>); set at creation only"})
 
     @validates_schema
     def _size_or_source(self, data, **_):
@@ -111,6 +117,8 @@ class CephfsPathCreateSchema(Schema):
     size_bytes = volume_size(required=True, data_key="quota_bytes")
     fs = fields.String(validate=CEPH_NAME)
     cluster = fields.String(validate=CEPH_NAME)
+    created_for = fields.String(validate=CREATED_FOR, metadata={
+        "description": "what the volume is made for (e.g. k8s-claim:<uid>); set at creation only"})
 
 
 class CephfsPathPatchSchema(Schema):

@@ -101,8 +101,8 @@ def reserve_new(kind: Kind, project: str, spec: dict, placement: dict) -> Volume
             now = utcnow()
             volume = kind.model(**{"id": str(uuid.uuid4()), **placement}, project=project_row, cluster=cluster,
                                 project_id=project_row.id, cluster_id=cluster.id, name=spec["name"],
-                                size_bytes=spec["size_bytes"], state=VolumeState.CREATING, created_at=now,
-                                updated_at=now)
+                                size_bytes=spec["size_bytes"], created_for=spec.get("created_for"),
+                                state=VolumeState.CREATING, created_at=now, updated_at=now)
             session.execute(insert(kind.model.__table__), [_column_values(volume)])
             return volume
     except IntegrityError as exc:

@@ -604,6 +604,44 @@ def test_concurrent_creates_of_one_name_make_one_volume(csi, shim, rbd_params, p
     assert csi.create_volume_from(request).volume_id == f"rbd:{project}:{name}"
 
 
+def test_claim_takeover_the_plugin_never_adopts_deletes_grows_or_clones_a_volume_it_did_not_make(
+        csi, rbd_params, new_project, robin_api, rbd_ioctx):
+    """A CSI name or id naming another's volume (here one robin's provisioner made for a finance claim) gets
+    nothing of it: robin's record of what the volume was made for is checked before every action."""
+    finance, name = new_project(), f"pvc-{unique('uid')}"
+    response = robin_api("POST", f"/api/v2/projects/{finance}/rbd-images", json={
+        "name": name, "size_bytes": GiB, "created_for": f"k8s-claim:{unique('uid')}"})
+    assert response.status_code == 201, response.text
+    victim = f"rbd:{finance}:{name}"
+    try:
+        with rbd.Image(rbd_ioctx, name) as image:
+            image.write(b"finance ledger, 2026", 0)
+        before = robin_volume(robin_api, victim)
+
+        message = fails(grpc.StatusCode.ALREADY_EXISTS, csi.stub.CreateVolume,
+                        csi.volume_request(name, {"project": finance}))
+        assert "not made by this CSI plugin" in message
+        message = fails(grpc.StatusCode.INVALID_ARGUMENT, csi.stub.CreateVolume,
+                        csi.volume_request(unique("copy"), {"project": finance}, source=volume_source(victim)))
+        assert "not made by this CSI plugin" in message
+        fails(grpc.StatusCode.FAILED_PRECONDITION, csi.stub.ControllerExpandVolume, pb.ControllerExpandVolumeRequest(
+            volume_id=victim, capacity_range=pb.CapacityRange(required_bytes=2 * GiB)))
+        message = fails(grpc.StatusCode.FAILED_PRECONDITION, csi.stub.DeleteVolume,
+                        pb.DeleteVolumeRequest(volume_id=victim))
+        assert "robin keeps it" in message
+
+        assert robin_volume(robin_api, victim) == before and before["state"] == "available"
+        assert robin_volume_names(robin_api, finance) == [name]
+        assert name not in rbd_trash(rbd_ioctx) and rbd_size(rbd_ioctx, name) == GiB
+        with rbd.Image(rbd_ioctx, name, read_only=True) as image:
+            assert image.read(0, 20) == b"finance ledger, 2026"
+        # what the plugin makes is recorded as its own, and stays its to delete
+        own = csi.create_volume(unique("vol"), rbd_params)
+        assert robin_volume(robin_api, own.volume_id)["created_for"] == f"csi:{image_name(own.volume_id)}"
+    finally:
+        robin_api("DELETE", robin_path(victim))
+
+
 # --- DeleteVolume -----------------------------------------------------------------------------------------------
 
 def test_delete_volume_without_an_id(csi):

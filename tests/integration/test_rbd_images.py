@@ -72,6 +72,22 @@ def test_default_features(admin, project, rbd_ioctx):
             "layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten"}
 
 
+def test_created_for_is_recorded_at_creation_and_never_changed(admin, project, db_rows):
+    name = create(admin, project, created_for="k8s-claim:0f6c1b2e-5c1d-4d0e-9d7e-3f1f2a6b7c8d").json["name"]
+    assert admin.get(f"/api/v2/projects/{project}/rbd-images/{name}").json["created_for"] == \
+        "k8s-claim:0f6c1b2e-5c1d-4d0e-9d7e-3f1f2a6b7c8d"
+    response = admin.patch(f"/api/v2/projects/{project}/rbd-images/{name}",
+                           json={"size_bytes": 128 * MiB, "created_for": "csi:mine"})
+    assert response.status_code == 422 and "created_for" in response.json["error"]["details"]["fields"]
+    [stored] = row(db_rows, name)
+    assert stored.created_for == "k8s-claim:0f6c1b2e-5c1d-4d0e-9d7e-3f1f2a6b7c8d" and stored.size_bytes == 64 * MiB
+    assert create(admin, project).json["created_for"] is None
+    for bad in ("K8S-claim:x", "k8s-claim:", "k8s-claim:a b", "k8s-claim:x\n", "k8s-claim:" + "x" * 201):
+        response = create(admin, project, created_for=bad)
+        assert response.status_code == 422 and "created_for" in response.json["error"]["details"]["fields"], bad
+    assert admin.get(f"/api/v2/projects/{project}/usage").json["volumes"] == 2
+
+
 def test_get_and_list_with_cursor(admin, project):
     names = sorted(create(admin, project).json["name"] for _ in range(3))
     got = admin.get(f"/api/v2/projects/{project}/rbd-images/{names[0]}").json

@@ -179,7 +179,7 @@ def test_rbd_in_tree_source(kube, provisioners, rbd_ioctx):
     provisioners()
     ns = namespace(kube)
     klass = storage_class(parameters={"volumeSource": "in-tree", "userSecretName": "ceph-secret",
-                                      "userSecretNamespace": "kube-system", "fsType": "xfs"})
+                                      "userSecretNamespace": "kube-system", "fsType": "xfs", "userId": "kube"})
     pvc = claim(ns, klass)
     create(kube, klass, pvc)
     wait_bound(kube, ns, pvc["metadata"]["name"])
@@ -187,6 +187,7 @@ def test_rbd_in_tree_source(kube, provisioners, rbd_ioctx):
     assert pv["spec"]["rbd"]["image"] == pv["metadata"]["name"] and pv["spec"]["rbd"]["pool"] == "rbd"
     assert pv["spec"]["rbd"]["fsType"] == "xfs" and pv["spec"]["rbd"]["monitors"]
     assert pv["spec"]["rbd"]["secretRef"] == {"name": "ceph-secret", "namespace": "kube-system"}
+    assert pv["spec"]["rbd"]["user"] == "kube"
     assert "csi" not in pv["spec"]
     with rbd.Image(rbd_ioctx, pv["metadata"]["name"], read_only=True) as image:  # not asked for: not written
         assert not [key for key, _ in image.metadata_list() if key.startswith("csi.storage.k8s.io/")]
@@ -252,6 +253,108 @@ def test_claims_robin_cannot_serve_get_an_event_and_leave_nothing(kube, provisio
     project = robin_api("GET", f"/api/v2/projects/{ns}")
     if project.status_code == 200:  # only a refusal by robin itself comes after the project was made
         assert robin_api("GET", f"/api/v2/projects/{ns}/rbd-images").json()["items"] == []
+
+
+# --- claims naming what is not theirs ---------------------------------------------------------------------------
+
+def victim_volume(kube, rbd_ioctx) -> tuple[str, dict]:
+    """Another team's bound claim, its image holding data: (its volume handle, its claim)."""
+    ns, pvc = bound_claim(kube, storage_class(reclaimPolicy="Delete"))
+    with rbd.Image(rbd_ioctx, pvc["spec"]["volumeName"]) as image:
+        image.write(b"finance ledger, 2026", 0)
+    return f"rbd:{ns}:{pvc['spec']['volumeName']}", pvc
+
+
+def victim_state(rbd_ioctx, db_rows, name: str) -> tuple:
+    """Everything of the victim's volume an attack could change: in Ceph and in robin's database."""
+    with rbd.Image(rbd_ioctx, name, read_only=True) as image:
+        in_ceph = (image.size(), image.read(0, 20), sorted(image.metadata_list()))
+    [row] = db_rows(select(RbdImage).where(RbdImage.name == name))
+    return in_ceph, (row.state.value, row.size_bytes, row.updated_at, row.deleted_at, row.project.name)
+
+
+def claiming(ns: str, klass: dict, handle: str, **spec) -> dict:
+    """A claim written as an attacker writes it: robin's volume annotation and provisioning finalizer on it."""
+    body = claim(ns, klass, **spec)
+    body["metadata"].update(annotations={"robin.io/volume": handle}, finalizers=["robin.io/provisioning"])
+    return body
+
+
+def test_claim_takeover_deleting_a_claim_that_names_anothers_volume_deletes_nothing_of_theirs(
+        kube, provisioners, rbd_ioctx, db_rows):
+    provisioners()
+    handle, victim = victim_volume(kube, rbd_ioctx)
+    before = victim_state(rbd_ioctx, db_rows, victim["spec"]["volumeName"])
+    evil = namespace(kube)
+    # Of a class robin does not serve: the provisioner's only business with it is its finalizer.
+    attack = claiming(evil, {"metadata": {"name": unique("manual")}}, handle)
+    create(kube, attack)
+    kubectl(kube, "delete", "-n", evil, "pvc", attack["metadata"]["name"], f"--timeout={WAIT_S}s")
+
+    assert victim_state(rbd_ioctx, db_rows, victim["spec"]["volumeName"]) == before
+    assert not in_rbd_trash(rbd_ioctx, victim["spec"]["volumeName"])
+    [warning] = [e for e in events(kube, evil, attack["metadata"]["name"]) if e[1] == "VolumeAnnotationIgnored"]
+    assert warning[0] == "Warning" and handle in warning[2] and "nothing was deleted" in warning[2]
+    assert volume_of(kube, get_claim(kube, victim["metadata"]["namespace"], victim["metadata"]["name"]))[
+        "status"]["phase"] == "Bound"
+
+
+def test_claim_takeover_annotations_naming_anothers_volume_or_project_are_ignored(
+        kube, provisioners, robin_api, rbd_ioctx, db_rows):
+    process = provisioners()
+    handle, victim = victim_volume(kube, rbd_ioctx)
+    finance = victim["metadata"]["namespace"]
+    before = victim_state(rbd_ioctx, db_rows, victim["spec"]["volumeName"])
+    process.stop()  # the attacker's claims exist, with their uids, before a provisioner looks at them
+    evil = namespace(kube)
+    klass = storage_class(reclaimPolicy="Delete")
+    takeover = claiming(evil, klass, handle)
+    # A claim of evil's naming the victim's bound claim as its data source: the victim's PV is not its own.
+    pointing = claim(evil, klass, volumeName=victim["spec"]["volumeName"])
+    clone = claiming(evil, klass, f"rbd:{finance}:{unique('copy')}",
+                     dataSource={"kind": "PersistentVolumeClaim", "name": pointing["metadata"]["name"]})
+    create(kube, klass, takeover, pointing, clone)
+    own_name = claim(evil, klass)
+    create(kube, own_name)
+    uid = get_claim(kube, evil, own_name["metadata"]["name"])["metadata"]["uid"]
+    kubectl(kube, "annotate", "-n", evil, "pvc", own_name["metadata"]["name"],
+            f"robin.io/volume=rbd:{finance}:pvc-{uid}")
+    process = provisioners()
+
+    wait_bound(kube, evil, takeover["metadata"]["name"], own_name["metadata"]["name"])
+    for body in (takeover, own_name):
+        pvc = get_claim(kube, evil, body["metadata"]["name"])
+        own = f"pvc-{pvc['metadata']['uid']}"
+        assert pvc["spec"]["volumeName"] == own and volume_of(kube, pvc)["spec"]["csi"]["volumeHandle"] == \
+            f"rbd:{evil}:{own}"
+        assert pvc["metadata"]["annotations"]["robin.io/volume"] == f"rbd:{evil}:{own}"
+        assert ("Warning", "VolumeAnnotationIgnored") in [e[:2] for e in events(kube, evil, body["metadata"]["name"])]
+    eventually(lambda: process.metrics().get('robin_provisioner_errors_total{operation="claim",reason="not_yet"}'),
+               what="the clone of a claim bound to nothing of evil's to be held back")
+    assert stored(kube, PVCS, evil, clone["metadata"]["name"])["status"]["phase"] == "Pending"
+    # finance's project holds its one image and nothing evil made; its image is as it was
+    assert _volume_names(robin_api, finance) == [victim["spec"]["volumeName"]]
+    assert victim_state(rbd_ioctx, db_rows, victim["spec"]["volumeName"]) == before
+
+    kubectl(kube, "delete", "-n", evil, "pvc", takeover["metadata"]["name"], own_name["metadata"]["name"],
+            clone["metadata"]["name"], pointing["metadata"]["name"], f"--timeout={WAIT_S}s")
+    eventually(lambda: _volume_names(robin_api, evil) == [], what="evil's own volumes to be deleted")
+    assert victim_state(rbd_ioctx, db_rows, victim["spec"]["volumeName"]) == before
+
+
+def test_in_tree_class_without_a_ceph_user_never_defaults_to_admin(kube, provisioners, robin_api):
+    provisioners()
+    ns = namespace(kube)
+    klass = storage_class(parameters={"volumeSource": "in-tree", "userSecretName": "ceph-secret"})
+    pvc = claim(ns, klass)
+    create(kube, klass, pvc)
+    name = pvc["metadata"]["name"]
+    failed = eventually(lambda: [e for e in events(kube, ns, name) if e[1] == "ProvisioningFailed"],
+                        what="a ProvisioningFailed event")
+    assert failed[0][0] == "Warning" and "volumeSource in-tree needs userId" in failed[0][2]
+    assert "never the admin user" in failed[0][2]
+    assert stored(kube, PVCS, ns, name)["status"]["phase"] == "Pending" and not kube.store.objects[PVS.key]
+    assert robin_api("GET", f"/api/v2/projects/{ns}").status_code == 404  # refused before anything was made
 
 
 # --- expansion --------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import rbd
 
 from robin.client import VolumeRef
 from robin.migrate.cutover import (
@@ -257,6 +258,41 @@ def test_robins_provisioner_owns_the_new_pv(kube_server, kube_client, robin_clie
     volume = robin_client.get_volume("cephfs", setup.project, setup.ref.name)
     assert volume["quota_bytes"] == 2 * GiB and int(fs.getxattr(volume["path"], "ceph.quota.max_bytes")) == 2 * GiB
     assert get(kube_server, "pv", setup.ref.name)["spec"]["capacity"]["storage"] == "2Gi"
+
+
+def test_claim_takeover_cutover_carries_no_robin_annotation_and_binds_no_volume_made_for_another(
+        kube_server, kube_client, robin_client, gluster_claim, rbd_ioctx):
+    """The tenant wrote robin's volume annotation, naming another project's volume, on its GlusterFS claim: the
+    claim the cut-over makes must not carry it (robin's provisioner would read it as its own record). And a
+    destination robin made for a claim is that claim's, never the migrated one's."""
+    finance, victim = unique("finance"), f"pvc-{unique('uid')}"
+    robin_client.create_project(finance, {"max_bytes": 10 * GiB, "max_volumes": 10, "max_snapshots": 10})
+    robin_client.create_volume("rbd", finance, victim, GiB, created_for=f"k8s-claim:{unique('uid')}")
+    try:
+        with rbd.Image(rbd_ioctx, victim) as image:
+            image.write(b"finance ledger, 2026", 0)
+        before = robin_client.get_volume("rbd", finance, victim)
+        setup = gluster_claim()
+        kubectl(kube_server, "annotate", "pvc", setup.claim, "-n", setup.namespace,
+                f"robin.io/volume=rbd:{finance}:{victim}")
+        [gpv] = gluster_pvs(kube_client, [setup.pv])
+        claims_volume = VolumeRef(setup.ref.kind, setup.project, f"pvc-{unique('uid')}")
+        robin_client.create_volume(claims_volume.kind, setup.project, claims_volume.name, GiB,
+                                   created_for=f"k8s-claim:{unique('uid')}")
+        error = refused("volume_taken", cutover, kube_client, robin_client, gpv, claims_volume, setup.storage_class)
+        assert "made for k8s-claim:" in error.message
+        assert get(kube_server, "pvc", setup.claim, setup.namespace)["metadata"]["uid"] == setup.claim_uid
+
+        cutover(kube_client, robin_client, gpv, setup.ref, setup.storage_class, timeout=TIMEOUT)
+        claim = assert_cut_over(kube_server, robin_client, setup)
+        assert "robin.io/volume" not in claim["metadata"]["annotations"]
+        saved = json.loads(get(kube_server, "pv", setup.pv)["metadata"]["annotations"][MIGRATED_CLAIM])
+        assert "robin.io/volume" not in saved["annotations"]
+        assert robin_client.get_volume("rbd", finance, victim) == before
+        with rbd.Image(rbd_ioctx, victim, read_only=True) as image:
+            assert image.size() == GiB and image.read(0, 20) == b"finance ledger, 2026"
+    finally:
+        robin_client.delete_volume("rbd", finance, victim)
 
 
 def test_cutover_to_an_rbd_image(kube_server, kube_client, robin_client, gluster_claim):

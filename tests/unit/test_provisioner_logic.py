@@ -109,7 +109,7 @@ def test_common_parameters_are_known_to_both_kinds(provisioner):
 
 @pytest.mark.parametrize("value, expected", [("csi", "csi"), ("in-tree", "in-tree"), ("", "csi")])
 def test_volume_source(value, expected):
-    assert parse_class(volumeSource=value, userSecretName="ceph-key").volume_source == expected
+    assert parse_class(volumeSource=value, userSecretName="ceph-key", userId="kube").volume_source == expected
 
 
 @pytest.mark.parametrize("value", ["flex", "CSI", "intree"])
@@ -121,10 +121,20 @@ def test_unknown_volume_source_is_refused(value):
 @pytest.mark.parametrize("provisioner", [RBD_PROVISIONER, CEPHFS_PROVISIONER])
 @pytest.mark.parametrize("secret", [None, ""])
 def test_in_tree_needs_a_user_secret(provisioner, secret):
-    parameters = {"volumeSource": "in-tree"}
+    parameters = {"volumeSource": "in-tree", "userId": "kube"}
     if secret is not None:
         parameters["userSecretName"] = secret
-    with pytest.raises(InvalidSpec, match="userSecretName"):
+    with pytest.raises(InvalidSpec, match="needs userSecretName"):
+        parse_class(provisioner, **parameters)
+
+
+@pytest.mark.parametrize("provisioner", [RBD_PROVISIONER, CEPHFS_PROVISIONER])
+@pytest.mark.parametrize("user", [None, ""])
+def test_in_tree_never_defaults_to_the_admin_user(provisioner, user):
+    parameters = {"volumeSource": "in-tree", "userSecretName": "ceph-key"}
+    if user is not None:
+        parameters["userId"] = user
+    with pytest.raises(InvalidSpec, match="needs userId: userId names the Ceph user"):
         parse_class(provisioner, **parameters)
 
 
@@ -464,19 +474,20 @@ def test_in_tree_rbd_volume():
 
 def test_in_tree_rbd_block_defaults_and_explicit_secret_namespace():
     klass = parse_class(volumeSource="in-tree", userSecretName="ceph-key", userSecretNamespace="ceph",
-                        monitors="mon1:6789,mon2:6789")
+                        userId="kube", monitors="mon1:6789,mon2:6789")
     rbd = build(klass, RBD_REF, RBD_VOLUME, claim(volume_mode="Block"))["spec"]["rbd"]
-    assert rbd == {"monitors": ["mon1:6789", "mon2:6789"], "pool": "fast", "image": f"pvc-{UID}", "user": "admin",
+    assert rbd == {"monitors": ["mon1:6789", "mon2:6789"], "pool": "fast", "image": f"pvc-{UID}", "user": "kube",
                    "secretRef": {"name": "ceph-key", "namespace": "ceph"}}
 
 
 def test_in_tree_cephfs_volume():
     klass = ClassConfig.parse(storage_class(CEPHFS_PROVISIONER, mountOptions=["noatime"],
-                                            parameters={"volumeSource": "in-tree", "userSecretName": "ceph-key"}))
+                                            parameters={"volumeSource": "in-tree", "userSecretName": "ceph-key",
+                                                        "userId": "kube"}))
     pv = build(klass, CEPHFS_REF, CEPHFS_VOLUME, claim(modes=("ReadWriteMany",), namespace="team-b"))
     assert "csi" not in pv["spec"] and "rbd" not in pv["spec"]
     assert pv["spec"]["cephfs"] == {"monitors": ["10.0.0.1:6789", "10.0.0.2:6789"],
-                                    "path": f"/volumes/team-a/pvc-{UID}", "user": "admin",
+                                    "path": f"/volumes/team-a/pvc-{UID}", "user": "kube",
                                     "secretRef": {"name": "ceph-key", "namespace": "team-b"}}
     assert pv["spec"]["mountOptions"] == ["noatime"]
     assert pv["spec"]["claimRef"]["namespace"] == "team-b"
@@ -485,7 +496,7 @@ def test_in_tree_cephfs_volume():
 @pytest.mark.parametrize("provisioner, ref, volume", [
     (RBD_PROVISIONER, RBD_REF, RBD_VOLUME), (CEPHFS_PROVISIONER, CEPHFS_REF, CEPHFS_VOLUME)])
 def test_in_tree_without_monitors_is_refused(provisioner, ref, volume):
-    klass = parse_class(provisioner, volumeSource="in-tree", userSecretName="ceph-key")
+    klass = parse_class(provisioner, volumeSource="in-tree", userSecretName="ceph-key", userId="kube")
     with pytest.raises(InvalidSpec, match="monitors"):
         build(klass, ref, volume, cluster={"name": "ceph1", "fsid": "x", "monitors": []})
 
