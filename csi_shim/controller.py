@@ -99,9 +99,13 @@ def csi_owner(ref: VolumeRef) -> str:
     return f"csi:{ref.name}"
 
 
-def not_ours(ref: VolumeRef, volume: dict) -> str | None:
-    """Why the plugin may not act on `volume` (None when it made it)."""
-    if volume.get("created_for") == csi_owner(ref):
+def not_ours(ref: VolumeRef, volume: dict, *, unrecorded_ok: bool = True) -> str | None:
+    """Why the plugin may not act on `volume` (None when it made it). A volume recorded as made for nothing (made
+    before robin kept that record, or by a person) is acted on when the CO names it by id: ids come from PVs and
+    snapshot contents, which tenants cannot write. Adopting one by name on CreateVolume (`unrecorded_ok=False`) is
+    never allowed: a name is all a CreateVolume has."""
+    owner = volume.get("created_for")
+    if owner == csi_owner(ref) or (owner is None and unrecorded_ok):
         return None
     return (f"{ref.handle} was not made by this CSI plugin (robin records it as made for "
             f"{volume.get('created_for') or 'nothing of Kubernetes'}); it acts only on volumes it made")
@@ -430,7 +434,7 @@ class Controller(rpc.ControllerServicer):
         idempotency), else ALREADY_EXISTS."""
         required, limit = _range(request.capacity_range)
         size = volume_size(ref.kind, volume)
-        problem = not_ours(ref, volume) or params.mismatch(ref, volume)
+        problem = not_ours(ref, volume, unrecorded_ok=False) or params.mismatch(ref, volume)
         if problem is None and (size < required or (limit and size > limit)):
             problem = f"{ref.handle} has {size} bytes, outside required_bytes {required}, limit_bytes {limit}"
         wanted = self._requested_origin(request)

@@ -273,7 +273,9 @@ class Controller:
             if exc.code == "volume_not_found":
                 raise InvalidSpec(f"the name {ref.name} is taken by a volume outside project {ref.project}") from None
             raise
-        if volume.get("created_for") != claim_owner(claim):
+        # Unrecorded: made before robin kept the record. `ref` is this claim's own pvc-<uid> in its project here
+        # (a recorded annotation elsewhere was checked against the record in step 1), so it is this claim's.
+        if volume.get("created_for") not in (claim_owner(claim), None):
             raise InvalidSpec(f"volume {ref.handle} exists and was not made for claim {claim_key(claim)}; robin "
                               f"leaves it alone")
         if volume["state"] != "available":
@@ -333,7 +335,7 @@ class Controller:
         ref = _recorded_volume(claim)
         if ref is not None and not self._pv_exists(volume_name(claim)):
             volume = self._volume_at(ref)
-            if _made_for(claim, ref, volume):
+            if _made_for(claim, ref, volume, unrecorded_in=self._project_of(claim)):
                 self._delete_claims_volume(claim, ref)
             elif volume is not None:
                 self._ignore_recorded(claim, "nothing was deleted")
@@ -451,9 +453,14 @@ def _recorded_volume(claim: dict) -> VolumeRef | None:
         return None
 
 
-def _made_for(claim: dict, ref: VolumeRef, volume: dict | None) -> bool:
-    """robin made `volume` (at `ref`) for this claim: its record says so, under the claim's own volume name."""
-    return volume is not None and ref.name == volume_name(claim) and volume.get("created_for") == claim_owner(claim)
+def _made_for(claim: dict, ref: VolumeRef, volume: dict | None, unrecorded_in: str | None = None) -> bool:
+    """robin made `volume` (at `ref`) for this claim: its record says so, under the claim's own volume name. A
+    volume made before robin kept the record counts only as the claim's own pvc-<uid> in project `unrecorded_in`
+    (the one its namespace names), where nothing the claim's author wrote can point."""
+    if volume is None or ref.name != volume_name(claim):
+        return False
+    owner = volume.get("created_for")
+    return owner == claim_owner(claim) or (owner is None and unrecorded_in is not None and ref.project == unrecorded_in)
 
 
 def _without_finalizer(finalizer: str) -> dict:

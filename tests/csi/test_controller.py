@@ -642,6 +642,26 @@ def test_claim_takeover_the_plugin_never_adopts_deletes_grows_or_clones_a_volume
         robin_api("DELETE", robin_path(victim))
 
 
+def test_unrecorded_volume_is_never_adopted_by_name_but_stays_deletable_by_id(
+        csi, new_project, robin_api, rbd_ioctx):
+    """A volume recorded as made for nothing (made before robin kept the record, or by a person): a CreateVolume
+    of its name does not take it over, while the CO, which names it by the id a PV carries, can still grow and
+    delete what the plugin made before an upgrade."""
+    project, name = new_project(), f"pvc-{unique('uid')}"
+    response = robin_api("POST", f"/api/v2/projects/{project}/rbd-images", json={"name": name, "size_bytes": GiB})
+    assert response.status_code == 201 and response.json()["created_for"] is None, response.text
+    volume_id = f"rbd:{project}:{name}"
+
+    message = fails(grpc.StatusCode.ALREADY_EXISTS, csi.stub.CreateVolume,
+                    csi.volume_request(name, {"project": project}))
+    assert "not made by this CSI plugin" in message
+    csi.stub.ControllerExpandVolume(pb.ControllerExpandVolumeRequest(
+        volume_id=volume_id, capacity_range=pb.CapacityRange(required_bytes=2 * GiB)), timeout=TIMEOUT_S)
+    assert rbd_size(rbd_ioctx, name) == 2 * GiB
+    csi.stub.DeleteVolume(pb.DeleteVolumeRequest(volume_id=volume_id), timeout=TIMEOUT_S)
+    assert robin_volume(robin_api, volume_id) is None and name in rbd_trash(rbd_ioctx)
+
+
 # --- DeleteVolume -----------------------------------------------------------------------------------------------
 
 def test_delete_volume_without_an_id(csi):
