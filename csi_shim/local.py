@@ -13,6 +13,9 @@ from csi_shim.node import Node, VolumeDir
 from csi_shim.stubs import pb
 
 Mode = pb.VolumeCapability.AccessMode
+# Nothing on these mounts is ever run (the gateway serves files, the migration copies them); the node adds nodev
+# and nosuid to every mount of a volume.
+LOCAL_MOUNT_FLAGS = ("noexec",)
 
 
 @dataclass(frozen=True)
@@ -36,8 +39,8 @@ class LocalNode:
         """Mount the volume at `path` (`where`: type and pool + imageName, or fsName + path); nothing new when it
         is mounted there already."""
         mode = Mode.SINGLE_NODE_READER_ONLY if readonly else Mode.SINGLE_NODE_WRITER
-        capability = pb.VolumeCapability(mount=pb.VolumeCapability.MountVolume(fs_type=fs_type),
-                                         access_mode=Mode(mode=mode))
+        mount = pb.VolumeCapability.MountVolume(fs_type=fs_type, mount_flags=LOCAL_MOUNT_FLAGS)
+        capability = pb.VolumeCapability(mount=mount, access_mode=Mode(mode=mode))
         self._call("NodeStageVolume", _stage_request(volume_id, path, capability, where, access))
 
     def unstage(self, volume_id: str, path: str) -> None:

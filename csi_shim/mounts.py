@@ -30,6 +30,8 @@ DETACH_TIMEOUT_S = 10  # a loop device lets go of its backing file once nothing 
 EXIT_TIMEOUT_S = 40  # ceph-fuse may wait for its client shutdown timeout after an unmount
 POLL_S = 0.05
 BLANK_PROBE_BYTES = 1 << 20  # mkfs only on an image whose first MiB is zeros, on top of blkid's verdict
+# How every mount of a volume's contents (tenants' data) is made: device nodes and set-id bits on it are inert.
+TENANT_DATA_OPTIONS = ("nodev", "nosuid")
 
 
 class ToolError(CsiError):
@@ -138,7 +140,8 @@ def bind(source: str, target: str, readonly: bool) -> None:
     run("mount", "--bind", source, target)
     if readonly:
         try:
-            run("mount", "-o", "remount,bind,ro", target)
+            # Named again: a remount sets the mount's flags anew, and must not drop the stage's nodev, nosuid.
+            run("mount", "-o", ",".join(("remount", "bind", "ro", *TENANT_DATA_OPTIONS)), target)
         except ToolError:
             run("umount", target)  # never leave it writable
             raise

@@ -438,7 +438,9 @@ class Node(rpc.NodeServicer):
 
     @staticmethod
     def _mount_options(capability) -> list[str]:
-        options = list(capability.mount.mount_flags)
+        # Last, so that they win over the capability's flags: a device node or set-id program a pod wrote into
+        # its volume never acts on this host, nor in another pod. Bind mounts of the stage inherit them.
+        options = [*capability.mount.mount_flags, *mounts.TENANT_DATA_OPTIONS]
         if capability.access_mode.mode in READER_ONLY:
             options.append("ro")
         return options

@@ -89,6 +89,18 @@ class Settings:
     # plain HTTP (behind a TLS-terminating proxy); over HTTPS they are Secure anyway.
     ui_session_seconds: int = 8 * 3600
     ui_secure_cookies: bool = False
+    # Threads doing the SFTP sessions' file I/O (each session uses one at a time): a hung file or FUSE mount
+    # holds one of them, never the event loop.
+    gateway_io_threads: int = 16
+    # Failed logins, per account and per source address: the next attempt waits gateway_login_delay seconds,
+    # doubled at each further failure (at most gateway_login_max_delay); after gateway_account_lockout failures
+    # in a row the account (gateway_address_lockout: the address) is refused outright until
+    # gateway_lockout_seconds passed since its last failure.
+    gateway_login_delay: float = 1.0
+    gateway_login_max_delay: float = 16.0
+    gateway_account_lockout: int = 10
+    gateway_address_lockout: int = 50
+    gateway_lockout_seconds: int = 900
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
@@ -127,6 +139,7 @@ class Settings:
             raise ConfigError(f"ROBIN_GATEWAY_MOUNTER must be one of {', '.join(GATEWAY_MOUNTERS)}")
         if self.ui_session_seconds <= 0:
             raise ConfigError("ROBIN_UI_SESSION_SECONDS must be a positive number of seconds")
+        self._validate_gateway_logins()
         self.secret_keys()
 
     def secret_keys(self) -> tuple[str, ...]:
@@ -143,6 +156,18 @@ class Settings:
         if not keys:
             raise ConfigError(f"ROBIN_SECRET_KEY_FILE {self.secret_key_file} holds no key")
         return keys
+
+    def _validate_gateway_logins(self) -> None:
+        if self.gateway_io_threads <= 0:
+            raise ConfigError("ROBIN_GATEWAY_IO_THREADS must be positive")
+        if not 0 <= self.gateway_login_delay <= self.gateway_login_max_delay:
+            raise ConfigError("ROBIN_GATEWAY_LOGIN_DELAY must be 0 or more seconds, at most "
+                              "ROBIN_GATEWAY_LOGIN_MAX_DELAY")
+        if self.gateway_account_lockout <= 0 or self.gateway_address_lockout <= 0:
+            raise ConfigError("ROBIN_GATEWAY_ACCOUNT_LOCKOUT and ROBIN_GATEWAY_ADDRESS_LOCKOUT must be positive "
+                              "numbers of failed logins")
+        if self.gateway_lockout_seconds <= 0:
+            raise ConfigError("ROBIN_GATEWAY_LOCKOUT_SECONDS must be positive")
 
 
 def _fernet_keys(text: str, source: str) -> tuple[str, ...]:

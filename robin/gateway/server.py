@@ -11,6 +11,8 @@ import logging
 import os
 import signal
 import tempfile
+from concurrent.futures import Executor, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import asyncssh
@@ -22,10 +24,12 @@ from robin.gateway.mountinfo import is_mount_point
 from robin.gateway.service import Login
 from robin.gateway.sessions import Sessions
 from robin.gateway.sftp import ConfinedSFTPServer
+from robin.gateway.throttle import LoginThrottle, ThrottleRules
 
 log = logging.getLogger(__name__)
 HOST_KEY_NAME = "ssh_host_ed25519_key"
 LOGIN_TIMEOUT_S = 30
+LOGIN_THREADS = 2
 
 
 def load_host_key(directory: Path) -> asyncssh.SSHKey:
@@ -56,25 +60,20 @@ def _write_new_key(path: Path) -> None:
         os.unlink(temporary)
 
 
-def check_login(username: str, password: str) -> Login | None:
-    """The login, if the account allows it and its volume is mounted. Blocking (scrypt, the database)."""
-    try:
-        login = service.check_login(username, password)
-    except SQLAlchemyError as exc:
-        log.warning("gateway cannot read the accounts", extra={"error": str(exc)})
-        return None
-    if login is not None and not is_mount_point(login.mount_path):
-        log.warning("gateway login refused: the volume is not mounted",
-                    extra={"user": username, "mount_path": login.mount_path})
-        return None
-    return login
+def refusal(login: Login) -> str | None:
+    """Why a login with the right password may still not go on, or None."""
+    if login.login_forbidden:
+        return "login is forbidden"
+    if not is_mount_point(login.mount_path):
+        return "the volume is not mounted"
+    return None
 
 
 class _Connection(asyncssh.SSHServer):
     """One client connection: password authentication, then registered with the live sessions."""
 
-    def __init__(self, sessions: Sessions):
-        self._sessions = sessions
+    def __init__(self, sessions: Sessions, throttle: LoginThrottle, checks: Executor):
+        self._sessions, self._throttle, self._checks = sessions, throttle, checks
         self._conn: asyncssh.SSHServerConnection | None = None
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
@@ -90,25 +89,61 @@ class _Connection(asyncssh.SSHServer):
         return True
 
     async def validate_password(self, username: str, password: str) -> bool:
-        login = await asyncio.get_running_loop().run_in_executor(None, check_login, username, password)
-        peer = self._conn.get_extra_info("peername")
+        address = self._conn.get_extra_info("peername")[0]
+        login = await self._check(username, password, address)
         if login is None:
-            log.info("gateway login refused", extra={"user": username, "peer": peer})
+            return False
+        reason = refusal(login)
+        if reason is not None:
+            log.warning(f"gateway login refused: {reason}",
+                        extra={"user": username, "peer": address, "mount_path": login.mount_path})
             return False
         self._conn.set_extra_info(robin_login=login)
         self._sessions.add(self._conn, login)
-        log.info("gateway login", extra={"user": username, "peer": peer, "mount_path": login.mount_path})
+        log.info("gateway login", extra={"user": username, "peer": address, "mount_path": login.mount_path})
         return True
 
+    async def _check(self, username: str, password: str, address: str) -> Login | None:
+        """The account if the password is right; None if not, or while throttling locks the account or address."""
+        locked = self._throttle.locked(username, address)
+        if locked is not None:
+            log.warning("gateway login refused: too many failed logins", extra={
+                "user": username, "peer": address, "locked": locked,
+                "for_s": self._throttle.rules.window})
+            return None
+        await asyncio.sleep(self._throttle.delay(username, address))
+        try:
+            login = await asyncio.get_running_loop().run_in_executor(self._checks, service.check_login, username,
+                                                                     password)
+        except SQLAlchemyError as exc:
+            log.warning("gateway cannot read the accounts", extra={"error": str(exc)})
+            return None
+        if login is None:
+            account_failures, address_failures = self._throttle.failed(username, address)
+            log.info("gateway login refused: wrong user or password", extra={
+                "user": username, "peer": address, "account_failures": account_failures,
+                "address_failures": address_failures})
+            return None
+        self._throttle.succeeded(username)
+        return login
 
-def _sftp_session(chan: asyncssh.SSHServerChannel) -> ConfinedSFTPServer:
-    return ConfinedSFTPServer(chan, chan.get_extra_info("robin_login").mount_path)
+
+def throttle_rules(settings: Settings) -> ThrottleRules:
+    return ThrottleRules(settings.gateway_login_delay, settings.gateway_login_max_delay,
+                         settings.gateway_account_lockout, settings.gateway_address_lockout,
+                         settings.gateway_lockout_seconds)
 
 
-async def start(settings: Settings, sessions: Sessions, key: asyncssh.SSHKey) -> asyncssh.SSHAcceptor:
+async def _sftp_session(io_threads: Executor, chan: asyncssh.SSHServerChannel) -> ConfinedSFTPServer:
+    return await ConfinedSFTPServer.start(chan, chan.get_extra_info("robin_login").mount_path, io_threads)
+
+
+async def start(settings: Settings, sessions: Sessions, key: asyncssh.SSHKey, checks: Executor,
+                io_threads: Executor) -> asyncssh.SSHAcceptor:
+    throttle = LoginThrottle(throttle_rules(settings))
     return await asyncssh.create_server(
-        lambda: _Connection(sessions), settings.gateway_host, settings.gateway_port,
-        server_host_keys=[key], sftp_factory=_sftp_session, allow_scp=False,
+        lambda: _Connection(sessions, throttle, checks), settings.gateway_host, settings.gateway_port,
+        server_host_keys=[key], sftp_factory=partial(_sftp_session, io_threads), allow_scp=False,
         password_auth=True, kbdint_auth=False, public_key_auth=False, host_based_auth=False,
         gss_auth=False, gss_kex=False, agent_forwarding=False, x11_forwarding=False, allow_pty=False,
         login_timeout=LOGIN_TIMEOUT_S)
@@ -121,7 +156,9 @@ async def serve(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     key = load_host_key(Path(settings.gateway_dir))
-    acceptor = await start(settings, sessions, key)
+    checks = ThreadPoolExecutor(LOGIN_THREADS, thread_name_prefix="login")
+    io_threads = ThreadPoolExecutor(settings.gateway_io_threads, thread_name_prefix="sftp-io")
+    acceptor = await start(settings, sessions, key, checks, io_threads)
     log.info("gateway listening", extra={"host": settings.gateway_host, "port": settings.gateway_port,
                                          "host_key": key.get_fingerprint()})
     watcher = asyncio.create_task(sessions.watch(stop))
@@ -130,6 +167,8 @@ async def serve(settings: Settings) -> None:
     sessions.end_all("the gateway is stopping")
     await acceptor.wait_closed()
     await watcher
+    for pool in (checks, io_threads):
+        pool.shutdown(wait=False, cancel_futures=True)  # a thread stuck in a hung mount is not waited for
     log.info("gateway stopped")
 
 

@@ -1,7 +1,8 @@
 """Gateway accounts: one per activated volume, created, checked, forbidden and removed here.
 
-`robin gateway` only reads these rows; the API process changes them, and the gateway ends the live
-sessions of an account whose row was removed, forbidden, or given another mount path (see sessions.py).
+`robin gateway` only reads these rows (but for re-hashing a password made with older scrypt parameters at
+its next login); the API process changes them, and the gateway ends the live sessions of an account whose
+row was removed, forbidden, or given another mount path (see sessions.py).
 """
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
 from robin.db import db, utcnow
 from robin.errors import Conflict, InvalidInput, NotFound
 from robin.gateway.models import GatewayAccount, VerifyState
-from robin.gateway.passwords import MAX_PASSWORD_BYTES, burn_time, hash_password, verify_password
+from robin.gateway.passwords import MAX_PASSWORD_BYTES, burn_time, hash_password, needs_rehash, verify_password
 from robin.volumes.models import CephfsPath, RbdImage
 
 # What a POSIX login name may be (useradd's default rule), at most 32 characters.
@@ -29,6 +30,7 @@ class Login:
 
     username: str
     mount_path: str
+    login_forbidden: bool = False
 
 
 def _fk(volume: RbdImage | CephfsPath) -> str:
@@ -90,15 +92,27 @@ def find(username: str) -> GatewayAccount | None:
 
 
 def check_login(username: str, password: str) -> Login | None:
-    """The account if the password is right and login is allowed, else None, without saying which failed.
+    """The account if the password is right (login may still be forbidden), else None, without saying whether
+    the user exists. A hash made with older scrypt parameters is replaced by one with today's.
     Slow on purpose (scrypt): call it off an event loop."""
     account = find(username)
     if account is None:
         burn_time(password)
         return None
-    if not verify_password(password, account.password_hash) or account.login_forbidden:
+    if not verify_password(password, account.password_hash):
         return None
-    return Login(account.username, account.mount_path)
+    if needs_rehash(account.password_hash):
+        _rehash(account, password)
+    return Login(account.username, account.mount_path, account.login_forbidden)
+
+
+def _rehash(account: GatewayAccount, password: str) -> None:
+    fresh = hash_password(password)  # before the transaction, as in activate()
+    # Compare-and-set: a password changed meanwhile (a new activation) is never overwritten with the old one.
+    with db.unit_of_work() as session:
+        session.execute(update(GatewayAccount)
+                        .where(GatewayAccount.id == account.id, GatewayAccount.password_hash == account.password_hash)
+                        .values(password_hash=fresh))
 
 
 def forbid_login(volume: RbdImage | CephfsPath) -> GatewayAccount:

@@ -7,13 +7,24 @@ asyncssh's default methods use, refuses: an operation not overridden below fails
 
 Files are created with the gateway's own user (root): set-user-ID and set-group-ID bits are
 dropped, so nobody can leave a set-uid-root program on a volume for a node to run.
+
+Only regular files are opened. A pod can write a device node (`mknod disk b 7 0`: the host's loop0), a
+FIFO (an open that never returns) or a socket into its volume: the path is first opened O_PATH, which
+touches no device and waits on no FIFO, its type checked on that descriptor, and only a regular file is
+then reopened through it, so nothing can be swapped in between the check and the open.
+
+Every file system call runs in the gateway's bounded pool of I/O threads, never on the event loop: a
+file on a hung FUSE mount stalls its own session (asyncssh handles a session's requests one at a time),
+while logins, other sessions and the watcher that ends sessions go on.
 """
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
 
 import asyncssh
 from asyncssh import SFTPAttrs, SFTPName
@@ -44,13 +55,22 @@ def _set_attributes(target: str | int, attrs: SFTPAttrs) -> None:
         os.utime(target, (attrs.atime, attrs.mtime))
 
 
-class ConfinedSFTPServer(asyncssh.SFTPServer):
-    def __init__(self, chan: asyncssh.SSHServerChannel, root: str):
-        super().__init__(chan)
-        self._root = ConfinedRoot(root)
+_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+          stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket"}
 
-    def map_path(self, path: bytes) -> bytes:
-        raise asyncssh.SFTPPermissionDenied("operation not supported by robin's gateway")
+
+def _refuse_unless_regular(fd: int) -> None:
+    kind = stat.S_IFMT(os.fstat(fd).st_mode)
+    if kind != stat.S_IFREG:
+        raise asyncssh.SFTPPermissionDenied(f"not a regular file: {_KINDS.get(kind, 'a special file')}")
+
+
+class ConfinedFiles:
+    """The session's file system calls, blocking, all confined to the root (ConfinedSFTPServer runs them in its
+    thread pool)."""
+
+    def __init__(self, root: str):
+        self._root = ConfinedRoot(root)
 
     def exit(self) -> None:
         self._root.close()
@@ -60,11 +80,59 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
         flags = access
         for pflag, flag in _OPTIONS.items():
             flags |= flag if pflags & pflag else 0
-        fd = self._root.open(path, flags, _safe_mode(attrs.permissions, 0o666))
+        fd = self._created(path, flags, attrs) if flags & os.O_CREAT else None
+        if fd is None:
+            fd = self._open_regular(path, flags & ~(os.O_CREAT | os.O_EXCL))
         return io.FileIO(fd, _FILE_MODE[access])
 
-    def open56(self, path: bytes, desired_access: int, flags: int, attrs: SFTPAttrs):
-        raise asyncssh.SFTPOpUnsupported("SFTP version 3 only")  # the server never offers 5 or 6
+    def _created(self, path: bytes, flags: int, attrs: SFTPAttrs) -> int | None:
+        """A new regular file, or None when the name exists and the client did not ask for O_EXCL."""
+        try:
+            return self._root.open(path, flags | os.O_EXCL, _safe_mode(attrs.permissions, 0o666))
+        except FileExistsError:
+            if flags & os.O_EXCL:
+                raise
+            return None
+
+    def _open_regular(self, path: bytes, flags: int) -> int:
+        with self._root.handle(path) as handle:
+            _refuse_unless_regular(handle)
+            # The same inode, reopened through its O_PATH descriptor (the /proc link is resolved by the kernel).
+            fd = os.open(proc_path(handle), flags | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            _refuse_unless_regular(fd)  # it cannot have changed, but the cost of saying so is one fstat
+        except asyncssh.SFTPError:
+            os.close(fd)
+            raise
+        return fd
+
+    @staticmethod
+    def close(file_obj: io.FileIO) -> None:
+        file_obj.close()
+
+    @staticmethod
+    def read(file_obj: io.FileIO, offset: int, size: int) -> bytes:
+        return os.pread(file_obj.fileno(), size, offset)
+
+    @staticmethod
+    def write(file_obj: io.FileIO, offset: int, data: bytes) -> int:
+        # With O_APPEND, Linux's pwrite appends whatever the offset: what SFTP's append flag means.
+        view, written = memoryview(data), 0
+        while written < len(data):
+            written += os.pwrite(file_obj.fileno(), view[written:], offset + written)
+        return written
+
+    @staticmethod
+    def fstat(file_obj: io.FileIO) -> os.stat_result:
+        return os.fstat(file_obj.fileno())
+
+    @staticmethod
+    def fstatvfs(file_obj: io.FileIO) -> os.statvfs_result:
+        return os.fstatvfs(file_obj.fileno())
+
+    @staticmethod
+    def fsync(file_obj: io.FileIO) -> None:
+        os.fsync(file_obj.fileno())
 
     def stat(self, path: bytes) -> os.stat_result:
         with self._root.handle(path) as fd:
@@ -101,11 +169,7 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
         with self._root.parent(path) as (dir_fd, name):
             return os.readlink(name, dir_fd=dir_fd)
 
-    async def scandir(self, path: bytes) -> AsyncIterator[SFTPName]:
-        for name in self._list(path):
-            yield name
-
-    def _list(self, path: bytes) -> list[SFTPName]:
+    def list(self, path: bytes) -> list[SFTPName]:
         # Read at once: a generator left half-consumed by the client would keep the directory open.
         names = [SFTPName(b".", attrs=SFTPAttrs.from_local(self.stat(path))),
                  SFTPName(b"..", attrs=SFTPAttrs.from_local(self.stat(path + b"/..")))]
@@ -151,6 +215,66 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
     def link(self, oldpath: bytes, newpath: bytes) -> None:
         with self._root.parent(oldpath) as (old_dir, old_name), self._root.parent(newpath) as (new_dir, new_name):
             os.link(old_name, new_name, src_dir_fd=old_dir, dst_dir_fd=new_dir, follow_symlinks=False)
+
+
+def _off_loop(name: str) -> Callable:
+    """ConfinedFiles.<name>, as a coroutine that runs it in the session's thread pool."""
+    async def call(self, *args):
+        return await self._run(getattr(self._files, name), *args)
+
+    call.__name__ = name
+    return call
+
+
+class ConfinedSFTPServer(asyncssh.SFTPServer):
+    """One session's SFTP server: ConfinedFiles' calls, each run in `pool`."""
+
+    def __init__(self, chan: asyncssh.SSHServerChannel, files: ConfinedFiles, pool: Executor):
+        super().__init__(chan)
+        self._files, self._pool = files, pool
+
+    @classmethod
+    async def start(cls, chan: asyncssh.SSHServerChannel, root: str, pool: Executor) -> ConfinedSFTPServer:
+        # Even opening the root may hang, on a FUSE mount whose daemon stopped answering.
+        files = await asyncio.get_running_loop().run_in_executor(pool, ConfinedFiles, root)
+        return cls(chan, files, pool)
+
+    async def _run(self, call: Callable, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call, *args)
+
+    def map_path(self, path: bytes) -> bytes:
+        raise asyncssh.SFTPPermissionDenied("operation not supported by robin's gateway")
+
+    def open56(self, path: bytes, desired_access: int, flags: int, attrs: SFTPAttrs):
+        raise asyncssh.SFTPOpUnsupported("SFTP version 3 only")  # the server never offers 5 or 6
+
+    async def scandir(self, path: bytes) -> AsyncIterator[SFTPName]:
+        for name in await self._run(self._files.list, path):
+            yield name
+
+    exit = _off_loop("exit")
+    open = _off_loop("open")
+    close = _off_loop("close")
+    read = _off_loop("read")
+    write = _off_loop("write")
+    fstat = _off_loop("fstat")
+    fsetstat = _off_loop("fsetstat")
+    fstatvfs = _off_loop("fstatvfs")
+    fsync = _off_loop("fsync")
+    stat = _off_loop("stat")
+    lstat = _off_loop("lstat")
+    setstat = _off_loop("setstat")
+    lsetstat = _off_loop("lsetstat")
+    statvfs = _off_loop("statvfs")
+    realpath = _off_loop("realpath")
+    readlink = _off_loop("readlink")
+    mkdir = _off_loop("mkdir")
+    rmdir = _off_loop("rmdir")
+    remove = _off_loop("remove")
+    rename = _off_loop("rename")
+    posix_rename = _off_loop("posix_rename")
+    symlink = _off_loop("symlink")
+    link = _off_loop("link")
 
 
 def _exists(dir_fd: int, name: bytes) -> bool:

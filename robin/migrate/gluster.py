@@ -60,7 +60,8 @@ def _clean_subdir(subdir: str, spec: str) -> str:
 
 def client_argv(source: GlusterSource, mountpoint: str, log_file: str) -> list[str]:
     """The FUSE client in the foreground (-N: its pid is the one we started, and it exits on unmount)."""
-    argv = ["glusterfs", "-N", "--read-only", f"--volfile-id={source.volume}",
+    # Only read and copied: nothing on it may act as a device, gain privileges or run.
+    argv = ["glusterfs", "-N", "--read-only", "--fuse-mountopts=nodev,nosuid,noexec", f"--volfile-id={source.volume}",
             f"--volfile-server-port={source.port}", f"--log-file={log_file}", "--process-name=fuse"]
     argv += [f"--volfile-server={server}" for server in source.servers]
     return argv + [mountpoint]

@@ -470,6 +470,7 @@ def test_stage_publish_unpublish_unstage(node, volumes, kind):
     assert mounted(staging) is not None and volume_dirs(node.shim)
     target = node.publish(vol, staging)
     assert mounted(target)["device"] == mounted(staging)["device"]
+    assert {"nodev", "nosuid"} <= set(mounted(staging)["options"]) & set(mounted(target)["options"])
     write(os.path.join(target, "hello.txt"), "hello")
     assert read(os.path.join(staging, "hello.txt")) == "hello"
 
@@ -632,6 +633,8 @@ def test_a_read_only_publish_refuses_writes(node, volumes, kind):
     staging = node.stage(vol)
     writable, readonly = node.publish(vol, staging), node.publish(vol, staging, readonly=True)
     assert "ro" in mounted(readonly)["options"] and "rw" in mounted(writable)["options"]
+    for path in (staging, writable, readonly):  # a pod's device nodes and set-id files stay inert, ro or not
+        assert {"nodev", "nosuid"} <= set(mounted(path)["options"]), path
     write(os.path.join(writable, "file"), "written")
     assert read(os.path.join(readonly, "file")) == "written"
     with pytest.raises(OSError) as refused:

@@ -14,20 +14,32 @@ from dataclasses import dataclass
 
 import asyncssh
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from robin.db import db
 from robin.errors import Conflict, InvalidInput
-from robin.gateway import service
+from robin.gateway import passwords, service
 from robin.gateway.models import GatewayAccount
 from robin.gateway.server import HOST_KEY_NAME
 from robin.volumes.models import CephfsPath, RbdImage
 from tests.conftest import unique
+from tests.integration import test_wayne_devices as devices
+from tests.integration.test_wayne_devices import activate, new_user, wayne_password
 from tests.support.gateway import running_gateway, tmpfs
+from tests.support.mounts import rbd_filesystem
 
 pytestmark = pytest.mark.integration
 MiB = 2**20
 # The watcher polls twice a second; a session must be gone well within this.
 CUT_DEADLINE_S = 2.0
+# A device node or FIFO is refused without waiting for anything; a login answers within this.
+REFUSAL_DEADLINE_S = 2.0
+LOGIN_DEADLINE_S = 10.0
+HOST_SECRET = b"the host's own disk, not the tenant's"
+
+# Volumes activated through /v1 as Wayne does it, in a gateway_dir of each test's own (test_wayne_devices).
+point_wayne_at, project, wayne = devices.point_wayne_at, devices.project, devices.wayne
+gateway_dir, device = devices.gateway_dir, devices.device
 
 
 @dataclass
@@ -154,6 +166,49 @@ def test_wrong_password_and_unknown_user_are_refused(gateway, account):
     asyncio.run(scenario())
 
 
+async def refused_login(gateway, username: str, password: str) -> float:
+    """Seconds the gateway took to refuse the login."""
+    started = time.monotonic()
+    with pytest.raises(asyncssh.PermissionDenied):
+        async with connect(gateway, username, password):
+            pass
+    return time.monotonic() - started
+
+
+THROTTLE = {"ROBIN_GATEWAY_LOGIN_DELAY": "1", "ROBIN_GATEWAY_LOGIN_MAX_DELAY": "4",
+            "ROBIN_GATEWAY_ACCOUNT_LOCKOUT": "3", "ROBIN_GATEWAY_ADDRESS_LOCKOUT": "5",
+            "ROBIN_GATEWAY_LOCKOUT_SECONDS": "300"}
+
+
+def test_login_throttling_slows_then_locks_out_an_account_and_an_address(app, database_url, tmp_path,
+                                                                        make_volume):
+    guessed, other = make_volume(), make_volume()
+    guessed_user, other_user = new_username(), new_username()
+    with tmpfs() as guessed_mount, tmpfs() as other_mount, app.app_context(), \
+            running_gateway(database_url, str(tmp_path / "gateway"), env=THROTTLE) as throttled:
+        service.activate(guessed, guessed_user, "right", guessed_mount)
+        service.activate(other, other_user, "right", other_mount)
+        try:
+            async def scenario():
+                waited = [await refused_login(throttled, guessed_user, f"guess-{n}") for n in range(3)]
+                # Each failure doubles the wait before the next password is even checked: 0, 1, 2 s.
+                assert waited[1] >= 1 and waited[2] >= 2
+                await refused_login(throttled, guessed_user, "right")  # locked: even the right one
+                async with connect(throttled, other_user, "right"):  # another account from this address
+                    pass
+                for name in (new_username(), new_username()):  # 5 failures from this address in all
+                    await refused_login(throttled, name, "guess")
+                assert await refused_login(throttled, other_user, "right") < 1  # locked: refused at once
+
+            asyncio.run(scenario())
+        finally:
+            service.remove(guessed)
+            service.remove(other)
+        said = throttled.log()
+    assert '"locked": "account"' in said and '"locked": "address"' in said
+    assert '"account_failures": 3' in said and '"address_failures": 5' in said
+
+
 def test_login_is_refused_while_the_mount_path_is_not_mounted(app, gateway, make_volume):
     volume, username, password = make_volume(), new_username(), unique("pw")
     with tempfile.TemporaryDirectory(prefix="robin-gw-unmounted-") as directory, app.app_context():
@@ -237,6 +292,121 @@ def test_symlinks_pointing_outside_lead_nowhere(gateway, account, outside_file):
     assert not os.path.exists("/etc/robin-gw-escape")
     assert stat.S_IMODE(os.stat(outside_file).st_mode) == 0o600
     assert read(outside_file) == "secret"
+
+
+# --- what a pod leaves on its volume: device nodes, FIFOs ------------------------------------------
+
+@pytest.fixture()
+def host_disk():
+    """A loop device of this host holding HOST_SECRET, attached read-only: what a device node on a volume
+    would hand out. Detached after."""
+    with tempfile.NamedTemporaryFile(prefix="robin-gw-hostdisk-", dir="/tmp") as backing:
+        backing.write(HOST_SECRET * 4096)
+        backing.flush()
+        loop = subprocess.run(["losetup", "--find", "--show", "--read-only", backing.name], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        try:
+            yield loop
+        finally:
+            subprocess.run(["losetup", "--detach", loop], check=False)
+
+
+def reads_completed(device: str) -> int:
+    """The kernel's count of reads the block device has served (the first field of its sysfs stat)."""
+    with open(f"/sys/block/{os.path.basename(device)}/stat") as stats:
+        return int(stats.read().split()[0])
+
+
+def left_by_a_pod(ceph_conf: str, image: str, make) -> None:
+    """Make an ext4 file system on the blank RBD image, mounted as a node mounts it for a pod, and let the pod
+    (`make(mountpoint)`) write into it."""
+    with rbd_filesystem(ceph_conf, "rbd", image) as mounted:
+        make(mounted)
+
+
+def account_mount(db_rows, user: str) -> str:
+    return db_rows(select(GatewayAccount).where(GatewayAccount.username == user))[0].mount_path
+
+
+def mount_options(path: str) -> set[str]:
+    """The per-mount options the kernel reports for the mount at `path` (/proc/self/mountinfo, field 6)."""
+    with open("/proc/self/mountinfo") as table:
+        found = [line.split()[5] for line in table if line.split()[4] == path]
+    assert found, f"{path} is not mounted"
+    return set(found[-1].split(","))
+
+
+def test_sftp_refuses_device_node_a_pod_wrote_into_its_volume(wayne, device, gateway, ceph_conf, host_disk,
+                                                              db_rows):
+    name, user = device("rbd"), new_user()
+
+    def mknod(mounted: str) -> None:
+        os.mknod(os.path.join(mounted, "disk"), 0o666 | stat.S_IFBLK, os.makedev(7, 0))
+        os.mknod(os.path.join(mounted, "host-disk"), 0o666 | stat.S_IFBLK, os.stat(host_disk).st_rdev)
+        os.symlink("host-disk", os.path.join(mounted, "link"))
+
+    left_by_a_pod(ceph_conf, name, mknod)
+    activate(wayne, "rbd", name, user)
+    assert {"nodev", "nosuid", "noexec"} <= mount_options(account_mount(db_rows, user))
+    reads_before = reads_completed(host_disk)
+
+    async def scenario() -> list[bytes]:
+        leaked = []
+        async with connect(gateway, user, wayne_password(user)) as conn, conn.start_sftp_client() as sftp:
+            assert {"disk", "host-disk", "link"} <= set(await sftp.listdir("/"))
+            for path in ("disk", "host-disk", "link", "/link"):
+                for mode in ("rb", "r+b"):
+                    with pytest.raises(asyncssh.SFTPPermissionDenied):
+                        async with sftp.open(path, mode) as handle:
+                            leaked.append(await handle.read(512))
+        return leaked
+
+    assert asyncio.run(scenario()) == []
+    assert reads_completed(host_disk) == reads_before  # not one read of the host's disk
+
+
+def test_sftp_refuses_device_node_even_on_a_mount_without_nodev(gateway, account, host_disk):
+    # The account's tmpfs is mounted without nodev: the SFTP server's own check is all that stands here.
+    os.mknod(os.path.join(account.mount, "host-disk"), 0o666 | stat.S_IFBLK, os.stat(host_disk).st_rdev)
+    os.mkfifo(os.path.join(account.mount, "fifo"))
+    reads_before = reads_completed(host_disk)
+
+    async def scenario():
+        async with login(gateway, account) as conn, conn.start_sftp_client() as sftp:
+            for path in ("host-disk", "fifo"):
+                for mode in ("rb", "wb", "r+b", "ab"):
+                    with pytest.raises(asyncssh.SFTPPermissionDenied):
+                        await asyncio.wait_for(sftp.open(path, mode), REFUSAL_DEADLINE_S)
+            assert stat.S_ISBLK((await sftp.lstat("host-disk")).permissions)  # seen, never opened
+
+    asyncio.run(scenario())
+    assert reads_completed(host_disk) == reads_before
+
+
+def test_sftp_fifo_does_not_freeze_gateway(wayne, device, gateway, ceph_conf):
+    name, user = device("rbd"), new_user()
+    left_by_a_pod(ceph_conf, name, lambda mounted: os.mkfifo(os.path.join(mounted, "fifo")))
+    activate(wayne, "rbd", name, user)
+
+    async def scenario():
+        async with connect(gateway, user, wayne_password(user)) as conn, conn.start_sftp_client() as sftp:
+            async def open_fifo(mode: str):
+                return await sftp.open("fifo", mode)
+
+            opening = asyncio.create_task(open_fifo("rb"))
+            async with asyncio.timeout(LOGIN_DEADLINE_S):  # meanwhile, a second connection gets in and works
+                async with connect(gateway, user, wayne_password(user)) as other, \
+                        other.start_sftp_client() as other_sftp:
+                    assert "fifo" in await other_sftp.listdir("/")
+            started = time.monotonic()
+            for attempt in (opening, open_fifo("wb"), open_fifo("r+b")):
+                with pytest.raises(asyncssh.SFTPPermissionDenied):
+                    await asyncio.wait_for(attempt, REFUSAL_DEADLINE_S)
+            assert time.monotonic() - started < REFUSAL_DEADLINE_S
+            await sftp.listdir("/")  # the session itself goes on
+
+    # Bounded: a frozen gateway never answers the SFTP client's goodbye either.
+    asyncio.run(asyncio.wait_for(scenario(), 3 * LOGIN_DEADLINE_S))
 
 
 # --- ending sessions ----------------------------------------------------------------------------
@@ -323,12 +493,32 @@ def test_the_host_key_is_made_once_and_kept_across_restarts(database_url, tmp_pa
 def test_passwords_are_stored_as_salted_scrypt(app, account):
     with app.app_context():
         stored = service.find(account.username).password_hash
-        assert stored.startswith("scrypt$16384$8$1$")
+        assert stored.startswith("scrypt$131072$8$1$")  # OWASP's scrypt cost: N=2^17, r=8, p=1
         assert account.password not in stored
         assert service.check_login(account.username, account.password) is not None
         assert service.check_login(account.username, account.password.upper()) is None
         service.activate(account.volume, account.username, account.password, account.mount)
         assert service.find(account.username).password_hash != stored  # a fresh salt each time
+
+
+def test_a_hash_with_older_scrypt_parameters_still_logs_in_and_is_rehashed(app, gateway, account, monkeypatch):
+    with app.app_context():
+        monkeypatch.setattr(passwords, "N", 2**14)  # the parameters robin used before
+        old = passwords.hash_password(account.password)
+        monkeypatch.undo()
+        with db.unit_of_work() as session:
+            session.execute(update(GatewayAccount).where(GatewayAccount.username == account.username)
+                            .values(password_hash=old))
+
+    async def scenario():
+        async with login(gateway, account) as conn, conn.start_sftp_client() as sftp:
+            await sftp.listdir("/")
+
+    asyncio.run(scenario())
+    with app.app_context():
+        rehashed = service.find(account.username).password_hash
+    assert old.startswith("scrypt$16384$8$1$") and rehashed.startswith("scrypt$131072$8$1$")
+    assert passwords.verify_password(account.password, rehashed)
 
 
 @pytest.mark.parametrize("username", ["Root", "1abc", "a" * 33, "a/b", "", "ab c"])

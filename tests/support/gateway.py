@@ -36,12 +36,14 @@ def _listening(port: int) -> bool:
 
 
 @contextmanager
-def running_gateway(database_url: str, directory: str, port: int | None = None):
-    """Yield a Gateway serving `database_url` with its host key in `directory`; stop it (and only it) after."""
+def running_gateway(database_url: str, directory: str, port: int | None = None, env: dict[str, str] | None = None):
+    """Yield a Gateway serving `database_url` with its host key in `directory` (and more ROBIN_* settings in
+    `env`); stop it (and only it) after."""
     port = port or free_port()
     log_path = Path(tempfile.mkstemp(prefix="robin-gateway-", suffix=".log")[1])
     env = {**os.environ, "ROBIN_DATABASE_URL": database_url, "ROBIN_GATEWAY_DIR": directory,
-           "ROBIN_GATEWAY_HOST": "127.0.0.1", "ROBIN_GATEWAY_PORT": str(port), "ROBIN_LOG_LEVEL": "INFO"}
+           "ROBIN_GATEWAY_HOST": "127.0.0.1", "ROBIN_GATEWAY_PORT": str(port), "ROBIN_LOG_LEVEL": "INFO",
+           **(env or {})}
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "robin.cli", "gateway"], env=env, stdout=log, stderr=log,
                                    start_new_session=True)
