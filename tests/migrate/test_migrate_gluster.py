@@ -5,6 +5,7 @@ volume is checked in Ceph and in robin's database."""
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -231,3 +232,23 @@ def _change_source(root: Path) -> None:
         handle.write(b"appended")
     (root / "many" / "f0003").unlink()
     os.utime(root / "many" / "f0004", ns=(1_700_000_000_000_000_002, 1_700_000_000_000_000_002))
+
+
+def test_source_device_node_cannot_reach_the_host_through_the_migration_mount(gluster, tmp_path):
+    """A tenant's GlusterFS volume holding a block device node (the host's loop0): the migration's own mount of
+    the source is read-only, nodev, nosuid and noexec, so opening the node reads nothing of the host."""
+    from csi_shim import mounts
+    from robin.migrate.gluster import GlusterSource, mounted
+
+    volume = gluster.create_volume(unique("gv").replace("-", "_"))
+    try:
+        with gluster.mount(volume) as root:
+            os.mknod(Path(root) / "disk", 0o666 | stat.S_IFBLK, os.makedev(7, 0))
+        with mounted(GlusterSource.parse(f"{gluster.host}:/{volume}"), str(tmp_path)) as directory:
+            assert {"ro", "nodev", "nosuid", "noexec"} <= mounts.mount_at(directory).options
+            assert stat.S_ISBLK(os.lstat(Path(directory) / "disk").st_mode)
+            with pytest.raises(PermissionError):
+                open(Path(directory) / "disk", "rb").close()
+        assert not mounts.mounts_under(str(tmp_path))
+    finally:
+        gluster.delete_volume(volume)
