@@ -39,23 +39,46 @@ def migrate(robin_url, admin_token, ceph_conf, tmp_path):
     it leaves mounted fails the test, after being cleaned up."""
     work_dir = tmp_path / "work"
 
-    def run(*args: str, env: dict | None = None) -> tuple[int, dict, str]:
-        environment = {**os.environ, "ROBIN_URL": robin_url, "ROBIN_TOKEN": admin_token,
-                       "ROBIN_CEPH_CONF": ceph_conf, **(env or {})}
-        done = subprocess.run([sys.executable, "-m", "robin.cli", "migrate", "gluster", "--work-dir", str(work_dir),
-                               "--json", "--parallel", "4", *args], env=environment, capture_output=True, text=True,
-                              timeout=RUN_TIMEOUT_S)
-        output = {}
-        for line in done.stdout.splitlines():
-            if line.startswith("{"):
-                output.update(json.loads(line))
-        return done.returncode, output, done.stderr
+    environment = {**os.environ, "ROBIN_URL": robin_url, "ROBIN_TOKEN": admin_token, "ROBIN_CEPH_CONF": ceph_conf}
+    started: list[subprocess.Popen] = []
 
-    run.work_dir = work_dir
+    def command(args: tuple[str, ...]) -> list[str]:
+        return [sys.executable, "-m", "robin.cli", "migrate", "gluster", "--work-dir", str(work_dir), "--json",
+                "--parallel", "4", *args]
+
+    def run(*args: str, env: dict | None = None) -> tuple[int, dict, str]:
+        done = subprocess.run(command(args), env={**environment, **(env or {})}, capture_output=True, text=True,
+                              timeout=RUN_TIMEOUT_S)
+        return done.returncode, _parsed(done.stdout), done.stderr
+
+    def start(*args: str) -> subprocess.Popen:
+        """The command in the background; finish(process) waits for it."""
+        process = subprocess.Popen(command(args), env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        started.append(process)
+        return process
+
+    def finish(process: subprocess.Popen) -> tuple[int, dict, str]:
+        stdout, stderr = process.communicate(timeout=RUN_TIMEOUT_S)
+        return process.returncode, _parsed(stdout), stderr
+
+    run.work_dir, run.start, run.finish = work_dir, start, finish
     yield run
+    for process in started:  # a test that failed half-way: its runs end with it
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     leftovers = [m.mountpoint for m in mounts.mounts_under(str(work_dir))]
     _clean_up(work_dir, leftovers)
     assert not leftovers, f"the command left mounts behind: {leftovers}"
+
+
+def _parsed(stdout: str) -> dict:
+    output = {}
+    for line in stdout.splitlines():
+        if line.startswith("{"):
+            output.update(json.loads(line))
+    return output
 
 
 def _clean_up(work_dir: Path, mountpoints: list[str]) -> None:
