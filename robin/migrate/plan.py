@@ -21,6 +21,8 @@ from robin.migrate.tree import Totals
 GiB = 2**30
 INODE_BYTES = 4096  # every directory, symlink and small file takes at least a block on ext4
 EXT4_OVERHEAD = 0.07  # inode tables (1.6%), journal (up to 128 MiB), bitmaps, group descriptors
+# Statuses after which the destination is the workload's: a copy into it would remove what it wrote since.
+HANDED_OVER = frozenset({"cut-over", "finalized"})
 
 
 @dataclass
@@ -33,6 +35,7 @@ class PlanItem:
     capacity_bytes: int | None = None  # a Kubernetes volume's capacity
     pv: object | None = None  # robin.migrate.kubernetes.GlusterPv
     exists: bool = False  # the destination volume is there already: this run resumes into it
+    volume: dict | None = None  # robin's view of that volume
     refusal_code: str | None = None
     refusal: str | None = None
 
@@ -73,7 +76,8 @@ def size_for(kind: str, totals: Totals, headroom: float, capacity: int | None = 
 
 def check(items: list[PlanItem], client: RobinClient) -> None:
     """Refuse what robin cannot take, before anything is created: missing projects, a destination name another
-    migration (or nobody's) uses, an existing destination too small, and quotas that the new volumes would pass."""
+    migration (or nobody's) uses, a destination already cut over, an existing destination too small, and quotas
+    that the new volumes would pass."""
     by_project: dict[str, list[PlanItem]] = defaultdict(list)
     for item in items:
         by_project[item.ref.project].append(item)
@@ -92,22 +96,25 @@ def _check_destination(item: PlanItem, client: RobinClient) -> None:
         elif exc.code != "volume_not_found":
             raise
         return
-    if not _started_here(client, item):
+    records = client.migration_records(item.ref.project, item.ref.kind, item.ref.name)
+    if not any(record["source"] == item.label for record in records):
         item.refuse("destination_exists", f"{item.ref.kind} volume {item.ref.name!r} exists in project "
                                           f"{item.ref.project!r} and no migration from {item.label} started it: "
                                           f"choose another name (--name)")
         return
-    item.exists = True
+    handed_over = [record for record in records if record["status"] in HANDED_OVER]
+    if handed_over:
+        last = handed_over[-1]
+        item.refuse("already_cut_over", f"{item.ref.handle} was {last['status']} at {last['at']}: the workload "
+                                        f"writes to it now, and another copy would delete what it wrote since. "
+                                        f"Nothing was changed; migrate into a new volume (--name) to copy again")
+        return
+    item.exists, item.volume = True, volume
     if volume_size(item.ref.kind, volume) < needed_bytes(item.ref.kind, item.totals):
         item.refuse("destination_too_small", f"{item.ref.name!r} holds {volume_size(item.ref.kind, volume)} "
                                              f"bytes, the source now needs {needed_bytes(item.ref.kind, item.totals)}"
                                              f": resize it, then run again")
     item.size_bytes = volume_size(item.ref.kind, volume)
-
-
-def _started_here(client: RobinClient, item: PlanItem) -> bool:
-    records = client.migration_records(item.ref.project, item.ref.kind, item.ref.name)
-    return any(record["source"] == item.label for record in records)
 
 
 def _check_quota(project: str, new: list[PlanItem], client: RobinClient) -> None:
