@@ -6,12 +6,15 @@ Exit status: 0 when every volume was copied and verified, 1 when any failed or d
 refused (nothing was created then)."""
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import sys
 import time
 from dataclasses import dataclass
 
+from csi_shim import mounts
 from csi_shim.local import LocalNode
 from robin.client import RobinApiError, RobinClient, VolumeRef
 from robin.migrate import destination, gluster, plan
@@ -64,6 +67,7 @@ class Migration:
         self.options, self.client, self.kube = options, client, kube
         self.out = out or sys.stdout
         self._node: LocalNode | None = None
+        self._locks: dict[str, int] = {}  # lock file -> its descriptor, held until the process ends
 
     # --- the plan -----------------------------------------------------------------------------------------
 
@@ -75,6 +79,9 @@ class Migration:
             if names.count(item.ref.handle) > 1:
                 item.refuse("duplicate_destination", f"two sources would go into {item.ref.handle}")
         plan.check([item for item in items if item.ok], self.client)
+        for item in items:
+            if item.ok and item.exists:
+                self._refuse_if_destination_in_use(item)
         return items
 
     def _plan_source(self, spec: str) -> plan.PlanItem:
@@ -107,9 +114,51 @@ class Migration:
             item.refuse("claim_in_use", f"claim {gpv.claim_key} is used by pod(s) {', '.join(pods)}: scale the "
                                         f"workload down before the final copy and the cut-over")
 
+    def _refuse_if_destination_in_use(self, item: plan.PlanItem) -> None:
+        """A second writer beside a workload corrupts an RBD file system and races its files on CephFS: resume only
+        into a destination nobody else uses."""
+        ref, volume = item.ref, item.volume
+        if mounts.mount_at(self._destination_path(ref)) is not None:
+            return  # a killed run of this migration mounted it here; holding the lock, this run takes it over
+        try:
+            users = self._destination_users(ref, volume)
+        except MigrationError as exc:
+            item.refuse(exc.code, exc.message)
+            return
+        if users:
+            item.refuse("destination_in_use", f"{ref.handle} is in use ({'; '.join(users)}): another writer beside "
+                                              f"them would corrupt it. Nothing was changed; stop them (unmap, "
+                                              f"deactivate, scale down), then run again")
+
+    def _destination_users(self, ref: VolumeRef, volume: dict) -> list[str]:
+        """The RBD image's watchers and lock owners (a node or the gateway that maps it) and, where Kubernetes is
+        at hand, the pods of claims bound to the volume."""
+        users = []
+        if ref.kind == "rbd":
+            ceph = destination.access(self.client, volume["cluster"], self.options.ceph_user, self._ceph_key())
+            users += destination.rbd_users(ceph, volume["cluster"], volume)
+        if self.kube is not None:
+            from robin.migrate.cutover import pods_using_volume
+            from robin.provisioner.kube import KubeError
+
+            try:
+                users += [f"pod {pod}" for pod in pods_using_volume(self.kube, ref)]
+            except KubeError as exc:
+                raise MigrationError("destination_unchecked", f"cannot tell which pods use {ref.handle}: "
+                                                              f"{exc.message}") from exc
+        return users
+
     def _measure(self, label: str, source: gluster.GlusterSource, ref: VolumeRef, capacity: int | None = None,
                  pv=None) -> plan.PlanItem:
         item = plan.PlanItem(label, source, ref, Totals(), 0, capacity, pv)
+        busy = [what for what, key in ((ref.handle, f"destination-{ref.kind}-{ref.project}-{ref.name}"),
+                                       (label, f"source-{hashlib.sha256(str(source).encode()).hexdigest()[:16]}"))
+                if not self._lock(key)]
+        if busy:
+            item.refuse("migration_running", f"another run of robin migrate gluster is migrating {busy[0]} (work "
+                                             f"dir {self.options.work_dir}): nothing was changed; run again once "
+                                             f"it has ended")
+            return item
         try:
             with gluster.mounted(source, self._work_dir(ref, "plan")) as root:
                 item.totals = scan(root).totals
@@ -243,6 +292,25 @@ class Migration:
         return EXIT_FAILED if failed else EXIT_OK
 
     # --- helpers ---------------------------------------------------------------------------------------------
+
+    def _lock(self, key: str) -> bool:
+        """An exclusive lock on <work dir>/locks/<key>, held until this process ends (the kernel drops it then, even
+        after a kill); False when another process holds it."""
+        path = os.path.join(self.options.work_dir, "locks", f"{key}.lock")
+        if path in self._locks:
+            return True
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._locks[path] = fd
+        return True
+
+    def _destination_path(self, ref: VolumeRef) -> str:
+        return destination.mountpoint(self._work_dir(ref, "run"))
 
     def _work_dir(self, ref: VolumeRef, phase: str) -> str:
         path = os.path.join(self.options.work_dir, f"{ref.kind}-{ref.project}-{ref.name}", phase)

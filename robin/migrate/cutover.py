@@ -49,6 +49,17 @@ def pods_using(kube: Kube, namespace: str, claim: str) -> list[str]:
                           for volume in (pod.get("spec") or {}).get("volumes") or ()))
 
 
+def pods_using_volume(kube: Kube, ref: VolumeRef) -> list[str]:
+    """namespace/name of the pods holding a claim bound to a PV of the robin volume (after a cut-over, or any PV
+    robin's provisioner made for it)."""
+    pods = []
+    for pv in kube.call(kube.core.list_persistent_volume)["items"]:
+        claim = pv["spec"].get("claimRef") or {}
+        if our_volume(pv) == ref and claim.get("name"):
+            pods += [f"{claim['namespace']}/{pod}" for pod in pods_using(kube, claim["namespace"], claim["name"])]
+    return pods
+
+
 def cutover(kube: Kube, client: RobinClient, gpv: GlusterPv, ref: VolumeRef, storage_class: str,
             timeout: float = 120) -> dict:
     """Rebinds the claim of `gpv` to a new PV of `ref` (of class `storage_class`). Every precondition is checked

@@ -11,11 +11,15 @@ import grpc
 
 from csi_shim.errors import CsiError
 from csi_shim.local import Access, LocalNode
+from robin.ceph import rbd_ops
+from robin.ceph.connection import CephConnection
 from robin.client import RobinClient, VolumeRef
+from robin.errors import RobinError
 from robin.migrate.errors import MigrationError
 
 RBD_FS_TYPE = "ext4"
 EXT4_RESERVED = frozenset({"lost+found"})  # made by mkfs.ext4 at the root: never the source's, never removed
+CEPH_TIMEOUT_S = 30.0  # for asking the cluster who uses an image
 
 
 class DestinationError(MigrationError):
@@ -52,16 +56,34 @@ def access(client: RobinClient, cluster: str, user: str, key: str) -> Access:
     return Access(list(described["monitors"]), described.get("fsid", ""), user, key)
 
 
+def rbd_users(ceph: Access, cluster: str, volume: dict) -> list[str]:
+    """Who has the destination image open or locked (a node that maps it, the gateway that serves it): its watchers
+    and lock owners, as robin's own in-use check sees them, asked with this host's cephx identity."""
+    conn = CephConnection(cluster, {"mon_host": ",".join(ceph.monitors), "cephx_key": ceph.key,
+                                    "client_id": ceph.user}, CEPH_TIMEOUT_S)
+    try:
+        return rbd_ops.users(conn, volume["pool"], volume["name"])
+    except RobinError as exc:
+        raise DestinationError("destination_unchecked", f"cannot tell who uses {volume['pool']}/{volume['name']}: "
+                                                        f"{exc.message}") from exc
+    finally:
+        conn.reset()
+
+
 def where(ref: VolumeRef, volume: dict) -> dict:
     if ref.kind == "rbd":
         return {"type": "rbd", "pool": volume["pool"], "imageName": volume["name"]}
     return {"type": "cephfs", "fsName": volume["fs"], "path": volume["path"]}
 
 
+def mountpoint(work_dir: str) -> str:
+    return os.path.join(work_dir, "destination")
+
+
 @contextmanager
 def mounted(node: LocalNode, ref: VolumeRef, volume: dict, ceph: Access, work_dir: str, fs_type: str = RBD_FS_TYPE):
     """The destination, read-write, for as long as the block runs; unmounted and its daemons stopped after."""
-    path = os.path.join(work_dir, "destination")
+    path = mountpoint(work_dir)
     os.makedirs(path, exist_ok=True)
     volume_id = f"migrate-{ref.handle}"
     try:
