@@ -180,8 +180,10 @@ class RobinClient:
     # --- migrations -------------------------------------------------------------------------------------
 
     def record_migration(self, project: str, source: str, kind: str, name: str, status: str,
-                         report: dict | None = None) -> dict:
-        body = {"source": source, "volume_kind": kind, "volume_name": name, "status": status, "report": report or {}}
+                         report: dict | None = None, **fields) -> dict:
+        """fields: run, replaces (see the migration record's schema)."""
+        body = {"source": source, "volume_kind": kind, "volume_name": name, "status": status, "report": report or {},
+                **fields}
         return self.request("POST", f"/api/v2/projects/{quote(project, safe='')}/migrations", json=body)
 
     def migration_records(self, project: str, kind: str, name: str) -> list[dict]:
