@@ -10,8 +10,10 @@ import fcntl
 import hashlib
 import json
 import os
+import socket
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 
 from csi_shim import mounts
@@ -68,6 +70,7 @@ class Migration:
         self.out = out or sys.stdout
         self._node: LocalNode | None = None
         self._locks: dict[str, int] = {}  # lock file -> its descriptor, held until the process ends
+        self._run = uuid.uuid4().hex  # names this run's records: its `started` one holds the destination in robin
 
     # --- the plan -----------------------------------------------------------------------------------------
 
@@ -196,7 +199,10 @@ class Migration:
             return EXIT_OK
         reports = [self.migrate(item) for item in items]
         self._print_reports(reports)
-        return EXIT_OK if all(report["status"] in ("verified", "cut-over") for report in reports) else EXIT_FAILED
+        statuses = {report["status"] for report in reports}
+        if statuses <= {"verified", "cut-over"}:
+            return EXIT_OK
+        return EXIT_REFUSED if statuses <= {"verified", "cut-over", "refused"} else EXIT_FAILED
 
     def migrate(self, item: plan.PlanItem) -> dict:
         ref = item.ref
@@ -204,9 +210,13 @@ class Migration:
                                                         "handle": ref.handle, "size_bytes": item.size_bytes}}
         started = time.monotonic()
         try:
-            if not item.exists:  # claims the name for this source before the volume exists: a rerun resumes
-                self.client.record_migration(ref.project, item.label, ref.kind, ref.name, "started",
-                                             {"size_bytes": item.size_bytes})
+            self._hold(item)
+        except RobinApiError as exc:
+            if exc.code != "migration_running":
+                raise
+            # No record of ours: the destination's latest record stays the other run's.
+            return {**report, "status": "refused", "error": {"code": exc.code, "message": exc.explanation}}
+        try:
             volume = self._ensure_volume(item)
             report.update(self._copy_and_verify(item, volume))
             report["status"] = "verified" if report["verification"]["ok"] and not report["copy"]["errors"] \
@@ -218,11 +228,28 @@ class Migration:
         except OSError as exc:
             report.update(status="failed", error={"code": "io_error", "message": str(exc)})
         report["duration_s"] = round(time.monotonic() - started, 3)
-        self.client.record_migration(ref.project, item.label, ref.kind, ref.name, report["status"], report)
+        self.client.record_migration(ref.project, item.label, ref.kind, ref.name, report["status"], report,
+                                     run=self._run)
         if report["status"] == "verified" and self.options.cutover and item.pv is not None:
             report["cutover"] = self._cutover(item)
             report["status"] = "cut-over" if report["cutover"].get("ok") else "failed"
         return report
+
+    def _hold(self, item: plan.PlanItem) -> None:
+        """Record this run's start, which robin accepts only while no other run holds the destination (its
+        `started` record the latest): so two hosts never copy into one volume. It also claims the name for this
+        source before the volume exists, so that a rerun resumes into it. A run of this host and work dir that
+        died holding it is taken over: this run holds the work dir's lock, so that one has ended."""
+        ref = item.ref
+        here = {"host": socket.gethostname(), "work_dir": os.path.abspath(self.options.work_dir)}
+        records = self.client.migration_records(ref.project, ref.kind, ref.name)
+        latest = records[-1] if records else None
+        replaces = None
+        if latest and latest["status"] == "started" and latest.get("run") and \
+                all(latest["report"].get(key) == value for key, value in here.items()):
+            replaces = latest["run"]
+        self.client.record_migration(ref.project, item.label, ref.kind, ref.name, "started",
+                                     {"size_bytes": item.size_bytes, **here}, run=self._run, replaces=replaces)
 
     def _ensure_volume(self, item: plan.PlanItem) -> dict:
         ref = item.ref
@@ -269,7 +296,8 @@ class Migration:
             summary = cutover(self.kube, self.client, item.pv, ref, self.options.storage_class)
         except MigrationError as exc:
             return {"ok": False, "error": {"code": exc.code, "message": exc.message}}
-        self.client.record_migration(ref.project, item.label, ref.kind, ref.name, "cut-over", summary)
+        self.client.record_migration(ref.project, item.label, ref.kind, ref.name, "cut-over", summary,
+                                     run=self._run)
         return {"ok": True, **summary}
 
     def _finalize(self) -> int:

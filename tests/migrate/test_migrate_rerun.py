@@ -114,3 +114,26 @@ def test_two_concurrent_runs_on_one_destination_refuse_one(source, migrate, new_
     assert status == 0, (output, stderr)
     assert output["reports"][0]["status"] == "verified" and output["reports"][0]["mismatches"] == 0
     assert statuses(robin_api, project, name, "cephfs") == ["started", "verified"]
+
+
+def test_two_concurrent_runs_from_two_hosts_on_one_destination_refuse_one(source, migrate, new_project, robin_api):
+    """Another host shares no work dir, so no lock file: robin's record of the first run refuses the second."""
+    project, name = new_project(), unique("mig")
+    other_host = migrate.work_dir / "other-host"  # inside the fixture's work dir, which it cleans up
+    first = migrate.start(source, "--project", project, "--name", name, "--work-dir", str(other_host))
+    wait_for_destination_mount(other_host, name)
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        mounted_by_first = sorted(m.mountpoint for m in mounts.mounts_under(str(migrate.work_dir)))
+        status, output, stderr = migrate(source, "--project", project, "--name", name)
+        assert status == 2, (output, stderr)
+        (report,) = output["reports"]
+        assert (report["status"], report["error"]["code"]) == ("refused", "migration_running"), report
+        assert sorted(m.mountpoint for m in mounts.mounts_under(str(migrate.work_dir))) == mounted_by_first
+        assert statuses(robin_api, project, name, "cephfs") == ["started"]
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    status, output, stderr = migrate.finish(first)
+    assert status == 0, (output, stderr)
+    assert output["reports"][0]["status"] == "verified" and output["reports"][0]["mismatches"] == 0
+    assert statuses(robin_api, project, name, "cephfs") == ["started", "verified"]
