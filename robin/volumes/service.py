@@ -7,7 +7,8 @@ middle undoes what was done and re-raises the original error. A crash in the mid
 in `creating`, `resizing` or `deleting` for the reconciler:
   creating: the volume may or may not exist (marked with the row id when it does) -> finish or drop;
   resizing: Ceph's size (quota) is the old or the target one -> record what Ceph has;
-  deleting: the volume may still exist -> remove it (idempotent) and mark the row deleted.
+  deleting: the volume may still exist -> remove it (idempotent) and mark the row deleted; with a
+            trash_ref, a purge was under way -> purge it from the trash again.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from datetime import timedelta
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from robin import config
 from robin.auth.identity import Identity
@@ -56,17 +58,45 @@ def _name_taken(kind: Kind, name: str, cluster: str) -> Conflict:
 
 
 def set_state(volume: Volume, state: VolumeState, **values) -> Volume:
-    """Record an outcome on the row and on the caller's (detached) copy. A plain UPDATE by
-    primary key: the copy already holds everything else, so nothing is loaded again."""
+    """Record an outcome on the row and on the caller's (detached) copy: a compare-and-set on the
+    state the copy holds, so a row another request moved meanwhile (deleted, restored, purged) is
+    never overwritten; that lost race is a StateChanged. A plain UPDATE by primary key otherwise:
+    the copy already holds everything else, so nothing is loaded again."""
     values = {"state": state, "updated_at": utcnow(), **values}
     table = type(volume).__table__
-    # Attribute names to column names: a CephFS path's size_bytes is its quota_bytes column.
-    columns = {type(volume).__mapper__.attrs[key].columns[0].name: value for key, value in values.items()}
     with db.writing() as connection:
-        connection.execute(update(table).where(table.c.id == volume.id).values(**columns))
+        moved = connection.execute(update(table).where(table.c.id == volume.id, table.c.state == volume.state)
+                                   .values(**_columns(volume, values))).rowcount
+    if moved != 1:
+        raise _state_changed(volume, state)
     for key, value in values.items():
         setattr(volume, key, value)
     return volume
+
+
+def claim(session: Session, volume: Volume, state: VolumeState, **values) -> None:
+    """set_state inside the caller's transaction, for the first commit of an operation: the row
+    moves only from the state the session read, whatever a concurrent request did since."""
+    values = {"state": state, "updated_at": utcnow(), **values}
+    table = type(volume).__table__
+    moved = session.execute(update(table).where(table.c.id == volume.id, table.c.state == volume.state)
+                            .values(**_columns(volume, values)).execution_options(synchronize_session=False))
+    if moved.rowcount != 1:
+        raise _state_changed(volume, state)
+    for key, value in values.items():
+        set_committed_value(volume, key, value)  # written already: nothing for the session to flush
+
+
+def _columns(volume: Volume, values: dict) -> dict:
+    # Attribute names to column names: a CephFS path's size_bytes is its quota_bytes column.
+    return {type(volume).__mapper__.attrs[key].columns[0].name: value for key, value in values.items()}
+
+
+def _state_changed(volume: Volume, state: VolumeState) -> Conflict:
+    noun = kind_of(volume).noun
+    return Conflict(f"{noun} {volume.name!r} was changed by another request while it was {volume.state.value}, "
+                    f"so it was not made {state.value}; read it again and retry if still needed",
+                    code="state_changed", details={"name": volume.name, "expected_state": volume.state.value})
 
 
 def ceph_connection(volume: Volume):
@@ -215,9 +245,7 @@ def _begin_resize(kind: Kind, project: str, name: str, size_bytes: int, allow_sh
                              details={"size_bytes": volume.size_bytes, "requested_size_bytes": size_bytes})
         if size_bytes > volume.size_bytes:
             projects.reserve(session, project_row, add_bytes=size_bytes - volume.size_bytes)
-        volume.state = VolumeState.RESIZING
-        volume.target_size_bytes = size_bytes
-        session.flush()
+        claim(session, volume, VolumeState.RESIZING, target_size_bytes=size_bytes)
         return volume, True
 
 
@@ -244,7 +272,7 @@ def delete(identity: Identity, kind: Kind, project: str, name: str, *, with_snap
         _refuse_activated(session, kind, volume)
         snapshots = _snapshots_to_delete(session, kind, volume, with_snapshots)
         previous = volume.state
-        volume.state = VolumeState.DELETING
+        claim(session, volume, VolumeState.DELETING)
     conn = ceph_connection(volume)
     try:
         for snapshot in snapshots:
@@ -298,8 +326,7 @@ def _begin_restore(kind: Kind, project: str, name: str) -> Volume:
                                "the trash, or its purge time has passed", code="not_in_trash",
                                details={"project": project, "name": name})
             projects.reserve(session, project_row, add_bytes=volume.size_bytes, add_volumes=1)
-            volume.state = VolumeState.CREATING  # live again: the unique indexes check the name
-            session.flush()
+            claim(session, volume, VolumeState.CREATING)  # live again: the unique indexes check the name
             return volume
     except IntegrityError as exc:
         raise Conflict(f"another {kind.noun} named {name!r} exists now; delete or rename that one first",
@@ -307,23 +334,50 @@ def _begin_restore(kind: Kind, project: str, name: str) -> Volume:
 
 
 def purge_due(now=None) -> dict[str, int]:
-    """Purge every trashed volume whose time has come; a failure is logged and retried next round."""
+    """Purge every trashed volume whose time has come; a failure is logged and retried next round.
+    Each row is first claimed (moved to `deleting` if it is still in the trash and due), so a
+    restore that took it meanwhile keeps it, and a crash mid-purge leaves it to the reconciler."""
     now = now or utcnow()
     counts = {"purged": 0, "failed": 0}
     for kind in KINDS:
         with db.reading() as session:
-            due = list(session.scalars(select(kind.model).where(_in_trash(kind.model),
-                                                                kind.model.purge_after <= now)))
+            due = list(session.scalars(select(kind.model).where(_due(kind.model, now))))
         for volume in due:
+            if not _claim_purge(volume, now):
+                continue  # restored (or purged by another replica) since it was read
             try:
-                kind.purge(ceph_connection(volume), volume)
+                purge(kind, volume)
             except RobinError as exc:
                 log.warning("purge failed", extra={"volume": volume.id, "error": exc.message})
+                set_state(volume, VolumeState.DELETED)
                 counts["failed"] += 1
                 continue
-            set_state(volume, VolumeState.DELETED, purged_at=utcnow())
             counts["purged"] += 1
     return counts
+
+
+def _due(model, now):
+    return _in_trash(model) & (model.purge_after <= now)
+
+
+def _claim_purge(volume: Volume, now) -> bool:
+    table = type(volume).__table__
+    model = type(volume)
+    with db.writing() as connection:
+        moved = connection.execute(update(table).where(table.c.id == volume.id, _due(model, now),
+                                                       table.c.trash_ref == volume.trash_ref)
+                                   .values(state=VolumeState.DELETING, updated_at=utcnow())).rowcount
+    if moved == 1:
+        volume.state = VolumeState.DELETING
+    return moved == 1
+
+
+def purge(kind: Kind, volume: Volume) -> None:
+    """Purge a claimed row's volume from the trash (idempotent) and record it: the end of a purge
+    whether purge_due or the reconciler, after a crash, runs it."""
+    kind.purge(ceph_connection(volume), volume)
+    crash_point("volume.purge")
+    set_state(volume, VolumeState.DELETED, purged_at=utcnow())
 
 
 def _refuse_parents(session: Session, kind: Kind, volume: Volume) -> None:
