@@ -1,4 +1,4 @@
-"""rollback state: rolling_back and flattening, and the snapshot a rollback goes to
+"""rollback state: rolling_back and flattening, the snapshot a rollback goes to, purged rows' trash_ref cleared
 
 Revision ID: 0010_rollback_state
 Revises: 0009_volume_owner
@@ -26,6 +26,10 @@ def upgrade() -> None:
             batch_op.create_check_constraint('volume_state', NEW_STATES)
     with op.batch_alter_table('rbd_images', schema=None) as batch_op:
         batch_op.add_column(sa.Column('rollback_snapshot', sa.String(length=128), nullable=True))
+    # A purge now clears trash_ref when done (one with purged_at and trash_ref is unfinished, for the
+    # reconciler): so it is for the rows purged before.
+    for table in TABLES:
+        op.execute(f"UPDATE {table} SET trash_ref = NULL WHERE purged_at IS NOT NULL")
 
 
 def downgrade() -> None:

@@ -47,6 +47,8 @@ def reconcile(older_than: timedelta = timedelta(minutes=5)) -> Report:
     for kind in KINDS:
         for volume in _stuck(kind.model, STUCK_VOLUME_STATES, cutoff):
             _guarded(report, volume, lambda v=volume, k=kind: _converge_volume(k, v, report))
+        for volume in volumes.unfinished_purges(kind.model, cutoff):
+            _guarded(report, volume, lambda v=volume, k=kind: _finish_purge(k, v, report))
     for snapshot in _stuck(Snapshot, STUCK_SNAPSHOT_STATES, cutoff):
         _guarded(report, snapshot, lambda s=snapshot: _converge_snapshot(s, report))
     for image in _clones(cutoff):
@@ -96,11 +98,13 @@ def _converge_volume(kind: Kind, volume: Volume, report: Report) -> None:
         rbd_ops.flatten(volumes.ceph_connection(volume), volume.pool, volume.name)
         snapshots.finish_flatten(volume)
         report.note("fixed", "flatten_finished", volume)
-    elif volume.state is VolumeState.DELETING and volume.trash_ref is not None:
-        volumes.purge(kind, volume)  # only a purge moves a trashed row back to deleting
-        report.note("fixed", "purge_finished", volume)
     elif volume.state is VolumeState.DELETING:
         _finish_delete(kind, volume, report)
+
+
+def _finish_purge(kind: Kind, volume: Volume, report: Report) -> None:
+    volumes.purge(kind, volume)
+    report.note("fixed", "purge_finished", volume)
 
 
 def _finish_rollback(image: RbdImage, report: Report) -> None:

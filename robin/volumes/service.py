@@ -7,8 +7,9 @@ middle undoes what was done and re-raises the original error. A crash in the mid
 in `creating`, `resizing` or `deleting` for the reconciler:
   creating: the volume may or may not exist (marked with the row id when it does) -> finish or drop;
   resizing: Ceph's size (quota) is the old or the target one -> record what Ceph has;
-  deleting: the volume may still exist -> remove it (idempotent) and mark the row deleted; with a
-            trash_ref, a purge was under way -> purge it from the trash again.
+  deleting: the volume may still exist -> remove it (idempotent) and mark the row deleted.
+A purge claims a trashed row by setting purged_at and clears trash_ref when done: a row with both
+was being purged -> purge it from the trash again.
 """
 from __future__ import annotations
 
@@ -74,12 +75,13 @@ def set_state(volume: Volume, state: VolumeState, **values) -> Volume:
     return volume
 
 
-def claim(session: Session, volume: Volume, state: VolumeState, **values) -> None:
+def claim(session: Session, volume: Volume, state: VolumeState, *conditions, **values) -> None:
     """set_state inside the caller's transaction, for the first commit of an operation: the row
-    moves only from the state the session read, whatever a concurrent request did since."""
+    moves only from the state the session read (and while `conditions` hold), whatever a
+    concurrent request did since."""
     values = {"state": state, "updated_at": utcnow(), **values}
     table = type(volume).__table__
-    moved = session.execute(update(table).where(table.c.id == volume.id, table.c.state == volume.state)
+    moved = session.execute(update(table).where(table.c.id == volume.id, table.c.state == volume.state, *conditions)
                             .values(**_columns(volume, values)).execution_options(synchronize_session=False))
     if moved.rowcount != 1:
         raise _state_changed(volume, state)
@@ -326,7 +328,8 @@ def _begin_restore(kind: Kind, project: str, name: str) -> Volume:
                                "the trash, or its purge time has passed", code="not_in_trash",
                                details={"project": project, "name": name})
             projects.reserve(session, project_row, add_bytes=volume.size_bytes, add_volumes=1)
-            claim(session, volume, VolumeState.CREATING)  # live again: the unique indexes check the name
+            # Live again: the unique indexes check the name. Not once a purge has claimed it.
+            claim(session, volume, VolumeState.CREATING, model.purged_at.is_(None))
             return volume
     except IntegrityError as exc:
         raise Conflict(f"another {kind.noun} named {name!r} exists now; delete or rename that one first",
@@ -335,8 +338,9 @@ def _begin_restore(kind: Kind, project: str, name: str) -> Volume:
 
 def purge_due(now=None) -> dict[str, int]:
     """Purge every trashed volume whose time has come; a failure is logged and retried next round.
-    Each row is first claimed (moved to `deleting` if it is still in the trash and due), so a
-    restore that took it meanwhile keeps it, and a crash mid-purge leaves it to the reconciler."""
+    Each row is claimed first (purged_at set while it is still in the trash and due), so a restore
+    that took it meanwhile keeps it, and a restore that comes later finds it gone. The row keeps
+    its trash_ref until the purge is done: a crash in between leaves it to the reconciler."""
     now = now or utcnow()
     counts = {"purged": 0, "failed": 0}
     for kind in KINDS:
@@ -344,12 +348,12 @@ def purge_due(now=None) -> dict[str, int]:
             due = list(session.scalars(select(kind.model).where(_due(kind.model, now))))
         for volume in due:
             if not _claim_purge(volume, now):
-                continue  # restored (or purged by another replica) since it was read
+                continue  # restored, or purged by another replica, since it was read
             try:
                 purge(kind, volume)
             except RobinError as exc:
                 log.warning("purge failed", extra={"volume": volume.id, "error": exc.message})
-                set_state(volume, VolumeState.DELETED)
+                set_state(volume, VolumeState.DELETED, purged_at=None)
                 counts["failed"] += 1
                 continue
             counts["purged"] += 1
@@ -361,23 +365,28 @@ def _due(model, now):
 
 
 def _claim_purge(volume: Volume, now) -> bool:
-    table = type(volume).__table__
-    model = type(volume)
+    model, purged_at = type(volume), utcnow()
     with db.writing() as connection:
-        moved = connection.execute(update(table).where(table.c.id == volume.id, _due(model, now),
-                                                       table.c.trash_ref == volume.trash_ref)
-                                   .values(state=VolumeState.DELETING, updated_at=utcnow())).rowcount
-    if moved == 1:
-        volume.state = VolumeState.DELETING
+        moved = connection.execute(update(model.__table__).where(
+            model.id == volume.id, _due(model, now), model.trash_ref == volume.trash_ref)
+            .values(purged_at=purged_at, updated_at=purged_at)).rowcount
+    volume.purged_at = purged_at
     return moved == 1
 
 
 def purge(kind: Kind, volume: Volume) -> None:
-    """Purge a claimed row's volume from the trash (idempotent) and record it: the end of a purge
-    whether purge_due or the reconciler, after a crash, runs it."""
+    """Purge a claimed row's volume from the trash (idempotent) and record that the trash no longer
+    holds it: the end of a purge, whether purge_due or, after a crash, the reconciler runs it."""
     kind.purge(ceph_connection(volume), volume)
     crash_point("volume.purge")
-    set_state(volume, VolumeState.DELETED, purged_at=utcnow())
+    set_state(volume, VolumeState.DELETED, trash_ref=None)
+
+
+def unfinished_purges(model, cutoff) -> list[Volume]:
+    with db.reading() as session:
+        return list(session.scalars(select(model).where(
+            model.state == VolumeState.DELETED, model.purged_at.is_not(None), model.trash_ref.is_not(None),
+            model.updated_at <= cutoff)))
 
 
 def _refuse_parents(session: Session, kind: Kind, volume: Volume) -> None:
