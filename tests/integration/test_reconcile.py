@@ -215,3 +215,22 @@ def test_rollback_longer_than_older_than_is_left_to_its_worker(admin, new_projec
     assert row.state is VolumeState.ROLLING_BACK and row.size_bytes == 128 * MiB
     assert {"kind": "rollback_finished", "id": row.id, "name": name, "snapshot": "s"} in converge().fixed
     _assert_rolled_back(admin, project, name, rbd_ioctx, db_rows)
+
+
+def test_flatten_then_crash_holds_deletes_off_and_is_finished_by_reconcile(admin, new_project, crash, converge,
+                                                                          rbd_ioctx, db_rows):
+    project, parent, child = new_project(), unique("parent"), unique("child")
+    url = f"/api/v2/projects/{project}/rbd-images"
+    admin.post(url, json={"name": parent, "size_bytes": 64 * MiB})
+    admin.post(url, json={"name": child, "source": {"image": parent}})
+    crash("POST", f"{url}/{child}/flatten")
+    [row] = rows(db_rows, RbdImage, child)
+    assert row.state is VolumeState.FLATTENING and row.parent_id is not None
+    refused = admin.delete(f"{url}/{child}")
+    assert refused.status_code == 409 and refused.json["error"]["code"] == "volume_busy"
+    assert {"kind": "flatten_finished", "id": row.id, "name": child} in converge().fixed
+    [row] = rows(db_rows, RbdImage, child)
+    assert row.state is VolumeState.AVAILABLE and row.parent_id is None and row.parent_snapshot is None
+    with rbd.Image(rbd_ioctx, child, read_only=True) as image:
+        with pytest.raises(rbd.ImageNotFound):
+            image.parent_info()
