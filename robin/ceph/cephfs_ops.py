@@ -61,21 +61,30 @@ def used_bytes(conn: CephConnection, fs_name: str, path: str) -> int:
 
 
 def remove_tree(conn: CephConnection, fs_name: str, path: str) -> None:
+    """Remove the directory and everything under it; idempotent. Done only when the directory is
+    gone: an entry that vanished meanwhile is skipped, not taken for the whole tree being gone."""
     with conn.operation("cephfs.remove", f"removing CephFS path {fs_name}:{path}"), conn.filesystem(fs_name) as fs:
-        try:
-            _remove_tree(fs, path)
-        except cephfs.ObjectNotFound:
-            pass  # already gone: removing is idempotent
+        _remove_tree(fs, path)
 
 
 def _remove_tree(fs: cephfs.LibCephFS, path: str) -> None:
-    for entry in _entries(fs, path):
+    try:
+        entries = _entries(fs, path)
+    except cephfs.ObjectNotFound:
+        return  # already gone: removing is idempotent
+    for entry in entries:
         child = posixpath.join(path, entry)
-        if stat.S_ISDIR(fs.lstat(child).st_mode):
-            _remove_tree(fs, child)
-        else:
-            fs.unlink(child)
-    fs.rmdir(path)
+        try:
+            if stat.S_ISDIR(fs.lstat(child).st_mode):
+                _remove_tree(fs, child)
+            else:
+                fs.unlink(child)
+        except cephfs.ObjectNotFound:
+            pass  # removed by someone else meanwhile: gone, as wanted
+    try:
+        fs.rmdir(path)
+    except cephfs.ObjectNotFound:
+        pass
 
 
 def _entries(fs: cephfs.LibCephFS, path: str) -> list[str]:

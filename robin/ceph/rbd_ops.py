@@ -208,10 +208,22 @@ def users(conn: CephConnection, pool: str, name: str) -> list[str]:
 
 
 def _users(conn: CephConnection, image: rbd.Image) -> list[str]:
-    me = conn.rados().get_instance_id()
-    watchers = [f"watcher client.{w['id']} at {w['addr']}" for w in image.watchers_list() if w["id"] != me]
     owners = [f"lock owner {owner['owner']}" for owner in image.lock_get_owners()]
-    return watchers + owners
+    return _watchers(conn, image) + owners
+
+
+def watchers(conn: CephConnection, pool: str, name: str) -> list[str]:
+    """Who has the image open, other than robin's own connection. Unlike users(), a lock owner
+    without a watch does not count: that client died holding the lock, which librbd breaks when
+    the next client needs it."""
+    with conn.operation("rbd.status", f"reading the watchers of {pool}/{name}"), conn.ioctx(pool) as ioctx, \
+            rbd.Image(ioctx, name, read_only=True) as image:
+        return _watchers(conn, image)
+
+
+def _watchers(conn: CephConnection, image: rbd.Image) -> list[str]:
+    me = conn.rados().get_instance_id()
+    return [f"watcher client.{w['id']} at {w['addr']}" for w in image.watchers_list() if w["id"] != me]
 
 
 def rollback(conn: CephConnection, pool: str, name: str, snapshot: str) -> None:

@@ -18,6 +18,7 @@ from robin.audit.drift import find_drift
 from robin.ceph import rbd_ops
 from robin.db import db, utcnow
 from robin.errors import RobinError
+from robin.snapshots import service as snapshots
 from robin.snapshots.models import Snapshot, SnapshotState
 from robin.snapshots.service import TEMPORARY_SNAPSHOT_PREFIX
 from robin.volumes import service as volumes
@@ -46,6 +47,8 @@ def reconcile(older_than: timedelta = timedelta(minutes=5)) -> Report:
     for kind in KINDS:
         for volume in _stuck(kind.model, STUCK_VOLUME_STATES, cutoff):
             _guarded(report, volume, lambda v=volume, k=kind: _converge_volume(k, v, report))
+        for volume in volumes.unfinished_purges(kind.model, cutoff):
+            _guarded(report, volume, lambda v=volume, k=kind: _finish_purge(k, v, report))
     for snapshot in _stuck(Snapshot, STUCK_SNAPSHOT_STATES, cutoff):
         _guarded(report, snapshot, lambda s=snapshot: _converge_snapshot(s, report))
     for image in _clones(cutoff):
@@ -56,7 +59,8 @@ def reconcile(older_than: timedelta = timedelta(minutes=5)) -> Report:
     return report
 
 
-STUCK_VOLUME_STATES = (VolumeState.CREATING, VolumeState.RESIZING, VolumeState.DELETING, VolumeState.ERROR)
+STUCK_VOLUME_STATES = (VolumeState.CREATING, VolumeState.RESIZING, VolumeState.ROLLING_BACK, VolumeState.FLATTENING,
+                       VolumeState.DELETING, VolumeState.ERROR)
 STUCK_SNAPSHOT_STATES = (SnapshotState.CREATING, SnapshotState.DELETING, SnapshotState.ERROR)
 
 
@@ -88,8 +92,34 @@ def _converge_volume(kind: Kind, volume: Volume, report: Report) -> None:
         kind.resize(volumes.ceph_connection(volume), volume, volume.target_size_bytes)
         volumes.set_state(volume, VolumeState.AVAILABLE, size_bytes=volume.target_size_bytes, target_size_bytes=None)
         report.note("fixed", "resize_finished", volume, size_bytes=volume.size_bytes)
+    elif volume.state is VolumeState.ROLLING_BACK:
+        _finish_rollback(volume, report)
+    elif volume.state is VolumeState.FLATTENING:
+        rbd_ops.flatten(volumes.ceph_connection(volume), volume.pool, volume.name)
+        snapshots.finish_flatten(volume)
+        report.note("fixed", "flatten_finished", volume)
     elif volume.state is VolumeState.DELETING:
         _finish_delete(kind, volume, report)
+
+
+def _finish_purge(kind: Kind, volume: Volume, report: Report) -> None:
+    volumes.purge(kind, volume)
+    report.note("fixed", "purge_finished", volume)
+
+
+def _finish_rollback(image: RbdImage, report: Report) -> None:
+    """A rollback cut short leaves the image with blocks of before and of the snapshot: roll it back
+    again (idempotent), never merely resize it. An image someone has open is left alone: that is a
+    rollback still running in a worker (however long it takes), or a user who mapped it meanwhile;
+    a dead worker's watch expires within Ceph's watch timeout, and the next round finishes it."""
+    conn, snapshot = volumes.ceph_connection(image), image.rollback_snapshot
+    watchers = rbd_ops.watchers(conn, image.pool, image.name)
+    if watchers:
+        report.note("errors", "rollback_in_progress", image, snapshot=snapshot, watchers=watchers)
+        return
+    rbd_ops.rollback(conn, image.pool, image.name, snapshot)
+    snapshots.finish_rollback(image)
+    report.note("fixed", "rollback_finished", image, snapshot=snapshot)
 
 
 def _converge_create(kind: Kind, volume: Volume, report: Report) -> None:

@@ -138,22 +138,38 @@ def remove(kind: Kind, snapshot: Snapshot, previous: SnapshotState) -> None:
 def rollback(identity: Identity, project: str, image_name: str, name: str) -> Snapshot:
     """Roll an RBD image back to a snapshot; refused while anything has the image open or locked,
     since rewriting blocks under a mounted file system corrupts it. The image takes the snapshot's
-    size again, so the row goes through `resizing` with the quota for the larger size reserved."""
+    size again, with the quota for the larger size reserved meanwhile. The row is `rolling_back`
+    with the snapshot recorded until the end: a rollback cut short leaves blocks of both, which only
+    rolling back again repairs (the reconciler does), never a resize."""
     identity.require_write(project)
     image, snapshot = _begin_rollback(project, image_name, name)
     conn = volumes.ceph_connection(image)
     try:
         users = rbd_ops.users(conn, image.pool, image.name)
-        if users:
-            raise Conflict(f"RBD image {image_name!r} is in use ({'; '.join(users)}); unmap or stop what uses it, "
-                           "then roll back", code="volume_in_use", details={"users": users})
-        rbd_ops.rollback(conn, image.pool, image.name, name)
     except RobinError:
-        volumes.set_state(image, VolumeState.AVAILABLE, target_size_bytes=None)
+        _cancel_rollback(image)
         raise
+    if users:
+        _cancel_rollback(image)
+        raise Conflict(f"RBD image {image_name!r} is in use ({'; '.join(users)}); unmap or stop what uses it, "
+                       "then roll back", code="volume_in_use", details={"users": users})
+    crash_point("snapshot.rollback_started")
+    # A failure from here on may have rewritten part of the image: the row stays rolling_back, for
+    # the reconciler to roll back again.
+    rbd_ops.rollback(conn, image.pool, image.name, name)
     crash_point("snapshot.rollback")
-    volumes.set_state(image, VolumeState.AVAILABLE, size_bytes=snapshot.size_bytes, target_size_bytes=None)
+    finish_rollback(image)
     return snapshot
+
+
+def _cancel_rollback(image: RbdImage) -> None:
+    volumes.set_state(image, VolumeState.AVAILABLE, target_size_bytes=None, rollback_snapshot=None)
+
+
+def finish_rollback(image: RbdImage) -> None:
+    """Record a completed rollback: librbd gave the image the snapshot's size."""
+    volumes.set_state(image, VolumeState.AVAILABLE, size_bytes=image.target_size_bytes, target_size_bytes=None,
+                      rollback_snapshot=None)
 
 
 def _begin_rollback(project: str, image_name: str, name: str) -> tuple[RbdImage, Snapshot]:
@@ -167,9 +183,8 @@ def _begin_rollback(project: str, image_name: str, name: str) -> tuple[RbdImage,
                            "back to", code="snapshot_busy", details={"state": snapshot.state.value})
         if snapshot.size_bytes > image.size_bytes:
             projects.reserve(session, project_row, add_bytes=snapshot.size_bytes - image.size_bytes)
-        image.state = VolumeState.RESIZING
-        image.target_size_bytes = snapshot.size_bytes
-        session.flush()
+        volumes.claim(session, image, VolumeState.ROLLING_BACK, target_size_bytes=snapshot.size_bytes,
+                      rollback_snapshot=name)
         return image, snapshot
 
 
@@ -247,14 +262,26 @@ def _forget_temporary_snapshot(conn, parent: RbdImage, snapshot: str) -> None:
 
 
 def flatten(identity: Identity, project: str, name: str) -> RbdImage:
-    """Copy the parent's blocks into the clone so it no longer depends on it. Idempotent; a crash
-    before the second commit leaves parent_id set on a flat image, which the reconciler clears."""
+    """Copy the parent's blocks into the clone so it no longer depends on it. Idempotent. The row is
+    `flattening` meanwhile, so a delete waits for the end instead of being undone by it; a crash
+    leaves it so, for the reconciler to flatten again."""
     identity.require_write(project)
-    with db.reading() as session:
+    with db.unit_of_work() as session:
         image = volumes.find(session, RBD, project, name)
-    volumes.require_available(RBD, image, "flattened")
-    if image.parent_id is not None:
+        volumes.require_available(RBD, image, "flattened")
+        if image.parent_id is None:
+            return image
+        volumes.claim(session, image, VolumeState.FLATTENING)
+    try:
         rbd_ops.flatten(volumes.ceph_connection(image), image.pool, image.name)
-        volumes.set_state(image, VolumeState.AVAILABLE, parent_id=None, parent_snapshot=None)
-        image.parent_name = None  # the loaded column; the row has no parent any more
+    except RobinError:
+        volumes.set_state(image, VolumeState.AVAILABLE)
+        raise
+    crash_point("volume.flatten")
+    finish_flatten(image)
     return image
+
+
+def finish_flatten(image: RbdImage) -> None:
+    volumes.set_state(image, VolumeState.AVAILABLE, parent_id=None, parent_snapshot=None)
+    image.parent_name = None  # the loaded column; the row has no parent any more

@@ -14,11 +14,16 @@ from robin.projects.models import Project
 
 class VolumeState(enum.StrEnum):
     """Lifecycle. Ceph side effects happen between two commits, so a crash can leave a row in a
-    transitional state (creating, resizing, deleting) that the reconciler finishes or undoes."""
+    transitional state (creating, resizing, rolling_back, flattening, deleting) that the reconciler
+    finishes or undoes. Every change of state is a compare-and-set on the state the writer saw."""
 
     CREATING = "creating"
     AVAILABLE = "available"
     RESIZING = "resizing"
+    # An RBD image being rolled back to the snapshot named in rollback_snapshot: its blocks are the
+    # old ones, the snapshot's, or a mix, so only rolling back again finishes it (never a bare resize).
+    ROLLING_BACK = "rolling_back"
+    FLATTENING = "flattening"
     DELETING = "deleting"
     DELETED = "deleted"
     ERROR = "error"
@@ -91,6 +96,8 @@ class RbdImage(Volume, Base):
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("rbd_images.id", name="fk_rbd_images_parent_id"),
                                                   nullable=True)
     parent_snapshot: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # While rolling_back: the snapshot the image is being rolled back to.
+    rollback_snapshot: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
 class CephfsPath(Volume, Base):

@@ -8,6 +8,8 @@ in `creating`, `resizing` or `deleting` for the reconciler:
   creating: the volume may or may not exist (marked with the row id when it does) -> finish or drop;
   resizing: Ceph's size (quota) is the old or the target one -> record what Ceph has;
   deleting: the volume may still exist -> remove it (idempotent) and mark the row deleted.
+A purge claims a trashed row by setting purged_at and clears trash_ref when done: a row with both
+was being purged -> purge it from the trash again.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from datetime import timedelta
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from robin import config
 from robin.auth.identity import Identity
@@ -56,17 +59,46 @@ def _name_taken(kind: Kind, name: str, cluster: str) -> Conflict:
 
 
 def set_state(volume: Volume, state: VolumeState, **values) -> Volume:
-    """Record an outcome on the row and on the caller's (detached) copy. A plain UPDATE by
-    primary key: the copy already holds everything else, so nothing is loaded again."""
+    """Record an outcome on the row and on the caller's (detached) copy: a compare-and-set on the
+    state the copy holds, so a row another request moved meanwhile (deleted, restored, purged) is
+    never overwritten; that lost race is a StateChanged. A plain UPDATE by primary key otherwise:
+    the copy already holds everything else, so nothing is loaded again."""
     values = {"state": state, "updated_at": utcnow(), **values}
     table = type(volume).__table__
-    # Attribute names to column names: a CephFS path's size_bytes is its quota_bytes column.
-    columns = {type(volume).__mapper__.attrs[key].columns[0].name: value for key, value in values.items()}
     with db.writing() as connection:
-        connection.execute(update(table).where(table.c.id == volume.id).values(**columns))
+        moved = connection.execute(update(table).where(table.c.id == volume.id, table.c.state == volume.state)
+                                   .values(**_columns(volume, values))).rowcount
+    if moved != 1:
+        raise _state_changed(volume, state)
     for key, value in values.items():
         setattr(volume, key, value)
     return volume
+
+
+def claim(session: Session, volume: Volume, state: VolumeState, *conditions, **values) -> None:
+    """set_state inside the caller's transaction, for the first commit of an operation: the row
+    moves only from the state the session read (and while `conditions` hold), whatever a
+    concurrent request did since."""
+    values = {"state": state, "updated_at": utcnow(), **values}
+    table = type(volume).__table__
+    moved = session.execute(update(table).where(table.c.id == volume.id, table.c.state == volume.state, *conditions)
+                            .values(**_columns(volume, values)).execution_options(synchronize_session=False))
+    if moved.rowcount != 1:
+        raise _state_changed(volume, state)
+    for key, value in values.items():
+        set_committed_value(volume, key, value)  # written already: nothing for the session to flush
+
+
+def _columns(volume: Volume, values: dict) -> dict:
+    # Attribute names to column names: a CephFS path's size_bytes is its quota_bytes column.
+    return {type(volume).__mapper__.attrs[key].columns[0].name: value for key, value in values.items()}
+
+
+def _state_changed(volume: Volume, state: VolumeState) -> Conflict:
+    noun = kind_of(volume).noun
+    return Conflict(f"{noun} {volume.name!r} was changed by another request while it was {volume.state.value}, "
+                    f"so it was not made {state.value}; read it again and retry if still needed",
+                    code="state_changed", details={"name": volume.name, "expected_state": volume.state.value})
 
 
 def ceph_connection(volume: Volume):
@@ -215,9 +247,7 @@ def _begin_resize(kind: Kind, project: str, name: str, size_bytes: int, allow_sh
                              details={"size_bytes": volume.size_bytes, "requested_size_bytes": size_bytes})
         if size_bytes > volume.size_bytes:
             projects.reserve(session, project_row, add_bytes=size_bytes - volume.size_bytes)
-        volume.state = VolumeState.RESIZING
-        volume.target_size_bytes = size_bytes
-        session.flush()
+        claim(session, volume, VolumeState.RESIZING, target_size_bytes=size_bytes)
         return volume, True
 
 
@@ -244,7 +274,7 @@ def delete(identity: Identity, kind: Kind, project: str, name: str, *, with_snap
         _refuse_activated(session, kind, volume)
         snapshots = _snapshots_to_delete(session, kind, volume, with_snapshots)
         previous = volume.state
-        volume.state = VolumeState.DELETING
+        claim(session, volume, VolumeState.DELETING)
     conn = ceph_connection(volume)
     try:
         for snapshot in snapshots:
@@ -298,8 +328,8 @@ def _begin_restore(kind: Kind, project: str, name: str) -> Volume:
                                "the trash, or its purge time has passed", code="not_in_trash",
                                details={"project": project, "name": name})
             projects.reserve(session, project_row, add_bytes=volume.size_bytes, add_volumes=1)
-            volume.state = VolumeState.CREATING  # live again: the unique indexes check the name
-            session.flush()
+            # Live again: the unique indexes check the name. Not once a purge has claimed it.
+            claim(session, volume, VolumeState.CREATING, model.purged_at.is_(None))
             return volume
     except IntegrityError as exc:
         raise Conflict(f"another {kind.noun} named {name!r} exists now; delete or rename that one first",
@@ -307,23 +337,56 @@ def _begin_restore(kind: Kind, project: str, name: str) -> Volume:
 
 
 def purge_due(now=None) -> dict[str, int]:
-    """Purge every trashed volume whose time has come; a failure is logged and retried next round."""
+    """Purge every trashed volume whose time has come; a failure is logged and retried next round.
+    Each row is claimed first (purged_at set while it is still in the trash and due), so a restore
+    that took it meanwhile keeps it, and a restore that comes later finds it gone. The row keeps
+    its trash_ref until the purge is done: a crash in between leaves it to the reconciler."""
     now = now or utcnow()
     counts = {"purged": 0, "failed": 0}
     for kind in KINDS:
         with db.reading() as session:
-            due = list(session.scalars(select(kind.model).where(_in_trash(kind.model),
-                                                                kind.model.purge_after <= now)))
+            due = list(session.scalars(select(kind.model).where(_due(kind.model, now))))
         for volume in due:
+            if not _claim_purge(volume, now):
+                continue  # restored, or purged by another replica, since it was read
             try:
-                kind.purge(ceph_connection(volume), volume)
+                purge(kind, volume)
             except RobinError as exc:
                 log.warning("purge failed", extra={"volume": volume.id, "error": exc.message})
+                set_state(volume, VolumeState.DELETED, purged_at=None)
                 counts["failed"] += 1
                 continue
-            set_state(volume, VolumeState.DELETED, purged_at=utcnow())
             counts["purged"] += 1
     return counts
+
+
+def _due(model, now):
+    return _in_trash(model) & (model.purge_after <= now)
+
+
+def _claim_purge(volume: Volume, now) -> bool:
+    model, purged_at = type(volume), utcnow()
+    with db.writing() as connection:
+        moved = connection.execute(update(model.__table__).where(
+            model.id == volume.id, _due(model, now), model.trash_ref == volume.trash_ref)
+            .values(purged_at=purged_at, updated_at=purged_at)).rowcount
+    volume.purged_at = purged_at
+    return moved == 1
+
+
+def purge(kind: Kind, volume: Volume) -> None:
+    """Purge a claimed row's volume from the trash (idempotent) and record that the trash no longer
+    holds it: the end of a purge, whether purge_due or, after a crash, the reconciler runs it."""
+    kind.purge(ceph_connection(volume), volume)
+    crash_point("volume.purge")
+    set_state(volume, VolumeState.DELETED, trash_ref=None)
+
+
+def unfinished_purges(model, cutoff) -> list[Volume]:
+    with db.reading() as session:
+        return list(session.scalars(select(model).where(
+            model.state == VolumeState.DELETED, model.purged_at.is_not(None), model.trash_ref.is_not(None),
+            model.updated_at <= cutoff)))
 
 
 def _refuse_parents(session: Session, kind: Kind, volume: Volume) -> None:

@@ -1,12 +1,16 @@
 """RBD clones (format 2) and flatten, checked in Ceph: parent links, data, hidden temporary snapshots."""
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import rados
 import rbd
+import requests
 from sqlalchemy import select
 
-from robin.volumes.models import RbdImage
+from robin.volumes.models import RbdImage, VolumeState
 from tests.conftest import unique
 
 pytestmark = pytest.mark.integration
@@ -202,3 +206,40 @@ def test_cross_cluster_clone_never_reaches_another_projects_image(admin, new_pro
         assert response.json["cluster"] == second
         assert read(second_rbd_ioctx, child, 14) == b"attacker's own"
         assert child not in rbd.RBD().list(rbd_ioctx)
+
+
+def test_flatten_racing_delete_never_resurrects_the_row(admin, admin_token, robin_url, project, rbd_ioctx, db_rows):
+    """Flattens and deletes of the same clones at once, in robin's gunicorn workers; the deletes
+    retry while the clone is busy, as a client would, so each lands as soon as it can: when the
+    flatten's last write comes after it, the row must not come back."""
+    parent = make_parent(admin, project, b"")
+    with rbd.Image(rbd_ioctx, parent) as image:
+        image.write(b"x" * (8 * MiB), 0)
+    clones = [unique("child") for _ in range(4)]
+    for clone in clones:
+        assert admin.post(images(project), json={"name": clone, "source": {"image": parent}}).status_code == 201
+    headers = {"Authorization": f"Bearer {admin_token}"}
+
+    def flatten(clone):
+        return requests.post(f"{robin_url}{images(project)}/{clone}/flatten", headers=headers, timeout=60)
+
+    def delete(clone):
+        deadline = time.monotonic() + 60
+        while True:
+            answer = requests.delete(f"{robin_url}{images(project)}/{clone}", headers=headers, timeout=60)
+            # Only robin's own state may hold a delete back: one that reached Ceph mid-flatten is the bug.
+            busy = answer.status_code == 409 and answer.json()["error"]["code"] in ("volume_busy", "state_changed")
+            if not busy or time.monotonic() > deadline:
+                return answer
+
+    with ThreadPoolExecutor(2 * len(clones)) as pool:
+        flattens = [pool.submit(flatten, clone) for clone in clones]
+        deletes = [pool.submit(delete, clone) for clone in clones]
+        flattens, deletes = [f.result() for f in flattens], [d.result() for d in deletes]
+    trash = {entry["name"] for entry in rbd.RBD().trash_list(rbd_ioctx)}
+    for clone, flattened, deleted in zip(clones, flattens, deletes, strict=True):
+        assert deleted.status_code == 204, deleted.text
+        [row] = db_rows(select(RbdImage).where(RbdImage.name == clone))
+        assert row.state is VolumeState.DELETED and row.trash_ref, (clone, row.state, flattened.text)
+        assert clone not in rbd.RBD().list(rbd_ioctx) and clone in trash
+        assert flattened.status_code in (200, 404, 409), flattened.text

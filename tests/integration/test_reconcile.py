@@ -20,7 +20,8 @@ from tests.support.server import running_server
 
 pytestmark = pytest.mark.integration
 MiB = 2**20
-POINTS = "volume.create,volume.resize,volume.delete,volume.clone,snapshot.create,snapshot.delete"
+POINTS = ("volume.create,volume.resize,volume.delete,volume.clone,volume.flatten,snapshot.create,snapshot.delete,"
+          "snapshot.rollback_started")
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +162,75 @@ def test_drift_is_reported_and_left_alone(admin, new_project, converge, rbd_ioct
         assert orphan in rbd.RBD().list(rbd_ioctx)
     finally:
         rbd.RBD().remove(rbd_ioctx, orphan)
+
+
+def _rolled_forward(admin, project, name, rbd_ioctx) -> str:
+    """A 64 MiB image with a snapshot "s" of b"before", then grown to 128 MiB and written over,
+    with data at its end; its rollback to "s" is sent to the crashing server."""
+    url = f"/api/v2/projects/{project}/rbd-images"
+    admin.post(url, json={"name": name, "size_bytes": 64 * MiB})
+    with rbd.Image(rbd_ioctx, name) as image:
+        image.write(b"before", 0)
+    admin.post(f"{url}/{name}/snapshots", json={"name": "s"})
+    assert admin.patch(f"{url}/{name}", json={"size_bytes": 128 * MiB}).status_code == 200
+    with rbd.Image(rbd_ioctx, name) as image:
+        image.write(b"after!", 0)
+        image.write(b"tail", 100 * MiB)
+    return f"{url}/{name}/snapshots/s/rollback"
+
+
+def _assert_rolled_back(admin, project, name, rbd_ioctx, db_rows) -> None:
+    [row] = rows(db_rows, RbdImage, name)
+    assert row.state is VolumeState.AVAILABLE and row.size_bytes == 64 * MiB
+    assert row.target_size_bytes is None and row.rollback_snapshot is None
+    with rbd.Image(rbd_ioctx, name, read_only=True) as image:
+        assert image.size() == 64 * MiB and image.read(0, 6) == b"before"
+    assert provisioned(admin, project) == 64 * MiB
+
+
+def test_rollback_then_crash_is_finished_by_reconcile_never_shrunk(admin, new_project, crash, converge, rbd_ioctx,
+                                                                   db_rows):
+    project, name = new_project(), unique("img")
+    crash("POST", _rolled_forward(admin, project, name, rbd_ioctx))
+    [row] = rows(db_rows, RbdImage, name)
+    assert row.state is VolumeState.ROLLING_BACK and row.rollback_snapshot == "s"
+    assert row.target_size_bytes == 64 * MiB and provisioned(admin, project) == 128 * MiB
+    report = converge()
+    assert {"kind": "rollback_finished", "id": row.id, "name": name, "snapshot": "s"} in report.fixed
+    _assert_rolled_back(admin, project, name, rbd_ioctx, db_rows)
+
+
+def test_rollback_longer_than_older_than_is_left_to_its_worker(admin, new_project, crash, converge, rbd_ioctx,
+                                                               db_rows):
+    """A rollback still running holds the image open: however old its row, the reconciler neither
+    shrinks nor rolls back under it; once nothing has it open, it finishes the rollback."""
+    project, name = new_project(), unique("img")
+    crash("POST", _rolled_forward(admin, project, name, rbd_ioctx))
+    with rbd.Image(rbd_ioctx, name) as held:  # as the worker still rolling back would
+        report = converge()
+        [note] = [entry for entry in report.errors if entry["name"] == name]
+        assert note["kind"] == "rollback_in_progress" and note["watchers"]
+        assert held.size() == 128 * MiB and held.read(0, 6) == b"after!" and held.read(100 * MiB, 4) == b"tail"
+    [row] = rows(db_rows, RbdImage, name)
+    assert row.state is VolumeState.ROLLING_BACK and row.size_bytes == 128 * MiB
+    assert {"kind": "rollback_finished", "id": row.id, "name": name, "snapshot": "s"} in converge().fixed
+    _assert_rolled_back(admin, project, name, rbd_ioctx, db_rows)
+
+
+def test_flatten_then_crash_holds_deletes_off_and_is_finished_by_reconcile(admin, new_project, crash, converge,
+                                                                          rbd_ioctx, db_rows):
+    project, parent, child = new_project(), unique("parent"), unique("child")
+    url = f"/api/v2/projects/{project}/rbd-images"
+    admin.post(url, json={"name": parent, "size_bytes": 64 * MiB})
+    admin.post(url, json={"name": child, "source": {"image": parent}})
+    crash("POST", f"{url}/{child}/flatten")
+    [row] = rows(db_rows, RbdImage, child)
+    assert row.state is VolumeState.FLATTENING and row.parent_id is not None
+    refused = admin.delete(f"{url}/{child}")
+    assert refused.status_code == 409 and refused.json["error"]["code"] == "volume_busy"
+    assert {"kind": "flatten_finished", "id": row.id, "name": child} in converge().fixed
+    [row] = rows(db_rows, RbdImage, child)
+    assert row.state is VolumeState.AVAILABLE and row.parent_id is None and row.parent_snapshot is None
+    with rbd.Image(rbd_ioctx, child, read_only=True) as image:
+        with pytest.raises(rbd.ImageNotFound):
+            image.parent_info()

@@ -2,14 +2,18 @@
 purge at the due time, and admins' immediate purge."""
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 import rbd
+import requests
 from sqlalchemy import select
 
 from robin.db import utcnow
 from robin.volumes import service
+from robin.volumes.kinds import RBD
 from robin.volumes.models import CephfsPath, RbdImage, VolumeState
 from tests.conftest import cephfs_exists as exists
 from tests.conftest import unique
@@ -118,3 +122,48 @@ def test_nothing_is_purged_before_its_time(app, admin, new_project, rbd_ioctx):
     admin.delete(f"{url}/{name}")
     purge_everything_due(app, later=timedelta(0))
     assert name in trash_names(rbd_ioctx)
+
+
+def test_purge_racing_restore_never_records_a_live_image_as_purged(app, admin, admin_token, robin_url, new_project,
+                                                                   rbd_ioctx, db_rows):
+    """The maintenance purge (this process) and restores (robin's gunicorn workers) on the same
+    trashed images at once: each image ends either live, owned and recorded available, or purged
+    from the trash and recorded purged; never one recorded as the other."""
+    project, count = new_project(), 8
+    url = f"/api/v2/projects/{project}/rbd-images"
+    names = [unique("img") for _ in range(count)]
+    for name in names:
+        assert admin.post(url, json={"name": name, "size_bytes": MiB}).status_code == 201
+        assert admin.delete(f"{url}/{name}").status_code == 204
+    start = threading.Barrier(count + 1)
+
+    def restore(name):
+        start.wait()
+        return requests.post(f"{robin_url}{url}/{name}/restore", headers={"Authorization": f"Bearer {admin_token}"},
+                             timeout=60)
+
+    def purge():
+        start.wait()
+        return purge_everything_due(app)
+
+    with ThreadPoolExecutor(count + 1) as pool:
+        purged = pool.submit(purge)
+        restores = dict(zip(names, pool.map(restore, names), strict=True))
+        purged.result()
+    rows = {name: row for name in names for row in db_rows(select(RbdImage).where(RbdImage.name == name))}
+    in_pool = {name for name in names if name in rbd.RBD().list(rbd_ioctx)}
+    # What Ceph holds and what robin recorded agree, for every image.
+    assert {name for name, row in rows.items() if row.state is VolumeState.AVAILABLE} == in_pool
+    assert not set(names) & trash_names(rbd_ioctx)
+    for name, row in rows.items():
+        answer = restores[name]
+        if name in in_pool:
+            with app.app_context():
+                assert RBD.inspect(service.ceph_connection(row), row).owner == row.id  # still marked robin's
+            assert answer.status_code == 200 and row.purged_at is None and row.trash_ref is None
+        else:
+            assert row.state is VolumeState.DELETED and row.purged_at is not None and row.trash_ref is None
+            assert answer.status_code in (404, 409), answer.text
+            assert answer.json()["error"]["code"] in ("not_in_trash", "state_changed")
+    live = len(in_pool)
+    assert admin.get(f"/api/v2/projects/{project}/usage").json["provisioned_bytes"] == live * MiB
