@@ -1,15 +1,15 @@
 """rollback state: rolling_back and flattening, the snapshot a rollback goes to, purged rows' trash_ref cleared
 
-Revision ID: 0010_rollback_state
-Revises: 0009_volume_owner
+Revision ID: 0011_rollback_state
+Revises: 0010_migration_lock
 Create Date: 2026-12-06 05:00:00
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0010_rollback_state'
-down_revision = '0009_volume_owner'
+revision = '0011_rollback_state'
+down_revision = '0010_migration_lock'
 branch_labels = None
 depends_on = None
 
