@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 ORPHAN_KINDS = ("orphan_image", "orphan_robin_image", "orphan_directory", "orphan_robin_directory")
 DEFAULT_OLDER_THAN = timedelta(minutes=5)
 # Rows whose Ceph object should exist (a deleting row's may be in the trash already).
-EXPECTED_IN_CEPH = (VolumeState.CREATING, VolumeState.AVAILABLE, VolumeState.RESIZING, VolumeState.ERROR)
+EXPECTED_IN_CEPH = (VolumeState.CREATING, VolumeState.AVAILABLE, VolumeState.RESIZING, VolumeState.ROLLING_BACK,
+                    VolumeState.FLATTENING, VolumeState.ERROR)
 
 
 @dataclass
