@@ -135,13 +135,15 @@ def mount(source: str, target: str, fs_type: str | None = None, options: list[st
     run(*argv, source, target)
 
 
-def bind(source: str, target: str, readonly: bool) -> None:
-    """Bind-mount `source` on `target`; read-only takes a second step, as a bind mount ignores `ro` at first."""
+def bind(source: str, target: str, readonly: bool, device: bool = False) -> None:
+    """Bind-mount `source` on `target`; read-only takes a second step, as a bind mount ignores `ro` at first.
+    `device`: the source is a block device node, which the pod must be able to open (never nodev)."""
     run("mount", "--bind", source, target)
     if readonly:
+        # Named again: a remount sets the mount's flags anew, and must not drop the stage's nodev, nosuid.
+        kept = ("nosuid",) if device else TENANT_DATA_OPTIONS
         try:
-            # Named again: a remount sets the mount's flags anew, and must not drop the stage's nodev, nosuid.
-            run("mount", "-o", ",".join(("remount", "bind", "ro", *TENANT_DATA_OPTIONS)), target)
+            run("mount", "-o", ",".join(("remount", "bind", "ro", *kept)), target)
         except ToolError:
             run("umount", target)  # never leave it writable
             raise

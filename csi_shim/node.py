@@ -532,7 +532,7 @@ class Node(rpc.NodeServicer):
             source, own_device = self._block_source(vdir, request.readonly) if block else (canonical(staging), False)
             try:
                 self._make_target(target, block)
-                mounts.bind(source, target, request.readonly)
+                mounts.bind(source, target, request.readonly, device=block)
             except (CsiError, OSError):
                 self._remove_target(target)
                 if own_device:
