@@ -42,6 +42,17 @@ def test_register_by_monitors_and_key_and_discover(admin, registered, second_clu
     assert name in [cluster["name"] for cluster in admin.get("/api/v2/clusters").json]
 
 
+def images_on(cluster: DevCluster) -> list[str]:
+    """The images in another cluster's pool rbd, read through a connection of its own."""
+    other = rados.Rados(conffile=str(cluster.conf_path))
+    other.connect(timeout=10)
+    try:
+        with other.open_ioctx("rbd") as ioctx:
+            return rbd.RBD().list(ioctx)
+    finally:
+        other.shutdown()
+
+
 def test_volumes_on_the_second_cluster(admin, registered, second_cluster, new_project, rbd_ioctx):
     name = registered(conf_path=str(second_cluster.conf_path), keyring_path=str(second_cluster.keyring_path))
     project = new_project()
@@ -49,13 +60,7 @@ def test_volumes_on_the_second_cluster(admin, registered, second_cluster, new_pr
     created = admin.post(f"/api/v2/projects/{project}/rbd-images",
                          json={"name": image, "size_bytes": 8 * MiB, "cluster": name})
     assert created.status_code == 201 and created.json["cluster"] == name
-    other = rados.Rados(conffile=str(second_cluster.conf_path))
-    other.connect(timeout=10)
-    try:
-        with other.open_ioctx("rbd") as ioctx:
-            assert image in rbd.RBD().list(ioctx)
-    finally:
-        other.shutdown()
+    assert image in images_on(second_cluster)
     assert image not in rbd.RBD().list(rbd_ioctx)  # not on the default cluster
     # The same Ceph name on another cluster is another volume.
     assert admin.post(f"/api/v2/projects/{new_project()}/rbd-images",
@@ -104,13 +109,7 @@ def test_cluster_keys_are_encrypted_at_rest(admin, registered, second_cluster, n
     created = admin.post(f"/api/v2/projects/{project}/rbd-images",
                          json={"name": image, "size_bytes": 8 * MiB, "cluster": name})
     assert created.status_code == 201, created.json
-    other = rados.Rados(conffile=str(second_cluster.conf_path))
-    other.connect(timeout=10)
-    try:
-        with other.open_ioctx("rbd") as ioctx:
-            assert image in rbd.RBD().list(ioctx)
-    finally:
-        other.shutdown()
+    assert image in images_on(second_cluster)
     assert admin.delete(f"/api/v2/projects/{project}/rbd-images/{image}",
                         query_string={"purge": "true"}).status_code == 204
     assert admin.delete(f"/api/v2/projects/{project}").status_code == 204
