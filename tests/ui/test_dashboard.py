@@ -41,6 +41,18 @@ def session_cookie(app, client) -> str:
     return cookie.value
 
 
+def logged_in_auditor(app):
+    """A test client logged in to the dashboard with a new auditor token, and that token's id."""
+    from robin.auth.service import identity_for_secret
+
+    token = make_token(app, "auditor")
+    client = app.test_client()
+    log_in(client, token)
+    assert client.get("/ui/").status_code == 200
+    with app.app_context():
+        return client, identity_for_secret(token).token_id
+
+
 def session_rows(db_rows, token_id: int) -> list:
     from sqlalchemy import select
 
@@ -117,15 +129,9 @@ def test_dashboard_session_expires(app, db_rows):
     from sqlalchemy import update
 
     from robin.auth.models import DashboardSession
-    from robin.auth.service import identity_for_secret
     from robin.db import db, utcnow
 
-    token = make_token(app, "auditor")
-    client = app.test_client()
-    log_in(client, token)
-    assert client.get("/ui/").status_code == 200
-    with app.app_context():
-        token_id = identity_for_secret(token).token_id
+    client, token_id = logged_in_auditor(app)
     with db.writing() as connection:
         connection.execute(update(DashboardSession).where(DashboardSession.token_id == token_id)
                            .values(expires_at=utcnow()))
@@ -170,14 +176,10 @@ def test_an_auditor_sees_the_drift_fragment(app, new_project):
 
 
 def test_a_revoked_token_ends_the_session(app, db_rows):
-    from robin.auth.service import identity_for_secret, revoke_token
+    from robin.auth.service import revoke_token
 
-    token = make_token(app, "auditor")
-    client = app.test_client()
-    log_in(client, token)
-    assert client.get("/ui/").status_code == 200
+    client, token_id = logged_in_auditor(app)
     with app.app_context():
-        token_id = identity_for_secret(token).token_id
         revoke_token(token_id)
     assert session_rows(db_rows, token_id) == []
     response = client.get("/ui/", follow_redirects=True)
