@@ -1,18 +1,30 @@
-"""One rados connection per cluster per process, made lazily and reused.
+"""One rados connection per cluster per process, made lazily, reused, and replaced (never shut
+down under its other users) when Ceph closed it or a call on it hung.
 
-Connecting costs tens of milliseconds while an RBD create costs a few, so a connection is kept
-for the life of the process. It is made after gunicorn forks (a librados handle must never
-cross a fork) and again after the cluster shut it down.
+Connecting costs tens of milliseconds while an RBD create costs a few, so a connection is kept for
+the life of the process. It is made after gunicorn forks (a librados handle must never cross a fork).
+
+Every call into the bindings has a deadline. librados bounds each monitor and OSD operation itself
+(rados_*_op_timeout), but libcephfs has no per-call timeout for the MDS, a mount can wait on it, and
+one librbd call chains several OSD round trips. So each call runs on a thread of its own and its
+caller waits at most the cluster's timeout (since the call last made progress, for calls that walk
+a tree or a whole image). A call past its deadline answers ceph_unavailable; its thread is
+abandoned inside the binding and so is the handle it ran on: later calls connect anew, and the old
+handle is shut down only when its last call returns (shutting a handle down under a call that uses
+it is what froze a worker's other threads for good). Calls in flight per lane (the monitors, each
+pool, each file system) are bounded, so a stopped MDS ties up a few threads, never the RBD calls.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import cephfs
 import rados
@@ -20,7 +32,90 @@ import rados
 from robin.ceph.errors import CephNotConnected, CephUnavailable, translate, translated
 from robin.metrics import timed_ceph_op
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 TIMEOUT_OPTIONS = ("rados_mon_op_timeout", "rados_osd_op_timeout", "client_mount_timeout")
+# Calls in flight at once per lane: above a worker's request threads plus its maintenance thread,
+# and what a stopped daemon may hold at most until it answers again.
+LANE_CALLS = 16
+MONITORS = "monitors"
+_running = threading.local()  # the call the current thread runs, for progress()
+
+
+def progress() -> None:
+    """Tell the waiting caller that the current call is still getting answers (a tree walk, an image
+    scan): its deadline counts from now. Outside a call, nothing."""
+    call = getattr(_running, "call", None)
+    if call is not None:
+        call.progressed_at = time.monotonic()
+
+
+class CephHandle:
+    """One generation of a cluster's connection: a rados handle, the pools and file systems opened
+    from it, and how many calls use it."""
+
+    def __init__(self, cluster: rados.Rados):
+        self.rados = cluster
+        self.users = 0
+        self.retired = False
+        self._lock = threading.Lock()
+        self._ioctxs: dict[str, rados.Ioctx] = {}
+        self._filesystems: dict[str, cephfs.LibCephFS] = {}
+
+    def ioctx(self, pool: str) -> rados.Ioctx:
+        """A pool's I/O context, shared by threads: librados contexts are thread-safe as long as
+        nobody changes their snapshot context or namespace, which robin never does."""
+        with self._lock:
+            ioctx = self._ioctxs.get(pool)
+        if ioctx is None:
+            with translated(f"opening pool {pool!r}"):
+                ioctx = self.rados.open_ioctx(pool)
+            with self._lock:
+                ioctx = self._ioctxs.setdefault(pool, ioctx)
+        return ioctx
+
+    def filesystem(self, fs_name: str) -> cephfs.LibCephFS:
+        """A CephFS client mounted at the file system's root, shared by threads (libcephfs is
+        thread-safe) and made from this rados handle, so it reuses its connection. Mounted outside
+        the lock: a mount waiting on a stopped MDS must not hold up the pools' calls."""
+        with self._lock:
+            fs = self._filesystems.get(fs_name)
+        if fs is None:
+            with translated(f"mounting CephFS {fs_name!r}"):
+                fs = cephfs.LibCephFS(rados_inst=self.rados)
+                fs.mount(filesystem_name=fs_name.encode())
+            with self._lock:
+                mounted = self._filesystems.setdefault(fs_name, fs)
+            if mounted is not fs:
+                _quietly(fs.shutdown, cephfs.Error)  # another call mounted it meanwhile
+            fs = mounted
+        return fs
+
+    def shutdown(self) -> None:
+        with self._lock:
+            filesystems, self._filesystems, self._ioctxs = list(self._filesystems.values()), {}, {}
+        for fs in filesystems:
+            _quietly(fs.shutdown, cephfs.Error)
+        _quietly(self.rados.shutdown, rados.Error)
+
+
+def _quietly(shutdown: Callable[[], None], error: type[Exception]) -> None:
+    try:
+        shutdown()
+    except error:
+        pass  # it is being discarded either way
+
+
+class _Call:
+    """One binding call on its own thread; what it returned or raised, and when it last progressed."""
+
+    def __init__(self, fn: Callable[[CephHandle], T]):
+        self.fn = fn
+        self.done = threading.Event()
+        self.progressed_at = time.monotonic()
+        self.handle: CephHandle | None = None
+        self.result = None
+        self.error: BaseException | None = None
 
 
 class CephConnection:
@@ -32,10 +127,9 @@ class CephConnection:
         self.access = access
         self.timeout = timeout
         self._lock = threading.Lock()
-        self._rados: rados.Rados | None = None
-        self._pid: int | None = None
-        self._ioctxs: dict[str, rados.Ioctx] = {}
-        self._filesystems: dict[str, cephfs.LibCephFS] = {}
+        self._handle: CephHandle | None = None
+        self._pid = os.getpid()
+        self._lanes: dict[str, threading.BoundedSemaphore] = {}
 
     @property
     def _timeout_s(self) -> int:
@@ -66,58 +160,115 @@ class CephConnection:
             raise CephNotConnected(error.message, errno=error.errno) from exc
         return cluster
 
-    def rados(self) -> rados.Rados:
-        with self._lock:
-            if self._rados is None or self._pid != os.getpid():
-                self._ioctxs, self._filesystems = {}, {}
-                with timed_ceph_op(self.name, "connect"):
-                    self._rados = self._connect()
-                self._pid = os.getpid()
-            return self._rados
+    def _leave_parent(self) -> None:
+        """In a forked child, forget the parent's handle and lanes (never shutting the handle down).
+        Called with the lock held."""
+        if self._pid != os.getpid():
+            self._handle, self._lanes, self._pid = None, {}, os.getpid()
 
-    @contextmanager
-    def ioctx(self, pool: str) -> Iterator[rados.Ioctx]:
-        """A pool's I/O context, shared by threads: librados contexts are thread-safe as long as
-        nobody changes their snapshot context or namespace, which robin never does."""
-        cluster = self.rados()
+    def _check_out(self) -> CephHandle:
+        """The current handle, connecting when there is none; connected outside the lock, so that a
+        connect waiting on the monitors holds up no call that has a handle."""
         with self._lock:
-            ioctx = self._ioctxs.get(pool)
-            if ioctx is None:
-                with translated(f"opening pool {pool!r} on cluster {self.name!r}"):
-                    ioctx = cluster.open_ioctx(pool)
-                self._ioctxs[pool] = ioctx
-        yield ioctx
-
-    @contextmanager
-    def filesystem(self, fs_name: str) -> Iterator[cephfs.LibCephFS]:
-        """A CephFS client mounted at the file system's root, shared by threads (libcephfs is
-        thread-safe) and made from the cluster's rados handle, so it reuses its connection."""
-        cluster = self.rados()
+            self._leave_parent()
+            handle = self._handle
+            if handle is not None:
+                handle.users += 1
+                return handle
+        with timed_ceph_op(self.name, "connect"):
+            fresh = CephHandle(self._connect())
         with self._lock:
-            fs = self._filesystems.get(fs_name)
-            if fs is None:
-                with translated(f"mounting CephFS {fs_name!r} on cluster {self.name!r}"):
-                    fs = cephfs.LibCephFS(rados_inst=cluster)
-                    fs.mount(filesystem_name=fs_name.encode())
-                self._filesystems[fs_name] = fs
-        yield fs
+            handle = self._handle = self._handle or fresh
+            handle.users += 1
+        if handle is not fresh:
+            fresh.shutdown()  # another call connected meanwhile
+        return handle
 
-    @contextmanager
-    def operation(self, op: str, what: str) -> Iterator[None]:
-        """Time a binding call and translate its errors; drop the connection if Ceph closed it."""
+    def _check_in(self, handle: CephHandle) -> None:
+        with self._lock:
+            handle.users -= 1
+            last = handle.retired and handle.users == 0
+        if last:
+            handle.shutdown()
+
+    def _retire(self, handle: CephHandle) -> None:
+        """Take the handle out of use; shut it down once no call uses it (now, if none does)."""
+        with self._lock:
+            if self._handle is handle:
+                self._handle = None
+            unused = not handle.retired and handle.users == 0
+            handle.retired = True
+        if unused:
+            handle.shutdown()
+
+    def _lane(self, lane: str) -> threading.BoundedSemaphore:
+        with self._lock:
+            self._leave_parent()
+            return self._lanes.setdefault(lane, threading.BoundedSemaphore(LANE_CALLS))
+
+    def call(self, op: str, what: str, fn: Callable[[CephHandle], T], lane: str = MONITORS,
+             patient: bool = False) -> T:
+        """fn(handle) on a thread of its own, its binding errors translated; ceph_unavailable when
+        it has not returned (nor progressed) within the timeout, unless `patient` (a call bounded by
+        librados' own operation timeouts, whose length grows with the data)."""
+        with timed_ceph_op(self.name, op):
+            slots = self._lane(lane)
+            if not slots.acquire(timeout=self.timeout):
+                raise CephUnavailable(f"{what}: {LANE_CALLS} calls into {lane} of cluster {self.name!r} have been "
+                                      f"waiting for Ceph for over {self.timeout:g}s", details={"lane": lane})
+            call = _Call(fn)
+            threading.Thread(target=self._run, args=(call, what, slots), name=f"ceph-{self.name}-{op}",
+                             daemon=True).start()
+            if patient:
+                call.done.wait()
+            while not call.done.wait(max(0.0, call.progressed_at + self.timeout - time.monotonic())):
+                if time.monotonic() >= call.progressed_at + self.timeout:
+                    raise self._abandon(call, op, what)
+            if call.error is not None:
+                raise call.error
+            return call.result
+
+    def _run(self, call: _Call, what: str, slots: threading.BoundedSemaphore) -> None:
+        _running.call = call
+        handle = None
         try:
-            with timed_ceph_op(self.name, op), translated(what):
-                yield
-        except CephUnavailable:
-            self.reset()
-            raise
+            handle = call.handle = self._check_out()
+            with translated(what):
+                call.result = call.fn(handle)
+        except CephUnavailable as exc:
+            if handle is not None:
+                self._retire(handle)  # Ceph closed it, or timed an operation out: later calls connect anew
+            call.error = exc
+        except BaseException as exc:  # handed to the caller, which raises it in its own thread
+            call.error = exc
+        finally:
+            call.done.set()  # before a last shutdown, which the caller need not wait for
+            _running.call = None
+            if handle is not None:
+                self._check_in(handle)
+            slots.release()
+
+    def _abandon(self, call: _Call, op: str, what: str) -> CephUnavailable:
+        log.warning("Ceph call abandoned past its deadline", extra={
+            "cluster": self.name, "operation": op, "timeout_s": self.timeout})
+        if call.handle is not None:
+            self._retire(call.handle)
+        return CephUnavailable(f"{what}: no answer from Ceph within {self.timeout:g}s",
+                               details={"timeout_s": self.timeout})
+
+    def in_pool(self, pool: str, op: str, what: str, fn: Callable[[rados.Ioctx], T], patient: bool = False) -> T:
+        return self.call(op, what, lambda handle: fn(handle.ioctx(pool)), lane=f"pool {pool}", patient=patient)
+
+    def in_filesystem(self, fs_name: str, op: str, what: str, fn: Callable[[cephfs.LibCephFS], T]) -> T:
+        return self.call(op, what, lambda handle: fn(handle.filesystem(fs_name)), lane=f"file system {fs_name}")
 
     def mon_command(self, prefix: str, **args) -> dict | list:
         command = json.dumps({"prefix": prefix, "format": "json", **args})
-        with self.operation("mon_command", f"ceph {prefix} on {self.name!r}"):
-            ret, out, status = self.rados().mon_command(command, b"", timeout=self._timeout_s)
+        what = f"ceph {prefix} on {self.name!r}"
+        ret, out, status = self.call("mon_command", what, lambda handle: handle.rados.mon_command(
+            command, b"", timeout=self._timeout_s))
         if ret != 0:
-            raise translate(rados.OSError(status, errno=-ret), f"ceph {prefix} on {self.name!r}")
+            raise translate(rados.OSError(status, errno=-ret), what)
         return json.loads(out) if out else {}
 
     def capacity(self) -> dict:
@@ -136,9 +287,9 @@ class CephConnection:
         client_id = self.access.get("client_id") or "admin"
         if self.access.get("cephx_key"):
             return client_id, self.access["cephx_key"]
-        cluster = self.rados()
-        key = cluster.conf_get("key")
-        paths = [self.access.get("keyring_path")] + cluster.conf_get("keyring").split(",")
+        key, keyrings = self.call("credentials", f"reading the keyring of {self.name!r}", lambda handle: (
+            handle.rados.conf_get("key"), handle.rados.conf_get("keyring")))
+        paths = [self.access.get("keyring_path")] + keyrings.split(",")
         key = key or next(filter(None, (_key_in(path.strip(), client_id) for path in paths if path)), None)
         if not key:
             raise CephNotConnected(f"cluster {self.name!r}: no key for client.{client_id} in its keyrings {paths}")
@@ -146,30 +297,20 @@ class CephConnection:
 
     def describe(self) -> dict:
         """What the cluster offers robin: its fsid, monitors, pools and CephFS file systems."""
-        with self.operation("describe", f"describing cluster {self.name!r}"):
-            cluster = self.rados()
-            pools, fsid = sorted(cluster.list_pools()), cluster.get_fsid()
+        pools, fsid = self.call("describe", f"describing cluster {self.name!r}", lambda handle: (
+            sorted(handle.rados.list_pools()), handle.rados.get_fsid()))
         filesystems = sorted(fs["name"] for fs in self.mon_command("fs ls"))
         monitors = [_client_address(mon) for mon in self.mon_command("mon dump")["mons"]]
         return {"fsid": fsid, "monitors": monitors, "pools": pools, "filesystems": filesystems}
 
-    def reset(self) -> None:
+    def close(self) -> None:
+        """Stop using the connection: shut down now if no call uses it, else when the last one returns.
+        A forked child never shuts down its parent's handle."""
         with self._lock:
-            cluster, self._rados, self._ioctxs = self._rados, None, {}
-            filesystems, self._filesystems = list(self._filesystems.values()), {}
-            mine = self._pid == os.getpid()
-        if not mine:
-            return  # a forked child must not shut down its parent's handles
-        for fs in filesystems:
-            try:
-                fs.shutdown()
-            except cephfs.Error:
-                pass  # it is being discarded either way
-        if cluster is not None:
-            try:
-                cluster.shutdown()
-            except rados.Error:
-                pass
+            self._leave_parent()
+            handle = self._handle
+        if handle is not None:
+            self._retire(handle)
 
 
 class CephConnections:
@@ -185,7 +326,7 @@ class CephConnections:
             conn = self._connections.get(name)
             if conn is None or conn.access != access:
                 if conn is not None:
-                    conn.reset()
+                    conn.close()
                 conn = self._connections[name] = CephConnection(name, access, self.timeout)
             return conn
 
@@ -193,13 +334,13 @@ class CephConnections:
         with self._lock:
             conn = self._connections.pop(name, None)
         if conn is not None:
-            conn.reset()
+            conn.close()
 
     def close(self) -> None:
         with self._lock:
             connections, self._connections = list(self._connections.values()), {}
         for conn in connections:
-            conn.reset()
+            conn.close()
 
 
 def _pool_capacity(name: str, stats: dict) -> dict:
