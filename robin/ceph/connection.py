@@ -23,7 +23,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 import cephfs
@@ -35,10 +35,12 @@ from robin.metrics import timed_ceph_op
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 TIMEOUT_OPTIONS = ("rados_mon_op_timeout", "rados_osd_op_timeout", "client_mount_timeout")
-# Calls in flight at once per lane: above a worker's request threads plus its maintenance thread,
-# and what a stopped daemon may hold at most until it answers again.
-LANE_CALLS = 16
+# Calls in flight at once per lane: above a worker's request threads plus a usage refresh's, and
+# what a stopped daemon may hold at most until it answers again.
+LANE_CALLS = 32
 MONITORS = "monitors"
+# Stat-ed by a probe: an OSD that answers "no such object" serves I/O.
+PROBE_OBJECT = "robin.probe"
 _running = threading.local()  # the call the current thread runs, for progress()
 
 
@@ -207,23 +209,25 @@ class CephConnection:
             return self._lanes.setdefault(lane, threading.BoundedSemaphore(LANE_CALLS))
 
     def call(self, op: str, what: str, fn: Callable[[CephHandle], T], lane: str = MONITORS,
-             patient: bool = False) -> T:
+             patient: bool = False, timeout: float | None = None) -> T:
         """fn(handle) on a thread of its own, its binding errors translated; ceph_unavailable when
-        it has not returned (nor progressed) within the timeout, unless `patient` (a call bounded by
-        librados' own operation timeouts, whose length grows with the data)."""
+        it has not returned (nor progressed) within the timeout (the connection's, or a shorter one),
+        unless `patient` (a call bounded by librados' own operation timeouts, whose length grows
+        with the data)."""
+        timeout = min(timeout or self.timeout, self.timeout)
         with timed_ceph_op(self.name, op):
             slots = self._lane(lane)
-            if not slots.acquire(timeout=self.timeout):
+            if not slots.acquire(timeout=timeout):
                 raise CephUnavailable(f"{what}: {LANE_CALLS} calls into {lane} of cluster {self.name!r} have been "
-                                      f"waiting for Ceph for over {self.timeout:g}s", details={"lane": lane})
+                                      f"waiting for Ceph for over {timeout:g}s", details={"lane": lane})
             call = _Call(fn)
             threading.Thread(target=self._run, args=(call, what, slots), name=f"ceph-{self.name}-{op}",
                              daemon=True).start()
             if patient:
                 call.done.wait()
-            while not call.done.wait(max(0.0, call.progressed_at + self.timeout - time.monotonic())):
-                if time.monotonic() >= call.progressed_at + self.timeout:
-                    raise self._abandon(call, op, what)
+            while not call.done.wait(max(0.0, call.progressed_at + timeout - time.monotonic())):
+                if time.monotonic() >= call.progressed_at + timeout:
+                    raise self._abandon(call, op, what, timeout)
             if call.error is not None:
                 raise call.error
             return call.result
@@ -248,13 +252,14 @@ class CephConnection:
                 self._check_in(handle)
             slots.release()
 
-    def _abandon(self, call: _Call, op: str, what: str) -> CephUnavailable:
+    def _abandon(self, call: _Call, op: str, what: str, timeout: float) -> CephUnavailable:
         log.warning("Ceph call abandoned past its deadline", extra={
-            "cluster": self.name, "operation": op, "timeout_s": self.timeout})
-        if call.handle is not None:
-            self._retire(call.handle)
-        return CephUnavailable(f"{what}: no answer from Ceph within {self.timeout:g}s",
-                               details={"timeout_s": self.timeout})
+            "cluster": self.name, "operation": op, "timeout_s": timeout})
+        message, details = f"{what}: no answer from Ceph within {timeout:g}s", {"timeout_s": timeout}
+        if call.handle is None:  # still connecting: no operation reached the cluster
+            return CephNotConnected(message, details=details)
+        self._retire(call.handle)
+        return CephUnavailable(message, details=details)
 
     def in_pool(self, pool: str, op: str, what: str, fn: Callable[[rados.Ioctx], T], patient: bool = False) -> T:
         return self.call(op, what, lambda handle: fn(handle.ioctx(pool)), lane=f"pool {pool}", patient=patient)
@@ -270,6 +275,22 @@ class CephConnection:
         if ret != 0:
             raise translate(rados.OSError(status, errno=-ret), what)
         return json.loads(out) if out else {}
+
+    def probe(self, pools: Iterable[str], timeout: float) -> None:
+        """Raise CephUnavailable unless the monitors and every pool's OSDs answer within `timeout`:
+        one monitor command and, per pool, one stat of an object (a "no such object" is an answer).
+        Asking the monitors alone says nothing of a stopped OSD."""
+        def ask(handle: CephHandle) -> None:
+            ret, _, status = handle.rados.mon_command(json.dumps({"prefix": "health"}), b"", timeout=self._timeout_s)
+            if ret != 0:
+                raise translate(rados.OSError(status, errno=-ret), f"ceph health on {self.name!r}")
+            for pool in pools:
+                try:
+                    handle.ioctx(pool).stat(PROBE_OBJECT)
+                except rados.ObjectNotFound:
+                    pass
+
+        self.call("probe", f"probing cluster {self.name!r}", ask, timeout=timeout)
 
     def capacity(self) -> dict:
         """`ceph df`: the cluster's raw total/used/available bytes and, per pool, what is stored, what it
