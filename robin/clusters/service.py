@@ -153,13 +153,13 @@ class _HealthCache:
         self._found: dict[str, Health] = {}
         self._probing: dict[str, threading.Lock] = {}
 
-    def get(self, cluster: CephCluster) -> Health:
+    def get(self, cluster: CephCluster, pools: list[str]) -> Health:
         with self._lock:
             probing = self._probing.setdefault(cluster.name, threading.Lock())
         with probing:
             found = self._found.get(cluster.name)
             if found is None or time.monotonic() - found.checked_at >= HEALTH_TTL_S:
-                found = self._found[cluster.name] = _probe(cluster)
+                found = self._found[cluster.name] = _probe(cluster, pools)
             return found
 
 
@@ -168,14 +168,15 @@ health_cache = _HealthCache()
 
 def health(cluster: CephCluster) -> Health:
     """Whether the cluster's monitors, and the OSDs of the pools robin uses there, answer (cached)."""
-    return health_cache.get(cluster)
+    return health_cache.get(cluster, _pools_in_use(cluster))
 
 
 def health_of_all(registered: list[CephCluster]) -> list[Health]:
     if not registered:
         return []
+    pools = [_pools_in_use(cluster) for cluster in registered]  # here: the probes' threads have no app context
     with ThreadPoolExecutor(max_workers=min(HEALTH_PARALLELISM, len(registered))) as pool:
-        return list(pool.map(health, registered))
+        return list(pool.map(health_cache.get, registered, pools))
 
 
 def health_rows() -> list[dict]:
@@ -186,9 +187,9 @@ def health_rows() -> list[dict]:
             for cluster, found in zip(registered, health_of_all(registered), strict=True)]
 
 
-def _probe(cluster: CephCluster) -> Health:
+def _probe(cluster: CephCluster, pools: list[str]) -> Health:
     try:
-        connection(cluster).probe(_pools_in_use(cluster), HEALTH_PROBE_TIMEOUT_S)
+        connection(cluster).probe(pools, HEALTH_PROBE_TIMEOUT_S)
         return Health(True, "ok", time.monotonic())
     except RobinError as exc:
         return Health(False, f"unavailable: {exc.message}", time.monotonic())
