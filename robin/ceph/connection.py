@@ -6,13 +6,14 @@ the life of the process. It is made after gunicorn forks (a librados handle must
 
 Every call into the bindings has a deadline. librados bounds each monitor and OSD operation itself
 (rados_*_op_timeout), but libcephfs has no per-call timeout for the MDS, a mount can wait on it, and
-one librbd call chains several OSD round trips. So each call runs on a thread of its own and its
-caller waits at most the cluster's timeout (since the call last made progress, for calls that walk
-a tree or a whole image). A call past its deadline answers ceph_unavailable; its thread is
-abandoned inside the binding and so is the handle it ran on: later calls connect anew, and the old
-handle is shut down only when its last call returns (shutting a handle down under a call that uses
-it is what froze a worker's other threads for good). Calls in flight per lane (the monitors, each
-pool, each file system) are bounded, so a stopped MDS ties up a few threads, never the RBD calls.
+one librbd call chains several OSD round trips. So each call runs on another thread (one of a few
+kept per lane, so a call costs a hand-over, not a new thread) and its caller waits at most the
+cluster's timeout (since the call last made progress, for calls that walk a tree or a whole image).
+A call past its deadline answers ceph_unavailable; its thread is abandoned inside the binding and so
+is the handle it ran on: later calls connect anew, and the old handle is shut down only when its
+last call returns (shutting a handle down under a call that uses it is what froze a worker's other
+threads for good). Calls in flight per lane (the monitors, each pool, each file system) are bounded,
+so a stopped MDS ties up a few threads, never the RBD calls.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import json
 import logging
 import math
 import os
+import queue
 import re
 import threading
 import time
@@ -38,6 +40,8 @@ TIMEOUT_OPTIONS = ("rados_mon_op_timeout", "rados_osd_op_timeout", "client_mount
 # Calls in flight at once per lane: above a worker's request threads plus a usage refresh's, and
 # what a stopped daemon may hold at most until it answers again.
 LANE_CALLS = 32
+# A lane's thread that has had no call for this long ends: a busy lane keeps its threads.
+IDLE_THREAD_S = 60.0
 MONITORS = "monitors"
 # Stat-ed by a probe: an OSD that answers "no such object" serves I/O.
 PROBE_OBJECT = "robin.probe"
@@ -108,8 +112,46 @@ def _quietly(shutdown: Callable[[], None], error: type[Exception]) -> None:
         pass  # it is being discarded either way
 
 
+class _Lane:
+    """The threads that run one lane's calls: at most LANE_CALLS calls at once, each on a free thread of
+    the lane, else on a new one. A thread that hangs in the binding stays with its call, holding its
+    slot, until Ceph answers; the next call takes another thread."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.slots = threading.BoundedSemaphore(LANE_CALLS)
+        self._lock = threading.Lock()
+        self._idle: list[queue.SimpleQueue] = []  # the inboxes of the threads waiting for a call
+
+    def start(self, run: Callable[[], None]) -> None:
+        """Run `run`, which never raises, on a free thread. The caller holds a slot; the thread
+        releases it when `run` returns."""
+        with self._lock:
+            inbox = self._idle.pop() if self._idle else None  # the latest freed: the others may end
+        if inbox is None:
+            threading.Thread(target=self._serve, args=(run,), name=f"ceph {self.name}", daemon=True).start()
+        else:
+            inbox.put(run)
+
+    def _serve(self, run: Callable[[], None]) -> None:
+        inbox = queue.SimpleQueue()
+        while True:
+            run()
+            with self._lock:  # free before the slot is: a lane never has more threads than slots
+                self._idle.append(inbox)
+            self.slots.release()
+            try:
+                run = inbox.get(timeout=IDLE_THREAD_S)
+            except queue.Empty:
+                with self._lock:
+                    if inbox in self._idle:
+                        self._idle.remove(inbox)
+                        return
+                run = inbox.get()  # handed a call as the wait ended
+
+
 class _Call:
-    """One binding call on its own thread; what it returned or raised, and when it last progressed."""
+    """One binding call on a lane's thread; what it returned or raised, and when it last progressed."""
 
     def __init__(self, fn: Callable[[CephHandle], T]):
         self.fn = fn
@@ -131,7 +173,7 @@ class CephConnection:
         self._lock = threading.Lock()
         self._handle: CephHandle | None = None
         self._pid = os.getpid()
-        self._lanes: dict[str, threading.BoundedSemaphore] = {}
+        self._lanes: dict[str, _Lane] = {}
 
     @property
     def _timeout_s(self) -> int:
@@ -203,26 +245,28 @@ class CephConnection:
         if unused:
             handle.shutdown()
 
-    def _lane(self, lane: str) -> threading.BoundedSemaphore:
+    def _lane(self, lane: str) -> _Lane:
         with self._lock:
             self._leave_parent()
-            return self._lanes.setdefault(lane, threading.BoundedSemaphore(LANE_CALLS))
+            found = self._lanes.get(lane)
+            if found is None:
+                found = self._lanes[lane] = _Lane(f"{self.name} {lane}")
+            return found
 
     def call(self, op: str, what: str, fn: Callable[[CephHandle], T], lane: str = MONITORS,
              patient: bool = False, timeout: float | None = None) -> T:
-        """fn(handle) on a thread of its own, its binding errors translated; ceph_unavailable when
+        """fn(handle) on one of the lane's threads, its binding errors translated; ceph_unavailable when
         it has not returned (nor progressed) within the timeout (the connection's, or a shorter one),
         unless `patient` (a call bounded by librados' own operation timeouts, whose length grows
         with the data)."""
         timeout = min(timeout or self.timeout, self.timeout)
         with timed_ceph_op(self.name, op):
-            slots = self._lane(lane)
-            if not slots.acquire(timeout=timeout):
+            threads = self._lane(lane)
+            if not threads.slots.acquire(timeout=timeout):
                 raise CephUnavailable(f"{what}: {LANE_CALLS} calls into {lane} of cluster {self.name!r} have been "
                                       f"waiting for Ceph for over {timeout:g}s", details={"lane": lane})
             call = _Call(fn)
-            threading.Thread(target=self._run, args=(call, what, slots), name=f"ceph-{self.name}-{op}",
-                             daemon=True).start()
+            threads.start(lambda: self._run(call, what))
             if patient:
                 call.done.wait()
             while not call.done.wait(max(0.0, call.progressed_at + timeout - time.monotonic())):
@@ -232,7 +276,7 @@ class CephConnection:
                 raise call.error
             return call.result
 
-    def _run(self, call: _Call, what: str, slots: threading.BoundedSemaphore) -> None:
+    def _run(self, call: _Call, what: str) -> None:
         _running.call = call
         handle = None
         try:
@@ -250,7 +294,6 @@ class CephConnection:
             _running.call = None
             if handle is not None:
                 self._check_in(handle)
-            slots.release()
 
     def _abandon(self, call: _Call, op: str, what: str, timeout: float) -> CephUnavailable:
         log.warning("Ceph call abandoned past its deadline", extra={
