@@ -1,5 +1,5 @@
 """One rados connection per cluster per process, made lazily, reused, and replaced (never shut
-down under its other users) when Ceph closed it or a call on it hung.
+down under its other users) when Ceph closed it or it seems to hang.
 
 Connecting costs tens of milliseconds while an RBD create costs a few, so a connection is kept for
 the life of the process. It is made after gunicorn forks (a librados handle must never cross a fork).
@@ -9,14 +9,21 @@ Every call into the bindings has a deadline. librados bounds each monitor and OS
 one librbd call chains several OSD round trips. So each call runs on another thread (one of a few
 kept per lane, so a call costs a hand-over, not a new thread) and its caller waits at most the
 cluster's timeout (since the call last made progress, for calls that walk a tree or a whole image).
-A call past its deadline answers ceph_unavailable; its thread is abandoned inside the binding and so
-is the handle it ran on: later calls connect anew, and the old handle is shut down only when its
-last call returns (shutting a handle down under a call that uses it is what froze a worker's other
-threads for good). Calls in flight per lane (the monitors, each pool, each file system) are bounded,
-so a stopped MDS ties up a few threads, never the RBD calls.
+A call past its deadline answers ceph_unavailable and its thread is abandoned inside the binding.
+Calls in flight per lane (the monitors, each pool, each file system) are bounded, so a stopped MDS
+ties up a few threads, never the RBD calls.
+
+A call that got no answer says little of its handle: the daemon may be stopped (a new handle would
+wait on it too) or the call may wait on its own object (a directory whose capabilities a dead client
+holds, until the MDS evicts it). So the handle is replaced only when Ceph closed it, or when its lane
+answered on it before but not since the call began (the handle itself may hang: a session the MDS
+dropped). Later calls then connect anew, and the old handle is shut down only when its last call
+returns (shutting a handle down under a call that uses it is what froze a worker's other threads for
+good).
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -43,6 +50,8 @@ LANE_CALLS = 32
 # A lane's thread that has had no call for this long ends: a busy lane keeps its threads.
 IDLE_THREAD_S = 60.0
 MONITORS = "monitors"
+# Errors by which Ceph says it closed the handle (blocklisted or shut down, not connected).
+CLOSED_ERRNOS = (errno.ESHUTDOWN, errno.ENOTCONN)
 # Stat-ed by a probe: an OSD that answers "no such object" serves I/O.
 PROBE_OBJECT = "robin.probe"
 _running = threading.local()  # the call the current thread runs, for progress()
@@ -58,15 +67,17 @@ def progress() -> None:
 
 class CephHandle:
     """One generation of a cluster's connection: a rados handle, the pools and file systems opened
-    from it, and how many calls use it."""
+    from it, how many calls use it, and when each lane last got an answer on it."""
 
     def __init__(self, cluster: rados.Rados):
         self.rados = cluster
         self.users = 0
         self.retired = False
+        self.answered: dict[str, float] = {}  # lane -> time.monotonic() of its last call that got an answer
         self._lock = threading.Lock()
         self._ioctxs: dict[str, rados.Ioctx] = {}
         self._filesystems: dict[str, cephfs.LibCephFS] = {}
+        self._mounting: dict[str, threading.Lock] = {}
 
     def ioctx(self, pool: str) -> rados.Ioctx:
         """A pool's I/O context, shared by threads: librados contexts are thread-safe as long as
@@ -82,19 +93,22 @@ class CephHandle:
 
     def filesystem(self, fs_name: str) -> cephfs.LibCephFS:
         """A CephFS client mounted at the file system's root, shared by threads (libcephfs is
-        thread-safe) and made from this rados handle, so it reuses its connection. Mounted outside
-        the lock: a mount waiting on a stopped MDS must not hold up the pools' calls."""
+        thread-safe) and made from this rados handle, so it reuses its connection. Mounted under a
+        lock of the file system's own: a mount waiting on a stopped MDS holds up neither the pools'
+        calls nor, by starting more clients, the file system's next calls (they wait for its outcome)."""
         with self._lock:
             fs = self._filesystems.get(fs_name)
+            mounting = self._mounting.setdefault(fs_name, threading.Lock())
         if fs is None:
-            with translated(f"mounting CephFS {fs_name!r}"):
-                fs = cephfs.LibCephFS(rados_inst=self.rados)
-                fs.mount(filesystem_name=fs_name.encode())
-            with self._lock:
-                mounted = self._filesystems.setdefault(fs_name, fs)
-            if mounted is not fs:
-                _quietly(fs.shutdown, cephfs.Error)  # another call mounted it meanwhile
-            fs = mounted
+            with mounting:
+                with self._lock:
+                    fs = self._filesystems.get(fs_name)
+                if fs is None:
+                    with translated(f"mounting CephFS {fs_name!r}"):
+                        fs = cephfs.LibCephFS(rados_inst=self.rados)
+                        fs.mount(filesystem_name=fs_name.encode())
+                    with self._lock:
+                        self._filesystems[fs_name] = fs
         return fs
 
     def shutdown(self) -> None:
@@ -153,10 +167,12 @@ class _Lane:
 class _Call:
     """One binding call on a lane's thread; what it returned or raised, and when it last progressed."""
 
-    def __init__(self, fn: Callable[[CephHandle], T]):
+    def __init__(self, fn: Callable[[CephHandle], T], lane: str, keep_handle: bool):
         self.fn = fn
+        self.lane = lane
+        self.keep_handle = keep_handle
         self.done = threading.Event()
-        self.progressed_at = time.monotonic()
+        self.started = self.progressed_at = time.monotonic()
         self.handle: CephHandle | None = None
         self.result = None
         self.error: BaseException | None = None
@@ -254,18 +270,19 @@ class CephConnection:
             return found
 
     def call(self, op: str, what: str, fn: Callable[[CephHandle], T], lane: str = MONITORS,
-             patient: bool = False, timeout: float | None = None) -> T:
+             patient: bool = False, timeout: float | None = None, keep_handle: bool = False) -> T:
         """fn(handle) on one of the lane's threads, its binding errors translated; ceph_unavailable when
         it has not returned (nor progressed) within the timeout (the connection's, or a shorter one),
         unless `patient` (a call bounded by librados' own operation timeouts, whose length grows
-        with the data)."""
+        with the data). `keep_handle`: a call that gets no answer never replaces the handle (a
+        probe reports what it finds, it does not act on it)."""
         timeout = min(timeout or self.timeout, self.timeout)
         with timed_ceph_op(self.name, op):
             threads = self._lane(lane)
             if not threads.slots.acquire(timeout=timeout):
                 raise CephUnavailable(f"{what}: {LANE_CALLS} calls into {lane} of cluster {self.name!r} have been "
                                       f"waiting for Ceph for over {timeout:g}s", details={"lane": lane})
-            call = _Call(fn)
+            call = _Call(fn, lane, keep_handle)
             threads.start(lambda: self._run(call, what))
             if patient:
                 call.done.wait()
@@ -283,13 +300,11 @@ class CephConnection:
             handle = call.handle = self._check_out()
             with translated(what):
                 call.result = call.fn(handle)
-        except CephUnavailable as exc:
-            if handle is not None:
-                self._retire(handle)  # Ceph closed it, or timed an operation out: later calls connect anew
-            call.error = exc
         except BaseException as exc:  # handed to the caller, which raises it in its own thread
             call.error = exc
         finally:
+            if handle is not None:
+                self._judge(handle, call)
             call.done.set()  # before a last shutdown, which the caller need not wait for
             _running.call = None
             if handle is not None:
@@ -301,8 +316,26 @@ class CephConnection:
         message, details = f"{what}: no answer from Ceph within {timeout:g}s", {"timeout_s": timeout}
         if call.handle is None:  # still connecting: no operation reached the cluster
             return CephNotConnected(message, details=details)
-        self._retire(call.handle)
+        self._suspect(call.handle, call)
         return CephUnavailable(message, details=details)
+
+    def _judge(self, handle: CephHandle, call: _Call) -> None:
+        """What a call that returned says of its handle."""
+        if not isinstance(call.error, CephUnavailable):
+            with self._lock:  # an answer, whatever it was (a missing object is one)
+                handle.answered[call.lane] = time.monotonic()
+        elif call.error.errno in CLOSED_ERRNOS:
+            self._retire(handle)  # Ceph closed it: later calls connect anew
+        else:
+            self._suspect(handle, call)  # librados timed an operation out
+
+    def _suspect(self, handle: CephHandle, call: _Call) -> None:
+        """A call got no answer in time: replace its handle only if the lane answered on it before,
+        but not since the call began."""
+        with self._lock:
+            answered = handle.answered.get(call.lane)
+        if not call.keep_handle and answered is not None and answered < call.started:
+            self._retire(handle)
 
     def in_pool(self, pool: str, op: str, what: str, fn: Callable[[rados.Ioctx], T], patient: bool = False) -> T:
         return self.call(op, what, lambda handle: fn(handle.ioctx(pool)), lane=f"pool {pool}", patient=patient)
@@ -333,7 +366,7 @@ class CephConnection:
                 except rados.ObjectNotFound:
                     pass
 
-        self.call("probe", f"probing cluster {self.name!r}", ask, timeout=timeout)
+        self.call("probe", f"probing cluster {self.name!r}", ask, timeout=timeout, keep_handle=True)
 
     def capacity(self) -> dict:
         """`ceph df`: the cluster's raw total/used/available bytes and, per pool, what is stored, what it
