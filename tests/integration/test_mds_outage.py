@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
@@ -13,14 +12,13 @@ from pathlib import Path
 
 import pytest
 import rbd
-import requests
 from sqlalchemy import select
 
 from robin.dev.cluster import DevCluster
 from robin.volumes.models import CephfsPath, VolumeState
 from tests.conftest import cephfs_exists, unique
 from tests.support.net import wait_until
-from tests.support.server import running_server
+from tests.support.outages import one_worker_server, timed
 
 pytestmark = pytest.mark.integration
 TIMEOUT_S = 3  # ROBIN_CEPH_TIMEOUT of the server under test
@@ -30,11 +28,8 @@ ANSWER_WITHIN_S = TIMEOUT_S * 1.7
 
 @pytest.fixture()
 def one_worker(database_url, ceph_conf, admin_token):
-    """(base URL, an admin's requests session) of a one-worker robin serve with a short Ceph timeout."""
-    env = {"ROBIN_MAINTENANCE_INTERVAL": "0", "ROBIN_CEPH_TIMEOUT": str(TIMEOUT_S)}
-    with running_server(database_url, ceph_conf, workers=1, extra_env=env) as url, requests.Session() as api:
-        api.headers["Authorization"] = f"Bearer {admin_token}"
-        yield url, api
+    with one_worker_server(database_url, ceph_conf, admin_token, TIMEOUT_S) as served:
+        yield served
 
 
 @contextmanager
@@ -46,12 +41,6 @@ def frozen_mds(ceph_conf, fs):
     finally:
         os.kill(pid, signal.SIGCONT)
         wait_until(lambda: cephfs_exists(fs, "/"), 60, "CephFS to answer again", interval=0.2)
-
-
-def timed(call):
-    started = time.monotonic()
-    response = call()
-    return response, time.monotonic() - started
 
 
 def test_mds_stopped_does_not_freeze_rbd_requests(one_worker, new_project, ceph_conf, rbd_ioctx, fs, db_rows, app):
