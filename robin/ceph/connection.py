@@ -171,7 +171,9 @@ class _Call:
         self.fn = fn
         self.lane = lane
         self.keep_handle = keep_handle
-        self.done = threading.Event()
+        # Held until the call returns: its one waiter takes it (a lock hands over faster than an Event).
+        self.done = threading.Lock()
+        self.done.acquire()
         self.started = self.progressed_at = time.monotonic()
         self.handle: CephHandle | None = None
         self.result = None
@@ -285,10 +287,11 @@ class CephConnection:
             call = _Call(fn, lane, keep_handle)
             threads.start(lambda: self._run(call, what))
             if patient:
-                call.done.wait()
-            while not call.done.wait(max(0.0, call.progressed_at + timeout - time.monotonic())):
-                if time.monotonic() >= call.progressed_at + timeout:
-                    raise self._abandon(call, op, what, timeout)
+                call.done.acquire()
+            else:
+                while not call.done.acquire(timeout=max(0.0, call.progressed_at + timeout - time.monotonic())):
+                    if time.monotonic() >= call.progressed_at + timeout:
+                        raise self._abandon(call, op, what, timeout)
             if call.error is not None:
                 raise call.error
             return call.result
@@ -305,7 +308,7 @@ class CephConnection:
         finally:
             if handle is not None:
                 self._judge(handle, call)
-            call.done.set()  # before a last shutdown, which the caller need not wait for
+            call.done.release()  # before a last shutdown, which the caller need not wait for
             _running.call = None
             if handle is not None:
                 self._check_in(handle)
