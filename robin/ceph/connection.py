@@ -143,14 +143,19 @@ class _Lane:
         with self._lock:
             inbox = self._idle.pop() if self._idle else None  # the latest freed: the others may end
         if inbox is None:
-            threading.Thread(target=self._serve, args=(run,), name=f"ceph {self.name}", daemon=True).start()
-        else:
-            inbox.put(run)
+            inbox = queue.SimpleQueue()
+            threading.Thread(target=self._serve, args=(inbox,), name=f"ceph {self.name}", daemon=True).start()
+        inbox.put(run)
 
-    def _serve(self, run: Callable[[], None]) -> None:
-        inbox = queue.SimpleQueue()
+    def _serve(self, inbox: queue.SimpleQueue) -> None:
+        run = inbox.get()
         while True:
             run()
+            # An idle thread holds nothing of its last call (hence the inbox, not the call, as the thread's
+            # argument): a handle no call uses is freed, and so unmounted at exit. A client that vanishes
+            # without unmounting keeps its capabilities, blocking other clients on its directories, until
+            # the MDS evicts it.
+            run = None
             with self._lock:  # free before the slot is: a lane never has more threads than slots
                 self._idle.append(inbox)
             self.slots.release()
