@@ -48,11 +48,13 @@ def converge(app):
         # A CephFS call on a directory the killed worker held caps on waits until the MDS evicts the dead
         # client (its session timeout), longer than a Ceph call's deadline: reconcile again, as the next
         # maintenance round would, until no step fails.
-        deadline = time.monotonic() + 90
+        deadline, fixed = time.monotonic() + 90, []
         while True:
             with app.app_context():
                 report = reconcile(older_than=timedelta(0))
+            fixed += report.fixed  # a later round does not fix again what an earlier one did
             if not report.errors or time.monotonic() > deadline:
+                report.fixed = fixed
                 return report
     return run
 
