@@ -197,6 +197,8 @@ class CephConnection:
         self._handle: CephHandle | None = None
         self._pid = os.getpid()
         self._lanes: dict[str, _Lane] = {}
+        self._connecting = threading.Lock()
+        self._refused: tuple[float, CephNotConnected] | None = None  # the last failed connect: when, and why
 
     @property
     def _timeout_s(self) -> int:
@@ -228,28 +230,47 @@ class CephConnection:
         return cluster
 
     def _leave_parent(self) -> None:
-        """In a forked child, forget the parent's handle and lanes (never shutting the handle down).
-        Called with the lock held."""
+        """In a forked child, forget the parent's handle, lanes and connect (never shutting the handle
+        down). Called with the lock held."""
         if self._pid != os.getpid():
             self._handle, self._lanes, self._pid = None, {}, os.getpid()
+            self._connecting, self._refused = threading.Lock(), None
 
-    def _check_out(self) -> CephHandle:
-        """The current handle, connecting when there is none; connected outside the lock, so that a
-        connect waiting on the monitors holds up no call that has a handle."""
+    def _current(self) -> CephHandle | None:
         with self._lock:
             self._leave_parent()
             handle = self._handle
             if handle is not None:
                 handle.users += 1
+            return handle
+
+    def _check_out(self) -> CephHandle:
+        """The current handle, connecting when there is none. One connect at a time, the other calls
+        waiting for its outcome; and after a failed one, none for a timeout: meanwhile calls fail at
+        once, so that a cluster that cannot be reached costs one timeout, not one per call (a survey
+        or a reconcile round makes many). Connected outside the lock, so that a connect waiting on
+        the monitors holds up no call that has a handle."""
+        handle = self._current()
+        if handle is not None:
+            return handle
+        with self._connecting:
+            handle = self._current()  # made while this call waited for the lock
+            if handle is not None:
                 return handle
-        with timed_ceph_op(self.name, "connect"):
-            fresh = CephHandle(self._connect())
-        with self._lock:
-            handle = self._handle = self._handle or fresh
-            handle.users += 1
-        if handle is not fresh:
-            fresh.shutdown()  # another call connected meanwhile
-        return handle
+            if self._refused is not None and time.monotonic() - self._refused[0] < self.timeout:
+                failed_at, error = self._refused
+                raise CephNotConnected(f"{error.message} ({time.monotonic() - failed_at:.0f}s ago; tried again "
+                                       f"{self.timeout:g}s after)", errno=error.errno, details=error.details)
+            try:
+                with timed_ceph_op(self.name, "connect"):
+                    fresh = CephHandle(self._connect())
+            except CephNotConnected as exc:
+                self._refused = (time.monotonic(), exc)
+                raise
+            with self._lock:
+                self._handle, self._refused = fresh, None
+                fresh.users += 1
+            return fresh
 
     def _check_in(self, handle: CephHandle) -> None:
         with self._lock:

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from robin.volumes.models import RbdImage
 from tests.conftest import unique
 from tests.support.net import free_port
+from tests.support.outages import timed
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +40,22 @@ def test_create_on_unreachable_cluster_is_503_and_leaves_nothing(admin, new_proj
     assert elapsed < settings.ceph_timeout * 3
     assert db_rows(select(RbdImage).where(RbdImage.name == name)) == []
     assert admin.get(f"/api/v2/projects/{project}/usage").json["provisioned_bytes"] == 0
+
+
+def test_unreachable_cluster_costs_one_timeout_not_one_per_call(admin, new_project, dead_cluster, settings):
+    # A drift survey or a reconcile round asks a cluster many times: after a failed connect, the next calls
+    # fail at once (robin connects again a timeout later) instead of waiting out a timeout each.
+    project = new_project()
+
+    def create():
+        return timed(lambda: admin.post(f"/api/v2/projects/{project}/rbd-images", json={
+            "name": unique("img"), "size_bytes": 2**20, "cluster": dead_cluster}))
+
+    (first, first_s), (second, second_s) = create(), create()
+    assert first.status_code == second.status_code == 503
+    assert first_s < settings.ceph_timeout * 3
+    assert second_s < settings.ceph_timeout / 3
+    assert second.json["error"]["code"] == "ceph_unavailable" and dead_cluster in second.json["error"]["message"]
 
 
 def test_readyz_follows_default_cluster_io_not_other_clusters(anonymous, admin, dead_cluster):
