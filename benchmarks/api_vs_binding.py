@@ -283,8 +283,8 @@ class RobinCephPath:
         return elapsed
 
     def trash_purge(self, name: str) -> None:
-        with self.conn.ioctx(POOL) as ioctx:
-            trash_id = self.trashed[name] or trash_id_of(ioctx, name)
+        trash_id = self.trashed[name] or self.conn.in_pool(POOL, "rbd.trash_list", f"finding {name} in the trash",
+                                                           lambda ioctx: trash_id_of(ioctx, name))
         if trash_id is not None:
             rbd_ops.trash_purge(self.conn, POOL, trash_id, name)  # also forgets robin's owner mark
         self.trashed.pop(name)

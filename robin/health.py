@@ -1,18 +1,14 @@
 """Liveness, readiness and metrics endpoints (outside the OpenAPI document)."""
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 from flask import Blueprint, Response, g, jsonify
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from robin import metrics
 from robin.audit import drift, usage
 from robin.clusters import service as clusters
-from robin.clusters.models import CephCluster
 from robin.db import db
-from robin.errors import RobinError
 from robin.projects import service as projects
 
 blp = Blueprint("health", __name__)
@@ -33,24 +29,22 @@ def _check_database() -> str:
         return f"unavailable: {type(exc).__name__}"
 
 
-def _check_cluster(cluster: CephCluster) -> str:
-    try:
-        clusters.check_reachable(cluster)
-        return "ok"
-    except RobinError as exc:
-        return f"unavailable: {exc.message}"
+def _check_default_cluster() -> str:
+    with db.reading() as session:
+        cluster = session.scalar(clusters.DEFAULT_QUERY)
+    if cluster is None:
+        return "unavailable: no default Ceph cluster is configured (ROBIN_CEPH_CONF)"
+    return clusters.health(cluster).detail
 
 
 @blp.get("/readyz")
 def readyz():
-    """Ready when the database and every registered Ceph cluster answer."""
+    """Ready when the database answers and the default cluster serves I/O. Other registered clusters
+    do not count: a cluster that is down fails only its own volumes' requests (it shows in
+    robin_ceph_cluster_up and in GET /api/v2/clusters)."""
     checks = {"database": _check_database()}
     if checks["database"] == "ok":
-        with db.reading() as session:
-            registered = list(session.scalars(select(CephCluster)))
-        with ThreadPoolExecutor(max_workers=max(1, min(8, len(registered)))) as pool:
-            for cluster, result in zip(registered, pool.map(_check_cluster, registered), strict=True):
-                checks[f"ceph:{cluster.name}"] = result
+        checks["ceph:default"] = _check_default_cluster()
     if all(result == "ok" for result in checks.values()):
         return jsonify({"status": "ready", "checks": checks})
     failing = sorted(name for name, result in checks.items() if result != "ok")
@@ -63,5 +57,6 @@ def readyz():
 def prometheus_metrics():
     """Per-project quota and usage series: for admins, auditors and the scrape role, never a project's member."""
     g.identity.require_metrics()
-    payload, content_type = metrics.render(projects.quota_rows, usage.metric_rows, drift.metric_counts)
+    payload, content_type = metrics.render(projects.quota_rows, usage.metric_rows, drift.metric_counts,
+                                           clusters.health_rows)
     return Response(payload, content_type=content_type)

@@ -99,8 +99,24 @@ class DriftCollector:
         yield family
 
 
+class ClusterHealthCollector:
+    """1 while a registered cluster's monitors and the OSDs of robin's pools there answer, else 0 (the
+    cached probe: a scrape asks Ceph at most every few seconds)."""
+
+    def __init__(self, read_rows: Callable[[], list[dict]]):
+        self._read_rows = read_rows
+
+    def collect(self):
+        family = GaugeMetricFamily("robin_ceph_cluster_up", "Whether the Ceph cluster serves robin's I/O",
+                                   labels=["cluster"])
+        for row in self._read_rows():
+            family.add_metric([row["cluster"]], 1 if row["up"] else 0)
+        yield family
+
+
 def render(quota_rows: Callable[[], list[dict]], usage_rows: Callable[[], dict] | None = None,
-           drift_counts: Callable[[], dict[str, int]] | None = None) -> tuple[bytes, str]:
+           drift_counts: Callable[[], dict[str, int]] | None = None,
+           cluster_health: Callable[[], list[dict]] | None = None) -> tuple[bytes, str]:
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)
@@ -112,4 +128,6 @@ def render(quota_rows: Callable[[], list[dict]], usage_rows: Callable[[], dict] 
         registry.register(UsageCollector(usage_rows))
     if drift_counts is not None:
         registry.register(DriftCollector(drift_counts))
+    if cluster_health is not None:
+        registry.register(ClusterHealthCollector(cluster_health))
     return generate_latest(registry), CONTENT_TYPE_LATEST

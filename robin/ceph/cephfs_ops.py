@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import cephfs
 
-from robin.ceph.connection import CephConnection
+from robin.ceph.connection import CephConnection, progress
 from robin.ceph.errors import CephAlreadyExists, CephBusy, CephInvalidArgument, CephNotFound
 from robin.ceph.rbd_ops import Observed
 
@@ -31,8 +31,7 @@ def _getxattr(fs: cephfs.LibCephFS, path: str, name: str) -> str | None:
 
 
 def create_dir(conn: CephConnection, fs_name: str, path: str, quota_bytes: int, owner: str) -> None:
-    with conn.operation("cephfs.create", f"creating CephFS path {fs_name}:{path}"), \
-            conn.filesystem(fs_name) as fs:
+    def create(fs: cephfs.LibCephFS) -> None:
         try:
             fs.mkdirs(posixpath.dirname(path), DIR_MODE)
         except cephfs.ObjectExists:
@@ -47,24 +46,25 @@ def create_dir(conn: CephConnection, fs_name: str, path: str, quota_bytes: int, 
         fs.setxattr(path, OWNER_XATTR, owner.encode(), 0)
         fs.setxattr(path, QUOTA_XATTR, str(quota_bytes).encode(), 0)
 
+    conn.in_filesystem(fs_name, "cephfs.create", f"creating CephFS path {fs_name}:{path}", create)
+
 
 def set_quota(conn: CephConnection, fs_name: str, path: str, quota_bytes: int) -> None:
-    with conn.operation("cephfs.set_quota", f"setting the quota of CephFS path {fs_name}:{path}"), \
-            conn.filesystem(fs_name) as fs:
-        fs.setxattr(path, QUOTA_XATTR, str(quota_bytes).encode(), 0)
+    conn.in_filesystem(fs_name, "cephfs.set_quota", f"setting the quota of CephFS path {fs_name}:{path}",
+                       lambda fs: fs.setxattr(path, QUOTA_XATTR, str(quota_bytes).encode(), 0))
 
 
 def used_bytes(conn: CephConnection, fs_name: str, path: str) -> int:
     """Recursive bytes below the directory, as the MDS accounts them (updated lazily by Ceph)."""
-    with conn.operation("cephfs.du", f"measuring CephFS path {fs_name}:{path}"), conn.filesystem(fs_name) as fs:
-        return int(_getxattr(fs, path, RBYTES_XATTR) or 0)
+    return conn.in_filesystem(fs_name, "cephfs.du", f"measuring CephFS path {fs_name}:{path}",
+                              lambda fs: int(_getxattr(fs, path, RBYTES_XATTR) or 0))
 
 
 def remove_tree(conn: CephConnection, fs_name: str, path: str) -> None:
     """Remove the directory and everything under it; idempotent. Done only when the directory is
     gone: an entry that vanished meanwhile is skipped, not taken for the whole tree being gone."""
-    with conn.operation("cephfs.remove", f"removing CephFS path {fs_name}:{path}"), conn.filesystem(fs_name) as fs:
-        _remove_tree(fs, path)
+    conn.in_filesystem(fs_name, "cephfs.remove", f"removing CephFS path {fs_name}:{path}",
+                       lambda fs: _remove_tree(fs, path))
 
 
 def _remove_tree(fs: cephfs.LibCephFS, path: str) -> None:
@@ -73,6 +73,7 @@ def _remove_tree(fs: cephfs.LibCephFS, path: str) -> None:
     except cephfs.ObjectNotFound:
         return  # already gone: removing is idempotent
     for entry in entries:
+        progress()  # a big tree takes long, but each entry is an answer from the MDS
         child = posixpath.join(path, entry)
         try:
             if stat.S_ISDIR(fs.lstat(child).st_mode):
@@ -103,27 +104,28 @@ def _entries(fs: cephfs.LibCephFS, path: str) -> list[str]:
 # --- snapshots: `.snap/<name>` directories -------------------------------------------------------
 
 def create_snapshot(conn: CephConnection, fs_name: str, path: str, snapshot: str) -> None:
-    with conn.operation("cephfs.snap_create", f"snapshotting CephFS path {fs_name}:{path}@{snapshot}"), \
-            conn.filesystem(fs_name) as fs:
+    def snap(fs: cephfs.LibCephFS) -> None:
         try:
             fs.mksnap(path, snapshot, DIR_MODE)
         except cephfs.ObjectExists:
             pass  # taken before under this name: robin owns the directory
 
+    conn.in_filesystem(fs_name, "cephfs.snap_create", f"snapshotting CephFS path {fs_name}:{path}@{snapshot}", snap)
+
 
 def remove_snapshot(conn: CephConnection, fs_name: str, path: str, snapshot: str) -> None:
-    with conn.operation("cephfs.snap_remove", f"removing snapshot {fs_name}:{path}@{snapshot}"), \
-            conn.filesystem(fs_name) as fs:
+    def unsnap(fs: cephfs.LibCephFS) -> None:
         try:
             fs.rmsnap(path, snapshot)
         except cephfs.ObjectNotFound:
             pass
 
+    conn.in_filesystem(fs_name, "cephfs.snap_remove", f"removing snapshot {fs_name}:{path}@{snapshot}", unsnap)
+
 
 def list_snapshots(conn: CephConnection, fs_name: str, path: str) -> list[str]:
-    with conn.operation("cephfs.snap_list", f"listing snapshots of {fs_name}:{path}"), \
-            conn.filesystem(fs_name) as fs:
-        return _entries(fs, posixpath.join(path, ".snap"))
+    return conn.in_filesystem(fs_name, "cephfs.snap_list", f"listing snapshots of {fs_name}:{path}",
+                              lambda fs: _entries(fs, posixpath.join(path, ".snap")))
 
 
 # --- trash: a directory beside the projects' ------------------------------------------------------
@@ -131,8 +133,7 @@ def list_snapshots(conn: CephConnection, fs_name: str, path: str) -> list[str]:
 def trash_move(conn: CephConnection, fs_name: str, path: str, trash_path: str) -> str | None:
     """Rename the directory into the trash (instant, whatever its size). Idempotent; None when
     there was nothing to move."""
-    with conn.operation("cephfs.trash_move", f"moving CephFS path {fs_name}:{path} to the trash"), \
-            conn.filesystem(fs_name) as fs:
+    def move(fs: cephfs.LibCephFS) -> str | None:
         try:
             fs.mkdirs(posixpath.dirname(trash_path), 0o700)
         except cephfs.ObjectExists:
@@ -143,16 +144,21 @@ def trash_move(conn: CephConnection, fs_name: str, path: str, trash_path: str) -
             return trash_path if _exists(fs, trash_path) else None
         return trash_path
 
+    return conn.in_filesystem(fs_name, "cephfs.trash_move", f"moving CephFS path {fs_name}:{path} to the trash",
+                              move)
+
 
 def trash_restore(conn: CephConnection, fs_name: str, trash_path: str, path: str) -> None:
-    with conn.operation("cephfs.trash_restore", f"restoring CephFS path {fs_name}:{path} from the trash"), \
-            conn.filesystem(fs_name) as fs:
+    def restore(fs: cephfs.LibCephFS) -> None:
         try:
             fs.rename(trash_path, path)
         except cephfs.ObjectNotFound:
             if not _exists(fs, path):
                 raise
             # restored before
+
+    conn.in_filesystem(fs_name, "cephfs.trash_restore", f"restoring CephFS path {fs_name}:{path} from the trash",
+                       restore)
 
 
 def _exists(fs: cephfs.LibCephFS, path: str) -> bool:
@@ -166,8 +172,7 @@ def _exists(fs: cephfs.LibCephFS, path: str) -> bool:
 # --- what CephFS holds, for the reconciler -------------------------------------------------------
 
 def inspect(conn: CephConnection, fs_name: str, path: str) -> Observed:
-    with conn.operation("cephfs.inspect", f"inspecting CephFS path {fs_name}:{path}"), \
-            conn.filesystem(fs_name) as fs:
+    def observe(fs: cephfs.LibCephFS) -> Observed:
         try:
             stats = fs.stat(path)
         except cephfs.ObjectNotFound:
@@ -177,10 +182,12 @@ def inspect(conn: CephConnection, fs_name: str, path: str) -> Observed:
         created = datetime.fromtimestamp(stats.st_ctime.timestamp(), UTC)
         return Observed(True, _getxattr(fs, path, OWNER_XATTR), int(quota) if quota else None, created)
 
+    return conn.in_filesystem(fs_name, "cephfs.inspect", f"inspecting CephFS path {fs_name}:{path}", observe)
+
 
 def mark_owner(conn: CephConnection, fs_name: str, path: str, owner: str) -> None:
-    with conn.operation("cephfs.mark", f"recording the owner of {fs_name}:{path}"), conn.filesystem(fs_name) as fs:
-        fs.setxattr(path, OWNER_XATTR, owner.encode(), 0)
+    conn.in_filesystem(fs_name, "cephfs.mark", f"recording the owner of {fs_name}:{path}",
+                       lambda fs: fs.setxattr(path, OWNER_XATTR, owner.encode(), 0))
 
 
 def snapshot_exists(conn: CephConnection, fs_name: str, path: str, snapshot: str) -> bool:
@@ -192,11 +199,13 @@ def snapshot_exists(conn: CephConnection, fs_name: str, path: str, snapshot: str
 
 def list_dirs(conn: CephConnection, fs_name: str, path: str) -> list[str]:
     """Subdirectory names of path ([] when it does not exist)."""
-    with conn.operation("cephfs.list", f"listing CephFS path {fs_name}:{path}"), conn.filesystem(fs_name) as fs:
+    def subdirectories(fs: cephfs.LibCephFS) -> list[str]:
         try:
             return [name for name in _entries(fs, path) if stat.S_ISDIR(fs.lstat(posixpath.join(path, name)).st_mode)]
         except cephfs.ObjectNotFound:
             return []
+
+    return conn.in_filesystem(fs_name, "cephfs.list", f"listing CephFS path {fs_name}:{path}", subdirectories)
 
 
 # --- scrub ----------------------------------------------------------------------------------------
@@ -226,8 +235,8 @@ def _scrubbing(status: dict, tag: str) -> bool:
 
 def _mds_command(conn: CephConnection, fs_name: str, prefix: str, **args):
     command = json.dumps({"prefix": prefix, "format": "json", **args})
-    with conn.operation("cephfs.mds_command", f"{prefix} on {fs_name}"), conn.filesystem(fs_name) as fs:
-        ret, out, status = fs.mds_command(f"{fs_name}:0", command, b"")
+    ret, out, status = conn.in_filesystem(fs_name, "cephfs.mds_command", f"{prefix} on {fs_name}",
+                                          lambda fs: fs.mds_command(f"{fs_name}:0", command, b""))
     if ret != 0:
         raise CephInvalidArgument(f"{prefix} on {fs_name}: {status or ret}", errno=-ret)
     return json.loads(out) if out else {}
@@ -247,8 +256,7 @@ class DirDetails:
 def describe_dir(conn: CephConnection, fs_name: str, path: str) -> DirDetails | None:
     """The directory's quota, robin's mark and its own snapshots (not the `_<name>_<inode>` entries a
     snapshot of an ancestor shows in `.snap`); None when it does not exist."""
-    with conn.operation("cephfs.describe", f"describing CephFS path {fs_name}:{path}"), \
-            conn.filesystem(fs_name) as fs:
+    def describe(fs: cephfs.LibCephFS) -> DirDetails | None:
         try:
             stats = fs.stat(path)
         except cephfs.ObjectNotFound:
@@ -258,3 +266,5 @@ def describe_dir(conn: CephConnection, fs_name: str, path: str) -> DirDetails | 
                                  if not name.startswith("_")))
         return DirDetails(path, int(quota) if quota and int(quota) > 0 else None, _getxattr(fs, path, OWNER_XATTR),
                           datetime.fromtimestamp(stats.st_ctime.timestamp(), UTC), snapshots)
+
+    return conn.in_filesystem(fs_name, "cephfs.describe", f"describing CephFS path {fs_name}:{path}", describe)

@@ -1,18 +1,39 @@
-"""One rados connection per cluster per process, made lazily and reused.
+"""One rados connection per cluster per process, made lazily, reused, and replaced (never shut
+down under its other users) when Ceph closed it or it seems to hang.
 
-Connecting costs tens of milliseconds while an RBD create costs a few, so a connection is kept
-for the life of the process. It is made after gunicorn forks (a librados handle must never
-cross a fork) and again after the cluster shut it down.
+Connecting costs tens of milliseconds while an RBD create costs a few, so a connection is kept for
+the life of the process. It is made after gunicorn forks (a librados handle must never cross a fork).
+
+Every call into the bindings has a deadline. librados bounds each monitor and OSD operation itself
+(rados_*_op_timeout), but libcephfs has no per-call timeout for the MDS, a mount can wait on it, and
+one librbd call chains several OSD round trips. So each call runs on another thread (one of a few
+kept per lane, so a call costs a hand-over, not a new thread) and its caller waits at most the
+cluster's timeout (since the call last made progress, for calls that walk a tree or a whole image).
+A call past its deadline answers ceph_unavailable and its thread is abandoned inside the binding.
+Calls in flight per lane (the monitors, each pool, each file system) are bounded, so a stopped MDS
+ties up a few threads, never the RBD calls.
+
+A call that got no answer says little of its handle: the daemon may be stopped (a new handle would
+wait on it too) or the call may wait on its own object (a directory whose capabilities a dead client
+holds, until the MDS evicts it). So the handle is replaced only when Ceph closed it, or when its lane
+answered on it before but not since the call began (the handle itself may hang: a session the MDS
+dropped). Later calls then connect anew, and the old handle is shut down only when its last call
+returns (shutting a handle down under a call that uses it is what froze a worker's other threads for
+good).
 """
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import math
 import os
+import queue
 import re
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import cephfs
 import rados
@@ -20,7 +41,148 @@ import rados
 from robin.ceph.errors import CephNotConnected, CephUnavailable, translate, translated
 from robin.metrics import timed_ceph_op
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 TIMEOUT_OPTIONS = ("rados_mon_op_timeout", "rados_osd_op_timeout", "client_mount_timeout")
+# Calls in flight at once per lane: above a worker's request threads plus a usage refresh's, and
+# what a stopped daemon may hold at most until it answers again.
+LANE_CALLS = 32
+# A lane's thread that has had no call for this long ends: a busy lane keeps its threads.
+IDLE_THREAD_S = 60.0
+MONITORS = "monitors"
+# Errors by which Ceph says it closed the handle (blocklisted or shut down, not connected).
+CLOSED_ERRNOS = (errno.ESHUTDOWN, errno.ENOTCONN)
+# Stat-ed by a probe: an OSD that answers "no such object" serves I/O.
+PROBE_OBJECT = "robin.probe"
+_running = threading.local()  # the call the current thread runs, for progress()
+
+
+def progress() -> None:
+    """Tell the waiting caller that the current call is still getting answers (a tree walk, an image
+    scan): its deadline counts from now. Outside a call, nothing."""
+    call = getattr(_running, "call", None)
+    if call is not None:
+        call.progressed_at = time.monotonic()
+
+
+class CephHandle:
+    """One generation of a cluster's connection: a rados handle, the pools and file systems opened
+    from it, how many calls use it, and when each lane last got an answer on it."""
+
+    def __init__(self, cluster: rados.Rados):
+        self.rados = cluster
+        self.users = 0
+        self.retired = False
+        self.answered: dict[str, float] = {}  # lane -> time.monotonic() of its last call that got an answer
+        self._lock = threading.Lock()
+        self._ioctxs: dict[str, rados.Ioctx] = {}
+        self._filesystems: dict[str, cephfs.LibCephFS] = {}
+        self._mounting: dict[str, threading.Lock] = {}
+
+    def ioctx(self, pool: str) -> rados.Ioctx:
+        """A pool's I/O context, shared by threads: librados contexts are thread-safe as long as
+        nobody changes their snapshot context or namespace, which robin never does."""
+        with self._lock:
+            ioctx = self._ioctxs.get(pool)
+        if ioctx is None:
+            with translated(f"opening pool {pool!r}"):
+                ioctx = self.rados.open_ioctx(pool)
+            with self._lock:
+                ioctx = self._ioctxs.setdefault(pool, ioctx)
+        return ioctx
+
+    def filesystem(self, fs_name: str) -> cephfs.LibCephFS:
+        """A CephFS client mounted at the file system's root, shared by threads (libcephfs is
+        thread-safe) and made from this rados handle, so it reuses its connection. Mounted under a
+        lock of the file system's own: a mount waiting on a stopped MDS holds up neither the pools'
+        calls nor, by starting more clients, the file system's next calls (they wait for its outcome)."""
+        with self._lock:
+            fs = self._filesystems.get(fs_name)
+            mounting = self._mounting.setdefault(fs_name, threading.Lock())
+        if fs is None:
+            with mounting:
+                with self._lock:
+                    fs = self._filesystems.get(fs_name)
+                if fs is None:
+                    with translated(f"mounting CephFS {fs_name!r}"):
+                        fs = cephfs.LibCephFS(rados_inst=self.rados)
+                        fs.mount(filesystem_name=fs_name.encode())
+                    with self._lock:
+                        self._filesystems[fs_name] = fs
+        return fs
+
+    def shutdown(self) -> None:
+        with self._lock:
+            filesystems, self._filesystems, self._ioctxs = list(self._filesystems.values()), {}, {}
+        for fs in filesystems:
+            _quietly(fs.shutdown, cephfs.Error)
+        _quietly(self.rados.shutdown, rados.Error)
+
+
+def _quietly(shutdown: Callable[[], None], error: type[Exception]) -> None:
+    try:
+        shutdown()
+    except error:
+        pass  # it is being discarded either way
+
+
+class _Lane:
+    """The threads that run one lane's calls: at most LANE_CALLS calls at once, each on a free thread of
+    the lane, else on a new one. A thread that hangs in the binding stays with its call, holding its
+    slot, until Ceph answers; the next call takes another thread."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.slots = threading.BoundedSemaphore(LANE_CALLS)
+        self._lock = threading.Lock()
+        self._idle: list[queue.SimpleQueue] = []  # the inboxes of the threads waiting for a call
+
+    def start(self, run: Callable[[], None]) -> None:
+        """Run `run`, which never raises, on a free thread. The caller holds a slot; the thread
+        releases it when `run` returns."""
+        with self._lock:
+            inbox = self._idle.pop() if self._idle else None  # the latest freed: the others may end
+        if inbox is None:
+            inbox = queue.SimpleQueue()
+            threading.Thread(target=self._serve, args=(inbox,), name=f"ceph {self.name}", daemon=True).start()
+        inbox.put(run)
+
+    def _serve(self, inbox: queue.SimpleQueue) -> None:
+        run = inbox.get()
+        while True:
+            run()
+            # An idle thread holds nothing of its last call (hence the inbox, not the call, as the thread's
+            # argument): a handle no call uses is freed, and so unmounted at exit. A client that vanishes
+            # without unmounting keeps its capabilities, blocking other clients on its directories, until
+            # the MDS evicts it.
+            run = None
+            with self._lock:  # free before the slot is: a lane never has more threads than slots
+                self._idle.append(inbox)
+            self.slots.release()
+            try:
+                run = inbox.get(timeout=IDLE_THREAD_S)
+            except queue.Empty:
+                with self._lock:
+                    if inbox in self._idle:
+                        self._idle.remove(inbox)
+                        return
+                run = inbox.get()  # handed a call as the wait ended
+
+
+class _Call:
+    """One binding call on a lane's thread; what it returned or raised, and when it last progressed."""
+
+    def __init__(self, fn: Callable[[CephHandle], T], lane: str, keep_handle: bool):
+        self.fn = fn
+        self.lane = lane
+        self.keep_handle = keep_handle
+        # Held until the call returns: its one waiter takes it (a lock hands over faster than an Event).
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.started = self.progressed_at = time.monotonic()
+        self.handle: CephHandle | None = None
+        self.result = None
+        self.error: BaseException | None = None
 
 
 class CephConnection:
@@ -32,10 +194,11 @@ class CephConnection:
         self.access = access
         self.timeout = timeout
         self._lock = threading.Lock()
-        self._rados: rados.Rados | None = None
-        self._pid: int | None = None
-        self._ioctxs: dict[str, rados.Ioctx] = {}
-        self._filesystems: dict[str, cephfs.LibCephFS] = {}
+        self._handle: CephHandle | None = None
+        self._pid = os.getpid()
+        self._lanes: dict[str, _Lane] = {}
+        self._connecting = threading.Lock()
+        self._refused: tuple[float, CephNotConnected] | None = None  # the last failed connect: when, and why
 
     @property
     def _timeout_s(self) -> int:
@@ -66,59 +229,173 @@ class CephConnection:
             raise CephNotConnected(error.message, errno=error.errno) from exc
         return cluster
 
-    def rados(self) -> rados.Rados:
+    def _leave_parent(self) -> None:
+        """In a forked child, forget the parent's handle, lanes and connect (never shutting the handle
+        down). Called with the lock held."""
+        if self._pid != os.getpid():
+            self._handle, self._lanes, self._pid = None, {}, os.getpid()
+            self._connecting, self._refused = threading.Lock(), None
+
+    def _current(self) -> CephHandle | None:
         with self._lock:
-            if self._rados is None or self._pid != os.getpid():
-                self._ioctxs, self._filesystems = {}, {}
+            self._leave_parent()
+            handle = self._handle
+            if handle is not None:
+                handle.users += 1
+            return handle
+
+    def _check_out(self) -> CephHandle:
+        """The current handle, connecting when there is none. One connect at a time, the other calls
+        waiting for its outcome; and after a failed one, none for a timeout: meanwhile calls fail at
+        once, so that a cluster that cannot be reached costs one timeout, not one per call (a survey
+        or a reconcile round makes many). Connected outside the lock, so that a connect waiting on
+        the monitors holds up no call that has a handle."""
+        handle = self._current()
+        if handle is not None:
+            return handle
+        with self._connecting:
+            handle = self._current()  # made while this call waited for the lock
+            if handle is not None:
+                return handle
+            if self._refused is not None and time.monotonic() - self._refused[0] < self.timeout:
+                failed_at, error = self._refused
+                raise CephNotConnected(f"{error.message} ({time.monotonic() - failed_at:.0f}s ago; tried again "
+                                       f"{self.timeout:g}s after)", errno=error.errno, details=error.details)
+            try:
                 with timed_ceph_op(self.name, "connect"):
-                    self._rados = self._connect()
-                self._pid = os.getpid()
-            return self._rados
+                    fresh = CephHandle(self._connect())
+            except CephNotConnected as exc:
+                self._refused = (time.monotonic(), exc)
+                raise
+            with self._lock:
+                self._handle, self._refused = fresh, None
+                fresh.users += 1
+            return fresh
 
-    @contextmanager
-    def ioctx(self, pool: str) -> Iterator[rados.Ioctx]:
-        """A pool's I/O context, shared by threads: librados contexts are thread-safe as long as
-        nobody changes their snapshot context or namespace, which robin never does."""
-        cluster = self.rados()
+    def _check_in(self, handle: CephHandle) -> None:
         with self._lock:
-            ioctx = self._ioctxs.get(pool)
-            if ioctx is None:
-                with translated(f"opening pool {pool!r} on cluster {self.name!r}"):
-                    ioctx = cluster.open_ioctx(pool)
-                self._ioctxs[pool] = ioctx
-        yield ioctx
+            handle.users -= 1
+            last = handle.retired and handle.users == 0
+        if last:
+            handle.shutdown()
 
-    @contextmanager
-    def filesystem(self, fs_name: str) -> Iterator[cephfs.LibCephFS]:
-        """A CephFS client mounted at the file system's root, shared by threads (libcephfs is
-        thread-safe) and made from the cluster's rados handle, so it reuses its connection."""
-        cluster = self.rados()
+    def _retire(self, handle: CephHandle) -> None:
+        """Take the handle out of use; shut it down once no call uses it (now, if none does)."""
         with self._lock:
-            fs = self._filesystems.get(fs_name)
-            if fs is None:
-                with translated(f"mounting CephFS {fs_name!r} on cluster {self.name!r}"):
-                    fs = cephfs.LibCephFS(rados_inst=cluster)
-                    fs.mount(filesystem_name=fs_name.encode())
-                self._filesystems[fs_name] = fs
-        yield fs
+            if self._handle is handle:
+                self._handle = None
+            unused = not handle.retired and handle.users == 0
+            handle.retired = True
+        if unused:
+            handle.shutdown()
 
-    @contextmanager
-    def operation(self, op: str, what: str) -> Iterator[None]:
-        """Time a binding call and translate its errors; drop the connection if Ceph closed it."""
+    def _lane(self, lane: str) -> _Lane:
+        with self._lock:
+            self._leave_parent()
+            found = self._lanes.get(lane)
+            if found is None:
+                found = self._lanes[lane] = _Lane(f"{self.name} {lane}")
+            return found
+
+    def call(self, op: str, what: str, fn: Callable[[CephHandle], T], lane: str = MONITORS,
+             patient: bool = False, timeout: float | None = None, keep_handle: bool = False) -> T:
+        """fn(handle) on one of the lane's threads, its binding errors translated; ceph_unavailable when
+        it has not returned (nor progressed) within the timeout (the connection's, or a shorter one),
+        unless `patient` (a call bounded by librados' own operation timeouts, whose length grows
+        with the data). `keep_handle`: a call that gets no answer never replaces the handle (a
+        probe reports what it finds, it does not act on it)."""
+        timeout = min(timeout or self.timeout, self.timeout)
+        with timed_ceph_op(self.name, op):
+            threads = self._lane(lane)
+            if not threads.slots.acquire(timeout=timeout):
+                raise CephUnavailable(f"{what}: {LANE_CALLS} calls into {lane} of cluster {self.name!r} have been "
+                                      f"waiting for Ceph for over {timeout:g}s", details={"lane": lane})
+            call = _Call(fn, lane, keep_handle)
+            threads.start(lambda: self._run(call, what))
+            if patient:
+                call.done.acquire()
+            else:
+                while not call.done.acquire(timeout=max(0.0, call.progressed_at + timeout - time.monotonic())):
+                    if time.monotonic() >= call.progressed_at + timeout:
+                        raise self._abandon(call, op, what, timeout)
+            if call.error is not None:
+                raise call.error
+            return call.result
+
+    def _run(self, call: _Call, what: str) -> None:
+        _running.call = call
+        handle = None
         try:
-            with timed_ceph_op(self.name, op), translated(what):
-                yield
-        except CephUnavailable:
-            self.reset()
-            raise
+            handle = call.handle = self._check_out()
+            with translated(what):
+                call.result = call.fn(handle)
+        except BaseException as exc:  # handed to the caller, which raises it in its own thread
+            call.error = exc
+        finally:
+            if handle is not None:
+                self._judge(handle, call)
+            call.done.release()  # before a last shutdown, which the caller need not wait for
+            _running.call = None
+            if handle is not None:
+                self._check_in(handle)
+
+    def _abandon(self, call: _Call, op: str, what: str, timeout: float) -> CephUnavailable:
+        log.warning("Ceph call abandoned past its deadline", extra={
+            "cluster": self.name, "operation": op, "timeout_s": timeout})
+        message, details = f"{what}: no answer from Ceph within {timeout:g}s", {"timeout_s": timeout}
+        if call.handle is None:  # still connecting: no operation reached the cluster
+            return CephNotConnected(message, details=details)
+        self._suspect(call.handle, call)
+        return CephUnavailable(message, details=details)
+
+    def _judge(self, handle: CephHandle, call: _Call) -> None:
+        """What a call that returned says of its handle."""
+        if not isinstance(call.error, CephUnavailable):
+            with self._lock:  # an answer, whatever it was (a missing object is one)
+                handle.answered[call.lane] = time.monotonic()
+        elif call.error.errno in CLOSED_ERRNOS:
+            self._retire(handle)  # Ceph closed it: later calls connect anew
+        else:
+            self._suspect(handle, call)  # librados timed an operation out
+
+    def _suspect(self, handle: CephHandle, call: _Call) -> None:
+        """A call got no answer in time: replace its handle only if the lane answered on it before,
+        but not since the call began."""
+        with self._lock:
+            answered = handle.answered.get(call.lane)
+        if not call.keep_handle and answered is not None and answered < call.started:
+            self._retire(handle)
+
+    def in_pool(self, pool: str, op: str, what: str, fn: Callable[[rados.Ioctx], T], patient: bool = False) -> T:
+        return self.call(op, what, lambda handle: fn(handle.ioctx(pool)), lane=f"pool {pool}", patient=patient)
+
+    def in_filesystem(self, fs_name: str, op: str, what: str, fn: Callable[[cephfs.LibCephFS], T]) -> T:
+        return self.call(op, what, lambda handle: fn(handle.filesystem(fs_name)), lane=f"file system {fs_name}")
 
     def mon_command(self, prefix: str, **args) -> dict | list:
         command = json.dumps({"prefix": prefix, "format": "json", **args})
-        with self.operation("mon_command", f"ceph {prefix} on {self.name!r}"):
-            ret, out, status = self.rados().mon_command(command, b"", timeout=self._timeout_s)
+        what = f"ceph {prefix} on {self.name!r}"
+        ret, out, status = self.call("mon_command", what, lambda handle: handle.rados.mon_command(
+            command, b"", timeout=self._timeout_s))
         if ret != 0:
-            raise translate(rados.OSError(status, errno=-ret), f"ceph {prefix} on {self.name!r}")
+            raise translate(rados.OSError(status, errno=-ret), what)
         return json.loads(out) if out else {}
+
+    def probe(self, pools: Iterable[str], timeout: float) -> None:
+        """Raise CephUnavailable unless the monitors and every pool's OSDs answer within `timeout`:
+        one monitor command and, per pool, one stat of an object (a "no such object" is an answer).
+        Asking the monitors alone says nothing of a stopped OSD."""
+        def ask(handle: CephHandle) -> None:
+            ret, _, status = handle.rados.mon_command(json.dumps({"prefix": "health"}), b"", timeout=self._timeout_s)
+            if ret != 0:
+                raise translate(rados.OSError(status, errno=-ret), f"ceph health on {self.name!r}")
+            for pool in pools:
+                try:
+                    handle.ioctx(pool).stat(PROBE_OBJECT)
+                except rados.ObjectNotFound:
+                    pass
+
+        self.call("probe", f"probing cluster {self.name!r}", ask, timeout=timeout, keep_handle=True)
 
     def capacity(self) -> dict:
         """`ceph df`: the cluster's raw total/used/available bytes and, per pool, what is stored, what it
@@ -136,9 +413,9 @@ class CephConnection:
         client_id = self.access.get("client_id") or "admin"
         if self.access.get("cephx_key"):
             return client_id, self.access["cephx_key"]
-        cluster = self.rados()
-        key = cluster.conf_get("key")
-        paths = [self.access.get("keyring_path")] + cluster.conf_get("keyring").split(",")
+        key, keyrings = self.call("credentials", f"reading the keyring of {self.name!r}", lambda handle: (
+            handle.rados.conf_get("key"), handle.rados.conf_get("keyring")))
+        paths = [self.access.get("keyring_path")] + keyrings.split(",")
         key = key or next(filter(None, (_key_in(path.strip(), client_id) for path in paths if path)), None)
         if not key:
             raise CephNotConnected(f"cluster {self.name!r}: no key for client.{client_id} in its keyrings {paths}")
@@ -146,30 +423,20 @@ class CephConnection:
 
     def describe(self) -> dict:
         """What the cluster offers robin: its fsid, monitors, pools and CephFS file systems."""
-        with self.operation("describe", f"describing cluster {self.name!r}"):
-            cluster = self.rados()
-            pools, fsid = sorted(cluster.list_pools()), cluster.get_fsid()
+        pools, fsid = self.call("describe", f"describing cluster {self.name!r}", lambda handle: (
+            sorted(handle.rados.list_pools()), handle.rados.get_fsid()))
         filesystems = sorted(fs["name"] for fs in self.mon_command("fs ls"))
         monitors = [_client_address(mon) for mon in self.mon_command("mon dump")["mons"]]
         return {"fsid": fsid, "monitors": monitors, "pools": pools, "filesystems": filesystems}
 
-    def reset(self) -> None:
+    def close(self) -> None:
+        """Stop using the connection: shut down now if no call uses it, else when the last one returns.
+        A forked child never shuts down its parent's handle."""
         with self._lock:
-            cluster, self._rados, self._ioctxs = self._rados, None, {}
-            filesystems, self._filesystems = list(self._filesystems.values()), {}
-            mine = self._pid == os.getpid()
-        if not mine:
-            return  # a forked child must not shut down its parent's handles
-        for fs in filesystems:
-            try:
-                fs.shutdown()
-            except cephfs.Error:
-                pass  # it is being discarded either way
-        if cluster is not None:
-            try:
-                cluster.shutdown()
-            except rados.Error:
-                pass
+            self._leave_parent()
+            handle = self._handle
+        if handle is not None:
+            self._retire(handle)
 
 
 class CephConnections:
@@ -185,7 +452,7 @@ class CephConnections:
             conn = self._connections.get(name)
             if conn is None or conn.access != access:
                 if conn is not None:
-                    conn.reset()
+                    conn.close()
                 conn = self._connections[name] = CephConnection(name, access, self.timeout)
             return conn
 
@@ -193,13 +460,13 @@ class CephConnections:
         with self._lock:
             conn = self._connections.pop(name, None)
         if conn is not None:
-            conn.reset()
+            conn.close()
 
     def close(self) -> None:
         with self._lock:
             connections, self._connections = list(self._connections.values()), {}
         for conn in connections:
-            conn.reset()
+            conn.close()
 
 
 def _pool_capacity(name: str, stats: dict) -> dict:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import rados
 import rbd
 
-from robin.ceph.connection import CephConnection
+from robin.ceph.connection import CephConnection, CephHandle, progress
 from robin.ceph.errors import CephAlreadyExists, CephBusy, CephNotFound
 
 FEATURE_BITS = {
@@ -44,9 +44,11 @@ def feature_names(mask: int) -> tuple[str, ...]:
 
 
 def image_info(conn: CephConnection, pool: str, name: str) -> ImageInfo:
-    with conn.operation("rbd.stat", f"reading RBD image {pool}/{name}"), conn.ioctx(pool) as ioctx:
+    def read(ioctx: rados.Ioctx) -> ImageInfo:
         with rbd.Image(ioctx, name, read_only=True) as image:
             return ImageInfo(size_bytes=image.size(), features=feature_names(image.features()))
+
+    return conn.in_pool(pool, "rbd.stat", f"reading RBD image {pool}/{name}", read)
 
 
 def _owner(ioctx: rados.Ioctx, name: str) -> str | None:
@@ -75,16 +77,15 @@ def _set_owner(ioctx: rados.Ioctx, name: str, owner: str | None) -> None:
 
 def image_owner(conn: CephConnection, pool: str, name: str) -> str | None:
     """The volume id robin recorded for this image, or None for an image robin did not create."""
-    with conn.operation("rbd.owner", f"reading the owner of RBD image {pool}/{name}"), conn.ioctx(pool) as ioctx:
-        return _owner(ioctx, name)
+    return conn.in_pool(pool, "rbd.owner", f"reading the owner of RBD image {pool}/{name}",
+                        lambda ioctx: _owner(ioctx, name))
 
 
 def create_image(conn: CephConnection, pool: str, name: str, size_bytes: int, features, owner: str,
                  metadata: dict[str, str]) -> None:
-    what = f"creating RBD image {pool}/{name}"
-    with conn.operation("rbd.create", what), conn.ioctx(pool) as ioctx:
-        _make_owned(ioctx, pool, name, owner, metadata, lambda: rbd.RBD().create(
-            ioctx, name, size_bytes, old_format=False, features=feature_mask(features)))
+    conn.in_pool(pool, "rbd.create", f"creating RBD image {pool}/{name}", lambda ioctx: _make_owned(
+        ioctx, pool, name, owner, metadata, lambda: rbd.RBD().create(
+            ioctx, name, size_bytes, old_format=False, features=feature_mask(features))))
 
 
 def _make_owned(ioctx: rados.Ioctx, pool: str, name: str, owner: str, metadata: dict[str, str], make) -> None:
@@ -110,19 +111,29 @@ def _set_metadata(ioctx: rados.Ioctx, name: str, metadata: dict[str, str]) -> No
 
 
 def resize_image(conn: CephConnection, pool: str, name: str, size_bytes: int) -> None:
-    with conn.operation("rbd.resize", f"resizing RBD image {pool}/{name}"), conn.ioctx(pool) as ioctx:
+    def resize(ioctx: rados.Ioctx) -> None:
         with rbd.Image(ioctx, name) as image:
             if image.size() != size_bytes:
                 image.resize(size_bytes, allow_shrink=True)
 
+    conn.in_pool(pool, "rbd.resize", f"resizing RBD image {pool}/{name}", resize)
+
 
 def remove_image(conn: CephConnection, pool: str, name: str) -> None:
-    with conn.operation("rbd.remove", f"removing RBD image {pool}/{name}"), conn.ioctx(pool) as ioctx:
+    def remove(ioctx: rados.Ioctx) -> None:
         try:
-            rbd.RBD().remove(ioctx, name)
+            rbd.RBD().remove(ioctx, name, on_progress=_progressed)
         except rbd.ImageNotFound:
             pass  # already gone: removing is idempotent
         _set_owner(ioctx, name, None)
+
+    conn.in_pool(pool, "rbd.remove", f"removing RBD image {pool}/{name}", remove)
+
+
+def _progressed(_done: int, _total: int) -> int:
+    """librbd's progress callback: a long removal or flatten that still advances keeps its deadline away."""
+    progress()
+    return 0
 
 
 def used_bytes(conn: CephConnection, pool: str, name: str) -> int:
@@ -149,52 +160,60 @@ def measure_image(conn: CephConnection, pool: str, name: str) -> Measured:
 
     def count(_offset: int, length: int, exists: bool) -> int:
         nonlocal total
+        progress()  # a full scan asks every object: slow on a big image, yet advancing
         if exists:
             total += length
         return 0
 
-    with conn.operation("rbd.du", f"measuring RBD image {pool}/{name}"), conn.ioctx(pool) as ioctx:
+    def measure(ioctx: rados.Ioctx) -> str:
         with rbd.Image(ioctx, name, read_only=True) as image:
             if not image.features() & rbd.RBD_FEATURE_FAST_DIFF:
                 method = NO_MAP
             else:
                 method = FULL_SCAN if image.flags() & _MAP_INVALID else FAST_DIFF
             image.diff_iterate(0, image.size(), None, count, whole_object=True)
+        return method
+
+    method = conn.in_pool(pool, "rbd.du", f"measuring RBD image {pool}/{name}", measure)
     return Measured(total, method)
 
 
 def list_images(conn: CephConnection, pool: str) -> list[str]:
-    with conn.operation("rbd.list", f"listing RBD pool {pool}"), conn.ioctx(pool) as ioctx:
-        return rbd.RBD().list(ioctx)
+    return conn.in_pool(pool, "rbd.list", f"listing RBD pool {pool}", rbd.RBD().list)
 
 
 # --- snapshots, rollback, clones -----------------------------------------------------------------
 
 def create_snapshot(conn: CephConnection, pool: str, name: str, snapshot: str) -> None:
-    with conn.operation("rbd.snap_create", f"snapshotting RBD image {pool}/{name}@{snapshot}"), \
-            conn.ioctx(pool) as ioctx, rbd.Image(ioctx, name) as image:
-        try:
-            image.create_snap(snapshot)
-        except rbd.ImageExists:
-            pass  # the image is robin's, so a snapshot of that name is this one, taken before
+    def snap(ioctx: rados.Ioctx) -> None:
+        with rbd.Image(ioctx, name) as image:
+            try:
+                image.create_snap(snapshot)
+            except rbd.ImageExists:
+                pass  # the image is robin's, so a snapshot of that name is this one, taken before
+
+    conn.in_pool(pool, "rbd.snap_create", f"snapshotting RBD image {pool}/{name}@{snapshot}", snap)
 
 
 def remove_snapshot(conn: CephConnection, pool: str, name: str, snapshot: str) -> None:
     """Idempotent. A snapshot that clones still depend on moves to Ceph's trash namespace (clone v2)
     and disappears with its last clone."""
-    with conn.operation("rbd.snap_remove", f"removing snapshot {pool}/{name}@{snapshot}"), \
-            conn.ioctx(pool) as ioctx:
+    def unsnap(ioctx: rados.Ioctx) -> None:
         try:
             with rbd.Image(ioctx, name) as image:
                 image.remove_snap(snapshot)
         except rbd.ImageNotFound:
             pass  # the snapshot, or its image, is gone already
 
+    conn.in_pool(pool, "rbd.snap_remove", f"removing snapshot {pool}/{name}@{snapshot}", unsnap)
+
 
 def list_snapshots(conn: CephConnection, pool: str, name: str) -> list[str]:
-    with conn.operation("rbd.snap_list", f"listing snapshots of {pool}/{name}"), conn.ioctx(pool) as ioctx, \
-            rbd.Image(ioctx, name, read_only=True) as image:
-        return [snap["name"] for snap in image.list_snaps()]
+    def snaps(ioctx: rados.Ioctx) -> list[str]:
+        with rbd.Image(ioctx, name, read_only=True) as image:
+            return [snap["name"] for snap in image.list_snaps()]
+
+    return conn.in_pool(pool, "rbd.snap_list", f"listing snapshots of {pool}/{name}", snaps)
 
 
 def users(conn: CephConnection, pool: str, name: str) -> list[str]:
@@ -202,52 +221,62 @@ def users(conn: CephConnection, pool: str, name: str) -> list[str]:
     or opened image has one) and exclusive-lock owners."""
     # Opened read-write: librbd answers lock queries only then. Opening takes no lock; its watch
     # is robin's own and is left out.
-    with conn.operation("rbd.status", f"reading the users of {pool}/{name}"), conn.ioctx(pool) as ioctx, \
-            rbd.Image(ioctx, name) as image:
-        return _users(conn, image)
+    def read(handle: CephHandle) -> list[str]:
+        with rbd.Image(handle.ioctx(pool), name) as image:
+            return _users(handle, image)
+
+    return conn.call("rbd.status", f"reading the users of {pool}/{name}", read, lane=f"pool {pool}")
 
 
-def _users(conn: CephConnection, image: rbd.Image) -> list[str]:
+def _users(handle: CephHandle, image: rbd.Image) -> list[str]:
     owners = [f"lock owner {owner['owner']}" for owner in image.lock_get_owners()]
-    return _watchers(conn, image) + owners
+    return _watchers(handle, image) + owners
 
 
 def watchers(conn: CephConnection, pool: str, name: str) -> list[str]:
     """Who has the image open, other than robin's own connection. Unlike users(), a lock owner
     without a watch does not count: that client died holding the lock, which librbd breaks when
     the next client needs it."""
-    with conn.operation("rbd.status", f"reading the watchers of {pool}/{name}"), conn.ioctx(pool) as ioctx, \
-            rbd.Image(ioctx, name, read_only=True) as image:
-        return _watchers(conn, image)
+    def read(handle: CephHandle) -> list[str]:
+        with rbd.Image(handle.ioctx(pool), name, read_only=True) as image:
+            return _watchers(handle, image)
+
+    return conn.call("rbd.status", f"reading the watchers of {pool}/{name}", read, lane=f"pool {pool}")
 
 
-def _watchers(conn: CephConnection, image: rbd.Image) -> list[str]:
-    me = conn.rados().get_instance_id()
+def _watchers(handle: CephHandle, image: rbd.Image) -> list[str]:
+    me = handle.rados.get_instance_id()
     return [f"watcher client.{w['id']} at {w['addr']}" for w in image.watchers_list() if w["id"] != me]
 
 
 def rollback(conn: CephConnection, pool: str, name: str, snapshot: str) -> None:
-    with conn.operation("rbd.rollback", f"rolling {pool}/{name} back to {snapshot}"), conn.ioctx(pool) as ioctx, \
-            rbd.Image(ioctx, name) as image:
-        image.rollback_to_snap(snapshot)
+    def roll_back(ioctx: rados.Ioctx) -> None:
+        with rbd.Image(ioctx, name) as image:
+            image.rollback_to_snap(snapshot)
+
+    # rollback_to_snap rewrites every object and reports no progress, so its length grows with the image
+    # and it is not cut at the timeout: each OSD write it makes is (rados_osd_op_timeout), so it cannot hang.
+    conn.in_pool(pool, "rbd.rollback", f"rolling {pool}/{name} back to {snapshot}", roll_back, patient=True)
 
 
 def clone(conn: CephConnection, pool: str, parent: str, snapshot: str, name: str, features, owner: str,
           metadata: dict[str, str]) -> None:
     """A copy-on-write clone (format 2: the parent snapshot needs no protection). Idempotent like
     create_image: a clone robin already made under this owner is success."""
-    with conn.operation("rbd.clone", f"cloning {pool}/{parent}@{snapshot} to {name}"), conn.ioctx(pool) as ioctx:
-        _make_owned(ioctx, pool, name, owner, metadata, lambda: rbd.RBD().clone(
-            ioctx, parent, snapshot, ioctx, name, features=feature_mask(features)))
+    conn.in_pool(pool, "rbd.clone", f"cloning {pool}/{parent}@{snapshot} to {name}", lambda ioctx: _make_owned(
+        ioctx, pool, name, owner, metadata, lambda: rbd.RBD().clone(
+            ioctx, parent, snapshot, ioctx, name, features=feature_mask(features))))
 
 
 def flatten(conn: CephConnection, pool: str, name: str) -> None:
-    with conn.operation("rbd.flatten", f"flattening {pool}/{name}"), conn.ioctx(pool) as ioctx, \
-            rbd.Image(ioctx, name) as image:
-        try:
-            image.flatten()
-        except rbd.InvalidArgument:
-            pass  # no parent (any more): flattening is idempotent
+    def flat(ioctx: rados.Ioctx) -> None:
+        with rbd.Image(ioctx, name) as image:
+            try:
+                image.flatten(on_progress=_progressed)
+            except rbd.InvalidArgument:
+                pass  # no parent (any more): flattening is idempotent
+
+    conn.in_pool(pool, "rbd.flatten", f"flattening {pool}/{name}", flat)
 
 
 # --- trash ---------------------------------------------------------------------------------------
@@ -255,12 +284,12 @@ def flatten(conn: CephConnection, pool: str, name: str) -> None:
 def trash_move(conn: CephConnection, pool: str, name: str, delay_s: int) -> str | None:
     """Move the image to the Ceph trash; return its trash id, or None when there was no image (a
     volume whose create never reached Ceph). Idempotent: an image already moved is found there."""
-    with conn.operation("rbd.trash_move", f"moving RBD image {pool}/{name} to the trash"), \
-            conn.ioctx(pool) as ioctx:
+    def move(handle: CephHandle) -> str | None:
+        ioctx = handle.ioctx(pool)
         try:
             # One open (read-write, for the lock query) gives both the id and the users.
             with rbd.Image(ioctx, name) as image:
-                image_id, in_use = image.id(), _users(conn, image)
+                image_id, in_use = image.id(), _users(handle, image)
         except rbd.ImageNotFound:
             return _trash_id(ioctx, name)
         # Ceph moves an image that is mapped somewhere without complaint; robin refuses, as a
@@ -271,6 +300,8 @@ def trash_move(conn: CephConnection, pool: str, name: str, delay_s: int) -> str 
         rbd.RBD().trash_move(ioctx, name, delay_s)
         return image_id
 
+    return conn.call("rbd.trash_move", f"moving RBD image {pool}/{name} to the trash", move, lane=f"pool {pool}")
+
 
 def _trash_id(ioctx: rados.Ioctx, name: str) -> str | None:
     found = [entry["id"] for entry in rbd.RBD().trash_list(ioctx) if entry["name"] == name]
@@ -278,14 +309,15 @@ def _trash_id(ioctx: rados.Ioctx, name: str) -> str | None:
 
 
 def trash_restore(conn: CephConnection, pool: str, image_id: str, name: str) -> None:
-    with conn.operation("rbd.trash_restore", f"restoring RBD image {pool}/{name} from the trash"), \
-            conn.ioctx(pool) as ioctx:
+    def restore(ioctx: rados.Ioctx) -> None:
         try:
             rbd.RBD().trash_restore(ioctx, image_id, name)
         except rbd.ImageNotFound:
             if _image_id(ioctx, name) != image_id:  # not restored before either: it is gone
                 raise CephNotFound(f"RBD image {pool}/{name} is no longer in the trash",
                                    details={"pool": pool, "image": name}) from None
+
+    conn.in_pool(pool, "rbd.trash_restore", f"restoring RBD image {pool}/{name} from the trash", restore)
 
 
 def _image_id(ioctx: rados.Ioctx, name: str) -> str | None:
@@ -297,13 +329,14 @@ def _image_id(ioctx: rados.Ioctx, name: str) -> str | None:
 
 def trash_purge(conn: CephConnection, pool: str, image_id: str, name: str) -> None:
     """Remove the image from the trash now (robin keeps its own purge time) and forget its owner."""
-    with conn.operation("rbd.trash_remove", f"purging RBD image {pool}/{name} from the trash"), \
-            conn.ioctx(pool) as ioctx:
+    def purge(ioctx: rados.Ioctx) -> None:
         try:
-            rbd.RBD().trash_remove(ioctx, image_id, force=True)
+            rbd.RBD().trash_remove(ioctx, image_id, force=True, on_progress=_progressed)
         except rbd.ImageNotFound:
             pass  # purged already
         _set_owner(ioctx, name, None)
+
+    conn.in_pool(pool, "rbd.trash_remove", f"purging RBD image {pool}/{name} from the trash", purge)
 
 
 # --- what Ceph holds, for the reconciler ---------------------------------------------------------
@@ -321,7 +354,7 @@ class Observed:
 
 
 def inspect(conn: CephConnection, pool: str, name: str) -> Observed:
-    with conn.operation("rbd.inspect", f"inspecting RBD image {pool}/{name}"), conn.ioctx(pool) as ioctx:
+    def observe(ioctx: rados.Ioctx) -> Observed:
         owner = _owner(ioctx, name)
         try:
             with rbd.Image(ioctx, name, read_only=True) as image:
@@ -329,6 +362,8 @@ def inspect(conn: CephConnection, pool: str, name: str) -> Observed:
                 return Observed(True, owner, image.size(), created, _parent_of(image))
         except rbd.ImageNotFound:
             return Observed(False, owner)
+
+    return conn.in_pool(pool, "rbd.inspect", f"inspecting RBD image {pool}/{name}", observe)
 
 
 def _parent_of(image: rbd.Image) -> tuple[str, str] | None:
@@ -341,8 +376,8 @@ def _parent_of(image: rbd.Image) -> tuple[str, str] | None:
 
 
 def mark_owner(conn: CephConnection, pool: str, name: str, owner: str) -> None:
-    with conn.operation("rbd.mark", f"recording the owner of {pool}/{name}"), conn.ioctx(pool) as ioctx:
-        _set_owner(ioctx, name, owner)
+    conn.in_pool(pool, "rbd.mark", f"recording the owner of {pool}/{name}",
+                 lambda ioctx: _set_owner(ioctx, name, owner))
 
 
 def snapshot_exists(conn: CephConnection, pool: str, name: str, snapshot: str) -> bool:
@@ -374,6 +409,7 @@ class TrashEntry:
 
 
 def _details(ioctx: rados.Ioctx, name: str) -> ImageDetails | None:
+    progress()  # a pool's survey opens every image: slow on a big pool, yet advancing
     try:
         with rbd.Image(ioctx, name, read_only=True) as image:
             parent = _parent_of(image)
@@ -387,8 +423,8 @@ def _details(ioctx: rados.Ioctx, name: str) -> ImageDetails | None:
 
 
 def describe_image(conn: CephConnection, pool: str, name: str) -> ImageDetails | None:
-    with conn.operation("rbd.describe", f"describing RBD image {pool}/{name}"), conn.ioctx(pool) as ioctx:
-        return _details(ioctx, name)
+    return conn.in_pool(pool, "rbd.describe", f"describing RBD image {pool}/{name}",
+                        lambda ioctx: _details(ioctx, name))
 
 
 @dataclass(frozen=True)
@@ -400,7 +436,7 @@ class PoolContents:
 
 def pool_contents(conn: CephConnection, pool: str) -> PoolContents:
     """Every image of the pool (opened once each), robin's ownership directory and the trash."""
-    with conn.operation("rbd.survey", f"surveying RBD pool {pool}"), conn.ioctx(pool) as ioctx:
+    def survey(ioctx: rados.Ioctx) -> PoolContents:
         images = {}
         for name in rbd.RBD().list(ioctx):
             details = _details(ioctx, name)
@@ -409,6 +445,8 @@ def pool_contents(conn: CephConnection, pool: str) -> PoolContents:
         trash = [TrashEntry(entry["id"], entry["name"], entry["deferment_end_time"].replace(tzinfo=UTC))
                  for entry in rbd.RBD().trash_list(ioctx)]
         return PoolContents(images, _all_owners(ioctx), trash)
+
+    return conn.in_pool(pool, "rbd.survey", f"surveying RBD pool {pool}", survey)
 
 
 def _all_owners(ioctx: rados.Ioctx) -> dict[str, str]:
@@ -421,6 +459,7 @@ def _all_owners(ioctx: rados.Ioctx) -> dict[str, str]:
             except rados.ObjectNotFound:
                 return owners
             batch = {key: value.decode() for key, value in values}
+        progress()
         owners.update(batch)
         if len(batch) < 1000:
             return owners

@@ -31,6 +31,10 @@ class ClusterSchema(Schema):
     client_id = fields.String()
     is_default = fields.Boolean()
     created_at = fields.DateTime(format="iso")
+    up = fields.Boolean(dump_only=True, metadata={
+        "description": "whether the cluster's monitors and the OSDs of the pools robin uses there answer "
+                       "(probed at most every few seconds)"})
+    health = fields.String(dump_only=True, metadata={"description": '"ok", or "unavailable: " and why'})
 
 
 class ClusterDetailSchema(ClusterSchema):

@@ -1,11 +1,16 @@
 """The cluster registry and each cluster's process-wide connection."""
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from robin import crypto
+from robin import config, crypto
 from robin.auth.identity import Identity
 from robin.ceph import CephConnection, CephConnections
 from robin.clusters.models import CephCluster
@@ -13,6 +18,12 @@ from robin.db import db
 from robin.errors import Conflict, NotFound, RobinError, ServiceUnavailable
 
 DEFAULT_NAME = "default"
+# A cluster's health is probed at most this often per process: readiness probes, scrapes and
+# listings all read the cached answer.
+HEALTH_TTL_S = 5.0
+# A probe's deadline: a load balancer's readiness probe waits a few seconds at most.
+HEALTH_PROBE_TIMEOUT_S = 2.0
+HEALTH_PARALLELISM = 8
 
 
 class _Registry:
@@ -93,10 +104,14 @@ def connection(cluster: CephCluster) -> CephConnection:
 
 
 def list_all(identity: Identity) -> list[CephCluster]:
+    """Every registered cluster, with whether it serves I/O now (`up`, `health`)."""
     if not identity.sees_all_projects:
         identity.require_admin()
     with db.reading() as session:
-        return list(session.scalars(select(CephCluster).order_by(CephCluster.name)))
+        registered = list(session.scalars(select(CephCluster).order_by(CephCluster.name)))
+    for cluster, found in zip(registered, health_of_all(registered), strict=True):
+        cluster.up, cluster.health = found.up, found.detail  # transient: only the response carries them
+    return registered
 
 
 def register(identity: Identity, spec: dict) -> CephCluster:
@@ -147,6 +162,72 @@ def get(identity: Identity, name: str) -> dict:
         return {**public, "reachable": False, "error": exc.message}
 
 
-def check_reachable(cluster: CephCluster) -> None:
-    """Raise CephUnavailable unless the cluster's monitors answer."""
-    connection(cluster).mon_command("health")
+# --- health: whether a cluster serves I/O --------------------------------------------------------
+
+@dataclass(frozen=True)
+class Health:
+    up: bool
+    detail: str  # "ok", or "unavailable: <why>"
+    checked_at: float
+
+
+class _HealthCache:
+    """The last probe of each cluster; one probe at a time per cluster, the others wait for its answer."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._found: dict[str, Health] = {}
+        self._probing: dict[str, threading.Lock] = {}
+
+    def get(self, cluster: CephCluster, pools: list[str]) -> Health:
+        with self._lock:
+            probing = self._probing.setdefault(cluster.name, threading.Lock())
+        with probing:
+            found = self._found.get(cluster.name)
+            if found is None or time.monotonic() - found.checked_at >= HEALTH_TTL_S:
+                found = self._found[cluster.name] = _probe(cluster, pools)
+            return found
+
+
+health_cache = _HealthCache()
+
+
+def health(cluster: CephCluster) -> Health:
+    """Whether the cluster's monitors, and the OSDs of the pools robin uses there, answer (cached)."""
+    return health_cache.get(cluster, _pools_in_use(cluster))
+
+
+def health_of_all(registered: list[CephCluster]) -> list[Health]:
+    if not registered:
+        return []
+    pools = [_pools_in_use(cluster) for cluster in registered]  # here: the probes' threads have no app context
+    with ThreadPoolExecutor(max_workers=min(HEALTH_PARALLELISM, len(registered))) as pool:
+        return list(pool.map(health_cache.get, registered, pools))
+
+
+def health_rows() -> list[dict]:
+    """robin_ceph_cluster_up, read at scrape time: every registered cluster's cached health."""
+    with db.reading() as session:
+        registered = list(session.scalars(select(CephCluster).order_by(CephCluster.name)))
+    return [{"cluster": cluster.name, "up": found.up}
+            for cluster, found in zip(registered, health_of_all(registered), strict=True)]
+
+
+def _probe(cluster: CephCluster, pools: list[str]) -> Health:
+    try:
+        connection(cluster).probe(pools, HEALTH_PROBE_TIMEOUT_S)
+        return Health(True, "ok", time.monotonic())
+    except RobinError as exc:
+        return Health(False, f"unavailable: {exc.message}", time.monotonic())
+
+
+def _pools_in_use(cluster: CephCluster) -> list[str]:
+    """The pools robin's live images are in on this cluster and, on the default one, those tenants may use."""
+    from robin.volumes.models import RbdImage, VolumeState
+
+    with db.reading() as session:
+        pools = set(session.scalars(select(RbdImage.pool).distinct().where(
+            RbdImage.cluster_id == cluster.id, RbdImage.state != VolumeState.DELETED)))
+    if cluster.is_default:
+        pools.update(config.current().rbd_pools)
+    return sorted(pools)

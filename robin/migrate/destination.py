@@ -67,7 +67,7 @@ def rbd_users(ceph: Access, cluster: str, volume: dict) -> list[str]:
         raise DestinationError("destination_unchecked", f"cannot tell who uses {volume['pool']}/{volume['name']}: "
                                                         f"{exc.message}") from exc
     finally:
-        conn.reset()
+        conn.close()
 
 
 def where(ref: VolumeRef, volume: dict) -> dict:

@@ -90,6 +90,9 @@ def _reserve(kind: Kind, project: str, volume_name: str, name: str) -> Snapshot:
 
 
 def _undo_create(kind: Kind, snapshot: Snapshot, cause: RobinError) -> None:
+    if volumes.left_for_the_reconciler(cause):
+        _set_state(snapshot, SnapshotState.ERROR, error_message=f"create failed: {cause.message}")
+        return
     try:
         kind.remove_snapshot(volumes.ceph_connection(snapshot.volume), snapshot.volume, snapshot.name)
     except RobinError:
@@ -212,7 +215,7 @@ def clone(identity: Identity, project: str, spec: dict) -> RbdImage:
             rbd_ops.remove_snapshot(conn, parent.pool, parent.name, child.parent_snapshot)
     except RobinError as exc:
         volumes.undo_create(RBD, child, exc)
-        if temporary:
+        if temporary and not volumes.left_for_the_reconciler(exc):
             _forget_temporary_snapshot(conn, parent, child.parent_snapshot)
         raise
     crash_point("volume.clone")

@@ -25,7 +25,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from robin import config
 from robin.auth.identity import Identity
-from robin.ceph import CephAlreadyExists, CephNotConnected
+from robin.ceph import CephAlreadyExists, CephNotConnected, CephUnavailable
 from robin.clusters import service as clusters
 from robin.db import db, utcnow
 from robin.errors import BadRequest, Conflict, NotFound, RobinError
@@ -157,6 +157,9 @@ def undo_create(kind: Kind, volume: Volume, cause: RobinError) -> None:
     fate cannot be known (Ceph stopped answering mid-way), keep the row in `error` holding its
     quota, so the reconciler can decide without ever exceeding the quota. A foreign object with
     the name (CephAlreadyExists) is never touched."""
+    if left_for_the_reconciler(cause):
+        set_state(volume, VolumeState.ERROR, error_message=f"create failed: {cause.message}")
+        return
     if not isinstance(cause, (CephAlreadyExists, CephNotConnected)):
         try:
             kind.remove(ceph_connection(volume), volume)
@@ -166,6 +169,12 @@ def undo_create(kind: Kind, volume: Volume, cause: RobinError) -> None:
             return
     with db.unit_of_work() as session:
         session.execute(kind.model.__table__.delete().where(kind.model.id == volume.id))
+
+
+def left_for_the_reconciler(cause: RobinError) -> bool:
+    """Ceph did not answer in time (it was reached: no connection failure): an undo now would most
+    likely wait out a second timeout in the request, so the row is left to the reconciler."""
+    return isinstance(cause, CephUnavailable) and not isinstance(cause, CephNotConnected)
 
 
 # --- read -------------------------------------------------------------------------------------

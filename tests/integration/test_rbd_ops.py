@@ -15,7 +15,7 @@ MiB = 2**20
 def conn(ceph_conf):
     connection = CephConnection("test", {"conf_path": ceph_conf, "client_id": "admin"}, timeout=5)
     yield connection
-    connection.reset()
+    connection.close()
 
 
 def test_create_is_idempotent_for_the_same_owner_only(conn, rbd_ioctx):
