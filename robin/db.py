@@ -24,6 +24,12 @@ from sqlalchemy.types import TypeDecorator
 
 log = logging.getLogger(__name__)
 SQLITE_BUSY_TIMEOUT_S = 30
+# Every call that leaves the process has a deadline. libpq's own: a connect gives up after
+# connect_timeout; on an open connection, data the server does not acknowledge within
+# tcp_user_timeout (a cut network, a host gone) and an idle peer that fails the keepalives
+# break the connection, so a request gets an error instead of a worker thread held for good.
+POSTGRES_CONNECT_ARGS = {"connect_timeout": 5, "tcp_user_timeout": 15_000, "keepalives": 1,
+                         "keepalives_idle": 15, "keepalives_interval": 5, "keepalives_count": 3}
 # robin is installed editable (see the Makefile), so the migrations sit beside the package.
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -110,7 +116,8 @@ class Database:
         self.dispose()
         url = normalize_url(url)
         is_sqlite = make_url(url).get_backend_name() == "sqlite"
-        connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False} if is_sqlite else {}
+        connect_args = ({"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False} if is_sqlite
+                        else dict(POSTGRES_CONNECT_ARGS))
         engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not is_sqlite)
         if is_sqlite:
             _configure_sqlite(engine)
