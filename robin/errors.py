@@ -9,6 +9,7 @@ import json
 import logging
 
 from flask import Flask, jsonify, request
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,14 @@ def register_error_handlers(app: Flask) -> None:
     def _http_error(exc: HTTPException):
         body, status = _from_http_exception(exc)
         return jsonify(body), status
+
+    @app.errorhandler(OperationalError)
+    def _database_unavailable(exc: OperationalError):
+        # The database could not be reached or broke the connection (its deadlines are in robin.db):
+        # the request may be retried, which a 500 would not say.
+        log.warning("database unavailable", extra={"error": str(exc.orig)})
+        error = ServiceUnavailable("the database did not answer; retry later", code="database_unavailable")
+        return jsonify(error.to_dict()), error.status
 
     @app.errorhandler(RecursionError)
     def _too_deep(exc: RecursionError):

@@ -33,3 +33,16 @@ def test_a_silent_database_server_fails_a_request_within_the_connect_timeout(sil
         assert time.monotonic() - started < POSTGRES_CONNECT_ARGS["connect_timeout"] + 5
     finally:
         database.dispose()
+
+
+def test_a_request_while_the_database_is_unreachable_is_a_503_with_a_stable_code(app, admin, settings, silent_server):
+    from robin.db import db
+
+    db.configure(f"postgresql+psycopg://robin@127.0.0.1:{silent_server}/robin")
+    try:
+        response = admin.get("/api/v2/projects")
+    finally:
+        db.configure(settings.database_url)
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "database_unavailable"
+    assert admin.get("/api/v2/projects").status_code == 200  # back once the database answers
