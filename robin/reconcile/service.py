@@ -191,7 +191,7 @@ def _converge_snapshot(snapshot: Snapshot, report: Report) -> None:
         _remove_snapshot(kind, snapshot)
         report.note("fixed", "snapshot_delete_finished", snapshot)
     elif kind.snapshot_exists(volumes.ceph_connection(snapshot.volume), snapshot.volume, snapshot.name):
-        _set_snapshot(snapshot, SnapshotState.AVAILABLE, error_message=None)
+        snapshots.set_state(snapshot, SnapshotState.AVAILABLE, error_message=None)
         report.note("fixed", "snapshot_create_finished", snapshot)
     else:
         with db.unit_of_work() as session:
@@ -201,13 +201,7 @@ def _converge_snapshot(snapshot: Snapshot, report: Report) -> None:
 
 def _remove_snapshot(kind: Kind, snapshot: Snapshot) -> None:
     kind.remove_snapshot(volumes.ceph_connection(snapshot.volume), snapshot.volume, snapshot.name)
-    _set_snapshot(snapshot, SnapshotState.DELETED, deleted_at=utcnow())
-
-
-def _set_snapshot(snapshot: Snapshot, state: SnapshotState, **values) -> None:
-    with db.writing() as connection:
-        connection.execute(Snapshot.__table__.update().where(Snapshot.id == snapshot.id).values(
-            state=state, updated_at=utcnow(), **values))
+    snapshots.set_state(snapshot, SnapshotState.DELETED, deleted_at=utcnow())
 
 
 def _converge_clone(image: RbdImage, report: Report) -> None:

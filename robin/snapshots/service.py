@@ -50,13 +50,26 @@ def _find(session: Session, kind: Kind, volume: Volume, name: str) -> Snapshot:
     return _attach(kind, volume, [snapshot])[0]
 
 
-def _set_state(snapshot: Snapshot, state: SnapshotState, **values) -> Snapshot:
-    values = {"state": state, "updated_at": utcnow(), **values}
+def set_state(snapshot: Snapshot, state: SnapshotState, **values) -> Snapshot:
+    """Move the row from the state its writer read, and only from there (a compare-and-set): a
+    request or a reconciler that changed it meanwhile wins, and this writer gets 409 state_changed."""
     with db.writing() as connection:
-        connection.execute(Snapshot.__table__.update().where(Snapshot.id == snapshot.id).values(**values))
-    for key, value in values.items():
-        setattr(snapshot, key, value)
+        _move(connection, snapshot, state, **values)
     return snapshot
+
+
+def _move(connection, snapshot: Snapshot, state: SnapshotState, **values) -> None:
+    values = {"state": state, "updated_at": utcnow(), **values}
+    table = Snapshot.__table__
+    moved = connection.execute(table.update().where(table.c.id == snapshot.id, table.c.state == snapshot.state)
+                               .values(**values))
+    if moved.rowcount != 1:
+        raise Conflict(f"snapshot {snapshot.name!r} was changed by another request while it was "
+                       f"{snapshot.state.value}, so it was not made {state.value}; read it again and retry if "
+                       "still needed", code="state_changed",
+                       details={"snapshot": snapshot.name, "expected_state": snapshot.state.value})
+    for key, value in values.items():
+        set_committed_value(snapshot, key, value)
 
 
 def create(identity: Identity, kind: Kind, project: str, volume_name: str, name: str) -> Snapshot:
@@ -69,7 +82,7 @@ def create(identity: Identity, kind: Kind, project: str, volume_name: str, name:
         _undo_create(kind, snapshot, exc)
         raise
     crash_point("snapshot.create")
-    return _set_state(snapshot, SnapshotState.AVAILABLE)
+    return set_state(snapshot, SnapshotState.AVAILABLE)
 
 
 def _reserve(kind: Kind, project: str, volume_name: str, name: str) -> Snapshot:
@@ -91,12 +104,12 @@ def _reserve(kind: Kind, project: str, volume_name: str, name: str) -> Snapshot:
 
 def _undo_create(kind: Kind, snapshot: Snapshot, cause: RobinError) -> None:
     if volumes.left_for_the_reconciler(cause):
-        _set_state(snapshot, SnapshotState.ERROR, error_message=f"create failed: {cause.message}")
+        set_state(snapshot, SnapshotState.ERROR, error_message=f"create failed: {cause.message}")
         return
     try:
         kind.remove_snapshot(volumes.ceph_connection(snapshot.volume), snapshot.volume, snapshot.name)
     except RobinError:
-        _set_state(snapshot, SnapshotState.ERROR, error_message=f"create failed: {cause.message}")
+        set_state(snapshot, SnapshotState.ERROR, error_message=f"create failed: {cause.message}")
         return
     with db.unit_of_work() as session:
         session.execute(Snapshot.__table__.delete().where(Snapshot.id == snapshot.id))
@@ -121,10 +134,21 @@ def get(identity: Identity, kind: Kind, project: str, volume_name: str, name: st
 def delete(identity: Identity, kind: Kind, project: str, volume_name: str, name: str) -> None:
     identity.require_write(project)
     with db.unit_of_work() as session:
-        snapshot = _find(session, kind, volumes.find(session, kind, project, volume_name), name)
+        projects.lock(session, project)  # after a rollback's start, which reads this snapshot, or before it
+        volume = volumes.find(session, kind, project, volume_name)
+        snapshot = _find(session, kind, volume, name)
+        _refuse_while_rolling_back_to(volume, snapshot)
         previous = snapshot.state
-        snapshot.state = SnapshotState.DELETING
+        _move(session.connection(), snapshot, SnapshotState.DELETING)
     remove(kind, snapshot, previous)
+
+
+def _refuse_while_rolling_back_to(volume: Volume, snapshot: Snapshot) -> None:
+    # A rollback cut short is repaired only by rolling back to the same snapshot again.
+    if volume.state is VolumeState.ROLLING_BACK and getattr(volume, "rollback_snapshot", None) == snapshot.name:
+        raise Conflict(f"snapshot {snapshot.name!r} is what {volume.name!r} is being rolled back to; delete it "
+                       "once the rollback has finished", code="snapshot_busy",
+                       details={"snapshot": snapshot.name, "volume": volume.name})
 
 
 def remove(kind: Kind, snapshot: Snapshot, previous: SnapshotState) -> None:
@@ -132,10 +156,10 @@ def remove(kind: Kind, snapshot: Snapshot, previous: SnapshotState) -> None:
     try:
         kind.remove_snapshot(volumes.ceph_connection(snapshot.volume), snapshot.volume, snapshot.name)
     except RobinError:
-        _set_state(snapshot, previous)
+        set_state(snapshot, previous)
         raise
     crash_point("snapshot.delete")
-    _set_state(snapshot, SnapshotState.DELETED, deleted_at=utcnow())
+    set_state(snapshot, SnapshotState.DELETED, deleted_at=utcnow())
 
 
 def rollback(identity: Identity, project: str, image_name: str, name: str) -> Snapshot:

@@ -212,6 +212,23 @@ def test_rollback_then_crash_is_finished_by_reconcile_never_shrunk(admin, new_pr
     _assert_rolled_back(admin, project, name, rbd_ioctx, db_rows)
 
 
+def test_snapshot_of_an_unfinished_rollback_cannot_be_deleted(admin, new_project, crash, converge, rbd_ioctx,
+                                                              db_rows):
+    """The reconciler repairs a rollback cut short by rolling back to its snapshot again: deleting that
+    snapshot meanwhile would leave the image with blocks of both states for good."""
+    project, name = new_project(), unique("img")
+    crash("POST", _rolled_forward(admin, project, name, rbd_ioctx))
+    refused = admin.delete(f"/api/v2/projects/{project}/rbd-images/{name}/snapshots/s")
+    assert refused.status_code == 409 and refused.json["error"]["code"] == "snapshot_busy"
+    [snapshot] = db_rows(select(Snapshot).where(Snapshot.name == "s", Snapshot.rbd_image.has(name=name)))
+    assert snapshot.state is SnapshotState.AVAILABLE
+    with rbd.Image(rbd_ioctx, name, read_only=True) as image:
+        assert [s["name"] for s in image.list_snaps()] == ["s"]
+    converge()
+    _assert_rolled_back(admin, project, name, rbd_ioctx, db_rows)
+    assert admin.delete(f"/api/v2/projects/{project}/rbd-images/{name}/snapshots/s").status_code == 204
+
+
 def test_rollback_longer_than_older_than_is_left_to_its_worker(admin, new_project, crash, converge, rbd_ioctx,
                                                                db_rows):
     """A rollback still running holds the image open: however old its row, the reconciler neither
