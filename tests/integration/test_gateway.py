@@ -31,9 +31,11 @@ from tests.support.mounts import rbd_filesystem
 pytestmark = pytest.mark.integration
 MiB = 2**20
 # The watcher polls twice a second; a session must be gone well within this.
-CUT_DEADLINE_S = 2.0
+# The watcher polls every 0.5 s: a session that outlives this after the change was not cut for it
+# (the rest is slack for a loaded machine).
+CUT_DEADLINE_S = 5.0
 # A device node or FIFO is refused without waiting for anything; a login answers within this.
-REFUSAL_DEADLINE_S = 2.0
+REFUSAL_DEADLINE_S = 5.0
 LOGIN_DEADLINE_S = 10.0
 HOST_SECRET = b"the host's own disk, not the tenant's"
 
@@ -415,9 +417,9 @@ def test_forbidding_login_ends_the_live_session_until_activated_again(app, gatew
     async def scenario():
         async with login(gateway, account) as conn, conn.start_sftp_client() as sftp:
             await sftp.listdir("/")
-            started = time.monotonic()
             with app.app_context():
                 service.forbid_login(account.volume)
+            started = time.monotonic()  # once the change is made
             await session_ends(conn, sftp, started)
         with pytest.raises(asyncssh.PermissionDenied):
             async with login(gateway, account):
@@ -434,9 +436,9 @@ def test_forbidding_login_ends_the_live_session_until_activated_again(app, gatew
 def test_removing_the_account_ends_the_live_session(app, gateway, account):
     async def scenario():
         async with login(gateway, account) as conn, conn.start_sftp_client() as sftp:
-            started = time.monotonic()
             with app.app_context():
                 assert service.remove(account.volume) is True
+            started = time.monotonic()  # once the change is made
             await session_ends(conn, sftp, started)
         with pytest.raises(asyncssh.PermissionDenied):
             async with login(gateway, account):
@@ -449,9 +451,9 @@ def test_a_new_mount_path_ends_the_live_session(app, gateway, account):
     with tmpfs() as other_mount:
         async def scenario():
             async with login(gateway, account) as conn, conn.start_sftp_client() as sftp:
-                started = time.monotonic()
                 with app.app_context():
                     service.activate(account.volume, account.username, account.password, other_mount)
+                started = time.monotonic()  # once the change is made
                 await session_ends(conn, sftp, started)
             async with login(gateway, account) as conn, conn.start_sftp_client() as sftp:
                 async with sftp.open("here.txt", "w") as handle:
@@ -464,9 +466,9 @@ def test_a_new_mount_path_ends_the_live_session(app, gateway, account):
 def test_an_unmounted_volume_ends_the_live_session(gateway, account):
     async def scenario():
         async with login(gateway, account) as conn, conn.start_sftp_client() as sftp:
-            started = time.monotonic()
             # Lazily: the session's descriptors keep the mount busy, as they would for robin's own unmount.
             subprocess.run(["umount", "-l", account.mount], check=True)
+            started = time.monotonic()  # once the change is made
             await session_ends(conn, sftp, started)
 
     asyncio.run(scenario())
