@@ -12,8 +12,6 @@ def create_app(settings=None) -> Flask:
     Imports happen here so that importing the `robin` package (as the CLI does) loads nothing
     else: `robin serve` must set up Prometheus' multiprocess directory before metrics exist.
     """
-    from flask_smorest import Api
-
     from robin import crypto, log, ui
     from robin.audit import drift_api, usage_api
     from robin.audit import service as audit_service
@@ -23,7 +21,7 @@ def create_app(settings=None) -> Flask:
     from robin.compat import wayne_v1
     from robin.config import Settings
     from robin.db import db
-    from robin.errors import register_error_handlers
+    from robin.errors import Api, register_error_handlers
     from robin.health import blp as health_blp
     from robin.migrate import api as migrate_api
     from robin.projects import api as projects_api

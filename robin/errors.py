@@ -1,14 +1,19 @@
 """The RobinError family and the one JSON error handler.
 
 Every error a client can see has a stable `code` (clients branch on it), an HTTP status and a
-message a person can act on: {"error": {"code", "message", "details"}}.
+message a person can act on: {"error": {"code", "message", "details"}}. The OpenAPI document says so
+too: `Api` documents that shape (ErrorSchema) for every error status on every operation.
 """
 from __future__ import annotations
 
 import json
 import logging
+from http import HTTPStatus
 
+import flask_smorest
+from apispec import BasePlugin
 from flask import Flask, jsonify, request
+from marshmallow import Schema, fields
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -76,6 +81,62 @@ class ServiceUnavailable(RobinError):
     code = "unavailable"
 
 
+class ErrorBodySchema(Schema):
+    code = fields.String(required=True, metadata={"description": "stable: clients branch on it"})
+    message = fields.String(required=True, metadata={"description": "what went wrong, for a person to act on"})
+    details = fields.Dict(required=True, metadata={"description": "the specifics: bad fields, limits, names"})
+
+
+class ErrorSchema(Schema):
+    """Every error answer's body (the `Error` component of the OpenAPI document)."""
+
+    error = fields.Nested(ErrorBodySchema, required=True)
+
+
+# Every status robin may answer an operation with besides its success: any operation can meet a bad
+# token (401), a role or quota refusal (403), a missing project or volume (404), a state conflict (409),
+# a body over the limit (413, checked before routing), invalid input (400, 422), Ceph failing (502, 503)
+# or a bug (500). Listing them instead of a `default` response lets a client (and a fuzzer) tell an
+# answer the document promises from one it does not.
+ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 422, 500, 502, 503)
+
+
+class ErrorStatuses(BasePlugin):
+    """An apispec plugin: documents ERROR_STATUSES on every operation, with robin's error body, or as
+    plain text under the prefixes registered with `plain_text_under` (Wayne's /v1 answers errors so)."""
+
+    def __init__(self) -> None:
+        self.plain_text_prefixes: list[str] = []
+
+    def operation_helper(self, path=None, operations=None, **kwargs) -> None:
+        plain_text = any(path.startswith(prefix) for prefix in self.plain_text_prefixes)
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            for status in ERROR_STATUSES:
+                responses.pop(status, None)  # flask-smorest's own 422, keyed by the integer
+                responses[str(status)] = _plain_text_error(status) if plain_text else HTTPStatus(status).name
+
+
+def _plain_text_error(status: int) -> dict:
+    return {"description": HTTPStatus(status).phrase, "content": {"text/plain": {"schema": {
+        "type": "string", "description": "`<code>: <message>`, robin's error code first"}}}}
+
+
+class Api(flask_smorest.Api):
+    """flask-smorest's Api, documenting robin's error shape and every error status (no `default`)."""
+
+    ERROR_SCHEMA = ErrorSchema
+    DEFAULT_ERROR_RESPONSE_NAME = None
+
+    def __init__(self, app: Flask) -> None:
+        self.error_statuses = ErrorStatuses()
+        super().__init__(app, spec_kwargs={"extra_plugins": [self.error_statuses]})
+
+    def plain_text_errors_under(self, prefix: str) -> None:
+        """Operations under `prefix`, registered from now on, answer errors in plain text."""
+        self.error_statuses.plain_text_prefixes.append(prefix)
+
+
 def _http_error_code(exc: HTTPException) -> str:
     if exc.code == 422:
         return "validation_error"
@@ -85,12 +146,32 @@ def _http_error_code(exc: HTTPException) -> str:
 
 
 def _field_messages(messages: dict) -> dict:
-    """webargs nests messages by location ("json", "query"); flatten them to field -> messages."""
+    """webargs nests messages by location ("json", "query"); flatten them to field -> messages, with every
+    key a string: marshmallow keys a list's items by their index, and a list field can hold both
+    {0: [...]} and "_schema" (its own validator), which JSON (sorted keys) cannot mix."""
     fields = {}
     for location_fields in messages.values():
         if isinstance(location_fields, dict):
-            fields.update(location_fields)
+            fields.update(_string_keys(location_fields))
     return fields
+
+
+def _string_keys(messages):
+    if not isinstance(messages, dict):
+        return messages
+    return {str(key): _string_keys(value) for key, value in messages.items()}
+
+
+def _message_lines(messages: dict, prefix: str = "") -> list[str]:
+    """"field: message" for every message, nested fields named by their path (`features.0`, `quota.max_bytes`)."""
+    lines = []
+    for name, errors in messages.items():
+        path = prefix if name == "_schema" and prefix else f"{prefix}{name}"
+        if isinstance(errors, dict):
+            lines += _message_lines(errors, f"{path}.")
+        else:
+            lines.append(f"{path.rstrip('.')}: {' '.join(map(str, errors)) if isinstance(errors, list) else errors}")
+    return lines
 
 
 def _from_http_exception(exc: HTTPException) -> tuple[dict, int]:
@@ -101,9 +182,7 @@ def _from_http_exception(exc: HTTPException) -> tuple[dict, int]:
         code, message = "invalid_json", "the request body is not valid JSON"
     elif messages:
         details["fields"] = _field_messages(messages)
-        message = "invalid input: " + "; ".join(
-            f"{name}: {' '.join(map(str, errs)) if isinstance(errs, list) else errs}"
-            for name, errs in details["fields"].items())
+        message = "invalid input: " + "; ".join(_message_lines(details["fields"]))
     return {"error": {"code": code, "message": message, "details": details}}, exc.code or 500
 
 

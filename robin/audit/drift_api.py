@@ -10,12 +10,17 @@ from marshmallow import Schema, fields, validate
 
 from robin.audit import drift
 
+# Ten years: older than anything robin has left in a transitional state, and `now - older_than` stays a date
+# (a larger timedelta overflows).
+MAX_OLDER_THAN_S = 10 * 366 * 24 * 3600
+
 blp = Blueprint("audit-drift", __name__, url_prefix="/api/v2/audit",
                 description="Drift between the database and Ceph, for storage admins")
 
 
 class DriftArgs(Schema):
-    older_than = fields.Float(load_default=drift.DEFAULT_OLDER_THAN.total_seconds(), validate=validate.Range(min=0),
+    older_than = fields.Float(load_default=drift.DEFAULT_OLDER_THAN.total_seconds(),
+                              validate=validate.Range(min=0, max=MAX_OLDER_THAN_S),
                               metadata={"description": "seconds: rows in a transitional state younger than this "
                                                        "are left out (a request may be under way)"})
     kind = fields.List(fields.String(validate=validate.OneOf(drift.KINDS)), load_default=None,

@@ -38,9 +38,12 @@ class VolumeSchema(Schema):
     state = fields.Function(lambda volume: volume.state.value)
     created_at = fields.DateTime(format="iso")
     updated_at = fields.DateTime(format="iso")
-    deleted_at = fields.DateTime(format="iso", metadata={"description": "set while in the trash"})
-    purge_after = fields.DateTime(format="iso", metadata={"description": "when the trash purges it"})
-    created_for = fields.String(metadata={"description": "what the volume was made for, as given at creation"})
+    deleted_at = fields.DateTime(format="iso", allow_none=True, metadata={
+        "description": "set while in the trash, else null"})
+    purge_after = fields.DateTime(format="iso", allow_none=True, metadata={
+        "description": "when the trash purges it; null outside the trash"})
+    created_for = fields.String(allow_none=True, metadata={
+        "description": "what the volume was made for, as given at creation; null if nothing was given"})
 
 
 class VolumeListArgs(PageArgs):

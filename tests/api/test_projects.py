@@ -54,6 +54,10 @@ def test_duplicate_project_is_409(admin, new_project):
     ({"name": "ok-name", "quota": QUOTA | {"max_bytes": -1}}, "quota"),
     ({"name": "ok-name", "quota": QUOTA | {"max_volumes": 1.5}}, "quota"),
     ({"name": "ok-name", "quota": QUOTA | {"max_bytes": "10"}}, "quota"),
+    # beyond what the database's columns hold: "integer out of range" (a 500) on PostgreSQL
+    ({"name": "ok-name", "quota": QUOTA | {"max_bytes": 2**63}}, "quota"),
+    ({"name": "ok-name", "quota": QUOTA | {"max_volumes": 2**31}}, "quota"),
+    ({"name": "ok-name", "quota": QUOTA | {"max_snapshots": 2**31}}, "quota"),
     ({"name": "ok-name", "quota": QUOTA, "colour": "blue"}, "colour"),
     ({"name": "ok-name"}, "quota"),
 ])

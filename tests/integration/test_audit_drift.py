@@ -185,6 +185,15 @@ def test_young_transitional_rows_are_not_reported(admin, new_project, rbd_ioctx)
     assert by_name(drift(admin, older_than=0), "missing_image", name)["state"] == "resizing"
 
 
+@pytest.mark.parametrize("older_than", ["2.5e16", "1e300", "-1", "nan", "inf"])
+def test_older_than_no_date_can_be_is_a_422_for_every_role(admin, as_role, new_project, older_than):
+    # 2.5e16 seconds overflowed the timedelta before any permission check: a 500, for members too.
+    for client in (admin, as_role("member", new_project())):
+        response = client.get(f"/api/v2/audit/drift?older_than={older_than}")
+        assert response.status_code == 422, response.json
+        assert "older_than" in response.json["error"]["details"]["fields"]
+
+
 def test_roles(as_role, new_project):
     project = new_project()
     assert as_role("member", project).get("/api/v2/audit/drift").status_code == 403

@@ -7,6 +7,7 @@ import json
 import re
 from contextlib import contextmanager
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -16,8 +17,8 @@ from robin.audit.models import AuditEvent
 from robin.clusters.models import CephCluster
 from robin.db import db
 from robin.projects.models import Project
-from robin.volumes.models import RbdImage, VolumeState
-from tests.conftest import unique
+from robin.volumes.models import CephfsPath, RbdImage, VolumeState
+from tests.conftest import Api, unique
 from tests.integration.test_clusters import admin_key, mon_host
 from tests.support.server import running_server
 
@@ -223,3 +224,75 @@ def test_change_of_a_request_whose_worker_died_is_audited_pending(settings, app,
         with app.app_context():
             reconcile(older_than=timedelta(0))
         assert admin.delete(f"/api/v2/projects/{project}/rbd-images/{image}?purge=true").status_code == 204
+
+
+def _rows_of_every_table(db_rows) -> dict[str, int]:
+    return {model.__name__: len(db_rows(select(model.id))) for model in (Project, RbdImage, CephfsPath, AuditEvent)}
+
+
+# Each class of bad request: (how to send it, its status and error code). `project` is a fresh project with a
+# quota of one volume, already used; `outsider` a member token of another project.
+BAD_REQUESTS = {
+    "unauthenticated": (lambda c: c.anonymous.post("/api/v2/projects", json={"name": unique("p"), "quota": QUOTA}),
+                        401, "unauthenticated"),
+    "bad_token": (lambda c: c.anonymous.post("/api/v2/projects", json={"name": unique("p"), "quota": QUOTA},
+                                             headers={"Authorization": "Bearer robin_not-a-token"}),
+                  401, "unauthenticated"),
+    "forbidden": (lambda c: c.outsider.post(f"/api/v2/projects/{c.project}/rbd-images",
+                                            json={"name": unique("i"), "size_bytes": 2**20}), 403, "forbidden"),
+    "malformed_json": (lambda c: c.admin.post("/api/v2/projects", data='{"name": ',
+                                              headers={"Content-Type": "application/json"}), 400, "invalid_json"),
+    "wrong_content_type": (lambda c: c.admin.post("/api/v2/projects", data=json.dumps({"name": unique("p"),
+                                                                                        "quota": QUOTA}),
+                                                  headers={"Content-Type": "text/plain"}), 422, "validation_error"),
+    "validation": (lambda c: c.admin.post("/api/v2/projects", json={"name": "Not_A_Name", "quota": QUOTA}),
+                   422, "validation_error"),
+    "unknown_resource": (lambda c: c.admin.delete(f"/api/v2/projects/{c.project}/rbd-images/{unique('i')}"),
+                         404, "volume_not_found"),
+    "conflict": (lambda c: c.admin.post("/api/v2/projects", json={"name": c.project, "quota": QUOTA}),
+                 409, "project_exists"),
+    "too_large": (lambda c: c.admin.post("/api/v2/projects", data=b"x" * (2**20 + 1),
+                                         headers={"Content-Type": "application/json"}), 413, "request_too_large"),
+    "method_not_allowed": (lambda c: c.admin.put(f"/api/v2/projects/{c.project}", json={"quota": QUOTA}),
+                           405, "method_not_allowed"),
+    "name_too_long_in_url": (lambda c: c.admin.delete(f"/api/v2/projects/{'p' * 64}"), 404, "project_not_found"),
+    "over_quota": (lambda c: c.admin.post(f"/api/v2/projects/{c.project}/rbd-images",
+                                          json={"name": unique("i"), "size_bytes": 2**20}), 403, "quota_exceeded"),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_REQUESTS)
+def test_every_class_of_bad_request_leaves_exactly_one_audit_row_and_nothing_else(
+        kind, app, admin_token, as_role, new_project, db_rows, rbd_ioctx):
+    import rbd
+
+    project = new_project(max_volumes=1)
+    admin = Api(app.test_client(), admin_token)
+    assert admin.post(f"/api/v2/projects/{project}/rbd-images",
+                      json={"name": unique("i"), "size_bytes": 2**20}).status_code == 201
+    request_id, outsider = unique("bad"), as_role("member", new_project())
+    clients = SimpleNamespace(project=project, **{name: _tagged(client, request_id) for name, client in (
+        ("admin", admin), ("anonymous", Api(app.test_client(), None)), ("outsider", outsider))})
+    images_in_ceph, before = set(rbd.RBD().list(rbd_ioctx)), _rows_of_every_table(db_rows)
+    send, status, code = BAD_REQUESTS[kind]
+    response = send(clients)
+    assert (response.status_code, response.json["error"]["code"]) == (status, code), response.json
+    [event] = events_of(db_rows, request_id)
+    assert (event.outcome, event.status_code, event.error_code) == ("failure", status, code)
+    assert _rows_of_every_table(db_rows) == {**before, "AuditEvent": before["AuditEvent"] + 1}
+    assert set(rbd.RBD().list(rbd_ioctx)) == images_in_ceph
+
+
+class _Tagged(Api):
+    """A client that sends one X-Request-Id with every request."""
+
+    def __init__(self, client, token, request_id: str):
+        super().__init__(client, token)
+        self.request_id = request_id
+
+    def _headers(self, headers):
+        return {**super()._headers(headers), "X-Request-Id": self.request_id}
+
+
+def _tagged(api: Api, request_id: str) -> Api:
+    return _Tagged(api.client, api.token, request_id)

@@ -234,6 +234,7 @@ BAD_IMAGES = [
     ({"name": "x" * 200}, "name"),
     ({"features": ["teleport"]}, "features"),
     ({"features": ["fast-diff"]}, "features"),
+    ({"features": ["bogus", "object-map"]}, "features"),  # an item's error and the list's own: once a 500
     ({"metadata": {"robin.volume_id": "x"}}, "metadata"),
     ({"owner": "me"}, "owner"),
 ]

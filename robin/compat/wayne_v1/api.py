@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from flask import Flask, g, request
 from flask.views import MethodView
-from flask_smorest import Api, Blueprint
+from flask_smorest import Blueprint
 
 from robin.audit.service import audit_this_read
 from robin.compat.wayne_v1 import schemas, service
 from robin.compat.wayne_v1.protocol import PREFIX, WayneProtocol
+from robin.errors import Api
 from robin.snapshots import service as snapshots
 from robin.volumes.kinds import CEPHFS, RBD, Kind
 
@@ -157,5 +158,6 @@ class DeviceVerify(MethodView):
 def install(app: Flask, api: Api) -> None:
     """Serve /v1 on this app: the blueprint (in the OpenAPI document too) and Wayne's wire habits."""
     api.spec.components.security_scheme("token", {"type": "apiKey", "in": "header", "name": "token"})
+    api.plain_text_errors_under(PREFIX + "/")  # WayneProtocol rewrites them
     api.register_blueprint(blp)
     app.wsgi_app = WayneProtocol(app.wsgi_app)
