@@ -23,7 +23,7 @@ def create_app(settings=None) -> Flask:
     from robin.db import db
     from robin.errors import Api, register_error_handlers
     from robin.health import blp as health_blp
-    from robin.migrate import api as migrate_api
+    from robin.migration_records import api as migration_records_api
     from robin.projects import api as projects_api
     from robin.volumes import api as volumes_api
 
@@ -60,7 +60,7 @@ def create_app(settings=None) -> Flask:
     api.register_blueprint(usage_api.blp)  # usage reports for storage admins
     api.register_blueprint(volumes_api.adoption_blp)  # rbd-images:adopt, cephfs-paths:adopt
     api.register_blueprint(drift_api.blp)  # drift between the database and Ceph, for storage admins
-    api.register_blueprint(migrate_api.blp)  # the record of `robin migrate gluster`
+    api.register_blueprint(migration_records_api.blp)  # the record of `robin migrate gluster`
     wayne_v1.install(app, api)  # the Wayne platform's /v1 API, beside /api/v2
     app.register_blueprint(health_blp)
     ui.install(app)  # the read-only dashboard for people at /ui/

@@ -338,9 +338,9 @@ def migrate_gluster(**flags) -> None:
     verify every file, record the result in robin. Exit status 0 all verified, 1 failures, 2 plan refused.
     robin's API is ROBIN_URL with ROBIN_TOKEN (or ROBIN_TOKEN_FILE); the Gluster client is mounted read-only."""
     from robin.client import ClientConfig, RobinApiError, RobinClient
+    from robin.kube.client import KubeError
     from robin.migrate.command import Migration, UsageError
     from robin.migrate.errors import MigrationError
-    from robin.provisioner.kube import KubeError
 
     options = _migrate_options(flags)
     try:
@@ -387,7 +387,7 @@ def _migrate_options(flags: dict):
 def _migrate_kube(options):
     from kubernetes.config import ConfigException
 
-    from robin.provisioner.kube import Kube, load_api_client
+    from robin.kube.client import Kube, load_api_client
 
     try:
         return Kube(load_api_client(options.kubeconfig or "", pool_size=4), qps=20, burst=40)

@@ -3,7 +3,7 @@ from robin.audit.models import AuditEvent, VolumeUsage
 from robin.auth.models import ApiToken, DashboardSession
 from robin.clusters.models import CephCluster
 from robin.gateway.models import GatewayAccount
-from robin.migrate.models import MigrationRecord
+from robin.migration_records.models import MigrationRecord
 from robin.projects.models import Project, Quota
 from robin.snapshots.models import Snapshot
 from robin.volumes.models import CephfsPath, RbdImage

@@ -141,8 +141,8 @@ class Migration:
             ceph = destination.access(self.client, volume["cluster"], self.options.ceph_user, self._ceph_key())
             users += destination.rbd_users(ceph, volume["cluster"], volume)
         if self.kube is not None:
+            from robin.kube.client import KubeError
             from robin.migrate.cutover import pods_using_volume
-            from robin.provisioner.kube import KubeError
 
             try:
                 users += [f"pod {pod}" for pod in pods_using_volume(self.kube, ref)]

@@ -20,11 +20,11 @@ import json
 import time
 
 from robin.client import RobinApiError, RobinClient, VolumeRef, volume_size
+from robin.kube.claims import ClaimRequest, claim_key, format_bytes, quantity_bytes
+from robin.kube.classes import KIND_BY_PROVISIONER, ClassConfig, InvalidSpec
+from robin.kube.client import MERGE, Kube, KubeError
+from robin.kube.volumes import VOLUME_ANNOTATION, build, our_volume
 from robin.migrate.kubernetes import GlusterPv, KubeMigrationError
-from robin.provisioner.claims import ClaimRequest, claim_key, format_bytes, quantity_bytes
-from robin.provisioner.classes import KIND_BY_PROVISIONER, ClassConfig, InvalidSpec
-from robin.provisioner.kube import MERGE, Kube, KubeError
-from robin.provisioner.volumes import VOLUME_ANNOTATION, build, our_volume
 
 MIGRATED_TO = "robin.io/migrated-to"  # on the old PV: the handle of the robin volume its data went to
 MIGRATED_CLAIM = "robin.io/migrated-claim"  # on the old PV: what recreating its claim needs (JSON)

@@ -2,17 +2,17 @@
 (the servers and the volume), which claim and robin project they belong to, and what the robin volume taking their
 data is called.
 
-It goes through the provisioner's `Kube` (plain dicts, rate limited, with timeouts), so the migration speaks to
+It goes through `robin.kube`'s `Kube` (plain dicts, rate limited, with timeouts), so the migration speaks to
 the API server exactly as the provisioner does.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from robin.kube.claims import PROJECT_ANNOTATION, quantity_bytes
+from robin.kube.client import Kube, KubeError
 from robin.migrate.errors import MigrationError
 from robin.migrate.names import volume_name
-from robin.provisioner.claims import PROJECT_ANNOTATION, quantity_bytes
-from robin.provisioner.kube import Kube, KubeError
 
 DESTINATION_PREFIX = "migrated-"
 

@@ -19,9 +19,8 @@ import time
 
 from robin.client import RobinApiError, RobinClient, VolumeRef, ensure_project, round_up_to_mib, volume_size
 from robin.faults import crash_point
-from robin.provisioner import metrics
-from robin.provisioner import volumes as pvs
-from robin.provisioner.claims import (
+from robin.kube import volumes as pvs
+from robin.kube.claims import (
     PROJECT_ANNOTATION,
     ClaimRequest,
     claim_key,
@@ -30,9 +29,10 @@ from robin.provisioner.claims import (
     quantity_bytes,
     volume_name,
 )
-from robin.provisioner.classes import KIND_BY_PROVISIONER, ClassConfig, InvalidSpec
+from robin.kube.classes import KIND_BY_PROVISIONER, ClassConfig, InvalidSpec
+from robin.kube.client import Kube, KubeError
+from robin.provisioner import metrics
 from robin.provisioner.events import EventRecorder
-from robin.provisioner.kube import Kube, KubeError
 from robin.provisioner.settings import ProvisionerSettings
 from robin.provisioner.workqueue import WorkQueue
 

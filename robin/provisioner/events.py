@@ -14,7 +14,7 @@ import uuid
 from collections import OrderedDict
 from datetime import UTC, datetime
 
-from robin.provisioner.kube import MERGE, Kube, KubeError
+from robin.kube.client import MERGE, Kube, KubeError
 
 log = logging.getLogger(__name__)
 QUEUE_SIZE = 10000

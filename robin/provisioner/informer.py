@@ -18,8 +18,8 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+from robin.kube.client import CONNECT_TIMEOUT, Kube, KubeError
 from robin.provisioner.backoff import Backoff
-from robin.provisioner.kube import CONNECT_TIMEOUT, Kube, KubeError
 
 log = logging.getLogger(__name__)
 LIST_PAGE = 500

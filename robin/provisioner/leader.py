@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from robin.provisioner.kube import Kube, KubeError
+from robin.kube.client import Kube, KubeError
 
 log = logging.getLogger(__name__)
 

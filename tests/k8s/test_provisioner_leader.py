@@ -10,8 +10,8 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
+from robin.kube.client import Kube, load_api_client
 from robin.provisioner.events import EventRecorder
-from robin.provisioner.kube import Kube, load_api_client
 from robin.provisioner.leader import LeaderElector
 from tests.kube_apiserver import KubeApiServer
 from tests.support.net import eventually

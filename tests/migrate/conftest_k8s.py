@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import pytest
 
 from robin.client import ClientConfig, RobinClient, VolumeRef
+from robin.kube.client import Kube, load_api_client
 from robin.migrate.kubernetes import destination_name
-from robin.provisioner.kube import Kube, load_api_client
 from tests.conftest import unique
 from tests.kube_apiserver import KubeApiServer
 from tests.support.kube import create, kubectl

@@ -9,6 +9,8 @@ import pytest
 import rbd
 
 from robin.client import VolumeRef
+from robin.kube.client import KubeError
+from robin.kube.volumes import our_volume
 from robin.migrate.cutover import (
     MIGRATED_CLAIM,
     MIGRATED_FROM,
@@ -18,8 +20,6 @@ from robin.migrate.cutover import (
     pods_using,
 )
 from robin.migrate.kubernetes import KubeMigrationError, destination_name, gluster_pvs
-from robin.provisioner.kube import KubeError
-from robin.provisioner.volumes import our_volume
 from tests.conftest import unique
 from tests.migrate.conftest_k8s import (
     GLUSTER_SERVERS,

@@ -12,12 +12,10 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from robin.client import RobinApiError, VolumeRef
-from robin.provisioner import backoff as backoff_module
-from robin.provisioner import kube as kube_module
-from robin.provisioner import volumes as pvs
-from robin.provisioner.backoff import Backoff
-from robin.provisioner.claims import ClaimRequest, GiB, MiB, format_bytes, quantity_bytes, volume_name
-from robin.provisioner.classes import (
+from robin.kube import client as kube_module
+from robin.kube import volumes as pvs
+from robin.kube.claims import ClaimRequest, GiB, MiB, format_bytes, quantity_bytes, volume_name
+from robin.kube.classes import (
     CEPHFS_PROVISIONER,
     CSI_DRIVER,
     CSI_PREFIX,
@@ -25,7 +23,9 @@ from robin.provisioner.classes import (
     ClassConfig,
     InvalidSpec,
 )
-from robin.provisioner.kube import KubeError, TokenBucket
+from robin.kube.client import KubeError, TokenBucket
+from robin.provisioner import backoff as backoff_module
+from robin.provisioner.backoff import Backoff
 from robin.provisioner.workqueue import WorkQueue
 
 UID = "0b7c3a52-6f1e-4c49-9d0e-2f5b8c1d9a77"

@@ -4,8 +4,8 @@ from flask import g
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from robin.migrate import service
-from robin.migrate.schemas import (
+from robin.migration_records import service
+from robin.migration_records.schemas import (
     MigrationRecordArgs,
     MigrationRecordCreateSchema,
     MigrationRecordPageSchema,

@@ -1,6 +1,6 @@
-"""Kubernetes API access for the provisioner through the official client, on plain dicts.
+"""Kubernetes API access for the provisioner and the migration through the official client, on plain dicts.
 
-The generated models are skipped (`_preload_content=False`, then json): the provisioner reads a handful of
+The generated models are skipped (`_preload_content=False`, then json): robin reads a handful of
 fields, and building model objects for thousands of claims would cost more than the requests. Every request
 but watches goes through a token bucket (client-go's QPS and burst), and every request has a client timeout.
 """
@@ -78,7 +78,7 @@ def load_api_client(kubeconfig: str, pool_size: int) -> client.ApiClient:
 
 
 class Kube:
-    """The calls the provisioner makes, on dicts. Thread-safe."""
+    """The calls the provisioner and the migration make, on dicts. Thread-safe."""
 
     def __init__(self, api_client: client.ApiClient, qps: float, burst: int):
         self.api_client = api_client

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from kubernetes.utils import parse_quantity
 
 from robin.client import MiB, round_up_to_mib
-from robin.provisioner.classes import ClassConfig, InvalidSpec
+from robin.kube.classes import ClassConfig, InvalidSpec
 
 GiB = 2**30
 PROJECT_ANNOTATION = "robin.io/project"  # on a Namespace: the robin project its claims' volumes belong to

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from robin.client import VolumeRef, volume_context
-from robin.provisioner.claims import ClaimRequest, format_bytes
-from robin.provisioner.classes import CSI_DRIVER, CSI_PREFIX, KIND_BY_PROVISIONER, ClassConfig, InvalidSpec
+from robin.kube.claims import ClaimRequest, format_bytes
+from robin.kube.classes import CSI_DRIVER, CSI_PREFIX, KIND_BY_PROVISIONER, ClassConfig, InvalidSpec
 
 PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
 VOLUME_ANNOTATION = "robin.io/volume"  # the VolumeRef handle, on every PV the provisioner made

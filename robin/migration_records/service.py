@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from robin.auth.identity import Identity
 from robin.db import db, utcnow
 from robin.errors import Conflict
-from robin.migrate.models import MigrationRecord
+from robin.migration_records.models import MigrationRecord
 from robin.pagination import Page, paginate
 from robin.projects import service as projects
 
