@@ -9,8 +9,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from csi_shim.config import ShimConfig
+from csi_shim.errors import from_mount
 from csi_shim.node import Node, VolumeDir
 from csi_shim.stubs import pb
+from robin.mounts.errors import MountError
 
 Mode = pb.VolumeCapability.AccessMode
 # Nothing on these mounts is ever run (the gateway serves files, the migration copies them); the node adds nodev
@@ -60,7 +62,10 @@ class LocalNode:
 
     def _call(self, method: str, request) -> None:
         # The undecorated servicer method: it raises CsiError rather than aborting a gRPC context.
-        getattr(Node, method).__wrapped__(self.node, request, None)
+        try:
+            getattr(Node, method).__wrapped__(self.node, request, None)
+        except MountError as exc:
+            raise from_mount(exc) from exc
 
 
 def _stage_request(volume_id: str, path: str, capability, where: dict, access: Access):

@@ -25,12 +25,13 @@ from dataclasses import dataclass
 
 import grpc
 
-from csi_shim import mounts
 from csi_shim.config import ShimConfig
 from csi_shim.errors import CsiError, csi_service, invalid, not_found
 from csi_shim.locks import InFlight
-from csi_shim.mounts import Daemons, Mount, ToolError, canonical, device_number, mount_at
 from csi_shim.stubs import pb, rpc
+from robin.mounts import system as mounts
+from robin.mounts.errors import MountError
+from robin.mounts.system import Daemons, Mount, ToolError, canonical, device_number, mount_at
 
 log = logging.getLogger("csi_shim")
 
@@ -392,7 +393,7 @@ class Node(rpc.NodeServicer):
                 fs_type = self._file_system(device, capability.mount.fs_type, volume)
                 os.makedirs(staging, exist_ok=True)
                 mounts.mount(device, staging, fs_type, self._mount_options(capability))
-        except (CsiError, OSError):
+        except (CsiError, MountError, OSError):
             self._undo(vdir)  # leave nothing half made: the CO may never call NodeUnstageVolume
             raise
 
@@ -410,7 +411,7 @@ class Node(rpc.NodeServicer):
     def _undo(self, vdir: VolumeDir) -> None:
         try:
             self._release(vdir)
-        except (CsiError, OSError) as exc:  # the failure that brought us here is the one to report
+        except (CsiError, MountError, OSError) as exc:  # the failure that brought us here is the one to report
             log.warning("could not undo a failed stage in %s: %s", vdir.path, exc)
 
     @staticmethod
@@ -533,7 +534,7 @@ class Node(rpc.NodeServicer):
             try:
                 self._make_target(target, block)
                 mounts.bind(source, target, request.readonly, device=block)
-            except (CsiError, OSError):
+            except (CsiError, MountError, OSError):
                 self._remove_target(target)
                 if own_device:
                     self.mounter.detach(vdir, source)

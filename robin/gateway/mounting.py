@@ -18,9 +18,9 @@ from contextlib import contextmanager
 
 import grpc
 
-from csi_shim import mounts
 from csi_shim.errors import CsiError
 from csi_shim.local import Access, LocalNode
+from robin import mounts
 from robin.errors import Conflict, NotFound, RobinError
 from robin.volumes.models import CephfsPath, RbdImage
 

@@ -16,8 +16,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from csi_shim import mounts
 from csi_shim.local import LocalNode
+from robin import mounts
 from robin.client import RobinApiError, RobinClient, VolumeRef
 from robin.migrate import destination, gluster, plan
 from robin.migrate.copy import Copier
