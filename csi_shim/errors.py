@@ -56,6 +56,10 @@ def not_found(message: str) -> CsiError:
     return CsiError(grpc.StatusCode.NOT_FOUND, message)
 
 
+def failed_precondition(message: str) -> CsiError:
+    return CsiError(grpc.StatusCode.FAILED_PRECONDITION, message)
+
+
 def from_robin(exc: RobinApiError) -> CsiError:
     if exc.code in _BY_ROBIN_CODE:
         code = _BY_ROBIN_CODE[exc.code]
