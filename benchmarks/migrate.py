@@ -7,8 +7,8 @@ One run starts its own dev Ceph cluster, a private GlusterFS server (tests/suppo
   large   --large-files files of --large-mib MiB each, random bytes (data-bound)
 
 it writes the set into a GlusterFS volume, creates a CephFS volume through robin's API and mounts it as the tool
-does (csi_shim's node code: ceph-fuse at the path), and times, --repeats times each, interleaved with the order
-rotating, each copy into a fresh directory of that same destination mount:
+does (robin.mounts, the CSI node's staging: ceph-fuse at the path), and times, --repeats times each, interleaved
+with the order rotating, each copy into a fresh directory of that same destination mount:
 
   cp -a           `cp -a SRC/. DST/run-N/` (coreutils, one file at a time)
   cp, robin's attributes   `cp -dR --preserve=mode,ownership,timestamps,links`: what robin keeps (cp -a keeps
@@ -53,11 +53,11 @@ from benchmarks.api_vs_binding import (  # noqa: E402
     start_cluster,
     stop_cleanly_on_signals,
 )
-from csi_shim.local import LocalNode  # noqa: E402
 from robin.client import ClientConfig, RobinClient, VolumeRef  # noqa: E402
 from robin.migrate import destination, gluster  # noqa: E402
 from robin.migrate.copy import Copier  # noqa: E402
 from robin.migrate.tree import scan  # noqa: E402
+from robin.mounts import Host  # noqa: E402
 from tests.support.gluster import GlusterServer  # noqa: E402
 from tests.support.server import running_server  # noqa: E402
 
@@ -107,7 +107,7 @@ def copy_with_robin(parallel: int):
     return copy
 
 
-def measure_set(name: str, fill, server: GlusterServer, client: RobinClient, node: LocalNode, project: str,
+def measure_set(name: str, fill, server: GlusterServer, client: RobinClient, host: Host, project: str,
                 keyring_user: tuple[str, str], work: Path, args) -> dict:
     volume = server.create_volume(f"bench_{name}")
     with server.mount(volume) as root:
@@ -124,7 +124,7 @@ def measure_set(name: str, fill, server: GlusterServer, client: RobinClient, nod
                   **{f"robin p={p}": copy_with_robin(p) for p in args.parallel}}
     samples: dict[str, list[float]] = {label: [] for label in contenders}
     order = list(contenders)
-    with destination.mounted(node, ref, made, access, str(work / f"dest-{name}")) as target:
+    with destination.mounted(host, ref, made, access, str(work / f"dest-{name}")) as target:
         for repeat in range(args.repeats):
             for label in order[repeat % len(order):] + order[:repeat % len(order)]:
                 run_dir = os.path.join(target, f"run-{repeat}-{len(samples[label])}-{abs(hash(label))}")
@@ -185,12 +185,12 @@ def main(argv=None) -> int:
         stack.callback(client.close)
         keyring = destination.default_keyring(conf, "admin")
         user_key = ("admin", destination.read_key(keyring, "admin"))
-        node = LocalNode(str(base / "state"), "rbd-fuse", "robin-bench")
+        host = Host(str(base / "state"), "rbd-fuse")
         sets = [("small", lambda root: fill_small(root, args.small_files)),
                 ("large", lambda root: fill_large(root, args.large_files, args.large_mib))]
         report["results"] = []
         for name, fill in sets:
-            result = measure_set(name, fill, server, client, node, project, user_key, base, args)
+            result = measure_set(name, fill, server, client, host, project, user_key, base, args)
             result["whole_run"] = whole_run(f"{server.host}:/{result['gluster_volume']}", url, token, conf,
                                             project, base / f"cli-{name}")
             report["results"].append(result)

@@ -8,6 +8,8 @@ import time
 import grpc
 
 from robin.client import RobinApiError
+from robin.mounts import errors as mount_errors
+from robin.mounts.errors import MountError
 
 # robin's stable error codes -> the CSI code a CO acts on.
 _BY_ROBIN_CODE = {
@@ -27,6 +29,17 @@ _BY_ROBIN_CODE = {
 }
 
 
+# What went wrong staging a volume on a node -> the code the CSI spec gives it.
+_BY_MOUNT_KIND = {
+    mount_errors.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
+    mount_errors.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    mount_errors.OCCUPIED: grpc.StatusCode.ALREADY_EXISTS,
+    mount_errors.REFUSED: grpc.StatusCode.FAILED_PRECONDITION,
+    mount_errors.IN_PROGRESS: grpc.StatusCode.ABORTED,
+    mount_errors.FAILED: grpc.StatusCode.INTERNAL,
+}
+
+
 class CsiError(Exception):
     """Ends a call with `code` and `message` (raised anywhere below a servicer method)."""
 
@@ -43,6 +56,10 @@ def not_found(message: str) -> CsiError:
     return CsiError(grpc.StatusCode.NOT_FOUND, message)
 
 
+def failed_precondition(message: str) -> CsiError:
+    return CsiError(grpc.StatusCode.FAILED_PRECONDITION, message)
+
+
 def from_robin(exc: RobinApiError) -> CsiError:
     if exc.code in _BY_ROBIN_CODE:
         code = _BY_ROBIN_CODE[exc.code]
@@ -53,6 +70,10 @@ def from_robin(exc: RobinApiError) -> CsiError:
     else:
         code = grpc.StatusCode.INTERNAL
     return CsiError(code, f"robin: {exc.explanation}")
+
+
+def from_mount(exc: MountError) -> CsiError:
+    return CsiError(_BY_MOUNT_KIND[exc.kind], exc.message)
 
 
 log = logging.getLogger("csi_shim")
@@ -76,8 +97,8 @@ def _guarded(name: str, method):
         except CsiError as exc:
             code = exc.code
             context.abort(exc.code, exc.message)
-        except RobinApiError as exc:
-            error = from_robin(exc)
+        except (RobinApiError, MountError) as exc:
+            error = from_robin(exc) if isinstance(exc, RobinApiError) else from_mount(exc)
             code = error.code
             context.abort(error.code, error.message)
         finally:

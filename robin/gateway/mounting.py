@@ -1,13 +1,13 @@
-"""Activated volumes mounted on the gateway's host, by the CSI node service's own code (csi_shim.node).
+"""Activated volumes mounted on the gateway's host, by the staging code the CSI node service uses (robin.mounts).
 
-The gateway's host is, to that code, one more node: an activation is a NodeStageVolume of the volume at its mount
-point (rbd-fuse + a loop device + ext4 made only on a blank image, or ceph-fuse at the CephFS path), a deactivation
-a NodeUnstageVolume. So the gateway maps, formats and recovers exactly as the CSI driver does: what is mounted is
-read from the kernel each time, never remembered, and a restarted API process finds its predecessor's mounts.
+The gateway's host is, to that code, one more node: an activation stages the volume at its mount point (rbd-fuse +
+a loop device + ext4 made only on a blank image, or ceph-fuse at the CephFS path), a deactivation unstages it. So
+the gateway maps, formats and recovers exactly as the CSI driver does: what is mounted is read from the kernel each
+time, never remembered, and a restarted API process finds its predecessor's mounts.
 
 Layout under ROBIN_GATEWAY_DIR:
     volumes/<rbd|cephfs>-<volume id>   the mount point: the root of the account's SFTP sessions
-    state/<...>                        per volume (csi_shim.node.VolumeDir): ceph.conf, 0600 keyring, daemon logs
+    state/<...>                        per volume (robin.mounts.volume.VolumeDir): ceph.conf, 0600 keyring, daemon logs
 """
 from __future__ import annotations
 
@@ -16,12 +16,10 @@ import threading
 import time
 from contextlib import contextmanager
 
-import grpc
-
-from csi_shim import mounts
-from csi_shim.errors import CsiError
-from csi_shim.local import Access, LocalNode
+from robin import mounts
 from robin.errors import Conflict, NotFound, RobinError
+from robin.mounts import Access, Host, MountError
+from robin.mounts.errors import NOT_FOUND, OCCUPIED, REFUSED
 from robin.volumes.models import CephfsPath, RbdImage
 
 __all__ = ["Access", "MountFailed", "block_device", "is_mounted", "mount", "mount_path", "unmount"]
@@ -34,17 +32,17 @@ class MountFailed(RobinError):
     code = "gateway_mount_failed"
 
 
-_nodes: dict[tuple[str, str], LocalNode] = {}
-_nodes_lock = threading.Lock()
+_hosts: dict[tuple[str, str], Host] = {}
+_hosts_lock = threading.Lock()
 
 
-def _node(gateway_dir: str, mounter: str) -> LocalNode:
+def _host(gateway_dir: str, mounter: str) -> Host:
     """One per process and directory: its Daemons reap the FUSE daemons this process started."""
     key = (gateway_dir, mounter)
-    with _nodes_lock:
-        if key not in _nodes:
-            _nodes[key] = LocalNode(os.path.join(gateway_dir, "state"), mounter, "robin-gateway")
-        return _nodes[key]
+    with _hosts_lock:
+        if key not in _hosts:
+            _hosts[key] = Host(os.path.join(gateway_dir, "state"), mounter)
+        return _hosts[key]
 
 
 def _kind(volume: RbdImage | CephfsPath) -> str:
@@ -71,7 +69,7 @@ def mount(gateway_dir: str, mounter: str, volume: RbdImage | CephfsPath, access:
     else:
         where, fs_type = {"type": "cephfs", "fsName": volume.fs_name, "path": volume.path}, ""
     with _translated(volume):
-        _node(gateway_dir, mounter).stage(_volume_id(volume), path, where, access, fs_type)
+        _host(gateway_dir, mounter).stage(_volume_id(volume), path, where, access, fs_type)
     return path
 
 
@@ -83,7 +81,7 @@ def unmount(gateway_dir: str, mounter: str, volume: RbdImage | CephfsPath) -> No
     while True:
         try:
             with _translated(volume):
-                _node(gateway_dir, mounter).unstage(_volume_id(volume), path)
+                _host(gateway_dir, mounter).unstage(_volume_id(volume), path)
             break
         except MountFailed:
             if time.monotonic() > deadline:
@@ -100,7 +98,7 @@ def block_device(gateway_dir: str, mounter: str, pool: str, image: str, access: 
     volume_id = f"rbd-check-{pool}-{image}"
     staging = os.path.join(os.path.realpath(gateway_dir), "checks", volume_id)  # named, never made: not mounted
     where = {"type": "rbd", "pool": pool, "imageName": image}
-    with _translated(image), _node(gateway_dir, mounter).block_device(volume_id, staging, where, access) as device:
+    with _translated(image), _host(gateway_dir, mounter).block_device(volume_id, staging, where, access) as device:
         yield device
 
 
@@ -108,17 +106,17 @@ def block_device(gateway_dir: str, mounter: str, pool: str, image: str, access: 
 def _translated(volume: RbdImage | CephfsPath | str):
     try:
         yield
-    except CsiError as exc:
+    except MountError as exc:
         raise _as_robin_error(exc, volume) from exc
 
 
-def _as_robin_error(exc: CsiError, volume: RbdImage | CephfsPath | str) -> RobinError:
+def _as_robin_error(exc: MountError, volume: RbdImage | CephfsPath | str) -> RobinError:
     name = volume if isinstance(volume, str) else volume.name
     details = {"name": name}
-    if exc.code == grpc.StatusCode.NOT_FOUND:
+    if exc.kind == NOT_FOUND:
         return NotFound(f"the gateway cannot find {name!r} in Ceph: {exc.message}",
                         code="volume_not_found", details=details)
-    if exc.code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS):
+    if exc.kind in (REFUSED, OCCUPIED):
         return Conflict(f"the gateway cannot mount {name!r}: {exc.message}", code="mount_refused",
                         details=details)
     return MountFailed(f"the gateway could not mount or unmount {name!r}: {exc.message}", details=details)

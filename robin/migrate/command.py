@@ -16,8 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from csi_shim import mounts
-from csi_shim.local import LocalNode
+from robin import mounts
 from robin.client import RobinApiError, RobinClient, VolumeRef
 from robin.migrate import destination, gluster, plan
 from robin.migrate.copy import Copier
@@ -25,6 +24,7 @@ from robin.migrate.errors import MigrationError
 from robin.migrate.progress import Progress, human_bytes
 from robin.migrate.tree import Totals, scan
 from robin.migrate.verify import verify
+from robin.mounts import Host
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
 
@@ -68,7 +68,7 @@ class Migration:
     def __init__(self, options: Options, client: RobinClient, kube=None, out=None):
         self.options, self.client, self.kube = options, client, kube
         self.out = out or sys.stdout
-        self._node: LocalNode | None = None
+        self._node: Host | None = None
         self._locks: dict[str, int] = {}  # lock file -> its descriptor, held until the process ends
         self._run = uuid.uuid4().hex  # names this run's records: its `started` one holds the destination in robin
 
@@ -345,10 +345,9 @@ class Migration:
         os.makedirs(path, mode=0o700, exist_ok=True)
         return path
 
-    def _local_node(self) -> LocalNode:
+    def _local_node(self) -> Host:
         if self._node is None:
-            self._node = LocalNode(os.path.join(self.options.work_dir, "state"), self.options.rbd_mounter,
-                                   "robin-migrate")
+            self._node = Host(os.path.join(self.options.work_dir, "state"), self.options.rbd_mounter)
         return self._node
 
     def _ceph_key(self) -> str:

@@ -1,21 +1,20 @@
 """Destination volumes: made through robin's API (so quotas, states and audit are robin's own), then mounted on
-this host by the CSI node service's code, as a node would: ceph-fuse at the CephFS path, or the RBD image mapped
-(rbd-fuse + a loop device, krbd, rbd-nbd) with a file system made on it only while it is blank."""
+this host by the staging code the CSI node service uses (robin.mounts), as a node would: ceph-fuse at the CephFS
+path, or the RBD image mapped (rbd-fuse + a loop device, krbd, rbd-nbd) with a file system made on it only while it
+is blank."""
 from __future__ import annotations
 
 import configparser
 import os
 from contextlib import contextmanager
 
-import grpc
-
-from csi_shim.errors import CsiError
-from csi_shim.local import Access, LocalNode
 from robin.ceph import rbd_ops
 from robin.ceph.connection import CephConnection
 from robin.client import RobinClient, VolumeRef
 from robin.errors import RobinError
 from robin.migrate.errors import MigrationError
+from robin.mounts import Access, Host, MountError
+from robin.mounts.errors import REFUSED
 
 RBD_FS_TYPE = "ext4"
 EXT4_RESERVED = frozenset({"lost+found"})  # made by mkfs.ext4 at the root: never the source's, never removed
@@ -81,17 +80,17 @@ def mountpoint(work_dir: str) -> str:
 
 
 @contextmanager
-def mounted(node: LocalNode, ref: VolumeRef, volume: dict, ceph: Access, work_dir: str, fs_type: str = RBD_FS_TYPE):
+def mounted(host: Host, ref: VolumeRef, volume: dict, ceph: Access, work_dir: str, fs_type: str = RBD_FS_TYPE):
     """The destination, read-write, for as long as the block runs; unmounted and its daemons stopped after."""
     path = mountpoint(work_dir)
     os.makedirs(path, exist_ok=True)
     volume_id = f"migrate-{ref.handle}"
     try:
-        node.stage(volume_id, path, where(ref, volume), ceph, fs_type if ref.kind == "rbd" else "")
-    except CsiError as exc:
-        code = "destination_busy" if exc.code == grpc.StatusCode.FAILED_PRECONDITION else "destination_mount_failed"
+        host.stage(volume_id, path, where(ref, volume), ceph, fs_type if ref.kind == "rbd" else "")
+    except MountError as exc:
+        code = "destination_busy" if exc.kind == REFUSED else "destination_mount_failed"
         raise DestinationError(code, f"cannot mount {ref.handle}: {exc.message}") from exc
     try:
         yield path
     finally:
-        node.unstage(volume_id, path)
+        host.unstage(volume_id, path)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from csi_shim import mounts
+from robin import mounts
 from tests.support.gluster import GlusterServer
 
 RUN_TIMEOUT_S = 300

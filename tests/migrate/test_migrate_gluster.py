@@ -238,7 +238,7 @@ def _change_source(root: Path) -> None:
 def test_source_device_node_cannot_reach_the_host_through_the_migration_mount(gluster, tmp_path):
     """A tenant's GlusterFS volume holding a block device node (the host's loop0): the migration's own mount of
     the source is read-only, nodev, nosuid and noexec, so opening the node reads nothing of the host."""
-    from csi_shim import mounts
+    from robin import mounts
     from robin.migrate.gluster import GlusterSource, mounted
 
     volume = gluster.create_volume(unique("gv").replace("-", "_"))

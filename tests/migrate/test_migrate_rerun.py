@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import rbd
 
-from csi_shim import mounts
+from robin import mounts
 from tests.conftest import unique
 from tests.support import trees
 from tests.support.mounts import ceph_fuse, rbd_filesystem, read, write

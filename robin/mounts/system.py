@@ -1,8 +1,8 @@
-"""What the node service knows of this machine: the mount table, loop devices, block device sizes, file systems,
-and the FUSE daemons it starts. Everything is read from the kernel (/proc/self/mountinfo, /sys) every time it is
-needed, never remembered, so that a restarted plugin sees exactly what its predecessor left.
+"""What staging knows of this machine: the mount table, loop devices, block device sizes, file systems, and the
+FUSE daemons it starts. Everything is read from the kernel (/proc/self/mountinfo, /sys) every time it is
+needed, never remembered, so that a restarted process sees exactly what its predecessor left.
 
-Every command runs with a timeout and without a shell; a failure raises ToolError (a CsiError, INTERNAL) that
+Every command runs with a timeout and without a shell; a failure raises ToolError (a MountError, "failed") that
 carries the command and its stderr.
 """
 from __future__ import annotations
@@ -18,11 +18,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
+from robin.mounts.errors import FAILED, REFUSED, MountError
 
-from csi_shim.errors import CsiError
-
-log = logging.getLogger("csi_shim")
+log = logging.getLogger(__name__)
 
 TOOL_TIMEOUT_S = 60  # mount, losetup, blkid: seconds when healthy; a minute means something is stuck
 LONG_TOOL_TIMEOUT_S = 600  # mkfs, resize2fs, xfs_growfs on a large image
@@ -34,11 +32,11 @@ BLANK_PROBE_BYTES = 1 << 20  # mkfs only on an image whose first MiB is zeros, o
 TENANT_DATA_OPTIONS = ("nodev", "nosuid")
 
 
-class ToolError(CsiError):
-    """A command failed or timed out: INTERNAL, with the command and what it said on stderr."""
+class ToolError(MountError):
+    """A command failed or timed out, with the command and what it said on stderr."""
 
-    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.INTERNAL):
-        super().__init__(code, message)
+    def __init__(self, message: str):
+        super().__init__(FAILED, message)
 
 
 def run(*argv: str, timeout: float = TOOL_TIMEOUT_S, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
@@ -269,7 +267,7 @@ def grow_filesystem(fs_type: str, device: str, mountpoint: str) -> None:
     elif fs_type == "xfs":
         run("xfs_growfs", "-d", mountpoint, timeout=LONG_TOOL_TIMEOUT_S)
     else:
-        raise CsiError(grpc.StatusCode.FAILED_PRECONDITION, f"cannot grow a {fs_type} file system")
+        raise MountError(REFUSED, f"cannot grow a {fs_type} file system")
 
 
 # --- FUSE daemons ------------------------------------------------------------------------------------------
@@ -292,15 +290,15 @@ def _command_line(pid: str) -> list[str]:
 
 
 class Daemons:
-    """FUSE daemons (rbd-fuse, ceph-fuse), each in its own session so that they outlive the plugin, and found
-    again by an argument only they carry (their volume's ceph.conf), never by name."""
+    """FUSE daemons (rbd-fuse, ceph-fuse), each in its own session so that they outlive the process that started
+    them, and found again by an argument only they carry (their volume's ceph.conf), never by name."""
 
     def __init__(self):
         self._children: dict[int, subprocess.Popen] = {}  # only to reap the ones this process started
         self._lock = threading.Lock()
 
     def start(self, argv: list[str], log_path: str) -> int:
-        # A file, not a pipe: the daemon writes to it for as long as it runs, after this plugin is gone too.
+        # A file, not a pipe: the daemon writes to it for as long as it runs, after this process is gone too.
         with open(log_path, "ab") as log_file:
             try:
                 process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,

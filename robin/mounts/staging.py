@@ -1,0 +1,403 @@
+"""Stage (map or mount) a volume once per host, publish it (bind mounts) at each path it is used from.
+
+RBD images become block devices through the configured mounter (`rbd-fuse` + a loop device, `krbd`, `rbd-nbd`);
+a blank image gets a file system (ext4 unless the capability names xfs), an image with anything on it never does.
+CephFS volumes are mounted with ceph-fuse, exactly at the volume's path of its file system.
+
+Nothing is remembered between calls: whether a volume is staged or published, and on which device, is read from
+the mount table and the loop devices' backing files each time, so a process restarted between two calls carries on
+where the last one stopped, and the FUSE daemons (in their own sessions) keep the mounts working meanwhile.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from robin.mounts import system
+from robin.mounts.errors import IN_PROGRESS, NOT_FOUND, OCCUPIED, REFUSED, MountError
+from robin.mounts.mappers import MOUNT_TIMEOUT_S, MOUNTERS
+from robin.mounts.system import Daemons, Mount, ToolError, canonical, device_number, mount_at
+from robin.mounts.volume import Volume, VolumeDir
+
+log = logging.getLogger(__name__)
+
+
+def _refused(message: str) -> MountError:
+    return MountError(REFUSED, message)
+
+
+def _occupied(message: str) -> MountError:
+    return MountError(OCCUPIED, message)
+
+
+@dataclass(frozen=True)
+class Capability:
+    """How the volume is used: as a block device, or as a file system (`fs_type`, "" for what is on it or ext4)
+    mounted with `flags`. `multi_writer`: several hosts write to it at once."""
+
+    block: bool = False
+    fs_type: str = ""
+    flags: tuple[str, ...] = ()
+    readonly: bool = False
+    multi_writer: bool = False
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One figure of a staged or published volume: bytes, or inodes."""
+
+    total: int
+    available: int = 0
+    used: int = 0
+    inodes: bool = False
+
+
+@contextmanager
+def _os_errors(call: str, volume_id: str):
+    """A path that cannot be made, read or removed is the machine's failure, said with what failed."""
+    try:
+        yield
+    except OSError as exc:
+        raise ToolError(f"{call} {volume_id}: {exc}") from exc
+
+
+class _InFlight:
+    """One operation at a time per volume: a second one at once is refused (IN_PROGRESS), for its caller to retry."""
+
+    def __init__(self):
+        self._ids: set[str] = set()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def hold(self, volume_id: str) -> Iterator[None]:
+        with self._lock:
+            if volume_id in self._ids:
+                raise MountError(IN_PROGRESS, f"an operation on {volume_id} is already in progress")
+            self._ids.add(volume_id)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._ids.discard(volume_id)
+
+
+class Stager:
+    """Volumes staged under `state_dir` (their ceph.conf, keyring, daemon logs), RBD images mapped by `mounter`."""
+
+    def __init__(self, state_dir: str, mounter: str):
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        self.state_dir = canonical(state_dir)  # as loop devices and the mount table spell it
+        self.daemons = Daemons()
+        self.mounter = MOUNTERS[mounter](self.daemons)
+        self._in_flight = _InFlight()
+
+    def _dir(self, volume_id: str) -> VolumeDir:
+        return VolumeDir(self.state_dir, volume_id)
+
+    # --- stage --------------------------------------------------------------------------------------------
+
+    def stage(self, volume: Volume, staging: str, capability: Capability) -> None:
+        """Map or mount the volume at `staging` (a block volume: only map it); nothing new when it is there."""
+        with self._in_flight.hold(volume.id), _os_errors("NodeStageVolume", volume.id):
+            if volume.kind == "cephfs":
+                self._stage_cephfs(volume, self._dir(volume.id), staging, capability)
+            else:
+                self._stage_rbd(volume, self._dir(volume.id), staging, capability)
+
+    def _stage_rbd(self, volume: Volume, vdir: VolumeDir, staging: str, capability: Capability) -> None:
+        if not capability.block and capability.multi_writer:
+            raise _refused("an RBD file system cannot be written from several nodes: use block mode")
+        if self._rbd_staged(vdir, staging, capability):
+            return
+        primary = self._primary(self.mounter.devices(vdir))
+        if capability.block and primary:
+            return  # a block volume's stage is its device
+        if primary and system.device_users(primary):
+            raise _occupied(f"{volume.id} is already in use at {', '.join(system.device_users(primary))}")
+        try:
+            vdir.prepare(volume)
+            device = primary or self.mounter.attach(vdir, volume.pool, volume.image, volume.user,
+                                                    capability.readonly)
+            if not capability.block:
+                fs_type = self._file_system(device, capability.fs_type, volume)
+                os.makedirs(staging, exist_ok=True)
+                system.mount(device, staging, fs_type, self._mount_options(capability))
+        except (MountError, OSError):
+            self._undo(vdir)  # leave nothing half made: the caller may never unstage
+            raise
+
+    def _rbd_staged(self, vdir: VolumeDir, staging: str, capability: Capability) -> bool:
+        """True if the volume is mounted at `staging` as asked; OCCUPIED if something else is."""
+        staged = mount_at(staging)
+        if staged is None:
+            return False
+        requested = capability.fs_type
+        if (capability.block or not self._belongs(vdir, staged, staging)
+                or (requested and requested != staged.fstype)):
+            raise _occupied(f"{staging} already holds {staged.source} ({staged.fstype})")
+        return True
+
+    def _undo(self, vdir: VolumeDir) -> None:
+        try:
+            self._release(vdir)
+        except (MountError, OSError) as exc:  # the failure that brought us here is the one to report
+            log.warning("could not undo a failed stage in %s: %s", vdir.path, exc)
+
+    @staticmethod
+    def _file_system(device: str, requested: str, volume: Volume) -> str:
+        """The file system on the device; a new one only on a blank image."""
+        if requested and requested not in system.FILESYSTEMS:
+            raise _refused(f"fs_type {requested!r} is not supported: {', '.join(system.FILESYSTEMS)}")
+        found = system.probe(device)
+        if "TYPE" in found:
+            if requested and found["TYPE"] != requested:
+                raise _refused(f"{volume.pool}/{volume.image} holds a {found['TYPE']} file system, not {requested}")
+            return found["TYPE"]
+        if found:
+            raise _refused(f"{volume.pool}/{volume.image} holds no file system but "
+                           f"{', '.join(f'{k}={v}' for k, v in found.items())}: not formatting it")
+        if not system.starts_with_zeros(device):
+            raise _refused(f"{volume.pool}/{volume.image} holds data but no file system blkid knows: "
+                           f"not formatting it")
+        fs_type = requested or "ext4"
+        log.info("making an %s file system on the blank image %s/%s (%s)", fs_type, volume.pool, volume.image,
+                 device)
+        system.make_filesystem(device, fs_type)
+        return fs_type
+
+    @staticmethod
+    def _mount_options(capability: Capability) -> list[str]:
+        # Last, so that they win over the capability's flags: a device node or set-id program a pod wrote into
+        # its volume never acts on this host, nor in another pod. Bind mounts of the stage inherit them.
+        options = [*capability.flags, *system.TENANT_DATA_OPTIONS]
+        if capability.readonly:
+            options.append("ro")
+        return options
+
+    def _stage_cephfs(self, volume: Volume, vdir: VolumeDir, staging: str, capability: Capability) -> None:
+        if capability.block:
+            raise _refused("a CephFS volume cannot be used as a block device")
+        staged = mount_at(staging)
+        if staged is not None:
+            if staged.source != vdir.tag:
+                raise _occupied(f"{staging} already holds {staged.source} ({staged.fstype})")
+            return
+        vdir.prepare(volume)
+        os.makedirs(staging, exist_ok=True)
+        options = ",".join([f"fsname={vdir.tag}", *self._mount_options(capability)])
+        pid = self.daemons.start(["ceph-fuse", "-f", "-c", vdir.conf, "--id", volume.user, "--client_fs",
+                                  volume.fs_name, "-r", volume.path, "-o", options, staging], vdir.log("ceph-fuse"))
+
+        def mounted() -> bool:
+            current = mount_at(staging)
+            return current is not None and current.source == vdir.tag
+
+        system.wait_for(lambda: mounted() or not self.daemons.alive(pid), MOUNT_TIMEOUT_S)
+        if mounted() and self.daemons.alive(pid):
+            return
+        self._cephfs_failed(volume, vdir, staging, pid)
+
+    def _cephfs_failed(self, volume: Volume, vdir: VolumeDir, staging: str, pid: int) -> None:
+        said = system.log_tail(vdir.log("ceph-fuse"))
+        status = self.daemons.exit_status(pid)
+        if mount_at(staging) is not None and mount_at(staging).source == vdir.tag:
+            system.unmount(staging)
+        self.daemons.stop(pid)
+        vdir.remove()
+        if "No such file or directory" in said:
+            raise MountError(NOT_FOUND, f"CephFS {volume.fs_name}:{volume.path} does not exist: {said}")
+        raise ToolError(f"ceph-fuse did not mount {volume.fs_name}:{volume.path} (exit status {status}): {said}")
+
+    # --- unstage ------------------------------------------------------------------------------------------
+
+    def unstage(self, volume_id: str, staging: str) -> None:
+        """Unmount the volume's stage and stop what served it: whatever of it is there (idempotent)."""
+        vdir = self._dir(volume_id)
+        with self._in_flight.hold(volume_id), _os_errors("NodeUnstageVolume", volume_id):
+            daemons = self.daemons.using(vdir.conf)  # looked up first: once unmounted they are on their way out
+            staged = mount_at(staging)
+            if staged is not None and self._belongs(vdir, staged, staging):
+                others = [m.mountpoint for m in system.mount_table()
+                          if m.device == staged.device and m.mountpoint != staged.mountpoint]
+                if others:
+                    raise _refused(f"{volume_id} is still published at {', '.join(others)}")
+                system.unmount(staging)
+            self._release(vdir, daemons)
+
+    def _release(self, vdir: VolumeDir, daemons: list[int] | None = None) -> None:
+        """Detach the volume's devices, stop its daemons, remove its directory: whatever of it is there."""
+        if daemons is None:
+            daemons = self.daemons.using(vdir.conf)
+        for device in self.mounter.devices(vdir):
+            users = system.device_users(device)
+            if users:
+                raise _refused(f"{device} is still in use at {', '.join(users)}")
+            self.mounter.detach(vdir, device)
+        self.mounter.release(vdir)
+        self.daemons.wait_gone(daemons)
+        vdir.remove()
+
+    # --- publish, unpublish -------------------------------------------------------------------------------
+
+    def publish(self, volume_id: str, staging: str, target: str, block: bool, readonly: bool) -> None:
+        """Bind the staged volume (its file system, or its device) at `target`; nothing new when it is there."""
+        vdir = self._dir(volume_id)
+        with self._in_flight.hold(volume_id), _os_errors("NodePublishVolume", volume_id):
+            published = mount_at(target)
+            if published is not None:
+                if self._belongs(vdir, published, target) and published.readonly == readonly:
+                    return
+                raise _occupied(f"{target} already holds {published.source} "
+                                f"({'read-only' if published.readonly else 'read-write'})")
+            self._check_staged(vdir, volume_id, staging, block)
+            source, own_device = self._block_source(vdir, readonly) if block else (canonical(staging), False)
+            try:
+                self._make_target(target, block)
+                system.bind(source, target, readonly, device=block)
+            except (MountError, OSError):
+                self._remove_target(target)
+                if own_device:
+                    self.mounter.detach(vdir, source)
+                raise
+
+    def _check_staged(self, vdir: VolumeDir, volume_id: str, staging: str, block: bool) -> None:
+        staged = mount_at(staging)
+        mounted = staged is not None and self._belongs(vdir, staged, staging)
+        if block and mounted:
+            raise _refused(f"{volume_id} is staged as a file system at {staging}, not as a block device")
+        if not block and not mounted:
+            raise _refused(f"{volume_id} is not staged at {staging}: call NodeStageVolume first")
+
+    def _block_source(self, vdir: VolumeDir, readonly: bool) -> tuple[str, bool]:
+        """The device to bind, and whether it was attached for this target alone."""
+        primary = self._primary(self.mounter.devices(vdir))
+        image = vdir.image()
+        if primary is None or image is None:
+            raise _refused(f"no device is attached for {vdir.path}: call NodeStageVolume first")
+        if not readonly or system.device_readonly(primary):
+            return primary, False
+        # A read-only bind mount of a device node still lets writes through: this target gets a device of its
+        # own, attached read-only, which unpublish detaches again.
+        return self.mounter.attach(vdir, *image, vdir.user(), readonly=True), True
+
+    @staticmethod
+    def _make_target(target: str, block: bool) -> None:
+        if block:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            open(target, "a").close()  # a device node is bound onto a file
+        else:
+            os.makedirs(target, exist_ok=True)
+
+    def unpublish(self, volume_id: str, target: str) -> None:
+        """Unbind `target` and remove it (idempotent)."""
+        vdir = self._dir(volume_id)
+        with self._in_flight.hold(volume_id), _os_errors("NodeUnpublishVolume", volume_id):
+            own_device = self._own_readonly_device(vdir, target)
+            system.unmount(target)
+            if own_device and not system.device_users(own_device):
+                self.mounter.detach(vdir, own_device)
+            self._remove_target(target)
+
+    def _own_readonly_device(self, vdir: VolumeDir, target: str) -> str | None:
+        """The read-only device publish attached for this block target alone, if it did."""
+        published = mount_at(target)
+        if published is None or published.fstype != "devtmpfs":
+            return None
+        devices = self.mounter.devices(vdir)
+        primary, number = self._primary(devices), device_number(target)
+        return next((d for d in devices if d != primary and device_number(d) == number
+                     and system.device_readonly(d)), None)
+
+    @staticmethod
+    def _remove_target(target: str) -> None:
+        """Remove what publish made: an empty directory or a file, never anything with content."""
+        try:
+            if os.path.isdir(target) and not os.path.islink(target):
+                os.rmdir(target)
+            else:
+                os.unlink(target)
+        except FileNotFoundError:
+            pass
+
+    # --- usage, expand ------------------------------------------------------------------------------------
+
+    def usage(self, volume_id: str, path: str) -> list[Usage]:
+        """The volume's size (a block volume), or its file system's bytes and inodes, where it is staged or
+        published."""
+        with _os_errors("NodeGetVolumeStats", volume_id):
+            self._mounted_volume(self._dir(volume_id), volume_id, path)
+            if device_number(path):
+                return [Usage(total=system.device_size(path))]
+            return _usage(os.statvfs(path))
+
+    def expand(self, volume_id: str, path: str, staging: str, required_bytes: int) -> int:
+        """Make the volume staged or published at `path` take its image's new size; its capacity in bytes."""
+        vdir = self._dir(volume_id)
+        with self._in_flight.hold(volume_id), _os_errors("NodeExpandVolume", volume_id):
+            mounted = self._mounted_volume(vdir, volume_id, path)
+            if mounted.source == vdir.tag:  # CephFS: the quota is the size, nothing to grow on a host
+                statistics = os.statvfs(path)
+                return statistics.f_blocks * statistics.f_frsize
+            for device in self.mounter.devices(vdir):
+                self.mounter.refresh(vdir, device)
+            if mounted.fstype == "devtmpfs":  # a block volume: the device is all there is
+                return _capacity(volume_id, path, required_bytes)
+            device = system.device_path(mounted.device)
+            system.grow_filesystem(mounted.fstype, device, self._grow_at(vdir, staging, path))
+            return _capacity(volume_id, device, required_bytes)
+
+    def _grow_at(self, vdir: VolumeDir, staging: str, path: str) -> str:
+        """Where to run xfs_growfs: the staging path when given (a published path may be a read-only bind)."""
+        staged = mount_at(staging) if staging else None
+        return staging if staged is not None and self._belongs(vdir, staged, staging) else path
+
+    def _mounted_volume(self, vdir: VolumeDir, volume_id: str, path: str) -> Mount:
+        if not os.path.exists(path):
+            raise MountError(NOT_FOUND, f"{path} does not exist")
+        mounted = mount_at(path)
+        if mounted is None or not self._belongs(vdir, mounted, path):
+            raise MountError(NOT_FOUND, f"volume {volume_id} is not staged or published at {path}")
+        return mounted
+
+    # --- which mounts and devices are the volume's ----------------------------------------------------------
+
+    def device(self, volume_id: str) -> str:
+        """The device the volume's stage attached (staged as a block volume)."""
+        return self._primary(self.mounter.devices(self._dir(volume_id)))
+
+    def _belongs(self, vdir: VolumeDir, mounted: Mount, path: str) -> bool:
+        """Whether the mount at `path` is this volume: its ceph-fuse (by fsname), a file system on one of its
+        devices, or one of its devices bound there (block)."""
+        if mounted.source == vdir.tag:
+            return True
+        numbers = {device_number(device) for device in self.mounter.devices(vdir)}
+        if mounted.device in numbers:
+            return True
+        return mounted.fstype == "devtmpfs" and device_number(path) in numbers
+
+    @staticmethod
+    def _primary(devices: list[str]) -> str | None:
+        """The device the stage attached: the writable one; the only one when staged read-only."""
+        writable = [device for device in devices if not system.device_readonly(device)]
+        return (writable or devices or [None])[0]
+
+
+def _capacity(volume_id: str, device: str, required_bytes: int) -> int:
+    size = system.device_size(device)
+    if size < required_bytes:  # the image was not grown (yet): say so, grow what there is
+        log.warning("expanding %s: the device has %d bytes, %d were asked for", volume_id, size, required_bytes)
+    return size
+
+
+def _usage(statistics: os.statvfs_result) -> list[Usage]:
+    size = statistics.f_frsize
+    usage = [Usage(total=statistics.f_blocks * size, available=statistics.f_bavail * size,
+                   used=(statistics.f_blocks - statistics.f_bfree) * size)]
+    if statistics.f_files > 0 and statistics.f_ffree >= 0:  # ceph-fuse counts no free inodes (-1)
+        usage.append(Usage(total=statistics.f_files, available=statistics.f_favail,
+                           used=statistics.f_files - statistics.f_ffree, inodes=True))
+    return usage

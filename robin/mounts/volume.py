@@ -1,0 +1,180 @@
+"""A volume to stage: where it is (an RBD image, or a CephFS path), the cluster's monitors, and the cephx user and
+key the daemons use; and its directory on the host.
+
+Each volume has a directory `<state_dir>/<volume id made safe>-<hash>/` holding its ceph.conf (the monitors),
+a 0600 keyring (the user and key), its daemons' logs, and for rbd-fuse the mountpoint where the image shows up as
+a file.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from robin.mounts import system
+from robin.mounts.errors import INVALID, MountError
+from robin.mounts.system import ToolError
+
+CLIENT_MOUNT_TIMEOUT_S = 30  # ceph-fuse gives up on unreachable monitors or MDS after this (default 300)
+MONITOR = re.compile(r"(v[12]:)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:(\d+))?")
+CEPH_USER = re.compile(r"[A-Za-z0-9._-]+")
+CEPH_KEY = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+MSGR2_PORT = "3300"
+
+
+def _invalid(message: str) -> MountError:
+    return MountError(INVALID, message)
+
+
+def _mon_host(monitors: list[str]) -> str:
+    """mon_host for the monitors' `ip:port`s. An address without a protocol makes the client try msgr2 first even
+    on a v1 port (an error in every log): say v2 for Ceph's msgr2 port, v1 for any other."""
+    spelled = []
+    for monitor in monitors:
+        match = MONITOR.fullmatch(monitor)
+        if match.group(1) or not match.group(4):
+            spelled.append(monitor)
+        else:
+            spelled.append(("v2:" if match.group(4) == MSGR2_PORT else "v1:") + monitor)
+    return ",".join(spelled)
+
+
+@dataclass(frozen=True)
+class Volume:
+    """What staging needs, from a volume context (CSI's, or one robin's programs write) and its secrets."""
+
+    id: str
+    kind: str  # rbd | cephfs
+    monitors: list[str]
+    fsid: str
+    user: str
+    key: str
+    pool: str = ""
+    image: str = ""
+    fs_name: str = ""
+    path: str = ""
+
+    @classmethod
+    def from_context(cls, volume_id: str, context: Mapping[str, str], secrets: Mapping[str, str]) -> Volume:
+        """context: type, monitors ("ip:port,..."), clusterID (the fsid), and pool + imageName or fsName + path;
+        secrets: userID and userKey. Nothing a tenant could set reaches a daemon's command line unchecked."""
+        kind = context.get("type") or volume_id.split(":", 1)[0]
+        if kind not in ("rbd", "cephfs"):
+            raise _invalid(f"volume_context type must be rbd or cephfs, not {kind!r}")
+        monitors = [m.strip() for m in context.get("monitors", "").split(",") if m.strip()]
+        if not monitors:
+            raise _invalid("volume_context has no monitors: the node needs the cluster's monitors (ip:port, ...)")
+        for monitor in monitors:
+            if not MONITOR.fullmatch(monitor):
+                raise _invalid(f"volume_context monitors: {monitor!r} is not an ip:port")
+        user, key = secrets.get("userID", ""), secrets.get("userKey", "")
+        if not user or not key:
+            raise _invalid("secrets must hold userID and userKey (a Ceph user and its key: the node-stage secret)")
+        if not CEPH_USER.fullmatch(user) or not CEPH_KEY.fullmatch(key):
+            raise _invalid("secrets: userID must be a Ceph user name and userKey a base64 Ceph key")
+        fsid = context.get("clusterID", "")
+        volume = cls(id=volume_id, kind=kind, monitors=monitors, fsid=fsid if _is_uuid(fsid) else "",
+                     user=user, key=key, pool=context.get("pool", ""), image=context.get("imageName", ""),
+                     fs_name=context.get("fsName", ""), path=context.get("path", ""))
+        volume._check_location(context)
+        return volume
+
+    def _check_location(self, context: Mapping[str, str]) -> None:
+        if self.kind == "rbd":
+            if not self.pool or not self.image or "/" in self.pool + self.image:
+                raise _invalid(f"volume_context needs pool and imageName for an RBD volume, got {dict(context)}")
+        elif not self.fs_name or not self.path.startswith("/"):
+            raise _invalid(f"volume_context needs fsName and an absolute path for a CephFS volume, got {dict(context)}")
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Access:
+    """How the daemons reach the cluster: the monitors, the fsid, a cephx user and its key."""
+
+    monitors: list[str]
+    fsid: str
+    user: str
+    key: str
+
+    def volume(self, volume_id: str, where: Mapping[str, str]) -> Volume:
+        """The volume at `where` (type and pool + imageName, or fsName + path), checked as a CSI request's is."""
+        context = {"monitors": ",".join(self.monitors), "clusterID": self.fsid, **where}
+        return Volume.from_context(volume_id, context, {"userID": self.user, "userKey": self.key})
+
+
+class VolumeDir:
+    """<state_dir>/<safe id>-<hash>: the hash keeps two ids that read the same once made safe apart."""
+
+    def __init__(self, state_dir: str, volume_id: str):
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", volume_id)[:64]
+        self.name = f"{safe}-{hashlib.sha256(volume_id.encode()).hexdigest()[:12]}"
+        self.path = os.path.join(state_dir, self.name)
+        self.conf = os.path.join(self.path, "ceph.conf")
+        self.keyring = os.path.join(self.path, "keyring")
+        self.fuse = os.path.join(self.path, "fuse")  # rbd-fuse's mountpoint
+        self.image_record = os.path.join(self.path, "image")  # pool/image, for the kernel mappers' device lists
+        self.tag = f"robin-csi:{self.name}"  # ceph-fuse's fsname: the source column of its mounts names the volume
+
+    def log(self, daemon: str) -> str:
+        return os.path.join(self.path, f"{daemon}.log")
+
+    def prepare(self, volume: Volume) -> None:
+        """Write the volume's ceph.conf, keyring and image record (again: a retried stage may bring a new key)."""
+        os.makedirs(self.path, mode=0o700, exist_ok=True)
+        conf = ["[global]", f"mon_host = {_mon_host(volume.monitors)}", f"keyring = {self.keyring}",
+                # No admin socket: the default run dir may not exist on a node, and a socket path is short.
+                "admin_socket =", f"log_file = {self.log('ceph-client')}",
+                f"client_mount_timeout = {CLIENT_MOUNT_TIMEOUT_S}"]
+        if volume.fsid:
+            conf.insert(1, f"fsid = {volume.fsid}")  # the client then refuses monitors of another cluster
+        self._write(self.keyring, f"[client.{volume.user}]\n\tkey = {volume.key}\n")
+        self._write(self.conf, "\n".join(conf) + "\n")
+        if volume.kind == "rbd":
+            self._write(self.image_record, f"{volume.pool}/{volume.image}\n")
+
+    @staticmethod
+    def _write(path: str, text: str) -> None:
+        # 0600 from the start, and in place at once: a daemon reading it never sees half a file.
+        temporary = path + ".tmp"
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(descriptor, 0o600)  # in case a crashed predecessor left the file
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+
+    def user(self) -> str:
+        with open(self.keyring) as handle:
+            return handle.readline().strip()[len("[client."):-1]
+
+    def image(self) -> tuple[str, str] | None:
+        try:
+            with open(self.image_record) as handle:
+                pool, image = handle.read().strip().split("/", 1)
+        except (FileNotFoundError, ValueError):
+            return None
+        return pool, image
+
+    def remove(self) -> None:
+        """Delete the directory: only files, and the empty FUSE mountpoint, never while anything is mounted in it."""
+        if not os.path.isdir(self.path):
+            return
+        left = system.mounts_under(self.path)
+        if left:
+            raise ToolError(f"{', '.join(m.mountpoint for m in left)} is still mounted: {self.path} kept")
+        for entry in os.scandir(self.path):
+            if entry.is_dir(follow_symlinks=False):
+                os.rmdir(entry.path)
+            else:
+                os.unlink(entry.path)
+        os.rmdir(self.path)
