@@ -18,8 +18,6 @@ import json
 import logging
 import math
 import re
-import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,12 +32,14 @@ from csi_shim.locks import InFlight
 from csi_shim.stubs import pb, rpc
 from robin.client import (
     MiB,
+    Provisioned,
+    Provisioning,
     RobinApiError,
     RobinClient,
     VolumeRef,
-    ensure_project,
+    VolumeTaken,
+    made_for,
     round_up_to_mib,
-    volume_context,
     volume_size,
 )
 
@@ -59,7 +59,6 @@ PVC_NAMESPACE = CSI_PREFIX + "pvc/namespace"
 COMMON_PARAMETERS = {"type", "cluster", "project", "projectQuotaBytes", "projectQuotaVolumes", "projectQuotaSnapshots"}
 KIND_PARAMETERS = {"rbd": {"pool", "imageFeatures"}, "cephfs": {"fs"}}
 DEFAULT_QUOTA = {"max_bytes": 100 * GiB, "max_volumes": 100, "max_snapshots": 100}
-CLUSTER_INFO_TTL_S = 300.0
 ROBIN_PAGE = 1000  # robin's largest page
 NOT_FOUND_CODES = ("project_not_found", "volume_not_found", "snapshot_not_found")
 Mode = pb.VolumeCapability.AccessMode
@@ -104,8 +103,7 @@ def not_ours(ref: VolumeRef, volume: dict, *, unrecorded_ok: bool = True) -> str
     before robin kept that record, or by a person) is acted on when the CO names it by id: ids come from PVs and
     snapshot contents, which tenants cannot write. Adopting one by name on CreateVolume (`unrecorded_ok=False`) is
     never allowed: a name is all a CreateVolume has."""
-    owner = volume.get("created_for")
-    if owner == csi_owner(ref) or (owner is None and unrecorded_ok):
+    if made_for(volume, csi_owner(ref), unrecorded_ok=unrecorded_ok):
         return None
     return (f"{ref.handle} was not made by this CSI plugin (robin records it as made for "
             f"{volume.get('created_for') or 'nothing of Kubernetes'}); it acts only on volumes it made")
@@ -354,10 +352,8 @@ def _pages(fetch: Callable[..., dict]) -> Iterator[dict]:
 class Controller(rpc.ControllerServicer):
     def __init__(self, config: ShimConfig, robin: RobinClient):
         self.config, self.robin = config, robin
+        self.provisioning = Provisioning(robin)
         self.inflight = InFlight()
-        self._lock = threading.Lock()
-        self._clusters: dict[str, tuple[float, dict]] = {}
-        self._known_projects: set[str] = set()
 
     def ControllerGetCapabilities(self, request, context):
         return pb.ControllerGetCapabilitiesResponse(capabilities=[
@@ -378,7 +374,7 @@ class Controller(rpc.ControllerServicer):
             raise invalid(problem)
         ref = volume_ref(params.kind, params.project, request.name)
         with self.inflight.hold("create-volume:" + request.name, ref.handle):
-            volume = self._existing(ref)
+            volume = self.provisioning.volume(ref)
             if volume is None:
                 volume = self._new_volume(request, params, ref)
             else:
@@ -388,46 +384,32 @@ class Controller(rpc.ControllerServicer):
 
     def _new_volume(self, request, params: Parameters, ref: VolumeRef) -> dict:
         clone = self._clone_source(request, params, ref)
-        volume = self._create(ref, params, clone, new_volume_size(request.capacity_range, clone.size if clone else 0))
-        if volume is None:  # robin has the name: made meanwhile (another replica of the plugin), or someone else's
-            volume = self._taken(ref)
-            self._check_compatible(request, params, ref, volume)
-        return volume
-
-    def _existing(self, ref: VolumeRef) -> dict | None:
         try:
-            return self.robin.get_volume(ref.kind, ref.project, ref.name)
-        except RobinApiError as exc:
-            if exc.code in NOT_FOUND_CODES:
-                return None
-            raise
+            provisioned = self._create(ref, params, clone,
+                                       new_volume_size(request.capacity_range, clone.size if clone else 0))
+        except VolumeTaken as exc:
+            if exc.volume is None:
+                raise CsiError(grpc.StatusCode.ALREADY_EXISTS, str(exc)) from exc
+            provisioned = Provisioned(exc.volume, created=False)  # someone else's: _check_compatible says so
+        if not provisioned.created:  # robin has the name: made meanwhile (another replica of the plugin)
+            self._check_compatible(request, params, ref, provisioned.volume)
+        return provisioned.volume
 
-    def _create(self, ref: VolumeRef, params: Parameters, clone: CloneSource | None, size: int) -> dict | None:
-        """The volume robin made, or None when robin has one of that name already (409 name_taken)."""
-        self._ensure_project(params)
+    def _create(self, ref: VolumeRef, params: Parameters, clone: CloneSource | None, size: int) -> Provisioned:
+        """The volume robin made, or the one of that name it has (VolumeTaken when not made by this plugin)."""
         fields = {"source": clone.source} if clone else params.fields  # a clone takes its parent's pool and cluster
         try:
-            volume = self.robin.create_volume(ref.kind, ref.project, ref.name, size, created_for=csi_owner(ref),
-                                              **fields)
+            provisioned = self.provisioning.provision(ref, size, owner=csi_owner(ref), quota=params.quota,
+                                                      fields=fields)
         except RobinApiError as exc:
             if _size_refused(exc):
                 raise out_of_range(f"robin refused {size} bytes: {exc.explanation}") from exc
             if exc.code == "project_not_found":  # deleted since we made it: the CO's retry makes it again
-                with self._lock:
-                    self._known_projects.discard(ref.project)
                 raise aborted(f"project {ref.project} went away while creating {ref.handle}; retry") from exc
-            if exc.code != "name_taken":
-                raise
-            return None
-        log.info("created %s (%d bytes)%s", ref.handle, size, f" from {clone.origin[1]}" if clone else "")
-        return volume
-
-    def _taken(self, ref: VolumeRef) -> dict:
-        volume = self._existing(ref)
-        if volume is None:  # names are unique per pool or file system, across projects
-            raise CsiError(grpc.StatusCode.ALREADY_EXISTS, f"the name {ref.name} is taken in robin by a volume "
-                                                           f"outside project {ref.project}")
-        return volume
+            raise
+        if provisioned.created:
+            log.info("created %s (%d bytes)%s", ref.handle, size, f" from {clone.origin[1]}" if clone else "")
+        return provisioned
 
     def _check_compatible(self, request, params: Parameters, ref: VolumeRef, volume: dict) -> None:
         """A volume of this name exists: it is the answer if it is what the request asks for (the spec's
@@ -474,7 +456,7 @@ class Controller(rpc.ControllerServicer):
         if source_ref.project != ref.project:
             raise invalid(f"robin clones within a project: source {origin[1]} is in project {source_ref.project}, "
                           f"the new volume in {ref.project}")
-        parent = self._existing(source_ref)
+        parent = self.provisioning.volume(source_ref)
         if parent is None:
             raise not_found(f"source {origin[0]} {origin[1]} does not exist")
         problem = not_ours(source_ref, parent) if snapshot is None else None
@@ -490,38 +472,9 @@ class Controller(rpc.ControllerServicer):
             raise not_found(f"source snapshot {origin[1]} does not exist")
         return CloneSource({"image": source_ref.name, "snapshot": snapshot.name}, taken["size_bytes"], origin)
 
-    def _ensure_project(self, params: Parameters) -> None:
-        with self._lock:
-            if params.project in self._known_projects:
-                return
-        ensure_project(self.robin, params.project, params.quota)
-        with self._lock:
-            self._known_projects.add(params.project)
-
-    def _cluster(self, name: str) -> dict:
-        """robin's description of a cluster (fsid, monitors), kept a few minutes once robin could reach it."""
-        with self._lock:
-            cached = self._clusters.get(name)
-        if cached and time.monotonic() - cached[0] < CLUSTER_INFO_TTL_S:
-            return cached[1]
-        try:
-            detail = self.robin.get_cluster(name)
-        except RobinApiError as exc:
-            if exc.status != 403:  # a token that may not read clusters: the node then lacks fsid and monitors
-                raise
-            detail = {}
-        if detail.get("reachable") is not False:  # an unreachable one has no fsid nor monitors: ask again next time
-            with self._lock:
-                self._clusters[name] = (time.monotonic(), detail)
-        return detail
-
-    def _context(self, ref: VolumeRef, volume: dict) -> dict[str, str]:
-        cluster = self._cluster(volume["cluster"])
-        return volume_context(ref, volume, cluster, list(cluster.get("monitors") or ()))
-
     def _volume_message(self, ref: VolumeRef, volume: dict, source: pb.VolumeContentSource | None) -> pb.Volume:
         return pb.Volume(volume_id=ref.handle, capacity_bytes=volume_size(ref.kind, volume),
-                         volume_context=self._context(ref, volume), content_source=source)
+                         volume_context=self.provisioning.volume_context(ref, volume), content_source=source)
 
     # --- DeleteVolume, ControllerExpandVolume, ValidateVolumeCapabilities ---------------------------------------
 
@@ -534,7 +487,7 @@ class Controller(rpc.ControllerServicer):
         if ref is None:
             return pb.DeleteVolumeResponse()  # not an id of ours: no such volume
         with self.inflight.hold(ref.handle):
-            volume = self._existing(ref)
+            volume = self.provisioning.volume(ref)
             if volume is None:
                 return pb.DeleteVolumeResponse()
             problem = not_ours(ref, volume)
@@ -550,7 +503,7 @@ class Controller(rpc.ControllerServicer):
 
     def _volume(self, volume_id: str) -> tuple[VolumeRef, dict]:
         ref = parse_volume_id(volume_id)
-        volume = self._existing(ref) if ref else None
+        volume = self.provisioning.volume(ref) if ref else None
         if volume is None:
             raise not_found(f"volume {volume_id} does not exist")
         return ref, volume
@@ -610,7 +563,7 @@ class Controller(rpc.ControllerServicer):
     def _context_mismatch(self, ref: VolumeRef, volume: dict, given: Mapping[str, str]) -> str | None:
         """Whether a volume_context (from CreateVolume, or robin's provisioner) names this volume. The monitors
         are left out: a cluster's may change while its volumes stay."""
-        expected = self._context(ref, volume)
+        expected = self.provisioning.volume_context(ref, volume)
         wrong = sorted(k for k, v in given.items() if k in expected and k != "monitors" and expected[k] != v)
         return f"volume_context {', '.join(wrong)} are not those of {ref.handle}" if wrong else None
 
