@@ -1,8 +1,9 @@
 """The Controller service: volumes and snapshots made, listed, grown and deleted through robin's REST API.
 
-Ids: a volume is `<kind>:<project>:<name>` (robin.client.VolumeRef), a snapshot `<volume id>@<snapshot name>`.
-A CSI name maps to a robin name deterministically (`robin_name`), so a retried call can only find what its first
-attempt made: robin answers 409 (name_taken, snapshot_exists) and the shim compares what exists with what is asked.
+Ids and names come from csi_shim.ids, a request's parameters, capabilities and sizes from csi_shim.parameters; a
+volume is made through robin.client.provisioning, the steps robin's provisioner takes too. A CSI name maps to one
+robin name, so a retried call can only find what its first attempt made: robin answers 409 (name_taken,
+snapshot_exists) and the shim compares what exists with what is asked.
 Calls for one name or id at a time (locks.InFlight): a concurrent second one is ABORTED, as the spec allows.
 The plugin acts only on volumes it made: robin records each as made for `csi:<robin name>` (created_for), and a
 volume of that name made otherwise (for a claim by robin's provisioner, by the Wayne platform, by a migration or
@@ -13,58 +14,53 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import hashlib
 import json
 import logging
-import math
-import re
-import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from csi_shim.config import ShimConfig
 from csi_shim.errors import CsiError, csi_service, invalid, not_found
+from csi_shim.ids import (
+    TEMPORARY_CLONE_SNAPSHOT,
+    SnapshotRef,
+    csi_owner,
+    not_ours,
+    parse_volume_id,
+    robin_name,
+    volume_ref,
+)
 from csi_shim.locks import InFlight
+from csi_shim.parameters import (
+    CSI_PREFIX,
+    KINDS,
+    Parameters,
+    capability_problem,
+    capacity_range,
+    new_volume_size,
+    out_of_range,
+    size_refused,
+)
 from csi_shim.stubs import pb, rpc
 from robin.client import (
-    MiB,
+    Provisioned,
+    Provisioning,
     RobinApiError,
     RobinClient,
     VolumeRef,
-    ensure_project,
+    VolumeTaken,
     round_up_to_mib,
-    volume_context,
     volume_size,
 )
 
 log = logging.getLogger("csi_shim")
 
-GiB = 2**30
-DEFAULT_SIZE = GiB  # a CreateVolume without required_bytes
-MAX_ID_BYTES = 128  # the spec's limit for a string field, ids included
-ROBIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-PROJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-# robin names the snapshot behind a clone of a volume's current state robin-clone-<id>, and its reconciler removes
-# such snapshots: a CSI name must never become one.
-TEMPORARY_CLONE_SNAPSHOT = "robin-clone-"
-KINDS = ("rbd", "cephfs")  # also the order ListVolumes and ListSnapshots walk them in
-CSI_PREFIX = "csi.storage.k8s.io/"  # keys the sidecars add (--extra-create-metadata); only the namespace is used
-PVC_NAMESPACE = CSI_PREFIX + "pvc/namespace"
-COMMON_PARAMETERS = {"type", "cluster", "project", "projectQuotaBytes", "projectQuotaVolumes", "projectQuotaSnapshots"}
-KIND_PARAMETERS = {"rbd": {"pool", "imageFeatures"}, "cephfs": {"fs"}}
-DEFAULT_QUOTA = {"max_bytes": 100 * GiB, "max_volumes": 100, "max_snapshots": 100}
-CLUSTER_INFO_TTL_S = 300.0
 ROBIN_PAGE = 1000  # robin's largest page
 NOT_FOUND_CODES = ("project_not_found", "volume_not_found", "snapshot_not_found")
-Mode = pb.VolumeCapability.AccessMode
-MULTI_NODE_WRITERS = (Mode.MULTI_NODE_SINGLE_WRITER, Mode.MULTI_NODE_MULTI_WRITER)
-KNOWN_MODES = set(Mode.Mode.values()) - {Mode.UNKNOWN}
 RPC = pb.ControllerServiceCapability.RPC
 CAPABILITIES = (RPC.CREATE_DELETE_VOLUME, RPC.LIST_VOLUMES, RPC.GET_CAPACITY, RPC.CREATE_DELETE_SNAPSHOT,
                 RPC.LIST_SNAPSHOTS, RPC.CLONE_VOLUME, RPC.EXPAND_VOLUME)
@@ -76,182 +72,6 @@ def aborted(message: str) -> CsiError:
 
 def failed_precondition(message: str) -> CsiError:
     return CsiError(grpc.StatusCode.FAILED_PRECONDITION, message)
-
-
-def out_of_range(message: str) -> CsiError:
-    return CsiError(grpc.StatusCode.OUT_OF_RANGE, message)
-
-
-# --- names and ids ----------------------------------------------------------------------------------------------
-
-def robin_name(csi_name: str, id_prefix: str) -> str:
-    """The robin name for a CSI name: the name itself when robin accepts it and `id_prefix` + it fits in an id,
-    else `csi-` + a digest of it (the same CSI name always gives the same robin name)."""
-    if (ROBIN_NAME.fullmatch(csi_name) and not csi_name.startswith(TEMPORARY_CLONE_SNAPSHOT)
-            and len((id_prefix + csi_name).encode()) <= MAX_ID_BYTES):
-        return csi_name
-    # 128 bits of SHA-256: `rbd:` or `cephfs:` + the longest project + `:` + 36 characters is within 128 bytes.
-    return "csi-" + hashlib.sha256(csi_name.encode()).hexdigest()[:32]
-
-
-def csi_owner(ref: VolumeRef) -> str:
-    """What robin records as made by this plugin under the name of `ref` (its created_for)."""
-    return f"csi:{ref.name}"
-
-
-def not_ours(ref: VolumeRef, volume: dict, *, unrecorded_ok: bool = True) -> str | None:
-    """Why the plugin may not act on `volume` (None when it made it). A volume recorded as made for nothing (made
-    before robin kept that record, or by a person) is acted on when the CO names it by id: ids come from PVs and
-    snapshot contents, which tenants cannot write. Adopting one by name on CreateVolume (`unrecorded_ok=False`) is
-    never allowed: a name is all a CreateVolume has."""
-    owner = volume.get("created_for")
-    if owner == csi_owner(ref) or (owner is None and unrecorded_ok):
-        return None
-    return (f"{ref.handle} was not made by this CSI plugin (robin records it as made for "
-            f"{volume.get('created_for') or 'nothing of Kubernetes'}); it acts only on volumes it made")
-
-
-def volume_ref(kind: str, project: str, csi_name: str) -> VolumeRef:
-    return VolumeRef(kind, project, robin_name(csi_name, f"{kind}:{project}:"))
-
-
-def parse_volume_id(volume_id: str) -> VolumeRef | None:
-    """The volume an id names, or None when it is no id of ours (so no such volume exists)."""
-    try:
-        ref = VolumeRef.parse(volume_id)
-    except ValueError:
-        return None
-    return ref if PROJECT_NAME.fullmatch(ref.project) and ROBIN_NAME.fullmatch(ref.name) else None
-
-
-@dataclass(frozen=True)
-class SnapshotRef:
-    volume: VolumeRef
-    name: str
-
-    @property
-    def id(self) -> str:
-        return f"{self.volume.handle}@{self.name}"
-
-    @classmethod
-    def parse(cls, snapshot_id: str) -> SnapshotRef | None:
-        handle, at, name = snapshot_id.rpartition("@")
-        volume = parse_volume_id(handle) if at else None
-        return cls(volume, name) if volume and ROBIN_NAME.fullmatch(name) else None
-
-
-# --- parameters, capabilities, sizes ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Parameters:
-    """What a StorageClass's parameters (CreateVolume, GetCapacity, ValidateVolumeCapabilities) say."""
-
-    kind: str
-    project: str
-    fields: dict  # for robin's create: cluster, and pool + features or fs (only those given)
-    quota: dict  # of the project, should the shim create it
-
-    @classmethod
-    def parse(cls, parameters: Mapping[str, str], default_project: str) -> Parameters:
-        given = {k: v for k, v in parameters.items() if not k.startswith(CSI_PREFIX) and v != ""}
-        kind = given.get("type", "rbd")
-        if kind not in KINDS:
-            raise invalid(f"parameter type must be one of {', '.join(KINDS)}, not {kind!r}")
-        unknown = sorted(set(given) - COMMON_PARAMETERS - KIND_PARAMETERS[kind])
-        if unknown:
-            known = ", ".join(sorted(COMMON_PARAMETERS | KIND_PARAMETERS[kind]))
-            raise invalid(f"unknown parameters for type {kind}: {', '.join(unknown)} (known: {known})")
-        project = given.get("project") or parameters.get(PVC_NAMESPACE) or default_project
-        if not PROJECT_NAME.fullmatch(project):
-            raise invalid(f"{project!r} cannot be a robin project: 1-63 lowercase letters, digits or '-'")
-        fields = {"cluster": given.get("cluster")}
-        if kind == "rbd":
-            features = [f.strip() for f in given.get("imageFeatures", "").split(",") if f.strip()]
-            fields.update(pool=given.get("pool"), features=features or None)
-        else:
-            fields["fs"] = given.get("fs")
-        return cls(kind, project, {k: v for k, v in fields.items() if v}, _project_quota(given))
-
-    def mismatch(self, ref: VolumeRef, volume: dict) -> str | None:
-        """Why an existing volume is not what these parameters would make (None when it is)."""
-        if self.kind != ref.kind:
-            return f"{ref.handle} is of type {ref.kind}, not {self.kind}"
-        return self.placement_mismatch(ref, volume)
-
-    def placement_mismatch(self, ref: VolumeRef, volume: dict) -> str | None:
-        """Why `volume` is not in the cluster, pool or file system these parameters name (None when it is)."""
-        for field in ("cluster", "pool", "fs"):
-            if field in self.fields and volume.get(field) != self.fields[field]:
-                return f"{ref.handle} has {field} {volume.get(field)!r}, not {self.fields[field]!r}"
-        return None
-
-
-QUANTITY = re.compile(r"([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?")
-SUFFIXES = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-            "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-
-
-def _project_quota(given: dict) -> dict:
-    quota = dict(DEFAULT_QUOTA)
-    if "projectQuotaBytes" in given:
-        match = QUANTITY.fullmatch(given["projectQuotaBytes"].strip())
-        if not match:
-            raise invalid(f"projectQuotaBytes must be a quantity such as 100Gi, not {given['projectQuotaBytes']!r}")
-        quota["max_bytes"] = math.ceil(Decimal(match[1]) * SUFFIXES[match[2]])
-    for key, field in (("projectQuotaVolumes", "max_volumes"), ("projectQuotaSnapshots", "max_snapshots")):
-        if key in given:
-            if not given[key].strip().isdigit():
-                raise invalid(f"{key} must be a whole number, not {given[key]!r}")
-            quota[field] = int(given[key])
-    return quota
-
-
-def capability_problem(kind: str, capabilities: Iterable[pb.VolumeCapability]) -> str | None:
-    """Why a volume of `kind` cannot serve one of `capabilities` (None when it serves them all)."""
-    for capability in capabilities:
-        access, mode = capability.WhichOneof("access_type"), capability.access_mode.mode
-        if access is None:
-            return "a volume capability must be block or mount"
-        if mode not in KNOWN_MODES:
-            return f"a volume capability needs a known access mode, not {mode}"
-        if kind == "cephfs" and access == "block":
-            return "a CephFS path is a file system: it cannot be a block volume"
-        if kind == "rbd" and access == "mount" and mode in MULTI_NODE_WRITERS:
-            # ext4/xfs on an RBD image is mounted by one node only; a raw block device can be shared.
-            return (f"an RBD image with a file system cannot be {Mode.Mode.Name(mode)}: only one node may mount it "
-                    "writable (use a block volume, or type cephfs)")
-    return None
-
-
-def _range(capacity: pb.CapacityRange) -> tuple[int, int]:
-    """required_bytes and limit_bytes (0: not given; an unset range is all zeros)."""
-    required, limit = capacity.required_bytes, capacity.limit_bytes
-    if required < 0 or limit < 0:
-        raise invalid("capacity_range cannot be negative")
-    if limit and limit < required:
-        raise out_of_range(f"limit_bytes {limit} is below required_bytes {required}")
-    return required, limit
-
-
-def new_volume_size(capacity: pb.CapacityRange, source_size: int = 0) -> int:
-    """Whole MiB within the range: required_bytes rounded up, at least a clone's source, DEFAULT_SIZE when neither
-    says (at most the limit)."""
-    required, limit = _range(capacity)
-    if required or source_size:
-        size = max(round_up_to_mib(required), source_size)
-    else:
-        size = min(DEFAULT_SIZE, limit // MiB * MiB) if limit else DEFAULT_SIZE
-    if size == 0 or (limit and size > limit):
-        raise out_of_range(f"no size of whole MiB{' at least ' + str(source_size) if source_size else ''} fits "
-                           f"the range required_bytes {required}, limit_bytes {limit}")
-    return size
-
-
-def _size_refused(exc: RobinApiError) -> bool:
-    """robin's 422 for a size it does not accept (above ROBIN_MAX_VOLUME_BYTES, below a clone's source)."""
-    fields = exc.details.get("fields")
-    return (exc.code == "validation_error" and isinstance(fields, dict) and bool(fields)
-            and set(fields) <= {"size_bytes", "quota_bytes"})
 
 
 # --- list tokens ----------------------------------------------------------------------------------------------
@@ -354,10 +174,8 @@ def _pages(fetch: Callable[..., dict]) -> Iterator[dict]:
 class Controller(rpc.ControllerServicer):
     def __init__(self, config: ShimConfig, robin: RobinClient):
         self.config, self.robin = config, robin
+        self.provisioning = Provisioning(robin)
         self.inflight = InFlight()
-        self._lock = threading.Lock()
-        self._clusters: dict[str, tuple[float, dict]] = {}
-        self._known_projects: set[str] = set()
 
     def ControllerGetCapabilities(self, request, context):
         return pb.ControllerGetCapabilitiesResponse(capabilities=[
@@ -378,7 +196,7 @@ class Controller(rpc.ControllerServicer):
             raise invalid(problem)
         ref = volume_ref(params.kind, params.project, request.name)
         with self.inflight.hold("create-volume:" + request.name, ref.handle):
-            volume = self._existing(ref)
+            volume = self.provisioning.volume(ref)
             if volume is None:
                 volume = self._new_volume(request, params, ref)
             else:
@@ -388,51 +206,37 @@ class Controller(rpc.ControllerServicer):
 
     def _new_volume(self, request, params: Parameters, ref: VolumeRef) -> dict:
         clone = self._clone_source(request, params, ref)
-        volume = self._create(ref, params, clone, new_volume_size(request.capacity_range, clone.size if clone else 0))
-        if volume is None:  # robin has the name: made meanwhile (another replica of the plugin), or someone else's
-            volume = self._taken(ref)
-            self._check_compatible(request, params, ref, volume)
-        return volume
-
-    def _existing(self, ref: VolumeRef) -> dict | None:
         try:
-            return self.robin.get_volume(ref.kind, ref.project, ref.name)
-        except RobinApiError as exc:
-            if exc.code in NOT_FOUND_CODES:
-                return None
-            raise
+            provisioned = self._create(ref, params, clone,
+                                       new_volume_size(request.capacity_range, clone.size if clone else 0))
+        except VolumeTaken as exc:
+            if exc.volume is None:
+                raise CsiError(grpc.StatusCode.ALREADY_EXISTS, str(exc)) from exc
+            provisioned = Provisioned(exc.volume, created=False)  # someone else's: _check_compatible says so
+        if not provisioned.created:  # robin has the name: made meanwhile (another replica of the plugin)
+            self._check_compatible(request, params, ref, provisioned.volume)
+        return provisioned.volume
 
-    def _create(self, ref: VolumeRef, params: Parameters, clone: CloneSource | None, size: int) -> dict | None:
-        """The volume robin made, or None when robin has one of that name already (409 name_taken)."""
-        self._ensure_project(params)
+    def _create(self, ref: VolumeRef, params: Parameters, clone: CloneSource | None, size: int) -> Provisioned:
+        """The volume robin made, or the one of that name it has (VolumeTaken when not made by this plugin)."""
         fields = {"source": clone.source} if clone else params.fields  # a clone takes its parent's pool and cluster
         try:
-            volume = self.robin.create_volume(ref.kind, ref.project, ref.name, size, created_for=csi_owner(ref),
-                                              **fields)
+            provisioned = self.provisioning.provision(ref, size, owner=csi_owner(ref), quota=params.quota,
+                                                      fields=fields)
         except RobinApiError as exc:
-            if _size_refused(exc):
+            if size_refused(exc):
                 raise out_of_range(f"robin refused {size} bytes: {exc.explanation}") from exc
             if exc.code == "project_not_found":  # deleted since we made it: the CO's retry makes it again
-                with self._lock:
-                    self._known_projects.discard(ref.project)
                 raise aborted(f"project {ref.project} went away while creating {ref.handle}; retry") from exc
-            if exc.code != "name_taken":
-                raise
-            return None
-        log.info("created %s (%d bytes)%s", ref.handle, size, f" from {clone.origin[1]}" if clone else "")
-        return volume
-
-    def _taken(self, ref: VolumeRef) -> dict:
-        volume = self._existing(ref)
-        if volume is None:  # names are unique per pool or file system, across projects
-            raise CsiError(grpc.StatusCode.ALREADY_EXISTS, f"the name {ref.name} is taken in robin by a volume "
-                                                           f"outside project {ref.project}")
-        return volume
+            raise
+        if provisioned.created:
+            log.info("created %s (%d bytes)%s", ref.handle, size, f" from {clone.origin[1]}" if clone else "")
+        return provisioned
 
     def _check_compatible(self, request, params: Parameters, ref: VolumeRef, volume: dict) -> None:
         """A volume of this name exists: it is the answer if it is what the request asks for (the spec's
         idempotency), else ALREADY_EXISTS."""
-        required, limit = _range(request.capacity_range)
+        required, limit = capacity_range(request.capacity_range)
         size = volume_size(ref.kind, volume)
         problem = not_ours(ref, volume, unrecorded_ok=False) or params.mismatch(ref, volume)
         if problem is None and (size < required or (limit and size > limit)):
@@ -474,7 +278,7 @@ class Controller(rpc.ControllerServicer):
         if source_ref.project != ref.project:
             raise invalid(f"robin clones within a project: source {origin[1]} is in project {source_ref.project}, "
                           f"the new volume in {ref.project}")
-        parent = self._existing(source_ref)
+        parent = self.provisioning.volume(source_ref)
         if parent is None:
             raise not_found(f"source {origin[0]} {origin[1]} does not exist")
         problem = not_ours(source_ref, parent) if snapshot is None else None
@@ -490,38 +294,9 @@ class Controller(rpc.ControllerServicer):
             raise not_found(f"source snapshot {origin[1]} does not exist")
         return CloneSource({"image": source_ref.name, "snapshot": snapshot.name}, taken["size_bytes"], origin)
 
-    def _ensure_project(self, params: Parameters) -> None:
-        with self._lock:
-            if params.project in self._known_projects:
-                return
-        ensure_project(self.robin, params.project, params.quota)
-        with self._lock:
-            self._known_projects.add(params.project)
-
-    def _cluster(self, name: str) -> dict:
-        """robin's description of a cluster (fsid, monitors), kept a few minutes once robin could reach it."""
-        with self._lock:
-            cached = self._clusters.get(name)
-        if cached and time.monotonic() - cached[0] < CLUSTER_INFO_TTL_S:
-            return cached[1]
-        try:
-            detail = self.robin.get_cluster(name)
-        except RobinApiError as exc:
-            if exc.status != 403:  # a token that may not read clusters: the node then lacks fsid and monitors
-                raise
-            detail = {}
-        if detail.get("reachable") is not False:  # an unreachable one has no fsid nor monitors: ask again next time
-            with self._lock:
-                self._clusters[name] = (time.monotonic(), detail)
-        return detail
-
-    def _context(self, ref: VolumeRef, volume: dict) -> dict[str, str]:
-        cluster = self._cluster(volume["cluster"])
-        return volume_context(ref, volume, cluster, list(cluster.get("monitors") or ()))
-
     def _volume_message(self, ref: VolumeRef, volume: dict, source: pb.VolumeContentSource | None) -> pb.Volume:
         return pb.Volume(volume_id=ref.handle, capacity_bytes=volume_size(ref.kind, volume),
-                         volume_context=self._context(ref, volume), content_source=source)
+                         volume_context=self.provisioning.volume_context(ref, volume), content_source=source)
 
     # --- DeleteVolume, ControllerExpandVolume, ValidateVolumeCapabilities ---------------------------------------
 
@@ -534,7 +309,7 @@ class Controller(rpc.ControllerServicer):
         if ref is None:
             return pb.DeleteVolumeResponse()  # not an id of ours: no such volume
         with self.inflight.hold(ref.handle):
-            volume = self._existing(ref)
+            volume = self.provisioning.volume(ref)
             if volume is None:
                 return pb.DeleteVolumeResponse()
             problem = not_ours(ref, volume)
@@ -550,7 +325,7 @@ class Controller(rpc.ControllerServicer):
 
     def _volume(self, volume_id: str) -> tuple[VolumeRef, dict]:
         ref = parse_volume_id(volume_id)
-        volume = self._existing(ref) if ref else None
+        volume = self.provisioning.volume(ref) if ref else None
         if volume is None:
             raise not_found(f"volume {volume_id} does not exist")
         return ref, volume
@@ -560,7 +335,7 @@ class Controller(rpc.ControllerServicer):
             raise invalid("volume_id is required")
         if not request.HasField("capacity_range"):
             raise invalid("capacity_range is required")
-        required, limit = _range(request.capacity_range)
+        required, limit = capacity_range(request.capacity_range)
         target = round_up_to_mib(required)
         if limit and target > limit:
             raise out_of_range(f"{required} bytes rounded up to whole MiB ({target}) is above limit_bytes {limit}")
@@ -584,7 +359,7 @@ class Controller(rpc.ControllerServicer):
         try:
             volume = self.robin.resize_volume(ref.kind, ref.project, ref.name, size)
         except RobinApiError as exc:
-            if _size_refused(exc):
+            if size_refused(exc):
                 raise out_of_range(f"robin refused {size} bytes: {exc.explanation}") from exc
             raise
         log.info("expanded %s to %d bytes", ref.handle, size)
@@ -610,7 +385,7 @@ class Controller(rpc.ControllerServicer):
     def _context_mismatch(self, ref: VolumeRef, volume: dict, given: Mapping[str, str]) -> str | None:
         """Whether a volume_context (from CreateVolume, or robin's provisioner) names this volume. The monitors
         are left out: a cluster's may change while its volumes stay."""
-        expected = self._context(ref, volume)
+        expected = self.provisioning.volume_context(ref, volume)
         wrong = sorted(k for k, v in given.items() if k in expected and k != "monitors" and expected[k] != v)
         return f"volume_context {', '.join(wrong)} are not those of {ref.handle}" if wrong else None
 

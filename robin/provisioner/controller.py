@@ -17,7 +17,16 @@ import logging
 import threading
 import time
 
-from robin.client import RobinApiError, RobinClient, VolumeRef, ensure_project, round_up_to_mib, volume_size
+from robin.client import (
+    Provisioning,
+    RobinApiError,
+    RobinClient,
+    VolumeRef,
+    VolumeTaken,
+    made_for,
+    round_up_to_mib,
+    volume_size,
+)
 from robin.faults import crash_point
 from robin.kube import volumes as pvs
 from robin.kube.claims import (
@@ -38,7 +47,6 @@ from robin.provisioner.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 PROVISIONER_ANNOTATIONS = ("volume.kubernetes.io/storage-provisioner", "volume.beta.kubernetes.io/storage-provisioner")
-CLUSTER_INFO_TTL = 300.0
 RESIZE_CONDITIONS = ("Resizing", "FileSystemResizePending")
 VOLUME_METADATA = ("csi.storage.k8s.io/pvc/name", "csi.storage.k8s.io/pvc/namespace", "csi.storage.k8s.io/pv/name")
 
@@ -59,13 +67,12 @@ class Controller:
     def __init__(self, settings: ProvisionerSettings, kube: Kube, robin: RobinClient, recorder: EventRecorder,
                  queue: WorkQueue):
         self.settings, self.kube, self.robin, self.recorder, self.queue = settings, kube, robin, recorder, queue
+        self.provisioning = Provisioning(robin)
         self.claims = self.volumes = self.classes = self.namespaces = None  # Informers, set by the runner
         self._first_seen: dict[str, float] = {}  # claim uid -> when a volume was first needed (latency metric)
-        self._known_projects: set[str] = set()
         # PVs this process created that the PV cache has not shown yet: the claim's own update event (from its
         # finalizer patch) brings it back before then, and it must not be provisioned a second time.
         self._created_pvs: set[str] = set()
-        self._clusters: dict[str, tuple[float, dict]] = {}
         self._lock = threading.Lock()
 
     # --- informer callbacks: only queue keys ------------------------------------------------------------------
@@ -178,11 +185,10 @@ class Controller:
             request = ClaimRequest.parse(claim, klass)
             claim, ref = self._hold_claim(claim, klass)
             crash_point("provisioner.claim_held")
-            self._ensure_project(ref.project, klass)
             volume = self._ensure_volume(claim, klass, request, ref)
             crash_point("provisioner.volume_created")
             size = volume_size(ref.kind, volume)
-            pv = pvs.build(claim, klass, request, ref, volume, size, self._cluster(volume["cluster"]))
+            pv = pvs.build(claim, klass, request, ref, volume, size, self.provisioning.cluster(volume["cluster"]))
             self._create_pv(pv, claim)
             self._created_pvs.add(ref.name)
             crash_point("provisioner.pv_created")
@@ -227,18 +233,10 @@ class Controller:
         recorded = _recorded_volume(claim)
         if recorded is None or recorded == derived:
             return derived
-        if recorded.kind == derived.kind and _made_for(claim, recorded, self._volume_at(recorded)):
+        if recorded.kind == derived.kind and _made_for_claim(claim, recorded, self.provisioning.volume(recorded)):
             return recorded
         self._ignore_recorded(claim, f"its volume is {derived.handle}")
         return derived
-
-    def _volume_at(self, ref: VolumeRef) -> dict | None:
-        try:
-            return self.robin.get_volume(ref.kind, ref.project, ref.name)
-        except RobinApiError as exc:
-            if exc.code in ("volume_not_found", "project_not_found"):
-                return None
-            raise
 
     def _ignore_recorded(self, claim: dict, outcome: str) -> None:
         """A Warning event on the claim: what its annotation named was not obeyed."""
@@ -251,36 +249,25 @@ class Controller:
         if pvs.CLAIM_FINALIZER in (meta.get("finalizers") or []):
             self.kube.patch_claim(meta["namespace"], meta["name"], _without_finalizer(pvs.CLAIM_FINALIZER))
 
-    def _ensure_project(self, project: str, klass: ClassConfig) -> None:
-        if project in self._known_projects:
-            return
+    def _ensure_volume(self, claim: dict, klass: ClassConfig, request: ClaimRequest, ref: VolumeRef) -> dict:
+        """Step 2: the project (made on first use) and the volume, or the one an earlier attempt made."""
         defaults = {"max_bytes": self.settings.default_quota_bytes, "max_volumes": self.settings.default_quota_volumes,
                     "max_snapshots": self.settings.default_quota_snapshots}
-        ensure_project(self.robin, project, klass.project_quota(defaults))
-        self._known_projects.add(project)
-
-    def _ensure_volume(self, claim: dict, klass: ClassConfig, request: ClaimRequest, ref: VolumeRef) -> dict:
         fields = self._volume_fields(claim, klass, request, ref)
         try:
-            return self.robin.create_volume(ref.kind, ref.project, ref.name, request.size_bytes,
-                                            created_for=claim_owner(claim), **fields)
-        except RobinApiError as exc:
-            if exc.code != "name_taken":
-                raise
-        try:  # an earlier attempt made it, or is making it
-            volume = self.robin.get_volume(ref.kind, ref.project, ref.name)
-        except RobinApiError as exc:
-            if exc.code == "volume_not_found":
+            # Unrecorded: made before robin kept the record. `ref` is this claim's own pvc-<uid> in its project here
+            # (a recorded annotation elsewhere was checked against the record in step 1), so it is this claim's.
+            provisioned = self.provisioning.provision(ref, request.size_bytes, owner=claim_owner(claim),
+                                                      quota=klass.project_quota(defaults), fields=fields,
+                                                      adopt_unrecorded=True)
+        except VolumeTaken as exc:
+            if exc.volume is None:
                 raise InvalidSpec(f"the name {ref.name} is taken by a volume outside project {ref.project}") from None
-            raise
-        # Unrecorded: made before robin kept the record. `ref` is this claim's own pvc-<uid> in its project here
-        # (a recorded annotation elsewhere was checked against the record in step 1), so it is this claim's.
-        if volume.get("created_for") not in (claim_owner(claim), None):
             raise InvalidSpec(f"volume {ref.handle} exists and was not made for claim {claim_key(claim)}; robin "
-                              f"leaves it alone")
-        if volume["state"] != "available":
-            raise NotYet(f"volume {ref.handle} is {volume['state']}")
-        return volume
+                              f"leaves it alone") from None
+        if not provisioned.created and provisioned.volume["state"] != "available":
+            raise NotYet(f"volume {ref.handle} is {provisioned.volume['state']}")
+        return provisioned.volume
 
     def _volume_fields(self, claim: dict, klass: ClassConfig, request: ClaimRequest, ref: VolumeRef) -> dict:
         if ref.kind != "rbd":
@@ -297,21 +284,6 @@ class Controller:
             raise NotYet(f"claim {request.clone_of} to clone is not bound to an RBD image of robin's in project "
                          f"{ref.project} (yet)")
         return {**fields, "source": {"image": source_ref.name}}
-
-    def _cluster(self, name: str) -> dict:
-        """robin's description of a cluster (fsid, monitors), kept a few minutes. A token that may not read
-        clusters gets {}: the class must then name the monitors."""
-        cached = self._clusters.get(name)
-        if cached and time.monotonic() - cached[0] < CLUSTER_INFO_TTL:
-            return cached[1]
-        try:
-            detail = self.robin.get_cluster(name)
-        except RobinApiError as exc:
-            if exc.status != 403:
-                raise
-            detail = {}
-        self._clusters[name] = (time.monotonic(), detail)
-        return detail
 
     def _create_pv(self, pv: dict, claim: dict) -> None:
         try:
@@ -334,8 +306,8 @@ class Controller:
             return
         ref = _recorded_volume(claim)
         if ref is not None and not self._pv_exists(volume_name(claim)):
-            volume = self._volume_at(ref)
-            if _made_for(claim, ref, volume, unrecorded_in=self._project_of(claim)):
+            volume = self.provisioning.volume(ref)
+            if _made_for_claim(claim, ref, volume, unrecorded_in=self._project_of(claim)):
                 self._delete_claims_volume(claim, ref)
             elif volume is not None:
                 self._ignore_recorded(claim, "nothing was deleted")
@@ -453,14 +425,14 @@ def _recorded_volume(claim: dict) -> VolumeRef | None:
         return None
 
 
-def _made_for(claim: dict, ref: VolumeRef, volume: dict | None, unrecorded_in: str | None = None) -> bool:
+def _made_for_claim(claim: dict, ref: VolumeRef, volume: dict | None, unrecorded_in: str | None = None) -> bool:
     """robin made `volume` (at `ref`) for this claim: its record says so, under the claim's own volume name. A
     volume made before robin kept the record counts only as the claim's own pvc-<uid> in project `unrecorded_in`
     (the one its namespace names), where nothing the claim's author wrote can point."""
     if volume is None or ref.name != volume_name(claim):
         return False
-    owner = volume.get("created_for")
-    return owner == claim_owner(claim) or (owner is None and unrecorded_in is not None and ref.project == unrecorded_in)
+    unrecorded_ok = unrecorded_in is not None and ref.project == unrecorded_in
+    return made_for(volume, claim_owner(claim), unrecorded_ok=unrecorded_ok)
 
 
 def _without_finalizer(finalizer: str) -> dict:

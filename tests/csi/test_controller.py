@@ -10,8 +10,10 @@ import grpc
 import pytest
 import rbd
 
-from csi_shim.controller import decode_token, encode_token, new_volume_size, robin_name
+from csi_shim.controller import decode_token, encode_token
 from csi_shim.errors import CsiError
+from csi_shim.ids import robin_name
+from csi_shim.parameters import new_volume_size
 from csi_shim.stubs import pb
 from robin.client import COLLECTIONS, VolumeRef
 from tests.conftest import cephfs_exists, unique

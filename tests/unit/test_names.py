@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from csi_shim.controller import Parameters, SnapshotRef, parse_volume_id, robin_name
 from csi_shim.errors import CsiError
+from csi_shim.ids import SnapshotRef, parse_volume_id, robin_name
+from csi_shim.parameters import Parameters
 from robin.errors import InvalidInput
 from robin.gateway.service import validate_account
 from robin.migrate.errors import MigrationError

@@ -231,30 +231,3 @@ class VolumeRef:
         if len(parts) != 3 or parts[0] not in COLLECTIONS or not all(parts):
             raise ValueError(f"{handle!r} is not a robin volume handle (<rbd|cephfs>:<project>:<name>)")
         return cls(*parts)
-
-
-def volume_context(ref: VolumeRef, volume: dict, cluster: dict, monitors: list[str]) -> dict[str, str]:
-    """What a node needs to map or mount a volume (a CSI volume_context, a PV's csi volumeAttributes): robin's
-    answer for the volume, and its cluster's description (fsid) and monitors."""
-    context = {"type": ref.kind, "project": ref.project, "cluster": volume["cluster"],
-               "clusterID": cluster.get("fsid", ""), "monitors": ",".join(monitors)}
-    if ref.kind == "rbd":
-        context.update(pool=volume["pool"], imageName=volume["name"])
-    else:
-        context.update(fsName=volume["fs"], path=volume["path"])
-    return context
-
-
-def ensure_project(client: RobinClient, project: str, quota: dict) -> None:
-    """Creates `project` with `quota` unless it exists (a concurrent creation counts as existing)."""
-    try:
-        client.get_project(project)
-        return
-    except RobinApiError as exc:
-        if exc.code != "project_not_found":
-            raise
-    try:
-        client.create_project(project, quota)
-    except RobinApiError as exc:
-        if exc.code != "project_exists":
-            raise
