@@ -416,8 +416,8 @@ def provisioner(**flags) -> None:
     import signal
 
     from robin.client import ClientConfig
+    from robin.config import ProvisionerSettings
     from robin.provisioner.runner import Provisioner
-    from robin.provisioner.settings import ProvisionerSettings
 
     try:
         settings = ProvisionerSettings.from_env(**flags)

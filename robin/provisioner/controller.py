@@ -18,6 +18,7 @@ import threading
 import time
 
 from robin.client import RobinApiError, RobinClient, VolumeRef, ensure_project, round_up_to_mib, volume_size
+from robin.config import ProvisionerSettings
 from robin.faults import crash_point
 from robin.provisioner import metrics
 from robin.provisioner import volumes as pvs
@@ -33,7 +34,6 @@ from robin.provisioner.claims import (
 from robin.provisioner.classes import KIND_BY_PROVISIONER, ClassConfig, InvalidSpec
 from robin.provisioner.events import EventRecorder
 from robin.provisioner.kube import Kube, KubeError
-from robin.provisioner.settings import ProvisionerSettings
 from robin.provisioner.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)

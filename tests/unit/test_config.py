@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from robin.config import ConfigError, Settings
+from robin.config import ConfigError, ProvisionerSettings, Settings
 
 
 def test_environment_overrides_defaults(monkeypatch):
@@ -61,3 +61,45 @@ def test_max_volume_bytes_beyond_the_size_columns_stops_at_start(monkeypatch):
     monkeypatch.setenv("ROBIN_MAX_VOLUME_BYTES", str(2**63))
     with pytest.raises(ConfigError, match="ROBIN_MAX_VOLUME_BYTES"):
         Settings.from_env()
+
+
+def test_one_file_serves_every_component(monkeypatch, tmp_path):
+    conf = tmp_path / "robin.toml"
+    conf.write_text('port = 9000\nprovisioner_workers = 3\nprovisioner_leader_elect = false\n')
+    monkeypatch.setenv("ROBIN_CONFIG_FILE", str(conf))
+    assert Settings.from_env().port == 9000
+    provisioner = ProvisionerSettings.from_env()
+    assert provisioner.workers == 3 and provisioner.leader_elect is False
+
+
+def test_environment_and_flags_win_over_the_file_in_every_section(monkeypatch, tmp_path):
+    conf = tmp_path / "robin.toml"
+    conf.write_text('provisioner_workers = 3\nprovisioner_qps = 5.0\n')
+    monkeypatch.setenv("ROBIN_CONFIG_FILE", str(conf))
+    monkeypatch.setenv("ROBIN_PROVISIONER_WORKERS", "6")
+    provisioner = ProvisionerSettings.from_env(qps=9.0, burst=None)
+    assert (provisioner.workers, provisioner.qps, provisioner.burst) == (6, 9.0, 100)
+
+
+def test_the_kubernetes_downward_api_variables_are_fallbacks(monkeypatch):
+    monkeypatch.setenv("POD_NAMESPACE", "storage")
+    assert ProvisionerSettings.from_env().lease_namespace == "storage"
+
+
+@pytest.mark.parametrize("section, variable, value", [
+    (ProvisionerSettings, "ROBIN_PROVISIONER_WORKERS", "0"),
+    (ProvisionerSettings, "ROBIN_PROVISIONER_QPS", "fast"),
+])
+def test_every_section_names_its_bad_variable(monkeypatch, section, variable, value):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=variable):
+        section.from_env()
+
+
+def test_a_key_of_no_section_stops_every_component(monkeypatch, tmp_path):
+    conf = tmp_path / "robin.toml"
+    conf.write_text("provisioner_wrokers = 3\n")
+    monkeypatch.setenv("ROBIN_CONFIG_FILE", str(conf))
+    for section in (Settings, ProvisionerSettings):
+        with pytest.raises(ConfigError, match="provisioner_wrokers"):
+            section.from_env()
