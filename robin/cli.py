@@ -345,7 +345,7 @@ def migrate_gluster(**flags) -> None:
     options = _migrate_options(flags)
     try:
         client = RobinClient(ClientConfig.from_env())
-    except (ValueError, OSError) as exc:
+    except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     kube = _migrate_kube(options) if options.pvs or options.all_pvs else None
     try:
@@ -422,7 +422,7 @@ def provisioner(**flags) -> None:
     try:
         settings = ProvisionerSettings.from_env(**flags)
         client_config = ClientConfig.from_env()
-    except (ConfigError, ValueError, OSError) as exc:
+    except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     runner = Provisioner(settings, client_config)
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -6,6 +6,8 @@ and from the TOML file named by ROBIN_CONFIG_FILE alike:
   Settings             the server (`robin serve` and the CLI's commands), with the data gateway's `gateway_*`
                        fields (ROBIN_GATEWAY_*): the API mounts activated volumes there too
   ProvisionerSettings  `robin provisioner` (ROBIN_PROVISIONER_*)
+  CsiSettings          the CSI plugin, `python -m csi_shim` (ROBIN_CSI_*)
+  ClientSettings       robin's API for the programs that call it (ROBIN_URL, ROBIN_TOKEN, ROBIN_TOKEN_FILE)
 
 Precedence: explicit keyword arguments (command-line flags) > environment > file > defaults. A file key is its
 variable's name without `ROBIN_`, in lower case (ROBIN_PORT: `port`, ROBIN_PROVISIONER_WORKERS:
@@ -32,6 +34,7 @@ BIGINT_MAX = 2**63 - 1
 RBD_FEATURES = ("layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten")
 # How a host maps RBD images: rbd-fuse needs no kernel module.
 RBD_MOUNTERS = ("rbd-fuse", "krbd", "rbd-nbd")
+CSI_MODES = ("controller", "node", "all")
 
 
 class ConfigError(ValueError):
@@ -281,7 +284,57 @@ class ProvisionerSettings(_Section):
             raise ConfigError("ROBIN_PROVISIONER_DEFAULT_QUOTA_* must be 0 or more")
 
 
-SECTIONS = (Settings, ProvisionerSettings)
+@dataclass(frozen=True)
+class CsiSettings(_Section):
+    """The defaults of `python -m csi_shim`'s flags (csi_shim.config)."""
+
+    env_prefix: ClassVar[str] = "ROBIN_CSI_"
+
+    # The socket's name in the CSI sidecars' convention.
+    endpoint: str = field(default="unix:///csi/csi.sock", metadata={"env": "CSI_ENDPOINT"})
+    mode: str = "all"
+    # This node's name: Kubernetes hands it to a DaemonSet's pods as NODE_NAME (the downward API).
+    node_id: str = field(default_factory=lambda: _env("NODE_NAME") or socket.gethostname())
+    driver_name: str = "csi.robin.io"  # robin's provisioner points its PVs at this name too
+    mounter: str = "krbd"
+    state_dir: str = "/var/lib/robin-csi"
+    default_project: str = "kubernetes"
+    workers: int = 16
+    log_level: str = field(default="INFO", metadata={"env": "ROBIN_LOG_LEVEL"})
+
+    def validate(self) -> None:
+        _require_choice(self.mode, CSI_MODES, "ROBIN_CSI_MODE")
+        _require_choice(self.mounter, RBD_MOUNTERS, "ROBIN_CSI_MOUNTER")
+        if self.workers < 1:
+            raise ConfigError("ROBIN_CSI_WORKERS must be positive")
+
+
+@dataclass(frozen=True)
+class ClientSettings(_Section):
+    """Where robin's API is, for the programs that call it (the provisioner, the CSI controller, the migration)."""
+
+    url: str = ""
+    token: str = field(default="", repr=False)
+    token_file: str = ""  # e.g. a mounted Kubernetes secret; ROBIN_TOKEN wins over it
+
+    def validate(self) -> None:
+        if not self.url or not (self.token or self.token_file):
+            raise ConfigError("robin's API is not configured: set ROBIN_URL and ROBIN_TOKEN (or ROBIN_TOKEN_FILE)")
+
+    def api_token(self) -> str:
+        if self.token:
+            return self.token
+        try:
+            with open(self.token_file) as handle:
+                token = handle.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"ROBIN_TOKEN_FILE {self.token_file}: {exc.strerror}") from exc
+        if not token:
+            raise ConfigError(f"ROBIN_TOKEN_FILE {self.token_file} holds no token")
+        return token
+
+
+SECTIONS = (Settings, ProvisionerSettings, CsiSettings, ClientSettings)
 
 
 def _require_choice(value: str, choices: tuple[str, ...], variable: str) -> None:
