@@ -1,4 +1,4 @@
-"""Configuration: one section per component, read from the environment and the config file, validated at start.
+"""Configuration: the one place robin reads its environment, validated at start.
 
 Each component has a section, a frozen dataclass whose `from_env` reads it from `ROBIN_*` environment variables
 and from the TOML file named by ROBIN_CONFIG_FILE alike:
@@ -8,6 +8,7 @@ and from the TOML file named by ROBIN_CONFIG_FILE alike:
   ProvisionerSettings  `robin provisioner` (ROBIN_PROVISIONER_*)
   CsiSettings          the CSI plugin, `python -m csi_shim` (ROBIN_CSI_*)
   ClientSettings       robin's API for the programs that call it (ROBIN_URL, ROBIN_TOKEN, ROBIN_TOKEN_FILE)
+  MigrateSettings      `robin migrate gluster` (ROBIN_MIGRATE_*)
 
 Precedence: explicit keyword arguments (command-line flags) > environment > file > defaults. A file key is its
 variable's name without `ROBIN_`, in lower case (ROBIN_PORT: `port`, ROBIN_PROVISIONER_WORKERS:
@@ -25,8 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Self
 
-from robin.dev.cluster import DEFAULT_DIR as DEV_CLUSTER_DIR
-
 ENV_PREFIX = "ROBIN_"
 CONFIG_FILE = "ROBIN_CONFIG_FILE"
 # The largest value of the database's BigInteger columns (sizes, quotas in bytes).
@@ -35,6 +34,7 @@ RBD_FEATURES = ("layering", "exclusive-lock", "object-map", "fast-diff", "deep-f
 # How a host maps RBD images: rbd-fuse needs no kernel module.
 RBD_MOUNTERS = ("rbd-fuse", "krbd", "rbd-nbd")
 CSI_MODES = ("controller", "node", "all")
+PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class ConfigError(ValueError):
@@ -44,16 +44,6 @@ class ConfigError(ValueError):
 def _env(name: str, default: str = "") -> str:
     """The one read of this process's environment (a variable set empty counts as unset)."""
     return os.environ.get(name) or default
-
-
-def state_dir() -> Path:
-    return Path(_env("ROBIN_STATE_DIR") or Path.home() / ".local/state/robin")
-
-
-def _default_ceph_conf() -> str:
-    """The dev cluster's conf when one exists, so `make run` needs no configuration."""
-    conf = DEV_CLUSTER_DIR / "ceph.conf"
-    return str(conf) if conf.exists() else ""
 
 
 class _Section:
@@ -78,8 +68,11 @@ class _Section:
 
 @dataclass(frozen=True)
 class Settings(_Section):
-    database_url: str = field(default_factory=lambda: f"sqlite:///{state_dir() / 'robin.db'}")
-    ceph_conf: str = field(default_factory=_default_ceph_conf)
+    # The SQLite file (when database_url is not given), the metrics of `robin serve`, the keys robin makes itself.
+    state_dir: str = str(Path.home() / ".local/state/robin")
+    database_url: str = ""  # empty: SQLite in state_dir
+    # Empty: none, unless the command finds the dev cluster's (robin.cli), so `make run` needs no configuration.
+    ceph_conf: str = ""
     ceph_client_id: str = "admin"
     # Seconds before a Ceph call gives up; applied to mon ops, OSD ops and the initial connect,
     # so an outage becomes a 503 within this time rather than a hung worker.
@@ -115,7 +108,7 @@ class Settings(_Section):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 2022
     # Where activated volumes are mounted, and the SSH host key (made on first start, kept across restarts).
-    gateway_dir: str = field(default_factory=lambda: str(state_dir() / "gateway"))
+    gateway_dir: str = ""  # empty: state_dir/gateway
     # How the gateway's host maps RBD images (the CSI node's mounters): rbd-fuse needs no kernel module.
     gateway_mounter: str = "rbd-fuse"
     # Fernet keys that encrypt secrets at rest (registered clusters' cephx keys), newest first: robin encrypts
@@ -140,6 +133,15 @@ class Settings(_Section):
     gateway_account_lockout: int = 10
     gateway_address_lockout: int = 50
     gateway_lockout_seconds: int = 900
+    # Where `robin dev-cluster` keeps its cluster (and where the CLI looks for its ceph.conf).
+    dev_cluster_dir: str = str(Path.home() / ".local/state/robin/dev-cluster")
+
+    def __post_init__(self) -> None:
+        # Defaults that follow state_dir, wherever that was set.
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{Path(self.state_dir) / 'robin.db'}")
+        if not self.gateway_dir:
+            object.__setattr__(self, "gateway_dir", str(Path(self.state_dir) / "gateway"))
 
     def validate(self) -> None:
         if self.ceph_timeout <= 0:
@@ -334,7 +336,17 @@ class ClientSettings(_Section):
         return token
 
 
-SECTIONS = (Settings, ProvisionerSettings, CsiSettings, ClientSettings)
+@dataclass(frozen=True)
+class MigrateSettings(_Section):
+    env_prefix: ClassVar[str] = "ROBIN_MIGRATE_"
+
+    rbd_mounter: str = "rbd-fuse"  # how `robin migrate gluster` maps RBD destinations on its host
+
+    def validate(self) -> None:
+        _require_choice(self.rbd_mounter, RBD_MOUNTERS, "ROBIN_MIGRATE_RBD_MOUNTER")
+
+
+SECTIONS = (Settings, ProvisionerSettings, CsiSettings, ClientSettings, MigrateSettings)
 
 
 def _require_choice(value: str, choices: tuple[str, ...], variable: str) -> None:
@@ -396,6 +408,23 @@ def _coerce(f: dataclasses.Field, value, source: str):
         return str(value)
     except ValueError as exc:
         raise ConfigError(f"{source}: {value!r} is not a valid {kind}") from exc
+
+
+def fault_points() -> str:
+    """ROBIN_FAULT_POINTS, for crash tests only (robin.faults): never in a file, where it could outlive a test."""
+    return _env("ROBIN_FAULT_POINTS")
+
+
+def prometheus_multiproc_dir() -> str:
+    """Where gunicorn's workers write their metrics: set by `robin serve` for the workers it starts, and named
+    by prometheus_client's own variable, which the library reads too."""
+    return _env(PROMETHEUS_MULTIPROC_DIR)
+
+
+def child_environment(variables: dict[str, str]) -> dict[str, str]:
+    """This process's environment with `variables` added: what a program robin starts (gunicorn) is handed, so
+    that values reach it explicitly rather than by writing os.environ."""
+    return {**os.environ, **variables}
 
 
 def current() -> Settings:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from robin.client import ClientConfig
-from robin.config import ConfigError, CsiSettings, ProvisionerSettings, Settings
+from robin.config import ConfigError, CsiSettings, MigrateSettings, ProvisionerSettings, Settings
 
 
 def test_environment_overrides_defaults(monkeypatch):
@@ -64,11 +64,27 @@ def test_max_volume_bytes_beyond_the_size_columns_stops_at_start(monkeypatch):
         Settings.from_env()
 
 
+def test_state_dir_places_the_database_and_the_gateway_from_the_file_too(monkeypatch, tmp_path):
+    conf = tmp_path / "robin.toml"
+    conf.write_text(f'state_dir = "{tmp_path}/state"\n')
+    monkeypatch.setenv("ROBIN_CONFIG_FILE", str(conf))
+    settings = Settings.from_env()
+    assert settings.database_url == f"sqlite:///{tmp_path}/state/robin.db"
+    assert settings.gateway_dir == f"{tmp_path}/state/gateway"
+
+
+def test_the_settings_never_look_for_the_dev_cluster(monkeypatch, tmp_path):
+    (tmp_path / "ceph.conf").write_text("[global]\n")
+    monkeypatch.setenv("ROBIN_DEV_CLUSTER_DIR", str(tmp_path))
+    monkeypatch.delenv("ROBIN_CEPH_CONF", raising=False)
+    assert Settings.from_env().ceph_conf == ""
+
+
 def test_one_file_serves_every_component(monkeypatch, tmp_path):
     conf = tmp_path / "robin.toml"
     conf.write_text('port = 9000\nprovisioner_workers = 3\nprovisioner_leader_elect = false\ncsi_mode = "node"\n'
                     'csi_endpoint = "unix:///tmp/x.sock"\nurl = "http://robin:8080/"\n'
-                    f'token_file = "{tmp_path}/token"\n')
+                    f'token_file = "{tmp_path}/token"\nmigrate_rbd_mounter = "krbd"\n')
     (tmp_path / "token").write_text("robin_secret\n")
     monkeypatch.setenv("ROBIN_CONFIG_FILE", str(conf))
     assert Settings.from_env().port == 9000
@@ -78,6 +94,7 @@ def test_one_file_serves_every_component(monkeypatch, tmp_path):
     assert csi.mode == "node" and csi.endpoint == "unix:///tmp/x.sock"
     client = ClientConfig.from_env()
     assert client.url == "http://robin:8080" and client.token == "robin_secret"
+    assert MigrateSettings.from_env().rbd_mounter == "krbd"
 
 
 def test_environment_and_flags_win_over_the_file_in_every_section(monkeypatch, tmp_path):
@@ -110,6 +127,7 @@ def test_the_kubernetes_downward_api_variables_are_fallbacks(monkeypatch):
     (CsiSettings, "ROBIN_CSI_MODE", "both"),
     (CsiSettings, "ROBIN_CSI_MOUNTER", "nfs"),
     (CsiSettings, "ROBIN_CSI_WORKERS", "many"),
+    (MigrateSettings, "ROBIN_MIGRATE_RBD_MOUNTER", "nfs"),
 ])
 def test_every_section_names_its_bad_variable(monkeypatch, section, variable, value):
     monkeypatch.setenv(variable, value)
@@ -121,7 +139,7 @@ def test_a_key_of_no_section_stops_every_component(monkeypatch, tmp_path):
     conf = tmp_path / "robin.toml"
     conf.write_text("provisioner_wrokers = 3\n")
     monkeypatch.setenv("ROBIN_CONFIG_FILE", str(conf))
-    for section in (Settings, ProvisionerSettings, CsiSettings):
+    for section in (Settings, ProvisionerSettings, CsiSettings, MigrateSettings):
         with pytest.raises(ConfigError, match="provisioner_wrokers"):
             section.from_env()
 
@@ -133,6 +151,18 @@ def test_an_unconfigured_or_unreadable_api_is_named(monkeypatch, tmp_path):
         ClientConfig.from_env()
     with pytest.raises(ConfigError, match="ROBIN_TOKEN_FILE"):
         ClientConfig.from_env(url="http://robin", token_file=str(tmp_path / "missing"))
+
+
+def test_the_cli_finds_the_dev_cluster_when_no_ceph_is_configured(monkeypatch, tmp_path):
+    from robin import cli
+
+    monkeypatch.setenv("ROBIN_DEV_CLUSTER_DIR", str(tmp_path))
+    monkeypatch.delenv("ROBIN_CEPH_CONF", raising=False)
+    assert cli._settings().ceph_conf == ""  # no cluster there yet
+    (tmp_path / "ceph.conf").write_text("[global]\n")
+    assert cli._settings().ceph_conf == str(tmp_path / "ceph.conf")
+    monkeypatch.setenv("ROBIN_CEPH_CONF", "/etc/ceph/ceph.conf")
+    assert cli._settings().ceph_conf == "/etc/ceph/ceph.conf"
 
 
 def test_the_csi_flags_take_the_token_file_without_touching_the_environment(monkeypatch, tmp_path):
