@@ -1,6 +1,7 @@
 """The `robin` command."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -9,14 +10,29 @@ from pathlib import Path
 
 import click
 
-from robin.config import ConfigError, Settings, state_dir
+from robin import config
+from robin.config import ConfigError, Settings
 
 
 def _settings(**overrides) -> Settings:
+    settings = _section(Settings, **overrides)
+    return settings if settings.ceph_conf else _with_dev_cluster(settings)
+
+
+def _section(cls, **overrides):
+    """A configuration section, its errors as the command's (`Error: ROBIN_...`, exit status 1)."""
     try:
-        return Settings.from_env(**{k: v for k, v in overrides.items() if v is not None})
+        return cls.from_env(**overrides)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _with_dev_cluster(settings: Settings) -> Settings:
+    """No Ceph configured: the dev cluster's when one exists, so `make run` needs no configuration."""
+    from robin.dev.cluster import DevCluster
+
+    conf = DevCluster(Path(settings.dev_cluster_dir)).conf_path
+    return dataclasses.replace(settings, ceph_conf=str(conf)) if conf.exists() else settings
 
 
 def _app_context():
@@ -43,10 +59,12 @@ def serve(host, port, workers) -> None:
     """Serve the API with gunicorn (replaces this process)."""
     settings = _settings(host=host, port=port, workers=workers)
     _require_migrated(settings.database_url)
-    metrics_dir = Path(os.environ.get("ROBIN_STATE_DIR") or Path.home() / ".local/state/robin") / "metrics"
+    metrics_dir = Path(settings.state_dir) / "metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)  # counters of an earlier run would be merged in
     metrics_dir.mkdir(parents=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    handed = {config.PROMETHEUS_MULTIPROC_DIR: str(metrics_dir)}
+    if settings.ceph_conf:  # the workers read their settings afresh: the conf this command found, too
+        handed["ROBIN_CEPH_CONF"] = settings.ceph_conf
     argv = [
         sys.executable, "-m", "gunicorn",
         "--config", "python:robin.gunicorn_conf",
@@ -58,7 +76,7 @@ def serve(host, port, workers) -> None:
         "--timeout", str(int(settings.ceph_timeout * 3 + 30)),
         "robin.wsgi:app",
     ]
-    os.execv(sys.executable, argv)
+    os.execve(sys.executable, argv, config.child_environment(handed))
 
 
 def _require_migrated(url: str) -> None:
@@ -103,9 +121,9 @@ def dev_cluster() -> None:
 
 
 def _cluster(directory: str | None):
-    from robin.dev.cluster import DEFAULT_DIR, DevCluster
+    from robin.dev.cluster import DevCluster
 
-    return DevCluster(Path(directory) if directory else DEFAULT_DIR)
+    return DevCluster(Path(directory or _settings().dev_cluster_dir))
 
 
 DIR_OPTION = click.option("--dir", "directory", type=click.Path(file_okay=False),
@@ -316,7 +334,7 @@ def migrate() -> None:
 @click.option("--fs-type", type=click.Choice(["ext4", "xfs"]), default="ext4", show_default=True,
               help="file system made on a new RBD image")
 @click.option("--rbd-mounter", type=click.Choice(["rbd-fuse", "krbd", "rbd-nbd"]),
-              default=lambda: os.environ.get("ROBIN_MIGRATE_RBD_MOUNTER", "rbd-fuse"),
+              default=lambda: _section(config.MigrateSettings).rbd_mounter,
               help="how RBD images are mapped on this host [ROBIN_MIGRATE_RBD_MOUNTER, rbd-fuse]")
 @click.option("--ceph-user", help="cephx user that mounts the destinations [ROBIN_CEPH_CLIENT_ID, admin]")
 @click.option("--ceph-keyring", help="keyring holding its key [the keyring ROBIN_CEPH_CONF names]")
@@ -345,7 +363,7 @@ def migrate_gluster(**flags) -> None:
     options = _migrate_options(flags)
     try:
         client = RobinClient(ClientConfig.from_env())
-    except (ValueError, OSError) as exc:
+    except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     kube = _migrate_kube(options) if options.pvs or options.all_pvs else None
     try:
@@ -379,7 +397,7 @@ def _migrate_options(flags: dict):
     keyring = flags.pop("ceph_keyring") or destination.default_keyring(settings.ceph_conf, user)
     progress = flags.pop("progress")
     return Options(**{**flags, "sources": tuple(flags["sources"]), "pvs": tuple(flags["pvs"]),
-                      "work_dir": flags["work_dir"] or str(state_dir() / "migrate"),
+                      "work_dir": flags["work_dir"] or str(Path(settings.state_dir) / "migrate"),
                       "ceph_user": user, "ceph_keyring": keyring,
                       "progress": sys.stderr.isatty() if progress is None else progress})
 
@@ -417,12 +435,11 @@ def provisioner(**flags) -> None:
 
     from robin.client import ClientConfig
     from robin.provisioner.runner import Provisioner
-    from robin.provisioner.settings import ProvisionerSettings
 
+    settings = _section(config.ProvisionerSettings, **flags)
     try:
-        settings = ProvisionerSettings.from_env(**flags)
         client_config = ClientConfig.from_env()
-    except (ConfigError, ValueError, OSError) as exc:
+    except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     runner = Provisioner(settings, client_config)
     for signum in (signal.SIGTERM, signal.SIGINT):

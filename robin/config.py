@@ -1,46 +1,78 @@
-"""Settings: read once from ROBIN_* environment variables (and an optional TOML file), validated at start.
+"""Configuration: the one place robin reads its environment, validated at start.
 
-Precedence: explicit keyword arguments > environment > file named by ROBIN_CONFIG_FILE > defaults.
-A bad value stops the process at start with a message naming the variable, instead of failing later
-inside a request.
+Each component has a section, a frozen dataclass whose `from_env` reads it from `ROBIN_*` environment variables
+and from the TOML file named by ROBIN_CONFIG_FILE alike:
+
+  Settings             the server (`robin serve` and the CLI's commands), with the data gateway's `gateway_*`
+                       fields (ROBIN_GATEWAY_*): the API mounts activated volumes there too
+  ProvisionerSettings  `robin provisioner` (ROBIN_PROVISIONER_*)
+  CsiSettings          the CSI plugin, `python -m csi_shim` (ROBIN_CSI_*)
+  ClientSettings       robin's API for the programs that call it (ROBIN_URL, ROBIN_TOKEN, ROBIN_TOKEN_FILE)
+  MigrateSettings      `robin migrate gluster` (ROBIN_MIGRATE_*)
+
+Precedence: explicit keyword arguments (command-line flags) > environment > file > defaults. A file key is its
+variable's name without `ROBIN_`, in lower case (ROBIN_PORT: `port`, ROBIN_PROVISIONER_WORKERS:
+`provisioner_workers`), so one file serves every component; a key no section knows is an error. A bad value stops
+the process at start with a message naming the variable, instead of failing later inside a request.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import tomllib
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from robin.dev.cluster import DEFAULT_DIR as DEV_CLUSTER_DIR
+from typing import ClassVar, Self
 
 ENV_PREFIX = "ROBIN_"
+CONFIG_FILE = "ROBIN_CONFIG_FILE"
 # The largest value of the database's BigInteger columns (sizes, quotas in bytes).
 BIGINT_MAX = 2**63 - 1
 RBD_FEATURES = ("layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten")
-
-
-GATEWAY_MOUNTERS = ("rbd-fuse", "krbd", "rbd-nbd")
+# How a host maps RBD images: rbd-fuse needs no kernel module.
+RBD_MOUNTERS = ("rbd-fuse", "krbd", "rbd-nbd")
+CSI_MODES = ("controller", "node", "all")
+PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the environment variable."""
 
 
-def state_dir() -> Path:
-    return Path(os.environ.get("ROBIN_STATE_DIR") or Path.home() / ".local/state/robin")
+def _env(name: str, default: str = "") -> str:
+    """The one read of this process's environment (a variable set empty counts as unset)."""
+    return os.environ.get(name) or default
 
 
-def _default_ceph_conf() -> str:
-    """The dev cluster's conf when one exists, so `make run` needs no configuration."""
-    conf = DEV_CLUSTER_DIR / "ceph.conf"
-    return str(conf) if conf.exists() else ""
+class _Section:
+    """What every section shares: its variables are `<env_prefix><FIELD>` unless a field's metadata names its
+    own (`env`), and it is read by `from_env`."""
+
+    env_prefix: ClassVar[str] = ENV_PREFIX
+
+    @classmethod
+    def from_env(cls, **overrides) -> Self:
+        """The file, then the environment, then the `overrides` that are not None; validated."""
+        values = _file_values(cls)
+        values.update(_env_values(cls))
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the variable of the first bad value."""
 
 
 @dataclass(frozen=True)
-class Settings:
-    database_url: str = field(default_factory=lambda: f"sqlite:///{state_dir() / 'robin.db'}")
-    ceph_conf: str = field(default_factory=_default_ceph_conf)
+class Settings(_Section):
+    # The SQLite file (when database_url is not given), the metrics of `robin serve`, the keys robin makes itself.
+    state_dir: str = str(Path.home() / ".local/state/robin")
+    database_url: str = ""  # empty: SQLite in state_dir
+    # Empty: none, unless the command finds the dev cluster's (robin.cli), so `make run` needs no configuration.
+    ceph_conf: str = ""
     ceph_client_id: str = "admin"
     # Seconds before a Ceph call gives up; applied to mon ops, OSD ops and the initial connect,
     # so an outage becomes a 503 within this time rather than a hung worker.
@@ -76,7 +108,7 @@ class Settings:
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 2022
     # Where activated volumes are mounted, and the SSH host key (made on first start, kept across restarts).
-    gateway_dir: str = field(default_factory=lambda: str(state_dir() / "gateway"))
+    gateway_dir: str = ""  # empty: state_dir/gateway
     # How the gateway's host maps RBD images (the CSI node's mounters): rbd-fuse needs no kernel module.
     gateway_mounter: str = "rbd-fuse"
     # Fernet keys that encrypt secrets at rest (registered clusters' cephx keys), newest first: robin encrypts
@@ -101,15 +133,15 @@ class Settings:
     gateway_account_lockout: int = 10
     gateway_address_lockout: int = 50
     gateway_lockout_seconds: int = 900
+    # Where `robin dev-cluster` keeps its cluster (and where the CLI looks for its ceph.conf).
+    dev_cluster_dir: str = str(Path.home() / ".local/state/robin/dev-cluster")
 
-    @classmethod
-    def from_env(cls, **overrides) -> Settings:
-        values = _read_file(os.environ.get("ROBIN_CONFIG_FILE"))
-        values.update(read_env(cls))
-        values.update(overrides)
-        settings = cls(**values)
-        settings.validate()
-        return settings
+    def __post_init__(self) -> None:
+        # Defaults that follow state_dir, wherever that was set.
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{Path(self.state_dir) / 'robin.db'}")
+        if not self.gateway_dir:
+            object.__setattr__(self, "gateway_dir", str(Path(self.state_dir) / "gateway"))
 
     def validate(self) -> None:
         if self.ceph_timeout <= 0:
@@ -135,11 +167,9 @@ class Settings:
             raise ConfigError("ROBIN_TRASH_DELAY and ROBIN_MAINTENANCE_INTERVAL must be 0 or more seconds")
         if not 0 < self.port < 65536 or not 0 < self.gateway_port < 65536:
             raise ConfigError("ROBIN_PORT and ROBIN_GATEWAY_PORT must be TCP ports")
-        if self.gateway_mounter not in GATEWAY_MOUNTERS:
-            raise ConfigError(f"ROBIN_GATEWAY_MOUNTER must be one of {', '.join(GATEWAY_MOUNTERS)}")
         if self.ui_session_seconds <= 0:
             raise ConfigError("ROBIN_UI_SESSION_SECONDS must be a positive number of seconds")
-        self._validate_gateway_logins()
+        self._validate_gateway()
         self.secret_keys()
 
     def secret_keys(self) -> tuple[str, ...]:
@@ -157,7 +187,8 @@ class Settings:
             raise ConfigError(f"ROBIN_SECRET_KEY_FILE {self.secret_key_file} holds no key")
         return keys
 
-    def _validate_gateway_logins(self) -> None:
+    def _validate_gateway(self) -> None:
+        _require_choice(self.gateway_mounter, RBD_MOUNTERS, "ROBIN_GATEWAY_MOUNTER")
         if self.gateway_io_threads <= 0:
             raise ConfigError("ROBIN_GATEWAY_IO_THREADS must be positive")
         if not 0 <= self.gateway_login_delay <= self.gateway_login_max_delay:
@@ -205,32 +236,165 @@ def _cephfs_root(root: str) -> str:
     return "/".join(parts)
 
 
-def _read_file(path: str | None) -> dict:
+def _default_identity() -> str:
+    # Unique per process, so a restarted replica is a new holder and never mistakes an old lease for its own.
+    return f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class ProvisionerSettings(_Section):
+    env_prefix: ClassVar[str] = "ROBIN_PROVISIONER_"
+
+    kubeconfig: str = ""  # empty: in-cluster config, else $KUBECONFIG or ~/.kube/config
+    workers: int = 8  # claims and volumes handled at the same time
+    qps: float = 50.0  # Kubernetes API requests per second (watches excluded), as client-go's QPS ...
+    burst: int = 100  # ... and burst
+    # Server-side timeout of a watch; the client gives up on a silent connection a little after it.
+    watch_timeout: int = 300
+    resync_interval: float = 600.0  # every object is looked at again this often, whatever the watches said
+    retry_base: float = 1.0  # first retry delay of a failed claim or volume; doubles up to retry_max
+    retry_max: float = 300.0
+    leader_elect: bool = True
+    lease_name: str = "robin-provisioner"
+    # The pod's namespace, which Kubernetes hands a pod as POD_NAMESPACE (the downward API).
+    lease_namespace: str = field(default_factory=lambda: _env("POD_NAMESPACE", "default"))
+    lease_duration: float = 15.0  # client-go's defaults: a dead leader is replaced within ~15 s
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    identity: str = field(default_factory=_default_identity)
+    metrics_address: str = "127.0.0.1:9808"  # host:port of /metrics; empty turns it off
+    # Record the claim's name and namespace in the RBD image's metadata (as ceph-csi's --setmetadata): handy with
+    # the rbd CLI, but opening the image for it costs about twice the create, so off unless asked for.
+    image_metadata: bool = False
+    # The quota of a project the provisioner creates for a namespace, unless the StorageClass gives one.
+    default_quota_bytes: int = 100 * 2**30
+    default_quota_volumes: int = 100
+    default_quota_snapshots: int = 100
+
+    def validate(self) -> None:
+        if self.workers < 1 or self.qps <= 0 or self.burst < 1:
+            raise ConfigError("ROBIN_PROVISIONER_WORKERS, _QPS and _BURST must be positive")
+        if self.watch_timeout < 1 or self.resync_interval <= 0 or not 0 < self.retry_base <= self.retry_max:
+            raise ConfigError("ROBIN_PROVISIONER_WATCH_TIMEOUT, _RESYNC_INTERVAL must be positive and "
+                              "0 < _RETRY_BASE <= _RETRY_MAX")
+        if not 0 < self.retry_period < self.renew_deadline < self.lease_duration:
+            raise ConfigError("leader election needs 0 < ROBIN_PROVISIONER_RETRY_PERIOD < _RENEW_DEADLINE < "
+                              "_LEASE_DURATION")
+        if self.metrics_address and ":" not in self.metrics_address:
+            raise ConfigError("ROBIN_PROVISIONER_METRICS_ADDRESS must be host:port (or empty)")
+        if min(self.default_quota_bytes, self.default_quota_volumes, self.default_quota_snapshots) < 0:
+            raise ConfigError("ROBIN_PROVISIONER_DEFAULT_QUOTA_* must be 0 or more")
+
+
+@dataclass(frozen=True)
+class CsiSettings(_Section):
+    """The defaults of `python -m csi_shim`'s flags (csi_shim.config)."""
+
+    env_prefix: ClassVar[str] = "ROBIN_CSI_"
+
+    # The socket's name in the CSI sidecars' convention.
+    endpoint: str = field(default="unix:///csi/csi.sock", metadata={"env": "CSI_ENDPOINT"})
+    mode: str = "all"
+    # This node's name: Kubernetes hands it to a DaemonSet's pods as NODE_NAME (the downward API).
+    node_id: str = field(default_factory=lambda: _env("NODE_NAME") or socket.gethostname())
+    driver_name: str = "csi.robin.io"  # robin's provisioner points its PVs at this name too
+    mounter: str = "krbd"
+    state_dir: str = "/var/lib/robin-csi"
+    default_project: str = "kubernetes"
+    workers: int = 16
+    log_level: str = field(default="INFO", metadata={"env": "ROBIN_LOG_LEVEL"})
+
+    def validate(self) -> None:
+        _require_choice(self.mode, CSI_MODES, "ROBIN_CSI_MODE")
+        _require_choice(self.mounter, RBD_MOUNTERS, "ROBIN_CSI_MOUNTER")
+        if self.workers < 1:
+            raise ConfigError("ROBIN_CSI_WORKERS must be positive")
+
+
+@dataclass(frozen=True)
+class ClientSettings(_Section):
+    """Where robin's API is, for the programs that call it (the provisioner, the CSI controller, the migration)."""
+
+    url: str = ""
+    token: str = field(default="", repr=False)
+    token_file: str = ""  # e.g. a mounted Kubernetes secret; ROBIN_TOKEN wins over it
+
+    def validate(self) -> None:
+        if not self.url or not (self.token or self.token_file):
+            raise ConfigError("robin's API is not configured: set ROBIN_URL and ROBIN_TOKEN (or ROBIN_TOKEN_FILE)")
+
+    def api_token(self) -> str:
+        if self.token:
+            return self.token
+        try:
+            with open(self.token_file) as handle:
+                token = handle.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"ROBIN_TOKEN_FILE {self.token_file}: {exc.strerror}") from exc
+        if not token:
+            raise ConfigError(f"ROBIN_TOKEN_FILE {self.token_file} holds no token")
+        return token
+
+
+@dataclass(frozen=True)
+class MigrateSettings(_Section):
+    env_prefix: ClassVar[str] = "ROBIN_MIGRATE_"
+
+    rbd_mounter: str = "rbd-fuse"  # how `robin migrate gluster` maps RBD destinations on its host
+
+    def validate(self) -> None:
+        _require_choice(self.rbd_mounter, RBD_MOUNTERS, "ROBIN_MIGRATE_RBD_MOUNTER")
+
+
+SECTIONS = (Settings, ProvisionerSettings, CsiSettings, ClientSettings, MigrateSettings)
+
+
+def _require_choice(value: str, choices: tuple[str, ...], variable: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"{variable} must be one of {', '.join(choices)}, not {value!r}")
+
+
+def _variable(cls, f: dataclasses.Field) -> str:
+    return f.metadata.get("env", cls.env_prefix + f.name.upper())
+
+
+def _file_key(variable: str) -> str:
+    return variable.removeprefix(ENV_PREFIX).lower()
+
+
+def _env_values(cls) -> dict:
+    """The fields of section `cls` that the environment sets, coerced to their types."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        variable = _variable(cls, f)
+        raw = _env(variable)
+        if raw:
+            values[f.name] = _coerce(f, raw, source=variable)
+    return values
+
+
+def _file_values(cls) -> dict:
+    """The fields of section `cls` that the file named by ROBIN_CONFIG_FILE sets; any key of no section is an
+    error, whichever section is being read, so a typo is found by the first component to start."""
+    path = _env(CONFIG_FILE)
     if not path:
         return {}
     try:
         with open(path, "rb") as handle:
             raw = tomllib.load(handle)
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"ROBIN_CONFIG_FILE {path}: {exc}") from exc
-    return {name: _coerce(Settings, name, value, source=path) for name, value in raw.items()}
+        raise ConfigError(f"{CONFIG_FILE} {path}: {exc}") from exc
+    known = {_file_key(_variable(section, f)) for section in SECTIONS for f in dataclasses.fields(section)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting {unknown[0]!r}")
+    fields = {_file_key(_variable(cls, f)): f for f in dataclasses.fields(cls)}
+    return {fields[key].name: _coerce(fields[key], value, source=f"{path}: {key}")
+            for key, value in raw.items() if key in fields}
 
 
-def read_env(cls, prefix: str = ENV_PREFIX) -> dict:
-    """The fields of dataclass `cls` that the environment sets (`<prefix><FIELD>`), coerced to their types."""
-    values = {}
-    for f in dataclasses.fields(cls):
-        raw = os.environ.get(prefix + f.name.upper())
-        if raw is not None and raw != "":
-            values[f.name] = _coerce(cls, f.name, raw, source=prefix + f.name.upper())
-    return values
-
-
-def _coerce(cls, name: str, value, source: str):
-    kinds = {f.name: f.type for f in dataclasses.fields(cls)}
-    if name not in kinds:
-        raise ConfigError(f"{source}: unknown setting {name!r}")
-    kind = kinds[name]
+def _coerce(f: dataclasses.Field, value, source: str):
+    kind = f.type
     try:
         if kind == "bool":
             return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
@@ -244,6 +408,23 @@ def _coerce(cls, name: str, value, source: str):
         return str(value)
     except ValueError as exc:
         raise ConfigError(f"{source}: {value!r} is not a valid {kind}") from exc
+
+
+def fault_points() -> str:
+    """ROBIN_FAULT_POINTS, for crash tests only (robin.faults): never in a file, where it could outlive a test."""
+    return _env("ROBIN_FAULT_POINTS")
+
+
+def prometheus_multiproc_dir() -> str:
+    """Where gunicorn's workers write their metrics: set by `robin serve` for the workers it starts, and named
+    by prometheus_client's own variable, which the library reads too."""
+    return _env(PROMETHEUS_MULTIPROC_DIR)
+
+
+def child_environment(variables: dict[str, str]) -> dict[str, str]:
+    """This process's environment with `variables` added: what a program robin starts (gunicorn) is handed, so
+    that values reach it explicitly rather than by writing os.environ."""
+    return {**os.environ, **variables}
 
 
 def current() -> Settings:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from robin.config import Settings, state_dir
+from robin.config import Settings
 from robin.errors import RobinError
 
 # Every Fernet token starts so (version byte 0x80, then a timestamp whose high bytes are zero until 2106);
@@ -32,7 +32,7 @@ class _Keyring:
     fernet: MultiFernet | None = None
 
     def configure(self, settings: Settings) -> None:
-        keys = settings.secret_keys() or (state_secret(state_dir() / "secret_key", _new_key),)
+        keys = settings.secret_keys() or (state_secret(Path(settings.state_dir) / "secret_key", _new_key),)
         self.fernet = MultiFernet([Fernet(key) for key in keys])
 
 

@@ -9,7 +9,7 @@ import itertools
 import os
 import signal
 
-ENV = "ROBIN_FAULT_POINTS"
+from robin import config
 
 
 def _armed(spec: str) -> dict[str, int]:
@@ -20,7 +20,7 @@ def _armed(spec: str) -> dict[str, int]:
     return points
 
 
-_ARMED = _armed(os.environ.get(ENV, ""))
+_ARMED = _armed(config.fault_points())
 _REACHED = {name: itertools.count(1) for name in _ARMED}  # next() is atomic under the GIL: threads may share one
 
 

@@ -7,7 +7,6 @@ the same truth.
 """
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,6 +14,8 @@ from contextlib import contextmanager
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from robin import config
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -118,7 +119,7 @@ def render(quota_rows: Callable[[], list[dict]], usage_rows: Callable[[], dict] 
            drift_counts: Callable[[], dict[str, int]] | None = None,
            cluster_health: Callable[[], list[dict]] | None = None) -> tuple[bytes, str]:
     registry = CollectorRegistry()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if config.prometheus_multiproc_dir():
         MultiProcessCollector(registry)
     else:
         registry.register(REQUEST_SECONDS)

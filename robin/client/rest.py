@@ -3,12 +3,13 @@ provisioner, the CSI shim). It speaks `/api/v2` only, keeps one pooled HTTP sess
 answer into `RobinApiError` carrying robin's stable `code`, so callers decide by code, never by message."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
+
+from robin.config import ClientSettings
 
 MiB = 2**20
 
@@ -66,17 +67,12 @@ class ClientConfig:
     pool_size: int = 16
 
     @classmethod
-    def from_env(cls, url: str | None = None, token: str | None = None, **kwargs) -> ClientConfig:
-        """ROBIN_URL and ROBIN_TOKEN (or ROBIN_TOKEN_FILE, e.g. a mounted Kubernetes secret)."""
-        url = url or os.environ.get("ROBIN_URL")
-        token = token or os.environ.get("ROBIN_TOKEN")
-        token_file = os.environ.get("ROBIN_TOKEN_FILE")
-        if not token and token_file:
-            with open(token_file) as f:
-                token = f.read().strip()
-        if not url or not token:
-            raise ValueError("robin's API is not configured: set ROBIN_URL and ROBIN_TOKEN (or ROBIN_TOKEN_FILE)")
-        return cls(url=url.rstrip("/"), token=token, **kwargs)
+    def from_env(cls, url: str | None = None, token: str | None = None, token_file: str | None = None,
+                 **kwargs) -> ClientConfig:
+        """ROBIN_URL and ROBIN_TOKEN (or ROBIN_TOKEN_FILE, e.g. a mounted Kubernetes secret), from the environment
+        or the config file; ConfigError (a ValueError) when they are missing."""
+        settings = ClientSettings.from_env(url=url, token=token, token_file=token_file)
+        return cls(url=settings.url.rstrip("/"), token=settings.api_token(), **kwargs)
 
 
 class RobinClient:

@@ -20,10 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DEFAULT_DIR = Path(
-    os.environ.get("ROBIN_DEV_CLUSTER_DIR") or Path.home() / ".local/state/robin/dev-cluster"
-)
-
 # (type, id) in start order; "type.id" names the pid and log files.
 DAEMONS = (("mon", "a"), ("mgr", "x"), ("osd", "0"), ("mds", "a"))
 # Stopped in this order: with the mon gone first, the OSD and MDS wait 5 s for its shutdown ack.

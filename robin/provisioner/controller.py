@@ -27,6 +27,7 @@ from robin.client import (
     round_up_to_mib,
     volume_size,
 )
+from robin.config import ProvisionerSettings
 from robin.faults import crash_point
 from robin.kube import volumes as pvs
 from robin.kube.claims import (
@@ -42,7 +43,6 @@ from robin.kube.classes import KIND_BY_PROVISIONER, ClassConfig, InvalidSpec
 from robin.kube.client import Kube, KubeError
 from robin.provisioner import metrics
 from robin.provisioner.events import EventRecorder
-from robin.provisioner.settings import ProvisionerSettings
 from robin.provisioner.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)

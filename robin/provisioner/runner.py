@@ -8,13 +8,13 @@ import logging
 import threading
 
 from robin.client import ClientConfig, RobinClient
+from robin.config import ProvisionerSettings
 from robin.kube.client import Kube, load_api_client
 from robin.provisioner import metrics
 from robin.provisioner.controller import Controller
 from robin.provisioner.events import EventRecorder
 from robin.provisioner.informer import Informer
 from robin.provisioner.leader import LeaderElector
-from robin.provisioner.settings import ProvisionerSettings
 from robin.provisioner.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)

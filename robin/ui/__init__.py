@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
+from pathlib import Path
 
 from flask import Blueprint, Flask, flash, g, redirect, render_template, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
@@ -43,7 +44,7 @@ class _SessionCookie(SecureCookieSessionInterface):
 def install(app: Flask) -> None:
     """Register the dashboard with a cookie-signing key every worker of this deployment shares."""
     settings = app.config["ROBIN_SETTINGS"]
-    app.secret_key = crypto.state_secret(config.state_dir() / "ui_secret").encode()
+    app.secret_key = crypto.state_secret(Path(settings.state_dir) / "ui_secret").encode()
     app.session_interface = _SessionCookie()
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
                       SESSION_COOKIE_SECURE=settings.ui_secure_cookies,
