@@ -1,7 +1,8 @@
-"""The RobinError family and the one JSON error handler.
+"""The RobinError family, the one JSON error handler, and the one table mapping Ceph errors to API errors.
 
 Every error a client can see has a stable `code` (clients branch on it), an HTTP status and a
-message a person can act on: {"error": {"code", "message", "details"}}.
+message a person can act on: {"error": {"code", "message", "details"}}. robin.ceph raises plain
+CephErrors; they reach a client only through CEPH_ERRORS.
 """
 from __future__ import annotations
 
@@ -10,6 +11,18 @@ import logging
 
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
+
+from robin.ceph.errors import (
+    CephAlreadyExists,
+    CephBusy,
+    CephError,
+    CephHasSnapshots,
+    CephInvalidArgument,
+    CephNoSpace,
+    CephNotFound,
+    CephPermissionDenied,
+    CephUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +88,41 @@ class ServiceUnavailable(RobinError):
     code = "unavailable"
 
 
+class CephFailed(RobinError):
+    # Ceph refused robin's own call: the request was fine, the storage behind robin was not.
+    status = 502
+    code = "ceph_error"
+
+
+class StorageFull(RobinError):
+    status = 507
+    code = "ceph_no_space"
+
+
+# The one table mapping Ceph errors to API errors. A Ceph error answers as the entry of its nearest
+# class here (CephNotConnected as CephUnavailable), with its own message and details.
+CEPH_ERRORS: dict[type[CephError], tuple[type[RobinError], str]] = {
+    CephNotFound: (NotFound, "ceph_not_found"),
+    CephAlreadyExists: (Conflict, "ceph_already_exists"),
+    CephBusy: (Conflict, "ceph_busy"),
+    CephHasSnapshots: (Conflict, "ceph_has_snapshots"),
+    CephInvalidArgument: (InvalidInput, "ceph_invalid_argument"),
+    CephNoSpace: (StorageFull, "ceph_no_space"),
+    # robin's own Ceph user lacks caps: a deployment problem, not the client's.
+    CephPermissionDenied: (CephFailed, "ceph_permission_denied"),
+    CephUnavailable: (ServiceUnavailable, "ceph_unavailable"),
+    CephError: (CephFailed, "ceph_error"),
+}
+
+
+def api_error(exc: RobinError | CephError) -> RobinError:
+    """The API error an error answers as: a RobinError itself, a Ceph error as CEPH_ERRORS says."""
+    if isinstance(exc, RobinError):
+        return exc
+    error_class, code = next(CEPH_ERRORS[kind] for kind in type(exc).__mro__ if kind in CEPH_ERRORS)
+    return error_class(exc.message, details=exc.details, code=code)
+
+
 def _http_error_code(exc: HTTPException) -> str:
     if exc.code == 422:
         return "validation_error"
@@ -112,6 +160,10 @@ def register_error_handlers(app: Flask) -> None:
         if exc.status >= 500:
             log.warning("request failed", extra={"code": exc.code, "error": exc.message})
         return jsonify(exc.to_dict()), exc.status
+
+    @app.errorhandler(CephError)
+    def _ceph_error(exc: CephError):
+        return _robin_error(api_error(exc))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

@@ -16,7 +16,7 @@ from flask import Flask, current_app
 from csi_shim import mounts
 from csi_shim.errors import CsiError
 from robin import config
-from robin.ceph import cephfs_ops, rbd_ops
+from robin.ceph import CephError, cephfs_ops, rbd_ops
 from robin.errors import Conflict, RobinError
 from robin.gateway import mounting, service
 from robin.gateway.models import GatewayAccount, VerifyState
@@ -118,7 +118,7 @@ def _check(app: Flask, volume: Volume, account_id: int, path: str) -> None:
     with app.app_context():
         try:
             ok, message = _check_rbd(volume, path) if isinstance(volume, RbdImage) else _check_cephfs(volume)
-        except (RobinError, CsiError) as exc:
+        except (RobinError, CephError, CsiError) as exc:
             ok, message = False, f"the check could not run: {getattr(exc, 'message', exc)}"
         except Exception as exc:  # a thread nobody waits for: whatever happened must reach the account
             log.exception("verifying %s failed", volume.name)

@@ -11,10 +11,9 @@ import grpc
 
 from csi_shim.errors import CsiError
 from csi_shim.local import Access, LocalNode
-from robin.ceph import rbd_ops
+from robin.ceph import CephError, rbd_ops
 from robin.ceph.connection import CephConnection
 from robin.client import RobinClient, VolumeRef
-from robin.errors import RobinError
 from robin.migrate.errors import MigrationError
 
 RBD_FS_TYPE = "ext4"
@@ -63,7 +62,7 @@ def rbd_users(ceph: Access, cluster: str, volume: dict) -> list[str]:
                                     "client_id": ceph.user}, CEPH_TIMEOUT_S)
     try:
         return rbd_ops.users(conn, volume["pool"], volume["name"])
-    except RobinError as exc:
+    except CephError as exc:
         raise DestinationError("destination_unchecked", f"cannot tell who uses {volume['pool']}/{volume['name']}: "
                                                         f"{exc.message}") from exc
     finally:

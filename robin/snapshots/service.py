@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, lazyload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from robin.auth.identity import Identity
-from robin.ceph import rbd_ops
+from robin.ceph import CephError, rbd_ops
 from robin.db import db, utcnow
 from robin.errors import Conflict, InvalidInput, NotFound, RobinError
 from robin.faults import crash_point
@@ -65,7 +65,7 @@ def create(identity: Identity, kind: Kind, project: str, volume_name: str, name:
     volume = snapshot.volume
     try:
         kind.create_snapshot(volumes.ceph_connection(volume), volume, name)
-    except RobinError as exc:
+    except (RobinError, CephError) as exc:
         _undo_create(kind, snapshot, exc)
         raise
     crash_point("snapshot.create")
@@ -89,13 +89,13 @@ def _reserve(kind: Kind, project: str, volume_name: str, name: str) -> Snapshot:
                        details={"volume": volume_name, "snapshot": name}) from exc
 
 
-def _undo_create(kind: Kind, snapshot: Snapshot, cause: RobinError) -> None:
+def _undo_create(kind: Kind, snapshot: Snapshot, cause: RobinError | CephError) -> None:
     if volumes.left_for_the_reconciler(cause):
         _set_state(snapshot, SnapshotState.ERROR, error_message=f"create failed: {cause.message}")
         return
     try:
         kind.remove_snapshot(volumes.ceph_connection(snapshot.volume), snapshot.volume, snapshot.name)
-    except RobinError:
+    except (RobinError, CephError):
         _set_state(snapshot, SnapshotState.ERROR, error_message=f"create failed: {cause.message}")
         return
     with db.unit_of_work() as session:
@@ -131,7 +131,7 @@ def remove(kind: Kind, snapshot: Snapshot, previous: SnapshotState) -> None:
     """Remove a snapshot whose row is already `deleting`; on failure put the row back."""
     try:
         kind.remove_snapshot(volumes.ceph_connection(snapshot.volume), snapshot.volume, snapshot.name)
-    except RobinError:
+    except (RobinError, CephError):
         _set_state(snapshot, previous)
         raise
     crash_point("snapshot.delete")
@@ -149,7 +149,7 @@ def rollback(identity: Identity, project: str, image_name: str, name: str) -> Sn
     conn = volumes.ceph_connection(image)
     try:
         users = rbd_ops.users(conn, image.pool, image.name)
-    except RobinError:
+    except CephError:
         _cancel_rollback(image)
         raise
     if users:
@@ -213,7 +213,7 @@ def clone(identity: Identity, project: str, spec: dict) -> RbdImage:
             rbd_ops.resize_image(conn, child.pool, child.name, child.size_bytes)
         if temporary:
             rbd_ops.remove_snapshot(conn, parent.pool, parent.name, child.parent_snapshot)
-    except RobinError as exc:
+    except CephError as exc:
         volumes.undo_create(RBD, child, exc)
         if temporary and not volumes.left_for_the_reconciler(exc):
             _forget_temporary_snapshot(conn, parent, child.parent_snapshot)
@@ -259,7 +259,7 @@ def _require_parents_placement(spec: dict, parent: RbdImage) -> None:
 def _forget_temporary_snapshot(conn, parent: RbdImage, snapshot: str) -> None:
     try:
         rbd_ops.remove_snapshot(conn, parent.pool, parent.name, snapshot)
-    except RobinError:
+    except CephError:
         log.warning("temporary clone snapshot left for the reconciler", extra={"image": parent.id,
                                                                               "snapshot": snapshot})
 
@@ -277,7 +277,7 @@ def flatten(identity: Identity, project: str, name: str) -> RbdImage:
         volumes.claim(session, image, VolumeState.FLATTENING)
     try:
         rbd_ops.flatten(volumes.ceph_connection(image), image.pool, image.name)
-    except RobinError:
+    except (RobinError, CephError):
         volumes.set_state(image, VolumeState.AVAILABLE)
         raise
     crash_point("volume.flatten")

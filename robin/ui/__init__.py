@@ -16,6 +16,7 @@ from flask.sessions import SecureCookieSessionInterface
 from robin import config, crypto
 from robin.auth import service as auth
 from robin.auth import sessions
+from robin.ceph import CephError
 from robin.errors import RobinError, Unauthenticated
 from robin.ui import service
 
@@ -150,6 +151,6 @@ def dashboard():
 def drift():
     try:
         report = service.drift(g.identity)
-    except RobinError as exc:
+    except (RobinError, CephError) as exc:
         return render_template("ui/drift.html", report=None, error=exc.message)
     return render_template("ui/drift.html", report=report, error=None)
