@@ -16,7 +16,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from robin.auth.identity import Identity
 from robin.ceph import CephError, rbd_ops
 from robin.db import db, utcnow
-from robin.errors import Conflict, InvalidInput, NotFound, RobinError
+from robin.errors import BadRequest, Conflict, InvalidInput, NotFound, RobinError
 from robin.faults import crash_point
 from robin.pagination import Page, paginate
 from robin.projects import service as projects
@@ -138,12 +138,15 @@ def remove(kind: Kind, snapshot: Snapshot, previous: SnapshotState) -> None:
     _set_state(snapshot, SnapshotState.DELETED, deleted_at=utcnow())
 
 
-def rollback(identity: Identity, project: str, image_name: str, name: str) -> Snapshot:
+def rollback(identity: Identity, kind: Kind, project: str, image_name: str, name: str) -> Snapshot:
     """Roll an RBD image back to a snapshot; refused while anything has the image open or locked,
     since rewriting blocks under a mounted file system corrupts it. The image takes the snapshot's
     size again, with the quota for the larger size reserved meanwhile. The row is `rolling_back`
     with the snapshot recorded until the end: a rollback cut short leaves blocks of both, which only
-    rolling back again repairs (the reconciler does), never a resize."""
+    rolling back again repairs (the reconciler does), never a resize. A CephFS path is refused first."""
+    if kind is not RBD:
+        raise BadRequest("robin does not roll CephFS paths back in place: copy what you need from the read-only "
+                         f"directory .snap/{name} inside the path", code="rollback_not_supported")
     identity.require_write(project)
     image, snapshot = _begin_rollback(project, image_name, name)
     conn = volumes.ceph_connection(image)

@@ -6,7 +6,6 @@ from flask import g
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from robin.errors import BadRequest
 from robin.schemas import PageArgs
 from robin.snapshots import service as snapshots
 from robin.snapshots.schemas import SnapshotCreateSchema, SnapshotPageSchema, SnapshotSchema, VolumeDeleteArgs
@@ -98,11 +97,7 @@ def volume_blueprint(kind, collection: str, *, create_schema, patch_schema, item
         @blp.response(200, SnapshotSchema)
         def post(self, project, name, snapshot):
             """Roll the volume back to the snapshot (RBD images; refused while the image is in use)."""
-            if kind is not RBD:
-                raise BadRequest(
-                    "robin does not roll CephFS paths back in place: copy what you need from the read-only "
-                    f"directory .snap/{snapshot} inside the path", code="rollback_not_supported")
-            return snapshots.rollback(g.identity, project, name, snapshot)
+            return snapshots.rollback(g.identity, kind, project, name, snapshot)
 
     return blp
 
