@@ -1,8 +1,9 @@
-"""The RobinError family and the one JSON error handler.
+"""The RobinError family, the one JSON error handler, and the one table mapping Ceph errors to API errors.
 
 Every error a client can see has a stable `code` (clients branch on it), an HTTP status and a
 message a person can act on: {"error": {"code", "message", "details"}}. The OpenAPI document says so
-too: `Api` documents that shape (ErrorSchema) for every error status on every operation.
+too: `Api` documents that shape (ErrorSchema) for every error status on every operation. robin.ceph
+raises plain CephErrors; they reach a client only through CEPH_ERRORS.
 """
 from __future__ import annotations
 
@@ -16,6 +17,18 @@ from flask import Flask, jsonify, request
 from marshmallow import Schema, fields
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
+
+from robin.ceph.errors import (
+    CephAlreadyExists,
+    CephBusy,
+    CephError,
+    CephHasSnapshots,
+    CephInvalidArgument,
+    CephNoSpace,
+    CephNotFound,
+    CephPermissionDenied,
+    CephUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +94,41 @@ class ServiceUnavailable(RobinError):
     code = "unavailable"
 
 
+class CephFailed(RobinError):
+    # Ceph refused robin's own call: the request was fine, the storage behind robin was not.
+    status = 502
+    code = "ceph_error"
+
+
+class StorageFull(RobinError):
+    status = 507
+    code = "ceph_no_space"
+
+
+# The one table mapping Ceph errors to API errors. A Ceph error answers as the entry of its nearest
+# class here (CephNotConnected as CephUnavailable), with its own message and details.
+CEPH_ERRORS: dict[type[CephError], tuple[type[RobinError], str]] = {
+    CephNotFound: (NotFound, "ceph_not_found"),
+    CephAlreadyExists: (Conflict, "ceph_already_exists"),
+    CephBusy: (Conflict, "ceph_busy"),
+    CephHasSnapshots: (Conflict, "ceph_has_snapshots"),
+    CephInvalidArgument: (InvalidInput, "ceph_invalid_argument"),
+    CephNoSpace: (StorageFull, "ceph_no_space"),
+    # robin's own Ceph user lacks caps: a deployment problem, not the client's.
+    CephPermissionDenied: (CephFailed, "ceph_permission_denied"),
+    CephUnavailable: (ServiceUnavailable, "ceph_unavailable"),
+    CephError: (CephFailed, "ceph_error"),
+}
+
+
+def api_error(exc: RobinError | CephError) -> RobinError:
+    """The API error an error answers as: a RobinError itself, a Ceph error as CEPH_ERRORS says."""
+    if isinstance(exc, RobinError):
+        return exc
+    error_class, code = next(CEPH_ERRORS[kind] for kind in type(exc).__mro__ if kind in CEPH_ERRORS)
+    return error_class(exc.message, details=exc.details, code=code)
+
+
 class ErrorBodySchema(Schema):
     code = fields.String(required=True, metadata={"description": "stable: clients branch on it"})
     message = fields.String(required=True, metadata={"description": "what went wrong, for a person to act on"})
@@ -95,10 +143,10 @@ class ErrorSchema(Schema):
 
 # Every status robin may answer an operation with besides its success: any operation can meet a bad
 # token (401), a role or quota refusal (403), a missing project or volume (404), a state conflict (409),
-# a body over the limit (413, checked before routing), invalid input (400, 422), Ceph failing (502, 503)
+# a body over the limit (413, checked before routing), invalid input (400, 422), Ceph failing (502, 503, 507)
 # or a bug (500). Listing them instead of a `default` response lets a client (and a fuzzer) tell an
 # answer the document promises from one it does not.
-ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 422, 500, 502, 503)
+ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 422, 500, 502, 503, 507)
 
 
 class ErrorStatuses(BasePlugin):
@@ -192,6 +240,10 @@ def register_error_handlers(app: Flask) -> None:
         if exc.status >= 500:
             log.warning("request failed", extra={"code": exc.code, "error": exc.message})
         return jsonify(exc.to_dict()), exc.status
+
+    @app.errorhandler(CephError)
+    def _ceph_error(exc: CephError):
+        return _robin_error(api_error(exc))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from robin.ceph import CephError
 from robin.db import db
 from robin.errors import RobinError
 
@@ -152,7 +153,7 @@ def _loop(app: Flask, interval: float, stop: threading.Event) -> None:
         try:
             if leadership.acquire():
                 run_once(app)
-        except (RobinError, OSError, SQLAlchemyError) as exc:
+        except (RobinError, CephError, OSError, SQLAlchemyError) as exc:
             log.warning("maintenance round failed", extra={"error": str(exc)})
 
 

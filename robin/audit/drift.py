@@ -20,7 +20,7 @@ from sqlalchemy.orm import lazyload
 
 from robin import config
 from robin.auth.identity import Identity
-from robin.ceph import cephfs_ops, rbd_ops
+from robin.ceph import CephError, cephfs_ops, rbd_ops
 from robin.clusters import service as clusters
 from robin.clusters.models import CephCluster
 from robin.db import db, utcnow
@@ -76,7 +76,7 @@ def find_drift(older_than: timedelta = DEFAULT_OLDER_THAN) -> DriftReport:
         for where, name, check in places:
             try:
                 check(cluster, name, cutoff, report)
-            except RobinError as exc:
+            except (RobinError, CephError) as exc:
                 report.errors.append({"kind": "ceph_error", "cluster": cluster.name, where: name, "error": exc.message})
     _remember(report)
     return report
@@ -286,6 +286,6 @@ def metric_counts() -> dict[str, int]:
     """For the scrape; a failed survey leaves the gauges out rather than failing /metrics."""
     try:
         return recent_counts(METRICS_MAX_AGE_S)
-    except (RobinError, SQLAlchemyError):
+    except (RobinError, CephError, SQLAlchemyError):
         log.warning("drift survey for metrics failed", exc_info=True)
         return {}

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from robin import config
 from robin.audit.models import VolumeUsage
 from robin.auth.identity import Identity
-from robin.ceph import CephUnavailable, cephfs_ops, rbd_ops
+from robin.ceph import CephError, CephUnavailable, cephfs_ops, rbd_ops
 from robin.clusters import service as clusters
 from robin.clusters.models import CephCluster
 from robin.db import db, utcnow
@@ -70,7 +70,7 @@ class _Measurer:
         except CephUnavailable as exc:
             self.unavailable[volume.cluster.name] = exc.message
             return None, {**failed, "error": exc.message}
-        except RobinError as exc:  # one volume that cannot be measured must not cost the whole refresh
+        except (RobinError, CephError) as exc:  # one volume that cannot be measured must not cost the whole refresh
             return None, {**failed, "error": exc.message}
         return {"volume_id": volume.id, "used_bytes": measured.used_bytes, "method": measured.method,
                 "measured_at": utcnow()}, None
@@ -188,7 +188,7 @@ def _clusters(session) -> list[dict]:
     for cluster in session.scalars(select(CephCluster).order_by(CephCluster.name)):
         try:
             found.append({"name": cluster.name, **clusters.connection(cluster).capacity(), "error": None})
-        except RobinError as exc:
+        except (RobinError, CephError) as exc:
             found.append({"name": cluster.name, "total_bytes": None, "used_bytes": None, "avail_bytes": None,
                           "pools": [], "error": exc.message})
     return found

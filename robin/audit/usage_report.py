@@ -4,22 +4,14 @@ from __future__ import annotations
 import csv
 import io
 
+from robin.units import human_bytes
+
 PROJECT_COLUMNS = ("project", "quota_bytes", "provisioned_bytes", "used_bytes", "thin_ratio", "volumes",
                    "snapshots", "unmeasured_volumes", "oldest_measured_at")
 VOLUME_COLUMNS = ("project", "kind", "cluster", "pool", "name", "state", "provisioned_bytes", "used_bytes",
                   "method", "measured_at", "age_seconds", "snapshots")
 POOL_COLUMNS = ("cluster", "kind", "pool", "provisioned_bytes", "used_bytes", "thin_ratio", "volumes")
 CLUSTER_COLUMNS = ("name", "total_bytes", "used_bytes", "avail_bytes", "error")
-SIZE_SUFFIXES = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
-
-
-def human_bytes(value) -> str:
-    if value is None:
-        return "-"
-    size, suffix = float(value), 0
-    while size >= 1024 and suffix < len(SIZE_SUFFIXES) - 1:
-        size, suffix = size / 1024, suffix + 1
-    return f"{int(size)} B" if suffix == 0 else f"{size:.1f} {SIZE_SUFFIXES[suffix]}"
 
 
 def _cell(column: str, value) -> str:

@@ -1,7 +1,8 @@
 """The only package that imports the Ceph bindings (rados, rbd, cephfs).
 
-Everything outside sees robin.ceph errors (RobinError subclasses with the errno kept), plain Python
-values and the connection registry; no binding exception escapes this package.
+Everything outside sees robin.ceph errors (plain CephErrors: errno, operation, target; no HTTP, which
+robin.errors maps them to), plain Python values and the connection registry; no binding exception
+escapes this package.
 """
 from robin.ceph.connection import CephConnection, CephConnections
 from robin.ceph.errors import (

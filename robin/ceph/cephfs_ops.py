@@ -238,7 +238,8 @@ def _mds_command(conn: CephConnection, fs_name: str, prefix: str, **args):
     ret, out, status = conn.in_filesystem(fs_name, "cephfs.mds_command", f"{prefix} on {fs_name}",
                                           lambda fs: fs.mds_command(f"{fs_name}:0", command, b""))
     if ret != 0:
-        raise CephInvalidArgument(f"{prefix} on {fs_name}: {status or ret}", errno=-ret)
+        raise CephInvalidArgument(f"{prefix} on {fs_name}: {status or ret}", errno=-ret,
+                                  operation="cephfs.mds_command", target=conn.name)
     return json.loads(out) if out else {}
 
 

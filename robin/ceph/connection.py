@@ -213,9 +213,11 @@ class CephConnection:
     def _connect(self) -> rados.Rados:
         conf_path = self.access.get("conf_path")
         if conf_path and not os.path.exists(conf_path):
-            raise CephNotConnected(f"cluster {self.name!r}: ceph.conf {conf_path!r} does not exist")
+            raise CephNotConnected(f"cluster {self.name!r}: ceph.conf {conf_path!r} does not exist",
+                                   operation="connect", target=self.name)
         if not conf_path and not self.access.get("mon_host"):
-            raise CephNotConnected(f"cluster {self.name!r}: neither a ceph.conf nor monitor addresses are known")
+            raise CephNotConnected(f"cluster {self.name!r}: neither a ceph.conf nor monitor addresses are known",
+                                   operation="connect", target=self.name)
         try:
             # Without a conf path, read none: the default /etc/ceph one may describe another cluster.
             cluster = rados.Rados(conffile=conf_path or rados.Rados.NO_CONF_FILE,
@@ -226,7 +228,7 @@ class CephConnection:
         except rados.Error as exc:
             error = translate(exc, f"connecting to Ceph cluster {self.name!r}")
             # Whatever the errno, a cluster we cannot connect to is unavailable to the client.
-            raise CephNotConnected(error.message, errno=error.errno) from exc
+            raise CephNotConnected(error.message, errno=error.errno, operation="connect", target=self.name) from exc
         return cluster
 
     def _leave_parent(self) -> None:
@@ -260,7 +262,8 @@ class CephConnection:
             if self._refused is not None and time.monotonic() - self._refused[0] < self.timeout:
                 failed_at, error = self._refused
                 raise CephNotConnected(f"{error.message} ({time.monotonic() - failed_at:.0f}s ago; tried again "
-                                       f"{self.timeout:g}s after)", errno=error.errno, details=error.details)
+                                       f"{self.timeout:g}s after)", errno=error.errno, operation=error.operation,
+                                       target=self.name, details=error.details)
             try:
                 with timed_ceph_op(self.name, "connect"):
                     fresh = CephHandle(self._connect())
@@ -309,9 +312,10 @@ class CephConnection:
             threads = self._lane(lane)
             if not threads.slots.acquire(timeout=timeout):
                 raise CephUnavailable(f"{what}: {LANE_CALLS} calls into {lane} of cluster {self.name!r} have been "
-                                      f"waiting for Ceph for over {timeout:g}s", details={"lane": lane})
+                                      f"waiting for Ceph for over {timeout:g}s", operation=op, target=self.name,
+                                      details={"lane": lane})
             call = _Call(fn, lane, keep_handle)
-            threads.start(lambda: self._run(call, what))
+            threads.start(lambda: self._run(call, op, what))
             if patient:
                 call.done.acquire()
             else:
@@ -322,12 +326,12 @@ class CephConnection:
                 raise call.error
             return call.result
 
-    def _run(self, call: _Call, what: str) -> None:
+    def _run(self, call: _Call, op: str, what: str) -> None:
         _running.call = call
         handle = None
         try:
             handle = call.handle = self._check_out()
-            with translated(what):
+            with translated(what, operation=op, target=self.name):
                 call.result = call.fn(handle)
         except BaseException as exc:  # handed to the caller, which raises it in its own thread
             call.error = exc
@@ -344,9 +348,9 @@ class CephConnection:
             "cluster": self.name, "operation": op, "timeout_s": timeout})
         message, details = f"{what}: no answer from Ceph within {timeout:g}s", {"timeout_s": timeout}
         if call.handle is None:  # still connecting: no operation reached the cluster
-            return CephNotConnected(message, details=details)
+            return CephNotConnected(message, operation=op, target=self.name, details=details)
         self._suspect(call.handle, call)
-        return CephUnavailable(message, details=details)
+        return CephUnavailable(message, operation=op, target=self.name, details=details)
 
     def _judge(self, handle: CephHandle, call: _Call) -> None:
         """What a call that returned says of its handle."""
@@ -378,7 +382,7 @@ class CephConnection:
         ret, out, status = self.call("mon_command", what, lambda handle: handle.rados.mon_command(
             command, b"", timeout=self._timeout_s))
         if ret != 0:
-            raise translate(rados.OSError(status, errno=-ret), what)
+            raise translate(rados.OSError(status, errno=-ret), what, operation="mon_command", target=self.name)
         return json.loads(out) if out else {}
 
     def probe(self, pools: Iterable[str], timeout: float) -> None:
@@ -418,7 +422,8 @@ class CephConnection:
         paths = [self.access.get("keyring_path")] + keyrings.split(",")
         key = key or next(filter(None, (_key_in(path.strip(), client_id) for path in paths if path)), None)
         if not key:
-            raise CephNotConnected(f"cluster {self.name!r}: no key for client.{client_id} in its keyrings {paths}")
+            raise CephNotConnected(f"cluster {self.name!r}: no key for client.{client_id} in its keyrings {paths}",
+                                   operation="credentials", target=self.name)
         return client_id, key
 
     def describe(self) -> dict:

@@ -1,4 +1,6 @@
-"""Binding errors translated where they are raised, errno kept, as HTTP-ready RobinErrors."""
+"""Binding errors translated where they are raised, errno kept, as plain errors: what failed (the
+operation, the cluster it went to, the errno) and nothing of HTTP. The API answers them through the
+one table in robin.errors; services branch on these classes."""
 from __future__ import annotations
 
 import errno as errnos
@@ -9,57 +11,51 @@ import cephfs
 import rados
 import rbd
 
-from robin.errors import RobinError
 
+class CephError(Exception):
+    """A Ceph call failed. `operation` is the call robin made (as its metrics name it), `target` the
+    cluster it went to; `details` is what may be told beside the message (the errno, the image...)."""
 
-class CephError(RobinError):
-    status = 502
-    code = "ceph_error"
-
-    def __init__(self, message: str, *, errno: int | None = None, details: dict | None = None):
-        super().__init__(message, details=details)
+    def __init__(self, message: str, *, errno: int | None = None, operation: str | None = None,
+                 target: str | None = None, details: dict | None = None):
+        super().__init__(message)
+        self.message = message
         self.errno = errno
+        self.operation = operation
+        self.target = target
+        self.details = details or {}
 
 
 class CephNotFound(CephError):
-    status = 404
-    code = "ceph_not_found"
+    pass
 
 
 class CephAlreadyExists(CephError):
-    status = 409
-    code = "ceph_already_exists"
+    pass
 
 
 class CephBusy(CephError):
-    status = 409
-    code = "ceph_busy"
+    pass
 
 
 class CephHasSnapshots(CephError):
-    status = 409
-    code = "ceph_has_snapshots"
+    pass
 
 
 class CephInvalidArgument(CephError):
-    status = 422
-    code = "ceph_invalid_argument"
+    pass
 
 
 class CephNoSpace(CephError):
-    status = 507
-    code = "ceph_no_space"
+    pass
 
 
 class CephPermissionDenied(CephError):
-    # robin's own Ceph user lacks caps: a deployment problem, not the client's.
-    status = 502
-    code = "ceph_permission_denied"
+    """robin's own Ceph user lacks caps."""
 
 
 class CephUnavailable(CephError):
-    status = 503
-    code = "ceph_unavailable"
+    """Ceph did not answer (in time)."""
 
 
 class CephNotConnected(CephUnavailable):
@@ -85,19 +81,25 @@ _BY_ERRNO: dict[int, type[CephError]] = {
 }
 
 
-def translate(exc: Exception, what: str) -> CephError:
+def translate(exc: Exception, what: str, *, operation: str | None = None, target: str | None = None) -> CephError:
     errno = getattr(exc, "errno", None)
     if errno is not None and errno < 0:
         errno = -errno
     kind = _BY_ERRNO.get(errno, CephError)
     reason = errnos.errorcode.get(errno, "error") if errno else type(exc).__name__
-    return kind(f"{what}: {reason} ({exc})", errno=errno, details={"errno": errno} if errno else {})
+    return kind(f"{what}: {reason} ({exc})", errno=errno, operation=operation, target=target,
+                details={"errno": errno} if errno else {})
 
 
 @contextmanager
-def translated(what: str) -> Iterator[None]:
-    """Turn any rados/rbd/cephfs error raised inside into the matching CephError, naming `what`."""
+def translated(what: str, *, operation: str | None = None, target: str | None = None) -> Iterator[None]:
+    """Turn any rados/rbd/cephfs error raised inside into the matching CephError, naming `what`; a
+    CephError raised inside (robin's own checks) is told the operation and target too."""
     try:
         yield
     except (rados.Error, rbd.Error, cephfs.Error) as exc:
-        raise translate(exc, what) from exc
+        raise translate(exc, what, operation=operation, target=target) from exc
+    except CephError as exc:
+        if exc.operation is None:
+            exc.operation, exc.target = operation, target
+        raise

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from robin import config, crypto
 from robin.auth.identity import Identity
-from robin.ceph import CephConnection, CephConnections
+from robin.ceph import CephConnection, CephConnections, CephError
 from robin.clusters.models import CephCluster
 from robin.db import db
 from robin.errors import Conflict, NotFound, RobinError, ServiceUnavailable
@@ -158,7 +158,7 @@ def get(identity: Identity, name: str) -> dict:
     public = {field: getattr(cluster, field) for field in PUBLIC_FIELDS}
     try:
         return {**public, "reachable": True, **connection(cluster).describe()}
-    except RobinError as exc:
+    except (RobinError, CephError) as exc:
         return {**public, "reachable": False, "error": exc.message}
 
 
@@ -217,7 +217,7 @@ def _probe(cluster: CephCluster, pools: list[str]) -> Health:
     try:
         connection(cluster).probe(pools, HEALTH_PROBE_TIMEOUT_S)
         return Health(True, "ok", time.monotonic())
-    except RobinError as exc:
+    except (RobinError, CephError) as exc:
         return Health(False, f"unavailable: {exc.message}", time.monotonic())
 
 

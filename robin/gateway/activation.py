@@ -9,12 +9,13 @@ import logging
 import threading
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import Flask, current_app
 
 from robin import config, mounts
-from robin.ceph import cephfs_ops, rbd_ops
+from robin.ceph import CephError, cephfs_ops, rbd_ops
 from robin.errors import Conflict, RobinError
 from robin.gateway import mounting, service
 from robin.gateway.models import GatewayAccount, VerifyState
@@ -81,31 +82,35 @@ def forbid_login(volume: Volume) -> GatewayAccount:
     return service.forbid_login(volume)
 
 
-def status(volume: Volume) -> dict:
-    """Wayne's device status: [] when not activated, else Mount and what holds for the account."""
+@dataclass(frozen=True)
+class Activation:
+    """What holds now for an activated volume: its account, its mount and its last check."""
+
+    username: str
+    mounted: bool
+    login_forbidden: bool
+    verify_state: VerifyState | None
+    verify_message: str | None
+
+
+def activation_of(volume: Volume) -> Activation | None:
+    """The volume's activation, None when it is not activated. A check that never finished counts as failed."""
     account = service.account_of(volume)
     if account is None:
-        return {"status": [], "msg": f"{volume.name} is not activated"}
-    states = ["Mount"] if mounting.is_mounted(account.mount_path) else []
-    if account.login_forbidden:
-        states.append("LoginForbidden")
+        return None
     verify, message = account.verify_state, account.verify_message
     if service.is_stale(account, STALE_VERIFY):
         verify, message = VerifyState.FAILED, f"the check started at {account.verified_at:%Y-%m-%dT%H:%M:%SZ} " \
                                               "never finished (robin restarted meanwhile?): verify again"
-    if verify is not None:
-        states.append({VerifyState.VERIFYING: "Verifying", VerifyState.OK: "VerifyOk",
-                       VerifyState.FAILED: "VerifyFailed"}[verify])
-    if not states or states[0] != "Mount":
-        message = message or f"the account of user {account.username} exists but the volume is not mounted"
-    return {"status": states, "msg": message or f"activated for user {account.username}"}
+    return Activation(account.username, mounting.is_mounted(account.mount_path), account.login_forbidden, verify,
+                      message)
 
 
-def verify(volume: Volume) -> dict:
-    """Start a consistency check in a thread of this process and answer at once; its outcome lands in the
-    account's verify fields."""
+def verify(volume: Volume) -> Activation | None:
+    """Start a consistency check in a thread of this process and answer at once with the activation as it
+    was then; the check's outcome lands in the account's verify fields."""
     account = service.start_verify(volume, STALE_VERIFY)
-    answer = status(volume)  # before the thread starts: a quick check must not have ended it already
+    answer = activation_of(volume)  # before the thread starts: a quick check must not have ended it already
     app = current_app._get_current_object()
     threading.Thread(target=_check, args=(app, volume, account.id, account.mount_path),
                      name=f"verify-{volume.name}", daemon=True).start()
@@ -116,7 +121,7 @@ def _check(app: Flask, volume: Volume, account_id: int, path: str) -> None:
     with app.app_context():
         try:
             ok, message = _check_rbd(volume, path) if isinstance(volume, RbdImage) else _check_cephfs(volume)
-        except (RobinError, mounts.MountError) as exc:
+        except (RobinError, CephError, mounts.MountError) as exc:
             ok, message = False, f"the check could not run: {getattr(exc, 'message', exc)}"
         except Exception as exc:  # a thread nobody waits for: whatever happened must reach the account
             log.exception("verifying %s failed", volume.name)

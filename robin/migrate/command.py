@@ -21,10 +21,11 @@ from robin.client import RobinApiError, RobinClient, VolumeRef
 from robin.migrate import destination, gluster, plan
 from robin.migrate.copy import Copier
 from robin.migrate.errors import MigrationError
-from robin.migrate.progress import Progress, human_bytes
+from robin.migrate.progress import Progress
 from robin.migrate.tree import Totals, scan
 from robin.migrate.verify import verify
 from robin.mounts import Host
+from robin.units import human_bytes
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
 

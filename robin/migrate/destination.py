@@ -8,10 +8,9 @@ import configparser
 import os
 from contextlib import contextmanager
 
-from robin.ceph import rbd_ops
+from robin.ceph import CephError, rbd_ops
 from robin.ceph.connection import CephConnection
 from robin.client import RobinClient, VolumeRef
-from robin.errors import RobinError
 from robin.migrate.errors import MigrationError
 from robin.mounts import Access, Host, MountError
 from robin.mounts.errors import REFUSED
@@ -62,7 +61,7 @@ def rbd_users(ceph: Access, cluster: str, volume: dict) -> list[str]:
                                     "client_id": ceph.user}, CEPH_TIMEOUT_S)
     try:
         return rbd_ops.users(conn, volume["pool"], volume["name"])
-    except RobinError as exc:
+    except CephError as exc:
         raise DestinationError("destination_unchecked", f"cannot tell who uses {volume['pool']}/{volume['name']}: "
                                                         f"{exc.message}") from exc
     finally:

@@ -10,17 +10,10 @@ import threading
 import time
 from collections import deque
 
+from robin.units import human_bytes
+
 REDRAW_S = 0.5
 RATE_WINDOW_S = 5.0
-UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
-
-
-def human_bytes(count: float) -> str:
-    for unit in UNITS:
-        if abs(count) < 1024 or unit == UNITS[-1]:
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    raise AssertionError("unreachable")
 
 
 def human_duration(seconds: float | None) -> str:

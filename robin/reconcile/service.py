@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from robin import config
 from robin.audit.drift import find_drift
-from robin.ceph import rbd_ops
+from robin.ceph import CephError, rbd_ops
 from robin.db import db, utcnow
 from robin.errors import RobinError
 from robin.snapshots import service as snapshots
@@ -78,7 +78,7 @@ def _clones(cutoff: datetime) -> list[RbdImage]:
 def _guarded(report: Report, subject, step) -> None:
     try:
         step()
-    except RobinError as exc:
+    except (RobinError, CephError) as exc:
         log.warning("reconcile step failed", extra={"id": subject.id, "error": exc.message})
         report.note("errors", "ceph_error", subject, error=exc.message)
 

@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session, lazyload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from robin.auth.identity import Identity
-from robin.ceph import rbd_ops
+from robin.ceph import CephError, rbd_ops
 from robin.db import db, utcnow
-from robin.errors import Conflict, InvalidInput, NotFound, RobinError
+from robin.errors import BadRequest, Conflict, InvalidInput, NotFound, RobinError
 from robin.faults import crash_point
 from robin.pagination import Page, paginate
 from robin.projects import service as projects
@@ -78,7 +78,7 @@ def create(identity: Identity, kind: Kind, project: str, volume_name: str, name:
     volume = snapshot.volume
     try:
         kind.create_snapshot(volumes.ceph_connection(volume), volume, name)
-    except RobinError as exc:
+    except (RobinError, CephError) as exc:
         _undo_create(kind, snapshot, exc)
         raise
     crash_point("snapshot.create")
@@ -102,13 +102,13 @@ def _reserve(kind: Kind, project: str, volume_name: str, name: str) -> Snapshot:
                        details={"volume": volume_name, "snapshot": name}) from exc
 
 
-def _undo_create(kind: Kind, snapshot: Snapshot, cause: RobinError) -> None:
+def _undo_create(kind: Kind, snapshot: Snapshot, cause: RobinError | CephError) -> None:
     if volumes.left_for_the_reconciler(cause):
         set_state(snapshot, SnapshotState.ERROR, error_message=f"create failed: {cause.message}")
         return
     try:
         kind.remove_snapshot(volumes.ceph_connection(snapshot.volume), snapshot.volume, snapshot.name)
-    except RobinError:
+    except (RobinError, CephError):
         set_state(snapshot, SnapshotState.ERROR, error_message=f"create failed: {cause.message}")
         return
     with db.unit_of_work() as session:
@@ -155,25 +155,28 @@ def remove(kind: Kind, snapshot: Snapshot, previous: SnapshotState) -> None:
     """Remove a snapshot whose row is already `deleting`; on failure put the row back."""
     try:
         kind.remove_snapshot(volumes.ceph_connection(snapshot.volume), snapshot.volume, snapshot.name)
-    except RobinError:
+    except (RobinError, CephError):
         set_state(snapshot, previous)
         raise
     crash_point("snapshot.delete")
     set_state(snapshot, SnapshotState.DELETED, deleted_at=utcnow())
 
 
-def rollback(identity: Identity, project: str, image_name: str, name: str) -> Snapshot:
+def rollback(identity: Identity, kind: Kind, project: str, image_name: str, name: str) -> Snapshot:
     """Roll an RBD image back to a snapshot; refused while anything has the image open or locked,
     since rewriting blocks under a mounted file system corrupts it. The image takes the snapshot's
     size again, with the quota for the larger size reserved meanwhile. The row is `rolling_back`
     with the snapshot recorded until the end: a rollback cut short leaves blocks of both, which only
-    rolling back again repairs (the reconciler does), never a resize."""
+    rolling back again repairs (the reconciler does), never a resize. A CephFS path is refused first."""
+    if kind is not RBD:
+        raise BadRequest("robin does not roll CephFS paths back in place: copy what you need from the read-only "
+                         f"directory .snap/{name} inside the path", code="rollback_not_supported")
     identity.require_write(project)
     image, snapshot = _begin_rollback(project, image_name, name)
     conn = volumes.ceph_connection(image)
     try:
         users = rbd_ops.users(conn, image.pool, image.name)
-    except RobinError:
+    except CephError:
         _cancel_rollback(image)
         raise
     if users:
@@ -237,7 +240,7 @@ def clone(identity: Identity, project: str, spec: dict) -> RbdImage:
             rbd_ops.resize_image(conn, child.pool, child.name, child.size_bytes)
         if temporary:
             rbd_ops.remove_snapshot(conn, parent.pool, parent.name, child.parent_snapshot)
-    except RobinError as exc:
+    except CephError as exc:
         volumes.undo_create(RBD, child, exc)
         if temporary and not volumes.left_for_the_reconciler(exc):
             _forget_temporary_snapshot(conn, parent, child.parent_snapshot)
@@ -283,7 +286,7 @@ def _require_parents_placement(spec: dict, parent: RbdImage) -> None:
 def _forget_temporary_snapshot(conn, parent: RbdImage, snapshot: str) -> None:
     try:
         rbd_ops.remove_snapshot(conn, parent.pool, parent.name, snapshot)
-    except RobinError:
+    except CephError:
         log.warning("temporary clone snapshot left for the reconciler", extra={"image": parent.id,
                                                                               "snapshot": snapshot})
 
@@ -301,7 +304,7 @@ def flatten(identity: Identity, project: str, name: str) -> RbdImage:
         volumes.claim(session, image, VolumeState.FLATTENING)
     try:
         rbd_ops.flatten(volumes.ceph_connection(image), image.pool, image.name)
-    except RobinError:
+    except (RobinError, CephError):
         volumes.set_state(image, VolumeState.AVAILABLE)
         raise
     crash_point("volume.flatten")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 from flask import Blueprint, Flask, flash, g, redirect, render_template, request, session, url_for
@@ -17,8 +18,10 @@ from flask.sessions import SecureCookieSessionInterface
 from robin import config, crypto
 from robin.auth import service as auth
 from robin.auth import sessions
+from robin.ceph import CephError
 from robin.errors import RobinError, Unauthenticated
 from robin.ui import service
+from robin.units import human_bytes
 
 blp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates",
                 static_folder="static", static_url_path="/static")
@@ -49,7 +52,7 @@ def install(app: Flask) -> None:
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
                       SESSION_COOKIE_SECURE=settings.ui_secure_cookies,
                       PERMANENT_SESSION_LIFETIME=timedelta(seconds=settings.ui_session_seconds))
-    app.jinja_env.filters.setdefault("human_bytes", service.human_bytes)
+    app.jinja_env.filters.setdefault("human_bytes", partial(human_bytes, missing="–"))  # an unmeasured size
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.register_blueprint(blp)
 
@@ -151,6 +154,6 @@ def dashboard():
 def drift():
     try:
         report = service.drift(g.identity)
-    except RobinError as exc:
+    except (RobinError, CephError) as exc:
         return render_template("ui/drift.html", report=None, error=exc.message)
     return render_template("ui/drift.html", report=report, error=None)

@@ -14,16 +14,6 @@ TOP_CONSUMERS = 10
 RECENT_EVENTS = 50
 # The usage report is for auditors; a member's page reads it as this and keeps only its own project.
 _READER = Identity(name="robin-ui", role=Role.AUDITOR)
-UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
-
-
-def human_bytes(value: int | None) -> str:
-    if value is None:
-        return "–"
-    size, unit = float(value), 0
-    while size >= 1024 and unit < len(UNITS) - 1:
-        size, unit = size / 1024, unit + 1
-    return f"{int(size)} {UNITS[unit]}" if unit == 0 else f"{size:.1f} {UNITS[unit]}"
 
 
 def _with_bars(project: dict) -> dict:

@@ -23,10 +23,10 @@ from sqlalchemy.exc import IntegrityError
 
 from robin import config
 from robin.auth.identity import Identity
-from robin.ceph import cephfs_ops, rbd_ops
+from robin.ceph import CephError, cephfs_ops, rbd_ops
 from robin.clusters import service as clusters
 from robin.db import db, utcnow
-from robin.errors import BadRequest, Conflict, InvalidInput, NotFound, RobinError
+from robin.errors import BadRequest, Conflict, InvalidInput, NotFound, RobinError, api_error
 from robin.projects import service as projects
 from robin.snapshots.models import Snapshot, SnapshotState
 from robin.volumes.kinds import CEPHFS, RBD, Kind
@@ -58,7 +58,7 @@ def adopt(identity: Identity, kind: Kind, project: str, spec: dict) -> Volume:
         kind.mark_owner(conn, volume)
         if found.write_quota:
             kind.resize(conn, volume, volume.size_bytes)
-    except RobinError:
+    except (RobinError, CephError):
         _remove_rows(kind, volume)
         raise
     return volume
@@ -187,7 +187,8 @@ def adopt_planned(identity: Identity, project: str, steps: list[dict]) -> list[d
             try:
                 adopt(identity, kind, project, step["spec"])
                 step = {**step, "adopted": True}
-            except RobinError as exc:
-                step = {**step, "refused": exc.message, "code": exc.code}
+            except (RobinError, CephError) as exc:
+                error = api_error(exc)
+                step = {**step, "refused": error.message, "code": error.code}
         results.append(step)
     return results

@@ -1,136 +1,158 @@
-"""The two volume collections of a project, `rbd-images` and `cephfs-paths`: one set of views,
-bound to each kind with its own schemas."""
+"""The two volume collections of a project, `rbd-images` and `cephfs-paths`, each with its own
+schemas; their snapshots are robin.snapshots.api, nested in both. Adoption sits beside them."""
 from __future__ import annotations
 
 from flask import g
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from robin.errors import BadRequest
-from robin.schemas import PageArgs
+from robin.snapshots import api as snapshots_api
 from robin.snapshots import service as snapshots
-from robin.snapshots.schemas import SnapshotCreateSchema, SnapshotPageSchema, SnapshotSchema, VolumeDeleteArgs
+from robin.snapshots.schemas import VolumeDeleteArgs
 from robin.volumes import adoption, schemas, service
 from robin.volumes.kinds import CEPHFS, RBD
 
+PROJECT_PREFIX = "/api/v2/projects/<project>"
 
-def volume_blueprint(kind, collection: str, *, create_schema, patch_schema, item_schema, page_schema) -> Blueprint:
-    blp = Blueprint(collection, __name__, url_prefix=f"/api/v2/projects/<project>/{collection}",
-                    description=f"{kind.noun}s owned by a project")
+# --- rbd-images ---------------------------------------------------------------------------------
 
-    @blp.route("")
-    class Collection(MethodView):
-        @blp.arguments(schemas.VolumeListArgs, location="query")
-        @blp.response(200, page_schema)
-        def get(self, args, project):
-            return service.list_page(g.identity, kind, project, args["limit"], args["cursor"], args["trashed"])
-
-        @blp.arguments(create_schema)
-        @blp.response(201, item_schema)
-        def post(self, body, project):
-            """Create (RBD: or clone, with `source`); the size counts against the project's quota."""
-            if "source" in body:
-                return snapshots.clone(g.identity, project, body)
-            return service.create(g.identity, kind, project, body)
-
-    @blp.route("/<name>")
-    class Item(MethodView):
-        @blp.arguments(schemas.VolumeGetArgs, location="query")
-        @blp.response(200, item_schema)
-        def get(self, args, project, name):
-            return service.get(g.identity, kind, project, name, with_used=args["with_used"])
-
-        @blp.arguments(patch_schema)
-        @blp.response(200, item_schema)
-        def patch(self, body, project, name):
-            """Resize; growing checks the project's quota."""
-            return service.resize(g.identity, kind, project, name, body["size_bytes"],
-                                  allow_shrink=body.get("allow_shrink", False))
-
-        @blp.arguments(VolumeDeleteArgs, location="query")
-        @blp.response(204)
-        def delete(self, args, project, name):
-            """Move to the trash (restorable until purge_after); 409 while it has snapshots, unless
-            ?with_snapshots=true; ?purge=true (admins) removes it at once."""
-            service.delete(g.identity, kind, project, name, with_snapshots=args["with_snapshots"],
-                           purge=args["purge"])
-
-    @blp.route("/<name>/restore")
-    class Restore(MethodView):
-        @blp.response(200, item_schema)
-        def post(self, project, name):
-            """Bring it back from the trash before its purge time; its quota is reserved again."""
-            return service.restore(g.identity, kind, project, name)
-
-    if kind is RBD:
-        @blp.route("/<name>/flatten")
-        class Flatten(MethodView):
-            @blp.response(200, item_schema)
-            def post(self, project, name):
-                """Copy the parent's blocks into a clone so that it stands alone."""
-                return snapshots.flatten(g.identity, project, name)
-
-    @blp.route("/<name>/snapshots")
-    class Snapshots(MethodView):
-        @blp.arguments(PageArgs, location="query")
-        @blp.response(200, SnapshotPageSchema)
-        def get(self, args, project, name):
-            return snapshots.list_page(g.identity, kind, project, name, args["limit"], args["cursor"])
-
-        @blp.arguments(SnapshotCreateSchema)
-        @blp.response(201, SnapshotSchema)
-        def post(self, body, project, name):
-            """Take a snapshot; counts against the project's max_snapshots."""
-            return snapshots.create(g.identity, kind, project, name, body["name"])
-
-    @blp.route("/<name>/snapshots/<snapshot>")
-    class SnapshotItem(MethodView):
-        @blp.response(200, SnapshotSchema)
-        def get(self, project, name, snapshot):
-            return snapshots.get(g.identity, kind, project, name, snapshot)
-
-        @blp.response(204)
-        def delete(self, project, name, snapshot):
-            snapshots.delete(g.identity, kind, project, name, snapshot)
-
-    @blp.route("/<name>/snapshots/<snapshot>/rollback")
-    class Rollback(MethodView):
-        @blp.response(200, SnapshotSchema)
-        def post(self, project, name, snapshot):
-            """Roll the volume back to the snapshot (RBD images; refused while the image is in use)."""
-            if kind is not RBD:
-                raise BadRequest(
-                    "robin does not roll CephFS paths back in place: copy what you need from the read-only "
-                    f"directory .snap/{snapshot} inside the path", code="rollback_not_supported")
-            return snapshots.rollback(g.identity, project, name, snapshot)
-
-    return blp
+rbd_images = Blueprint("rbd-images", __name__, url_prefix=f"{PROJECT_PREFIX}/rbd-images",
+                       description=f"{RBD.noun}s owned by a project")
 
 
-rbd_images = volume_blueprint(
-    RBD, "rbd-images", create_schema=schemas.RbdImageCreateSchema, patch_schema=schemas.RbdImagePatchSchema,
-    item_schema=schemas.RbdImageSchema, page_schema=schemas.RbdImagePageSchema)
-cephfs_paths = volume_blueprint(
-    CEPHFS, "cephfs-paths", create_schema=schemas.CephfsPathCreateSchema, patch_schema=schemas.CephfsPathPatchSchema,
-    item_schema=schemas.CephfsPathSchema, page_schema=schemas.CephfsPathPageSchema)
+@rbd_images.route("")
+class RbdImageCollection(MethodView):
+    @rbd_images.arguments(schemas.VolumeListArgs, location="query")
+    @rbd_images.response(200, schemas.RbdImagePageSchema)
+    def get(self, args, project):
+        return service.list_page(g.identity, RBD, project, args["limit"], args["cursor"], args["trashed"])
 
+    @rbd_images.arguments(schemas.RbdImageCreateSchema)
+    @rbd_images.response(201, schemas.RbdImageSchema)
+    def post(self, body, project):
+        """Create (RBD: or clone, with `source`); the size counts against the project's quota."""
+        if "source" in body:
+            return snapshots.clone(g.identity, project, body)
+        return service.create(g.identity, RBD, project, body)
+
+
+@rbd_images.route("/<name>")
+class RbdImageItem(MethodView):
+    @rbd_images.arguments(schemas.VolumeGetArgs, location="query")
+    @rbd_images.response(200, schemas.RbdImageSchema)
+    def get(self, args, project, name):
+        return service.get(g.identity, RBD, project, name, with_used=args["with_used"])
+
+    @rbd_images.arguments(schemas.RbdImagePatchSchema)
+    @rbd_images.response(200, schemas.RbdImageSchema)
+    def patch(self, body, project, name):
+        """Resize; growing checks the project's quota."""
+        return service.resize(g.identity, RBD, project, name, body["size_bytes"],
+                              allow_shrink=body.get("allow_shrink", False))
+
+    @rbd_images.arguments(VolumeDeleteArgs, location="query")
+    @rbd_images.response(204)
+    def delete(self, args, project, name):
+        """Move to the trash (restorable until purge_after); 409 while it has snapshots, unless
+        ?with_snapshots=true; ?purge=true (admins) removes it at once."""
+        service.delete(g.identity, RBD, project, name, with_snapshots=args["with_snapshots"], purge=args["purge"])
+
+
+@rbd_images.route("/<name>/restore")
+class RbdImageRestore(MethodView):
+    @rbd_images.response(200, schemas.RbdImageSchema)
+    def post(self, project, name):
+        """Bring it back from the trash before its purge time; its quota is reserved again."""
+        return service.restore(g.identity, RBD, project, name)
+
+
+@rbd_images.route("/<name>/flatten")
+class RbdImageFlatten(MethodView):
+    @rbd_images.response(200, schemas.RbdImageSchema)
+    def post(self, project, name):
+        """Copy the parent's blocks into a clone so that it stands alone."""
+        return snapshots.flatten(g.identity, project, name)
+
+
+rbd_images.register_blueprint(snapshots_api.blp, url_defaults={"kind": RBD})
+
+# --- cephfs-paths -------------------------------------------------------------------------------
+
+cephfs_paths = Blueprint("cephfs-paths", __name__, url_prefix=f"{PROJECT_PREFIX}/cephfs-paths",
+                         description=f"{CEPHFS.noun}s owned by a project")
+
+
+@cephfs_paths.route("")
+class CephfsPathCollection(MethodView):
+    @cephfs_paths.arguments(schemas.VolumeListArgs, location="query")
+    @cephfs_paths.response(200, schemas.CephfsPathPageSchema)
+    def get(self, args, project):
+        return service.list_page(g.identity, CEPHFS, project, args["limit"], args["cursor"], args["trashed"])
+
+    @cephfs_paths.arguments(schemas.CephfsPathCreateSchema)
+    @cephfs_paths.response(201, schemas.CephfsPathSchema)
+    def post(self, body, project):
+        # The summary the API document has always given both collections.
+        """Create (RBD: or clone, with `source`); the size counts against the project's quota."""
+        return service.create(g.identity, CEPHFS, project, body)
+
+
+@cephfs_paths.route("/<name>")
+class CephfsPathItem(MethodView):
+    @cephfs_paths.arguments(schemas.VolumeGetArgs, location="query")
+    @cephfs_paths.response(200, schemas.CephfsPathSchema)
+    def get(self, args, project, name):
+        return service.get(g.identity, CEPHFS, project, name, with_used=args["with_used"])
+
+    @cephfs_paths.arguments(schemas.CephfsPathPatchSchema)
+    @cephfs_paths.response(200, schemas.CephfsPathSchema)
+    def patch(self, body, project, name):
+        """Resize; growing checks the project's quota."""
+        return service.resize(g.identity, CEPHFS, project, name, body["size_bytes"],
+                              allow_shrink=body.get("allow_shrink", False))
+
+    @cephfs_paths.arguments(VolumeDeleteArgs, location="query")
+    @cephfs_paths.response(204)
+    def delete(self, args, project, name):
+        """Move to the trash (restorable until purge_after); 409 while it has snapshots, unless
+        ?with_snapshots=true; ?purge=true (admins) removes it at once."""
+        service.delete(g.identity, CEPHFS, project, name, with_snapshots=args["with_snapshots"],
+                       purge=args["purge"])
+
+
+@cephfs_paths.route("/<name>/restore")
+class CephfsPathRestore(MethodView):
+    @cephfs_paths.response(200, schemas.CephfsPathSchema)
+    def post(self, project, name):
+        """Bring it back from the trash before its purge time; its quota is reserved again."""
+        return service.restore(g.identity, CEPHFS, project, name)
+
+
+cephfs_paths.register_blueprint(snapshots_api.blp, url_defaults={"kind": CEPHFS})
+
+# --- adoption -----------------------------------------------------------------------------------
 
 # `POST .../rbd-images:adopt` (a custom method, as in Google's API design guide): beside the
 # collection, so the route lives on a blueprint of its own rooted at the project.
-adoption_blp = Blueprint("adoption", __name__, url_prefix="/api/v2/projects/<project>",
+adoption_blp = Blueprint("adoption", __name__, url_prefix=PROJECT_PREFIX,
                          description="Bring existing unmanaged RBD images and CephFS directories under robin (admins)")
 
 
-def _adopt_route(kind, collection: str, adopt_schema, item_schema) -> None:
-    @adoption_blp.route(f"/{collection}:adopt", endpoint=f"adopt-{collection}")
-    class Adopt(MethodView):
-        @adoption_blp.arguments(adopt_schema)
-        @adoption_blp.response(201, item_schema)
-        def post(self, body, project):
-            """Adopt an orphan: it becomes an available volume of the project; its size (and its
-            snapshots, as snapshot rows) count against the quota, all or nothing."""
-            return adoption.adopt(g.identity, kind, project, body)
+@adoption_blp.route("/rbd-images:adopt", endpoint="adopt-rbd-images")
+class AdoptRbdImage(MethodView):
+    @adoption_blp.arguments(schemas.RbdImageAdoptSchema)
+    @adoption_blp.response(201, schemas.RbdImageSchema)
+    def post(self, body, project):
+        """Adopt an orphan: it becomes an available volume of the project; its size (and its
+        snapshots, as snapshot rows) count against the quota, all or nothing."""
+        return adoption.adopt(g.identity, RBD, project, body)
 
 
-_adopt_route(RBD, "rbd-images", schemas.RbdImageAdoptSchema, schemas.RbdImageSchema)
-_adopt_route(CEPHFS, "cephfs-paths", schemas.CephfsPathAdoptSchema, schemas.CephfsPathSchema)
+@adoption_blp.route("/cephfs-paths:adopt", endpoint="adopt-cephfs-paths")
+class AdoptCephfsPath(MethodView):
+    @adoption_blp.arguments(schemas.CephfsPathAdoptSchema)
+    @adoption_blp.response(201, schemas.CephfsPathSchema)
+    def post(self, body, project):
+        """Adopt an orphan: it becomes an available volume of the project; its size (and its
+        snapshots, as snapshot rows) count against the quota, all or nothing."""
+        return adoption.adopt(g.identity, CEPHFS, project, body)

@@ -1,11 +1,13 @@
 """The two kinds of volume: where each lives in Ceph and which binding calls manage it.
 
 The lifecycle (states, quota, undo) is one piece of code in service.py; a kind supplies only
-what differs: the model, how a request places the volume, and the idempotent Ceph operations.
+what differs (the Kind protocol): the model, how a request places the volume, and the idempotent
+Ceph operations.
 """
 from __future__ import annotations
 
 import posixpath
+from typing import Protocol
 
 from robin import config
 from robin.ceph import CephConnection, cephfs_ops, rbd_ops
@@ -32,6 +34,47 @@ def _choose(field: str, value: str | None, default: str, allowed: tuple[str, ...
         raise InvalidInput(f"{field} {value!r} is not one robin places volumes in; use one of {list(allowed)}",
                            details={"fields": {field: [f"must be one of {list(allowed)} ({setting})"]}})
     return value
+
+
+class Kind(Protocol):
+    """What the volume and snapshot services need of a kind of volume. Each kind's operations take
+    rows of its own `model`; every Ceph operation is idempotent."""
+
+    model: type[Volume]
+    noun: str
+    # The snapshot row's column and relation that point at a volume of this kind.
+    snapshot_fk: str
+    snapshot_relation: str
+    # Whether a smaller size cuts off data (an RBD image) or only refuses further writes (a CephFS quota).
+    shrink_destroys_data: bool
+
+    def placement(self, spec: dict, project: str) -> dict:
+        """The columns that say where (and how) a requested volume is made in Ceph."""
+
+    def create(self, conn: CephConnection, volume: Volume) -> None: ...
+
+    def resize(self, conn: CephConnection, volume: Volume, size_bytes: int) -> None: ...
+
+    def remove(self, conn: CephConnection, volume: Volume) -> None: ...
+
+    def used_bytes(self, conn: CephConnection, volume: Volume) -> int: ...
+
+    def inspect(self, conn: CephConnection, volume: Volume) -> rbd_ops.Observed: ...
+
+    def mark_owner(self, conn: CephConnection, volume: Volume) -> None: ...
+
+    def snapshot_exists(self, conn: CephConnection, volume: Volume, snapshot: str) -> bool: ...
+
+    def trash(self, conn: CephConnection, volume: Volume, delay_s: int) -> str | None:
+        """Move the volume to the trash; its reference there, or None when there was nothing to move."""
+
+    def restore(self, conn: CephConnection, volume: Volume) -> None: ...
+
+    def purge(self, conn: CephConnection, volume: Volume) -> None: ...
+
+    def create_snapshot(self, conn: CephConnection, volume: Volume, snapshot: str) -> None: ...
+
+    def remove_snapshot(self, conn: CephConnection, volume: Volume, snapshot: str) -> None: ...
 
 
 class RbdKind:
@@ -166,7 +209,6 @@ class CephfsKind:
         cephfs_ops.remove_snapshot(conn, volume.fs_name, volume.path, snapshot)
 
 
-Kind = RbdKind | CephfsKind
 RBD = RbdKind()
 CEPHFS = CephfsKind()
 KINDS: tuple[Kind, ...] = (RBD, CEPHFS)

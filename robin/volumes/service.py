@@ -25,7 +25,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from robin import config
 from robin.auth.identity import Identity
-from robin.ceph import CephAlreadyExists, CephNotConnected, CephUnavailable
+from robin.ceph import CephAlreadyExists, CephError, CephNotConnected, CephUnavailable
 from robin.clusters import service as clusters
 from robin.db import db, utcnow
 from robin.errors import BadRequest, Conflict, NotFound, RobinError
@@ -112,7 +112,7 @@ def create(identity: Identity, kind: Kind, project: str, spec: dict) -> Volume:
     volume = reserve_new(kind, project, spec, kind.placement(spec, project))
     try:
         kind.create(ceph_connection(volume), volume)
-    except RobinError as exc:
+    except (RobinError, CephError) as exc:
         undo_create(kind, volume, exc)
         if isinstance(exc, CephAlreadyExists):
             raise _name_taken(kind, volume.name, volume.cluster.name) from exc
@@ -152,7 +152,7 @@ def _column_values(volume: Volume) -> dict:
     return values
 
 
-def undo_create(kind: Kind, volume: Volume, cause: RobinError) -> None:
+def undo_create(kind: Kind, volume: Volume, cause: RobinError | CephError) -> None:
     """Remove what a failed create left, then the row, releasing its quota. When the volume's
     fate cannot be known (Ceph stopped answering mid-way), keep the row in `error` holding its
     quota, so the reconciler can decide without ever exceeding the quota. A foreign object with
@@ -163,7 +163,7 @@ def undo_create(kind: Kind, volume: Volume, cause: RobinError) -> None:
     if not isinstance(cause, (CephAlreadyExists, CephNotConnected)):
         try:
             kind.remove(ceph_connection(volume), volume)
-        except RobinError as undo_error:
+        except (RobinError, CephError) as undo_error:
             log.error("could not undo a failed create", extra={"volume": volume.id, "error": undo_error.message})
             set_state(volume, VolumeState.ERROR, error_message=f"create failed: {cause.message}")
             return
@@ -171,7 +171,7 @@ def undo_create(kind: Kind, volume: Volume, cause: RobinError) -> None:
         session.execute(kind.model.__table__.delete().where(kind.model.id == volume.id))
 
 
-def left_for_the_reconciler(cause: RobinError) -> bool:
+def left_for_the_reconciler(cause: RobinError | CephError) -> bool:
     """Ceph did not answer in time (it was reached: no connection failure): an undo now would most
     likely wait out a second timeout in the request, so the row is left to the reconciler."""
     return isinstance(cause, CephUnavailable) and not isinstance(cause, CephNotConnected)
@@ -235,7 +235,7 @@ def resize(identity: Identity, kind: Kind, project: str, name: str, size_bytes: 
         return volume
     try:
         kind.resize(ceph_connection(volume), volume, size_bytes)
-    except RobinError:
+    except (RobinError, CephError):
         set_state(volume, VolumeState.AVAILABLE, target_size_bytes=None)
         raise
     crash_point("volume.resize")
@@ -292,7 +292,7 @@ def delete(identity: Identity, kind: Kind, project: str, name: str, *, with_snap
         trash_ref = None if purge else kind.trash(conn, volume, config.current().trash_delay)
         if trash_ref is None:
             kind.remove(conn, volume)
-    except RobinError:
+    except (RobinError, CephError):
         set_state(volume, previous)
         _revert_snapshots(snapshot for snapshot in snapshots if snapshot.state is SnapshotState.DELETING)
         raise
@@ -317,7 +317,7 @@ def restore(identity: Identity, kind: Kind, project: str, name: str) -> Volume:
     volume = _begin_restore(kind, project, name)
     try:
         kind.restore(ceph_connection(volume), volume)
-    except RobinError:
+    except (RobinError, CephError):
         set_state(volume, VolumeState.DELETED)
         raise
     crash_point("volume.restore")
@@ -360,7 +360,7 @@ def purge_due(now=None) -> dict[str, int]:
                 continue  # restored, or purged by another replica, since it was read
             try:
                 purge(kind, volume)
-            except RobinError as exc:
+            except (RobinError, CephError) as exc:
                 log.warning("purge failed", extra={"volume": volume.id, "error": exc.message})
                 set_state(volume, VolumeState.DELETED, purged_at=None)
                 counts["failed"] += 1

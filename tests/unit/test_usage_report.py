@@ -7,8 +7,9 @@ import io
 import pytest
 
 from robin.audit.usage import thin_ratio
-from robin.audit.usage_report import PROJECT_COLUMNS, as_csv, as_table, human_bytes
+from robin.audit.usage_report import PROJECT_COLUMNS, as_csv, as_table
 from robin.config import ConfigError, Settings
+from robin.units import human_bytes
 
 
 def test_thin_ratio_is_provisioned_over_used_and_none_when_nothing_is_used():

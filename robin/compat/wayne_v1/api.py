@@ -95,7 +95,7 @@ class Snap(MethodView):
     def post(self, name, version):
         """Roll the image back to snapshot `version`; 409 volume_in_use while anything has it open or mapped."""
         project = _audited_in(service.project_of(g.identity, RBD, name))
-        return snapshots.rollback(g.identity, project, name, version)
+        return snapshots.rollback(g.identity, RBD, project, name, version)
 
 
 def _device(args: dict, name: str, audited: bool = True) -> tuple[Kind, str]:

@@ -11,6 +11,7 @@ from robin.clusters import service as clusters
 from robin.db import db
 from robin.errors import NotFound
 from robin.gateway import activation
+from robin.gateway.models import VerifyState
 from robin.projects.models import Project
 from robin.snapshots import service as snapshots
 from robin.snapshots.models import Snapshot, SnapshotState
@@ -123,7 +124,7 @@ def device(identity: Identity, kind: Kind, project: str, name: str, *, change: b
 def activate(identity: Identity, kind: Kind, project: str, name: str, user: str, password: str) -> dict:
     volume = device(identity, kind, project, name, change=True)
     activation.activate(volume, user, password)
-    return activation.status(volume)
+    return _device_status(volume, activation.activation_of(volume))
 
 
 def deactivate(identity: Identity, kind: Kind, project: str, name: str) -> dict:
@@ -136,12 +137,32 @@ def deactivate(identity: Identity, kind: Kind, project: str, name: str) -> dict:
 def forbid_login(identity: Identity, kind: Kind, project: str, name: str) -> dict:
     volume = device(identity, kind, project, name, change=True)
     activation.forbid_login(volume)
-    return activation.status(volume)
+    return _device_status(volume, activation.activation_of(volume))
 
 
 def device_status(identity: Identity, kind: Kind, project: str, name: str) -> dict:
-    return activation.status(device(identity, kind, project, name, change=False))
+    volume = device(identity, kind, project, name, change=False)
+    return _device_status(volume, activation.activation_of(volume))
 
 
 def verify(identity: Identity, kind: Kind, project: str, name: str) -> dict:
-    return activation.verify(device(identity, kind, project, name, change=True))
+    volume = device(identity, kind, project, name, change=True)
+    return _device_status(volume, activation.verify(volume))
+
+
+_VERIFY_STATES = {VerifyState.VERIFYING: "Verifying", VerifyState.OK: "VerifyOk", VerifyState.FAILED: "VerifyFailed"}
+
+
+def _device_status(volume: Volume, found: activation.Activation | None) -> dict:
+    """Wayne's device status: [] when not activated, else Mount and what holds for the account."""
+    if found is None:
+        return {"status": [], "msg": f"{volume.name} is not activated"}
+    states = ["Mount"] if found.mounted else []
+    if found.login_forbidden:
+        states.append("LoginForbidden")
+    if found.verify_state is not None:
+        states.append(_VERIFY_STATES[found.verify_state])
+    message = found.verify_message
+    if not found.mounted:
+        message = message or f"the account of user {found.username} exists but the volume is not mounted"
+    return {"status": states, "msg": message or f"activated for user {found.username}"}

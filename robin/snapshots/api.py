@@ -1,0 +1,46 @@
+"""Snapshots of a volume, `.../<collection>/<name>/snapshots`: one blueprint, nested in both volume
+collections (robin.volumes.api), which hand their kind to every view."""
+from __future__ import annotations
+
+from flask import g
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from robin.schemas import PageArgs
+from robin.snapshots import service
+from robin.snapshots.schemas import SnapshotCreateSchema, SnapshotPageSchema, SnapshotSchema
+
+blp = Blueprint("snapshots", __name__, url_prefix="/<name>/snapshots")
+
+
+@blp.route("")
+class Snapshots(MethodView):
+    @blp.arguments(PageArgs, location="query")
+    @blp.response(200, SnapshotPageSchema)
+    def get(self, args, project, name, kind):
+        return service.list_page(g.identity, kind, project, name, args["limit"], args["cursor"])
+
+    @blp.arguments(SnapshotCreateSchema)
+    @blp.response(201, SnapshotSchema)
+    def post(self, body, project, name, kind):
+        """Take a snapshot; counts against the project's max_snapshots."""
+        return service.create(g.identity, kind, project, name, body["name"])
+
+
+@blp.route("/<snapshot>")
+class SnapshotItem(MethodView):
+    @blp.response(200, SnapshotSchema)
+    def get(self, project, name, snapshot, kind):
+        return service.get(g.identity, kind, project, name, snapshot)
+
+    @blp.response(204)
+    def delete(self, project, name, snapshot, kind):
+        service.delete(g.identity, kind, project, name, snapshot)
+
+
+@blp.route("/<snapshot>/rollback")
+class Rollback(MethodView):
+    @blp.response(200, SnapshotSchema)
+    def post(self, project, name, snapshot, kind):
+        """Roll the volume back to the snapshot (RBD images; refused while the image is in use)."""
+        return service.rollback(g.identity, kind, project, name, snapshot)
