@@ -92,8 +92,7 @@ class CephfsPathCollection(MethodView):
     @cephfs_paths.arguments(schemas.CephfsPathCreateSchema)
     @cephfs_paths.response(201, schemas.CephfsPathSchema)
     def post(self, body, project):
-        # The summary the API document has always given both collections.
-        """Create (RBD: or clone, with `source`); the size counts against the project's quota."""
+        """Create; the quota counts against the project's quota."""
         return service.create(g.identity, CEPHFS, project, body)
 
 
