@@ -17,7 +17,7 @@ from robin import config
 from robin.audit.drift import find_drift
 from robin.ceph import CephError, rbd_ops
 from robin.db import db, utcnow
-from robin.errors import RobinError
+from robin.errors import RobinError, api_error
 from robin.snapshots import service as snapshots
 from robin.snapshots.models import Snapshot, SnapshotState
 from robin.snapshots.service import TEMPORARY_SNAPSHOT_PREFIX
@@ -79,8 +79,9 @@ def _guarded(report: Report, subject, step) -> None:
     try:
         step()
     except (RobinError, CephError) as exc:
-        log.warning("reconcile step failed", extra={"id": subject.id, "error": exc.message})
-        report.note("errors", "ceph_error", subject, error=exc.message)
+        code = api_error(exc).code  # e.g. ceph_unavailable: worth another round soon; ceph_not_found: look
+        log.warning("reconcile step failed", extra={"id": subject.id, "code": code, "error": exc.message})
+        report.note("errors", "ceph_error", subject, error=exc.message, code=code)
 
 
 # --- volumes ------------------------------------------------------------------------------------

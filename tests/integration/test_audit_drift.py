@@ -12,7 +12,7 @@ import cephfs
 import pytest
 import rados
 import rbd
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from robin.ceph.cephfs_ops import OWNER_XATTR, QUOTA_XATTR
 from robin.ceph.rbd_ops import DIRECTORY_OBJECT
@@ -181,8 +181,12 @@ def test_young_transitional_rows_are_not_reported(admin, new_project, rbd_ioctx)
         connection.execute(update(RbdImage.__table__).where(RbdImage.name == name).values(
             state=VolumeState.RESIZING, target_size_bytes=128 * MiB, updated_at=utcnow()))
     rbd.RBD().remove(rbd_ioctx, name)
-    assert not [e for e in findings(drift(admin), "missing_image") if e["name"] == name]
-    assert by_name(drift(admin, older_than=0), "missing_image", name)["state"] == "resizing"
+    try:
+        assert not [e for e in findings(drift(admin), "missing_image") if e["name"] == name]
+        assert by_name(drift(admin, older_than=0), "missing_image", name)["state"] == "resizing"
+    finally:  # a row the reconciler could never settle would stay in every later report
+        with db.writing() as connection:
+            connection.execute(delete(RbdImage.__table__).where(RbdImage.name == name))
 
 
 @pytest.mark.parametrize("older_than", ["2.5e16", "1e300", "-1", "nan", "inf"])
