@@ -8,8 +8,8 @@ from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# Installed, the migrations are the package robin._migrations, found with importlib.resources (robin.db); in an
-# editable install that package is the checkout's migrations/ itself, so `robin db revision` writes there.
+# Installed, the migrations are robin/_migrations, beside the code that reads them (robin.db.MIGRATIONS_DIR); a
+# checkout, editable install or not, reads its own migrations/.
 MIGRATIONS = {"robin._migrations": "migrations", "robin._migrations.versions": "migrations/versions"}
 
 

@@ -11,7 +11,6 @@ cure). On PostgreSQL the services lock the project's quota row FOR UPDATE instea
 from __future__ import annotations
 
 import enum
-import importlib.resources
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -31,9 +30,12 @@ SQLITE_BUSY_TIMEOUT_S = 30
 # break the connection, so a request gets an error instead of a worker thread held for good.
 POSTGRES_CONNECT_ARGS = {"connect_timeout": 5, "tcp_user_timeout": 15_000, "keepalives": 1,
                          "keepalives_idle": 15, "keepalives_interval": 5, "keepalives_count": 3}
-# The top-level migrations/, installed as this package (setup.py): a wheel carries it, and an editable install
-# maps it to the checkout's directory, so `robin db revision` writes there.
-MIGRATIONS_PACKAGE = "robin._migrations"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+# Installed from the wheel, the migrations are robin/_migrations (setup.py maps the top-level migrations/ there). Run
+# from a checkout (an editable install, or the checkout on PYTHONPATH), they are its migrations/, which `robin db
+# revision` writes to. Both are looked up beside the robin that runs: it never reads another copy's migrations.
+MIGRATIONS_DIR = _PACKAGE_DIR / "_migrations" if (_PACKAGE_DIR / "_migrations").is_dir() \
+    else _PACKAGE_DIR.parent / "migrations"
 
 
 def utcnow() -> datetime:
@@ -180,7 +182,7 @@ def _alembic_config(url: str):
     from alembic.config import Config
 
     config = Config()
-    config.set_main_option("script_location", str(importlib.resources.files(MIGRATIONS_PACKAGE)))
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["url"] = url  # not a main option: '%' in passwords would be interpolated
     return config
 

@@ -57,9 +57,14 @@ def _copy_clone(destination: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
+def clone(tmp_path_factory) -> Path:
     clone = tmp_path_factory.mktemp("clone")
     _copy_clone(clone)
+    return clone
+
+
+@pytest.fixture(scope="module")
+def wheel(clone, tmp_path_factory) -> Path:
     dist = tmp_path_factory.mktemp("dist")
     run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", dist, clone, cwd=dist)
     (built,) = dist.glob("robin-*.whl")
@@ -87,9 +92,9 @@ def elsewhere(tmp_path) -> Path:
 
 
 def test_the_wheel_carries_its_files_and_runs_on_them(venv, elsewhere):
-    located = run(venv / "bin/python", "-c", "import importlib.resources, robin, csi_shim, csi_shim.csi_pb2;"
-                  "print(robin.__file__); print(csi_shim.__file__);"
-                  "print(importlib.resources.files('robin._migrations'))", cwd=elsewhere).stdout.split()
+    located = run(venv / "bin/python", "-c", "import robin, robin.db, csi_shim, csi_shim.csi_pb2;"
+                  "print(robin.__file__); print(csi_shim.__file__); print(robin.db.MIGRATIONS_DIR)",
+                  cwd=elsewhere).stdout.split()
     assert all(Path(path).is_relative_to(venv) for path in located), located
     package = Path(located[0]).parent
     assert sorted(path.name for path in (package / "_migrations/versions").glob("0*.py")) \
@@ -102,6 +107,13 @@ def test_the_wheel_carries_its_files_and_runs_on_them(venv, elsewhere):
     assert (Path(located[1]).parent / "csi.proto").is_file()
     # Declared dependencies are all present, in versions that satisfy the metadata.
     run(venv / "bin/python", "-m", "pip", "check", cwd=elsewhere)
+
+
+def test_a_checkout_on_pythonpath_reads_its_own_migrations(clone, elsewhere):
+    # As the benchmarks run a clone's robin with this venv, whose editable install is another checkout.
+    env = {**_clean_environment(), "PYTHONPATH": str(clone)}
+    found = run(sys.executable, "-c", "import robin.db; print(robin.db.MIGRATIONS_DIR)", cwd=elsewhere, env=env)
+    assert found.stdout == f"{clone / 'migrations'}\n"
 
 
 def test_every_module_imports(venv, elsewhere):
