@@ -128,7 +128,7 @@ for package in (robin, csi_shim):
     run(venv / "bin/python", "-c", script, cwd=elsewhere)
 
 
-def test_version_is_pyprojects(venv, elsewhere):
+def test_version_is_the_one_in_pyproject(venv, elsewhere):
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert run(venv / "bin/robin", "--version", cwd=elsewhere).stdout == f"robin, version {version}\n"
     assert importlib.metadata.version("robin") == version  # this session's editable install agrees
