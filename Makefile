@@ -1,36 +1,52 @@
-# The two commands a fresh machine needs: `make run` and `make test`. Both install what is missing.
+# The two commands a fresh machine needs: `make run` and `make test`. Both install what is missing: `make run` what
+# running robin needs, `make test` that and what only the tests need.
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 ROBIN := $(VENV)/bin/robin
-DEBIAN_PACKAGES := ceph-mon ceph-osd ceph-mgr ceph-mds ceph-common python3-rados python3-rbd python3-cephfs \
-                   ceph-fuse rbd-fuse fuse postgresql python3-venv e2fsprogs xfsprogs chromium \
-                   glusterfs-server glusterfs-client
+# What running robin on a dev cluster needs (the FUSE clients and mkfs: /v1 activation and the gateway mount volumes).
+RUN_DEBIAN_PACKAGES := ceph-mon ceph-osd ceph-mgr ceph-mds ceph-common python3-rados python3-rbd python3-cephfs \
+                       ceph-fuse rbd-fuse fuse python3-venv e2fsprogs xfsprogs
+# What only the tests need: PostgreSQL (--db=all), Chromium (the dashboard's browser tests), GlusterFS (the migration's).
+TEST_DEBIAN_PACKAGES := postgresql chromium glusterfs-server glusterfs-client
 # The Ceph bindings exist only for Debian's interpreter, hence this python and --system-site-packages.
 SYSTEM_PYTHON := /usr/bin/python3
 PORT ?= 8080
 
-.PHONY: bootstrap run test bench bench-provisioner bench-migrate clean .debian-packages
+.PHONY: bootstrap run test bench bench-provisioner bench-migrate clean .run-debian-packages .test-debian-packages
 
-bootstrap: $(VENV)/.installed
+# A development checkout: robin editable with the test tools ([dev]), and every Debian package either needs.
+bootstrap: $(VENV)/.installed-dev
 
-$(VENV)/.installed: setup.cfg setup.py pyproject.toml csi_shim/csi.proto | .debian-packages
+# Only what `make run` needs: robin editable, without the [dev] extras.
+$(VENV)/.installed: setup.cfg setup.py pyproject.toml csi_shim/csi.proto | .run-debian-packages
 	test -x $(PY) || $(SYSTEM_PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed | .test-debian-packages
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
 # Idempotent and quick when everything is there: dpkg is asked before apt is.
-.debian-packages:
-	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+define install-debian-packages
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 	    | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	    echo "installing from Debian: $$missing"; \
 	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
+endef
+
+.run-debian-packages:
+	$(call install-debian-packages,$(RUN_DEBIAN_PACKAGES))
+
+.test-debian-packages:
+	$(call install-debian-packages,$(TEST_DEBIAN_PACKAGES))
 
 # Dev cluster + SQLite + the API on http://127.0.0.1:$(PORT), with an admin token printed.
-run: bootstrap
+run: $(VENV)/.installed
 	$(ROBIN) dev-cluster up
 	$(ROBIN) db upgrade
 	@token=$$($(ROBIN) token create --admin --name make-run); \
@@ -57,4 +73,4 @@ bench-migrate: bootstrap
 	$(PY) benchmarks/migrate.py
 
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) *.egg-info build dist

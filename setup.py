@@ -1,11 +1,16 @@
-"""Only here to generate the CSI shim's gRPC stubs from csi_shim/csi.proto at build and install time (editable
-installs included); all metadata is in setup.cfg. The stubs are not committed: they are build output."""
+"""What the wheel holds, where pyproject.toml cannot say it: the packages, with the top-level migrations/ mapped
+into robin as robin._migrations (Alembic's scripts travel with the code that needs them), and the CSI shim's gRPC
+stubs generated from csi_shim/csi.proto at build and install time (editable installs included); they are build
+output, not committed. All metadata is in pyproject.toml."""
 import os
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# Installed, the migrations are robin/_migrations, beside the code that reads them (robin.db.MIGRATIONS_DIR); a
+# checkout, editable install or not, reads its own migrations/.
+MIGRATIONS = {"robin._migrations": "migrations", "robin._migrations.versions": "migrations/versions"}
 
 
 def generate_csi_stubs() -> None:
@@ -26,4 +31,8 @@ class BuildPyWithCsiStubs(build_py):
         super().run()
 
 
-setup(cmdclass={"build_py": BuildPyWithCsiStubs})
+setup(
+    packages=find_packages(include=["robin", "robin.*", "csi_shim", "csi_shim.*"]) + list(MIGRATIONS),
+    package_dir=MIGRATIONS,
+    cmdclass={"build_py": BuildPyWithCsiStubs},
+)

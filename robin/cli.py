@@ -42,6 +42,7 @@ def _app_context():
 
 
 @click.group()
+@click.version_option(package_name="robin", prog_name="robin")  # pyproject.toml's version, as installed
 def main() -> None:
     """robin: RBD images and CephFS paths per project, on Ceph."""
     from robin import log

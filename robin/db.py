@@ -30,8 +30,12 @@ SQLITE_BUSY_TIMEOUT_S = 30
 # break the connection, so a request gets an error instead of a worker thread held for good.
 POSTGRES_CONNECT_ARGS = {"connect_timeout": 5, "tcp_user_timeout": 15_000, "keepalives": 1,
                          "keepalives_idle": 15, "keepalives_interval": 5, "keepalives_count": 3}
-# robin is installed editable (see the Makefile), so the migrations sit beside the package.
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+# Installed from the wheel, the migrations are robin/_migrations (setup.py maps the top-level migrations/ there). Run
+# from a checkout (an editable install, or the checkout on PYTHONPATH), they are its migrations/, which `robin db
+# revision` writes to. Both are looked up beside the robin that runs: it never reads another copy's migrations.
+MIGRATIONS_DIR = _PACKAGE_DIR / "_migrations" if (_PACKAGE_DIR / "_migrations").is_dir() \
+    else _PACKAGE_DIR.parent / "migrations"
 
 
 def utcnow() -> datetime:
