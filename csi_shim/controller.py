@@ -4,7 +4,7 @@ Ids and names come from csi_shim.ids, a request's parameters, capabilities and s
 volume is made through robin.client.provisioning, the steps robin's provisioner takes too. A CSI name maps to one
 robin name, so a retried call can only find what its first attempt made: robin answers 409 (name_taken,
 snapshot_exists) and the shim compares what exists with what is asked.
-Calls for one name or id at a time (locks.InFlight): a concurrent second one is ABORTED, as the spec allows.
+Calls for one name or id at a time (robin.mounts.InFlight): a concurrent second one is ABORTED, as the spec allows.
 The plugin acts only on volumes it made: robin records each as made for `csi:<robin name>` (created_for), and a
 volume of that name made otherwise (for a claim by robin's provisioner, by the Wayne platform, by a migration or
 by a person) is never adopted, deleted, grown nor cloned by it.
@@ -34,7 +34,6 @@ from csi_shim.ids import (
     robin_name,
     volume_ref,
 )
-from csi_shim.locks import InFlight
 from csi_shim.parameters import (
     CSI_PREFIX,
     KINDS,
@@ -56,6 +55,7 @@ from robin.client import (
     round_up_to_mib,
     volume_size,
 )
+from robin.mounts import InFlight
 
 log = logging.getLogger("csi_shim")
 

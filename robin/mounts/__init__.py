@@ -4,6 +4,7 @@ the kernel every time. Plain arguments, and a MountError that names what went wr
 Used by the CSI node service (csi_shim.node), the data gateway and the GlusterFS migration.
 
     errors    MountError and its kinds
+    inflight  InFlight: one operation at a time per volume or request name (IN_PROGRESS for the second)
     system    the mount table, block and loop devices, file systems, FUSE daemons, commands with deadlines
     volume    a volume's location, cluster access and directory of credentials
     mappers   RBD images as block devices: rbd-fuse + loop, krbd, rbd-nbd
@@ -13,6 +14,7 @@ Used by the CSI node service (csi_shim.node), the data gateway and the GlusterFS
 from __future__ import annotations
 
 from robin.mounts.errors import MountError
+from robin.mounts.inflight import InFlight
 from robin.mounts.local import LOCAL_MOUNT_FLAGS, Host
 from robin.mounts.staging import Capability, Stager, Usage
 from robin.mounts.system import (
@@ -28,5 +30,6 @@ from robin.mounts.system import (
 )
 from robin.mounts.volume import Access, Volume
 
-__all__ = ["LOCAL_MOUNT_FLAGS", "POLL_S", "TENANT_DATA_OPTIONS", "Access", "Capability", "Daemons", "Host", "Mount",
-           "MountError", "Stager", "Usage", "Volume", "log_tail", "mount_at", "mounts_under", "run", "wait_for"]
+__all__ = ["LOCAL_MOUNT_FLAGS", "POLL_S", "TENANT_DATA_OPTIONS", "Access", "Capability", "Daemons", "Host", "InFlight",
+           "Mount", "MountError", "Stager", "Usage", "Volume", "log_tail", "mount_at", "mounts_under", "run",
+           "wait_for"]

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from robin.mounts import system
-from robin.mounts.errors import IN_PROGRESS, NOT_FOUND, OCCUPIED, REFUSED, MountError
+from robin.mounts.errors import NOT_FOUND, OCCUPIED, REFUSED, MountError
+from robin.mounts.inflight import InFlight
 from robin.mounts.mappers import MOUNT_TIMEOUT_S, MOUNTERS
 from robin.mounts.system import Daemons, Mount, ToolError, canonical, device_number, mount_at
 from robin.mounts.volume import Volume, VolumeDir
@@ -65,26 +64,6 @@ def _os_errors(call: str, volume_id: str):
         raise ToolError(f"{call} {volume_id}: {exc}") from exc
 
 
-class _InFlight:
-    """One operation at a time per volume: a second one at once is refused (IN_PROGRESS), for its caller to retry."""
-
-    def __init__(self):
-        self._ids: set[str] = set()
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def hold(self, volume_id: str) -> Iterator[None]:
-        with self._lock:
-            if volume_id in self._ids:
-                raise MountError(IN_PROGRESS, f"an operation on {volume_id} is already in progress")
-            self._ids.add(volume_id)
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._ids.discard(volume_id)
-
-
 class Stager:
     """Volumes staged under `state_dir` (their ceph.conf, keyring, daemon logs), RBD images mapped by `mounter`."""
 
@@ -93,7 +72,7 @@ class Stager:
         self.state_dir = canonical(state_dir)  # as loop devices and the mount table spell it
         self.daemons = Daemons()
         self.mounter = MOUNTERS[mounter](self.daemons)
-        self._in_flight = _InFlight()
+        self._in_flight = InFlight()
 
     def _dir(self, volume_id: str) -> VolumeDir:
         return VolumeDir(self.state_dir, volume_id)

@@ -1,14 +1,13 @@
-"""One operation at a time per volume name or id: the CSI spec answers a second concurrent call with ABORTED
-(the CO retries it), instead of running both."""
+"""One operation at a time per key (a volume's id, a request's name): a second one at once is refused with
+MountError IN_PROGRESS, for its caller to retry; the CSI spec answers it with ABORTED, which the CO retries,
+instead of running both."""
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import grpc
-
-from csi_shim.errors import CsiError
+from robin.mounts.errors import IN_PROGRESS, MountError
 
 
 class InFlight:
@@ -22,7 +21,7 @@ class InFlight:
         with self._lock:
             busy = [k for k in keys if k in self._keys]
             if busy:
-                raise CsiError(grpc.StatusCode.ABORTED, f"an operation on {busy[0]} is already in progress")
+                raise MountError(IN_PROGRESS, f"an operation on {busy[0]} is already in progress")
             self._keys.update(keys)
         try:
             yield
