@@ -113,8 +113,10 @@ class Settings(_Section):
     gateway_mounter: str = "rbd-fuse"
     # Fernet keys that encrypt secrets at rest (registered clusters' cephx keys), newest first: robin encrypts
     # with the first and decrypts with any, so a rotation puts the new key first and keeps the old ones until
-    # `robin secrets rotate` has re-encrypted every row. Neither set: a key made on first start in
-    # $ROBIN_STATE_DIR/secret_key (0600). Kept out of repr: settings may be logged.
+    # `robin secrets rotate` has re-encrypted every row. The dashboard's cookies are signed with a key derived
+    # from the first, so every replica behind one load balancer needs the same keys. Neither set: a key made on
+    # first start in $ROBIN_STATE_DIR/secret_key (0600), which only one host has. Kept out of repr: settings may
+    # be logged.
     secret_key: str = field(default="", repr=False)
     secret_key_file: str = ""
     # The dashboard's logins: seconds a session lasts, and Secure cookies even when robin itself is reached over

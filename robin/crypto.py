@@ -2,16 +2,19 @@
 
 MultiFernet encrypts with the first key and decrypts with any: a rotation puts a new key first, keeps the old
 ones after it until `robin secrets rotate` has re-encrypted every row, then drops them. Without configured keys
-robin makes one on first start in its state directory, like the dashboard's session key.
+robin makes one on first start in its state directory. The dashboard's cookie-signing key is derived from the first
+key, so every replica given the same keys also signs alike.
 """
 from __future__ import annotations
 
+import base64
 import os
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from robin.config import Settings
 from robin.errors import RobinError
@@ -32,8 +35,20 @@ class _Keyring:
     fernet: MultiFernet | None = None
 
     def configure(self, settings: Settings) -> None:
-        keys = settings.secret_keys() or (state_secret(Path(settings.state_dir) / "secret_key", _new_key),)
-        self.fernet = MultiFernet([Fernet(key) for key in keys])
+        self.fernet = MultiFernet([Fernet(key) for key in secret_keys(settings)])
+
+
+def secret_keys(settings: Settings) -> tuple[str, ...]:
+    """The configured keys, newest first, or else the one robin made in its state directory (which replicas on
+    other hosts do not share)."""
+    return settings.secret_keys() or (state_secret(Path(settings.state_dir) / "secret_key", _new_key),)
+
+
+def derived_key(settings: Settings, purpose: str) -> bytes:
+    """A key for `purpose` derived from the first secret key (HKDF-SHA256): what it signs reveals nothing about
+    the key that encrypts secrets, and every process given the same keys derives the same one."""
+    material = base64.urlsafe_b64decode(secret_keys(settings)[0])
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(material)
 
 
 keyring = _Keyring()
@@ -43,7 +58,7 @@ def _new_key() -> str:
     return Fernet.generate_key().decode()
 
 
-def state_secret(path: Path, make: Callable[[], str] = lambda: secrets.token_hex(32)) -> str:
+def state_secret(path: Path, make: Callable[[], str]) -> str:
     """A secret made once, 0600, in the state directory: gunicorn's workers (and restarts) must agree on it."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

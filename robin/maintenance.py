@@ -2,7 +2,8 @@
 
 Every gunicorn worker runs the loop, but only the one holding the maintenance lock acts: a
 PostgreSQL advisory lock (held by a connection of its own for the life of the worker), or on
-SQLite, which lives on one host, an flock on a file beside the database.
+SQLite, which lives on one host, an flock on a file beside the database. The gauge
+robin_maintenance_leader says from outside which replica holds it.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from robin.ceph import CephError
 from robin.db import db
 from robin.errors import RobinError
+from robin.metrics import MAINTENANCE_LEADER
 
 log = logging.getLogger(__name__)
 ADVISORY_LOCK_KEY = 0x726F62696E  # "robin"
@@ -151,10 +153,20 @@ def _loop(app: Flask, interval: float, stop: threading.Event) -> None:
     # Jitter, so that workers started together do not all knock at once.
     while not stop.wait(interval * random.uniform(0.8, 1.2)):
         try:
-            if leadership.acquire():
-                run_once(app)
+            _round(app, leadership)
         except (RobinError, CephError, OSError, SQLAlchemyError) as exc:
             log.warning("maintenance round failed", extra={"error": str(exc)})
+
+
+def _round(app: Flask, leadership: Leadership) -> None:
+    """Take (or keep) the lock, say on /metrics whether this worker holds it, and act only if it does."""
+    leading = False
+    try:
+        leading = leadership.acquire()
+    finally:
+        MAINTENANCE_LEADER.set(1 if leading else 0)  # a failed attempt leads nothing
+    if leading:
+        run_once(app)
 
 
 def start(app: Flask) -> threading.Event | None:

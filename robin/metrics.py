@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -25,6 +25,11 @@ REQUEST_SECONDS = Histogram(
 CEPH_OP_SECONDS = Histogram(
     "robin_ceph_operation_duration_seconds", "Ceph binding call latency by operation",
     ["cluster", "operation", "outcome"], buckets=LATENCY_BUCKETS)
+# Set by every worker's maintenance loop at each round; "livemax": a replica reports 1 while any of its live
+# workers holds the lock, and a dead worker's value is dropped (gunicorn_conf.child_exit).
+MAINTENANCE_LEADER = Gauge(
+    "robin_maintenance_leader", "1 while a worker of this robin serve holds the maintenance lock (purge, reconcile, "
+    "usage refresh), else 0; across replicas at most one reports 1", multiprocess_mode="livemax")
 
 
 @contextmanager
@@ -124,6 +129,7 @@ def render(quota_rows: Callable[[], list[dict]], usage_rows: Callable[[], dict] 
     else:
         registry.register(REQUEST_SECONDS)
         registry.register(CEPH_OP_SECONDS)
+        registry.register(MAINTENANCE_LEADER)
     registry.register(QuotaCollector(quota_rows))
     if usage_rows is not None:
         registry.register(UsageCollector(usage_rows))

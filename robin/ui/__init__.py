@@ -10,7 +10,6 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 from functools import partial
-from pathlib import Path
 
 from flask import Blueprint, Flask, flash, g, redirect, render_template, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
@@ -30,6 +29,7 @@ OPEN_ENDPOINTS = frozenset({"ui.login", "ui.static"})
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
                            "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 SESSION_ID, CSRF = "sid", "csrf"  # the keys of the signed cookie
+SIGNING_PURPOSE = "robin dashboard session cookie"
 ENDED = {
     "session_expired": "Your session expired; please log in again.",
     "token_expired": "Your token expired; please log in again with a new one.",
@@ -45,9 +45,11 @@ class _SessionCookie(SecureCookieSessionInterface):
 
 
 def install(app: Flask) -> None:
-    """Register the dashboard with a cookie-signing key every worker of this deployment shares."""
+    """Register the dashboard with a cookie-signing key every worker and every replica of this deployment shares:
+    derived from the secret key (ROBIN_SECRET_KEY or ROBIN_SECRET_KEY_FILE), which they must share anyway, so a
+    load balancer may send a browser to any replica."""
     settings = app.config["ROBIN_SETTINGS"]
-    app.secret_key = crypto.state_secret(Path(settings.state_dir) / "ui_secret").encode()
+    app.secret_key = crypto.derived_key(settings, SIGNING_PURPOSE)
     app.session_interface = _SessionCookie()
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
                       SESSION_COOKIE_SECURE=settings.ui_secure_cookies,

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -32,6 +33,27 @@ def _answers(url: str) -> bool:
 @contextmanager
 def running_server(database_url: str, ceph_conf: str, workers: int = 4, extra_env: dict | None = None):
     """Yield the base URL of a gunicorn-served robin; stop it (and only it) afterwards."""
+    with running_replica(database_url, ceph_conf, workers, extra_env) as replica:
+        yield replica.url
+
+
+@dataclass(frozen=True)
+class Replica:
+    """A running `robin serve`: its URL, and its gunicorn master, which leads a process group of its own (its
+    workers included)."""
+
+    url: str
+    process: subprocess.Popen
+
+    def signal_all(self, signum: int) -> None:
+        """Send `signum` to the master and every worker at once: SIGKILL is a replica's pod or node lost."""
+        os.killpg(self.process.pid, signum)
+
+
+@contextmanager
+def running_replica(database_url: str, ceph_conf: str, workers: int = 4, extra_env: dict | None = None):
+    """Yield a Replica: a gunicorn-served robin with a state directory of its own (as on a host of its own);
+    stop it (and only it) afterwards, unless the test killed it."""
     port = free_port()
     state_dir = tempfile.mkdtemp(prefix="robin-serve-")
     env = {**os.environ, "ROBIN_DATABASE_URL": database_url, "ROBIN_CEPH_CONF": ceph_conf,
@@ -46,7 +68,7 @@ def running_server(database_url: str, ceph_conf: str, workers: int = 4, extra_en
         wait_until(lambda: _answers(url) or process.poll() is not None, START_TIMEOUT_S, "robin serve")
         if process.poll() is not None:
             raise RuntimeError(f"robin serve exited: {(Path(state_dir) / 'server.log').read_text()[-2000:]}")
-        yield url
+        yield Replica(url, process)
     finally:
         _stop(process)
         log.close()
