@@ -8,6 +8,7 @@ key, so every replica given the same keys also signs alike.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,8 @@ from robin.errors import RobinError
 # a cephx key (base64 of a struct starting with its type, 1) never does.
 FERNET_PREFIX = "gAAAAA"
 
+log = logging.getLogger(__name__)
+
 
 class SecretKeyMismatch(RobinError):
     status = 500
@@ -36,6 +39,11 @@ class _Keyring:
 
     def configure(self, settings: Settings) -> None:
         self.fernet = MultiFernet([Fernet(key) for key in secret_keys(settings)])
+        if not settings.secret_keys() and not settings.database_url.startswith("sqlite"):
+            # A shared database means replicas, which must decrypt each other's secrets and sessions.
+            log.warning("no ROBIN_SECRET_KEY or ROBIN_SECRET_KEY_FILE: this host uses its own key in %s, which "
+                        "robin processes on other hosts do not share; configure the same key on every replica",
+                        Path(settings.state_dir) / "secret_key")
 
 
 def secret_keys(settings: Settings) -> tuple[str, ...]:

@@ -47,3 +47,16 @@ def test_an_empty_key_file_is_refused(monkeypatch, tmp_path):
     monkeypatch.setenv("ROBIN_SECRET_KEY_FILE", str(key_file))
     with pytest.raises(ConfigError, match="holds no key"):
         Settings.from_env()
+
+
+@pytest.mark.parametrize("database_url, warned", [
+    ("postgresql+psycopg://robin@127.0.0.1/robin", True),  # a shared database: replicas on other hosts
+    ("", False),  # SQLite in the state directory: one host
+])
+def test_a_shared_database_without_a_configured_key_is_warned_about(tmp_path, caplog, database_url, warned):
+    from robin import crypto
+
+    settings = Settings(state_dir=str(tmp_path), database_url=database_url)
+    crypto._Keyring().configure(settings)
+    assert ("configure the same key on every replica" in caplog.text) is warned
+    assert (tmp_path / "secret_key").exists()
