@@ -51,6 +51,11 @@ def test_values_pass_the_schema(values_file):
         chart.validate_schema(values_of(values_file))
 
 
+def test_the_validator_knows_both_kubernetes_versions():
+    """The versions the chart is checked against are ones the installed kubernetes-validate has schemas for."""
+    assert set(KUBERNETES_VERSIONS) <= set(kubernetes_validate.utils.all_versions())
+
+
 @pytest.mark.parametrize("values_file", VALUES_FILES)
 @pytest.mark.parametrize("kube_version", KUBERNETES_VERSIONS)
 def test_every_manifest_is_valid_kubernetes(values_file, kube_version):
