@@ -140,6 +140,7 @@ csi.robin.io
   readOnly: true
 {{- end -}}
 
+{{/* Secrets are mounted 0440: readable by the pod's fsGroup, i.e. robin's non-root user, and nobody else. */}}
 {{- define "robin.serverVolumes" -}}
 - name: config
   configMap:
@@ -153,14 +154,14 @@ csi.robin.io
 - name: ceph-keyring
   secret:
     secretName: {{ include "robin.cephSecretName" . }}
-    defaultMode: 0400
+    defaultMode: 0440
     items:
       - key: keyring
         path: keyring
 - name: secret-key
   secret:
     secretName: {{ include "robin.secretKeySecretName" . }}
-    defaultMode: 0400
+    defaultMode: 0440
     items:
       - key: {{ .Values.secretKey.secretKey }}
         path: keys
@@ -194,7 +195,7 @@ csi.robin.io
 - name: api-token
   secret:
     secretName: {{ include "robin.apiTokenSecretName" . }}
-    defaultMode: 0400
+    defaultMode: 0440
     items:
       - key: {{ .Values.apiToken.secretKey }}
         path: token
