@@ -219,6 +219,19 @@ def test_storage_classes_are_made_as_listed():
         assert made["parameters"] == {k: str(v) for k, v in wanted["parameters"].items()}
 
 
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_storage_classes_are_ones_their_provisioner_accepts(values_file):
+    """robin's provisioner parses robin.io/* classes, the CSI plugin csi.robin.io ones: neither refuses them."""
+    from csi_shim.parameters import Parameters
+    from robin.kube.classes import KIND_BY_PROVISIONER, ClassConfig
+
+    for storage_class in (o for o in manifests(values_of(values_file)) if o["kind"] == "StorageClass"):
+        if storage_class["provisioner"] in KIND_BY_PROVISIONER:
+            ClassConfig.parse(storage_class)
+        else:
+            Parameters.parse(storage_class.get("parameters", {}), default_project="kubernetes")
+
+
 def test_service_monitor_scrapes_the_api_with_a_metrics_token():
     values = values_of("monitoring-values.yaml")
     objects = manifests(values)
