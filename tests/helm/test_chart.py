@@ -1,0 +1,254 @@
+"""helm/robin rendered by real Helm over its default values and every ci/*-values.yaml: it lints clean, its values
+pass its schema, and every manifest is valid for the oldest and newest Kubernetes the chart supports."""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+
+from tests.helm.chart import (
+    CHART,
+    NAMESPACE,
+    VALUES_FILES,
+    containers,
+    manifests,
+    merged_values,
+    metadata,
+    pod_spec,
+    robin_containers,
+    values_of,
+)
+
+KUBERNETES_VERSIONS = ("1.29.0", "1.34.0")
+# Custom resources kubernetes-validate has no schema for; their fields are checked in test_service_monitor.
+CUSTOM_RESOURCES = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+PYPROJECT = CHART.parents[1] / "pyproject.toml"
+WARNING = 2  # helm lint's severities: 1 info, 2 warning, 3 error
+
+
+def test_chart_is_robin_at_its_version():
+    chart = metadata()
+    assert chart["apiVersion"] == "v2"
+    robin_version = tomllib.loads(PYPROJECT.read_text())["project"]["version"]
+    assert chart["appVersion"] == robin_version
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+@pytest.mark.parametrize("kube_version", KUBERNETES_VERSIONS)
+def test_lints_without_warnings(values_file, kube_version):
+    report = helm.lint(CHART, values_of(values_file), strict=True, namespace=NAMESPACE,
+                       kube_version=f"v{kube_version}")
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= WARNING] == []
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_values_pass_the_schema(values_file):
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema(values_of(values_file))
+
+
+def test_the_validator_knows_both_kubernetes_versions():
+    """The versions the chart is checked against are ones the installed kubernetes-validate has schemas for."""
+    assert set(KUBERNETES_VERSIONS) <= set(kubernetes_validate.utils.all_versions())
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+@pytest.mark.parametrize("kube_version", KUBERNETES_VERSIONS)
+def test_every_manifest_is_valid_kubernetes(values_file, kube_version):
+    objects = manifests(values_of(values_file))
+    assert objects
+    for obj in objects:
+        if (obj["apiVersion"], obj["kind"]) in CUSTOM_RESOURCES:
+            continue
+        try:
+            kubernetes_validate.validate(obj, kube_version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{obj['kind']} {obj['metadata']['name']} is not valid for Kubernetes {kube_version}: "
+                        f"{exc.message} at {'/'.join(map(str, exc.absolute_path))}")
+
+
+@pytest.mark.parametrize("bad, where", [
+    ({"api": {"replicas": 0}}, "/api/replicas"),
+    ({"api": {"replica": 2}}, "replica"),
+    ({"csi": {"node": {"mounter": "nbd"}}}, "/csi/node/mounter"),
+    ({"storageClasses": [{"name": "fast", "provisioner": "kubernetes.io/rbd"}]}, "/storageClasses/0/provisioner"),
+    ({"storageClasses": [{"provisioner": "robin.io/rbd"}]}, "name"),
+    ({"config": {"database_url": "sqlite:///x"}}, "database_url"),
+    ({"database": {"url": "mysql://db/robin"}}, "/database/url"),
+    ({"csi": {"sidecars": {"provisioner": {"image": {"repository": "x", "tag": "", "pullPolicy": "Always"}}}}},
+     "/csi/sidecars/provisioner/image/tag"),
+])
+def test_bad_values_are_refused(bad, where):
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError, match=where):
+        chart.validate_schema(bad)
+    with pytest.raises(helm.HelmValuesError):
+        manifests(bad)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"database": {"url": "postgresql://db/robin", "existingSecret": "db"}}, "database.url or its existingSecret"),
+    ({"ceph": {"monHost": "10.0.0.1", "existingConfigMap": "ceph"}}, "ceph.monHost or ceph.existingConfigMap"),
+    ({"gateway": {"enabled": True}}, "gateway.nodeSelector is required"),
+])
+def test_contradictory_values_are_refused(overrides, message):
+    with pytest.raises(helm.HelmRenderError, match=message):
+        manifests(overrides)
+
+
+def _only(objects, kind, component):
+    found = [o for o in objects if o["kind"] == kind
+             and o["metadata"]["labels"].get("app.kubernetes.io/component") == component]
+    assert len(found) == 1, f"{len(found)} {kind} of {component}"
+    return found[0]
+
+
+def test_defaults_run_two_api_replicas_behind_probes_and_a_budget():
+    objects = manifests({})
+    api = _only(objects, "Deployment", "api")
+    assert api["spec"]["replicas"] >= 2
+    container = pod_spec(api)["containers"][0]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    budget = _only(objects, "PodDisruptionBudget", "api")
+    assert budget["spec"]["selector"]["matchLabels"] == api["spec"]["selector"]["matchLabels"]
+    service = _only(objects, "Service", "api")
+    assert service["spec"]["selector"] == api["spec"]["selector"]["matchLabels"]
+
+
+def test_the_database_is_migrated_before_install_and_upgrade_with_its_url_there_first():
+    objects = manifests(values_of("all-components-values.yaml"))
+    job = _only(objects, "Job", "db-upgrade")
+    annotations = job["metadata"]["annotations"]
+    assert set(annotations["helm.sh/hook"].split(",")) == {"pre-install", "pre-upgrade"}
+    url = next(e["valueFrom"]["secretKeyRef"] for e in pod_spec(job)["containers"][0]["env"]
+               if e["name"] == "ROBIN_DATABASE_URL")
+    secret = next(o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"] == url["name"])
+    assert "pre-install" in secret["metadata"]["annotations"]["helm.sh/hook"]
+    assert int(secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(annotations["helm.sh/hook-weight"])
+    assert url["key"] in secret["stringData"]
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_unprivileged_components_are_locked_down(values_file):
+    """Only the CSI node plugin (and its sidecars) and the gateway run privileged; the rest run as a non-root user
+    on a read-only root, with no capabilities and the runtime's seccomp profile."""
+    objects = manifests(values_of(values_file))
+    for workload, container in containers(objects):
+        component = workload["metadata"]["labels"]["app.kubernetes.io/component"]
+        context = container.get("securityContext", {})
+        if component in ("csi-node", "gateway"):
+            continue
+        assert context.get("privileged") is not True, (component, container["name"])
+        assert context["runAsNonRoot"] is True
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"]["drop"] == ["ALL"]
+        assert context["seccompProfile"]["type"] == "RuntimeDefault"
+
+
+def test_the_node_plugin_reaches_kubelet_devices_and_modules():
+    objects = manifests({})
+    node = _only(objects, "DaemonSet", "csi-node")
+    plugin = next(c for c in pod_spec(node)["containers"] if c["name"] == "csi-plugin")
+    assert plugin["securityContext"]["privileged"] is True
+    mounts = {m["mountPath"]: m for m in plugin["volumeMounts"]}
+    assert mounts["/var/lib/kubelet"]["mountPropagation"] == "Bidirectional"
+    assert {"/dev", "/sys", "/lib/modules"} <= set(mounts)
+    registrar = next(c for c in pod_spec(node)["containers"] if c["name"] == "node-driver-registrar")
+    assert "--kubelet-registration-path=/var/lib/kubelet/plugins/csi.robin.io/csi.sock" in registrar["args"]
+
+
+def test_the_csi_driver_is_the_one_robins_provisioner_names():
+    from robin.kube.classes import CSI_DRIVER
+
+    objects = manifests({})
+    driver = next(o for o in objects if o["kind"] == "CSIDriver")
+    assert driver["metadata"]["name"] == CSI_DRIVER
+    assert driver["spec"]["attachRequired"] is False
+
+
+def test_the_gateway_is_one_pinned_privileged_replica_replaced_not_rolled():
+    values = values_of("all-components-values.yaml")
+    objects = manifests(values)
+    gateway = _only(objects, "Deployment", "gateway")
+    assert gateway["spec"]["replicas"] == 1
+    assert gateway["spec"]["strategy"]["type"] == "Recreate"
+    assert pod_spec(gateway)["nodeSelector"] == values["gateway"]["nodeSelector"]
+    assert pod_spec(gateway)["containers"][0]["securityContext"]["privileged"] is True
+    service = _only(objects, "Service", "gateway")
+    assert service["spec"]["ports"][0]["targetPort"] == "sftp"
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_sidecars_run_the_configured_images_and_robin_the_one_image(values_file):
+    values = merged_values(values_of(values_file))
+    objects = manifests(values_of(values_file))
+    sidecars = {f"{s['image']['repository']}:{s['image']['tag']}" for s in values["csi"]["sidecars"].values()}
+    robin = {id(c) for _, c in robin_containers(objects, values)}
+    for _, container in containers(objects):
+        assert id(container) in robin or container["image"] in sidecars, container["image"]
+
+
+def test_secrets_come_from_existing_objects_by_name():
+    values = values_of("existing-secrets-values.yaml")
+    objects = manifests(values)
+    assert not [o for o in objects if o["kind"] == "Secret"]
+    referenced = set()
+    for obj in objects:
+        if obj["kind"] in ("Deployment", "DaemonSet", "Job"):
+            for volume in pod_spec(obj).get("volumes", []):
+                referenced.add(volume.get("secret", {}).get("secretName"))
+                referenced.add(volume.get("configMap", {}).get("name"))
+            for container in pod_spec(obj)["containers"]:
+                for env in container.get("env", []):
+                    referenced.add(env.get("valueFrom", {}).get("secretKeyRef", {}).get("name"))
+    assert {"robin-db", "robin-ceph-keyring", "robin-keys", "robin-admin-token", "robin-ceph-conf"} <= referenced
+
+
+def test_storage_classes_are_made_as_listed():
+    values = values_of("all-components-values.yaml")
+    classes = {o["metadata"]["name"]: o for o in manifests(values) if o["kind"] == "StorageClass"}
+    assert set(classes) == {c["name"] for c in values["storageClasses"]}
+    for wanted in values["storageClasses"]:
+        made = classes[wanted["name"]]
+        assert made["provisioner"] == wanted["provisioner"]
+        assert made["parameters"] == {k: str(v) for k, v in wanted["parameters"].items()}
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_storage_classes_are_ones_their_provisioner_accepts(values_file):
+    """robin's provisioner parses robin.io/* classes, the CSI plugin csi.robin.io ones: neither refuses them."""
+    from csi_shim.parameters import Parameters
+    from robin.kube.classes import KIND_BY_PROVISIONER, ClassConfig
+
+    for storage_class in (o for o in manifests(values_of(values_file)) if o["kind"] == "StorageClass"):
+        if storage_class["provisioner"] in KIND_BY_PROVISIONER:
+            ClassConfig.parse(storage_class)
+        else:
+            Parameters.parse(storage_class.get("parameters", {}), default_project="kubernetes")
+
+
+def test_service_monitor_scrapes_the_api_with_a_metrics_token():
+    values = values_of("monitoring-values.yaml")
+    objects = manifests(values)
+    monitor = next(o for o in objects if o["kind"] == "ServiceMonitor")
+    endpoints = {e["port"]: e for e in monitor["spec"]["endpoints"]}
+    assert endpoints["http"]["path"] == "/metrics"
+    assert endpoints["http"]["bearerTokenSecret"] == values["serviceMonitor"]["tokenSecret"]
+    assert set(endpoints) == {"http", "metrics"}
+    labels = monitor["spec"]["selector"]["matchLabels"]
+    scraped = [o for o in objects if o["kind"] == "Service"
+               and labels.items() <= o["metadata"]["labels"].items()]
+    ports = {p["name"] for service in scraped for p in service["spec"]["ports"]}
+    assert set(endpoints) <= ports
+    assert set(monitor["spec"]) == {"namespaceSelector", "selector", "endpoints"}
+    for endpoint in endpoints.values():
+        assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "bearerTokenSecret"}
+
+
+def test_the_packaged_chart_leaves_out_the_ci_values():
+    assert "ci/" in Path(CHART / ".helmignore").read_text().split()
