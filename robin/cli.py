@@ -475,7 +475,9 @@ def _lifetime(_ctx, _param, value: str | None):
 @click.option("--project", help="the project of a member token")
 @click.option("--name", default="", help="a label to recognise the token by")
 @click.option("--expires-in", callback=_lifetime, help="refused after this long: 30d, 12h, 90m, 2w [never]")
-def token_create(role, project, name, expires_in) -> None:
+@click.option("--secret-file", type=click.File(), help="register the token in this file (robin_ and 32+ characters, "
+              "e.g. a mounted Secret) instead of making one; nothing is printed, and a rerun changes nothing")
+def token_create(role, project, name, expires_in, secret_file) -> None:
     """Create a token and print it, alone on stdout, once: only its hash is kept."""
     from robin.auth import service
     from robin.auth.models import Role
@@ -487,6 +489,11 @@ def token_create(role, project, name, expires_in) -> None:
         raise click.UsageError("say which token: --admin, --auditor, --role metrics, or --project P [--role member]")
     try:
         with _app_context():
+            if secret_file is not None:
+                made = service.register_token(secret_file.read().strip(), Role(role), project=project, name=name,
+                                              expires_in=expires_in)
+                click.echo("registered" if made else "registered already: nothing changed", err=True)
+                return
             secret, _token = service.create_token(Role(role), project=project, name=name, expires_in=expires_in)
     except RobinError as exc:
         raise click.ClickException(exc.message) from exc

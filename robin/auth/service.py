@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from datetime import timedelta
 
 from sqlalchemy import bindparam, delete, select
+from sqlalchemy.exc import IntegrityError
 
 from robin.auth.identity import Identity
 from robin.auth.models import ApiToken, DashboardSession, Role
 from robin.db import db, utcnow
-from robin.errors import InvalidInput, NotFound, Unauthenticated
+from robin.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from robin.projects.models import Project
 
 TOKEN_PREFIX = "robin_"
@@ -22,13 +24,51 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+# What a secret chosen outside robin (a Secret made by an installer) must look like: as guessable as robin's own.
+GIVEN_SECRET = re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_-]{32,200}")
+
+
 def create_token(role: Role, *, project: str | None = None, name: str = "",
                  expires_in: timedelta | None = None) -> tuple[str, ApiToken]:
+    return _register(TOKEN_PREFIX + secrets.token_urlsafe(32), role, project, name, expires_in)
+
+
+def register_token(secret: str, role: Role, *, project: str | None = None, name: str = "",
+                   expires_in: timedelta | None = None) -> bool:
+    """Register a secret made elsewhere (an installer's Secret, so that one install makes both the token and its
+    users); False when that secret is registered already, as the same role and project, which makes a rerun
+    harmless. A revoked one stays revoked."""
+    if not GIVEN_SECRET.fullmatch(secret):
+        raise InvalidInput(f"a token must be {TOKEN_PREFIX!r} followed by 32 to 200 letters, digits, '-' or '_' "
+                           f"(e.g. {TOKEN_PREFIX}$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '='))")
+    found = _registered(secret)
+    if found is None:
+        try:
+            _register(secret, role, project, name, expires_in)
+            return True
+        except IntegrityError:  # a concurrent run registered it meanwhile
+            found = _registered(secret)
+    if found.revoked_at is not None:
+        raise Conflict("this token was revoked: make a new secret", code="token_revoked")
+    if (found.role, found.name) != (role, project):
+        raise Conflict(f"this token is registered already as {found.role.value}"
+                       f"{f' of project {found.name!r}' if found.name else ''}", code="token_exists")
+    return False
+
+
+def _registered(secret: str):
+    with db.reading() as session:
+        return session.execute(select(ApiToken.revoked_at, ApiToken.role, Project.name)
+                               .outerjoin(Project, Project.id == ApiToken.project_id)
+                               .where(ApiToken.token_hash == hash_secret(secret))).first()
+
+
+def _register(secret: str, role: Role, project: str | None, name: str,
+              expires_in: timedelta | None) -> tuple[str, ApiToken]:
     if (role is Role.MEMBER) != (project is not None):
         raise InvalidInput("a member token needs exactly one project; admin, auditor and metrics tokens need none")
     if expires_in is not None:
         _check_lifetime(expires_in.total_seconds())
-    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with db.unit_of_work() as session:
         project_id = None
         if project is not None:

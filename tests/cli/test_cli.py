@@ -41,6 +41,40 @@ def test_token_create_prints_the_token_alone(env):
     assert identity.role.value == "admin" and identity.name == "ci"
 
 
+def test_token_create_registers_a_given_secret_once(env, tmp_path):
+    """An installer's Secret becomes a token: the same run again changes nothing, another role is refused."""
+    assert robin("db", "upgrade", env=env).returncode == 0
+    secret = "robin_" + "k" * 40
+    given = tmp_path / "token"
+    given.write_text(secret + "\n")
+    for said in ("registered", "registered already: nothing changed"):
+        result = robin("token", "create", "--admin", "--name", "clients", "--secret-file", str(given), env=env)
+        assert (result.returncode, result.stdout, result.stderr.strip()) == (0, "", said)
+    other_role = robin("token", "create", "--auditor", "--secret-file", str(given), env=env)
+    assert other_role.returncode == 1 and "registered already as admin" in other_role.stderr
+
+    from robin import create_app
+
+    with create_app(Settings(database_url=env["ROBIN_DATABASE_URL"], ceph_conf=env["ROBIN_CEPH_CONF"])).app_context():
+        identity = identity_for_secret(secret)
+    assert identity.role.value == "admin" and identity.name == "clients"
+    listed = json.loads(robin("token", "list", "--json", env=env).stdout)
+    assert [token["name"] for token in listed] == ["clients"]
+    assert robin("token", "revoke", str(listed[0]["id"]), env=env).returncode == 0
+    revoked = robin("token", "create", "--admin", "--secret-file", str(given), env=env)
+    assert revoked.returncode == 1 and "was revoked" in revoked.stderr
+
+
+@pytest.mark.parametrize("secret", ["", "robin_short", "k" * 46, "robin_" + "k" * 39 + "!"])
+def test_token_create_refuses_a_weak_or_malformed_given_secret(env, tmp_path, secret):
+    assert robin("db", "upgrade", env=env).returncode == 0
+    given = tmp_path / "token"
+    given.write_text(secret)
+    result = robin("token", "create", "--admin", "--secret-file", str(given), env=env)
+    assert result.returncode == 1 and "32 to 200 letters" in result.stderr
+    assert json.loads(robin("token", "list", "--json", env=env).stdout) == []
+
+
 def test_member_token_needs_an_existing_project(env):
     robin("db", "upgrade", env=env)
     result = robin("token", "create", "--project", "nope", env=env)
