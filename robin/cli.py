@@ -475,7 +475,7 @@ def _lifetime(_ctx, _param, value: str | None):
 @click.option("--project", help="the project of a member token")
 @click.option("--name", default="", help="a label to recognise the token by")
 @click.option("--expires-in", callback=_lifetime, help="refused after this long: 30d, 12h, 90m, 2w [never]")
-@click.option("--secret-file", type=click.File(), help="register the token in this file (robin_ and 32+ characters, "
+@click.option("--secret-file", type=click.Path(dir_okay=False), help="register the token in this file (robin_ and 32+ characters, "
               "e.g. a mounted Secret) instead of making one; nothing is printed, and a rerun changes nothing")
 def token_create(role, project, name, expires_in, secret_file) -> None:
     """Create a token and print it, alone on stdout, once: only its hash is kept."""
@@ -490,7 +490,7 @@ def token_create(role, project, name, expires_in, secret_file) -> None:
     try:
         with _app_context():
             if secret_file is not None:
-                made = service.register_token(secret_file.read().strip(), Role(role), project=project, name=name,
+                made = service.register_token(_read_secret(secret_file), Role(role), project=project, name=name,
                                               expires_in=expires_in)
                 click.echo("registered" if made else "registered already: nothing changed", err=True)
                 return
@@ -498,6 +498,13 @@ def token_create(role, project, name, expires_in, secret_file) -> None:
     except RobinError as exc:
         raise click.ClickException(exc.message) from exc
     click.echo(secret)
+
+
+def _read_secret(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise click.ClickException(f"cannot read the token in {path}: {exc.strerror}") from exc
 
 
 TOKEN_COLUMNS = ("id", "name", "role", "project", "prefix", "created_at", "expires_at", "revoked_at")

@@ -79,6 +79,7 @@ def test_every_manifest_is_valid_kubernetes(values_file, kube_version):
     ({"storageClasses": [{"provisioner": "robin.io/rbd"}]}, "name"),
     ({"config": {"database_url": "sqlite:///x"}}, "database_url"),
     ({"database": {"url": "mysql://db/robin"}}, "/database/url"),
+    ({"apiToken": {"token": "robin_guessable"}}, "/apiToken/token"),
     ({"csi": {"sidecars": {"provisioner": {"image": {"repository": "x", "tag": "", "pullPolicy": "Always"}}}}},
      "/csi/sidecars/provisioner/image/tag"),
 ])
@@ -252,3 +253,28 @@ def test_service_monitor_scrapes_the_api_with_a_metrics_token():
 
 def test_the_packaged_chart_leaves_out_the_ci_values():
     assert "ci/" in Path(CHART / ".helmignore").read_text().split()
+
+
+def test_one_install_registers_the_clients_token_after_migrating():
+    """The provisioner and the CSI controller start with a token the database knows: the hook Job migrates
+    (init container), then registers the chart's token, made first as a hook too."""
+    objects = manifests(values_of("all-components-values.yaml"))
+    spec = pod_spec(_only(objects, "Job", "db-upgrade"))
+    assert [c["command"][:3] for c in spec["initContainers"]] == [["robin", "db", "upgrade"]]
+    (register,) = spec["containers"]
+    assert register["command"][:4] == ["robin", "token", "create", "--admin"]
+    token_volume = next(v for v in spec["volumes"] if v["name"] == "api-token")["secret"]
+    secret = next(o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"] == token_volume["secretName"])
+    assert "pre-install" in secret["metadata"]["annotations"]["helm.sh/hook"]
+    provisioner = pod_spec(_only(objects, "Deployment", "provisioner"))
+    assert token_volume["secretName"] in [v.get("secret", {}).get("secretName") for v in provisioner["volumes"]]
+
+
+def test_without_registration_the_job_only_migrates():
+    overrides = values_of("all-components-values.yaml")
+    overrides["apiToken"] = {**overrides["apiToken"], "register": False}
+    objects = manifests(overrides)
+    spec = pod_spec(_only(objects, "Job", "db-upgrade"))
+    assert "initContainers" not in spec and [c["name"] for c in spec["containers"]] == ["db-upgrade"]
+    secret = next(o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"].endswith("-api-token"))
+    assert "helm.sh/hook" not in secret["metadata"].get("annotations", {})
