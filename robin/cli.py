@@ -475,8 +475,9 @@ def _lifetime(_ctx, _param, value: str | None):
 @click.option("--project", help="the project of a member token")
 @click.option("--name", default="", help="a label to recognise the token by")
 @click.option("--expires-in", callback=_lifetime, help="refused after this long: 30d, 12h, 90m, 2w [never]")
-@click.option("--secret-file", type=click.Path(dir_okay=False), help="register the token in this file (robin_ and 32+ characters, "
-              "e.g. a mounted Secret) instead of making one; nothing is printed, and a rerun changes nothing")
+@click.option("--secret-file", type=click.Path(dir_okay=False),
+              help="register the token in this file (robin_ and 32+ characters, e.g. a mounted Secret) instead of "
+                   "making one; nothing is printed, and a rerun changes nothing")
 def token_create(role, project, name, expires_in, secret_file) -> None:
     """Create a token and print it, alone on stdout, once: only its hash is kept."""
     from robin.auth import service
