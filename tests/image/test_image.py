@@ -71,6 +71,11 @@ class Engine:
             assert done.returncode == 0, f"{arguments}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
         return done
 
+    def run_in(self, image: str, *command: str, user: str | None = None) -> str:
+        """A command's output in a fresh container of `image`, removed afterwards; without network: none needs one."""
+        options = ["--user", user] if user else []
+        return self.run("run", "--rm", "--network", "none", *options, image, *command).stdout
+
     def has_image(self, name: str) -> bool:
         return self.run("image", "inspect", name, check=False).returncode == 0
 
@@ -96,7 +101,7 @@ def package_version() -> str:
 
 
 def test_robin_version_is_the_package_version(engine, image):
-    assert engine.run("run", "--rm", image, "robin", "--version").stdout == f"robin, version {package_version()}\n"
+    assert engine.run_in(image, "robin", "--version") == f"robin, version {package_version()}\n"
 
 
 def test_labels_name_the_package(engine, image):
@@ -108,12 +113,12 @@ def test_labels_name_the_package(engine, image):
 
 
 def test_csi_shim_runs_as_a_module(engine, image):
-    assert "usage: python -m csi_shim" in engine.run("run", "--rm", image, "python3", "-m", "csi_shim", "--help").stdout
+    assert "usage: python -m csi_shim" in engine.run_in(image, "python3", "-m", "csi_shim", "--help")
 
 
 def test_the_default_user_is_not_root(engine, image):
     assert engine.config(image)["User"] == f"{IMAGE_USER}:{IMAGE_USER}"
-    assert engine.run("run", "--rm", image, "id", "-u").stdout == f"{IMAGE_USER}\n"
+    assert engine.run_in(image, "id", "-u") == f"{IMAGE_USER}\n"
 
 
 def test_the_image_holds_the_installed_wheel_and_the_node_tools(engine, image):
@@ -132,7 +137,7 @@ for gone in /src /wheels /opt/wheel-builder /root/.cache/pip; do
 done
 if python3 -m pip --version >/dev/null 2>&1 || command -v cc >/dev/null; then echo "left: pip or a compiler"; exit 1; fi
 """
-    located = engine.run("run", "--rm", "--user", "0", image, "sh", "-c", script).stdout
+    located = engine.run_in(image, "sh", "-c", script, user="0")  # root: /root is root's only
     assert re.fullmatch(r"/opt/robin/lib/python3\.\d+/site-packages/robin/__init__\.py\n", located), located
 
 
@@ -187,7 +192,7 @@ def served(engine, image, ceph_dir, state_dir):
     try:
         wait_until(lambda: _answers(f"{url}/healthz") or not _running(engine, container), SERVE_START_TIMEOUT_S,
                    "robin serve in its container")
-        assert _running(engine, container), engine.run("logs", container, check=False).stderr[-3000:]
+        assert _running(engine, container), _logs(engine, container)
         yield container, url
     finally:
         engine.run("stop", "--time", str(STOP_TIMEOUT_S), container, check=False, timeout=STOP_TIMEOUT_S + 30)
@@ -199,6 +204,11 @@ def _answers(url: str) -> bool:
         return requests.get(url, timeout=1).status_code == 200
     except requests.RequestException:
         return False
+
+
+def _logs(engine: Engine, container: str) -> str:
+    logs = engine.run("logs", container, check=False)
+    return (logs.stdout + logs.stderr)[-3000:]
 
 
 def _running(engine: Engine, container: str) -> bool:
