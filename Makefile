@@ -87,11 +87,12 @@ DEBIAN_MIRROR ?= http://deb.debian.org/debian
 DEBIAN_SECURITY_MIRROR ?= http://deb.debian.org/debian-security
 BUILD_DIR := $(CURDIR)/build
 
-# podman's defaults fail on a host that withholds CAP_SYS_RESOURCE (the CI VMs, whose cgroups are also hybrid):
-# a container's default open-files limit (1048576) is above the host's hard limit and cannot be raised. There,
-# podman runs with no default ulimits (a containers.conf saying so), runc and cgroupfs; elsewhere, as it is.
+# Rootful podman's defaults fail on a host that withholds CAP_SYS_RESOURCE (the CI VMs, whose cgroups are also
+# hybrid): a container's default open-files limit (1048576) is above the host's hard limit and cannot be raised.
+# There, podman runs with no default ulimits (a containers.conf saying so), runc and cgroupfs; elsewhere, and for
+# rootless podman (whose default is the user's own limit), as it is.
 ifeq ($(CONTAINER_ENGINE),podman)
-ifneq ($(shell sh -c 'ulimit -Hn 1048576' 2>/dev/null && echo raised),raised)
+ifneq ($(shell [ "$$(id -u)" != 0 ] || sh -c 'ulimit -Hn 1048576' 2>/dev/null && echo fine),fine)
 PODMAN_CONF := $(BUILD_DIR)/podman/containers.conf
 CONTAINER_ENGINE_ENV ?= CONTAINERS_CONF=$(PODMAN_CONF)
 CONTAINER_ENGINE_FLAGS ?= --runtime runc --cgroup-manager cgroupfs
