@@ -8,12 +8,14 @@ ROBIN := $(VENV)/bin/robin
 RUN_DEBIAN_PACKAGES := ceph-mon ceph-osd ceph-mgr ceph-mds ceph-common python3-rados python3-rbd python3-cephfs \
                        ceph-fuse rbd-fuse fuse python3-venv e2fsprogs xfsprogs
 # What only the tests need: PostgreSQL (--db=all), Chromium (the dashboard's browser tests), GlusterFS (the migration's).
-TEST_DEBIAN_PACKAGES := postgresql chromium glusterfs-server glusterfs-client
+TEST_DEBIAN_PACKAGES := postgresql chromium glusterfs-server glusterfs-client \
+                        podman buildah runc debootstrap
 # The Ceph bindings exist only for Debian's interpreter, hence this python and --system-site-packages.
 SYSTEM_PYTHON := /usr/bin/python3
 PORT ?= 8080
 
-.PHONY: bootstrap run test bench bench-provisioner bench-migrate clean .run-debian-packages .test-debian-packages
+.PHONY: bootstrap run test bench bench-provisioner bench-migrate clean .run-debian-packages .test-debian-packages \
+        image base-image container-engine
 
 # A development checkout: robin editable with the test tools ([dev]), and every Debian package either needs.
 bootstrap: $(VENV)/.installed-dev
@@ -71,6 +73,66 @@ bench-provisioner: bootstrap
 
 bench-migrate: bootstrap
 	$(PY) benchmarks/migrate.py
+
+# --- The container image (Containerfile; docs/container-image.md) ------------------------------------------------
+CONTAINER_ENGINE ?= podman
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+IMAGE ?= robin:$(VERSION)
+# The image's org.opencontainers.image.source label: the repository it is built from.
+IMAGE_SOURCE ?= $(shell git remote get-url origin 2>/dev/null)
+# The Containerfile's base. Where Docker Hub is reachable it is pulled; where no registry is (these CI machines),
+# it is made from Debian's archive with debootstrap, once per machine.
+BASE_IMAGE := docker.io/library/debian:bookworm-slim
+DEBIAN_MIRROR ?= http://deb.debian.org/debian
+DEBIAN_SECURITY_MIRROR ?= http://deb.debian.org/debian-security
+BUILD_DIR := $(CURDIR)/build
+
+# Rootful podman's defaults fail on a host that withholds CAP_SYS_RESOURCE (the CI VMs, whose cgroups are also
+# hybrid): a container's default open-files limit (1048576) is above the host's hard limit and cannot be raised.
+# There, podman runs with no default ulimits (a containers.conf saying so), runc and cgroupfs; elsewhere, and for
+# rootless podman (whose default is the user's own limit), as it is.
+ifeq ($(CONTAINER_ENGINE),podman)
+ifneq ($(shell [ "$$(id -u)" != 0 ] || sh -c 'ulimit -Hn 1048576' 2>/dev/null && echo fine),fine)
+PODMAN_CONF := $(BUILD_DIR)/podman/containers.conf
+CONTAINER_ENGINE_ENV ?= CONTAINERS_CONF=$(PODMAN_CONF)
+CONTAINER_ENGINE_FLAGS ?= --runtime runc --cgroup-manager cgroupfs
+endif
+endif
+ENGINE = $(CONTAINER_ENGINE_ENV) $(CONTAINER_ENGINE) $(CONTAINER_ENGINE_FLAGS)
+
+# The CA bundle the build's pip trusts besides Debian's: the one this machine's pip does (PIP_CERT), for a proxy that
+# re-signs TLS; handed in as a build secret, so no layer keeps it.
+PIP_CA_BUNDLE ?= $(PIP_CERT)
+comma := ,
+
+image: base-image
+	$(ENGINE) build --file Containerfile --tag $(IMAGE) \
+	    --build-arg VERSION=$(VERSION) --build-arg SOURCE_URL=$(IMAGE_SOURCE) \
+	    $(if $(PIP_CA_BUNDLE),--secret id=pip-ca$(comma)src=$(PIP_CA_BUNDLE)) .
+
+# The base image, when it is not there: pulled, or else made by debootstrap (as root) the way Debian's own slim
+# image is (minbase, no apt lists or package cache, the bookworm, -updates and -security suites).
+base-image: $(PODMAN_CONF)
+	@$(ENGINE) image inspect $(BASE_IMAGE) >/dev/null 2>&1 || $(ENGINE) pull $(BASE_IMAGE) || { \
+	    set -e; rootfs=$$(mktemp -d /tmp/robin-rootfs.XXXXXX); trap 'rm -rf "$$rootfs" "$$rootfs.log"' EXIT; \
+	    echo "no registry has $(BASE_IMAGE): making it with debootstrap from $(DEBIAN_MIRROR) (about 2 minutes)"; \
+	    debootstrap --variant=minbase bookworm "$$rootfs" $(DEBIAN_MIRROR) >"$$rootfs.log" 2>&1 \
+	        || { tail -20 "$$rootfs.log"; exit 1; }; \
+	    rm -f "$$rootfs"/etc/apt/sources.list "$$rootfs"/var/cache/apt/archives/*.deb "$$rootfs"/var/lib/apt/lists/*_*; \
+	    printf '%s\n' 'Types: deb' 'URIs: $(DEBIAN_MIRROR)' 'Suites: bookworm bookworm-updates' 'Components: main' \
+	        'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' '' 'Types: deb' \
+	        'URIs: $(DEBIAN_SECURITY_MIRROR)' 'Suites: bookworm-security' 'Components: main' \
+	        'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' \
+	        >"$$rootfs"/etc/apt/sources.list.d/debian.sources; \
+	    tar -C "$$rootfs" -c . | $(ENGINE) import --change 'CMD ["bash"]' - $(BASE_IMAGE); }
+
+# How this machine runs the engine (environment, command, flags), one line: what the image tests run it with.
+container-engine: $(PODMAN_CONF)
+	@echo $(ENGINE)
+
+$(BUILD_DIR)/podman/containers.conf:
+	mkdir -p $(@D)
+	printf '[containers]\ndefault_ulimits = []\n' >$@
 
 clean:
 	rm -rf $(VENV) *.egg-info build dist
