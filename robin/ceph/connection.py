@@ -38,7 +38,14 @@ from typing import TypeVar
 import cephfs
 import rados
 
-from robin.ceph.errors import CephNotConnected, CephUnavailable, translate, translated
+from robin.ceph.errors import (
+    CephNotAuthorized,
+    CephNotConnected,
+    CephPermissionDenied,
+    CephUnavailable,
+    translate,
+    translated,
+)
 from robin.metrics import timed_ceph_op
 
 log = logging.getLogger(__name__)
@@ -227,8 +234,9 @@ class CephConnection:
             cluster.connect(timeout=self._timeout_s)
         except rados.Error as exc:
             error = translate(exc, f"connecting to Ceph cluster {self.name!r}")
-            # Whatever the errno, a cluster we cannot connect to is unavailable to the client.
-            raise CephNotConnected(error.message, errno=error.errno, operation="connect", target=self.name) from exc
+            # A cluster we cannot connect to is unavailable to the client, unless its monitors refused our user.
+            refused = CephNotAuthorized if isinstance(error, CephPermissionDenied) else CephNotConnected
+            raise refused(error.message, errno=error.errno, operation="connect", target=self.name) from exc
         return cluster
 
     def _leave_parent(self) -> None:
@@ -261,9 +269,9 @@ class CephConnection:
                 return handle
             if self._refused is not None and time.monotonic() - self._refused[0] < self.timeout:
                 failed_at, error = self._refused
-                raise CephNotConnected(f"{error.message} ({time.monotonic() - failed_at:.0f}s ago; tried again "
-                                       f"{self.timeout:g}s after)", errno=error.errno, operation=error.operation,
-                                       target=self.name, details=error.details)
+                raise type(error)(f"{error.message} ({time.monotonic() - failed_at:.0f}s ago; tried again "
+                                  f"{self.timeout:g}s after)", errno=error.errno, operation=error.operation,
+                                  target=self.name, details=error.details)
             try:
                 with timed_ceph_op(self.name, "connect"):
                     fresh = CephHandle(self._connect())

@@ -307,6 +307,27 @@ def test_setting_a_quota_without_p_is_permission_denied_and_leaves_nothing(app, 
     assert not cephfs_exists(fs, f"{ROOT}/{site.project}/{name}")
 
 
+def test_a_wrong_key_is_permission_denied_not_an_outage(site, ceph_conf):
+    key = site.keys["client.robin"]
+    wrong = key[:20] + ("A" if key[20] != "A" else "B") + key[21:]  # well-formed, not the user's
+    name = unique("lp")
+    registered = site.api.post("/api/v2/clusters", json={"name": name, "mon_host": mon_host(ceph_conf),
+                                                         "client_id": "robin", "key": wrong})
+    assert registered.status_code == 201, registered.json
+    try:
+        before = site.usage()
+        for attempt in ("connecting", "refused again without connecting"):
+            refused = site.create("rbd", name)
+            assert refused.status_code == 502, (attempt, refused.json)
+            assert refused.json["error"]["code"] == "ceph_permission_denied", (attempt, refused.json)
+        assert site.usage() == before
+        detail = site.api.get(f"/api/v2/clusters/{name}").json
+        assert detail["reachable"] is False and "EACCES" in detail["error"]
+    finally:
+        # Refused while any row, even a deleted one, names the cluster: none was left.
+        assert site.api.delete(f"/api/v2/clusters/{name}").status_code == 204
+
+
 def test_an_mds_scrub_without_allow_star_is_permission_denied(app, site):
     path = site.create("cephfs", site.robin).json["path"]
     with app.app_context():
