@@ -1,10 +1,11 @@
 """robin on a cluster it did not create, as the cephx users docs/existing-cluster.md makes instead of client.admin.
 
-The users are made by running the page's marked code blocks (```sh cephx-api, ```sh cephx-node) on the dev
-cluster, so the page and this test cannot drift apart; they are deleted at the end. robin reaches the same dev
-cluster through a second registered cluster entry holding client.robin's key, and volumes placed there are made,
-changed and checked in Ceph itself (as admin). A node-only CSI plugin stages volumes with client.robin-node's key.
-A user with one cap less gets ceph_permission_denied, and nothing is left behind.
+The users are made by running the page's marked code blocks (```sh cephx-api, cephx-node, cephx-gateway) on the
+dev cluster, so the page and this test cannot drift apart; they are deleted at the end. robin reaches the same dev
+cluster through a second registered cluster entry holding client.robin's key: volumes placed there are made,
+changed, trashed, measured, surveyed and reconciled as client.robin and checked in Ceph itself (as admin). A
+node-only CSI plugin stages volumes with client.robin-node's key. A user with a cap less, or a wrong key, gets
+ceph_permission_denied, and nothing is left behind.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import rbd
 from sqlalchemy import select
 
 from csi_shim.stubs import pb
+from robin.audit import usage
 from robin.ceph import CephError, cephfs_ops
 from robin.ceph.errors import CephPermissionDenied
 from robin.client import VolumeRef, volume_context
@@ -33,7 +35,9 @@ from robin.clusters import service as clusters
 from robin.db import db, utcnow
 from robin.errors import api_error
 from robin.projects.models import Project
+from robin.reconcile.service import reconcile
 from robin.volumes import service as volumes
+from robin.volumes.kinds import RBD
 from robin.volumes.models import CephfsPath, RbdImage, VolumeState
 from tests.conftest import Api, cephfs_exists, unique
 from tests.csi.test_node import force_clean, leftovers, mounted
@@ -152,8 +156,7 @@ def _remove_project(app, api: Api, project: str) -> None:
         for row in sorted(live, key=lambda row: getattr(row, "parent_id", None) is None):
             api.delete(f"/api/v2/projects/{project}/{collection}/{row.name}",
                        query_string={"purge": "true", "with_snapshots": "true"})
-    with app.app_context():
-        volumes.purge_due(utcnow() + timedelta(days=365))
+    purge_all_due(app)
     api.delete(f"/api/v2/projects/{project}")
 
 
@@ -210,6 +213,12 @@ def test_rbd_create_resize_snapshot_rollback_and_clone(site, rbd_ioctx):
             image.parent_info()
 
 
+def purge_all_due(app) -> None:
+    """The maintenance loop's purge, run as if the purge time of everything in the trash had come."""
+    with app.app_context():
+        volumes.purge_due(utcnow() + timedelta(days=365))
+
+
 def trash_names(ioctx) -> set[str]:
     return {entry["name"] for entry in rbd.RBD().trash_list(ioctx)}
 
@@ -222,9 +231,10 @@ def test_rbd_trash_delete_restore_and_purge(app, site, rbd_ioctx):
     assert restored.status_code == 200, restored.json
     assert name in rbd.RBD().list(rbd_ioctx) and name not in trash_names(rbd_ioctx)
     assert site.api.delete(site.url("rbd", name)).status_code == 204
-    with app.app_context():  # the maintenance loop's purge, once the purge time has come
-        assert volumes.purge_due(utcnow() + timedelta(days=365))["failed"] == 0
+    purge_all_due(app)
     assert name not in trash_names(rbd_ioctx) and name not in rbd.RBD().list(rbd_ioctx)
+    [row] = [row for row in _rows(app, RbdImage, site.project) if row.name == name]
+    assert row.purged_at is not None and row.trash_ref is None
 
 
 def test_cephfs_path_with_quota_snapshot_and_trash(app, site, fs):
@@ -247,10 +257,12 @@ def test_cephfs_path_with_quota_snapshot_and_trash(app, site, fs):
     assert site.api.post(site.url("cephfs", name) + "/restore").status_code == 200
     assert cephfs_exists(fs, f"{path}/data")
     assert site.api.delete(site.url("cephfs", name)).status_code == 204
-    with app.app_context():
-        assert volumes.purge_due(utcnow() + timedelta(days=365))["failed"] == 0
-    [row] = [row for row in _rows(app, CephfsPath, site.project) if row.name == name]
-    assert row.trash_ref is None and not cephfs_exists(fs, path)
+    [trashed] = [row for row in _rows(app, CephfsPath, site.project) if row.name == name and row.trash_ref]
+    assert trashed.trash_ref.startswith(f"{ROOT}/.trash/") and cephfs_exists(fs, f"{trashed.trash_ref}/data")
+    purge_all_due(app)
+    assert not cephfs_exists(fs, trashed.trash_ref) and not cephfs_exists(fs, path)
+    [purged] = [row for row in _rows(app, CephfsPath, site.project) if row.id == trashed.id]
+    assert purged.purged_at is not None and purged.trash_ref is None
 
 
 def test_usage_refresh_and_drift_survey(app, site, rbd_ioctx, fs):
@@ -259,8 +271,6 @@ def test_usage_refresh_and_drift_survey(app, site, rbd_ioctx, fs):
     with rbd.Image(rbd_ioctx, image["name"]) as handle:
         handle.write(b"u" * MiB, 0)
     with app.app_context():
-        from robin.audit import usage
-
         refreshed = usage.refresh(volume_ids=[image["id"], directory["id"]])
     assert refreshed.failed == [] and refreshed.measured == 2
     report = site.api.get("/api/v2/audit/usage", query_string={"volumes": "true"}).json
@@ -279,6 +289,25 @@ def test_usage_refresh_and_drift_survey(app, site, rbd_ioctx, fs):
     found = {(finding["kind"], finding["evidence"]["name"]) for finding in drift["findings"]
              if finding["evidence"].get("cluster") == site.robin}
     assert found == {("size_mismatch", image["name"]), ("quota_mismatch", directory["name"])}
+
+
+def test_reconcile_finishes_a_resize_and_undoes_a_create_cut_short(app, site, rbd_ioctx):
+    """As after a crash: one row left `resizing`, one `creating` whose image was never made."""
+    resized = site.create("rbd", site.robin).json
+    with app.app_context():
+        with db.unit_of_work() as session:
+            session.execute(RbdImage.__table__.update().where(RbdImage.id == resized["id"]).values(
+                state=VolumeState.RESIZING, target_size_bytes=96 * MiB))
+        spec = {"name": unique("rbd"), "size_bytes": 64 * MiB, "cluster": site.robin}
+        never_made = volumes.reserve_new(RBD, site.project, spec, RBD.placement(spec, site.project))
+        report = reconcile(older_than=timedelta(0))
+    fixed = {(entry["kind"], entry["id"]) for entry in report.fixed}
+    assert {("resize_finished", resized["id"]), ("create_undone", never_made.id)} <= fixed
+    assert [error for error in report.errors if error.get("id") in (resized["id"], never_made.id)
+            or error.get("cluster") == site.robin] == []
+    with rbd.Image(rbd_ioctx, resized["name"], read_only=True) as image:
+        assert image.size() == 96 * MiB
+    assert [row.name for row in _rows(app, RbdImage, site.project) if row.id == never_made.id] == []
 
 
 # --- what a user without the caps gets -----------------------------------------------------------------------------
@@ -302,6 +331,9 @@ def test_setting_a_quota_without_p_is_permission_denied_and_leaves_nothing(app, 
     refused = site.api.post(site.url("cephfs"), json={"name": name, "quota_bytes": 64 * MiB,
                                                       "cluster": site.limited})
     assert refused.status_code == 502 and refused.json["error"]["code"] == "ceph_permission_denied", refused.json
+    # Mounted, made the directory and marked it; refused at the quota (EACCES), and the directory removed again.
+    assert refused.json["error"]["message"].startswith("creating CephFS path") and "EACCES" in refused.json[
+        "error"]["message"]
     assert [row for row in _rows(app, CephfsPath, site.project) if row.name == name] == []
     assert site.usage() == before
     assert not cephfs_exists(fs, f"{ROOT}/{site.project}/{name}")
