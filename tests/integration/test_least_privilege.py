@@ -393,6 +393,8 @@ def node(site):
     if left:
         force_clean(root)
     assert not left, f"left behind: {left}"
+    if not leftovers(root):
+        shutil.rmtree(root)
 
 
 def _stage_and_publish(site, node, kind: str, fs_type: str, user: str = "robin-node", key: str = "",
