@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -308,6 +309,38 @@ def test_reconcile_finishes_a_resize_and_undoes_a_create_cut_short(app, site, rb
     with rbd.Image(rbd_ioctx, resized["name"], read_only=True) as image:
         assert image.size() == 96 * MiB
     assert [row.name for row in _rows(app, RbdImage, site.project) if row.id == never_made.id] == []
+
+
+UNPRIVILEGED_CREATE = """
+import os
+from robin.ceph import CephConnection, cephfs_ops
+access = {"mon_host": os.environ["MON_HOST"], "cephx_key": os.environ["CEPHX_KEY"], "client_id": "robin"}
+conn = CephConnection("lp", access, 10.0)
+cephfs_ops.create_dir(conn, "cephfs", os.environ["VOLUME_PATH"], 2**26, owner="lp-unprivileged")
+conn.close()
+"""
+NOBODY = 65534
+
+
+def test_robin_running_unprivileged_makes_cephfs_paths_in_a_root_owned_by_root(site, ceph_conf, fs):
+    """The image runs the API as a user of its own: its caps, not its uid, decide what it may do in CephFS."""
+    if os.geteuid() != 0:
+        pytest.skip("changing to another uid needs root")
+    project_dir = f"{ROOT}/{unique('lp')}"
+    path = f"{project_dir}/{unique('fs')}"
+    assert fs.stat(ROOT).st_uid == 0 and fs.stat(ROOT).st_mode & 0o777 == 0o755
+    try:
+        done = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable,
+                               "-c", UNPRIVILEGED_CREATE], capture_output=True, text=True, timeout=120, cwd="/",
+                              env={**os.environ, "MON_HOST": mon_host(ceph_conf), "VOLUME_PATH": path,
+                                   "CEPHX_KEY": site.keys["client.robin"]})
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert fs.getxattr(path, "ceph.quota.max_bytes") == str(2**26).encode()
+        assert fs.getxattr(path, "user.robin.volume_id") == b"lp-unprivileged" and fs.stat(path).st_uid == 0
+    finally:
+        for directory in (path, project_dir):
+            if cephfs_exists(fs, directory):
+                fs.rmdir(directory)
 
 
 # --- what a user without the caps gets -----------------------------------------------------------------------------
