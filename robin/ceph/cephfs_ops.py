@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import cephfs
 
 from robin.ceph.connection import CephConnection, progress
-from robin.ceph.errors import CephAlreadyExists, CephBusy, CephInvalidArgument, CephNotFound
+from robin.ceph.errors import CephAlreadyExists, CephBusy, CephNotFound, translate
 from robin.ceph.rbd_ops import Observed
 
 QUOTA_XATTR = "ceph.quota.max_bytes"
@@ -238,8 +238,9 @@ def _mds_command(conn: CephConnection, fs_name: str, prefix: str, **args):
     ret, out, status = conn.in_filesystem(fs_name, "cephfs.mds_command", f"{prefix} on {fs_name}",
                                           lambda fs: fs.mds_command(f"{fs_name}:0", command, b""))
     if ret != 0:
-        raise CephInvalidArgument(f"{prefix} on {fs_name}: {status or ret}", errno=-ret,
-                                  operation="cephfs.mds_command", target=conn.name)
+        # By its errno, as a binding error would be: a user without `mds allow *` gets EACCES here.
+        raise translate(cephfs.OSError(-ret, status or f"{prefix} failed"), f"{prefix} on {fs_name}",
+                        operation="cephfs.mds_command", target=conn.name)
     return json.loads(out) if out else {}
 
 

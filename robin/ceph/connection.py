@@ -38,12 +38,23 @@ from typing import TypeVar
 import cephfs
 import rados
 
-from robin.ceph.errors import CephNotConnected, CephUnavailable, translate, translated
+from robin.ceph.errors import (
+    CephNotAuthorized,
+    CephNotConnected,
+    CephPermissionDenied,
+    CephUnavailable,
+    translate,
+    translated,
+)
 from robin.metrics import timed_ceph_op
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 TIMEOUT_OPTIONS = ("rados_mon_op_timeout", "rados_osd_op_timeout", "client_mount_timeout")
+# libcephfs checks POSIX permissions as the process's own uid and gid unless told otherwise: robin running as an
+# unprivileged user could not make a directory in a root it does not own. What robin may do in CephFS is what its
+# user's MDS caps allow (a path), whichever uid its process has, and what it makes is owned by root.
+CEPHFS_IDENTITY = {"client_mount_uid": "0", "client_mount_gid": "0"}
 # Calls in flight at once per lane: above a worker's request threads plus a usage refresh's, and
 # what a stopped daemon may hold at most until it answers again.
 LANE_CALLS = 32
@@ -224,11 +235,14 @@ class CephConnection:
                                   rados_id=self.access.get("client_id") or "admin", conf=self._options())
             for option in TIMEOUT_OPTIONS:
                 cluster.conf_set(option, str(self._timeout_s))
+            for option, value in CEPHFS_IDENTITY.items():
+                cluster.conf_set(option, value)
             cluster.connect(timeout=self._timeout_s)
         except rados.Error as exc:
             error = translate(exc, f"connecting to Ceph cluster {self.name!r}")
-            # Whatever the errno, a cluster we cannot connect to is unavailable to the client.
-            raise CephNotConnected(error.message, errno=error.errno, operation="connect", target=self.name) from exc
+            # A cluster we cannot connect to is unavailable to the client, unless its monitors refused our user.
+            refused = CephNotAuthorized if isinstance(error, CephPermissionDenied) else CephNotConnected
+            raise refused(error.message, errno=error.errno, operation="connect", target=self.name) from exc
         return cluster
 
     def _leave_parent(self) -> None:
@@ -261,9 +275,9 @@ class CephConnection:
                 return handle
             if self._refused is not None and time.monotonic() - self._refused[0] < self.timeout:
                 failed_at, error = self._refused
-                raise CephNotConnected(f"{error.message} ({time.monotonic() - failed_at:.0f}s ago; tried again "
-                                       f"{self.timeout:g}s after)", errno=error.errno, operation=error.operation,
-                                       target=self.name, details=error.details)
+                raise type(error)(f"{error.message} ({time.monotonic() - failed_at:.0f}s ago; tried again "
+                                  f"{self.timeout:g}s after)", errno=error.errno, operation=error.operation,
+                                  target=self.name, details=error.details)
             try:
                 with timed_ceph_op(self.name, "connect"):
                     fresh = CephHandle(self._connect())

@@ -62,6 +62,11 @@ class CephNotConnected(CephUnavailable):
     """No connection could be made, so no operation reached the cluster: nothing to undo."""
 
 
+class CephNotAuthorized(CephPermissionDenied, CephNotConnected):
+    """The monitors refused robin's user (an unknown user, a wrong key): no connection, as CephNotConnected, but
+    answered as the deployment problem it is, not as an outage."""
+
+
 _BY_ERRNO: dict[int, type[CephError]] = {
     errnos.ENOENT: CephNotFound,
     errnos.EEXIST: CephAlreadyExists,

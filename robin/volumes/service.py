@@ -26,6 +26,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from robin import config
 from robin.auth.identity import Identity
 from robin.ceph import CephAlreadyExists, CephError, CephNotConnected, CephUnavailable
+from robin.ceph.errors import CephPermissionDenied
 from robin.clusters import service as clusters
 from robin.db import db, utcnow
 from robin.errors import BadRequest, Conflict, NotFound, RobinError
@@ -164,9 +165,12 @@ def undo_create(kind: Kind, volume: Volume, cause: RobinError | CephError) -> No
         try:
             kind.remove(ceph_connection(volume), volume)
         except (RobinError, CephError) as undo_error:
-            log.error("could not undo a failed create", extra={"volume": volume.id, "error": undo_error.message})
-            set_state(volume, VolumeState.ERROR, error_message=f"create failed: {cause.message}")
-            return
+            # Refused both ways, robin's user may not touch the pool or directory at all: it made nothing there,
+            # and a reconciler would be refused too, so the row and its quota go.
+            if not (isinstance(cause, CephPermissionDenied) and isinstance(undo_error, CephPermissionDenied)):
+                log.error("could not undo a failed create", extra={"volume": volume.id, "error": undo_error.message})
+                set_state(volume, VolumeState.ERROR, error_message=f"create failed: {cause.message}")
+                return
     with db.unit_of_work() as session:
         session.execute(kind.model.__table__.delete().where(kind.model.id == volume.id))
 

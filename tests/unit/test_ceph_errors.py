@@ -13,6 +13,7 @@ from robin.ceph.errors import (
     CephHasSnapshots,
     CephInvalidArgument,
     CephNoSpace,
+    CephNotAuthorized,
     CephNotConnected,
     CephNotFound,
     CephPermissionDenied,
@@ -49,6 +50,7 @@ def test_binding_errors_are_translated_with_errno(raised, expected, status):
     (CephPermissionDenied("no caps"), 502, "ceph_permission_denied"),
     (CephUnavailable("no answer"), 503, "ceph_unavailable"),
     (CephNotConnected("no connection"), 503, "ceph_unavailable"),
+    (CephNotAuthorized("user refused"), 502, "ceph_permission_denied"),
     (CephError("other"), 502, "ceph_error"),
 ])
 def test_ceph_errors_answer_through_the_one_table(raised, status, code):
