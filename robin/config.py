@@ -113,9 +113,10 @@ class Settings(_Section):
     # How the gateway's host maps RBD images (the CSI node's mounters): rbd-fuse needs no kernel module.
     gateway_mounter: str = "rbd-fuse"
     # Seconds a /v1 activation or deactivation waits for `robin gateway` (the agent) to report its mount or
-    # unmount before answering 503 gateway_unavailable; and how often the agent compares the activations the
-    # database asks for with what is mounted.
-    gateway_activation_wait: float = 30.0
+    # unmount before answering 503 gateway_unavailable (more than the 40 s a ceph-fuse daemon may take to exit
+    # after its unmount); and how often the agent compares the activations the database asks for with what is
+    # mounted.
+    gateway_activation_wait: float = 60.0
     gateway_reconcile_interval: float = 1.0
     # Fernet keys that encrypt secrets at rest (registered clusters' cephx keys), newest first: robin encrypts
     # with the first and decrypts with any, so a rotation puts the new key first and keeps the old ones until
