@@ -209,14 +209,14 @@ def gateway(host, port) -> None:
     import asyncssh
 
     from robin.db import db
-    from robin.gateway.server import run
+    from robin.gateway.server import AgentFailed, run
 
     settings = _settings(gateway_host=host, gateway_port=port)
     _require_migrated(settings.database_url)
     db.configure(settings.database_url)
     try:
         run(settings)
-    except (OSError, asyncssh.KeyImportError) as exc:  # the port is taken, the key unreadable
+    except (OSError, asyncssh.KeyImportError, AgentFailed) as exc:  # the port is taken, the key unreadable, ...
         raise click.ClickException(str(exc)) from exc
     finally:
         db.dispose()

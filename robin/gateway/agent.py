@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
@@ -152,9 +153,19 @@ def _volume_of(account: GatewayAccount) -> RbdImage | CephfsPath:
         return session.get(CephfsPath, account.cephfs_path_id)
 
 
-def start(app: Flask, settings: Settings, stop: threading.Event) -> threading.Thread:
-    """Run the agent in a thread of its own (mounts block for seconds; the SSH server's event loop must not)."""
+def start(app: Flask, settings: Settings, stop: threading.Event, crashed: Callable[[], None]) -> threading.Thread:
+    """Run the agent in a thread of its own (mounts block for seconds; the SSH server's event loop must not).
+    An error no round expects ends the agent and calls `crashed`: a gateway that serves SFTP while nothing
+    mounts would leave every activation waiting in vain, so it stops, to be restarted."""
     agent = Agent(app, settings)
-    thread = threading.Thread(target=agent.run, args=(stop,), name="gateway-agent", daemon=True)
+
+    def run() -> None:
+        try:
+            agent.run(stop)
+        except Exception:
+            log.exception("gateway agent failed: stopping the gateway")
+            crashed()
+
+    thread = threading.Thread(target=run, name="gateway-agent", daemon=True)
     thread.start()
     return thread

@@ -36,6 +36,10 @@ LOGIN_THREADS = 2
 AGENT_STOP_TIMEOUT_S = 30
 
 
+class AgentFailed(RuntimeError):
+    """The node agent ended on an error no round expects: the gateway stops, with a failing exit status."""
+
+
 def load_host_key(directory: Path) -> asyncssh.SSHKey:
     """The key at <directory>/ssh_host_ed25519_key, made (0600) when there is none."""
     path = directory / HOST_KEY_NAME
@@ -168,7 +172,13 @@ async def serve(settings: Settings, app) -> None:
                                          "host_key": key.get_fingerprint()})
     watcher = asyncio.create_task(sessions.watch(stop))
     agent_stop = threading.Event()
-    reconciling = agent.start(app, settings, agent_stop)
+    crashed = threading.Event()
+
+    def agent_crashed() -> None:
+        crashed.set()
+        loop.call_soon_threadsafe(stop.set)
+
+    reconciling = agent.start(app, settings, agent_stop, agent_crashed)
     await stop.wait()
     agent_stop.set()
     acceptor.close()
@@ -179,6 +189,8 @@ async def serve(settings: Settings, app) -> None:
     for pool in (checks, io_threads):
         pool.shutdown(wait=False, cancel_futures=True)  # a thread stuck in a hung mount is not waited for
     log.info("gateway stopped")
+    if crashed.is_set():
+        raise AgentFailed("the gateway agent failed (its log says why); the gateway stopped")
 
 
 def run(settings: Settings) -> None:
