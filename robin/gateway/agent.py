@@ -25,7 +25,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from robin.ceph import CephError
 from robin.config import Settings
-from robin.db import db
 from robin.errors import RobinError, api_error
 from robin.gateway import checks, mounting, service
 from robin.gateway.activation import STALE_VERIFY
@@ -75,8 +74,7 @@ class Agent:
         """One round: every account, then every mount no account claims."""
         mounted = mounting.mounted_volumes(self._place)
         claimed = set()
-        for account in service.wanted():
-            volume = _volume_of(account)
+        for account, volume in service.wanted():
             claimed.add(mounting.volume_id(volume))
             if account.mount_state is MountState.UNMOUNTING:
                 self._unmount(account, volume)
@@ -144,13 +142,6 @@ class Agent:
     def _check(self, volume: RbdImage | CephfsPath, account_id: int, path: str | None) -> None:
         with self._app.app_context():
             checks.run(self._place, volume, account_id, path)
-
-
-def _volume_of(account: GatewayAccount) -> RbdImage | CephfsPath:
-    with db.reading() as session:
-        if account.rbd_image_id is not None:
-            return session.get(RbdImage, account.rbd_image_id)
-        return session.get(CephfsPath, account.cephfs_path_id)
 
 
 def start(app: Flask, settings: Settings, stop: threading.Event, crashed: Callable[[], None]) -> threading.Thread:

@@ -231,10 +231,18 @@ def account_states(usernames: list[str]) -> dict[str, AccountState]:
 
 # --- the agent's side: what is wanted, and its reports ------------------------------------------------
 
-def wanted() -> list[GatewayAccount]:
-    """Every account, for the agent to compare with what is mounted."""
+def wanted() -> list[tuple[GatewayAccount, RbdImage | CephfsPath]]:
+    """Every account with its volume, for the agent to compare with what is mounted: three queries a round,
+    however many accounts there are."""
     with db.reading() as session:
-        return list(session.scalars(select(GatewayAccount).order_by(GatewayAccount.id)))
+        accounts = list(session.scalars(select(GatewayAccount).order_by(GatewayAccount.id)))
+        volumes = {}
+        for model, ids in ((RbdImage, {account.rbd_image_id for account in accounts} - {None}),
+                           (CephfsPath, {account.cephfs_path_id for account in accounts} - {None})):
+            if ids:
+                volumes.update((volume.id, volume) for volume in
+                               session.scalars(select(model).where(model.id.in_(ids))).unique())
+    return [(account, volumes[account.rbd_image_id or account.cephfs_path_id]) for account in accounts]
 
 
 def report_mounted(account_id: int, mount_path: str) -> bool:
