@@ -201,19 +201,22 @@ def purge() -> None:
 @click.option("--host", help="address to listen on [ROBIN_GATEWAY_HOST, default 127.0.0.1]")
 @click.option("--port", type=int, help="port [ROBIN_GATEWAY_PORT, default 2022]")
 def gateway(host, port) -> None:
-    """The data gateway: SFTP into activated volumes, for their accounts (runs until SIGTERM/SIGINT).
-    The SSH host key is kept in ROBIN_GATEWAY_DIR."""
+    """The data gateway, run as root on the gateway's host: the node agent that mounts the volumes activated
+    through /v1 (ROBIN_GATEWAY_DIR/volumes, rbd-fuse or ROBIN_GATEWAY_MOUNTER, ceph-fuse), unmounts the deactivated
+    ones, runs their checks and records each one's status in the database; and SFTP into the mounted volumes, for
+    their accounts. One agent acts at a time (a database lock): a second one serves SFTP and waits. Runs until
+    SIGTERM/SIGINT; mounts stay for the next start. The SSH host key is kept in ROBIN_GATEWAY_DIR."""
     import asyncssh
 
     from robin.db import db
-    from robin.gateway.server import run
+    from robin.gateway.server import AgentFailed, run
 
     settings = _settings(gateway_host=host, gateway_port=port)
     _require_migrated(settings.database_url)
     db.configure(settings.database_url)
     try:
         run(settings)
-    except (OSError, asyncssh.KeyImportError) as exc:  # the port is taken, the key unreadable
+    except (OSError, asyncssh.KeyImportError, AgentFailed) as exc:  # the port is taken, the key unreadable, ...
         raise click.ClickException(str(exc)) from exc
     finally:
         db.dispose()

@@ -4,7 +4,8 @@ Each component has a section, a frozen dataclass whose `from_env` reads it from 
 and from the TOML file named by ROBIN_CONFIG_FILE alike:
 
   Settings             the server (`robin serve` and the CLI's commands), with the data gateway's `gateway_*`
-                       fields (ROBIN_GATEWAY_*): the API mounts activated volumes there too
+                       fields (ROBIN_GATEWAY_*): `robin gateway`, the node agent, mounts activated volumes; the
+                       API records activations and waits ROBIN_GATEWAY_ACTIVATION_WAIT for the agent
   ProvisionerSettings  `robin provisioner` (ROBIN_PROVISIONER_*)
   CsiSettings          the CSI plugin, `python -m csi_shim` (ROBIN_CSI_*)
   ClientSettings       robin's API for the programs that call it (ROBIN_URL, ROBIN_TOKEN, ROBIN_TOKEN_FILE)
@@ -111,6 +112,12 @@ class Settings(_Section):
     gateway_dir: str = ""  # empty: state_dir/gateway
     # How the gateway's host maps RBD images (the CSI node's mounters): rbd-fuse needs no kernel module.
     gateway_mounter: str = "rbd-fuse"
+    # Seconds a /v1 activation or deactivation waits for `robin gateway` (the agent) to report its mount or
+    # unmount before answering 503 gateway_unavailable (more than the 40 s a ceph-fuse daemon may take to exit
+    # after its unmount); and how often the agent compares the activations the database asks for with what is
+    # mounted.
+    gateway_activation_wait: float = 60.0
+    gateway_reconcile_interval: float = 1.0
     # Fernet keys that encrypt secrets at rest (registered clusters' cephx keys), newest first: robin encrypts
     # with the first and decrypts with any, so a rotation puts the new key first and keeps the old ones until
     # `robin secrets rotate` has re-encrypted every row. The dashboard's cookies are signed with a key derived
@@ -193,6 +200,9 @@ class Settings(_Section):
         _require_choice(self.gateway_mounter, RBD_MOUNTERS, "ROBIN_GATEWAY_MOUNTER")
         if self.gateway_io_threads <= 0:
             raise ConfigError("ROBIN_GATEWAY_IO_THREADS must be positive")
+        if self.gateway_activation_wait <= 0 or self.gateway_reconcile_interval <= 0:
+            raise ConfigError("ROBIN_GATEWAY_ACTIVATION_WAIT and ROBIN_GATEWAY_RECONCILE_INTERVAL must be positive "
+                              "numbers of seconds")
         if not 0 <= self.gateway_login_delay <= self.gateway_login_max_delay:
             raise ConfigError("ROBIN_GATEWAY_LOGIN_DELAY must be 0 or more seconds, at most "
                               "ROBIN_GATEWAY_LOGIN_MAX_DELAY")

@@ -1,81 +1,106 @@
-"""Activation: a volume mounted on the gateway's host with an SFTP account rooted at it, and its background checks.
+"""Activation as the API sees it: record what is wanted, wait (bounded) for the gateway agent's report.
 
-The API process does this (it has robin's Ceph credentials); `robin gateway` serves the account's sessions and
-ends them when the account's row changes. What is mounted is read from the kernel each time (mounting.py).
+The API process never mounts, maps, freezes or checks anything: it writes the wanted state on the volume's
+account row (service.py) and `robin gateway`, the node agent on the gateway's host (agent.py), carries it out and
+reports on the same row. An activation or a deactivation waits up to ROBIN_GATEWAY_ACTIVATION_WAIT for that
+report, so that /v1 answers as it did when the API mounted itself; an error the agent met comes back as that
+error. Nobody reporting within the wait is a 503 `gateway_unavailable`:
+
+- a first activation is withdrawn (no account is left; a mount the agent makes later is undone by it);
+- a re-activation of a volume that is not mounted stays pending, and the status says so;
+- a deactivation stays recorded: logins are refused already, and the agent unmounts when it is back.
 """
 from __future__ import annotations
 
-import logging
-import threading
-import uuid
-from contextlib import contextmanager
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from flask import Flask, current_app
-
-from robin import config, mounts
-from robin.ceph import CephError, cephfs_ops, rbd_ops
-from robin.errors import Conflict, RobinError
-from robin.gateway import mounting, service
-from robin.gateway.models import GatewayAccount, VerifyState
-from robin.volumes import service as volumes
+from robin import config
+from robin.errors import Conflict, RobinError, ServiceUnavailable
+from robin.gateway import service
+from robin.gateway.models import GatewayAccount, MountState, VerifyState
 from robin.volumes.models import CephfsPath, RbdImage
 
-log = logging.getLogger(__name__)
-# A check still `verifying` after this died with its process: shown as failed, and a new one may start.
+# A check still `verifying` after this died with its agent: shown as failed, and a new one may start.
 STALE_VERIFY = timedelta(hours=1)
-SCRUB_TIMEOUT_S = 1800
-FSCK_TIMEOUT_S = 1800
-# e2fsck's exit status: 0 clean, 1/2 errors corrected (never, with -n), 4 errors left, 8 operational error.
-FSCK_CLEAN = 0
+# How often a waiting request reads the account row: the agent reports within a reconcile interval of the change.
+POLL_S = 0.2
 
 Volume = RbdImage | CephfsPath
 
 
-def _where() -> tuple[str, str]:
-    settings = config.current()
-    return settings.gateway_dir, settings.gateway_mounter
+class GatewayUnavailable(ServiceUnavailable):
+    code = "gateway_unavailable"
 
 
-def _access(volume: Volume) -> mounting.Access:
-    conn = volumes.ceph_connection(volume)
-    described = conn.describe()
-    user, key = conn.credentials()
-    return mounting.Access(described["monitors"], described["fsid"], user, key)
+class AgentError(RobinError):
+    """An error the agent met and recorded, raised again here with its code and HTTP status."""
+
+    def __init__(self, message: str, *, code: str, status: int, details: dict | None = None):
+        super().__init__(message, code=code, details=details)
+        self.status = status
 
 
-def activate(volume: Volume, username: str, password: str) -> GatewayAccount:
-    """Mount the volume (or keep its mount) and open, or update, its account. An RBD image is mounted only while
-    no node uses it: a second writer would corrupt its file system."""
-    service.validate_account(username, password)
-    gateway_dir, mounter = _where()
-    path = mounting.mount_path(gateway_dir, volume)
-    if not mounting.is_mounted(path):
-        if isinstance(volume, RbdImage):
-            _refuse_in_use(volume)
-        mounting.mount(gateway_dir, mounter, volume, _access(volume))
-    try:
-        return service.activate(volume, username, password, path)
-    except RobinError:
-        if service.account_of(volume) is None:  # a first activation failed: leave nothing mounted
-            mounting.unmount(gateway_dir, mounter, volume)
-        raise
+def _wait_s() -> float:
+    return config.current().gateway_activation_wait
 
 
-def _refuse_in_use(volume: RbdImage) -> None:
-    users = rbd_ops.users(volumes.ceph_connection(volume), volume.pool, volume.name)
-    if users:
-        raise Conflict(f"RBD image {volume.name!r} is in use ({'; '.join(users)}); the gateway mounts it only while "
-                       "no node has it mapped", code="volume_in_use", details={"users": users})
+def _waited(account_id: int, done) -> GatewayAccount | None:
+    """The account once `done(account)` holds (the account None: removed), or as it is when the wait is over."""
+    deadline = time.monotonic() + _wait_s()
+    while True:
+        account = service.account(account_id)
+        if done(account) or time.monotonic() >= deadline:
+            return account
+        time.sleep(POLL_S)
+
+
+def _recorded_error(account: GatewayAccount, volume: Volume) -> AgentError:
+    return AgentError(account.mount_error_message or "the gateway agent failed", code=account.mount_error_code,
+                      status=account.mount_error_status or 500, details={"name": volume.name})
+
+
+def activate(volume: Volume, username: str, password: str) -> None:
+    """Record the activation and wait for the agent to mount the volume (a mounted one answers at once).
+    An RBD image is mounted only while no node uses it: the agent refuses with 409 volume_in_use."""
+    activated = service.activate(volume, username, password)
+    if activated.mount_state is MountState.MOUNTED:
+        return
+    account = _waited(activated.account_id, lambda row: row is None or row.mount_state is not MountState.PENDING)
+    if account is not None and account.mount_state is MountState.MOUNTED:
+        return
+    if account is not None and account.mount_state is MountState.FAILED:
+        if activated.created:
+            service.withdraw(activated.account_id)  # a failed first activation leaves nothing behind
+        raise _recorded_error(account, volume)
+    if account is None or account.mount_state is MountState.UNMOUNTING:
+        raise Conflict(f"{volume.name!r} was deactivated by another request while the gateway agent mounted it; "
+                       "activate it again", code="volume_deactivated", details={"name": volume.name})
+    if activated.created and service.withdraw(activated.account_id):
+        raise GatewayUnavailable(f"no gateway agent mounted {volume.name!r} within {_wait_s():g} s (is `robin "
+                                 "gateway` running on the gateway's host?); nothing was activated, try again",
+                                 details={"name": volume.name})
+    raise GatewayUnavailable(f"no gateway agent mounted {volume.name!r} within {_wait_s():g} s (is `robin gateway` "
+                             "running?); the activation is recorded and the agent mounts it when it runs",
+                             details={"name": volume.name})
 
 
 def deactivate(volume: Volume) -> bool:
-    """Remove the account (the gateway ends its sessions), then unmount; False when it was not activated.
-    Unmounts even then: a mount left by a deactivation that failed half-way goes too."""
-    removed = service.remove(volume)
-    mounting.unmount(*_where(), volume)
-    return removed
+    """Record the deactivation (logins are refused from now on) and wait for the agent to unmount the volume
+    and remove its account; False when it was not activated."""
+    account = service.deactivate(volume)
+    if account is None:
+        return False
+    left = _waited(account.id, lambda row: row is None or row.mount_state is not MountState.UNMOUNTING
+                   or row.mount_error_code is not None)
+    if left is None or left.mount_state is not MountState.UNMOUNTING:
+        return True  # unmounted and gone, or activated again meanwhile by another request
+    if left.mount_error_code is not None:
+        raise _recorded_error(left, volume)
+    raise GatewayUnavailable(f"no gateway agent unmounted {volume.name!r} within {_wait_s():g} s (is `robin gateway` "
+                             "running?); the deactivation is recorded, logins are refused, and the agent unmounts "
+                             "it when it runs", details={"name": volume.name})
 
 
 def forbid_login(volume: Volume) -> GatewayAccount:
@@ -84,89 +109,42 @@ def forbid_login(volume: Volume) -> GatewayAccount:
 
 @dataclass(frozen=True)
 class Activation:
-    """What holds now for an activated volume: its account, its mount and its last check."""
+    """What holds now for an activated volume, as the agent last reported it: its account, its mount and its
+    last check."""
 
     username: str
-    mounted: bool
+    mount_state: MountState
     login_forbidden: bool
     verify_state: VerifyState | None
     verify_message: str | None
+    mount_error: str | None  # `code: message` of the agent's last failure
+
+    @property
+    def mounted(self) -> bool:
+        return self.mount_state is MountState.MOUNTED
 
 
 def activation_of(volume: Volume) -> Activation | None:
-    """The volume's activation, None when it is not activated. A check that never finished counts as failed."""
+    """The volume's activation, None when it is not activated (or being deactivated). A check that never
+    finished counts as failed."""
     account = service.account_of(volume)
-    if account is None:
+    if account is None or account.mount_state is MountState.UNMOUNTING:
         return None
     verify, message = account.verify_state, account.verify_message
     if service.is_stale(account, STALE_VERIFY):
         verify, message = VerifyState.FAILED, f"the check started at {account.verified_at:%Y-%m-%dT%H:%M:%SZ} " \
-                                              "never finished (robin restarted meanwhile?): verify again"
-    return Activation(account.username, mounting.is_mounted(account.mount_path), account.login_forbidden, verify,
-                      message)
+                                              "never finished (the gateway agent restarted meanwhile?): verify again"
+    error = f"{account.mount_error_code}: {account.mount_error_message}" if account.mount_error_code else None
+    return Activation(account.username, account.mount_state, account.login_forbidden, verify, message, error)
+
+
+def being_deactivated(volume: Volume) -> bool:
+    account = service.account_of(volume)
+    return account is not None and account.mount_state is MountState.UNMOUNTING
 
 
 def verify(volume: Volume) -> Activation | None:
-    """Start a consistency check in a thread of this process and answer at once with the activation as it
-    was then; the check's outcome lands in the account's verify fields."""
-    account = service.start_verify(volume, STALE_VERIFY)
-    answer = activation_of(volume)  # before the thread starts: a quick check must not have ended it already
-    app = current_app._get_current_object()
-    threading.Thread(target=_check, args=(app, volume, account.id, account.mount_path),
-                     name=f"verify-{volume.name}", daemon=True).start()
-    return answer
-
-
-def _check(app: Flask, volume: Volume, account_id: int, path: str) -> None:
-    with app.app_context():
-        try:
-            ok, message = _check_rbd(volume, path) if isinstance(volume, RbdImage) else _check_cephfs(volume)
-        except (RobinError, CephError, mounts.MountError) as exc:
-            ok, message = False, f"the check could not run: {getattr(exc, 'message', exc)}"
-        except Exception as exc:  # a thread nobody waits for: whatever happened must reach the account
-            log.exception("verifying %s failed", volume.name)
-            ok, message = False, f"the check could not run: {exc!r}"
-        service.finish_verify(account_id, ok, message)
-
-
-def _check_cephfs(volume: CephfsPath) -> tuple[bool, str]:
-    damage = cephfs_ops.scrub(volumes.ceph_connection(volume), volume.fs_name, volume.path, SCRUB_TIMEOUT_S)
-    if damage:
-        return False, f"the metadata scrub of {volume.path} found damage: {'; '.join(damage)}"
-    return True, f"the metadata scrub of {volume.path} found no damage"
-
-
-def _check_rbd(volume: RbdImage, path: str) -> tuple[bool, str]:
-    """e2fsck -n of a clone of a snapshot taken with the file system frozen: consistent, read-only, and the
-    mounted file system waits only for the snapshot, never for the check."""
-    conn, suffix = volumes.ceph_connection(volume), uuid.uuid4().hex[:12]
-    snapshot, clone = f"robin-verify-{suffix}", f"robin-verify-{suffix}"
-    with _frozen(path):
-        rbd_ops.create_snapshot(conn, volume.pool, volume.name, snapshot)
-    try:
-        rbd_ops.clone(conn, volume.pool, volume.name, snapshot, clone, ("layering",),
-                      owner=f"gateway-verify:{volume.id}", metadata={})
-        try:
-            with mounting.block_device(*_where(), volume.pool, clone, _access(volume)) as device:
-                return _fsck(device)
-        finally:
-            rbd_ops.remove_image(conn, volume.pool, clone)
-    finally:
-        rbd_ops.remove_snapshot(conn, volume.pool, volume.name, snapshot)
-
-
-@contextmanager
-def _frozen(path: str):
-    mounts.run("fsfreeze", "--freeze", path)
-    try:
-        yield
-    finally:
-        mounts.run("fsfreeze", "--unfreeze", path)
-
-
-def _fsck(device: str) -> tuple[bool, str]:
-    done = mounts.run("e2fsck", "-n", "-f", device, timeout=FSCK_TIMEOUT_S, ok=tuple(range(256)))
-    said = " | ".join((done.stdout + done.stderr).strip().splitlines())[-1500:]
-    if done.returncode == FSCK_CLEAN:
-        return True, "e2fsck -n -f found no errors"
-    return False, f"e2fsck -n -f exited with {done.returncode}: {said}"
+    """Ask the agent for a consistency check and answer at once with the activation as it is then (`Verifying`);
+    the agent records the outcome in the account's verify fields."""
+    service.start_verify(volume, STALE_VERIFY)
+    return activation_of(volume)

@@ -1,4 +1,5 @@
-"""`robin gateway`: the SSH server, SFTP only, password logins against the gateway accounts.
+"""`robin gateway`: the node agent (agent.py: mounts what the accounts ask for) and the SSH server, SFTP only,
+password logins against the gateway accounts.
 
 No shell, no exec, no scp, no port, agent or X11 forwarding: a session can only be SFTP, inside its
 account's mount (sftp.py). The host key is made on first start and kept in `gateway_dir`, so the
@@ -11,6 +12,7 @@ import logging
 import os
 import signal
 import tempfile
+import threading
 from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -19,7 +21,7 @@ import asyncssh
 from sqlalchemy.exc import SQLAlchemyError
 
 from robin.config import Settings
-from robin.gateway import service
+from robin.gateway import agent, service
 from robin.gateway.mountinfo import is_mount_point
 from robin.gateway.service import Login
 from robin.gateway.sessions import Sessions
@@ -30,6 +32,12 @@ log = logging.getLogger(__name__)
 HOST_KEY_NAME = "ssh_host_ed25519_key"
 LOGIN_TIMEOUT_S = 30
 LOGIN_THREADS = 2
+# How long a stopping gateway waits for its agent's round to end (a mount under way finishes or times out).
+AGENT_STOP_TIMEOUT_S = 30
+
+
+class AgentFailed(RuntimeError):
+    """The node agent ended on an error no round expects: the gateway stops, with a failing exit status."""
 
 
 def load_host_key(directory: Path) -> asyncssh.SSHKey:
@@ -64,7 +72,7 @@ def refusal(login: Login) -> str | None:
     """Why a login with the right password may still not go on, or None."""
     if login.login_forbidden:
         return "login is forbidden"
-    if not is_mount_point(login.mount_path):
+    if login.mount_path is None or not is_mount_point(login.mount_path):
         return "the volume is not mounted"
     return None
 
@@ -149,8 +157,9 @@ async def start(settings: Settings, sessions: Sessions, key: asyncssh.SSHKey, ch
         login_timeout=LOGIN_TIMEOUT_S)
 
 
-async def serve(settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT, then end every session and stop."""
+async def serve(settings: Settings, app) -> None:
+    """Act as the node agent and serve SFTP until SIGTERM or SIGINT, then end every session and stop. Mounts
+    stay: the next agent finds them, and only a deactivation unmounts."""
     sessions, stop = Sessions(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -162,17 +171,32 @@ async def serve(settings: Settings) -> None:
     log.info("gateway listening", extra={"host": settings.gateway_host, "port": settings.gateway_port,
                                          "host_key": key.get_fingerprint()})
     watcher = asyncio.create_task(sessions.watch(stop))
+    agent_stop = threading.Event()
+    crashed = threading.Event()
+
+    def agent_crashed() -> None:
+        crashed.set()
+        loop.call_soon_threadsafe(stop.set)
+
+    reconciling = agent.start(app, settings, agent_stop, agent_crashed)
     await stop.wait()
+    agent_stop.set()
     acceptor.close()
     sessions.end_all("the gateway is stopping")
     await acceptor.wait_closed()
     await watcher
+    await loop.run_in_executor(None, reconciling.join, AGENT_STOP_TIMEOUT_S)
     for pool in (checks, io_threads):
         pool.shutdown(wait=False, cancel_futures=True)  # a thread stuck in a hung mount is not waited for
     log.info("gateway stopped")
+    if crashed.is_set():
+        raise AgentFailed("the gateway agent failed (its log says why); the gateway stopped")
 
 
 def run(settings: Settings) -> None:
+    from robin import create_app
+
     # asyncssh narrates every packet exchange at INFO; robin logs logins and ended sessions itself.
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
-    asyncio.run(serve(settings))
+    app = create_app(settings)  # the agent's Ceph connections and settings, as the API's services use them
+    asyncio.run(serve(settings, app))

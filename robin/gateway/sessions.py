@@ -2,8 +2,8 @@
 
 The API runs in other processes, so it cannot reach a connection; it changes the account's row, and
 the watcher (one query every POLL_INTERVAL_S while anyone is connected) ends every connection whose
-account was removed, became login-forbidden or got another mount path, and every connection whose
-mount is gone. Its descriptors closed, the mount can then be unmounted.
+account was removed or deactivated, became login-forbidden or got another mount path, and every connection
+whose mount is gone. Its descriptors closed, the mount can then be unmounted.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ POLL_INTERVAL_S = 0.5
 def why_end(login: Login, state: AccountState | None, mounted: set[str]) -> str | None:
     """Why a session of `login` may not go on, or None."""
     if state is None:
-        return "the account was removed"
+        return "the account was removed"  # or is being deactivated
     if state.login_forbidden:
         return "login is forbidden"
     if state.mount_path != login.mount_path:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import os
 import struct
 import time
@@ -67,13 +66,11 @@ def gateway(database_url, tmp_path_factory):
 
 
 @pytest.fixture()
-def gateway_dir(app, monkeypatch, tmp_path_factory):
-    """Where this test's activations mount: a directory of its own, checked empty of mounts at the end."""
-    directory = str(tmp_path_factory.mktemp("gwdir"))
-    changed = dataclasses.replace(app.config["ROBIN_SETTINGS"], gateway_dir=directory)
-    monkeypatch.setitem(app.config, "ROBIN_SETTINGS", changed)
-    yield directory
-    assert not mounts_under(directory), "left mounted"
+def gateway_dir(gateway):
+    """Where the gateway's agent mounts this test's activations, checked empty of mounts at the end (the device
+    fixture deactivated them, and a deactivation answers once the agent unmounted)."""
+    yield gateway.directory
+    assert not mounts_under(gateway.directory), "left mounted"
 
 
 def mounts_under(directory: str) -> list[str]:
@@ -166,11 +163,11 @@ class _HttpClient:
 @pytest.fixture(params=["in-process", "gunicorn"])
 def flow_wayne(request, wayne, project, gateway_dir, database_url, ceph_conf):
     """Wayne talking to the session's app in-process, or to `robin serve` (gunicorn) set up as in production:
-    ROBIN_WAYNE_PROJECT and ROBIN_GATEWAY_DIR in its environment, on the same database and mounts directory."""
+    ROBIN_WAYNE_PROJECT in its environment, on the same database as the gateway's agent."""
     if request.param == "in-process":
         yield wayne
         return
-    env = {"ROBIN_WAYNE_PROJECT": project, "ROBIN_GATEWAY_DIR": gateway_dir, "ROBIN_MAINTENANCE_INTERVAL": "0"}
+    env = {"ROBIN_WAYNE_PROJECT": project, "ROBIN_MAINTENANCE_INTERVAL": "0"}
     with running_server(database_url, ceph_conf, workers=1, extra_env=env) as url:
         yield Wayne(_HttpClient(url), wayne.token)
 

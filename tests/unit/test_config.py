@@ -29,6 +29,8 @@ def test_file_then_environment(monkeypatch, tmp_path):
     ("ROBIN_CEPH_TIMEOUT", "0", "ROBIN_CEPH_TIMEOUT"),
     ("ROBIN_RBD_DEFAULT_POOL", "elsewhere", "ROBIN_RBD_DEFAULT_POOL"),
     ("ROBIN_RBD_DEFAULT_FEATURES", "layering,warp-drive", "warp-drive"),
+    ("ROBIN_GATEWAY_ACTIVATION_WAIT", "0", "ROBIN_GATEWAY_ACTIVATION_WAIT"),
+    ("ROBIN_GATEWAY_RECONCILE_INTERVAL", "-1", "ROBIN_GATEWAY_RECONCILE_INTERVAL"),
 ])
 def test_bad_values_stop_at_start_naming_the_variable(monkeypatch, variable, value, needle):
     monkeypatch.setenv(variable, value)

@@ -112,15 +112,19 @@ class Device(MethodView):
     @blp.arguments(schemas.DeviceActivateSchema)
     @blp.response(200, schemas.DeviceStatusSchema)
     def put(self, args, body, name):
-        """Activate: mount the volume on robin's data gateway and open an SFTP account rooted at it (again: the
-        user's password is replaced, the mount kept). 409 volume_in_use for an RBD image a node has mapped."""
+        """Activate: the gateway agent (`robin gateway`) mounts the volume on the gateway's host and an SFTP account
+        is opened rooted at it (again: the user's password is replaced, the mount kept). Waits for the agent's
+        report up to ROBIN_GATEWAY_ACTIVATION_WAIT: 503 gateway_unavailable when none came. 409 volume_in_use for
+        an RBD image a node has mapped."""
         return service.activate(g.identity, *_device(args, name), name, body["user"], body["password"])
 
     @with_token
     @blp.arguments(schemas.ImageTypeArgs, location="query")
     @blp.response(200, schemas.DeviceStatusSchema)
     def delete(self, args, name):
-        """Deactivate: remove the account (its sessions end), unmount. Not activated is a 200 saying so."""
+        """Deactivate: logins end at once; the gateway agent unmounts, then the account goes. Not activated is a 200
+        saying so; 503 gateway_unavailable when the agent did not unmount within ROBIN_GATEWAY_ACTIVATION_WAIT (the
+        deactivation stays recorded and is carried out when the agent runs)."""
         return service.deactivate(g.identity, *_device(args, name), name)
 
 
@@ -149,8 +153,9 @@ class DeviceVerify(MethodView):
     @blp.arguments(schemas.ImageTypeArgs, location="query")
     @blp.response(200, schemas.DeviceStatusSchema)
     def get(self, args, name):
-        """Start a consistency check in the background (RBD: e2fsck -n of a frozen snapshot's clone; CephFS: an
-        MDS scrub); the status shows Verifying, then VerifyOk or VerifyFailed with the reason in msg."""
+        """Ask the gateway agent for a consistency check in the background (RBD: e2fsck -n of a frozen snapshot's
+        clone; CephFS: an MDS scrub); the status shows Verifying, then VerifyOk or VerifyFailed with the reason
+        in msg."""
         audit_this_read()  # a GET that starts work
         return service.verify(g.identity, *_device(args, name), name)
 

@@ -11,7 +11,7 @@ from robin.clusters import service as clusters
 from robin.db import db
 from robin.errors import NotFound
 from robin.gateway import activation
-from robin.gateway.models import VerifyState
+from robin.gateway.models import MountState, VerifyState
 from robin.projects.models import Project
 from robin.snapshots import service as snapshots
 from robin.snapshots.models import Snapshot, SnapshotState
@@ -154,8 +154,11 @@ _VERIFY_STATES = {VerifyState.VERIFYING: "Verifying", VerifyState.OK: "VerifyOk"
 
 
 def _device_status(volume: Volume, found: activation.Activation | None) -> dict:
-    """Wayne's device status: [] when not activated, else Mount and what holds for the account."""
+    """Wayne's device status: [] when not activated, else Mount (as the gateway agent reported it) and what holds
+    for the account."""
     if found is None:
+        if activation.being_deactivated(volume):
+            return {"status": [], "msg": f"{volume.name} is deactivated; the gateway agent has not unmounted it yet"}
         return {"status": [], "msg": f"{volume.name} is not activated"}
     states = ["Mount"] if found.mounted else []
     if found.login_forbidden:
@@ -164,5 +167,14 @@ def _device_status(volume: Volume, found: activation.Activation | None) -> dict:
         states.append(_VERIFY_STATES[found.verify_state])
     message = found.verify_message
     if not found.mounted:
-        message = message or f"the account of user {found.username} exists but the volume is not mounted"
+        message = message or _not_mounted(found)
     return {"status": states, "msg": message or f"activated for user {found.username}"}
+
+
+def _not_mounted(found: activation.Activation) -> str:
+    if found.mount_state is MountState.PENDING:
+        return f"the account of user {found.username} exists; the volume waits for the gateway agent to mount it"
+    if found.mount_error is not None:
+        return f"the account of user {found.username} exists but the gateway could not mount the volume: " \
+               f"{found.mount_error}"
+    return f"the account of user {found.username} exists but the volume is not mounted"
