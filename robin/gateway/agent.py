@@ -12,7 +12,7 @@ killed) agent carries on where its predecessor stopped without losing or doublin
   between an unmount and the row's removal): unmount it;
 - a check asked for (verify_state `verifying`, not stale) that no thread of this agent runs: start it.
 
-Only the holder of the agent lock (lock.py) acts; a second agent waits, and says so in its log.
+Only the holder of the agent lock (robin.leadership) acts; a second agent waits, and says so in its log.
 """
 from __future__ import annotations
 
@@ -28,11 +28,14 @@ from robin.config import Settings
 from robin.errors import RobinError, api_error
 from robin.gateway import checks, mounting, service
 from robin.gateway.activation import STALE_VERIFY
-from robin.gateway.lock import AgentLock
 from robin.gateway.models import GatewayAccount, MountState, VerifyState
+from robin.leadership import Leadership
 from robin.volumes.models import CephfsPath, RbdImage
 
 log = logging.getLogger(__name__)
+# A key and a file of the agent's own: it and robin serve's maintenance never wait for each other.
+AGENT_LOCK_KEY = 0x726F62696E67  # "robing": robin's gateway
+AGENT_LOCK_NAME = "gateway"  # on SQLite: <database>.gateway.lock
 
 
 class Agent:
@@ -40,7 +43,7 @@ class Agent:
         self._app = app
         self._place = mounting.Place(settings.gateway_dir, settings.gateway_mounter)
         self._interval = settings.gateway_reconcile_interval
-        self._lock = AgentLock(settings.database_url)
+        self._lock = Leadership(settings.database_url, AGENT_LOCK_NAME, AGENT_LOCK_KEY)
         self._leading: bool | None = None  # None: not said yet
         self._checks: dict[int, threading.Thread] = {}
 

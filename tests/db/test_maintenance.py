@@ -11,14 +11,14 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from robin.db import normalize_url
-from robin.maintenance import ADVISORY_LOCK_KEY, Leadership
+from robin.maintenance import ADVISORY_LOCK_KEY, maintenance_lock
 from tests.support.net import wait_until
 
 CHECK_TIMEOUT_S = 2.0
 
 
 def test_one_leader_at_a_time(app, database_url):
-    first, second = Leadership(database_url), Leadership(database_url)
+    first, second = maintenance_lock(database_url), maintenance_lock(database_url)
     try:
         assert first.acquire() is True
         assert second.acquire() is False
@@ -54,7 +54,7 @@ def lock_holder_pid(connection) -> int | None:
 def test_leader_steps_down_when_its_database_session_is_lost(app, database_url, backend):
     if backend != "postgresql":
         pytest.skip("an flock on SQLite's host has no session that could be lost")
-    first, second, third = (Leadership(database_url, check_timeout=CHECK_TIMEOUT_S) for _ in range(3))
+    first, second, third = (maintenance_lock(database_url, check_timeout=CHECK_TIMEOUT_S) for _ in range(3))
     stopped = None
     try:
         with admin_session(database_url) as admin:
