@@ -32,6 +32,7 @@ from csi_shim.ids import (
     not_ours,
     parse_volume_id,
     robin_name,
+    robin_names,
     volume_ref,
 )
 from csi_shim.parameters import (
@@ -76,8 +77,9 @@ def failed_precondition(message: str) -> CsiError:
 
 # --- list tokens ----------------------------------------------------------------------------------------------
 
-# A token is the key of the last entry returned (keyset, not offset: entries deleted meanwhile shift nothing).
-KEY_TYPES = {"volumes": (str, int, str), "snapshots": (str, int, str, str)}
+# A token is the key of the last entry returned (keyset, not offset: entries deleted meanwhile shift nothing): a
+# volume's or a snapshot's (project, kind index, names...), or for every snapshot robin's own cursor.
+KEY_TYPES = {"volumes": (str, int, str), "snapshots": (str, int, str, str), "all-snapshots": (str,)}
 
 
 def encode_token(listing: str, key: tuple) -> str:
@@ -93,11 +95,20 @@ def decode_token(listing: str, token: str) -> tuple:
         key = tuple(data["after"]) if data["list"] == listing else None
     except (binascii.Error, ValueError, KeyError, TypeError):
         key = None
-    types = KEY_TYPES[listing]
-    if (key is None or len(key) != len(types) or not all(type(v) is t for v, t in zip(key, types, strict=True))
-            or not 0 <= key[1] < len(KINDS)):
-        raise aborted(f"starting_token {token!r} is not one this plugin returned; list again without it")
+    if not _valid_key(listing, key):
+        raise _foreign_token(token)
     return key
+
+
+def _valid_key(listing: str, key: tuple | None) -> bool:
+    types = KEY_TYPES[listing]
+    if key is None or len(key) != len(types) or not all(type(v) is t for v, t in zip(key, types, strict=True)):
+        return False
+    return types[1:2] != (int,) or 0 <= key[1] < len(KINDS)  # a kind index, where the key has one
+
+
+def _foreign_token(token: str) -> CsiError:
+    return aborted(f"starting_token {token!r} is not one this plugin returned; list again without it")
 
 
 def paginate(items: Iterable[tuple[tuple, object]], after: tuple, max_entries: int, listing: str) -> tuple[list, str]:
@@ -150,6 +161,11 @@ def content_source_message(origin: tuple | None) -> pb.VolumeContentSource | Non
     if origin[0] == "snapshot":
         return pb.VolumeContentSource(snapshot=pb.VolumeContentSource.SnapshotSource(snapshot_id=origin[1]))
     return pb.VolumeContentSource(volume=pb.VolumeContentSource.VolumeSource(volume_id=origin[1]))
+
+
+def _listed_snapshot_ref(item: dict) -> SnapshotRef:
+    """The ref of a snapshot in robin's listing across volumes (GET /api/v2/snapshots)."""
+    return SnapshotRef(VolumeRef(item["volume_kind"], item["project"], item["volume"]), item["name"])
 
 
 def _pages(fetch: Callable[..., dict]) -> Iterator[dict]:
@@ -470,11 +486,14 @@ class Controller(rpc.ControllerServicer):
 
     def _refuse_name_elsewhere(self, csi_name: str, source: VolumeRef) -> None:
         """ALREADY_EXISTS when another volume of the project has a snapshot of this CSI name (the spec: one name,
-        one snapshot). Costs a request per volume of the project, and only for a snapshot not made yet."""
-        for _key, other, _volume in self._project_volumes(source.project):
-            if other == source:
-                continue
-            if self._snapshot(SnapshotRef(other, robin_name(csi_name, other.handle + "@"))) is not None:
+        one snapshot). One request, for a snapshot not made yet: robin's snapshots of the project by the robin
+        names this CSI name can have (a snapshot of such a name on a volume whose id would map it otherwise is
+        not this one)."""
+        found = _pages(functools.partial(self.robin.list_all_snapshots, project=source.project,
+                                         names=robin_names(csi_name)))
+        for snapshot in found:
+            other = VolumeRef(snapshot["volume_kind"], source.project, snapshot["volume"])
+            if other != source and snapshot["name"] == robin_name(csi_name, other.handle + "@"):
                 raise CsiError(grpc.StatusCode.ALREADY_EXISTS, f"snapshot {csi_name!r} exists already, of volume "
                                                                f"{other.handle}, not {source.handle}")
 
@@ -518,16 +537,35 @@ class Controller(rpc.ControllerServicer):
     def ListSnapshots(self, request, context):
         """By snapshot_id, by source_volume_id, or all of them; an id that names nothing gives an empty list.
         Only snapshots robin has finished taking (ready to use) are listed."""
+        if not (request.snapshot_id or request.source_volume_id):
+            return self._all_snapshots(request.starting_token, request.max_entries)
         after = decode_token("snapshots", request.starting_token)
         if request.snapshot_id:
             entries = self._snapshot_by_id(request.snapshot_id, request.source_volume_id)
-        elif request.source_volume_id:
+        else:
             source = parse_volume_id(request.source_volume_id)
             entries = self._snapshots_of(source) if source else iter(())
-        else:
-            entries = (entry for _key, ref, _volume in self._volumes(after[:3]) for entry in self._snapshots_of(ref))
         page, token = paginate(entries, after, request.max_entries, "snapshots")
         return pb.ListSnapshotsResponse(entries=page, next_token=token)
+
+    def _all_snapshots(self, starting_token: str, max_entries: int) -> pb.ListSnapshotsResponse:
+        """A page of every snapshot robin shows the plugin's token: one page of robin's listing, in robin's order
+        (by id), so a page costs one request whatever the number of volumes and snapshots. Without max_entries,
+        a page is robin's largest, with a next_token when there are more."""
+        if max_entries < 0:
+            raise invalid("max_entries cannot be negative")
+        cursor = decode_token("all-snapshots", starting_token)[0] if starting_token else None
+        try:
+            page = self.robin.list_all_snapshots(state="available", limit=min(max_entries or ROBIN_PAGE, ROBIN_PAGE),
+                                                 cursor=cursor)
+        except RobinApiError as exc:
+            if exc.code == "invalid_cursor":
+                raise _foreign_token(starting_token) from exc
+            raise
+        entries = [pb.ListSnapshotsResponse.Entry(snapshot=self._snapshot_message(_listed_snapshot_ref(item), item))
+                   for item in page["items"]]
+        token = encode_token("all-snapshots", (page["next_cursor"],)) if page.get("next_cursor") else ""
+        return pb.ListSnapshotsResponse(entries=entries, next_token=token)
 
     @staticmethod
     def _snapshot_key(ref: SnapshotRef) -> tuple:

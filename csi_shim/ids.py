@@ -24,9 +24,21 @@ TEMPORARY_CLONE_SNAPSHOT = "robin-clone-"
 def robin_name(csi_name: str, id_prefix: str) -> str:
     """The robin name for a CSI name: the name itself when robin accepts it and `id_prefix` + it fits in an id,
     else `csi-` + a digest of it (the same CSI name always gives the same robin name)."""
-    if (ROBIN_NAME.fullmatch(csi_name) and not csi_name.startswith(TEMPORARY_CLONE_SNAPSHOT)
-            and len((id_prefix + csi_name).encode()) <= MAX_ID_BYTES):
+    if _usable_as_is(csi_name) and len((id_prefix + csi_name).encode()) <= MAX_ID_BYTES:
         return csi_name
+    return _digest_name(csi_name)
+
+
+def robin_names(csi_name: str) -> tuple[str, ...]:
+    """Every robin name `robin_name` can give a CSI name, whatever the prefix: at most two."""
+    return (csi_name, _digest_name(csi_name)) if _usable_as_is(csi_name) else (_digest_name(csi_name),)
+
+
+def _usable_as_is(csi_name: str) -> bool:
+    return bool(ROBIN_NAME.fullmatch(csi_name)) and not csi_name.startswith(TEMPORARY_CLONE_SNAPSHOT)
+
+
+def _digest_name(csi_name: str) -> str:
     # 128 bits of SHA-256: `rbd:` or `cephfs:` + the longest project + `:` + 36 characters is within 128 bytes.
     return "csi-" + hashlib.sha256(csi_name.encode()).hexdigest()[:32]
 

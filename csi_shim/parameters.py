@@ -16,7 +16,7 @@ from robin.client import MiB, RobinApiError, VolumeRef, round_up_to_mib
 
 GiB = 2**30
 DEFAULT_SIZE = GiB  # a CreateVolume without required_bytes
-KINDS = ("rbd", "cephfs")  # also the order ListVolumes and ListSnapshots walk them in
+KINDS = ("rbd", "cephfs")  # also the order ListVolumes walks them in (list tokens hold an index into it)
 CSI_PREFIX = "csi.storage.k8s.io/"  # keys the sidecars add (--extra-create-metadata); only the namespace is used
 PVC_NAMESPACE = CSI_PREFIX + "pvc/namespace"
 COMMON_PARAMETERS = {"type", "cluster", "project", "projectQuotaBytes", "projectQuotaVolumes", "projectQuotaSnapshots"}

@@ -25,6 +25,7 @@ def create_app(settings=None) -> Flask:
     from robin.health import blp as health_blp
     from robin.migration_records import api as migration_records_api
     from robin.projects import api as projects_api
+    from robin.snapshots import api as snapshots_api
     from robin.volumes import api as volumes_api
 
     settings = settings or Settings.from_env()
@@ -61,6 +62,7 @@ def create_app(settings=None) -> Flask:
     api.register_blueprint(volumes_api.adoption_blp)  # rbd-images:adopt, cephfs-paths:adopt
     api.register_blueprint(drift_api.blp)  # drift between the database and Ceph, for storage admins
     api.register_blueprint(migration_records_api.blp)  # the record of `robin migrate gluster`
+    api.register_blueprint(snapshots_api.listing)  # snapshots across volumes and projects
     wayne_v1.install(app, api)  # the Wayne platform's /v1 API, beside /api/v2
     app.register_blueprint(health_blp)
     ui.install(app)  # the read-only dashboard for people at /ui/

@@ -173,6 +173,14 @@ class RobinClient:
         """One page of a volume's snapshots."""
         return self.request("GET", self._snapshot_path(kind, project, volume), params=_page_params(limit, cursor))
 
+    def list_all_snapshots(self, project: str | None = None, names: tuple[str, ...] = (), state: str | None = None,
+                           limit: int = 1000, cursor: str | None = None) -> dict:
+        """One page of the snapshots of every volume the token sees (or of one project's), each naming its
+        `project`, `volume_kind` and `volume`; only those of `names` (up to 10) and `state` when given."""
+        params = {**_page_params(limit, cursor), "name": list(names)}
+        params |= {key: value for key, value in (("project", project), ("state", state)) if value is not None}
+        return self.request("GET", "/api/v2/snapshots", params=params)
+
     # --- migrations -------------------------------------------------------------------------------------
 
     def record_migration(self, project: str, source: str, kind: str, name: str, status: str,

@@ -1,5 +1,6 @@
 """Snapshots of a volume, `.../<collection>/<name>/snapshots`: one blueprint, nested in both volume
-collections (robin.volumes.api), which hand their kind to every view."""
+collections (robin.volumes.api), which hand their kind to every view; and `/api/v2/snapshots`, the snapshots of
+every volume a token sees in one listing (so a client finds one by name, or lists them all, in a request a page)."""
 from __future__ import annotations
 
 from flask import g
@@ -8,7 +9,13 @@ from flask_smorest import Blueprint
 
 from robin.schemas import PageArgs
 from robin.snapshots import service
-from robin.snapshots.schemas import SnapshotCreateSchema, SnapshotPageSchema, SnapshotSchema
+from robin.snapshots.schemas import (
+    SnapshotCreateSchema,
+    SnapshotListArgs,
+    SnapshotListingPageSchema,
+    SnapshotPageSchema,
+    SnapshotSchema,
+)
 
 blp = Blueprint("snapshots", __name__, url_prefix="/<name>/snapshots")
 
@@ -44,3 +51,17 @@ class Rollback(MethodView):
     def post(self, project, name, snapshot, kind):
         """Roll the volume back to the snapshot (RBD images; refused while the image is in use)."""
         return service.rollback(g.identity, kind, project, name, snapshot)
+
+
+listing = Blueprint("snapshot-listing", __name__, url_prefix="/api/v2/snapshots",
+                    description="Snapshots across volumes and projects")
+
+
+@listing.route("")
+class AllSnapshots(MethodView):
+    @listing.arguments(SnapshotListArgs, location="query")
+    @listing.response(200, SnapshotListingPageSchema)
+    def get(self, args):
+        """The snapshots of every live volume of the projects this token sees (a member's: its project), in a
+        stable order; filter by project, name (repeatable) and state."""
+        return service.list_across(g.identity, args)

@@ -30,6 +30,9 @@ class Snapshot(Base):
         Index("uq_snapshots_cephfs_name", "cephfs_path_id", "name", unique=True, sqlite_where=LIVE,
               postgresql_where=LIVE),
         Index("ix_snapshots_project_state", "project_id", "state"),
+        # A project's snapshots of a name across its volumes (GET /api/v2/snapshots?project=&name=, the CSI
+        # driver's check that a snapshot name is not taken): an index lookup whatever the project's size.
+        Index("ix_snapshots_project_name", "project_id", "name"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))

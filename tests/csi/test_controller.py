@@ -5,14 +5,16 @@ checked, not only the gRPC answer."""
 from __future__ import annotations
 
 import threading
+from collections import Counter
 
 import grpc
 import pytest
 import rbd
+from prometheus_client.parser import text_string_to_metric_families
 
 from csi_shim.controller import decode_token, encode_token
 from csi_shim.errors import CsiError
-from csi_shim.ids import robin_name
+from csi_shim.ids import robin_name, robin_names
 from csi_shim.parameters import new_volume_size
 from csi_shim.stubs import pb
 from robin.client import COLLECTIONS, VolumeRef
@@ -109,7 +111,14 @@ class Csi:
         return [entry.volume.volume_id for entry in self.list_volumes().entries]
 
     def all_snapshot_ids(self) -> list[str]:
-        return [entry.snapshot.snapshot_id for entry in self.list_snapshots().entries]
+        """Every snapshot, page after page (a page without max_entries is robin's largest)."""
+        ids, token = [], ""
+        while True:
+            response = self.list_snapshots(starting_token=token)
+            ids += [entry.snapshot.snapshot_id for entry in response.entries]
+            token = response.next_token
+            if not token:
+                return ids
 
     def cleanup(self) -> None:
         for snapshot_id in reversed(self.snapshots):
@@ -969,7 +978,132 @@ def test_list_snapshots_next_token_when_limited(csi, rbd_params):
     ids = [e.snapshot.snapshot_id for e in first.entries] + [e.snapshot.snapshot_id for e in rest.entries]
     assert ids == csi.all_snapshot_ids()
     fails(grpc.StatusCode.ABORTED, csi.stub.ListSnapshots, pb.ListSnapshotsRequest(starting_token="invalid-token"))
+    # A token of a listing by source volume, or a cursor robin never gave: no token of this listing.
+    for token in (encode_token("snapshots", ("web", 0, "data", "snap")), encode_token("all-snapshots", ("bogus",))):
+        fails(grpc.StatusCode.ABORTED, csi.stub.ListSnapshots, pb.ListSnapshotsRequest(starting_token=token))
     fails(grpc.StatusCode.INVALID_ARGUMENT, csi.stub.ListSnapshots, pb.ListSnapshotsRequest(max_entries=-1))
+
+
+# --- costs: requests to robin that do not grow with the project ---------------------------------------------------
+
+def robin_requests(robin_api) -> Counter:
+    """Requests robin has answered so far, by (method, route), from its own metrics (every worker's); its
+    /metrics scrapes left out."""
+    response = robin_api("GET", "/metrics")
+    assert response.status_code == 200, response.text
+    counts = Counter()
+    for family in text_string_to_metric_families(response.text):
+        if family.name != "robin_http_request_duration_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_count") and sample.labels["route"] != "/metrics":
+                counts[sample.labels["method"], sample.labels["route"]] += int(sample.value)
+    return counts
+
+
+def requests_of(robin_api, call, request):
+    """(the answer, the requests the plugin sent robin for it by (method, route))."""
+    before = robin_requests(robin_api)
+    answer = call(request, timeout=TIMEOUT_S)
+    return answer, robin_requests(robin_api) - before
+
+
+@pytest.fixture
+def fleet(new_project, robin_api):
+    """fleet(n) -> (project, its n RBD image ids, the ids of a snapshot of each), made through robin's API (the
+    plugin acts on volumes it did not make when named by id); all of it is removed afterwards."""
+    made: list[str] = []
+
+    def make(n: int) -> tuple[str, list[str], list[str]]:
+        project = new_project(max_volumes=n + 2, max_snapshots=n + 2)
+        volumes, snapshots = [], []
+        for index in range(n):
+            name = unique("img")  # image names are unique per pool, across projects
+            response = robin_api("POST", f"/api/v2/projects/{project}/rbd-images",
+                                 json={"name": name, "size_bytes": MiB})
+            assert response.status_code == 201, response.text
+            volume_id = f"rbd:{project}:{name}"
+            made.append(volume_id)
+            response = robin_api("POST", f"{robin_path(volume_id)}/snapshots", json={"name": f"snap{index}"})
+            assert response.status_code == 201, response.text
+            volumes.append(volume_id)
+            snapshots.append(f"{volume_id}@snap{index}")
+        return project, volumes, snapshots
+
+    yield make
+    for volume_id in made:
+        robin_api("DELETE", robin_path(volume_id), params={"with_snapshots": "true", "purge": "true"})
+
+
+def test_get_capacity_costs_one_request_whatever_the_projects_size(csi, fleet, robin_api):
+    costs = {}
+    for n in (1, 25):
+        project, _volumes, _snapshots = fleet(n)
+        answer, costs[n] = requests_of(robin_api, csi.stub.GetCapacity,
+                                       pb.GetCapacityRequest(parameters={"project": project}))
+        assert answer.available_capacity == 100 * GiB - n * MiB
+    assert costs[1] == costs[25] == Counter({("GET", "/api/v2/projects/<project>/usage"): 1})
+
+
+def test_create_snapshot_checks_its_name_in_one_request_whatever_the_projects_size(csi, fleet, robin_api):
+    costs = {}
+    for n in (1, 25):
+        project, volumes, _snapshots = fleet(n)
+        name = unique("snap")
+        snapshot, costs[n] = requests_of(robin_api, csi.stub.CreateSnapshot,
+                                         pb.CreateSnapshotRequest(name=name, source_volume_id=volumes[-1]))
+        csi.snapshots.append(snapshot.snapshot.snapshot_id)
+        assert snapshot.snapshot.snapshot_id == f"{volumes[-1]}@{name}"
+        # The name is taken now: on another volume of the project it is refused, found by the same lookup.
+        other = csi.create_volume(unique("vol"), {"project": project})
+        fails(grpc.StatusCode.ALREADY_EXISTS, csi.stub.CreateSnapshot,
+              pb.CreateSnapshotRequest(name=name, source_volume_id=other.volume_id))
+    snapshot_route = "/api/v2/projects/<project>/rbd-images/<name>/snapshots"
+    assert costs[1] == costs[25] == Counter({("GET", f"{snapshot_route}/<snapshot>"): 1,
+                                             ("GET", "/api/v2/snapshots"): 1, ("POST", snapshot_route): 1})
+
+
+def test_create_snapshot_refuses_a_hashed_name_taken_on_another_volume(csi, rbd_params):
+    name = "x" * 128  # too long for an id as it is: robin gets its digest
+    taken = csi.snapshot_of_new_volume(rbd_params, snapshot_name=name)
+    assert taken.snapshot_id.rpartition("@")[2] == robin_names(name)[1]
+    other = csi.create_volume(unique("vol"), rbd_params)
+    fails(grpc.StatusCode.ALREADY_EXISTS, csi.stub.CreateSnapshot,
+          pb.CreateSnapshotRequest(name=name, source_volume_id=other.volume_id))
+
+
+def test_list_snapshots_costs_one_request_a_page(csi, fleet, robin_api):
+    _project, _volumes, mine = fleet(25)
+    robin_listing = [item["id"] for item in robin_pages(robin_api, "/api/v2/snapshots", state="available")]
+    pages, token, seen_before = [], "", None
+    while True:
+        request = pb.ListSnapshotsRequest(max_entries=10, starting_token=token)
+        response, cost = requests_of(robin_api, csi.stub.ListSnapshots, request)
+        assert cost == Counter({("GET", "/api/v2/snapshots"): 1})
+        assert seen_before in (None, response)  # a token names the same page every time
+        pages.append([entry.snapshot.snapshot_id for entry in response.entries])
+        token = response.next_token
+        if not token:
+            break
+        assert len(response.entries) == 10
+        seen_before = csi.stub.ListSnapshots(pb.ListSnapshotsRequest(max_entries=10, starting_token=token),
+                                             timeout=TIMEOUT_S)
+    assert len(pages[-1]) <= 10
+    listed = [snapshot_id for page in pages for snapshot_id in page]
+    assert len(listed) == len(set(listed)) == len(robin_listing)  # complete, nothing twice
+    assert set(mine) <= set(listed)
+    assert listed == csi.all_snapshot_ids()
+
+
+def robin_pages(robin_api, path: str, **params) -> list[dict]:
+    items, cursor = [], None
+    while True:
+        page = robin_api("GET", path, params={**params, "limit": 1000, "cursor": cursor})
+        assert page.status_code == 200, page.text
+        items += page.json()["items"]
+        cursor = page.json()["next_cursor"]
+        if not cursor:
+            return items
 
 
 # --- the pure parts -------------------------------------------------------------------------------------------
@@ -983,6 +1117,10 @@ def test_robin_names_of_csi_names():
     assert len(f"cephfs:{'p' * 63}:{hashed}".encode()) <= 128  # an id of the longest project stays in 128 bytes
     for name in ("with space", "slash/name", "robin-clone-x", "_under", "ü"):
         assert robin_name(name, "").startswith("csi-")
+        assert robin_names(name) == (robin_name(name, ""),)
+    # Whatever the volume's id, a CSI name is one of at most two robin names (what the snapshot-name check asks).
+    assert robin_names("pvc-1234") == ("pvc-1234", robin_name("pvc-1234", "x" * 128))
+    assert robin_names(long_name) == (long_name, hashed)
 
 
 def test_new_volume_sizes():
@@ -1002,10 +1140,13 @@ def test_new_volume_sizes():
 def test_list_tokens():
     key = ("web", 1, "data", "snap")
     assert decode_token("snapshots", encode_token("snapshots", key)) == key
+    assert decode_token("all-snapshots", encode_token("all-snapshots", ("cursor",))) == ("cursor",)
     assert decode_token("volumes", "") == ()
     for listing, token in (("volumes", encode_token("snapshots", key)), ("volumes", "invalid-token"),
                            ("volumes", encode_token("volumes", ("web", 7, "data"))),
-                           ("volumes", encode_token("volumes", ("web", True, "data"))), ("snapshots", "e30")):
+                           ("volumes", encode_token("volumes", ("web", True, "data"))), ("snapshots", "e30"),
+                           ("all-snapshots", encode_token("snapshots", key)),
+                           ("all-snapshots", encode_token("all-snapshots", (7,)))):
         with pytest.raises(CsiError) as caught:
             decode_token(listing, token)
         assert caught.value.code == grpc.StatusCode.ABORTED
