@@ -49,6 +49,19 @@ class Replica:
         """Send `signum` to the master and every worker at once: SIGKILL is a replica's pod or node lost."""
         os.killpg(self.process.pid, signum)
 
+    def pids(self) -> set[int]:
+        """The master and its workers: the processes of its process group."""
+        found = set()
+        for entry in Path("/proc").iterdir():
+            try:
+                # Field 5 of stat is the process group; the command name before it may hold spaces.
+                if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) \
+                        == self.process.pid:
+                    found.add(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue  # a process that ended meanwhile
+        return found
+
 
 @contextmanager
 def running_replica(database_url: str, ceph_conf: str, workers: int = 4, extra_env: dict | None = None):
