@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from robin.db import Base, UTCDateTime, utcnow
@@ -42,3 +42,26 @@ class VolumeUsage(Base):
     # fast-diff | full-scan (object map invalid) | full-scan (no object map) | rbytes
     method: Mapped[str] = mapped_column(String(40))
     measured_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class DriftCount(Base):
+    """The last drift survey's findings of one kind, and when that survey ran: the metrics scrape reads
+    these rows (every worker and replica alike) instead of surveying Ceph itself."""
+
+    __tablename__ = "drift_counts"
+
+    kind: Mapped[str] = mapped_column(String(64), primary_key=True)  # one of robin.audit.drift.KINDS
+    findings: Mapped[int] = mapped_column(Integer)
+    surveyed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ClusterProbe(Base):
+    """The last health probe of a registered cluster, recorded by the maintenance loop: the metrics
+    scrape reads it (robin_ceph_cluster_up) and never probes Ceph itself."""
+
+    __tablename__ = "cluster_probes"
+
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("ceph_clusters.id", ondelete="CASCADE"), primary_key=True)
+    up: Mapped[bool] = mapped_column(Boolean)
+    detail: Mapped[str] = mapped_column(Text)  # "ok", or "unavailable: <why>"
+    probed_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -15,9 +15,10 @@ import pytest
 import rbd
 from sqlalchemy import select
 
-from robin.audit import usage
+from robin.audit import drift, usage
 from robin.audit.models import AuditEvent
 from robin.ceph.rbd_ops import FAST_DIFF, FULL_SCAN
+from robin.health import record_cluster_probes
 from tests.conftest import unique
 from tests.support.ceph_calls import ceph_calls
 from tests.support.net import free_port, wait_until
@@ -235,6 +236,24 @@ def test_gauges_per_project_and_pool(app, admin, project, rbd_ioctx):
     assert samples[f'robin_project_quota_bytes{{project="{project}"}}'] == 10 * GiB
     pools = {name for name in samples if name.startswith(("robin_pool_used_bytes{", "robin_pool_provisioned_bytes{"))}
     assert any('kind="rbd",pool="rbd"' in name for name in pools) and len(pools) >= 2
+
+def test_a_scrape_never_calls_ceph_whatever_the_fleet(app, admin, new_project):
+    project = new_project(max_bytes=100 * GiB, max_volumes=100)
+    made = [create_image(admin, project, size=MiB) for _ in range(50)]
+    made += [create_path(admin, project, quota=MiB) for _ in range(10)]
+    with app.app_context():  # what the maintenance loop does: measure, survey, probe, and store it all
+        assert usage.refresh(volume_ids=[volume["id"] for volume in made]).measured == 60
+        drift.find_drift()
+        record_cluster_probes()
+    calls = ceph_calls()
+    scraped = admin.get("/metrics").get_data(as_text=True)
+    assert ceph_calls() == calls
+    assert f'robin_project_volumes{{project="{project}"}} 60.0' in scraped
+    assert f'robin_project_used_bytes{{project="{project}"}} 0.0' in scraped
+    assert 'robin_drift_findings{kind="orphan_image"}' in scraped and "robin_drift_survey_age_seconds " in scraped
+    assert 'robin_ceph_cluster_up{cluster="default"} 1.0' in scraped
+    assert 'robin_ceph_cluster_probe_age_seconds{cluster="default"}' in scraped
+
 
 def robin_cli(*args: str, settings) -> subprocess.CompletedProcess:
     env = {**os.environ, "ROBIN_DATABASE_URL": settings.database_url, "ROBIN_CEPH_CONF": settings.ceph_conf,
