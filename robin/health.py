@@ -7,7 +7,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from robin import metrics
 from robin.audit import drift, usage
-from robin.audit.models import ClusterProbe
+from robin.audit.models import ClusterProbe, upsert
 from robin.clusters import service as clusters
 from robin.clusters.models import CephCluster
 from robin.db import db, utcnow
@@ -62,9 +62,11 @@ def record_cluster_probes() -> None:
     found = clusters.health_of_all(registered)
     now = utcnow()
     with db.unit_of_work() as session:
-        session.execute(delete(ClusterProbe))  # a cluster removed since is gone from the scrape with its probe
-        session.add_all(ClusterProbe(cluster_id=cluster.id, up=health.up, detail=health.detail, probed_at=now)
-                        for cluster, health in zip(registered, found, strict=True))
+        upsert(session, ClusterProbe, ClusterProbe.cluster_id, [
+            {"cluster_id": cluster.id, "up": health.up, "detail": health.detail, "probed_at": now}
+            for cluster, health in zip(registered, found, strict=True)])
+        # A cluster removed since is gone from the scrape with its probe.
+        session.execute(delete(ClusterProbe).where(ClusterProbe.cluster_id.not_in([c.id for c in registered])))
 
 
 def cluster_probe_rows() -> list[dict]:

@@ -137,7 +137,7 @@ class _SessionLock:
 
 
 def run_once(app: Flask) -> None:
-    from robin.audit import drift, usage
+    from robin.audit import usage
     from robin.health import record_cluster_probes
     from robin.reconcile.service import reconcile
     from robin.volumes.service import purge_due
@@ -148,13 +148,15 @@ def run_once(app: Flask) -> None:
         report = reconcile(RECONCILE_OLDER_THAN, survey_drift=False)
         # Only figures older than usage.MAX_AGE (and new volumes): a round stays short.
         measured = usage.refresh(stale_after=usage.MAX_AGE)
-        surveyed = _survey_drift(app, drift)
+        surveyed = _survey_drift(app)
     log.info("maintenance round", extra={**purged, "fixed": len(report.fixed), "errors": len(report.errors),
                                          "usage_measured": measured.measured, **surveyed})
 
 
-def _survey_drift(app: Flask, drift) -> dict:
+def _survey_drift(app: Flask) -> dict:
     """The drift survey on its own schedule (it opens every image of robin's pools); 0 turns it off."""
+    from robin.audit import drift
+
     interval = app.config["ROBIN_SETTINGS"].drift_interval
     if interval <= 0:
         return {}

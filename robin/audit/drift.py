@@ -16,7 +16,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import lazyload
 
 from robin import config
-from robin.audit.models import DriftCount
+from robin.audit.models import DriftCount, upsert
 from robin.auth.identity import Identity
 from robin.ceph import CephError, cephfs_ops, rbd_ops
 from robin.clusters import service as clusters
@@ -254,9 +254,9 @@ def _remember(report: DriftReport) -> None:
     """Store this survey's counts in place of the last one's, for every worker's and replica's scrape."""
     now = utcnow()
     with db.unit_of_work() as session:
-        session.execute(delete(DriftCount))
-        session.add_all(DriftCount(kind=kind, findings=count, surveyed_at=now)
-                        for kind, count in report.counts().items())
+        upsert(session, DriftCount, DriftCount.kind, [{"kind": kind, "findings": count, "surveyed_at": now}
+                                                      for kind, count in report.counts().items()])
+        session.execute(delete(DriftCount).where(DriftCount.kind.not_in(KINDS)))  # a kind this robin dropped
 
 
 def last_survey_at() -> datetime | None:

@@ -3,10 +3,12 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from robin.db import Base, UTCDateTime, utcnow
+from robin.db import Base, UTCDateTime, db, utcnow
 
+CHUNK = 500  # rows per INSERT (4 parameters each): SQLite allows 32766 parameters, PostgreSQL 65535
 # A uuid's length: robin's own request ids, and the longest a client's X-Request-Id may be (robin.log).
 REQUEST_ID_LENGTH = 36
 
@@ -65,3 +67,14 @@ class ClusterProbe(Base):
     up: Mapped[bool] = mapped_column(Boolean)
     detail: Mapped[str] = mapped_column(Text)  # "ok", or "unavailable: <why>"
     probed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+def upsert(session: Session, model, key, rows: list[dict]) -> None:
+    """Insert the rows, or update those whose `key` exists: two writers (the maintenance loop and an admin's
+    request, say) may store the same figures at once, which a delete-then-insert would turn into a conflict."""
+    dialect = sqlite if db.is_sqlite else postgresql
+    for start in range(0, len(rows), CHUNK):
+        statement = dialect.insert(model).values(rows[start:start + CHUNK])
+        changing = [column for column in rows[0] if column != key.key]
+        session.execute(statement.on_conflict_do_update(
+            index_elements=[key], set_={column: statement.excluded[column] for column in changing}))

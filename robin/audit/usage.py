@@ -3,9 +3,10 @@
 Measuring is the slow part (an image open and a diff_iterate per RBD image, a getxattr per CephFS
 path), so it is done apart from reading: `refresh` measures live volumes in parallel with a bounded
 thread pool on the process's one connection per cluster (the bindings release the GIL) and stores
-each figure with its method and time in the `volume_usage` table. Every gunicorn worker, the CLI and
-the metrics scrape read that table; the maintenance loop re-measures figures older than MAX_AGE,
-and an admin may ask for a refresh now. A report always says how old each figure is.
+each figure with its method and time in the `volume_usage` table. Every gunicorn worker, the CLI,
+a project's usage (GET /projects/{p}/usage) and the metrics scrape read that table; the maintenance
+loop re-measures figures older than MAX_AGE, and an admin may ask for a refresh now (of everything,
+or of one project). A report always says how old each figure is.
 """
 from __future__ import annotations
 
@@ -17,10 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, union_all
-from sqlalchemy.dialects import postgresql, sqlite
 
 from robin import config
-from robin.audit.models import VolumeUsage
+from robin.audit.models import VolumeUsage, upsert
 from robin.auth.identity import Identity
 from robin.ceph import CephError, CephUnavailable, cephfs_ops, rbd_ops
 from robin.clusters import service as clusters
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 RBYTES = "rbytes"
 # The maintenance loop re-measures figures older than this (and volumes never measured).
 MAX_AGE = timedelta(minutes=15)
-CHUNK = 500  # rows per INSERT (4 parameters each): SQLite allows 32766 parameters, PostgreSQL 65535
 
 
 @dataclass
@@ -113,13 +112,8 @@ def refresh(*, stale_after: timedelta | None = None, volume_ids=None, project_id
 
 
 def _store(rows: list[dict], prune: bool) -> None:
-    """Upsert the figures: the background loop and an admin's refresh may store the same volume at once."""
-    dialect = sqlite if db.is_sqlite else postgresql
     with db.unit_of_work() as session:
-        for start in range(0, len(rows), CHUNK):
-            upsert = dialect.insert(VolumeUsage).values(rows[start:start + CHUNK])
-            session.execute(upsert.on_conflict_do_update(index_elements=[VolumeUsage.volume_id], set_={
-                column: upsert.excluded[column] for column in ("used_bytes", "method", "measured_at")}))
+        upsert(session, VolumeUsage, VolumeUsage.volume_id, rows)
         if prune:  # figures of volumes that are gone
             live = union_all(*(select(m.id).where(m.state != VolumeState.DELETED) for m in (RbdImage, CephfsPath)))
             session.execute(delete(VolumeUsage).where(VolumeUsage.volume_id.not_in(live)))

@@ -197,7 +197,7 @@ def test_the_scrape_reads_the_last_stored_survey_and_never_surveys(app, admin, n
         image.resize(2 * MiB)  # behind robin's back
     interval = timedelta(seconds=app.config["ROBIN_SETTINGS"].drift_interval)
     with app.app_context():
-        surveyed = maintenance._survey_drift(app, drift_module)  # due: never surveyed
+        surveyed = maintenance._survey_drift(app)  # due: never surveyed
         assert surveyed["drift"] >= 1
         first = drift_module.last_survey_at()
         assert drift_module.survey_if_due(interval) is None  # not due again before the interval
