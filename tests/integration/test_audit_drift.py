@@ -2,6 +2,7 @@
 robin's back, every finding checked; orphans adopted and then taken through their lifecycle."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -195,8 +196,15 @@ def test_the_scrape_reads_the_last_stored_survey_and_never_surveys(app, admin, n
     grown = admin.post(f"/api/v2/projects/{project}/rbd-images", json={"name": unique("grown"), "size_bytes": MiB})
     with rbd.Image(rbd_ioctx, grown.json["name"]) as image:
         image.resize(2 * MiB)  # behind robin's back
-    interval = timedelta(seconds=app.config["ROBIN_SETTINGS"].drift_interval)
+    settings = app.config["ROBIN_SETTINGS"]
+    interval = timedelta(seconds=settings.drift_interval)
     with app.app_context():
+        app.config["ROBIN_SETTINGS"] = dataclasses.replace(settings, drift_interval=0)
+        try:
+            assert maintenance._survey_drift(app) == {}  # ROBIN_DRIFT_INTERVAL=0: the loop never surveys
+        finally:
+            app.config["ROBIN_SETTINGS"] = settings
+        assert drift_module.last_survey_at() is None
         surveyed = maintenance._survey_drift(app)  # due: never surveyed
         assert surveyed["drift"] >= 1
         first = drift_module.last_survey_at()
