@@ -92,6 +92,9 @@ class Settings(_Section):
     trash_delay: int = 24 * 3600
     # Seconds between two rounds of the purge (and reconcile) loop in `robin serve`; 0 turns it off.
     maintenance_interval: int = 60
+    # Seconds between two drift surveys of the maintenance loop (each lists robin's pools and opens every
+    # image); the metrics scrape reports the last one's counts and age. 0: the loop never surveys.
+    drift_interval: int = 900
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 4
@@ -172,8 +175,9 @@ class Settings(_Section):
                               "columns hold)")
         if not 0 < self.usage_parallelism <= 256:
             raise ConfigError("ROBIN_USAGE_PARALLELISM must be between 1 and 256")
-        if self.trash_delay < 0 or self.maintenance_interval < 0:
-            raise ConfigError("ROBIN_TRASH_DELAY and ROBIN_MAINTENANCE_INTERVAL must be 0 or more seconds")
+        if self.trash_delay < 0 or self.maintenance_interval < 0 or self.drift_interval < 0:
+            raise ConfigError("ROBIN_TRASH_DELAY, ROBIN_MAINTENANCE_INTERVAL and ROBIN_DRIFT_INTERVAL must be 0 or "
+                              "more seconds")
         if not 0 < self.port < 65536 or not 0 < self.gateway_port < 65536:
             raise ConfigError("ROBIN_PORT and ROBIN_GATEWAY_PORT must be TCP ports")
         if self.ui_session_seconds <= 0:

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, g, jsonify
-from sqlalchemy import text
+from sqlalchemy import delete, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from robin import metrics
 from robin.audit import drift, usage
+from robin.audit.models import ClusterProbe, upsert
 from robin.clusters import service as clusters
-from robin.db import db
+from robin.clusters.models import CephCluster
+from robin.db import db, utcnow
 from robin.projects import service as projects
 
 blp = Blueprint("health", __name__)
@@ -53,10 +55,35 @@ def readyz():
     return jsonify(body), 503
 
 
+def record_cluster_probes() -> None:
+    """Probe every registered cluster and store the answers for the scrape (the maintenance loop's job)."""
+    with db.reading() as session:
+        registered = list(session.scalars(select(CephCluster).order_by(CephCluster.name)))
+    found = clusters.health_of_all(registered)
+    now = utcnow()
+    with db.unit_of_work() as session:
+        upsert(session, ClusterProbe, ClusterProbe.cluster_id, [
+            {"cluster_id": cluster.id, "up": health.up, "detail": health.detail, "probed_at": now}
+            for cluster, health in zip(registered, found, strict=True)])
+        # A cluster removed since is gone from the scrape with its probe.
+        session.execute(delete(ClusterProbe).where(ClusterProbe.cluster_id.not_in([c.id for c in registered])))
+
+
+def cluster_probe_rows() -> list[dict]:
+    """robin_ceph_cluster_up at scrape time: the last recorded probe of each cluster, never a new one."""
+    with db.reading() as session:
+        rows = session.execute(select(CephCluster.name, ClusterProbe.up, ClusterProbe.probed_at)
+                               .join(ClusterProbe, ClusterProbe.cluster_id == CephCluster.id)
+                               .order_by(CephCluster.name)).all()
+    return [{"cluster": name, "up": up, "probed_at": probed_at} for name, up, probed_at in rows]
+
+
 @blp.get("/metrics")
 def prometheus_metrics():
-    """Per-project quota and usage series: for admins, auditors and the scrape role, never a project's member."""
+    """Per-project quota and usage series: for admins, auditors and the scrape role, never a project's member.
+    Everything comes from the database (what the maintenance loop last measured, surveyed and probed):
+    a scrape never calls Ceph, whatever the fleet's size."""
     g.identity.require_metrics()
     payload, content_type = metrics.render(projects.quota_rows, usage.metric_rows, drift.metric_counts,
-                                           clusters.health_rows)
+                                           cluster_probe_rows)
     return Response(payload, content_type=content_type)

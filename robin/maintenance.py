@@ -1,4 +1,6 @@
-"""The background loop of `robin serve`: purge what the trash has due, reconcile, re-measure stale usage.
+"""The background loop of `robin serve`: probe the clusters, purge what the trash has due, reconcile,
+re-measure stale usage, and survey the drift when the last survey is older than ROBIN_DRIFT_INTERVAL.
+What it finds is stored for the metrics scrape, which never calls Ceph itself.
 
 Every gunicorn worker runs the loop, but only the one holding the maintenance lock (robin.leadership) acts.
 The gauge robin_maintenance_leader says from outside which replica holds it.
@@ -30,16 +32,32 @@ def maintenance_lock(database_url: str, **options) -> Leadership:
 
 def run_once(app: Flask) -> None:
     from robin.audit import usage
+    from robin.health import record_cluster_probes
     from robin.reconcile.service import reconcile
     from robin.volumes.service import purge_due
 
     with app.app_context():
+        record_cluster_probes()  # first: a cluster that went down shows on /metrics within a round
         purged = purge_due()
-        report = reconcile(RECONCILE_OLDER_THAN)
+        report = reconcile(RECONCILE_OLDER_THAN, survey_drift=False)
         # Only figures older than usage.MAX_AGE (and new volumes): a round stays short.
         measured = usage.refresh(stale_after=usage.MAX_AGE)
-    log.info("maintenance round", extra={**purged, "fixed": len(report.fixed), "drift": len(report.drift),
-                                         "errors": len(report.errors), "usage_measured": measured.measured})
+        surveyed = _survey_drift(app)
+    log.info("maintenance round", extra={**purged, "fixed": len(report.fixed), "errors": len(report.errors),
+                                         "usage_measured": measured.measured, **surveyed})
+
+
+def _survey_drift(app: Flask) -> dict:
+    """The drift survey on its own schedule (it opens every image of robin's pools); 0 turns it off."""
+    from robin.audit import drift
+
+    interval = app.config["ROBIN_SETTINGS"].drift_interval
+    if interval <= 0:
+        return {}
+    survey = drift.survey_if_due(timedelta(seconds=interval))
+    if survey is None:
+        return {}
+    return {"drift": len(survey.findings), "drift_errors": len(survey.errors)}
 
 
 def _loop(app: Flask, interval: float, stop: threading.Event) -> None:

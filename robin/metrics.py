@@ -10,12 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from robin import config
+from robin.db import utcnow
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -91,37 +93,52 @@ class UsageCollector:
         yield from pool_families.values()
 
 
-class DriftCollector:
-    """Drift findings by kind, from the last survey (robin.audit.drift), every kind present."""
+def _age_seconds(at: datetime, now: datetime) -> float:
+    return max(0.0, (now - at).total_seconds())
 
-    def __init__(self, read_counts: Callable[[], dict[str, int]]):
+
+class DriftCollector:
+    """Drift findings by kind from the last stored survey (robin.audit.drift, run by the maintenance
+    loop), and that survey's age; nothing before the first survey."""
+
+    def __init__(self, read_counts: Callable[[], dict]):
         self._read_counts = read_counts
 
     def collect(self):
+        last = self._read_counts()
         family = GaugeMetricFamily("robin_drift_findings", "Drift findings between the database and Ceph by kind "
                                    "(last survey)", labels=["kind"])
-        for kind, count in self._read_counts().items():
+        for kind, count in sorted(last["counts"].items()):
             family.add_metric([kind], count)
         yield family
+        if last["surveyed_at"] is not None:
+            yield GaugeMetricFamily("robin_drift_survey_age_seconds", "Seconds since the drift survey whose "
+                                    "findings robin_drift_findings reports",
+                                    value=_age_seconds(last["surveyed_at"], utcnow()))
 
 
 class ClusterHealthCollector:
-    """1 while a registered cluster's monitors and the OSDs of robin's pools there answer, else 0 (the
-    cached probe: a scrape asks Ceph at most every few seconds)."""
+    """1 while a registered cluster's monitors and the OSDs of robin's pools there answered the last
+    probe, else 0, and that probe's age: the maintenance loop probes and records, the scrape only reads."""
 
     def __init__(self, read_rows: Callable[[], list[dict]]):
         self._read_rows = read_rows
 
     def collect(self):
-        family = GaugeMetricFamily("robin_ceph_cluster_up", "Whether the Ceph cluster serves robin's I/O",
-                                   labels=["cluster"])
+        up = GaugeMetricFamily("robin_ceph_cluster_up", "Whether the Ceph cluster served robin's I/O at the last "
+                               "probe", labels=["cluster"])
+        age = GaugeMetricFamily("robin_ceph_cluster_probe_age_seconds", "Seconds since the probe "
+                                "robin_ceph_cluster_up reports", labels=["cluster"])
+        now = utcnow()
         for row in self._read_rows():
-            family.add_metric([row["cluster"]], 1 if row["up"] else 0)
-        yield family
+            up.add_metric([row["cluster"]], 1 if row["up"] else 0)
+            age.add_metric([row["cluster"]], _age_seconds(row["probed_at"], now))
+        yield up
+        yield age
 
 
 def render(quota_rows: Callable[[], list[dict]], usage_rows: Callable[[], dict] | None = None,
-           drift_counts: Callable[[], dict[str, int]] | None = None,
+           drift_counts: Callable[[], dict] | None = None,
            cluster_health: Callable[[], list[dict]] | None = None) -> tuple[bytes, str]:
     registry = CollectorRegistry()
     if config.prometheus_multiproc_dir():

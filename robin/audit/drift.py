@@ -7,18 +7,16 @@ never reported; the reconciler (which calls this for its drift) finishes the old
 """
 from __future__ import annotations
 
-import logging
 import posixpath
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import lazyload
 
 from robin import config
+from robin.audit.models import DriftCount, upsert
 from robin.auth.identity import Identity
 from robin.ceph import CephError, cephfs_ops, rbd_ops
 from robin.clusters import service as clusters
@@ -44,7 +42,6 @@ KINDS = (
     "snapshot_missing_in_ceph",   # a snapshot row whose snapshot is gone
     "trash_overdue",              # still in the trash after its purge time (and a maintenance round)
 )
-log = logging.getLogger(__name__)
 ORPHAN_KINDS = ("orphan_image", "orphan_robin_image", "orphan_directory", "orphan_robin_directory")
 DEFAULT_OLDER_THAN = timedelta(minutes=5)
 # Rows whose Ceph object should exist (a deleting row's may be in the trash already).
@@ -253,19 +250,37 @@ def _cephfs_trash_drift(report, cluster, rows, cutoff: datetime) -> None:
 
 # --- the last counts, for the metrics scrape ---------------------------------------------------------------
 
-_last: dict = {"at": None, "counts": None}
-
-
 def _remember(report: DriftReport) -> None:
-    _last.update(at=time.monotonic(), counts=report.counts())
+    """Store this survey's counts in place of the last one's, for every worker's and replica's scrape."""
+    now = utcnow()
+    with db.unit_of_work() as session:
+        upsert(session, DriftCount, DriftCount.kind, [{"kind": kind, "findings": count, "surveyed_at": now}
+                                                      for kind, count in report.counts().items()])
+        session.execute(delete(DriftCount).where(DriftCount.kind.not_in(KINDS)))  # a kind this robin dropped
 
 
-def recent_counts(max_age_s: float) -> dict[str, int]:
-    """Findings by kind from this process's last survey, surveying again when that is older than
-    max_age_s: a survey opens every image, too much for every scrape."""
-    if _last["at"] is None or time.monotonic() - _last["at"] > max_age_s:
-        find_drift()
-    return _last["counts"]
+def last_survey_at() -> datetime | None:
+    """When the last survey whose counts are stored ran (None: never)."""
+    with db.reading() as session:
+        return session.scalar(select(func.max(DriftCount.surveyed_at)))
+
+
+def survey_if_due(interval: timedelta) -> DriftReport | None:
+    """The maintenance loop's survey: only when the stored one is older than `interval` (a survey
+    lists robin's pools and opens every image: its own, slower schedule than the loop's rounds)."""
+    last = last_survey_at()
+    if last is not None and utcnow() - last < interval:
+        return None
+    return find_drift()
+
+
+def metric_counts() -> dict:
+    """For the scrape: the stored counts and their survey's time, read from the database only (a
+    survey is the maintenance loop's). Empty counts and no time before the first survey."""
+    with db.reading() as session:
+        rows = session.execute(select(DriftCount.kind, DriftCount.findings, DriftCount.surveyed_at)).all()
+    return {"counts": {kind: findings for kind, findings, _ in rows},
+            "surveyed_at": max((at for _, _, at in rows), default=None)}
 
 
 def report_for(identity: Identity, older_than: timedelta, kinds=None) -> dict:
@@ -275,17 +290,3 @@ def report_for(identity: Identity, older_than: timedelta, kinds=None) -> dict:
     report = find_drift(older_than)
     findings = [finding for finding in report.findings if not kinds or finding["kind"] in kinds]
     return {"findings": findings, "counts": report.counts(), "errors": report.errors}
-
-
-# A survey opens every image of robin's pools: the scrape reuses one up to this old (per process;
-# the maintenance loop's reconcile refreshes it in the worker that runs it).
-METRICS_MAX_AGE_S = 300.0
-
-
-def metric_counts() -> dict[str, int]:
-    """For the scrape; a failed survey leaves the gauges out rather than failing /metrics."""
-    try:
-        return recent_counts(METRICS_MAX_AGE_S)
-    except (RobinError, CephError, SQLAlchemyError):
-        log.warning("drift survey for metrics failed", exc_info=True)
-        return {}

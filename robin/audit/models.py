@@ -2,11 +2,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from robin.db import Base, UTCDateTime, utcnow
+from robin.db import Base, UTCDateTime, db, utcnow
 
+CHUNK = 500  # rows per INSERT (4 parameters each): SQLite allows 32766 parameters, PostgreSQL 65535
 # A uuid's length: robin's own request ids, and the longest a client's X-Request-Id may be (robin.log).
 REQUEST_ID_LENGTH = 36
 
@@ -42,3 +44,37 @@ class VolumeUsage(Base):
     # fast-diff | full-scan (object map invalid) | full-scan (no object map) | rbytes
     method: Mapped[str] = mapped_column(String(40))
     measured_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class DriftCount(Base):
+    """The last drift survey's findings of one kind, and when that survey ran: the metrics scrape reads
+    these rows (every worker and replica alike) instead of surveying Ceph itself."""
+
+    __tablename__ = "drift_counts"
+
+    kind: Mapped[str] = mapped_column(String(64), primary_key=True)  # one of robin.audit.drift.KINDS
+    findings: Mapped[int] = mapped_column(Integer)
+    surveyed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ClusterProbe(Base):
+    """The last health probe of a registered cluster, recorded by the maintenance loop: the metrics
+    scrape reads it (robin_ceph_cluster_up) and never probes Ceph itself."""
+
+    __tablename__ = "cluster_probes"
+
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("ceph_clusters.id", ondelete="CASCADE"), primary_key=True)
+    up: Mapped[bool] = mapped_column(Boolean)
+    detail: Mapped[str] = mapped_column(Text)  # "ok", or "unavailable: <why>"
+    probed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+def upsert(session: Session, model, key, rows: list[dict]) -> None:
+    """Insert the rows, or update those whose `key` exists: two writers (the maintenance loop and an admin's
+    request, say) may store the same figures at once, which a delete-then-insert would turn into a conflict."""
+    dialect = sqlite if db.is_sqlite else postgresql
+    for start in range(0, len(rows), CHUNK):
+        statement = dialect.insert(model).values(rows[start:start + CHUNK])
+        changing = [column for column in rows[0] if column != key.key]
+        session.execute(statement.on_conflict_do_update(
+            index_elements=[key], set_={column: statement.excluded[column] for column in changing}))

@@ -3,9 +3,10 @@
 Measuring is the slow part (an image open and a diff_iterate per RBD image, a getxattr per CephFS
 path), so it is done apart from reading: `refresh` measures live volumes in parallel with a bounded
 thread pool on the process's one connection per cluster (the bindings release the GIL) and stores
-each figure with its method and time in the `volume_usage` table. Every gunicorn worker, the CLI and
-the metrics scrape read that table; the maintenance loop re-measures figures older than MAX_AGE,
-and an admin may ask for a refresh now. A report always says how old each figure is.
+each figure with its method and time in the `volume_usage` table. Every gunicorn worker, the CLI,
+a project's usage (GET /projects/{p}/usage) and the metrics scrape read that table; the maintenance
+loop re-measures figures older than MAX_AGE, and an admin may ask for a refresh now (of everything,
+or of one project). A report always says how old each figure is.
 """
 from __future__ import annotations
 
@@ -17,10 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, union_all
-from sqlalchemy.dialects import postgresql, sqlite
 
 from robin import config
-from robin.audit.models import VolumeUsage
+from robin.audit.models import VolumeUsage, upsert
 from robin.auth.identity import Identity
 from robin.ceph import CephError, CephUnavailable, cephfs_ops, rbd_ops
 from robin.clusters import service as clusters
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 RBYTES = "rbytes"
 # The maintenance loop re-measures figures older than this (and volumes never measured).
 MAX_AGE = timedelta(minutes=15)
-CHUNK = 500  # rows per INSERT (4 parameters each): SQLite allows 32766 parameters, PostgreSQL 65535
 
 
 @dataclass
@@ -76,15 +75,17 @@ class _Measurer:
                 "measured_at": utcnow()}, None
 
 
-def _to_measure(stale_after: timedelta | None, volume_ids) -> list[Volume]:
+def _to_measure(stale_after: timedelta | None, volume_ids, project_id: int | None) -> list[Volume]:
     """Available volumes (others have no data to measure, or are being changed), optionally only the
-    given ones or those whose figure is missing or older than `stale_after`."""
+    given ones, one project's, or those whose figure is missing or older than `stale_after`."""
     found = []
     with db.reading() as session:
         for model in (RbdImage, CephfsPath):
             query = select(model).where(model.state == VolumeState.AVAILABLE)
             if volume_ids is not None:
                 query = query.where(model.id.in_(list(volume_ids)))
+            if project_id is not None:
+                query = query.where(model.project_id == project_id)
             if stale_after is not None:
                 fresh = select(VolumeUsage.volume_id).where(VolumeUsage.measured_at >= utcnow() - stale_after)
                 query = query.where(model.id.not_in(fresh))
@@ -92,10 +93,10 @@ def _to_measure(stale_after: timedelta | None, volume_ids) -> list[Volume]:
     return found
 
 
-def refresh(*, stale_after: timedelta | None = None, volume_ids=None) -> RefreshResult:
+def refresh(*, stale_after: timedelta | None = None, volume_ids=None, project_id: int | None = None) -> RefreshResult:
     """Measure now, `usage_parallelism` volumes at a time, and store the figures."""
     started = time.monotonic()
-    volumes = _to_measure(stale_after, volume_ids)
+    volumes = _to_measure(stale_after, volume_ids, project_id)
     result, rows = RefreshResult(), []
     with ThreadPoolExecutor(max_workers=config.current().usage_parallelism) as pool:
         for row, error in pool.map(_Measurer(), volumes):
@@ -103,7 +104,7 @@ def refresh(*, stale_after: timedelta | None = None, volume_ids=None) -> Refresh
                 rows.append(row)
             else:
                 result.failed.append(error)
-    _store(rows, prune=stale_after is None and volume_ids is None)
+    _store(rows, prune=stale_after is None and volume_ids is None and project_id is None)
     result.measured, result.seconds = len(rows), time.monotonic() - started
     log.info("usage refreshed", extra={"measured": result.measured, "failed": len(result.failed),
                                        "seconds": round(result.seconds, 3)})
@@ -111,13 +112,8 @@ def refresh(*, stale_after: timedelta | None = None, volume_ids=None) -> Refresh
 
 
 def _store(rows: list[dict], prune: bool) -> None:
-    """Upsert the figures: the background loop and an admin's refresh may store the same volume at once."""
-    dialect = sqlite if db.is_sqlite else postgresql
     with db.unit_of_work() as session:
-        for start in range(0, len(rows), CHUNK):
-            upsert = dialect.insert(VolumeUsage).values(rows[start:start + CHUNK])
-            session.execute(upsert.on_conflict_do_update(index_elements=[VolumeUsage.volume_id], set_={
-                column: upsert.excluded[column] for column in ("used_bytes", "method", "measured_at")}))
+        upsert(session, VolumeUsage, VolumeUsage.volume_id, rows)
         if prune:  # figures of volumes that are gone
             live = union_all(*(select(m.id).where(m.state != VolumeState.DELETED) for m in (RbdImage, CephfsPath)))
             session.execute(delete(VolumeUsage).where(VolumeUsage.volume_id.not_in(live)))
@@ -141,6 +137,28 @@ def _volume_rows(session) -> list[dict]:
                          "name": name, "state": str(state), "provisioned_bytes": int(size), "used_bytes": used,
                          "method": method, "measured_at": measured_at, "snapshots": snapshots.get(vid, 0)})
     return rows
+
+
+@dataclass(frozen=True)
+class CachedUsage:
+    """One project's used bytes as last measured: the sum over its measured live volumes."""
+    used_bytes: int
+    unmeasured_volumes: int  # live volumes with no figure yet: not in used_bytes
+    oldest_measured_at: datetime | None  # the oldest figure in the sum; None when nothing is measured
+
+
+def project_cached(session, project_id: int) -> CachedUsage:
+    """From the usage table only, one query per kind: no Ceph call, whatever the project's size."""
+    used, unmeasured, oldest = 0, 0, []
+    for model in (RbdImage, CephfsPath):
+        live, measured, total, first = session.execute(
+            select(func.count(model.id), func.count(VolumeUsage.volume_id),
+                   func.coalesce(func.sum(VolumeUsage.used_bytes), 0), func.min(VolumeUsage.measured_at))
+            .outerjoin(VolumeUsage, VolumeUsage.volume_id == model.id)
+            .where(model.project_id == project_id, model.state != VolumeState.DELETED)).one()
+        used, unmeasured = used + int(total), unmeasured + live - measured
+        oldest += [first] if first is not None else []
+    return CachedUsage(used, unmeasured, min(oldest, default=None))
 
 
 def thin_ratio(provisioned: int, used: int) -> float | None:

@@ -205,14 +205,6 @@ def health_of_all(registered: list[CephCluster]) -> list[Health]:
         return list(pool.map(health_cache.get, registered, pools))
 
 
-def health_rows() -> list[dict]:
-    """robin_ceph_cluster_up, read at scrape time: every registered cluster's cached health."""
-    with db.reading() as session:
-        registered = list(session.scalars(select(CephCluster).order_by(CephCluster.name)))
-    return [{"cluster": cluster.name, "up": found.up}
-            for cluster, found in zip(registered, health_of_all(registered), strict=True)]
-
-
 def _probe(cluster: CephCluster, pools: list[str]) -> Health:
     try:
         connection(cluster).probe(pools, HEALTH_PROBE_TIMEOUT_S)

@@ -4,12 +4,14 @@ from flask import g
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from robin.audit.service import audit_this_read
 from robin.projects import service
 from robin.projects.schemas import (
     ProjectCreateSchema,
     ProjectPageSchema,
     ProjectPatchSchema,
     ProjectSchema,
+    UsageArgs,
     UsageSchema,
 )
 from robin.schemas import PageArgs
@@ -53,7 +55,11 @@ class ProjectItem(MethodView):
 
 @blp.route("/<project>/usage")
 class ProjectUsage(MethodView):
+    @blp.arguments(UsageArgs, location="query")
     @blp.response(200, UsageSchema)
-    def get(self, project):
-        """Quota, provisioned bytes (promised to volumes) and used bytes (allocated in Ceph)."""
-        return volumes.project_usage(g.identity, project)
+    def get(self, args, project):
+        """Quota, provisioned bytes (promised to volumes) and used bytes (allocated in Ceph, as last measured, with
+        the measurement's time); ?refresh=true (admin) measures the project's volumes first."""
+        if args["refresh"]:
+            audit_this_read()  # a GET that sets Ceph measuring every volume of the project: who asked is recorded
+        return volumes.project_usage(g.identity, project, refresh=args["refresh"])

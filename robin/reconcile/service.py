@@ -41,7 +41,9 @@ class Report:
         getattr(self, bucket).append({"kind": kind, "id": subject.id, "name": subject.name, **evidence})
 
 
-def reconcile(older_than: timedelta = timedelta(minutes=5)) -> Report:
+def reconcile(older_than: timedelta = timedelta(minutes=5), survey_drift: bool = True) -> Report:
+    """Converge what is stuck; with survey_drift, also survey the drift (the maintenance loop surveys
+    on its own, slower schedule: robin.audit.drift.survey_if_due)."""
     report = Report()
     cutoff = utcnow() - older_than
     for kind in KINDS:
@@ -53,9 +55,10 @@ def reconcile(older_than: timedelta = timedelta(minutes=5)) -> Report:
         _guarded(report, snapshot, lambda s=snapshot: _converge_snapshot(s, report))
     for image in _clones(cutoff):
         _guarded(report, image, lambda i=image: _converge_clone(i, report))
-    drift = find_drift(older_than)
-    report.drift += drift.findings
-    report.errors += drift.errors
+    if survey_drift:
+        drift = find_drift(older_than)
+        report.drift += drift.findings
+        report.errors += drift.errors
     return report
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from sqlalchemy import insert, select, update
@@ -24,12 +23,14 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from robin import config
+from robin.audit import usage
 from robin.auth.identity import Identity
+from robin.auth.models import Role
 from robin.ceph import CephAlreadyExists, CephError, CephNotConnected, CephUnavailable
 from robin.ceph.errors import CephPermissionDenied
 from robin.clusters import service as clusters
 from robin.db import db, utcnow
-from robin.errors import BadRequest, Conflict, NotFound, RobinError
+from robin.errors import BadRequest, Conflict, Forbidden, NotFound, RobinError
 from robin.faults import crash_point
 from robin.gateway.models import GatewayAccount
 from robin.pagination import Page, paginate
@@ -39,7 +40,6 @@ from robin.volumes.kinds import KINDS, Kind, kind_of
 from robin.volumes.models import RbdImage, Volume, VolumeState
 
 log = logging.getLogger(__name__)
-USAGE_PARALLELISM = 8
 
 
 def find(session: Session, kind: Kind, project: str, name: str) -> Volume:
@@ -208,25 +208,41 @@ def used_bytes(volume: Volume) -> int:
     return kind_of(volume).used_bytes(ceph_connection(volume), volume)
 
 
-def project_usage(identity: Identity, project: str) -> dict:
+def project_usage(identity: Identity, project: str, *, refresh: bool = False) -> dict:
+    """Quota and provisioned bytes from the rows (always current); used bytes from the usage table the
+    maintenance loop keeps, with the time of its oldest figure: no Ceph call. `refresh` (admins only:
+    it costs a Ceph round trip per volume) measures the project's volumes first."""
     identity.require_read(project)
+    refreshed = _refresh_usage(identity, project) if refresh else None
     with db.reading() as session:
         project_row = projects.find(session, project)
         provisioned = projects.provisioned(session, project_row.id)
-        volumes = [volume for kind in KINDS for volume in session.scalars(select(kind.model).where(
-            kind.model.project_id == project_row.id, kind.model.state == VolumeState.AVAILABLE))]
-    with ThreadPoolExecutor(max_workers=USAGE_PARALLELISM) as pool:
-        used = sum(pool.map(used_bytes, volumes))
-    quota = project_row.quota
+        cached = usage.project_cached(session, project_row.id)
+    quota, measured_at = project_row.quota, cached.oldest_measured_at
     return {
         "project": project,
         "quota": quota,
         "provisioned_bytes": provisioned.bytes,
-        "used_bytes": used,
+        "used_bytes": cached.used_bytes,
+        "measured_at": measured_at,
+        "age_seconds": round((utcnow() - measured_at).total_seconds(), 1) if measured_at else None,
+        "unmeasured_volumes": cached.unmeasured_volumes,
+        "refresh": refreshed,
         "volumes": provisioned.volumes,
         "remaining_bytes": max(0, quota.max_bytes - provisioned.bytes),
         "remaining_volumes": max(0, quota.max_volumes - provisioned.volumes),
     }
+
+
+def _refresh_usage(identity: Identity, project: str) -> dict:
+    if identity.role is not Role.ADMIN:
+        raise Forbidden("measuring a project's usage now costs a Ceph call per volume: ?refresh=true needs an admin "
+                        "token; without it the answer is the last measurement (see measured_at)",
+                        details={"role": identity.role.value})
+    with db.reading() as session:
+        project_id = projects.find(session, project).id
+    result = usage.refresh(project_id=project_id)
+    return {"measured": result.measured, "failed": result.failed, "seconds": round(result.seconds, 3)}
 
 
 # --- resize -----------------------------------------------------------------------------------

@@ -52,3 +52,28 @@ def test_metrics_role_needs_no_project(app):
 
     with app.app_context(), pytest.raises(InvalidInput, match="member token needs exactly one project"):
         create_token(Role.METRICS, project="anything")
+
+
+def test_cluster_health_is_the_last_recorded_probe_never_a_new_one(app, as_role):
+    from sqlalchemy import delete
+
+    from robin.audit.models import ClusterProbe
+    from robin.db import db
+    from robin.health import record_cluster_probes
+    from tests.support.ceph_calls import ceph_calls
+
+    scraper = as_role("metrics")
+    with db.unit_of_work() as session:
+        session.execute(delete(ClusterProbe))  # as before the maintenance loop's first round
+    calls = ceph_calls()
+    unprobed = scraper.get("/metrics").get_data(as_text=True)
+    assert ceph_calls() == calls and "robin_ceph_cluster_up{" not in unprobed
+    with app.app_context():
+        record_cluster_probes()
+    calls = ceph_calls()
+    scraped = scraper.get("/metrics").get_data(as_text=True)
+    assert ceph_calls() == calls
+    assert 'robin_ceph_cluster_up{cluster="default"} 1.0' in scraped
+    [age] = [float(line.rsplit(" ", 1)[1]) for line in scraped.splitlines()
+             if line.startswith('robin_ceph_cluster_probe_age_seconds{cluster="default"}')]
+    assert age >= 0

@@ -2,6 +2,7 @@
 robin's back, every finding checked; orphans adopted and then taken through their lifecycle."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -14,12 +15,16 @@ import rados
 import rbd
 from sqlalchemy import delete, select, update
 
+from robin import maintenance
+from robin.audit import drift as drift_module
+from robin.audit.models import DriftCount
 from robin.ceph.cephfs_ops import OWNER_XATTR, QUOTA_XATTR
 from robin.ceph.rbd_ops import DIRECTORY_OBJECT
 from robin.db import db, utcnow
 from robin.snapshots.models import Snapshot
 from robin.volumes.models import CephfsPath, RbdImage, VolumeState
 from tests.conftest import unique
+from tests.support.ceph_calls import ceph_calls
 
 pytestmark = pytest.mark.integration
 MiB, GiB = 2**20, 2**30
@@ -172,6 +177,52 @@ def test_every_kind_of_drift_is_found_with_its_evidence(admin, as_role, new_proj
         fs.rmsnap(f"{project_dir}/{names['fsquota']}", "fs-by-hand")
         for path in (f"{project_dir}/{names['odir']}", f"{project_dir}/{names['mdir']}", f"{ROOT}/{names['top']}"):
             remove_dir(fs, path)
+
+
+def scrape(admin) -> str:
+    response = admin.get("/metrics")
+    assert response.status_code == 200
+    return response.get_data(as_text=True)
+
+
+def test_the_scrape_reads_the_last_stored_survey_and_never_surveys(app, admin, new_project, rbd_ioctx):
+    with db.unit_of_work() as session:
+        session.execute(delete(DriftCount))  # as on a fresh install: no survey yet
+    calls = ceph_calls()
+    before = scrape(admin)
+    assert ceph_calls() == calls  # the old scrape surveyed here: every image opened
+    assert "robin_drift_findings{" not in before and "robin_drift_survey_age_seconds" not in before
+    project = new_project()
+    grown = admin.post(f"/api/v2/projects/{project}/rbd-images", json={"name": unique("grown"), "size_bytes": MiB})
+    with rbd.Image(rbd_ioctx, grown.json["name"]) as image:
+        image.resize(2 * MiB)  # behind robin's back
+    settings = app.config["ROBIN_SETTINGS"]
+    interval = timedelta(seconds=settings.drift_interval)
+    with app.app_context():
+        app.config["ROBIN_SETTINGS"] = dataclasses.replace(settings, drift_interval=0)
+        try:
+            assert maintenance._survey_drift(app) == {}  # ROBIN_DRIFT_INTERVAL=0: the loop never surveys
+        finally:
+            app.config["ROBIN_SETTINGS"] = settings
+        assert drift_module.last_survey_at() is None
+        surveyed = maintenance._survey_drift(app)  # due: never surveyed
+        assert surveyed["drift"] >= 1
+        first = drift_module.last_survey_at()
+        assert drift_module.survey_if_due(interval) is None  # not due again before the interval
+        assert drift_module.last_survey_at() == first
+    calls = ceph_calls()
+    after = scrape(admin)
+    assert ceph_calls() == calls
+    counts = {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in after.splitlines()
+              if line.startswith("robin_drift_findings{")}
+    assert set(counts) == set(drift_module.KINDS) and counts["size_mismatch"] >= 1
+    [age] = [float(line.rsplit(" ", 1)[1]) for line in after.splitlines()
+             if line.startswith("robin_drift_survey_age_seconds ")]
+    assert 0 <= age < interval.total_seconds()
+    with app.app_context():
+        assert drift_module.survey_if_due(timedelta(0)) is not None  # due at once: surveyed again
+        assert drift_module.last_survey_at() > first
+    assert admin.delete(f"/api/v2/projects/{project}/rbd-images/{grown.json['name']}").status_code == 204
 
 
 def test_young_transitional_rows_are_not_reported(admin, new_project, rbd_ioctx):

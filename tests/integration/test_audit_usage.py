@@ -1,5 +1,6 @@
 """Usage reports: figures measured in Ceph (fast-diff, its fallback, rbytes), cached with their time,
-reported per project/pool/volume to auditors and admins, printed by the CLI and exported as gauges."""
+reported per project/pool/volume to auditors and admins and per project to its readers (from the cache,
+with no Ceph call, unless an admin asks for a refresh), printed by the CLI and exported as gauges."""
 from __future__ import annotations
 
 import csv
@@ -14,10 +15,12 @@ import pytest
 import rbd
 from sqlalchemy import select
 
-from robin.audit import usage
+from robin.audit import drift, usage
 from robin.audit.models import AuditEvent
 from robin.ceph.rbd_ops import FAST_DIFF, FULL_SCAN
+from robin.health import record_cluster_probes
 from tests.conftest import unique
+from tests.support.ceph_calls import ceph_calls
 from tests.support.net import free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -63,6 +66,10 @@ def report(admin, **query) -> dict:
     response = admin.get("/api/v2/audit/usage", query_string={"volumes": "true", **query})
     assert response.status_code == 200, response.json
     return response.json
+
+
+def project_usage(client, project: str, **query):
+    return client.get(f"/api/v2/projects/{project}/usage", query_string=query)
 
 
 def volume_in(body: dict, volume_id: str) -> dict:
@@ -143,6 +150,58 @@ def test_reports_read_the_cache_and_say_how_old_it_is(app, admin, project, db_ro
     assert audited  # a refresh sets Ceph to work: it is recorded, a plain report is not
 
 
+def test_project_usage_reads_the_cache_with_its_age(app, admin, project, rbd_ioctx):
+    image = create_image(admin, project)
+    create_path(admin, project)
+    write_image(rbd_ioctx, image["name"], [(0, MiB)])
+    calls = ceph_calls()
+    never = project_usage(admin, project).json
+    assert ceph_calls() == calls
+    # Never measured: nothing guessed, and said so; the rows' figures are there all the same.
+    assert (never["used_bytes"], never["unmeasured_volumes"], never["measured_at"], never["age_seconds"]) == (
+        0, 2, None, None)
+    assert never["provisioned_bytes"] == 128 * MiB and never["volumes"] == 2 and never["refresh"] is None
+    assert never["remaining_bytes"] == 10 * GiB - 128 * MiB and never["remaining_volumes"] == 18
+    refresh(app, image)
+    figure = volume_in(report(admin), image["id"])  # the full report asks Ceph for its capacity: before counting
+    calls = ceph_calls()
+    cached = project_usage(admin, project).json
+    assert cached["used_bytes"] == OBJECT and cached["unmeasured_volumes"] == 1
+    assert cached["measured_at"] == figure["measured_at"]
+    wait_until(lambda: project_usage(admin, project).json["age_seconds"] > cached["age_seconds"], timeout=10,
+               what="the figure to age")
+    write_image(rbd_ioctx, image["name"], [(8 * MiB, MiB)])  # a second object: not seen until measured
+    assert project_usage(admin, project).json["used_bytes"] == OBJECT
+    assert ceph_calls() == calls  # every plain answer came from the database
+
+
+def test_an_admin_refresh_measures_the_project_now(app, admin, project, new_project, rbd_ioctx, db_rows):
+    image, path = create_image(admin, project), create_path(admin, project)
+    elsewhere = create_image(admin, new_project())
+    refresh(app, image)
+    before = project_usage(admin, project).json
+    write_image(rbd_ioctx, image["name"], [(0, MiB), (8 * MiB, MiB)])
+    refreshed = project_usage(admin, project, refresh="true").json
+    # The project's two volumes, not the other project's.
+    assert refreshed["refresh"]["measured"] == 2 and refreshed["refresh"]["failed"] == []
+    assert refreshed["used_bytes"] == 2 * OBJECT and refreshed["unmeasured_volumes"] == 0
+    assert datetime.fromisoformat(refreshed["measured_at"]) > datetime.fromisoformat(before["measured_at"])
+    assert volume_in(report(admin), path["id"])["method"] == "rbytes"
+    assert volume_in(report(admin), elsewhere["id"])["used_bytes"] is None
+    audited = db_rows(select(AuditEvent.action).where(AuditEvent.project == project, AuditEvent.action.like("GET %")))
+    assert audited == ["GET /api/v2/projects/<project>/usage"]  # a refresh sets Ceph to work: it is recorded
+
+
+def test_only_admins_may_refresh_a_project(app, as_role, project):
+    member, auditor = as_role("member", project), as_role("auditor")
+    for client in (member, auditor):
+        assert project_usage(client, project).status_code == 200
+        calls = ceph_calls()
+        refused = project_usage(client, project, refresh="true")
+        assert refused.status_code == 403 and refused.json["error"]["code"] == "forbidden"
+        assert "needs an admin token" in refused.json["error"]["message"] and ceph_calls() == calls
+
+
 def test_an_unreachable_cluster_is_reported_not_fatal(admin, tmp_path, ceph_conf):
     keyring = next(line.split("=", 1)[1].strip() for line in open(ceph_conf) if line.strip().startswith("keyring"))
     conf = tmp_path / "dead.conf"
@@ -177,6 +236,24 @@ def test_gauges_per_project_and_pool(app, admin, project, rbd_ioctx):
     assert samples[f'robin_project_quota_bytes{{project="{project}"}}'] == 10 * GiB
     pools = {name for name in samples if name.startswith(("robin_pool_used_bytes{", "robin_pool_provisioned_bytes{"))}
     assert any('kind="rbd",pool="rbd"' in name for name in pools) and len(pools) >= 2
+
+def test_a_scrape_never_calls_ceph_whatever_the_fleet(app, admin, new_project):
+    project = new_project(max_bytes=100 * GiB, max_volumes=100)
+    made = [create_image(admin, project, size=MiB) for _ in range(50)]
+    made += [create_path(admin, project, quota=MiB) for _ in range(10)]
+    with app.app_context():  # what the maintenance loop does: measure, survey, probe, and store it all
+        assert usage.refresh(volume_ids=[volume["id"] for volume in made]).measured == 60
+        drift.find_drift()
+        record_cluster_probes()
+    calls = ceph_calls()
+    scraped = admin.get("/metrics").get_data(as_text=True)
+    assert ceph_calls() == calls
+    assert f'robin_project_volumes{{project="{project}"}} 60.0' in scraped
+    assert f'robin_project_used_bytes{{project="{project}"}} 0.0' in scraped
+    assert 'robin_drift_findings{kind="orphan_image"}' in scraped and "robin_drift_survey_age_seconds " in scraped
+    assert 'robin_ceph_cluster_up{cluster="default"} 1.0' in scraped
+    assert 'robin_ceph_cluster_probe_age_seconds{cluster="default"}' in scraped
+
 
 def robin_cli(*args: str, settings) -> subprocess.CompletedProcess:
     env = {**os.environ, "ROBIN_DATABASE_URL": settings.database_url, "ROBIN_CEPH_CONF": settings.ceph_conf,

@@ -6,6 +6,7 @@ import time
 import pytest
 from sqlalchemy import select
 
+from robin.health import record_cluster_probes
 from robin.volumes.models import RbdImage
 from tests.conftest import unique
 from tests.support.net import free_port
@@ -58,7 +59,7 @@ def test_unreachable_cluster_costs_one_timeout_not_one_per_call(admin, new_proje
     assert second.json["error"]["code"] == "ceph_unavailable" and dead_cluster in second.json["error"]["message"]
 
 
-def test_readyz_follows_default_cluster_io_not_other_clusters(anonymous, admin, dead_cluster):
+def test_readyz_follows_default_cluster_io_not_other_clusters(app, anonymous, admin, dead_cluster):
     # Another cluster being down fails only its own volumes' requests: robin stays ready.
     response = anonymous.get("/readyz")
     assert response.status_code == 200
@@ -67,6 +68,8 @@ def test_readyz_follows_default_cluster_io_not_other_clusters(anonymous, admin, 
     listed = {cluster["name"]: cluster for cluster in admin.get("/api/v2/clusters").json}
     assert listed[dead_cluster]["up"] is False and listed[dead_cluster]["health"].startswith("unavailable")
     assert listed["default"]["up"] is True and listed["default"]["health"] == "ok"
+    with app.app_context():
+        record_cluster_probes()  # the maintenance loop's probe: the scrape reads what it recorded
     scraped = admin.get("/metrics").get_data(as_text=True)
     assert f'robin_ceph_cluster_up{{cluster="{dead_cluster}"}} 0.0' in scraped
     assert 'robin_ceph_cluster_up{cluster="default"} 1.0' in scraped

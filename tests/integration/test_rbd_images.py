@@ -108,7 +108,7 @@ def test_used_bytes_comes_from_ceph(admin, project, rbd_ioctx):
         image.write(b"y" * 4096, 32 * MiB)
     used = admin.get(f"/api/v2/projects/{project}/rbd-images/{name}", query_string={"with_used": "true"}).json
     assert used["used_bytes"] == 2 * 4 * MiB  # two 4 MiB objects allocated
-    usage = admin.get(f"/api/v2/projects/{project}/usage").json
+    usage = admin.get(f"/api/v2/projects/{project}/usage", query_string={"refresh": "true"}).json
     assert usage["used_bytes"] == 8 * MiB and usage["provisioned_bytes"] == 64 * MiB
     assert usage["remaining_bytes"] == 10 * GiB - 64 * MiB and usage["volumes"] == 1
 
