@@ -1,4 +1,4 @@
-"""Fixtures of the tests that need a second Ceph cluster."""
+"""Fixtures of the integration tests: a second Ceph cluster, and no dead client's CephFS session left behind."""
 from __future__ import annotations
 
 import tempfile
@@ -8,6 +8,16 @@ import pytest
 
 from robin.dev.cluster import DevCluster
 from tests.conftest import unique
+from tests.support.outages import evict_dead_cephfs_sessions
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_dead_cephfs_sessions(ceph_conf):
+    """After each module: tests that kill robin's workers (crashes, replicas lost) leave MDS sessions holding
+    capabilities, which stall every later CephFS call on those directories for the MDS session timeout (60 s).
+    An operator evicts them (docs/replicas.md); so does the suite, between modules."""
+    yield
+    evict_dead_cephfs_sessions(ceph_conf)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,8 @@ SIGCONT in a finally) and time its answers."""
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -41,13 +43,41 @@ def evict_cephfs_sessions(ceph_conf: str, pids: set[int]) -> list[int]:
     """Evict the MDS sessions of processes that were killed, as an operator does after losing a host: until the
     MDS times such a session out (session_timeout, 60 s), the capabilities it held stall every other client's
     calls on those directories. Returns the evicted session ids."""
-    def ceph(*args: str) -> str:
-        return subprocess.run(["ceph", "--conf", ceph_conf, "tell", DEV_MDS, *args], capture_output=True, text=True,
-                              timeout=60, check=True).stdout
-
-    sessions = json.loads(ceph("client", "ls", "--format", "json"))
-    dead = [session["id"] for session in sessions
-            if int(session.get("client_metadata", {}).get("pid", -1)) in pids]
+    dead = cephfs_sessions_of(ceph_conf, pids)
     for session_id in dead:
-        ceph("client", "evict", f"id={session_id}")
+        _tell_mds(ceph_conf, "client", "evict", f"id={session_id}")
     return dead
+
+
+def evict_dead_cephfs_sessions(ceph_conf: str) -> list[int]:
+    """Evict the MDS sessions of this host's processes that are gone (tests kill robin's workers on purpose), so
+    that the next tests' CephFS calls do not wait out the MDS session timeout for the capabilities they held."""
+    host = socket.gethostname()
+    sessions = json.loads(_tell_mds(ceph_conf, "client", "ls", "--format", "json"))
+    dead = [session["id"] for session in sessions
+            if session.get("client_metadata", {}).get("hostname") == host
+            and not _alive(int(session.get("client_metadata", {}).get("pid", 0)))]
+    for session_id in dead:
+        _tell_mds(ceph_conf, "client", "evict", f"id={session_id}")
+    return dead
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
+
+
+def cephfs_sessions_of(ceph_conf: str, pids: set[int]) -> list[int]:
+    """The ids of the MDS sessions whose client process is one of `pids`."""
+    sessions = json.loads(_tell_mds(ceph_conf, "client", "ls", "--format", "json"))
+    return [session["id"] for session in sessions if int(session.get("client_metadata", {}).get("pid", -1)) in pids]
+
+
+def _tell_mds(ceph_conf: str, *args: str) -> str:
+    return subprocess.run(["ceph", "--conf", ceph_conf, "tell", DEV_MDS, *args], capture_output=True, text=True,
+                          timeout=60, check=True).stdout
