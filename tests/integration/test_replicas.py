@@ -25,7 +25,7 @@ from robin.projects.models import Project
 from robin.volumes.models import RbdImage, VolumeState
 from tests.conftest import unique
 from tests.support.net import eventually
-from tests.support.outages import cephfs_sessions_of, evict_cephfs_sessions
+from tests.support.outages import evict_cephfs_sessions
 from tests.support.server import SESSION_SECRET_KEY, running_replica
 
 pytestmark = pytest.mark.integration
@@ -227,17 +227,3 @@ def test_maintenance_moves_to_the_other_replica_when_its_leader_is_killed(databa
 
 def trash_names(ioctx) -> set[str]:
     return {entry["name"] for entry in rbd.RBD().trash_list(ioctx)}
-
-
-def test_a_replica_stopped_gracefully_leaves_no_cephfs_session(database_url, ceph_conf, admin_token, new_project,
-                                                               tmp_path):
-    """A rolling update stops replicas with SIGTERM: their workers end their MDS sessions, so the capabilities they
-    held never stall the other replicas' CephFS calls."""
-    project = new_project()
-    with running_replica(database_url, ceph_conf, workers=1) as replica:
-        made = requests.post(f"{replica.url}/api/v2/projects/{project}/cephfs-paths", headers=bearer(admin_token),
-                             json={"name": unique("fs"), "quota_bytes": 64 * MiB}, timeout=REQUEST_TIMEOUT_S)
-        assert made.status_code == 201, made.text
-        pids = replica.pids()
-        assert cephfs_sessions_of(ceph_conf, pids), "the replica's worker mounted no CephFS"
-    assert cephfs_sessions_of(ceph_conf, pids) == []
