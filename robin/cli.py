@@ -263,7 +263,8 @@ def audit_usage(refresh: bool, with_volumes: bool, top: int, as_json: bool, as_c
 @click.option("--json", "as_json", is_flag=True, help="print the report (or the adoption results) as JSON")
 @click.option("--adopt-into", "project", help="adopt every orphan into this project: a dry run unless --yes")
 @click.option("--yes", is_flag=True, help="with --adopt-into: adopt them, each adopted or refused on its own")
-def audit_drift(older_than: float, as_json: bool, project: str | None, yes: bool) -> None:
+@click.option("--full", is_flag=True, help="open every RBD image, not at most ROBIN_DRIFT_OPENS (changed first)")
+def audit_drift(older_than: float, as_json: bool, project: str | None, yes: bool, full: bool) -> None:
     """What differs between the database and Ceph: orphans, missing objects, size and quota mismatches,
     unknown or missing snapshots, trash past its purge time. Exit status 1 when anything was refused."""
     from datetime import timedelta
@@ -275,7 +276,7 @@ def audit_drift(older_than: float, as_json: bool, project: str | None, yes: bool
     if yes and not project:
         raise click.UsageError("--yes adopts: it needs --adopt-into PROJECT")
     with _app_context():
-        report = report_for(LOCAL_ADMIN, timedelta(seconds=older_than))
+        report = report_for(LOCAL_ADMIN, timedelta(seconds=older_than), full=full)
         if project is None:
             _print_drift(report, as_json)
             return
@@ -298,6 +299,9 @@ def _print_drift(report: dict, as_json: bool) -> None:
         click.echo(f"{'error':26} " + " ".join(f"{key}={value}" for key, value in error.items()))
     found = {kind: count for kind, count in report["counts"].items() if count}
     click.echo(f"{len(report['findings'])} findings {found or ''}, {len(report['errors'])} errors", err=True)
+    coverage = report["coverage"]
+    click.echo(f"RBD images: {coverage['rbd_images']}, opened {coverage['opened']}, unchanged since their last "
+               f"check {coverage['from_last_check']}, deferred {coverage['deferred']}", err=True)
 
 
 def _print_adoption(steps: list[dict], project: str, done: bool, as_json: bool) -> None:

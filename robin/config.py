@@ -92,9 +92,13 @@ class Settings(_Section):
     trash_delay: int = 24 * 3600
     # Seconds between two rounds of the purge (and reconcile) loop in `robin serve`; 0 turns it off.
     maintenance_interval: int = 60
-    # Seconds between two drift surveys of the maintenance loop (each lists robin's pools and opens every
-    # image); the metrics scrape reports the last one's counts and age. 0: the loop never surveys.
+    # Seconds between two drift surveys of the maintenance loop; the metrics scrape reports the last one's
+    # counts and age. 0: the loop never surveys.
     drift_interval: int = 900
+    # RBD images a drift survey opens at most (robin.audit.drift): those whose header changed first, then
+    # those checked longest ago; the rest come from the last check. A survey's cost is bounded by this, not
+    # by the number of images.
+    drift_opens: int = 200
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 4
@@ -175,6 +179,8 @@ class Settings(_Section):
                               "columns hold)")
         if not 0 < self.usage_parallelism <= 256:
             raise ConfigError("ROBIN_USAGE_PARALLELISM must be between 1 and 256")
+        if self.drift_opens < 4:
+            raise ConfigError("ROBIN_DRIFT_OPENS must be 4 or more (a quarter goes to the images checked longest ago)")
         if self.trash_delay < 0 or self.maintenance_interval < 0 or self.drift_interval < 0:
             raise ConfigError("ROBIN_TRASH_DELAY, ROBIN_MAINTENANCE_INTERVAL and ROBIN_DRIFT_INTERVAL must be 0 or "
                               "more seconds")

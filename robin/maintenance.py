@@ -48,7 +48,8 @@ def run_once(app: Flask) -> None:
 
 
 def _survey_drift(app: Flask) -> dict:
-    """The drift survey on its own schedule (it opens every image of robin's pools); 0 turns it off."""
+    """The drift survey on its own schedule (listings, and at most ROBIN_DRIFT_OPENS image opens); 0 turns
+    it off."""
     from robin.audit import drift
 
     interval = app.config["ROBIN_SETTINGS"].drift_interval
@@ -57,7 +58,8 @@ def _survey_drift(app: Flask) -> dict:
     survey = drift.survey_if_due(timedelta(seconds=interval))
     if survey is None:
         return {}
-    return {"drift": len(survey.findings), "drift_errors": len(survey.errors)}
+    return {"drift": len(survey.findings), "drift_errors": len(survey.errors),
+            "drift_images_opened": survey.budget.opened, "drift_images_deferred": survey.budget.deferred}
 
 
 def _loop(app: Flask, interval: float, stop: threading.Event) -> None:

@@ -4,6 +4,12 @@ Each finding is `{"kind", "project", "evidence"}` with one of the stable KINDS b
 where (cluster, pool or file system, name or path) and what was found against what is recorded.
 Rows in a transitional state younger than `older_than` are skipped, so a request under way is
 never reported; the reconciler (which calls this for its drift) finishes the older ones.
+
+What a survey costs, per registered cluster: per RBD pool, one listing (images with their ids, robin's
+ownership directory, the trash) and one batched read of the image headers, then at most
+ROBIN_DRIFT_OPENS image opens in all (robin.audit.image_checks says which); per CephFS file system,
+a listing of the root and of each project directory, and per directory a stat, two xattrs and a
+listing of its `.snap`. A full survey (`full`) opens every image.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import lazyload
 
 from robin import config
+from robin.audit.image_checks import OpenBudget, check_images
 from robin.audit.models import DriftCount, upsert
 from robin.auth.identity import Identity
 from robin.ceph import CephError, cephfs_ops, rbd_ops
@@ -53,6 +60,7 @@ EXPECTED_IN_CEPH = (VolumeState.CREATING, VolumeState.AVAILABLE, VolumeState.RES
 class DriftReport:
     findings: list[dict] = field(default_factory=list)
     errors: list[dict] = field(default_factory=list)
+    budget: OpenBudget = field(default_factory=lambda: OpenBudget(None))
 
     def add(self, kind: str, project: str | None, **evidence) -> None:
         self.findings.append({"kind": kind, "project": project, "evidence": evidence})
@@ -62,8 +70,9 @@ class DriftReport:
         return {kind: found.get(kind, 0) for kind in KINDS}
 
 
-def find_drift(older_than: timedelta = DEFAULT_OLDER_THAN) -> DriftReport:
-    report = DriftReport()
+def find_drift(older_than: timedelta = DEFAULT_OLDER_THAN, full: bool = False) -> DriftReport:
+    """Survey every registered cluster; `full` opens every RBD image instead of at most ROBIN_DRIFT_OPENS."""
+    report = DriftReport(budget=OpenBudget(None if full else config.current().drift_opens))
     cutoff = utcnow() - older_than
     with db.reading() as session:
         registered = list(session.scalars(select(CephCluster).order_by(CephCluster.name)))
@@ -136,17 +145,17 @@ def _snapshot_drift(report: DriftReport, cluster: CephCluster, volume: Volume, i
 # --- RBD -----------------------------------------------------------------------------------------------
 
 def _rbd_drift(cluster: CephCluster, pool: str, cutoff: datetime, report: DriftReport) -> None:
-    contents = rbd_ops.pool_contents(clusters.connection(cluster), pool)
+    conn = clusters.connection(cluster)
+    listing = rbd_ops.pool_listing(conn, pool)
+    checked = check_images(conn, cluster.id, pool, listing, report.budget)
     rows = _rows(RbdImage, cluster, cutoff, pool=pool)
     live = {row.name: row for row in rows if row.state is not VolumeState.DELETED}
     live_ids, known = {row.id for row in live.values()}, _known(rows, "name", cutoff)
-    for name, image in sorted(contents.images.items()):
+    for name in sorted(listing.images):
         if name in known:
             continue
-        owner = contents.owners.get(name)
-        evidence = {"cluster": cluster.name, "pool": pool, "name": name, "size_bytes": image.size_bytes,
-                    "created_at": image.created_at.isoformat(), "snapshots": sorted(image.snapshots),
-                    "parent": "@".join(image.parent) if image.parent else None}
+        owner = listing.owners.get(name)
+        evidence = {"cluster": cluster.name, "pool": pool, "name": name, **_image_evidence(checked.details.get(name))}
         if owner is not None and owner not in live_ids:
             report.add("orphan_robin_image", None, **evidence, owner=owner)
         elif owner is None:
@@ -155,20 +164,32 @@ def _rbd_drift(cluster: CephCluster, pool: str, cutoff: datetime, report: DriftR
         # missing_image reports it.
     for row in live.values():
         if _settled(row, cutoff):
-            _rbd_row_drift(report, cluster, row, contents.images.get(row.name), cutoff)
-    _trash_drift(report, cluster, pool, contents.trash, rows, cutoff)
+            _rbd_row_drift(report, cluster, row, row.name in listing.images, checked.details.get(row.name), cutoff)
+    _trash_drift(report, cluster, pool, listing.trash, rows, cutoff)
 
 
-def _rbd_row_drift(report: DriftReport, cluster: CephCluster, row: RbdImage, image, cutoff: datetime) -> None:
+def _image_evidence(image: rbd_ops.ImageDetails | None) -> dict:
+    """What an orphan's open showed; all None when this survey did not open it (deferred)."""
     if image is None:
+        return {"size_bytes": None, "created_at": None, "snapshots": None, "parent": None}
+    return {"size_bytes": image.size_bytes, "created_at": image.created_at.isoformat(),
+            "snapshots": sorted(image.snapshots), "parent": "@".join(image.parent) if image.parent else None}
+
+
+def _rbd_row_drift(report: DriftReport, cluster: CephCluster, row: RbdImage, listed: bool, image,
+                   cutoff: datetime) -> None:
+    """`image`: its details, None when listed but not known in this survey (its size and snapshots wait
+    for a later one)."""
+    if not listed:
         if row.state in EXPECTED_IN_CEPH:
             report.add("missing_image", row.project.name, **_where(cluster, row), recorded_size_bytes=row.size_bytes)
         return
-    if row.state is VolumeState.AVAILABLE and image.size_bytes != row.size_bytes:
+    if image is None or row.state is not VolumeState.AVAILABLE:
+        return
+    if image.size_bytes != row.size_bytes:
         report.add("size_mismatch", row.project.name, **_where(cluster, row), recorded_size_bytes=row.size_bytes,
                    found_size_bytes=image.size_bytes)
-    if row.state is VolumeState.AVAILABLE:
-        _snapshot_drift(report, cluster, row, image.snapshots, cutoff)
+    _snapshot_drift(report, cluster, row, image.snapshots, cutoff)
 
 
 def _trash_drift(report: DriftReport, cluster: CephCluster, pool: str, trash, rows, cutoff: datetime) -> None:
@@ -266,8 +287,8 @@ def last_survey_at() -> datetime | None:
 
 
 def survey_if_due(interval: timedelta) -> DriftReport | None:
-    """The maintenance loop's survey: only when the stored one is older than `interval` (a survey
-    lists robin's pools and opens every image: its own, slower schedule than the loop's rounds)."""
+    """The maintenance loop's survey: only when the stored one is older than `interval` (its own, slower
+    schedule than the loop's rounds)."""
     last = last_survey_at()
     if last is not None and utcnow() - last < interval:
         return None
@@ -283,10 +304,12 @@ def metric_counts() -> dict:
             "surveyed_at": max((at for _, _, at in rows), default=None)}
 
 
-def report_for(identity: Identity, older_than: timedelta, kinds=None) -> dict:
-    """The drift report for auditors and admins; the counts always cover every kind."""
-    if not identity.sees_all_projects:
+def report_for(identity: Identity, older_than: timedelta, kinds=None, full: bool = False) -> dict:
+    """The drift report for auditors and admins; the counts always cover every kind. A full survey
+    (every image opened: its cost grows with the pools) is for admins."""
+    if full or not identity.sees_all_projects:
         identity.require_admin()
-    report = find_drift(older_than)
+    report = find_drift(older_than, full)
     findings = [finding for finding in report.findings if not kinds or finding["kind"] in kinds]
-    return {"findings": findings, "counts": report.counts(), "errors": report.errors}
+    return {"findings": findings, "counts": report.counts(), "errors": report.errors,
+            "coverage": report.budget.coverage()}

@@ -25,6 +25,9 @@ class DriftArgs(Schema):
                                                        "are left out (a request may be under way)"})
     kind = fields.List(fields.String(validate=validate.OneOf(drift.KINDS)), load_default=None,
                        metadata={"description": "only findings of these kinds (repeat the parameter)"})
+    full = fields.Boolean(load_default=False, metadata={
+        "description": "admins: open every RBD image (a cost that grows with the pools) instead of at most "
+                       "ROBIN_DRIFT_OPENS, the changed ones first"})
 
 
 class FindingSchema(Schema):
@@ -39,6 +42,9 @@ class DriftSchema(Schema):
     findings = fields.List(fields.Nested(FindingSchema))
     counts = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={"description": "findings by kind"})
     errors = fields.List(fields.Dict(), metadata={"description": "places that could not be surveyed"})
+    coverage = fields.Dict(metadata={"description": "RBD images listed, opened now, known unchanged from their "
+                                                    "last check, and deferred (changed, past open_limit: their "
+                                                    "size and snapshots are not reported this time)"})
 
 
 @blp.route("/drift")
@@ -47,5 +53,6 @@ class Drift(MethodView):
     @blp.response(200, DriftSchema)
     def get(self, args):
         """Survey every registered cluster (robin's pools and CephFS root) against the rows. A report,
-        not a page: it is computed whole each time (every image is opened), so it is not paginated."""
-        return drift.report_for(g.identity, timedelta(seconds=args["older_than"]), args["kind"])
+        not a page: it is computed whole each time, opening at most ROBIN_DRIFT_OPENS RBD images (those
+        whose header changed since their last check first), so it is not paginated."""
+        return drift.report_for(g.identity, timedelta(seconds=args["older_than"]), args["kind"], args["full"])

@@ -57,6 +57,21 @@ class DriftCount(Base):
     surveyed_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class DriftImageCheck(Base):
+    """What the drift survey last found by opening an RBD image, and the signature of the image's header
+    then: while the header reads the same, a survey takes the image's details from here instead of
+    opening it again (robin.audit.drift)."""
+
+    __tablename__ = "drift_image_checks"
+
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("ceph_clusters.id", ondelete="CASCADE"), primary_key=True)
+    pool: Mapped[str] = mapped_column(String(128), primary_key=True)
+    image_id: Mapped[str] = mapped_column(String(64), primary_key=True)  # librbd's id: stays across renames
+    signature: Mapped[str | None] = mapped_column(String(64), nullable=True)  # None: the header was unreadable
+    details: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # None: gone when opened
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class ClusterProbe(Base):
     """The last health probe of a registered cluster, recorded by the maintenance loop: the metrics
     scrape reads it (robin_ceph_cluster_up) and never probes Ceph itself."""
@@ -70,11 +85,13 @@ class ClusterProbe(Base):
 
 
 def upsert(session: Session, model, key, rows: list[dict]) -> None:
-    """Insert the rows, or update those whose `key` exists: two writers (the maintenance loop and an admin's
-    request, say) may store the same figures at once, which a delete-then-insert would turn into a conflict."""
+    """Insert the rows, or update those whose `key` (a column, or a tuple of them) exists: two writers (the
+    maintenance loop and an admin's request, say) may store the same figures at once, which a
+    delete-then-insert would turn into a conflict."""
     dialect = sqlite if db.is_sqlite else postgresql
+    keys = key if isinstance(key, tuple) else (key,)
     for start in range(0, len(rows), CHUNK):
         statement = dialect.insert(model).values(rows[start:start + CHUNK])
-        changing = [column for column in rows[0] if column != key.key]
+        changing = [column for column in rows[0] if column not in {k.key for k in keys}]
         session.execute(statement.on_conflict_do_update(
-            index_elements=[key], set_={column: statement.excluded[column] for column in changing}))
+            index_elements=list(keys), set_={column: statement.excluded[column] for column in changing}))

@@ -3,6 +3,7 @@ creating an equal image succeeds, removing a missing one succeeds, and a differe
 under the same name is CephAlreadyExists."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -409,7 +410,6 @@ class TrashEntry:
 
 
 def _details(ioctx: rados.Ioctx, name: str) -> ImageDetails | None:
-    progress()  # a pool's survey opens every image: slow on a big pool, yet advancing
     try:
         with rbd.Image(ioctx, name, read_only=True) as image:
             parent = _parent_of(image)
@@ -428,25 +428,76 @@ def describe_image(conn: CephConnection, pool: str, name: str) -> ImageDetails |
 
 
 @dataclass(frozen=True)
-class PoolContents:
-    images: dict[str, ImageDetails]
+class PoolListing:
+    images: dict[str, str]  # image name -> librbd's image id
     owners: dict[str, str]  # robin's directory: image name -> volume id
     trash: list[TrashEntry]
 
 
-def pool_contents(conn: CephConnection, pool: str) -> PoolContents:
-    """Every image of the pool (opened once each), robin's ownership directory and the trash."""
-    def survey(ioctx: rados.Ioctx) -> PoolContents:
-        images = {}
-        for name in rbd.RBD().list(ioctx):
-            details = _details(ioctx, name)
-            if details is not None:
-                images[name] = details
+def pool_listing(conn: CephConnection, pool: str) -> PoolListing:
+    """The pool's images with their ids, robin's ownership directory and the trash, without opening
+    any image: a few omap reads whatever the number of images."""
+    def survey(ioctx: rados.Ioctx) -> PoolListing:
+        images = {entry["name"]: entry["id"] for entry in rbd.RBD().list2(ioctx)}
         trash = [TrashEntry(entry["id"], entry["name"], entry["deferment_end_time"].replace(tzinfo=UTC))
                  for entry in rbd.RBD().trash_list(ioctx)]
-        return PoolContents(images, _all_owners(ioctx), trash)
+        return PoolListing(images, _all_owners(ioctx), trash)
 
-    return conn.in_pool(pool, "rbd.survey", f"surveying RBD pool {pool}", survey)
+    return conn.in_pool(pool, "rbd.list_pool", f"listing RBD pool {pool}", survey)
+
+
+# A format-2 image keeps its size, parent and snapshots as omap keys of its header object, which librbd
+# rewrites on every resize, flatten and snapshot create or remove. That layout is librbd's own, not an
+# API: robin never reads a finding from it, only whether it changed since robin last opened the image
+# (a header it cannot read that way is always opened), and it opens every image now and then anyway.
+HEADER_OBJECT_PREFIX = "rbd_header."
+HEADER_KEYS = ("size", "parent")
+SNAPSHOT_KEY_PREFIX = "snapshot_"
+HEADER_SNAPSHOTS_READ = 1024  # more snapshot keys than this: no signature, the image is opened
+HEADER_READS_IN_FLIGHT = 128
+
+
+def header_signatures(conn: CephConnection, pool: str, image_ids) -> dict[str, str | None]:
+    """Per image id, a digest of its header's size, parent and snapshot keys; None for a header that
+    could not be read so (gone, another layout, too many snapshots). Reads go out in batches of
+    HEADER_READS_IN_FLIGHT asynchronous omap reads: one OSD round trip a batch, not an image open each."""
+    def read(ioctx: rados.Ioctx) -> dict[str, str | None]:
+        signatures, ids = {}, list(image_ids)
+        for start in range(0, len(ids), HEADER_READS_IN_FLIGHT):
+            signatures.update(_read_headers(ioctx, ids[start:start + HEADER_READS_IN_FLIGHT]))
+            progress()
+        return signatures
+
+    return conn.in_pool(pool, "rbd.header_signatures", f"reading RBD image headers in pool {pool}", read)
+
+
+def _read_headers(ioctx: rados.Ioctx, image_ids: list[str]) -> dict[str, str | None]:
+    pending = []
+    try:
+        for image_id in image_ids:
+            op = ioctx.create_read_op()
+            pending.append((image_id, op, ioctx.get_omap_vals_by_keys(op, HEADER_KEYS)[0],
+                            ioctx.get_omap_vals(op, "", SNAPSHOT_KEY_PREFIX, HEADER_SNAPSHOTS_READ)[0],
+                            ioctx.operate_aio_read_op(op, HEADER_OBJECT_PREFIX + image_id)))
+        return {image_id: _signature(completion, fixed, snapshots)
+                for image_id, _, fixed, snapshots, completion in pending}
+    finally:
+        for _, op, *_, completion in pending:
+            completion.wait_for_complete()  # before its op is released
+            ioctx.release_read_op(op)
+
+
+def _signature(completion: rados.Completion, fixed, snapshots) -> str | None:
+    completion.wait_for_complete()
+    if completion.get_return_value() < 0:
+        return None
+    fixed, snapshots = dict(fixed), list(snapshots)
+    if "size" not in fixed or len(snapshots) >= HEADER_SNAPSHOTS_READ:
+        return None
+    digest = hashlib.sha256()
+    for key, value in sorted(fixed.items()) + sorted(snapshots):
+        digest.update(len(key).to_bytes(4, "little") + key.encode() + len(value).to_bytes(4, "little") + value)
+    return digest.hexdigest()
 
 
 def _all_owners(ioctx: rados.Ioctx) -> dict[str, str]:

@@ -411,3 +411,89 @@ def test_cli_dry_run_then_bulk_adoption(app, settings, admin, new_project, rbd_i
         for name in names:
             admin.delete(f"/api/v2/projects/{project}/rbd-images/{name}?purge=true")
             remove_image(rbd_ioctx, name)
+
+
+# --- what a survey costs ----------------------------------------------------------------------------
+
+OPERATIONS = ("rbd.list_pool", "rbd.header_signatures", "rbd.describe")
+
+
+def survey(app, admin, opens: int | None, **query) -> tuple[dict, dict]:
+    """A survey through the API with ROBIN_DRIFT_OPENS = opens; its report and its RBD calls by operation."""
+    settings = app.config["ROBIN_SETTINGS"]
+    before = {operation: ceph_calls(operation) for operation in OPERATIONS}
+    app.config["ROBIN_SETTINGS"] = dataclasses.replace(settings, drift_opens=opens or settings.drift_opens)
+    try:
+        report = drift(admin, **query)
+    finally:
+        app.config["ROBIN_SETTINGS"] = settings
+    return report, {operation: ceph_calls(operation) - before[operation] for operation in OPERATIONS}
+
+
+def names_of(report: dict, kind: str, names) -> set[str]:
+    return {evidence["name"] for evidence in findings(report, kind) if evidence["name"] in names}
+
+
+def test_a_survey_opens_at_most_its_limit_changed_images_first(app, admin, new_project, rbd_ioctx):
+    project = new_project()
+    names = [unique("fleet") for _ in range(16)]
+    for name in names:
+        create_image(admin, project, name, size=MiB)
+    full, calls = survey(app, admin, None, full="true")  # every image of the pool checked now
+    assert calls["rbd.describe"] == full["coverage"]["rbd_images"] >= len(names)
+    assert full["coverage"]["deferred"] == 0 and full["coverage"]["open_limit"] is None
+
+    quiet, calls = survey(app, admin, 8)
+    assert calls == {"rbd.list_pool": 1, "rbd.header_signatures": 1, "rbd.describe": 8}  # not one per image
+    assert quiet["coverage"] | {"rbd_images": 0} == {"rbd_images": 0, "opened": 8, "deferred": 0,
+                                                     "from_last_check": full["coverage"]["rbd_images"] - 8,
+                                                     "open_limit": 8}
+
+    grown, snapped = names[:10], names[10]
+    for name in grown:  # ten changes behind robin's back, more than a survey of 8 opens takes
+        with rbd.Image(rbd_ioctx, name) as image:
+            image.resize(2 * MiB)
+    with rbd.Image(rbd_ioctx, snapped) as image:
+        image.create_snap("by-hand")
+    first, calls = survey(app, admin, 8)
+    assert calls["rbd.describe"] == 8 and first["coverage"]["deferred"] == 11 - 6  # 2 of 8 kept for the oldest
+    found = names_of(first, "size_mismatch", grown) | names_of(first, "snapshot_unknown_to_robin", [snapped])
+    assert len(found) == 6
+    second, calls = survey(app, admin, 8)
+    assert calls["rbd.describe"] == 8 and second["coverage"]["deferred"] == 0
+    assert names_of(second, "size_mismatch", grown) == set(grown)  # the first's from their last check
+    assert names_of(second, "snapshot_unknown_to_robin", [snapped]) == {snapped}
+    for name in names:
+        with rbd.Image(rbd_ioctx, name) as image:
+            for snap in image.list_snaps():
+                image.remove_snap(snap["name"])
+        assert admin.delete(f"/api/v2/projects/{project}/rbd-images/{name}?purge=true").status_code == 204
+
+
+def test_unchanged_images_are_reopened_in_turn(app, admin, new_project, rbd_ioctx):
+    """What the header does not show is found all the same, once the image's turn to be reopened comes:
+    here a check altered in the table stands for it."""
+    from robin.audit.models import DriftImageCheck
+
+    project, name = new_project(), unique("turn")
+    create_image(admin, project, name, size=MiB)
+    survey(app, admin, None, full="true")
+    with rbd.Image(rbd_ioctx, name, read_only=True) as image:
+        image_id = image.id()
+    with db.unit_of_work() as session:
+        check = session.scalars(select(DriftImageCheck).where(DriftImageCheck.image_id == image_id)).one()
+        check.details = {**check.details, "size_bytes": 3 * MiB}
+    report, calls = survey(app, admin, 4)
+    images = report["coverage"]["rbd_images"]
+    surveys = 1
+    while name in names_of(report, "size_mismatch", [name]):  # from the altered check, until reopened
+        assert surveys <= -(-images // 4), "every image is reopened within ceil(images / limit) quiet surveys"
+        report, calls = survey(app, admin, 4)
+        assert calls["rbd.describe"] == 4
+        surveys += 1
+    assert admin.delete(f"/api/v2/projects/{project}/rbd-images/{name}?purge=true").status_code == 204
+
+
+def test_a_full_survey_is_for_admins(as_role):
+    response = as_role("auditor").get("/api/v2/audit/drift?full=true")
+    assert response.status_code == 403 and response.json["error"]["code"] == "forbidden"
