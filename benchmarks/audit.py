@@ -1,4 +1,5 @@
-"""How long a usage audit (`robin.audit.usage.refresh`) takes, and how it grows with the volume count.
+"""How long a usage audit (`robin.audit.usage.refresh`) and a drift survey (`robin.audit.drift.find_drift`)
+take, and how they grow with the volume count.
 
 One run starts its own dev Ceph cluster (or uses --ceph-conf) and a migrated SQLite database, then,
 in-process through robin's service layer (no HTTP: the audit itself never goes through the API, and
@@ -11,12 +12,26 @@ times each and interleaved:
             (--parallelism, ROBIN_USAGE_PARALLELISM) on robin's one connection per cluster, figures
             stored in the volume_usage table (the background loop and `?refresh=true` run this);
   raw       the same Ceph calls done serially with no database: per image rbd.Image(read_only) +
-            diff_iterate(whole_object=True), per path getxattr("ceph.dir.rbytes"), on one connection.
+            diff_iterate(whole_object=True), per path getxattr("ceph.dir.rbytes"), on one connection;
+
+and for the drift survey (--measure drift), after one full survey has recorded every image's check:
+
+  listing   the baseline: the pool listed with the bindings (list2, trash_list, robin's ownership
+            omap), no image opened, no database;
+  opens     the same listing plus every image opened read-only for its size and snapshots, serially;
+  full      find_drift(full=True): every image opened, as every survey did before ROBIN_DRIFT_OPENS;
+  bounded   find_drift(): listing, header signatures, at most ROBIN_DRIFT_OPENS (200) opens; before
+            each, --drift-changes images are resized behind robin's back, and both surveys must report
+            every resized image as size_mismatch (the run fails otherwise).
+
+Both surveys include the CephFS half (per directory a stat, two xattrs and a .snap listing); the
+table splits each survey's Ceph time between RBD and CephFS calls, with its image opens.
 
 It prints a Markdown table, the growth per volume between sizes (linear when the per-volume cost is
 flat) and the extrapolation to 10,000 volumes, and writes JSON with the machine and robin's commit.
 
-    .venv/bin/python benchmarks/audit.py [--sizes 500,1000,2000] [--repeats 3] [--json out.json]
+    .venv/bin/python benchmarks/audit.py [--sizes 500,1000,2000] [--repeats 3] [--measure usage,drift]
+                                         [--json out.json]
 
 Everything it starts (cluster daemons) is stopped by pid in `finally`, Ctrl-C and SIGTERM included;
 with --ceph-conf the volumes it made are removed.
@@ -25,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -37,6 +53,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import cephfs  # noqa: E402
+import rados  # noqa: E402
 import rbd  # noqa: E402
 
 from benchmarks.api_vs_binding import (  # noqa: E402
@@ -76,6 +93,35 @@ def raw_audit(ioctx, fs, images: list[str], paths: list[str]) -> int:
     for path in paths:
         total += int(fs.getxattr(path, "ceph.dir.rbytes").decode())
     return total
+
+
+def raw_listing(ioctx) -> int:
+    """What the survey cannot do without: the pool's images with their ids, its trash and robin's
+    ownership omap, read with the bindings."""
+    from robin.ceph.rbd_ops import DIRECTORY_OBJECT
+
+    images = list(rbd.RBD().list2(ioctx))
+    rbd.RBD().trash_list(ioctx)
+    start = ""
+    while True:
+        with rados.ReadOpCtx() as op:
+            values, _ = ioctx.get_omap_vals(op, start, "", 1000)
+            ioctx.operate_read_op(op, DIRECTORY_OBJECT)
+            keys = [key for key, _ in values]
+        if len(keys) < 1000:
+            return len(images)
+        start = keys[-1]
+
+
+def raw_opens(ioctx) -> int:
+    """The listing, then every image opened for its size and snapshots: what a survey that opens
+    every image cannot go below."""
+    raw_listing(ioctx)
+    for name in rbd.RBD().list(ioctx):
+        with rbd.Image(ioctx, name, read_only=True) as image:
+            image.size()
+            image.list_snaps()
+    return 0
 
 
 class Fleet:
@@ -140,6 +186,94 @@ def measure_size(app, fleet: Fleet, repeats: int) -> dict:
             "samples": {path: [round(v, 3) for v in values] for path, values in samples.items()}}
 
 
+def ceph_ops() -> dict[str, tuple[float, float]]:
+    """Per Ceph operation robin made in this process: (calls, seconds) so far."""
+    from robin.metrics import CEPH_OP_SECONDS
+
+    totals: dict[str, list[float]] = {}
+    for metric in CEPH_OP_SECONDS.collect():
+        for sample in metric.samples:
+            entry = totals.setdefault(sample.labels["operation"], [0.0, 0.0])
+            if sample.name.endswith("_count"):
+                entry[0] += sample.value
+            elif sample.name.endswith("_sum"):
+                entry[1] += sample.value
+    return {operation: (calls, seconds) for operation, (calls, seconds) in totals.items()}
+
+
+def ops_between(before: dict, after: dict) -> dict:
+    """A survey's Ceph calls: image opens, and calls and seconds of RBD and of CephFS operations."""
+    def spent(prefix: str, index: int) -> float:
+        return sum(value[index] - before.get(operation, (0.0, 0.0))[index]
+                   for operation, value in after.items() if operation.startswith(prefix))
+
+    opens = after.get("rbd.describe", (0.0, 0.0))[0] - before.get("rbd.describe", (0.0, 0.0))[0]
+    return {"opens": int(opens), "rbd_calls": int(spent("rbd.", 0)), "rbd_s": round(spent("rbd.", 1), 3),
+            "cephfs_calls": int(spent("cephfs.", 0)), "cephfs_s": round(spent("cephfs.", 1), 3)}
+
+
+class DriftRun:
+    """The drift surveys of one fleet size, with the images resized behind robin's back so far."""
+
+    def __init__(self, app, fleet: Fleet, changes: int):
+        self.app, self.fleet, self.changes = app, fleet, changes
+        self.resized: set[str] = set()
+
+    def survey(self, full: bool) -> tuple[float, dict]:
+        from robin.audit import drift
+
+        before = ceph_ops()
+        start = time.perf_counter()
+        with self.app.app_context():
+            report = drift.find_drift(full=full)
+        elapsed = time.perf_counter() - start
+        found = {finding["evidence"]["name"] for finding in report.findings if finding["kind"] == "size_mismatch"}
+        if report.errors or found != self.resized:
+            raise RuntimeError(f"survey (full={full}) errors {report.errors[:3]}, size_mismatch for "
+                               f"{len(found)} images, {len(self.resized)} resized")
+        return elapsed, {**ops_between(before, ceph_ops()), **report.budget.coverage()}
+
+    def resize_some(self) -> None:
+        """Grow the next few images by 1 MiB with the bindings, as someone bypassing robin would."""
+        for name in [name for name in self.fleet.images if name not in self.resized][:self.changes]:
+            with rbd.Image(self.fleet.ioctx, name) as image:
+                image.resize(image.size() + 2**20)
+            self.resized.add(name)
+
+
+def measure_drift(app, fleet: Fleet, repeats: int, changes: int, run: DriftRun | None) -> tuple[dict, DriftRun]:
+    run = run or DriftRun(app, fleet, changes)
+    run.survey(full=True)  # every image checked: the steady state of a running robin
+    samples = {"listing": [], "opens": [], "full": [], "bounded": []}
+    calls = {}
+    for _ in range(repeats):  # interleaved, so a slow spell of the shared machine hits each
+        samples["listing"].append(timed(lambda: raw_listing(fleet.ioctx)))
+        samples["opens"].append(timed(lambda: raw_opens(fleet.ioctx)))
+        elapsed, calls["full"] = run.survey(full=True)
+        samples["full"].append(elapsed)
+        run.resize_some()
+        elapsed, calls["bounded"] = run.survey(full=False)
+        samples["bounded"].append(elapsed)
+    return {"volumes": 2 * len(fleet.images), "images": len(fleet.images), "paths": len(fleet.paths),
+            "load": os.getloadavg()[0],
+            **{f"{path}_s": round(statistics.median(values), 3) for path, values in samples.items()},
+            "samples": {path: [round(v, 3) for v in values] for path, values in samples.items()},
+            "last_calls": calls}, run
+
+
+def drift_markdown(rows: list[dict]) -> str:
+    lines = ["| volumes (RBD + CephFS) | load | raw listing | raw listing + every image opened | full survey "
+             "(before) | bounded survey (after) | opens full / bounded | RBD Ceph s full / bounded | CephFS calls, "
+             "s (bounded) |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        full, bounded = row["last_calls"]["full"], row["last_calls"]["bounded"]
+        lines.append(f"| {row['images']} + {row['paths']} = {row['volumes']} | {row['load']:.1f} | "
+                     f"{1000 * row['listing_s']:.1f} ms | {row['opens_s']:.2f} s | {row['full_s']:.2f} s | "
+                     f"{row['bounded_s']:.2f} s | {full['opens']} / {bounded['opens']} | {full['rbd_s']:.2f} / "
+                     f"{bounded['rbd_s']:.2f} | {bounded['cephfs_calls']}, {bounded['cephfs_s']:.2f} |")
+    return "\n".join(lines)
+
+
 def growth(rows: list[dict]) -> dict:
     """Per-volume cost at each size and a least-squares line through (volumes, seconds)."""
     xs, ys = [r["volumes"] for r in rows], [r["refresh_s"] for r in rows]
@@ -186,9 +320,15 @@ def parse_args(argv=None):
     parser.add_argument("--data-every", type=int, default=10, help="write data into one volume in this many")
     parser.add_argument("--data-bytes", type=int, default=2**20, help="bytes written into each such volume")
     parser.add_argument("--ceph-conf", help="use this cluster instead of starting a dev cluster")
+    parser.add_argument("--measure", default="usage,drift", help="what to time at each size: usage, drift or both")
+    parser.add_argument("--drift-changes", type=int, default=20,
+                        help="images resized behind robin's back before each bounded drift survey")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     args.sizes = sorted(int(size) for size in args.sizes.split(",") if size.strip())
+    args.measure = {what.strip() for what in args.measure.split(",") if what.strip()}
+    if not args.measure or args.measure - {"usage", "drift"}:
+        parser.error("--measure takes usage, drift or both")
     if not args.sizes or args.sizes[0] < 1 or args.repeats < 1 or args.data_every < 1:
         parser.error("--sizes, --repeats and --data-every must be positive")
     return args
@@ -202,7 +342,8 @@ def main(argv=None) -> int:
     report = {"machine": machine(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
               "settings": {"sizes": args.sizes, "repeats": args.repeats, "parallelism": args.parallelism,
                            "data_every": args.data_every, "data_bytes": args.data_bytes, "database": "sqlite",
-                           "setup": "robin's service layer in-process"}, "rows": []}
+                           "measure": sorted(args.measure), "drift_changes": args.drift_changes,
+                           "setup": "robin's service layer in-process"}, "rows": [], "drift_rows": []}
     with ExitStack() as stack:
         from robin import create_app
         from robin.auth.identity import LOCAL_ADMIN
@@ -225,15 +366,25 @@ def main(argv=None) -> int:
         fleet = Fleet(app, project, ioctx, fs, args.data_every, args.data_bytes)
         if args.ceph_conf:
             stack.callback(cleanup, app, fleet)
+        drift_run = None
         for size in args.sizes:
             setup_s = timed(lambda size=size: fleet.grow_to(size))
-            row = {**measure_size(app, fleet, args.repeats), "setup_s": round(setup_s, 1)}
-            report["rows"].append(row)
-            print(f"{row['volumes']} volumes: refresh {row['refresh_s']} s, raw {row['raw_s']} s "
-                  f"(setup {row['setup_s']} s)", flush=True)
-    report["growth"] = growth(report["rows"])
+            print(f"{2 * size} volumes made in {setup_s:.1f} s", flush=True)
+            if "usage" in args.measure:
+                row = {**measure_size(app, fleet, args.repeats), "setup_s": round(setup_s, 1)}
+                report["rows"].append(row)
+                print(f"{row['volumes']} volumes: refresh {row['refresh_s']} s, raw {row['raw_s']} s", flush=True)
+            if "drift" in args.measure:
+                row, drift_run = measure_drift(app, fleet, args.repeats, args.drift_changes, drift_run)
+                report["drift_rows"].append(row)
+                print(f"{row['volumes']} volumes: drift full {row['full_s']} s, bounded {row['bounded_s']} s, "
+                      f"raw listing {row['listing_s']} s, raw opens {row['opens_s']} s", flush=True)
     report["at_end"] = git_state()
-    print("\n" + markdown(report["rows"], report["growth"], args.parallelism))
+    if report["rows"]:
+        report["growth"] = growth(report["rows"])
+        print("\n" + markdown(report["rows"], report["growth"], args.parallelism))
+    if report["drift_rows"]:
+        print("\n" + drift_markdown(report["drift_rows"]))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"\nwrote {args.json}")
