@@ -208,8 +208,13 @@ def ops_between(before: dict, after: dict) -> dict:
                    for operation, value in after.items() if operation.startswith(prefix))
 
     opens = after.get("rbd.describe", (0.0, 0.0))[0] - before.get("rbd.describe", (0.0, 0.0))[0]
+    by_operation = {operation: [int(calls - before.get(operation, (0.0, 0.0))[0]),
+                                round(seconds - before.get(operation, (0.0, 0.0))[1], 3)]
+                    for operation, (calls, seconds) in after.items()
+                    if calls > before.get(operation, (0.0, 0.0))[0]}
     return {"opens": int(opens), "rbd_calls": int(spent("rbd.", 0)), "rbd_s": round(spent("rbd.", 1), 3),
-            "cephfs_calls": int(spent("cephfs.", 0)), "cephfs_s": round(spent("cephfs.", 1), 3)}
+            "cephfs_calls": int(spent("cephfs.", 0)), "cephfs_s": round(spent("cephfs.", 1), 3),
+            "by_operation": by_operation}
 
 
 class DriftRun:
