@@ -263,7 +263,7 @@ def audit_usage(refresh: bool, with_volumes: bool, top: int, as_json: bool, as_c
 @click.option("--json", "as_json", is_flag=True, help="print the report (or the adoption results) as JSON")
 @click.option("--adopt-into", "project", help="adopt every orphan into this project: a dry run unless --yes")
 @click.option("--yes", is_flag=True, help="with --adopt-into: adopt them, each adopted or refused on its own")
-@click.option("--full", is_flag=True, help="open every RBD image, not at most ROBIN_DRIFT_OPENS (changed first)")
+@click.option("--full", is_flag=True, help="open every RBD image, not at most ROBIN_DRIFT_OPENS a pool (changed first)")
 def audit_drift(older_than: float, as_json: bool, project: str | None, yes: bool, full: bool) -> None:
     """What differs between the database and Ceph: orphans, missing objects, size and quota mismatches,
     unknown or missing snapshots, trash past its purge time. Exit status 1 when anything was refused."""

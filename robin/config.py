@@ -95,9 +95,9 @@ class Settings(_Section):
     # Seconds between two drift surveys of the maintenance loop; the metrics scrape reports the last one's
     # counts and age. 0: the loop never surveys.
     drift_interval: int = 900
-    # RBD images a drift survey opens at most (robin.audit.drift): those whose header changed first, then
-    # those checked longest ago; the rest come from the last check. A survey's cost is bounded by this, not
-    # by the number of images.
+    # RBD images a drift survey opens at most in each pool (robin.audit.image_checks): those whose header
+    # changed first, then those checked longest ago; the rest come from their last check. A survey's cost is
+    # bounded by this, not by the number of images.
     drift_opens: int = 200
     host: str = "127.0.0.1"
     port: int = 8080

@@ -48,7 +48,7 @@ def run_once(app: Flask) -> None:
 
 
 def _survey_drift(app: Flask) -> dict:
-    """The drift survey on its own schedule (listings, and at most ROBIN_DRIFT_OPENS image opens); 0 turns
+    """The drift survey on its own schedule (listings, and at most ROBIN_DRIFT_OPENS image opens a pool); 0 turns
     it off."""
     from robin.audit import drift
 

@@ -27,7 +27,7 @@ class DriftArgs(Schema):
                        metadata={"description": "only findings of these kinds (repeat the parameter)"})
     full = fields.Boolean(load_default=False, metadata={
         "description": "admins: open every RBD image (a cost that grows with the pools) instead of at most "
-                       "ROBIN_DRIFT_OPENS, the changed ones first"})
+                       "ROBIN_DRIFT_OPENS per pool, the changed ones first"})
 
 
 class FindingSchema(Schema):
@@ -53,6 +53,6 @@ class Drift(MethodView):
     @blp.response(200, DriftSchema)
     def get(self, args):
         """Survey every registered cluster (robin's pools and CephFS root) against the rows. A report,
-        not a page: it is computed whole each time, opening at most ROBIN_DRIFT_OPENS RBD images (those
+        not a page: it is computed whole each time, opening at most ROBIN_DRIFT_OPENS RBD images a pool (those
         whose header changed since their last check first), so it is not paginated."""
         return drift.report_for(g.identity, timedelta(seconds=args["older_than"]), args["kind"], args["full"])

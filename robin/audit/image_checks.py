@@ -4,11 +4,11 @@ Opening an image (its size, snapshots, parent) costs several OSD round trips; a 
 images' header signatures (rbd_ops.header_signatures: batched omap reads) cost a few whatever the pool's
 size. So a survey opens an image only when its header changed since robin last opened it (or it never
 did), and takes the others' details from that last check, kept in the table drift_image_checks. It
-opens at most a budget of images (ROBIN_DRIFT_OPENS): changed ones first (robin's own, by its
-ownership directory, before foreign ones), and at least a quarter of the budget goes to re-opening
-the images checked longest ago, unchanged or not, so that every image is opened again within
-ceil(4 x images / budget) surveys whatever the header says. Changed images past the budget are
-deferred: this survey reports nothing about their size or snapshots.
+opens at most a budget of images per pool (ROBIN_DRIFT_OPENS): changed ones first (those of live rows,
+then others robin's ownership directory marks, then foreign ones), and at least a quarter of the
+budget goes to re-opening the images checked longest ago, unchanged or not, so that every image is
+opened again within ceil(4 x images / budget) surveys whatever the header says. Changed images past
+the budget are deferred: this survey reports nothing about their size or snapshots.
 """
 from __future__ import annotations
 
@@ -28,29 +28,26 @@ NEVER = datetime.min.replace(tzinfo=UTC)
 
 @dataclass
 class OpenBudget:
-    """The image opens a survey may make (limit None: no bound, a full survey), and what it did."""
+    """The image opens a survey may make in each pool (limit None: no bound, a full survey), and what it
+    did in all pools."""
 
     limit: int | None
     images: int = 0
     opened: int = 0
     deferred: int = 0
 
-    def __post_init__(self) -> None:
-        self.left = self.limit
-
     def coverage(self) -> dict:
         return {"rbd_images": self.images, "opened": self.opened, "deferred": self.deferred,
                 "from_last_check": self.images - self.opened - self.deferred, "open_limit": self.limit}
 
     def take(self, changed: list[str], unchanged: list[str]) -> list[str]:
-        """Which images to open, from both lists (each in the order to open them); at least a quarter of
-        what is left goes to the unchanged ones."""
-        if self.left is None:
+        """Which images of a pool to open, from both lists (each in the order to open them); at least a
+        quarter of the limit goes to the unchanged ones."""
+        if self.limit is None:
             return changed + unchanged
-        reserved = min(len(unchanged), self.left // 4)
-        first = changed[:self.left - reserved]
-        second = unchanged[:self.left - len(first)]
-        self.left -= len(first) + len(second)
+        reserved = min(len(unchanged), self.limit // 4)
+        first = changed[:self.limit - reserved]
+        second = unchanged[:self.limit - len(first)]
         self.deferred += len(changed) - len(first)
         return first + second
 
@@ -65,7 +62,8 @@ class Checked:
 
 
 def check_images(conn: CephConnection, cluster_id: int, pool: str, listing: rbd_ops.PoolListing,
-                 budget: OpenBudget) -> Checked:
+                 budget: OpenBudget, live: set[str]) -> Checked:
+    """`live`: the names of the pool's live rows, whose changed images are opened first."""
     signatures = rbd_ops.header_signatures(conn, pool, listing.images.values())
     checks = _load(cluster_id, pool)
     unchanged: dict[str, ImageDetails] = {}
@@ -80,9 +78,9 @@ def check_images(conn: CephConnection, cluster_id: int, pool: str, listing: rbd_
         check = checks.get(listing.images[name])
         return check.checked_at if check else NEVER
 
-    # Changed: robin's own (its ownership directory) before foreign ones, then the oldest check first.
+    # Changed: live rows' images, then others robin marked, then foreign ones; the oldest check first.
     changed = sorted((name for name in listing.images if name not in unchanged),
-                     key=lambda name: (name not in listing.owners, checked_at(name), name))
+                     key=lambda name: (name not in live, name not in listing.owners, checked_at(name), name))
     oldest_first = sorted(unchanged, key=lambda name: (checked_at(name), name))
     opened = {name: rbd_ops.describe_image(conn, pool, name) for name in budget.take(changed, oldest_first)}
     budget.opened += len(opened)
