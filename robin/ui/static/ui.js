@@ -1,4 +1,4 @@
-// Loads the drift findings after the page: a survey opens every image and may take a while.
+// Loads the drift findings after the page: a survey (listings, bounded image opens, every CephFS directory) may take a while.
 (function () {
   "use strict";
   var section = document.getElementById("drift");
