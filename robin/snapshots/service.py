@@ -300,22 +300,28 @@ def clone(identity: Identity, project: str, spec: dict) -> RbdImage:
 
 
 def _reserve_clone(project: str, spec: dict) -> tuple[RbdImage, RbdImage, int]:
+    """The clone's row in `creating` with its quota reserved, in the transaction that finds its parent (and the
+    parent's snapshot) available."""
     source = spec["source"]
-    with db.reading() as session:
-        parent = volumes.find(session, RBD, project, source["image"])
-        volumes.require_available(RBD, parent, "cloned")
-        snapshot = _find(session, RBD, parent, source["snapshot"]) if "snapshot" in source else None
-    _require_parents_placement(spec, parent)
-    source_size = snapshot.size_bytes if snapshot else parent.size_bytes
-    size = spec.get("size_bytes", source_size)
-    if size < source_size:
-        raise InvalidInput(f"a clone cannot be smaller than its source ({source_size} bytes)",
-                           details={"fields": {"size_bytes": [f"must be at least {source_size}"]}})
-    child_id = str(uuid.uuid4())
-    placement = {**RBD.placement(spec, project), "pool": parent.pool, "id": child_id, "parent_id": parent.id,
-                 "parent_snapshot": snapshot.name if snapshot else TEMPORARY_SNAPSHOT_PREFIX + child_id}
-    child = volumes.reserve_new(RBD, project, {**spec, "cluster": parent.cluster.name, "size_bytes": size},
-                                placement)
+    try:
+        with db.unit_of_work() as session:
+            parent = volumes.find(session, RBD, project, source["image"])
+            volumes.require_available(RBD, parent, "cloned")
+            snapshot = _find(session, RBD, parent, source["snapshot"]) if "snapshot" in source else None
+            _require_parents_placement(spec, parent)
+            source_size = snapshot.size_bytes if snapshot else parent.size_bytes
+            size = spec.get("size_bytes", source_size)
+            if size < source_size:
+                raise InvalidInput(f"a clone cannot be smaller than its source ({source_size} bytes)",
+                                   details={"fields": {"size_bytes": [f"must be at least {source_size}"]}})
+            child_id = str(uuid.uuid4())
+            placement = {**RBD.placement(spec, project), "pool": parent.pool, "id": child_id,
+                         "parent_id": parent.id,
+                         "parent_snapshot": snapshot.name if snapshot else TEMPORARY_SNAPSHOT_PREFIX + child_id}
+            child = volumes.insert_new(session, RBD, project, parent.cluster, {**spec, "size_bytes": size},
+                                       placement)
+    except IntegrityError as exc:
+        raise volumes.name_taken(RBD, spec["name"], parent.cluster.name) from exc
     child.parent_name = parent.name
     return child, parent, source_size
 
