@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from sqlalchemy import case, or_, select
+from sqlalchemy import case, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, lazyload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -93,14 +93,18 @@ def _reserve(kind: Kind, project: str, volume_name: str, name: str) -> Snapshot:
             volume = volumes.find(session, kind, project, volume_name)
             volumes.require_available(kind, volume, "snapshotted")
             projects.reserve(session, project_row, add_snapshots=1)
-            snapshot = Snapshot(project_id=project_row.id, name=name, size_bytes=volume.size_bytes,
-                                state=SnapshotState.CREATING, **{kind.snapshot_relation: volume})
-            session.add(snapshot)
-            session.flush()
-            return snapshot
+            now = utcnow()
+            row = {"id": str(uuid.uuid4()), "project_id": project_row.id, kind.snapshot_fk: volume.id, "name": name,
+                   "size_bytes": volume.size_bytes, "state": SnapshotState.CREATING, "created_at": now,
+                   "updated_at": now}
+            # A Core insert, as for volumes: an ORM flush of the new object costs more Python than the insert.
+            session.execute(insert(Snapshot.__table__), [row])
     except IntegrityError as exc:
         raise Conflict(f"{kind.noun} {volume_name!r} already has a snapshot {name!r}", code="snapshot_exists",
                        details={"volume": volume_name, "snapshot": name}) from exc
+    snapshot = Snapshot(**row)
+    set_committed_value(snapshot, kind.snapshot_relation, volume)
+    return snapshot
 
 
 def _undo_create(kind: Kind, snapshot: Snapshot, cause: RobinError | CephError) -> None:
