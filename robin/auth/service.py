@@ -4,6 +4,9 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
+import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy import bindparam, delete, select
@@ -97,9 +100,54 @@ IDENTITY_QUERY = (select(*IDENTITY_COLUMNS)
                   .where(ApiToken.token_hash == bindparam("token_hash")))
 
 
+# How long a process reuses a token's row (role, project, revocation, expiry) before reading it again. A revoke
+# in this process takes effect at once; one made elsewhere (`robin token revoke`, another worker or replica)
+# within this bound (docs/security.md). Expiry is checked on every request against the row's expires_at.
+TOKEN_CACHE_TTL_S = 2.0
+# The most tokens a process remembers: far more than the platform's clients use, and a bound on the memory.
+TOKEN_CACHE_SIZE = 1024
+
+
+class TokenCache:
+    """Known tokens' rows by hash, each for ttl seconds. An unknown or revoked token is never cached: it is looked
+    up again on its next use, so a token registered meanwhile works at once."""
+
+    def __init__(self, ttl: float = TOKEN_CACHE_TTL_S, size: int = TOKEN_CACHE_SIZE,
+                 clock: Callable[[], float] = time.monotonic):
+        self.ttl, self.size, self.clock = ttl, size, clock
+        self._lock = threading.Lock()
+        self._rows: dict[str, tuple[float, object]] = {}
+
+    def get(self, token_hash: str):
+        with self._lock:
+            entry = self._rows.get(token_hash)
+        if entry is None or self.clock() - entry[0] >= self.ttl:
+            return None
+        return entry[1]
+
+    def put(self, token_hash: str, row) -> None:
+        with self._lock:
+            self._rows.pop(token_hash, None)
+            while len(self._rows) >= self.size:
+                del self._rows[next(iter(self._rows))]  # the oldest entry
+            self._rows[token_hash] = (self.clock(), row)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rows.clear()
+
+
+token_cache = TokenCache()
+
+
 def identity_for_secret(secret: str) -> Identity:
-    with db.engine.connect() as connection:
-        found = connection.execute(IDENTITY_QUERY, {"token_hash": hash_secret(secret)}).first()
+    token_hash = hash_secret(secret)
+    found = token_cache.get(token_hash)
+    if found is None:
+        with db.engine.connect() as connection:
+            found = connection.execute(IDENTITY_QUERY, {"token_hash": token_hash}).first()
+        if found is not None and found.revoked_at is None:
+            token_cache.put(token_hash, found)
     return identity_of(found)
 
 
@@ -121,6 +169,7 @@ def revoke_token(token_id: int) -> None:
             raise NotFound(f"token {token_id} does not exist", code="token_not_found")
         token.revoked_at = token.revoked_at or utcnow()
         session.execute(delete(DashboardSession).where(DashboardSession.token_id == token_id))
+    token_cache.clear()  # in this process at once; elsewhere within TOKEN_CACHE_TTL_S
 
 
 LISTED_FIELDS = ("id", "name", "role", "project", "prefix", "created_at", "expires_at", "revoked_at")

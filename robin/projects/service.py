@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, contains_eager
 
 from robin.auth.identity import Identity
 from robin.auth.models import ApiToken
+from robin.auth.service import token_cache
 from robin.db import db
 from robin.errors import Conflict, NotFound, QuotaExceeded
 from robin.pagination import Page, paginate
@@ -156,6 +157,7 @@ def delete(identity: Identity, name: str) -> None:
             session.execute(model.__table__.delete().where(model.project_id == project.id))
         session.execute(ApiToken.__table__.delete().where(ApiToken.project_id == project.id))
         session.delete(project)
+    token_cache.clear()  # its tokens are gone: in this process at once, elsewhere within the cache's TTL
 
 
 def quota_rows() -> list[dict]:

@@ -16,10 +16,11 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import timedelta
+from functools import cache
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, contains_eager, load_only, raiseload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from robin import config
@@ -29,12 +30,14 @@ from robin.auth.models import Role
 from robin.ceph import CephAlreadyExists, CephError, CephNotConnected, CephUnavailable
 from robin.ceph.errors import CephPermissionDenied
 from robin.clusters import service as clusters
+from robin.clusters.models import CephCluster
 from robin.db import db, utcnow
 from robin.errors import BadRequest, Conflict, Forbidden, NotFound, RobinError
 from robin.faults import crash_point
 from robin.gateway.models import GatewayAccount
 from robin.pagination import Page, paginate
 from robin.projects import service as projects
+from robin.projects.models import Project
 from robin.snapshots.models import Snapshot, SnapshotState
 from robin.volumes.kinds import KINDS, Kind, kind_of
 from robin.volumes.models import RbdImage, Volume, VolumeState
@@ -43,17 +46,25 @@ log = logging.getLogger(__name__)
 
 
 def find(session: Session, kind: Kind, project: str, name: str) -> Volume:
-    project_row = projects.find(session, project)
-    model = kind.model
-    volume = session.scalar(select(model).where(
-        model.project_id == project_row.id, model.name == name, model.state != VolumeState.DELETED))
+    """The project's live volume of that name, with its project and cluster, in one query; the project alone
+    is looked up only when no volume is found, to tell which of the two does not exist."""
+    volume = session.scalar(_find_query(kind.model), {"project": project, "name": name})
     if volume is None:
+        projects.find(session, project)
         raise NotFound(f"{kind.noun} {name!r} does not exist in project {project!r}", code="volume_not_found",
                        details={"project": project, "name": name})
     return volume
 
 
-def _name_taken(kind: Kind, name: str, cluster: str) -> Conflict:
+@cache
+def _find_query(model: type[Volume]):
+    # Built once per kind: building a statement costs more Python than the database takes to run it.
+    return (select(model).join(model.project).options(contains_eager(model.project))
+            .where(Project.name == bindparam("project"), model.name == bindparam("name"),
+                   model.state != VolumeState.DELETED))
+
+
+def name_taken(kind: Kind, name: str, cluster: str) -> Conflict:
     return Conflict(f"a {kind.noun} named {name!r} already exists in cluster {cluster!r} (names are unique "
                     "per pool or file system, across projects)", code="name_taken",
                     details={"name": name, "cluster": cluster})
@@ -116,31 +127,36 @@ def create(identity: Identity, kind: Kind, project: str, spec: dict) -> Volume:
     except (RobinError, CephError) as exc:
         undo_create(kind, volume, exc)
         if isinstance(exc, CephAlreadyExists):
-            raise _name_taken(kind, volume.name, volume.cluster.name) from exc
+            raise name_taken(kind, volume.name, volume.cluster.name) from exc
         raise
     crash_point("volume.create")
     return set_state(volume, VolumeState.AVAILABLE)
 
 
 def reserve_new(kind: Kind, project: str, spec: dict, placement: dict) -> Volume:
-    """Insert the row in `creating`, its quota reserved in the same transaction. The row goes in
-    as a Core insert of the object's columns (half the cost of an ORM flush); the object stays
-    detached and is what the caller returns."""
+    """Insert the row in `creating`, its quota reserved in the same transaction (insert_new)."""
     try:
         with db.unit_of_work() as session:
-            cluster = clusters.resolve(session, spec.get("cluster"))
-            project_row = projects.lock(session, project)
-            projects.reserve(session, project_row, add_bytes=spec["size_bytes"], add_volumes=1)
-            now = utcnow()
-            volume = kind.model(**{"id": str(uuid.uuid4()), **placement}, project=project_row, cluster=cluster,
-                                project_id=project_row.id, cluster_id=cluster.id, name=spec["name"],
-                                size_bytes=spec["size_bytes"], created_for=spec.get("created_for"),
-                                state=VolumeState.CREATING, created_at=now, updated_at=now)
-            session.execute(insert(kind.model.__table__), [_column_values(volume)])
-            return volume
+            return insert_new(session, kind, project, clusters.resolve(session, spec.get("cluster")), spec, placement)
     except IntegrityError as exc:
         # The unique indexes on live rows are the name check, races included.
-        raise _name_taken(kind, spec["name"], spec.get("cluster") or clusters.DEFAULT_NAME) from exc
+        raise name_taken(kind, spec["name"], spec.get("cluster") or clusters.DEFAULT_NAME) from exc
+
+
+def insert_new(session: Session, kind: Kind, project: str, cluster: CephCluster, spec: dict,
+               placement: dict) -> Volume:
+    """In the caller's transaction: lock the project, reserve the quota and insert the row in `creating`; an
+    IntegrityError when the name is taken. The row goes in as a Core insert of the object's columns (half the
+    cost of an ORM flush); the object stays detached and is what the caller returns."""
+    project_row = projects.lock(session, project)
+    projects.reserve(session, project_row, add_bytes=spec["size_bytes"], add_volumes=1)
+    now = utcnow()
+    volume = kind.model(**{"id": str(uuid.uuid4()), **placement}, project=project_row, cluster=cluster,
+                        project_id=project_row.id, cluster_id=cluster.id, name=spec["name"],
+                        size_bytes=spec["size_bytes"], created_for=spec.get("created_for"),
+                        state=VolumeState.CREATING, created_at=now, updated_at=now)
+    session.execute(insert(kind.model.__table__), [_column_values(volume)])
+    return volume
 
 
 def _column_values(volume: Volume) -> dict:
@@ -299,8 +315,7 @@ def delete(identity: Identity, kind: Kind, project: str, name: str, *, with_snap
         volume = find(session, kind, project, name)
         if volume.state is not VolumeState.ERROR:
             require_available(kind, volume, "deleted")
-        _refuse_parents(session, kind, volume)
-        _refuse_activated(session, kind, volume)
+        _refuse_dependents(session, kind, volume)
         snapshots = _snapshots_to_delete(session, kind, volume, with_snapshots)
         previous = volume.state
         claim(session, volume, VolumeState.DELETING)
@@ -418,28 +433,36 @@ def unfinished_purges(model, cutoff) -> list[Volume]:
             model.updated_at <= cutoff)))
 
 
-def _refuse_parents(session: Session, kind: Kind, volume: Volume) -> None:
-    if kind.model is not RbdImage:
-        return
-    clones = sorted(session.scalars(select(RbdImage.name).where(
-        RbdImage.parent_id == volume.id, RbdImage.state != VolumeState.DELETED)))
-    if clones:
+def _refuse_dependents(session: Session, kind: Kind, volume: Volume) -> None:
+    """Refuse while clones of the image, or the data gateway, depend on the volume: one query for both checks,
+    more only to name the clones of a refusal."""
+    column = GatewayAccount.rbd_image_id if isinstance(volume, RbdImage) else GatewayAccount.cephfs_path_id
+    activated = select(GatewayAccount.username).where(column == volume.id).exists()
+    if kind.model is RbdImage:
+        cloned = _live_clones(volume).exists()
+        has_clones, is_activated = session.execute(select(cloned, activated)).one()
+    else:
+        has_clones, is_activated = False, session.scalar(select(activated))
+    if has_clones:
+        clones = sorted(session.scalars(_live_clones(volume)))
         raise Conflict(f"RBD image {volume.name!r} is the parent of clones {clones}; flatten or delete them first",
                        code="volume_has_clones", details={"clones": clones})
-
-
-def _refuse_activated(session: Session, kind: Kind, volume: Volume) -> None:
-    """Its mount on the data gateway would keep serving a volume that is gone."""
-    column = GatewayAccount.rbd_image_id if isinstance(volume, RbdImage) else GatewayAccount.cephfs_path_id
-    if session.scalar(select(GatewayAccount.username).where(column == volume.id)) is not None:
+    if is_activated:
+        # Its mount on the data gateway would keep serving a volume that is gone.
         raise Conflict(f"{kind.noun} {volume.name!r} is activated on the data gateway; deactivate it first "
                        "(DELETE /v1/device/<name>)", code="volume_activated", details={"name": volume.name})
 
 
+def _live_clones(volume: Volume):
+    return select(RbdImage.name).where(RbdImage.parent_id == volume.id, RbdImage.state != VolumeState.DELETED)
+
+
 def _snapshots_to_delete(session: Session, kind: Kind, volume: Volume, with_snapshots: bool) -> list[Snapshot]:
     """The volume's live snapshots, moved to `deleting` when the caller asked for them to go too."""
-    snapshots = list(session.scalars(select(Snapshot).where(
-        getattr(Snapshot, kind.snapshot_fk) == volume.id, Snapshot.state != SnapshotState.DELETED)))
+    # Only what removing them needs: not their volume (which the caller has) with its project and cluster.
+    snapshots = list(session.scalars(select(Snapshot).options(load_only(Snapshot.name, Snapshot.state), raiseload("*"))
+                                     .where(getattr(Snapshot, kind.snapshot_fk) == volume.id,
+                                            Snapshot.state != SnapshotState.DELETED)))
     if snapshots and not with_snapshots:
         names = sorted(snapshot.name for snapshot in snapshots)
         raise Conflict(f"{kind.noun} {volume.name!r} has snapshots {names}; delete them first, or delete with "

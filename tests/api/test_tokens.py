@@ -9,10 +9,14 @@ from robin.db import db, utcnow
 
 
 def _expire(token_id: int) -> None:
+    """Move the token's expiry into the past, as if its time had come; the process's token cache, which keeps the
+    row it read (and checks its expires_at on every request), forgets it as it would after its TTL."""
     from robin.auth.models import ApiToken
+    from robin.auth.service import token_cache
 
     with db.writing() as connection:
         connection.execute(update(ApiToken).where(ApiToken.id == token_id).values(expires_at=utcnow() - timedelta(1)))
+    token_cache.clear()
 
 
 def test_expired_token_gets_401(app, new_project):

@@ -1,0 +1,313 @@
+"""Where the time of one write request goes: SQL statements, transactions, Ceph calls and robin's Python.
+
+In-process, through Flask's test client (no HTTP server, no network between client and robin), on a dev Ceph
+cluster this script starts and a fresh SQLite database (or, with --db postgresql, a PostgreSQL server it starts).
+For each write path:
+
+  rbd_create      POST   /api/v2/projects/{p}/rbd-images
+  rbd_resize      PATCH  /api/v2/projects/{p}/rbd-images/{name}            (to twice its size)
+  rbd_delete      DELETE /api/v2/projects/{p}/rbd-images/{name}            (to the trash, robin's default)
+  snapshot_create POST   /api/v2/projects/{p}/rbd-images/{name}/snapshots
+  clone_create    POST   /api/v2/projects/{p}/rbd-images  {"source": {"image", "snapshot"}}
+  cephfs_create   POST   /api/v2/projects/{p}/cephfs-paths
+
+it runs --iterations requests (after warm-up ones) and prints, per request (medians): SQL statements (BEGIN and
+COMMIT not counted), transactions committed, Ceph calls, and the wall time split into time inside Ceph binding calls
+(robin.metrics' per-operation histogram, which robin.ceph feeds around every call), time inside SQL statements
+(cursor executes, as SQLAlchemy's before/after_cursor_execute events see them, and commits) and the rest:
+robin's own Python, Flask and the test client.
+
+    .venv/bin/python benchmarks/profile_requests.py [--iterations 30] [--db sqlite|postgresql] \
+        [--cprofile rbd_create] [--cprofile-lines 30]
+
+--cprofile OP runs that path once more per iteration under cProfile and prints its hottest functions (cumulative).
+The dev cluster (and PostgreSQL) is stopped by pid when the script ends, on failure and Ctrl-C too.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import platform
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import event
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from robin.config import Settings  # noqa: E402
+from robin.dev.cluster import DevCluster  # noqa: E402
+from robin.metrics import CEPH_OP_SECONDS  # noqa: E402
+
+GiB = 2**30
+WARMUP = 3
+OPS = ("rbd_create", "rbd_resize", "rbd_delete", "snapshot_create", "clone_create", "cephfs_create")
+
+
+# --- counting -----------------------------------------------------------------------------------
+
+@dataclass
+class Tally:
+    statements: int = 0
+    transactions: int = 0
+    sql_seconds: float = 0.0
+    texts: list[str] = field(default_factory=list)
+
+
+class SqlCounter:
+    """Statements, their time and the transactions committed on one engine, between start() and stop()."""
+
+    def __init__(self, engine):
+        self.tally: Tally | None = None
+        self._started: list[float] = []
+        event.listen(engine, "before_cursor_execute", self._before)
+        event.listen(engine, "after_cursor_execute", self._after)
+        event.listen(engine, "commit", self._commit)
+        # A commit is no cursor execute (no event times it): time the dialect's own call, on this engine only.
+        commit = engine.dialect.do_commit
+
+        def timed_commit(dbapi_connection):
+            started = time.perf_counter()
+            try:
+                commit(dbapi_connection)
+            finally:
+                if self.tally is not None:
+                    self.tally.sql_seconds += time.perf_counter() - started
+        engine.dialect.do_commit = timed_commit
+
+    def _before(self, conn, cursor, statement, parameters, context, executemany):
+        self._started.append(time.perf_counter())
+
+    def _after(self, conn, cursor, statement, parameters, context, executemany):
+        started = self._started.pop()
+        if self.tally is None:
+            return
+        self.tally.sql_seconds += time.perf_counter() - started
+        if not statement.lstrip().upper().startswith("BEGIN"):
+            self.tally.statements += 1
+            self.tally.texts.append(" ".join(statement.split())[:160])
+
+    def _commit(self, conn):
+        if self.tally is not None:
+            self.tally.transactions += 1
+
+    @contextmanager
+    def counting(self):
+        self.tally = Tally()
+        try:
+            yield self.tally
+        finally:
+            self.tally = None
+
+
+def ceph_totals() -> tuple[float, float]:
+    """(calls, seconds) robin.ceph has spent in binding calls in this process so far."""
+    calls = seconds = 0.0
+    for metric in CEPH_OP_SECONDS.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_count"):
+                calls += sample.value
+            elif sample.name.endswith("_sum"):
+                seconds += sample.value
+    return calls, seconds
+
+
+@dataclass
+class Sample:
+    total_ms: float
+    ceph_ms: float
+    sql_ms: float
+    ceph_calls: int
+    statements: int
+    transactions: int
+    texts: list[str]
+
+    @property
+    def python_ms(self) -> float:
+        return self.total_ms - self.ceph_ms - self.sql_ms
+
+
+# --- the requests -------------------------------------------------------------------------------
+
+class Requests:
+    """The write paths, each as a callable that makes one request (its setup done before, untimed)."""
+
+    def __init__(self, client, token: str, project: str):
+        self.client, self.project = client, project
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.images = f"/api/v2/projects/{project}/rbd-images"
+        self.paths = f"/api/v2/projects/{project}/cephfs-paths"
+
+    def call(self, method: str, url: str, expected: int, body: dict | None = None):
+        response = self.client.open(url, method=method, json=body, headers=self.headers)
+        if response.status_code != expected:
+            raise SystemExit(f"{method} {url}: {response.status_code} {response.get_data(as_text=True)}")
+        return response
+
+    def image(self, name: str | None = None) -> str:
+        name = name or f"img-{uuid.uuid4().hex[:10]}"
+        self.call("POST", self.images, 201, {"name": name, "size_bytes": GiB})
+        return name
+
+    def snapshot(self, image: str) -> str:
+        self.call("POST", f"{self.images}/{image}/snapshots", 201, {"name": "s1"})
+        return "s1"
+
+    def prepare(self, op: str) -> Callable[[], object]:
+        """Set up what `op` needs; return the timed request."""
+        name = f"{op.replace('_', '-')}-{uuid.uuid4().hex[:10]}"
+        if op == "rbd_create":
+            return lambda: self.call("POST", self.images, 201, {"name": name, "size_bytes": GiB})
+        if op == "rbd_resize":
+            image = self.image()
+            return lambda: self.call("PATCH", f"{self.images}/{image}", 200, {"size_bytes": 2 * GiB})
+        if op == "rbd_delete":
+            image = self.image()
+            return lambda: self.call("DELETE", f"{self.images}/{image}", 204)
+        if op == "snapshot_create":
+            image = self.image()
+            return lambda: self.call("POST", f"{self.images}/{image}/snapshots", 201, {"name": "s1"})
+        if op == "clone_create":
+            parent = self.image()
+            snapshot = self.snapshot(parent)
+            return lambda: self.call("POST", self.images, 201,
+                                     {"name": name, "source": {"image": parent, "snapshot": snapshot}})
+        if op == "cephfs_create":
+            return lambda: self.call("POST", self.paths, 201, {"name": name, "quota_bytes": GiB})
+        raise ValueError(op)
+
+
+def measure(requests: Requests, sql: SqlCounter, op: str) -> Sample:
+    request = requests.prepare(op)
+    calls_before, ceph_before = ceph_totals()
+    with sql.counting() as tally:
+        start = time.perf_counter()
+        request()
+        total = time.perf_counter() - start
+    calls_after, ceph_after = ceph_totals()
+    return Sample(total_ms=total * 1000, ceph_ms=(ceph_after - ceph_before) * 1000, sql_ms=tally.sql_seconds * 1000,
+                  ceph_calls=round(calls_after - calls_before), statements=tally.statements,
+                  transactions=tally.transactions, texts=tally.texts)
+
+
+def profiled(requests: Requests, op: str, iterations: int, lines: int) -> str:
+    profiler = cProfile.Profile()
+    for _ in range(iterations):
+        request = requests.prepare(op)
+        profiler.enable()
+        request()
+        profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(lines)
+    return out.getvalue()
+
+
+# --- report -------------------------------------------------------------------------------------
+
+def median(values) -> float:
+    return statistics.median(values)
+
+
+def table(results: dict[str, list[Sample]]) -> str:
+    rows = ["| request | SQL statements | transactions | Ceph calls | total ms | Ceph ms | SQL ms | robin Python ms |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for op, samples in results.items():
+        rows.append(f"| {op} | {median([s.statements for s in samples]):g} | "
+                    f"{median([s.transactions for s in samples]):g} | {median([s.ceph_calls for s in samples]):g} | "
+                    f"{median([s.total_ms for s in samples]):.1f} | {median([s.ceph_ms for s in samples]):.1f} | "
+                    f"{median([s.sql_ms for s in samples]):.1f} | {median([s.python_ms for s in samples]):.1f} |")
+    return "\n".join(rows)
+
+
+def machine() -> str:
+    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
+    return (f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}, {platform.node()}, {os.cpu_count()} CPUs, "
+            f"Python {platform.python_version()}, load average {load}")
+
+
+# --- setup --------------------------------------------------------------------------------------
+
+def run(args, ceph_conf: str, database_url: str) -> None:
+    from cryptography.fernet import Fernet
+
+    from robin import create_app
+    from robin.auth.models import Role
+    from robin.auth.service import create_token
+    from robin.clusters.service import registry
+    from robin.db import db, upgrade
+
+    upgrade(database_url)
+    app = create_app(Settings(database_url=database_url, ceph_conf=ceph_conf, log_level="WARNING",
+                              max_volume_bytes=2**50, secret_key=Fernet.generate_key().decode()))
+    try:
+        with app.app_context():
+            token = create_token(Role.ADMIN, name="profile")[0]
+        requests = Requests(app.test_client(), token, f"profile-{uuid.uuid4().hex[:8]}")
+        requests.call("POST", "/api/v2/projects", 201, {"name": requests.project, "quota": {
+            "max_bytes": 2**50, "max_volumes": 100_000, "max_snapshots": 100_000}})
+        sql = SqlCounter(db.engine)
+        for op in OPS:
+            for _ in range(WARMUP):
+                measure(requests, sql, op)
+        results = {op: [] for op in OPS}
+        for _ in range(args.iterations):  # interleaved: a slow spell of the cluster hits every path
+            for op in OPS:
+                results[op].append(measure(requests, sql, op))
+        print(f"## {db.engine.dialect.name}, {args.iterations} requests each, medians ({machine()})\n")
+        print(table(results))
+        print("\nStatements of one request of each kind:")
+        for op, samples in results.items():
+            print(f"\n{op}:")
+            for text in samples[-1].texts:
+                print(f"  {text}")
+        if args.cprofile:
+            print(f"\ncProfile of {args.cprofile}, {args.iterations} requests:\n")
+            print(profiled(requests, args.cprofile, args.iterations, args.cprofile_lines))
+    finally:
+        registry.connections.close()  # while the cluster still runs
+
+
+@contextmanager
+def database(kind: str, scratch: str) -> Iterator[str]:
+    """A fresh database: a SQLite file, or a database on a PostgreSQL server started here (stopped at the end)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{scratch}/robin.db"
+        return
+    from tests.support.postgres import PostgresServer
+
+    server = PostgresServer.start()
+    try:
+        yield server.create_database("robin_profile")
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=30)
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--cprofile", choices=OPS, help="also profile this request with cProfile")
+    parser.add_argument("--cprofile-lines", type=int, default=30)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="rbp", dir="/tmp") as scratch, database(args.db, scratch) as url:
+        cluster = DevCluster(Path(scratch) / "ceph")
+        try:
+            run(args, str(cluster.up()), url)
+        finally:
+            cluster.down()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""What one write request costs the database: SQL statements and committed transactions, at most the figures
+measured when these paths were trimmed (benchmarks/profile_requests.py prints them with their timings), so a
+change that adds a round trip fails here. Each request still answers as before and leaves its one audit row."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import pytest
+from sqlalchemy import event, select
+
+from robin.audit.models import AuditEvent
+from robin.auth.service import token_cache
+from robin.db import db
+from tests.conftest import unique
+
+pytestmark = pytest.mark.integration
+GiB = 2**30
+
+# Per request, with its token looked up (a cold token cache); BEGIN is no statement here. The state machine's
+# two commits around the Ceph call and the audit row's final status (written once the response is known) are
+# in every figure; a clone finds its parent in the transaction that reserves its quota.
+CEILINGS = {
+    "rbd_create": (8, 3),
+    "rbd_resize": (8, 3),
+    "rbd_delete": (8, 3),
+    "snapshot_create": (8, 3),
+    "clone_create": (9, 3),
+    "cephfs_create": (8, 3),
+}
+
+
+@dataclass
+class Counted:
+    statements: list[str] = field(default_factory=list)
+    transactions: int = 0
+
+
+@contextmanager
+def counting(cold_tokens: bool = True) -> Iterator[Counted]:
+    """The statements and commits of the API's engine while the block runs (with cold_tokens, a token lookup
+    included)."""
+    counted = Counted()
+
+    def on_execute(conn, cursor, statement, parameters, context, executemany):
+        if not statement.lstrip().upper().startswith("BEGIN"):
+            counted.statements.append(statement)
+
+    def on_commit(conn):
+        counted.transactions += 1
+
+    if cold_tokens:
+        token_cache.clear()
+    event.listen(db.engine, "before_cursor_execute", on_execute)
+    event.listen(db.engine, "commit", on_commit)
+    try:
+        yield counted
+    finally:
+        event.remove(db.engine, "before_cursor_execute", on_execute)
+        event.remove(db.engine, "commit", on_commit)
+
+
+def audit_rows(db_rows, project: str) -> list[AuditEvent]:
+    return db_rows(select(AuditEvent).where(AuditEvent.project == project).order_by(AuditEvent.id))
+
+
+@pytest.fixture()
+def project(new_project):
+    return new_project(max_bytes=100 * GiB, max_volumes=50, max_snapshots=50)
+
+
+def within_ceiling(op: str, counted: Counted) -> None:
+    statements, transactions = CEILINGS[op]
+    assert len(counted.statements) <= statements, (op, counted.statements)
+    assert counted.transactions <= transactions, (op, counted.transactions)
+
+
+def request(admin, db_rows, project: str, op: str, method: str, path: str, status: int, body=None):
+    """One request, counted; it answers `status` and adds exactly one audit row, with that status."""
+    before = len(audit_rows(db_rows, project))
+    with counting() as counted:
+        response = admin.open(path, method=method, json=body)
+    assert response.status_code == status, response.json
+    rows = audit_rows(db_rows, project)
+    assert len(rows) == before + 1
+    assert (rows[-1].status_code, rows[-1].outcome) == (status, "success")
+    within_ceiling(op, counted)
+    return response
+
+
+def test_write_paths_stay_within_their_statement_and_transaction_ceilings(admin, db_rows, project):
+    images = f"/api/v2/projects/{project}/rbd-images"
+    name, clone = unique("img"), unique("clone")
+    created = request(admin, db_rows, project, "rbd_create", "POST", images, 201, {"name": name, "size_bytes": GiB})
+    assert (created.json["state"], created.json["size_bytes"]) == ("available", GiB)
+    resized = request(admin, db_rows, project, "rbd_resize", "PATCH", f"{images}/{name}", 200,
+                      {"size_bytes": 2 * GiB})
+    assert (resized.json["state"], resized.json["size_bytes"]) == ("available", 2 * GiB)
+    snapshot = request(admin, db_rows, project, "snapshot_create", "POST", f"{images}/{name}/snapshots", 201,
+                       {"name": "s1"})
+    assert (snapshot.json["state"], snapshot.json["size_bytes"]) == ("available", 2 * GiB)
+    cloned = request(admin, db_rows, project, "clone_create", "POST", images, 201,
+                     {"name": clone, "source": {"image": name, "snapshot": "s1"}})
+    assert cloned.json["parent"] == {"image": name, "snapshot": "s1"}
+    request(admin, db_rows, project, "rbd_delete", "DELETE", f"{images}/{clone}", 204)
+    assert admin.get(f"{images}/{clone}").status_code == 404
+    paths = f"/api/v2/projects/{project}/cephfs-paths"
+    made = request(admin, db_rows, project, "cephfs_create", "POST", paths, 201,
+                   {"name": unique("dir"), "quota_bytes": GiB})
+    assert (made.json["state"], made.json["quota_bytes"]) == ("available", GiB)
+    usage = admin.get(f"/api/v2/projects/{project}/usage").json
+    assert (usage["provisioned_bytes"], usage["volumes"]) == (2 * GiB + GiB, 2)
+
+
+def test_a_cached_token_costs_no_statement(admin, project):
+    images = f"/api/v2/projects/{project}/rbd-images"
+    with counting() as cold:
+        assert admin.get(images).status_code == 200
+    with counting(cold_tokens=False) as warm:
+        assert admin.get(images).status_code == 200
+        assert admin.get(images).status_code == 200
+    assert len(warm.statements) == 2 * (len(cold.statements) - 1)
