@@ -74,7 +74,7 @@ bench-provisioner: bootstrap
 bench-migrate: bootstrap
 	$(PY) benchmarks/migrate.py
 
-# A fleet of 10,000 images + 10,000 CephFS paths (about half an hour on 2 cores); a quick proof:
+# A fleet of 10,000 images + 10,000 CephFS paths (about 20 minutes on 2 cores); a quick proof:
 # `make bench-scale BENCH_ARGS="--count 200 --claims 50"`. Arguments: benchmarks/README.md.
 bench-scale: bootstrap
 	$(PY) benchmarks/scale.py $(BENCH_ARGS)
