@@ -3,11 +3,11 @@
 One run starts its own dev Ceph cluster (or uses --ceph-conf) and a migrated SQLite database, all on 127.0.0.1,
 then:
 
-  raw creates   --count `RBD().create` and --count `mkdir` + quota xattr from --threads threads on one
+  raw creates   --count `RBD().create` and --count `mkdir` + quota xattr from 8 threads on one
                 connection (one mount), then removed again (untimed): Ceph's own rate here;
   fleet         the same counts created through robin's service layer in-process (`volumes.service.create`,
                 specs loaded by the API's schemas; quota, state machine and audit rows included), from
-                --threads threads, in one project; one volume in --data-every gets data written;
+                8 threads, in one project; one volume in --data-every gets data written;
   refresh       `robin.audit.usage.refresh()` (what the maintenance loop and `?refresh=true` run) in a
                 child process: its time and the child's peak RSS; next to it the same Ceph calls from as
                 many threads with no database;
@@ -61,10 +61,10 @@ from benchmarks.api_vs_binding import (  # noqa: E402
     start_cluster,
     stop_cleanly_on_signals,
 )
-from benchmarks.audit import Fleet, raw_audit  # noqa: E402
+from benchmarks.audit import CREATE_THREADS, Fleet, raw_audit  # noqa: E402
 from robin.config import Settings  # noqa: E402
 
-POOL, FS_NAME = "rbd", "cephfs"
+FS_NAME = "cephfs"
 HTTP_TIMEOUT_S = 120
 PAGE = 1000  # the API's largest page
 GOAL_REFRESH_S = 15.0
@@ -89,9 +89,10 @@ def step(name: str) -> None:
 
 # --- creating: raw, then robin -------------------------------------------------------------------
 
-def raw_creates(ioctx, fs, count: int, threads: int, run_id: str) -> dict:
-    """Ceph's own rate: benchmarks/provisioner.py's raw create, for images and for directories, then removed."""
-    result = {}
+def raw_creates(ioctx, fs, count: int, run_id: str) -> dict:
+    """Ceph's own rate: benchmarks/provisioner.py's raw create, for images and for directories, then removed; from
+    as many threads as the fleet is created from."""
+    result, threads = {}, CREATE_THREADS
     for kind in ("rbd", "cephfs"):
         step(f"raw: {count} x {kind} create from {threads} threads")
         raw = prov.RawCreate(kind, ioctx, fs, f"{run_id}-{kind}")
@@ -103,7 +104,7 @@ def raw_creates(ioctx, fs, count: int, threads: int, run_id: str) -> dict:
 
 
 def grow_fleet(fleet: Fleet, count: int) -> dict:
-    """Through robin's service layer (audit.py's Fleet: 8 threads, images first, then paths)."""
+    """Through robin's service layer (audit.py's Fleet: CREATE_THREADS threads, images first, then paths)."""
     step(f"robin: {count} RBD images + {count} CephFS paths through the service layer")
     started = time.perf_counter()
     fleet.grow_to(count)
@@ -113,13 +114,14 @@ def grow_fleet(fleet: Fleet, count: int) -> dict:
 
 def osd_usage(conf: str) -> dict:
     """What the OSD holds after the fleet (memstore keeps it in memory) against the size it reports."""
-    out = subprocess.run(["ceph", "-c", conf, "osd", "df", "-f", "json"], capture_output=True, text=True,
-                         timeout=30, check=True).stdout
-    node = json.loads(out)["nodes"][0]
-    df = json.loads(subprocess.run(["ceph", "-c", conf, "df", "-f", "json"], capture_output=True, text=True,
-                                   timeout=30, check=True).stdout)
+    node, df = ceph_json(conf, "osd", "df")["nodes"][0], ceph_json(conf, "df")
     return {"osd_kb": node["kb"], "osd_kb_used": node["kb_used"], "utilization_pct": node["utilization"],
             "objects": {pool["name"]: pool["stats"]["objects"] for pool in df["pools"]}}
+
+
+def ceph_json(conf: str, *command: str):
+    return json.loads(subprocess.run(["ceph", "-c", conf, *command, "-f", "json"], capture_output=True, text=True,
+                                     timeout=30, check=True).stdout)
 
 
 # --- refresh and drift, each in a child process (its own peak RSS) -------------------------------
@@ -359,7 +361,6 @@ def markdown(report: dict) -> str:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=10000, help="RBD images, and as many CephFS paths")
-    parser.add_argument("--threads", type=int, default=8, help="threads creating the fleet, and the raw creates")
     parser.add_argument("--parallelism", type=int, default=Settings().usage_parallelism,
                         help="ROBIN_USAGE_PARALLELISM for the refresh (and the raw refresh's threads)")
     parser.add_argument("--workers", type=int, default=4, help="robin serve's gunicorn workers")
@@ -370,9 +371,9 @@ def parse_args(argv=None):
     parser.add_argument("--ceph-conf", help="use this cluster instead of starting a dev cluster")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
-    if min(args.count, args.threads, args.parallelism, args.workers, args.repeats, args.data_every) < 1 \
+    if min(args.count, args.parallelism, args.workers, args.repeats, args.data_every) < 1 \
             or args.claims < 0:
-        parser.error("--count, --threads, --parallelism, --workers, --repeats and --data-every must be positive")
+        parser.error("--count, --parallelism, --workers, --repeats and --data-every must be positive")
     return args
 
 
@@ -395,7 +396,7 @@ def run(args, report: dict, stack: ExitStack) -> None:
     fs.mount(filesystem_name=FS_NAME.encode())
 
     loads["raw_creates"] = load()
-    steps["raw_creates"] = raw_creates(ioctx, fs, args.count, args.threads, run_id)
+    steps["raw_creates"] = raw_creates(ioctx, fs, args.count, run_id)
     project = f"scale-{run_id}"
     with app.app_context():
         projects.create(LOCAL_ADMIN, project, {"max_bytes": 2**60, "max_volumes": 10**7, "max_snapshots": 10**6})
@@ -432,7 +433,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     report = {"machine": {**machine(), "load_average_start": os.getloadavg()},
               "command": " ".join([Path(sys.executable).name, *sys.argv]),
-              "settings": {"count": args.count, "threads": args.threads, "parallelism": args.parallelism,
+              "settings": {"count": args.count, "threads": CREATE_THREADS, "parallelism": args.parallelism,
                            "workers": args.workers, "repeats": args.repeats, "claims": args.claims,
                            "data_every": args.data_every, "data_bytes": args.data_bytes, "database": "sqlite",
                            "fleet_created_by": "robin's service layer in-process"},
