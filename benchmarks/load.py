@@ -43,7 +43,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script: make `benchmarks`, `tests.support` and robin importable
@@ -246,9 +246,12 @@ def api(url: str, method: str, path: str, token: str, body=None, expect: int = 2
     return data
 
 
-def set_up_project(url: str, token: str, name: str, images: int) -> None:
+def create_project(url: str, token: str, name: str) -> None:
     api(url, "POST", "/api/v2/projects", token, {
         "name": name, "quota": {"max_bytes": 2**60, "max_volumes": 10**6, "max_snapshots": 0}}, 201)
+
+
+def create_images(url: str, token: str, name: str, images: int) -> None:
     path = f"/api/v2/projects/{name}/rbd-images"
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda i: api(url, "POST", path, token, {"name": f"{name}-page{i:03d}", "size_bytes": GiB}, 201),
@@ -264,13 +267,14 @@ def measure_robin(label: str, replicas: int, database_url: str, conf: str, args,
 
 def robin_phases(label: str, urls: list[str], token: str, args, run_id: str, purge: ExitStack | None) -> dict:
     project = f"load-{run_id}-{label.lower()}"
-    set_up_project(urls[0], token, project, PAGE)
+    create_project(urls[0], token, project)
+    if purge is not None:
+        purge.callback(purge_project, urls[0], token, project)
+    create_images(urls[0], token, project, PAGE)
     page_path = f"/api/v2/projects/{project}/rbd-images?limit={PAGE}"
     page = api(urls[0], "GET", page_path, token)
     if len(json.loads(page)["items"]) != PAGE:
         raise RuntimeError(f"the page holds {len(json.loads(page)['items'])} items, not {PAGE}")
-    if purge is not None:
-        purge.callback(purge_project, urls[0], token, project)
     reads = phase(f"{label}, {len(urls)} replica(s)", urls, Target("GET", page_path, token, 200),
                   args.read_concurrency, args)
     tag, numbers = uuid.uuid4().hex[:4], itertools.count()  # one name per request, warm-up included
@@ -284,7 +288,7 @@ def purge_project(url: str, token: str, project: str) -> None:
     """With --ceph-conf: every volume of the project deleted at once (`?purge=true`), 8 at a time."""
     names, cursor = [], None
     while True:
-        query = f"?limit=1000&cursor={cursor}" if cursor else "?limit=1000"
+        query = f"?limit=1000&cursor={quote(cursor)}" if cursor else "?limit=1000"
         body = json.loads(api(url, "GET", f"/api/v2/projects/{project}/rbd-images{query}", token))
         names += [item["name"] for item in body["items"]]
         cursor = body["next_cursor"]

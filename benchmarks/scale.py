@@ -57,6 +57,7 @@ from benchmarks.api_vs_binding import (  # noqa: E402
     new_session,
     percentile,
     rados_ioctx,
+    remove_empty_dirs,
     run_main,
     start_cluster,
     stop_cleanly_on_signals,
@@ -401,9 +402,10 @@ def run(args, report: dict, stack: ExitStack) -> None:
     with app.app_context():
         projects.create(LOCAL_ADMIN, project, {"max_bytes": 2**60, "max_volumes": 10**7, "max_snapshots": 10**6})
     fleet = Fleet(app, project, ioctx, fs, args.data_every, args.data_bytes)
-    if args.ceph_conf:
+    if args.ceph_conf:  # a cluster of someone else's: purge the fleet, then remove the project's empty directory
         from benchmarks.audit import cleanup
 
+        stack.callback(remove_empty_dirs, fs, [f"{Settings().cephfs_root}/{project}"])
         stack.callback(cleanup, app, fleet)
     loads["fleet"] = load()
     steps["fleet"] = grow_fleet(fleet, args.count)
