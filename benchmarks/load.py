@@ -1,15 +1,15 @@
 """robin under concurrent load: reads and writes through two replicas on PostgreSQL, against the ceilings here.
 
 One run starts its own dev Ceph cluster (or uses --ceph-conf) and PostgreSQL (a throwaway server on 127.0.0.1,
-stopped by its pid), then, each phase --duration seconds after an untimed --warmup:
+stopped by its pid), then these phases, in this order, each --duration seconds after an untimed --warmup:
 
-  bare app        two gunicorn servers with robin's settings (gthread, --workers, robin's threads per worker)
-                  whose WSGI app returns a constant: robin's own 100-item page, captured below. The ceiling of
-                  the server stack, and the check that the load generator is not the bottleneck;
   PostgreSQL      two `robin serve` replicas (--workers each, one database, one ROBIN_SECRET_KEY: the setup the
                   Helm chart ships) on two ports, the client's connections spread over both:
                     GET  `/api/v2/projects/{p}/rbd-images?limit=100` (100 images there) at --read-concurrency;
                     POST `/api/v2/projects/{p}/rbd-images` (1 GiB, a new name each) at --write-concurrency;
+  bare app        two gunicorn servers with robin's settings (gthread, --workers, robin's threads per worker)
+                  whose WSGI app returns a constant: robin's own 100-item page, as the PostgreSQL phase got it.
+                  The ceiling of the server stack, and the check that the load generator is not the bottleneck;
   raw             `rbd.RBD().create` (robin's default features) from --write-concurrency threads on one
                   connection: the ceiling of Ceph here;
   SQLite          one `robin serve` on a SQLite database, the same GET and POST, for comparison.
