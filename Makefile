@@ -14,7 +14,7 @@ TEST_DEBIAN_PACKAGES := postgresql chromium glusterfs-server glusterfs-client \
 SYSTEM_PYTHON := /usr/bin/python3
 PORT ?= 8080
 
-.PHONY: bootstrap run test bench bench-provisioner bench-migrate clean .run-debian-packages .test-debian-packages \
+.PHONY: bootstrap run test bench bench-provisioner bench-migrate bench-scale bench-load clean .run-debian-packages .test-debian-packages \
         image base-image container-engine
 
 # A development checkout: robin editable with the test tools ([dev]), and every Debian package either needs.
@@ -73,6 +73,15 @@ bench-provisioner: bootstrap
 
 bench-migrate: bootstrap
 	$(PY) benchmarks/migrate.py
+
+# A fleet of 10,000 images + 10,000 CephFS paths (about 20 minutes on 2 cores); a quick proof:
+# `make bench-scale BENCH_ARGS="--count 200 --claims 50"`. Arguments: benchmarks/README.md.
+bench-scale: bootstrap
+	$(PY) benchmarks/scale.py $(BENCH_ARGS)
+
+# Reads and writes under concurrency: two replicas on PostgreSQL, one on SQLite, the bare app and the raw call.
+bench-load: bootstrap
+	$(PY) benchmarks/load.py $(BENCH_ARGS)
 
 # --- The container image (Containerfile; docs/container-image.md) ------------------------------------------------
 CONTAINER_ENGINE ?= podman

@@ -1,0 +1,463 @@
+"""robin under concurrent load: reads and writes through two replicas on PostgreSQL, against the ceilings here.
+
+One run starts its own dev Ceph cluster (or uses --ceph-conf) and PostgreSQL (a throwaway server on 127.0.0.1,
+stopped by its pid), then these phases, in this order, each --duration seconds after an untimed --warmup:
+
+  PostgreSQL      two `robin serve` replicas (--workers each, one database, one ROBIN_SECRET_KEY: the setup the
+                  Helm chart ships) on two ports, the client's connections spread over both:
+                    GET  `/api/v2/projects/{p}/rbd-images?limit=100` (100 images there) at --read-concurrency;
+                    POST `/api/v2/projects/{p}/rbd-images` (1 GiB, a new name each) at --write-concurrency;
+  bare app        two gunicorn servers with robin's settings (gthread, --workers, robin's threads per worker)
+                  whose WSGI app returns a constant: robin's own 100-item page, as the PostgreSQL phase got it.
+                  The ceiling of the server stack, and the check that the load generator is not the bottleneck;
+  raw             `rbd.RBD().create` (robin's default features) from --write-concurrency threads on one
+                  connection: the ceiling of Ceph here;
+  SQLite          one `robin serve` on a SQLite database, the same GET and POST, for comparison.
+
+The load generator is this process: one thread per connection, each a keep-alive `http.client` connection
+issuing its next request as soon as the last one is answered (closed loop). Reported per phase: requests/s
+(answers with the expected status over the phase's wall time), p50/p99 latency, errors, the generator's own CPU
+(in cores) and the load average. Prints Markdown, writes JSON (--json) with the machine and robin's commit.
+
+    .venv/bin/python benchmarks/load.py [--duration 30] [--json out.json]
+
+Everything it starts (cluster daemons, PostgreSQL, the servers) is stopped by pid in `finally`, Ctrl-C and
+SIGTERM included. On a dev cluster it started, the volumes made are left to go with it; with --ceph-conf they are
+purged (robin's with `DELETE ?purge=true`, the raw images with `RBD().remove`).
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import itertools
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run as a script: make `benchmarks`, `tests.support` and robin importable
+
+import rbd  # noqa: E402
+
+from benchmarks.api_vs_binding import (  # noqa: E402
+    fmt,
+    git_state,
+    machine,
+    make_admin_token,
+    make_database,
+    percentile,
+    rados_ioctx,
+    run_main,
+    start_cluster,
+    stop_cleanly_on_signals,
+)
+from robin.config import Settings  # noqa: E402
+from tests.support.net import free_port, wait_until  # noqa: E402
+from tests.support.server import running_replica  # noqa: E402
+
+GiB = 2**30
+BODY_ENV = "ROBIN_BENCH_BARE_BODY"  # the file benchmarks/bare_app.py serves
+PAGE = 100
+HTTP_TIMEOUT_S = 60
+GOAL_READS_PER_S = 1000.0
+GOAL_P99_OVER_P50 = 5.0
+GOAL_WRITES_VS_RAW = 1.5  # robin's create throughput within 1.5x of the raw binding's
+
+
+# --- the load generator ---------------------------------------------------------------------------
+
+class Target:
+    """One kind of request: what to send and which status means it worked."""
+
+    def __init__(self, method: str, path: str, token: str | None, expect: int, body=None):
+        self.method, self.path, self.expect, self.body = method, path, expect, body
+        self.headers = {"Connection": "keep-alive"}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+        if body is not None:
+            self.headers["Content-Type"] = "application/json"
+
+    def payload(self) -> bytes | None:
+        return None if self.body is None else json.dumps(self.body()).encode()
+
+
+def drive(urls: list[str], target: Target, concurrency: int, duration: float) -> dict:
+    """`concurrency` closed-loop connections, spread over `urls`, for `duration` seconds."""
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    statuses: list[Counter] = [Counter() for _ in range(concurrency)]
+    start = threading.Barrier(concurrency + 1)
+    deadline: list[float] = []
+
+    def connection(worker: int) -> None:
+        host = urlsplit(urls[worker % len(urls)])
+        conn = http.client.HTTPConnection(host.hostname, host.port, timeout=HTTP_TIMEOUT_S)
+        start.wait()
+        while time.perf_counter() < deadline[0]:
+            began = time.perf_counter()
+            try:
+                conn.request(target.method, target.path, body=target.payload(), headers=target.headers)
+                response = conn.getresponse()
+                response.read()
+                status = response.status
+            except (OSError, http.client.HTTPException) as exc:
+                status = type(exc).__name__
+                conn.close()  # reconnects on the next request
+            elapsed = time.perf_counter() - began
+            statuses[worker][status] += 1
+            if status == target.expect:
+                latencies[worker].append(elapsed)
+        conn.close()
+
+    threads = [threading.Thread(target=connection, args=(i,), daemon=True) for i in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    cpu_before, load_before = client_cpu_s(), os.getloadavg()[0]
+    began = time.perf_counter()
+    deadline.append(began + duration)
+    start.wait()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - began  # until the last request begun before the deadline was answered
+    ok = [s for per in latencies for s in per]
+    counted = sum(statuses, Counter())
+    return {"concurrency": concurrency, "urls": len(urls), "wall_s": wall, "ok": len(ok),
+            "per_s": len(ok) / wall, "statuses": {str(k): v for k, v in counted.items()},
+            "errors": sum(v for k, v in counted.items() if k != target.expect),
+            **latency(ok), "client_cores": (client_cpu_s() - cpu_before) / wall,
+            "load_start": round(load_before, 2), "load_end": round(os.getloadavg()[0], 2)}
+
+
+def latency(seconds: list[float]) -> dict:
+    if not seconds:
+        return {"p50_ms": None, "p99_ms": None}
+    ms = [s * 1000 for s in seconds]
+    return {"p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99)}
+
+
+def client_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def phase(label: str, urls: list[str], target: Target, concurrency: int, args) -> dict:
+    print(f"{time.strftime('%H:%M:%S')} {label}: {target.method} at {concurrency} for {args.duration:g} s "
+          f"(load {os.getloadavg()[0]:.2f})", flush=True)
+    drive(urls, target, concurrency, args.warmup)  # untimed: connections, every worker's first request
+    result = drive(urls, target, concurrency, args.duration)
+    print(f"  {result['per_s']:.1f}/s, p50 {fmt(result['p50_ms'] or 0)} ms, p99 {fmt(result['p99_ms'] or 0)} ms, "
+          f"errors {result['errors']} {result['statuses'] if result['errors'] else ''}", flush=True)
+    return result
+
+
+# --- the servers ------------------------------------------------------------------------------------
+
+@contextmanager
+def bare_servers(count: int, workers: int, threads: int, body: bytes):
+    """`count` gunicorn servers running benchmarks/bare_app.py with robin serve's worker class, workers and threads."""
+    directory = Path(tempfile.mkdtemp(prefix="robin-bench-bare-"))
+    (directory / "body.json").write_bytes(body)
+    env = {**os.environ, "PYTHONPATH": str(REPO), BODY_ENV: str(directory / "body.json")}
+    with ExitStack() as stack:
+        urls = []
+        for i in range(count):
+            port = free_port()
+            log = stack.enter_context(open(directory / f"bare-{i}.log", "wb"))
+            process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--worker-class", "gthread",
+                                        "--no-control-socket", "--bind", f"127.0.0.1:{port}", "--workers",
+                                        str(workers), "--threads", str(threads), "benchmarks.bare_app:app"],
+                                       env=env, cwd=REPO, stdout=log, stderr=log, start_new_session=True)
+            stack.callback(stop, process)
+            urls.append(f"http://127.0.0.1:{port}")
+            wait_until(lambda url=urls[-1], process=process: answers(url) or process.poll() is not None, 60,
+                       "the bare gunicorn app")
+            if process.poll() is not None:
+                raise RuntimeError(f"the bare app exited: {(directory / f'bare-{i}.log').read_text()[-2000:]}")
+        yield urls
+
+
+def answers(url: str) -> bool:
+    host = urlsplit(url)
+    try:
+        conn = http.client.HTTPConnection(host.hostname, host.port, timeout=1)
+        conn.request("GET", "/")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)  # its own session: it and its workers
+            process.wait()
+
+
+@contextmanager
+def robin_replicas(count: int, database_url: str, conf: str, workers: int):
+    """`count` robin serve replicas on one database (running_replica gives each its own state directory and all
+    the same ROBIN_SECRET_KEY, as the Helm chart's Deployment does)."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(running_replica(database_url, conf, workers, {"PYTHONPATH": str(REPO)})).url
+               for _ in range(count)]
+
+
+@contextmanager
+def postgres_database():
+    from robin.db import upgrade
+    from tests.support.postgres import PostgresServer
+
+    server = PostgresServer.start()
+    try:
+        url = server.create_database("robin_load")
+        upgrade(url)
+        yield url
+    finally:
+        server.stop()
+
+
+# --- robin's side: project, the page, the creates -------------------------------------------------
+
+def api(url: str, method: str, path: str, token: str, body=None, expect: int = 200):
+    host = urlsplit(url)
+    conn = http.client.HTTPConnection(host.hostname, host.port, timeout=HTTP_TIMEOUT_S)
+    try:
+        conn.request(method, path, body=None if body is None else json.dumps(body).encode(),
+                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        response = conn.getresponse()
+        data = response.read()
+    finally:
+        conn.close()
+    if response.status != expect:
+        raise RuntimeError(f"{method} {path}: {response.status} {data[:500]!r}")
+    return data
+
+
+def create_project(url: str, token: str, name: str) -> None:
+    api(url, "POST", "/api/v2/projects", token, {
+        "name": name, "quota": {"max_bytes": 2**60, "max_volumes": 10**6, "max_snapshots": 0}}, 201)
+
+
+def create_images(url: str, token: str, name: str, images: int) -> None:
+    path = f"/api/v2/projects/{name}/rbd-images"
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda i: api(url, "POST", path, token, {"name": f"{name}-page{i:03d}", "size_bytes": GiB}, 201),
+                      range(images)))
+
+
+def measure_robin(label: str, replicas: int, database_url: str, conf: str, args, run_id: str) -> dict:
+    token = make_admin_token(database_url, conf)
+    # The purge (with --ceph-conf) runs while the replicas still run, on failure too.
+    with robin_replicas(replicas, database_url, conf, args.workers) as urls, ExitStack() as purge:
+        return robin_phases(label, urls, token, args, run_id, purge if args.ceph_conf else None)
+
+
+def robin_phases(label: str, urls: list[str], token: str, args, run_id: str, purge: ExitStack | None) -> dict:
+    project = f"load-{run_id}-{label.lower()}"
+    create_project(urls[0], token, project)
+    if purge is not None:
+        purge.callback(purge_project, urls[0], token, project)
+    create_images(urls[0], token, project, PAGE)
+    page_path = f"/api/v2/projects/{project}/rbd-images?limit={PAGE}"
+    page = api(urls[0], "GET", page_path, token)
+    if len(json.loads(page)["items"]) != PAGE:
+        raise RuntimeError(f"the page holds {len(json.loads(page)['items'])} items, not {PAGE}")
+    reads = phase(f"{label}, {len(urls)} replica(s)", urls, Target("GET", page_path, token, 200),
+                  args.read_concurrency, args)
+    tag, numbers = uuid.uuid4().hex[:4], itertools.count()  # one name per request, warm-up included
+    create = Target("POST", f"/api/v2/projects/{project}/rbd-images", token, 201,
+                    lambda: {"name": f"w{tag}-{next(numbers)}", "size_bytes": GiB})
+    writes = phase(f"{label}, {len(urls)} replica(s)", urls, create, args.write_concurrency, args)
+    return {"replicas": len(urls), "page_bytes": len(page), "page": page, "reads": reads, "writes": writes}
+
+
+def purge_project(url: str, token: str, project: str) -> None:
+    """With --ceph-conf: every volume of the project deleted at once (`?purge=true`), 8 at a time."""
+    names, cursor = [], None
+    while True:
+        query = f"?limit=1000&cursor={quote(cursor)}" if cursor else "?limit=1000"
+        body = json.loads(api(url, "GET", f"/api/v2/projects/{project}/rbd-images{query}", token))
+        names += [item["name"] for item in body["items"]]
+        cursor = body["next_cursor"]
+        if not cursor:
+            break
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda name: api(url, "DELETE", f"/api/v2/projects/{project}/rbd-images/{name}?purge=true",
+                                       token, expect=204), names))
+
+
+# --- Ceph's ceiling -------------------------------------------------------------------------------
+
+def raw_creates(ioctx, concurrency: int, args, made: list[str]) -> dict:
+    """`RBD().create` from `concurrency` threads on one connection, closed loop, as drive() does for HTTP."""
+    from robin.ceph import rbd_ops
+
+    features = rbd_ops.feature_mask(Settings().rbd_default_features)
+    tag = uuid.uuid4().hex[:6]
+
+    def run(duration: float, prefix: str) -> dict:
+        times: list[list[float]] = [[] for _ in range(concurrency)]
+        deadline = time.perf_counter() + duration
+
+        def worker(i: int) -> None:
+            seq = 0
+            while time.perf_counter() < deadline:
+                name = f"raw-{tag}-{prefix}-{i}-{seq}"
+                began = time.perf_counter()
+                rbd.RBD().create(ioctx, name, GiB, old_format=False, features=features)
+                times[i].append(time.perf_counter() - began)
+                made.append(name)
+                seq += 1
+
+        cpu_before, load_before, began = client_cpu_s(), os.getloadavg()[0], time.perf_counter()
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            list(pool.map(worker, range(concurrency)))
+        wall = time.perf_counter() - began
+        ok = [s for per in times for s in per]
+        return {"concurrency": concurrency, "wall_s": wall, "ok": len(ok), "per_s": len(ok) / wall, **latency(ok),
+                "errors": 0, "client_cores": (client_cpu_s() - cpu_before) / wall,
+                "load_start": round(load_before, 2), "load_end": round(os.getloadavg()[0], 2)}
+
+    print(f"{time.strftime('%H:%M:%S')} raw: RBD().create at {concurrency} for {args.duration:g} s "
+          f"(load {os.getloadavg()[0]:.2f})", flush=True)
+    run(args.warmup, "warm")
+    result = run(args.duration, "t")
+    print(f"  {result['per_s']:.1f}/s, p50 {fmt(result['p50_ms'])} ms, p99 {fmt(result['p99_ms'])} ms", flush=True)
+    return result
+
+
+def remove_images(ioctx, names: list[str]) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda name: rbd.RBD().remove(ioctx, name), names))
+
+
+# --- reporting ------------------------------------------------------------------------------------
+
+def verdict(met: bool) -> str:
+    return "met" if met else "MISSED"
+
+
+def table_row(setup: str, request: str, r: dict) -> str:
+    ratio = r["p99_ms"] / r["p50_ms"] if r.get("p50_ms") else float("nan")
+    return (f"| {setup} | {request} | {r['concurrency']} | {r['per_s']:.1f} | {fmt(r['p50_ms'] or 0)} "
+            f"| {fmt(r['p99_ms'] or 0)} | {ratio:.1f} | {r['errors']} | {r['client_cores']:.2f} "
+            f"| {r['load_start']} -> {r['load_end']} |")
+
+
+def markdown(report: dict) -> str:
+    p = report["phases"]
+    s = report["settings"]
+    lines = [f"{s['duration']:g} s per phase after {s['warmup']:g} s untimed; robin serve and the bare app: "
+             f"{s['workers']} gunicorn workers x {s['threads']} threads per server; a {PAGE}-item page is "
+             f"{p['bare']['page_bytes'] / 1024:.0f} KiB.", "",
+             "| setup | request | concurrency | req/s | p50 ms | p99 ms | p99/p50 | errors | load generator CPU "
+             "(cores) | load average |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+             table_row(f"bare gunicorn app x{p['bare']['servers']} (constant body)", f"`GET` {PAGE}-item page",
+                       p["bare"]["reads"])]
+    for key, label in (("postgresql", "PostgreSQL"), ("sqlite", "SQLite")):
+        if key in p:
+            setup = f"robin, {label}, {p[key]['replicas']} replica(s)"
+            lines.append(table_row(setup, f"`GET` {PAGE}-item page", p[key]["reads"]))
+            lines.append(table_row(setup, "`POST` create (1 GiB image)", p[key]["writes"]))
+    lines.append(table_row("raw bindings, one connection", "`RBD().create`", p["raw"]))
+    raw = p["raw"]["per_s"]
+    goals = []
+    for key, label in (("postgresql", "PostgreSQL"), ("sqlite", "SQLite")):
+        if key in p:
+            reads, writes = p[key]["reads"], p[key]["writes"]
+            tail = reads["p99_ms"] / reads["p50_ms"] if reads["p50_ms"] else float("inf")
+            goals.append(f"{label}: reads >= {GOAL_READS_PER_S:g}/s {verdict(reads['per_s'] >= GOAL_READS_PER_S)} "
+                         f"({reads['per_s']:.0f}/s), p99 <= {GOAL_P99_OVER_P50:g}x p50 "
+                         f"{verdict(tail <= GOAL_P99_OVER_P50)} ({tail:.1f}x), writes within {GOAL_WRITES_VS_RAW:g}x"
+                         f" of raw {verdict(writes['per_s'] * GOAL_WRITES_VS_RAW >= raw)} "
+                         f"({raw / writes['per_s']:.1f}x slower)" if writes["per_s"] else "no write succeeded")
+    lines += ["", "Goals: " + "; ".join(goals) + "."]
+    bare = p["bare"]["reads"]
+    lines += ["", f"The load generator (this process, {s['read_concurrency']} threads) drove the bare app at "
+                  f"{bare['per_s']:.0f} req/s using {bare['client_cores']:.2f} cores: it sustains at least that "
+                  "here, so it is not what limits robin's rates below it."]
+    return "\n".join(lines)
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds per timed phase")
+    parser.add_argument("--warmup", type=float, default=3.0, help="untimed seconds before each phase")
+    parser.add_argument("--read-concurrency", type=int, default=16, help="connections issuing GETs")
+    parser.add_argument("--write-concurrency", type=int, default=8, help="connections issuing POSTs (and raw "
+                                                                         "create threads)")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers per robin replica and bare app")
+    parser.add_argument("--replicas", type=int, default=2, help="robin replicas on PostgreSQL")
+    parser.add_argument("--no-sqlite", action="store_true", help="skip the one-replica SQLite comparison")
+    parser.add_argument("--ceph-conf", help="use this cluster instead of starting a dev cluster")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    if min(args.read_concurrency, args.write_concurrency, args.workers, args.replicas) < 1 \
+            or args.duration <= 0 or args.warmup < 0:
+        parser.error("--duration, the concurrencies, --workers and --replicas must be positive")
+    return args
+
+
+def run(args, report: dict, stack: ExitStack) -> None:
+    run_id, phases = uuid.uuid4().hex[:6], report["phases"]
+    conf = start_cluster(stack, args.ceph_conf)
+    ioctx = stack.enter_context(rados_ioctx(conf))
+    with postgres_database() as database_url:
+        phases["postgresql"] = measure_robin("PostgreSQL", args.replicas, database_url, conf, args, run_id)
+    page = phases["postgresql"].pop("page")  # robin's own 100-item page: the bare app's constant body
+    with bare_servers(args.replicas, args.workers, Settings().threads, page) as urls:
+        phases["bare"] = {"servers": len(urls), "page_bytes": len(page),
+                          "reads": phase("bare app", urls, Target("GET", "/", None, 200), args.read_concurrency,
+                                         args)}
+    made: list[str] = []
+    if args.ceph_conf:
+        stack.callback(remove_images, ioctx, made)
+    phases["raw"] = raw_creates(ioctx, args.write_concurrency, args, made)
+    if not args.no_sqlite:
+        phases["sqlite"] = measure_robin("SQLite", 1, make_database(stack), conf, args, run_id)
+        phases["sqlite"].pop("page")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ["GIT_OPTIONAL_LOCKS"] = "0"  # `git status` must not take the index lock from others committing
+    stop_cleanly_on_signals()
+    report = {"machine": {**machine(), "load_average_start": os.getloadavg()},
+              "command": " ".join([Path(sys.executable).name, *sys.argv]),
+              "settings": {"duration": args.duration, "warmup": args.warmup, "workers": args.workers,
+                           "threads": Settings().threads, "replicas": args.replicas,
+                           "read_concurrency": args.read_concurrency, "write_concurrency": args.write_concurrency,
+                           "client": "one thread per keep-alive http.client connection, closed loop"},
+              "phases": {}}
+    try:
+        with ExitStack() as stack:
+            run(args, report, stack)
+    finally:
+        report["at_end"] = {**git_state(), "load_average_end": os.getloadavg()}
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+            print(f"\nwrote {args.json}")
+    print("\n" + markdown(report), flush=True)
+    if report["machine"]["robin_source"] != report["at_end"]["robin_source"]:
+        print("\nWARNING: robin's source changed during the run: the servers may have run different code",
+              file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
