@@ -831,7 +831,7 @@ def run(args, report: dict, stack: ExitStack) -> None:
     token = make_admin_token(database_url, conf)
     ioctx = stack.enter_context(rados_ioctx(conf))
     conn = CephConnection("bench", {"conf_path": conf, "client_id": "admin"}, Settings().ceph_timeout)
-    stack.callback(conn.reset)
+    stack.callback(conn.close)
     fs = mount_cephfs(stack, conf) if args.kind == "cephfs" else None
     robin_url = stack.enter_context(running_server(database_url, conf, workers=args.workers,
                                                    extra_env={"PYTHONPATH": str(REPO)}))

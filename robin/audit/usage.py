@@ -75,48 +75,66 @@ class _Measurer:
                 "measured_at": utcnow()}, None
 
 
-def _to_measure(stale_after: timedelta | None, volume_ids, project_id: int | None) -> list[Volume]:
+# Volumes are read, measured and stored this many at a time, so a refresh's memory does not grow
+# with the fleet.
+REFRESH_BATCH = 500
+
+
+def _to_measure(stale_after: timedelta | None, volume_ids, project_id: int | None):
     """Available volumes (others have no data to measure, or are being changed), optionally only the
-    given ones, one project's, or those whose figure is missing or older than `stale_after`."""
-    found = []
-    with db.reading() as session:
-        for model in (RbdImage, CephfsPath):
-            query = select(model).where(model.state == VolumeState.AVAILABLE)
-            if volume_ids is not None:
-                query = query.where(model.id.in_(list(volume_ids)))
-            if project_id is not None:
-                query = query.where(model.project_id == project_id)
-            if stale_after is not None:
-                fresh = select(VolumeUsage.volume_id).where(VolumeUsage.measured_at >= utcnow() - stale_after)
-                query = query.where(model.id.not_in(fresh))
-            found += session.scalars(query).unique()
-    return found
+    given ones, one project's, or those whose figure is missing or older than `stale_after`, in
+    batches of REFRESH_BATCH in id order."""
+    for model in (RbdImage, CephfsPath):
+        query = select(model).where(model.state == VolumeState.AVAILABLE)
+        if volume_ids is not None:
+            query = query.where(model.id.in_(list(volume_ids)))
+        if project_id is not None:
+            query = query.where(model.project_id == project_id)
+        if stale_after is not None:
+            fresh = select(VolumeUsage.volume_id).where(VolumeUsage.measured_at >= utcnow() - stale_after)
+            query = query.where(model.id.not_in(fresh))
+        after = ""
+        while True:
+            with db.reading() as session:
+                page = query.where(model.id > after).order_by(model.id).limit(REFRESH_BATCH)
+                batch = list(session.scalars(page).unique())
+            if not batch:
+                break
+            yield batch
+            after = batch[-1].id
 
 
 def refresh(*, stale_after: timedelta | None = None, volume_ids=None, project_id: int | None = None) -> RefreshResult:
-    """Measure now, `usage_parallelism` volumes at a time, and store the figures."""
-    started = time.monotonic()
-    volumes = _to_measure(stale_after, volume_ids, project_id)
-    result, rows = RefreshResult(), []
+    """Measure now, `usage_parallelism` volumes at a time, and store the figures batch by batch."""
+    started, result, measurer = time.monotonic(), RefreshResult(), _Measurer()
     with ThreadPoolExecutor(max_workers=config.current().usage_parallelism) as pool:
-        for row, error in pool.map(_Measurer(), volumes):
-            if row:
-                rows.append(row)
-            else:
-                result.failed.append(error)
-    _store(rows, prune=stale_after is None and volume_ids is None and project_id is None)
-    result.measured, result.seconds = len(rows), time.monotonic() - started
+        for volumes in _to_measure(stale_after, volume_ids, project_id):
+            rows = []
+            for row, error in pool.map(measurer, volumes):
+                if row:
+                    rows.append(row)
+                else:
+                    result.failed.append(error)
+            _store(rows)
+            result.measured += len(rows)
+    if stale_after is None and volume_ids is None and project_id is None:
+        _prune()
+    result.seconds = time.monotonic() - started
     log.info("usage refreshed", extra={"measured": result.measured, "failed": len(result.failed),
                                        "seconds": round(result.seconds, 3)})
     return result
 
 
-def _store(rows: list[dict], prune: bool) -> None:
+def _store(rows: list[dict]) -> None:
     with db.unit_of_work() as session:
         upsert(session, VolumeUsage, VolumeUsage.volume_id, rows)
-        if prune:  # figures of volumes that are gone
-            live = union_all(*(select(m.id).where(m.state != VolumeState.DELETED) for m in (RbdImage, CephfsPath)))
-            session.execute(delete(VolumeUsage).where(VolumeUsage.volume_id.not_in(live)))
+
+
+def _prune() -> None:
+    """Drop the figures of volumes that are gone."""
+    with db.unit_of_work() as session:
+        live = union_all(*(select(m.id).where(m.state != VolumeState.DELETED) for m in (RbdImage, CephfsPath)))
+        session.execute(delete(VolumeUsage).where(VolumeUsage.volume_id.not_in(live)))
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -242,10 +260,26 @@ def report(identity: Identity, *, refresh_now: bool = False, with_volumes: bool 
 
 
 def metric_rows() -> dict:
-    """Per-project used bytes and per-pool provisioned/used bytes from the table, for the scrape."""
+    """Per-project used bytes and per-pool provisioned/used bytes, for the scrape: summed by the
+    database in one grouped query per kind, so a scrape reads as many rows as there are project and
+    pool pairs, not one per volume."""
+    per_project, per_pool = defaultdict(int), defaultdict(lambda: {"provisioned_bytes": 0, "used_bytes": 0,
+                                                                    "volumes": 0})
     with db.reading() as session:
-        rows = _volume_rows(session)
-    per_project = _totals(rows, lambda row: row["project"])
-    return {"projects": [{"project": name, "used_bytes": total["used_bytes"]} for name, total in per_project.items()],
-            "pools": _pools(rows)}
-
+        for kind, model, location in (("rbd", RbdImage, RbdImage.pool), ("cephfs", CephfsPath, CephfsPath.fs_name)):
+            groups = (select(Project.name, CephCluster.name, location, func.sum(reserved_bytes(model)),
+                             func.coalesce(func.sum(VolumeUsage.used_bytes), 0), func.count(model.id))
+                      .join(Project, Project.id == model.project_id)
+                      .join(CephCluster, CephCluster.id == model.cluster_id)
+                      .outerjoin(VolumeUsage, VolumeUsage.volume_id == model.id)
+                      .where(model.state != VolumeState.DELETED)
+                      .group_by(Project.name, CephCluster.name, location))
+            for project, cluster, where, provisioned, used, volumes in session.execute(groups):
+                per_project[project] += int(used)
+                pool = per_pool[(cluster, kind, where)]
+                pool["provisioned_bytes"] += int(provisioned)
+                pool["used_bytes"] += int(used)
+                pool["volumes"] += volumes
+    return {"projects": [{"project": name, "used_bytes": used} for name, used in per_project.items()],
+            "pools": [{"cluster": cluster, "kind": kind, "pool": pool, **totals}
+                      for (cluster, kind, pool), totals in sorted(per_pool.items())]}

@@ -13,12 +13,16 @@ from datetime import datetime
 
 import pytest
 import rbd
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from robin.audit import drift, usage
 from robin.audit.models import AuditEvent
 from robin.ceph.rbd_ops import FAST_DIFF, FULL_SCAN
+from robin.clusters.models import CephCluster
+from robin.db import db
 from robin.health import record_cluster_probes
+from robin.projects.models import Project
+from robin.volumes.models import RbdImage, VolumeState
 from tests.conftest import unique
 from tests.support.ceph_calls import ceph_calls
 from tests.support.net import free_port, wait_until
@@ -236,6 +240,39 @@ def test_gauges_per_project_and_pool(app, admin, project, rbd_ioctx):
     assert samples[f'robin_project_quota_bytes{{project="{project}"}}'] == 10 * GiB
     pools = {name for name in samples if name.startswith(("robin_pool_used_bytes{", "robin_pool_provisioned_bytes{"))}
     assert any('kind="rbd",pool="rbd"' in name for name in pools) and len(pools) >= 2
+
+def test_pool_gauges_sum_every_project_s_live_volumes(app, admin, project, new_project, db_rows):
+    create_image(admin, project), create_image(admin, new_project()), create_path(admin, project)
+    gone = create_image(admin, project)
+    assert admin.delete(f"/api/v2/projects/{project}/rbd-images/{gone['name']}?purge=true").status_code == 204
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+               for line in admin.get("/metrics").get_data(as_text=True).splitlines() if not line.startswith("#")}
+    in_pool = (RbdImage.state != VolumeState.DELETED, RbdImage.pool == "rbd", CephCluster.name == "default")
+    volumes = db_rows(select(func.count()).select_from(RbdImage).join(RbdImage.cluster).where(*in_pool))[0]
+    provisioned = db_rows(select(func.sum(RbdImage.size_bytes)).join(RbdImage.cluster).where(*in_pool))[0]
+    labels = '{cluster="default",kind="rbd",pool="rbd"}'
+    assert samples[f"robin_pool_volumes{labels}"] == volumes
+    assert samples[f"robin_pool_provisioned_bytes{labels}"] == provisioned
+
+
+def test_a_refresh_measures_and_stores_batch_by_batch(app, admin, project, monkeypatch):
+    made = [create_image(admin, project) for _ in range(3)] + [create_path(admin, project) for _ in range(2)]
+    stored = []
+    store = usage._store
+    monkeypatch.setattr(usage, "REFRESH_BATCH", 2)
+    monkeypatch.setattr(usage, "_store", lambda rows: (stored.append(len(rows)), store(rows)))
+    with app.app_context():
+        assert usage.refresh(project_id=_project_id(app, project)).measured == 5
+        assert usage.refresh(project_id=_project_id(app, project), stale_after=usage.MAX_AGE).measured == 0
+    assert stored == [2, 1, 2]  # images in two batches, then the paths: never more than a batch in memory
+    body = project_usage(admin, project).json
+    assert body["unmeasured_volumes"] == 0 and len(made) == 5
+
+
+def _project_id(app, name: str) -> int:
+    with app.app_context(), db.reading() as session:
+        return session.scalar(select(Project.id).where(Project.name == name))
+
 
 def test_a_scrape_never_calls_ceph_whatever_the_fleet(app, admin, new_project):
     project = new_project(max_bytes=100 * GiB, max_volumes=100)
