@@ -908,7 +908,7 @@ def main(argv=None) -> int:
         ioctx = stack.enter_context(rados_ioctx(conf))
         fs = mount_cephfs(stack, conf)
         conn = CephConnection("bench", {"conf_path": conf, "client_id": "admin"}, Settings().ceph_timeout)
-        stack.callback(conn.reset)
+        stack.callback(conn.close)
         for workers in args.workers:
             report["runs"].append(bench_server(args, conf, database_url, token, ioctx, conn, fs, workers))
     report["at_end"] = git_state()
