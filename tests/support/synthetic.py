@@ -7,6 +7,7 @@ Used by the query-plan test (tests/integration/test_query_plans.py) and the list
 """
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -77,8 +78,23 @@ def _chunks(rows: list[dict]):
 
 
 def _insert(connection, model, rows: list[dict]) -> None:
+    if not rows:
+        return
+    if connection.dialect.name == "postgresql":
+        _copy(connection, model.__table__.name, rows)
+        return
     for chunk in _chunks(rows):
         connection.execute(insert(model.__table__), chunk)
+
+
+def _copy(connection, table: str, rows: list[dict]) -> None:
+    """PostgreSQL's COPY, in the caller's transaction: a few times faster than INSERTs for 100,000 rows."""
+    columns = list(rows[0])
+    with connection.connection.driver_connection.cursor() as cursor:
+        with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([json.dumps(value) if isinstance(value, dict | list) else value
+                                for value in (row[column] for column in columns)])
 
 
 def _cluster(connection, name: str) -> int:
