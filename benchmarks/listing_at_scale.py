@@ -146,7 +146,7 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         project_ids = populate(db.engine, fleet)["project_ids"]
         if not db.is_sqlite:
-            with db.engine.connect() as connection:
+            with db.engine.begin() as connection:  # committed: statistics rolled back are lost
                 connection.exec_driver_sql("ANALYZE")
         fill_s = time.perf_counter() - started
         print(f"{fleet} written in {fill_s:.1f} s ({db.engine.dialect.name})", flush=True)

@@ -30,7 +30,7 @@ EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 class Fleet:
     """How many rows of each kind. Three volumes in five are RBD images, the others CephFS paths; some are in
     the trash, some deleted (_state). The snapshots go round the live volumes, one each per
-    round."""
+    round, each with a name of its own."""
 
     projects: int = 1000
     volumes: int = 100_000
@@ -166,7 +166,7 @@ def _snapshots(connection, fleet: Fleet, rbd_ids: list, cephfs_ids: list) -> Non
         column, volume_id, project_id = live[index % len(live)]
         at = EPOCH + timedelta(seconds=index)
         rows.append({"id": str(uuid.uuid4()), "project_id": project_id, "rbd_image_id": None,
-                     "cephfs_path_id": None, column: volume_id, "name": f"snap-{index // len(live)}",
+                     "cephfs_path_id": None, column: volume_id, "name": f"snap-{index // len(live)}-{index}",
                      "size_bytes": 2**30, "state": SnapshotState.AVAILABLE.value, "error_message": None,
                      "created_at": at, "updated_at": at, "deleted_at": None})
     _insert(connection, Snapshot, rows)
