@@ -1,7 +1,7 @@
 """Volume listings at the cost of their rows: one Core query of the columns a page shows (no ORM objects, no
 relationship loads per row), and a plain function per kind that writes each item exactly as the kind's schema
 (RbdImageSchema, CephfsPathSchema) would, field for field: the schemas stay what OpenAPI documents, and
-tests/integration/test_listings.py checks the two agree. Marshmallow took over half of a 500-item page.
+tests/db/test_listings.py checks the two agree. Marshmallow took over half of a 500-item page.
 
 Pages are keyset pages on the live (project_id, name) unique indexes: a page costs the same at any depth.
 """
