@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -139,6 +140,7 @@ def main(argv=None) -> int:
     stop_cleanly_on_signals()
     fleet = Fleet(projects=args.projects, volumes=args.volumes, big_project_volumes=args.big_project,
                   snapshots=args.snapshots)
+    load_start = os.getloadavg()
     with ExitStack() as stack:
         app = make_app(make_database(stack, args.postgresql))
         from robin.db import db
@@ -160,8 +162,10 @@ def main(argv=None) -> int:
         if profiler is not None:
             profiler.dump_stats(args.profile)
         print(markdown(results), flush=True)
+        print(f"load average (1/5/15 min): {load_start} at the start, {os.getloadavg()} at the end", flush=True)
         report = {"machine": machine(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
                   "database": db.engine.dialect.name, "fleet": vars(fleet) | {"fill_seconds": fill_s},
+                  "load_average": {"start": load_start, "end": os.getloadavg()},
                   "results": results}
         db.dispose()  # before the server stops
     if args.json:
