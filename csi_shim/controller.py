@@ -78,8 +78,8 @@ def failed_precondition(message: str) -> CsiError:
 # --- list tokens ----------------------------------------------------------------------------------------------
 
 # A token is the key of the last entry returned (keyset, not offset: entries deleted meanwhile shift nothing): a
-# volume's or a snapshot's (project, kind index, names...), or for every snapshot robin's own cursor.
-KEY_TYPES = {"volumes": (str, int, str), "snapshots": (str, int, str, str), "all-snapshots": (str,)}
+# volume's snapshot's (project, kind index, volume, name), or for every volume and every snapshot robin's own cursor.
+KEY_TYPES = {"all-volumes": (str,), "snapshots": (str, int, str, str), "all-snapshots": (str,)}
 
 
 def encode_token(listing: str, key: tuple) -> str:
@@ -408,31 +408,28 @@ class Controller(rpc.ControllerServicer):
     # --- ListVolumes, GetCapacity ---------------------------------------------------------------------------------
 
     def ListVolumes(self, request, context):
-        after = decode_token("volumes", request.starting_token)
-        page, token = paginate(self._volume_entries(after), after, request.max_entries, "volumes")
-        return pb.ListVolumesResponse(entries=page, next_token=token)
+        """A page of every live volume robin shows the plugin's token: one page of robin's listing of both kinds
+        (GET /api/v2/volumes), in robin's order, so a page costs one request whatever the number of projects and
+        volumes. Without max_entries, a page is robin's largest, with a next_token when there are more."""
+        if request.max_entries < 0:
+            raise invalid("max_entries cannot be negative")
+        token = request.starting_token
+        cursor = decode_token("all-volumes", token)[0] if token else None
+        try:
+            page = self.robin.list_all_volumes(limit=min(request.max_entries or ROBIN_PAGE, ROBIN_PAGE),
+                                               cursor=cursor)
+        except RobinApiError as exc:
+            if exc.code == "invalid_cursor":
+                raise _foreign_token(token) from exc
+            raise
+        entries = [self._volume_entry(item) for item in page["items"]]
+        next_token = encode_token("all-volumes", (page["next_cursor"],)) if page.get("next_cursor") else ""
+        return pb.ListVolumesResponse(entries=entries, next_token=next_token)
 
-    def _volume_entries(self, after: tuple) -> Iterator[tuple[tuple, pb.ListVolumesResponse.Entry]]:
-        for key, ref, volume in self._volumes(after):
-            source = content_source_message(content_source_of(ref, volume))
-            yield key, pb.ListVolumesResponse.Entry(volume=self._volume_message(ref, volume, source))
-
-    def _volumes(self, after: tuple = ()) -> Iterator[tuple[tuple, VolumeRef, dict]]:
-        """Every live volume the token sees, keyed (project, kind index, name) in ascending order, sorted here
-        (a database's collation need not be Python's). What lies wholly before `after` is not asked for."""
-        for project in sorted(p["name"] for p in _pages(self.robin.list_projects)):
-            if (project,) >= after[:1]:
-                yield from self._project_volumes(project, after)
-
-    def _project_volumes(self, project: str, after: tuple = ()) -> Iterator[tuple[tuple, VolumeRef, dict]]:
-        for index, kind in enumerate(KINDS):
-            if (project, index) < after[:2]:
-                continue
-            volumes = _pages(functools.partial(self.robin.list_volumes, kind, project))
-            for volume in sorted(volumes, key=lambda v: v["name"]):
-                key = (project, index, volume["name"])
-                if key >= after[:3]:
-                    yield key, VolumeRef(kind, project, volume["name"]), volume
+    def _volume_entry(self, volume: dict) -> pb.ListVolumesResponse.Entry:
+        ref = VolumeRef(volume["kind"], volume["project"], volume["name"])
+        source = content_source_message(content_source_of(ref, volume))
+        return pb.ListVolumesResponse.Entry(volume=self._volume_message(ref, volume, source))
 
     def GetCapacity(self, request, context):
         """The bytes left in the quota of the project the parameters name (a project the shim would create has its

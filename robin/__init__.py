@@ -63,6 +63,7 @@ def create_app(settings=None) -> Flask:
     api.register_blueprint(drift_api.blp)  # drift between the database and Ceph, for storage admins
     api.register_blueprint(migration_records_api.blp)  # the record of `robin migrate gluster`
     api.register_blueprint(snapshots_api.listing)  # snapshots across volumes and projects
+    api.register_blueprint(volumes_api.listing)  # volumes of both kinds across projects
     wayne_v1.install(app, api)  # the Wayne platform's /v1 API, beside /api/v2
     app.register_blueprint(health_blp)
     ui.install(app)  # the read-only dashboard for people at /ui/

@@ -152,6 +152,10 @@ class RobinClient:
         """One page of a project's live volumes of `kind`."""
         return self.request("GET", self._volume_path(kind, project), params=_page_params(limit, cursor))
 
+    def list_all_volumes(self, limit: int = 1000, cursor: str | None = None) -> dict:
+        """One page of the live volumes of both kinds the token sees, each naming its `kind` and `project`."""
+        return self.request("GET", "/api/v2/volumes", params=_page_params(limit, cursor))
+
     # --- snapshots --------------------------------------------------------------------------------------
 
     @staticmethod

@@ -5,6 +5,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from robin.audit.service import audit_this_read
+from robin.pagination import page_response
 from robin.projects import service
 from robin.projects.schemas import (
     ProjectCreateSchema,
@@ -26,7 +27,7 @@ class Projects(MethodView):
     @blp.response(200, ProjectPageSchema)
     def get(self, args):
         """List the projects this token may see."""
-        return service.list_visible(g.identity, args["limit"], args["cursor"])
+        return page_response(service.list_visible(g.identity, args["limit"], args["cursor"]))
 
     @blp.arguments(ProjectCreateSchema)
     @blp.response(201, ProjectSchema)

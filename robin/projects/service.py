@@ -12,7 +12,7 @@ from robin.auth.models import ApiToken
 from robin.auth.service import token_cache
 from robin.db import db
 from robin.errors import Conflict, NotFound, QuotaExceeded
-from robin.pagination import Page, paginate
+from robin.pagination import Page, decode_cursor, encode_cursor
 from robin.projects.models import Project, Quota
 from robin.snapshots.models import Snapshot, SnapshotState
 from robin.volumes.models import VOLUME_MODELS, VolumeState, reserved_bytes
@@ -115,12 +115,24 @@ def get(identity: Identity, name: str) -> Project:
         return find(session, name)
 
 
+LIST_QUERY = select(Project.name, Project.created_at, Quota.max_bytes, Quota.max_volumes,
+                    Quota.max_snapshots).join(Quota)
+
+
 def list_visible(identity: Identity, limit: int, cursor: str | None) -> Page:
-    query = select(Project)
+    """The projects the token sees by name, items in their wire form (as ProjectSchema writes them)."""
+    query = LIST_QUERY
     if not identity.sees_all_projects:
         query = query.where(Project.name == identity.project)
+    if cursor:
+        query = query.where(Project.name > decode_cursor(cursor))
     with db.reading() as session:
-        return paginate(session, query, Project.name, limit, cursor)
+        rows = session.execute(query.order_by(Project.name).limit(limit + 1)).all()
+    more = len(rows) > limit
+    items = [{"name": row.name, "created_at": row.created_at.isoformat(),
+              "quota": {"max_bytes": row.max_bytes, "max_volumes": row.max_volumes,
+                        "max_snapshots": row.max_snapshots}} for row in rows[:limit]]
+    return Page(items=items, next_cursor=encode_cursor(items[-1]["name"]) if more else None)
 
 
 def update_quota(identity: Identity, name: str, changes: dict) -> Project:

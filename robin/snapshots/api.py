@@ -7,6 +7,7 @@ from flask import g
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from robin.pagination import Page, page_response
 from robin.schemas import PageArgs
 from robin.snapshots import service
 from robin.snapshots.schemas import (
@@ -25,7 +26,8 @@ class Snapshots(MethodView):
     @blp.arguments(PageArgs, location="query")
     @blp.response(200, SnapshotPageSchema)
     def get(self, args, project, name, kind):
-        return service.list_page(g.identity, kind, project, name, args["limit"], args["cursor"])
+        page = service.list_page(g.identity, kind, project, name, args["limit"], args["cursor"])
+        return page_response(Page([service.snapshot_item(snapshot) for snapshot in page.items], page.next_cursor))
 
     @blp.arguments(SnapshotCreateSchema)
     @blp.response(201, SnapshotSchema)
@@ -64,4 +66,4 @@ class AllSnapshots(MethodView):
     def get(self, args):
         """The snapshots of every live volume of the projects this token sees (a member's: its project), in a
         stable order; filter by project, name (repeatable) and state."""
-        return service.list_across(g.identity, args)
+        return page_response(service.list_across(g.identity, args))

@@ -16,7 +16,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from robin.auth.identity import Identity
 from robin.ceph import CephError, rbd_ops
 from robin.db import db, utcnow
-from robin.errors import BadRequest, Conflict, Forbidden, InvalidInput, NotFound, RobinError
+from robin.errors import BadRequest, Conflict, InvalidInput, NotFound, RobinError
 from robin.faults import crash_point
 from robin.pagination import Page, decode_cursor, encode_cursor, paginate
 from robin.projects import service as projects
@@ -120,6 +120,13 @@ def _undo_create(kind: Kind, snapshot: Snapshot, cause: RobinError | CephError) 
         session.execute(Snapshot.__table__.delete().where(Snapshot.id == snapshot.id))
 
 
+def snapshot_item(snapshot: Snapshot) -> dict:
+    """A snapshot as SnapshotSchema writes it (a listing's items skip marshmallow's per-field walk)."""
+    return {"id": snapshot.id, "name": snapshot.name, "volume": snapshot.volume.name,
+            "size_bytes": snapshot.size_bytes, "state": snapshot.state.value,
+            "created_at": snapshot.created_at.isoformat()}
+
+
 def list_page(identity: Identity, kind: Kind, project: str, volume_name: str, limit: int,
               cursor: str | None) -> Page:
     identity.require_read(project)
@@ -143,22 +150,12 @@ def _across_volumes():
                    or_(RbdImage.state != VolumeState.DELETED, CephfsPath.state != VolumeState.DELETED)))
 
 
-def _only_project(identity: Identity) -> str | None:
-    """The one project a token that does not see them all may list (None: all of them)."""
-    if identity.sees_all_projects:
-        return None
-    if identity.project is None:
-        raise Forbidden("this token belongs to no project: it sees no snapshots",
-                        details={"role": identity.role.value})
-    return identity.project
-
-
 def list_across(identity: Identity, args: dict) -> Page:
     """Snapshots of every volume of the projects the token sees (members: their project), or of one `project`;
     only those of the given `names` and `state` when asked. Ordered by id, so a page costs one query on the
     primary key (or the project's index) at any depth, and pages stay stable while snapshots come and go."""
     query = _across_volumes()
-    project = args.get("project") or _only_project(identity)
+    project = args.get("project") or volumes.only_project(identity, "snapshots")
     if project is not None:
         identity.require_read(project)
     if args.get("name"):
@@ -174,8 +171,9 @@ def list_across(identity: Identity, args: dict) -> Page:
         rows = [dict(row._mapping) for row in session.execute(query.order_by(Snapshot.id).limit(limit + 1))]
     more = len(rows) > limit
     rows = rows[:limit]
-    for row in rows:
+    for row in rows:  # as SnapshotListingSchema writes them
         row["state"] = SnapshotState(row["state"]).value
+        row["created_at"] = row["created_at"].isoformat()
     return Page(items=rows, next_cursor=encode_cursor(rows[-1]["id"]) if more else None)
 
 

@@ -1,11 +1,13 @@
 """The two volume collections of a project, `rbd-images` and `cephfs-paths`, each with its own
-schemas; their snapshots are robin.snapshots.api, nested in both. Adoption sits beside them."""
+schemas; their snapshots are robin.snapshots.api, nested in both. Adoption sits beside them, and
+`/api/v2/volumes`, the volumes of both kinds in every project a token sees, in one listing."""
 from __future__ import annotations
 
 from flask import g
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from robin.pagination import page_response
 from robin.snapshots import api as snapshots_api
 from robin.snapshots import service as snapshots
 from robin.snapshots.schemas import VolumeDeleteArgs
@@ -25,7 +27,8 @@ class RbdImageCollection(MethodView):
     @rbd_images.arguments(schemas.VolumeListArgs, location="query")
     @rbd_images.response(200, schemas.RbdImagePageSchema)
     def get(self, args, project):
-        return service.list_page(g.identity, RBD, project, args["limit"], args["cursor"], args["trashed"])
+        return page_response(service.list_page(g.identity, RBD, project, args["limit"], args["cursor"],
+                                               args["trashed"]))
 
     @rbd_images.arguments(schemas.RbdImageCreateSchema)
     @rbd_images.response(201, schemas.RbdImageSchema)
@@ -87,7 +90,8 @@ class CephfsPathCollection(MethodView):
     @cephfs_paths.arguments(schemas.VolumeListArgs, location="query")
     @cephfs_paths.response(200, schemas.CephfsPathPageSchema)
     def get(self, args, project):
-        return service.list_page(g.identity, CEPHFS, project, args["limit"], args["cursor"], args["trashed"])
+        return page_response(service.list_page(g.identity, CEPHFS, project, args["limit"], args["cursor"],
+                                               args["trashed"]))
 
     @cephfs_paths.arguments(schemas.CephfsPathCreateSchema)
     @cephfs_paths.response(201, schemas.CephfsPathSchema)
@@ -155,3 +159,20 @@ class AdoptCephfsPath(MethodView):
         """Adopt an orphan: it becomes an available volume of the project; its size (and its
         snapshots, as snapshot rows) count against the quota, all or nothing."""
         return adoption.adopt(g.identity, CEPHFS, project, body)
+
+
+# --- every volume, both kinds -------------------------------------------------------------------
+
+listing = Blueprint("volume-listing", __name__, url_prefix="/api/v2/volumes",
+                    description="Volumes of both kinds across projects")
+
+
+@listing.route("")
+class AllVolumes(MethodView):
+    @listing.arguments(schemas.VolumeListingArgs, location="query")
+    @listing.response(200, schemas.VolumeListingPageSchema)
+    def get(self, args):
+        """The live volumes of the projects this token sees (a member's: its project), or of one `project`, RBD
+        images and CephFS paths together in a stable order: a page costs one indexed query per kind at any
+        depth."""
+        return page_response(service.list_across(g.identity, args.get("project"), args["limit"], args["cursor"]))

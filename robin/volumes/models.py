@@ -30,11 +30,18 @@ class VolumeState(enum.StrEnum):
 
 
 LIVE = text("state != 'deleted'")
+# A volume in the trash, restorable until purge_after (robin.volumes.listing.in_trash).
+IN_TRASH = text("state = 'deleted' AND purged_at IS NULL AND trash_ref IS NOT NULL")
 
 
 def _live_unique(table: str, suffix: str, *columns: str) -> Index:
     # Unique among live rows only, so a deleted volume's name can be used again.
     return Index(f"uq_{table}_{suffix}", *columns, unique=True, sqlite_where=LIVE, postgresql_where=LIVE)
+
+
+def _trash_index(table: str) -> Index:
+    # A project's trash by name (its listing, a restore): deleted rows pile up for good, the trash stays small.
+    return Index(f"ix_{table}_trash", "project_id", "name", sqlite_where=IN_TRASH, postgresql_where=IN_TRASH)
 
 
 class Volume:
@@ -85,6 +92,10 @@ class RbdImage(Volume, Base):
         # URLs name images by name within a project.
         _live_unique("rbd_images", "project_name", "project_id", "name"),
         Index("ix_rbd_images_state", "state"),
+        _trash_index("rbd_images"),
+        # A parent's clones (a delete is refused while it has some): only clones have a parent.
+        Index("ix_rbd_images_parent_id", "parent_id", sqlite_where=text("parent_id IS NOT NULL"),
+              postgresql_where=text("parent_id IS NOT NULL")),
     )
 
     pool: Mapped[str] = mapped_column(String(128))
@@ -110,6 +121,7 @@ class CephfsPath(Volume, Base):
         _live_unique("cephfs_paths", "ceph_name", "cluster_id", "fs_name", "name"),
         _live_unique("cephfs_paths", "project_name", "project_id", "name"),
         Index("ix_cephfs_paths_state", "state"),
+        _trash_index("cephfs_paths"),
     )
 
     fs_name: Mapped[str] = mapped_column(String(128))

@@ -4,7 +4,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates, va
 
 from robin import config
 from robin.config import RBD_FEATURES
-from robin.schemas import CEPH_NAME, PageArgs, PageSchema
+from robin.schemas import CEPH_NAME, PROJECT_NAME, PageArgs, PageSchema
 
 METADATA_KEY = validate.Regexp(r"^(?!robin\.)[A-Za-z0-9][A-Za-z0-9._/-]{0,127}\Z",
                                error="keys are 1-128 letters, digits, '.', '_', '/' or '-'; 'robin.' is reserved")
@@ -136,6 +136,27 @@ class CephfsPathSchema(VolumeSchema):
 
 class CephfsPathPageSchema(PageSchema):
     items = fields.List(fields.Nested(CephfsPathSchema))
+
+
+# --- both kinds across projects -----------------------------------------------------------------
+
+class VolumeListingArgs(PageArgs):
+    project = fields.String(validate=PROJECT_NAME, metadata={
+        "description": "only this project's volumes (a member token sees only its own project's anyway)"})
+
+
+class VolumeListingSchema(RbdImageSchema):
+    """A volume of either kind, with its kind: an RBD image has the fields of an RBD image (RbdImageSchema), a
+    CephFS path those of a CephFS path (CephfsPathSchema)."""
+
+    kind = fields.String(metadata={"description": "rbd (an RBD image) or cephfs (a CephFS path)"})
+    fs = fields.String(metadata={"description": "CephFS paths only"})
+    path = fields.String(metadata={"description": "CephFS paths only"})
+    quota_bytes = fields.Integer(metadata={"description": "CephFS paths only"})
+
+
+class VolumeListingPageSchema(PageSchema):
+    items = fields.List(fields.Nested(VolumeListingSchema))
 
 
 # --- adoption of existing images and directories --------------------------------------------------

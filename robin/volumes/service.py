@@ -35,10 +35,11 @@ from robin.db import db, utcnow
 from robin.errors import BadRequest, Conflict, Forbidden, NotFound, RobinError
 from robin.faults import crash_point
 from robin.gateway.models import GatewayAccount
-from robin.pagination import Page, paginate
+from robin.pagination import Page
 from robin.projects import service as projects
 from robin.projects.models import Project
 from robin.snapshots.models import Snapshot, SnapshotState
+from robin.volumes import listing
 from robin.volumes.kinds import KINDS, Kind, kind_of
 from robin.volumes.models import RbdImage, Volume, VolumeState
 
@@ -210,14 +211,28 @@ def get(identity: Identity, kind: Kind, project: str, name: str, *, with_used: b
 
 def list_page(identity: Identity, kind: Kind, project: str, limit: int, cursor: str | None,
               trashed: bool = False) -> Page:
-    """Live volumes, or (trashed) those in the trash waiting for their purge time."""
+    """Live volumes, or (trashed) those in the trash waiting for their purge time; items in their wire form."""
     identity.require_read(project)
-    model = kind.model
     with db.reading() as session:
-        project_row = projects.find(session, project)
-        which = _in_trash(model) if trashed else model.state != VolumeState.DELETED
-        query = select(model).where(model.project_id == project_row.id, which)
-        return paginate(session, query, model.name, limit, cursor)
+        return listing.project_page(session, kind.model, projects.find(session, project), limit, cursor, trashed)
+
+
+def list_across(identity: Identity, project: str | None, limit: int, cursor: str | None) -> Page:
+    """Live volumes of both kinds in every project the token sees (a member's: its own), or in `project`."""
+    project = project or only_project(identity, "volumes")
+    if project is not None:
+        identity.require_read(project)
+    with db.reading() as session:
+        return listing.across_page(session, projects.find(session, project) if project else None, limit, cursor)
+
+
+def only_project(identity: Identity, what: str) -> str | None:
+    """The one project a token that does not see them all may list (None: all of them)."""
+    if identity.sees_all_projects:
+        return None
+    if identity.project is None:
+        raise Forbidden(f"this token belongs to no project: it sees no {what}", details={"role": identity.role.value})
+    return identity.project
 
 
 def used_bytes(volume: Volume) -> int:
@@ -342,10 +357,6 @@ def delete(identity: Identity, kind: Kind, project: str, name: str, *, with_snap
 
 # --- trash --------------------------------------------------------------------------------------
 
-def _in_trash(model):
-    return (model.state == VolumeState.DELETED) & model.purged_at.is_(None) & model.trash_ref.is_not(None)
-
-
 def restore(identity: Identity, kind: Kind, project: str, name: str) -> Volume:
     """Bring a volume back from the trash before its purge time; its quota is reserved again."""
     identity.require_write(project)
@@ -365,7 +376,7 @@ def _begin_restore(kind: Kind, project: str, name: str) -> Volume:
         with db.unit_of_work() as session:
             project_row = projects.lock(session, project)
             volume = session.scalars(select(model).where(
-                model.project_id == project_row.id, model.name == name, _in_trash(model))
+                model.project_id == project_row.id, model.name == name, listing.in_trash(model))
                 .order_by(model.deleted_at.desc())).first()
             if volume is None or volume.purge_after <= utcnow():
                 raise NotFound(f"no {kind.noun} {name!r} can be restored in project {project!r}: it is not in "
@@ -405,7 +416,7 @@ def purge_due(now=None) -> dict[str, int]:
 
 
 def _due(model, now):
-    return _in_trash(model) & (model.purge_after <= now)
+    return listing.in_trash(model) & (model.purge_after <= now)
 
 
 def _claim_purge(volume: Volume, now) -> bool:

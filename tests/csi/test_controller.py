@@ -108,7 +108,14 @@ class Csi:
         return self.stub.ListSnapshots(pb.ListSnapshotsRequest(**kwargs), timeout=TIMEOUT_S)
 
     def all_volume_ids(self) -> list[str]:
-        return [entry.volume.volume_id for entry in self.list_volumes().entries]
+        """Every volume, page after page (a page without max_entries is robin's largest)."""
+        ids, token = [], ""
+        while True:
+            response = self.list_volumes(starting_token=token)
+            ids += [entry.volume.volume_id for entry in response.entries]
+            token = response.next_token
+            if not token:
+                return ids
 
     def all_snapshot_ids(self) -> list[str]:
         """Every snapshot, page after page (a page without max_entries is robin's largest)."""
@@ -254,6 +261,7 @@ def test_list_volumes_returns_every_volume_of_robin(csi, rbd_params, cephfs_para
     rbd_volume = csi.create_volume(unique("vol"), rbd_params)
     cephfs_volume = csi.create_volume(unique("vol"), cephfs_params)
     entries = csi.list_volumes().entries
+    assert not csi.list_volumes().next_token  # fewer than a page: all of them
     assert all(entry.volume.volume_id for entry in entries)
     ids = [entry.volume.volume_id for entry in entries]
     assert len(ids) == len(set(ids))
@@ -1095,6 +1103,31 @@ def test_list_snapshots_costs_one_request_a_page(csi, fleet, robin_api):
     assert listed == csi.all_snapshot_ids()
 
 
+def test_list_volumes_costs_one_request_a_page(csi, fleet, robin_api):
+    _project, mine, _snapshots = fleet(25)
+    robin_listing = [item["id"] for item in robin_pages(robin_api, "/api/v2/volumes")]
+    # Also what fills the plugin's cache of the clusters' monitors (one request a cluster, every few minutes).
+    everything = csi.all_volume_ids()
+    pages, token, seen_before = [], "", None
+    while True:
+        request = pb.ListVolumesRequest(max_entries=10, starting_token=token)
+        response, cost = requests_of(robin_api, csi.stub.ListVolumes, request)
+        assert cost == Counter({("GET", "/api/v2/volumes"): 1})
+        assert seen_before in (None, response)  # a token names the same page every time
+        pages.append([entry.volume.volume_id for entry in response.entries])
+        token = response.next_token
+        if not token:
+            break
+        assert len(response.entries) == 10
+        seen_before = csi.stub.ListVolumes(pb.ListVolumesRequest(max_entries=10, starting_token=token),
+                                           timeout=TIMEOUT_S)
+    assert len(pages[-1]) <= 10
+    listed = [volume_id for page in pages for volume_id in page]
+    assert len(listed) == len(set(listed)) == len(robin_listing)  # complete, nothing twice
+    assert set(mine) <= set(listed)
+    assert listed == everything
+
+
 def robin_pages(robin_api, path: str, **params) -> list[dict]:
     items, cursor = [], None
     while True:
@@ -1141,10 +1174,14 @@ def test_list_tokens():
     key = ("web", 1, "data", "snap")
     assert decode_token("snapshots", encode_token("snapshots", key)) == key
     assert decode_token("all-snapshots", encode_token("all-snapshots", ("cursor",))) == ("cursor",)
-    assert decode_token("volumes", "") == ()
-    for listing, token in (("volumes", encode_token("snapshots", key)), ("volumes", "invalid-token"),
-                           ("volumes", encode_token("volumes", ("web", 7, "data"))),
-                           ("volumes", encode_token("volumes", ("web", True, "data"))), ("snapshots", "e30"),
+    assert decode_token("all-volumes", encode_token("all-volumes", ("cursor",))) == ("cursor",)
+    assert decode_token("all-volumes", "") == ()
+    for listing, token in (("all-volumes", encode_token("snapshots", key)), ("all-volumes", "invalid-token"),
+                           ("all-volumes", encode_token("all-volumes", (7,))),
+                           ("all-volumes", encode_token("all-snapshots", ("cursor",))),
+                           ("snapshots", encode_token("snapshots", ("web", 7, "data", "snap"))),
+                           ("snapshots", encode_token("snapshots", ("web", True, "data", "snap"))),
+                           ("snapshots", "e30"),
                            ("all-snapshots", encode_token("snapshots", key)),
                            ("all-snapshots", encode_token("all-snapshots", (7,)))):
         with pytest.raises(CsiError) as caught:

@@ -1,0 +1,154 @@
+"""Volume listings at the cost of their rows: one Core query of the columns a page shows (no ORM objects, no
+relationship loads per row), and a plain function per kind that writes each item exactly as the kind's schema
+(RbdImageSchema, CephfsPathSchema) would, field for field: the schemas stay what OpenAPI documents, and
+tests/db/test_listings.py checks the two agree. Marshmallow took over half of a 500-item page.
+
+Pages are keyset pages on the live (project_id, name) unique indexes: a page costs the same at any depth.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import Select, cast, literal_column, null, select, tuple_, union_all
+from sqlalchemy.orm import Session
+
+from robin.clusters.models import CephCluster
+from robin.pagination import Page, decode_cursor, encode_cursor
+from robin.projects.models import Project
+from robin.volumes.models import CephfsPath, RbdImage, Volume, VolumeState
+
+# Spelled out rather than bound: a partial index (WHERE state != 'deleted') serves a query only when the
+# planner can see the query's condition implies the index's, which a parameter (in a generic plan) hides.
+DELETED = literal_column(f"'{VolumeState.DELETED.value}'")
+KIND_NAMES = ("rbd", "cephfs")  # robin.volumes.kinds.KINDS' order: the API's names for them
+
+
+def live(model: type[Volume]):
+    return model.state != DELETED
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _common_columns(model: type[Volume]) -> list:
+    # Labelled by attribute: a CephFS path's size_bytes is its quota_bytes column.
+    return [model.id, model.name, CephCluster.name.label("cluster"), model.size_bytes.label("size_bytes"),
+            model.target_size_bytes.label("target_size_bytes"), model.state, model.created_at, model.updated_at,
+            model.deleted_at, model.purge_after, model.created_for, model.project_id]
+
+
+def _rbd_columns() -> list:
+    # The parent's name by the model's correlated subquery, an index lookup per clone: a join would have the
+    # planner hash the whole table for a page of many images.
+    return [RbdImage.pool, RbdImage.features, RbdImage.image_metadata.label("image_metadata"), RbdImage.parent_id,
+            RbdImage.parent_name.label("parent_name"), RbdImage.parent_snapshot]
+
+
+def _cephfs_columns() -> list:
+    return [CephfsPath.fs_name, CephfsPath.path]
+
+
+def _rbd_query(*columns) -> Select:
+    return select(*_common_columns(RbdImage), *columns).join(CephCluster, CephCluster.id == RbdImage.cluster_id)
+
+
+def _cephfs_query(*columns) -> Select:
+    return select(*_common_columns(CephfsPath), *columns).join(CephCluster, CephCluster.id == CephfsPath.cluster_id)
+
+
+def _common_item(row, project: str) -> dict:
+    """VolumeSchema's fields (used_bytes only ever comes with a single volume's ?with_used=true)."""
+    return {"id": row.id, "name": row.name, "project": project, "cluster": row.cluster,
+            "provisioned_bytes": max(row.size_bytes, row.target_size_bytes or 0), "state": row.state.value,
+            "created_at": _iso(row.created_at), "updated_at": _iso(row.updated_at),
+            "deleted_at": _iso(row.deleted_at), "purge_after": _iso(row.purge_after),
+            "created_for": row.created_for}
+
+
+def rbd_image_item(row, project: str) -> dict:
+    """An image as RbdImageSchema writes it."""
+    parent = None if row.parent_id is None else {"image": row.parent_name, "snapshot": row.parent_snapshot}
+    return {**_common_item(row, project), "pool": row.pool, "size_bytes": row.size_bytes, "parent": parent,
+            "features": [str(feature) for feature in row.features], "metadata": dict(row.image_metadata)}
+
+
+def cephfs_path_item(row, project: str) -> dict:
+    """A path as CephfsPathSchema writes it."""
+    return {**_common_item(row, project), "fs": row.fs_name, "path": row.path, "quota_bytes": row.size_bytes}
+
+
+# Per kind, in KIND_NAMES' order: the model, its listing query and how an item is written. Built once.
+LISTINGS: dict[type[Volume], tuple[Select, Callable[..., dict]]] = {
+    RbdImage: (_rbd_query(*_rbd_columns()), rbd_image_item),
+    CephfsPath: (_cephfs_query(*_cephfs_columns()), cephfs_path_item),
+}
+
+
+def in_trash(model: type[Volume]):
+    return (model.state == DELETED) & model.purged_at.is_(None) & model.trash_ref.is_not(None)
+
+
+def project_page(session: Session, model: type[Volume], project: Project, limit: int, cursor: str | None,
+                 trashed: bool = False) -> Page:
+    """A page of one project's live volumes of a kind (or those in its trash), by name, items in their wire form."""
+    query, item = LISTINGS[model]
+    query = query.where(model.project_id == project.id, in_trash(model) if trashed else live(model))
+    if cursor:
+        query = query.where(model.name > decode_cursor(cursor))
+    rows = session.execute(query.order_by(model.name).limit(limit + 1)).all()
+    more = len(rows) > limit
+    items = [item(row, project.name) for row in rows[:limit]]
+    return Page(items=items, next_cursor=encode_cursor(items[-1]["name"]) if more else None)
+
+
+# --- every volume a token sees, both kinds in one listing -----------------------------------------------------
+
+CURSOR_SHAPE = (int, str, int)  # the last item's (project id, name, kind index)
+
+
+def _across_queries() -> dict[type[Volume], Select]:
+    """Each kind's listing query with the same columns, the other kind's as NULLs, so both go in one UNION ALL;
+    each row says its kind (by index) and its project."""
+    def named(kind_index: int) -> list:
+        return [literal_column(str(kind_index)).label("kind_index"), Project.name.label("project")]
+
+    def nulls(columns: list) -> list:
+        # Typed: PostgreSQL takes a bare NULL in a subquery for text, which a UNION cannot match with json.
+        return [cast(null(), column.type).label(column.key) for column in columns]
+
+    return {RbdImage: _rbd_query(*named(0), *_rbd_columns(), *nulls(_cephfs_columns()))
+            .join(Project, Project.id == RbdImage.project_id),
+            CephfsPath: _cephfs_query(*named(1), *nulls(_rbd_columns()), *_cephfs_columns())
+            .join(Project, Project.id == CephfsPath.project_id)}
+
+
+ACROSS = _across_queries()
+ITEMS = tuple(item for _, item in LISTINGS.values())  # by kind index
+
+
+def across_page(session: Session, project: Project | None, limit: int, cursor: str | None) -> Page:
+    """A page of the live volumes of every project (or of `project`), both kinds, ordered by (project, name,
+    kind), in one statement: each kind's next rows from its live (project_id, name) index, from the cursor on,
+    merged and cut to the page by the database (its collation orders names, which Python's need not match).
+    Items are the kind's, with `kind`."""
+    after = decode_cursor(cursor, CURSOR_SHAPE) if cursor else None
+    parts = []
+    for kind_index, model in enumerate(LISTINGS):
+        query = ACROSS[model].where(live(model))
+        if project is not None:
+            query = query.where(model.project_id == project.id)
+        if after is not None:
+            key, since = tuple_(model.project_id, model.name), tuple_(after[0], after[1])
+            # At the cursor's own (project, name), a kind after the cursor's is still to come.
+            query = query.where(key >= since if kind_index > after[2] else key > since)
+        parts.append(select(query.order_by(model.project_id, model.name).limit(limit + 1).subquery()))
+    merged = union_all(*parts).subquery()
+    rows = session.execute(select(merged).order_by(merged.c.project_id, merged.c.name, merged.c.kind_index)
+                           .limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [{**ITEMS[row.kind_index](row, row.project), "kind": KIND_NAMES[row.kind_index]} for row in rows]
+    return Page(items=items, next_cursor=encode_cursor([rows[-1].project_id, rows[-1].name, rows[-1].kind_index])
+                if more else None)

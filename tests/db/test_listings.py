@@ -1,0 +1,174 @@
+"""Listings write their items with plain functions (robin.volumes.listing, snapshot_item, the project listing):
+the JSON must be exactly what the documented schemas write. And GET /api/v2/volumes pages through every live
+volume a token sees, both kinds, each once.
+
+Rows come from tests/support/synthetic.py (no Ceph: listings read rows), with a clone, a resize under way and
+snapshots among them; an app of their own serves them through Flask's test client.
+"""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select, update
+
+from robin.auth.models import Role
+from robin.config import Settings
+from robin.db import db
+from robin.projects.models import Project
+from robin.projects.schemas import ProjectSchema
+from robin.snapshots.models import Snapshot, SnapshotState
+from robin.snapshots.schemas import SnapshotListingSchema, SnapshotSchema
+from robin.volumes.models import CephfsPath, RbdImage, VolumeState
+from robin.volumes.schemas import CephfsPathSchema, RbdImageSchema
+from tests.conftest import unique
+from tests.support.server import SESSION_SECRET_KEY
+from tests.support.synthetic import Fleet, populate
+
+COLLECTIONS = {"rbd-images": (RbdImage, RbdImageSchema), "cephfs-paths": (CephfsPath, CephfsPathSchema)}
+KINDS = {"rbd": (RbdImage, RbdImageSchema), "cephfs": (CephfsPath, CephfsPathSchema)}
+
+
+@pytest.fixture(scope="module")
+def listing_app(database_url):
+    from robin import create_app
+
+    return create_app(Settings(database_url=database_url, log_level="WARNING", secret_key=SESSION_SECRET_KEY))
+
+
+@pytest.fixture(scope="module")
+def fleet(listing_app) -> Fleet:
+    fleet = Fleet(prefix=unique("lst"), projects=3, volumes=90, big_project_volumes=40, snapshots=60, tokens=1,
+                  audit_events=1)
+    populate(db.engine, fleet)
+    with db.unit_of_work() as session:
+        images = list(session.scalars(select(RbdImage).join(Project).where(
+            Project.name == fleet.big_project, RbdImage.state == VolumeState.AVAILABLE).order_by(RbdImage.name)))
+        # A clone of the first image, and an image being resized.
+        session.execute(update(RbdImage).where(RbdImage.id == images[1].id).values(
+            parent_id=images[0].id, parent_snapshot="snap-0", features=["layering"], image_metadata={}))
+        session.execute(update(RbdImage).where(RbdImage.id == images[2].id).values(
+            state=VolumeState.RESIZING, target_size_bytes=3 * 2**30))
+    return fleet
+
+
+@pytest.fixture()
+def client_as(listing_app):
+    """client_as(role, project=None) -> get(path, **query) with a new token of that role."""
+    def make(role: str, project: str | None = None):
+        return _client(listing_app, role, project)
+    return make
+
+
+def _client(app, role: str, project: str | None):
+    from robin.auth.service import create_token
+
+    with app.app_context():
+        token = create_token(Role(role), project=project, name=f"listings-{role}")[0]
+    client = app.test_client()
+    return lambda path, **query: client.get(path, query_string=query, headers={"Authorization": f"Bearer {token}"})
+
+
+def every_page(get, path: str, **query) -> list[dict]:
+    items, cursor = [], None
+    while True:
+        response = get(path, **query, **({"cursor": cursor} if cursor else {}))
+        assert response.status_code == 200, response.json
+        items += response.json["items"]
+        cursor = response.json["next_cursor"]
+        if cursor is None:
+            return items
+
+
+def schema_dumps(model, schema, ids: list[str]) -> dict[str, dict]:
+    """What marshmallow writes for these rows, loaded as the ORM loads them."""
+    with db.reading() as session:
+        return {row.id: schema().dump(row) for row in session.scalars(select(model).where(model.id.in_(ids)))}
+
+
+@pytest.mark.parametrize("collection", COLLECTIONS)
+@pytest.mark.parametrize("trashed", [False, True])
+def test_volume_listing_items_are_what_the_schema_writes(fleet, client_as, collection, trashed):
+    model, schema = COLLECTIONS[collection]
+    get = client_as("auditor")
+    items = every_page(get, f"/api/v2/projects/{fleet.big_project}/{collection}", limit=7,
+                       trashed=str(trashed).lower())
+    assert items and [item["name"] for item in items] == sorted(item["name"] for item in items)
+    assert all((item["state"] == "deleted") == trashed for item in items)
+    expected = schema_dumps(model, schema, [item["id"] for item in items])
+    assert {item["id"]: item for item in items} == expected
+    if collection == "rbd-images" and not trashed:
+        assert any(item["parent"] for item in items) and any(item["provisioned_bytes"] > item["size_bytes"]
+                                                             for item in items)
+
+
+def test_every_volume_listing_pages_through_each_live_volume_once(fleet, client_as):
+    get = client_as("admin")
+    items = every_page(get, "/api/v2/volumes", limit=9, project=fleet.big_project)
+    with db.reading() as session:
+        live = {(kind, name) for kind, (model, _) in KINDS.items() for name in session.scalars(
+            select(model.name).join(Project).where(Project.name == fleet.big_project,
+                                                   model.state != VolumeState.DELETED))}
+    listed = [(item["kind"], item["name"]) for item in items]
+    assert len(listed) == len(set(listed)) and set(listed) == live
+    for kind, (model, schema) in KINDS.items():
+        of_kind = {item["id"]: {k: v for k, v in item.items() if k != "kind"} for item in items
+                   if item["kind"] == kind}
+        assert of_kind == schema_dumps(model, schema, list(of_kind))
+    # Every project the admin sees, this fleet's among them, in pages of 1,000.
+    everything = {(item["project"], item["kind"], item["name"]) for item in every_page(get, "/api/v2/volumes")}
+    assert {(fleet.big_project, kind, name) for kind, name in live} <= everything
+
+
+def test_every_volume_listing_shows_a_member_its_project_only(fleet, client_as):
+    own = fleet.project(1)
+    get = client_as("member", own)
+    items = every_page(get, "/api/v2/volumes", limit=4)
+    assert items and {item["project"] for item in items} == {own}
+    assert every_page(get, "/api/v2/volumes", project=own) == items
+    refused = get("/api/v2/volumes", project=fleet.big_project)
+    assert refused.status_code == 403, refused.json
+
+
+def test_every_volume_listing_refuses_bad_arguments(fleet, client_as):
+    get = client_as("admin")
+    for cursor in ("not-a-cursor", "eyJhZnRlciI6ICJ2b2wifQ"):  # the second: a project listing's cursor
+        response = get("/api/v2/volumes", cursor=cursor)
+        assert response.status_code == 400 and response.json["error"]["code"] == "invalid_cursor", response.json
+    missing = get("/api/v2/volumes", project="no-such-project")
+    assert missing.status_code == 404 and missing.json["error"]["code"] == "project_not_found"
+
+
+def test_snapshot_listing_items_are_what_the_schemas_write(fleet, client_as):
+    get = client_as("admin")
+    with db.reading() as session:
+        image, project_id = session.execute(
+            select(RbdImage.name, RbdImage.project_id).join(Snapshot, Snapshot.rbd_image_id == RbdImage.id)
+            .join(Project, Project.id == RbdImage.project_id).where(Project.name == fleet.big_project)
+            .limit(1)).one()
+        snapshots = list(session.scalars(select(Snapshot).join(RbdImage, Snapshot.rbd_image_id == RbdImage.id)
+                                         .where(RbdImage.name == image, RbdImage.project_id == project_id)))
+        expected = {snapshot.id: SnapshotSchema().dump(snapshot) for snapshot in snapshots}
+    items = every_page(get, f"/api/v2/projects/{fleet.big_project}/rbd-images/{image}/snapshots", limit=1)
+    assert {item["id"]: item for item in items} == expected
+
+    across = every_page(get, "/api/v2/snapshots", project=fleet.big_project, limit=5)
+    assert across
+    with db.reading() as session:
+        rows = {row.id: row for row in session.scalars(select(Snapshot).where(
+            Snapshot.id.in_([item["id"] for item in across]), Snapshot.state != SnapshotState.DELETED))}
+    for item in across:
+        row = rows[item["id"]]
+        volume = row.volume
+        assert item == SnapshotListingSchema().dump({
+            "id": row.id, "name": row.name, "project": fleet.big_project, "volume": volume.name,
+            "volume_kind": "rbd" if row.rbd_image_id else "cephfs", "size_bytes": row.size_bytes,
+            "state": row.state.value, "created_at": row.created_at})
+
+
+def test_project_listing_items_are_what_the_schema_writes(fleet, client_as):
+    items = every_page(client_as("admin"), "/api/v2/projects", limit=2)
+    ours = {item["name"]: item for item in items if item["name"].startswith(fleet.prefix)}
+    assert len(ours) == fleet.projects + 1
+    with db.reading() as session:
+        expected = {project.name: ProjectSchema().dump(project) for project in session.scalars(
+            select(Project).where(Project.name.in_(list(ours))))}
+    assert ours == expected
