@@ -1,7 +1,7 @@
 """drift image checks: what the drift survey last found by opening each RBD image, and its header's signature
 
-Revision ID: 0015_drift_image_checks
-Revises: 0014_drift_counts_cluster_probes
+Revision ID: 0016_drift_image_checks
+Revises: 0015_read_path_indexes
 Create Date: 2026-12-06 14:50:00
 """
 from alembic import op
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 
 import robin.db
 
-revision = '0015_drift_image_checks'
-down_revision = '0014_drift_counts_cluster_probes'
+revision = '0016_drift_image_checks'
+down_revision = '0015_read_path_indexes'
 branch_labels = None
 depends_on = None
 
