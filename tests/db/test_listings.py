@@ -7,12 +7,14 @@ snapshots among them; an app of their own serves them through Flask's test clien
 """
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from sqlalchemy import select, update
 
 from robin.auth.models import Role
 from robin.config import Settings
-from robin.db import db
+from robin.db import db, upgrade
 from robin.projects.models import Project
 from robin.projects.schemas import ProjectSchema
 from robin.snapshots.models import Snapshot, SnapshotState
@@ -28,10 +30,32 @@ KINDS = {"rbd": (RbdImage, RbdImageSchema), "cephfs": (CephfsPath, CephfsPathSch
 
 
 @pytest.fixture(scope="module")
-def listing_app(database_url):
+def listing_url(backend, request, tmp_path_factory, database_url):
+    """A database of the module's own: the synthetic fleet (a cluster whose conf does not exist among it) must
+    not be met by the session's other tests, such as the drift survey's."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('listings') / 'robin.db'}"
+    else:
+        server = request.getfixturevalue("postgres")
+        if isinstance(server, str):  # ROBIN_TEST_POSTGRES_URL names one database: the fleet shares it
+            yield database_url
+            return
+        url = server.create_database("robin_listings_" + uuid.uuid4().hex[:12])
+    upgrade(url)
+    previous = db.engine.url.render_as_string(hide_password=False) if db.engine is not None else None
+    try:
+        yield url
+    finally:
+        db.dispose()  # the session's other tests use robin's one database handle: pointed back at theirs
+        if previous is not None:
+            db.configure(previous)
+
+
+@pytest.fixture(scope="module")
+def listing_app(listing_url):
     from robin import create_app
 
-    return create_app(Settings(database_url=database_url, log_level="WARNING", secret_key=SESSION_SECRET_KEY))
+    return create_app(Settings(database_url=listing_url, log_level="WARNING", secret_key=SESSION_SECRET_KEY))
 
 
 @pytest.fixture(scope="module")
