@@ -135,7 +135,7 @@ def cases(names: dict) -> dict[str, Callable[[], object]]:
 
     def clones_check():
         with db.reading() as session:
-            volumes._refuse_parents(session, RBD, volumes.find(session, RBD, big, image))
+            volumes._refuse_dependents(session, RBD, volumes.find(session, RBD, big, image))
 
     return {
         "token lookup (every request)": lambda: auth.identity_for_secret(FLEET.token_secret(17)),
@@ -152,7 +152,7 @@ def cases(names: dict) -> dict[str, Callable[[], object]]:
         "every volume, with a cursor": lambda: volumes.list_across(ADMIN, None, 1000, across_cursor),
         "a member's volumes": lambda: volumes.list_across(member, None, 1000, None),
         "a project's usage (quota, provisioned, cached figures)": lambda: volumes.project_usage(ADMIN, small),
-        "the clones of an image (delete's check)": clones_check,
+        "the clones and gateway activation of a volume (delete's check)": clones_check,
         "snapshot by name": lambda: snapshots.get(ADMIN, RBD, big, image, snapshot),
         "a volume's snapshots": lambda: snapshots.list_page(ADMIN, RBD, big, image, 100, None),
         "every snapshot, with a cursor": lambda: snapshots.list_across(ADMIN, {"limit": 1000,
