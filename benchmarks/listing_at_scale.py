@@ -12,6 +12,7 @@ gunicorn), --repeats times each, interleaved:
   all_volumes_deep  the same from the middle of the fleet (a cursor at the 500th project)
   snapshots      GET /api/v2/snapshots?limit=1000
   one_image      GET /api/v2/projects/<big project>/rbd-images/<name>
+  metrics        GET /metrics: a scrape (quota and usage gauges summed by the database over every volume)
 
     .venv/bin/python benchmarks/listing_at_scale.py [--volumes 100000] [--big-project 1000] [--page 500]
         [--repeats 50] [--postgresql] [--profile listing.prof] [--json out.json]
@@ -85,6 +86,7 @@ def requests_to_time(client, headers: dict, big_project: str, page: int, middle_
         "all_volumes_deep": ("/api/v2/volumes", {"limit": 1000, "cursor": middle}),
         "snapshots": ("/api/v2/snapshots", {"limit": 1000}),
         "one_image": (f"{base}/{name}", {}),
+        "metrics": ("/metrics", {}),
     }
 
 
@@ -104,15 +106,17 @@ def measure(client, headers: dict, calls: dict, repeats: int, profiler: cProfile
             if profiling:
                 profiler.disable()
             if response.status_code != 200:
-                raise RuntimeError(f"{path}: {response.status_code} {response.json}")
-            sizes[kind] = {"items": len(response.json.get("items", [None])), "bytes": len(response.data)}
+                raise RuntimeError(f"{path}: {response.status_code} {response.data[:500]!r}")
+            items = len(response.json.get("items", [None])) if response.is_json else None
+            sizes[kind] = {"items": items, "bytes": len(response.data)}
     return {kind: {**summary(values), **sizes[kind]} for kind, values in samples.items()}
 
 
 def markdown(results: dict) -> str:
     lines = ["| request | items | body KB | median ms | p95 ms |", "|---|---|---|---|---|"]
     for kind, row in results.items():
-        lines.append(f"| {kind} | {row['items']} | {row['bytes'] / 1024:.0f} | {row['median_ms']:.1f} | "
+        items = "-" if row["items"] is None else row["items"]
+        lines.append(f"| {kind} | {items} | {row['bytes'] / 1024:.0f} | {row['median_ms']:.1f} | "
                      f"{row['p95_ms']:.1f} |")
     return "\n".join(lines)
 
