@@ -90,17 +90,27 @@ def in_trash(model: type[Volume]):
     return (model.state == DELETED) & model.purged_at.is_(None) & model.trash_ref.is_not(None)
 
 
+TRASH_CURSOR_SHAPE = (str, str)  # the last item's (name, id)
+
+
 def project_page(session: Session, model: type[Volume], project: Project, limit: int, cursor: str | None,
                  trashed: bool = False) -> Page:
-    """A page of one project's live volumes of a kind (or those in its trash), by name, items in their wire form."""
+    """A page of one project's live volumes of a kind (or those in its trash), by name, items in their wire form.
+    A live name is unique in its project, the trash may hold several volumes of one name (each deleted in turn):
+    its pages go by (name, id), so a page boundary between two of them skips neither."""
     query, item = LISTINGS[model]
     query = query.where(model.project_id == project.id, in_trash(model) if trashed else live(model))
-    if cursor:
+    order = (model.name, model.id) if trashed else (model.name,)
+    if cursor and trashed:
+        query = query.where(tuple_(*order) > tuple_(*decode_cursor(cursor, TRASH_CURSOR_SHAPE)))
+    elif cursor:
         query = query.where(model.name > decode_cursor(cursor))
-    rows = session.execute(query.order_by(model.name).limit(limit + 1)).all()
+    rows = session.execute(query.order_by(*order).limit(limit + 1)).all()
     more = len(rows) > limit
     items = [item(row, project.name) for row in rows[:limit]]
-    return Page(items=items, next_cursor=encode_cursor(items[-1]["name"]) if more else None)
+    last = items[-1] if more else None
+    return Page(items=items, next_cursor=None if last is None else
+                encode_cursor([last["name"], last["id"]] if trashed else last["name"]))
 
 
 # --- every volume a token sees, both kinds in one listing -----------------------------------------------------

@@ -12,6 +12,7 @@ import requests
 from sqlalchemy import select
 
 from robin.db import utcnow
+from robin.pagination import encode_cursor
 from robin.volumes import service
 from robin.volumes.kinds import RBD
 from robin.volumes.models import CephfsPath, RbdImage, VolumeState
@@ -167,3 +168,28 @@ def test_purge_racing_restore_never_records_a_live_image_as_purged(app, admin, a
             assert answer.json()["error"]["code"] in ("not_in_trash", "state_changed")
     live = len(in_pool)
     assert admin.get(f"/api/v2/projects/{project}/usage").json["provisioned_bytes"] == live * MiB
+
+
+@pytest.mark.parametrize("collection,body", [("rbd-images", {"size_bytes": MiB}),
+                                             ("cephfs-paths", {"quota_bytes": MiB})])
+def test_the_trash_pages_through_volumes_of_one_name(admin, new_project, collection, body):
+    """The trash may hold several volumes of one name, each deleted in turn: a page boundary between them skips
+    none, and a cursor this listing did not hand out is refused."""
+    url = f"/api/v2/projects/{new_project()}/{collection}"
+    name, ids = unique("again"), []
+    for _ in range(3):
+        made = admin.post(url, json={"name": name, **body})
+        assert made.status_code == 201, made.json
+        ids.append(made.json["id"])
+        assert admin.delete(f"{url}/{name}").status_code == 204
+    seen, cursor = [], None
+    while True:
+        page = admin.get(url, query_string={"trashed": "true", "limit": 1, **({"cursor": cursor} if cursor else {})})
+        assert page.status_code == 200, page.json
+        seen += [item["id"] for item in page.json["items"]]
+        cursor = page.json["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(ids)
+    refused = admin.get(url, query_string={"trashed": "true", "cursor": encode_cursor(name)})
+    assert refused.status_code == 400 and refused.json["error"]["code"] == "invalid_cursor"
