@@ -7,13 +7,13 @@ snapshots among them; an app of their own serves them through Flask's test clien
 """
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import pytest
 from sqlalchemy import select, update
 
 from robin.auth.models import Role
-from robin.config import Settings
 from robin.db import db, upgrade
 from robin.projects.models import Project
 from robin.projects.schemas import ProjectSchema
@@ -22,7 +22,6 @@ from robin.snapshots.schemas import SnapshotListingSchema, SnapshotSchema
 from robin.volumes.models import CephfsPath, RbdImage, VolumeState
 from robin.volumes.schemas import CephfsPathSchema, RbdImageSchema
 from tests.conftest import unique
-from tests.support.server import SESSION_SECRET_KEY
 from tests.support.synthetic import Fleet, populate
 
 COLLECTIONS = {"rbd-images": (RbdImage, RbdImageSchema), "cephfs-paths": (CephfsPath, CephfsPathSchema)}
@@ -52,10 +51,12 @@ def listing_url(backend, request, tmp_path_factory, database_url):
 
 
 @pytest.fixture(scope="module")
-def listing_app(listing_url):
+def listing_app(listing_url, settings):
     from robin import create_app
 
-    return create_app(Settings(database_url=listing_url, log_level="WARNING", secret_key=SESSION_SECRET_KEY))
+    # The session's settings but the database: an app binds process-wide state (the Ceph connections' timeout
+    # among it) that the session's later tests rely on.
+    return create_app(dataclasses.replace(settings, database_url=listing_url))
 
 
 @pytest.fixture(scope="module")
