@@ -1080,24 +1080,30 @@ def test_create_snapshot_refuses_a_hashed_name_taken_on_another_volume(csi, rbd_
           pb.CreateSnapshotRequest(name=name, source_volume_id=other.volume_id))
 
 
-def test_list_snapshots_costs_one_request_a_page(csi, fleet, robin_api):
-    _project, _volumes, mine = fleet(25)
-    robin_listing = [item["id"] for item in robin_pages(robin_api, "/api/v2/snapshots", state="available")]
+def walk_pages_counting_requests(robin_api, list_call, make_request, ids_of, robin_route) -> list[str]:
+    """Every id a CSI listing gives 10 at a time, checking that each page costs one request to robin's
+    `robin_route` and that a page's token names the same page every time it is used."""
     pages, token, seen_before = [], "", None
     while True:
-        request = pb.ListSnapshotsRequest(max_entries=10, starting_token=token)
-        response, cost = requests_of(robin_api, csi.stub.ListSnapshots, request)
-        assert cost == Counter({("GET", "/api/v2/snapshots"): 1})
-        assert seen_before in (None, response)  # a token names the same page every time
-        pages.append([entry.snapshot.snapshot_id for entry in response.entries])
+        response, cost = requests_of(robin_api, list_call, make_request(max_entries=10, starting_token=token))
+        assert cost == Counter({("GET", robin_route): 1})
+        assert seen_before in (None, response)
+        pages.append(ids_of(response))
         token = response.next_token
         if not token:
             break
         assert len(response.entries) == 10
-        seen_before = csi.stub.ListSnapshots(pb.ListSnapshotsRequest(max_entries=10, starting_token=token),
-                                             timeout=TIMEOUT_S)
+        seen_before = list_call(make_request(max_entries=10, starting_token=token), timeout=TIMEOUT_S)
     assert len(pages[-1]) <= 10
-    listed = [snapshot_id for page in pages for snapshot_id in page]
+    return [listed_id for page in pages for listed_id in page]
+
+
+def test_list_snapshots_costs_one_request_a_page(csi, fleet, robin_api):
+    _project, _volumes, mine = fleet(25)
+    robin_listing = [item["id"] for item in robin_pages(robin_api, "/api/v2/snapshots", state="available")]
+    listed = walk_pages_counting_requests(
+        robin_api, csi.stub.ListSnapshots, pb.ListSnapshotsRequest,
+        lambda response: [entry.snapshot.snapshot_id for entry in response.entries], "/api/v2/snapshots")
     assert len(listed) == len(set(listed)) == len(robin_listing)  # complete, nothing twice
     assert set(mine) <= set(listed)
     assert listed == csi.all_snapshot_ids()
@@ -1108,21 +1114,9 @@ def test_list_volumes_costs_one_request_a_page(csi, fleet, robin_api):
     robin_listing = [item["id"] for item in robin_pages(robin_api, "/api/v2/volumes")]
     # Also what fills the plugin's cache of the clusters' monitors (one request a cluster, every few minutes).
     everything = csi.all_volume_ids()
-    pages, token, seen_before = [], "", None
-    while True:
-        request = pb.ListVolumesRequest(max_entries=10, starting_token=token)
-        response, cost = requests_of(robin_api, csi.stub.ListVolumes, request)
-        assert cost == Counter({("GET", "/api/v2/volumes"): 1})
-        assert seen_before in (None, response)  # a token names the same page every time
-        pages.append([entry.volume.volume_id for entry in response.entries])
-        token = response.next_token
-        if not token:
-            break
-        assert len(response.entries) == 10
-        seen_before = csi.stub.ListVolumes(pb.ListVolumesRequest(max_entries=10, starting_token=token),
-                                           timeout=TIMEOUT_S)
-    assert len(pages[-1]) <= 10
-    listed = [volume_id for page in pages for volume_id in page]
+    listed = walk_pages_counting_requests(
+        robin_api, csi.stub.ListVolumes, pb.ListVolumesRequest,
+        lambda response: [entry.volume.volume_id for entry in response.entries], "/api/v2/volumes")
     assert len(listed) == len(set(listed)) == len(robin_listing)  # complete, nothing twice
     assert set(mine) <= set(listed)
     assert listed == everything
