@@ -1,6 +1,7 @@
 """The cluster registry and each cluster's process-wide connection."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,7 @@ from robin.auth.identity import Identity
 from robin.ceph import CephConnection, CephConnections, CephError
 from robin.clusters.models import CephCluster
 from robin.db import db
-from robin.errors import Conflict, NotFound, RobinError, ServiceUnavailable
+from robin.errors import Conflict, InvalidInput, NotFound, RobinError, ServiceUnavailable
 
 DEFAULT_NAME = "default"
 # A cluster's health is probed at most this often per process: readiness probes, scrapes and
@@ -117,6 +118,8 @@ def list_all(identity: Identity) -> list[CephCluster]:
 def register(identity: Identity, spec: dict) -> CephCluster:
     """Register by a ceph.conf on robin's hosts (+ keyring path), or by monitors and a key."""
     identity.require_admin()
+    for field in ("conf_path", "keyring_path"):
+        _require_readable_file(field, spec.get(field))
     if spec.get("cephx_key"):
         spec = {**spec, "cephx_key": crypto.encrypt(spec["cephx_key"])}
     try:
@@ -126,6 +129,20 @@ def register(identity: Identity, spec: dict) -> CephCluster:
     except IntegrityError as exc:
         raise Conflict(f"Ceph cluster {spec['name']!r} is already registered", code="cluster_exists") from exc
     return cluster
+
+
+def _require_readable_file(field: str, path: str | None) -> None:
+    """A registration names files on robin's hosts: refuse a typo now rather than fail every later call on the
+    cluster. (Monitors that do not answer are accepted: a cluster may be down for a while, and says so.)"""
+    if path is None or (os.path.isfile(path) and os.access(path, os.R_OK)):
+        return
+    if os.path.isfile(path):
+        problem = "cannot be read by robin"
+    else:
+        problem = "is not a file" if os.path.exists(path) else "does not exist"
+    message = f"{path} {problem} on robin's host; give the path where robin's hosts have it mounted"
+    raise InvalidInput(f"{field}: {message}", code="cluster_file_unreadable",
+                       details={"fields": {field: [message]}})
 
 
 def unregister(identity: Identity, name: str) -> None:

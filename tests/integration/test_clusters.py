@@ -80,6 +80,18 @@ def test_registration_needs_a_way_in(admin, body, field):
     assert response.status_code == 422 and field in response.json["error"]["details"]["fields"]
 
 
+@pytest.mark.parametrize("field", ["conf_path", "keyring_path"])
+def test_registration_refuses_files_robin_cannot_read(admin, ceph_conf, tmp_path, field):
+    body = {"name": unique("c"), "conf_path": ceph_conf}
+    for path, problem in ((tmp_path / "missing", "does not exist"), (tmp_path, "is not a file")):
+        response = admin.post("/api/v2/clusters", json={**body, field: str(path)})
+        assert response.status_code == 422, response.json
+        error = response.json["error"]
+        assert error["code"] == "cluster_file_unreadable"
+        assert f"{path} {problem}" in error["details"]["fields"][field][0]
+        assert admin.get(f"/api/v2/clusters/{body['name']}").status_code == 404  # nothing registered
+
+
 def test_unreachable_cluster_is_described_not_failed(admin, registered, tmp_path):
     name = registered(mon_host="v1:127.0.0.1:9", key="AQBogus==")
     detail = admin.get(f"/api/v2/clusters/{name}").json
