@@ -53,6 +53,7 @@ def create_app(settings=None) -> Flask:
     log.install_request_logging(app)
     _refuse_large_bodies(app, settings.max_request_bytes)  # before authentication reads anything
     auth_hooks.install(app)
+    _refuse_bodies_not_json(app)  # after authentication: strangers learn nothing of the API's shapes
     audit_service.install(app)
     api = Api(app)
     register_error_handlers(app)  # after Api(): flask-smorest installs its own error format
@@ -82,6 +83,28 @@ def _refuse_large_bodies(app: Flask, limit: int) -> None:
         if not _body_fits(limit):
             raise RequestTooLarge(f"request bodies are limited to {limit} bytes (ROBIN_MAX_REQUEST_BYTES)",
                                   details={"max_bytes": limit})
+
+
+# Wayne's client sends its /v1 bodies without a Content-Type, and /ui/ posts forms: only /api/v2 is strict.
+JSON_ONLY_PREFIX = "/api/v2/"
+
+
+def _refuse_bodies_not_json(app: Flask) -> None:
+    """A body sent as anything but JSON is answered 415: read as no body at all, it used to be refused as
+    missing every required field, which sends its author looking in the wrong place."""
+    from robin.errors import UnsupportedMediaType
+
+    @app.before_request
+    def _json_or_nothing():
+        if not request.path.startswith(JSON_ONLY_PREFIX) or not _has_body() or request.is_json:
+            return
+        sent = request.mimetype or "no Content-Type"
+        raise UnsupportedMediaType(f"request bodies are JSON: send Content-Type: application/json (not {sent})",
+                                   details={"content_type": request.content_type})
+
+
+def _has_body() -> bool:
+    return bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
 
 
 def _body_fits(limit: int) -> bool:

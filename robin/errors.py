@@ -83,6 +83,11 @@ class RequestTooLarge(RobinError):
     code = "request_too_large"
 
 
+class UnsupportedMediaType(RobinError):
+    status = 415
+    code = "unsupported_media_type"
+
+
 class QuotaExceeded(RobinError):
     # 403 rather than 413/507: the request is well formed, the project is not allowed more.
     status = 403
@@ -146,7 +151,7 @@ class ErrorSchema(Schema):
 # a body over the limit (413, checked before routing), invalid input (400, 422), Ceph failing (502, 503, 507)
 # or a bug (500). Listing them instead of a `default` response lets a client (and a fuzzer) tell an
 # answer the document promises from one it does not.
-ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 422, 500, 502, 503, 507)
+ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 415, 422, 500, 502, 503, 507)
 
 
 class ErrorStatuses(BasePlugin):

@@ -1,6 +1,8 @@
 """Projects, quotas, auth and the error shape, through the API (database only, no Ceph calls)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import select
 
@@ -213,6 +215,25 @@ def test_malformed_json_is_a_400(admin):
     response = admin.post("/api/v2/projects", data="{not json", content_type="application/json")
     assert response.status_code == 400
     assert response.json["error"]["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_that_is_not_json_is_a_415_and_makes_nothing(admin, content_type):
+    name = unique("p")
+    body = json.dumps({"name": name, "quota": QUOTA})
+    response = admin.post("/api/v2/projects", data=body, headers={"Content-Type": content_type} if content_type else {})
+    assert response.status_code == 415, response.json
+    error = response.json["error"]
+    assert error["code"] == "unsupported_media_type" and "Content-Type: application/json" in error["message"]
+    assert admin.get(f"/api/v2/projects/{name}").status_code == 404
+
+
+def test_json_with_a_charset_or_a_json_suffix_is_json(admin):
+    for content_type in ("application/json; charset=utf-8", "application/merge-patch+json"):
+        name = unique("p")
+        body = json.dumps({"name": name, "quota": QUOTA})
+        assert admin.post("/api/v2/projects", data=body, content_type=content_type).status_code == 201
+        assert admin.delete(f"/api/v2/projects/{name}").status_code == 204
 
 
 def test_unknown_route_and_method_use_the_error_shape(admin):
