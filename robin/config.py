@@ -421,7 +421,7 @@ def _coerce(f: dataclasses.Field, value, source: str):
         if kind == "bool":
             return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
         if kind == "int":
-            return int(value)
+            return _whole_number(value)
         if kind == "float":
             return float(value)
         if kind.startswith("tuple"):
@@ -430,6 +430,14 @@ def _coerce(f: dataclasses.Field, value, source: str):
         return str(value)
     except ValueError as exc:
         raise ConfigError(f"{source}: {value!r} is not a valid {kind}") from exc
+
+
+def _whole_number(value) -> int:
+    # Helm hands every number in its values to templates as a float, so the chart's robin.toml says
+    # `trash_delay = 86400.0`: a whole float is that number; one with a fraction is a mistake, not to be cut.
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"{value} is not a whole number")
+    return int(value)
 
 
 def fault_points() -> str:

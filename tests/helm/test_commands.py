@@ -133,3 +133,17 @@ def test_the_configuration_check_finds_an_unknown_key(monkeypatch, tmp_path):
     monkeypatch.setenv(config.CONFIG_FILE, str(tmp_path / "robin.toml"))
     with pytest.raises(config.ConfigError, match="rbd_pool"):
         config.Settings.from_env()
+
+
+def test_numbers_in_the_values_reach_robin_as_given(monkeypatch, tmp_path):
+    """Helm hands templates every number as a float (`86400.0`, `1.099511627776e+12` in robin.toml): robin
+    reads each as the number the values gave, and refuses a fraction where a whole number is meant."""
+    given = {"trash_delay": 86400, "max_volume_bytes": 2**40 + 2**20, "ceph_timeout": 2.5, "workers": 3}
+    (tmp_path / "robin.toml").write_text(config_file(manifests({"config": given})))
+    monkeypatch.setenv(config.CONFIG_FILE, str(tmp_path / "robin.toml"))
+    settings = config.Settings.from_env()
+    assert {name: getattr(settings, name) for name in given} == given
+    assert all(type(getattr(settings, name)) is type(value) for name, value in given.items())
+    (tmp_path / "robin.toml").write_text(config_file(manifests({"config": {"trash_delay": 86400.5}})))
+    with pytest.raises(config.ConfigError, match="trash_delay: 86400.5 is not a valid int"):
+        config.Settings.from_env()
