@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, contains_eager, load_only, raiseload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from robin import config
+from robin.audit import service as audit
 from robin.audit import usage
 from robin.auth.identity import Identity
 from robin.auth.models import Role
@@ -131,6 +132,7 @@ def create(identity: Identity, kind: Kind, project: str, spec: dict) -> Volume:
             raise name_taken(kind, volume.name, volume.cluster.name) from exc
         raise
     crash_point("volume.create")
+    audit.success_commits_next()
     return set_state(volume, VolumeState.AVAILABLE)
 
 
@@ -290,6 +292,7 @@ def resize(identity: Identity, kind: Kind, project: str, name: str, size_bytes: 
         set_state(volume, VolumeState.AVAILABLE, target_size_bytes=None)
         raise
     crash_point("volume.resize")
+    audit.success_commits_next()
     return set_state(volume, VolumeState.AVAILABLE, size_bytes=size_bytes, target_size_bytes=None)
 
 
@@ -347,6 +350,7 @@ def delete(identity: Identity, kind: Kind, project: str, name: str, *, with_snap
         _revert_snapshots(snapshot for snapshot in snapshots if snapshot.state is SnapshotState.DELETING)
         raise
     crash_point("volume.delete")
+    audit.success_commits_next()
     now = utcnow()
     if trash_ref is None:
         set_state(volume, VolumeState.DELETED, deleted_at=now, purged_at=now)
@@ -367,6 +371,7 @@ def restore(identity: Identity, kind: Kind, project: str, name: str) -> Volume:
         set_state(volume, VolumeState.DELETED)
         raise
     crash_point("volume.restore")
+    audit.success_commits_next()
     return set_state(volume, VolumeState.AVAILABLE, deleted_at=None, purge_after=None, trash_ref=None)
 
 
