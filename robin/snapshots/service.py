@@ -100,7 +100,7 @@ def _reserve(kind: Kind, project: str, volume_name: str, name: str) -> Snapshot:
                    "size_bytes": volume.size_bytes, "state": SnapshotState.CREATING, "created_at": now,
                    "updated_at": now}
             # A Core insert, as for volumes: an ORM flush of the new object costs more Python than the insert.
-            session.execute(insert(Snapshot.__table__), [row])
+            session.connection().execute(insert(Snapshot.__table__), row)
     except IntegrityError as exc:
         raise Conflict(f"{kind.noun} {volume_name!r} already has a snapshot {name!r}", code="snapshot_exists",
                        details={"volume": volume_name, "snapshot": name}) from exc
