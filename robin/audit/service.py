@@ -1,10 +1,13 @@
 """Audit events: exactly one row for every mutating request (and for the reads that start work).
 
 The row travels with the change it records: the first write transaction a request commits carries the
-request's row (outcome `pending`), so no change commits without it; after the response, that row gets the
-final status, outcome and error code. A request that committed nothing (refused, invalid, failed before
-its first commit) gets its row after the response, in a transaction of its own. A row still `pending`
-(status 0) is a change whose worker died before it answered.
+request's row (outcome `pending`), so no change commits without it. Its final status, outcome and error code
+are written in the commit that decides them when a service says which one does (`success_commits_next`: the
+state machine's second commit, once the Ceph call succeeded), as the success status the view declares; after
+the response they are written, or corrected, only when the response says otherwise (or nothing wrote them),
+in a small transaction of its own. A request that committed nothing (refused, invalid, failed before its first
+commit) gets its row after the response, in a transaction of its own. A row still `pending` (status 0) is a
+change whose worker died before its outcome was decided.
 
 The request body is kept redacted and bounded, whatever a client sends.
 """
@@ -19,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import islice
 
-from flask import Flask, Response, g, has_request_context, request
+from flask import Flask, Response, current_app, g, has_request_context, request
 from sqlalchemy import Connection, bindparam, insert, update
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -41,9 +44,16 @@ MAX_STRING = 256  # characters of one string
 MAX_JSON_CHARS = 8192  # of the whole copy, as stored
 PROJECT_LENGTH = AuditEvent.__table__.c.project.type.length
 
+# Built once: an INSERT given its row as parameters, not as values, costs no statement-building per request.
+_INSERT = insert(AuditEvent)
+_FINAL_VALUES = dict(actor=bindparam("final_actor"), outcome=bindparam("final_outcome"),
+                    status_code=bindparam("final_status"), error_code=bindparam("final_error_code"))
 _FINISH = (update(AuditEvent).where(AuditEvent.id == bindparam("row_id"), AuditEvent.outcome == PENDING)
-           .values(actor=bindparam("final_actor"), outcome=bindparam("final_outcome"),
-                   status_code=bindparam("final_status"), error_code=bindparam("final_error_code")))
+           .values(**_FINAL_VALUES))
+# The response disagreed with the status written with the change (it failed after the decisive commit).
+_CORRECT = (update(AuditEvent).where(AuditEvent.id == bindparam("row_id"),
+                                     AuditEvent.status_code == bindparam("written_status"))
+            .values(**_FINAL_VALUES))
 
 
 def redacted(body) -> tuple[object, bool]:
@@ -121,15 +131,31 @@ def _audited() -> bool:
     return has_request_context() and (request.method in MUTATING_METHODS or g.get("audit_read", False))
 
 
+def success_commits_next() -> None:
+    """The request's next write commit decides its success (the state machine's second commit after a Ceph call
+    that succeeded): its audit row gets its final status in that commit, not in a transaction of its own after
+    the response. Outside an audited request, nothing."""
+    if _audited():
+        g.audit_success_next = True
+
+
 @contextmanager
 def _with_the_change(connection: Connection) -> Iterator[None]:
-    """Around the commit of a write transaction: the first one an audited request commits carries its row.
-    `g.audit_row` is set once the row is taken care of: the id of the committed pending row (or None)."""
-    if not _audited() or "audit_row" in g:
+    """Around the commit of a write transaction: the first one an audited request commits carries its row, the
+    one a service said decides its success (success_commits_next) the row's final status. `g.audit_row` is set
+    once the row is taken care of: the id of the committed pending row (or None); `g.audit_written` once a final
+    status has committed: (status, outcome, error code)."""
+    if not _audited():
         yield
         return
+    if "audit_row" in g:
+        written = _write_success(connection) if g.pop("audit_success_next", False) else None
+        yield
+        if written is not None:
+            g.audit_written = written
+        return
     try:
-        inserted = connection.execute(insert(AuditEvent).values(_event(PENDING, status_code=0, error_code=None)))
+        inserted = connection.execute(_INSERT, _event(PENDING, status_code=0, error_code=None))
     except SQLAlchemyError as exc:
         log.exception("could not write audit event; the change is refused", extra={"target": request.path})
         raise ServiceUnavailable("the audit trail cannot be written, so nothing was changed; see robin's log",
@@ -138,21 +164,50 @@ def _with_the_change(connection: Connection) -> Iterator[None]:
     g.audit_row = inserted.inserted_primary_key[0]
 
 
+def _write_success(connection: Connection) -> tuple[int, str, None] | None:
+    """The final status of the request's committed row, written in the caller's transaction: the success status
+    the view declares. None (nothing written) without a row or a single declared success status."""
+    row_id, status = g.get("audit_row"), _declared_success_status()
+    if row_id is None or status is None:
+        return None
+    connection.execute(_FINISH, _final(row_id, status, "success", None))
+    return status, "success", None
+
+
+def _declared_success_status() -> int | None:
+    """The one success status the request's view declares (flask-smorest's `response` decorator)."""
+    view = current_app.view_functions.get(request.endpoint)
+    method = getattr(getattr(view, "view_class", None), request.method.lower(), view)
+    codes = getattr(method, "_apidoc", {}).get("success_status_codes", [])
+    return int(codes[0]) if len(codes) == 1 else None
+
+
+def _final(row_id: int, status: int, outcome: str, error_code: str | None) -> dict:
+    identity = g.get("identity")
+    return {"row_id": row_id, "final_outcome": outcome, "final_status": status, "final_error_code": error_code,
+            "final_actor": identity.actor if identity else "anonymous"}
+
+
 def record(response: Response) -> None:
-    """The request's final status: on the row its change committed with, or on a row of its own."""
+    """The request's final status: on the row its change committed with, or on a row of its own; nothing when the
+    decisive commit wrote it already and the response agrees."""
     row_id = g.get("audit_row")
     g.audit_row = row_id  # this transaction must not carry a second row
+    g.pop("audit_success_next", None)
     outcome = "success" if response.status_code < 400 else "failure"
     error_code = _error_code(response)
-    identity = g.get("identity")
+    written = g.get("audit_written")
+    if written == (response.status_code, outcome, error_code):
+        return
     try:
         with db.writing() as connection:
             if row_id is None:
-                connection.execute(insert(AuditEvent), [_event(outcome, response.status_code, error_code)])
+                connection.execute(_INSERT, [_event(outcome, response.status_code, error_code)])
+            elif written is None:
+                connection.execute(_FINISH, _final(row_id, response.status_code, outcome, error_code))
             else:
-                connection.execute(_FINISH, {"row_id": row_id, "final_outcome": outcome,
-                                             "final_status": response.status_code, "final_error_code": error_code,
-                                             "final_actor": identity.actor if identity else "anonymous"})
+                connection.execute(_CORRECT, {**_final(row_id, response.status_code, outcome, error_code),
+                                              "written_status": written[0]})
     except SQLAlchemyError:
         # The answer is decided; losing its final status must not turn it into an error.
         log.exception("could not write audit event", extra={"target": request.path, "status": response.status_code})

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, lazyload
 from sqlalchemy.orm.attributes import set_committed_value
 
+from robin.audit import service as audit
 from robin.auth.identity import Identity
 from robin.ceph import CephError, rbd_ops
 from robin.db import db, utcnow
@@ -83,6 +84,7 @@ def create(identity: Identity, kind: Kind, project: str, volume_name: str, name:
         _undo_create(kind, snapshot, exc)
         raise
     crash_point("snapshot.create")
+    audit.success_commits_next()
     return set_state(snapshot, SnapshotState.AVAILABLE)
 
 
@@ -98,7 +100,7 @@ def _reserve(kind: Kind, project: str, volume_name: str, name: str) -> Snapshot:
                    "size_bytes": volume.size_bytes, "state": SnapshotState.CREATING, "created_at": now,
                    "updated_at": now}
             # A Core insert, as for volumes: an ORM flush of the new object costs more Python than the insert.
-            session.execute(insert(Snapshot.__table__), [row])
+            session.connection().execute(insert(Snapshot.__table__), row)
     except IntegrityError as exc:
         raise Conflict(f"{kind.noun} {volume_name!r} already has a snapshot {name!r}", code="snapshot_exists",
                        details={"volume": volume_name, "snapshot": name}) from exc
@@ -211,6 +213,7 @@ def remove(kind: Kind, snapshot: Snapshot, previous: SnapshotState) -> None:
         set_state(snapshot, previous)
         raise
     crash_point("snapshot.delete")
+    audit.success_commits_next()
     set_state(snapshot, SnapshotState.DELETED, deleted_at=utcnow())
 
 
@@ -240,6 +243,7 @@ def rollback(identity: Identity, kind: Kind, project: str, image_name: str, name
     # the reconciler to roll back again.
     rbd_ops.rollback(conn, image.pool, image.name, name)
     crash_point("snapshot.rollback")
+    audit.success_commits_next()
     finish_rollback(image)
     return snapshot
 
@@ -298,6 +302,7 @@ def clone(identity: Identity, project: str, spec: dict) -> RbdImage:
             _forget_temporary_snapshot(conn, parent, child.parent_snapshot)
         raise
     crash_point("volume.clone")
+    audit.success_commits_next()
     return volumes.set_state(child, VolumeState.AVAILABLE)
 
 

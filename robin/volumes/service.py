@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, contains_eager, load_only, raiseload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from robin import config
+from robin.audit import service as audit
 from robin.audit import usage
 from robin.auth.identity import Identity
 from robin.auth.models import Role
@@ -77,10 +78,8 @@ def set_state(volume: Volume, state: VolumeState, **values) -> Volume:
     never overwritten; that lost race is a StateChanged. A plain UPDATE by primary key otherwise:
     the copy already holds everything else, so nothing is loaded again."""
     values = {"state": state, "updated_at": utcnow(), **values}
-    table = type(volume).__table__
     with db.writing() as connection:
-        moved = connection.execute(update(table).where(table.c.id == volume.id, table.c.state == volume.state)
-                                   .values(**_columns(volume, values))).rowcount
+        moved = connection.execute(*_move(volume, values)).rowcount
     if moved != 1:
         raise _state_changed(volume, state)
     for key, value in values.items():
@@ -93,9 +92,13 @@ def claim(session: Session, volume: Volume, state: VolumeState, *conditions, **v
     moves only from the state the session read (and while `conditions` hold), whatever a
     concurrent request did since."""
     values = {"state": state, "updated_at": utcnow(), **values}
-    table = type(volume).__table__
-    moved = session.execute(update(table).where(table.c.id == volume.id, table.c.state == volume.state, *conditions)
-                            .values(**_columns(volume, values)).execution_options(synchronize_session=False))
+    if conditions:
+        table = type(volume).__table__
+        moved = session.execute(update(table).where(table.c.id == volume.id, table.c.state == volume.state,
+                                                    *conditions)
+                                .values(**_columns(volume, values)).execution_options(synchronize_session=False))
+    else:
+        moved = session.connection().execute(*_move(volume, values))
     if moved.rowcount != 1:
         raise _state_changed(volume, state)
     for key, value in values.items():
@@ -105,6 +108,23 @@ def claim(session: Session, volume: Volume, state: VolumeState, *conditions, **v
 def _columns(volume: Volume, values: dict) -> dict:
     # Attribute names to column names: a CephFS path's size_bytes is its quota_bytes column.
     return {type(volume).__mapper__.attrs[key].columns[0].name: value for key, value in values.items()}
+
+
+def _move(volume: Volume, values: dict) -> tuple:
+    """The compare-and-set UPDATE of a state change and its parameters: the row moves from the state the copy
+    holds to `values` (attribute names)."""
+    statement = _move_statement(type(volume), tuple(values))
+    return statement, {"row_id": volume.id, "from_state": volume.state,
+                       **{f"new_{key}": value for key, value in values.items()}}
+
+
+@cache
+def _move_statement(model: type[Volume], keys: tuple[str, ...]):
+    # Built once per model and set of columns: building an UPDATE costs more Python than SQLite takes to run it.
+    table = model.__table__
+    columns = {key: model.__mapper__.attrs[key].columns[0] for key in keys}
+    return update(table).where(table.c.id == bindparam("row_id"), table.c.state == bindparam("from_state")).values(
+        {column.name: bindparam(f"new_{key}", type_=column.type) for key, column in columns.items()})
 
 
 def _state_changed(volume: Volume, state: VolumeState) -> Conflict:
@@ -131,6 +151,7 @@ def create(identity: Identity, kind: Kind, project: str, spec: dict) -> Volume:
             raise name_taken(kind, volume.name, volume.cluster.name) from exc
         raise
     crash_point("volume.create")
+    audit.success_commits_next()
     return set_state(volume, VolumeState.AVAILABLE)
 
 
@@ -156,7 +177,8 @@ def insert_new(session: Session, kind: Kind, project: str, cluster: CephCluster,
                         project_id=project_row.id, cluster_id=cluster.id, name=spec["name"],
                         size_bytes=spec["size_bytes"], created_for=spec.get("created_for"),
                         state=VolumeState.CREATING, created_at=now, updated_at=now)
-    session.execute(insert(kind.model.__table__), [_column_values(volume)])
+    # On the session's connection: through the session, an INSERT takes the ORM's bulk path, more Python again.
+    session.connection().execute(insert(kind.model.__table__), _column_values(volume))
     return volume
 
 
@@ -290,6 +312,7 @@ def resize(identity: Identity, kind: Kind, project: str, name: str, size_bytes: 
         set_state(volume, VolumeState.AVAILABLE, target_size_bytes=None)
         raise
     crash_point("volume.resize")
+    audit.success_commits_next()
     return set_state(volume, VolumeState.AVAILABLE, size_bytes=size_bytes, target_size_bytes=None)
 
 
@@ -347,6 +370,7 @@ def delete(identity: Identity, kind: Kind, project: str, name: str, *, with_snap
         _revert_snapshots(snapshot for snapshot in snapshots if snapshot.state is SnapshotState.DELETING)
         raise
     crash_point("volume.delete")
+    audit.success_commits_next()
     now = utcnow()
     if trash_ref is None:
         set_state(volume, VolumeState.DELETED, deleted_at=now, purged_at=now)
@@ -367,6 +391,7 @@ def restore(identity: Identity, kind: Kind, project: str, name: str) -> Volume:
         set_state(volume, VolumeState.DELETED)
         raise
     crash_point("volume.restore")
+    audit.success_commits_next()
     return set_state(volume, VolumeState.AVAILABLE, deleted_at=None, purge_after=None, trash_ref=None)
 
 

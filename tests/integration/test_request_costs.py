@@ -19,15 +19,15 @@ pytestmark = pytest.mark.integration
 GiB = 2**30
 
 # Per request, with its token looked up (a cold token cache); BEGIN is no statement here. The state machine's
-# two commits around the Ceph call and the audit row's final status (written once the response is known) are
-# in every figure; a clone finds its parent in the transaction that reserves its quota.
+# two commits around the Ceph call are in every figure, the audit row's final status written in the second;
+# a clone finds its parent in the transaction that reserves its quota.
 CEILINGS = {
-    "rbd_create": (8, 3),
-    "rbd_resize": (8, 3),
-    "rbd_delete": (8, 3),
-    "snapshot_create": (8, 3),
-    "clone_create": (9, 3),
-    "cephfs_create": (8, 3),
+    "rbd_create": (8, 2),
+    "rbd_resize": (8, 2),
+    "rbd_delete": (8, 2),
+    "snapshot_create": (8, 2),
+    "clone_create": (9, 2),
+    "cephfs_create": (8, 2),
 }
 
 
