@@ -1,14 +1,18 @@
-"""The verification pass after a copy: both trees read afresh, every entry compared by type, owner, mode and
-mtime, every file by size and checksum, symlinks by target, device nodes by number, hard links by grouping; and
-what only the destination has is reported too. Access times are not compared: reading a file moves its own."""
+"""The verification pass after a copy: both trees read afresh, every entry compared by type, owner, mode, mtime,
+extended attributes and POSIX ACLs, every file by size and checksum, symlinks by target, device nodes by number,
+hard links by grouping; and what only the destination has is reported too. Access times are not compared: reading
+a file moves its own. Attributes the destination refused (the copy's `xattrs_refused`) are reported there, and
+left out here."""
 from __future__ import annotations
 
 import os
 import stat
 from collections import defaultdict
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
+from robin.migrate import xattrs
 from robin.migrate.copy import file_digest
 from robin.migrate.progress import Progress
 from robin.migrate.tree import Entry, join, scan
@@ -19,7 +23,9 @@ MAX_REPORTED = 1000  # mismatches listed in a report; the count is always exact
 @dataclass(frozen=True)
 class Mismatch:
     path: str
-    what: str  # missing | extra | type | size | content | owner | mode | mtime | target | device | hardlinks | error
+    # missing | extra | type | size | content | owner | mode | mtime | xattr | acl | target | device | hardlinks
+    # | error
+    what: str
     source: str | int | None = None
     destination: str | int | None = None
 
@@ -42,15 +48,19 @@ class Verification:
 
 
 def verify(source_root: str, destination_root: str, parallel: int = 8, skip_at_source_root=frozenset(),
-           keep_at_destination_root=frozenset(), progress: Progress | None = None) -> Verification:
+           keep_at_destination_root=frozenset(), refused: Iterable[tuple[str, str]] = (),
+           progress: Progress | None = None) -> Verification:
+    """`refused`: the (path, attribute name) pairs the destination refused."""
+    skipped = frozenset(refused)
     source = scan(source_root, skip_at_source_root)
-    destination = {entry.rel: entry for entry in scan(destination_root, keep_at_destination_root).entries}
+    destination = {entry.rel: entry for entry in scan(destination_root, keep_at_destination_root,
+                                                      ignored_at_root=xattrs.ROOT_ONLY_OURS).entries}
     result = Verification(entries=len(source.entries))
     to_checksum: list[str] = []
     seen_inodes: set[tuple[int, int]] = set()
     for entry in source.entries:
         found = destination.pop(entry.rel, None)
-        problems = _compare(entry, found)
+        problems = _compare(entry, found, skipped)
         if not problems and entry.is_symlink:
             problems = _compare_targets(entry.rel, source_root, destination_root)
         result.mismatches.extend(problems)
@@ -77,7 +87,7 @@ def verify(source_root: str, destination_root: str, parallel: int = 8, skip_at_s
     return result
 
 
-def _compare(entry: Entry, found: Entry | None) -> list[Mismatch]:
+def _compare(entry: Entry, found: Entry | None, skipped: frozenset[tuple[str, str]]) -> list[Mismatch]:
     rel, ours = entry.rel, entry.st
     if found is None:
         return [Mismatch(rel, "missing")]
@@ -96,6 +106,16 @@ def _compare(entry: Entry, found: Entry | None) -> list[Mismatch]:
     if stat.S_ISCHR(ours.st_mode) or stat.S_ISBLK(ours.st_mode):
         if ours.st_rdev != theirs.st_rdev:
             problems.append(Mismatch(rel, "device", ours.st_rdev, theirs.st_rdev))
+    return problems + _compare_xattrs(rel, entry.xattrs, found.xattrs, skipped)
+
+
+def _compare_xattrs(rel: str, ours: xattrs.Xattrs, theirs: xattrs.Xattrs,
+                    skipped: frozenset[tuple[str, str]]) -> list[Mismatch]:
+    problems = []
+    for name in sorted(set(ours) | set(theirs)):
+        if ours.get(name) != theirs.get(name) and (rel, name) not in skipped:
+            problems.append(Mismatch(rel, "acl" if name in xattrs.ACLS else "xattr",
+                                     xattrs.shown(name, ours.get(name)), xattrs.shown(name, theirs.get(name))))
     return problems
 
 
