@@ -279,8 +279,8 @@ class Migration:
                 stats = copier.copy(tree)
             copy_s = time.monotonic() - copy_started
             with Progress(0, tree.totals.files, f"verify {ref.name}", enabled=options.progress) as progress:
-                verification = verify(source, target, options.parallel, keep_at_destination_root=keep,
-                                      refused=copier.refused(), progress=progress)
+                verification = verify(tree, target, copier.sources, copier.refused(), options.parallel,
+                                      keep_at_destination_root=keep, progress=progress)
             verify_s = time.monotonic() - copy_started - copy_s
         totals = tree.totals
         return {"files": totals.files, "directories": totals.directories, "symlinks": totals.symlinks,

@@ -15,7 +15,9 @@ It is a mirror, and it can be run again at any time:
   removed, except the names in `keep_at_root` (ext4's lost+found).
 Directories get their owners, attributes, modes and times last, deepest first, because adding entries changes a
 directory's mtime, and a default ACL set early would be inherited by the entries made in it.
- Files are copied by a bounded pool of threads: on network file systems the time goes in round trips,
+Each file's content is hashed as it is read (but files with holes), so that the verification reads only
+the destination for what this run copied: `Copier.sources` keeps, per source inode, the state and digest of what
+was copied. Files are copied by a bounded pool of threads: on network file systems the time goes in round trips,
 which threads overlap (each I/O call releases the GIL).
 """
 from __future__ import annotations
@@ -87,6 +89,15 @@ def file_digest(path: str) -> str:
         return hashlib.file_digest(handle, DIGEST).hexdigest()
 
 
+@dataclass(frozen=True)
+class Copied:
+    """A source file as this run read it: its lstat when the copy started, and the digest of what was read (and
+    written). Kept only when the file did not change while it was read."""
+
+    st: os.stat_result
+    digest: str
+
+
 class Copier:
     def __init__(self, source: str, destination: str, parallel: int = 8, progress: Progress | None = None,
                  keep_at_root: frozenset[str] = frozenset(), always_checksum: bool = False):
@@ -98,6 +109,7 @@ class Copier:
         self.progress = progress or Progress(0, 0, enabled=False)
         self.keep_at_root = keep_at_root
         self.stats = CopyStats()
+        self.sources: dict[tuple[int, int], Copied] = {}  # by source inode: what the verification need not re-read
 
     def copy(self, tree: Tree) -> CopyStats:
         children = _children_by_directory(tree)
@@ -187,8 +199,10 @@ class Copier:
                     self.stats.add(files_unchanged=1, bytes_unchanged=size)
                     self.progress.add(size, files=1)
                     return
-                if file_digest(source) == file_digest(target):
+                digest = file_digest(source)
+                if digest == file_digest(target):
                     self._set_metadata(target, entry, xattrs.read(target))
+                    self.sources[entry.inode] = Copied(entry.st, digest)
                     self.stats.add(files_same_content=1, bytes_unchanged=size)
                     self.progress.add(size, files=1)
                     return
@@ -208,7 +222,7 @@ class Copier:
             before = os.fstat(source_fd)  # the metadata is the file's as its copy starts
             target_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             try:
-                written = self._copy_data(source_fd, target_fd, before)
+                written, digest = self._copy_data(source_fd, target_fd, before)
                 self._set_fd_metadata(target_fd, entry, before, fresh if have is None else xattrs.read(target))
             finally:
                 os.close(target_fd)
@@ -217,15 +231,20 @@ class Copier:
             os.close(source_fd)
         crash_point("migrate.file_copied")
         changed = (after.st_mtime_ns, after.st_size) != (before.st_mtime_ns, before.st_size)
+        if digest and not changed and (before.st_mtime_ns, before.st_size) == (entry.st.st_mtime_ns, entry.st.st_size):
+            self.sources[entry.inode] = Copied(before, digest)
         self.stats.add(files_copied=1, bytes_copied=before.st_size, bytes_written=written,
                        files_changed_while_copied=int(changed))
         self.progress.add(0, files=1)
 
-    def _copy_data(self, source_fd: int, target_fd: int, st: os.stat_result) -> int:
-        """Copy the data, leaving holes where the source has holes or all-zero chunks; the bytes written."""
+    def _copy_data(self, source_fd: int, target_fd: int, st: os.stat_result) -> tuple[int, str | None]:
+        """Copy the data, leaving holes where the source has holes or all-zero chunks; the bytes written, and the
+        digest of what was read. A file with holes is not hashed: hashing the zeros its holes read as would cost
+        what skipping them saved (and keep the file in flight that much longer); the verification reads it."""
         size, written, position, data_end = st.st_size, 0, 0, 0
         # Asking for holes costs two round trips to the source's servers: only where there can be holes.
         ranges = _data_ranges(source_fd, size) if st.st_blocks * 512 < size else [(0, size)]
+        hasher = hashlib.new(DIGEST) if ranges == [(0, size)] else None
         for start, end in ranges:
             self.progress.add(start - position)  # a hole counts as done
             position = start
@@ -233,6 +252,8 @@ class Copier:
                 chunk = os.pread(source_fd, min(CHUNK, end - position), position)
                 if not chunk:
                     break  # the source shrank under us: its changed mtime gets it copied again next run
+                if hasher is not None:
+                    hasher.update(chunk)
                 if chunk != ZEROS[:len(chunk)]:
                     _write_all(target_fd, chunk, position)
                     crash_point("migrate.chunk_written")
@@ -243,7 +264,7 @@ class Copier:
         self.progress.add(max(0, size - position))
         if data_end < size:
             os.ftruncate(target_fd, size)  # a trailing hole: the file's end was never written
-        return written
+        return written, hasher.hexdigest() if hasher is not None else None
 
     def _link(self, entry: Entry, first: str) -> None:
         target, first_target = join(self.destination, entry.rel), join(self.destination, first)

@@ -22,7 +22,7 @@ def copy_and_verify(source: Path, destination: Path) -> tuple[dict, dict]:
     tree = scan(str(source))
     copier = Copier(str(source), str(destination), 4)
     stats = copier.copy(tree)
-    return stats.as_dict(), verify(str(source), str(destination), 4, refused=copier.refused()).as_dict()
+    return stats.as_dict(), verify(tree, str(destination), copier.sources, copier.refused(), 4).as_dict()
 
 
 @pytest.fixture()
@@ -79,7 +79,7 @@ def test_verification_reports_attribute_and_acl_differences(sides):
     os.setxattr(destination / "tagged-dir", "user.project", b"other")
     subprocess.run(["setfacl", "-m", "u:33:rwx", str(destination / "acl-file")], check=True)
     os.setxattr(destination, "user.foreign", b"1")
-    report = verify(str(source), str(destination), 4, refused=copier.refused())
+    report = verify(tree, str(destination), copier.sources, copier.refused(), 4)
     found = {(m.path, m.what): (m.source, m.destination) for m in report.mismatches}
     assert found.pop(("tagged-dir", "xattr")) == ("user.project=shop", "user.project=other")
     assert found.pop(("", "xattr")) == (None, "user.foreign=1")
@@ -105,7 +105,7 @@ tree = scan(sys.argv[1])
 copier = Copier(sys.argv[1], sys.argv[2], 4)
 stats = copier.copy(tree)
 print(json.dumps({"copy": stats.as_dict(),
-                  "verification": verify(sys.argv[1], sys.argv[2], refused=copier.refused()).as_dict()}))
+                  "verification": verify(tree, sys.argv[2], copier.sources, copier.refused()).as_dict()}))
 """
 
 
