@@ -104,9 +104,11 @@ def fill_large(root: Path, count: int, mib: int) -> None:
 def acl(*named: tuple[int, int, int], mask: int) -> bytes:
     """A POSIX ACL's raw value (system.posix_acl_*): owner rw-, owning group rw-, `named` (tag, id, perms), the
     mask, other r--."""
-    entries = [(0x01, 6, 0xFFFFFFFF), (0x04, 6, 0xFFFFFFFF), *sorted(named), (0x10, mask, 0xFFFFFFFF),
-               (0x20, 4, 0xFFFFFFFF)]
-    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, ident) for tag, perm, ident in entries)
+    entries = [(0x01, 0xFFFFFFFF, 6), (0x04, 0xFFFFFFFF, 6), *((tag, ident, perm) for tag, perm, ident in named),
+               (0x10, 0xFFFFFFFF, mask), (0x20, 0xFFFFFFFF, 4)]
+    # The kernel takes entries in (tag, id) order only.
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, ident)
+                                           for tag, ident, perm in sorted(entries))
 
 
 def fill_attributed(root: Path, count: int) -> None:
