@@ -7,8 +7,9 @@ ROBIN := $(VENV)/bin/robin
 # What running robin on a dev cluster needs (the FUSE clients and mkfs: /v1 activation and the gateway mount volumes).
 RUN_DEBIAN_PACKAGES := ceph-mon ceph-osd ceph-mgr ceph-mds ceph-common python3-rados python3-rbd python3-cephfs \
                        ceph-fuse rbd-fuse fuse python3-venv e2fsprogs xfsprogs
-# What only the tests need: PostgreSQL (--db=all), Chromium (the dashboard's browser tests), GlusterFS (the migration's).
-TEST_DEBIAN_PACKAGES := postgresql chromium glusterfs-server glusterfs-client \
+# What only the tests need: PostgreSQL (--db=all), Chromium (the dashboard's browser tests), GlusterFS (the migration's),
+# getfacl/setfacl and getfattr/setfattr (the migration tests read and set ACLs and attributes as a user would).
+TEST_DEBIAN_PACKAGES := postgresql chromium glusterfs-server glusterfs-client acl attr \
                         podman buildah runc debootstrap
 # The Ceph bindings exist only for Debian's interpreter, hence this python and --system-site-packages.
 SYSTEM_PYTHON := /usr/bin/python3

@@ -5,23 +5,28 @@ One run starts its own dev Ceph cluster, a private GlusterFS server (tests/suppo
 
   small   --small-files files of 2-16 KiB in 100 directories (metadata-bound: round trips per file)
   large   --large-files files of --large-mib MiB each, random bytes (data-bound)
+  acl     --acl-files files of 2-16 KiB in 20 directories, each file with a `user.*` xattr and an access ACL
+          (a named user and group, a mask narrower than the group bits), each directory with a default ACL
 
 it writes the set into a GlusterFS volume, creates a CephFS volume through robin's API and mounts it as the tool
 does (robin.mounts, the CSI node's staging: ceph-fuse at the path), and times, --repeats times each, interleaved
 with the order rotating, each copy into a fresh directory of that same destination mount:
 
-  cp -a           `cp -a SRC/. DST/run-N/` (coreutils, one file at a time)
-  cp, robin's attributes   `cp -dR --preserve=mode,ownership,timestamps,links`: what robin keeps (cp -a keeps
-                  extended attributes too, which costs it a call per file)
+  cp -a           `cp -a SRC/. DST/run-N/` (coreutils, one file at a time: content, modes, owners, times, links,
+                  extended attributes and ACLs, which robin keeps too)
   robin p=N       robin's copy engine (robin.migrate.copy: scan, then N files at a time) for each N in --parallel
+  robin p=N + verify   the engine's copy, then its verification (robin.migrate.verify: the destination read
+                  again in full, every SHA-256 compared), for the largest N: what `robin migrate gluster` does
+                  with a volume once it is mounted
 
 The GlusterFS source is mounted afresh (read-only, as the tool does) before every copy, so no copy reads from a
 cache another one filled. A copy's time ends when its data is flushed (cp: `sync -f` on the destination; robin's
 engine flushes with syncfs itself). Then one whole `robin migrate gluster` run (plan, create, mount, copy, verify
-every checksum) is timed per set for context.
+every checksum) is timed per set, --whole-repeats times; with --before PATH (an unpacked `git archive` of another
+commit) that commit's `robin migrate gluster` is timed too, alternating with this one's, on the same servers.
 
     .venv/bin/python benchmarks/migrate.py [--repeats 3] [--small-files 4000] [--large-files 4] [--large-mib 256]
-        [--parallel 1,8] [--json out.json]
+        [--acl-files 2000] [--parallel 1,8] [--whole-repeats 1] [--before PATH] [--json out.json]
 
 Everything it starts is stopped by pid in `finally`, Ctrl-C and SIGTERM included.
 """
@@ -33,6 +38,7 @@ import os
 import random
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -57,6 +63,7 @@ from robin.client import ClientConfig, RobinClient, VolumeRef  # noqa: E402
 from robin.migrate import destination, gluster  # noqa: E402
 from robin.migrate.copy import Copier  # noqa: E402
 from robin.migrate.tree import scan  # noqa: E402
+from robin.migrate.verify import verify  # noqa: E402
 from robin.mounts import Host  # noqa: E402
 from tests.support.gluster import GlusterServer  # noqa: E402
 from tests.support.server import running_server  # noqa: E402
@@ -70,7 +77,11 @@ def parse_args(argv=None):
     parser.add_argument("--small-files", type=int, default=4000)
     parser.add_argument("--large-files", type=int, default=4)
     parser.add_argument("--large-mib", type=int, default=256)
+    parser.add_argument("--acl-files", type=int, default=2000)
     parser.add_argument("--parallel", default="1,8", help="robin's files in flight, comma separated")
+    parser.add_argument("--whole-repeats", type=int, default=1, help="whole `robin migrate gluster` runs per set")
+    parser.add_argument("--before", help="an unpacked git archive of another commit, whose whole runs alternate "
+                                         "with this one's")
     parser.add_argument("--json", help="write the results there too")
     return parser.parse_args(argv)
 
@@ -90,6 +101,30 @@ def fill_large(root: Path, count: int, mib: int) -> None:
                 handle.write(os.urandom(MiB))
 
 
+def acl(*named: tuple[int, int, int], mask: int) -> bytes:
+    """A POSIX ACL's raw value (system.posix_acl_*): owner rw-, owning group rw-, `named` (tag, id, perms), the
+    mask, other r--."""
+    entries = [(0x01, 0xFFFFFFFF, 6), (0x04, 0xFFFFFFFF, 6), *((tag, ident, perm) for tag, perm, ident in named),
+               (0x10, 0xFFFFFFFF, mask), (0x20, 0xFFFFFFFF, 4)]
+    # The kernel takes entries in (tag, id) order only.
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, ident)
+                                           for tag, ident, perm in sorted(entries))
+
+
+def fill_attributed(root: Path, count: int) -> None:
+    rng = random.Random(2)
+    default = acl((0x02, 7, 1001), (0x08, 5, 1002), mask=7)
+    for i in range(count):
+        folder = root / f"dir-{i % 20:02d}"
+        if not folder.exists():
+            folder.mkdir()
+            os.setxattr(folder, "system.posix_acl_default", default)
+        path = folder / f"file-{i:06d}"
+        path.write_bytes(rng.randbytes(rng.randint(2048, 16384)))
+        os.setxattr(path, "user.origin", f"batch-{i % 7}".encode())
+        os.setxattr(path, "system.posix_acl_access", acl((0x02, 6, 33), (0x08, 6, 44), mask=4))
+
+
 def copy_with_cp(*options: str):
     def copy(source: str, target: str) -> None:
         os.mkdir(target)
@@ -107,6 +142,19 @@ def copy_with_robin(parallel: int):
     return copy
 
 
+def copy_and_verify_with_robin(parallel: int):
+    def copy(source: str, target: str) -> None:
+        os.mkdir(target)
+        tree = scan(source)
+        copier = Copier(source, target, parallel)
+        stats = copier.copy(tree)
+        verification = verify(tree, target, copier.sources, copier.refused(), parallel)
+        if stats.errors or stats.xattrs_refused or not verification.ok:
+            raise RuntimeError(f"robin's copy failed: {stats.errors[:3]} {stats.xattrs_refused[:3]} "
+                               f"{verification.mismatches[:3]}")
+    return copy
+
+
 def measure_set(name: str, fill, server: GlusterServer, client: RobinClient, host: Host, project: str,
                 keyring_user: tuple[str, str], work: Path, args) -> dict:
     volume = server.create_volume(f"bench_{name}")
@@ -119,9 +167,8 @@ def measure_set(name: str, fill, server: GlusterServer, client: RobinClient, hos
     access = destination.access(client, made["cluster"], *keyring_user)
     source_spec = gluster.GlusterSource((server.host,), volume)
     contenders = {"cp -a": copy_with_cp("-a"),
-                  # Exactly what robin keeps: cp -a also copies extended attributes (ACLs, SELinux labels).
-                  "cp, robin's attributes": copy_with_cp("-dR", "--preserve=mode,ownership,timestamps,links"),
-                  **{f"robin p={p}": copy_with_robin(p) for p in args.parallel}}
+                  **{f"robin p={p}": copy_with_robin(p) for p in args.parallel},
+                  f"robin p={max(args.parallel)} + verify": copy_and_verify_with_robin(max(args.parallel))}
     samples: dict[str, list[float]] = {label: [] for label in contenders}
     order = list(contenders)
     with destination.mounted(host, ref, made, access, str(work / f"dest-{name}")) as target:
@@ -137,11 +184,15 @@ def measure_set(name: str, fill, server: GlusterServer, client: RobinClient, hos
     return {"set": name, "files": files, "bytes": data_bytes, "gluster_volume": volume, "samples": samples}
 
 
-def whole_run(spec: str, url: str, token: str, conf: str, project: str, work: Path) -> dict:
-    env = {**os.environ, "ROBIN_URL": url, "ROBIN_TOKEN": token, "ROBIN_CEPH_CONF": conf}
+def whole_run(spec: str, url: str, token: str, conf: str, project: str, name: str, work: Path,
+              tree: Path = REPO) -> dict:
+    """One `robin migrate gluster` of `tree`'s robin (its package first on the path) into a new volume `name`."""
+    env = {**os.environ, "ROBIN_URL": url, "ROBIN_TOKEN": token, "ROBIN_CEPH_CONF": conf,
+           "PYTHONPATH": str(tree)}
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "robin.cli", "migrate", "gluster", spec, "--project", project,
-                           "--json", "--work-dir", str(work)], env=env, capture_output=True, text=True, check=False)
+                           "--name", name, "--json", "--work-dir", str(work)], env=env, capture_output=True,
+                          text=True, check=False)
     elapsed = time.perf_counter() - started
     reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"reports"')]
     if done.returncode != 0 or not reports:
@@ -187,18 +238,29 @@ def main(argv=None) -> int:
         user_key = ("admin", destination.read_key(keyring, "admin"))
         host = Host(str(base / "state"), "rbd-fuse")
         sets = [("small", lambda root: fill_small(root, args.small_files)),
-                ("large", lambda root: fill_large(root, args.large_files, args.large_mib))]
+                ("large", lambda root: fill_large(root, args.large_files, args.large_mib)),
+                ("acl", lambda root: fill_attributed(root, args.acl_files))]
+        trees = {"this": REPO, **({"before": Path(args.before).resolve()} if args.before else {})}
         report["results"] = []
         for name, fill in sets:
             result = measure_set(name, fill, server, client, host, project, user_key, base, args)
-            result["whole_run"] = whole_run(f"{server.host}:/{result['gluster_volume']}", url, token, conf,
-                                            project, base / f"cli-{name}")
+            spec = f"{server.host}:/{result['gluster_volume']}"
+            result["whole_runs"] = {label: [] for label in trees}
+            for repeat in range(args.whole_repeats):
+                for label, tree in (list(trees.items())[::-1] if repeat % 2 else trees.items()):
+                    volume_name = f"whole-{name}-{label}-{repeat}"
+                    run = whole_run(spec, url, token, conf, project, volume_name,
+                                    base / f"cli-{name}-{label}-{repeat}", tree)
+                    client.delete_volume("cephfs", project, volume_name, purge=True)  # memstore: held in memory
+                    result["whole_runs"][label].append(run)
+                    print(f"  {name} whole run ({label}): {run['total_s']:.2f}s", file=sys.stderr, flush=True)
             report["results"].append(result)
     print(table(report["results"]))
     for result in report["results"]:
-        whole = result["whole_run"]
-        print(f"whole `robin migrate gluster` of {result['set']}: {whole['total_s']:.1f}s "
-              f"(copy {whole['copy_s']:.1f}s, verify {whole['verify_s']:.1f}s), {whole['status']}")
+        for label, runs in result["whole_runs"].items():
+            print(f"whole `robin migrate gluster` of {result['set']} ({label}): " + ", ".join(
+                f"{run['total_s']:.1f}s (copy {run['copy_s']:.1f}s, verify {run['verify_s']:.1f}s, {run['status']})"
+                for run in runs))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0

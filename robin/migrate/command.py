@@ -275,11 +275,12 @@ class Migration:
             copy_started = time.monotonic()
             with Progress(tree.totals.file_bytes, tree.totals.files, f"copy {ref.name}",
                           enabled=options.progress) as progress:
-                stats = Copier(source, target, options.parallel, progress, keep, options.checksum).copy(tree)
+                copier = Copier(source, target, options.parallel, progress, keep, options.checksum)
+                stats = copier.copy(tree)
             copy_s = time.monotonic() - copy_started
             with Progress(0, tree.totals.files, f"verify {ref.name}", enabled=options.progress) as progress:
-                verification = verify(source, target, options.parallel, keep_at_destination_root=keep,
-                                      progress=progress)
+                verification = verify(tree, target, copier.sources, copier.refused(), options.parallel,
+                                      keep_at_destination_root=keep, progress=progress)
             verify_s = time.monotonic() - copy_started - copy_s
         totals = tree.totals
         return {"files": totals.files, "directories": totals.directories, "symlinks": totals.symlinks,
@@ -370,6 +371,9 @@ class Migration:
                 line += (f", {report['files']:,} files, {human_bytes(report['bytes'])}, "
                          f"{copied['files_copied']:,} copied, {there:,} already there, "
                          f"{report['mismatches']} mismatches, {report['duration_s']:.1f}s")
+                if copied["xattrs_refused"]:
+                    line += (f", {len(copied['xattrs_refused'])} attribute(s) the destination refused (listed "
+                             f"in the report's copy.xattrs_refused)")
             if "error" in report:
                 line += f": {report['error']['message']}"
             lines.append(line)

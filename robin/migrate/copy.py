@@ -1,5 +1,6 @@
 """Copy a tree from one mounted file system to another, keeping what `cp -a` keeps: content, holes, permission
-bits, owners, timestamps (ns), symlinks, hard links, fifos and device nodes.
+bits, owners, timestamps (ns), symlinks, hard links, fifos and device nodes, extended attributes and POSIX ACLs
+(robin.migrate.xattrs).
 
 It is a mirror, and it can be run again at any time:
 - a file whose destination has the same size and mtime is left alone; one of the same size and another mtime is
@@ -12,8 +13,11 @@ It is a mirror, and it can be run again at any time:
   rewrite never changes what its other names hold;
 - whatever the destination holds that the source does not (files deleted at the source since the last run) is
   removed, except the names in `keep_at_root` (ext4's lost+found).
-Directories get their owners, modes and times last, deepest first, because adding entries changes a directory's
-mtime. Files are copied by a bounded pool of threads: on network file systems the time goes in round trips,
+Directories get their owners, attributes, modes and times last, deepest first, because adding entries changes a
+directory's mtime, and a default ACL set early would be inherited by the entries made in it.
+Each file's content is hashed as it is read (but files with holes), so that the verification reads only
+the destination for what this run copied: `Copier.sources` keeps, per source inode, the state and digest of what
+was copied. Files are copied by a bounded pool of threads: on network file systems the time goes in round trips,
 which threads overlap (each I/O call releases the GIL).
 """
 from __future__ import annotations
@@ -29,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from robin.faults import crash_point
+from robin.migrate import xattrs
 from robin.migrate.progress import Progress
 from robin.migrate.tree import Entry, Tree, join
 
@@ -53,6 +58,9 @@ class CopyStats:
     specials: int = 0
     removed: int = 0  # destination entries the source does not have
     errors: list[dict] = field(default_factory=list)  # {"path", "error"}: each entry that could not be copied
+    # {"path", "name", "error"}: each attribute the destination refused (a security.* label, a trusted.* name):
+    # the rest of the entry is copied, and the verification leaves exactly these out.
+    xattrs_refused: list[dict] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **counts) -> None:
@@ -62,15 +70,32 @@ class CopyStats:
 
     def error(self, rel: str, exc: OSError) -> None:
         with self._lock:
-            self.errors.append({"path": rel, "error": f"{exc.strerror or exc} (errno {exc.errno})"})
+            self.errors.append({"path": rel, "error": _said(exc)})
+
+    def refused(self, rel: str, refusals: list[tuple[str, OSError]]) -> None:
+        with self._lock:
+            self.xattrs_refused.extend({"path": rel, "name": name, "error": _said(exc)} for name, exc in refusals)
 
     def as_dict(self) -> dict:
         return {name: getattr(self, name) for name in self.__dataclass_fields__ if not name.startswith("_")}
 
 
+def _said(exc: OSError) -> str:
+    return f"{exc.strerror or exc} (errno {exc.errno})"
+
+
 def file_digest(path: str) -> str:
     with open(path, "rb", buffering=0) as handle:
         return hashlib.file_digest(handle, DIGEST).hexdigest()
+
+
+@dataclass(frozen=True)
+class Copied:
+    """A source file as this run read it: its lstat when the copy started, and the digest of what was read (and
+    written). Kept only when the file did not change while it was read."""
+
+    st: os.stat_result
+    digest: str
 
 
 class Copier:
@@ -84,6 +109,7 @@ class Copier:
         self.progress = progress or Progress(0, 0, enabled=False)
         self.keep_at_root = keep_at_root
         self.stats = CopyStats()
+        self.sources: dict[tuple[int, int], Copied] = {}  # by source inode: what the verification need not re-read
 
     def copy(self, tree: Tree) -> CopyStats:
         children = _children_by_directory(tree)
@@ -98,10 +124,14 @@ class Copier:
         for entry, first in links:
             self._guarded(self._link, entry, first)
         for directory in reversed(directories):
-            self._guarded(self._set_metadata, join(self.destination, directory.rel), directory.st)
+            self._guarded(self._set_directory_metadata, directory)
         self.stats.add(directories=len(directories))
         _syncfs(self.destination)
         return self.stats
+
+    def refused(self) -> set[tuple[str, str]]:
+        """(path, attribute name) of each attribute the destination refused."""
+        return {(item["path"], item["name"]) for item in self.stats.xattrs_refused}
 
     def _walk(self, directories: list[Entry], children: dict[str, list[Entry]], pool: ThreadPoolExecutor,
               links: list[tuple[Entry, str]]) -> None:
@@ -122,7 +152,8 @@ class Copier:
                 elif entry.is_file:
                     first_names.setdefault(entry.inode, entry.rel)
                     queued.acquire()
-                    pool.submit(self._sync_file, entry, have).add_done_callback(lambda _: queued.release())
+                    inherits = xattrs.ACL_DEFAULT in directory.xattrs
+                    pool.submit(self._sync_file, entry, have, inherits).add_done_callback(lambda _: queued.release())
                 else:
                     self._guarded(self._sync_other, entry, have)
 
@@ -156,36 +187,43 @@ class Copier:
 
     # --- files ------------------------------------------------------------------------------------------
 
-    def _sync_file(self, entry: Entry, have: os.stat_result | None) -> None:
+    def _sync_file(self, entry: Entry, have: os.stat_result | None, inherits: bool = False) -> None:
+        """`inherits`: the directory has a default ACL, which a new file at the destination may have inherited."""
         source, target = join(self.source, entry.rel), join(self.destination, entry.rel)
         size = entry.st.st_size
         try:
             if have is not None and stat.S_ISREG(have.st_mode) and have.st_size == size:
                 if have.st_mtime_ns == entry.st.st_mtime_ns and not self.always_checksum:
-                    _fix_ownership_and_mode(target, entry.st, have)
+                    # A setfattr or setfacl at the source moves no mtime: the attributes are compared too.
+                    self._fix_metadata(entry, target, have)
                     self.stats.add(files_unchanged=1, bytes_unchanged=size)
                     self.progress.add(size, files=1)
                     return
-                if file_digest(source) == file_digest(target):
-                    self._set_metadata(target, entry.st)
+                digest = file_digest(source)
+                if digest == file_digest(target):
+                    self._set_metadata(target, entry, xattrs.read(target))
+                    self.sources[entry.inode] = Copied(entry.st, digest)
                     self.stats.add(files_same_content=1, bytes_unchanged=size)
                     self.progress.add(size, files=1)
                     return
-            self._copy_file(entry, source, target, have)
+            self._copy_file(entry, source, target, have, inherits)
         except OSError as exc:
             self.stats.error(entry.rel, exc)
             self.progress.add(0, files=1)
 
-    def _copy_file(self, entry: Entry, source: str, target: str, have: os.stat_result | None) -> None:
+    def _copy_file(self, entry: Entry, source: str, target: str, have: os.stat_result | None,
+                   inherits: bool) -> None:
         if have is not None and (not stat.S_ISREG(have.st_mode) or have.st_nlink > 1):
             _remove(target, have)
+        # What a file made now holds: nothing, or the ACLs its directory's default ACL gave it (unknown: removed).
+        fresh = {} if have is None and not inherits else None
         source_fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
         try:
             before = os.fstat(source_fd)  # the metadata is the file's as its copy starts
             target_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             try:
-                written = self._copy_data(source_fd, target_fd, before)
-                _set_fd_metadata(target_fd, before)
+                written, digest = self._copy_data(source_fd, target_fd, before)
+                self._set_fd_metadata(target_fd, entry, before, fresh if have is None else xattrs.read(target))
             finally:
                 os.close(target_fd)
             after = os.fstat(source_fd)
@@ -193,15 +231,20 @@ class Copier:
             os.close(source_fd)
         crash_point("migrate.file_copied")
         changed = (after.st_mtime_ns, after.st_size) != (before.st_mtime_ns, before.st_size)
+        if digest and not changed and (before.st_mtime_ns, before.st_size) == (entry.st.st_mtime_ns, entry.st.st_size):
+            self.sources[entry.inode] = Copied(before, digest)
         self.stats.add(files_copied=1, bytes_copied=before.st_size, bytes_written=written,
                        files_changed_while_copied=int(changed))
         self.progress.add(0, files=1)
 
-    def _copy_data(self, source_fd: int, target_fd: int, st: os.stat_result) -> int:
-        """Copy the data, leaving holes where the source has holes or all-zero chunks; the bytes written."""
+    def _copy_data(self, source_fd: int, target_fd: int, st: os.stat_result) -> tuple[int, str | None]:
+        """Copy the data, leaving holes where the source has holes or all-zero chunks; the bytes written, and the
+        digest of what was read. A file with holes is not hashed: hashing the zeros its holes read as would cost
+        what skipping them saved (and keep the file in flight that much longer); the verification reads it."""
         size, written, position, data_end = st.st_size, 0, 0, 0
         # Asking for holes costs two round trips to the source's servers: only where there can be holes.
         ranges = _data_ranges(source_fd, size) if st.st_blocks * 512 < size else [(0, size)]
+        hasher = hashlib.new(DIGEST) if ranges == [(0, size)] else None
         for start, end in ranges:
             self.progress.add(start - position)  # a hole counts as done
             position = start
@@ -209,6 +252,8 @@ class Copier:
                 chunk = os.pread(source_fd, min(CHUNK, end - position), position)
                 if not chunk:
                     break  # the source shrank under us: its changed mtime gets it copied again next run
+                if hasher is not None:
+                    hasher.update(chunk)
                 if chunk != ZEROS[:len(chunk)]:
                     _write_all(target_fd, chunk, position)
                     crash_point("migrate.chunk_written")
@@ -219,7 +264,7 @@ class Copier:
         self.progress.add(max(0, size - position))
         if data_end < size:
             os.ftruncate(target_fd, size)  # a trailing hole: the file's end was never written
-        return written
+        return written, hasher.hexdigest() if hasher is not None else None
 
     def _link(self, entry: Entry, first: str) -> None:
         target, first_target = join(self.destination, entry.rel), join(self.destination, first)
@@ -252,18 +297,59 @@ class Copier:
                 os.symlink(wanted, target)
             else:
                 os.mknod(target, stat.S_IFMT(entry.st.st_mode) | 0o600, entry.st.st_rdev)
-        self._set_metadata(target, entry.st)
+        self._set_metadata(target, entry, xattrs.read(target))
         self.stats.add(**({"symlinks": 1} if entry.is_symlink else {"specials": 1}))
 
     # --- metadata -----------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _set_metadata(path: str, st: os.stat_result) -> None:
-        """Owner, then mode (a chown clears set-id bits), then times, which any other change would move."""
+    def _set_metadata(self, path: str, entry: Entry, have: xattrs.Xattrs | None) -> None:
+        """Owner, then attributes (a chown clears security.capability), then mode (a chown clears set-id bits; an
+        ACL sets the group bits to its mask, which are the source's group bits), then times, which any other
+        change would move."""
+        st = entry.st
         os.chown(path, st.st_uid, st.st_gid, follow_symlinks=False)
+        self._sync_xattrs(entry, path, have)
         if not stat.S_ISLNK(st.st_mode):
             os.chmod(path, stat.S_IMODE(st.st_mode))
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+    def _set_fd_metadata(self, fd: int, entry: Entry, st: os.stat_result, have: xattrs.Xattrs | None) -> None:
+        """As _set_metadata, through the open file, with `st` (the source as its copy started): the mtime last of
+        all (see the module's doc)."""
+        os.fchown(fd, st.st_uid, st.st_gid)
+        self._sync_xattrs(entry, fd, have)
+        os.fchmod(fd, stat.S_IMODE(st.st_mode))
+        os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    def _set_directory_metadata(self, directory: Entry) -> None:
+        path = join(self.destination, directory.rel)
+        ignored = xattrs.ROOT_ONLY_OURS if not directory.rel else frozenset()
+        self._set_metadata(path, directory, xattrs.read(path, ignored))
+
+    def _fix_metadata(self, entry: Entry, target: str, have: os.stat_result) -> None:
+        """An unchanged file whose owner, mode or attributes were changed at the source since it was copied: none
+        of these moves an mtime, so only they are compared; a chown moves the ctime alone."""
+        st = entry.st
+        chowned = (have.st_uid, have.st_gid) != (st.st_uid, st.st_gid)
+        if chowned:
+            os.chown(target, st.st_uid, st.st_gid)
+        present = xattrs.read(target)
+        self._sync_xattrs(entry, target, present)
+        if have.st_mode != st.st_mode or chowned or present != entry.xattrs:
+            os.chmod(target, stat.S_IMODE(st.st_mode))
+
+    def _sync_xattrs(self, entry: Entry, target: str | int, have: xattrs.Xattrs | None) -> None:
+        wanted = entry.xattrs
+        if not entry.rel and xattrs.ROOT_ONLY_OURS & set(wanted):
+            # The source's root carries a name robin marks its volumes with: the destination's own mark stays.
+            ours = sorted(xattrs.ROOT_ONLY_OURS & set(wanted))
+            wanted = {name: value for name, value in wanted.items() if name not in ours}
+            self.stats.refused("", [(name, OSError(errno.EEXIST, "robin's own mark of the volume")) for name in ours])
+        if not wanted and have == {}:
+            return
+        refused = xattrs.apply(target, wanted, have)
+        if refused:
+            self.stats.refused(entry.rel, refused)
 
     def _guarded(self, action, entry_or_path, *args, rel: str | None = None) -> bool:
         """Run one entry's step; an OSError is that entry's error (False), and the copy goes on with the others."""
@@ -312,22 +398,6 @@ def _write_all(fd: int, data: bytes, position: int) -> None:
     while view:
         done = os.pwrite(fd, view, position)
         view, position = view[done:], position + done
-
-
-def _set_fd_metadata(fd: int, st: os.stat_result) -> None:
-    """Owner, then mode (a chown clears set-id bits), then times: the mtime last of all (see the module's doc)."""
-    os.fchown(fd, st.st_uid, st.st_gid)
-    os.fchmod(fd, stat.S_IMODE(st.st_mode))
-    os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
-def _fix_ownership_and_mode(path: str, st: os.stat_result, have: os.stat_result) -> None:
-    """An unchanged file whose owner or mode was changed at the source since it was copied: a chown or chmod
-    moves no mtime, so only these two are compared. A chown moves the ctime alone."""
-    if (have.st_uid, have.st_gid) != (st.st_uid, st.st_gid):
-        os.chown(path, st.st_uid, st.st_gid)
-    if have.st_mode != st.st_mode or (have.st_uid, have.st_gid) != (st.st_uid, st.st_gid):
-        os.chmod(path, stat.S_IMODE(st.st_mode))
 
 
 def _inode(path: str) -> tuple[int, int]:

@@ -60,8 +60,10 @@ def _clean_subdir(subdir: str, spec: str) -> str:
 
 def client_argv(source: GlusterSource, mountpoint: str, log_file: str) -> list[str]:
     """The FUSE client in the foreground (-N: its pid is the one we started, and it exits on unmount)."""
-    # Only read and copied: nothing on it may act as a device, gain privileges or run.
-    argv = ["glusterfs", "-N", "--read-only", "--fuse-mountopts=nodev,nosuid,noexec", f"--volfile-id={source.volume}",
+    # Only read and copied: nothing on it may act as a device, gain privileges or run. --acl: the POSIX ACLs are
+    # read as the xattrs system.posix_acl_*, which the client otherwise hides.
+    argv = ["glusterfs", "-N", "--read-only", "--acl", "--fuse-mountopts=nodev,nosuid,noexec",
+            f"--volfile-id={source.volume}",
             f"--volfile-server-port={source.port}", f"--log-file={log_file}", "--process-name=fuse"]
     argv += [f"--volfile-server={server}" for server in source.servers]
     return argv + [mountpoint]

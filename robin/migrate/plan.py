@@ -53,7 +53,8 @@ class PlanItem:
                 "size_bytes": self.size_bytes, "capacity_bytes": self.capacity_bytes, "resume": self.exists,
                 "files": totals.files, "directories": totals.directories, "symlinks": totals.symlinks,
                 "hardlinks": totals.hardlinks, "specials": totals.specials, "logical_bytes": totals.logical_bytes,
-                "allocated_bytes": totals.allocated_bytes, "ok": self.ok,
+                "allocated_bytes": totals.allocated_bytes, "acl_entries": totals.acl_entries,
+                "xattr_entries": totals.xattr_entries, "ok": self.ok,
                 "refusal": None if self.ok else {"code": self.refusal_code, "message": self.refusal}}
 
 
@@ -142,8 +143,19 @@ def table(items: list[PlanItem]) -> str:
         rows.append((item.label, item.ref.handle, _gib(item.size_bytes), f"{item.totals.files:,}",
                      _gib(item.totals.logical_bytes), state))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
-                     + "  " + row[-1] for row in rows)
+    return "\n".join(["  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
+                      + "  " + row[-1] for row in rows] + _attribute_notes(items))
+
+
+def _attribute_notes(items: list[PlanItem]) -> list[str]:
+    """What a source carries beyond modes and owners: copied and verified too, and what `cp -a` would also keep."""
+    notes = []
+    for item in items:
+        totals = item.totals
+        if totals.acl_entries or totals.xattr_entries:
+            notes.append(f"{item.label}: {totals.acl_entries:,} entries with POSIX ACLs, {totals.xattr_entries:,} "
+                         f"with extended attributes (copied and verified)")
+    return notes
 
 
 def _gib(count: int) -> str:

@@ -1,17 +1,26 @@
-"""The verification pass after a copy: both trees read afresh, every entry compared by type, owner, mode and
-mtime, every file by size and checksum, symlinks by target, device nodes by number, hard links by grouping; and
-what only the destination has is reported too. Access times are not compared: reading a file moves its own."""
+"""The verification pass after a copy: the destination read afresh, every entry compared with the source by type,
+owner, mode, mtime, extended attributes and POSIX ACLs, every file by size and checksum, symlinks by target,
+device nodes by number, hard links by grouping; and what only the destination has is reported too. Access times
+are not compared: reading a file moves its own.
+
+What the copy read of the source is not read again: a file it copied (unchanged while it was read) is compared
+with the lstat and SHA-256 the copy took of it (robin.migrate.copy.Copied), other entries with the copy's walk of
+the source. Only what the copy did not read (files already at the destination, files that changed while copied)
+is read at the source again. The destination is always read in full: its walk, attributes and every file's data.
+Attributes the destination refused (the copy's `xattrs_refused`) are reported there, and left out here."""
 from __future__ import annotations
 
 import os
 import stat
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-from robin.migrate.copy import file_digest
+from robin.migrate import xattrs
+from robin.migrate.copy import Copied, file_digest
 from robin.migrate.progress import Progress
-from robin.migrate.tree import Entry, join, scan
+from robin.migrate.tree import Entry, Tree, join, scan
 
 MAX_REPORTED = 1000  # mismatches listed in a report; the count is always exact
 
@@ -19,7 +28,9 @@ MAX_REPORTED = 1000  # mismatches listed in a report; the count is always exact
 @dataclass(frozen=True)
 class Mismatch:
     path: str
-    what: str  # missing | extra | type | size | content | owner | mode | mtime | target | device | hardlinks | error
+    # missing | extra | type | size | content | owner | mode | mtime | xattr | acl | target | device | hardlinks
+    # | error
+    what: str
     source: str | int | None = None
     destination: str | int | None = None
 
@@ -41,43 +52,69 @@ class Verification:
                 "mismatches": [asdict(m) for m in self.mismatches[:MAX_REPORTED]]}
 
 
-def verify(source_root: str, destination_root: str, parallel: int = 8, skip_at_source_root=frozenset(),
-           keep_at_destination_root=frozenset(), progress: Progress | None = None) -> Verification:
-    source = scan(source_root, skip_at_source_root)
-    destination = {entry.rel: entry for entry in scan(destination_root, keep_at_destination_root).entries}
-    result = Verification(entries=len(source.entries))
-    to_checksum: list[str] = []
-    seen_inodes: set[tuple[int, int]] = set()
-    for entry in source.entries:
-        found = destination.pop(entry.rel, None)
-        problems = _compare(entry, found)
-        if not problems and entry.is_symlink:
-            problems = _compare_targets(entry.rel, source_root, destination_root)
-        result.mismatches.extend(problems)
-        if not problems and entry.is_file and entry.inode not in seen_inodes:
-            seen_inodes.add(entry.inode)
-            to_checksum.append(entry.rel)
-            result.files += 1
-            result.bytes += entry.st.st_size
-    result.mismatches.extend(Mismatch(rel, "extra") for rel in sorted(destination))
-    result.mismatches.extend(_hardlink_mismatches(source.entries, destination_root))
+def verify(source: Tree, destination_root: str, copied: Mapping[tuple[int, int], Copied] | None = None,
+           refused: Iterable[tuple[str, str]] = (), parallel: int = 8, keep_at_destination_root=frozenset(),
+           progress: Progress | None = None) -> Verification:
+    """`source`: the copy's walk of the source; `copied`: what the copy read (Copier.sources); `refused`: the
+    (path, attribute name) pairs the destination refused."""
+    copied, skipped = copied or {}, frozenset(refused)
     progress = progress or Progress(0, 0, enabled=False)
+    found = {entry.rel: entry for entry in scan(destination_root, keep_at_destination_root,
+                                                ignored_at_root=xattrs.ROOT_ONLY_OURS).entries}
+    result = Verification(entries=len(source.entries))
+    to_check: list[tuple[Entry, Entry]] = []
+    first_names: set[tuple[int, int]] = set()
+    for entry in source.entries:
+        theirs = found.get(entry.rel)
+        if entry.is_file and theirs is not None and theirs.is_file and entry.inode not in first_names:
+            first_names.add(entry.inode)
+            to_check.append((entry, theirs))  # compared in the pool, with its content
+            continue
+        known = copied.get(entry.inode)
+        ours = Entry(entry.rel, known.st, entry.xattrs) if known else entry
+        result.mismatches.extend(_compare(ours, theirs, skipped))
+        if theirs is not None and entry.is_symlink and theirs.is_symlink:
+            result.mismatches.extend(_compare_targets(entry.rel, source.root, destination_root))
+    listed = {entry.rel for entry in source.entries}
+    result.mismatches.extend(Mismatch(rel, "extra") for rel in sorted(set(found) - listed))
+    result.mismatches.extend(_hardlink_mismatches(source.entries, found))
 
-    def content(rel: str) -> Mismatch | None:
+    def check(pair: tuple[Entry, Entry]) -> list[Mismatch]:
         try:
-            ours, theirs = file_digest(join(source_root, rel)), file_digest(join(destination_root, rel))
+            return _check_file(*pair, source.root, destination_root, copied.get(pair[0].inode), skipped)
         except OSError as exc:
-            return Mismatch(rel, "error", destination=str(exc))
+            return [Mismatch(pair[0].rel, "error", destination=str(exc))]
         finally:
             progress.add(0, files=1)
-        return Mismatch(rel, "content", ours, theirs) if ours != theirs else None
 
     with ThreadPoolExecutor(max(1, parallel), thread_name_prefix="migrate-verify") as pool:
-        result.mismatches.extend(m for m in pool.map(content, to_checksum) if m is not None)
+        for (_, theirs), problems in zip(to_check, pool.map(check, to_check), strict=True):
+            result.mismatches.extend(problems)
+            result.files += 1
+            result.bytes += theirs.st.st_size
     return result
 
 
-def _compare(entry: Entry, found: Entry | None) -> list[Mismatch]:
+def _check_file(entry: Entry, theirs: Entry, source_root: str, destination_root: str, known: Copied | None,
+                skipped: frozenset[tuple[str, str]]) -> list[Mismatch]:
+    """A file's metadata and content: the source's as the copy read it, or read now if the copy did not."""
+    if known is not None:
+        ours, digest = Entry(entry.rel, known.st, entry.xattrs), known.digest
+    else:
+        path = join(source_root, entry.rel)
+        ours, digest = Entry(entry.rel, os.lstat(path), xattrs.read(path)), None
+    problems = _compare(ours, theirs, skipped)
+    if any(problem.what in ("type", "size") for problem in problems):
+        return problems
+    if digest is None:
+        digest = file_digest(join(source_root, entry.rel))
+    landed = file_digest(join(destination_root, entry.rel))
+    if landed != digest:
+        problems.append(Mismatch(entry.rel, "content", digest, landed))
+    return problems
+
+
+def _compare(entry: Entry, found: Entry | None, skipped: frozenset[tuple[str, str]]) -> list[Mismatch]:
     rel, ours = entry.rel, entry.st
     if found is None:
         return [Mismatch(rel, "missing")]
@@ -96,6 +133,16 @@ def _compare(entry: Entry, found: Entry | None) -> list[Mismatch]:
     if stat.S_ISCHR(ours.st_mode) or stat.S_ISBLK(ours.st_mode):
         if ours.st_rdev != theirs.st_rdev:
             problems.append(Mismatch(rel, "device", ours.st_rdev, theirs.st_rdev))
+    return problems + _compare_xattrs(rel, entry.xattrs, found.xattrs, skipped)
+
+
+def _compare_xattrs(rel: str, ours: xattrs.Xattrs, theirs: xattrs.Xattrs,
+                    skipped: frozenset[tuple[str, str]]) -> list[Mismatch]:
+    problems = []
+    for name in sorted(set(ours) | set(theirs)):
+        if ours.get(name) != theirs.get(name) and (rel, name) not in skipped:
+            problems.append(Mismatch(rel, "acl" if name in xattrs.ACLS else "xattr",
+                                     xattrs.shown(name, ours.get(name)), xattrs.shown(name, theirs.get(name))))
     return problems
 
 
@@ -104,7 +151,7 @@ def _compare_targets(rel: str, source_root: str, destination_root: str) -> list[
     return [Mismatch(rel, "target", ours, theirs)] if ours != theirs else []
 
 
-def _hardlink_mismatches(entries: list[Entry], destination_root: str) -> list[Mismatch]:
+def _hardlink_mismatches(entries: list[Entry], found: dict[str, Entry]) -> list[Mismatch]:
     """Names that share an inode at the source must share one at the destination (and only with each other)."""
     groups: dict[tuple[int, int], list[str]] = defaultdict(list)
     for entry in entries:
@@ -112,13 +159,8 @@ def _hardlink_mismatches(entries: list[Entry], destination_root: str) -> list[Mi
             groups[entry.inode].append(entry.rel)
     problems = []
     for names in groups.values():
-        inodes = set()
-        for rel in names:
-            try:
-                st = os.lstat(join(destination_root, rel))
-            except FileNotFoundError:
-                continue  # reported as missing already
-            inodes.add((st.st_dev, st.st_ino, st.st_nlink))
+        inodes = {(found[rel].st.st_dev, found[rel].st.st_ino, found[rel].st.st_nlink) for rel in names
+                  if rel in found}  # a missing name is reported as missing already
         if len(inodes) > 1 or any(nlink != len(names) for _, _, nlink in inodes):
             problems.append(Mismatch(names[0], "hardlinks", ", ".join(names), f"{len(inodes)} distinct inodes"))
     return problems

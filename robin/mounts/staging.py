@@ -104,7 +104,8 @@ class Stager:
             if not capability.block:
                 fs_type = self._file_system(device, capability.fs_type, volume)
                 os.makedirs(staging, exist_ok=True)
-                system.mount(device, staging, fs_type, self._mount_options(capability))
+                system.mount(device, staging, fs_type,
+                             [*self._mount_options(capability), *system.FS_MOUNT_OPTIONS.get(fs_type, ())])
         except (MountError, OSError):
             self._undo(vdir)  # leave nothing half made: the caller may never unstage
             raise

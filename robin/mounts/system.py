@@ -234,6 +234,8 @@ def refresh_loop(device: str) -> None:
 # --- file systems ------------------------------------------------------------------------------------------
 
 FILESYSTEMS = ("ext4", "xfs")
+# Said, not left to the superblock's defaults: ACLs and user xattrs are the workload's data (XFS always has both).
+FS_MOUNT_OPTIONS = {"ext4": ("acl", "user_xattr")}
 
 
 def probe(device: str) -> dict[str, str]:

@@ -135,7 +135,10 @@ class VolumeDir:
         conf = ["[global]", f"mon_host = {_mon_host(volume.monitors)}", f"keyring = {self.keyring}",
                 # No admin socket: the default run dir may not exist on a node, and a socket path is short.
                 "admin_socket =", f"log_file = {self.log('ceph-client')}",
-                f"client_mount_timeout = {CLIENT_MOUNT_TIMEOUT_S}"]
+                f"client_mount_timeout = {CLIENT_MOUNT_TIMEOUT_S}",
+                # POSIX ACLs stored and enforced (ceph-fuse's default is neither): a volume migrated with its ACLs
+                # gives the workload the permissions it had.
+                "client_acl_type = posix_acl"]
         if volume.fsid:
             conf.insert(1, f"fsid = {volume.fsid}")  # the client then refuses monitors of another cluster
         self._write(self.keyring, f"[client.{volume.user}]\n\tkey = {volume.key}\n")

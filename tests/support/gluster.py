@@ -152,7 +152,8 @@ class GlusterServer:
     def mount(self, volume: str, readonly: bool = False) -> Iterator[Path]:
         mountpoint = self.mounts_dir / f"{volume}-{len(self._mounts)}-{os.urandom(3).hex()}"
         mountpoint.mkdir(parents=True)
-        argv = ["glusterfs", "-N", f"--volfile-server={self.host}", f"--volfile-server-port={self.port}",
+        # --acl: POSIX ACLs can be set and read (as system.posix_acl_* too), as on a client mounted with -o acl.
+        argv = ["glusterfs", "-N", "--acl", f"--volfile-server={self.host}", f"--volfile-server-port={self.port}",
                 f"--volfile-id={volume}", f"--log-file={self.log_dir / (mountpoint.name + '.log')}"]
         if readonly:
             argv.append("--read-only")

@@ -31,7 +31,8 @@ def _mounted(path: str) -> bool:
 def ceph_fuse(conf: str, subdir: str):
     """Mount `subdir` of the default CephFS with ceph-fuse (in the foreground, so we own its pid)."""
     mountpoint = tempfile.mkdtemp(prefix="robin-mnt-")
-    process = subprocess.Popen(["ceph-fuse", "-f", "-c", conf, "-r", subdir, mountpoint],
+    # With POSIX ACLs, as robin mounts CephFS: without them ceph-fuse hides system.posix_acl_*.
+    process = subprocess.Popen(["ceph-fuse", "-f", "-c", conf, "--client_acl_type=posix_acl", "-r", subdir, mountpoint],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_until(lambda: _mounted(mountpoint) or process.poll() is not None, MOUNT_TIMEOUT_S, "ceph-fuse")

@@ -7,6 +7,7 @@ import hashlib
 import os
 import random
 import stat
+import subprocess
 from pathlib import Path
 
 SPARSE_SIZE = 256 * 2**20  # logical; only two 1 MiB islands hold data
@@ -88,3 +89,50 @@ def snapshot(root: Path) -> dict[str, tuple]:
             result[rel] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns,
                            st.st_size if stat.S_ISREG(st.st_mode) else None, content)
     return result
+
+
+# --- extended attributes and POSIX ACLs ------------------------------------------------------------------------
+
+ATTRIBUTED = ("acl-file", "acl-dir", "acl-dir/inherited", "acl-dir/sub", "tagged", "tagged-dir", "plain")
+
+
+def build_with_attributes(root: Path) -> None:
+    """Files and directories with `user.*` xattrs and POSIX ACLs, set as a user would (setfattr, setfacl): an access
+    ACL with a named user and a named group whose mask (r--) is narrower than the owning group's bits would be
+    (rw-), so st_mode's group bits are the mask; a directory with access and default ACLs and what it handed down
+    to a file and a directory made in it; xattrs on a file, on a directory and one with a binary value."""
+    _write(root / "acl-file", b"shared with user 33", 0o664, (1000, 1000), 1_600_000_000_000_000_001)
+    _run("setfacl", "-m", "u:33:rw-,g:44:rw-,m::r--", str(root / "acl-file"))
+    (root / "acl-dir").mkdir()
+    _run("setfacl", "-m", "u:33:rwx,g:44:r-x,m::r-x", str(root / "acl-dir"))
+    _run("setfacl", "-d", "-m", "u:1001:rwx,g:1002:r-x,o::---", str(root / "acl-dir"))
+    (root / "acl-dir" / "inherited").write_bytes(b"a default ACL made this file's ACL")
+    (root / "acl-dir" / "sub").mkdir()  # inherits the default ACL as its access and its default ACL
+    _write(root / "tagged", b"tagged", 0o644, (1000, 1000))
+    _run("setfattr", "-n", "user.color", "-v", "blue", str(root / "tagged"))
+    _run("setfattr", "-n", "user.binary", "-v", "0x00ff10", str(root / "tagged"))
+    (root / "tagged-dir").mkdir()
+    _run("setfattr", "-n", "user.project", "-v", "shop", str(root / "tagged-dir"))
+    _write(root / "plain", b"no attributes", 0o600)
+
+
+def attributes(root: Path) -> dict[str, tuple[str, str]]:
+    """Per relative path, what `getfacl -p -n` and `getfattr -d -m - -h` say of it (run over the tree with -R), as
+    an operator reads them: ACLs in getfacl's words, every xattr name the file system shows."""
+    acls = _by_file(_run("getfacl", "-R", "-p", "-n", ".", cwd=root))
+    found = _by_file(_run("getfattr", "-R", "-d", "-m", "-", "-h", ".", cwd=root))
+    return {path: (acls.get(path, ""), found.get(path, "")) for path in sorted(set(acls) | set(found))}
+
+
+def _by_file(output: str) -> dict[str, str]:
+    """getfacl's and getfattr's -R output, a block per file headed `# file: PATH`, as {path: the block's lines}."""
+    blocks = {}
+    for block in output.strip().split("\n\n"):
+        header, _, rest = block.partition("\n")
+        path = os.path.normpath(header.removeprefix("# file: "))
+        blocks[path] = rest
+    return blocks
+
+
+def _run(*argv: str, cwd: Path | None = None) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True, cwd=cwd).stdout
