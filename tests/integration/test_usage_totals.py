@@ -4,6 +4,7 @@ scrape without a look at any volume row, and gone with their project."""
 from __future__ import annotations
 
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import rbd
@@ -177,3 +178,13 @@ def test_a_maintenance_round_stores_the_totals(app, admin, new_project):
                       json={"name": unique("img"), "size_bytes": 5 * MiB}).status_code == 201
     maintenance.run_once(app)
     assert stored_totals(app)[(project, "default", "rbd", "rbd")] == [5 * MiB, 0, 1]
+
+
+def test_passes_at_once_all_complete(app, admin, new_project):
+    """A leader stepping down while the next takes over may run a pass beside another: none fails."""
+    project = new_project()
+    assert admin.post(f"/api/v2/projects/{project}/rbd-images",
+                      json={"name": unique("img"), "size_bytes": 7 * MiB}).status_code == 201
+    with ThreadPoolExecutor(max_workers=4) as pool:  # many, for the passes to overlap
+        stored = set(pool.map(lambda _: store(app), range(20)))
+    assert len(stored) == 1 and stored_totals(app)[(project, "default", "rbd", "rbd")] == [7 * MiB, 0, 1]
