@@ -14,7 +14,9 @@ gunicorn), --repeats times each, interleaved:
   one_image      GET /api/v2/projects/<big project>/rbd-images/<name>
   metrics        GET /metrics: a scrape. Before it is timed, the maintenance leader's pass that sums the volume
                  totals the scrape reports (robin.audit.usage.store_totals) runs once, timed on its own (--repeats
-                 times, after the requests); a robin without that pass sums every volume at each scrape.
+                 times, after the requests); a robin without that pass sums every volume at each scrape. Then the
+                 scrape's quota and volume gauges are written from the same rows by prometheus_client and by
+                 robin's own writer, --repeats times each, interleaved.
 
     .venv/bin/python benchmarks/listing_at_scale.py [--volumes 100000] [--big-project 1000] [--page 500]
         [--repeats 50] [--requests metrics,...] [--postgresql] [--profile listing.prof] [--json out.json]
@@ -115,6 +117,47 @@ def time_totals_pass(run, repeats: int) -> dict:
     return summary(samples)
 
 
+def render_comparison(app, repeats: int) -> dict | None:
+    """The scrape's quota and volume gauges written by prometheus_client (gauge families, generate_latest, as
+    robin did) and by robin.metrics.fleet_exposition, from the same rows, interleaved; for a robin that has it."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import GaugeMetricFamily
+
+    from robin import metrics
+    from robin.audit import usage
+
+    if not hasattr(metrics, "fleet_exposition"):
+        return None
+    with app.app_context():
+        rows = usage.scrape_rows()
+
+    class Families:
+        def collect(self):
+            for name, help_text, key in metrics.PROJECT_GAUGES:
+                family = GaugeMetricFamily(name, help_text, labels=["project"])
+                for row in rows["projects"]:
+                    if row[key] is not None:
+                        family.add_metric([row["project"]], row[key])
+                yield family
+            for name, help_text, key in metrics.POOL_GAUGES:
+                family = GaugeMetricFamily(name, help_text, labels=["cluster", "kind", "pool"])
+                for row in rows["pools"]:
+                    family.add_metric([row["cluster"], row["kind"], row["pool"]], row[key])
+                yield family
+
+    registry = CollectorRegistry()
+    registry.register(Families())
+    ways = {"prometheus_client": lambda: generate_latest(registry),
+            "direct": lambda: metrics.fleet_exposition(rows).encode()}
+    samples = {way: [] for way in ways}
+    for _ in range(repeats):
+        for way, write in ways.items():
+            started = time.perf_counter()
+            write()
+            samples[way].append((time.perf_counter() - started) * 1000)
+    return {way: summary(values) for way, values in samples.items()}
+
+
 def measure(client, headers: dict, calls: dict, repeats: int, profiler: cProfile.Profile | None) -> dict:
     samples = {kind: [] for kind in calls}
     sizes = {}
@@ -201,11 +244,16 @@ def main(argv=None) -> int:
         if totals is not None:
             print(f"the leader's totals pass (store_totals): median {totals['median_ms']:.1f} ms, "
                   f"p95 {totals['p95_ms']:.1f} ms", flush=True)
+        rendering = render_comparison(app, args.repeats) if "metrics" in calls else None
+        for way, figures in (rendering or {}).items():
+            print(f"the scrape's quota and volume gauges written by {way}: median {figures['median_ms']:.1f} ms, "
+                  f"p95 {figures['p95_ms']:.1f} ms", flush=True)
         print(f"load average (1/5/15 min): {load_start} at the start, {os.getloadavg()} at the end", flush=True)
         report = {"machine": machine(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
                   "database": db.engine.dialect.name, "fleet": vars(fleet) | {"fill_seconds": fill_s},
                   "load_average": {"start": load_start, "end": os.getloadavg()},
-                  "results": results, "totals_pass": totals}
+                  "results": results, "totals_pass": totals,
+                  "rendering": rendering}
         db.dispose()  # before the server stops
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
