@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -105,24 +105,43 @@ def _to_measure(stale_after: timedelta | None, volume_ids, project_id: int | Non
 
 
 def refresh(*, stale_after: timedelta | None = None, volume_ids=None, project_id: int | None = None) -> RefreshResult:
-    """Measure now, `usage_parallelism` volumes at a time, and store the figures batch by batch."""
+    """Measure now, `usage_parallelism` volumes at a time, and store the figures REFRESH_BATCH at a time. The
+    threads measure one batch ahead of the database: while a batch is read or the last figures are stored, they
+    still have a batch to measure (waiting for each batch's slowest volume, then for the database, left them
+    idle), and about two batches of volumes are held at a time."""
     started, result, measurer = time.monotonic(), RefreshResult(), _Measurer()
+    measuring, rows = deque(), []
     with ThreadPoolExecutor(max_workers=config.current().usage_parallelism) as pool:
         for volumes in _to_measure(stale_after, volume_ids, project_id):
-            rows = []
-            for row, error in pool.map(measurer, volumes):
-                if row:
-                    rows.append(row)
-                else:
-                    result.failed.append(error)
-            _store(rows)
-            result.measured += len(rows)
+            measuring.extend(pool.submit(measurer, volume) for volume in volumes)
+            while len(measuring) > REFRESH_BATCH:
+                rows = _collect(measuring.popleft().result(), rows, result)
+        while measuring:
+            rows = _collect(measuring.popleft().result(), rows, result)
+    if rows:
+        _store(rows)
+        result.measured += len(rows)
     if stale_after is None and volume_ids is None and project_id is None:
         _prune()
     result.seconds = time.monotonic() - started
     log.info("usage refreshed", extra={"measured": result.measured, "failed": len(result.failed),
                                        "seconds": round(result.seconds, 3)})
     return result
+
+
+def _collect(measured: tuple[dict | None, dict | None], rows: list[dict], result: RefreshResult) -> list[dict]:
+    """Add one volume's figure (or its failure); store the figures once there are REFRESH_BATCH of them.
+    Returns the figures not stored yet."""
+    row, error = measured
+    if row is None:
+        result.failed.append(error)
+        return rows
+    rows.append(row)
+    if len(rows) < REFRESH_BATCH:
+        return rows
+    _store(rows)
+    result.measured += len(rows)
+    return []
 
 
 def _store(rows: list[dict]) -> None:

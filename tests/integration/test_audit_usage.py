@@ -272,7 +272,8 @@ def test_a_refresh_measures_and_stores_batch_by_batch(app, admin, project, monke
     with app.app_context():
         assert usage.refresh(project_id=_project_id(app, project)).measured == 5
         assert usage.refresh(project_id=_project_id(app, project), stale_after=usage.MAX_AGE).measured == 0
-    assert stored == [2, 1, 2]  # images in two batches, then the paths: never more than a batch in memory
+    # Stored a batch at a time, across the kinds (measured a batch ahead): never more than two batches in memory.
+    assert stored == [2, 2, 1]
     body = project_usage(admin, project).json
     assert body["unmeasured_volumes"] == 0 and len(made) == 5
 
