@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -156,13 +155,14 @@ def child_main() -> None:
             found = drift.find_drift()
             detail = {"findings": found.counts(), "errors": found.errors[:5]}
         seconds = time.perf_counter() - started
-    print(json.dumps({"seconds": seconds, "rss_before_kib": rss_before,
-                      "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, **detail}))
+    print(json.dumps({"seconds": seconds, "rss_before_kib": rss_before, "peak_rss_kib": rss_kib("VmHWM"), **detail}))
 
 
-def rss_kib() -> int:
+def rss_kib(field: str = "VmRSS") -> int:
+    """The resident set now (VmRSS) or at its peak (VmHWM) of this process's own memory. Not getrusage's
+    ru_maxrss: Linux carries it across exec, so a child started by a large parent reports the parent's size."""
     status = Path("/proc/self/status").read_text()
-    return int(status.split("VmRSS:")[1].split()[0])
+    return int(status.split(f"{field}:")[1].split()[0])
 
 
 def in_child(op: str, database_url: str, conf: str, parallelism: int) -> dict:
