@@ -12,10 +12,14 @@ gunicorn), --repeats times each, interleaved:
   all_volumes_deep  the same from the middle of the fleet (a cursor at the 500th project)
   snapshots      GET /api/v2/snapshots?limit=1000
   one_image      GET /api/v2/projects/<big project>/rbd-images/<name>
-  metrics        GET /metrics: a scrape (quota and usage gauges summed by the database over every volume)
+  metrics        GET /metrics: a scrape. Before it is timed, the maintenance leader's pass that sums the volume
+                 totals the scrape reports (robin.audit.usage.store_totals) runs once, timed on its own (--repeats
+                 times, after the requests); a robin without that pass sums every volume at each scrape. Then the
+                 scrape's quota and volume gauges are written from the same rows by prometheus_client and by
+                 robin's own writer, --repeats times each, interleaved.
 
     .venv/bin/python benchmarks/listing_at_scale.py [--volumes 100000] [--big-project 1000] [--page 500]
-        [--repeats 50] [--postgresql] [--profile listing.prof] [--json out.json]
+        [--repeats 50] [--requests metrics,...] [--postgresql] [--profile listing.prof] [--json out.json]
 
 --profile writes a cProfile of the project_page requests (read it with `python -m pstats`).
 """
@@ -29,6 +33,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -90,6 +95,69 @@ def requests_to_time(client, headers: dict, big_project: str, page: int, middle_
     }
 
 
+def store_totals(app) -> Callable[[], object] | None:
+    """The maintenance leader's totals pass, for a robin that has one."""
+    from robin.audit import usage
+
+    if not hasattr(usage, "store_totals"):
+        return None
+
+    def run():
+        with app.app_context():
+            return usage.store_totals()
+    return run
+
+
+def time_totals_pass(run, repeats: int) -> dict:
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        samples.append((time.perf_counter() - started) * 1000)
+    return summary(samples)
+
+
+def render_comparison(app, repeats: int) -> dict | None:
+    """The scrape's quota and volume gauges written by prometheus_client (gauge families, generate_latest, as
+    robin did) and by robin.metrics.fleet_exposition, from the same rows, interleaved; for a robin that has it."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import GaugeMetricFamily
+
+    from robin import metrics
+    from robin.audit import usage
+
+    if not hasattr(metrics, "fleet_exposition"):
+        return None
+    with app.app_context():
+        rows = usage.scrape_rows()
+
+    class Families:
+        def collect(self):
+            for name, help_text, key in metrics.PROJECT_GAUGES:
+                family = GaugeMetricFamily(name, help_text, labels=["project"])
+                for row in rows["projects"]:
+                    if row[key] is not None:
+                        family.add_metric([row["project"]], row[key])
+                yield family
+            for name, help_text, key in metrics.POOL_GAUGES:
+                family = GaugeMetricFamily(name, help_text, labels=["cluster", "kind", "pool"])
+                for row in rows["pools"]:
+                    family.add_metric([row["cluster"], row["kind"], row["pool"]], row[key])
+                yield family
+
+    registry = CollectorRegistry()
+    registry.register(Families())
+    ways = {"prometheus_client": lambda: generate_latest(registry),
+            "direct": lambda: metrics.fleet_exposition(rows).encode()}
+    samples = {way: [] for way in ways}
+    for _ in range(repeats):
+        for way, write in ways.items():
+            started = time.perf_counter()
+            write()
+            samples[way].append((time.perf_counter() - started) * 1000)
+    return {way: summary(values) for way, values in samples.items()}
+
+
 def measure(client, headers: dict, calls: dict, repeats: int, profiler: cProfile.Profile | None) -> dict:
     samples = {kind: [] for kind in calls}
     sizes = {}
@@ -129,6 +197,7 @@ def parse_args(argv=None):
     parser.add_argument("--snapshots", type=int, default=50_000)
     parser.add_argument("--page", type=int, default=500, help="the project page's size")
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--requests", help="comma-separated: time only these requests (default: all)")
     parser.add_argument("--postgresql", action="store_true",
                         help="on a PostgreSQL server of its own (default: SQLite in a temporary directory)")
     parser.add_argument("--profile", type=Path, help="write a cProfile of the project_page requests here")
@@ -160,17 +229,31 @@ def main(argv=None) -> int:
         client = app.test_client()
         calls = requests_to_time(client, headers, fleet.big_project, args.page,
                                  project_ids[fleet.project(args.projects // 2)])
+        if args.requests:
+            calls = {kind: calls[kind] for kind in args.requests.split(",")}
+        totals_pass = store_totals(app)
+        if totals_pass is not None:
+            totals_pass()
         measure(client, headers, calls, 2, None)  # warm-up: caches, compiled statements
         profiler = cProfile.Profile() if args.profile else None
         results = measure(client, headers, calls, args.repeats, profiler)
         if profiler is not None:
             profiler.dump_stats(args.profile)
         print(markdown(results), flush=True)
+        totals = time_totals_pass(totals_pass, args.repeats) if totals_pass is not None else None
+        if totals is not None:
+            print(f"the leader's totals pass (store_totals): median {totals['median_ms']:.1f} ms, "
+                  f"p95 {totals['p95_ms']:.1f} ms", flush=True)
+        rendering = render_comparison(app, args.repeats) if "metrics" in calls else None
+        for way, figures in (rendering or {}).items():
+            print(f"the scrape's quota and volume gauges written by {way}: median {figures['median_ms']:.1f} ms, "
+                  f"p95 {figures['p95_ms']:.1f} ms", flush=True)
         print(f"load average (1/5/15 min): {load_start} at the start, {os.getloadavg()} at the end", flush=True)
         report = {"machine": machine(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
                   "database": db.engine.dialect.name, "fleet": vars(fleet) | {"fill_seconds": fill_s},
                   "load_average": {"start": load_start, "end": os.getloadavg()},
-                  "results": results}
+                  "results": results, "totals_pass": totals,
+                  "rendering": rendering}
         db.dispose()  # before the server stops
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")

@@ -9,13 +9,18 @@ then:
                 specs loaded by the API's schemas; quota, state machine and audit rows included), from
                 8 threads, in one project; one volume in --data-every gets data written;
   refresh       `robin.audit.usage.refresh()` (what the maintenance loop and `?refresh=true` run) in a
-                child process: its time and the child's peak RSS; next to it the same Ceph calls from as
-                many threads with no database;
+                child process: its time and the child's peak RSS; next to it the same Ceph calls with no
+                database, from as many threads (raw parallel) and from one (raw sequential); then, on
+                --split-sample volumes of each kind, one at a time, what each call costs: an image's
+                read-only open and close alone, the open + `diff_iterate` robin does, a path's
+                `ceph.dir.rbytes` getxattr; and the features and object-map flags of the images robin made;
   drift         `robin.audit.drift.find_drift()` (the maintenance loop's survey) in a child process: time,
                 peak RSS, findings; next to it the bare listing of the pool and of the project's directory;
   listing       through `robin serve` (--workers, maintenance loop off): one 1,000-item page of each kind,
                 --repeats times, and the whole project walked page by page; raw `RBD().list` next to it;
-  scrape        `GET /metrics`, --repeats times (goal: <= 50 ms);
+  scrape        `GET /metrics`, --repeats times (goal: <= 50 ms), after the maintenance leader's pass that sums
+                the totals it reports (`robin.audit.usage.store_totals`, timed once; a robin without it sums at
+                every scrape);
   provisioner   the burst of benchmarks/provisioner.py (--claims PVCs at once through `robin provisioner`
                 and the test Kubernetes API server) against that fleet, and its raw baseline.
 
@@ -30,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -63,6 +67,7 @@ from benchmarks.api_vs_binding import (  # noqa: E402
     stop_cleanly_on_signals,
 )
 from benchmarks.audit import CREATE_THREADS, Fleet, raw_audit  # noqa: E402
+from robin.ceph.rbd_ops import feature_names  # noqa: E402
 from robin.config import Settings  # noqa: E402
 
 FS_NAME = "cephfs"
@@ -150,13 +155,14 @@ def child_main() -> None:
             found = drift.find_drift()
             detail = {"findings": found.counts(), "errors": found.errors[:5]}
         seconds = time.perf_counter() - started
-    print(json.dumps({"seconds": seconds, "rss_before_kib": rss_before,
-                      "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, **detail}))
+    print(json.dumps({"seconds": seconds, "rss_before_kib": rss_before, "peak_rss_kib": rss_kib("VmHWM"), **detail}))
 
 
-def rss_kib() -> int:
+def rss_kib(field: str = "VmRSS") -> int:
+    """The resident set now (VmRSS) or at its peak (VmHWM) of this process's own memory. Not getrusage's
+    ru_maxrss: Linux carries it across exec, so a child started by a large parent reports the parent's size."""
     status = Path("/proc/self/status").read_text()
-    return int(status.split("VmRSS:")[1].split()[0])
+    return int(status.split(f"{field}:")[1].split()[0])
 
 
 def in_child(op: str, database_url: str, conf: str, parallelism: int) -> dict:
@@ -170,12 +176,53 @@ def in_child(op: str, database_url: str, conf: str, parallelism: int) -> dict:
 
 
 def raw_refresh(ioctx, fs, fleet: Fleet, threads: int) -> float:
-    """audit.py's bare binding loop, split over as many threads as robin's refresh uses, no database."""
+    """audit.py's bare binding loop, split over `threads` threads (1: sequential), no database."""
     chunks = [(fleet.images[i::threads], fleet.paths[i::threads]) for i in range(threads)]
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(lambda chunk: raw_audit(ioctx, fs, *chunk), chunks))
     return time.perf_counter() - started
+
+
+def _count_extents(_offset, _length, _exists) -> int:
+    return 0
+
+
+def _open_only(ioctx, name: str) -> None:
+    with rbd.Image(ioctx, name, read_only=True):
+        pass
+
+
+def _open_and_diff(ioctx, name: str) -> None:
+    with rbd.Image(ioctx, name, read_only=True) as image:
+        image.diff_iterate(0, image.size(), None, _count_extents, whole_object=True)
+
+
+def raw_cost_split(ioctx, fs, fleet: Fleet, sample: int) -> dict:
+    """Where a volume's measurement goes, one call at a time on the first `sample` volumes of each kind (ms per
+    volume, medians): the image's open and close alone, open + diff_iterate, the path's rbytes getxattr. And
+    what makes diff_iterate cheap: the features and flags of the images robin made."""
+    images, paths = fleet.images[:sample], fleet.paths[:sample]
+    timings = {"open_close": (lambda name: _open_only(ioctx, name), images),
+               "open_diff_iterate": (lambda name: _open_and_diff(ioctx, name), images),
+               "getxattr_rbytes": (lambda path: fs.getxattr(path, "ceph.dir.rbytes"), paths)}
+    found = {}
+    for what, (call, targets) in timings.items():
+        samples = []
+        for target in targets:
+            started = time.perf_counter()
+            call(target)
+            samples.append(time.perf_counter() - started)
+        found[what] = dist_ms(samples)
+    features, flags = set(), set()
+    for name in images[:20]:
+        with rbd.Image(ioctx, name, read_only=True) as image:
+            features.add(image.features())
+            flags.add(image.flags())
+    found["features"] = sorted({name for mask in features for name in feature_names(mask)})
+    found["object_map_invalid"] = any(flag & rbd.RBD_FLAG_OBJECT_MAP_INVALID for flag in flags)
+    found["fast_diff_invalid"] = any(flag & rbd.RBD_FLAG_FAST_DIFF_INVALID for flag in flags)
+    return found
 
 
 def raw_survey_listing(ioctx, fs, project_dir: str) -> float:
@@ -198,6 +245,8 @@ def maintenance_ops(args, database_url: str, conf: str, ioctx, fs, fleet: Fleet)
         raise RuntimeError(f"the refresh measured {refresh['measured']} of {2 * args.count}, "
                            f"failed {refresh['failed']}")
     refresh["raw_s"] = raw_refresh(ioctx, fs, fleet, args.parallelism)
+    refresh["raw_sequential_s"] = raw_refresh(ioctx, fs, fleet, 1)
+    refresh["split"] = raw_cost_split(ioctx, fs, fleet, min(args.split_sample, args.count))
     step("drift survey (child process), then the raw listing")
     survey = in_child("drift", database_url, conf, args.parallelism)
     project_dir = str(Path(fleet.paths[0]).parent)
@@ -252,8 +301,24 @@ def listing(args, robin_url: str, token: str, project: str, ioctx) -> dict:
     return result
 
 
-def scrape(args, robin_url: str, token: str) -> dict:
-    step("/metrics scrapes")
+def totals_pass(database_url: str, conf: str) -> float | None:
+    """The maintenance leader's pass that sums the totals a scrape reports, once (robin serve's loop is off
+    here); None for a robin without it, whose scrape sums every volume itself."""
+    from robin import create_app
+    from robin.audit import usage
+
+    if not hasattr(usage, "store_totals"):
+        return None
+    app = create_app(Settings(database_url=database_url, ceph_conf=conf, log_level="WARNING"))
+    with app.app_context():
+        started = time.perf_counter()
+        usage.store_totals()
+        return time.perf_counter() - started
+
+
+def scrape(args, robin_url: str, token: str, database_url: str, conf: str) -> dict:
+    step("the totals pass, then /metrics scrapes")
+    totals_s = totals_pass(database_url, conf)
     session, seconds = new_session(token), []
     session.get(f"{robin_url}/metrics", timeout=HTTP_TIMEOUT_S).raise_for_status()  # warm
     for _ in range(args.repeats):
@@ -261,7 +326,7 @@ def scrape(args, robin_url: str, token: str) -> dict:
         response = session.get(f"{robin_url}/metrics", timeout=HTTP_TIMEOUT_S)
         seconds.append(time.perf_counter() - started)
         response.raise_for_status()
-    return {**dist_ms(seconds), "bytes": len(response.content)}
+    return {**dist_ms(seconds), "bytes": len(response.content), "totals_pass_s": totals_s}
 
 
 # --- the provisioner burst against the fleet -------------------------------------------------------
@@ -315,9 +380,15 @@ def markdown(report: dict) -> str:
     m = steps.get("maintenance")
     if m:
         r, d = m["refresh"], m["drift"]
+        sp = r["split"]
         lines += [f"| usage refresh, {2 * n} volumes ({s['parallelism']} threads) | {r['seconds']:.1f} s, peak RSS "
                   f"{r['peak_rss_kib'] / 1024:.0f} MiB ({r['rss_before_kib'] / 1024:.0f} before) | {r['raw_s']:.1f} s "
+                  f"({s['parallelism']} threads), {r['raw_sequential_s']:.1f} s (sequential) "
                   f"| {report['load']['maintenance']} |",
+                  f"| one measurement at a time, ms p50 ({sp['open_close']['n']} of each kind) | | image open + close "
+                  f"{fmt(sp['open_close']['p50_ms'])}, open + diff_iterate {fmt(sp['open_diff_iterate']['p50_ms'])}, "
+                  f"path getxattr {fmt(sp['getxattr_rbytes']['p50_ms'])}; features {','.join(sp['features'])}, "
+                  f"object map invalid: {sp['object_map_invalid']} | |",
                   f"| drift survey | {d['seconds']:.1f} s, peak RSS {d['peak_rss_kib'] / 1024:.0f} MiB, findings "
                   f"{sum(d['findings'].values())} | {d['raw_listing_s']:.2f} s (listing only) | |"]
     li = steps.get("listing")
@@ -331,8 +402,10 @@ def markdown(report: dict) -> str:
                          f"(page p50 {fmt(whole['page']['p50_ms'])} ms) | | |")
     sc = steps.get("scrape")
     if sc:
+        totals_s = sc.get("totals_pass_s")
+        summed = "" if totals_s is None else f"; the leader's totals pass {totals_s * 1000:.0f} ms"
         lines.append(f"| `GET /metrics`, p50 / p95 | {fmt(sc['p50_ms'])} / {fmt(sc['p95_ms'])} ms "
-                     f"({sc['bytes'] / 1024:.0f} KiB) | | {report['load']['scrape']} |")
+                     f"({sc['bytes'] / 1024:.0f} KiB){summed} | | {report['load']['scrape']} |")
     pb = steps.get("provisioner")
     if pb:
         b, rw = pb["burst"], pb["raw"]
@@ -369,12 +442,14 @@ def parse_args(argv=None):
     parser.add_argument("--claims", type=int, default=1000, help="PVCs of the provisioner burst (0: no burst)")
     parser.add_argument("--data-every", type=int, default=100, help="write data into one volume in this many")
     parser.add_argument("--data-bytes", type=int, default=2**20, help="bytes written into each such volume")
+    parser.add_argument("--split-sample", type=int, default=500,
+                        help="volumes of each kind whose measuring calls are timed one by one")
     parser.add_argument("--ceph-conf", help="use this cluster instead of starting a dev cluster")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
-    if min(args.count, args.parallelism, args.workers, args.repeats, args.data_every) < 1 \
+    if min(args.count, args.parallelism, args.workers, args.repeats, args.data_every, args.split_sample) < 1 \
             or args.claims < 0:
-        parser.error("--count, --parallelism, --workers, --repeats and --data-every must be positive")
+        parser.error("--count, --parallelism, --workers, --repeats, --data-every and --split-sample must be positive")
     return args
 
 
@@ -422,7 +497,7 @@ def run(args, report: dict, stack: ExitStack) -> None:
         loads["listing"] = load()
         steps["listing"] = listing(args, robin_url, token, project, ioctx)
         loads["scrape"] = load()
-        steps["scrape"] = scrape(args, robin_url, token)
+        steps["scrape"] = scrape(args, robin_url, token, database_url, conf)
         if args.claims:
             loads["provisioner"] = load()
             steps["provisioner"] = provisioner_burst(args, robin_url, token, conf, ioctx, run_id, report)

@@ -11,7 +11,6 @@ from robin.audit.models import ClusterProbe, upsert
 from robin.clusters import service as clusters
 from robin.clusters.models import CephCluster
 from robin.db import db, utcnow
-from robin.projects import service as projects
 
 blp = Blueprint("health", __name__)
 
@@ -81,9 +80,8 @@ def cluster_probe_rows() -> list[dict]:
 @blp.get("/metrics")
 def prometheus_metrics():
     """Per-project quota and usage series: for admins, auditors and the scrape role, never a project's member.
-    Everything comes from the database (what the maintenance loop last measured, surveyed and probed):
-    a scrape never calls Ceph, whatever the fleet's size."""
+    Everything comes from the database (quotas, and what the maintenance loop last measured, summed, surveyed
+    and probed): a scrape never calls Ceph, nor sums every volume, whatever the fleet's size."""
     g.identity.require_metrics()
-    payload, content_type = metrics.render(projects.quota_rows, usage.metric_rows, drift.metric_counts,
-                                           cluster_probe_rows)
+    payload, content_type = metrics.render(usage.scrape_rows, drift.metric_counts, cluster_probe_rows)
     return Response(payload, content_type=content_type)

@@ -1,5 +1,6 @@
 """The background loop of `robin serve`: probe the clusters, purge what the trash has due, reconcile,
-re-measure stale usage, and survey the drift when the last survey is older than ROBIN_DRIFT_INTERVAL.
+re-measure stale usage, sum the volume totals per project and pool, and survey the drift when the last survey
+is older than ROBIN_DRIFT_INTERVAL.
 What it finds is stored for the metrics scrape, which never calls Ceph itself.
 
 Every gunicorn worker runs the loop, but only the one holding the maintenance lock (robin.leadership) acts.
@@ -42,9 +43,12 @@ def run_once(app: Flask) -> None:
         report = reconcile(RECONCILE_OLDER_THAN, survey_drift=False)
         # Only figures older than usage.MAX_AGE (and new volumes): a round stays short.
         measured = usage.refresh(stale_after=usage.MAX_AGE)
+        # After the refresh, so that the scrape's used bytes are this round's figures.
+        totals = usage.store_totals()
         surveyed = _survey_drift(app)
     log.info("maintenance round", extra={**purged, "fixed": len(report.fixed), "errors": len(report.errors),
-                                         "usage_measured": measured.measured, **surveyed})
+                                         "usage_measured": measured.measured, "volume_totals": totals,
+                                         **surveyed})
 
 
 def _survey_drift(app: Flask) -> dict:

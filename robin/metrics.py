@@ -1,9 +1,9 @@
 """Prometheus metrics.
 
 Under gunicorn every worker is its own process, so histograms are written to
-PROMETHEUS_MULTIPROC_DIR (set by `robin serve`) and merged at scrape time. Quota gauges are not
-kept in memory at all: they are read from the database when scraped, so every worker reports
-the same truth.
+PROMETHEUS_MULTIPROC_DIR (set by `robin serve`) and merged at scrape time. Quota and volume gauges are not
+kept in memory at all: they are read from the database when scraped (quotas as they are, volume totals as
+the maintenance leader last summed them), so every worker reports the same truth.
 """
 from __future__ import annotations
 
@@ -45,52 +45,51 @@ def timed_ceph_op(cluster: str, operation: str) -> Iterator[None]:
         CEPH_OP_SECONDS.labels(cluster, operation, outcome).observe(time.perf_counter() - start)
 
 
-class QuotaCollector:
-    """Per-project quota and provisioned bytes, read from the database at scrape time."""
+# The fleet's gauges: (name, help, the row's key), per project and per pool. Rendered as text directly: a
+# thousand projects make ~7,000 samples, which prometheus_client's exposition writes about seven times slower
+# (BENCHMARKS.md, the metrics scrape).
+PROJECT_GAUGES = (
+    ("robin_project_quota_bytes", "Quota: bytes", "quota_bytes"),
+    ("robin_project_quota_volumes", "Quota: volumes", "quota_volumes"),
+    ("robin_project_provisioned_bytes", "Bytes promised to live volumes", "provisioned_bytes"),
+    ("robin_project_volumes", "Live volumes", "volumes"),
+    ("robin_project_used_bytes", "Bytes the project's volumes occupy in Ceph (last measurement)", "used_bytes"),
+)
+POOL_GAUGES = (
+    ("robin_pool_provisioned_bytes", "Bytes promised to live volumes in the pool (or CephFS file system)",
+     "provisioned_bytes"),
+    ("robin_pool_used_bytes", "Bytes robin's volumes occupy in the pool (last measurement)", "used_bytes"),
+    ("robin_pool_volumes", "Live volumes in the pool", "volumes"),
+)
+TOTALS_TIMESTAMP = "robin_volume_totals_timestamp_seconds"
 
-    def __init__(self, read_rows: Callable[[], list[dict]]):
-        self._read_rows = read_rows
 
-    def collect(self):
-        families = {
-            "max_bytes": GaugeMetricFamily("robin_project_quota_bytes", "Quota: bytes", labels=["project"]),
-            "max_volumes": GaugeMetricFamily("robin_project_quota_volumes", "Quota: volumes", labels=["project"]),
-            "provisioned_bytes": GaugeMetricFamily(
-                "robin_project_provisioned_bytes", "Bytes promised to live volumes", labels=["project"]),
-            "volumes": GaugeMetricFamily("robin_project_volumes", "Live volumes", labels=["project"]),
-        }
-        for row in self._read_rows():
-            for key, family in families.items():
-                family.add_metric([row["project"]], row[key])
-        yield from families.values()
+def _label(value: str) -> str:
+    """A label value as the text exposition format quotes it."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-class UsageCollector:
-    """Used bytes per project and provisioned/used bytes per pool, read at scrape time from the
-    usage table (the last measurement: the scrape never asks Ceph)."""
+def _gauge(name: str, help_text: str, samples) -> str:
+    """One gauge family in the text exposition format; `samples` are (labels as text, integer value)."""
+    lines = [f"# HELP {name} {help_text}\n# TYPE {name} gauge\n"]
+    lines += [f"{name}{{{labels}}} {value}\n" for labels, value in samples]
+    return "".join(lines)
 
-    def __init__(self, read_rows: Callable[[], dict]):
-        self._read_rows = read_rows
 
-    def collect(self):
-        rows = self._read_rows()
-        project_used = GaugeMetricFamily("robin_project_used_bytes", "Bytes the project's volumes occupy in Ceph "
-                                         "(last measurement)", labels=["project"])
-        for row in rows["projects"]:
-            project_used.add_metric([row["project"]], row["used_bytes"])
-        labels = ["cluster", "kind", "pool"]
-        pool_families = {
-            "provisioned_bytes": GaugeMetricFamily("robin_pool_provisioned_bytes", "Bytes promised to live volumes "
-                                                   "in the pool (or CephFS file system)", labels=labels),
-            "used_bytes": GaugeMetricFamily("robin_pool_used_bytes", "Bytes robin's volumes occupy in the pool "
-                                            "(last measurement)", labels=labels),
-            "volumes": GaugeMetricFamily("robin_pool_volumes", "Live volumes in the pool", labels=labels),
-        }
-        for row in rows["pools"]:
-            for key, family in pool_families.items():
-                family.add_metric([row["cluster"], row["kind"], row["pool"]], row[key])
-        yield project_used
-        yield from pool_families.values()
+def fleet_exposition(rows: dict) -> str:
+    """Quota and volume gauges per project and pool (robin.audit.usage.scrape_rows), and when their
+    totals were summed."""
+    projects = [(f'project="{_label(row["project"])}"', row) for row in rows["projects"]]
+    pools = [(f'cluster="{_label(row["cluster"])}",kind="{row["kind"]}",pool="{_label(row["pool"])}"', row)
+             for row in rows["pools"]]
+    text = [_gauge(name, help_text, ((labels, row[key]) for labels, row in projects if row[key] is not None))
+            for name, help_text, key in PROJECT_GAUGES]
+    text += [_gauge(name, help_text, ((labels, row[key]) for labels, row in pools))
+             for name, help_text, key in POOL_GAUGES]
+    text.append(f"# HELP {TOTALS_TIMESTAMP} Unix time at which the totals behind robin_project_provisioned_bytes, "
+                f"robin_project_volumes, robin_project_used_bytes and robin_pool_* were summed\n"
+                f"# TYPE {TOTALS_TIMESTAMP} gauge\n{TOTALS_TIMESTAMP} {rows['summed_at'].timestamp():.3f}\n")
+    return "".join(text)
 
 
 def _age_seconds(at: datetime, now: datetime) -> float:
@@ -137,8 +136,7 @@ class ClusterHealthCollector:
         yield age
 
 
-def render(quota_rows: Callable[[], list[dict]], usage_rows: Callable[[], dict] | None = None,
-           drift_counts: Callable[[], dict] | None = None,
+def render(fleet_rows: Callable[[], dict], drift_counts: Callable[[], dict] | None = None,
            cluster_health: Callable[[], list[dict]] | None = None) -> tuple[bytes, str]:
     registry = CollectorRegistry()
     if config.prometheus_multiproc_dir():
@@ -147,11 +145,8 @@ def render(quota_rows: Callable[[], list[dict]], usage_rows: Callable[[], dict] 
         registry.register(REQUEST_SECONDS)
         registry.register(CEPH_OP_SECONDS)
         registry.register(MAINTENANCE_LEADER)
-    registry.register(QuotaCollector(quota_rows))
-    if usage_rows is not None:
-        registry.register(UsageCollector(usage_rows))
     if drift_counts is not None:
         registry.register(DriftCollector(drift_counts))
     if cluster_health is not None:
         registry.register(ClusterHealthCollector(cluster_health))
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(registry) + fleet_exposition(fleet_rows()).encode(), CONTENT_TYPE_LATEST

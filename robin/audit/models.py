@@ -46,6 +46,24 @@ class VolumeUsage(Base):
     measured_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class VolumeTotal(Base):
+    """One project's live volumes in one pool (or CephFS file system) of one cluster, summed: what the
+    metrics scrape reports, so that it reads a row per project and pool instead of summing every volume.
+    Written by the maintenance leader each round (robin.audit.usage.store_totals); quota checks never
+    read it, they sum the rows under the project's lock."""
+
+    __tablename__ = "volume_totals"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("ceph_clusters.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # rbd | cephfs
+    location: Mapped[str] = mapped_column(String(128), primary_key=True)  # the pool, or the CephFS file system
+    provisioned_bytes: Mapped[int] = mapped_column(BigInteger)
+    used_bytes: Mapped[int] = mapped_column(BigInteger)  # of the measured volumes (robin.audit.usage)
+    volumes: Mapped[int] = mapped_column(Integer)
+    summed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class DriftCount(Base):
     """The last drift survey's findings of one kind, and when that survey ran: the metrics scrape reads
     these rows (every worker and replica alike) instead of surveying Ceph itself."""

@@ -171,19 +171,3 @@ def delete(identity: Identity, name: str) -> None:
         session.delete(project)
     token_cache.clear()  # its tokens are gone: in this process at once, elsewhere within the cache's TTL
 
-
-def quota_rows() -> list[dict]:
-    """Every project's quota and provisioned totals, for the metrics scrape."""
-    with db.reading() as session:
-        rows = {name: {"project": name, "max_bytes": max_bytes, "max_volumes": max_volumes,
-                       "provisioned_bytes": 0, "volumes": 0}
-                for name, max_bytes, max_volumes in session.execute(
-                    select(Project.name, Quota.max_bytes, Quota.max_volumes).join(Quota))}
-        for model in VOLUME_MODELS:
-            totals = (select(Project.name, func.sum(reserved_bytes(model)), func.count())
-                      .join(model, model.project_id == Project.id)
-                      .where(model.state != VolumeState.DELETED).group_by(Project.name))
-            for name, total, count in session.execute(totals):
-                rows[name]["provisioned_bytes"] += int(total)
-                rows[name]["volumes"] += int(count)
-    return list(rows.values())
