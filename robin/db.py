@@ -1,7 +1,8 @@
 """Engine, sessions and the unit-of-work helper.
 
 Services own transactions: `with db.unit_of_work() as session:` commits on success and rolls back
-on any error; `db.reading()` is for transactions that only read.
+on any error; `db.reading()` is for transactions that only read, `db.read_connection()` for those that only read
+with Core statements.
 
 On SQLite a unit of work starts with BEGIN IMMEDIATE: the write lock is taken before the first
 read, so two quota reservations cannot both read the same usage, and a transaction never fails
@@ -176,6 +177,15 @@ class Database:
 
     def reading(self) -> AbstractContextManager[Session]:
         return self._transaction(self._read_sessions, writes=False)
+
+    @contextmanager
+    def read_connection(self) -> Iterator[Connection]:
+        """A Core connection in a read transaction, for the statements of the hot read paths (listings): half
+        the Python of an ORM session around the same statement."""
+        if self.engine is None:
+            raise RuntimeError("database not configured")
+        with self.engine.connect() as connection, connection.begin():
+            yield connection
 
     @contextmanager
     def writing(self) -> Iterator[Connection]:
