@@ -4,13 +4,34 @@ relationship loads per row), and a plain function per kind that writes each item
 tests/db/test_listings.py checks the two agree. Marshmallow took over half of a 500-item page.
 
 Pages are keyset pages on the live (project_id, name) unique indexes: a page costs the same at any depth.
+
+Columns whose conversion costs more than the page's query are read as the driver gives them: timestamps as
+SQLite's stored text (which the item rewrites by slicing; parsing it was a fifth of a page), states as their
+string, and the two JSON columns as text decoded once per distinct text (an image's features and metadata repeat
+across a fleet).
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import cache, lru_cache
 
-from sqlalchemy import Select, cast, literal_column, null, select, tuple_, union_all
+from sqlalchemy import (
+    Integer,
+    Select,
+    String,
+    Text,
+    bindparam,
+    cast,
+    literal_column,
+    null,
+    select,
+    tuple_,
+    type_coerce,
+    union_all,
+)
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from robin.clusters.models import CephCluster
@@ -28,22 +49,59 @@ def live(model: type[Volume]):
     return model.state != DELETED
 
 
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+def _iso(value: str | datetime | None) -> str | None:
+    """A timestamp as the schemas write it (datetime.isoformat(), in UTC). PostgreSQL's driver gives a datetime;
+    SQLite gives the text SQLAlchemy stored, 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC, rewritten here by slicing (a
+    whole second has no fraction in isoformat()); any other text is parsed as SQLAlchemy would, naive as UTC."""
+    if value is None:
+        return None
+    if type(value) is not str:
+        return value.isoformat()
+    if len(value) == 26 and value[10] == " " and value[19] == ".":
+        fraction = "" if value.endswith(".000000") else value[19:]
+        return f"{value[:10]}T{value[11:19]}{fraction}+00:00"
+    return datetime.fromisoformat(value).replace(tzinfo=UTC).isoformat()
+
+
+def _raw(column, name: str | None = None):
+    """The column as the driver gives it, without SQLAlchemy's conversion: see _iso and the state's `.value`."""
+    return type_coerce(column, String).label(name or column.key)
+
+
+def _as_text(column, name: str):
+    """A JSON column as its text (PostgreSQL's driver would decode it into new objects for every row)."""
+    return cast(column, Text).label(name)
+
+
+# Distinct texts seen, a bound on the memory: an image's features are one of a few lists, its metadata most often
+# empty. The decoded values are shared between items, which are only ever encoded.
+JSON_TEXTS_KEPT = 4096
+
+
+@lru_cache(maxsize=JSON_TEXTS_KEPT)
+def _features(text: str) -> list[str]:
+    return [str(feature) for feature in json.loads(text)]
+
+
+@lru_cache(maxsize=JSON_TEXTS_KEPT)
+def _metadata(text: str) -> dict:
+    return json.loads(text)
 
 
 def _common_columns(model: type[Volume]) -> list:
     # Labelled by attribute: a CephFS path's size_bytes is its quota_bytes column.
     return [model.id, model.name, CephCluster.name.label("cluster"), model.size_bytes.label("size_bytes"),
-            model.target_size_bytes.label("target_size_bytes"), model.state, model.created_at, model.updated_at,
-            model.deleted_at, model.purge_after, model.created_for, model.project_id]
+            model.target_size_bytes.label("target_size_bytes"), _raw(model.state, "state"),
+            _raw(model.created_at, "created_at"), _raw(model.updated_at, "updated_at"),
+            _raw(model.deleted_at, "deleted_at"), _raw(model.purge_after, "purge_after"), model.created_for,
+            model.project_id]
 
 
 def _rbd_columns() -> list:
     # The parent's name by the model's correlated subquery, an index lookup per clone: a join would have the
     # planner hash the whole table for a page of many images.
-    return [RbdImage.pool, RbdImage.features, RbdImage.image_metadata.label("image_metadata"), RbdImage.parent_id,
-            RbdImage.parent_name.label("parent_name"), RbdImage.parent_snapshot]
+    return [RbdImage.pool, _as_text(RbdImage.features, "features"), _as_text(RbdImage.image_metadata, "image_metadata"),
+            RbdImage.parent_id, RbdImage.parent_name.label("parent_name"), RbdImage.parent_snapshot]
 
 
 def _cephfs_columns() -> list:
@@ -58,25 +116,27 @@ def _cephfs_query(*columns) -> Select:
     return select(*_common_columns(CephfsPath), *columns).join(CephCluster, CephCluster.id == CephfsPath.cluster_id)
 
 
-def _common_item(row, project: str) -> dict:
-    """VolumeSchema's fields (used_bytes only ever comes with a single volume's ?with_used=true)."""
+def rbd_image_item(row, project: str) -> dict:
+    """An image as RbdImageSchema writes it (VolumeSchema's fields first: used_bytes only ever comes with a single
+    volume's ?with_used=true)."""
     return {"id": row.id, "name": row.name, "project": project, "cluster": row.cluster,
-            "provisioned_bytes": max(row.size_bytes, row.target_size_bytes or 0), "state": row.state.value,
+            "provisioned_bytes": max(row.size_bytes, row.target_size_bytes or 0), "state": row.state,
             "created_at": _iso(row.created_at), "updated_at": _iso(row.updated_at),
             "deleted_at": _iso(row.deleted_at), "purge_after": _iso(row.purge_after),
-            "created_for": row.created_for}
-
-
-def rbd_image_item(row, project: str) -> dict:
-    """An image as RbdImageSchema writes it."""
-    parent = None if row.parent_id is None else {"image": row.parent_name, "snapshot": row.parent_snapshot}
-    return {**_common_item(row, project), "pool": row.pool, "size_bytes": row.size_bytes, "parent": parent,
-            "features": [str(feature) for feature in row.features], "metadata": dict(row.image_metadata)}
+            "created_for": row.created_for,
+            "pool": row.pool, "size_bytes": row.size_bytes,
+            "parent": None if row.parent_id is None else {"image": row.parent_name, "snapshot": row.parent_snapshot},
+            "features": _features(row.features), "metadata": _metadata(row.image_metadata)}
 
 
 def cephfs_path_item(row, project: str) -> dict:
-    """A path as CephfsPathSchema writes it."""
-    return {**_common_item(row, project), "fs": row.fs_name, "path": row.path, "quota_bytes": row.size_bytes}
+    """A path as CephfsPathSchema writes it (VolumeSchema's fields first)."""
+    return {"id": row.id, "name": row.name, "project": project, "cluster": row.cluster,
+            "provisioned_bytes": max(row.size_bytes, row.target_size_bytes or 0), "state": row.state,
+            "created_at": _iso(row.created_at), "updated_at": _iso(row.updated_at),
+            "deleted_at": _iso(row.deleted_at), "purge_after": _iso(row.purge_after),
+            "created_for": row.created_for,
+            "fs": row.fs_name, "path": row.path, "quota_bytes": row.size_bytes}
 
 
 # Per kind, in KIND_NAMES' order: the model, its listing query and how an item is written. Built once.
@@ -93,21 +153,38 @@ def in_trash(model: type[Volume]):
 TRASH_CURSOR_SHAPE = (str, str)  # the last item's (name, id)
 
 
-def project_page(session: Session, model: type[Volume], project: Project, limit: int, cursor: str | None,
+@cache
+def _project_query(model: type[Volume], trashed: bool, after: bool) -> Select:
+    """A project's page, built once per kind and shape with every value bound: SQLAlchemy keys its cache of
+    compiled statements by walking the statement, which for a statement built per request cost more than the
+    page's query. The project is found by name within it (its unique index), the limit rendered inline (the
+    planner sees it, as it would a literal)."""
+    query, _ = LISTINGS[model]
+    project_id = select(Project.id).where(Project.name == bindparam("project")).scalar_subquery()
+    query = query.where(model.project_id == project_id, in_trash(model) if trashed else live(model))
+    order = (model.name, model.id) if trashed else (model.name,)
+    if after and trashed:
+        query = query.where(tuple_(*order) > tuple_(bindparam("after_name"), bindparam("after_id")))
+    elif after:
+        query = query.where(model.name > bindparam("after_name"))
+    return query.order_by(*order).limit(bindparam("limit", type_=Integer, literal_execute=True))
+
+
+def project_page(connection: Connection, model: type[Volume], project: str, limit: int, cursor: str | None,
                  trashed: bool = False) -> Page:
     """A page of one project's live volumes of a kind (or those in its trash), by name, items in their wire form.
     A live name is unique in its project, the trash may hold several volumes of one name (each deleted in turn):
-    its pages go by (name, id), so a page boundary between two of them skips neither."""
-    query, item = LISTINGS[model]
-    query = query.where(model.project_id == project.id, in_trash(model) if trashed else live(model))
-    order = (model.name, model.id) if trashed else (model.name,)
+    its pages go by (name, id), so a page boundary between two of them skips neither. An empty page may mean there
+    is no such project: the caller asks."""
+    params = {"project": project, "limit": limit + 1}
     if cursor and trashed:
-        query = query.where(tuple_(*order) > tuple_(*decode_cursor(cursor, TRASH_CURSOR_SHAPE)))
+        params["after_name"], params["after_id"] = decode_cursor(cursor, TRASH_CURSOR_SHAPE)
     elif cursor:
-        query = query.where(model.name > decode_cursor(cursor))
-    rows = session.execute(query.order_by(*order).limit(limit + 1)).all()
+        params["after_name"] = decode_cursor(cursor)
+    rows = connection.execute(_project_query(model, trashed, bool(cursor)), params).all()
     more = len(rows) > limit
-    items = [item(row, project.name) for row in rows[:limit]]
+    item = LISTINGS[model][1]
+    items = [item(row, project) for row in rows[:limit]]
     last = items[-1] if more else None
     return Page(items=items, next_cursor=None if last is None else
                 encode_cursor([last["name"], last["id"]] if trashed else last["name"]))

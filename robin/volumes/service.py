@@ -213,8 +213,12 @@ def list_page(identity: Identity, kind: Kind, project: str, limit: int, cursor: 
               trashed: bool = False) -> Page:
     """Live volumes, or (trashed) those in the trash waiting for their purge time; items in their wire form."""
     identity.require_read(project)
-    with db.reading() as session:
-        return listing.project_page(session, kind.model, projects.find(session, project), limit, cursor, trashed)
+    with db.read_connection() as connection:
+        page = listing.project_page(connection, kind.model, project, limit, cursor, trashed)
+    if not page.items:
+        with db.reading() as session:
+            projects.find(session, project)  # a project with none of them, or no such project (404)
+    return page
 
 
 def list_across(identity: Identity, project: str | None, limit: int, cursor: str | None) -> Page:
