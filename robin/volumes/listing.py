@@ -32,7 +32,6 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session
 
 from robin.clusters.models import CephCluster
 from robin.pagination import Page, decode_cursor, encode_cursor
@@ -220,35 +219,51 @@ ITEMS = tuple(item for _, item in LISTINGS.values())  # by kind index
 COMMON_WIDTH, RBD_WIDTH, CEPHFS_WIDTH = len(_common_columns(RbdImage)), len(_rbd_columns()), len(_cephfs_columns())
 
 
-def _kind_columns(row) -> tuple:
+def _kind_columns(row, kind_index: int) -> tuple:
     """A row of ACROSS in its kind's item layout: the common columns, then the kind's own (after the kind index
     and the project, and for a CephFS path the RBD columns' NULLs)."""
-    own = COMMON_WIDTH + 2 + (0 if row.kind_index == 0 else RBD_WIDTH)
-    return row[:COMMON_WIDTH] + row[own:own + (RBD_WIDTH if row.kind_index == 0 else CEPHFS_WIDTH)]
+    own = COMMON_WIDTH + 2 + (0 if kind_index == 0 else RBD_WIDTH)
+    return row[:COMMON_WIDTH] + row[own:own + (RBD_WIDTH if kind_index == 0 else CEPHFS_WIDTH)]
 
 
-def across_page(session: Session, project: Project | None, limit: int, cursor: str | None) -> Page:
-    """A page of the live volumes of every project (or of `project`), both kinds, ordered by (project, name,
-    kind), in one statement: each kind's next rows from its live (project_id, name) index, from the cursor on,
-    merged and cut to the page by the database (its collation orders names, which Python's need not match).
-    Items are the kind's, with `kind`."""
-    after = decode_cursor(cursor, CURSOR_SHAPE) if cursor else None
+@cache
+def _across_query(by_project: bool, after_kind: int | None) -> Select:
+    """The listing's statement for one shape (a project or all; from the start or after a cursor's kind), built
+    once with every value bound, as _project_query is."""
+    limit = bindparam("limit", type_=Integer, literal_execute=True)
     parts = []
     for kind_index, model in enumerate(LISTINGS):
         query = ACROSS[model].where(live(model))
-        if project is not None:
-            query = query.where(model.project_id == project.id)
-        if after is not None:
-            key, since = tuple_(model.project_id, model.name), tuple_(after[0], after[1])
+        if by_project:
+            query = query.where(model.project_id == select(Project.id).where(
+                Project.name == bindparam("project")).scalar_subquery())
+        if after_kind is not None:
+            key = tuple_(model.project_id, model.name)
+            since = tuple_(bindparam("after_project_id"), bindparam("after_name"))
             # At the cursor's own (project, name), a kind after the cursor's is still to come.
-            query = query.where(key >= since if kind_index > after[2] else key > since)
-        parts.append(select(query.order_by(model.project_id, model.name).limit(limit + 1).subquery()))
+            query = query.where(key >= since if kind_index > after_kind else key > since)
+        parts.append(select(query.order_by(model.project_id, model.name).limit(limit).subquery()))
     merged = union_all(*parts).subquery()
-    rows = session.execute(select(merged).order_by(merged.c.project_id, merged.c.name, merged.c.kind_index)
-                           .limit(limit + 1)).all()
+    return select(merged).order_by(merged.c.project_id, merged.c.name, merged.c.kind_index).limit(limit)
+
+
+def across_page(connection: Connection, project: str | None, limit: int, cursor: str | None) -> Page:
+    """A page of the live volumes of every project (or of `project`), both kinds, ordered by (project, name,
+    kind), in one statement: each kind's next rows from its live (project_id, name) index, from the cursor on,
+    merged and cut to the page by the database (its collation orders names, which Python's need not match).
+    Items are the kind's, with `kind`. An empty page of a project may mean there is no such project: the caller
+    asks."""
+    params = {"project": project, "limit": limit + 1}
+    after_kind = None
+    if cursor:
+        params["after_project_id"], params["after_name"], after_kind = decode_cursor(cursor, CURSOR_SHAPE)
+    rows = connection.execute(_across_query(project is not None, after_kind), params).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    items = [{**ITEMS[row.kind_index](_kind_columns(row), row.project), "kind": KIND_NAMES[row.kind_index]}
-             for row in rows]
+    items = []
+    for row in rows:
+        kind_index, project_name = row[COMMON_WIDTH], row[COMMON_WIDTH + 1]
+        items.append({**ITEMS[kind_index](_kind_columns(row, kind_index), project_name),
+                      "kind": KIND_NAMES[kind_index]})
     return Page(items=items, next_cursor=encode_cursor([rows[-1].project_id, rows[-1].name, rows[-1].kind_index])
                 if more else None)

@@ -226,8 +226,12 @@ def list_across(identity: Identity, project: str | None, limit: int, cursor: str
     project = project or only_project(identity, "volumes")
     if project is not None:
         identity.require_read(project)
-    with db.reading() as session:
-        return listing.across_page(session, projects.find(session, project) if project else None, limit, cursor)
+    with db.read_connection() as connection:
+        page = listing.across_page(connection, project, limit, cursor)
+    if project is not None and not page.items:
+        with db.reading() as session:
+            projects.find(session, project)  # a project with no volume, or no such project (404)
+    return page
 
 
 def only_project(identity: Identity, what: str) -> str | None:
