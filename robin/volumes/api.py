@@ -3,7 +3,7 @@ schemas; their snapshots are robin.snapshots.api, nested in both. Adoption sits 
 `/api/v2/volumes`, the volumes of both kinds in every project a token sees, in one listing."""
 from __future__ import annotations
 
-from flask import g
+from flask import g, jsonify
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -47,7 +47,9 @@ class RbdImageItem(MethodView):
     @rbd_images.arguments(GET_ARGS, location="query")
     @rbd_images.response(200, schemas.RbdImageSchema)
     def get(self, args, project, name):
-        return service.get(g.identity, RBD, project, name, with_used=args["with_used"])
+        if args["with_used"]:  # measured in Ceph: the volume's row, then its used bytes
+            return service.get(g.identity, RBD, project, name, with_used=True)
+        return jsonify(service.get_item(g.identity, RBD, project, name))  # written as the schema would
 
     @rbd_images.arguments(schemas.RbdImagePatchSchema)
     @rbd_images.response(200, schemas.RbdImageSchema)
@@ -108,7 +110,9 @@ class CephfsPathItem(MethodView):
     @cephfs_paths.arguments(GET_ARGS, location="query")
     @cephfs_paths.response(200, schemas.CephfsPathSchema)
     def get(self, args, project, name):
-        return service.get(g.identity, CEPHFS, project, name, with_used=args["with_used"])
+        if args["with_used"]:  # measured in Ceph: the volume's row, then its used bytes
+            return service.get(g.identity, CEPHFS, project, name, with_used=True)
+        return jsonify(service.get_item(g.identity, CEPHFS, project, name))  # written as the schema would
 
     @cephfs_paths.arguments(schemas.CephfsPathPatchSchema)
     @cephfs_paths.response(200, schemas.CephfsPathSchema)

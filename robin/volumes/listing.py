@@ -173,6 +173,20 @@ def _project_query(model: type[Volume], trashed: bool, after: bool) -> Select:
     return query.order_by(*order).limit(bindparam("limit", type_=Integer, literal_execute=True))
 
 
+@cache
+def _volume_query(model: type[Volume]) -> Select:
+    """One live volume of a project by name, in a listing's columns, built once per kind."""
+    query, _ = LISTINGS[model]
+    project_id = select(Project.id).where(Project.name == bindparam("project")).scalar_subquery()
+    return query.where(model.project_id == project_id, model.name == bindparam("name"), live(model))
+
+
+def volume_item(connection: Connection, model: type[Volume], project: str, name: str) -> dict | None:
+    """The project's live volume of that name as its listing writes it; None if there is none (or no project)."""
+    row = connection.execute(_volume_query(model), {"project": project, "name": name}).first()
+    return None if row is None else LISTINGS[model][1](row, project)
+
+
 def project_page(connection: Connection, model: type[Volume], project: str, limit: int, cursor: str | None,
                  trashed: bool = False) -> Page:
     """A page of one project's live volumes of a kind (or those in its trash), by name, items in their wire form.

@@ -52,9 +52,13 @@ def find(session: Session, kind: Kind, project: str, name: str) -> Volume:
     volume = session.scalar(_find_query(kind.model), {"project": project, "name": name})
     if volume is None:
         projects.find(session, project)
-        raise NotFound(f"{kind.noun} {name!r} does not exist in project {project!r}", code="volume_not_found",
-                       details={"project": project, "name": name})
+        raise volume_not_found(kind, project, name)
     return volume
+
+
+def volume_not_found(kind: Kind, project: str, name: str) -> NotFound:
+    return NotFound(f"{kind.noun} {name!r} does not exist in project {project!r}", code="volume_not_found",
+                    details={"project": project, "name": name})
 
 
 @cache
@@ -207,6 +211,18 @@ def get(identity: Identity, kind: Kind, project: str, name: str, *, with_used: b
     if with_used:
         volume.used_bytes = used_bytes(volume)  # transient: only the response carries it
     return volume
+
+
+def get_item(identity: Identity, kind: Kind, project: str, name: str) -> dict:
+    """The project's live volume of that name in its wire form, as its listing writes it: one statement."""
+    identity.require_read(project)
+    with db.read_connection() as connection:
+        item = listing.volume_item(connection, kind.model, project, name)
+    if item is None:
+        with db.reading() as session:
+            projects.find(session, project)  # which of the two does not exist
+        raise volume_not_found(kind, project, name)
+    return item
 
 
 def list_page(identity: Identity, kind: Kind, project: str, limit: int, cursor: str | None,
