@@ -19,7 +19,9 @@ issuing its next request as soon as the last one is answered (closed loop). Repo
 (answers with the expected status over the phase's wall time), p50/p99 latency, errors, the generator's own CPU
 (in cores) and the load average. Prints Markdown, writes JSON (--json) with the machine and robin's commit.
 
-    .venv/bin/python benchmarks/load.py [--duration 30] [--json out.json]
+    .venv/bin/python benchmarks/load.py [--duration 30] [--reads-only] [--json out.json]
+
+--reads-only runs the GET phases and the bare app alone (no POST phases, no raw phase).
 
 Everything it starts (cluster daemons, PostgreSQL, the servers) is stopped by pid in `finally`, Ctrl-C and
 SIGTERM included. On a dev cluster it started, the volumes made are left to go with it; with --ceph-conf they are
@@ -280,7 +282,8 @@ def robin_phases(label: str, urls: list[str], token: str, args, run_id: str, pur
     tag, numbers = uuid.uuid4().hex[:4], itertools.count()  # one name per request, warm-up included
     create = Target("POST", f"/api/v2/projects/{project}/rbd-images", token, 201,
                     lambda: {"name": f"w{tag}-{next(numbers)}", "size_bytes": GiB})
-    writes = phase(f"{label}, {len(urls)} replica(s)", urls, create, args.write_concurrency, args)
+    writes = None if args.reads_only else phase(f"{label}, {len(urls)} replica(s)", urls, create,
+                                                 args.write_concurrency, args)
     return {"replicas": len(urls), "page_bytes": len(page), "page": page, "reads": reads, "writes": writes}
 
 
@@ -371,19 +374,24 @@ def markdown(report: dict) -> str:
         if key in p:
             setup = f"robin, {label}, {p[key]['replicas']} replica(s)"
             lines.append(table_row(setup, f"`GET` {PAGE}-item page", p[key]["reads"]))
-            lines.append(table_row(setup, "`POST` create (1 GiB image)", p[key]["writes"]))
-    lines.append(table_row("raw bindings, one connection", "`RBD().create`", p["raw"]))
-    raw = p["raw"]["per_s"]
+            if p[key]["writes"] is not None:
+                lines.append(table_row(setup, "`POST` create (1 GiB image)", p[key]["writes"]))
+    if "raw" in p:
+        lines.append(table_row("raw bindings, one connection", "`RBD().create`", p["raw"]))
     goals = []
     for key, label in (("postgresql", "PostgreSQL"), ("sqlite", "SQLite")):
         if key in p:
             reads, writes = p[key]["reads"], p[key]["writes"]
             tail = reads["p99_ms"] / reads["p50_ms"] if reads["p50_ms"] else float("inf")
-            goals.append(f"{label}: reads >= {GOAL_READS_PER_S:g}/s {verdict(reads['per_s'] >= GOAL_READS_PER_S)} "
-                         f"({reads['per_s']:.0f}/s), p99 <= {GOAL_P99_OVER_P50:g}x p50 "
-                         f"{verdict(tail <= GOAL_P99_OVER_P50)} ({tail:.1f}x), writes within {GOAL_WRITES_VS_RAW:g}x"
-                         f" of raw {verdict(writes['per_s'] * GOAL_WRITES_VS_RAW >= raw)} "
-                         f"({raw / writes['per_s']:.1f}x slower)" if writes["per_s"] else "no write succeeded")
+            goal = (f"{label}: reads >= {GOAL_READS_PER_S:g}/s {verdict(reads['per_s'] >= GOAL_READS_PER_S)} "
+                    f"({reads['per_s']:.0f}/s), p99 <= {GOAL_P99_OVER_P50:g}x p50 "
+                    f"{verdict(tail <= GOAL_P99_OVER_P50)} ({tail:.1f}x)")
+            if writes is not None:
+                raw = p["raw"]["per_s"]
+                goal += (f", writes within {GOAL_WRITES_VS_RAW:g}x of raw "
+                         f"{verdict(writes['per_s'] * GOAL_WRITES_VS_RAW >= raw)} ({raw / writes['per_s']:.1f}x slower)"
+                         if writes["per_s"] else ", no write succeeded")
+            goals.append(goal)
     lines += ["", "Goals: " + "; ".join(goals) + "."]
     bare = p["bare"]["reads"]
     lines += ["", f"The load generator (this process, {s['read_concurrency']} threads) drove the bare app at "
@@ -404,6 +412,8 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers per robin replica and bare app")
     parser.add_argument("--replicas", type=int, default=2, help="robin replicas on PostgreSQL")
     parser.add_argument("--no-sqlite", action="store_true", help="skip the one-replica SQLite comparison")
+    parser.add_argument("--reads-only", action="store_true", help="only the GET phases and the bare app: no "
+                                                                   "creates, no raw binding phase")
     parser.add_argument("--ceph-conf", help="use this cluster instead of starting a dev cluster")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
@@ -427,7 +437,8 @@ def run(args, report: dict, stack: ExitStack) -> None:
     made: list[str] = []
     if args.ceph_conf:
         stack.callback(remove_images, ioctx, made)
-    phases["raw"] = raw_creates(ioctx, args.write_concurrency, args, made)
+    if not args.reads_only:
+        phases["raw"] = raw_creates(ioctx, args.write_concurrency, args, made)
     if not args.no_sqlite:
         phases["sqlite"] = measure_robin("SQLite", 1, make_database(stack), conf, args, run_id)
         phases["sqlite"].pop("page")

@@ -1,7 +1,8 @@
 """Engine, sessions and the unit-of-work helper.
 
 Services own transactions: `with db.unit_of_work() as session:` commits on success and rolls back
-on any error; `db.reading()` is for transactions that only read.
+on any error; `db.reading()` is for transactions that only read, `db.read_connection()` for those that only read
+with Core statements.
 
 On SQLite a unit of work starts with BEGIN IMMEDIATE: the write lock is taken before the first
 read, so two quota reservations cannot both read the same usage, and a transaction never fails
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, DateTime, Engine, Enum, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -30,6 +33,12 @@ SQLITE_BUSY_TIMEOUT_S = 30
 # break the connection, so a request gets an error instead of a worker thread held for good.
 POSTGRES_CONNECT_ARGS = {"connect_timeout": 5, "tcp_user_timeout": 15_000, "keepalives": 1,
                          "keepalives_idle": 15, "keepalives_interval": 5, "keepalives_count": 3}
+# A pooled PostgreSQL connection that sat idle this long is pinged (one round trip) before a request uses it: a
+# database restart, a failover or a proxy's idle timeout ends connections that wait in the pool, and the ping
+# replaces such a one unnoticed. One back from a request moments ago is used as it is: pinging every checkout
+# cost a round trip per request under load. Should it have died meanwhile, its request fails (503,
+# database_unavailable) and the pool drops every connection opened before, so the next requests reconnect.
+POSTGRES_IDLE_PING_S = 5.0
 _PACKAGE_DIR = Path(__file__).resolve().parent
 # Installed from the wheel, the migrations are robin/_migrations (setup.py maps the top-level migrations/ there). Run
 # from a checkout (an editable install, or the checkout on PYTHONPATH), they are its migrations/, which `robin db
@@ -98,6 +107,28 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def _ping_idle_connections(engine: Engine, idle_s: float) -> None:
+    """Ping a connection on checkout only when it has been idle in the pool for idle_s or more."""
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection, record):
+        record.info["robin_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection, record, _proxy):
+        idle_since = record.info.pop("robin_idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since < idle_s:
+            return  # just connected, or busy
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            if not engine.dialect.is_disconnect(exc, dbapi_connection, None):
+                raise
+            alive = False
+        if not alive:
+            # The pool replaces this connection and checks out again (SQLAlchemy's documented way).
+            raise DisconnectionError("the pooled connection was closed while it was idle")
+
+
 def _no_hook(_connection: Connection) -> AbstractContextManager:
     return nullcontext()
 
@@ -122,9 +153,11 @@ class Database:
         is_sqlite = make_url(url).get_backend_name() == "sqlite"
         connect_args = ({"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False} if is_sqlite
                         else dict(POSTGRES_CONNECT_ARGS))
-        engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not is_sqlite)
+        engine = create_engine(url, connect_args=connect_args)
         if is_sqlite:
-            _configure_sqlite(engine)
+            _configure_sqlite(engine)  # a file: nothing to lose while idle
+        else:
+            _ping_idle_connections(engine, POSTGRES_IDLE_PING_S)
         self.engine = engine
         self._read_sessions = sessionmaker(bind=engine, expire_on_commit=False)
         self._write_engine = engine.execution_options(robin_write_lock=True)
@@ -144,6 +177,15 @@ class Database:
 
     def reading(self) -> AbstractContextManager[Session]:
         return self._transaction(self._read_sessions, writes=False)
+
+    @contextmanager
+    def read_connection(self) -> Iterator[Connection]:
+        """A Core connection in a read transaction, for the statements of the hot read paths (listings): half
+        the Python of an ORM session around the same statement."""
+        if self.engine is None:
+            raise RuntimeError("database not configured")
+        with self.engine.connect() as connection, connection.begin():
+            yield connection
 
     @contextmanager
     def writing(self) -> Iterator[Connection]:

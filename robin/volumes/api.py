@@ -3,7 +3,7 @@ schemas; their snapshots are robin.snapshots.api, nested in both. Adoption sits 
 `/api/v2/volumes`, the volumes of both kinds in every project a token sees, in one listing."""
 from __future__ import annotations
 
-from flask import g
+from flask import g, jsonify
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -15,6 +15,9 @@ from robin.volumes import adoption, schemas, service
 from robin.volumes.kinds import CEPHFS, RBD
 
 PROJECT_PREFIX = "/api/v2/projects/<project>"
+# The read routes' query arguments as schema instances, made once: given a class, webargs makes an instance per
+# request, which cost a listing more than decoding its cursor.
+LIST_ARGS, GET_ARGS, LISTING_ARGS = schemas.VolumeListArgs(), schemas.VolumeGetArgs(), schemas.VolumeListingArgs()
 
 # --- rbd-images ---------------------------------------------------------------------------------
 
@@ -24,7 +27,7 @@ rbd_images = Blueprint("rbd-images", __name__, url_prefix=f"{PROJECT_PREFIX}/rbd
 
 @rbd_images.route("")
 class RbdImageCollection(MethodView):
-    @rbd_images.arguments(schemas.VolumeListArgs, location="query")
+    @rbd_images.arguments(LIST_ARGS, location="query")
     @rbd_images.response(200, schemas.RbdImagePageSchema)
     def get(self, args, project):
         return page_response(service.list_page(g.identity, RBD, project, args["limit"], args["cursor"],
@@ -41,10 +44,12 @@ class RbdImageCollection(MethodView):
 
 @rbd_images.route("/<name>")
 class RbdImageItem(MethodView):
-    @rbd_images.arguments(schemas.VolumeGetArgs, location="query")
+    @rbd_images.arguments(GET_ARGS, location="query")
     @rbd_images.response(200, schemas.RbdImageSchema)
     def get(self, args, project, name):
-        return service.get(g.identity, RBD, project, name, with_used=args["with_used"])
+        if args["with_used"]:  # measured in Ceph: the volume's row, then its used bytes
+            return service.get(g.identity, RBD, project, name, with_used=True)
+        return jsonify(service.get_item(g.identity, RBD, project, name))  # written as the schema would
 
     @rbd_images.arguments(schemas.RbdImagePatchSchema)
     @rbd_images.response(200, schemas.RbdImageSchema)
@@ -87,7 +92,7 @@ cephfs_paths = Blueprint("cephfs-paths", __name__, url_prefix=f"{PROJECT_PREFIX}
 
 @cephfs_paths.route("")
 class CephfsPathCollection(MethodView):
-    @cephfs_paths.arguments(schemas.VolumeListArgs, location="query")
+    @cephfs_paths.arguments(LIST_ARGS, location="query")
     @cephfs_paths.response(200, schemas.CephfsPathPageSchema)
     def get(self, args, project):
         return page_response(service.list_page(g.identity, CEPHFS, project, args["limit"], args["cursor"],
@@ -102,10 +107,12 @@ class CephfsPathCollection(MethodView):
 
 @cephfs_paths.route("/<name>")
 class CephfsPathItem(MethodView):
-    @cephfs_paths.arguments(schemas.VolumeGetArgs, location="query")
+    @cephfs_paths.arguments(GET_ARGS, location="query")
     @cephfs_paths.response(200, schemas.CephfsPathSchema)
     def get(self, args, project, name):
-        return service.get(g.identity, CEPHFS, project, name, with_used=args["with_used"])
+        if args["with_used"]:  # measured in Ceph: the volume's row, then its used bytes
+            return service.get(g.identity, CEPHFS, project, name, with_used=True)
+        return jsonify(service.get_item(g.identity, CEPHFS, project, name))  # written as the schema would
 
     @cephfs_paths.arguments(schemas.CephfsPathPatchSchema)
     @cephfs_paths.response(200, schemas.CephfsPathSchema)
@@ -169,7 +176,7 @@ listing = Blueprint("volume-listing", __name__, url_prefix="/api/v2/volumes",
 
 @listing.route("")
 class AllVolumes(MethodView):
-    @listing.arguments(schemas.VolumeListingArgs, location="query")
+    @listing.arguments(LISTING_ARGS, location="query")
     @listing.response(200, schemas.VolumeListingPageSchema)
     def get(self, args):
         """The live volumes of the projects this token sees (a member's: its project), or of one `project`, RBD

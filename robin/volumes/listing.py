@@ -4,14 +4,34 @@ relationship loads per row), and a plain function per kind that writes each item
 tests/db/test_listings.py checks the two agree. Marshmallow took over half of a 500-item page.
 
 Pages are keyset pages on the live (project_id, name) unique indexes: a page costs the same at any depth.
+
+Columns whose conversion costs more than the page's query are read as the driver gives them: timestamps as
+SQLite's stored text (which the item rewrites by slicing; parsing it was a fifth of a page), states as their
+string, and the two JSON columns as text decoded once per distinct text (an image's features and metadata repeat
+across a fleet).
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import cache, lru_cache
 
-from sqlalchemy import Select, cast, literal_column, null, select, tuple_, union_all
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    Integer,
+    Select,
+    String,
+    Text,
+    bindparam,
+    cast,
+    literal_column,
+    null,
+    select,
+    tuple_,
+    type_coerce,
+    union_all,
+)
+from sqlalchemy.engine import Connection
 
 from robin.clusters.models import CephCluster
 from robin.pagination import Page, decode_cursor, encode_cursor
@@ -28,22 +48,59 @@ def live(model: type[Volume]):
     return model.state != DELETED
 
 
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+def _iso(value: str | datetime | None) -> str | None:
+    """A timestamp as the schemas write it (datetime.isoformat(), in UTC). PostgreSQL's driver gives a datetime;
+    SQLite gives the text SQLAlchemy stored, 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC, rewritten here by slicing (a
+    whole second has no fraction in isoformat()); any other text is parsed as SQLAlchemy would, naive as UTC."""
+    if value is None:
+        return None
+    if type(value) is not str:
+        return value.isoformat()
+    if len(value) == 26 and value[10] == " " and value[19] == ".":
+        fraction = "" if value.endswith(".000000") else value[19:]
+        return f"{value[:10]}T{value[11:19]}{fraction}+00:00"
+    return datetime.fromisoformat(value).replace(tzinfo=UTC).isoformat()
+
+
+def _raw(column, name: str | None = None):
+    """The column as the driver gives it, without SQLAlchemy's conversion: see _iso and the state's `.value`."""
+    return type_coerce(column, String).label(name or column.key)
+
+
+def _as_text(column, name: str):
+    """A JSON column as its text (PostgreSQL's driver would decode it into new objects for every row)."""
+    return cast(column, Text).label(name)
+
+
+# Distinct texts seen, a bound on the memory: an image's features are one of a few lists, its metadata most often
+# empty. The decoded values are shared between items, which are only ever encoded.
+JSON_TEXTS_KEPT = 4096
+
+
+@lru_cache(maxsize=JSON_TEXTS_KEPT)
+def _features(text: str) -> list[str]:
+    return [str(feature) for feature in json.loads(text)]
+
+
+@lru_cache(maxsize=JSON_TEXTS_KEPT)
+def _metadata(text: str) -> dict:
+    return json.loads(text)
 
 
 def _common_columns(model: type[Volume]) -> list:
     # Labelled by attribute: a CephFS path's size_bytes is its quota_bytes column.
     return [model.id, model.name, CephCluster.name.label("cluster"), model.size_bytes.label("size_bytes"),
-            model.target_size_bytes.label("target_size_bytes"), model.state, model.created_at, model.updated_at,
-            model.deleted_at, model.purge_after, model.created_for, model.project_id]
+            model.target_size_bytes.label("target_size_bytes"), _raw(model.state, "state"),
+            _raw(model.created_at, "created_at"), _raw(model.updated_at, "updated_at"),
+            _raw(model.deleted_at, "deleted_at"), _raw(model.purge_after, "purge_after"), model.created_for,
+            model.project_id]
 
 
 def _rbd_columns() -> list:
     # The parent's name by the model's correlated subquery, an index lookup per clone: a join would have the
     # planner hash the whole table for a page of many images.
-    return [RbdImage.pool, RbdImage.features, RbdImage.image_metadata.label("image_metadata"), RbdImage.parent_id,
-            RbdImage.parent_name.label("parent_name"), RbdImage.parent_snapshot]
+    return [RbdImage.pool, _as_text(RbdImage.features, "features"), _as_text(RbdImage.image_metadata, "image_metadata"),
+            RbdImage.parent_id, RbdImage.parent_name.label("parent_name"), RbdImage.parent_snapshot]
 
 
 def _cephfs_columns() -> list:
@@ -58,25 +115,31 @@ def _cephfs_query(*columns) -> Select:
     return select(*_common_columns(CephfsPath), *columns).join(CephCluster, CephCluster.id == CephfsPath.cluster_id)
 
 
-def _common_item(row, project: str) -> dict:
-    """VolumeSchema's fields (used_bytes only ever comes with a single volume's ?with_used=true)."""
-    return {"id": row.id, "name": row.name, "project": project, "cluster": row.cluster,
-            "provisioned_bytes": max(row.size_bytes, row.target_size_bytes or 0), "state": row.state.value,
-            "created_at": _iso(row.created_at), "updated_at": _iso(row.updated_at),
-            "deleted_at": _iso(row.deleted_at), "purge_after": _iso(row.purge_after),
-            "created_for": row.created_for}
-
-
+# The items unpack their row by position, in _common_columns' order then the kind's: a row's attributes by name
+# cost four times as much for a page.
 def rbd_image_item(row, project: str) -> dict:
-    """An image as RbdImageSchema writes it."""
-    parent = None if row.parent_id is None else {"image": row.parent_name, "snapshot": row.parent_snapshot}
-    return {**_common_item(row, project), "pool": row.pool, "size_bytes": row.size_bytes, "parent": parent,
-            "features": [str(feature) for feature in row.features], "metadata": dict(row.image_metadata)}
+    """An image as RbdImageSchema writes it (VolumeSchema's fields first: used_bytes only ever comes with a single
+    volume's ?with_used=true)."""
+    (id_, name, cluster, size, target_size, state, created_at, updated_at, deleted_at, purge_after, created_for,
+     _project_id, pool, features, metadata, parent_id, parent_name, parent_snapshot) = row
+    return {"id": id_, "name": name, "project": project, "cluster": cluster,
+            "provisioned_bytes": max(size, target_size or 0), "state": state,
+            "created_at": _iso(created_at), "updated_at": _iso(updated_at), "deleted_at": _iso(deleted_at),
+            "purge_after": _iso(purge_after), "created_for": created_for,
+            "pool": pool, "size_bytes": size,
+            "parent": None if parent_id is None else {"image": parent_name, "snapshot": parent_snapshot},
+            "features": _features(features), "metadata": _metadata(metadata)}
 
 
 def cephfs_path_item(row, project: str) -> dict:
-    """A path as CephfsPathSchema writes it."""
-    return {**_common_item(row, project), "fs": row.fs_name, "path": row.path, "quota_bytes": row.size_bytes}
+    """A path as CephfsPathSchema writes it (VolumeSchema's fields first)."""
+    (id_, name, cluster, size, target_size, state, created_at, updated_at, deleted_at, purge_after, created_for,
+     _project_id, fs_name, path) = row
+    return {"id": id_, "name": name, "project": project, "cluster": cluster,
+            "provisioned_bytes": max(size, target_size or 0), "state": state,
+            "created_at": _iso(created_at), "updated_at": _iso(updated_at), "deleted_at": _iso(deleted_at),
+            "purge_after": _iso(purge_after), "created_for": created_for,
+            "fs": fs_name, "path": path, "quota_bytes": size}
 
 
 # Per kind, in KIND_NAMES' order: the model, its listing query and how an item is written. Built once.
@@ -93,21 +156,52 @@ def in_trash(model: type[Volume]):
 TRASH_CURSOR_SHAPE = (str, str)  # the last item's (name, id)
 
 
-def project_page(session: Session, model: type[Volume], project: Project, limit: int, cursor: str | None,
+@cache
+def _project_query(model: type[Volume], trashed: bool, after: bool) -> Select:
+    """A project's page, built once per kind and shape with every value bound: SQLAlchemy keys its cache of
+    compiled statements by walking the statement, which for a statement built per request cost more than the
+    page's query. The project is found by name within it (its unique index), the limit rendered inline (the
+    planner sees it, as it would a literal)."""
+    query, _ = LISTINGS[model]
+    project_id = select(Project.id).where(Project.name == bindparam("project")).scalar_subquery()
+    query = query.where(model.project_id == project_id, in_trash(model) if trashed else live(model))
+    order = (model.name, model.id) if trashed else (model.name,)
+    if after and trashed:
+        query = query.where(tuple_(*order) > tuple_(bindparam("after_name"), bindparam("after_id")))
+    elif after:
+        query = query.where(model.name > bindparam("after_name"))
+    return query.order_by(*order).limit(bindparam("limit", type_=Integer, literal_execute=True))
+
+
+@cache
+def _volume_query(model: type[Volume]) -> Select:
+    """One live volume of a project by name, in a listing's columns, built once per kind."""
+    query, _ = LISTINGS[model]
+    project_id = select(Project.id).where(Project.name == bindparam("project")).scalar_subquery()
+    return query.where(model.project_id == project_id, model.name == bindparam("name"), live(model))
+
+
+def volume_item(connection: Connection, model: type[Volume], project: str, name: str) -> dict | None:
+    """The project's live volume of that name as its listing writes it; None if there is none (or no project)."""
+    row = connection.execute(_volume_query(model), {"project": project, "name": name}).first()
+    return None if row is None else LISTINGS[model][1](row, project)
+
+
+def project_page(connection: Connection, model: type[Volume], project: str, limit: int, cursor: str | None,
                  trashed: bool = False) -> Page:
     """A page of one project's live volumes of a kind (or those in its trash), by name, items in their wire form.
     A live name is unique in its project, the trash may hold several volumes of one name (each deleted in turn):
-    its pages go by (name, id), so a page boundary between two of them skips neither."""
-    query, item = LISTINGS[model]
-    query = query.where(model.project_id == project.id, in_trash(model) if trashed else live(model))
-    order = (model.name, model.id) if trashed else (model.name,)
+    its pages go by (name, id), so a page boundary between two of them skips neither. An empty page may mean there
+    is no such project: the caller asks."""
+    params = {"project": project, "limit": limit + 1}
     if cursor and trashed:
-        query = query.where(tuple_(*order) > tuple_(*decode_cursor(cursor, TRASH_CURSOR_SHAPE)))
+        params["after_name"], params["after_id"] = decode_cursor(cursor, TRASH_CURSOR_SHAPE)
     elif cursor:
-        query = query.where(model.name > decode_cursor(cursor))
-    rows = session.execute(query.order_by(*order).limit(limit + 1)).all()
+        params["after_name"] = decode_cursor(cursor)
+    rows = connection.execute(_project_query(model, trashed, bool(cursor)), params).all()
     more = len(rows) > limit
-    items = [item(row, project.name) for row in rows[:limit]]
+    item = LISTINGS[model][1]
+    items = [item(row, project) for row in rows[:limit]]
     last = items[-1] if more else None
     return Page(items=items, next_cursor=None if last is None else
                 encode_cursor([last["name"], last["id"]] if trashed else last["name"]))
@@ -136,29 +230,54 @@ def _across_queries() -> dict[type[Volume], Select]:
 
 ACROSS = _across_queries()
 ITEMS = tuple(item for _, item in LISTINGS.values())  # by kind index
+COMMON_WIDTH, RBD_WIDTH, CEPHFS_WIDTH = len(_common_columns(RbdImage)), len(_rbd_columns()), len(_cephfs_columns())
 
 
-def across_page(session: Session, project: Project | None, limit: int, cursor: str | None) -> Page:
-    """A page of the live volumes of every project (or of `project`), both kinds, ordered by (project, name,
-    kind), in one statement: each kind's next rows from its live (project_id, name) index, from the cursor on,
-    merged and cut to the page by the database (its collation orders names, which Python's need not match).
-    Items are the kind's, with `kind`."""
-    after = decode_cursor(cursor, CURSOR_SHAPE) if cursor else None
+def _kind_columns(row, kind_index: int) -> tuple:
+    """A row of ACROSS in its kind's item layout: the common columns, then the kind's own (after the kind index
+    and the project, and for a CephFS path the RBD columns' NULLs)."""
+    own = COMMON_WIDTH + 2 + (0 if kind_index == 0 else RBD_WIDTH)
+    return row[:COMMON_WIDTH] + row[own:own + (RBD_WIDTH if kind_index == 0 else CEPHFS_WIDTH)]
+
+
+@cache
+def _across_query(by_project: bool, after_kind: int | None) -> Select:
+    """The listing's statement for one shape (a project or all; from the start or after a cursor's kind), built
+    once with every value bound, as _project_query is."""
+    limit = bindparam("limit", type_=Integer, literal_execute=True)
     parts = []
     for kind_index, model in enumerate(LISTINGS):
         query = ACROSS[model].where(live(model))
-        if project is not None:
-            query = query.where(model.project_id == project.id)
-        if after is not None:
-            key, since = tuple_(model.project_id, model.name), tuple_(after[0], after[1])
+        if by_project:
+            query = query.where(model.project_id == select(Project.id).where(
+                Project.name == bindparam("project")).scalar_subquery())
+        if after_kind is not None:
+            key = tuple_(model.project_id, model.name)
+            since = tuple_(bindparam("after_project_id"), bindparam("after_name"))
             # At the cursor's own (project, name), a kind after the cursor's is still to come.
-            query = query.where(key >= since if kind_index > after[2] else key > since)
-        parts.append(select(query.order_by(model.project_id, model.name).limit(limit + 1).subquery()))
+            query = query.where(key >= since if kind_index > after_kind else key > since)
+        parts.append(select(query.order_by(model.project_id, model.name).limit(limit).subquery()))
     merged = union_all(*parts).subquery()
-    rows = session.execute(select(merged).order_by(merged.c.project_id, merged.c.name, merged.c.kind_index)
-                           .limit(limit + 1)).all()
+    return select(merged).order_by(merged.c.project_id, merged.c.name, merged.c.kind_index).limit(limit)
+
+
+def across_page(connection: Connection, project: str | None, limit: int, cursor: str | None) -> Page:
+    """A page of the live volumes of every project (or of `project`), both kinds, ordered by (project, name,
+    kind), in one statement: each kind's next rows from its live (project_id, name) index, from the cursor on,
+    merged and cut to the page by the database (its collation orders names, which Python's need not match).
+    Items are the kind's, with `kind`. An empty page of a project may mean there is no such project: the caller
+    asks."""
+    params = {"project": project, "limit": limit + 1}
+    after_kind = None
+    if cursor:
+        params["after_project_id"], params["after_name"], after_kind = decode_cursor(cursor, CURSOR_SHAPE)
+    rows = connection.execute(_across_query(project is not None, after_kind), params).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    items = [{**ITEMS[row.kind_index](row, row.project), "kind": KIND_NAMES[row.kind_index]} for row in rows]
+    items = []
+    for row in rows:
+        kind_index, project_name = row[COMMON_WIDTH], row[COMMON_WIDTH + 1]
+        items.append({**ITEMS[kind_index](_kind_columns(row, kind_index), project_name),
+                      "kind": KIND_NAMES[kind_index]})
     return Page(items=items, next_cursor=encode_cursor([rows[-1].project_id, rows[-1].name, rows[-1].kind_index])
                 if more else None)

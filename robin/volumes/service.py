@@ -53,9 +53,13 @@ def find(session: Session, kind: Kind, project: str, name: str) -> Volume:
     volume = session.scalar(_find_query(kind.model), {"project": project, "name": name})
     if volume is None:
         projects.find(session, project)
-        raise NotFound(f"{kind.noun} {name!r} does not exist in project {project!r}", code="volume_not_found",
-                       details={"project": project, "name": name})
+        raise volume_not_found(kind, project, name)
     return volume
+
+
+def volume_not_found(kind: Kind, project: str, name: str) -> NotFound:
+    return NotFound(f"{kind.noun} {name!r} does not exist in project {project!r}", code="volume_not_found",
+                    details={"project": project, "name": name})
 
 
 @cache
@@ -231,12 +235,28 @@ def get(identity: Identity, kind: Kind, project: str, name: str, *, with_used: b
     return volume
 
 
+def get_item(identity: Identity, kind: Kind, project: str, name: str) -> dict:
+    """The project's live volume of that name in its wire form, as its listing writes it: one statement."""
+    identity.require_read(project)
+    with db.read_connection() as connection:
+        item = listing.volume_item(connection, kind.model, project, name)
+    if item is None:
+        with db.reading() as session:
+            projects.find(session, project)  # which of the two does not exist
+        raise volume_not_found(kind, project, name)
+    return item
+
+
 def list_page(identity: Identity, kind: Kind, project: str, limit: int, cursor: str | None,
               trashed: bool = False) -> Page:
     """Live volumes, or (trashed) those in the trash waiting for their purge time; items in their wire form."""
     identity.require_read(project)
-    with db.reading() as session:
-        return listing.project_page(session, kind.model, projects.find(session, project), limit, cursor, trashed)
+    with db.read_connection() as connection:
+        page = listing.project_page(connection, kind.model, project, limit, cursor, trashed)
+    if not page.items:
+        with db.reading() as session:
+            projects.find(session, project)  # a project with none of them, or no such project (404)
+    return page
 
 
 def list_across(identity: Identity, project: str | None, limit: int, cursor: str | None) -> Page:
@@ -244,8 +264,12 @@ def list_across(identity: Identity, project: str | None, limit: int, cursor: str
     project = project or only_project(identity, "volumes")
     if project is not None:
         identity.require_read(project)
-    with db.reading() as session:
-        return listing.across_page(session, projects.find(session, project) if project else None, limit, cursor)
+    with db.read_connection() as connection:
+        page = listing.across_page(connection, project, limit, cursor)
+    if project is not None and not page.items:
+        with db.reading() as session:
+            projects.find(session, project)  # a project with no volume, or no such project (404)
+    return page
 
 
 def only_project(identity: Identity, what: str) -> str | None:

@@ -125,6 +125,24 @@ def test_volume_listing_items_are_what_the_schema_writes(fleet, client_as, colle
                                                              for item in items)
 
 
+@pytest.mark.parametrize("collection", COLLECTIONS)
+def test_one_volume_by_name_is_what_the_schema_writes(fleet, client_as, collection):
+    model, schema = COLLECTIONS[collection]
+    get = client_as("auditor")
+    path = f"/api/v2/projects/{fleet.big_project}/{collection}"
+    names = [item["name"] for item in every_page(get, path, limit=50)]
+    items = {}
+    for name in names:
+        response = get(f"{path}/{name}")
+        assert response.status_code == 200, response.json
+        items[response.json["id"]] = response.json
+    assert items == schema_dumps(model, schema, list(items))
+    missing = get(f"{path}/no-such-volume")
+    assert missing.status_code == 404 and missing.json["error"]["code"] == "volume_not_found", missing.json
+    missing = get(f"/api/v2/projects/no-such-project/{collection}/{names[0]}")
+    assert missing.status_code == 404 and missing.json["error"]["code"] == "project_not_found", missing.json
+
+
 def test_every_volume_listing_pages_through_each_live_volume_once(fleet, client_as):
     get = client_as("admin")
     items = every_page(get, "/api/v2/volumes", limit=9, project=fleet.big_project)

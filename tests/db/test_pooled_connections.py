@@ -1,0 +1,72 @@
+"""PostgreSQL connections wait in robin's pool between requests. One that sat idle is pinged before a request
+uses it, so one the server closed meanwhile (a restart, a failover, a proxy's idle timeout) is replaced unnoticed;
+one back from a request moments ago is used without that round trip, and should it have died, its one request
+fails and the next ones reconnect."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
+
+from robin import db as robin_db
+from robin.db import Database, normalize_url
+from tests.support.net import wait_until
+
+
+@pytest.fixture
+def pooled(backend, database_url, monkeypatch):
+    """pooled(idle_ping_s) -> a Database of its own on the session's PostgreSQL database, pinging connections idle
+    that long."""
+    if backend == "sqlite":
+        pytest.skip("a SQLite connection is a file's: nothing closes it while it waits")
+    made: list[Database] = []
+
+    def make(idle_ping_s: float) -> Database:
+        monkeypatch.setattr(robin_db, "POSTGRES_IDLE_PING_S", idle_ping_s)
+        database = Database()
+        database.configure(database_url)
+        made.append(database)
+        return database
+
+    yield make
+    for database in made:
+        database.dispose()
+
+
+@pytest.fixture
+def terminate(database_url):
+    """terminate(pid): end that server process as a restart would, from a connection of its own."""
+    engine = create_engine(normalize_url(database_url), isolation_level="AUTOCOMMIT")
+
+    def kill(pid: int) -> None:
+        with engine.connect() as connection:
+            assert connection.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            wait_until(lambda: not connection.scalar(
+                text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}), 10, "the backend's end")
+
+    yield kill
+    engine.dispose()
+
+
+def backend_pid(database: Database) -> int:
+    with database.reading() as session:
+        return session.scalar(text("SELECT pg_backend_pid()"))
+
+
+def test_an_idle_connection_the_server_closed_is_replaced_before_a_request_uses_it(pooled, terminate):
+    database = pooled(0.0)  # every pooled connection counts as idle: each checkout pings
+    first = backend_pid(database)
+    terminate(first)
+    second = backend_pid(database)  # no error: the ping found it closed and the pool connected anew
+    assert second != first
+    assert backend_pid(database) == second  # the new connection is pooled in turn
+
+
+def test_a_connection_back_from_a_request_moments_ago_is_used_without_a_ping(pooled, terminate):
+    database = pooled(3600.0)
+    first = backend_pid(database)
+    terminate(first)
+    # Not pinged, so the request meets the closed connection: this is the round trip a ping would have cost.
+    with pytest.raises(OperationalError):
+        backend_pid(database)
+    assert backend_pid(database) != first  # the failure emptied the pool: the next request reconnects
