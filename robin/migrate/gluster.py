@@ -62,9 +62,11 @@ def client_argv(source: GlusterSource, mountpoint: str, log_file: str) -> list[s
     """The FUSE client in the foreground (-N: its pid is the one we started, and it exits on unmount)."""
     # Only read and copied: nothing on it may act as a device, gain privileges or run.
     argv = ["glusterfs", "-N", "--read-only", "--fuse-mountopts=nodev,nosuid,noexec", f"--volfile-id={source.volume}",
-            f"--volfile-server-port={source.port}", f"--log-file={log_file}", "--process-name=fuse"]
+            f"--log-file={log_file}", "--process-name=fuse"]
     argv += [f"--volfile-server={server}" for server in source.servers]
-    return argv + [mountpoint]
+    # After the servers: the client gives this port to the servers named before it, and a server named after it
+    # gets 24007 (with the port first, a source at another port was fetched from 24007 and mounted silently).
+    return argv + [f"--volfile-server-port={source.port}", mountpoint]
 
 
 @contextmanager
