@@ -17,9 +17,11 @@ from robin.migrate.errors import MigrationError
 
 DEFAULT_PORT = 24007  # glusterd's management port, from which clients fetch volfiles
 MOUNT_TIMEOUT_S = 60
-_SPEC = re.compile(r"(?P<servers>[A-Za-z0-9.,\[\]:-]+?)(?::(?P<port>\d+))?:/(?P<volume>[A-Za-z0-9._-]+)"
-                   r"(?P<subdir>/.*)?")
-_SERVER = re.compile(r"\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]+")
+_HEAD = re.compile(r"(?P<servers>[^:].*?)(?::(?P<port>\d+))?")
+_SERVER = re.compile(r"\[[0-9a-f:]+\]|[a-z0-9.-]+")
+_VOLUME = re.compile(r"[A-Za-z0-9._-]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+USAGE = "write server[:port]:/volume[/directory], e.g. gluster-1:/data or 10.0.0.5,10.0.0.6:/data/app"
 
 
 class SourceError(MigrationError):
@@ -35,27 +37,31 @@ class GlusterSource:
 
     @classmethod
     def parse(cls, spec: str) -> GlusterSource:
-        match = _SPEC.fullmatch(spec)
-        if not match:
-            raise SourceError("invalid_source", f"{spec!r} is not a GlusterFS source: write server[:port]:/volume"
-                                                f"[/directory], e.g. gluster-1:/data or 10.0.0.5,10.0.0.6:/data/app")
-        servers = tuple(s for s in match["servers"].split(",") if s)
+        """One spelling per source, so that a rerun finds the migration an earlier one started however either was
+        written: host names in lower case (DNS ignores case), each server once, glusterd's default port left out,
+        no empty, trailing or repeated slashes (`gluster-1:24007://data/app/` is `gluster-1:/data/app`)."""
+        head, _, path = spec.partition(":/")
+        match = _HEAD.fullmatch(head)
+        parts = [part for part in path.split("/") if part]
+        if not match or not parts or _CONTROL.search(spec):
+            raise SourceError("invalid_source", f"{spec!r} is not a GlusterFS source: {USAGE}")
+        servers = tuple(dict.fromkeys(s.lower() for s in match["servers"].split(",") if s))
         if not servers or not all(_SERVER.fullmatch(s) for s in servers):
             raise SourceError("invalid_source", f"{spec!r}: {match['servers']!r} is not a list of server names")
-        return cls(servers, match["volume"], _clean_subdir(match["subdir"] or "", spec),
-                   int(match["port"] or DEFAULT_PORT))
+        port = int(match["port"] or DEFAULT_PORT)
+        if not 0 < port < 65536:
+            raise SourceError("invalid_source", f"{spec!r}: {port} is not a TCP port")
+        volume, subdir = parts[0], parts[1:]
+        if not _VOLUME.fullmatch(volume):
+            raise SourceError("invalid_source", f"{spec!r}: {volume!r} is not a GlusterFS volume name")
+        if any(part in (".", "..") for part in subdir):
+            raise SourceError("invalid_source", f"{spec!r}: the directory may not contain . or ..")
+        return cls(servers, volume, "/".join(subdir), port)
 
     def __str__(self) -> str:
         port = f":{self.port}" if self.port != DEFAULT_PORT else ""
         subdir = f"/{self.subdir}" if self.subdir else ""
         return f"{','.join(self.servers)}{port}:/{self.volume}{subdir}"
-
-
-def _clean_subdir(subdir: str, spec: str) -> str:
-    parts = [part for part in subdir.split("/") if part]
-    if any(part in (".", "..") for part in parts):
-        raise SourceError("invalid_source", f"{spec!r}: the directory may not contain . or ..")
-    return "/".join(parts)
 
 
 def client_argv(source: GlusterSource, mountpoint: str, log_file: str) -> list[str]:

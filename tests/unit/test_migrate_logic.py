@@ -24,8 +24,19 @@ def test_gluster_source_syntax(spec, servers, port, volume, subdir):
     assert GlusterSource.parse(str(source)) == source
 
 
+@pytest.mark.parametrize("spelling", ["gluster-1:/data/app", "gluster-1:24007:/data/app", "gluster-1://data/app/",
+                                      "GLUSTER-1:24007:/data//app//", "gluster-1,gluster-1:/data/app"])
+def test_every_spelling_of_a_source_is_written_one_way(spelling):
+    assert str(GlusterSource.parse(spelling)) == "gluster-1:/data/app"
+
+
+def test_a_port_other_than_glusterds_is_kept_in_the_spelling():
+    assert str(GlusterSource.parse("[::1]:24999://vol/")) == "[::1]:24999:/vol"
+    assert GlusterSource.parse("[::1]:/vol").servers == ("[::1]",)
+
+
 @pytest.mark.parametrize("spec", ["data", "host:data", ":/data", "host:/", "host:/data/../etc", "a b:/data",
-                                  "host:/vol name"])
+                                  "host:/vol name", "host:0:/vol", "host:65536:/vol", "host:/vol/a\tb"])
 def test_gluster_source_refuses_what_is_not_one(spec):
     with pytest.raises(SourceError) as caught:
         GlusterSource.parse(spec)
