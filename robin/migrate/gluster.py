@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 from robin import mounts
@@ -17,6 +18,7 @@ from robin.migrate.errors import MigrationError
 
 DEFAULT_PORT = 24007  # glusterd's management port, from which clients fetch volfiles
 MOUNT_TIMEOUT_S = 60
+PROBE_TIMEOUT_S = 5.0  # a connection to glusterd, to say why the client gave up
 _HEAD = re.compile(r"(?P<servers>[^:].*?)(?::(?P<port>\d+))?")
 _SERVER = re.compile(r"\[[0-9a-f:]+\]|[a-z0-9.-]+")
 _VOLUME = re.compile(r"[A-Za-z0-9._-]+")
@@ -63,6 +65,10 @@ class GlusterSource:
         subdir = f"/{self.subdir}" if self.subdir else ""
         return f"{','.join(self.servers)}{port}:/{self.volume}{subdir}"
 
+    def addresses(self) -> list[str]:
+        """host:port of each server, as the client asks them in turn."""
+        return [f"{server}:{self.port}" for server in self.servers]
+
 
 def client_argv(source: GlusterSource, mountpoint: str, log_file: str) -> list[str]:
     """The FUSE client in the foreground (-N: its pid is the one we started, and it exits on unmount)."""
@@ -77,19 +83,36 @@ def client_argv(source: GlusterSource, mountpoint: str, log_file: str) -> list[s
 
 @contextmanager
 def mounted(source: GlusterSource, work_dir: str, daemons: mounts.Daemons | None = None):
-    """The source's directory, read-only, for as long as the block runs; unmounted and its client gone after."""
+    """The source's directory, read-only, for as long as the block runs; unmounted and its client gone after, its
+    mountpoint removed, and the client's log too, unless the mount failed (then the error names the log)."""
     daemons = daemons or mounts.Daemons()
     mountpoint = os.path.join(os.path.realpath(work_dir), "source")
     os.makedirs(mountpoint, exist_ok=True)
     if mounts.mount_at(mountpoint) is not None:
         _unmount(mountpoint, daemons, [])  # a killed earlier run's mount: its client may hold a stale layout
-    log_file = os.path.join(work_dir, "glusterfs-client.log")
+    log_file = os.path.join(os.path.realpath(work_dir), "glusterfs-client.log")
+    with suppress(FileNotFoundError):
+        os.unlink(log_file)  # an earlier run's: the log a message names is this mount's alone
     pid = daemons.start(client_argv(source, mountpoint, log_file), log_file)
     try:
         _wait_mounted(source, mountpoint, pid, daemons, log_file)
+    except BaseException:
+        _unmount(mountpoint, daemons, [pid])
+        remove_empty_dir(mountpoint)
+        raise  # its message names the log, which is kept
+    try:
         yield _directory(source, mountpoint)
     finally:
         _unmount(mountpoint, daemons, [pid])
+        remove_empty_dir(mountpoint)
+        with suppress(FileNotFoundError):
+            os.unlink(log_file)
+
+
+def remove_empty_dir(path: str) -> None:
+    """rmdir: never a directory that holds anything, nor a mountpoint still in use (EBUSY)."""
+    with suppress(FileNotFoundError, OSError):
+        os.rmdir(path)
 
 
 def _directory(source: GlusterSource, mountpoint: str) -> str:
@@ -106,19 +129,80 @@ def _directory(source: GlusterSource, mountpoint: str) -> str:
 def _wait_mounted(source: GlusterSource, mountpoint: str, pid: int, daemons: mounts.Daemons, log_file: str) -> None:
     def ready() -> bool:
         if not daemons.alive(pid):
-            raise SourceError("source_unreachable", f"cannot mount {source}: the GlusterFS client exited: "
-                                                    f"{mounts.log_tail(log_file)}")
+            raise SourceError("source_unreachable", f"cannot mount {source}: {_why_not(source, log_file)}; "
+                                                    f"the client's log: {log_file}")
         return mounts.mount_at(mountpoint) is not None
 
     if not mounts.wait_for(ready, MOUNT_TIMEOUT_S):
         daemons.stop(pid)
-        raise SourceError("source_unreachable", f"cannot mount {source} within {MOUNT_TIMEOUT_S}s: "
-                                                f"{mounts.log_tail(log_file)}")
+        raise SourceError("source_unreachable", f"cannot mount {source}: the GlusterFS client did not mount it "
+                                                f"within {MOUNT_TIMEOUT_S}s{_last_error(log_file)}; the client's "
+                                                f"log: {log_file}")
     # The mount shows before the client has the volume's layout; the first lookup waits for it, or fails.
     try:
         os.stat(mountpoint)
     except OSError as exc:
-        raise SourceError("source_unreachable", f"{source} is mounted but cannot be read: {exc}") from exc
+        raise SourceError("source_unreachable", f"cannot read {source} ({exc.strerror}){_last_error(log_file)}; "
+                                                f"the client's log: {log_file}") from exc
+
+
+def _why_not(source: GlusterSource, log_file: str) -> str:
+    """Why the client gave up, in one line: what glusterd answered (the client logs the refusal of the server it
+    asked last), else what a connection to each server meets (the client does not log why one failed)."""
+    errors = _log_errors(log_file)
+    refusals = [(server, said) for server, said in errors if "failed to fetch volume file" in said]
+    if refusals:
+        server, said = refusals[-1]
+        return (f"glusterd at {server or source.servers[0]}:{source.port} said {said!r} (no started volume "
+                f"{source.volume!r} there?)")
+    failures = {address: _connection_failure(address) for address in source.addresses()}
+    if all(failures.values()):
+        return "no glusterd answers at " + ", ".join(f"{address} ({why})" for address, why in failures.items())
+    return f"the GlusterFS client gave up on {', '.join(failures)}{_last_error(log_file)}"
+
+
+def _last_error(log_file: str) -> str:
+    errors = _log_errors(log_file)
+    return f": the client said {errors[-1][1]!r}" if errors else ""
+
+
+_LOG_LINE = re.compile(r"\[[^]]*\] (?P<level>[A-Z]) (?:\[MSGID: \d+\] )?\[[^]]*\] [^:]*: (?P<text>.*)")
+_NEXT_SERVER = re.compile(r"connecting to next volfile server (\S+)")
+MAX_SAID = 300  # characters of the client's own words in a message
+
+
+def _log_errors(log_file: str) -> list[tuple[str | None, str]]:
+    """The error lines of a GlusterFS log (level E) as (the volfile server the client was asking, the text)."""
+    try:
+        with open(log_file, errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return []
+    server, errors = None, []
+    for line in lines:
+        match = _LOG_LINE.fullmatch(line.rstrip())
+        if not match:
+            continue
+        moved = _NEXT_SERVER.search(match["text"])
+        if moved:
+            server = moved.group(1)
+        elif match["level"] == "E":
+            errors.append((server, match["text"][:MAX_SAID]))
+    return errors
+
+
+def _connection_failure(address: str) -> str | None:
+    """Why a TCP connection to host:port fails, or None when it succeeds."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S):
+            return None
+    except socket.gaierror as exc:
+        return f"unknown host: {exc.strerror}"
+    except TimeoutError:
+        return f"no answer within {PROBE_TIMEOUT_S:g}s"
+    except OSError as exc:
+        return (exc.strerror or str(exc)).lower()
 
 
 def _unmount(mountpoint: str, daemons: mounts.Daemons, pids: list[int]) -> None:
