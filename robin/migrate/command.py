@@ -154,7 +154,7 @@ class Migration:
 
     def _measure(self, label: str, source: gluster.GlusterSource, ref: VolumeRef, capacity: int | None = None,
                  pv=None) -> plan.PlanItem:
-        item = plan.PlanItem(label, source, ref, Totals(), 0, capacity, pv)
+        item = plan.PlanItem(label, source, ref, Totals(), None, capacity, pv)
         busy = [what for what, key in ((ref.handle, f"destination-{ref.kind}-{ref.project}-{ref.name}"),
                                        (label, f"source-{hashlib.sha256(str(source).encode()).hexdigest()[:16]}"))
                 if not self._lock(key)]
@@ -168,8 +168,10 @@ class Migration:
                 item.totals = scan(root).totals
         except gluster.SourceError as exc:
             item.refuse(exc.code, exc.message)
+            return item
         except OSError as exc:
             item.refuse("source_unreadable", f"{label}: {exc}")
+            return item
         item.size_bytes = plan.size_for(ref.kind, item.totals, self.options.headroom, capacity)
         return item
 

@@ -30,8 +30,8 @@ class PlanItem:
     label: str  # how reports name the source: its spec, or pv/<name>
     source: GlusterSource
     ref: VolumeRef
-    totals: Totals
-    size_bytes: int
+    totals: Totals  # what the source holds, once measured
+    size_bytes: int | None  # None until the source is measured: a source that cannot be read has no size
     capacity_bytes: int | None = None  # a Kubernetes volume's capacity
     pv: object | None = None  # robin.migrate.kubernetes.GlusterPv
     exists: bool = False  # the destination volume is there already: this run resumes into it
@@ -43,17 +43,23 @@ class PlanItem:
     def ok(self) -> bool:
         return self.refusal is None
 
+    @property
+    def measured(self) -> bool:
+        return self.size_bytes is not None
+
     def refuse(self, code: str, message: str) -> None:
         if self.refusal is None:
             self.refusal_code, self.refusal = code, message
 
     def as_dict(self) -> dict:
+        """The plan of one source; the counts and sizes are null when the source could not be measured."""
         totals = self.totals
+        counts = {"files": totals.files, "directories": totals.directories, "symlinks": totals.symlinks,
+                  "hardlinks": totals.hardlinks, "specials": totals.specials, "logical_bytes": totals.logical_bytes,
+                  "allocated_bytes": totals.allocated_bytes}
         return {"source": self.label, "kind": self.ref.kind, "project": self.ref.project, "name": self.ref.name,
                 "size_bytes": self.size_bytes, "capacity_bytes": self.capacity_bytes, "resume": self.exists,
-                "files": totals.files, "directories": totals.directories, "symlinks": totals.symlinks,
-                "hardlinks": totals.hardlinks, "specials": totals.specials, "logical_bytes": totals.logical_bytes,
-                "allocated_bytes": totals.allocated_bytes, "ok": self.ok,
+                **{key: value if self.measured else None for key, value in counts.items()}, "ok": self.ok,
                 "refusal": None if self.ok else {"code": self.refusal_code, "message": self.refusal}}
 
 
@@ -139,8 +145,10 @@ def table(items: list[PlanItem]) -> str:
         state = "resume" if item.exists else "new"
         if not item.ok:
             state = f"REFUSED {item.refusal_code}: {item.refusal}"
-        rows.append((item.label, item.ref.handle, _gib(item.size_bytes), f"{item.totals.files:,}",
-                     _gib(item.totals.logical_bytes), state))
+        # A source that could not be read shows "-": no size was worked out, and none was asked of the quota.
+        sizes = (_gib(item.size_bytes), f"{item.totals.files:,}", _gib(item.totals.logical_bytes)) \
+            if item.measured else ("-", "-", "-")
+        rows.append((item.label, item.ref.handle, *sizes, state))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
                      + "  " + row[-1] for row in rows)
