@@ -14,6 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from robin.client import RobinApiError, RobinClient, VolumeRef, volume_size
+from robin.migrate.errors import MigrationError
 from robin.migrate.gluster import GlusterSource
 from robin.migrate.names import volume_name
 from robin.migrate.tree import Totals
@@ -68,6 +69,17 @@ def destination_name(source: GlusterSource) -> str:
     return volume_name("-".join(["gluster", source.volume] + ([source.subdir] if source.subdir else [])))
 
 
+def same_source(recorded: str, label: str) -> bool:
+    """Whether a migration record's source is this one, however either was spelled (records written before sources
+    had one spelling included)."""
+    if recorded == label:
+        return True
+    try:
+        return str(GlusterSource.parse(recorded)) == label
+    except MigrationError:
+        return False  # pv/<name>, or no source at all
+
+
 def needed_bytes(kind: str, totals: Totals) -> int:
     if kind == "cephfs":
         return totals.logical_bytes
@@ -101,12 +113,17 @@ def _check_destination(item: PlanItem, client: RobinClient) -> None:
                                   f"quota that fits what is migrated into it")
         elif exc.code != "volume_not_found":
             raise
+        else:
+            _check_name_claim(item, client)
         return
     records = client.migration_records(item.ref.project, item.ref.kind, item.ref.name)
-    if not any(record["source"] == item.label for record in records):
+    if not any(same_source(record["source"], item.label) for record in records):
+        others = sorted({record["source"] for record in records})
         item.refuse("destination_exists", f"{item.ref.kind} volume {item.ref.name!r} exists in project "
-                                          f"{item.ref.project!r} and no migration from {item.label} started it: "
-                                          f"choose another name (--name)")
+                                          f"{item.ref.project!r} and "
+                                          + (f"holds a migration of {', '.join(others)}, not of {item.label}"
+                                             if others else f"no migration from {item.label} started it")
+                                          + ": nothing was changed; choose another name (--name)")
         return
     handed_over = [record for record in records if record["status"] in HANDED_OVER]
     if handed_over:
@@ -121,6 +138,17 @@ def _check_destination(item: PlanItem, client: RobinClient) -> None:
                                              f"bytes, the source now needs {needed_bytes(item.ref.kind, item.totals)}"
                                              f": resize it, then run again")
     item.size_bytes = volume_size(item.ref.kind, volume)
+
+
+def _check_name_claim(item: PlanItem, client: RobinClient) -> None:
+    """A run records `started` before it creates the volume, claiming the name for its source: while that run has
+    not finished (or was killed before it made the volume), the name is not free for another source."""
+    records = client.migration_records(item.ref.project, item.ref.kind, item.ref.name)
+    latest = records[-1] if records else None
+    if latest and latest["status"] == "started" and not same_source(latest["source"], item.label):
+        item.refuse("destination_exists", f"{item.ref.handle} is the destination of a migration of "
+                                          f"{latest['source']} that started at {latest['at']} and has not finished: "
+                                          f"nothing was changed; choose another name (--name) for {item.label}")
 
 
 def _check_quota(project: str, new: list[PlanItem], client: RobinClient) -> None:
