@@ -152,15 +152,25 @@ def _check_name_claim(item: PlanItem, client: RobinClient) -> None:
 
 
 def _check_quota(project: str, new: list[PlanItem], client: RobinClient) -> None:
+    """Refuse every new volume of the project when they do not fit its quota together, naming the limit (or
+    both) they pass: its count of volumes (max_volumes) or its bytes (max_bytes)."""
     if not new:
         return
     usage = client.project_usage(project)
     wanted_bytes, wanted_volumes = sum(item.size_bytes for item in new), len(new)
-    if wanted_bytes <= usage["remaining_bytes"] and wanted_volumes <= usage["remaining_volumes"]:
+    quota, passed = usage["quota"], {}  # the quota field passed -> how
+    if wanted_volumes > usage["remaining_volumes"]:
+        passed["max_volumes"] = (f"its volume-count limit (max_volumes {quota['max_volumes']}, {usage['volumes']} "
+                                 f"in use) leaves room for {usage['remaining_volumes']} more volume(s) and this "
+                                 f"migration makes {wanted_volumes}")
+    if wanted_bytes > usage["remaining_bytes"]:
+        passed["max_bytes"] = (f"its byte limit (max_bytes {quota['max_bytes']}) leaves {usage['remaining_bytes']} "
+                               f"bytes and the new volume(s) need {wanted_bytes}")
+    if not passed:
         return
-    message = (f"project {project!r} has {usage['remaining_bytes']} bytes and {usage['remaining_volumes']} "
-               f"volumes left in its quota; migrating {wanted_volumes} volume(s) into it needs {wanted_bytes} bytes: "
-               f"raise its quota (PATCH /api/v2/projects/{project}) or migrate fewer volumes at once")
+    message = (f"the quota of project {project!r} refuses: {'; '.join(passed.values())}. Nothing was changed; "
+               f"raise its quota ({' and '.join(passed)}: PATCH /api/v2/projects/{project}) or migrate fewer volumes "
+               f"at once")
     for item in new:
         item.refuse("quota_exceeded", message)
 
