@@ -204,6 +204,9 @@ class Migration:
         items = self.plan()
         self._print_plan(items)
         if not all(item.ok for item in items):
+            for item in items:
+                if not item.ok:
+                    print(f"{item.refusal_code}: {item.refusal}", file=sys.stderr)
             return EXIT_REFUSED
         if self.options.dry_run:
             return EXIT_OK
