@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from robin import faults
+from robin.client import VolumeRef
 from robin.migrate import plan
 from robin.migrate.gluster import GlusterSource, SourceError, client_argv
 from robin.migrate.progress import human_duration, render
@@ -72,6 +73,19 @@ def test_capacity_is_a_floor_and_sizes_are_whole_gib():
     assert plan.size_for("cephfs", Totals(file_bytes=3 * GiB + 1), headroom=0) == 4 * GiB
 
 
+def test_a_source_that_could_not_be_read_has_no_size_in_the_plan():
+    unread = plan.PlanItem("h:/gone", GlusterSource(("h",), "gone"), VolumeRef("cephfs", "p", "gluster-gone"),
+                           Totals(), None)
+    unread.refuse("source_unreachable", "cannot mount h:/gone")
+    empty = plan.PlanItem("h:/empty", GlusterSource(("h",), "empty"), VolumeRef("cephfs", "p", "gluster-empty"),
+                          Totals(), plan.size_for("cephfs", Totals(), headroom=0.2))
+    header, unread_row, empty_row = plan.table([unread, empty]).splitlines()
+    assert unread_row.split()[2:5] == ["-", "-", "-"]  # SIZE, FILES, DATA
+    assert empty_row.split()[2:7] == ["1.00", "GiB", "0", "0.00", "GiB"]  # read, and empty: the smallest volume
+    assert unread.as_dict()["size_bytes"] is None and unread.as_dict()["files"] is None
+    assert empty.as_dict()["size_bytes"] == GiB and empty.as_dict()["files"] == 0
+
+
 def test_progress_line():
     line = render("copy data", 512 * 2**20, GiB, 10, 40, rate=64 * 2**20)
     assert line.startswith("copy data [############............]  50%")
@@ -82,3 +96,9 @@ def test_progress_line():
 
 def test_fault_points_can_wait_for_the_nth_time():
     assert faults._armed("a, b@3,c@1") == {"a": 1, "b": 3, "c": 1}
+
+
+def test_a_record_of_another_spelling_is_the_same_source():
+    assert plan.same_source("Gluster-1:24007:/data//app/", "gluster-1:/data/app")
+    assert not plan.same_source("gluster-1:/data", "gluster-1:/data/app")
+    assert not plan.same_source("pv/pv-1", "gluster-1:/data") and plan.same_source("pv/pv-1", "pv/pv-1")
