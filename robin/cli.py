@@ -365,7 +365,7 @@ def migrate_gluster(**flags) -> None:
     robin's API is ROBIN_URL with ROBIN_TOKEN (or ROBIN_TOKEN_FILE); the Gluster client is mounted read-only."""
     from robin.client import ClientConfig, RobinApiError, RobinClient
     from robin.kube.client import KubeError
-    from robin.migrate.command import Migration, UsageError
+    from robin.migrate.command import EXIT_REFUSED, Migration, UsageError
     from robin.migrate.errors import MigrationError
 
     options = _migrate_options(flags)
@@ -378,7 +378,10 @@ def migrate_gluster(**flags) -> None:
         status = Migration(options, client, kube).run()
     except UsageError as exc:
         raise click.UsageError(str(exc)) from exc
-    except (MigrationError, RobinApiError, KubeError) as exc:
+    except MigrationError as exc:  # raised while planning (a source that is none), before anything is made
+        click.echo(f"{exc.code}: {exc.message}", err=True)
+        sys.exit(EXIT_REFUSED)
+    except (RobinApiError, KubeError) as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(status)
 

@@ -71,6 +71,7 @@ class Migration:
         self.out = out or sys.stdout
         self._node: Host | None = None
         self._locks: dict[str, int] = {}  # lock file -> its descriptor, held until the process ends
+        self._made: set[str] = set()  # the work dir's volume directories this run made or used
         self._run = uuid.uuid4().hex  # names this run's records: its `started` one holds the destination in robin
 
     # --- the plan -----------------------------------------------------------------------------------------
@@ -154,7 +155,7 @@ class Migration:
 
     def _measure(self, label: str, source: gluster.GlusterSource, ref: VolumeRef, capacity: int | None = None,
                  pv=None) -> plan.PlanItem:
-        item = plan.PlanItem(label, source, ref, Totals(), 0, capacity, pv)
+        item = plan.PlanItem(label, source, ref, Totals(), None, capacity, pv)
         busy = [what for what, key in ((ref.handle, f"destination-{ref.kind}-{ref.project}-{ref.name}"),
                                        (label, f"source-{hashlib.sha256(str(source).encode()).hexdigest()[:16]}"))
                 if not self._lock(key)]
@@ -168,8 +169,10 @@ class Migration:
                 item.totals = scan(root).totals
         except gluster.SourceError as exc:
             item.refuse(exc.code, exc.message)
+            return item
         except OSError as exc:
             item.refuse("source_unreadable", f"{label}: {exc}")
+            return item
         item.size_bytes = plan.size_for(ref.kind, item.totals, self.options.headroom, capacity)
         return item
 
@@ -192,9 +195,18 @@ class Migration:
     def run(self) -> int:
         if self.options.finalize:
             return self._finalize()
+        try:
+            return self._plan_and_migrate()
+        finally:
+            self._tidy()
+
+    def _plan_and_migrate(self) -> int:
         items = self.plan()
         self._print_plan(items)
         if not all(item.ok for item in items):
+            for item in items:
+                if not item.ok:
+                    print(f"{item.refusal_code}: {item.refusal}", file=sys.stderr)
             return EXIT_REFUSED
         if self.options.dry_run:
             return EXIT_OK
@@ -340,17 +352,35 @@ class Migration:
         return True
 
     def _destination_path(self, ref: VolumeRef) -> str:
-        return destination.mountpoint(self._work_dir(ref, "run"))
+        return destination.mountpoint(os.path.join(self._volume_dir(ref), "run"))
+
+    def _volume_dir(self, ref: VolumeRef) -> str:
+        return os.path.join(self.options.work_dir, f"{ref.kind}-{ref.project}-{ref.name}")
 
     def _work_dir(self, ref: VolumeRef, phase: str) -> str:
-        path = os.path.join(self.options.work_dir, f"{ref.kind}-{ref.project}-{ref.name}", phase)
+        path = os.path.join(self._volume_dir(ref), phase)
         os.makedirs(path, mode=0o700, exist_ok=True)
+        self._made.add(self._volume_dir(ref))
         return path
+
+    def _tidy(self) -> None:
+        """Remove the directories this run made that are empty now: its mounts are gone, and a client's log is
+        kept only when the mount failed, so what is left is a log an error named, or the mounts of a run that
+        was killed (which the next run takes over)."""
+        for volume_dir in self._made:
+            for phase in ("plan", "run"):
+                gluster.remove_empty_dir(os.path.join(volume_dir, phase))
+            gluster.remove_empty_dir(volume_dir)
+        if self._node is not None:
+            gluster.remove_empty_dir(self._node_state_dir())
 
     def _local_node(self) -> Host:
         if self._node is None:
-            self._node = Host(os.path.join(self.options.work_dir, "state"), self.options.rbd_mounter)
+            self._node = Host(self._node_state_dir(), self.options.rbd_mounter)
         return self._node
+
+    def _node_state_dir(self) -> str:
+        return os.path.join(self.options.work_dir, "state")
 
     def _ceph_key(self) -> str:
         return destination.read_key(self.options.ceph_keyring, self.options.ceph_user)

@@ -12,6 +12,7 @@ from robin.ceph import CephError, rbd_ops
 from robin.ceph.connection import CephConnection
 from robin.client import RobinClient, VolumeRef
 from robin.migrate.errors import MigrationError
+from robin.migrate.gluster import remove_empty_dir
 from robin.mounts import Access, Host, MountError
 from robin.mounts.errors import REFUSED
 
@@ -80,16 +81,19 @@ def mountpoint(work_dir: str) -> str:
 
 @contextmanager
 def mounted(host: Host, ref: VolumeRef, volume: dict, ceph: Access, work_dir: str, fs_type: str = RBD_FS_TYPE):
-    """The destination, read-write, for as long as the block runs; unmounted and its daemons stopped after."""
+    """The destination, read-write, for as long as the block runs; unmounted, its daemons stopped and its
+    mountpoint removed after."""
     path = mountpoint(work_dir)
     os.makedirs(path, exist_ok=True)
     volume_id = f"migrate-{ref.handle}"
     try:
         host.stage(volume_id, path, where(ref, volume), ceph, fs_type if ref.kind == "rbd" else "")
     except MountError as exc:
+        remove_empty_dir(path)
         code = "destination_busy" if exc.kind == REFUSED else "destination_mount_failed"
         raise DestinationError(code, f"cannot mount {ref.handle}: {exc.message}") from exc
     try:
         yield path
     finally:
         host.unstage(volume_id, path)
+        remove_empty_dir(path)

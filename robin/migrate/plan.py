@@ -14,6 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from robin.client import RobinApiError, RobinClient, VolumeRef, volume_size
+from robin.migrate.errors import MigrationError
 from robin.migrate.gluster import GlusterSource
 from robin.migrate.names import volume_name
 from robin.migrate.tree import Totals
@@ -30,8 +31,8 @@ class PlanItem:
     label: str  # how reports name the source: its spec, or pv/<name>
     source: GlusterSource
     ref: VolumeRef
-    totals: Totals
-    size_bytes: int
+    totals: Totals  # what the source holds, once measured
+    size_bytes: int | None  # None until the source is measured: a source that cannot be read has no size
     capacity_bytes: int | None = None  # a Kubernetes volume's capacity
     pv: object | None = None  # robin.migrate.kubernetes.GlusterPv
     exists: bool = False  # the destination volume is there already: this run resumes into it
@@ -43,24 +44,41 @@ class PlanItem:
     def ok(self) -> bool:
         return self.refusal is None
 
+    @property
+    def measured(self) -> bool:
+        return self.size_bytes is not None
+
     def refuse(self, code: str, message: str) -> None:
         if self.refusal is None:
             self.refusal_code, self.refusal = code, message
 
     def as_dict(self) -> dict:
+        """The plan of one source; the counts and sizes are null when the source could not be measured."""
         totals = self.totals
+        counts = {"files": totals.files, "directories": totals.directories, "symlinks": totals.symlinks,
+                  "hardlinks": totals.hardlinks, "specials": totals.specials, "logical_bytes": totals.logical_bytes,
+                  "allocated_bytes": totals.allocated_bytes, "acl_entries": totals.acl_entries,
+                  "xattr_entries": totals.xattr_entries}
         return {"source": self.label, "kind": self.ref.kind, "project": self.ref.project, "name": self.ref.name,
                 "size_bytes": self.size_bytes, "capacity_bytes": self.capacity_bytes, "resume": self.exists,
-                "files": totals.files, "directories": totals.directories, "symlinks": totals.symlinks,
-                "hardlinks": totals.hardlinks, "specials": totals.specials, "logical_bytes": totals.logical_bytes,
-                "allocated_bytes": totals.allocated_bytes, "acl_entries": totals.acl_entries,
-                "xattr_entries": totals.xattr_entries, "ok": self.ok,
+                **{key: value if self.measured else None for key, value in counts.items()}, "ok": self.ok,
                 "refusal": None if self.ok else {"code": self.refusal_code, "message": self.refusal}}
 
 
 def destination_name(source: GlusterSource) -> str:
     """gluster-<volume>[-<directory>]."""
     return volume_name("-".join(["gluster", source.volume] + ([source.subdir] if source.subdir else [])))
+
+
+def same_source(recorded: str, label: str) -> bool:
+    """Whether a migration record's source is this one, however either was spelled (records written before sources
+    had one spelling included)."""
+    if recorded == label:
+        return True
+    try:
+        return str(GlusterSource.parse(recorded)) == label
+    except MigrationError:
+        return False  # pv/<name>, or no source at all
 
 
 def needed_bytes(kind: str, totals: Totals) -> int:
@@ -96,12 +114,17 @@ def _check_destination(item: PlanItem, client: RobinClient) -> None:
                                   f"quota that fits what is migrated into it")
         elif exc.code != "volume_not_found":
             raise
+        else:
+            _check_name_claim(item, client)
         return
     records = client.migration_records(item.ref.project, item.ref.kind, item.ref.name)
-    if not any(record["source"] == item.label for record in records):
+    if not any(same_source(record["source"], item.label) for record in records):
+        others = sorted({record["source"] for record in records})
         item.refuse("destination_exists", f"{item.ref.kind} volume {item.ref.name!r} exists in project "
-                                          f"{item.ref.project!r} and no migration from {item.label} started it: "
-                                          f"choose another name (--name)")
+                                          f"{item.ref.project!r} and "
+                                          + (f"holds a migration of {', '.join(others)}, not of {item.label}"
+                                             if others else f"no migration from {item.label} started it")
+                                          + ": nothing was changed; choose another name (--name)")
         return
     handed_over = [record for record in records if record["status"] in HANDED_OVER]
     if handed_over:
@@ -118,16 +141,37 @@ def _check_destination(item: PlanItem, client: RobinClient) -> None:
     item.size_bytes = volume_size(item.ref.kind, volume)
 
 
+def _check_name_claim(item: PlanItem, client: RobinClient) -> None:
+    """A run records `started` before it creates the volume, claiming the name for its source: while that run has
+    not finished (or was killed before it made the volume), the name is not free for another source."""
+    records = client.migration_records(item.ref.project, item.ref.kind, item.ref.name)
+    latest = records[-1] if records else None
+    if latest and latest["status"] == "started" and not same_source(latest["source"], item.label):
+        item.refuse("destination_exists", f"{item.ref.handle} is the destination of a migration of "
+                                          f"{latest['source']} that started at {latest['at']} and has not finished: "
+                                          f"nothing was changed; choose another name (--name) for {item.label}")
+
+
 def _check_quota(project: str, new: list[PlanItem], client: RobinClient) -> None:
+    """Refuse every new volume of the project when they do not fit its quota together, naming the limit (or
+    both) they pass: its count of volumes (max_volumes) or its bytes (max_bytes)."""
     if not new:
         return
     usage = client.project_usage(project)
     wanted_bytes, wanted_volumes = sum(item.size_bytes for item in new), len(new)
-    if wanted_bytes <= usage["remaining_bytes"] and wanted_volumes <= usage["remaining_volumes"]:
+    quota, passed = usage["quota"], {}  # the quota field passed -> how
+    if wanted_volumes > usage["remaining_volumes"]:
+        passed["max_volumes"] = (f"its volume-count limit (max_volumes {quota['max_volumes']}, {usage['volumes']} "
+                                 f"in use) leaves room for {usage['remaining_volumes']} more volume(s) and this "
+                                 f"migration makes {wanted_volumes}")
+    if wanted_bytes > usage["remaining_bytes"]:
+        passed["max_bytes"] = (f"its byte limit (max_bytes {quota['max_bytes']}) leaves {usage['remaining_bytes']} "
+                               f"bytes and the new volume(s) need {wanted_bytes}")
+    if not passed:
         return
-    message = (f"project {project!r} has {usage['remaining_bytes']} bytes and {usage['remaining_volumes']} "
-               f"volumes left in its quota; migrating {wanted_volumes} volume(s) into it needs {wanted_bytes} bytes: "
-               f"raise its quota (PATCH /api/v2/projects/{project}) or migrate fewer volumes at once")
+    message = (f"the quota of project {project!r} refuses: {'; '.join(passed.values())}. Nothing was changed; "
+               f"raise its quota ({' and '.join(passed)}: PATCH /api/v2/projects/{project}) or migrate fewer volumes "
+               f"at once")
     for item in new:
         item.refuse("quota_exceeded", message)
 
@@ -140,8 +184,10 @@ def table(items: list[PlanItem]) -> str:
         state = "resume" if item.exists else "new"
         if not item.ok:
             state = f"REFUSED {item.refusal_code}: {item.refusal}"
-        rows.append((item.label, item.ref.handle, _gib(item.size_bytes), f"{item.totals.files:,}",
-                     _gib(item.totals.logical_bytes), state))
+        # A source that could not be read shows "-": no size was worked out, and none was asked of the quota.
+        sizes = (_gib(item.size_bytes), f"{item.totals.files:,}", _gib(item.totals.logical_bytes)) \
+            if item.measured else ("-", "-", "-")
+        rows.append((item.label, item.ref.handle, *sizes, state))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     return "\n".join(["  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
                       + "  " + row[-1] for row in rows] + _attribute_notes(items))
