@@ -3,50 +3,18 @@ one transaction (the project is found by name within it), however many items it 
 again whether the project exists. A change that adds a round trip to these paths fails here."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-
 import pytest
-from sqlalchemy import event
 
-from robin.db import db
 from tests.conftest import Api, make_token, unique
+from tests.support.costs import counting
 
 pytestmark = pytest.mark.integration
 GiB = 2**30
 
 
-@dataclass
-class Counted:
-    statements: list[str] = field(default_factory=list)
-    transactions: int = 0
-
-
-@contextmanager
-def counting() -> Iterator[Counted]:
-    """The statements (BEGIN not counted) and commits of the API's engine while the block runs."""
-    counted = Counted()
-
-    def on_execute(conn, cursor, statement, parameters, context, executemany):
-        if not statement.lstrip().upper().startswith("BEGIN"):
-            counted.statements.append(statement)
-
-    def on_commit(conn):
-        counted.transactions += 1
-
-    event.listen(db.engine, "before_cursor_execute", on_execute)
-    event.listen(db.engine, "commit", on_commit)
-    try:
-        yield counted
-    finally:
-        event.remove(db.engine, "before_cursor_execute", on_execute)
-        event.remove(db.engine, "commit", on_commit)
-
-
 def get_counted(api, path: str, status: int = 200, **query):
     api.get(path, query_string=query)  # the token's row cached, as on every request but a token's first
-    with counting() as counted:
+    with counting(cold_tokens=False) as counted:
         response = api.get(path, query_string=query)
     assert response.status_code == status, response.json
     return response, counted

@@ -3,17 +3,12 @@ measured when these paths were trimmed (benchmarks/profile_requests.py prints th
 change that adds a round trip fails here. Each request still answers as before and leaves its one audit row."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from robin.audit.models import AuditEvent
-from robin.auth.service import token_cache
-from robin.db import db
 from tests.conftest import unique
+from tests.support.costs import Counted, counting
 
 pytestmark = pytest.mark.integration
 GiB = 2**30
@@ -29,36 +24,6 @@ CEILINGS = {
     "clone_create": (9, 2),
     "cephfs_create": (8, 2),
 }
-
-
-@dataclass
-class Counted:
-    statements: list[str] = field(default_factory=list)
-    transactions: int = 0
-
-
-@contextmanager
-def counting(cold_tokens: bool = True) -> Iterator[Counted]:
-    """The statements and commits of the API's engine while the block runs (with cold_tokens, a token lookup
-    included)."""
-    counted = Counted()
-
-    def on_execute(conn, cursor, statement, parameters, context, executemany):
-        if not statement.lstrip().upper().startswith("BEGIN"):
-            counted.statements.append(statement)
-
-    def on_commit(conn):
-        counted.transactions += 1
-
-    if cold_tokens:
-        token_cache.clear()
-    event.listen(db.engine, "before_cursor_execute", on_execute)
-    event.listen(db.engine, "commit", on_commit)
-    try:
-        yield counted
-    finally:
-        event.remove(db.engine, "before_cursor_execute", on_execute)
-        event.remove(db.engine, "commit", on_commit)
 
 
 def audit_rows(db_rows, project: str) -> list[AuditEvent]:

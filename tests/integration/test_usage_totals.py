@@ -19,7 +19,7 @@ from robin.db import db
 from robin.projects.models import Project
 from robin.volumes.models import VOLUME_MODELS, RbdImage, VolumeState
 from tests.conftest import unique
-from tests.integration.test_request_costs import counting
+from tests.support.costs import counting
 
 pytestmark = pytest.mark.integration
 MiB, GiB = 2**20, 2**30
