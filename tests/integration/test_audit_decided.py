@@ -3,18 +3,18 @@ after the Ceph call succeeded): no transaction of its own after the response, un
 and then the row is corrected to what the client was answered."""
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import event, select
 
 from robin.audit.models import AuditEvent
 from robin.db import db
 from robin.volumes.models import RbdImage, VolumeState
 from tests.conftest import unique
+from tests.support.triggers import row_trigger
 
 pytestmark = pytest.mark.integration
 GiB = 2**30
@@ -39,29 +39,11 @@ def commits() -> Iterator[list[int]]:
         event.remove(db.engine, "commit", on_commit)
 
 
-@contextmanager
-def resize_result_lost(image: str) -> Iterator[None]:
+def resize_result_lost(image: str):
     """A real trigger that makes the database skip the update recording the image's resize (as a concurrent
     request that moved the row first would): the decisive commit commits, the request answers 409."""
-    trigger = "lose_" + re.sub(r"\W", "_", image)
-    skip = f"OLD.name = '{image}' AND OLD.state = 'resizing' AND NEW.state = 'available'"
-    with db.engine.begin() as connection:
-        if db.is_sqlite:
-            connection.exec_driver_sql(f"CREATE TRIGGER {trigger} BEFORE UPDATE ON rbd_images WHEN {skip} "
-                                       "BEGIN SELECT RAISE(IGNORE); END")
-        else:
-            connection.exec_driver_sql(f"CREATE FUNCTION {trigger}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                                       f"IF {skip} THEN RETURN NULL; END IF; RETURN NEW; END $$")
-            connection.exec_driver_sql(f"CREATE TRIGGER {trigger} BEFORE UPDATE ON rbd_images "
-                                       f"FOR EACH ROW EXECUTE FUNCTION {trigger}()")
-    try:
-        yield
-    finally:
-        with db.engine.begin() as connection:
-            connection.execute(text(f"DROP TRIGGER {trigger}" if db.is_sqlite
-                                    else f"DROP TRIGGER {trigger} ON rbd_images"))
-            if not db.is_sqlite:
-                connection.execute(text(f"DROP FUNCTION {trigger}()"))
+    return row_trigger("lose_" + image, "UPDATE", "rbd_images",
+                       f"OLD.name = '{image}' AND OLD.state = 'resizing' AND NEW.state = 'available'")
 
 
 def test_a_success_is_audited_in_the_commit_that_decides_it(admin, new_project, db_rows):

@@ -5,22 +5,21 @@ from __future__ import annotations
 
 import json
 import re
-from contextlib import contextmanager
 from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
 import requests
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from robin.audit.models import AuditEvent
 from robin.clusters.models import CephCluster
-from robin.db import db
 from robin.projects.models import Project
 from robin.volumes.models import CephfsPath, RbdImage, VolumeState
 from tests.conftest import Api, unique
 from tests.integration.test_clusters import admin_key, mon_host
 from tests.support.server import running_server
+from tests.support.triggers import row_trigger
 
 pytestmark = pytest.mark.integration
 QUOTA = {"max_bytes": 10 * 2**30, "max_volumes": 10, "max_snapshots": 5}
@@ -37,30 +36,10 @@ def project_exists(db_rows, name: str) -> bool:
     return bool(db_rows(select(Project).where(Project.name == name)))
 
 
-@contextmanager
 def audit_insert_refused(request_id: str):
     """A real trigger that makes the database refuse the audit row of one request (and only it)."""
-    trigger = "refuse_" + re.sub(r"\W", "_", request_id)
-    with db.engine.begin() as connection:
-        if db.is_sqlite:
-            connection.exec_driver_sql(
-                f"CREATE TRIGGER {trigger} BEFORE INSERT ON audit_events WHEN NEW.request_id = '{request_id}' "
-                "BEGIN SELECT RAISE(ABORT, 'audit row refused'); END")
-        else:
-            connection.exec_driver_sql(
-                f"CREATE FUNCTION {trigger}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                f"IF NEW.request_id = '{request_id}' THEN RAISE EXCEPTION 'audit row refused'; END IF; "
-                "RETURN NEW; END $$")
-            connection.exec_driver_sql(f"CREATE TRIGGER {trigger} BEFORE INSERT ON audit_events "
-                                       f"FOR EACH ROW EXECUTE FUNCTION {trigger}()")
-    try:
-        yield
-    finally:
-        with db.engine.begin() as connection:
-            connection.execute(text(f"DROP TRIGGER {trigger}" if db.is_sqlite
-                                    else f"DROP TRIGGER {trigger} ON audit_events"))
-            if not db.is_sqlite:
-                connection.execute(text(f"DROP FUNCTION {trigger}()"))
+    return row_trigger("refuse_" + request_id, "INSERT", "audit_events", f"NEW.request_id = '{request_id}'",
+                       refuse="audit row refused")
 
 
 def test_unauthenticated_huge_body_is_refused_before_storage(robin_url, admin_token, db_rows):
