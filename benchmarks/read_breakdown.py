@@ -23,9 +23,7 @@ import cProfile
 import json
 import os
 import pstats
-import shutil
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -33,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.listing_at_scale import admin_headers, make_app  # noqa: E402
+from benchmarks.listing_at_scale import admin_headers, make_app, make_database  # noqa: E402
 from tests.support.synthetic import Fleet, populate  # noqa: E402
 
 # (label, file suffix, function name): the pieces of a request, by the function that does each. A piece that a
@@ -58,18 +56,6 @@ PIECES = (
     ("  latency metric, access log, X-Request-Id", "robin/log.py", "_finish"),
     ("  audit hook (reads: nothing)", "robin/audit/service.py", "_audit"),
 )
-
-
-def make_database(stack: ExitStack, postgresql: bool) -> str:
-    if postgresql:
-        from tests.support.postgres import PostgresServer
-
-        server = PostgresServer.start()
-        stack.callback(server.stop)
-        return server.create_database("robin_breakdown")
-    directory = tempfile.mkdtemp(prefix="robin-breakdown-")
-    stack.callback(shutil.rmtree, directory, ignore_errors=True)
-    return f"sqlite:///{directory}/robin.db"
 
 
 def pieces(profile: cProfile.Profile, requests: int) -> dict:
