@@ -126,3 +126,27 @@ def test_attributes_a_destination_refuses_are_reported_per_file(sides):
     assert "security.robin-test" not in os.listxattr(destination / "tagged")
     landed = trees.attributes(destination)
     assert landed["acl-file"] == trees.attributes(source)["acl-file"]
+
+
+def test_a_symlink_carries_no_attributes_of_what_it_points_at(sides, tmp_path):
+    """A tenant's absolute symlink names a file of the host that runs the copy: its attributes are neither read
+    into the destination nor changed through the link, at either side."""
+    source, destination = sides
+    host_file = tmp_path / "host-file"
+    host_file.write_bytes(b"the host's")
+    os.setxattr(host_file, "user.host_secret", b"not the tenant's")
+    subprocess.run(["setfacl", "-m", "u:33:r", str(host_file)], check=True)
+    before = _attributes_of(host_file)
+    os.symlink(host_file, source / "to-the-host")
+    assert xattrs.read(str(source / "to-the-host")) == {}  # the link's own, not its target's
+    copied, verified = copy_and_verify(*sides)
+    assert verified["ok"] and not copied["errors"], (copied, verified)
+    assert os.readlink(destination / "to-the-host") == str(host_file)
+    # What a copy does to an entry whose attributes it does not know (a new one may have inherited a default
+    # ACL): at a link, it removes the link's own ACLs, never its target's.
+    assert xattrs.apply(str(destination / "to-the-host"), {}, None) == []
+    assert _attributes_of(host_file) == before
+
+
+def _attributes_of(path: Path) -> dict:
+    return {name: os.getxattr(path, name) for name in os.listxattr(path)}
