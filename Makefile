@@ -144,5 +144,9 @@ $(BUILD_DIR)/podman/containers.conf:
 	mkdir -p $(@D)
 	printf '[containers]\ndefault_ulimits = []\n' >$@
 
+# The image tests' builds (tests/image) go too; one a container still uses stays.
 clean:
+	-command -v $(CONTAINER_ENGINE) >/dev/null && $(CONTAINER_ENGINE) $(CONTAINER_ENGINE_FLAGS) images \
+	    --format '{{.Repository}}:{{.Tag}}' localhost/robin-test | xargs -r $(CONTAINER_ENGINE) \
+	    $(CONTAINER_ENGINE_FLAGS) rmi
 	rm -rf $(VENV) *.egg-info build dist

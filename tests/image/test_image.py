@@ -82,6 +82,10 @@ class Engine:
     def config(self, image: str) -> dict:
         return json.loads(self.run("image", "inspect", "--format", "{{json .Config}}", image).stdout)
 
+    def tags(self, repository: str) -> list[str]:
+        listed = self.run("images", "--format", "{{.Repository}}:{{.Tag}}", repository).stdout.split()
+        return [tag for tag in listed if tag.startswith(f"{repository}:")]
+
 
 @pytest.fixture(scope="module")
 def engine() -> Engine:
@@ -93,7 +97,15 @@ def image(engine) -> str:
     tag = f"{TEST_REPOSITORY}:{inputs_digest()}"
     if not engine.has_image(tag):
         make("image", f"IMAGE={tag}", timeout=BUILD_TIMEOUT_S)
+        remove_older_test_images(engine, keep=tag)
     return tag
+
+
+def remove_older_test_images(engine: Engine, keep: str) -> None:
+    """Every source change builds a new tag: the older ones would pile up, hundreds of MB each, run after run.
+    Without --force, an image a container still uses (another checkout's test run) stays."""
+    for older in set(engine.tags(TEST_REPOSITORY)) - {keep}:
+        engine.run("rmi", older, check=False)
 
 
 def package_version() -> str:
