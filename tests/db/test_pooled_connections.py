@@ -101,3 +101,18 @@ def test_a_server_process_pools_a_connection_per_thread_and_two_for_maintenance(
     finally:
         create_app(settings)  # robin's one database handle, back to the session's tests' pool
     assert robin_db.db.engine.pool.size() == settings.threads + 2
+
+
+def test_a_core_read_on_postgresql_sends_no_begin_and_its_connection_writes_in_a_transaction_again(pooled):
+    """READ COMMITTED gives every statement its own snapshot anyway: a read in autocommit reads the same without the
+    BEGIN and COMMIT round trips. The pooled connection it used is transactional again for the next writer."""
+    from psycopg.pq import TransactionStatus
+
+    database = pooled(3600.0)
+    for _ in range(2):
+        with database.read_connection() as connection:
+            connection.execute(text("SELECT 1"))
+            assert connection.connection.dbapi_connection.info.transaction_status == TransactionStatus.IDLE
+        with database.writing() as connection:
+            connection.execute(text("SELECT 1"))
+            assert connection.connection.dbapi_connection.info.transaction_status == TransactionStatus.INTRANS
