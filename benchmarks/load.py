@@ -483,15 +483,19 @@ def run(args, report: dict, stack: ExitStack) -> None:
     for number, shape in enumerate(args.shapes):
         if number == 1 and not args.reads_only:
             report["phases"]["raw"] = raw_creates(ioctx, args.write_concurrency, args, made)
-        report["shapes"][f"{shape[0]}x{shape[1]}"] = measure_shape(shape, database_url, conf, args, run_id, stack)
+        # Filled phase by phase: the phases measured are reported even when a later one fails.
+        measure_shape(report["shapes"].setdefault(f"{shape[0]}x{shape[1]}", {}), shape, database_url, conf, args,
+                      run_id, stack)
     if len(args.shapes) == 1 and not args.reads_only:
         report["phases"]["raw"] = raw_creates(ioctx, args.write_concurrency, args, made)
 
 
-def measure_shape(shape: tuple[int, int], database_url: str, conf: str, args, run_id: str, stack: ExitStack) -> dict:
-    """PostgreSQL's replicas, the bare app and SQLite's one replica, each server `shape` workers x threads."""
+def measure_shape(phases: dict, shape: tuple[int, int], database_url: str, conf: str, args, run_id: str,
+                  stack: ExitStack) -> None:
+    """Into `phases`: PostgreSQL's replicas, the bare app and SQLite's one replica, each server `shape` workers x
+    threads."""
     print(f"{time.strftime('%H:%M:%S')} shape {shape[0]} workers x {shape[1]} threads", flush=True)
-    phases = {"postgresql": measure_robin("PostgreSQL", args.replicas, database_url, conf, args, run_id, shape)}
+    phases["postgresql"] = measure_robin("PostgreSQL", args.replicas, database_url, conf, args, run_id, shape)
     page = phases["postgresql"].pop("page")  # robin's own 100-item page: the bare app's constant body
     with bare_servers(args.replicas, *shape, page) as urls:
         phases["bare"] = {"servers": len(urls), "page_bytes": len(page),
@@ -500,7 +504,6 @@ def measure_shape(shape: tuple[int, int], database_url: str, conf: str, args, ru
     if not args.no_sqlite:
         phases["sqlite"] = measure_robin("SQLite", 1, make_database(stack), conf, args, run_id, shape)
         phases["sqlite"].pop("page")
-    return phases
 
 
 def main(argv=None) -> int:
