@@ -19,9 +19,12 @@ issuing its next request as soon as the last one is answered (closed loop). Repo
 (answers with the expected status over the phase's wall time), p50/p99 latency, errors, the generator's own CPU
 (in cores) and the load average. Prints Markdown, writes JSON (--json) with the machine and robin's commit.
 
-    .venv/bin/python benchmarks/load.py [--duration 30] [--reads-only] [--json out.json]
+    .venv/bin/python benchmarks/load.py [--duration 30] [--reads-only] [--shapes 4x8,8x2] [--json out.json]
 
---reads-only runs the GET phases and the bare app alone (no POST phases, no raw phase).
+--reads-only runs the GET phases and the bare app alone (no POST phases, no raw phase). --shapes runs the
+PostgreSQL, bare app and SQLite phases once per shape, WORKERSxTHREADS of each server (default: --workers x
+--threads), on the same cluster and PostgreSQL server; the raw phase runs once. After each robin phase the resident
+memory (RSS) of every gunicorn worker of its servers is read from /proc and reported (mean and largest).
 
 Everything it starts (cluster daemons, PostgreSQL, the servers) is stopped by pid in `finally`, Ctrl-C and
 SIGTERM included. On a dev cluster it started, the volumes made are left to go with it; with --ceph-conf they are
@@ -65,6 +68,7 @@ from benchmarks.api_vs_binding import (  # noqa: E402
     stop_cleanly_on_signals,
 )
 from robin.config import Settings  # noqa: E402
+from tests.support import server as test_server  # noqa: E402
 from tests.support.net import free_port, wait_until  # noqa: E402
 from tests.support.server import running_replica  # noqa: E402
 
@@ -72,6 +76,8 @@ GiB = 2**30
 BODY_ENV = "ROBIN_BENCH_BARE_BODY"  # the file benchmarks/bare_app.py serves
 PAGE = 100
 HTTP_TIMEOUT_S = 60
+# Sixteen workers starting at once on a busy 2-core machine take longer than the tests' minute to answer.
+test_server.START_TIMEOUT_S = max(test_server.START_TIMEOUT_S, 300)
 GOAL_READS_PER_S = 1000.0
 GOAL_P99_OVER_P50 = 5.0
 GOAL_WRITES_VS_RAW = 1.5  # robin's create throughput within 1.5x of the raw binding's
@@ -209,12 +215,27 @@ def stop(process: subprocess.Popen) -> None:
 
 
 @contextmanager
-def robin_replicas(count: int, database_url: str, conf: str, workers: int):
+def robin_replicas(count: int, database_url: str, conf: str, workers: int, threads: int):
     """`count` robin serve replicas on one database (running_replica gives each its own state directory and all
     the same ROBIN_SECRET_KEY, as the Helm chart's Deployment does)."""
+    env = {"PYTHONPATH": str(REPO), "ROBIN_THREADS": str(threads)}
     with ExitStack() as stack:
-        yield [stack.enter_context(running_replica(database_url, conf, workers, {"PYTHONPATH": str(REPO)})).url
-               for _ in range(count)]
+        yield [stack.enter_context(running_replica(database_url, conf, workers, env)) for _ in range(count)]
+
+
+def worker_rss(replicas) -> dict:
+    """The resident memory of the replicas' gunicorn workers (every process of a replica's group but its master),
+    MiB: mean and largest."""
+    sizes = []
+    for replica in replicas:
+        for pid in replica.pids() - {replica.process.pid}:
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue  # a worker that ended meanwhile
+            sizes += [int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmRSS:")]
+    return {"workers": len(sizes), "mean_mib": sum(sizes) / len(sizes) if sizes else None,
+            "max_mib": max(sizes, default=None)}
 
 
 @contextmanager
@@ -260,11 +281,14 @@ def create_images(url: str, token: str, name: str, images: int) -> None:
                       range(images)))
 
 
-def measure_robin(label: str, replicas: int, database_url: str, conf: str, args, run_id: str) -> dict:
+def measure_robin(label: str, replicas: int, database_url: str, conf: str, args, run_id: str,
+                  shape: tuple[int, int]) -> dict:
     token = make_admin_token(database_url, conf)
     # The purge (with --ceph-conf) runs while the replicas still run, on failure too.
-    with robin_replicas(replicas, database_url, conf, args.workers) as urls, ExitStack() as purge:
-        return robin_phases(label, urls, token, args, run_id, purge if args.ceph_conf else None)
+    with robin_replicas(replicas, database_url, conf, *shape) as servers, ExitStack() as purge:
+        result = robin_phases(f"{label}-{shape[0]}x{shape[1]}", [server.url for server in servers], token, args,
+                              run_id, purge if args.ceph_conf else None)
+        return {**result, "memory": worker_rss(servers)}
 
 
 def robin_phases(label: str, urls: list[str], token: str, args, run_id: str, purge: ExitStack | None) -> dict:
@@ -360,44 +384,57 @@ def table_row(setup: str, request: str, r: dict) -> str:
             f"| {r['load_start']} -> {r['load_end']} |")
 
 
+def memory_cell(memory: dict | None) -> str:
+    if not memory or memory["mean_mib"] is None:
+        return ""
+    return f"{memory['mean_mib']:.0f} / {memory['max_mib']:.0f}"
+
+
 def markdown(report: dict) -> str:
-    p = report["phases"]
     s = report["settings"]
-    lines = [f"{s['duration']:g} s per phase after {s['warmup']:g} s untimed; robin serve and the bare app: "
-             f"{s['workers']} gunicorn workers x {s['threads']} threads per server; a {PAGE}-item page is "
-             f"{p['bare']['page_bytes'] / 1024:.0f} KiB.", "",
-             "| setup | request | concurrency | req/s | p50 ms | p99 ms | p99/p50 | errors | load generator CPU "
-             "(cores) | load average |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
-             table_row(f"bare gunicorn app x{p['bare']['servers']} (constant body)", f"`GET` {PAGE}-item page",
-                       p["bare"]["reads"])]
-    for key, label in (("postgresql", "PostgreSQL"), ("sqlite", "SQLite")):
-        if key in p:
-            setup = f"robin, {label}, {p[key]['replicas']} replica(s)"
-            lines.append(table_row(setup, f"`GET` {PAGE}-item page", p[key]["reads"]))
-            if p[key]["writes"] is not None:
-                lines.append(table_row(setup, "`POST` create (1 GiB image)", p[key]["writes"]))
-    if "raw" in p:
-        lines.append(table_row("raw bindings, one connection", "`RBD().create`", p["raw"]))
+    first = next(iter(report["shapes"].values()))
+    lines = [f"{s['duration']:g} s per phase after {s['warmup']:g} s untimed; a {PAGE}-item page is "
+             f"{first['bare']['page_bytes'] / 1024:.0f} KiB. Shape: gunicorn workers x threads per server (robin "
+             "serve and the bare app alike); worker RSS: MiB, mean / largest over the servers' workers.", "",
+             "| shape | setup | request | concurrency | req/s | p50 ms | p99 ms | p99/p50 | errors | load generator "
+             "CPU (cores) | load average | worker RSS MiB |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     goals = []
-    for key, label in (("postgresql", "PostgreSQL"), ("sqlite", "SQLite")):
-        if key in p:
-            reads, writes = p[key]["reads"], p[key]["writes"]
-            tail = reads["p99_ms"] / reads["p50_ms"] if reads["p50_ms"] else float("inf")
-            goal = (f"{label}: reads >= {GOAL_READS_PER_S:g}/s {verdict(reads['per_s'] >= GOAL_READS_PER_S)} "
-                    f"({reads['per_s']:.0f}/s), p99 <= {GOAL_P99_OVER_P50:g}x p50 "
-                    f"{verdict(tail <= GOAL_P99_OVER_P50)} ({tail:.1f}x)")
-            if writes is not None:
-                raw = p["raw"]["per_s"]
-                goal += (f", writes within {GOAL_WRITES_VS_RAW:g}x of raw "
-                         f"{verdict(writes['per_s'] * GOAL_WRITES_VS_RAW >= raw)} ({raw / writes['per_s']:.1f}x slower)"
-                         if writes["per_s"] else ", no write succeeded")
-            goals.append(goal)
+    for shape, p in report["shapes"].items():
+        lines.append(f"| {shape} " + table_row(f"bare gunicorn app x{p['bare']['servers']} (constant body)",
+                                                   f"`GET` {PAGE}-item page", p["bare"]["reads"]) + " |")
+        for key, label in (("postgresql", "PostgreSQL"), ("sqlite", "SQLite")):
+            if key in p:
+                setup = f"robin, {label}, {p[key]['replicas']} replica(s)"
+                memory = memory_cell(p[key].get("memory"))
+                lines.append(f"| {shape} " + table_row(setup, f"`GET` {PAGE}-item page", p[key]["reads"])
+                             + f" {memory} |")
+                if p[key]["writes"] is not None:
+                    lines.append(f"| {shape} " + table_row(setup, "`POST` create (1 GiB image)", p[key]["writes"])
+                                 + f" {memory} |")
+                goals.append(f"{shape} " + goal(label, p[key], report["phases"].get("raw")))
+    if "raw" in report["phases"]:
+        lines.append("| " + table_row("raw bindings, one connection", "`RBD().create`", report["phases"]["raw"])
+                     + " |")
     lines += ["", "Goals: " + "; ".join(goals) + "."]
-    bare = p["bare"]["reads"]
-    lines += ["", f"The load generator (this process, {s['read_concurrency']} threads) drove the bare app at "
+    bare = max((p["bare"]["reads"] for p in report["shapes"].values()), key=lambda r: r["per_s"])
+    lines += ["", f"The load generator (this process, {s['read_concurrency']} threads) drove the bare app at up to "
                   f"{bare['per_s']:.0f} req/s using {bare['client_cores']:.2f} cores: it sustains at least that "
                   "here, so it is not what limits robin's rates below it."]
     return "\n".join(lines)
+
+
+def goal(label: str, measured: dict, raw: dict | None) -> str:
+    reads, writes = measured["reads"], measured["writes"]
+    tail = reads["p99_ms"] / reads["p50_ms"] if reads["p50_ms"] else float("inf")
+    text = (f"{label}: reads >= {GOAL_READS_PER_S:g}/s {verdict(reads['per_s'] >= GOAL_READS_PER_S)} "
+            f"({reads['per_s']:.0f}/s), p99 <= {GOAL_P99_OVER_P50:g}x p50 {verdict(tail <= GOAL_P99_OVER_P50)} "
+            f"({tail:.1f}x)")
+    if writes is not None and raw is not None:
+        text += (f", writes within {GOAL_WRITES_VS_RAW:g}x of raw "
+                 f"{verdict(writes['per_s'] * GOAL_WRITES_VS_RAW >= raw['per_s'])} "
+                 f"({raw['per_s'] / writes['per_s']:.1f}x slower)" if writes["per_s"] else ", no write succeeded")
+    return text
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -410,6 +447,9 @@ def parse_args(argv=None):
     parser.add_argument("--write-concurrency", type=int, default=8, help="connections issuing POSTs (and raw "
                                                                          "create threads)")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers per robin replica and bare app")
+    parser.add_argument("--threads", type=int, default=Settings().threads, help="threads per gunicorn worker")
+    parser.add_argument("--shapes", type=shapes, help="WORKERSxTHREADS,...: the robin and bare app phases once "
+                                                      "per shape (default: --workers x --threads)")
     parser.add_argument("--replicas", type=int, default=2, help="robin replicas on PostgreSQL")
     parser.add_argument("--no-sqlite", action="store_true", help="skip the one-replica SQLite comparison")
     parser.add_argument("--reads-only", action="store_true", help="only the GET phases and the bare app: no "
@@ -417,30 +457,55 @@ def parse_args(argv=None):
     parser.add_argument("--ceph-conf", help="use this cluster instead of starting a dev cluster")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
-    if min(args.read_concurrency, args.write_concurrency, args.workers, args.replicas) < 1 \
+    if min(args.read_concurrency, args.write_concurrency, args.workers, args.threads, args.replicas) < 1 \
             or args.duration <= 0 or args.warmup < 0:
-        parser.error("--duration, the concurrencies, --workers and --replicas must be positive")
+        parser.error("--duration, the concurrencies, --workers, --threads and --replicas must be positive")
+    args.shapes = args.shapes or [(args.workers, args.threads)]
     return args
 
 
+def shapes(text: str) -> list[tuple[int, int]]:
+    """'4x8,8x2' -> [(4, 8), (8, 2)]."""
+    try:
+        found = [tuple(int(n) for n in item.strip().split("x")) for item in text.split(",") if item.strip()]
+    except ValueError:
+        found = []
+    if not found or any(len(shape) != 2 or min(shape) < 1 for shape in found):
+        raise argparse.ArgumentTypeError(f"{text!r}: give WORKERSxTHREADS, comma-separated, e.g. 4x8,8x2")
+    return found
+
+
 def run(args, report: dict, stack: ExitStack) -> None:
-    run_id, phases = uuid.uuid4().hex[:6], report["phases"]
+    run_id = uuid.uuid4().hex[:6]
     conf = start_cluster(stack, args.ceph_conf)
     ioctx = stack.enter_context(rados_ioctx(conf))
-    with postgres_database() as database_url:
-        phases["postgresql"] = measure_robin("PostgreSQL", args.replicas, database_url, conf, args, run_id)
-    page = phases["postgresql"].pop("page")  # robin's own 100-item page: the bare app's constant body
-    with bare_servers(args.replicas, args.workers, Settings().threads, page) as urls:
-        phases["bare"] = {"servers": len(urls), "page_bytes": len(page),
-                          "reads": phase("bare app", urls, Target("GET", "/", None, 200), args.read_concurrency,
-                                         args)}
     made: list[str] = []
     if args.ceph_conf:
         stack.callback(remove_images, ioctx, made)
-    if not args.reads_only:
-        phases["raw"] = raw_creates(ioctx, args.write_concurrency, args, made)
+    database_url = stack.enter_context(postgres_database())
+    for number, shape in enumerate(args.shapes):
+        if number == 1 and not args.reads_only:
+            report["phases"]["raw"] = raw_creates(ioctx, args.write_concurrency, args, made)
+        # Filled phase by phase: the phases measured are reported even when a later one fails.
+        measure_shape(report["shapes"].setdefault(f"{shape[0]}x{shape[1]}", {}), shape, database_url, conf, args,
+                      run_id, stack)
+    if len(args.shapes) == 1 and not args.reads_only:
+        report["phases"]["raw"] = raw_creates(ioctx, args.write_concurrency, args, made)
+
+
+def measure_shape(phases: dict, shape: tuple[int, int], database_url: str, conf: str, args, run_id: str,
+                  stack: ExitStack) -> None:
+    """Into `phases`: PostgreSQL's replicas, the bare app and SQLite's one replica, each server `shape` workers x
+    threads."""
+    print(f"{time.strftime('%H:%M:%S')} shape {shape[0]} workers x {shape[1]} threads", flush=True)
+    phases["postgresql"] = measure_robin("PostgreSQL", args.replicas, database_url, conf, args, run_id, shape)
+    page = phases["postgresql"].pop("page")  # robin's own 100-item page: the bare app's constant body
+    with bare_servers(args.replicas, *shape, page) as urls:
+        phases["bare"] = {"servers": len(urls), "page_bytes": len(page),
+                          "reads": phase("bare app", urls, Target("GET", "/", None, 200), args.read_concurrency,
+                                         args)}
     if not args.no_sqlite:
-        phases["sqlite"] = measure_robin("SQLite", 1, make_database(stack), conf, args, run_id)
+        phases["sqlite"] = measure_robin("SQLite", 1, make_database(stack), conf, args, run_id, shape)
         phases["sqlite"].pop("page")
 
 
@@ -450,11 +515,11 @@ def main(argv=None) -> int:
     stop_cleanly_on_signals()
     report = {"machine": {**machine(), "load_average_start": os.getloadavg()},
               "command": " ".join([Path(sys.executable).name, *sys.argv]),
-              "settings": {"duration": args.duration, "warmup": args.warmup, "workers": args.workers,
-                           "threads": Settings().threads, "replicas": args.replicas,
+              "settings": {"duration": args.duration, "warmup": args.warmup,
+                           "shapes": [f"{w}x{t}" for w, t in args.shapes], "replicas": args.replicas,
                            "read_concurrency": args.read_concurrency, "write_concurrency": args.write_concurrency,
                            "client": "one thread per keep-alive http.client connection, closed loop"},
-              "phases": {}}
+              "shapes": {}, "phases": {}}
     try:
         with ExitStack() as stack:
             run(args, report, stack)

@@ -20,7 +20,7 @@ def create_app(settings=None) -> Flask:
     from robin.clusters import service as clusters
     from robin.compat import wayne_v1
     from robin.config import Settings
-    from robin.db import db
+    from robin.db import db, pool_size_for
     from robin.errors import Api, register_error_handlers
     from robin.health import blp as health_blp
     from robin.migration_records import api as migration_records_api
@@ -44,7 +44,7 @@ def create_app(settings=None) -> Flask:
             "security": [{"bearer": []}],
         },
     )
-    db.configure(settings.database_url)
+    db.configure(settings.database_url, pool_size=pool_size_for(settings.threads))
     crypto.keyring.configure(settings)
     clusters.registry.configure(settings.ceph_timeout)
     clusters.sync_default(settings.ceph_conf, settings.ceph_client_id)

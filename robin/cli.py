@@ -55,10 +55,11 @@ def main() -> None:
 @main.command()
 @click.option("--host", help="address to listen on [ROBIN_HOST, default 127.0.0.1]")
 @click.option("--port", type=int, help="port [ROBIN_PORT, default 8080]")
-@click.option("--workers", type=int, help="gunicorn worker processes [ROBIN_WORKERS]")
-def serve(host, port, workers) -> None:
+@click.option("--workers", type=int, help="gunicorn worker processes [ROBIN_WORKERS, default 0: two per CPU, 2 to 8]")
+@click.option("--threads", type=int, help="threads per worker [ROBIN_THREADS, default 4]")
+def serve(host, port, workers, threads) -> None:
     """Serve the API with gunicorn (replaces this process)."""
-    settings = _settings(host=host, port=port, workers=workers)
+    settings = _settings(host=host, port=port, workers=workers, threads=threads)
     _require_migrated(settings.database_url)
     metrics_dir = Path(settings.state_dir) / "metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)  # counters of an earlier run would be merged in

@@ -19,6 +19,7 @@ the process at start with a message naming the variable, instead of failing late
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 import tomllib
@@ -36,6 +37,12 @@ RBD_FEATURES = ("layering", "exclusive-lock", "object-map", "fast-diff", "deep-f
 RBD_MOUNTERS = ("rbd-fuse", "krbd", "rbd-nbd")
 CSI_MODES = ("controller", "node", "all")
 PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+# robin serve's workers when ROBIN_WORKERS is 0: this many per CPU the process may use, within the bounds. A request
+# costs CPU under the interpreter's lock, so processes, not threads, spread reads over the CPUs (BENCHMARKS.md); each
+# worker is a whole interpreter with the app loaded, about 110 MiB resident, hence the upper bound.
+WORKERS_PER_CPU = 2
+AUTO_WORKERS_MIN, AUTO_WORKERS_MAX = 2, 8
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
 
 class ConfigError(ValueError):
@@ -101,8 +108,11 @@ class Settings(_Section):
     drift_opens: int = 200
     host: str = "127.0.0.1"
     port: int = 8080
-    workers: int = 4
-    threads: int = 8
+    # gunicorn worker processes; 0: WORKERS_PER_CPU per CPU the process may use (auto_workers).
+    workers: int = 0
+    # Threads per worker: enough to overlap the waits for Ceph and the database, few enough that a worker's
+    # requests do not queue for its interpreter lock.
+    threads: int = 4
     log_level: str = "INFO"
     # Bytes a request body may hold; a larger one is refused (413) before authentication, so nobody can
     # make robin read, parse or audit megabytes; robin's own bodies are small JSON documents.
@@ -158,6 +168,8 @@ class Settings(_Section):
             object.__setattr__(self, "database_url", f"sqlite:///{Path(self.state_dir) / 'robin.db'}")
         if not self.gateway_dir:
             object.__setattr__(self, "gateway_dir", str(Path(self.state_dir) / "gateway"))
+        if self.workers == 0:
+            object.__setattr__(self, "workers", auto_workers())
 
     def validate(self) -> None:
         if self.ceph_timeout <= 0:
@@ -171,9 +183,10 @@ class Settings(_Section):
         unknown = set(self.rbd_default_features) - set(RBD_FEATURES)
         if unknown:
             raise ConfigError(f"ROBIN_RBD_DEFAULT_FEATURES has unknown features: {sorted(unknown)}")
-        if self.max_volume_bytes <= 0 or self.workers <= 0 or self.threads <= 0 or self.max_request_bytes <= 0:
-            raise ConfigError("ROBIN_MAX_VOLUME_BYTES, ROBIN_WORKERS, ROBIN_THREADS and ROBIN_MAX_REQUEST_BYTES "
-                              "must be positive")
+        if self.workers < 0:
+            raise ConfigError("ROBIN_WORKERS must be 0 (two per CPU) or more")
+        if self.max_volume_bytes <= 0 or self.threads <= 0 or self.max_request_bytes <= 0:
+            raise ConfigError("ROBIN_MAX_VOLUME_BYTES, ROBIN_THREADS and ROBIN_MAX_REQUEST_BYTES must be positive")
         if self.max_volume_bytes > BIGINT_MAX:
             raise ConfigError(f"ROBIN_MAX_VOLUME_BYTES must be at most {BIGINT_MAX} (what the database's size "
                               "columns hold)")
@@ -221,6 +234,24 @@ class Settings(_Section):
                               "numbers of failed logins")
         if self.gateway_lockout_seconds <= 0:
             raise ConfigError("ROBIN_GATEWAY_LOCKOUT_SECONDS must be positive")
+
+
+def auto_workers() -> int:
+    """robin serve's workers when none are configured: WORKERS_PER_CPU per available CPU, within the bounds."""
+    return min(AUTO_WORKERS_MAX, max(AUTO_WORKERS_MIN, WORKERS_PER_CPU * available_cpus()))
+
+
+def available_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """The CPUs this process may run on (its affinity), fewer if its cgroup's CPU quota (a container's CPU limit,
+    cgroup v2's cpu.max: "quota period" or "max period") allows less, rounded up."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cpu_max.read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 limit here (a host, or the root cgroup): the affinity it is
+    return cpus
 
 
 def _fernet_keys(text: str, source: str) -> tuple[str, ...]:

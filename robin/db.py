@@ -39,6 +39,17 @@ POSTGRES_CONNECT_ARGS = {"connect_timeout": 5, "tcp_user_timeout": 15_000, "keep
 # cost a round trip per request under load. Should it have died meanwhile, its request fails (503,
 # database_unavailable) and the pool drops every connection opened before, so the next requests reconnect.
 POSTGRES_IDLE_PING_S = 5.0
+# Connections a process keeps open in its pool, unless configure() is told otherwise (robin serve: one per request
+# thread and one for the maintenance loop). A request that finds every pooled connection busy opens one more, which
+# is closed, not pooled, when it is returned: on PostgreSQL a new server process each time (tens of ms, the tail of
+# the reads under load when the pool was smaller than a worker's threads).
+DEFAULT_POOL_SIZE = 5
+
+
+def pool_size_for(threads: int) -> int:
+    """The pool of a server process with `threads` request threads: one connection each, and two for the
+    maintenance loop (the leader's lock holds a session for as long as it leads; its round uses another)."""
+    return threads + 2
 _PACKAGE_DIR = Path(__file__).resolve().parent
 # Installed from the wheel, the migrations are robin/_migrations (setup.py maps the top-level migrations/ there). Run
 # from a checkout (an editable install, or the checkout on PYTHONPATH), they are its migrations/, which `robin db
@@ -141,19 +152,23 @@ class Database:
         self._read_sessions: sessionmaker | None = None
         self._write_sessions: sessionmaker | None = None
         self._write_engine: Engine | None = None
+        self._read_engine: Engine | None = None
         # Entered with the connection just before a write transaction commits and left once it has: what it
         # writes commits or rolls back with the transaction (robin.audit puts a request's audit row there).
         self.around_write_commit: Callable[[Connection], AbstractContextManager] = _no_hook
 
-    def configure(self, url: str) -> None:
-        if self.engine is not None and self.engine.url.render_as_string(False) == normalize_url(url):
+    def configure(self, url: str, pool_size: int = DEFAULT_POOL_SIZE) -> None:
+        """Bind to `url`, keeping up to `pool_size` connections open between transactions: as many as the
+        process's threads use at once, so that none is opened and closed per request."""
+        if self.engine is not None and self.engine.url.render_as_string(False) == normalize_url(url) \
+                and self.engine.pool.size() == pool_size:
             return
         self.dispose()
         url = normalize_url(url)
         is_sqlite = make_url(url).get_backend_name() == "sqlite"
         connect_args = ({"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False} if is_sqlite
                         else dict(POSTGRES_CONNECT_ARGS))
-        engine = create_engine(url, connect_args=connect_args)
+        engine = create_engine(url, connect_args=connect_args, pool_size=pool_size)
         if is_sqlite:
             _configure_sqlite(engine)  # a file: nothing to lose while idle
         else:
@@ -161,6 +176,10 @@ class Database:
         self.engine = engine
         self._read_sessions = sessionmaker(bind=engine, expire_on_commit=False)
         self._write_engine = engine.execution_options(robin_write_lock=True)
+        # PostgreSQL's READ COMMITTED gives each statement its own snapshot, in a transaction or not: a Core read
+        # in autocommit reads the same, without psycopg's BEGIN and COMMIT, two round trips of three. SQLite's
+        # BEGIN and COMMIT cost no round trip.
+        self._read_engine = engine if is_sqlite else engine.execution_options(isolation_level="AUTOCOMMIT")
         self._write_sessions = sessionmaker(bind=self._write_engine, expire_on_commit=False)
 
     @property
@@ -170,7 +189,7 @@ class Database:
     def dispose(self) -> None:
         if self.engine is not None:
             self.engine.dispose()
-        self.engine = self._read_sessions = self._write_sessions = self._write_engine = None
+        self.engine = self._read_sessions = self._write_sessions = self._write_engine = self._read_engine = None
 
     def unit_of_work(self) -> AbstractContextManager[Session]:
         return self._transaction(self._write_sessions, writes=True)
@@ -180,11 +199,11 @@ class Database:
 
     @contextmanager
     def read_connection(self) -> Iterator[Connection]:
-        """A Core connection in a read transaction, for the statements of the hot read paths (listings): half
-        the Python of an ORM session around the same statement."""
-        if self.engine is None:
+        """A Core connection for the statements of the hot read paths (listings): half the Python of an ORM
+        session around the same statement. On PostgreSQL each statement is a transaction of its own."""
+        if self._read_engine is None:
             raise RuntimeError("database not configured")
-        with self.engine.connect() as connection, connection.begin():
+        with self._read_engine.connect() as connection, connection.begin():
             yield connection
 
     @contextmanager

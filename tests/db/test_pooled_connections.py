@@ -4,8 +4,11 @@ one back from a request moments ago is used without that round trip, and should 
 fails and the next ones reconnect."""
 from __future__ import annotations
 
+import dataclasses
+from contextlib import ExitStack
+
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.exc import OperationalError
 
 from robin import db as robin_db
@@ -70,3 +73,46 @@ def test_a_connection_back_from_a_request_moments_ago_is_used_without_a_ping(poo
     with pytest.raises(OperationalError):
         backend_pid(database)
     assert backend_pid(database) != first  # the failure emptied the pool: the next request reconnects
+
+
+def test_a_pool_as_large_as_the_threads_opens_no_connection_per_request(database_url):
+    """Every thread of a server process holding a connection at once, round after round: the pool keeps them all,
+    so no request pays for a new connection (on PostgreSQL a new server process)."""
+    database = Database()
+    database.configure(database_url, pool_size=8)
+    opened: list[int] = []
+    event.listen(database.engine, "connect", lambda *_: opened.append(1))
+    try:
+        for _ in range(3):
+            with ExitStack() as held:
+                for _ in range(8):
+                    held.enter_context(database.read_connection()).execute(text("SELECT 1"))
+        assert len(opened) == 8  # the first round's; the next two reused them
+    finally:
+        database.dispose()
+
+
+def test_a_server_process_pools_a_connection_per_thread_and_two_for_maintenance(app, settings):
+    from robin import create_app
+
+    try:
+        create_app(dataclasses.replace(settings, threads=3))
+        assert robin_db.db.engine.pool.size() == 5
+    finally:
+        create_app(settings)  # robin's one database handle, back to the session's tests' pool
+    assert robin_db.db.engine.pool.size() == settings.threads + 2
+
+
+def test_a_core_read_on_postgresql_sends_no_begin_and_its_connection_writes_in_a_transaction_again(pooled):
+    """READ COMMITTED gives every statement its own snapshot anyway: a read in autocommit reads the same without the
+    BEGIN and COMMIT round trips. The pooled connection it used is transactional again for the next writer."""
+    from psycopg.pq import TransactionStatus
+
+    database = pooled(3600.0)
+    for _ in range(2):
+        with database.read_connection() as connection:
+            connection.execute(text("SELECT 1"))
+            assert connection.connection.dbapi_connection.info.transaction_status == TransactionStatus.IDLE
+        with database.writing() as connection:
+            connection.execute(text("SELECT 1"))
+            assert connection.connection.dbapi_connection.info.transaction_status == TransactionStatus.INTRANS

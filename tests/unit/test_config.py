@@ -187,3 +187,24 @@ def test_a_bad_csi_variable_stops_the_plugin_naming_it(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         shim_config.parse(["--mode", "node"])
     assert "ROBIN_CSI_WORKERS" in capsys.readouterr().err
+
+
+def test_no_workers_configured_means_two_per_available_cpu_within_bounds(monkeypatch):
+    from robin.config import auto_workers, available_cpus
+
+    monkeypatch.delenv("ROBIN_WORKERS", raising=False)
+    assert Settings.from_env().workers == auto_workers() == min(8, max(2, 2 * available_cpus()))
+    monkeypatch.setenv("ROBIN_WORKERS", "0")
+    assert Settings.from_env().workers == auto_workers()
+
+
+@pytest.mark.parametrize("cpu_max, cpus", [("50000 100000\n", 1), ("max 100000\n", None), ("garbage\n", None)])
+def test_available_cpus_honour_a_cgroup_cpu_quota(tmp_path, cpu_max, cpus):
+    import os
+
+    from robin.config import available_cpus
+
+    path = tmp_path / "cpu.max"
+    path.write_text(cpu_max)
+    assert available_cpus(path) == (cpus or len(os.sched_getaffinity(0)))
+    assert available_cpus(tmp_path / "absent") == len(os.sched_getaffinity(0))
