@@ -162,23 +162,38 @@ def create(identity: Identity, kind: Kind, project: str, spec: dict) -> Volume:
 
 def reserve_new(kind: Kind, project: str, spec: dict, placement: dict) -> Volume:
     """Insert the row in `creating`, its quota reserved in the same transaction (insert_new)."""
+    cluster_name = spec.get("cluster")
     try:
         with db.unit_of_work() as session:
-            return insert_new(session, kind, project, clusters.resolve(session, spec.get("cluster")), spec, placement)
+            row = session.execute(_lock_with_cluster(cluster_name is not None),
+                                  {"name": project, "cluster": cluster_name}).first()
+            project_row = projects.locked(row, project)
+            if row.CephCluster is None:
+                raise clusters.unresolved(cluster_name)
+            return insert_new(session, kind, project_row, row.CephCluster, spec, placement)
     except IntegrityError as exc:
         # The unique indexes on live rows are the name check, races included.
         raise name_taken(kind, spec["name"], spec.get("cluster") or clusters.DEFAULT_NAME) from exc
 
 
-def insert_new(session: Session, kind: Kind, project: str, cluster: CephCluster, spec: dict,
+@cache
+def _lock_with_cluster(by_name: bool):
+    """projects.lock_quota's statement with the cluster a create names (by_name), or the default one, beside the
+    project: one round trip for both. The cluster is outer-joined: None when there is no such cluster."""
+    chosen = CephCluster.name == bindparam("cluster") if by_name else CephCluster.is_default.is_(True)
+    return projects.LOCK_QUOTA_QUERY.add_columns(CephCluster).outerjoin(CephCluster, chosen)
+
+
+def insert_new(session: Session, kind: Kind, project_row: projects.Locked, cluster: CephCluster, spec: dict,
                placement: dict) -> Volume:
-    """In the caller's transaction: lock the project, reserve the quota and insert the row in `creating`; an
-    IntegrityError when the name is taken. The row goes in as a Core insert of the object's columns (half the
-    cost of an ORM flush); the object stays detached and is what the caller returns."""
-    project_row = projects.lock(session, project)
+    """In the caller's transaction, the project locked (projects.lock_quota): reserve the quota and insert the
+    row in `creating`; an IntegrityError when the name is taken. The row goes in as a Core insert of the
+    object's columns (half the cost of an ORM flush); the object stays detached and is what the caller returns."""
     projects.reserve(session, project_row, add_bytes=spec["size_bytes"], add_volumes=1)
     now = utcnow()
-    volume = kind.model(**{"id": str(uuid.uuid4()), **placement}, project=project_row, cluster=cluster,
+    # The volume's project for its answer (which names it): an object of the locked row's values, not loaded.
+    owner = Project(id=project_row.id, name=project_row.name)
+    volume = kind.model(**{"id": str(uuid.uuid4()), **placement}, project=owner, cluster=cluster,
                         project_id=project_row.id, cluster_id=cluster.id, name=spec["name"],
                         size_bytes=spec["size_bytes"], created_for=spec.get("created_for"),
                         state=VolumeState.CREATING, created_at=now, updated_at=now)
@@ -343,7 +358,7 @@ def resize(identity: Identity, kind: Kind, project: str, name: str, size_bytes: 
 
 def _begin_resize(kind: Kind, project: str, name: str, size_bytes: int, allow_shrink: bool) -> tuple[Volume, bool]:
     with db.unit_of_work() as session:
-        project_row = projects.lock(session, project)
+        project_row = projects.lock_quota(session, project)
         volume = find(session, kind, project, name)
         require_available(kind, volume, "resized")
         if size_bytes == volume.size_bytes:
@@ -424,7 +439,7 @@ def _begin_restore(kind: Kind, project: str, name: str) -> Volume:
     model = kind.model
     try:
         with db.unit_of_work() as session:
-            project_row = projects.lock(session, project)
+            project_row = projects.lock_quota(session, project)
             volume = session.scalars(select(model).where(
                 model.project_id == project_row.id, model.name == name, listing.in_trash(model))
                 .order_by(model.deleted_at.desc())).first()
