@@ -21,7 +21,7 @@ from functools import cache
 
 from sqlalchemy import bindparam, false, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, contains_eager
+from sqlalchemy.orm import Session, contains_eager, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from robin import config
@@ -191,8 +191,10 @@ def insert_new(session: Session, kind: Kind, project_row: projects.Locked, clust
     object's columns (half the cost of an ORM flush); the object stays detached and is what the caller returns."""
     projects.reserve(session, project_row, add_bytes=spec["size_bytes"], add_volumes=1)
     now = utcnow()
-    # The volume's project for its answer (which names it): an object of the locked row's values, not loaded.
+    # The volume's project for its answer (which names it): made of the locked row's values, not loaded, and
+    # detached as a loaded one would be, so that no session could ever take it for a new project to insert.
     owner = Project(id=project_row.id, name=project_row.name)
+    make_transient_to_detached(owner)
     volume = kind.model(**{"id": str(uuid.uuid4()), **placement}, project=owner, cluster=cluster,
                         project_id=project_row.id, cluster_id=cluster.id, name=spec["name"],
                         size_bytes=spec["size_bytes"], created_for=spec.get("created_for"),
