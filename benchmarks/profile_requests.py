@@ -7,6 +7,7 @@ For each write path:
   rbd_create      POST   /api/v2/projects/{p}/rbd-images
   rbd_resize      PATCH  /api/v2/projects/{p}/rbd-images/{name}            (to twice its size)
   rbd_delete      DELETE /api/v2/projects/{p}/rbd-images/{name}            (to the trash, robin's default)
+  rbd_purge       DELETE /api/v2/projects/{p}/rbd-images/{name}?purge=true (removed at once)
   snapshot_create POST   /api/v2/projects/{p}/rbd-images/{name}/snapshots
   clone_create    POST   /api/v2/projects/{p}/rbd-images  {"source": {"image", "snapshot"}}
   cephfs_create   POST   /api/v2/projects/{p}/cephfs-paths
@@ -53,7 +54,7 @@ from robin.metrics import CEPH_OP_SECONDS  # noqa: E402
 
 GiB = 2**30
 WARMUP = 3
-OPS = ("rbd_create", "rbd_resize", "rbd_delete", "snapshot_create", "clone_create", "cephfs_create")
+OPS = ("rbd_create", "rbd_resize", "rbd_delete", "rbd_purge", "snapshot_create", "clone_create", "cephfs_create")
 
 
 # --- counting -----------------------------------------------------------------------------------
@@ -112,13 +113,15 @@ class SqlCounter:
             self.tally = None
 
 
-def ceph_totals() -> tuple[float, float]:
-    """(calls, seconds) robin.ceph has spent in binding calls in this process so far."""
-    calls = seconds = 0.0
+def ceph_totals() -> tuple[dict[str, float], float]:
+    """(calls per operation, seconds) robin.ceph has spent in binding calls in this process so far."""
+    calls: dict[str, float] = {}
+    seconds = 0.0
     for metric in CEPH_OP_SECONDS.collect():
         for sample in metric.samples:
             if sample.name.endswith("_count"):
-                calls += sample.value
+                operation = sample.labels["operation"]
+                calls[operation] = calls.get(operation, 0.0) + sample.value
             elif sample.name.endswith("_sum"):
                 seconds += sample.value
     return calls, seconds
@@ -130,6 +133,7 @@ class Sample:
     ceph_ms: float
     sql_ms: float
     ceph_calls: int
+    ceph_operations: list[str]
     statements: int
     transactions: int
     texts: list[str]
@@ -176,6 +180,9 @@ class Requests:
         if op == "rbd_delete":
             image = self.image()
             return lambda: self.call("DELETE", f"{self.images}/{image}", 204)
+        if op == "rbd_purge":
+            image = self.image()
+            return lambda: self.call("DELETE", f"{self.images}/{image}?purge=true", 204)
         if op == "snapshot_create":
             image = self.image()
             return lambda: self.call("POST", f"{self.images}/{image}/snapshots", 201, {"name": "s1"})
@@ -197,8 +204,11 @@ def measure(requests: Requests, sql: SqlCounter, op: str) -> Sample:
         request()
         total = time.perf_counter() - start
     calls_after, ceph_after = ceph_totals()
+    operations = sorted(f"{operation} x{count:g}" for operation in calls_after
+                        if (count := calls_after[operation] - calls_before.get(operation, 0.0)))
     return Sample(total_ms=total * 1000, ceph_ms=(ceph_after - ceph_before) * 1000, sql_ms=tally.sql_seconds * 1000,
-                  ceph_calls=round(calls_after - calls_before), statements=tally.statements,
+                  ceph_calls=round(sum(calls_after.values()) - sum(calls_before.values())),
+                  ceph_operations=operations, statements=tally.statements,
                   transactions=tally.transactions, texts=tally.texts)
 
 
@@ -267,9 +277,9 @@ def run(args, ceph_conf: str, database_url: str) -> None:
                 results[op].append(measure(requests, sql, op))
         print(f"## {db.engine.dialect.name}, {args.iterations} requests each, medians ({machine()})\n")
         print(table(results))
-        print("\nStatements of one request of each kind:")
+        print("\nCeph calls and statements of one request of each kind:")
         for op, samples in results.items():
-            print(f"\n{op}:")
+            print(f"\n{op}: Ceph {', '.join(samples[-1].ceph_operations) or 'none'}")
             for text in samples[-1].texts:
                 print(f"  {text}")
         if args.cprofile:

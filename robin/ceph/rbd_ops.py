@@ -25,6 +25,9 @@ FEATURE_BITS = {
 # image that merely has the same name (never taken over). An omap write is one OSD op; marking
 # the image itself (image metadata) would cost an image open and an exclusive-lock round, ~10 ms.
 DIRECTORY_OBJECT = "robin.rbd_directory"
+# librbd's exclusive lock is a lock on the image header under this tag; advisory locks (`rbd lock add`) carry
+# their own.
+EXCLUSIVE_LOCK_TAG = "internal"
 
 
 @dataclass(frozen=True)
@@ -220,17 +223,20 @@ def list_snapshots(conn: CephConnection, pool: str, name: str) -> list[str]:
 def users(conn: CephConnection, pool: str, name: str) -> list[str]:
     """Who has the image open or locked, other than robin's own connection: its watchers (a mapped
     or opened image has one) and exclusive-lock owners."""
-    # Opened read-write: librbd answers lock queries only then. Opening takes no lock; its watch
-    # is robin's own and is left out.
     def read(handle: CephHandle) -> list[str]:
-        with rbd.Image(handle.ioctx(pool), name) as image:
+        with rbd.Image(handle.ioctx(pool), name, read_only=True) as image:
             return _users(handle, image)
 
     return conn.call("rbd.status", f"reading the users of {pool}/{name}", read, lane=f"pool {pool}")
 
 
 def _users(handle: CephHandle, image: rbd.Image) -> list[str]:
-    owners = [f"lock owner {owner['owner']}" for owner in image.lock_get_owners()]
+    """On an image opened read-only: that open registers no watch (a read-write one adds a watch and its
+    removal, two more round trips, and only it answers lock_get_owners) and reads the header's lockers, the
+    exclusive lock's holder among them, in its own round trips."""
+    lockers = image.list_lockers()
+    owners = [f"lock owner {address}" for _client, _cookie, address in
+              (lockers["lockers"] if lockers and lockers["tag"] == EXCLUSIVE_LOCK_TAG else ())]
     return _watchers(handle, image) + owners
 
 
@@ -288,8 +294,8 @@ def trash_move(conn: CephConnection, pool: str, name: str, delay_s: int) -> str 
     def move(handle: CephHandle) -> str | None:
         ioctx = handle.ioctx(pool)
         try:
-            # One open (read-write, for the lock query) gives both the id and the users.
-            with rbd.Image(ioctx, name) as image:
+            # One open gives both the id and the users.
+            with rbd.Image(ioctx, name, read_only=True) as image:
                 image_id, in_use = image.id(), _users(handle, image)
         except rbd.ImageNotFound:
             return _trash_id(ioctx, name)

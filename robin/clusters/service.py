@@ -87,17 +87,17 @@ BY_NAME_QUERY = select(CephCluster).where(CephCluster.name == bindparam("name"))
 
 
 def resolve(session: Session, name: str | None) -> CephCluster:
-    if name is None:
-        cluster = session.scalar(DEFAULT_QUERY)
-        if cluster is None:
-            raise ServiceUnavailable("no default Ceph cluster is configured: set ROBIN_CEPH_CONF",
-                                     code="ceph_unavailable")
-        return cluster
-    cluster = session.scalar(BY_NAME_QUERY, {"name": name})
+    cluster = session.scalar(DEFAULT_QUERY) if name is None else session.scalar(BY_NAME_QUERY, {"name": name})
     if cluster is None:
-        raise NotFound(f"Ceph cluster {name!r} is not registered", code="cluster_not_found",
-                       details={"cluster": name})
+        raise unresolved(name)
     return cluster
+
+
+def unresolved(name: str | None) -> RobinError:
+    """The error for a cluster name (None: the default cluster) that no registered cluster answers to."""
+    if name is None:
+        return ServiceUnavailable("no default Ceph cluster is configured: set ROBIN_CEPH_CONF", code="ceph_unavailable")
+    return NotFound(f"Ceph cluster {name!r} is not registered", code="cluster_not_found", details={"cluster": name})
 
 
 def connection(cluster: CephCluster) -> CephConnection:

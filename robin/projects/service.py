@@ -36,9 +36,32 @@ def find(session: Session, name: str) -> Project:
     return project
 
 
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int
+    max_volumes: int
+    max_snapshots: int
+
+
+@dataclass(frozen=True)
+class Locked:
+    """A project whose quota row the caller's transaction holds locked, as plain values (what reserve reads):
+    a row, not a Project and its Quota loaded as objects."""
+
+    id: int
+    name: str
+    quota: Limits
+
+
 def _lock_query():
     return (select(Project).join(Project.quota).options(contains_eager(Project.quota))
             .where(Project.name == bindparam("name")).with_for_update(of=Quota))
+
+
+def _lock_quota_query():
+    return (select(Project.id, Project.name, Quota.max_bytes, Quota.max_volumes, Quota.max_snapshots)
+            .join(Quota, Quota.project_id == Project.id).where(Project.name == bindparam("name"))
+            .with_for_update(of=Quota))
 
 
 def _provisioned_query():
@@ -57,6 +80,7 @@ def _provisioned_query():
 # Built once: these run on every create and resize, and building a statement costs more Python
 # than SQLite takes to run it.
 LOCK_QUERY = _lock_query()
+LOCK_QUOTA_QUERY = _lock_quota_query()
 PROVISIONED_QUERY = _provisioned_query()
 
 
@@ -69,13 +93,26 @@ def lock(session: Session, name: str) -> Project:
     return project
 
 
+def lock_quota(session: Session, name: str) -> Locked:
+    """lock() for a reservation, which needs the project's id, name and limits only: the same lock, taken by a
+    statement whose answer stays a row (no Project and Quota objects to load)."""
+    return locked(session.execute(LOCK_QUOTA_QUERY, {"name": name}).first(), name)
+
+
+def locked(row, name: str) -> Locked:
+    """The answer of LOCK_QUOTA_QUERY (or of a statement that adds columns to it) for the project `name`."""
+    if row is None:
+        raise _not_found(name)
+    return Locked(row.id, row.name, Limits(row.max_bytes, row.max_volumes, row.max_snapshots))
+
+
 def provisioned(session: Session, project_id: int) -> Provisioned:
     """Bytes, volumes and snapshots the project's live rows hold (RBD images and CephFS paths alike)."""
     *per_model, snapshots = session.execute(PROVISIONED_QUERY, {"project_id": project_id}).one()
     return Provisioned(bytes=int(sum(per_model[0::2])), volumes=int(sum(per_model[1::2])), snapshots=int(snapshots))
 
 
-def reserve(session: Session, project: Project, *, add_bytes: int = 0, add_volumes: int = 0,
+def reserve(session: Session, project: Project | Locked, *, add_bytes: int = 0, add_volumes: int = 0,
             add_snapshots: int = 0) -> None:
     """Refuse unless the project's quota holds `add_*` more. Call with the project locked."""
     quota = project.quota

@@ -19,6 +19,8 @@ from robin.snapshots.schemas import (
 )
 
 blp = Blueprint("snapshots", __name__, url_prefix="/<name>/snapshots")
+# Made once: given a class, webargs makes a schema instance per request.
+CREATE_ARGS = SnapshotCreateSchema()
 
 
 @blp.route("")
@@ -29,7 +31,7 @@ class Snapshots(MethodView):
         page = service.list_page(g.identity, kind, project, name, args["limit"], args["cursor"])
         return page_response(Page([service.snapshot_item(snapshot) for snapshot in page.items], page.next_cursor))
 
-    @blp.arguments(SnapshotCreateSchema)
+    @blp.arguments(CREATE_ARGS)
     @blp.response(201, SnapshotSchema)
     def post(self, body, project, name, kind):
         """Take a snapshot; counts against the project's max_snapshots."""

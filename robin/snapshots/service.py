@@ -91,7 +91,7 @@ def create(identity: Identity, kind: Kind, project: str, volume_name: str, name:
 def _reserve(kind: Kind, project: str, volume_name: str, name: str) -> Snapshot:
     try:
         with db.unit_of_work() as session:
-            project_row = projects.lock(session, project)
+            project_row = projects.lock_quota(session, project)
             volume = volumes.find(session, kind, project, volume_name)
             volumes.require_available(kind, volume, "snapshotted")
             projects.reserve(session, project_row, add_snapshots=1)
@@ -188,7 +188,7 @@ def get(identity: Identity, kind: Kind, project: str, volume_name: str, name: st
 def delete(identity: Identity, kind: Kind, project: str, volume_name: str, name: str) -> None:
     identity.require_write(project)
     with db.unit_of_work() as session:
-        projects.lock(session, project)  # after a rollback's start, which reads this snapshot, or before it
+        projects.lock_quota(session, project)  # after a rollback's start, which reads this snapshot, or before it
         volume = volumes.find(session, kind, project, volume_name)
         snapshot = _find(session, kind, volume, name)
         _refuse_while_rolling_back_to(volume, snapshot)
@@ -260,7 +260,7 @@ def finish_rollback(image: RbdImage) -> None:
 
 def _begin_rollback(project: str, image_name: str, name: str) -> tuple[RbdImage, Snapshot]:
     with db.unit_of_work() as session:
-        project_row = projects.lock(session, project)
+        project_row = projects.lock_quota(session, project)
         image = volumes.find(session, RBD, project, image_name)
         snapshot = _find(session, RBD, image, name)
         volumes.require_available(RBD, image, "rolled back")
@@ -325,8 +325,8 @@ def _reserve_clone(project: str, spec: dict) -> tuple[RbdImage, RbdImage, int]:
             placement = {**RBD.placement(spec, project), "pool": parent.pool, "id": child_id,
                          "parent_id": parent.id,
                          "parent_snapshot": snapshot.name if snapshot else TEMPORARY_SNAPSHOT_PREFIX + child_id}
-            child = volumes.insert_new(session, RBD, project, parent.cluster, {**spec, "size_bytes": size},
-                                       placement)
+            child = volumes.insert_new(session, RBD, projects.lock_quota(session, project), parent.cluster,
+                                       {**spec, "size_bytes": size}, placement)
     except IntegrityError as exc:
         raise volumes.name_taken(RBD, spec["name"], parent.cluster.name) from exc
     child.parent_name = parent.name

@@ -18,6 +18,10 @@ PROJECT_PREFIX = "/api/v2/projects/<project>"
 # The read routes' query arguments as schema instances, made once: given a class, webargs makes an instance per
 # request, which cost a listing more than decoding its cursor.
 LIST_ARGS, GET_ARGS, LISTING_ARGS = schemas.VolumeListArgs(), schemas.VolumeGetArgs(), schemas.VolumeListingArgs()
+# The write routes' too: a schema instance per request cost a create about a tenth of robin's own Python.
+RBD_CREATE, RBD_PATCH = schemas.RbdImageCreateSchema(), schemas.RbdImagePatchSchema()
+CEPHFS_CREATE, CEPHFS_PATCH = schemas.CephfsPathCreateSchema(), schemas.CephfsPathPatchSchema()
+DELETE_ARGS = VolumeDeleteArgs()
 
 # --- rbd-images ---------------------------------------------------------------------------------
 
@@ -33,7 +37,7 @@ class RbdImageCollection(MethodView):
         return page_response(service.list_page(g.identity, RBD, project, args["limit"], args["cursor"],
                                                args["trashed"]))
 
-    @rbd_images.arguments(schemas.RbdImageCreateSchema)
+    @rbd_images.arguments(RBD_CREATE)
     @rbd_images.response(201, schemas.RbdImageSchema)
     def post(self, body, project):
         """Create (RBD: or clone, with `source`); the size counts against the project's quota."""
@@ -51,14 +55,14 @@ class RbdImageItem(MethodView):
             return service.get(g.identity, RBD, project, name, with_used=True)
         return jsonify(service.get_item(g.identity, RBD, project, name))  # written as the schema would
 
-    @rbd_images.arguments(schemas.RbdImagePatchSchema)
+    @rbd_images.arguments(RBD_PATCH)
     @rbd_images.response(200, schemas.RbdImageSchema)
     def patch(self, body, project, name):
         """Resize; growing checks the project's quota."""
         return service.resize(g.identity, RBD, project, name, body["size_bytes"],
                               allow_shrink=body.get("allow_shrink", False))
 
-    @rbd_images.arguments(VolumeDeleteArgs, location="query")
+    @rbd_images.arguments(DELETE_ARGS, location="query")
     @rbd_images.response(204)
     def delete(self, args, project, name):
         """Move to the trash (restorable until purge_after); 409 while it has snapshots, unless
@@ -98,7 +102,7 @@ class CephfsPathCollection(MethodView):
         return page_response(service.list_page(g.identity, CEPHFS, project, args["limit"], args["cursor"],
                                                args["trashed"]))
 
-    @cephfs_paths.arguments(schemas.CephfsPathCreateSchema)
+    @cephfs_paths.arguments(CEPHFS_CREATE)
     @cephfs_paths.response(201, schemas.CephfsPathSchema)
     def post(self, body, project):
         """Create; the quota counts against the project's quota."""
@@ -114,14 +118,14 @@ class CephfsPathItem(MethodView):
             return service.get(g.identity, CEPHFS, project, name, with_used=True)
         return jsonify(service.get_item(g.identity, CEPHFS, project, name))  # written as the schema would
 
-    @cephfs_paths.arguments(schemas.CephfsPathPatchSchema)
+    @cephfs_paths.arguments(CEPHFS_PATCH)
     @cephfs_paths.response(200, schemas.CephfsPathSchema)
     def patch(self, body, project, name):
         """Resize; growing checks the project's quota."""
         return service.resize(g.identity, CEPHFS, project, name, body["size_bytes"],
                               allow_shrink=body.get("allow_shrink", False))
 
-    @cephfs_paths.arguments(VolumeDeleteArgs, location="query")
+    @cephfs_paths.arguments(DELETE_ARGS, location="query")
     @cephfs_paths.response(204)
     def delete(self, args, project, name):
         """Move to the trash (restorable until purge_after); 409 while it has snapshots, unless

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, false, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, contains_eager, load_only, raiseload
+from sqlalchemy.orm import Session, contains_eager, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from robin import config
@@ -161,23 +162,40 @@ def create(identity: Identity, kind: Kind, project: str, spec: dict) -> Volume:
 
 def reserve_new(kind: Kind, project: str, spec: dict, placement: dict) -> Volume:
     """Insert the row in `creating`, its quota reserved in the same transaction (insert_new)."""
+    cluster_name = spec.get("cluster")
     try:
         with db.unit_of_work() as session:
-            return insert_new(session, kind, project, clusters.resolve(session, spec.get("cluster")), spec, placement)
+            row = session.execute(_lock_with_cluster(cluster_name is not None),
+                                  {"name": project, "cluster": cluster_name}).first()
+            project_row = projects.locked(row, project)
+            if row.CephCluster is None:
+                raise clusters.unresolved(cluster_name)
+            return insert_new(session, kind, project_row, row.CephCluster, spec, placement)
     except IntegrityError as exc:
         # The unique indexes on live rows are the name check, races included.
         raise name_taken(kind, spec["name"], spec.get("cluster") or clusters.DEFAULT_NAME) from exc
 
 
-def insert_new(session: Session, kind: Kind, project: str, cluster: CephCluster, spec: dict,
+@cache
+def _lock_with_cluster(by_name: bool):
+    """projects.lock_quota's statement with the cluster a create names (by_name), or the default one, beside the
+    project: one round trip for both. The cluster is outer-joined: None when there is no such cluster."""
+    chosen = CephCluster.name == bindparam("cluster") if by_name else CephCluster.is_default.is_(True)
+    return projects.LOCK_QUOTA_QUERY.add_columns(CephCluster).outerjoin(CephCluster, chosen)
+
+
+def insert_new(session: Session, kind: Kind, project_row: projects.Locked, cluster: CephCluster, spec: dict,
                placement: dict) -> Volume:
-    """In the caller's transaction: lock the project, reserve the quota and insert the row in `creating`; an
-    IntegrityError when the name is taken. The row goes in as a Core insert of the object's columns (half the
-    cost of an ORM flush); the object stays detached and is what the caller returns."""
-    project_row = projects.lock(session, project)
+    """In the caller's transaction, the project locked (projects.lock_quota): reserve the quota and insert the
+    row in `creating`; an IntegrityError when the name is taken. The row goes in as a Core insert of the
+    object's columns (half the cost of an ORM flush); the object stays detached and is what the caller returns."""
     projects.reserve(session, project_row, add_bytes=spec["size_bytes"], add_volumes=1)
     now = utcnow()
-    volume = kind.model(**{"id": str(uuid.uuid4()), **placement}, project=project_row, cluster=cluster,
+    # The volume's project for its answer (which names it): made of the locked row's values, not loaded, and
+    # detached as a loaded one would be, so that no session could ever take it for a new project to insert.
+    owner = Project(id=project_row.id, name=project_row.name)
+    make_transient_to_detached(owner)
+    volume = kind.model(**{"id": str(uuid.uuid4()), **placement}, project=owner, cluster=cluster,
                         project_id=project_row.id, cluster_id=cluster.id, name=spec["name"],
                         size_bytes=spec["size_bytes"], created_for=spec.get("created_for"),
                         state=VolumeState.CREATING, created_at=now, updated_at=now)
@@ -342,7 +360,7 @@ def resize(identity: Identity, kind: Kind, project: str, name: str, size_bytes: 
 
 def _begin_resize(kind: Kind, project: str, name: str, size_bytes: int, allow_shrink: bool) -> tuple[Volume, bool]:
     with db.unit_of_work() as session:
-        project_row = projects.lock(session, project)
+        project_row = projects.lock_quota(session, project)
         volume = find(session, kind, project, name)
         require_available(kind, volume, "resized")
         if size_bytes == volume.size_bytes:
@@ -423,7 +441,7 @@ def _begin_restore(kind: Kind, project: str, name: str) -> Volume:
     model = kind.model
     try:
         with db.unit_of_work() as session:
-            project_row = projects.lock(session, project)
+            project_row = projects.lock_quota(session, project)
             volume = session.scalars(select(model).where(
                 model.project_id == project_row.id, model.name == name, listing.in_trash(model))
                 .order_by(model.deleted_at.desc())).first()
@@ -496,15 +514,9 @@ def unfinished_purges(model, cutoff) -> list[Volume]:
 def _refuse_dependents(session: Session, kind: Kind, volume: Volume) -> None:
     """Refuse while clones of the image, or the data gateway, depend on the volume: one query for both checks,
     more only to name the clones of a refusal."""
-    column = GatewayAccount.rbd_image_id if isinstance(volume, RbdImage) else GatewayAccount.cephfs_path_id
-    activated = select(GatewayAccount.username).where(column == volume.id).exists()
-    if kind.model is RbdImage:
-        cloned = _live_clones(volume).exists()
-        has_clones, is_activated = session.execute(select(cloned, activated)).one()
-    else:
-        has_clones, is_activated = False, session.scalar(select(activated))
+    has_clones, is_activated = session.execute(_dependents_query(kind.model), {"volume_id": volume.id}).one()
     if has_clones:
-        clones = sorted(session.scalars(_live_clones(volume)))
+        clones = sorted(session.scalars(_LIVE_CLONES, {"volume_id": volume.id}))
         raise Conflict(f"RBD image {volume.name!r} is the parent of clones {clones}; flatten or delete them first",
                        code="volume_has_clones", details={"clones": clones})
     if is_activated:
@@ -513,26 +525,51 @@ def _refuse_dependents(session: Session, kind: Kind, volume: Volume) -> None:
                        "(DELETE /v1/device/<name>)", code="volume_activated", details={"name": volume.name})
 
 
-def _live_clones(volume: Volume):
-    return select(RbdImage.name).where(RbdImage.parent_id == volume.id, RbdImage.state != VolumeState.DELETED)
+_LIVE_CLONES = select(RbdImage.name).where(RbdImage.parent_id == bindparam("volume_id"),
+                                           RbdImage.state != VolumeState.DELETED)
 
 
-def _snapshots_to_delete(session: Session, kind: Kind, volume: Volume, with_snapshots: bool) -> list[Snapshot]:
+@cache
+def _dependents_query(model: type[Volume]):
+    """(has live clones, is activated on the gateway) of the volume `volume_id`; built once per kind, as the
+    statements of every delete are."""
+    column = GatewayAccount.rbd_image_id if model is RbdImage else GatewayAccount.cephfs_path_id
+    activated = select(GatewayAccount.username).where(column == bindparam("volume_id")).exists()
+    cloned = _LIVE_CLONES.exists() if model is RbdImage else false()  # a CephFS path has no clones
+    return select(cloned, activated)
+
+
+@dataclass
+class _DoomedSnapshot:
+    """A live snapshot of a volume being deleted: what removing it and recording that needs."""
+
+    id: str
+    name: str
+    state: SnapshotState
+
+
+def _snapshots_to_delete(session: Session, kind: Kind, volume: Volume,
+                         with_snapshots: bool) -> list[_DoomedSnapshot]:
     """The volume's live snapshots, moved to `deleting` when the caller asked for them to go too."""
-    # Only what removing them needs: not their volume (which the caller has) with its project and cluster.
-    snapshots = list(session.scalars(select(Snapshot).options(load_only(Snapshot.name, Snapshot.state), raiseload("*"))
-                                     .where(getattr(Snapshot, kind.snapshot_fk) == volume.id,
-                                            Snapshot.state != SnapshotState.DELETED)))
-    if snapshots and not with_snapshots:
-        names = sorted(snapshot.name for snapshot in snapshots)
+    rows = session.execute(_live_snapshots_query(kind), {"volume_id": volume.id}).all()
+    if rows and not with_snapshots:
+        names = sorted(row.name for row in rows)
         raise Conflict(f"{kind.noun} {volume.name!r} has snapshots {names}; delete them first, or delete with "
                        "?with_snapshots=true", code="volume_has_snapshots", details={"snapshots": names})
-    for snapshot in snapshots:
-        snapshot.state = SnapshotState.DELETING
-    return snapshots
+    if rows:
+        session.execute(update(Snapshot.__table__).where(Snapshot.id.in_([row.id for row in rows]))
+                        .values(state=SnapshotState.DELETING, updated_at=utcnow()))
+    return [_DoomedSnapshot(row.id, row.name, SnapshotState.DELETING) for row in rows]
 
 
-def _mark_snapshot_deleted(snapshot: Snapshot) -> None:
+@cache
+def _live_snapshots_query(kind: Kind):
+    # Only what removing them needs, as plain rows: no snapshot objects, nor their volume (which the caller has).
+    return select(Snapshot.id, Snapshot.name).where(getattr(Snapshot, kind.snapshot_fk) == bindparam("volume_id"),
+                                                    Snapshot.state != SnapshotState.DELETED)
+
+
+def _mark_snapshot_deleted(snapshot: _DoomedSnapshot) -> None:
     now = utcnow()
     with db.writing() as connection:
         connection.execute(update(Snapshot.__table__).where(Snapshot.id == snapshot.id).values(

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import rbd
 
-from robin.ceph import CephAlreadyExists, CephConnection, rbd_ops
+from robin.ceph import CephAlreadyExists, CephBusy, CephConnection, rbd_ops
 from tests.conftest import unique
 
 pytestmark = pytest.mark.integration
@@ -40,3 +40,19 @@ def test_resize_is_idempotent(conn, rbd_ioctx):
     with rbd.Image(rbd_ioctx, name, read_only=True) as image:
         assert image.size() == 16 * MiB
     rbd_ops.remove_image(conn, "rbd", name)
+
+
+def test_users_are_the_other_clients_watches_and_the_exclusive_lock_holder(conn, rbd_ioctx):
+    name = unique("ops")
+    rbd_ops.create_image(conn, "rbd", name, 8 * MiB, ["layering", "exclusive-lock"], owner="vol-4", metadata={})
+    assert rbd_ops.users(conn, "rbd", name) == []
+    with rbd.Image(rbd_ioctx, name) as image:
+        image.write(b"in use", 0)  # another client: its watch, and the exclusive lock it takes to write
+        found = rbd_ops.users(conn, "rbd", name)
+        with pytest.raises(CephBusy):
+            rbd_ops.trash_move(conn, "rbd", name, 3600)
+    assert [user.split(" ")[0] for user in found] == ["watcher", "lock"], found
+    assert rbd_ops.users(conn, "rbd", name) == []
+    trash_id = rbd_ops.trash_move(conn, "rbd", name, 3600)
+    assert name not in rbd.RBD().list(rbd_ioctx)
+    rbd_ops.trash_purge(conn, "rbd", trash_id, name)

@@ -15,14 +15,16 @@ GiB = 2**30
 
 # Per request, with its token looked up (a cold token cache); BEGIN is no statement here. The state machine's
 # two commits around the Ceph call are in every figure, the audit row's final status written in the second;
-# a clone finds its parent in the transaction that reserves its quota.
+# a clone finds its parent in the transaction that reserves its quota; a create reads its cluster in the
+# statement that locks the project's quota.
 CEILINGS = {
-    "rbd_create": (8, 2),
+    "rbd_create": (7, 2),
     "rbd_resize": (8, 2),
     "rbd_delete": (8, 2),
+    "rbd_purge": (8, 2),
     "snapshot_create": (8, 2),
     "clone_create": (9, 2),
-    "cephfs_create": (8, 2),
+    "cephfs_create": (7, 2),
 }
 
 
@@ -70,6 +72,10 @@ def test_write_paths_stay_within_their_statement_and_transaction_ceilings(admin,
     assert cloned.json["parent"] == {"image": name, "snapshot": "s1"}
     request(admin, db_rows, project, "rbd_delete", "DELETE", f"{images}/{clone}", 204)
     assert admin.get(f"{images}/{clone}").status_code == 404
+    purged = unique("purged")
+    assert admin.post(images, json={"name": purged, "size_bytes": GiB}).status_code == 201
+    request(admin, db_rows, project, "rbd_purge", "DELETE", f"{images}/{purged}?purge=true", 204)
+    assert admin.get(f"{images}/{purged}").status_code == 404
     paths = f"/api/v2/projects/{project}/cephfs-paths"
     made = request(admin, db_rows, project, "cephfs_create", "POST", paths, 201,
                    {"name": unique("dir"), "quota_bytes": GiB})
