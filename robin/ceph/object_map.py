@@ -13,6 +13,7 @@ CRCs) is left to `rbd_ops.measure_image`, which opens it.
 """
 from __future__ import annotations
 
+import errno
 import struct
 from collections.abc import Iterable
 from contextlib import ExitStack
@@ -161,24 +162,42 @@ def _image_ids(ioctx: rados.Ioctx, names: list[str]) -> dict[str, str]:
 
 def _headers(ioctx: rados.Ioctx, ids: dict[str, str]) -> dict[str, dict[str, bytes]]:
     """name -> the header's HEADER_KEYS present, and "snapshot" if it has one; the reads in flight at once.
-    An image whose header cannot be read is left out."""
+    An image whose header is gone meanwhile is left out."""
     with ExitStack() as ops:
         pending = []
-        for name, image_id in ids.items():
-            op = ops.enter_context(rados.ReadOpCtx())
-            keys, _ = ioctx.get_omap_vals_by_keys(op, HEADER_KEYS)
-            snapshots, _ = ioctx.get_omap_vals(op, "", SNAPSHOT_PREFIX, 1)
-            pending.append((name, keys, snapshots, ioctx.operate_aio_read_op(op, f"rbd_header.{image_id}")))
+        try:
+            for name, image_id in ids.items():
+                op = ops.enter_context(rados.ReadOpCtx())
+                keys, _ = ioctx.get_omap_vals_by_keys(op, HEADER_KEYS)
+                snapshots, _ = ioctx.get_omap_vals(op, "", SNAPSHOT_PREFIX, 1)
+                pending.append((name, keys, snapshots, ioctx.operate_aio_read_op(op, f"rbd_header.{image_id}")))
+        finally:
+            _wait(completion for *_, completion in pending)  # librados writes into the ops until they complete
         found = {}
         for name, keys, snapshots, completion in pending:
-            completion.wait_for_complete()
-            progress()  # a deadline counts from the last answer: a large batch still advancing is alive
-            if completion.get_return_value() == 0:
+            if _answered(completion):
                 header = dict(keys)
                 if any(True for _ in snapshots):
                     header["snapshot"] = b""
                 found[name] = header
     return found
+
+
+def _wait(completions: Iterable[rados.Completion]) -> None:
+    for completion in completions:
+        completion.wait_for_complete_and_cb()
+        progress()  # a deadline counts from the last answer: a large chunk still advancing is alive
+
+
+def _answered(completion: rados.Completion) -> bool:
+    """True when the read got its object, False when the object does not exist; any other error (a timeout,
+    a refusal) is raised, as the same read made synchronously would be."""
+    returned = completion.get_return_value()
+    if returned == -errno.ENOENT:
+        return False
+    if returned < 0:
+        raise rados.OSError("reading an RBD image's metadata", errno=-returned)
+    return True
 
 
 def _u64(value: bytes) -> int:
@@ -214,9 +233,13 @@ def _object_maps(ioctx: rados.Ioctx, wanted: dict[str, tuple[str, int, int]]) ->
                 read[name] = data
         return done
 
-    pending = [ioctx.aio_read(f"rbd_object_map.{image_id}", _map_length(size, object_size) + 1, 0, keep(name))
-               for name, (image_id, size, object_size) in wanted.items()]
-    for completion in pending:
-        completion.wait_for_complete_and_cb()
-        progress()
+    pending = []
+    try:
+        for name, (image_id, size, object_size) in wanted.items():
+            length = _map_length(size, object_size) + 1
+            pending.append((name, ioctx.aio_read(f"rbd_object_map.{image_id}", length, 0, keep(name))))
+    finally:
+        _wait(completion for _, completion in pending)
+    for _, completion in pending:
+        _answered(completion)
     return read
