@@ -9,11 +9,14 @@ then:
                 specs loaded by the API's schemas; quota, state machine and audit rows included), from
                 8 threads, in one project; one volume in --data-every gets data written;
   refresh       `robin.audit.usage.refresh()` (what the maintenance loop and `?refresh=true` run) in a
-                child process: its time and the child's peak RSS; next to it the same Ceph calls with no
-                database, from as many threads (raw parallel) and from one (raw sequential); then, on
-                --split-sample volumes of each kind, one at a time, what each call costs: an image's
-                read-only open and close alone, the open + `diff_iterate` robin does, a path's
-                `ceph.dir.rbytes` getxattr; and the features and object-map flags of the images robin made;
+                child process: its time and the child's peak RSS; with --compare, the same in turn from other
+                robin source trees (`git archive`s of other commits), --rounds times, alternating; next to it
+                the bare Ceph calls with no database, from as many threads (raw parallel: an image open +
+                `diff_iterate`, and robin.ceph.object_map's reads of the images' object maps; a path's
+                getxattr) and the open + diff from one thread (raw sequential); then, on --split-sample
+                volumes of each kind, one at a time, what each call costs: an image's read-only open and
+                close alone, the open + `diff_iterate`, the object map's reads (directory, header, map), a
+                path's `ceph.dir.rbytes` getxattr; and the features and object-map flags of the images;
   drift         `robin.audit.drift.find_drift()` (the maintenance loop's survey) in a child process: time,
                 peak RSS, findings; next to it the bare listing of the pool and of the project's directory;
   listing       through `robin serve` (--workers, maintenance loop off): one 1,000-item page of each kind,
@@ -29,6 +32,7 @@ commit. Everything it starts is stopped by pid in `finally`, Ctrl-C and SIGTERM 
 volumes it made are purged through robin's service layer.
 
     .venv/bin/python benchmarks/scale.py [--count 10000] [--claims 1000] [--json out.json]
+    .venv/bin/python benchmarks/scale.py --only-refresh --compare /tmp/before --rounds 2  # before/after
 """
 from __future__ import annotations
 
@@ -67,6 +71,7 @@ from benchmarks.api_vs_binding import (  # noqa: E402
     stop_cleanly_on_signals,
 )
 from benchmarks.audit import CREATE_THREADS, Fleet, raw_audit  # noqa: E402
+from robin.ceph import object_map  # noqa: E402
 from robin.ceph.rbd_ops import feature_names  # noqa: E402
 from robin.config import Settings  # noqa: E402
 
@@ -165,11 +170,12 @@ def rss_kib(field: str = "VmRSS") -> int:
     return int(status.split(f"{field}:")[1].split()[0])
 
 
-def in_child(op: str, database_url: str, conf: str, parallelism: int) -> dict:
-    code = f"import sys; sys.path.insert(0, {str(REPO)!r}); from benchmarks.scale import child_main; child_main()"
+def in_child(op: str, database_url: str, conf: str, parallelism: int, source: Path = REPO) -> dict:
+    """Run OP in a child process on the robin of the source tree `source` (its benchmarks/scale.py's child_main)."""
+    code = f"import sys; sys.path.insert(0, {str(source)!r}); from benchmarks.scale import child_main; child_main()"
     done = subprocess.run([sys.executable, "-c", code, op, database_url, conf, str(parallelism)],
-                          capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+                          capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, cwd=source,
+                          env={**os.environ, "PYTHONPATH": str(source)})
     if done.returncode != 0:
         raise RuntimeError(f"{op} in a child process failed: {done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -182,6 +188,22 @@ def raw_refresh(ioctx, fs, fleet: Fleet, threads: int) -> float:
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(lambda chunk: raw_audit(ioctx, fs, *chunk), chunks))
     return time.perf_counter() - started
+
+
+def raw_map_refresh(ioctx, fs, fleet: Fleet, threads: int) -> float:
+    """The images' object maps read in chunks as robin.audit.usage does (robin.ceph.object_map.from_maps on the
+    bare ioctx), the paths' getxattr, from `threads` threads; no database, no CephConnection."""
+    from robin.audit.usage import MAP_CHUNK
+
+    chunks = [fleet.images[at:at + MAP_CHUNK] for at in range(0, len(fleet.images), MAP_CHUNK)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        found = list(pool.map(lambda chunk: object_map.from_maps(ioctx, chunk), chunks))
+        list(pool.map(lambda path: fs.getxattr(path, "ceph.dir.rbytes"), fleet.paths))
+    wall = time.perf_counter() - started
+    if sum(map(len, found)) != len(fleet.images):
+        raise RuntimeError("the object maps did not measure every image of the fleet")
+    return wall
 
 
 def _count_extents(_offset, _length, _exists) -> int:
@@ -205,6 +227,7 @@ def raw_cost_split(ioctx, fs, fleet: Fleet, sample: int) -> dict:
     images, paths = fleet.images[:sample], fleet.paths[:sample]
     timings = {"open_close": (lambda name: _open_only(ioctx, name), images),
                "open_diff_iterate": (lambda name: _open_and_diff(ioctx, name), images),
+               "object_map_reads": (lambda name: object_map.from_maps(ioctx, [name]), images),
                "getxattr_rbytes": (lambda path: fs.getxattr(path, "ceph.dir.rbytes"), paths)}
     found = {}
     for what, (call, targets) in timings.items():
@@ -238,15 +261,36 @@ def raw_survey_listing(ioctx, fs, project_dir: str) -> float:
     return time.perf_counter() - started
 
 
+def refreshed(args, database_url: str, conf: str, source: Path) -> dict:
+    step(f"usage refresh (child process, robin of {source})")
+    found = in_child("refresh", database_url, conf, args.parallelism, source)
+    if found["failed"] or found["measured"] != 2 * args.count:
+        raise RuntimeError(f"the refresh from {source} measured {found['measured']} of {2 * args.count}, "
+                           f"failed {found['failed']}")
+    return {**found, "source": str(source), "load": load()}
+
+
+def refresh_rounds(args, database_url: str, conf: str, ioctx, fs, fleet: Fleet) -> list[dict]:
+    """--rounds of: the refresh from each source tree (this one and --compare's), in turn, alternating the order
+    from round to round; then the raw parallel calls, open + diff and object map reads."""
+    rounds = []
+    for number in range(args.rounds):
+        sources = [REPO, *args.compare]
+        runs = [refreshed(args, database_url, conf, source) for source in (sources[::-1] if number % 2 else sources)]
+        step("the raw calls, parallel: open + diff_iterate, then the object maps")
+        rounds.append({"runs": runs, "raw_s": raw_refresh(ioctx, fs, fleet, args.parallelism),
+                       "raw_map_s": raw_map_refresh(ioctx, fs, fleet, args.parallelism), "load": load()})
+    return rounds
+
+
 def maintenance_ops(args, database_url: str, conf: str, ioctx, fs, fleet: Fleet) -> dict:
-    step("usage refresh (child process), then the raw calls")
-    refresh = in_child("refresh", database_url, conf, args.parallelism)
-    if refresh["failed"] or refresh["measured"] != 2 * args.count:
-        raise RuntimeError(f"the refresh measured {refresh['measured']} of {2 * args.count}, "
-                           f"failed {refresh['failed']}")
-    refresh["raw_s"] = raw_refresh(ioctx, fs, fleet, args.parallelism)
+    rounds = refresh_rounds(args, database_url, conf, ioctx, fs, fleet)
+    refresh = {**rounds[0]["runs"][0], "raw_s": rounds[0]["raw_s"], "raw_map_s": rounds[0]["raw_map_s"],
+               "rounds": rounds}
     refresh["raw_sequential_s"] = raw_refresh(ioctx, fs, fleet, 1)
     refresh["split"] = raw_cost_split(ioctx, fs, fleet, min(args.split_sample, args.count))
+    if args.only_refresh:
+        return {"refresh": refresh}
     step("drift survey (child process), then the raw listing")
     survey = in_child("drift", database_url, conf, args.parallelism)
     project_dir = str(Path(fleet.paths[0]).parent)
@@ -370,27 +414,31 @@ def verdict(met: bool) -> str:
 def markdown(report: dict) -> str:
     s, steps = report["settings"], report["steps"]
     n, lines = s["count"], []
-    raw, fleet = steps["raw_creates"], steps["fleet"]
-    raw_rate = 2 * n / (raw["rbd"]["wall_s"] + raw["cephfs"]["wall_s"])
+    raw, fleet = steps.get("raw_creates"), steps["fleet"]
+    raw_cell = "(not run)"
+    if raw:
+        raw_s = raw["rbd"]["wall_s"] + raw["cephfs"]["wall_s"]
+        raw_cell = f"{raw_s:.1f} s ({2 * n / raw_s:.0f}/s)"
     lines += [f"Fleet: {n} RBD images + {n} CephFS paths in one project, SQLite, {s['threads']} threads each way.",
               "", "| step | robin | raw bindings, same run | load at start |", "|---|---:|---:|---:|",
               f"| create {2 * n} volumes | {fleet['wall_s']:.1f} s ({fleet['per_s']:.0f}/s; service layer "
-              f"in-process) | {raw['rbd']['wall_s'] + raw['cephfs']['wall_s']:.1f} s ({raw_rate:.0f}/s) "
-              f"| {report['load']['fleet']} |"]
+              f"in-process) | {raw_cell} | {report['load']['fleet']} |"]
     m = steps.get("maintenance")
     if m:
-        r, d = m["refresh"], m["drift"]
+        r, d = m["refresh"], m.get("drift")
         sp = r["split"]
         lines += [f"| usage refresh, {2 * n} volumes ({s['parallelism']} threads) | {r['seconds']:.1f} s, peak RSS "
-                  f"{r['peak_rss_kib'] / 1024:.0f} MiB ({r['rss_before_kib'] / 1024:.0f} before) | {r['raw_s']:.1f} s "
-                  f"({s['parallelism']} threads), {r['raw_sequential_s']:.1f} s (sequential) "
-                  f"| {report['load']['maintenance']} |",
+                  f"{r['peak_rss_kib'] / 1024:.0f} MiB ({r['rss_before_kib'] / 1024:.0f} before) | open + diff "
+                  f"{r['raw_s']:.1f} s, object maps {r['raw_map_s']:.2f} s ({s['parallelism']} threads); open + diff "
+                  f"{r['raw_sequential_s']:.1f} s (sequential) | {report['load']['maintenance']} |",
                   f"| one measurement at a time, ms p50 ({sp['open_close']['n']} of each kind) | | image open + close "
                   f"{fmt(sp['open_close']['p50_ms'])}, open + diff_iterate {fmt(sp['open_diff_iterate']['p50_ms'])}, "
-                  f"path getxattr {fmt(sp['getxattr_rbytes']['p50_ms'])}; features {','.join(sp['features'])}, "
-                  f"object map invalid: {sp['object_map_invalid']} | |",
-                  f"| drift survey | {d['seconds']:.1f} s, peak RSS {d['peak_rss_kib'] / 1024:.0f} MiB, findings "
-                  f"{sum(d['findings'].values())} | {d['raw_listing_s']:.2f} s (listing only) | |"]
+                  f"object map reads {fmt(sp['object_map_reads']['p50_ms'])}, path getxattr "
+                  f"{fmt(sp['getxattr_rbytes']['p50_ms'])}; features {','.join(sp['features'])}, "
+                  f"object map invalid: {sp['object_map_invalid']} | |"]
+        if d:
+            lines.append(f"| drift survey | {d['seconds']:.1f} s, peak RSS {d['peak_rss_kib'] / 1024:.0f} MiB, "
+                         f"findings {sum(d['findings'].values())} | {d['raw_listing_s']:.2f} s (listing only) | |")
     li = steps.get("listing")
     if li:
         for collection in COLLECTIONS:
@@ -412,6 +460,14 @@ def markdown(report: dict) -> str:
         lines.append(f"| provisioner burst, {b['n']} PVCs | {b['pvcs_per_s']:.1f} PVCs/s, create-to-Bound p50 "
                      f"{fmt(b['create_to_bound']['p50_ms'])} ms | {rw['per_s']:.0f} creates/s ({rw['threads']} "
                      f"threads) | {report['load']['provisioner']} |")
+    if m and len(m["refresh"]["rounds"]) * len(m["refresh"]["rounds"][0]["runs"]) > 1:
+        lines += ["", "| round | robin source | refresh (s) | peak RSS (MiB) | load after |",
+                  "|---|---|---:|---:|---:|"]
+        for number, found in enumerate(m["refresh"]["rounds"], 1):
+            lines += [f"| {number} | {run['source']} | {run['seconds']:.2f} | {run['peak_rss_kib'] / 1024:.0f} "
+                      f"| {run['load']} |" for run in found["runs"]]
+            lines.append(f"| {number} | raw, parallel: open + diff / object maps | {found['raw_s']:.2f} / "
+                         f"{found['raw_map_s']:.2f} | | {found['load']} |")
     goals = []
     if m:
         goals.append(f"refresh <= {GOAL_REFRESH_S:g} s: {verdict(m['refresh']['seconds'] <= GOAL_REFRESH_S)}")
@@ -444,12 +500,21 @@ def parse_args(argv=None):
     parser.add_argument("--data-bytes", type=int, default=2**20, help="bytes written into each such volume")
     parser.add_argument("--split-sample", type=int, default=500,
                         help="volumes of each kind whose measuring calls are timed one by one")
+    parser.add_argument("--only-refresh", action="store_true",
+                        help="make the fleet and measure the refresh only (no raw creates, drift, serve steps)")
+    parser.add_argument("--compare", type=Path, action="append", default=[],
+                        help="another robin source tree (a `git archive` of a commit) whose refresh runs in turn")
+    parser.add_argument("--rounds", type=int, default=1, help="refreshes from each source tree, alternating")
     parser.add_argument("--ceph-conf", help="use this cluster instead of starting a dev cluster")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
-    if min(args.count, args.parallelism, args.workers, args.repeats, args.data_every, args.split_sample) < 1 \
-            or args.claims < 0:
-        parser.error("--count, --parallelism, --workers, --repeats, --data-every and --split-sample must be positive")
+    if min(args.count, args.parallelism, args.workers, args.repeats, args.data_every, args.split_sample,
+           args.rounds) < 1 or args.claims < 0:
+        parser.error("--count, --parallelism, --workers, --repeats, --data-every, --split-sample and --rounds must "
+                     "be positive")
+    for source in args.compare:
+        if not all((source / part).is_file() for part in ("robin/audit/usage.py", "benchmarks/scale.py")):
+            parser.error(f"--compare {source}: not a robin source tree with benchmarks/scale.py")
     return args
 
 
@@ -471,8 +536,9 @@ def run(args, report: dict, stack: ExitStack) -> None:
     stack.callback(fs.shutdown)
     fs.mount(filesystem_name=FS_NAME.encode())
 
-    loads["raw_creates"] = load()
-    steps["raw_creates"] = raw_creates(ioctx, fs, args.count, run_id)
+    if not args.only_refresh:
+        loads["raw_creates"] = load()
+        steps["raw_creates"] = raw_creates(ioctx, fs, args.count, run_id)
     project = f"scale-{run_id}"
     with app.app_context():
         projects.create(LOCAL_ADMIN, project, {"max_bytes": 2**60, "max_volumes": 10**7, "max_snapshots": 10**6})
@@ -487,6 +553,8 @@ def run(args, report: dict, stack: ExitStack) -> None:
     report["osd"] = osd_usage(conf)
     loads["maintenance"] = load()
     steps["maintenance"] = maintenance_ops(args, database_url, conf, ioctx, fs, fleet)
+    if args.only_refresh:
+        return
     token = make_admin_token(database_url, conf)
     from tests.support.server import running_server
 
@@ -513,6 +581,7 @@ def main(argv=None) -> int:
               "settings": {"count": args.count, "threads": CREATE_THREADS, "parallelism": args.parallelism,
                            "workers": args.workers, "repeats": args.repeats, "claims": args.claims,
                            "data_every": args.data_every, "data_bytes": args.data_bytes, "database": "sqlite",
+                           "compare": [str(source) for source in args.compare], "rounds": args.rounds,
                            "fleet_created_by": "robin's service layer in-process"},
               "steps": {}, "load": {}, "cleanup": {}}
     try:

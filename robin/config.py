@@ -117,8 +117,9 @@ class Settings(_Section):
     # Bytes a request body may hold; a larger one is refused (413) before authentication, so nobody can
     # make robin read, parse or audit megabytes; robin's own bodies are small JSON documents.
     max_request_bytes: int = 2**20
-    # Volumes measured at once by a usage refresh (`robin audit usage`): librbd and libcephfs calls
-    # release the GIL, so threads overlap their round trips to the OSDs and the MDS.
+    # Ceph calls made at once by a usage refresh (`robin audit usage`; a call measures 32 images of a pool
+    # from their object maps, or one volume): the bindings release the GIL, so threads overlap their round
+    # trips to the OSDs and the MDS.
     usage_parallelism: int = 16
     # The Wayne platform's /v1 API: the project that owns the volumes it creates.
     wayne_project: str = "wayne"

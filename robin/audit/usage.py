@@ -1,9 +1,9 @@
 """Usage reports: how many bytes each volume occupies in Ceph, against what it was promised.
 
-Measuring is the slow part (an image open and a diff_iterate per RBD image, a getxattr per CephFS
-path), so it is done apart from reading: `refresh` measures live volumes in parallel with a bounded
-thread pool on the process's one connection per cluster (the bindings release the GIL) and stores
-each figure with its method and time in the `volume_usage` table. Every gunicorn worker, the CLI,
+Measuring is the slow part (reading RBD images' object maps, or opening the images whose maps do not
+answer; a getxattr per CephFS path), so it is done apart from reading: `refresh` measures live volumes in
+parallel with a bounded thread pool on the process's one connection per cluster (the bindings release the
+GIL) and stores each figure with its method and time in the `volume_usage` table. Every gunicorn worker, the CLI,
 a project's usage (GET /projects/{p}/usage) and the metrics scrape read that table; the maintenance
 loop re-measures figures older than MAX_AGE, and an admin may ask for a refresh now (of everything,
 or of one project). A report always says how old each figure is.
@@ -22,7 +22,7 @@ from sqlalchemy import delete, func, insert, select, text, union_all
 from robin import config
 from robin.audit.models import VolumeTotal, VolumeUsage, upsert
 from robin.auth.identity import Identity
-from robin.ceph import CephError, CephUnavailable, cephfs_ops, rbd_ops
+from robin.ceph import CephError, CephUnavailable, cephfs_ops, object_map, rbd_ops
 from robin.clusters import service as clusters
 from robin.clusters.models import CephCluster
 from robin.db import db, utcnow
@@ -53,26 +53,73 @@ def _measure(volume: Volume) -> rbd_ops.Measured:
     return rbd_ops.Measured(cephfs_ops.used_bytes(conn, volume.fs_name, volume.path), RBYTES)
 
 
+# Images of one pool measured from their object maps in one Ceph call: with usage_parallelism calls at once,
+# a batch of REFRESH_BATCH images is spread over that many threads.
+MAP_CHUNK = 32
+Outcome = tuple[dict | None, dict | None]  # a volume's figure, or why it has none
+
+
 class _Measurer:
-    """Measures one volume per call, from many threads. Once a cluster is unavailable, the rest of
-    its volumes are skipped: each would otherwise wait out ROBIN_CEPH_TIMEOUT in turn."""
+    """Measures volumes from many threads: a chunk of one pool's images from their object maps (one Ceph call,
+    no image opened), any other volume one per call. Once a cluster is unavailable, the rest of its volumes are
+    skipped: each would otherwise wait out ROBIN_CEPH_TIMEOUT in turn."""
 
     def __init__(self):
         self.unavailable: dict[str, str] = {}
 
-    def __call__(self, volume: Volume) -> tuple[dict | None, dict | None]:
-        failed = {"volume_id": volume.id, "name": volume.name, "cluster": volume.cluster.name}
+    def one(self, volume: Volume) -> tuple[list[Outcome], list[Volume]]:
         if volume.cluster.name in self.unavailable:
-            return None, {**failed, "error": f"skipped: {self.unavailable[volume.cluster.name]}"}
+            return [self._failed(volume, f"skipped: {self.unavailable[volume.cluster.name]}")], []
         try:
             measured = _measure(volume)
         except CephUnavailable as exc:
             self.unavailable[volume.cluster.name] = exc.message
-            return None, {**failed, "error": exc.message}
+            return [self._failed(volume, exc.message)], []
         except (RobinError, CephError) as exc:  # one volume that cannot be measured must not cost the whole refresh
-            return None, {**failed, "error": exc.message}
+            return [self._failed(volume, exc.message)], []
+        return [self._row(volume, measured)], []
+
+    def images(self, images: list[RbdImage]) -> tuple[list[Outcome], list[Volume]]:
+        """One pool's images from their object maps; returns the figures, and the images their maps do not
+        measure, to be measured one by one (opened)."""
+        cluster = images[0].cluster
+        if cluster.name in self.unavailable:
+            return [self._failed(image, f"skipped: {self.unavailable[cluster.name]}") for image in images], []
+        try:
+            measured, left = object_map.measure_images(clusters.connection(cluster), images[0].pool,
+                                                       (image.name for image in images))
+        except CephUnavailable as exc:
+            self.unavailable[cluster.name] = exc.message
+            return [self._failed(image, exc.message) for image in images], []
+        except (RobinError, CephError):  # e.g. a pool gone: each image's own measurement says what is wrong
+            return [], images
+        left = set(left)
+        return ([self._row(image, measured[image.name]) for image in images if image.name not in left],
+                [image for image in images if image.name in left])
+
+    @staticmethod
+    def _row(volume: Volume, measured: rbd_ops.Measured) -> Outcome:
         return {"volume_id": volume.id, "used_bytes": measured.used_bytes, "method": measured.method,
                 "measured_at": utcnow()}, None
+
+    @staticmethod
+    def _failed(volume: Volume, error: str) -> Outcome:
+        return None, {"volume_id": volume.id, "name": volume.name, "cluster": volume.cluster.name, "error": error}
+
+
+def _tasks(measurer: _Measurer, volumes: list[Volume]):
+    """(function, argument, volumes it measures) for a batch: its images in chunks of one cluster's pool,
+    its paths one by one."""
+    pools = defaultdict(list)
+    for volume in volumes:
+        if isinstance(volume, RbdImage):
+            pools[volume.cluster_id, volume.pool].append(volume)
+        else:
+            yield measurer.one, volume, 1
+    for images in pools.values():
+        for at in range(0, len(images), MAP_CHUNK):
+            chunk = images[at:at + MAP_CHUNK]
+            yield measurer.images, chunk, len(chunk)
 
 
 # Volumes are read, measured and stored this many at a time, so a refresh's memory does not grow
@@ -105,19 +152,37 @@ def _to_measure(stale_after: timedelta | None, volume_ids, project_id: int | Non
 
 
 def refresh(*, stale_after: timedelta | None = None, volume_ids=None, project_id: int | None = None) -> RefreshResult:
-    """Measure now, `usage_parallelism` volumes at a time, and store the figures REFRESH_BATCH at a time. The
+    """Measure now, `usage_parallelism` Ceph calls at a time (a chunk of one pool's images from their object
+    maps, or one volume), and store the figures REFRESH_BATCH at a time. The
     threads measure one batch ahead of the database: while a batch is read or the last figures are stored, they
     still have a batch to measure (waiting for each batch's slowest volume, then for the database, left them
     idle), and about two batches of volumes are held at a time."""
     started, result, measurer = time.monotonic(), RefreshResult(), _Measurer()
-    measuring, rows = deque(), []
+    measuring, rows = deque(), []  # (future, volumes it measures), in the order submitted
+
+    def submit(task, argument, volumes: int) -> None:
+        measuring.append((pool.submit(task, argument), volumes))
+
+    def collect_oldest() -> int:
+        nonlocal rows
+        future, volumes = measuring.popleft()
+        outcomes, left = future.result()
+        for volume in left:  # images their object maps do not measure: opened, one per call
+            submit(measurer.one, volume, 1)
+        for outcome in outcomes:
+            rows = _collect(outcome, rows, result)
+        return volumes - len(left)
+
     with ThreadPoolExecutor(max_workers=config.current().usage_parallelism) as pool:
+        in_flight = 0
         for volumes in _to_measure(stale_after, volume_ids, project_id):
-            measuring.extend(pool.submit(measurer, volume) for volume in volumes)
-            while len(measuring) > REFRESH_BATCH:
-                rows = _collect(measuring.popleft().result(), rows, result)
+            for task in _tasks(measurer, volumes):
+                submit(*task)
+            in_flight += len(volumes)
+            while in_flight > REFRESH_BATCH:
+                in_flight -= collect_oldest()
         while measuring:
-            rows = _collect(measuring.popleft().result(), rows, result)
+            collect_oldest()
     if rows:
         _store(rows)
         result.measured += len(rows)

@@ -147,7 +147,7 @@ def used_bytes(conn: CephConnection, pool: str, name: str) -> int:
 # How a used-bytes figure was measured: from the object map, or (when the image has none, or
 # librbd marked it invalid after an unclean shutdown or a feature change) by asking every object.
 FAST_DIFF, FULL_SCAN, NO_MAP = "fast-diff", "full-scan (object map invalid)", "full-scan (no object map)"
-_MAP_INVALID = rbd.RBD_FLAG_OBJECT_MAP_INVALID | rbd.RBD_FLAG_FAST_DIFF_INVALID
+MAP_INVALID = rbd.RBD_FLAG_OBJECT_MAP_INVALID | rbd.RBD_FLAG_FAST_DIFF_INVALID
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ def measure_image(conn: CephConnection, pool: str, name: str) -> Measured:
             if not image.features() & rbd.RBD_FEATURE_FAST_DIFF:
                 method = NO_MAP
             else:
-                method = FULL_SCAN if image.flags() & _MAP_INVALID else FAST_DIFF
+                method = FULL_SCAN if image.flags() & MAP_INVALID else FAST_DIFF
             image.diff_iterate(0, image.size(), None, count, whole_object=True)
         return method
 
