@@ -12,7 +12,7 @@ def create_app(settings=None) -> Flask:
     Imports happen here so that importing the `robin` package (as the CLI does) loads nothing
     else: `robin serve` must set up Prometheus' multiprocess directory before metrics exist.
     """
-    from robin import crypto, log, ui
+    from robin import api_docs, crypto, log, ui
     from robin.audit import drift_api, usage_api
     from robin.audit import service as audit_service
     from robin.auth import hooks as auth_hooks
@@ -37,8 +37,7 @@ def create_app(settings=None) -> Flask:
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/api/v2",
         OPENAPI_JSON_PATH="openapi.json",
-        OPENAPI_SWAGGER_UI_PATH="/docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        # No OPENAPI_SWAGGER_UI_PATH: robin.api_docs serves /api/v2/docs itself, with no file from elsewhere.
         API_SPEC_OPTIONS={
             "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
             "security": [{"bearer": []}],
@@ -67,6 +66,7 @@ def create_app(settings=None) -> Flask:
     api.register_blueprint(volumes_api.listing)  # volumes of both kinds across projects
     wayne_v1.install(app, api)  # the Wayne platform's /v1 API, beside /api/v2
     app.register_blueprint(health_blp)
+    api_docs.install(app)  # Swagger UI at /api/v2/docs, from robin's own files
     ui.install(app)  # the read-only dashboard for people at /ui/
     return app
 

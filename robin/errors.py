@@ -18,6 +18,7 @@ from marshmallow import Schema, fields
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
+from robin.api_docs.operation_ids import OperationIds
 from robin.ceph.errors import (
     CephAlreadyExists,
     CephBusy,
@@ -176,14 +177,15 @@ def _plain_text_error(status: int) -> dict:
 
 
 class Api(flask_smorest.Api):
-    """flask-smorest's Api, documenting robin's error shape and every error status (no `default`)."""
+    """flask-smorest's Api, documenting robin's error shape and every error status (no `default`), and naming
+    every operation (robin.api_docs.operation_ids)."""
 
     ERROR_SCHEMA = ErrorSchema
     DEFAULT_ERROR_RESPONSE_NAME = None
 
     def __init__(self, app: Flask) -> None:
         self.error_statuses = ErrorStatuses()
-        super().__init__(app, spec_kwargs={"extra_plugins": [self.error_statuses]})
+        super().__init__(app, spec_kwargs={"extra_plugins": [self.error_statuses, OperationIds()]})
 
     def plain_text_errors_under(self, prefix: str) -> None:
         """Operations under `prefix`, registered from now on, answer errors in plain text."""

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from flask import Flask, g, request
 
+from robin import api_docs
 from robin.auth import service
 
 PUBLIC_ENDPOINTS = frozenset({
     "health.healthz", "health.readyz",
-    "api-docs.openapi_json", "api-docs.openapi_swagger_ui", "static",
-})
+    "api-docs.openapi_json", "static",
+}) | api_docs.PUBLIC_ENDPOINTS
 # The dashboard (robin/ui) checks its own server-side sessions (robin.auth.sessions) instead.
 SESSION_BLUEPRINTS = frozenset({"ui"})
 

@@ -104,6 +104,9 @@ def test_the_wheel_carries_its_files_and_runs_on_them(venv, elsewhere):
         == {path.name for path in (ROOT / "robin/ui/templates/ui").iterdir()}
     assert {path.name for path in (package / "ui/static").iterdir()} \
         == {path.name for path in (ROOT / "robin/ui/static").iterdir()}
+    for data in ("api_docs/templates/api_docs", "api_docs/static"):  # the API documentation page
+        assert {path.name for path in (package / data).iterdir()} \
+            == {path.name for path in (ROOT / "robin" / data).iterdir()}
     assert (Path(located[1]).parent / "csi.proto").is_file()
     # Declared dependencies are all present, in versions that satisfy the metadata.
     run(venv / "bin/python", "-m", "pip", "check", cwd=elsewhere)
@@ -170,6 +173,9 @@ def test_serve_answers_from_the_venv(venv, elsewhere, ceph_conf):
         login = requests.get(f"{url}/ui/login", timeout=10)  # a template the wheel carries
         assert login.status_code == 200 and "<form" in login.text
         assert requests.get(f"{url}/ui/static/ui.css", timeout=10).status_code == 200  # a static file it carries
+        assert "swagger-ui-bundle.js" in requests.get(f"{url}/api/v2/docs", timeout=10).text
+        for docs_file in ("static/api-docs.js", "swagger-ui/swagger-ui-bundle.js"):  # robin's, and the package's
+            assert requests.get(f"{url}/api/v2/docs/{docs_file}", timeout=10).status_code == 200
     finally:
         _stop(server)
 
