@@ -334,10 +334,9 @@ def start_kube_apiserver(stack: ExitStack, history_size: int, directory: Path,
 
     def up() -> bool:
         server.check_alive()
-        try:
-            return kubeconfig.exists() and requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok
-        except requests.RequestException:
-            return False
+        # It prints this line once start() has returned, i.e. once the kubeconfig is completely written: the
+        # file exists, and /healthz answers, a moment before.
+        return b"kube-apiserver listening on" in server.log_path.read_bytes()
 
     wait_until(up, START_TIMEOUT_S, "the test kube-apiserver")
     return KubeApi(kubeconfig), server

@@ -1,14 +1,20 @@
 """Kubernetes API access for the provisioner and the migration through the official client, on plain dicts.
 
 The generated models are skipped (`_preload_content=False`, then json): robin reads a handful of
-fields, and building model objects for thousands of claims would cost more than the requests. Every request
-but watches goes through a token bucket (client-go's QPS and burst), and every request has a client timeout.
+fields, and building model objects for thousands of claims would cost more than the requests. The writes the
+provisioner makes for every claim (and its Events) skip the generated methods' argument validation and
+serialisation, which cost more CPU than the request itself: `send` makes the request a generated method would (its
+verb and path, read once from the method's own request builder) on the client's connection pool, with the same
+authentication. Every request but watches goes through a token bucket
+(client-go's QPS and burst), and every request has a client timeout.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import threading
 import time
+from urllib.parse import quote
 
 import urllib3
 from kubernetes import client, config
@@ -17,7 +23,12 @@ from kubernetes.config.config_exception import ConfigException
 
 CONNECT_TIMEOUT = 5.0
 REQUEST_TIMEOUT = 30.0
+# How long `send` reuses the Authorization header: the configuration's refresh hook (a token file re-read, an exec
+# plugin's expiry) costs more CPU than a request, and client-go too reuses a token for a while.
+AUTH_REUSE_S = 1.0
 STRATEGIC = "application/strategic-merge-patch+json"
+PATH_PARAMETERS = ("name", "namespace")
+PLACEHOLDER = "robin0{}0placeholder"  # survives the path's quoting as it is
 MERGE = "application/merge-patch+json"
 
 
@@ -86,6 +97,9 @@ class Kube:
         self.storage = client.StorageV1Api(api_client)
         self.coordination = client.CoordinationV1Api(api_client)
         self._limiter = TokenBucket(qps, burst)
+        self._auth_lock = threading.Lock()
+        self._auth: tuple[float, dict] = (float("-inf"), {})  # (when asked, the headers the configuration gave)
+        self._request_lines: dict[tuple[str, str], tuple[str, str]] = {}
 
     def close(self) -> None:
         self.api_client.close()
@@ -102,24 +116,80 @@ class Kube:
             raise KubeError(0, "Unreachable", f"the Kubernetes API did not answer: {exc}") from exc
         return json.loads(response.data) if response.data else None
 
+    def send(self, method, body: dict | None = None, content_type: str = "application/json", **path: str):
+        """The request `method` (a generated method of one of the API objects) makes, with `body` as JSON and `path`'s
+        values (name, namespace) in its path, rate limited, with a timeout; the decoded answer. The token is the
+        configuration's, refreshed by its hook (see _auth_headers)."""
+        verb, template = self._request_line(method)
+        self._limiter.acquire()
+        headers = {**self.api_client.default_headers, "Accept": "application/json", "Content-Type": content_type,
+                   **self._auth_headers()}
+        url = self.api_client.configuration.host + template.format(**{k: quote(v, safe="") for k, v in path.items()})
+        data = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
+        try:
+            response = self.api_client.rest_client.pool_manager.request(
+                verb, url, body=data, headers=headers,
+                timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=REQUEST_TIMEOUT))
+        except (OSError, urllib3.exceptions.HTTPError) as exc:
+            raise KubeError(0, "Unreachable", f"the Kubernetes API did not answer: {exc}") from exc
+        if not 200 <= response.status <= 299:
+            exc = ApiException(status=response.status, reason=response.reason)
+            exc.body, exc.headers = response.data, response.headers
+            raise KubeError.from_api_exception(exc)
+        return json.loads(response.data) if response.data else None
+
+    def _request_line(self, method) -> tuple[str, str]:
+        """(HTTP verb, path with {name} and {namespace} left to fill) of a generated method: what its request
+        builder makes of placeholder arguments, asked once per method."""
+        key = (type(method.__self__).__name__, method.__name__)
+        line = self._request_lines.get(key)
+        if line is None:
+            serialize = getattr(method.__self__, f"_{method.__name__}_serialize")
+            arguments = dict.fromkeys(inspect.signature(serialize).parameters)
+            arguments.update({name: PLACEHOLDER.format(name) for name in PATH_PARAMETERS if name in arguments},
+                             _host_index=0)
+            verb, url, *_ = serialize(**arguments)
+            template = url.removeprefix(self.api_client.configuration.host)
+            for name in PATH_PARAMETERS:
+                template = template.replace(PLACEHOLDER.format(name), "{" + name + "}")
+            line = self._request_lines[key] = (verb, template)
+        return line
+
+    def _auth_headers(self) -> dict:
+        """The Authorization header as the generated methods would send it, asked of the configuration (and its
+        refresh hook) at most every AUTH_REUSE_S."""
+        with self._auth_lock:
+            asked, headers = self._auth
+            if time.monotonic() - asked >= AUTH_REUSE_S:
+                headers = {}
+                self.api_client.update_params_for_auth(headers, [], ["BearerToken"], "", "", None)
+                self._auth = (time.monotonic(), headers)
+            return headers
+
     # --- the objects --------------------------------------------------------------------------------------
 
     def patch_claim(self, namespace: str, name: str, patch: dict, content_type: str = STRATEGIC) -> dict:
-        return self.call(self.core.patch_namespaced_persistent_volume_claim, name, namespace, patch,
-                         _content_type=content_type)
+        return self.send(self.core.patch_namespaced_persistent_volume_claim, patch, content_type, name=name,
+                         namespace=namespace)
 
     def patch_claim_status(self, namespace: str, name: str, patch: dict) -> dict:
-        return self.call(self.core.patch_namespaced_persistent_volume_claim_status, name, namespace, patch,
-                         _content_type=MERGE)
+        return self.send(self.core.patch_namespaced_persistent_volume_claim_status, patch, MERGE, name=name,
+                         namespace=namespace)
 
     def create_volume(self, body: dict) -> dict:
-        return self.call(self.core.create_persistent_volume, body)
+        return self.send(self.core.create_persistent_volume, body)
 
     def get_volume(self, name: str) -> dict:
-        return self.call(self.core.read_persistent_volume, name)
+        return self.send(self.core.read_persistent_volume, name=name)
 
     def patch_volume(self, name: str, patch: dict, content_type: str = STRATEGIC) -> dict:
-        return self.call(self.core.patch_persistent_volume, name, patch, _content_type=content_type)
+        return self.send(self.core.patch_persistent_volume, patch, content_type, name=name)
 
     def delete_volume(self, name: str) -> None:
-        self.call(self.core.delete_persistent_volume, name)
+        self.send(self.core.delete_persistent_volume, name=name)
+
+    def create_event(self, namespace: str, body: dict) -> dict:
+        return self.send(self.core.create_namespaced_event, body, namespace=namespace)
+
+    def patch_event(self, namespace: str, name: str, patch: dict) -> dict:
+        return self.send(self.core.patch_namespaced_event, patch, MERGE, name=name, namespace=namespace)

@@ -73,6 +73,10 @@ class Controller:
         # PVs this process created that the PV cache has not shown yet: the claim's own update event (from its
         # finalizer patch) brings it back before then, and it must not be provisioned a second time.
         self._created_pvs: set[str] = set()
+        # Claims (by uid) whose finalizer this process is removing or has removed while the claim cache may still
+        # show it: a sync of that stale copy must not remove it a second time (one PATCH per claim, not two).
+        # Dropped once the cache shows the claim without it, or when the claim is held again or deleted.
+        self._released: set[str] = set()
         self._lock = threading.Lock()
 
     # --- informer callbacks: only queue keys ------------------------------------------------------------------
@@ -80,6 +84,9 @@ class Controller:
     def on_claim(self, key: str, old: dict | None, new: dict | None) -> None:
         if new is None and old is not None:
             self._first_seen.pop(old["metadata"].get("uid"), None)
+            self._released.discard(old["metadata"].get("uid"))
+        elif new is not None and pvs.CLAIM_FINALIZER not in (new["metadata"].get("finalizers") or []):
+            self._released.discard(new["metadata"].get("uid"))
         self.queue.add("claim/" + key)
 
     def on_volume(self, key: str, old: dict | None, new: dict | None) -> None:
@@ -223,6 +230,7 @@ class Controller:
         if held and (meta.get("annotations") or {}).get(pvs.VOLUME_ANNOTATION) == ref.handle:
             return claim, ref
         patch = {"metadata": {"finalizers": [pvs.CLAIM_FINALIZER], "annotations": {pvs.VOLUME_ANNOTATION: ref.handle}}}
+        self._released.discard(meta["uid"])  # held again: a later release must not be skipped
         return self.kube.patch_claim(meta["namespace"], meta["name"], patch), ref
 
     def _volume_of(self, claim: dict, klass: ClassConfig) -> VolumeRef:
@@ -246,8 +254,14 @@ class Controller:
 
     def _release_claim(self, claim: dict) -> None:
         meta = claim["metadata"]
-        if pvs.CLAIM_FINALIZER in (meta.get("finalizers") or []):
+        if pvs.CLAIM_FINALIZER not in (meta.get("finalizers") or []) or meta["uid"] in self._released:
+            return
+        self._released.add(meta["uid"])  # before the request: its watch event may come before its answer
+        try:
             self.kube.patch_claim(meta["namespace"], meta["name"], _without_finalizer(pvs.CLAIM_FINALIZER))
+        except BaseException:  # not removed, or not known to be: the next sync tries again
+            self._released.discard(meta["uid"])
+            raise
 
     def _ensure_volume(self, claim: dict, klass: ClassConfig, request: ClaimRequest, ref: VolumeRef) -> dict:
         """Step 2: the project (made on first use) and the volume, or the one an earlier attempt made."""

@@ -14,7 +14,7 @@ import uuid
 from collections import OrderedDict
 from datetime import UTC, datetime
 
-from robin.kube.client import MERGE, Kube, KubeError
+from robin.kube.client import Kube, KubeError
 
 log = logging.getLogger(__name__)
 QUEUE_SIZE = 10000
@@ -62,8 +62,7 @@ class EventRecorder:
         if seen is not None:
             namespace, name, count = seen
             try:
-                self._kube.call(self._kube.core.patch_namespaced_event, name, namespace,
-                                {"count": count + 1, "lastTimestamp": _now()}, _content_type=MERGE)
+                self._kube.patch_event(namespace, name, {"count": count + 1, "lastTimestamp": _now()})
                 self._remember(key, (namespace, name, count + 1))
                 return
             except KubeError as exc:
@@ -81,7 +80,7 @@ class EventRecorder:
                 "firstTimestamp": now, "lastTimestamp": now,
                 "source": {"component": self._component},
                 "reportingComponent": self._component, "reportingInstance": self._instance}
-        self._kube.call(self._kube.core.create_namespaced_event, namespace, body)
+        self._kube.create_event(namespace, body)
         self._remember(key, (namespace, name, 1))
 
     def _remember(self, key: tuple, value: tuple) -> None:

@@ -3,9 +3,11 @@
 robin's database. The provisioner runs as a subprocess, killed on purpose where a test says so."""
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import random
+import re
 import time
 
 import pytest
@@ -584,3 +586,74 @@ def test_api_errors_dropped_watches_and_expired_versions_are_survived(kube, prov
     assert kube.faults.failed > 0 and kube.watch_requests > watches_before
     restarts = process.metrics()
     assert restarts['robin_provisioner_watch_restarts_total{reason="expired",resource="PersistentVolumeClaim"}'] >= 1
+
+
+# --- cost -------------------------------------------------------------------------------------------------------
+
+CLAIMS_COUNTED = 5
+WORKERS = 4
+
+
+def robin_requests(robin_api) -> collections.Counter:
+    """robin serve's requests so far, by (method, route, status), from its /metrics (the scrapes left out)."""
+    counts = collections.Counter()
+    for line in robin_api("GET", "/metrics").text.splitlines():
+        if line.startswith("robin_http_request_duration_seconds_count{"):
+            labels, _, value = line.removeprefix("robin_http_request_duration_seconds_count").rpartition(" ")
+            parsed = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+            if parsed["route"] != "/metrics":
+                counts[parsed["method"], parsed["route"], parsed["status"]] += int(float(value))
+    return counts
+
+
+def test_a_claim_costs_four_kubernetes_writes_and_one_robin_request(kube, provisioners, robin_api, monkeypatch):
+    """The requests the provisioner makes per claim, counted by the servers: the finalizer and volume annotation,
+    the PV, the finalizer's removal and the ProvisioningSucceeded Event, and robin's create; no reads of single
+    objects (the informers' caches answer) and no second removal of the finalizer while the cache lags behind."""
+    ns = namespace(kube)
+    klass = storage_class(parameters={"pool": "rbd"})
+    warm_up = claim(ns, klass)
+    process = provisioners(env={"ROBIN_PROVISIONER_LEADER_ELECT": "false"})
+    create(kube, klass, warm_up)
+    wait_bound(kube, ns, warm_up["metadata"]["name"])
+    process.stop()  # the claims counted are made while no provisioner runs, so kubectl's requests are not counted
+    claims = [claim(ns, klass) for _ in range(CLAIMS_COUNTED)]
+    create(kube, *claims)
+    requests_seen = collections.Counter()
+    check = kube.faults.check
+
+    def counting(method: str, path: str) -> None:
+        parts = path.strip("/").split("/")
+        parts = parts[2:] if parts[0] == "api" else parts[3:]  # after /api/v1 or /apis/<group>/<version>
+        if parts[-1] == "status":
+            requests_seen[method, parts[-3] + "/status"] += 1
+        elif len(parts) % 2 == 0:  # one object
+            requests_seen[method, parts[-2]] += 1
+        elif method != "GET":  # a create; lists and watches (GETs of a collection) are the informers'
+            requests_seen[method, parts[-1]] += 1
+        check(method, path)
+
+    monkeypatch.setattr(kube.faults, "check", counting)
+    robin_before = robin_requests(robin_api)
+    process = provisioners(env={"ROBIN_PROVISIONER_LEADER_ELECT": "false", "ROBIN_PROVISIONER_WORKERS": str(WORKERS)})
+
+    def settled() -> bool:
+        done = []
+        for pvc in claims:
+            stored_claim = stored(kube, PVCS, ns, pvc["metadata"]["name"])
+            done.append(stored_claim["status"].get("phase") == "Bound"
+                        and "robin.io/provisioning" not in stored_claim["metadata"].get("finalizers", [])
+                        and ("Normal", "ProvisioningSucceeded") in [e[:2] for e in events(kube, ns,
+                                                                                          pvc["metadata"]["name"])])
+        return all(done) and process.metrics()["robin_provisioner_queue_depth"] == 0
+
+    eventually(settled, what="the claims Bound, released and reported")
+    assert dict(requests_seen) == {("PATCH", "persistentvolumeclaims"): 2 * CLAIMS_COUNTED,
+                                   ("POST", "persistentvolumes"): CLAIMS_COUNTED,
+                                   ("POST", "events"): CLAIMS_COUNTED}
+    # robin: one create per claim; besides, once per process, the project's existence and the cluster's description
+    # (asked by each worker that needs them before the first answer is kept: at most one each per worker)
+    robin_seen = robin_requests(robin_api) - robin_before
+    assert robin_seen.pop(("POST", "/api/v2/projects/<project>/rbd-images", "201")) == CLAIMS_COUNTED
+    once_per_process = {("GET", "/api/v2/projects/<project>", "200"), ("GET", "/api/v2/clusters/<name>", "200")}
+    assert robin_seen.keys() == once_per_process and max(robin_seen.values()) <= WORKERS

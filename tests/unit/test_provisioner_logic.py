@@ -9,6 +9,7 @@ import types
 from collections import Counter
 
 import pytest
+from kubernetes.client import ApiClient, Configuration
 from kubernetes.client.exceptions import ApiException
 
 from robin.client import RobinApiError, VolumeRef
@@ -846,3 +847,18 @@ def test_token_bucket_real_clock_burst_counts():
     thread.start()
     assert acquired.wait(10) and count == 20
     thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("method, line", [
+    ("patch_namespaced_persistent_volume_claim",
+     ("PATCH", "/api/v1/namespaces/{namespace}/persistentvolumeclaims/{name}")),
+    ("patch_namespaced_persistent_volume_claim_status",
+     ("PATCH", "/api/v1/namespaces/{namespace}/persistentvolumeclaims/{name}/status")),
+    ("create_persistent_volume", ("POST", "/api/v1/persistentvolumes")),
+    ("delete_persistent_volume", ("DELETE", "/api/v1/persistentvolumes/{name}")),
+    ("create_namespaced_event", ("POST", "/api/v1/namespaces/{namespace}/events"))])
+def test_kube_sends_the_request_line_of_the_generated_method(method, line):
+    """Kube.send skips the generated methods but takes their verb and path, behind a host with a path of its own."""
+    configuration = Configuration(host="https://k8s.example:6443/behind/a/proxy")
+    kube = kube_module.Kube(ApiClient(configuration), qps=1, burst=1)
+    assert kube._request_line(getattr(kube.core, method)) == line
