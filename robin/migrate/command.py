@@ -293,6 +293,9 @@ class Migration:
                 verification = verify(tree, target, copier.sources, copier.refused(), options.parallel,
                                       keep_at_destination_root=keep, progress=progress)
             verify_s = time.monotonic() - copy_started - copy_s
+            if stats.errors or not verification.ok:
+                # Entries that failed one by one may all be the source's fault: then that is the error.
+                gluster.check_answering(item.source, source, gluster.client_log(work))
         totals = tree.totals
         return {"files": totals.files, "directories": totals.directories, "symlinks": totals.symlinks,
                 "hardlinks": totals.hardlinks, "specials": totals.specials, "bytes": totals.file_bytes,
@@ -360,7 +363,7 @@ class Migration:
 
     def _tidy(self) -> None:
         """Remove the directories this run made that are empty now: its mounts are gone, and a client's log is
-        kept only when the mount failed, so what is left is a log an error named, or the mounts of a
+        kept only when the mount or the source failed, so what is left is a log an error named, or the mounts of a
         run that was killed (which the next run takes over). Then remove its lock files, and so end its locks."""
         for volume_dir in self._made:
             for phase in ("plan", "run"):

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import unique
+from tests.support.net import wait_until
 
 pytestmark = pytest.mark.integration
 EXIT_REFUSED = 2
 NOTHING_LISTENS_PORT = 24999
+EXIT_FAILED = 1
 
 
 @pytest.fixture()
@@ -127,3 +129,31 @@ def test_any_spelling_resumes_a_source_and_another_source_is_refused(gluster, sm
     assert statuses(robin_api, project, name) == ["started", "verified", "started", "verified"]
     assert left_in(migrate.work_dir) == set()
 
+
+def test_a_source_failing_mid_copy_is_one_error_naming_the_client_log_which_is_kept(gluster, migrate, new_project):
+    volume, project = gluster.create_volume(unique("gv").replace("-", "_")), new_project()
+    try:
+        with gluster.mount(volume) as root:
+            for i in range(400):
+                (Path(root) / f"file-{i:03d}").write_bytes(os.urandom(256 * 1024))
+        entry = f"cephfs-{project}-gluster-{volume}"
+        copying = migrate.work_dir / entry / "run" / "destination"
+        process = migrate.start(f"{gluster.host}:/{volume}", "--project", project, "--parallel", "1")
+        wait_until(lambda: process.poll() is not None or (copying.is_dir() and len(os.listdir(copying)) >= 3),
+                   timeout=120, what="the copy to begin")
+        gluster.kill_bricks(volume)
+        status, output, stderr = migrate.finish(process)
+    finally:
+        gluster.restart_bricks(volume)
+        gluster.delete_volume(volume)
+
+    assert status == EXIT_FAILED, (output, stderr)
+    (report,) = output["reports"]
+    log = os.path.realpath(migrate.work_dir / entry / "run" / "glusterfs-client.log")
+    assert report["status"] == "failed" and report["error"]["code"] == "source_failed", report
+    message = report["error"]["message"]
+    assert message.startswith(f"127.0.0.1:/{volume} stopped answering during the migration ("), message
+    assert message.endswith(f"; the client's log: {log}"), message
+    assert Path(log).stat().st_size > 0
+    # The log the error names stays, and only it: no mountpoint, no lock.
+    assert left_in(migrate.work_dir) == {entry, f"{entry}/run", f"{entry}/run/glusterfs-client.log"}
