@@ -17,9 +17,9 @@ with the order rotating, each copy into a fresh directory of that same destinati
   cp -a           `cp -a SRC/. DST/run-N/` (coreutils, one file at a time: content, modes, owners, times, links,
                   extended attributes and ACLs, which robin keeps too)
   robin p=N       robin's copy engine (robin.migrate.copy: scan, then N files at a time) for each N in --parallel
-  robin p=N + verify   the engine's copy, then its verification (robin.migrate.verify: the destination read
-                  again in full, every SHA-256 compared), for the largest N: what `robin migrate gluster` does
-                  with a volume once it is mounted
+  robin p=N + verify   the engine's copy, each file read back from the destination once written, then the
+                  verification (robin.migrate.verify: every entry and attribute compared, every SHA-256), for the
+                  largest N: what `robin migrate gluster` does with a volume once it is mounted
 
 The GlusterFS source is mounted afresh (read-only, as the tool does) before every copy, so no copy reads from a
 cache another one filled. A copy's time ends when its data is flushed (cp: `sync -f` on the destination; robin's
@@ -176,7 +176,7 @@ def copy_and_verify_with_robin(parallel: int):
     def copy(source: str, target: str) -> None:
         os.mkdir(target)
         tree = scan(source)
-        copier = Copier(source, target, parallel)
+        copier = Copier(source, target, parallel, read_back=True)  # as `robin migrate gluster` copies
         stats = copier.copy(tree)
         verification = verify(tree, target, copier.sources, copier.refused(), parallel)
         if stats.errors or stats.xattrs_refused or not verification.ok:

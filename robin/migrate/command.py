@@ -286,7 +286,7 @@ class Migration:
             copy_started = time.monotonic()
             with Progress(tree.totals.file_bytes, tree.totals.files, f"copy {ref.name}",
                           enabled=options.progress) as progress:
-                copier = Copier(source, target, options.parallel, progress, keep, options.checksum)
+                copier = Copier(source, target, options.parallel, progress, keep, options.checksum, read_back=True)
                 stats = copier.copy(tree)
             copy_s = time.monotonic() - copy_started
             with Progress(0, tree.totals.files, f"verify {ref.name}", enabled=options.progress) as progress:

@@ -17,8 +17,10 @@ Directories get their owners, attributes, modes and times last, deepest first, b
 directory's mtime, and a default ACL set early would be inherited by the entries made in it.
 Each file's content is hashed as it is read (but files with holes), so that the verification reads only
 the destination for what this run copied: `Copier.sources` keeps, per source inode, the state and digest of what
-was copied. Files are copied by a bounded pool of threads: on network file systems the time goes in round trips,
-which threads overlap (each I/O call releases the GIL).
+was copied. With `read_back`, the worker that copied a file then reads it back from the destination and keeps
+that digest too: the verification's read of the destination, done while other workers still copy (the
+verification then reads only what the copy did not read back). Files are copied by a bounded pool of threads: on
+network file systems the time goes in round trips, which threads overlap (each I/O call releases the GIL).
 """
 from __future__ import annotations
 
@@ -92,19 +94,23 @@ def file_digest(path: str) -> str:
 @dataclass(frozen=True)
 class Copied:
     """A source file as this run read it: its lstat when the copy started, and the digest of what was read (and
-    written). Kept only when the file did not change while it was read."""
+    written). Kept only when the file did not change while it was read. `landed`: the digest of the destination
+    file read back once written, and `landed_at` that file's (st_dev, st_ino): None when it was not read back."""
 
     st: os.stat_result
     digest: str
+    landed: str | None = None
+    landed_at: tuple[int, int] | None = None
 
 
 class Copier:
     def __init__(self, source: str, destination: str, parallel: int = 8, progress: Progress | None = None,
-                 keep_at_root: frozenset[str] = frozenset(), always_checksum: bool = False):
+                 keep_at_root: frozenset[str] = frozenset(), always_checksum: bool = False, read_back: bool = False):
         self.source, self.destination = source, destination
         # Compare the content of every file of the same size, not only of those whose mtime differs: for a
         # source changed without moving its mtime (`touch -r`, a restore), which only the verification sees.
         self.always_checksum = always_checksum
+        self.read_back = read_back
         self.parallel = max(1, parallel)
         self.progress = progress or Progress(0, 0, enabled=False)
         self.keep_at_root = keep_at_root
@@ -202,7 +208,7 @@ class Copier:
                 digest = file_digest(source)
                 if digest == file_digest(target):
                     self._set_metadata(target, entry, xattrs.read(target))
-                    self.sources[entry.inode] = Copied(entry.st, digest)
+                    self.sources[entry.inode] = Copied(entry.st, digest, digest, _inode(target))
                     self.stats.add(files_same_content=1, bytes_unchanged=size)
                     self.progress.add(size, files=1)
                     return
@@ -232,7 +238,7 @@ class Copier:
         crash_point("migrate.file_copied")
         changed = (after.st_mtime_ns, after.st_size) != (before.st_mtime_ns, before.st_size)
         if digest and not changed and (before.st_mtime_ns, before.st_size) == (entry.st.st_mtime_ns, entry.st.st_size):
-            self.sources[entry.inode] = Copied(before, digest)
+            self.sources[entry.inode] = Copied(before, digest, *(self._landed(target) if self.read_back else ()))
         self.stats.add(files_copied=1, bytes_copied=before.st_size, bytes_written=written,
                        files_changed_while_copied=int(changed))
         self.progress.add(0, files=1)
@@ -265,6 +271,17 @@ class Copier:
         if data_end < size:
             os.ftruncate(target_fd, size)  # a trailing hole: the file's end was never written
         return written, hasher.hexdigest() if hasher is not None else None
+
+    @staticmethod
+    def _landed(target: str) -> tuple[str | None, tuple[int, int] | None]:
+        """The digest of the file written at `target`, read back, and which file that was; (None, None) when it
+        cannot be read now (the verification reads it again and reports why)."""
+        try:
+            with open(target, "rb", buffering=0) as handle:
+                st = os.fstat(handle.fileno())
+                return hashlib.file_digest(handle, DIGEST).hexdigest(), (st.st_dev, st.st_ino)
+        except OSError:
+            return None, None
 
     def _link(self, entry: Entry, first: str) -> None:
         target, first_target = join(self.destination, entry.rel), join(self.destination, first)
