@@ -18,6 +18,7 @@ from robin.migrate.errors import MigrationError
 
 DEFAULT_PORT = 24007  # glusterd's management port, from which clients fetch volfiles
 MOUNT_TIMEOUT_S = 60
+GIVE_UP_S = 5.0  # how long a client whose mount fails its first lookup may take to exit, if it gave up
 PROBE_TIMEOUT_S = 5.0  # a connection to glusterd, to say why the client gave up
 _HEAD = re.compile(r"(?P<servers>[^:].*?)(?::(?P<port>\d+))?")
 _SERVER = re.compile(r"\[[0-9a-f:]+\]|[a-z0-9.-]+")
@@ -173,6 +174,10 @@ def _wait_mounted(source: GlusterSource, mountpoint: str, pid: int, daemons: mou
     try:
         os.stat(mountpoint)
     except OSError as exc:
+        if mounts.wait_for(lambda: not daemons.alive(pid), GIVE_UP_S):
+            # It could not fetch the volume, and showed the mount before it gave up (seen on a busy host).
+            raise SourceError("source_unreachable", f"cannot mount {source}: {_why_not(source, log_file)}; the "
+                                                    f"client's log: {log_file}") from exc
         raise SourceError("source_unreachable", f"cannot read {source} ({exc.strerror}){_last_error(log_file)}; "
                                                 f"the client's log: {log_file}") from exc
 
