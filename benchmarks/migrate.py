@@ -220,9 +220,11 @@ def whole_run(spec: str, url: str, token: str, conf: str, project: str, name: st
     env = {**os.environ, "ROBIN_URL": url, "ROBIN_TOKEN": token, "ROBIN_CEPH_CONF": conf,
            "PYTHONPATH": str(tree)}
     started = time.perf_counter()
+    # In `tree`: `python -m` puts the working directory ahead of PYTHONPATH, and another tree's robin there would
+    # be the one that runs.
     done = subprocess.run([sys.executable, "-m", "robin.cli", "migrate", "gluster", spec, "--project", project,
                            "--name", name, "--json", "--work-dir", str(work)], env=env, capture_output=True,
-                          text=True, check=False)
+                          text=True, check=False, cwd=tree)
     elapsed = time.perf_counter() - started
     reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"reports"')]
     if done.returncode != 0 or not reports:
