@@ -7,6 +7,8 @@ One run starts its own dev Ceph cluster, a private GlusterFS server (tests/suppo
   large   --large-files files of --large-mib MiB each, random bytes (data-bound)
   acl     --acl-files files of 2-16 KiB in 20 directories, each file with a `user.*` xattr and an access ACL
           (a named user and group, a mask narrower than the group bits), each directory with a default ACL
+  issue   issue 18's own case: 3,024 files, 759 MiB (--issue-mib): 3,000 files of 2-64 KiB in 60 directories
+          and 24 files of 8-48 MiB making up the rest, random bytes
 
 it writes the set into a GlusterFS volume, creates a CephFS volume through robin's API and mounts it as the tool
 does (robin.mounts, the CSI node's staging: ceph-fuse at the path), and times, --repeats times each, interleaved
@@ -15,9 +17,9 @@ with the order rotating, each copy into a fresh directory of that same destinati
   cp -a           `cp -a SRC/. DST/run-N/` (coreutils, one file at a time: content, modes, owners, times, links,
                   extended attributes and ACLs, which robin keeps too)
   robin p=N       robin's copy engine (robin.migrate.copy: scan, then N files at a time) for each N in --parallel
-  robin p=N + verify   the engine's copy, then its verification (robin.migrate.verify: the destination read
-                  again in full, every SHA-256 compared), for the largest N: what `robin migrate gluster` does
-                  with a volume once it is mounted
+  robin p=N + verify   the engine's copy, each file read back from the destination once written, then the
+                  verification (robin.migrate.verify: every entry and attribute compared, every SHA-256), for the
+                  largest N: what `robin migrate gluster` does with a volume once it is mounted
 
 The GlusterFS source is mounted afresh (read-only, as the tool does) before every copy, so no copy reads from a
 cache another one filled. A copy's time ends when its data is flushed (cp: `sync -f` on the destination; robin's
@@ -26,7 +28,8 @@ every checksum) is timed per set, --whole-repeats times; with --before PATH (an 
 commit) that commit's `robin migrate gluster` is timed too, alternating with this one's, on the same servers.
 
     .venv/bin/python benchmarks/migrate.py [--repeats 3] [--small-files 4000] [--large-files 4] [--large-mib 256]
-        [--acl-files 2000] [--parallel 1,8] [--whole-repeats 1] [--before PATH] [--json out.json]
+        [--acl-files 2000] [--issue-mib 759] [--sets small,large,acl,issue] [--parallel 1,8] [--whole-repeats 1]
+        [--before PATH] [--json out.json]
 
 Everything it starts is stopped by pid in `finally`, Ctrl-C and SIGTERM included.
 """
@@ -69,6 +72,7 @@ from tests.support.gluster import GlusterServer  # noqa: E402
 from tests.support.server import running_server  # noqa: E402
 
 MiB = 2**20
+SETS = ("small", "large", "acl", "issue")
 
 
 def parse_args(argv=None):
@@ -78,6 +82,8 @@ def parse_args(argv=None):
     parser.add_argument("--large-files", type=int, default=4)
     parser.add_argument("--large-mib", type=int, default=256)
     parser.add_argument("--acl-files", type=int, default=2000)
+    parser.add_argument("--issue-mib", type=int, default=759, help="the issue set's total size")
+    parser.add_argument("--sets", default=",".join(SETS), help="which sets, comma separated")
     parser.add_argument("--parallel", default="1,8", help="robin's files in flight, comma separated")
     parser.add_argument("--whole-repeats", type=int, default=1, help="whole `robin migrate gluster` runs per set")
     parser.add_argument("--before", help="an unpacked git archive of another commit, whose whole runs alternate "
@@ -125,6 +131,30 @@ def fill_attributed(root: Path, count: int) -> None:
         os.setxattr(path, "system.posix_acl_access", acl((0x02, 6, 33), (0x08, 6, 44), mask=4))
 
 
+ISSUE_SMALL_FILES, ISSUE_LARGE_FILES = 3000, 24
+
+
+def fill_issue(root: Path, total_mib: int) -> None:
+    """Issue 18's mix: many small files in directories, a few large ones holding most of the bytes."""
+    rng = random.Random(3)
+    small_bytes = 0
+    for i in range(ISSUE_SMALL_FILES):
+        folder = root / f"dir-{i % 60:02d}"
+        folder.mkdir(exist_ok=True)
+        data = rng.randbytes(rng.randint(2048, 65536))
+        (folder / f"file-{i:05d}").write_bytes(data)
+        small_bytes += len(data)
+    weights = [rng.uniform(8, 48) for _ in range(ISSUE_LARGE_FILES)]
+    left = max(0, total_mib * MiB - small_bytes)
+    sizes = [int(left * weight / sum(weights)) for weight in weights]
+    sizes[-1] += left - sum(sizes)  # the total exact
+    (root / "media").mkdir()
+    for i, size in enumerate(sizes):
+        with open(root / "media" / f"blob-{i:02d}", "wb") as handle:
+            for start in range(0, size, MiB):
+                handle.write(os.urandom(min(MiB, size - start)))
+
+
 def copy_with_cp(*options: str):
     def copy(source: str, target: str) -> None:
         os.mkdir(target)
@@ -146,7 +176,7 @@ def copy_and_verify_with_robin(parallel: int):
     def copy(source: str, target: str) -> None:
         os.mkdir(target)
         tree = scan(source)
-        copier = Copier(source, target, parallel)
+        copier = Copier(source, target, parallel, read_back=True)  # as `robin migrate gluster` copies
         stats = copier.copy(tree)
         verification = verify(tree, target, copier.sources, copier.refused(), parallel)
         if stats.errors or stats.xattrs_refused or not verification.ok:
@@ -190,9 +220,11 @@ def whole_run(spec: str, url: str, token: str, conf: str, project: str, name: st
     env = {**os.environ, "ROBIN_URL": url, "ROBIN_TOKEN": token, "ROBIN_CEPH_CONF": conf,
            "PYTHONPATH": str(tree)}
     started = time.perf_counter()
+    # In `tree`: `python -m` puts the working directory ahead of PYTHONPATH, and another tree's robin there would
+    # be the one that runs.
     done = subprocess.run([sys.executable, "-m", "robin.cli", "migrate", "gluster", spec, "--project", project,
                            "--name", name, "--json", "--work-dir", str(work)], env=env, capture_output=True,
-                          text=True, check=False)
+                          text=True, check=False, cwd=tree)
     elapsed = time.perf_counter() - started
     reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"reports"')]
     if done.returncode != 0 or not reports:
@@ -218,6 +250,10 @@ def table(results: list[dict]) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     args.parallel = [int(p) for p in args.parallel.split(",")]
+    args.sets = [name for name in args.sets.split(",") if name]
+    unknown = set(args.sets) - set(SETS)
+    if unknown:
+        raise SystemExit(f"no such set: {', '.join(sorted(unknown))} (sets: {', '.join(SETS)})")
     stop_cleanly_on_signals()
     report = {"machine": machine(), "command": " ".join([Path(sys.executable).name, *sys.argv]), **git_state()}
     with ExitStack() as stack:
@@ -237,9 +273,11 @@ def main(argv=None) -> int:
         keyring = destination.default_keyring(conf, "admin")
         user_key = ("admin", destination.read_key(keyring, "admin"))
         host = Host(str(base / "state"), "rbd-fuse")
-        sets = [("small", lambda root: fill_small(root, args.small_files)),
-                ("large", lambda root: fill_large(root, args.large_files, args.large_mib)),
-                ("acl", lambda root: fill_attributed(root, args.acl_files))]
+        fills = {"small": lambda root: fill_small(root, args.small_files),
+                 "large": lambda root: fill_large(root, args.large_files, args.large_mib),
+                 "acl": lambda root: fill_attributed(root, args.acl_files),
+                 "issue": lambda root: fill_issue(root, args.issue_mib)}
+        sets = [(name, fills[name]) for name in args.sets]
         trees = {"this": REPO, **({"before": Path(args.before).resolve()} if args.before else {})}
         report["results"] = []
         for name, fill in sets:

@@ -6,7 +6,6 @@ Exit status: 0 when every volume was copied and verified, 1 when any failed or d
 refused (nothing was created then)."""
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 
 from robin import mounts
 from robin.client import RobinApiError, RobinClient, VolumeRef
-from robin.migrate import destination, gluster, plan
+from robin.migrate import destination, gluster, locks, plan
 from robin.migrate.copy import Copier
 from robin.migrate.errors import MigrationError
 from robin.migrate.progress import Progress
@@ -70,7 +69,7 @@ class Migration:
         self.options, self.client, self.kube = options, client, kube
         self.out = out or sys.stdout
         self._node: Host | None = None
-        self._locks: dict[str, int] = {}  # lock file -> its descriptor, held until the process ends
+        self._locks: dict[str, int] = {}  # lock file -> its descriptor, held until the run ends
         self._made: set[str] = set()  # the work dir's volume directories this run made or used
         self._run = uuid.uuid4().hex  # names this run's records: its `started` one holds the destination in robin
 
@@ -287,13 +286,16 @@ class Migration:
             copy_started = time.monotonic()
             with Progress(tree.totals.file_bytes, tree.totals.files, f"copy {ref.name}",
                           enabled=options.progress) as progress:
-                copier = Copier(source, target, options.parallel, progress, keep, options.checksum)
+                copier = Copier(source, target, options.parallel, progress, keep, options.checksum, read_back=True)
                 stats = copier.copy(tree)
             copy_s = time.monotonic() - copy_started
             with Progress(0, tree.totals.files, f"verify {ref.name}", enabled=options.progress) as progress:
                 verification = verify(tree, target, copier.sources, copier.refused(), options.parallel,
                                       keep_at_destination_root=keep, progress=progress)
             verify_s = time.monotonic() - copy_started - copy_s
+            if stats.errors or not verification.ok:
+                # Entries that failed one by one may all be the source's fault: then that is the error.
+                gluster.check_answering(item.source, source, gluster.client_log(work))
         totals = tree.totals
         return {"files": totals.files, "directories": totals.directories, "symlinks": totals.symlinks,
                 "hardlinks": totals.hardlinks, "specials": totals.specials, "bytes": totals.file_bytes,
@@ -336,17 +338,13 @@ class Migration:
     # --- helpers ---------------------------------------------------------------------------------------------
 
     def _lock(self, key: str) -> bool:
-        """An exclusive lock on <work dir>/locks/<key>, held until this process ends (the kernel drops it then, even
-        after a kill); False when another process holds it."""
+        """An exclusive lock on <work dir>/locks/<key>, held until the run ends (robin.migrate.locks; the kernel
+        drops it if the process is killed); False when another process holds it."""
         path = os.path.join(self.options.work_dir, "locks", f"{key}.lock")
         if path in self._locks:
             return True
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = locks.take(path)
+        if fd is None:
             return False
         self._locks[path] = fd
         return True
@@ -365,14 +363,16 @@ class Migration:
 
     def _tidy(self) -> None:
         """Remove the directories this run made that are empty now: its mounts are gone, and a client's log is
-        kept only when the mount failed, so what is left is a log an error named, or the mounts of a run that
-        was killed (which the next run takes over)."""
+        kept only when the mount or the source failed, so what is left is a log an error named, or the mounts of a
+        run that was killed (which the next run takes over). Then remove its lock files, and so end its locks."""
         for volume_dir in self._made:
             for phase in ("plan", "run"):
                 gluster.remove_empty_dir(os.path.join(volume_dir, phase))
             gluster.remove_empty_dir(volume_dir)
         if self._node is not None:
             gluster.remove_empty_dir(self._node_state_dir())
+        while self._locks:
+            locks.release(*self._locks.popitem())
 
     def _local_node(self) -> Host:
         if self._node is None:

@@ -18,11 +18,13 @@ from robin.migrate.errors import MigrationError
 
 DEFAULT_PORT = 24007  # glusterd's management port, from which clients fetch volfiles
 MOUNT_TIMEOUT_S = 60
+GIVE_UP_S = 5.0  # how long a client whose mount fails its first lookup may take to exit, if it gave up
 PROBE_TIMEOUT_S = 5.0  # a connection to glusterd, to say why the client gave up
 _HEAD = re.compile(r"(?P<servers>[^:].*?)(?::(?P<port>\d+))?")
 _SERVER = re.compile(r"\[[0-9a-f:]+\]|[a-z0-9.-]+")
 _VOLUME = re.compile(r"[A-Za-z0-9._-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+SOURCE_FAILED = "source_failed"  # the source stopped answering once mounted: its client's log is kept
 USAGE = "write server[:port]:/volume[/directory], e.g. gluster-1:/data or 10.0.0.5,10.0.0.6:/data/app"
 
 
@@ -85,13 +87,15 @@ def client_argv(source: GlusterSource, mountpoint: str, log_file: str) -> list[s
 @contextmanager
 def mounted(source: GlusterSource, work_dir: str, daemons: mounts.Daemons | None = None):
     """The source's directory, read-only, for as long as the block runs; unmounted and its client gone after, its
-    mountpoint removed, and the client's log too, unless the mount failed (then the error names the log)."""
+    mountpoint removed, and the client's log too, unless the mount failed or the source stopped answering (its
+    client or bricks gone) while the block ran: then the error names the log, which is kept. A read of the block
+    that fails because the source stopped answering is turned into that error."""
     daemons = daemons or mounts.Daemons()
     mountpoint = os.path.join(os.path.realpath(work_dir), "source")
     os.makedirs(mountpoint, exist_ok=True)
     if mounts.mount_at(mountpoint) is not None:
         _unmount(mountpoint, daemons, [])  # a killed earlier run's mount: its client may hold a stale layout
-    log_file = os.path.join(os.path.realpath(work_dir), "glusterfs-client.log")
+    log_file = client_log(work_dir)
     with suppress(FileNotFoundError):
         os.unlink(log_file)  # an earlier run's: the log a message names is this mount's alone
     pid = daemons.start(client_argv(source, mountpoint, log_file), log_file)
@@ -101,13 +105,40 @@ def mounted(source: GlusterSource, work_dir: str, daemons: mounts.Daemons | None
         _unmount(mountpoint, daemons, [pid])
         remove_empty_dir(mountpoint)
         raise  # its message names the log, which is kept
+    source_failed = False
     try:
-        yield _directory(source, mountpoint)
+        root = _directory(source, mountpoint)
+        try:
+            yield root
+        except OSError:
+            check_answering(source, root, log_file)  # a read failed because the source is gone: say so
+            raise
+    except SourceError as exc:
+        source_failed = exc.code == SOURCE_FAILED
+        raise
     finally:
         _unmount(mountpoint, daemons, [pid])
         remove_empty_dir(mountpoint)
-        with suppress(FileNotFoundError):
-            os.unlink(log_file)
+        if not source_failed:
+            with suppress(FileNotFoundError):
+                os.unlink(log_file)
+
+
+def client_log(work_dir: str) -> str:
+    """The log of the FUSE client that mounts a source in `work_dir`."""
+    return os.path.join(os.path.realpath(work_dir), "glusterfs-client.log")
+
+
+def check_answering(source: GlusterSource, root: str, log_file: str) -> None:
+    """Raise source_failed, naming the client's log, when the mounted source no longer answers: its client died
+    or lost its bricks, and every read fails (ENOTCONN). A listing always asks the client (a stat may be
+    answered from the kernel's cache)."""
+    try:
+        with os.scandir(root) as listing:
+            next(listing, None)
+    except OSError as exc:
+        raise SourceError(SOURCE_FAILED, f"{source} stopped answering during the migration ({exc.strerror})"
+                                          f"{_last_error(log_file)}; the client's log: {log_file}") from exc
 
 
 def remove_empty_dir(path: str) -> None:
@@ -143,6 +174,10 @@ def _wait_mounted(source: GlusterSource, mountpoint: str, pid: int, daemons: mou
     try:
         os.stat(mountpoint)
     except OSError as exc:
+        if mounts.wait_for(lambda: not daemons.alive(pid), GIVE_UP_S):
+            # It could not fetch the volume, and showed the mount before it gave up (seen on a busy host).
+            raise SourceError("source_unreachable", f"cannot mount {source}: {_why_not(source, log_file)}; the "
+                                                    f"client's log: {log_file}") from exc
         raise SourceError("source_unreachable", f"cannot read {source} ({exc.strerror}){_last_error(log_file)}; "
                                                 f"the client's log: {log_file}") from exc
 

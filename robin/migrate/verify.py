@@ -6,7 +6,8 @@ are not compared: reading a file moves its own.
 What the copy read of the source is not read again: a file it copied (unchanged while it was read) is compared
 with the lstat and SHA-256 the copy took of it (robin.migrate.copy.Copied), other entries with the copy's walk of
 the source. Only what the copy did not read (files already at the destination, files that changed while copied)
-is read at the source again. The destination is always read in full: its walk, attributes and every file's data.
+is read at the source again. The destination is always read in full: its walk, attributes and every file's data,
+the data of a file the copy read back once written (Copied.landed) by the copy then, that of every other file here.
 Attributes the destination refused (the copy's `xattrs_refused`) are reported there, and left out here."""
 from __future__ import annotations
 
@@ -97,9 +98,13 @@ def verify(source: Tree, destination_root: str, copied: Mapping[tuple[int, int],
 
 def _check_file(entry: Entry, theirs: Entry, source_root: str, destination_root: str, known: Copied | None,
                 skipped: frozenset[tuple[str, str]]) -> list[Mismatch]:
-    """A file's metadata and content: the source's as the copy read it, or read now if the copy did not."""
+    """A file's metadata and content: the source's as the copy read it, or read now if the copy did not; the
+    destination's as the copy read it back, if that is the file found there, or read now."""
+    landed = None
     if known is not None:
         ours, digest = Entry(entry.rel, known.st, entry.xattrs), known.digest
+        if known.landed_at == (theirs.st.st_dev, theirs.st.st_ino):
+            landed = known.landed
     else:
         path = join(source_root, entry.rel)
         ours, digest = Entry(entry.rel, os.lstat(path), xattrs.read(path)), None
@@ -108,7 +113,8 @@ def _check_file(entry: Entry, theirs: Entry, source_root: str, destination_root:
         return problems
     if digest is None:
         digest = file_digest(join(source_root, entry.rel))
-    landed = file_digest(join(destination_root, entry.rel))
+    if landed is None:
+        landed = file_digest(join(destination_root, entry.rel))
     if landed != digest:
         problems.append(Mismatch(entry.rel, "content", digest, landed))
     return problems

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import unique
+from tests.support.net import wait_until
 
 pytestmark = pytest.mark.integration
 EXIT_REFUSED = 2
 NOTHING_LISTENS_PORT = 24999
+EXIT_FAILED = 1
 
 
 @pytest.fixture()
@@ -32,9 +34,8 @@ def first_line(stderr: str) -> str:
 
 
 def left_in(work_dir: Path) -> set[str]:
-    """Every path under the work dir, relative to it, but the lock files (one per source and destination, which
-    the kernel's locks need to stay)."""
-    return {str(path.relative_to(work_dir)) for path in work_dir.rglob("*") if path.parent.name != "locks"}
+    """Every path under the work dir, relative to it: the lock files included (a run removes its own)."""
+    return {str(path.relative_to(work_dir)) for path in work_dir.rglob("*")}
 
 
 def statuses(robin_api, project: str, name: str) -> list[str]:
@@ -60,7 +61,7 @@ def test_a_missing_volume_is_one_line_naming_server_port_volume_answer_and_log(g
     # Nothing was measured: no size, no counts (not robin's smallest volume for a source of no files).
     assert item["size_bytes"] is None and item["files"] is None and item["logical_bytes"] is None
     # Only the log the line names stays: no mountpoint, no directory of the run that never began.
-    assert left_in(migrate.work_dir) == {"locks", entry, f"{entry}/plan", f"{entry}/plan/glusterfs-client.log"}
+    assert left_in(migrate.work_dir) == {entry, f"{entry}/plan", f"{entry}/plan/glusterfs-client.log"}
 
 
 def test_a_port_where_nothing_listens_fails_and_says_so(gluster, small_volume, migrate, new_project):
@@ -97,7 +98,7 @@ def test_a_volume_count_quota_refusal_names_that_limit_and_leaves_nothing(gluste
         f"(max_volumes: PATCH /api/v2/projects/{project}) or migrate fewer volumes at once")
     (item,) = output["plan"]
     assert item["size_bytes"] == 2**30 and item["files"] == 2  # measured: the size that was asked of the quota
-    assert left_in(migrate.work_dir) == {"locks"}
+    assert left_in(migrate.work_dir) == set()
     assert statuses(robin_api, project, f"gluster-{small_volume}") == []
 
 
@@ -107,7 +108,7 @@ def test_any_spelling_resumes_a_source_and_another_source_is_refused(gluster, sm
     status, output, stderr = migrate(f"{gluster.host}:/{small_volume}", "--project", project)
     assert status == 0, (output, stderr)
     # A finished run leaves no mountpoint, log or directory of its own.
-    assert left_in(migrate.work_dir) == {"locks"}
+    assert left_in(migrate.work_dir) == set()
 
     status, output, stderr = migrate(f"{gluster.host}:24007://{small_volume}/", "--project", project)
 
@@ -116,7 +117,7 @@ def test_any_spelling_resumes_a_source_and_another_source_is_refused(gluster, sm
     assert report["source"] == f"127.0.0.1:/{small_volume}" and report["status"] == "verified"
     assert report["copy"]["files_copied"] == 0 and report["copy"]["files_unchanged"] == 2
     assert statuses(robin_api, project, name) == ["started", "verified", "started", "verified"]
-    assert left_in(migrate.work_dir) == {"locks"}
+    assert left_in(migrate.work_dir) == set()
 
     status, output, stderr = migrate(f"{gluster.host}:/{small_volume}/sub", "--project", project, "--name", name)
 
@@ -126,4 +127,33 @@ def test_any_spelling_resumes_a_source_and_another_source_is_refused(gluster, sm
         f"127.0.0.1:/{small_volume}, not of 127.0.0.1:/{small_volume}/sub: nothing was changed; choose another "
         f"name (--name)")
     assert statuses(robin_api, project, name) == ["started", "verified", "started", "verified"]
-    assert left_in(migrate.work_dir) == {"locks"}
+    assert left_in(migrate.work_dir) == set()
+
+
+def test_a_source_failing_mid_copy_is_one_error_naming_the_client_log_which_is_kept(gluster, migrate, new_project):
+    volume, project = gluster.create_volume(unique("gv").replace("-", "_")), new_project()
+    try:
+        with gluster.mount(volume) as root:
+            for i in range(400):
+                (Path(root) / f"file-{i:03d}").write_bytes(os.urandom(256 * 1024))
+        entry = f"cephfs-{project}-gluster-{volume}"
+        copying = migrate.work_dir / entry / "run" / "destination"
+        process = migrate.start(f"{gluster.host}:/{volume}", "--project", project, "--parallel", "1")
+        wait_until(lambda: process.poll() is not None or (copying.is_dir() and len(os.listdir(copying)) >= 3),
+                   timeout=120, what="the copy to begin")
+        gluster.kill_bricks(volume)
+        status, output, stderr = migrate.finish(process)
+    finally:
+        gluster.restart_bricks(volume)
+        gluster.delete_volume(volume)
+
+    assert status == EXIT_FAILED, (output, stderr)
+    (report,) = output["reports"]
+    log = os.path.realpath(migrate.work_dir / entry / "run" / "glusterfs-client.log")
+    assert report["status"] == "failed" and report["error"]["code"] == "source_failed", report
+    message = report["error"]["message"]
+    assert message.startswith(f"127.0.0.1:/{volume} stopped answering during the migration ("), message
+    assert message.endswith(f"; the client's log: {log}"), message
+    assert Path(log).stat().st_size > 0
+    # The log the error names stays, and only it: no mountpoint, no lock.
+    assert left_in(migrate.work_dir) == {entry, f"{entry}/run", f"{entry}/run/glusterfs-client.log"}

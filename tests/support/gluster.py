@@ -128,6 +128,14 @@ class GlusterServer:
             socket_file.unlink(missing_ok=True)
         shutil.rmtree(self.brick_path(name), ignore_errors=True)
 
+    def kill_bricks(self, name: str) -> None:
+        """SIGKILL the volume's bricks, as a failing server would stop serving it; restart_bricks starts them."""
+        for pid in filter(None, map(_brick_pid, self._brick_pid_files(name))):
+            os.kill(pid, signal.SIGKILL)
+
+    def restart_bricks(self, name: str) -> None:
+        self.cli("volume", "start", name, "force")  # force: starts the bricks that are not running
+
     def brick_path(self, name: str) -> Path:
         return self.bricks_dir / name
 

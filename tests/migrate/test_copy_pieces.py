@@ -1,0 +1,80 @@
+"""Large files copied in pieces by several threads at once, each piece hashed as it is read and read back once
+written, and what the verification makes of that: between two directories of this host's file system, with
+pieces made small so that a few MiB make several."""
+from __future__ import annotations
+
+import filecmp
+import os
+from pathlib import Path
+
+import pytest
+
+from robin.migrate import copy, verify
+from robin.migrate.copy import Copier, file_digest
+from robin.migrate.tree import scan
+
+PIECE = 3 * copy.CHUNK
+
+
+@pytest.fixture()
+def sides(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    monkeypatch.setattr(copy, "SEGMENT", PIECE)
+    source, destination = tmp_path / "source", tmp_path / "destination"
+    source.mkdir()
+    destination.mkdir()
+    with open(source / "large.bin", "wb") as handle:  # 4 pieces, the last one short; a zero MiB in the second
+        handle.write(os.urandom(PIECE + copy.CHUNK) + bytes(copy.CHUNK) + os.urandom(2 * PIECE - 2 * copy.CHUNK + 5))
+    (source / "small.txt").write_bytes(b"small\n")
+    return source, destination
+
+
+def copied(source: Path, destination: Path):
+    tree = scan(str(source))
+    copier = Copier(str(source), str(destination), 4, read_back=True)
+    stats = copier.copy(tree)
+    assert stats.errors == [] and stats.files_copied == 2
+    return tree, copier
+
+
+def test_a_large_file_arrives_whole_and_its_digests_are_those_of_a_later_read(sides):
+    source, destination = sides
+    tree, copier = copied(source, destination)
+
+    assert filecmp.cmp(source / "large.bin", destination / "large.bin", shallow=False)
+    known = copier.sources[next(e.inode for e in tree.entries if e.rel == "large.bin")]
+    # What the copy hashed and read back is what reading either file whole says, piece by piece as it does.
+    assert known.digest == known.landed == file_digest(str(source / "large.bin")) \
+        == file_digest(str(destination / "large.bin"))
+    assert known.digest != copy._combined([]) and len(known.digest) == 64
+    assert verify.verify(tree, str(destination), copier.sources, copier.refused(), 4).ok
+
+
+def test_the_verification_reads_no_file_the_copy_read_back(sides, monkeypatch):
+    source, destination = sides
+    tree, copier = copied(source, destination)
+    read = []
+    monkeypatch.setattr(verify, "file_digest", lambda path: read.append(path) or file_digest(path))
+
+    assert verify.verify(tree, str(destination), copier.sources, copier.refused(), 4).ok
+    assert read == []
+
+
+def test_another_file_put_in_the_place_of_one_read_back_is_read_and_its_difference_reported(sides):
+    """Same size and times, one byte of its third piece changed, under the same name: a file the copy never read
+    back, which the verification reads."""
+    source, destination = sides
+    tree, copier = copied(source, destination)
+    target, root = destination / "large.bin", destination.stat()
+    data = bytearray(target.read_bytes())
+    data[2 * PIECE + 7] ^= 0xFF
+    (destination / "other").write_bytes(bytes(data))
+    st = target.stat()
+    os.chmod(destination / "other", st.st_mode)
+    os.utime(destination / "other", ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(destination / "other", target)
+    os.utime(destination, ns=(root.st_atime_ns, root.st_mtime_ns))  # as the copy left it
+
+    found = verify.verify(tree, str(destination), copier.sources, copier.refused(), 4)
+
+    assert [(m.path, m.what) for m in found.mismatches] == [("large.bin", "content")]
+    assert found.mismatches[0].destination == file_digest(str(target)) != found.mismatches[0].source
