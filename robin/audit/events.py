@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from robin.audit.models import AuditEvent
 from robin.auth.identity import Identity
 from robin.db import db
-from robin.errors import NotFound
+from robin.errors import BadRequest, NotFound
 from robin.pagination import Page, decode_cursor, encode_cursor
 from robin.projects.models import Project
 from robin.snapshots.models import Snapshot
@@ -27,6 +27,7 @@ from robin.volumes.models import VOLUME_MODELS
 from robin.volumes.service import only_project
 
 OUTCOMES = ("success", "failure", "pending")
+ID_MAX = 2**31 - 1  # audit_events.id is an INTEGER
 # How robin writes a volume's or snapshot's id (robin.volumes.models, robin.snapshots.models).
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 COLUMNS = (AuditEvent.id, AuditEvent.at, AuditEvent.actor, AuditEvent.action, AuditEvent.target,
@@ -52,7 +53,7 @@ def page(identity: Identity, filters: dict, limit: int, cursor: str | None) -> P
             query = query.where(getattr(AuditEvent, column) == filters[column])
     query = _in_time(query, filters.get("since"), filters.get("until"))
     if cursor:
-        query = query.where(AuditEvent.id < decode_cursor(cursor, (int,))[0])
+        query = query.where(AuditEvent.id < _after(cursor))
     with db.reading() as session:
         if filters.get("target"):
             query = query.where(_target(session, identity, filters["target"]))
@@ -60,6 +61,14 @@ def page(identity: Identity, filters: dict, limit: int, cursor: str | None) -> P
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(items=rows, next_cursor=encode_cursor([rows[-1]["id"]]) if more else None)
+
+
+def _after(cursor: str) -> int:
+    """The id a cursor holds: one an id column can hold (a larger one was not made by the API)."""
+    after = decode_cursor(cursor, (int,))[0]
+    if not 0 < after <= ID_MAX:
+        raise BadRequest("the cursor is not one this API returned; start again without it", code="invalid_cursor")
+    return after
 
 
 def _in_time(query: Select, since: datetime | None, until: datetime | None) -> Select:

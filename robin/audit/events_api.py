@@ -1,6 +1,8 @@
 """`GET /api/v2/audit/events`: the audit trail, filtered and paged (admins, auditors; members: their project's)."""
 from __future__ import annotations
 
+from datetime import UTC
+
 from flask import g
 from flask.views import MethodView
 from flask_smorest import Blueprint
@@ -17,6 +19,17 @@ COLUMN = AuditEvent.__table__.c
 TIME = {"format": "iso"}
 
 
+class UtcTime(fields.AwareDateTime):
+    """An RFC 3339 time with its zone, as UTC: a time near year 1 or 9999 in another zone has no UTC datetime."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError as exc:
+            raise ValidationError("is out of the range of times (years 1 to 9999, in UTC)") from exc
+
+
 class EventArgs(PageArgs):
     project = fields.String(validate=PROJECT_NAME, metadata={
         "description": "only this project's events (a member token sees only its own project's anyway)"})
@@ -29,8 +42,8 @@ class EventArgs(PageArgs):
     target = fields.String(validate=CEPH_NAME, metadata={  # an id (a uuid) is such a name too
         "description": "a volume's or snapshot's name (the events whose path names it, and the creates that "
                        "named it) or id (that volume's or snapshot's, in its project)"})
-    since = fields.AwareDateTime(**TIME, metadata={"description": "RFC 3339: events at or after this time"})
-    until = fields.AwareDateTime(**TIME, metadata={"description": "RFC 3339: events before this time"})
+    since = UtcTime(**TIME, metadata={"description": "RFC 3339: events at or after this time"})
+    until = UtcTime(**TIME, metadata={"description": "RFC 3339: events before this time"})
 
     @validates_schema
     def _a_range(self, data, **_kwargs):

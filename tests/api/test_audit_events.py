@@ -140,6 +140,8 @@ def test_pages_are_disjoint_and_complete(app, admin, as_role, new_project):
     ({"since": "yesterday"}, "since"),
     ({"since": "2026-01-01T00:00:00"}, "since"),  # no time zone: which day is it?
     ({"until": "2026-13-01T00:00:00Z"}, "until"),
+    ({"since": "0001-01-01T00:00:00+05:00"}, "since"),  # before year 1 in UTC
+    ({"until": "9999-12-31T23:59:59-05:00"}, "until"),  # after year 9999 in UTC
     ({"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, "until"),
     ({"target": "a/b"}, "target"),
     ({"project": "Not_A_Project"}, "project"),
@@ -154,7 +156,8 @@ def test_bad_filter_values_are_refused(admin, query, field):
 
 
 def test_a_cursor_not_made_by_the_api_is_refused(admin):
-    for cursor in ("nonsense", "eyJhZnRlciI6ICJ4In0"):  # the second: {"after": "x"}, a name, not an id
+    # {"after": "x"}: a name, not an id; {"after": [2**64]}: larger than any id
+    for cursor in ("nonsense", "eyJhZnRlciI6ICJ4In0", "eyJhZnRlciI6IFsxODQ0Njc0NDA3MzcwOTU1MTYxNl19"):
         response = admin.get(EVENTS, query_string={"cursor": cursor})
         assert response.status_code == 400 and response.json["error"]["code"] == "invalid_cursor"
 
