@@ -14,25 +14,44 @@ branch_labels = None
 depends_on = None
 
 FILTERED = ('actor', 'action', 'outcome')
-# PostgreSQL only, as robin.audit.events spells them: a name among the request path's segments (a GIN index
-# without a pending list, which every search would read whole until a vacuum), and the name a create's body gave.
-# SQLite has no arrays; its databases are small enough to scan.
-PATH_SEGMENTS = text("string_to_array(target, '/')")
-NAME_IN_BODY = text("(details #>> '{request,name}')")
+# PostgreSQL only, for the target filter (robin.audit.events): the request path's segments and the name a create's
+# body gave, each through a function that cannot fail, since an index expression that raises refuses the audit row
+# (a body's name may hold a \u0000 the json type keeps and text cannot; a path segment may be longer than an index
+# entry may be). Both cut what they index at 128 characters, the longest name. SQLite scans: it has no arrays, and
+# its databases are small.
+FUNCTIONS = (
+    """CREATE FUNCTION robin_audit_path_segments(target text) RETURNS text[] LANGUAGE plpgsql IMMUTABLE AS $$
+    BEGIN
+        RETURN ARRAY(SELECT left(segment, 128) FROM unnest(string_to_array(target, '/')) AS segment);
+    END $$""",
+    """CREATE FUNCTION robin_audit_created_name(details json) RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+    BEGIN
+        RETURN left(details #>> '{request,name}', 128);
+    EXCEPTION WHEN data_exception THEN
+        RETURN NULL;
+    END $$""",
+)
 
 
 def upgrade() -> None:
     for column in FILTERED:
         op.create_index(f'ix_audit_events_{column}', 'audit_events', [column, 'id'], unique=False)
     if op.get_bind().dialect.name == 'postgresql':
-        op.create_index('ix_audit_events_path_segments', 'audit_events', [PATH_SEGMENTS], unique=False,
-                        postgresql_using='gin', postgresql_with={'fastupdate': 'off'})
-        op.create_index('ix_audit_events_name_in_body', 'audit_events', [NAME_IN_BODY], unique=False)
+        for function in FUNCTIONS:
+            op.execute(function)
+        # A GIN index without a pending list: a search reads all of the list until a vacuum empties it, and audit
+        # rows come steadily.
+        op.create_index('ix_audit_events_path_segments', 'audit_events', [text('robin_audit_path_segments(target)')],
+                        unique=False, postgresql_using='gin', postgresql_with={'fastupdate': 'off'})
+        op.create_index('ix_audit_events_created_name', 'audit_events', [text('robin_audit_created_name(details)')],
+                        unique=False)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == 'postgresql':
-        op.drop_index('ix_audit_events_name_in_body', table_name='audit_events')
+        op.drop_index('ix_audit_events_created_name', table_name='audit_events')
         op.drop_index('ix_audit_events_path_segments', table_name='audit_events')
+        op.execute('DROP FUNCTION robin_audit_created_name(json)')
+        op.execute('DROP FUNCTION robin_audit_path_segments(text)')
     for column in reversed(FILTERED):
         op.drop_index(f'ix_audit_events_{column}', table_name='audit_events')

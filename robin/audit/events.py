@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Select, Text, and_, bindparam, cast, func, literal_column, or_, select
+from sqlalchemy import ColumnElement, Select, Text, and_, bindparam, cast, func, or_, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
@@ -33,10 +33,11 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 COLUMNS = (AuditEvent.id, AuditEvent.at, AuditEvent.actor, AuditEvent.action, AuditEvent.target,
            AuditEvent.project, AuditEvent.outcome, AuditEvent.status_code, AuditEvent.error_code,
            AuditEvent.request_id, AuditEvent.details)
-# The expressions migration 0018 indexes on PostgreSQL, spelled as it spells them so the planner matches them:
-# the segments of the request's path, and the name a create's body gave.
-PATH_SEGMENTS = func.string_to_array(AuditEvent.target, literal_column("'/'"), type_=postgresql.ARRAY(Text))
-NAME_IN_BODY = literal_column("(audit_events.details #>> '{request,name}')", Text)
+# The expressions migration 0018 indexes on PostgreSQL, through its functions: the segments of the request's path,
+# and the name a create's body gave (each cut at 128 characters, the longest name).
+PATH_SEGMENTS = func.robin_audit_path_segments(AuditEvent.target, type_=postgresql.ARRAY(Text))
+CREATED_NAME = func.robin_audit_created_name(AuditEvent.details, type_=Text)
+WHOLE_SEGMENTS = func.string_to_array(AuditEvent.target, "/", type_=postgresql.ARRAY(Text))
 
 
 def page(identity: Identity, filters: dict, limit: int, cursor: str | None) -> Page:
@@ -102,7 +103,12 @@ def _naming(name: str) -> ColumnElement[bool]:
         return or_(func.instr("/" + AuditEvent.target + "/", "/" + wanted + "/") > 0,
                    func.json_extract(AuditEvent.details, "$.request.name") == wanted)
     # text[] @> text[]: psycopg sends the name as a varchar, whose array the operator does not take.
-    return or_(PATH_SEGMENTS.contains(postgresql.array([cast(wanted, postgresql.TEXT)])), NAME_IN_BODY == wanted)
+    segment = postgresql.array([cast(wanted, postgresql.TEXT)])
+    # The index finds the rows by the cut segments; the whole ones decide (a longer segment is no name).
+    in_path = and_(PATH_SEGMENTS.contains(segment), WHOLE_SEGMENTS.contains(segment))
+    # No such check of a create's name: reading a body's name may fail (a NUL), which the function cannot; a body
+    # naming more than 128 characters was refused anyway.
+    return or_(in_path, CREATED_NAME == wanted)
 
 
 def _volume_or_snapshot(session: Session, object_id: str) -> tuple[str | None, str | None]:

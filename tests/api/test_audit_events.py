@@ -173,3 +173,18 @@ def test_times_are_rfc3339_in_any_offset(app, admin, as_role, new_project):
     east = (at - timedelta(seconds=1)).astimezone(timezone(timedelta(hours=5)))
     assert newest in listed(admin, actor=actor, since=east.isoformat())
     assert newest in listed(admin, actor=actor, since=(at - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+
+
+def test_any_body_or_path_is_still_audited_and_found(app, admin, as_role, new_project):
+    """The target filter's indexes must never refuse an audit row: a name holding a NUL (which PostgreSQL's json
+    keeps and its text cannot), a name that is an object, a path segment longer than an index entry may be."""
+    project = new_project()
+    writer = as_role("member", project)
+    collection = f"/api/v2/projects/{project}/rbd-images"
+    sent = [writer.post(collection, json={"name": "a\u0000b", "size_bytes": MiB}),
+            writer.post(collection, json={"name": {"\u0000": ["x" * 200] * 30}, "size_bytes": MiB}),
+            writer.delete(f"{collection}/{'x' * 3000}")]
+    assert [response.status_code for response in sent] == [422, 422, 404]
+    events = listed(admin, actor=actor_of(app, writer))
+    assert [event["target"] for event in events] == [f"{collection}/{'x' * 3000}", collection, collection]
+    assert listed(admin, actor=actor_of(app, writer), target="x" * 128) == []  # names are up to 128 characters
