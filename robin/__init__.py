@@ -13,7 +13,7 @@ def create_app(settings=None) -> Flask:
     else: `robin serve` must set up Prometheus' multiprocess directory before metrics exist.
     """
     from robin import api_docs, crypto, log, ui
-    from robin.audit import drift_api, usage_api
+    from robin.audit import drift_api, events_api, usage_api
     from robin.audit import service as audit_service
     from robin.auth import hooks as auth_hooks
     from robin.clusters import api as clusters_api
@@ -61,6 +61,7 @@ def create_app(settings=None) -> Flask:
     api.register_blueprint(usage_api.blp)  # usage reports for storage admins
     api.register_blueprint(volumes_api.adoption_blp)  # rbd-images:adopt, cephfs-paths:adopt
     api.register_blueprint(drift_api.blp)  # drift between the database and Ceph, for storage admins
+    api.register_blueprint(events_api.blp)  # the audit trail, filtered and paged
     api.register_blueprint(migration_records_api.blp)  # the record of `robin migrate gluster`
     api.register_blueprint(snapshots_api.listing)  # snapshots across volumes and projects
     api.register_blueprint(volumes_api.listing)  # volumes of both kinds across projects

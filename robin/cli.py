@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -314,6 +315,97 @@ def _print_adoption(steps: list[dict], project: str, done: bool, as_json: bool) 
         click.echo(f"{step['collection']:13} {step['name']}: {verdict}")
     if not done:
         click.echo(f"dry run: nothing changed; add --yes to adopt into {project!r}", err=True)
+
+# --- commands that are clients of robin's API ------------------------------------------------------
+
+def api_options(command):
+    """Where robin's API is: --url and --token-file, else ROBIN_URL with ROBIN_TOKEN or ROBIN_TOKEN_FILE."""
+    command = click.option("--token-file", help="a file holding the API token [ROBIN_TOKEN, ROBIN_TOKEN_FILE]")(command)
+    return click.option("--url", help="robin's API, e.g. https://robin.example:8080 [ROBIN_URL]")(command)
+
+
+def _api_client(url: str | None, token_file: str | None):
+    from robin.client import ClientConfig, RobinClient
+
+    try:
+        # A file named on the command line wins over ROBIN_TOKEN from the environment.
+        return RobinClient(ClientConfig.from_env(url=url, token="" if token_file else None, token_file=token_file))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _refused(exc) -> None:
+    """robin's refusal as `code: message` on stderr, exit status 1."""
+    click.echo(f"{exc.code}: {exc.explanation}", err=True)
+    sys.exit(1)
+
+
+def _time_option(_ctx, param, value: str | None) -> str | None:
+    from robin.audit.events_client import time_argument
+
+    if value is None:
+        return None
+    try:
+        return time_argument(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: a duration back from now (90s, 15m, 1h, 2d, 1w) or an RFC 3339 time "
+                                 f"with its zone ({exc})", param=param) from exc
+
+
+@audit.command("events")
+@api_options
+@click.option("--project", help="only this project's events")
+@click.option("--actor", help="only this actor's, as events name it (token:<id>:<name>)")
+@click.option("--action", help="only this action, as events name it (DELETE /api/v2/projects/<project>/...)")
+@click.option("--outcome", type=click.Choice(["success", "failure", "pending"]), help="only events of this outcome")
+@click.option("--target", help="only events of this volume or snapshot (its name or id)")
+@click.option("--since", callback=_time_option, help="events at or after: 1h (back from now), or an RFC 3339 time")
+@click.option("--until", callback=_time_option, help="events before: 30m (back from now), or an RFC 3339 time")
+@click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True,
+              help="the newest this many events (0: every matching one)")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="json: the events as the API gives them, in a list (one object a line with --follow)")
+@click.option("--follow", "-f", is_flag=True, help="then print events as they are decided, until interrupted")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
+              help="seconds between polls when following")
+def audit_events(url, token_file, limit, output, follow, interval, **filters) -> None:
+    """The audit trail through robin's API, oldest first: who changed what, and how it ended. Admins and auditors
+    see every event, a member token its project's."""
+    from robin.audit import events_client
+    from robin.client import RobinApiError
+
+    if follow and filters["until"]:
+        raise click.UsageError("--follow prints events as they come: it takes no --until")
+    filters = {name: value for name, value in filters.items() if value is not None}
+    client = _api_client(url, token_file)
+    try:
+        shown = events_client.newest(client, filters, limit)
+        _print_events(shown, output, follow, header=True)
+        if follow:
+            follower = events_client.Follower(client, filters, shown)
+            while True:
+                time.sleep(interval)
+                _print_events(follower.poll(), output, follow, header=False)
+    except RobinApiError as exc:
+        _refused(exc)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.close()
+
+
+def _print_events(events: list[dict], output: str, follow: bool, header: bool) -> None:
+    from robin.audit.events_client import table_lines
+
+    if output == "json":
+        text = "\n".join(json.dumps(event) for event in events) if follow else json.dumps(events, indent=2)
+        if text:
+            click.echo(text)
+    else:
+        for line in table_lines(events, header and bool(events)):
+            click.echo(line)
+    sys.stdout.flush()
+
 
 # --- migrate --------------------------------------------------------------------------------------
 

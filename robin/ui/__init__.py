@@ -13,8 +13,11 @@ from functools import partial
 
 from flask import Blueprint, Flask, flash, g, redirect, render_template, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
+from marshmallow import ValidationError
 
 from robin import config, crypto
+from robin.audit import events
+from robin.audit.events_api import EventArgs
 from robin.auth import service as auth
 from robin.auth import sessions
 from robin.ceph import CephError
@@ -159,3 +162,27 @@ def drift():
     except (RobinError, CephError) as exc:
         return render_template("ui/drift.html", report=None, error=exc.message)
     return render_template("ui/drift.html", report=report, error=None)
+
+
+EVENT_FILTERS = ("project", "actor", "action", "outcome", "target", "since", "until")
+EVENTS_A_PAGE = 100
+
+
+@blp.route("/audit")
+def audit():
+    """The audit trail with the API's filters (GET /api/v2/audit/events), a page at a time; a filter refused is
+    said on the page, with the status the API would answer."""
+    asked = {name: request.args.get(name, "").strip() for name in (*EVENT_FILTERS, "cursor")}
+    page, error, status = None, None, 200
+    try:
+        filters = EventArgs().load({name: value for name, value in asked.items() if value} | {"limit": EVENTS_A_PAGE})
+        page = events.page(g.identity, filters, EVENTS_A_PAGE, filters["cursor"])
+    except ValidationError as exc:
+        error, status = "; ".join(f"{name}: {' '.join(problems)}" for name, problems in exc.messages.items()), 422
+    except RobinError as exc:
+        error, status = exc.message, exc.status
+    older = page and page.next_cursor and url_for("ui.audit", **{name: value for name, value in asked.items()
+                                                                  if value and name != "cursor"},
+                                                  cursor=page.next_cursor)
+    return render_template("ui/audit.html", identity=g.identity, asked=asked, page=page, error=error,
+                           outcomes=events.OUTCOMES, older=older), status

@@ -16,10 +16,12 @@ import json
 import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import event, select
 
+from robin.audit import events
 from robin.auth import service as auth
 from robin.auth.identity import Identity
 from robin.auth.models import Role
@@ -33,6 +35,7 @@ from robin.snapshots.models import Snapshot
 from robin.volumes import service as volumes
 from robin.volumes.kinds import CEPHFS, RBD
 from robin.volumes.models import CephfsPath, RbdImage, VolumeState
+from tests.support import synthetic
 from tests.support.synthetic import Fleet, populate
 
 # About 125,000 rows: 40,000 volumes (and their usage figures), 20,000 snapshots, audit events and tokens; a
@@ -132,6 +135,9 @@ def cases(names: dict) -> dict[str, Callable[[], object]]:
     cephfs_cursor = volumes.list_page(ADMIN, CEPHFS, big, 100, None).next_cursor
     across_cursor = volumes.list_across(ADMIN, None, 1000, None).next_cursor
     snapshots_cursor = snapshots.list_across(ADMIN, {"limit": 1000}).next_cursor
+    events_cursor = events.page(ADMIN, {}, 1000, None).next_cursor
+    image_id = volumes.get(ADMIN, RBD, small, names["rbd"]).id
+    day = {"since": synthetic.EPOCH + timedelta(hours=2), "until": synthetic.EPOCH + timedelta(hours=3)}
 
     def clones_check():
         with db.reading() as session:
@@ -162,7 +168,28 @@ def cases(names: dict) -> dict[str, Callable[[], object]]:
         "a member's snapshots": lambda: snapshots.list_across(member, {"limit": 1000}),
         "a project's migration records": lambda: migration_records.history(ADMIN, small, {"limit": 100,
                                                                                          "cursor": None}),
+        **audit_event_cases(member, names["rbd"], image_id, events_cursor, day),
     }
+
+
+def audit_event_cases(member: Identity, volume: str, volume_id: str, cursor: str, hour: dict) -> dict:
+    """GET /api/v2/audit/events: each filter alone, with a value most events have and with one few have."""
+    common = {"actor": f"token:{FLEET.prefix}", "action": "rbd-images.post", "outcome": "success"}
+    rare = {"actor": "token:1:nobody", "action": "DELETE /api/v2/clusters/<name>", "outcome": "failure"}
+    cases = {
+        "audit events, with a cursor": lambda: events.page(ADMIN, {}, 100, cursor),
+        "a member's audit events": lambda: events.page(member, {}, 100, None),
+        "audit events of a project": lambda: events.page(ADMIN, {"project": FLEET.big_project}, 100, None),
+        "audit events of an hour": lambda: events.page(ADMIN, hour, 100, None),
+        "audit events since an hour": lambda: events.page(ADMIN, {"since": hour["since"]}, 100, None),
+        "audit events of a volume's name": lambda: events.page(ADMIN, {"target": volume}, 100, None),
+        "audit events of a volume's id": lambda: events.page(ADMIN, {"target": volume_id}, 100, None),
+    }
+    for column in common:
+        for kind, values in (("a common", common), ("a rare", rare)):
+            filters = {column: values[column]}
+            cases[f"audit events of {kind} {column}"] = lambda filters=filters: events.page(ADMIN, filters, 100, None)
+    return cases
 
 
 def test_request_path_queries_use_indexes(fleet_url):
