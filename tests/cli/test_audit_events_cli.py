@@ -113,12 +113,18 @@ def test_refusals_of_the_api_and_a_missing_api_exit_1(robin_url, admin_token):
     assert "Traceback" not in refused.stderr + unconfigured.stderr
 
 
+def interruptible() -> None:
+    """Ctrl-C's signal at its default in the child, as in a terminal: a shell running the suite in the background
+    (a CI job's) hands its children SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_follow_prints_each_new_event_once(robin_url, admin_token, project_with_events):
     env = {"ROBIN_URL": robin_url, "ROBIN_TOKEN": admin_token}
     follower = subprocess.Popen(
         [sys.executable, "-m", "robin.cli", "audit", "events", "--project", project_with_events, "--follow",
          "--interval", "0.2", "-o", "json"], env=client_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+        text=True, preexec_fn=interruptible)
     lines: queue.Queue = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in follower.stdout], daemon=True)
     reader.start()
