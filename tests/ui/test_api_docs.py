@@ -2,14 +2,11 @@
 127.0.0.1 renders the operation list, asks no other origin for anything and meets no CSP refusal."""
 from __future__ import annotations
 
-import shutil
 import socket
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from tests.ui.test_dashboard import CHROMIUM, CHROMIUM_ARGS, VIEWPORT
+from tests.support.browser import chromium
 
 
 def closed_port() -> int:
@@ -28,23 +25,11 @@ def offline_args() -> list[str]:
 
 @pytest.fixture(scope="module")
 def offline_browser():
-    """Debian's chromium driven by Playwright, with the network off; records every URL it asked for."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    profile = tempfile.mkdtemp(prefix="robin-docs-chromium-")
-    with sync_api.sync_playwright() as playwright:
-        try:
-            context = playwright.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS + offline_args(), headless=True,
-                viewport=VIEWPORT)
-        except sync_api.Error as exc:
-            pytest.skip(f"{CHROMIUM} could not be launched: {exc}")
+    """Chromium with the network off; records every URL it asked for."""
+    with chromium("robin-docs-chromium-", offline_args()) as context:
         context.requested = []
         context.on("request", lambda request: context.requested.append(request.url))
         yield context
-        context.close()
-    shutil.rmtree(profile, ignore_errors=True)
 
 
 def try_list_projects(page, token: str) -> str:

@@ -2,22 +2,16 @@
 from __future__ import annotations
 
 import re
-import shutil
 import struct
-import tempfile
 import zlib
-from pathlib import Path
 
 import pytest
 import requests
 
 from tests.conftest import make_token, unique
+from tests.support.browser import VIEWPORT, chromium
 
 MiB = 2**20
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-VIEWPORT = {"width": 1280, "height": 900}
 
 
 def csrf_token(page: bytes) -> str:
@@ -209,27 +203,12 @@ def test_logout_clears_the_session(app, admin_token):
 
 @pytest.fixture(scope="module")
 def browser():
-    """Debian's chromium driven by Playwright; no browser download, a fresh profile, loopback only."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    if not Path(CHROMIUM).exists() and shutil.which("apt-get"):
-        import subprocess
-
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], capture_output=True, check=False)
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing and could not be installed (apt-get install chromium)")
-    profile = tempfile.mkdtemp(prefix="robin-ui-chromium-")
-    with sync_api.sync_playwright() as playwright:
-        try:
-            context = playwright.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, viewport=VIEWPORT)
-        except sync_api.Error as exc:
-            pytest.skip(f"{CHROMIUM} could not be launched: {exc}")
+    """Chromium, loopback only."""
+    with chromium("robin-ui-chromium-") as context:
         # Anything but robin on 127.0.0.1 is refused.
         context.route("**/*", lambda route: route.continue_() if route.request.url.startswith("http://127.0.0.1:")
                       else route.abort())
         yield context
-        context.close()
-    shutil.rmtree(profile, ignore_errors=True)
 
 
 def png_size_and_colours(data: bytes) -> tuple[int, int, int]:
