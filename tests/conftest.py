@@ -34,6 +34,29 @@ def pytest_addoption(parser):
                      help="database backend(s) to run the database-backed tests on")
 
 
+# Tests that legitimately run longer than setup.cfg's default timeout, by path under tests/, with the limit that
+# their own deadlines add up to (a test's own timeout mark wins).
+LONG_RUNNING_S = {
+    "image/": 3600,  # a cold image build may take BUILD_TIMEOUT_S (30 min), then the image is run
+    "migrate/": 1200,  # up to three runs of `robin migrate gluster` of RUN_TIMEOUT_S (5 min) each
+    "packaging/": 1200,  # a wheel built and installed into a fresh venv, commands of up to 5 min each
+    "api/test_openapi_fuzz.py": 900,  # schemathesis' run may take RUN_TIMEOUT_S (10 min)
+    "api/test_generated_client.py": 900,  # openapi-python-client may take 10 min to write the client
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        limit = _long_running_limit(item)
+        if limit and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(limit))
+
+
+def _long_running_limit(item) -> int | None:
+    relative = Path(item.path).relative_to(Path(__file__).parent).as_posix()
+    return next((limit for prefix, limit in LONG_RUNNING_S.items() if relative.startswith(prefix)), None)
+
+
 def pytest_generate_tests(metafunc):
     if "backend" in metafunc.fixturenames:
         chosen = metafunc.config.getoption("--db")
