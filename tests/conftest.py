@@ -2,7 +2,9 @@
 
 Both are started by this session (or taken from ROBIN_TEST_CEPH_CONF / ROBIN_TEST_POSTGRES_URL)
 and stopped by pid when it ends, failures included. Tests that need a database run once per
-backend selected with --db; unit tests need neither service.
+backend selected with --db; unit tests need neither service. The Ceph cluster starts when the first
+test that needs it (through the `ceph_conf` fixture) runs: robin's settings only name its ceph.conf,
+so tests of the API and the database alone never start it.
 """
 from __future__ import annotations
 
@@ -52,9 +54,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.timeout(limit))
 
 
+def _relative(item) -> str:
+    return Path(item.path).relative_to(Path(__file__).parent).as_posix()
+
+
 def _long_running_limit(item) -> int | None:
-    relative = Path(item.path).relative_to(Path(__file__).parent).as_posix()
-    return next((limit for prefix, limit in LONG_RUNNING_S.items() if relative.startswith(prefix)), None)
+    return next((limit for prefix, limit in LONG_RUNNING_S.items() if _relative(item).startswith(prefix)), None)
 
 
 def pytest_generate_tests(metafunc):
@@ -70,17 +75,29 @@ def unique(prefix: str) -> str:
 # --- services -----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def ceph_conf() -> str:
-    given = os.environ.get("ROBIN_TEST_CEPH_CONF")
-    if given:
-        yield given
-        return
+def dev_cluster() -> DevCluster:
+    """The session's own Ceph cluster, not started yet; stopped (when it was) at the end of the session."""
     # Short path: the daemons' admin sockets live under it and unix socket paths are limited.
     cluster = DevCluster(Path(tempfile.mkdtemp(prefix="rt", dir="/tmp")))
     try:
-        yield str(cluster.up())
+        yield cluster
     finally:
         cluster.down()
+
+
+@pytest.fixture(scope="session")
+def ceph_conf_path(request) -> str:
+    """The ceph.conf of the session's Ceph cluster, which need not run yet: what robin's settings name."""
+    return os.environ.get("ROBIN_TEST_CEPH_CONF") or str(request.getfixturevalue("dev_cluster").conf_path)
+
+
+@pytest.fixture(scope="session")
+def ceph_conf(ceph_conf_path, request) -> str:
+    """The ceph.conf of a running Ceph cluster: every test that talks to Ceph asks for this (or for a fixture
+    that does), which starts the session's cluster the first time."""
+    if not os.environ.get("ROBIN_TEST_CEPH_CONF"):
+        request.getfixturevalue("dev_cluster").up()
+    return ceph_conf_path
 
 
 @pytest.fixture(scope="session")
@@ -112,10 +129,10 @@ def database_url(backend, request, tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url, ceph_conf) -> Settings:
+def settings(database_url, ceph_conf_path) -> Settings:
     from tests.support.server import SESSION_SECRET_KEY
 
-    return Settings(database_url=database_url, ceph_conf=ceph_conf, ceph_timeout=5.0,
+    return Settings(database_url=database_url, ceph_conf=ceph_conf_path, ceph_timeout=5.0,
                     max_volume_bytes=2**50, log_level="WARNING", secret_key=SESSION_SECRET_KEY)
 
 
