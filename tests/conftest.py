@@ -47,15 +47,28 @@ LONG_RUNNING_S = {
 }
 
 
+# Directories whose tests need more of the machine than a venv and a database, without (or besides) Ceph: root and
+# mounts (the CSI node), GlusterFS and FUSE (the migration), podman and debootstrap (the image).
+NEEDS_THE_MACHINE = ("csi/", "migrate/", "image/")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         limit = _long_running_limit(item)
         if limit and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(limit))
+        if _needs_the_machine(item) and item.get_closest_marker("integration") is None:
+            item.add_marker(pytest.mark.integration)
 
 
 def _relative(item) -> str:
     return Path(item.path).relative_to(Path(__file__).parent).as_posix()
+
+
+def _needs_the_machine(item) -> bool:
+    """Whether the test starts the Ceph cluster (it asks for `ceph_conf`, itself or through its fixtures) or lives
+    where tests need root, mounts or other services: what `-m "not integration"` leaves out."""
+    return "ceph_conf" in item.fixturenames or _relative(item).startswith(NEEDS_THE_MACHINE)
 
 
 def _long_running_limit(item) -> int | None:
