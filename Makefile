@@ -61,7 +61,7 @@ run: $(VENV)/.installed
 	$(ROBIN) serve --port $(PORT)
 
 # The whole suite against a dev cluster and PostgreSQL that the test session starts and stops itself,
-# once on SQLite and once on PostgreSQL.
+# once on SQLite and once on PostgreSQL (the CSI, Kubernetes and migration tests on PostgreSQL only: tests/conftest.py).
 # The 25 slowest setups, calls and teardowns close the output: where the suite's time goes.
 test: bootstrap
 	$(VENV)/bin/ruff check robin csi_shim tests benchmarks

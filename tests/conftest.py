@@ -75,10 +75,21 @@ def _long_running_limit(item) -> int | None:
     return next((limit for prefix, limit in LONG_RUNNING_S.items() if _relative(item).startswith(prefix)), None)
 
 
+# Tests that drive robin from outside, over its HTTP API (the CSI driver, the Kubernetes provisioner, the GlusterFS
+# migration): the requests they make run the same SQL as the API and integration tests, which run it on both
+# backends. With --db=all they run once, on PostgreSQL: what robin runs on where these programs are deployed (more
+# than one host, docs/replicas.md).
+ONE_BACKEND = ("csi/", "k8s/", "migrate/")
+ONE_BACKEND_CHOICE = "postgresql"
+
+
 def pytest_generate_tests(metafunc):
     if "backend" in metafunc.fixturenames:
         chosen = metafunc.config.getoption("--db")
-        metafunc.parametrize("backend", BACKENDS if chosen == "all" else (chosen,), scope="session")
+        backends = BACKENDS if chosen == "all" else (chosen,)
+        if chosen == "all" and _relative(metafunc.definition).startswith(ONE_BACKEND):
+            backends = (ONE_BACKEND_CHOICE,)
+        metafunc.parametrize("backend", backends, scope="session")
 
 
 def unique(prefix: str) -> str:
