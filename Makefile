@@ -61,10 +61,11 @@ run: $(VENV)/.installed
 	$(ROBIN) serve --port $(PORT)
 
 # The whole suite against a dev cluster and PostgreSQL that the test session starts and stops itself,
-# once on SQLite and once on PostgreSQL.
+# once on SQLite and once on PostgreSQL (the CSI, Kubernetes and migration tests on PostgreSQL only: tests/conftest.py).
+# The 25 slowest setups, calls and teardowns close the output: where the suite's time goes.
 test: bootstrap
 	$(VENV)/bin/ruff check robin csi_shim tests benchmarks
-	$(PY) -m pytest --db=all $(PYTEST_ARGS)
+	$(PY) -m pytest --db=all --durations=25 $(PYTEST_ARGS)
 
 bench: bootstrap
 	$(PY) benchmarks/api_vs_binding.py

@@ -2,7 +2,9 @@
 
 Both are started by this session (or taken from ROBIN_TEST_CEPH_CONF / ROBIN_TEST_POSTGRES_URL)
 and stopped by pid when it ends, failures included. Tests that need a database run once per
-backend selected with --db; unit tests need neither service.
+backend selected with --db; unit tests need neither service. The Ceph cluster starts when the first
+test that needs it (through the `ceph_conf` fixture) runs: robin's settings only name its ceph.conf,
+so tests of the API and the database alone never start it.
 """
 from __future__ import annotations
 
@@ -34,10 +36,60 @@ def pytest_addoption(parser):
                      help="database backend(s) to run the database-backed tests on")
 
 
+# Tests that legitimately run longer than setup.cfg's default timeout, by path under tests/, with the limit that
+# their own deadlines add up to (a test's own timeout mark wins).
+LONG_RUNNING_S = {
+    "image/": 3600,  # a cold image build may take BUILD_TIMEOUT_S (30 min), then the image is run
+    "migrate/": 1200,  # up to three runs of `robin migrate gluster` of RUN_TIMEOUT_S (5 min) each
+    "packaging/": 1200,  # a wheel built and installed into a fresh venv, commands of up to 5 min each
+    "api/test_openapi_fuzz.py": 900,  # schemathesis' run may take RUN_TIMEOUT_S (10 min)
+    "api/test_generated_client.py": 900,  # openapi-python-client may take 10 min to write the client
+}
+
+
+# Directories whose tests need more of the machine than a venv and a database, without (or besides) Ceph: root and
+# mounts (the CSI node), GlusterFS and FUSE (the migration), podman and debootstrap (the image).
+NEEDS_THE_MACHINE = ("csi/", "migrate/", "image/")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        limit = _long_running_limit(item)
+        if limit and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(limit))
+        if _needs_the_machine(item) and item.get_closest_marker("integration") is None:
+            item.add_marker(pytest.mark.integration)
+
+
+def _relative(item) -> str:
+    return Path(item.path).relative_to(Path(__file__).parent).as_posix()
+
+
+def _needs_the_machine(item) -> bool:
+    """Whether the test starts the Ceph cluster (it asks for `ceph_conf`, itself or through its fixtures) or lives
+    where tests need root, mounts or other services: what `-m "not integration"` leaves out."""
+    return "ceph_conf" in item.fixturenames or _relative(item).startswith(NEEDS_THE_MACHINE)
+
+
+def _long_running_limit(item) -> int | None:
+    return next((limit for prefix, limit in LONG_RUNNING_S.items() if _relative(item).startswith(prefix)), None)
+
+
+# Tests that drive robin from outside, over its HTTP API (the CSI driver, the Kubernetes provisioner, the GlusterFS
+# migration): the requests they make run the same SQL as the API and integration tests, which run it on both
+# backends. With --db=all they run once, on PostgreSQL: what robin runs on where these programs are deployed (more
+# than one host, docs/replicas.md).
+ONE_BACKEND = ("csi/", "k8s/", "migrate/")
+ONE_BACKEND_CHOICE = "postgresql"
+
+
 def pytest_generate_tests(metafunc):
     if "backend" in metafunc.fixturenames:
         chosen = metafunc.config.getoption("--db")
-        metafunc.parametrize("backend", BACKENDS if chosen == "all" else (chosen,), scope="session")
+        backends = BACKENDS if chosen == "all" else (chosen,)
+        if chosen == "all" and _relative(metafunc.definition).startswith(ONE_BACKEND):
+            backends = (ONE_BACKEND_CHOICE,)
+        metafunc.parametrize("backend", backends, scope="session")
 
 
 def unique(prefix: str) -> str:
@@ -47,17 +99,29 @@ def unique(prefix: str) -> str:
 # --- services -----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def ceph_conf() -> str:
-    given = os.environ.get("ROBIN_TEST_CEPH_CONF")
-    if given:
-        yield given
-        return
+def dev_cluster() -> DevCluster:
+    """The session's own Ceph cluster, not started yet; stopped (when it was) at the end of the session."""
     # Short path: the daemons' admin sockets live under it and unix socket paths are limited.
     cluster = DevCluster(Path(tempfile.mkdtemp(prefix="rt", dir="/tmp")))
     try:
-        yield str(cluster.up())
+        yield cluster
     finally:
         cluster.down()
+
+
+@pytest.fixture(scope="session")
+def ceph_conf_path(request) -> str:
+    """The ceph.conf of the session's Ceph cluster, which need not run yet: what robin's settings name."""
+    return os.environ.get("ROBIN_TEST_CEPH_CONF") or str(request.getfixturevalue("dev_cluster").conf_path)
+
+
+@pytest.fixture(scope="session")
+def ceph_conf(ceph_conf_path, request) -> str:
+    """The ceph.conf of a running Ceph cluster: every test that talks to Ceph asks for this (or for a fixture
+    that does), which starts the session's cluster the first time."""
+    if not os.environ.get("ROBIN_TEST_CEPH_CONF"):
+        request.getfixturevalue("dev_cluster").up()
+    return ceph_conf_path
 
 
 @pytest.fixture(scope="session")
@@ -89,10 +153,10 @@ def database_url(backend, request, tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url, ceph_conf) -> Settings:
+def settings(database_url, ceph_conf_path) -> Settings:
     from tests.support.server import SESSION_SECRET_KEY
 
-    return Settings(database_url=database_url, ceph_conf=ceph_conf, ceph_timeout=5.0,
+    return Settings(database_url=database_url, ceph_conf=ceph_conf_path, ceph_timeout=5.0,
                     max_volume_bytes=2**50, log_level="WARNING", secret_key=SESSION_SECRET_KEY)
 
 

@@ -71,6 +71,7 @@ def test_a_members_events_leave_out_those_of_no_project(app, admin, as_role, new
     assert refused not in listed(member, limit=1000)
 
 
+@pytest.mark.usefixtures("ceph_conf")  # creates volumes in Ceph
 def test_each_filter(app, admin, as_role, new_project):
     project = new_project()
     writer = as_role("member", project)
@@ -110,6 +111,7 @@ def test_each_filter(app, admin, as_role, new_project):
     assert targets(target=unique("never")) == []
 
 
+@pytest.mark.usefixtures("ceph_conf")  # creates volumes in Ceph
 def test_an_id_of_another_tenant_is_as_unknown_as_none(admin, as_role, new_project):
     project, other = new_project(), new_project()
     created = admin.post(f"/api/v2/projects/{other}/cephfs-paths", json={"name": unique("v"), "quota_bytes": MiB})

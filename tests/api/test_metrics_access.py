@@ -54,6 +54,7 @@ def test_metrics_role_needs_no_project(app):
         create_token(Role.METRICS, project="anything")
 
 
+@pytest.mark.usefixtures("ceph_conf")  # probes Ceph
 def test_cluster_health_is_the_last_recorded_probe_never_a_new_one(app, as_role):
     from sqlalchemy import delete
 

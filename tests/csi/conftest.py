@@ -8,8 +8,6 @@ import pytest
 
 from tests.support.csi import ShimProcess, cephx_key
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="session")
 def node_secrets(ceph_conf) -> dict[str, str]:

@@ -8,12 +8,12 @@ import functools
 import json
 import random
 import re
-import time
 
 import pytest
 import rbd
 from sqlalchemy import select
 
+from robin.kube.volumes import VOLUME_ANNOTATION
 from robin.volumes.models import CephfsPath, RbdImage
 from tests.conftest import unique
 from tests.kube_apiserver import KubeApiServer
@@ -493,6 +493,12 @@ def test_killed_after_resizing_then_restarted_finishes_the_expansion(kube, provi
     assert stored(kube, PVS, "", pv_name)["spec"]["capacity"]["storage"] == "200Mi"
 
 
+def _taken_up(kube, ns: str, names: list[str]) -> int:
+    """How many of the claims carry the annotation naming their volume, the provisioner's first write."""
+    return sum(VOLUME_ANNOTATION in (stored(kube, PVCS, ns, name)["metadata"].get("annotations") or {})
+               for name in names)
+
+
 def test_killed_at_random_moments_under_load_neither_leaks_nor_duplicates(kube, provisioners, robin_api, rbd_ioctx):
     chance = random.Random(20261127)
     ns = namespace(kube)
@@ -500,9 +506,14 @@ def test_killed_at_random_moments_under_load_neither_leaks_nor_duplicates(kube, 
     claims = [claim(ns, klass) for _ in range(24)]
     create(kube, klass)
     process = provisioners()
-    for batch in range(4):
-        create(kube, *claims[batch * 6:(batch + 1) * 6])
-        time.sleep(chance.uniform(0.05, 0.6))  # a random moment in the middle of provisioning
+    for number in range(4):
+        batch = [c["metadata"]["name"] for c in claims[number * 6:(number + 1) * 6]]
+        create(kube, *claims[number * 6:(number + 1) * 6])
+        # A random moment in the middle of provisioning: once the provisioner has taken up a random number of the
+        # batch's claims (their first write done), whatever it is doing with them and the others then.
+        taken_up = chance.randint(1, len(batch))
+        eventually(lambda batch=batch, taken_up=taken_up: _taken_up(kube, ns, batch) >= taken_up,
+                   what=f"the provisioner to take up {taken_up} claims")
         process.kill()
         process = provisioners()
     wait_bound(kube, ns, *[c["metadata"]["name"] for c in claims])
@@ -561,26 +572,33 @@ def test_api_errors_dropped_watches_and_expired_versions_are_survived(kube, prov
     create(kube, klass)
     watches_before = kube.watch_requests
 
-    def provision_a_batch_while(trouble) -> None:
+    def provision_a_batch_while(trouble, until=None) -> None:
+        """Three claims made once `trouble` began; when `until` is given, the faults last until it holds."""
         batch = [claim(ns, klass) for _ in range(3)]
         trouble()
         for body in batch:  # straight into the store: kubectl would get the injected errors too
             kube.store.create(PVCS, ns, body)
+        if until is not None:
+            eventually(until, what="the provisioner to meet the faults")
+            kube.faults.clear()
         eventually(lambda: all(stored(kube, PVCS, ns, c["metadata"]["name"])["status"].get("phase") == "Bound"
                                for c in batch), what="the batch to be bound")
 
-    provision_a_batch_while(lambda: kube.faults.fail_requests(500, seconds=1.5))
-    errors = process.metrics()
-    assert sum(v for k, v in errors.items() if k.startswith('robin_provisioner_errors_total{operation="claim",'
-                                                            'reason="InternalError"')) > 0
+    def claim_errors() -> float:
+        return sum(v for k, v in process.metrics().items()
+                   if k.startswith('robin_provisioner_errors_total{operation="claim",reason="InternalError"'))
+
+    # Every request fails until the provisioner has met a 500 while handling a claim, however long it takes.
+    provision_a_batch_while(lambda: kube.faults.fail_requests(500), until=lambda: claim_errors() > 0)
     provision_a_batch_while(lambda: kube.faults.fail_requests(429, count=6, retry_after=1))
     provision_a_batch_while(lambda: kube.faults.drop_watches(abruptly=True))
 
     def expire_while_the_watches_are_down():
-        kube.faults.fail_requests(503, seconds=1.0)  # no watch comes back for a second ...
+        kube.faults.fail_requests(503)  # no watch comes back ...
         kube.faults.drop_watches()
-        kube.store.create(PVCS, ns, claim(ns, klass))  # ... the claims move on ...
+        kube.store.create(PVCS, ns, claim(ns, klass))  # ... while the claims move on ...
         kube.faults.compact()  # ... and the versions they last saw expire: each must list again
+        kube.faults.clear()
 
     provision_a_batch_while(expire_while_the_watches_are_down)
     assert kube.faults.failed > 0 and kube.watch_requests > watches_before

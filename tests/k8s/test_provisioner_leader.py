@@ -3,7 +3,6 @@ written and read through the official Python client."""
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime
 
 import pytest
@@ -11,18 +10,40 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from robin.kube.client import Kube, load_api_client
+from robin.provisioner import leader as leader_module
 from robin.provisioner.events import EventRecorder
 from robin.provisioner.leader import LeaderElector
 from tests.kube_apiserver import KubeApiServer
 from tests.support.net import eventually
 
 NAMESPACE, LEASE = "default", "robin-provisioner"
-# Short durations: a lost leader is noticed within a second.
+# Short durations: a lost leader is noticed within a second of the electors' clock.
 SHORT = {"lease_duration": 1.0, "renew_deadline": 0.7, "retry_period": 0.1}
 # A lease nobody may take over by expiry within any test's deadline: a takeover then proves a release.
 LONG = {"lease_duration": 60.0, "renew_deadline": 40.0, "retry_period": 0.1}
+# How long the tests wait for what the electors do (they retry every retry_period of real time).
+WAIT_S = 60
 
 
+class Clock:
+    """The electors' monotonic clock, moved only by the test: a lease expires and a renew deadline passes when the
+    test says so, never because a loaded machine was slow to schedule a thread."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture(autouse=True)
+def clock(monkeypatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(leader_module, "time", fake)
+    return fake
 
 
 @pytest.fixture
@@ -166,11 +187,11 @@ def settled(group: list[Candidate], log: Log) -> bool:
 def test_a_single_candidate_leads_renews_and_releases_on_stop(candidates, coordination):
     log = Log()
     (a,) = candidates(log, "a", **SHORT)
-    eventually(lambda: leaders([a], log) == [a], what="a to lead")
+    eventually(lambda: leaders([a], log) == [a], timeout=WAIT_S, what="a to lead")
     spec = lease_spec(coordination)
     assert spec.holder_identity == "a" and spec.lease_transitions == 0 and spec.lease_duration_seconds == 1
     first_renewal, acquired = spec.renew_time, spec.acquire_time
-    eventually(lambda: lease_spec(coordination).renew_time != first_renewal, what="a renewal")
+    eventually(lambda: lease_spec(coordination).renew_time != first_renewal, timeout=WAIT_S, what="a renewal")
     renewed = lease_spec(coordination)
     assert renewed.holder_identity == "a" and renewed.acquire_time == acquired and renewed.lease_transitions == 0
     a.stop()
@@ -184,21 +205,21 @@ def test_a_single_candidate_leads_renews_and_releases_on_stop(candidates, coordi
 def test_one_of_two_leads_and_the_other_takes_over_when_it_stops(server, candidates, coordination):
     log = Log()
     group = candidates(log, "a", "b", **LONG)
-    eventually(lambda: len(leaders(group, log)) == 1, what="a leader")
+    eventually(lambda: len(leaders(group, log)) == 1, timeout=WAIT_S, what="a leader")
     (leader,) = leaders(group, log)
     (other,) = [c for c in group if c is not leader]
     assert lease_spec(coordination).holder_identity == leader.identity
     # The leader renews; the other sees a lease that keeps changing and never takes it.
     for _ in range(3):
         seen = lease_spec(coordination).renew_time
-        eventually(lambda seen=seen: lease_spec(coordination).renew_time != seen, what="a renewal")
+        eventually(lambda seen=seen: lease_spec(coordination).renew_time != seen, timeout=WAIT_S, what="a renewal")
     assert leaders(group, log) == [leader] and not other.leading
     assert lease_spec(coordination).lease_transitions == 0
 
     log.mark("stopping the leader")
     leader.stop()
-    # lease_duration is a minute: only the release lets the other in before the deadline.
-    eventually(lambda: leaders(group, log) == [other], timeout=10, what=f"{other.identity} to take over")
+    # The electors' clock stands still: only the release lets the other in.
+    eventually(lambda: leaders(group, log) == [other], timeout=WAIT_S, what=f"{other.identity} to take over")
     assert log.snapshot() == [(leader.identity, True), ("test", "stopping the leader"), (leader.identity, False),
                               (other.identity, True)]
     assert log.overlaps == []
@@ -211,23 +232,27 @@ def test_one_of_two_leads_and_the_other_takes_over_when_it_stops(server, candida
     assert set(holders[first_empty + 1:]) == {other.identity}  # ... then the other's takeover
 
 
-def test_a_leader_that_cannot_renew_stops_leading(server, candidates, coordination):
+def test_a_leader_that_cannot_renew_stops_leading(server, candidates, coordination, clock):
     log = Log()
     group = candidates(log, "a", "b", **SHORT)
-    eventually(lambda: len(leaders(group, log)) == 1, what="a leader")
+    eventually(lambda: len(leaders(group, log)) == 1, timeout=WAIT_S, what="a leader")
     (leader,) = leaders(group, log)
     log.mark("faults on")
     server.faults.fail_requests(500, path_contains="leases")
     try:
-        eventually(lambda: not leader.leading and settled(group, log), timeout=10, what="the leader to step down")
+        def stepped_down() -> bool:
+            clock.advance(SHORT["retry_period"])  # time passes for the electors only while every renewal fails
+            return not leader.leading and settled(group, log)
+
+        eventually(stepped_down, timeout=WAIT_S, what="the leader to step down")
         assert log.current() == set()  # nobody can read the lease, so nobody else leads either
         failed = server.faults.failed
-        eventually(lambda: server.faults.failed > failed + 4, what="more failed lease requests")
+        eventually(lambda: server.faults.failed > failed + 4, timeout=WAIT_S, what="more failed lease requests")
         assert log.current() == set() and not any(c.leading for c in group)
     finally:
         log.mark("faults off")
         server.faults.clear()
-    eventually(lambda: len(leaders(group, log)) == 1, timeout=10, what="a leader again")
+    eventually(lambda: len(leaders(group, log)) == 1, timeout=WAIT_S, what="a leader again")
     (new_leader,) = leaders(group, log)
     assert log.snapshot()[:4] == [(leader.identity, True), ("test", "faults on"), (leader.identity, False),
                                   ("test", "faults off")]
@@ -238,43 +263,43 @@ def test_a_leader_that_cannot_renew_stops_leading(server, candidates, coordinati
     assert spec.lease_transitions == (0 if new_leader is leader else 1)
 
 
-def test_a_candidate_waits_while_another_holder_renews(candidates, coordination):
+def lease_reads(server, monkeypatch) -> list[int]:
+    """[n]: how many GETs of the Lease the server has had so far, counted as they arrive."""
+    reads = [0]
+    check = server.faults.check
+
+    def counting(method: str, path: str) -> None:
+        if method == "GET" and path.endswith(f"/leases/{LEASE}"):
+            reads[0] += 1
+        check(method, path)
+
+    monkeypatch.setattr(server.faults, "check", counting)
+    return reads
+
+
+def test_a_candidate_waits_while_another_holder_renews(server, candidates, coordination, clock, monkeypatch):
     now = datetime.now(UTC)
     coordination.create_namespaced_lease(NAMESPACE, k8s.V1Lease(
         metadata=k8s.V1ObjectMeta(name=LEASE),
         spec=k8s.V1LeaseSpec(holder_identity="elsewhere", lease_duration_seconds=1, acquire_time=now, renew_time=now,
                              lease_transitions=4)))
+    reads = lease_reads(server, monkeypatch)
     log = Log()
-    renewals = 0
-    renewing = threading.Event()
-    renewing.set()
-    errors: list[Exception] = []
-
-    def renew():  # the other holder, alive: renews every 50 ms (a twentieth of the lease duration)
-        nonlocal renewals
-        try:
-            while renewing.is_set():
-                lease = coordination.read_namespaced_lease(LEASE, NAMESPACE)
-                lease.spec.renew_time = datetime.now(UTC)
-                coordination.replace_namespaced_lease(LEASE, NAMESPACE, lease)
-                renewals += 1
-                time.sleep(0.05)
-        except Exception as exc:  # noqa: BLE001 - reported by the test
-            errors.append(exc)
-
-    renewer = threading.Thread(target=renew, daemon=True)
-    renewer.start()
-    try:
-        (c,) = candidates(log, "c", **SHORT)
-        # Several lease durations' worth of renewals while c keeps trying.
-        eventually(lambda: renewals >= 40 or errors, timeout=20, what="40 renewals by the other holder")
-    finally:
-        renewing.clear()
-        renewer.join(timeout=10)
-    assert errors == []
+    (c,) = candidates(log, "c", **SHORT)
+    # The other holder, alive: renews the lease, c reads it, and then nine tenths of a lease duration pass, five
+    # times over: four and a half lease durations while c keeps trying and never sees the lease go stale.
+    for _ in range(5):
+        lease = coordination.read_namespaced_lease(LEASE, NAMESPACE)
+        lease.spec.renew_time = datetime.now(UTC)
+        coordination.replace_namespaced_lease(LEASE, NAMESPACE, lease)
+        seen = reads[0]
+        eventually(lambda seen=seen: reads[0] > seen + 1, timeout=WAIT_S, what="c to read the renewed lease")
+        clock.advance(0.9 * SHORT["lease_duration"])
+    assert not c.leading and log.snapshot() == []
     log.mark("renewals stopped")
     assert lease_spec(coordination).holder_identity == "elsewhere"
-    eventually(lambda: leaders([c], log) == [c], timeout=10, what="c to take the abandoned lease")
+    clock.advance(SHORT["lease_duration"])
+    eventually(lambda: leaders([c], log) == [c], timeout=WAIT_S, what="c to take the abandoned lease")
     assert log.snapshot() == [("test", "renewals stopped"), ("c", True)]
     spec = lease_spec(coordination)
     assert spec.holder_identity == "c"
@@ -284,13 +309,14 @@ def test_a_candidate_waits_while_another_holder_renews(candidates, coordination)
 def test_lease_transitions_count_takeovers(candidates, coordination):
     log = Log()
     (a,) = candidates(log, "a", **LONG)
-    eventually(lambda: leaders([a], log) == [a], what="a to lead")
+    eventually(lambda: leaders([a], log) == [a], timeout=WAIT_S, what="a to lead")
     identities = ["b", "c", "d"]
     previous = a
     for transitions, identity in enumerate(identities, start=1):
         (current,) = candidates(log, identity, **LONG)
         previous.stop()
-        eventually(lambda current=current: leaders([current], log) == [current], what=f"{identity} to take over")
+        eventually(lambda current=current: leaders([current], log) == [current], timeout=WAIT_S,
+                   what=f"{identity} to take over")
         spec = lease_spec(coordination)
         assert (spec.holder_identity, spec.lease_transitions) == (identity, transitions)
         previous = current

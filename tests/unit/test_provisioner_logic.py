@@ -26,6 +26,7 @@ from robin.kube.classes import (
 )
 from robin.kube.client import KubeError, TokenBucket
 from robin.provisioner import backoff as backoff_module
+from robin.provisioner import workqueue as workqueue_module
 from robin.provisioner.backoff import Backoff
 from robin.provisioner.workqueue import WorkQueue
 
@@ -668,18 +669,23 @@ def test_a_key_is_never_handled_by_two_workers_at_once():
     assert queue.depth() == 0
 
 
-def test_add_after_delivers_after_the_delay():
+def test_add_after_delivers_after_the_delay(monkeypatch):
+    clock = FakeClock()  # the queue's time moves only when the test moves it: no window a slow machine can miss
+    monkeypatch.setattr(workqueue_module, "time", clock)
     queue = WorkQueue(retry_base=0.001, retry_max=0.01)
     queue.add_after("later", 60)
-    start = time.monotonic()
-    queue.add_after("soon", 0.05)
+    queue.add_after("soon", 0.5)
     assert queue.depth() == 2
     assert queue.get(timeout=0) is None  # not yet due
-    assert queue.get(timeout=10) == "soon"
-    assert time.monotonic() - start >= 0.05 - 1e-6
+    clock.now += 0.25
+    assert queue.get(timeout=0) is None  # half-way: still not due
+    clock.now += 0.25
+    assert queue.get(timeout=0) == "soon"
     queue.done("soon")
     assert queue.depth() == 1  # "later" still waits
-    assert queue.get(timeout=0.01) is None
+    assert queue.get(timeout=0) is None
+    clock.now += 60
+    assert queue.get(timeout=0) == "later"
 
 
 def test_add_after_wakes_a_blocked_get_and_dedups_with_the_queue():
