@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, insert, select, text, union_all
 
 from robin import config
+from robin.audit import history
 from robin.audit.models import VolumeTotal, VolumeUsage, upsert
 from robin.auth.identity import Identity
 from robin.ceph import CephError, CephUnavailable, cephfs_ops, object_map, rbd_ops
@@ -188,6 +189,8 @@ def refresh(*, stale_after: timedelta | None = None, volume_ids=None, project_id
         result.measured += len(rows)
     if stale_after is None and volume_ids is None and project_id is None:
         _prune()
+    # The history's sample of this refresh; the maintenance loop's refreshes, every round, one per MAX_AGE at most.
+    history.record(min_spacing=stale_after or timedelta(0))
     result.seconds = time.monotonic() - started
     log.info("usage refreshed", extra={"measured": result.measured, "failed": len(result.failed),
                                        "seconds": round(result.seconds, 3)})
@@ -348,7 +351,7 @@ def report(identity: Identity, *, refresh_now: bool = False, with_volumes: bool 
 TOTAL_FIGURES = ("project_id", "cluster_id", "kind", "location", "provisioned_bytes", "used_bytes", "volumes")
 
 
-def _sum_totals(session) -> list[tuple]:
+def sum_totals(session) -> list[tuple]:
     """Every project's live volumes summed per cluster and pool (CephFS: file system), with their last
     figures, as TOTAL_FIGURES: one grouped query per kind, which scans every volume row (about 0.3 s at 100,000
     on SQLite)."""
@@ -370,7 +373,7 @@ def store_totals() -> int:
     Summed outside the write, so that writers on SQLite do not wait for the scan. Returns the rows stored."""
     summed_at = utcnow()
     with db.reading() as session:
-        rows = [{**dict(zip(TOTAL_FIGURES, row, strict=True)), "summed_at": summed_at} for row in _sum_totals(session)]
+        rows = [{**dict(zip(TOTAL_FIGURES, row, strict=True)), "summed_at": summed_at} for row in sum_totals(session)]
     with db.unit_of_work() as session:
         if not db.is_sqlite:
             # Two passes at once (a leader stepping down as the next takes over) would insert the same keys: the
@@ -399,7 +402,7 @@ def scrape_rows() -> dict:
         cluster_names = dict(connection.execute(select(CephCluster.id, CephCluster.name)).all())
         totals, summed_at = _stored_totals(connection)
         if summed_at is None:
-            totals, summed_at = _sum_totals(session), utcnow()
+            totals, summed_at = sum_totals(session), utcnow()
     per_project, per_pool = {}, defaultdict(lambda: [0, 0, 0])
     for project_id, cluster_id, kind, location, provisioned, used, volumes in totals:
         pool = (cluster_names[cluster_id], kind, location)
