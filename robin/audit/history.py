@@ -18,8 +18,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from robin import config
 from robin.audit.models import CHUNK, PoolUsageSample, ProjectUsageSample, still_there
+from robin.auth.identity import Identity
 from robin.clusters.models import CephCluster
 from robin.db import db, utcnow
+from robin.projects import service as projects
 from robin.projects.models import Project, Quota
 
 RAW, HOUR, DAY = 0, 3600, 86400  # a sample's step: raw, or the mean of an hour's or a day's
@@ -148,3 +150,43 @@ def _means(model, rows, step: int) -> list[dict]:
         last = dict(zip(model.LASTS, figures[-1][len(model.MEANS):], strict=True))
         means.append({**dict(zip(model.SERIES, key, strict=False)), "step": step, "at": key[-1], **mean, **last})
     return means
+
+
+# --- reading --------------------------------------------------------------------------------------
+
+DEFAULT_RANGE = timedelta(days=7)
+AUTO_POINTS = 500  # points a series has at most when no step is asked for
+MAX_POINTS = 10_000  # a range over a step may make at most this many
+MIN_STEP = 60
+
+
+def auto_step(since: datetime, until: datetime, points: int = AUTO_POINTS) -> int:
+    """The shortest step, in whole minutes, that cuts the range into at most `points` buckets."""
+    seconds = math.ceil((until - since).total_seconds() / points)
+    return max(MIN_STEP, math.ceil(seconds / MIN_STEP) * MIN_STEP)
+
+
+def project_points(project_id: int, since: datetime, until: datetime, step: int) -> list[dict]:
+    """The project's samples at or after `since` and before `until`, whatever their step, averaged per `step`
+    seconds (the buckets counted from the Unix epoch; a bucket with no sample has no point)."""
+    sample = ProjectUsageSample
+    columns = [getattr(sample, name) for name in ("project_id", "at", *sample.MEANS, *sample.LASTS)]
+    with db.reading() as session:
+        rows = session.execute(select(*columns).where(sample.project_id == project_id, sample.at >= since,
+                                                      sample.at < until).order_by(sample.at)).all()
+    counts = defaultdict(int)
+    for row in rows:
+        counts[floor(row.at, step)] += 1
+    return [{**point, "samples": counts[point["at"]]} for point in _means(sample, rows, step)]
+
+
+def project_history(identity: Identity, project: str, since: datetime, until: datetime, step: int) -> dict:
+    """GET /api/v2/projects/{p}/usage/history's body: members of the project, auditors and admins."""
+    identity.require_read(project)
+    with db.reading() as session:
+        project_id = projects.find(session, project).id
+    retention = Retention.configured()
+    return {"project": project, "since": since, "until": until, "step_seconds": step,
+            "retention_days": {"raw": retention.raw.days, "hourly": retention.hourly.days,
+                               "daily": retention.daily.days},
+            "points": project_points(project_id, since, until, step)}

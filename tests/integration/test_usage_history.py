@@ -1,5 +1,6 @@
-"""Usage history: each refresh samples every project and pool, and the maintenance loop folds old samples into
-hourly and daily means (once, with two passes at once too)."""
+"""Usage history: each refresh samples every project and pool, the maintenance loop folds old samples into
+hourly and daily means (once, with two passes at once too), and the history endpoint averages them per step for
+the project's readers."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -143,3 +144,46 @@ def test_downsampling_folds_each_sample_once_with_passes_at_once(app, new_projec
 def _downsample(app, now: datetime) -> dict:
     with app.app_context():
         return history.downsample(now, history.Retention(7 * DAY, 90 * DAY, 730 * DAY))
+
+
+# --- the history endpoint -------------------------------------------------------------------------
+
+def test_history_averages_the_samples_per_step(app, admin, new_project, as_role):
+    project, now = new_project(max_bytes=4 * GiB), utcnow()
+    create_image(admin, project, 8 * MiB)
+    refresh(app, project)
+    start = history.floor(now - 3 * DAY, history.DAY)
+    write_samples(app, project, [(history.RAW, start + timedelta(minutes=m), 10 * m, m, GiB, 1)
+                                 for m in (0, 10, 20, 70)])
+    url = f"/api/v2/projects/{project}/usage/history"
+    body = as_role("member", project).get(url).json  # the last week, in at most 500 points
+    assert body["step_seconds"] == 1260 and body["retention_days"] == {"raw": 7, "hourly": 90, "daily": 730}
+    assert [point["samples"] for point in body["points"]][-1] == 1
+    assert body["points"][-1]["provisioned_bytes"] == 8 * MiB and body["points"][-1]["quota_bytes"] == 4 * GiB
+    hourly = admin.get(url, query_string={"since": start.isoformat(), "until": (start + DAY).isoformat(),
+                                          "step": 3600})
+    assert hourly.status_code == 200, hourly.json
+    assert [(p["at"], p["provisioned_bytes"], p["used_bytes"], p["samples"]) for p in hourly.json["points"]] == [
+        (start.isoformat(), 100, 10, 3), ((start + timedelta(hours=1)).isoformat(), 700, 70, 1)]
+
+
+def test_history_readers_and_refusals(app, admin, new_project, as_role):
+    project, other = new_project(), new_project()
+    refresh(app, project)
+    url = f"/api/v2/projects/{project}/usage/history"
+    before = samples(app, project)
+    assert as_role("auditor").get(url).status_code == 200
+    foreign = as_role("member", other).get(url)
+    assert foreign.status_code == 403 and foreign.json["error"]["code"] == "forbidden"
+    missing = admin.get(f"/api/v2/projects/{unique('p')}/usage/history")
+    assert missing.status_code == 404 and missing.json["error"]["code"] == "project_not_found"
+    now = utcnow()
+    for query, field in (({"since": now.isoformat(), "until": (now - DAY).isoformat()}, "until"),
+                         ({"step": 59}, "step"), ({"since": (now - 400 * DAY).isoformat(), "step": 60}, "step"),
+                         ({"since": "yesterday"}, "since")):
+        refused = admin.get(url, query_string=query)
+        assert refused.status_code == 422 and refused.json["error"]["code"] == "validation_error", query
+        assert field in str(refused.json["error"]["details"]), refused.json
+    too_many = admin.get(url, query_string={"since": (now - 400 * DAY).isoformat(), "step": 60}).json
+    assert "ask a step of at least 3480 seconds" in str(too_many["error"]["details"])
+    assert samples(app, project) == before  # reads leave nothing behind

@@ -1,0 +1,70 @@
+"""`GET /api/v2/projects/{p}/usage/history` (the project's members, auditors, admins): usage over time."""
+from __future__ import annotations
+
+from flask import g
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, ValidationError, fields, post_load, validate
+
+from robin.audit import history
+from robin.audit.events_api import UtcTime
+from robin.db import utcnow
+
+blp = Blueprint("usage-history", __name__, url_prefix="/api/v2",
+                description="Usage over time")
+TIME = {"format": "iso"}
+LONGEST_STEP = 366 * 86400
+
+
+class HistoryArgs(Schema):
+    since = UtcTime(**TIME, metadata={"description": "RFC 3339: samples at or after this time (default: a week "
+                                                     "before until)"})
+    until = UtcTime(**TIME, metadata={"description": "RFC 3339: samples before this time (default: now)"})
+    step = fields.Integer(validate=validate.Range(min=history.MIN_STEP, max=LONGEST_STEP), metadata={
+        "description": f"seconds a point averages (default: the whole minutes that make at most "
+                       f"{history.AUTO_POINTS} points); at most {history.MAX_POINTS} points a request"})
+
+    @post_load
+    def _a_range(self, data, **_kwargs):
+        until = data.get("until") or utcnow()
+        since = data.get("since") or until - history.DEFAULT_RANGE
+        if since >= until:
+            raise ValidationError("must be later than since", field_name="until")
+        step = data.get("step") or history.auto_step(since, until)
+        points = (until - since).total_seconds() / step
+        if points > history.MAX_POINTS:
+            least = history.auto_step(since, until, history.MAX_POINTS)
+            raise ValidationError(f"makes {points:.0f} points, more than {history.MAX_POINTS}: ask a step of at "
+                                  f"least {least} seconds, or a shorter range", field_name="step")
+        return {"since": since, "until": until, "step": step}
+
+
+class HistoryPointSchema(Schema):
+    at = fields.DateTime(**TIME, metadata={"description": "the start of the step this point averages"})
+    provisioned_bytes = fields.Integer(metadata={"description": "bytes promised to live volumes (mean)"})
+    used_bytes = fields.Integer(metadata={"description": "bytes the measured volumes occupy in Ceph (mean)"})
+    volumes = fields.Integer(metadata={"description": "live volumes (mean, rounded)"})
+    quota_bytes = fields.Integer(metadata={"description": "the byte quota at the step's last sample"})
+    samples = fields.Integer(metadata={"description": "stored samples averaged (raw, hourly or daily means)"})
+
+
+class HistorySchema(Schema):
+    project = fields.String()
+    since = fields.DateTime(**TIME)
+    until = fields.DateTime(**TIME)
+    step_seconds = fields.Integer()
+    retention_days = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={
+        "description": "raw samples are kept this many days, then hourly means, then daily means"})
+    points = fields.List(fields.Nested(HistoryPointSchema), metadata={"description": "oldest first; a step with "
+                                                                                    "no sample has no point"})
+
+
+@blp.route("/projects/<project>/usage/history")
+class ProjectUsageHistory(MethodView):
+    @blp.arguments(HistoryArgs, location="query")
+    @blp.response(200, HistorySchema)
+    def get(self, args, project):
+        """The project's provisioned, used and quota bytes and volumes over time, from the samples each usage
+        refresh stores (raw for ROBIN_USAGE_HISTORY_RAW_DAYS, then hourly, then daily means), averaged per
+        step; no Ceph call."""
+        return history.project_history(g.identity, project, args["since"], args["until"], args["step"])
