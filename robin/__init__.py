@@ -59,7 +59,7 @@ def create_app(settings=None) -> Flask:
     for blueprint in (projects_api.blp, volumes_api.rbd_images, volumes_api.cephfs_paths, clusters_api.blp):
         api.register_blueprint(blueprint)
     api.register_blueprint(usage_api.blp)  # usage reports for storage admins
-    api.register_blueprint(history_api.blp)  # usage over time
+    api.register_blueprint(history_api.blp)  # usage history and forecasts
     api.register_blueprint(volumes_api.adoption_blp)  # rbd-images:adopt, cephfs-paths:adopt
     api.register_blueprint(drift_api.blp)  # drift between the database and Ceph, for storage admins
     api.register_blueprint(events_api.blp)  # the audit trail, filtered and paged

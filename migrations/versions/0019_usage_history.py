@@ -1,4 +1,5 @@
-"""usage history: samples of each project's and pool's usage at every refresh, downsampled with age
+"""usage history: samples of each project's and pool's usage at every refresh, downsampled with age, and each
+project's last forecast of when it reaches its quota
 
 Revision ID: 0019_usage_history
 Revises: 0018_audit_event_indexes
@@ -42,9 +43,18 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('cluster_id', 'kind', 'location', 'step', 'at')
     )
     op.create_index('ix_pool_usage_samples_step_at', 'pool_usage_samples', ['step', 'at'], unique=False)
+    op.create_table('usage_forecasts',
+    sa.Column('project_id', sa.Integer(), nullable=False),
+    sa.Column('provisioned_full_at', robin.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('used_full_at', robin.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('computed_at', robin.db.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['project_id'], ['projects.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('project_id')
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('usage_forecasts')
     op.drop_index('ix_pool_usage_samples_step_at', table_name='pool_usage_samples')
     op.drop_table('pool_usage_samples')
     op.drop_index('ix_project_usage_samples_step_at', table_name='project_usage_samples')

@@ -17,6 +17,7 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from robin import config
+from robin.audit import forecast
 from robin.audit.models import CHUNK, PoolUsageSample, ProjectUsageSample, still_there
 from robin.auth.identity import Identity
 from robin.clusters.models import CephCluster
@@ -37,7 +38,7 @@ def newest_sample_at(session) -> datetime | None:
 def record(min_spacing: timedelta = timedelta(0)) -> int:
     """Append one raw sample of every project and every pool, unless the newest is younger than `min_spacing` (the
     maintenance loop's refreshes run every round, most of them measuring a few volumes: one sample per
-    usage.MAX_AGE is history enough). Returns the rows appended."""
+    usage.MAX_AGE is history enough). Then fit the forecasts the metrics scrape reads. Returns the rows appended."""
     from robin.audit import usage  # whose refresh calls this
 
     at = utcnow()
@@ -63,6 +64,7 @@ def record(min_spacing: timedelta = timedelta(0)) -> int:
     with db.unit_of_work() as session:
         _insert_new(session, ProjectUsageSample, still_there(session, projects.values(), "project_id", Project.id))
         _insert_new(session, PoolUsageSample, still_there(session, pools.values(), "cluster_id", CephCluster.id))
+    forecast.store(at)
     return len(projects) + len(pools)
 
 

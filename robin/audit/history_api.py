@@ -1,4 +1,5 @@
-"""`GET /api/v2/projects/{p}/usage/history` (the project's members, auditors, admins): usage over time."""
+"""`GET /api/v2/projects/{p}/usage/history` (the project's members, auditors, admins) and
+`GET /api/v2/audit/usage/forecast` (auditors, admins): usage over time, and when each project will be full."""
 from __future__ import annotations
 
 from flask import g
@@ -6,12 +7,13 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, post_load, validate
 
-from robin.audit import history
+from robin import config
+from robin.audit import forecast, history, usage
 from robin.audit.events_api import UtcTime
 from robin.db import utcnow
 
 blp = Blueprint("usage-history", __name__, url_prefix="/api/v2",
-                description="Usage over time")
+                description="Usage over time, and when each project reaches its quota")
 TIME = {"format": "iso"}
 LONGEST_STEP = 366 * 86400
 
@@ -68,3 +70,48 @@ class ProjectUsageHistory(MethodView):
         refresh stores (raw for ROBIN_USAGE_HISTORY_RAW_DAYS, then hourly, then daily means), averaged per
         step; no Ceph call."""
         return history.project_history(g.identity, project, args["since"], args["until"], args["step"])
+
+
+class ForecastArgs(Schema):
+    window_days = fields.Integer(validate=validate.Range(min=1, max=3660), metadata={
+        "description": "days of history to fit the growth rates to (default: ROBIN_USAGE_FORECAST_DAYS)"})
+
+
+class FigureForecastSchema(Schema):
+    bytes = fields.Integer(allow_none=True, metadata={"description": "at the newest sample"})
+    growth_bytes_per_day = fields.Float(allow_none=True, metadata={
+        "description": "the least-squares slope over the window; negative: shrinking"})
+    full_at = fields.DateTime(allow_none=True, **TIME, metadata={
+        "description": "when it reaches the quota at that rate (the newest sample's time if it already has); "
+                       "null: never, see reason"})
+    seconds_left = fields.Float(allow_none=True)
+    reason = fields.String(allow_none=True, metadata={"description": f"why full_at is null: one of "
+                                                                     f"{list(forecast.REASONS)}"})
+
+
+class ProjectForecastSchema(Schema):
+    project = fields.String()
+    quota_bytes = fields.Integer()
+    samples = fields.Integer(metadata={"description": "samples in the window"})
+    provisioned = fields.Nested(FigureForecastSchema)
+    used = fields.Nested(FigureForecastSchema)
+    full_at = fields.DateTime(allow_none=True, **TIME, metadata={"description": "the sooner of the two"})
+    seconds_left = fields.Float(allow_none=True)
+
+
+class ForecastSchema(Schema):
+    generated_at = fields.DateTime(**TIME)
+    window_days = fields.Integer()
+    projects = fields.List(fields.Nested(ProjectForecastSchema), metadata={
+        "description": "soonest full first; those never full at their current rate last, by name"})
+
+
+@blp.route("/audit/usage/forecast")
+class UsageForecast(MethodView):
+    @blp.arguments(ForecastArgs, location="query")
+    @blp.response(200, ForecastSchema)
+    def get(self, args):
+        """Per project, the growth rate of provisioned and used bytes (a least-squares line through the usage
+        history over the window) and the date each reaches the byte quota at that rate; auditors and admins."""
+        usage.require_auditor(g.identity)
+        return forecast.report(args.get("window_days") or config.current().usage_forecast_days)

@@ -151,6 +151,19 @@ class PoolUsageSample(Base):
     volumes: Mapped[int] = mapped_column(Integer)
 
 
+class UsageForecast(Base):
+    """When a project's provisioned and used bytes reach its quota at their current growth rate, as last fitted
+    (robin.audit.forecast, after each sampling): the metrics scrape reads these rows instead of fitting the
+    samples itself. None: never at that rate (see GET /api/v2/audit/usage/forecast for why)."""
+
+    __tablename__ = "usage_forecasts"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    provisioned_full_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    used_full_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 def upsert(session: Session, model, key, rows: list[dict]) -> None:
     """Insert the rows, or update those whose `key` (a column, or a tuple of them) exists: two writers (the
     maintenance loop and an admin's request, say) may store the same figures at once, which a

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, insert, select, text, union_all
 
 from robin import config
-from robin.audit import history
+from robin.audit import forecast, history
 from robin.audit.models import VolumeTotal, VolumeUsage, upsert
 from robin.auth.identity import Identity
 from robin.ceph import CephError, CephUnavailable, cephfs_ops, object_map, rbd_ops
@@ -390,20 +390,26 @@ def _stored_totals(connection) -> tuple[list[tuple], datetime | None]:
     return connection.execute(select(*(getattr(VolumeTotal, name) for name in TOTAL_FIGURES))).all(), summed_at
 
 
+def _seconds_until(at: datetime | None, now: datetime) -> float | None:
+    return None if at is None else round(max(0.0, (at - now).total_seconds()), 3)
+
+
 def scrape_rows() -> dict:
     """What the scrape reports of quotas and volumes, from the database only, in one read: every project's
-    quota (read live: a new project shows at once), and the totals the maintenance leader stored, with the
-    time it summed them. With none stored (no round yet since the start, the maintenance loop off, or no
-    volumes at all) they are summed now, as the leader would."""
+    quota (read live: a new project shows at once), the totals the maintenance leader stored, with the
+    time it summed them, and the seconds left until each project's stored forecast date (robin.audit.forecast).
+    With no totals stored (no round yet since the start, the maintenance loop off, or no volumes at all) they are
+    summed now, as the leader would."""
     with db.reading() as session:
         connection = session.connection()  # Core rows: a thousand projects' worth, read at every scrape
         quotas = connection.execute(select(Project.id, Project.name, Quota.max_bytes, Quota.max_volumes)
                                     .join(Quota)).all()
         cluster_names = dict(connection.execute(select(CephCluster.id, CephCluster.name)).all())
         totals, summed_at = _stored_totals(connection)
+        full_at = forecast.stored_full_at(connection)
         if summed_at is None:
             totals, summed_at = sum_totals(session), utcnow()
-    per_project, per_pool = {}, defaultdict(lambda: [0, 0, 0])
+    per_project, per_pool, now = {}, defaultdict(lambda: [0, 0, 0]), utcnow()
     for project_id, cluster_id, kind, location, provisioned, used, volumes in totals:
         pool = (cluster_names[cluster_id], kind, location)
         for figures in (per_project.setdefault(project_id, [0, 0, 0]), per_pool[pool]):
@@ -415,7 +421,8 @@ def scrape_rows() -> dict:
         # A project without volumes has no used bytes to report, as before totals were stored.
         provisioned, used, volumes = per_project.get(project_id, (0, None, 0))
         projects.append({"project": name, "quota_bytes": max_bytes, "quota_volumes": max_volumes,
-                         "provisioned_bytes": provisioned, "used_bytes": used, "volumes": volumes})
+                         "provisioned_bytes": provisioned, "used_bytes": used, "volumes": volumes,
+                         "quota_exhaustion_seconds": _seconds_until(full_at.get(project_id), now)})
     pools = [{"cluster": cluster, "kind": kind, "pool": pool, "provisioned_bytes": provisioned, "used_bytes": used,
               "volumes": volumes} for (cluster, kind, pool), (provisioned, used, volumes) in sorted(per_pool.items())]
     return {"projects": projects, "pools": pools, "summed_at": summed_at}

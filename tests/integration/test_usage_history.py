@@ -1,6 +1,8 @@
-"""Usage history: each refresh samples every project and pool, the maintenance loop folds old samples into
-hourly and daily means (once, with two passes at once too), and the history endpoint averages them per step for
-the project's readers."""
+"""Usage history and forecasts: each refresh samples every project and pool, the maintenance loop folds old
+samples into hourly and daily means (once, with two passes at once too), the history endpoint averages them per
+step for the project's readers, and the forecast fits a least-squares line whose arithmetic is checked on known
+numbers; the scrape's robin_project_quota_exhaustion_seconds comes from the stored forecast, never from the
+samples."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -11,12 +13,13 @@ import rbd
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete, insert, select
 
-from robin.audit import history, usage
-from robin.audit.models import PoolUsageSample, ProjectUsageSample
+from robin.audit import forecast, history, usage
+from robin.audit.models import PoolUsageSample, ProjectUsageSample, UsageForecast
 from robin.clusters.models import CephCluster
 from robin.db import db, utcnow
 from robin.projects.models import Project
 from tests.conftest import unique
+from tests.support.costs import counting
 
 pytestmark = pytest.mark.integration
 MiB, GiB = 2**20, 2**30
@@ -103,7 +106,8 @@ def test_a_deleted_project_takes_its_history_with_it(app, admin, new_project):
     pid = project_id(app, project)
     assert admin.delete(f"/api/v2/projects/{project}").status_code == 204
     with app.app_context(), db.reading() as session:
-        assert session.scalars(select(ProjectUsageSample).where(ProjectUsageSample.project_id == pid)).all() == []
+        for model in (ProjectUsageSample, UsageForecast):
+            assert session.scalars(select(model).where(model.project_id == pid)).all() == []
 
 
 # --- downsampling ---------------------------------------------------------------------------------
@@ -187,3 +191,79 @@ def test_history_readers_and_refusals(app, admin, new_project, as_role):
     too_many = admin.get(url, query_string={"since": (now - 400 * DAY).isoformat(), "step": 60}).json
     assert "ask a step of at least 3480 seconds" in str(too_many["error"]["details"])
     assert samples(app, project) == before  # reads leave nothing behind
+
+
+# --- forecasts ------------------------------------------------------------------------------------
+
+def test_the_fit_on_known_numbers(app, admin, new_project, as_role):
+    """Provisioned 0, 1, 1, 3 GiB on four days in a row: mean day 1.5, mean 1.25 GiB, covariance sum 4.5, variance
+    sum 5, so 0.9 GiB a day; from 3 GiB, 9 GiB more to a 12 GiB quota take 10 days. Used shrinks: never."""
+    growing, flat, single, empty, full = (new_project(max_bytes=12 * GiB) for _ in range(5))
+    now = utcnow()
+    days = [now - timedelta(days=4 - k) for k in range(4)]
+    write_samples(app, growing, [(history.RAW, at, p * GiB, (4 - k) * GiB, 12 * GiB, 1)
+                                 for k, (at, p) in enumerate(zip(days, (0, 1, 1, 3), strict=True))])
+    write_samples(app, flat, [(history.RAW, at, 2 * GiB, GiB, 12 * GiB, 1) for at in days])
+    write_samples(app, single, [(history.RAW, days[-1], GiB, GiB, 12 * GiB, 1)])
+    write_samples(app, full, [(history.RAW, at, 12 * GiB, GiB, 12 * GiB, 1) for at in days])
+    response = as_role("auditor").get("/api/v2/audit/usage/forecast")
+    assert response.status_code == 200, response.json
+    found = {row["project"]: row for row in response.json["projects"]}
+    assert response.json["window_days"] == 14
+    grows = found[growing]
+    assert grows["provisioned"]["growth_bytes_per_day"] == pytest.approx(0.9 * GiB, rel=1e-6)
+    assert _time(grows["provisioned"]["full_at"]) == pytest.approx((days[-1] + 10 * DAY).timestamp(), abs=1)
+    assert grows["used"]["growth_bytes_per_day"] == pytest.approx(-GiB, rel=1e-6)
+    assert (grows["used"]["full_at"], grows["used"]["reason"]) == (None, forecast.NOT_GROWING)
+    assert grows["full_at"] == grows["provisioned"]["full_at"] and grows["samples"] == 4
+    assert grows["seconds_left"] == pytest.approx(9 * 86400, abs=60)
+    assert found[flat]["provisioned"]["reason"] == forecast.NOT_GROWING and found[flat]["full_at"] is None
+    assert found[single]["provisioned"]["reason"] == forecast.TOO_FEW_SAMPLES
+    assert found[empty]["provisioned"]["reason"] == forecast.NO_SAMPLES and found[empty]["samples"] == 0
+    assert _time(found[full]["full_at"]) == pytest.approx(days[-1].timestamp(), abs=1)  # at its quota already
+    assert found[full]["seconds_left"] == 0
+    order = [row["project"] for row in response.json["projects"] if row["project"] in found and row["project"]
+             in (growing, flat, single, empty, full)]
+    assert order == [full, growing, *sorted((flat, single, empty))]  # soonest first, then never, by name
+    # A shorter window fits the last two days only: 1 to 3 GiB, 2 GiB a day, 4.5 days from 3 GiB to 12 GiB.
+    short = {row["project"]: row for row in admin.get("/api/v2/audit/usage/forecast",
+                                                      query_string={"window_days": 3}).json["projects"]}
+    assert short[growing]["provisioned"]["growth_bytes_per_day"] == pytest.approx(2 * GiB, rel=1e-6)
+    assert _time(short[growing]["full_at"]) == pytest.approx((days[-1] + 4.5 * DAY).timestamp(), abs=1)
+
+
+def _time(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def test_forecast_readers_and_refusals(as_role, admin, new_project):
+    project = new_project()
+    refused = as_role("member", project).get("/api/v2/audit/usage/forecast")
+    assert refused.status_code == 403 and refused.json["error"]["code"] == "forbidden"
+    for window in (0, 3661, "a week"):
+        bad = admin.get("/api/v2/audit/usage/forecast", query_string={"window_days": window})
+        assert bad.status_code == 422 and bad.json["error"]["code"] == "validation_error", window
+
+
+def test_real_refreshes_feed_the_forecast_and_the_scrape_reads_it_stored(app, admin, new_project, rbd_ioctx):
+    project = new_project(max_bytes=GiB)
+    image = create_image(admin, project, 512 * MiB)
+    refresh(app, project)
+    with rbd.Image(rbd_ioctx, image) as opened:
+        opened.write(b"x" * (8 * MiB), 0)
+    refresh(app, project)  # used grew by two objects between two real samples
+    found = {row["project"]: row for row in admin.get("/api/v2/audit/usage/forecast").json["projects"]}[project]
+    assert found["samples"] == 2 and found["used"]["growth_bytes_per_day"] > 0
+    assert found["provisioned"]["reason"] == forecast.NOT_GROWING and found["used"]["full_at"] is not None
+    labels = (("project", project),)
+    with counting(cold_tokens=False) as counted:
+        scraped = scrape(admin)
+    assert scraped[("robin_project_quota_exhaustion_seconds", labels)] == pytest.approx(
+        (datetime.fromisoformat(found["used"]["full_at"]) - utcnow()).total_seconds(), abs=120)
+    assert not [statement for statement in counted.statements if "usage_samples" in statement]
+    # Flat since: the next refresh's fit says never, and the series goes.
+    with app.app_context(), db.unit_of_work() as session:
+        session.execute(delete(ProjectUsageSample).where(ProjectUsageSample.project_id == project_id(app, project)))
+    refresh(app, project)
+    refresh(app, project)
+    assert ("robin_project_quota_exhaustion_seconds", labels) not in scrape(admin)
