@@ -1,16 +1,25 @@
 """What the dashboard shows, read through robin's usage, drift and audit services."""
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import select
 
+from robin import config
 from robin.audit import drift as drift_service
-from robin.audit import usage
+from robin.audit import forecast, history, usage
 from robin.audit.models import AuditEvent
 from robin.auth.identity import Identity
 from robin.auth.models import Role
-from robin.db import db
+from robin.db import db, utcnow
+from robin.ui.charts import line_chart
+from robin.units import human_bytes
 
 TOP_CONSUMERS = 10
+CLOSEST_TO_QUOTA = 10
+# The project page's ranges, in days; a week unless asked.
+HISTORY_DAYS = (1, 7, 30, 90, 730)
+DEFAULT_HISTORY_DAYS = 7
 RECENT_EVENTS = 50
 # The usage report is for auditors; a member's page reads it as this and keeps only its own project.
 _READER = Identity(name="robin-ui", role=Role.AUDITOR)
@@ -32,7 +41,36 @@ def overview(identity: Identity) -> dict:
     projects = [_with_bars(project) for project in report["projects"] if visible(project["project"])]
     consumers = [row for row in report["top_consumers"] if visible(row["project"])][:TOP_CONSUMERS]
     return {"projects": projects, "top_consumers": consumers, "events": recent_events(identity),
-            "generated_at": report["generated_at"]}
+            "closest_to_quota": closest_to_quota(identity), "generated_at": report["generated_at"]}
+
+
+def _forecasts() -> list[dict]:
+    """Every project's forecast over ROBIN_USAGE_FORECAST_DAYS, soonest full first."""
+    return forecast.compute(utcnow(), timedelta(days=config.current().usage_forecast_days))
+
+
+def closest_to_quota(identity: Identity) -> list[dict]:
+    """The projects this identity sees that reach their quota at their current growth rate, soonest first."""
+    return [row for row in _forecasts() if row["full_at"] is not None and identity.can_read(row["project"])
+            ][:CLOSEST_TO_QUOTA]
+
+
+def project_page(identity: Identity, project: str, days: int) -> dict:
+    """A project's usage history over the last `days` as charts, and its forecast; a project this identity may
+    not read is refused as the API refuses it."""
+    until = utcnow()
+    since = until - timedelta(days=days)
+    step = history.auto_step(since, until)
+    body = history.project_history(identity, project, since, until, step)
+    points = body["points"]
+    charts = [line_chart("bytes", "Bytes", points, [("quota_bytes", "quota"), ("provisioned_bytes", "provisioned"),
+                                                     ("used_bytes", "used")], since, until, step, human_bytes,
+                         unit=1024),
+              line_chart("volumes", "Volumes", points, [("volumes", "volumes")], since, until, step, str)]
+    mine = next(row for row in _forecasts() if row["project"] == project)
+    return {"project": project, "days": days, "step": step, "points": len(points), "charts": charts,
+            "forecast": mine, "forecast_days": config.current().usage_forecast_days,
+            "retention": body["retention_days"]}
 
 
 def recent_events(identity: Identity, limit: int = RECENT_EVENTS) -> list[AuditEvent]:
