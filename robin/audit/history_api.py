@@ -29,7 +29,10 @@ class HistoryArgs(Schema):
     @post_load
     def _a_range(self, data, **_kwargs):
         until = data.get("until") or utcnow()
-        since = data.get("since") or until - history.DEFAULT_RANGE
+        try:
+            since = data.get("since") or until - history.DEFAULT_RANGE
+        except OverflowError as exc:  # an until in the first week of year 1
+            raise ValidationError("is too early to look a week back from: give since", field_name="until") from exc
         if since >= until:
             raise ValidationError("must be later than since", field_name="until")
         step = data.get("step") or history.auto_step(since, until)

@@ -184,7 +184,7 @@ def test_history_readers_and_refusals(app, admin, new_project, as_role):
     now = utcnow()
     for query, field in (({"since": now.isoformat(), "until": (now - DAY).isoformat()}, "until"),
                          ({"step": 59}, "step"), ({"since": (now - 400 * DAY).isoformat(), "step": 60}, "step"),
-                         ({"since": "yesterday"}, "since")):
+                         ({"since": "yesterday"}, "since"), ({"until": "0001-01-02T00:00:00Z"}, "until")):
         refused = admin.get(url, query_string=query)
         assert refused.status_code == 422 and refused.json["error"]["code"] == "validation_error", query
         assert field in str(refused.json["error"]["details"]), refused.json
