@@ -67,7 +67,7 @@ def project_page(identity: Identity, project: str, days: int) -> dict:
                                                      ("used_bytes", "used")], since, until, step, human_bytes,
                          unit=1024),
               line_chart("volumes", "Volumes", points, [("volumes", "volumes")], since, until, step, str)]
-    mine = next(row for row in _forecasts() if row["project"] == project)
+    mine = next((row for row in _forecasts() if row["project"] == project), None)  # None: deleted meanwhile
     return {"project": project, "days": days, "step": step, "points": len(points), "charts": charts,
             "forecast": mine, "forecast_days": config.current().usage_forecast_days,
             "retention": body["retention_days"]}
