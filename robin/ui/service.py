@@ -1,7 +1,7 @@
 """What the dashboard shows, read through robin's usage, drift and audit services."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
@@ -12,6 +12,7 @@ from robin.audit.models import AuditEvent
 from robin.auth.identity import Identity
 from robin.auth.models import Role
 from robin.db import db, utcnow
+from robin.projects.models import Project
 from robin.ui.charts import line_chart
 from robin.units import human_bytes
 
@@ -41,18 +42,19 @@ def overview(identity: Identity) -> dict:
     projects = [_with_bars(project) for project in report["projects"] if visible(project["project"])]
     consumers = [row for row in report["top_consumers"] if visible(row["project"])][:TOP_CONSUMERS]
     return {"projects": projects, "top_consumers": consumers, "events": recent_events(identity),
-            "closest_to_quota": closest_to_quota(identity), "generated_at": report["generated_at"]}
+            "closest_to_quota": closest_to_quota(projects, report["generated_at"]),
+            "generated_at": report["generated_at"]}
 
 
-def _forecasts() -> list[dict]:
-    """Every project's forecast over ROBIN_USAGE_FORECAST_DAYS, soonest full first."""
-    return forecast.compute(utcnow(), timedelta(days=config.current().usage_forecast_days))
-
-
-def closest_to_quota(identity: Identity) -> list[dict]:
-    """The projects this identity sees that reach their quota at their current growth rate, soonest first."""
-    return [row for row in _forecasts() if row["full_at"] is not None and identity.can_read(row["project"])
-            ][:CLOSEST_TO_QUOTA]
+def closest_to_quota(projects: list[dict], now: datetime) -> list[dict]:
+    """Of these projects (the usage report's rows), those that reach their quota at their current growth rate,
+    soonest first, with the date: from the forecasts the last usage sampling stored, so that the page does not
+    fit every project's history again (seconds at a thousand projects)."""
+    with db.reading() as session:
+        soonest = forecast.stored_soonest(session)
+    rows = {project["project"]: project for project in projects}
+    return [{**rows[name], "full_at": full_at, "days_left": max(0.0, (full_at - now).total_seconds()) / 86400}
+            for name, full_at in soonest if name in rows][:CLOSEST_TO_QUOTA]
 
 
 def project_page(identity: Identity, project: str, days: int) -> dict:
@@ -67,7 +69,10 @@ def project_page(identity: Identity, project: str, days: int) -> dict:
                                                      ("used_bytes", "used")], since, until, step, human_bytes,
                          unit=1024),
               line_chart("volumes", "Volumes", points, [("volumes", "volumes")], since, until, step, str)]
-    mine = next((row for row in _forecasts() if row["project"] == project), None)  # None: deleted meanwhile
+    with db.reading() as session:
+        project_id = session.scalar(select(Project.id).where(Project.name == project))
+    window = timedelta(days=config.current().usage_forecast_days)
+    mine = forecast.compute(until, window, project_id)[0] if project_id is not None else None  # None: deleted
     return {"project": project, "days": days, "step": step, "points": len(points), "charts": charts,
             "forecast": mine, "forecast_days": config.current().usage_forecast_days,
             "retention": body["retention_days"]}
