@@ -13,6 +13,7 @@ import rbd
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete, insert, select
 
+from robin import maintenance
 from robin.audit import forecast, history, usage
 from robin.audit.models import PoolUsageSample, ProjectUsageSample, UsageForecast
 from robin.clusters.models import CephCluster
@@ -143,6 +144,14 @@ def test_downsampling_folds_each_sample_once_with_passes_at_once(app, new_projec
         (history.RAW, now - timedelta(hours=1), 9, 9, GiB, 9),
     ]
     assert _downsample(app, now) == {"history_folded": 0, "history_dropped": 0}  # nothing left to do
+
+
+def test_a_maintenance_round_folds_the_history(app, new_project):
+    project, now = new_project(), utcnow()
+    hour = history.floor(now - 8 * DAY, history.HOUR)
+    write_samples(app, project, [(history.RAW, hour + timedelta(minutes=m), 10 * m, 0, GiB, 1) for m in (0, 30)])
+    maintenance.run_once(app)
+    assert [row for row in samples(app, project) if row[1] < now - DAY] == [(history.HOUR, hour, 150, 0, GiB, 1)]
 
 
 def _downsample(app, now: datetime) -> dict:
