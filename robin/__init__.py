@@ -13,7 +13,7 @@ def create_app(settings=None) -> Flask:
     else: `robin serve` must set up Prometheus' multiprocess directory before metrics exist.
     """
     from robin import api_docs, crypto, log, ui
-    from robin.audit import drift_api, events_api, usage_api
+    from robin.audit import drift_api, events_api, history_api, usage_api
     from robin.audit import service as audit_service
     from robin.auth import hooks as auth_hooks
     from robin.clusters import api as clusters_api
@@ -59,6 +59,7 @@ def create_app(settings=None) -> Flask:
     for blueprint in (projects_api.blp, volumes_api.rbd_images, volumes_api.cephfs_paths, clusters_api.blp):
         api.register_blueprint(blueprint)
     api.register_blueprint(usage_api.blp)  # usage reports for storage admins
+    api.register_blueprint(history_api.blp)  # usage history and forecasts
     api.register_blueprint(volumes_api.adoption_blp)  # rbd-images:adopt, cephfs-paths:adopt
     api.register_blueprint(drift_api.blp)  # drift between the database and Ceph, for storage admins
     api.register_blueprint(events_api.blp)  # the audit trail, filtered and paged

@@ -121,6 +121,13 @@ class Settings(_Section):
     # from their object maps, or one volume): the bindings release the GIL, so threads overlap their round
     # trips to the OSDs and the MDS.
     usage_parallelism: int = 16
+    # Usage history (robin.audit.history): each refresh's samples are kept as they are for usage_history_raw_days,
+    # then as hourly means until usage_history_hourly_days, then as daily means until usage_history_daily_days.
+    usage_history_raw_days: int = 7
+    usage_history_hourly_days: int = 90
+    usage_history_daily_days: int = 730
+    # Days of history a forecast fits its growth rates to (robin.audit.forecast).
+    usage_forecast_days: int = 14
     # The Wayne platform's /v1 API: the project that owns the volumes it creates.
     wayne_project: str = "wayne"
     # The data gateway (`robin gateway`): SFTP for people, on volumes activated through /v1.
@@ -193,6 +200,11 @@ class Settings(_Section):
                               "columns hold)")
         if not 0 < self.usage_parallelism <= 256:
             raise ConfigError("ROBIN_USAGE_PARALLELISM must be between 1 and 256")
+        if not 1 <= self.usage_history_raw_days <= self.usage_history_hourly_days <= self.usage_history_daily_days:
+            raise ConfigError("ROBIN_USAGE_HISTORY_RAW_DAYS, ROBIN_USAGE_HISTORY_HOURLY_DAYS and "
+                              "ROBIN_USAGE_HISTORY_DAILY_DAYS must be 1 or more days, each at least the one before")
+        if not 1 <= self.usage_forecast_days <= self.usage_history_daily_days:
+            raise ConfigError("ROBIN_USAGE_FORECAST_DAYS must be between 1 and ROBIN_USAGE_HISTORY_DAILY_DAYS days")
         if self.drift_opens < 4:
             raise ConfigError("ROBIN_DRIFT_OPENS must be 4 or more (a quarter goes to the images checked longest ago)")
         if self.trash_delay < 0 or self.maintenance_interval < 0 or self.drift_interval < 0:

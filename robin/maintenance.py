@@ -1,6 +1,6 @@
 """The background loop of `robin serve`: probe the clusters, purge what the trash has due, reconcile,
-re-measure stale usage, sum the volume totals per project and pool, and survey the drift when the last survey
-is older than ROBIN_DRIFT_INTERVAL.
+re-measure stale usage, sum the volume totals per project and pool, downsample the usage history, and survey the
+drift when the last survey is older than ROBIN_DRIFT_INTERVAL.
 What it finds is stored for the metrics scrape, which never calls Ceph itself.
 
 Every gunicorn worker runs the loop, but only the one holding the maintenance lock (robin.leadership) acts.
@@ -32,7 +32,7 @@ def maintenance_lock(database_url: str, **options) -> Leadership:
 
 
 def run_once(app: Flask) -> None:
-    from robin.audit import usage
+    from robin.audit import history, usage
     from robin.health import record_cluster_probes
     from robin.reconcile.service import reconcile
     from robin.volumes.service import purge_due
@@ -45,10 +45,11 @@ def run_once(app: Flask) -> None:
         measured = usage.refresh(stale_after=usage.MAX_AGE)
         # After the refresh, so that the scrape's used bytes are this round's figures.
         totals = usage.store_totals()
+        downsampled = history.downsample()  # raw samples to hourly means, hourly to daily, past retention
         surveyed = _survey_drift(app)
     log.info("maintenance round", extra={**purged, "fixed": len(report.fixed), "errors": len(report.errors),
                                          "usage_measured": measured.measured, "volume_totals": totals,
-                                         **surveyed})
+                                         **downsampled, **surveyed})
 
 
 def _survey_drift(app: Flask) -> dict:

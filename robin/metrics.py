@@ -54,6 +54,9 @@ PROJECT_GAUGES = (
     ("robin_project_provisioned_bytes", "Bytes promised to live volumes", "provisioned_bytes"),
     ("robin_project_volumes", "Live volumes", "volumes"),
     ("robin_project_used_bytes", "Bytes the project's volumes occupy in Ceph (last measurement)", "used_bytes"),
+    ("robin_project_quota_exhaustion_seconds", "Seconds until the project's provisioned or used bytes reach its "
+     "byte quota at their growth rate over ROBIN_USAGE_FORECAST_DAYS (0: reached); absent when neither grows "
+     "towards it", "quota_exhaustion_seconds"),
 )
 POOL_GAUGES = (
     ("robin_pool_provisioned_bytes", "Bytes promised to live volumes in the pool (or CephFS file system)",
@@ -70,7 +73,7 @@ def _label(value: str) -> str:
 
 
 def _gauge(name: str, help_text: str, samples) -> str:
-    """One gauge family in the text exposition format; `samples` are (labels as text, integer value)."""
+    """One gauge family in the text exposition format; `samples` are (labels as text, a number)."""
     lines = [f"# HELP {name} {help_text}\n# TYPE {name} gauge\n"]
     lines += [f"{name}{{{labels}}} {value}\n" for labels, value in samples]
     return "".join(lines)

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import ClassVar
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -111,6 +112,58 @@ class ClusterProbe(Base):
     probed_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class ProjectUsageSample(Base):
+    """One project's usage at one moment (robin.audit.history): a raw sample appended by a usage refresh (step 0),
+    or the mean of the samples of the hour (3600) or day (86400) starting at `at`, kept longer."""
+
+    __tablename__ = "project_usage_samples"
+    __table_args__ = (Index("ix_project_usage_samples_step_at", "step", "at"),)  # the downsampling's scan
+    SERIES: ClassVar[tuple[str, ...]] = ("project_id",)
+    MEANS: ClassVar[tuple[str, ...]] = ("provisioned_bytes", "used_bytes", "volumes")
+    LASTS: ClassVar[tuple[str, ...]] = ("quota_bytes",)
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    provisioned_bytes: Mapped[int] = mapped_column(BigInteger)
+    used_bytes: Mapped[int] = mapped_column(BigInteger)  # of the measured volumes, as in volume_totals
+    quota_bytes: Mapped[int] = mapped_column(BigInteger)
+    volumes: Mapped[int] = mapped_column(Integer)
+
+
+class PoolUsageSample(Base):
+    """All projects' usage of one pool (or CephFS file system) of one cluster at one moment; steps as in
+    ProjectUsageSample."""
+
+    __tablename__ = "pool_usage_samples"
+    __table_args__ = (Index("ix_pool_usage_samples_step_at", "step", "at"),)
+    SERIES: ClassVar[tuple[str, ...]] = ("cluster_id", "kind", "location")
+    MEANS: ClassVar[tuple[str, ...]] = ("provisioned_bytes", "used_bytes", "volumes")
+    LASTS: ClassVar[tuple[str, ...]] = ()
+
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("ceph_clusters.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # rbd | cephfs
+    location: Mapped[str] = mapped_column(String(128), primary_key=True)  # the pool, or the CephFS file system
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    provisioned_bytes: Mapped[int] = mapped_column(BigInteger)
+    used_bytes: Mapped[int] = mapped_column(BigInteger)
+    volumes: Mapped[int] = mapped_column(Integer)
+
+
+class UsageForecast(Base):
+    """When a project's provisioned and used bytes reach its quota at their current growth rate, as last fitted
+    (robin.audit.forecast, after each sampling): the metrics scrape reads these rows instead of fitting the
+    samples itself. None: never at that rate (see GET /api/v2/audit/usage/forecast for why)."""
+
+    __tablename__ = "usage_forecasts"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    provisioned_full_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    used_full_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 def upsert(session: Session, model, key, rows: list[dict]) -> None:
     """Insert the rows, or update those whose `key` (a column, or a tuple of them) exists: two writers (the
     maintenance loop and an admin's request, say) may store the same figures at once, which a
@@ -122,3 +175,10 @@ def upsert(session: Session, model, key, rows: list[dict]) -> None:
         changing = [column for column in rows[0] if column not in {k.key for k in keys}]
         session.execute(statement.on_conflict_do_update(
             index_elements=list(keys), set_={column: statement.excluded[column] for column in changing}))
+
+
+def still_there(session, rows, key: str, ids) -> list[dict]:
+    """The rows whose project (or cluster) still exists, read in the writing transaction: one deleted since
+    the sum would refuse the whole insert."""
+    existing = set(session.scalars(select(ids)))
+    return [row for row in rows if row[key] in existing]

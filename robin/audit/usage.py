@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, insert, select, text, union_all
 
 from robin import config
+from robin.audit import forecast, history
 from robin.audit.models import VolumeTotal, VolumeUsage, upsert
 from robin.auth.identity import Identity
 from robin.ceph import CephError, CephUnavailable, cephfs_ops, object_map, rbd_ops
@@ -188,6 +189,8 @@ def refresh(*, stale_after: timedelta | None = None, volume_ids=None, project_id
         result.measured += len(rows)
     if stale_after is None and volume_ids is None and project_id is None:
         _prune()
+    # The history's sample of this refresh; the maintenance loop's refreshes, every round, one per MAX_AGE at most.
+    history.record(min_spacing=stale_after or timedelta(0))
     result.seconds = time.monotonic() - started
     log.info("usage refreshed", extra={"measured": result.measured, "failed": len(result.failed),
                                        "seconds": round(result.seconds, 3)})
@@ -348,7 +351,7 @@ def report(identity: Identity, *, refresh_now: bool = False, with_volumes: bool 
 TOTAL_FIGURES = ("project_id", "cluster_id", "kind", "location", "provisioned_bytes", "used_bytes", "volumes")
 
 
-def _sum_totals(session) -> list[tuple]:
+def sum_totals(session) -> list[tuple]:
     """Every project's live volumes summed per cluster and pool (CephFS: file system), with their last
     figures, as TOTAL_FIGURES: one grouped query per kind, which scans every volume row (about 0.3 s at 100,000
     on SQLite)."""
@@ -370,7 +373,7 @@ def store_totals() -> int:
     Summed outside the write, so that writers on SQLite do not wait for the scan. Returns the rows stored."""
     summed_at = utcnow()
     with db.reading() as session:
-        rows = [{**dict(zip(TOTAL_FIGURES, row, strict=True)), "summed_at": summed_at} for row in _sum_totals(session)]
+        rows = [{**dict(zip(TOTAL_FIGURES, row, strict=True)), "summed_at": summed_at} for row in sum_totals(session)]
     with db.unit_of_work() as session:
         if not db.is_sqlite:
             # Two passes at once (a leader stepping down as the next takes over) would insert the same keys: the
@@ -387,20 +390,26 @@ def _stored_totals(connection) -> tuple[list[tuple], datetime | None]:
     return connection.execute(select(*(getattr(VolumeTotal, name) for name in TOTAL_FIGURES))).all(), summed_at
 
 
+def _seconds_until(at: datetime | None, now: datetime) -> float | None:
+    return None if at is None else round(max(0.0, (at - now).total_seconds()), 3)
+
+
 def scrape_rows() -> dict:
     """What the scrape reports of quotas and volumes, from the database only, in one read: every project's
-    quota (read live: a new project shows at once), and the totals the maintenance leader stored, with the
-    time it summed them. With none stored (no round yet since the start, the maintenance loop off, or no
-    volumes at all) they are summed now, as the leader would."""
+    quota (read live: a new project shows at once), the totals the maintenance leader stored, with the
+    time it summed them, and the seconds left until each project's stored forecast date (robin.audit.forecast).
+    With no totals stored (no round yet since the start, the maintenance loop off, or no volumes at all) they are
+    summed now, as the leader would."""
     with db.reading() as session:
         connection = session.connection()  # Core rows: a thousand projects' worth, read at every scrape
         quotas = connection.execute(select(Project.id, Project.name, Quota.max_bytes, Quota.max_volumes)
                                     .join(Quota)).all()
         cluster_names = dict(connection.execute(select(CephCluster.id, CephCluster.name)).all())
         totals, summed_at = _stored_totals(connection)
+        full_at = forecast.stored_full_at(connection)
         if summed_at is None:
-            totals, summed_at = _sum_totals(session), utcnow()
-    per_project, per_pool = {}, defaultdict(lambda: [0, 0, 0])
+            totals, summed_at = sum_totals(session), utcnow()
+    per_project, per_pool, now = {}, defaultdict(lambda: [0, 0, 0]), utcnow()
     for project_id, cluster_id, kind, location, provisioned, used, volumes in totals:
         pool = (cluster_names[cluster_id], kind, location)
         for figures in (per_project.setdefault(project_id, [0, 0, 0]), per_pool[pool]):
@@ -412,7 +421,8 @@ def scrape_rows() -> dict:
         # A project without volumes has no used bytes to report, as before totals were stored.
         provisioned, used, volumes = per_project.get(project_id, (0, None, 0))
         projects.append({"project": name, "quota_bytes": max_bytes, "quota_volumes": max_volumes,
-                         "provisioned_bytes": provisioned, "used_bytes": used, "volumes": volumes})
+                         "provisioned_bytes": provisioned, "used_bytes": used, "volumes": volumes,
+                         "quota_exhaustion_seconds": _seconds_until(full_at.get(project_id), now)})
     pools = [{"cluster": cluster, "kind": kind, "pool": pool, "provisioned_bytes": provisioned, "used_bytes": used,
               "volumes": volumes} for (cluster, kind, pool), (provisioned, used, volumes) in sorted(per_pool.items())]
     return {"projects": projects, "pools": pools, "summed_at": summed_at}

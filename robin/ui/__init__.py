@@ -164,6 +164,21 @@ def drift():
     return render_template("ui/drift.html", report=report, error=None)
 
 
+@blp.route("/projects/<project>")
+def project(project):
+    """A project's usage over time as charts (?days= one of service.HISTORY_DAYS), and when it fills at its growth
+    rate; a project the session may not read, or none by that name, is said on the page with the API's status."""
+    days = request.args.get("days", service.DEFAULT_HISTORY_DAYS, type=int)
+    if days not in service.HISTORY_DAYS:
+        days = service.DEFAULT_HISTORY_DAYS
+    try:
+        view = service.project_page(g.identity, project, days)
+    except RobinError as exc:
+        return render_template("ui/project.html", identity=g.identity, project=project, error=exc.message,
+                               ranges=service.HISTORY_DAYS, days=days), exc.status
+    return render_template("ui/project.html", identity=g.identity, error=None, ranges=service.HISTORY_DAYS, **view)
+
+
 EVENT_FILTERS = ("project", "actor", "action", "outcome", "target", "since", "until")
 EVENTS_A_PAGE = 100
 

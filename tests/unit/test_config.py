@@ -31,6 +31,9 @@ def test_file_then_environment(monkeypatch, tmp_path):
     ("ROBIN_RBD_DEFAULT_FEATURES", "layering,warp-drive", "warp-drive"),
     ("ROBIN_GATEWAY_ACTIVATION_WAIT", "0", "ROBIN_GATEWAY_ACTIVATION_WAIT"),
     ("ROBIN_GATEWAY_RECONCILE_INTERVAL", "-1", "ROBIN_GATEWAY_RECONCILE_INTERVAL"),
+    ("ROBIN_USAGE_HISTORY_RAW_DAYS", "0", "ROBIN_USAGE_HISTORY_RAW_DAYS"),
+    ("ROBIN_USAGE_HISTORY_HOURLY_DAYS", "6", "ROBIN_USAGE_HISTORY_HOURLY_DAYS"),  # under the raw days' 7
+    ("ROBIN_USAGE_FORECAST_DAYS", "0", "ROBIN_USAGE_FORECAST_DAYS"),
 ])
 def test_bad_values_stop_at_start_naming_the_variable(monkeypatch, variable, value, needle):
     monkeypatch.setenv(variable, value)

@@ -13,10 +13,10 @@ SUMMED_AT = datetime(2026, 12, 6, 18, 0, 0, 250000, tzinfo=UTC)
 ROWS = {
     "projects": [
         {"project": "alpha", "quota_bytes": 10 * 2**30, "quota_volumes": 20, "provisioned_bytes": 3 * 2**20,
-         "used_bytes": 4 * 2**20, "volumes": 2},
+         "used_bytes": 4 * 2**20, "volumes": 2, "quota_exhaustion_seconds": 86400.5},
         # Names are validated on the way in, yet a label value must stay quoted whatever it holds.
         {"project": 'odd "name" \\ with\nnewline', "quota_bytes": 1, "quota_volumes": 1, "provisioned_bytes": 0,
-         "used_bytes": None, "volumes": 0},
+         "used_bytes": None, "volumes": 0, "quota_exhaustion_seconds": None},
     ],
     "pools": [{"cluster": "default", "kind": "rbd", "pool": "rbd", "provisioned_bytes": 3 * 2**20,
                "used_bytes": 4 * 2**20, "volumes": 2}],
@@ -38,6 +38,8 @@ def test_the_fleet_gauges_parse_back_to_their_figures():
     assert samples[("robin_project_used_bytes", (("project", "alpha"),))] == 4 * 2**20
     assert samples[("robin_project_volumes", odd)] == 0 and samples[("robin_project_quota_volumes", odd)] == 1
     assert ("robin_project_used_bytes", odd) not in samples  # nothing measured: no series, not a 0
+    assert samples[("robin_project_quota_exhaustion_seconds", (("project", "alpha"),))] == 86400.5
+    assert ("robin_project_quota_exhaustion_seconds", odd) not in samples  # never at the current rate: no series
     pool = (("cluster", "default"), ("kind", "rbd"), ("pool", "rbd"))
     assert [samples[(name, pool)] for name in ("robin_pool_provisioned_bytes", "robin_pool_used_bytes",
                                                "robin_pool_volumes")] == [3 * 2**20, 4 * 2**20, 2]
