@@ -61,6 +61,9 @@ LANE_CALLS = 32
 # A lane's thread that has had no call for this long ends: a busy lane keeps its threads.
 IDLE_THREAD_S = 60.0
 MONITORS = "monitors"
+MANAGER = "manager"
+# A mgr command may take this many times the connection's timeout (Settings.ceph_timeout).
+MGR_TIMEOUT_FACTOR = 6
 # Errors by which Ceph says it closed the handle (blocklisted or shut down, not connected).
 CLOSED_ERRNOS = (errno.ESHUTDOWN, errno.ENOTCONN)
 # Stat-ed by a probe: an OSD that answers "no such object" serves I/O.
@@ -398,6 +401,20 @@ class CephConnection:
         if ret != 0:
             raise translate(rados.OSError(status, errno=-ret), what, operation="mon_command", target=self.name)
         return json.loads(out) if out else {}
+
+    def mgr_command(self, prefix: str, **args) -> str:
+        """A command of a mgr module (`fs subvolume ...`: the volumes module); its output as text, JSON or not
+        as the command gives it. The module runs one operation at a time and answers slowly on a busy mgr, so
+        its calls have a lane of their own (they never hold up the monitors' calls) and MGR_TIMEOUT_FACTOR times
+        the connection's timeout, bounded by librados itself."""
+        command = json.dumps({"prefix": prefix, "format": "json", **args})
+        what = f"ceph {prefix} on {self.name!r}"
+        timeout = self._timeout_s * MGR_TIMEOUT_FACTOR
+        ret, out, status = self.call("mgr_command", what, lambda handle: handle.rados.mgr_command(
+            command, b"", timeout=timeout), lane=MANAGER, patient=True)
+        if ret != 0:
+            raise translate(rados.OSError(status, errno=-ret), what, operation="mgr_command", target=self.name)
+        return out.decode() if isinstance(out, bytes) else out
 
     def probe(self, pools: Iterable[str], timeout: float) -> None:
         """Raise CephUnavailable unless the monitors and every pool's OSDs answer within `timeout`:
