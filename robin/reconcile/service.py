@@ -134,8 +134,8 @@ def _converge_create(kind: Kind, volume: Volume, report: Report) -> None:
     ours = observed.owner == volume.id or (
         observed.exists and observed.owner is None and observed.created_at >= volume.created_at - CLOCK_SKEW)
     if observed.exists and ours:
-        _finish_create(kind, conn, volume)
-        volumes.set_state(volume, VolumeState.AVAILABLE, error_message=None)
+        made = _finish_create(kind, conn, volume)
+        volumes.set_state(volume, VolumeState.AVAILABLE, error_message=None, **made)
         report.note("fixed", "create_finished", volume)
     elif not observed.exists:
         if isinstance(volume, RbdImage) and volume.parent_id is not None:
@@ -149,14 +149,17 @@ def _converge_create(kind: Kind, volume: Volume, report: Report) -> None:
             "cluster": volume.cluster.name, "name": volume.name, "volume_id": volume.id, "owner": observed.owner}})
 
 
-def _finish_create(kind: Kind, conn, volume: Volume) -> None:
+def _finish_create(kind: Kind, conn, volume: Volume) -> dict:
+    """Finish making the volume; the columns to record with its outcome (kind.create's)."""
     kind.mark_owner(conn, volume)
+    made = {}
     if isinstance(volume, RbdImage) and volume.parent_id is not None:
         _remove_temporary_snapshot(conn, volume)
     else:
-        kind.create(conn, volume)  # idempotent now that it is marked: sets what a crash skipped
+        made = kind.create(conn, volume)  # idempotent now that it is marked: sets what a crash skipped
     if kind.inspect(conn, volume).size_bytes != volume.size_bytes:
         kind.resize(conn, volume, volume.size_bytes)
+    return made
 
 
 def _remove_temporary_snapshot(conn, clone: RbdImage) -> None:

@@ -130,7 +130,10 @@ class CephfsPathPatchSchema(Schema):
 
 class CephfsPathSchema(VolumeSchema):
     fs = fields.String(attribute="fs_name")
-    path = fields.String()
+    layout = fields.String(metadata={"description": "directory (a directory with a quota) or subvolume (a mgr "
+                                                    "subvolume in the project's subvolume group)"})
+    path = fields.String(metadata={"description": "the directory in the file system: for a subvolume, what "
+                                                  "`ceph fs subvolume getpath` answers"})
     quota_bytes = fields.Integer(attribute="size_bytes")
 
 
@@ -151,6 +154,7 @@ class VolumeListingSchema(RbdImageSchema):
 
     kind = fields.String(metadata={"description": "rbd (an RBD image) or cephfs (a CephFS path)"})
     fs = fields.String(metadata={"description": "CephFS paths only"})
+    layout = fields.String(metadata={"description": "CephFS paths only"})
     path = fields.String(metadata={"description": "CephFS paths only"})
     quota_bytes = fields.Integer(metadata={"description": "CephFS paths only"})
 

@@ -149,7 +149,7 @@ def create(identity: Identity, kind: Kind, project: str, spec: dict) -> Volume:
     identity.require_write(project)
     volume = reserve_new(kind, project, spec, kind.placement(spec, project))
     try:
-        kind.create(ceph_connection(volume), volume)
+        made = kind.create(ceph_connection(volume), volume)
     except (RobinError, CephError) as exc:
         undo_create(kind, volume, exc)
         if isinstance(exc, CephAlreadyExists):
@@ -157,7 +157,7 @@ def create(identity: Identity, kind: Kind, project: str, spec: dict) -> Volume:
         raise
     crash_point("volume.create")
     audit.success_commits_next()
-    return set_state(volume, VolumeState.AVAILABLE)
+    return set_state(volume, VolumeState.AVAILABLE, **made)
 
 
 def reserve_new(kind: Kind, project: str, spec: dict, placement: dict) -> Volume:
