@@ -15,11 +15,15 @@ from robin.ceph.errors import CephAlreadyExists, CephNotFound
 from robin.ceph.rbd_ops import Observed
 
 OWNER_KEY = "robin.volume_id"
+# The group of subvolumes made without one; the mgr refuses it by name, so robin then names none.
+NO_GROUP = "_nogroup"
 # `fs subvolume info`'s state of a removed subvolume whose snapshots were kept (`rm --retain-snapshots`).
 SNAPSHOT_RETAINED = "snapshot-retained"
 
 
 def _mgr(conn: CephConnection, prefix: str, fs_name: str, **args) -> str:
+    if args.get("group_name") == NO_GROUP:
+        del args["group_name"]
     return conn.mgr_command(prefix, vol_name=fs_name, **args)
 
 

@@ -176,7 +176,10 @@ class CephfsPathAdoptSchema(Schema):
         "description": "the directory <root>/<project>/<name>"})
     fs = fields.String(validate=CEPH_NAME)
     cluster = fields.String(validate=CEPH_NAME)
-    path = fields.String(metadata={"description": "optional check: must be <root>/<project>/<name>; robin does "
-                                                  "not move a directory to adopt it"})
+    group = fields.String(validate=CEPH_NAME, metadata={
+        "description": "adopt the subvolume <name> of this subvolume group (e.g. ceph-csi's csi); on a file system "
+                       "in the subvolume layout, the project's group when left out"})
+    path = fields.String(metadata={"description": "optional check: must be <root>/<project>/<name> (a subvolume: "
+                                                  "its getpath); robin does not move data to adopt it"})
     size_bytes = volume_size(data_key="quota_bytes", metadata={
         "description": "the quota to set; without it, the directory's ceph.quota.max_bytes (which must be set)"})

@@ -1,9 +1,12 @@
 """CephFS volumes in the subvolume layout (ROBIN_CEPHFS_LAYOUTS=cephfs:subvolume) through the API, checked after
-each call in what the mgr's volumes module answers (`fs subvolume info/ls/snapshot ls`) and in the database."""
+each call in what the mgr's volumes module answers (`fs subvolume info/ls/snapshot ls`) and in the database; drift
+and adoption of subvolumes made with the mgr behind robin's back (robin's lost ones, foreign ones, ceph-csi's
+`csi-vol-*` in group `csi`)."""
 from __future__ import annotations
 
 import dataclasses
 import json
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -300,3 +303,125 @@ def test_crash_after_delete_finishes_into_the_trash(app, admin, project, crash, 
     assert trashed.state is VolumeState.DELETED and trashed.trash_ref == body["path"]
     assert subvolumes(mgr, project) == {body["name"]}
     assert admin.post(f"{url(project, body['name'])}/restore").status_code == 200
+
+
+# --- drift against `fs subvolume ls`, and adoption -----------------------------------------------------
+
+def drift(admin) -> dict:
+    response = admin.get("/api/v2/audit/drift", query_string={"older_than": 0})
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+def finding(report: dict, kind: str, name: str) -> dict | None:
+    found = [item["evidence"] | {"project": item["project"]} for item in report["findings"]
+             if item["kind"] == kind and item["evidence"].get("name") == name]
+    assert len(found) <= 1, found
+    return found[0] if found else None
+
+
+def test_rows_and_subvolumes_are_compared(admin, project, mgr, db_rows):
+    kept, gone, resized = (create(admin, project).json for _ in range(3))
+    assert admin.post(f"{url(project, kept['name'])}/snapshots", json={"name": "robins"}).status_code == 201
+    mgr("fs subvolume snapshot create", sub_name=kept["name"], snap_name="theirs", group_name=project)
+    mgr("fs subvolume snapshot rm", sub_name=kept["name"], snap_name="robins", group_name=project)
+    mgr("fs subvolume rm", sub_name=gone["name"], group_name=project)
+    mgr("fs subvolume resize", sub_name=resized["name"], new_size=str(8 * MiB), group_name=project)
+    foreign = unique("foreign")
+    mgr("fs subvolume create", sub_name=foreign, group_name=project, size=4 * MiB)
+    report = drift(admin)
+    assert finding(report, "snapshot_unknown_to_robin", kept["name"])["snapshot"] == "theirs"
+    assert finding(report, "snapshot_missing_in_ceph", kept["name"])["snapshot"] == "robins"
+    missing = finding(report, "missing_subvolume", gone["name"])
+    assert missing["group"] == project and missing["volume_id"] == gone["id"] and missing["project"] == project
+    mismatch = finding(report, "quota_mismatch", resized["name"])
+    assert mismatch["found_quota_bytes"] == 8 * MiB and mismatch["recorded_quota_bytes"] == 64 * MiB
+    orphan = finding(report, "orphan_subvolume", foreign)
+    assert orphan["group"] == project and orphan["project"] == project and orphan["quota_bytes"] == 4 * MiB
+    assert orphan["subvolume_state"] == "complete" and orphan["snapshots"] == []
+    for volume in (kept, resized):
+        assert finding(report, "missing_subvolume", volume["name"]) is None
+    assert finding(report, "quota_mismatch", kept["name"]) is None
+    assert report["counts"]["orphan_subvolume"] >= 1
+    # Reported, never touched.
+    assert subvolumes(mgr, project) == {kept["name"], resized["name"], foreign}
+    assert [row.state for row in db_rows(select(CephfsPath).where(CephfsPath.id == gone["id"]))] == \
+        [VolumeState.AVAILABLE]
+    mgr("fs subvolume snapshot rm", sub_name=kept["name"], snap_name="theirs", group_name=project)
+    mgr("fs subvolume rm", sub_name=foreign, group_name=project)
+
+
+def test_a_lost_robin_subvolume_is_told_apart_and_adopted_with_its_snapshots(admin, project, mgr, db_rows):
+    name, lost_id = unique("lost"), str(uuid.uuid4())
+    mgr("fs subvolumegroup create", group_name=project)
+    mgr("fs subvolume create", sub_name=name, group_name=project, size=16 * MiB)
+    mgr("fs subvolume metadata set", sub_name=name, key_name=OWNER_KEY, value=lost_id, group_name=project)
+    mgr("fs subvolume snapshot create", sub_name=name, snap_name="s1", group_name=project)
+    orphan = finding(drift(admin), "orphan_robin_subvolume", name)
+    assert orphan["owner"] == lost_id and orphan["snapshots"] == ["s1"]
+    response = admin.post(f"/api/v2/projects/{project}/cephfs-paths:adopt", json={"name": name})
+    assert response.status_code == 201, response.json
+    body = response.json
+    path = mgr("fs subvolume getpath", sub_name=name, group_name=project)
+    assert body["layout"] == "subvolume" and body["path"] == path and body["quota_bytes"] == 16 * MiB
+    assert mgr("fs subvolume metadata get", sub_name=name, key_name=OWNER_KEY, group_name=project) == body["id"]
+    [row] = db_rows(select(CephfsPath).where(CephfsPath.id == body["id"]))
+    assert row.subvolume_group == project and row.state is VolumeState.AVAILABLE
+    assert [snapshot.name for snapshot in db_rows(select(Snapshot).where(Snapshot.cephfs_path_id == row.id))] \
+        == ["s1"]
+    assert finding(drift(admin), "orphan_robin_subvolume", name) is None
+    # The full lifecycle afterwards.
+    assert admin.patch(url(project, name), json={"quota_bytes": 32 * MiB}).status_code == 200
+    assert mgr("fs subvolume info", sub_name=name, group_name=project)["bytes_quota"] == 32 * MiB
+    assert admin.delete(url(project, name), query_string={"with_snapshots": "true", "purge": "true"}) \
+        .status_code == 204
+    assert subvolumes(mgr, project) == set()
+
+
+def test_ceph_csi_subvolumes_are_adopted_where_they_are(admin, project, mgr, db_rows):
+    """A ceph-csi volume: `csi-vol-<uuid>` in group `csi`, no project's; adopted into a project, it stays in its
+    group, and robin manages it from then on."""
+    name = f"csi-vol-{uuid.uuid4()}"
+    mgr("fs subvolumegroup create", group_name="csi")
+    mgr("fs subvolume create", sub_name=name, group_name="csi", size=10 * MiB)
+    try:
+        orphan = finding(drift(admin), "orphan_subvolume", name)
+        assert orphan["group"] == "csi" and orphan["project"] is None and orphan["quota_bytes"] == 10 * MiB
+        refused = admin.post(f"/api/v2/projects/{project}/cephfs-paths:adopt",
+                             json={"name": name, "group": "csi", "path": "/volumes/csi/elsewhere"})
+        assert refused.status_code == 400 and refused.json["error"]["code"] == "outside_project_directory"
+        assert mgr("fs subvolume metadata get", sub_name=name, key_name=OWNER_KEY, group_name="csi") is None
+        response = admin.post(f"/api/v2/projects/{project}/cephfs-paths:adopt",
+                              json={"name": name, "group": "csi", "quota_bytes": 20 * MiB})
+        assert response.status_code == 201, response.json
+        assert response.json["path"] == mgr("fs subvolume getpath", sub_name=name, group_name="csi")
+        assert mgr("fs subvolume info", sub_name=name, group_name="csi")["bytes_quota"] == 20 * MiB
+        assert usage(admin, project)["provisioned_bytes"] == 20 * MiB
+        [row] = db_rows(select(CephfsPath).where(CephfsPath.id == response.json["id"]))
+        assert row.layout == "subvolume" and row.subvolume_group == "csi"
+        assert finding(drift(admin), "orphan_subvolume", name) is None
+        assert admin.post(f"{url(project, name)}/snapshots", json={"name": "s"}).status_code == 201
+        assert snapshots(mgr, "csi", name) == {"s"}
+        assert admin.delete(url(project, name), query_string={"with_snapshots": "true", "purge": "true"}) \
+            .status_code == 204
+        assert name not in subvolumes(mgr, "csi")
+    finally:
+        mgr("fs subvolume rm", sub_name=name, group_name="csi", force=True)
+
+
+def test_adoption_refusals_change_nothing(admin, project, mgr, db_rows):
+    no_quota, missing = unique("noq"), unique("none")
+    mgr("fs subvolumegroup create", group_name=project)
+    mgr("fs subvolume create", sub_name=no_quota, group_name=project)
+    refused = admin.post(f"/api/v2/projects/{project}/cephfs-paths:adopt", json={"name": no_quota})
+    assert refused.status_code == 422 and "quota_bytes" in refused.json["error"]["details"]["fields"]
+    refused = admin.post(f"/api/v2/projects/{project}/cephfs-paths:adopt", json={"name": missing})
+    assert refused.status_code == 404 and refused.json["error"]["code"] == "not_found_in_ceph"
+    mgr("fs subvolume snapshot create", sub_name=no_quota, snap_name="kept", group_name=project)
+    mgr("fs subvolume rm", sub_name=no_quota, group_name=project, retain_snapshots=True)
+    refused = admin.post(f"/api/v2/projects/{project}/cephfs-paths:adopt", json={"name": no_quota,
+                                                                                "quota_bytes": MiB})
+    assert refused.status_code == 409 and refused.json["error"]["code"] == "subvolume_not_adoptable"
+    assert db_rows(select(CephfsPath).where(CephfsPath.name.in_([no_quota, missing]))) == []
+    assert usage(admin, project)["volumes"] == 0
+    mgr("fs subvolume snapshot rm", sub_name=no_quota, snap_name="kept", group_name=project)
