@@ -1,4 +1,4 @@
-"""cephfs layouts: each CephFS volume records whether it is a directory or a mgr subvolume (and its group)
+"""cephfs layouts: each CephFS volume records whether it is a directory or a mgr subvolume (its group, and the source of a clone under way)
 
 Revision ID: 0019_cephfs_layouts
 Revises: 0018_audit_event_indexes
@@ -19,6 +19,12 @@ def upgrade() -> None:
     with op.batch_alter_table('cephfs_paths', schema=None) as batch_op:
         batch_op.add_column(sa.Column('layout', sa.String(length=16), server_default='directory', nullable=False))
         batch_op.add_column(sa.Column('subvolume_group', sa.String(length=128), nullable=True))
+        batch_op.add_column(sa.Column('clone_of', sa.String(length=36), nullable=True))
+        batch_op.add_column(sa.Column('clone_snapshot', sa.String(length=128), nullable=True))
+        batch_op.create_foreign_key('fk_cephfs_paths_clone_of', 'cephfs_paths', ['clone_of'], ['id'])
+        batch_op.create_index('ix_cephfs_paths_clone_of', ['clone_of'], unique=False,
+                              sqlite_where=sa.text('clone_of IS NOT NULL'),
+                              postgresql_where=sa.text('clone_of IS NOT NULL'))
 
 
 def downgrade() -> None:
@@ -28,5 +34,10 @@ def downgrade() -> None:
         raise RuntimeError('cephfs_paths holds subvolumes, which the schema before 0019 cannot describe; delete '
                            'and purge them first')
     with op.batch_alter_table('cephfs_paths', schema=None) as batch_op:
+        batch_op.drop_index('ix_cephfs_paths_clone_of', sqlite_where=sa.text('clone_of IS NOT NULL'),
+                            postgresql_where=sa.text('clone_of IS NOT NULL'))
+        batch_op.drop_constraint('fk_cephfs_paths_clone_of', type_='foreignkey')
+        batch_op.drop_column('clone_snapshot')
+        batch_op.drop_column('clone_of')
         batch_op.drop_column('subvolume_group')
         batch_op.drop_column('layout')

@@ -25,7 +25,7 @@ from robin import config
 from robin.audit.image_checks import OpenBudget, check_images
 from robin.audit.models import DriftCount, upsert
 from robin.auth.identity import Identity
-from robin.ceph import CephError, cephfs_ops, rbd_ops, subvolumes
+from robin.ceph import CephBusy, CephError, cephfs_ops, rbd_ops, subvolumes
 from robin.clusters import service as clusters
 from robin.clusters.models import CephCluster
 from robin.db import db, utcnow
@@ -312,19 +312,30 @@ def _subvolume_orphans(report, conn, cluster, fs_name: str, listed, rows, cutoff
     for group, name in listed:
         if (group, name) in known:
             continue
-        found = subvolumes.info(conn, fs_name, group, name)
+        where = _subvolume_where(cluster, fs_name, group, name)
+        try:
+            found = subvolumes.info(conn, fs_name, group, name)
+        except CephBusy:
+            # A clone being copied, or one that failed or was canceled: only its clone status answers.
+            status = subvolumes.clone_status(conn, fs_name, group, name)
+            report.add("orphan_subvolume", group if group in projects else None, **where,
+                       subvolume_state=status.state if status else None, path=None, quota_bytes=None,
+                       created_at=None, snapshots=[])
+            continue
         if found is None or found.owner in live_ids:
             continue  # gone since the listing, or a live row's in another group (its row reports it)
         kind = "orphan_subvolume" if found.owner is None else "orphan_robin_subvolume"
         extra = {} if found.owner is None else {"owner": found.owner}
         snapshots = subvolumes.list_snapshots(conn, fs_name, group, name) if found.path else []
-        report.add(kind, group if group in projects else None, **_subvolume_where(cluster, fs_name, group, name),
+        report.add(kind, group if group in projects else None, **where,
                    subvolume_state=found.state, path=found.path, quota_bytes=found.quota_bytes,
                    created_at=found.created_at.isoformat() if found.created_at else None,
                    snapshots=sorted(snapshots), **extra)
 
 
 def _subvolume_row_drift(report, conn, cluster, row: CephfsPath, listed, cutoff: datetime) -> None:
+    if row.clone_of is not None:
+        return  # a clone the mgr may still be copying: the reconciler's
     found = None
     if (row.subvolume_group, row.name) in listed:
         found = subvolumes.info(conn, row.fs_name, row.subvolume_group, row.name)

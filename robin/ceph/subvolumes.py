@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from robin.ceph.connection import CephConnection
-from robin.ceph.errors import CephAlreadyExists, CephNotFound
+from robin.ceph.errors import CephAlreadyExists, CephError, CephInvalidArgument, CephNotFound
 from robin.ceph.rbd_ops import Observed
 
 OWNER_KEY = "robin.volume_id"
@@ -154,3 +154,58 @@ def snapshot_exists(conn: CephConnection, fs_name: str, group: str, name: str, s
         return snapshot in list_snapshots(conn, fs_name, group, name)
     except CephNotFound:
         return False
+
+
+# --- clones -------------------------------------------------------------------------------------------
+
+# `fs clone status` states: a clone is pending, then in-progress, then one of these.
+CLONE_COMPLETE = "complete"
+CLONE_ENDED = ("failed", "canceled")
+
+
+@dataclass(frozen=True)
+class CloneStatus:
+    state: str
+    source: tuple[str, str, str] | None  # (group, subvolume, snapshot) while it is not complete
+    progress: dict | None  # the mgr's progress_report (Ceph 18 and later), else None
+    failure: str | None
+
+
+def clone(conn: CephConnection, fs_name: str, group: str, name: str, snapshot: str, target_group: str,
+          target: str) -> None:
+    """Start cloning the snapshot into a new subvolume (the target group made on demand); idempotent: a clone of
+    that name already started from this very snapshot is no error, any other subvolume of the name is
+    CephAlreadyExists."""
+    _mgr(conn, "fs subvolumegroup create", fs_name, group_name=target_group)
+    try:
+        _mgr(conn, "fs subvolume snapshot clone", fs_name, sub_name=name, snap_name=snapshot, target_sub_name=target,
+             group_name=group, target_group_name=target_group)
+    except CephAlreadyExists:
+        try:
+            status = clone_status(conn, fs_name, target_group, target)
+        except CephError:
+            status = None  # not a clone at all (ENOTSUP): someone else's subvolume
+        if status is None or status.source != (group, name, snapshot):
+            raise
+
+
+def clone_status(conn: CephConnection, fs_name: str, group: str, name: str) -> CloneStatus | None:
+    """None when there is no such subvolume."""
+    try:
+        status = _json(conn, "fs clone status", fs_name, clone_name=name, group_name=group)["status"]
+    except CephNotFound:
+        return None
+    source = status.get("source")
+    failure = status.get("failure")
+    return CloneStatus(status.get("state", ""),
+                       (source.get("group", NO_GROUP), source["subvolume"], source["snapshot"]) if source else None,
+                       status.get("progress_report"),
+                       failure.get("error_msg") if isinstance(failure, dict) else None)
+
+
+def cancel_clone(conn: CephConnection, fs_name: str, group: str, name: str) -> None:
+    """Stop a clone under way; nothing when it has ended or never began."""
+    try:
+        _mgr(conn, "fs clone cancel", fs_name, clone_name=name, group_name=group)
+    except (CephNotFound, CephInvalidArgument):
+        pass

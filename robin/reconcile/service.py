@@ -21,9 +21,10 @@ from robin.errors import RobinError, api_error
 from robin.snapshots import service as snapshots
 from robin.snapshots.models import Snapshot, SnapshotState
 from robin.snapshots.service import TEMPORARY_SNAPSHOT_PREFIX
+from robin.volumes import cephfs_clones
 from robin.volumes import service as volumes
 from robin.volumes.kinds import KINDS, Kind, kind_of
-from robin.volumes.models import RbdImage, Volume, VolumeState
+from robin.volumes.models import CephfsPath, RbdImage, Volume, VolumeState
 
 log = logging.getLogger(__name__)
 # Clock skew allowed between robin's hosts and Ceph's when telling whether an unmarked object
@@ -90,7 +91,9 @@ def _guarded(report: Report, subject, step) -> None:
 # --- volumes ------------------------------------------------------------------------------------
 
 def _converge_volume(kind: Kind, volume: Volume, report: Report) -> None:
-    if volume.state in (VolumeState.CREATING, VolumeState.ERROR):
+    if cephfs_clones.cloning(volume):
+        _converge_cephfs_clone(volume, report)
+    elif volume.state in (VolumeState.CREATING, VolumeState.ERROR):
         _converge_create(kind, volume, report)
     elif volume.state is VolumeState.RESIZING:
         kind.resize(volumes.ceph_connection(volume), volume, volume.target_size_bytes)
@@ -104,6 +107,18 @@ def _converge_volume(kind: Kind, volume: Volume, report: Report) -> None:
         report.note("fixed", "flatten_finished", volume)
     elif volume.state is VolumeState.DELETING:
         _finish_delete(kind, volume, report)
+
+
+def _converge_cephfs_clone(volume: CephfsPath, report: Report) -> None:
+    """A CephFS clone left `creating` (robin does not wait for the mgr's copy, and a worker may have died): finish
+    it if the mgr completed it, drop it if it failed or was never started, else leave it copying."""
+    try:
+        settled = cephfs_clones.settle(volume, cutoff=volume.updated_at)
+    except cephfs_clones.CloneFailed as exc:
+        report.note("fixed", "clone_dropped", volume, reason=exc.message)
+        return
+    if settled.state is VolumeState.AVAILABLE:
+        report.note("fixed", "clone_finished", volume)
 
 
 def _finish_purge(kind: Kind, volume: Volume, report: Report) -> None:

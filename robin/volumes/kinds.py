@@ -223,6 +223,11 @@ class _Subvolumes:
 
     @staticmethod
     def remove(conn: CephConnection, volume: CephfsPath) -> None:
+        if volume.clone_of is not None:
+            # A clone robin started (one whose name was taken never gets here): stop the copy, remove what it made.
+            subvolumes.cancel_clone(conn, volume.fs_name, volume.subvolume_group, volume.name)
+            subvolumes.remove(conn, volume.fs_name, volume.subvolume_group, volume.name)
+            return
         # Only robin's own: the subvolume of a create that failed on finding a foreign one is never reached here.
         if subvolumes.inspect(conn, volume.fs_name, volume.subvolume_group, volume.name).owner in (volume.id, None):
             subvolumes.remove(conn, volume.fs_name, volume.subvolume_group, volume.name)

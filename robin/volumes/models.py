@@ -123,6 +123,9 @@ class CephfsPath(Volume, Base):
         _live_unique("cephfs_paths", "project_name", "project_id", "name"),
         Index("ix_cephfs_paths_state", "state"),
         _trash_index("cephfs_paths"),
+        # A source's clones under way (a delete is refused while it has some): only those rows have one.
+        Index("ix_cephfs_paths_clone_of", "clone_of", sqlite_where=text("clone_of IS NOT NULL"),
+              postgresql_where=text("clone_of IS NOT NULL")),
     )
 
     fs_name: Mapped[str] = mapped_column(String(128))
@@ -130,6 +133,10 @@ class CephfsPath(Volume, Base):
     layout: Mapped[str] = mapped_column(String(16), default="directory", server_default="directory")
     # A subvolume's group: its project's name, or the group an adopted one was found in (ceph-csi's "csi").
     subvolume_group: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # While the mgr copies a clone into the subvolume (state creating): the path and snapshot it is cloned from.
+    clone_of: Mapped[str | None] = mapped_column(ForeignKey("cephfs_paths.id", name="fk_cephfs_paths_clone_of"),
+                                                 nullable=True)
+    clone_snapshot: Mapped[str | None] = mapped_column(String(128), nullable=True)
     # The directory, or the path `fs subvolume getpath` gives (a subvolume's data directory).
     path: Mapped[str] = mapped_column(String(1024))
     size_bytes: Mapped[int] = mapped_column("quota_bytes", BigInteger)

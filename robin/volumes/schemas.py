@@ -115,13 +115,35 @@ class RbdImagePageSchema(PageSchema):
 
 # --- CephFS paths -------------------------------------------------------------------------------
 
+class CephfsCloneSourceSchema(Schema):
+    path = fields.String(required=True, validate=CEPH_NAME, metadata={
+        "description": "the name of the project's CephFS path to clone (a subvolume)"})
+    snapshot = fields.String(required=True, validate=CEPH_NAME, metadata={"description": "its snapshot to clone"})
+
+
+class CephfsCloneSchema(Schema):
+    source = fields.Nested(CephfsCloneSourceSchema)
+    status = fields.String(metadata={"description": "the mgr's `fs clone status`: pending or in-progress"})
+    progress = fields.Dict(allow_none=True, metadata={
+        "description": "the mgr's progress report (percentage, amount cloned, files cloned) where it gives one "
+                       "(Ceph 18 and later), else null"})
+
+
 class CephfsPathCreateSchema(Schema):
     name = fields.String(required=True, validate=CEPH_NAME)
-    size_bytes = volume_size(required=True, data_key="quota_bytes")
+    source = fields.Nested(CephfsCloneSourceSchema, metadata={
+        "description": "clone this snapshot of a subvolume (asynchronous: the path is creating until copied)"})
+    size_bytes = volume_size(data_key="quota_bytes", metadata={
+        "description": "required unless cloning; a clone defaults to its snapshot's quota"})
     fs = fields.String(validate=CEPH_NAME)
     cluster = fields.String(validate=CEPH_NAME)
     created_for = fields.String(validate=CREATED_FOR, metadata={
         "description": "what the volume is made for (e.g. k8s-claim:<uid>); set at creation only"})
+
+    @validates_schema
+    def _quota_or_source(self, data, **_):
+        if "size_bytes" not in data and "source" not in data:
+            raise ValidationError("Missing data for required field.", field_name="quota_bytes")
 
 
 class CephfsPathPatchSchema(Schema):
@@ -135,6 +157,8 @@ class CephfsPathSchema(VolumeSchema):
     path = fields.String(metadata={"description": "the directory in the file system: for a subvolume, what "
                                                   "`ceph fs subvolume getpath` answers"})
     quota_bytes = fields.Integer(attribute="size_bytes")
+    clone = fields.Nested(CephfsCloneSchema, attribute="clone_progress", metadata={
+        "description": "only while a clone is being copied (state creating), in the answer for this path alone"})
 
 
 class CephfsPathPageSchema(PageSchema):

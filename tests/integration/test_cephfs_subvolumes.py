@@ -20,6 +20,7 @@ from robin.volumes import service
 from robin.volumes.models import CephfsPath, VolumeState
 from tests.conftest import cephfs_exists as exists
 from tests.conftest import unique
+from tests.support.net import wait_until
 from tests.support.server import running_server
 
 pytestmark = pytest.mark.integration
@@ -261,7 +262,7 @@ def test_member_of_another_project_sees_nothing(as_role, admin, project, new_pro
 def crashing_server(settings):
     """A robin placing CephFS volumes as subvolumes, whose workers die at these fault points."""
     with running_server(settings.database_url, settings.ceph_conf, workers=2, extra_env={
-            "ROBIN_FAULT_POINTS": "volume.create,volume.delete,volume.purge", "ROBIN_MAINTENANCE_INTERVAL": "0",
+            "ROBIN_FAULT_POINTS": "volume.create,volume.delete,volume.clone", "ROBIN_MAINTENANCE_INTERVAL": "0",
             "ROBIN_CEPHFS_LAYOUTS": "cephfs:subvolume"}) as url_:
         yield url_
 
@@ -425,3 +426,161 @@ def test_adoption_refusals_change_nothing(admin, project, mgr, db_rows):
     assert db_rows(select(CephfsPath).where(CephfsPath.name.in_([no_quota, missing]))) == []
     assert usage(admin, project)["volumes"] == 0
     mgr("fs subvolume snapshot rm", sub_name=no_quota, snap_name="kept", group_name=project)
+
+
+# --- clones: `fs subvolume snapshot clone`, copied by the mgr in the background ------------------------------
+
+@pytest.fixture()
+def clone_delay(rados_cluster):
+    """clone_delay(seconds): the mgr waits that long before copying each clone (its snapshot_clone_delay), so
+    that a clone is seen, or canceled, while pending; back to no delay after the test."""
+    def config(prefix: str, **args) -> None:
+        ret, _, status = rados_cluster.mon_command(json.dumps({"prefix": prefix, "who": "mgr",
+                                                               "name": "mgr/volumes/snapshot_clone_delay", **args}),
+                                                   b"", timeout=60)
+        assert ret == 0, status
+
+    yield lambda seconds: config("config set", value=str(seconds))
+    config("config rm")
+
+
+def snapshotted(admin, project, fs, quota=64 * MiB) -> dict:
+    """A subvolume holding a file, with the snapshot "s1" of it."""
+    body = create(admin, project, quota_bytes=quota).json
+    write(fs, f"{body['path']}/data", b"cloned bytes")
+    assert admin.post(f"{url(project, body['name'])}/snapshots", json={"name": "s1"}).status_code == 201
+    return body
+
+
+def clone_of(admin, project, source: str, **body):
+    body.setdefault("name", unique("clone"))
+    return admin.post(url(project), json={"source": {"path": source, "snapshot": "s1"}, **body})
+
+
+def test_a_clone_is_creating_until_the_mgr_has_copied_it(admin, project, mgr, fs, clone_delay, db_rows):
+    source = snapshotted(admin, project, fs)
+    clone_delay(3)
+    response = clone_of(admin, project, source["name"], quota_bytes=96 * MiB)
+    assert response.status_code == 201, response.json
+    body, name = response.json, response.json["name"]
+    assert body["state"] == "creating" and body["layout"] == "subvolume"
+    assert body["clone"]["source"] == {"path": source["name"], "snapshot": "s1"}
+    assert body["clone"]["status"] in ("pending", "in-progress") and "progress" in body["clone"]
+    # Its quota counts from the request on.
+    assert usage(admin, project)["provisioned_bytes"] == (64 + 96) * MiB
+    assert mgr("fs clone status", clone_name=name, group_name=project)["status"]["source"]["snapshot"] == "s1"
+    row_ = row(db_rows, name)
+    assert row_.state is VolumeState.CREATING and row_.clone_of == source["id"] and row_.clone_snapshot == "s1"
+    # The source, or its snapshot, cannot go while it is copied.
+    refused = admin.delete(url(project, source["name"]), query_string={"with_snapshots": "true"})
+    assert refused.status_code == 409 and refused.json["error"]["code"] == "volume_has_clones"
+    assert refused.json["error"]["details"]["clones"] == [name]
+    assert snapshots(mgr, project, source["name"]) == {"s1"}
+    wait_until(lambda: admin.get(url(project, name)).json["state"] == "available", timeout=120,
+               what="the mgr to complete the clone and a read to finish it")
+    done = admin.get(url(project, name)).json
+    path = mgr("fs subvolume getpath", sub_name=name, group_name=project)
+    assert done["path"] == path and "clone" not in done and done["quota_bytes"] == 96 * MiB
+    assert mgr("fs subvolume info", sub_name=name, group_name=project)["bytes_quota"] == 96 * MiB
+    assert mgr("fs subvolume metadata get", sub_name=name, key_name=OWNER_KEY, group_name=project) == body["id"]
+    handle = fs.open(f"{path}/data", "r", 0)
+    try:
+        assert fs.read(handle, 0, 64) == b"cloned bytes"
+    finally:
+        fs.close(handle)
+    finished = row(db_rows, name)
+    assert finished.state is VolumeState.AVAILABLE and finished.clone_of is None and finished.path == path
+    # Standing alone now: the source goes, the clone stays.
+    assert admin.delete(url(project, source["name"]), query_string={"with_snapshots": "true",
+                                                                    "purge": "true"}).status_code == 204
+    assert subvolumes(mgr, project) == {name}
+
+
+def test_deleting_a_cloning_volume_cancels_the_clone(admin, project, mgr, fs, clone_delay, db_rows):
+    source = snapshotted(admin, project, fs)
+    # Short: on Ceph 16 the mgr's volumes module answers nothing else while a clone waits out its delay.
+    clone_delay(2)
+    name = clone_of(admin, project, source["name"]).json["name"]
+    assert usage(admin, project)["provisioned_bytes"] == 128 * MiB
+    deleted = admin.delete(url(project, name))
+    assert deleted.status_code == 204, deleted.json
+    assert subvolumes(mgr, project) == {source["name"]}
+    gone = row(db_rows, name)
+    assert gone.state is VolumeState.DELETED and gone.trash_ref is None and gone.purged_at
+    assert usage(admin, project)["provisioned_bytes"] == 64 * MiB
+    # Nothing holds the source's snapshot any more.
+    assert admin.delete(f"{url(project, source['name'])}/snapshots/s1").status_code == 204
+    assert snapshots(mgr, project, source["name"]) == set()
+
+
+def test_a_clone_canceled_behind_robins_back_is_dropped_and_its_quota_released(app, admin, project, mgr, fs,
+                                                                                clone_delay, db_rows):
+    source = snapshotted(admin, project, fs)
+    clone_delay(2)
+    name = clone_of(admin, project, source["name"]).json["name"]
+    mgr("fs clone cancel", clone_name=name, group_name=project)
+    failed = admin.get(url(project, name))
+    assert failed.status_code == 409 and failed.json["error"]["code"] == "clone_failed"
+    assert failed.json["error"]["details"]["state"] == "canceled"
+    assert admin.get(url(project, name)).status_code == 404
+    assert subvolumes(mgr, project) == {source["name"]}
+    assert db_rows(select(CephfsPath).where(CephfsPath.name == name)) == []
+    assert usage(admin, project)["provisioned_bytes"] == 64 * MiB
+
+
+def test_the_reconciler_finishes_a_clone_nobody_read(app, admin, project, mgr, fs, clone_delay, db_rows):
+    source = snapshotted(admin, project, fs)
+    clone_delay(1)
+    name = clone_of(admin, project, source["name"]).json["name"]
+    wait_until(lambda: mgr("fs clone status", clone_name=name, group_name=project)["status"]["state"] == "complete",
+               timeout=120, what="the mgr to complete the clone")
+    report = converge(app)
+    assert {"kind": "clone_finished", "id": row(db_rows, name).id, "name": name} in report.fixed
+    assert row(db_rows, name).state is VolumeState.AVAILABLE
+    assert row(db_rows, name).path == mgr("fs subvolume getpath", sub_name=name, group_name=project)
+
+
+@pytest.mark.parametrize("source, field, code", [
+    ({"path": "nosuch", "snapshot": "s1"}, None, "volume_not_found"),
+    ({"path": "SOURCE", "snapshot": "nosuch"}, "source", "validation_error"),
+    ({"path": "SOURCE"}, "source", "validation_error"),
+])
+def test_bad_clone_requests_change_nothing(admin, project, mgr, fs, source, field, code):
+    body = snapshotted(admin, project, fs)
+    source = {key: body["name"] if value == "SOURCE" else value for key, value in source.items()}
+    response = admin.post(url(project), json={"name": unique("clone"), "source": source})
+    assert response.json["error"]["code"] == code, response.json
+    if field:
+        assert response.status_code == 422 and field in response.json["error"]["details"]["fields"]
+    assert subvolumes(mgr, project) == {body["name"]} and usage(admin, project)["volumes"] == 1
+
+
+def test_a_directory_is_not_cloned_and_a_clone_stays_on_its_file_system(admin, project, new_project, mgr, fs,
+                                                                        monkeypatch, app):
+    source = snapshotted(admin, project, fs)
+    elsewhere = clone_of(admin, project, source["name"], fs="otherfs")
+    assert elsewhere.status_code == 422
+    over_quota = clone_of(admin, project, source["name"], quota_bytes=2 * GiB)
+    assert over_quota.status_code == 403 and over_quota.json["error"]["code"] == "quota_exceeded"
+    monkeypatch.setitem(app.config, "ROBIN_SETTINGS", dataclasses.replace(app.config["ROBIN_SETTINGS"],
+                                                                          cephfs_layouts=()))
+    directories = new_project(max_bytes=GiB)
+    directory = create(admin, directories).json["name"]
+    assert admin.post(f"{url(directories, directory)}/snapshots", json={"name": "s1"}).status_code == 201
+    refused = clone_of(admin, directories, directory)
+    assert refused.status_code == 400 and refused.json["error"]["code"] == "clone_not_supported"
+    assert usage(admin, directories)["volumes"] == 1 and subvolumes(mgr, directories) == set()
+    assert subvolumes(mgr, project) == {source["name"]} and usage(admin, project)["volumes"] == 1
+
+
+def test_crash_after_the_clone_was_asked_for(app, admin, project, crash, mgr, fs, clone_delay, db_rows):
+    source = snapshotted(admin, project, fs)
+    clone_delay(1)
+    name = unique("clone")
+    crash("POST", url(project), json={"name": name, "source": {"path": source["name"], "snapshot": "s1"}})
+    assert row(db_rows, name).state is VolumeState.CREATING
+    wait_until(lambda: mgr("fs clone status", clone_name=name, group_name=project)["status"]["state"] == "complete",
+               timeout=120, what="the mgr to complete the clone")
+    converge(app)
+    assert row(db_rows, name).state is VolumeState.AVAILABLE and usage(admin, project)["provisioned_bytes"] == \
+        128 * MiB
