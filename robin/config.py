@@ -35,6 +35,9 @@ BIGINT_MAX = 2**63 - 1
 RBD_FEATURES = ("layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten")
 # How a host maps RBD images: rbd-fuse needs no kernel module.
 RBD_MOUNTERS = ("rbd-fuse", "krbd", "rbd-nbd")
+# How a CephFS file system holds robin's volumes (Settings.cephfs_layouts).
+CEPHFS_DIRECTORY, CEPHFS_SUBVOLUME = "directory", "subvolume"
+CEPHFS_LAYOUTS = (CEPHFS_DIRECTORY, CEPHFS_SUBVOLUME)
 CSI_MODES = ("controller", "node", "all")
 PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # robin serve's workers when ROBIN_WORKERS is 0: this many per CPU the process may use, within the bounds. A request
@@ -94,6 +97,10 @@ class Settings(_Section):
     cephfs_root: str = "/robin"
     cephfs_default_fs: str = "cephfs"
     cephfs_filesystems: tuple[str, ...] = ("cephfs",)
+    # How each file system holds robin's new CephFS volumes, as <fs>:<layout> entries: "directory" (the
+    # directories above; any file system not named) or "subvolume" (a mgr subvolume per volume, in a subvolume
+    # group per project). A volume keeps the layout it was made with.
+    cephfs_layouts: tuple[str, ...] = ()
     max_volume_bytes: int = 64 * 2**40
     # Seconds a deleted volume waits in the trash (restorable) before it is purged.
     trash_delay: int = 24 * 3600
@@ -186,6 +193,7 @@ class Settings(_Section):
             raise ConfigError("ROBIN_RBD_DEFAULT_POOL must be one of ROBIN_RBD_POOLS")
         if self.cephfs_default_fs not in self.cephfs_filesystems:
             raise ConfigError("ROBIN_CEPHFS_DEFAULT_FS must be one of ROBIN_CEPHFS_FILESYSTEMS")
+        self._validate_cephfs_layouts()
         # Stored normalised: every CephFS path robin makes, drift reports and adoption start from it.
         object.__setattr__(self, "cephfs_root", _cephfs_root(self.cephfs_root))
         unknown = set(self.rbd_default_features) - set(RBD_FEATURES)
@@ -216,6 +224,22 @@ class Settings(_Section):
             raise ConfigError("ROBIN_UI_SESSION_SECONDS must be a positive number of seconds")
         self._validate_gateway()
         self.secret_keys()
+
+    def cephfs_layout(self, fs_name: str) -> str:
+        """The layout of robin's new volumes in that file system (cephfs_layouts)."""
+        layouts = dict(entry.split(":", 1) for entry in self.cephfs_layouts)
+        return layouts.get(fs_name, CEPHFS_DIRECTORY)
+
+    def _validate_cephfs_layouts(self) -> None:
+        named = []
+        for entry in self.cephfs_layouts:
+            fs_name, _, layout = entry.partition(":")
+            if fs_name not in self.cephfs_filesystems or layout not in CEPHFS_LAYOUTS:
+                raise ConfigError(f"ROBIN_CEPHFS_LAYOUTS: {entry!r} is not <fs>:<layout> with <fs> one of "
+                                  f"ROBIN_CEPHFS_FILESYSTEMS and <layout> one of {', '.join(CEPHFS_LAYOUTS)}")
+            named.append(fs_name)
+        if len(set(named)) != len(named):
+            raise ConfigError("ROBIN_CEPHFS_LAYOUTS names a file system twice")
 
     def secret_keys(self) -> tuple[str, ...]:
         """The configured Fernet keys, newest first; () when robin is to make its own."""

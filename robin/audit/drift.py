@@ -25,7 +25,7 @@ from robin import config
 from robin.audit.image_checks import OpenBudget, check_images
 from robin.audit.models import DriftCount, upsert
 from robin.auth.identity import Identity
-from robin.ceph import CephError, cephfs_ops, rbd_ops
+from robin.ceph import CephBusy, CephError, cephfs_ops, rbd_ops, subvolumes
 from robin.clusters import service as clusters
 from robin.clusters.models import CephCluster
 from robin.db import db, utcnow
@@ -41,15 +41,19 @@ KINDS = (
     "orphan_robin_image",         # an image robin's ownership directory marks as its own, with no live row
     "orphan_directory",           # a directory under robin's CephFS root with no row
     "orphan_robin_directory",     # ... marked with robin's volume id xattr, with no live row
+    "orphan_subvolume",           # a CephFS subvolume (any group) with no row
+    "orphan_robin_subvolume",     # ... marked with robin's volume id in its metadata, with no live row
     "missing_image",              # a row whose RBD image is gone
     "missing_directory",          # a row whose directory is gone
+    "missing_subvolume",          # a row whose subvolume is gone (or only its snapshots are left)
     "size_mismatch",              # the image's size is not the row's
-    "quota_mismatch",             # the directory's ceph.quota.max_bytes is not the row's quota_bytes
+    "quota_mismatch",             # the directory's (subvolume's) quota is not the row's quota_bytes
     "snapshot_unknown_to_robin",  # a snapshot in Ceph with no row
     "snapshot_missing_in_ceph",   # a snapshot row whose snapshot is gone
     "trash_overdue",              # still in the trash after its purge time (and a maintenance round)
 )
-ORPHAN_KINDS = ("orphan_image", "orphan_robin_image", "orphan_directory", "orphan_robin_directory")
+ORPHAN_KINDS = ("orphan_image", "orphan_robin_image", "orphan_directory", "orphan_robin_directory", "orphan_subvolume",
+                "orphan_robin_subvolume")
 DEFAULT_OLDER_THAN = timedelta(minutes=5)
 # Rows whose Ceph object should exist (a deleting row's may be in the trash already).
 EXPECTED_IN_CEPH = (VolumeState.CREATING, VolumeState.AVAILABLE, VolumeState.RESIZING, VolumeState.ROLLING_BACK,
@@ -217,6 +221,7 @@ def _trash_drift(report: DriftReport, cluster: CephCluster, pool: str, trash, ro
 def _cephfs_drift(cluster: CephCluster, fs_name: str, cutoff: datetime, report: DriftReport) -> None:
     conn = clusters.connection(cluster)
     root = config.current().cephfs_root
+    listed = _subvolume_listing(conn, fs_name) if _holds_subvolumes(cluster, fs_name) else {}
     rows = _rows(CephfsPath, cluster, cutoff, fs_name=fs_name)
     live = {row.path: row for row in rows if row.state is not VolumeState.DELETED}
     live_ids, known = {row.id for row in live.values()}, _known(rows, "path", cutoff)
@@ -235,9 +240,14 @@ def _cephfs_drift(cluster: CephCluster, fs_name: str, cutoff: datetime, report: 
             if path not in known:
                 _cephfs_orphan(report, conn, cluster, fs_name, path, top, live_ids)
     for row in live.values():
-        if _settled(row, cutoff):
+        if not _settled(row, cutoff):
+            continue
+        if row.layout == config.CEPHFS_SUBVOLUME:
+            _subvolume_row_drift(report, conn, cluster, row, listed, cutoff)
+        else:
             _cephfs_row_drift(report, conn, cluster, row, cutoff)
     _cephfs_trash_drift(report, cluster, rows, cutoff)
+    _subvolume_orphans(report, conn, cluster, fs_name, listed, rows, cutoff, projects)
 
 
 def _cephfs_orphan(report, conn, cluster, fs_name: str, path: str, project: str, live_ids) -> None:
@@ -264,6 +274,83 @@ def _cephfs_row_drift(report, conn, cluster, row: CephfsPath, cutoff: datetime) 
         report.add("quota_mismatch", row.project.name, **_where(cluster, row), recorded_quota_bytes=row.size_bytes,
                    found_quota_bytes=found.quota_bytes)
     _snapshot_drift(report, cluster, row, found.snapshots, cutoff)
+
+
+# --- CephFS subvolumes -----------------------------------------------------------------------------------
+
+def _holds_subvolumes(cluster: CephCluster, fs_name: str) -> bool:
+    """Whether robin places subvolumes in the file system, or has (had) any there: then every subvolume group
+    is surveyed. A file system that only ever held directories is not (its subvolumes are no concern of robin's
+    until it is told to use them)."""
+    if config.current().cephfs_layout(fs_name) == config.CEPHFS_SUBVOLUME:
+        return True
+    with db.reading() as session:
+        return session.scalar(select(CephfsPath.id).where(
+            CephfsPath.cluster_id == cluster.id, CephfsPath.fs_name == fs_name,
+            CephfsPath.layout == config.CEPHFS_SUBVOLUME).limit(1)) is not None
+
+
+def _subvolume_listing(conn, fs_name: str) -> dict[tuple[str, str], None]:
+    """(group, name) of every subvolume of the file system, those without a group (`_nogroup`) too; in order."""
+    listed = {}
+    for group in sorted({*subvolumes.list_groups(conn, fs_name), subvolumes.NO_GROUP}):
+        for name in sorted(subvolumes.list_names(conn, fs_name, group)):
+            listed[(group, name)] = None
+    return listed
+
+
+def _subvolume_where(cluster: CephCluster, fs_name: str, group: str, name: str) -> dict:
+    return {"cluster": cluster.name, "fs": fs_name, "group": group, "name": name}
+
+
+def _subvolume_orphans(report, conn, cluster, fs_name: str, listed, rows, cutoff: datetime, projects) -> None:
+    """A subvolume no row knows: in a project's group, that project's finding; elsewhere (ceph-csi's `csi`, the
+    mgr's `_nogroup`) no project's."""
+    known = {(row.subvolume_group, row.name) for row in rows if row.layout == config.CEPHFS_SUBVOLUME
+             and (row.state is not VolumeState.DELETED or row.updated_at > cutoff)}
+    live_ids = {row.id for row in rows if row.state is not VolumeState.DELETED}
+    for group, name in listed:
+        if (group, name) in known:
+            continue
+        where = _subvolume_where(cluster, fs_name, group, name)
+        try:
+            found = subvolumes.info(conn, fs_name, group, name)
+        except CephBusy:
+            # A clone being copied, or one that failed or was canceled: only its clone status answers.
+            status = subvolumes.clone_status(conn, fs_name, group, name)
+            report.add("orphan_subvolume", group if group in projects else None, **where,
+                       subvolume_state=status.state if status else None, path=None, quota_bytes=None,
+                       created_at=None, snapshots=[])
+            continue
+        if found is None or found.owner in live_ids:
+            continue  # gone since the listing, or a live row's in another group (its row reports it)
+        kind = "orphan_subvolume" if found.owner is None else "orphan_robin_subvolume"
+        extra = {} if found.owner is None else {"owner": found.owner}
+        snapshots = subvolumes.list_snapshots(conn, fs_name, group, name) if found.path else []
+        report.add(kind, group if group in projects else None, **where,
+                   subvolume_state=found.state, path=found.path, quota_bytes=found.quota_bytes,
+                   created_at=found.created_at.isoformat() if found.created_at else None,
+                   snapshots=sorted(snapshots), **extra)
+
+
+def _subvolume_row_drift(report, conn, cluster, row: CephfsPath, listed, cutoff: datetime) -> None:
+    if row.clone_of is not None:
+        return  # a clone the mgr may still be copying: the reconciler's
+    found = None
+    if (row.subvolume_group, row.name) in listed:
+        found = subvolumes.info(conn, row.fs_name, row.subvolume_group, row.name)
+    if found is None or found.state == subvolumes.SNAPSHOT_RETAINED:
+        if row.state in EXPECTED_IN_CEPH:
+            report.add("missing_subvolume", row.project.name, **_where(cluster, row), group=row.subvolume_group,
+                       recorded_quota_bytes=row.size_bytes)
+        return
+    if row.state is not VolumeState.AVAILABLE:
+        return
+    if found.quota_bytes != row.size_bytes:
+        report.add("quota_mismatch", row.project.name, **_where(cluster, row), recorded_quota_bytes=row.size_bytes,
+                   found_quota_bytes=found.quota_bytes)
+    in_ceph = subvolumes.list_snapshots(conn, row.fs_name, row.subvolume_group, row.name)
+    _snapshot_drift(report, cluster, row, in_ceph, cutoff)
 
 
 def _cephfs_trash_drift(report, cluster, rows, cutoff: datetime) -> None:

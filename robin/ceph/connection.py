@@ -61,6 +61,9 @@ LANE_CALLS = 32
 # A lane's thread that has had no call for this long ends: a busy lane keeps its threads.
 IDLE_THREAD_S = 60.0
 MONITORS = "monitors"
+MANAGER = "manager"
+# A mgr command may take this many times the connection's timeout (Settings.ceph_timeout).
+MGR_TIMEOUT_FACTOR = 6
 # Errors by which Ceph says it closed the handle (blocklisted or shut down, not connected).
 CLOSED_ERRNOS = (errno.ESHUTDOWN, errno.ENOTCONN)
 # Stat-ed by a probe: an OSD that answers "no such object" serves I/O.
@@ -80,8 +83,10 @@ class CephHandle:
     """One generation of a cluster's connection: a rados handle, the pools and file systems opened
     from it, how many calls use it, and when each lane last got an answer on it."""
 
-    def __init__(self, cluster: rados.Rados):
+    def __init__(self, cluster: rados.Rados, connect_manager: Callable[[], rados.Rados]):
         self.rados = cluster
+        self._connect_manager = connect_manager
+        self._manager: rados.Rados | None = None
         self.users = 0
         self.retired = False
         self.answered: dict[str, float] = {}  # lane -> time.monotonic() of its last call that got an answer
@@ -122,11 +127,24 @@ class CephHandle:
                         self._filesystems[fs_name] = fs
         return fs
 
+    def manager(self) -> rados.Rados:
+        """A rados handle of its own for mgr commands, made on the first one: librados times a mgr command out
+        after rados_mon_op_timeout and aborts the whole process when its answer comes later, so this handle has
+        no such timeout (robin's call deadline abandons a slow command instead, its thread waiting for the
+        answer)."""
+        with self._lock:
+            if self._manager is None:
+                self._manager = self._connect_manager()
+            return self._manager
+
     def shutdown(self) -> None:
         with self._lock:
             filesystems, self._filesystems, self._ioctxs = list(self._filesystems.values()), {}, {}
+            manager, self._manager = self._manager, None
         for fs in filesystems:
             _quietly(fs.shutdown, cephfs.Error)
+        if manager is not None:
+            _quietly(manager.shutdown, rados.Error)
         _quietly(self.rados.shutdown, rados.Error)
 
 
@@ -221,7 +239,9 @@ class CephConnection:
                  "keyring": self.access.get("keyring_path")}
         return {key: value for key, value in given.items() if value}
 
-    def _connect(self) -> rados.Rados:
+    def _connect(self, op_timeouts: bool = True) -> rados.Rados:
+        """A connected rados handle; without `op_timeouts`, one whose monitor and mgr commands librados never
+        times out (CephHandle.manager)."""
         conf_path = self.access.get("conf_path")
         if conf_path and not os.path.exists(conf_path):
             raise CephNotConnected(f"cluster {self.name!r}: ceph.conf {conf_path!r} does not exist",
@@ -235,6 +255,8 @@ class CephConnection:
                                   rados_id=self.access.get("client_id") or "admin", conf=self._options())
             for option in TIMEOUT_OPTIONS:
                 cluster.conf_set(option, str(self._timeout_s))
+            if not op_timeouts:
+                cluster.conf_set("rados_mon_op_timeout", "0")
             for option, value in CEPHFS_IDENTITY.items():
                 cluster.conf_set(option, value)
             cluster.connect(timeout=self._timeout_s)
@@ -280,7 +302,7 @@ class CephConnection:
                                   target=self.name, details=error.details)
             try:
                 with timed_ceph_op(self.name, "connect"):
-                    fresh = CephHandle(self._connect())
+                    fresh = CephHandle(self._connect(), lambda: self._connect(op_timeouts=False))
             except CephNotConnected as exc:
                 self._refused = (time.monotonic(), exc)
                 raise
@@ -315,13 +337,16 @@ class CephConnection:
             return found
 
     def call(self, op: str, what: str, fn: Callable[[CephHandle], T], lane: str = MONITORS,
-             patient: bool = False, timeout: float | None = None, keep_handle: bool = False) -> T:
+             patient: bool = False, timeout: float | None = None, keep_handle: bool = False,
+             slow: bool = False) -> T:
         """fn(handle) on one of the lane's threads, its binding errors translated; ceph_unavailable when
         it has not returned (nor progressed) within the timeout (the connection's, or a shorter one),
         unless `patient` (a call bounded by librados' own operation timeouts, whose length grows
         with the data). `keep_handle`: a call that gets no answer never replaces the handle (a
-        probe reports what it finds, it does not act on it)."""
-        timeout = min(timeout or self.timeout, self.timeout)
+        probe reports what it finds, it does not act on it). `slow`: a mgr command, allowed MGR_TIMEOUT_FACTOR
+        times the timeout."""
+        limit = self.timeout * (MGR_TIMEOUT_FACTOR if slow else 1)
+        timeout = min(timeout or limit, limit)
         with timed_ceph_op(self.name, op):
             threads = self._lane(lane)
             if not threads.slots.acquire(timeout=timeout):
@@ -398,6 +423,21 @@ class CephConnection:
         if ret != 0:
             raise translate(rados.OSError(status, errno=-ret), what, operation="mon_command", target=self.name)
         return json.loads(out) if out else {}
+
+    def mgr_command(self, prefix: str, **args) -> str:
+        """A command of a mgr module (`fs subvolume ...`: the volumes module); its output as text, JSON or not
+        as the command gives it. The module runs one operation at a time and answers slowly on a busy mgr, so
+        its calls have a lane and a rados handle of their own (they never hold up the monitors' calls) and
+        MGR_TIMEOUT_FACTOR times the connection's timeout. A command past it is abandoned, not retried: it may
+        still be carried out, as any Ceph call robin gave up on; its handle is kept (it has no op timeout to
+        have fired)."""
+        command = json.dumps({"prefix": prefix, "format": "json", **args})
+        what = f"ceph {prefix} on {self.name!r}"
+        ret, out, status = self.call("mgr_command", what, lambda handle: handle.manager().mgr_command(command, b""),
+                                     lane=MANAGER, slow=True, keep_handle=True)
+        if ret != 0:
+            raise translate(rados.OSError(status, errno=-ret), what, operation="mgr_command", target=self.name)
+        return out.decode() if isinstance(out, bytes) else out
 
     def probe(self, pools: Iterable[str], timeout: float) -> None:
         """Raise CephUnavailable unless the monitors and every pool's OSDs answer within `timeout`:

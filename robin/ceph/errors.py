@@ -71,6 +71,7 @@ _BY_ERRNO: dict[int, type[CephError]] = {
     errnos.ENOENT: CephNotFound,
     errnos.EEXIST: CephAlreadyExists,
     errnos.EBUSY: CephBusy,
+    errnos.EAGAIN: CephBusy,  # the mgr's volumes module: a clone under way, a snapshot with pending clones
     errnos.ENOTEMPTY: CephHasSnapshots,
     errnos.EINVAL: CephInvalidArgument,
     errnos.EDOM: CephInvalidArgument,

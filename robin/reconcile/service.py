@@ -21,9 +21,10 @@ from robin.errors import RobinError, api_error
 from robin.snapshots import service as snapshots
 from robin.snapshots.models import Snapshot, SnapshotState
 from robin.snapshots.service import TEMPORARY_SNAPSHOT_PREFIX
+from robin.volumes import cephfs_clones
 from robin.volumes import service as volumes
 from robin.volumes.kinds import KINDS, Kind, kind_of
-from robin.volumes.models import RbdImage, Volume, VolumeState
+from robin.volumes.models import CephfsPath, RbdImage, Volume, VolumeState
 
 log = logging.getLogger(__name__)
 # Clock skew allowed between robin's hosts and Ceph's when telling whether an unmarked object
@@ -90,7 +91,9 @@ def _guarded(report: Report, subject, step) -> None:
 # --- volumes ------------------------------------------------------------------------------------
 
 def _converge_volume(kind: Kind, volume: Volume, report: Report) -> None:
-    if volume.state in (VolumeState.CREATING, VolumeState.ERROR):
+    if cephfs_clones.cloning(volume):
+        _converge_cephfs_clone(volume, report)
+    elif volume.state in (VolumeState.CREATING, VolumeState.ERROR):
         _converge_create(kind, volume, report)
     elif volume.state is VolumeState.RESIZING:
         kind.resize(volumes.ceph_connection(volume), volume, volume.target_size_bytes)
@@ -104,6 +107,18 @@ def _converge_volume(kind: Kind, volume: Volume, report: Report) -> None:
         report.note("fixed", "flatten_finished", volume)
     elif volume.state is VolumeState.DELETING:
         _finish_delete(kind, volume, report)
+
+
+def _converge_cephfs_clone(volume: CephfsPath, report: Report) -> None:
+    """A CephFS clone left `creating` (robin does not wait for the mgr's copy, and a worker may have died): finish
+    it if the mgr completed it, drop it if it failed or was never started, else leave it copying."""
+    try:
+        settled = cephfs_clones.settle(volume, cutoff=volume.updated_at)
+    except cephfs_clones.CloneFailed as exc:
+        report.note("fixed", "clone_dropped", volume, reason=exc.message)
+        return
+    if settled.state is VolumeState.AVAILABLE:
+        report.note("fixed", "clone_finished", volume)
 
 
 def _finish_purge(kind: Kind, volume: Volume, report: Report) -> None:
@@ -134,8 +149,8 @@ def _converge_create(kind: Kind, volume: Volume, report: Report) -> None:
     ours = observed.owner == volume.id or (
         observed.exists and observed.owner is None and observed.created_at >= volume.created_at - CLOCK_SKEW)
     if observed.exists and ours:
-        _finish_create(kind, conn, volume)
-        volumes.set_state(volume, VolumeState.AVAILABLE, error_message=None)
+        made = _finish_create(kind, conn, volume)
+        volumes.set_state(volume, VolumeState.AVAILABLE, error_message=None, **made)
         report.note("fixed", "create_finished", volume)
     elif not observed.exists:
         if isinstance(volume, RbdImage) and volume.parent_id is not None:
@@ -149,14 +164,17 @@ def _converge_create(kind: Kind, volume: Volume, report: Report) -> None:
             "cluster": volume.cluster.name, "name": volume.name, "volume_id": volume.id, "owner": observed.owner}})
 
 
-def _finish_create(kind: Kind, conn, volume: Volume) -> None:
+def _finish_create(kind: Kind, conn, volume: Volume) -> dict:
+    """Finish making the volume; the columns to record with its outcome (kind.create's)."""
     kind.mark_owner(conn, volume)
+    made = {}
     if isinstance(volume, RbdImage) and volume.parent_id is not None:
         _remove_temporary_snapshot(conn, volume)
     else:
-        kind.create(conn, volume)  # idempotent now that it is marked: sets what a crash skipped
+        made = kind.create(conn, volume)  # idempotent now that it is marked: sets what a crash skipped
     if kind.inspect(conn, volume).size_bytes != volume.size_bytes:
         kind.resize(conn, volume, volume.size_bytes)
+    return made
 
 
 def _remove_temporary_snapshot(conn, clone: RbdImage) -> None:

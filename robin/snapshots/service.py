@@ -224,8 +224,10 @@ def rollback(identity: Identity, kind: Kind, project: str, image_name: str, name
     with the snapshot recorded until the end: a rollback cut short leaves blocks of both, which only
     rolling back again repairs (the reconciler does), never a resize. A CephFS path is refused first."""
     if kind is not RBD:
+        # Nor does Ceph roll subvolumes back: a subvolume's snapshot is only read, or cloned.
         raise BadRequest("robin does not roll CephFS paths back in place: copy what you need from the read-only "
-                         f"directory .snap/{name} inside the path", code="rollback_not_supported")
+                         f"directory .snap/{name} inside the path (in a subvolume: .snap/_{name}_<number>)",
+                         code="rollback_not_supported")
     identity.require_write(project)
     image, snapshot = _begin_rollback(project, image_name, name)
     conn = volumes.ceph_connection(image)

@@ -4,7 +4,10 @@ robin, as a volume of a project with the full lifecycle afterwards.
 Choices (documented in the README):
 - the object must be an orphan: no live row, and not marked by robin as another live volume's;
 - RBD clones are refused (their parent is not robin's to protect): flatten first;
-- a CephFS directory must already be `<root>/<project>/<name>`: robin never moves data to adopt it;
+- a CephFS directory must already be `<root>/<project>/<name>`: robin never moves data to adopt it; a CephFS
+  subvolume (adopted with `group`, or on a file system in the subvolume layout) stays in its group (the
+  project's by default; ceph-csi's `csi` and the like too), complete (not a clone under way, not only
+  snapshots left);
 - its size is Ceph's (image size; the quota xattr, or `quota_bytes` from the request, which is then
   written to the directory);
 - its existing snapshots become snapshot rows, counted against max_snapshots with the bytes and
@@ -23,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from robin import config
 from robin.auth.identity import Identity
-from robin.ceph import CephError, cephfs_ops, rbd_ops
+from robin.ceph import CephError, cephfs_ops, rbd_ops, subvolumes
 from robin.clusters import service as clusters
 from robin.db import db, utcnow
 from robin.errors import BadRequest, Conflict, InvalidInput, NotFound, RobinError, api_error
@@ -51,7 +54,12 @@ def adopt(identity: Identity, kind: Kind, project: str, spec: dict) -> Volume:
         cluster = clusters.resolve(session, spec.get("cluster"))
         projects.find(session, project)
     conn = clusters.connection(cluster)
-    found = _found_rbd(conn, spec, placement) if kind is RBD else _found_cephfs(conn, spec, placement)
+    if kind is RBD:
+        found = _found_rbd(conn, spec, placement)
+    elif "group" in spec or placement["layout"] == config.CEPHFS_SUBVOLUME:
+        found = _found_subvolume(conn, spec, placement, project)
+    else:
+        found = _found_cephfs(conn, spec, placement)
     _require_within_maximum(found.size_bytes)
     volume = _insert(kind, project, cluster, spec, {**placement, **found.placement}, found)
     try:
@@ -80,6 +88,28 @@ def _found_rbd(conn, spec: dict, placement: dict) -> Found:
                        details={"parent": "@".join(image.parent)})
     return Found(image.size_bytes, rbd_ops.image_owner(conn, pool, name), dict(image.snapshots),
                  placement={"features": list(image.features), "image_metadata": {}})
+
+
+def _found_subvolume(conn, spec: dict, placement: dict, project: str) -> Found:
+    fs_name, group, name = placement["fs_name"], spec.get("group", project), spec["name"]
+    where = f"{fs_name}:{group}/{name}"
+    found = subvolumes.info(conn, fs_name, group, name)
+    if found is None:
+        raise _not_in_ceph(f"CephFS subvolume {where}")
+    if found.state != "complete" or not found.path:
+        raise Conflict(f"CephFS subvolume {where} is {found.state}: robin adopts only a complete subvolume (wait "
+                       "for its clone to finish, or remove what is left of it)", code="subvolume_not_adoptable",
+                       details={"state": found.state})
+    if spec.get("path") not in (None, found.path):
+        raise BadRequest(f"CephFS subvolume {where} is at {found.path}, not {spec['path']}",
+                         code="outside_project_directory", details={"path": spec["path"], "expected": found.path})
+    quota = spec.get("size_bytes") or found.quota_bytes
+    if quota is None:
+        raise InvalidInput(f"CephFS subvolume {where} has no quota: give quota_bytes to set one",
+                           details={"fields": {"quota_bytes": ["required: the subvolume has no quota"]}})
+    snapshots = subvolumes.list_snapshots(conn, fs_name, group, name)
+    return Found(quota, found.owner, dict.fromkeys(snapshots, quota), write_quota=quota != found.quota_bytes,
+                 placement={"layout": config.CEPHFS_SUBVOLUME, "subvolume_group": group, "path": found.path})
 
 
 def _found_cephfs(conn, spec: dict, placement: dict) -> Found:
@@ -154,7 +184,8 @@ def _remove_rows(kind: Kind, volume: Volume) -> None:
 
 def plan(findings: list[dict], project: str) -> list[dict]:
     """What adopting the orphans among `findings` into `project` would do: per orphan, the kind and
-    request it would make, or why it is refused before asking (clones; directories elsewhere)."""
+    request it would make, or why it is refused before asking (clones; directories elsewhere; subvolumes
+    without a quota, or not complete)."""
     root = config.current().cephfs_root
     steps = []
     for finding in findings:
@@ -172,6 +203,14 @@ def plan(findings: list[dict], project: str) -> list[dict]:
                 step["refused"] = f"not in the project's directory (would be {expected}); robin does not move data"
             elif not evidence.get("quota_bytes"):
                 step["refused"] = "no ceph.quota.max_bytes: adopt it through the API with quota_bytes"
+        elif finding["kind"] in ("orphan_subvolume", "orphan_robin_subvolume"):
+            step = {"collection": "cephfs-paths", "name": f"{evidence['group']}/{evidence['name']}",
+                    "spec": {"name": evidence["name"], "group": evidence["group"], "fs": evidence["fs"],
+                             "cluster": evidence["cluster"]}}
+            if evidence.get("subvolume_state") != "complete":
+                step["refused"] = f"{evidence.get('subvolume_state')}, not a complete subvolume"
+            elif not evidence.get("quota_bytes"):
+                step["refused"] = "no quota: adopt it through the API with quota_bytes"
         else:
             continue
         steps.append(step)

@@ -11,7 +11,7 @@ from robin.pagination import page_response
 from robin.snapshots import api as snapshots_api
 from robin.snapshots import service as snapshots
 from robin.snapshots.schemas import VolumeDeleteArgs
-from robin.volumes import adoption, schemas, service
+from robin.volumes import adoption, cephfs_clones, schemas, service
 from robin.volumes.kinds import CEPHFS, RBD
 
 PROJECT_PREFIX = "/api/v2/projects/<project>"
@@ -105,7 +105,10 @@ class CephfsPathCollection(MethodView):
     @cephfs_paths.arguments(CEPHFS_CREATE)
     @cephfs_paths.response(201, schemas.CephfsPathSchema)
     def post(self, body, project):
-        """Create; the quota counts against the project's quota."""
+        """Create (or, with `source`, clone a subvolume's snapshot: the answer is `creating` until the mgr has
+        copied it); the quota counts against the project's quota."""
+        if "source" in body:
+            return cephfs_clones.clone(g.identity, project, body)
         return service.create(g.identity, CEPHFS, project, body)
 
 
@@ -116,7 +119,12 @@ class CephfsPathItem(MethodView):
     def get(self, args, project, name):
         if args["with_used"]:  # measured in Ceph: the volume's row, then its used bytes
             return service.get(g.identity, CEPHFS, project, name, with_used=True)
-        return jsonify(service.get_item(g.identity, CEPHFS, project, name))  # written as the schema would
+        item = service.get_item(g.identity, CEPHFS, project, name)  # written as the schema would
+        if item["state"] in cephfs_clones.UNSETTLED:
+            cloned = cephfs_clones.get(g.identity, project, name)  # finished now if the mgr is done
+            if cloned is not None:
+                return cloned
+        return jsonify(item)
 
     @cephfs_paths.arguments(CEPHFS_PATCH)
     @cephfs_paths.response(200, schemas.CephfsPathSchema)

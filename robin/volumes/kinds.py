@@ -10,7 +10,7 @@ import posixpath
 from typing import Protocol
 
 from robin import config
-from robin.ceph import CephConnection, cephfs_ops, rbd_ops
+from robin.ceph import CephConnection, cephfs_ops, rbd_ops, subvolumes
 from robin.errors import InvalidInput
 from robin.volumes.models import CephfsPath, RbdImage, Volume
 
@@ -51,7 +51,8 @@ class Kind(Protocol):
     def placement(self, spec: dict, project: str) -> dict:
         """The columns that say where (and how) a requested volume is made in Ceph."""
 
-    def create(self, conn: CephConnection, volume: Volume) -> None: ...
+    def create(self, conn: CephConnection, volume: Volume) -> dict:
+        """Make the volume; the columns its outcome records beside the state (a subvolume's path)."""
 
     def resize(self, conn: CephConnection, volume: Volume, size_bytes: int) -> None: ...
 
@@ -92,9 +93,10 @@ class RbdKind:
                 "image_metadata": _image_metadata(spec.get("metadata") or {})}
 
     @staticmethod
-    def create(conn: CephConnection, volume: RbdImage) -> None:
+    def create(conn: CephConnection, volume: RbdImage) -> dict:
         rbd_ops.create_image(conn, volume.pool, volume.name, volume.size_bytes, volume.features, owner=volume.id,
                              metadata=volume.image_metadata)
+        return {}
 
     @staticmethod
     def resize(conn: CephConnection, volume: RbdImage, size_bytes: int) -> None:
@@ -145,23 +147,17 @@ class RbdKind:
 TRASH_DIR = ".trash"
 
 
-class CephfsKind:
-    model = CephfsPath
-    noun = "CephFS path"
-    snapshot_fk, snapshot_relation = "cephfs_path_id", "cephfs_path"
-    # A lower quota refuses further writes; it deletes nothing.
-    shrink_destroys_data = False
+class _Directories:
+    """The directory layout: <cephfs_root>/<project>/<name> with a quota xattr; the trash is a rename."""
 
     @staticmethod
-    def placement(spec: dict, project: str) -> dict:
-        settings = config.current()
-        fs_name = _choose("fs", spec.get("fs"), settings.cephfs_default_fs, settings.cephfs_filesystems,
-                          "ROBIN_CEPHFS_FILESYSTEMS")
-        return {"fs_name": fs_name, "path": posixpath.join(settings.cephfs_root, project, spec["name"])}
+    def path(project: str, name: str) -> str:
+        return posixpath.join(config.current().cephfs_root, project, name)
 
     @staticmethod
-    def create(conn: CephConnection, volume: CephfsPath) -> None:
+    def create(conn: CephConnection, volume: CephfsPath) -> dict:
         cephfs_ops.create_dir(conn, volume.fs_name, volume.path, volume.size_bytes, owner=volume.id)
+        return {}
 
     @staticmethod
     def resize(conn: CephConnection, volume: CephfsPath, size_bytes: int) -> None:
@@ -170,10 +166,6 @@ class CephfsKind:
     @staticmethod
     def remove(conn: CephConnection, volume: CephfsPath) -> None:
         cephfs_ops.remove_tree(conn, volume.fs_name, volume.path)
-
-    @staticmethod
-    def used_bytes(conn: CephConnection, volume: CephfsPath) -> int:
-        return cephfs_ops.used_bytes(conn, volume.fs_name, volume.path)
 
     @staticmethod
     def inspect(conn: CephConnection, volume: CephfsPath) -> rbd_ops.Observed:
@@ -188,7 +180,7 @@ class CephfsKind:
         return cephfs_ops.snapshot_exists(conn, volume.fs_name, volume.path, snapshot)
 
     @staticmethod
-    def trash(conn: CephConnection, volume: CephfsPath, delay_s: int) -> str | None:
+    def trash(conn: CephConnection, volume: CephfsPath) -> str | None:
         trash_path = posixpath.join(config.current().cephfs_root, TRASH_DIR, volume.id)
         return cephfs_ops.trash_move(conn, volume.fs_name, volume.path, trash_path)
 
@@ -207,6 +199,147 @@ class CephfsKind:
     @staticmethod
     def remove_snapshot(conn: CephConnection, volume: CephfsPath, snapshot: str) -> None:
         cephfs_ops.remove_snapshot(conn, volume.fs_name, volume.path, snapshot)
+
+
+class _Subvolumes:
+    """The subvolume layout: subvolume <name> in its subvolume group (the project's, unless adopted from another
+    group), through the mgr. Subvolumes cannot be renamed, so the trash keeps one where it is (its trash_ref is its
+    path), holding its name in the group until the purge removes it."""
+
+    @staticmethod
+    def path(project: str, name: str) -> str:
+        # Until `fs subvolume getpath` answers: the subvolume's own directory, above the data directory the mgr
+        # makes in it.
+        return posixpath.join(SUBVOLUMES_ROOT, project, name)
+
+    @staticmethod
+    def create(conn: CephConnection, volume: CephfsPath) -> dict:
+        return {"path": subvolumes.create(conn, volume.fs_name, volume.subvolume_group, volume.name, volume.size_bytes,
+                                          volume.id)}
+
+    @staticmethod
+    def resize(conn: CephConnection, volume: CephfsPath, size_bytes: int) -> None:
+        subvolumes.resize(conn, volume.fs_name, volume.subvolume_group, volume.name, size_bytes)
+
+    @staticmethod
+    def remove(conn: CephConnection, volume: CephfsPath) -> None:
+        if volume.clone_of is not None:
+            # A clone robin started (one whose name was taken never gets here): stop the copy, remove what it made.
+            subvolumes.cancel_clone(conn, volume.fs_name, volume.subvolume_group, volume.name)
+            subvolumes.remove(conn, volume.fs_name, volume.subvolume_group, volume.name)
+            return
+        # Only robin's own: the subvolume of a create that failed on finding a foreign one is never reached here.
+        if subvolumes.inspect(conn, volume.fs_name, volume.subvolume_group, volume.name).owner in (volume.id, None):
+            subvolumes.remove(conn, volume.fs_name, volume.subvolume_group, volume.name)
+
+    @staticmethod
+    def inspect(conn: CephConnection, volume: CephfsPath) -> rbd_ops.Observed:
+        return subvolumes.inspect(conn, volume.fs_name, volume.subvolume_group, volume.name)
+
+    @staticmethod
+    def mark_owner(conn: CephConnection, volume: CephfsPath) -> None:
+        subvolumes.mark_owner(conn, volume.fs_name, volume.subvolume_group, volume.name, volume.id)
+
+    @staticmethod
+    def snapshot_exists(conn: CephConnection, volume: CephfsPath, snapshot: str) -> bool:
+        return subvolumes.snapshot_exists(conn, volume.fs_name, volume.subvolume_group, volume.name, snapshot)
+
+    @staticmethod
+    def trash(conn: CephConnection, volume: CephfsPath) -> str | None:
+        subvolumes.exists(conn, volume.fs_name, volume.subvolume_group, volume.name, volume.id)
+        return volume.path
+
+    @staticmethod
+    def restore(conn: CephConnection, volume: CephfsPath) -> None:
+        subvolumes.exists(conn, volume.fs_name, volume.subvolume_group, volume.name, volume.id)
+
+    @staticmethod
+    def purge(conn: CephConnection, volume: CephfsPath) -> None:
+        _Subvolumes.remove(conn, volume)
+
+    @staticmethod
+    def create_snapshot(conn: CephConnection, volume: CephfsPath, snapshot: str) -> None:
+        subvolumes.create_snapshot(conn, volume.fs_name, volume.subvolume_group, volume.name, snapshot)
+
+    @staticmethod
+    def remove_snapshot(conn: CephConnection, volume: CephfsPath, snapshot: str) -> None:
+        subvolumes.remove_snapshot(conn, volume.fs_name, volume.subvolume_group, volume.name, snapshot)
+
+
+# Where the mgr's volumes module keeps subvolumes: /volumes/<group>/<name>.
+SUBVOLUMES_ROOT = "/volumes"
+LAYOUTS = {config.CEPHFS_DIRECTORY: _Directories(), config.CEPHFS_SUBVOLUME: _Subvolumes()}
+
+
+def _layout(volume: CephfsPath):
+    return LAYOUTS[volume.layout]
+
+
+class CephfsKind:
+    model = CephfsPath
+    noun = "CephFS path"
+    snapshot_fk, snapshot_relation = "cephfs_path_id", "cephfs_path"
+    # A lower quota refuses further writes; it deletes nothing.
+    shrink_destroys_data = False
+
+    @staticmethod
+    def placement(spec: dict, project: str) -> dict:
+        settings = config.current()
+        fs_name = _choose("fs", spec.get("fs"), settings.cephfs_default_fs, settings.cephfs_filesystems,
+                          "ROBIN_CEPHFS_FILESYSTEMS")
+        layout = settings.cephfs_layout(fs_name)
+        group = project if layout == config.CEPHFS_SUBVOLUME else None
+        return {"fs_name": fs_name, "layout": layout, "subvolume_group": group,
+                "path": LAYOUTS[layout].path(project, spec["name"])}
+
+    @staticmethod
+    def create(conn: CephConnection, volume: CephfsPath) -> dict:
+        return _layout(volume).create(conn, volume)
+
+    @staticmethod
+    def resize(conn: CephConnection, volume: CephfsPath, size_bytes: int) -> None:
+        _layout(volume).resize(conn, volume, size_bytes)
+
+    @staticmethod
+    def remove(conn: CephConnection, volume: CephfsPath) -> None:
+        _layout(volume).remove(conn, volume)
+
+    @staticmethod
+    def used_bytes(conn: CephConnection, volume: CephfsPath) -> int:
+        # Either layout's path is a directory whose recursive bytes the MDS accounts.
+        return cephfs_ops.used_bytes(conn, volume.fs_name, volume.path)
+
+    @staticmethod
+    def inspect(conn: CephConnection, volume: CephfsPath) -> rbd_ops.Observed:
+        return _layout(volume).inspect(conn, volume)
+
+    @staticmethod
+    def mark_owner(conn: CephConnection, volume: CephfsPath) -> None:
+        _layout(volume).mark_owner(conn, volume)
+
+    @staticmethod
+    def snapshot_exists(conn: CephConnection, volume: CephfsPath, snapshot: str) -> bool:
+        return _layout(volume).snapshot_exists(conn, volume, snapshot)
+
+    @staticmethod
+    def trash(conn: CephConnection, volume: CephfsPath, delay_s: int) -> str | None:
+        return _layout(volume).trash(conn, volume)
+
+    @staticmethod
+    def restore(conn: CephConnection, volume: CephfsPath) -> None:
+        _layout(volume).restore(conn, volume)
+
+    @staticmethod
+    def purge(conn: CephConnection, volume: CephfsPath) -> None:
+        _layout(volume).purge(conn, volume)
+
+    @staticmethod
+    def create_snapshot(conn: CephConnection, volume: CephfsPath, snapshot: str) -> None:
+        _layout(volume).create_snapshot(conn, volume, snapshot)
+
+    @staticmethod
+    def remove_snapshot(conn: CephConnection, volume: CephfsPath, snapshot: str) -> None:
+        _layout(volume).remove_snapshot(conn, volume, snapshot)
 
 
 RBD = RbdKind()

@@ -104,7 +104,7 @@ def _rbd_columns() -> list:
 
 
 def _cephfs_columns() -> list:
-    return [CephfsPath.fs_name, CephfsPath.path]
+    return [CephfsPath.fs_name, CephfsPath.layout, CephfsPath.path]
 
 
 def _rbd_query(*columns) -> Select:
@@ -134,12 +134,12 @@ def rbd_image_item(row, project: str) -> dict:
 def cephfs_path_item(row, project: str) -> dict:
     """A path as CephfsPathSchema writes it (VolumeSchema's fields first)."""
     (id_, name, cluster, size, target_size, state, created_at, updated_at, deleted_at, purge_after, created_for,
-     _project_id, fs_name, path) = row
+     _project_id, fs_name, layout, path) = row
     return {"id": id_, "name": name, "project": project, "cluster": cluster,
             "provisioned_bytes": max(size, target_size or 0), "state": state,
             "created_at": _iso(created_at), "updated_at": _iso(updated_at), "deleted_at": _iso(deleted_at),
             "purge_after": _iso(purge_after), "created_for": created_for,
-            "fs": fs_name, "path": path, "quota_bytes": size}
+            "fs": fs_name, "layout": layout, "path": path, "quota_bytes": size}
 
 
 # Per kind, in KIND_NAMES' order: the model, its listing query and how an item is written. Built once.

@@ -112,8 +112,9 @@ class RbdImage(Volume, Base):
 
 
 class CephfsPath(Volume, Base):
-    """A directory <root>/<project>/<name> in a CephFS file system with ceph.quota.max_bytes set.
-    Its size is its quota: what a pod may write, and what the project's quota counts."""
+    """A directory <root>/<project>/<name> in a CephFS file system with ceph.quota.max_bytes set, or a mgr
+    subvolume <name> in subvolume group <project>. Its size is its quota: what a pod may write, and what the
+    project's quota counts."""
 
     __tablename__ = "cephfs_paths"
     __table_args__ = (
@@ -122,9 +123,21 @@ class CephfsPath(Volume, Base):
         _live_unique("cephfs_paths", "project_name", "project_id", "name"),
         Index("ix_cephfs_paths_state", "state"),
         _trash_index("cephfs_paths"),
+        # A source's clones under way (a delete is refused while it has some): only those rows have one.
+        Index("ix_cephfs_paths_clone_of", "clone_of", sqlite_where=text("clone_of IS NOT NULL"),
+              postgresql_where=text("clone_of IS NOT NULL")),
     )
 
     fs_name: Mapped[str] = mapped_column(String(128))
+    # "directory" or "subvolume" (robin.config.CEPHFS_LAYOUTS): how the volume is held, fixed at its creation.
+    layout: Mapped[str] = mapped_column(String(16), default="directory", server_default="directory")
+    # A subvolume's group: its project's name, or the group an adopted one was found in (ceph-csi's "csi").
+    subvolume_group: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # While the mgr copies a clone into the subvolume (state creating): the path and snapshot it is cloned from.
+    clone_of: Mapped[str | None] = mapped_column(ForeignKey("cephfs_paths.id", name="fk_cephfs_paths_clone_of"),
+                                                 nullable=True)
+    clone_snapshot: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # The directory, or the path `fs subvolume getpath` gives (a subvolume's data directory).
     path: Mapped[str] = mapped_column(String(1024))
     size_bytes: Mapped[int] = mapped_column("quota_bytes", BigInteger)
     target_size_bytes: Mapped[int | None] = mapped_column("target_quota_bytes", BigInteger, nullable=True)

@@ -115,13 +115,35 @@ class RbdImagePageSchema(PageSchema):
 
 # --- CephFS paths -------------------------------------------------------------------------------
 
+class CephfsCloneSourceSchema(Schema):
+    path = fields.String(required=True, validate=CEPH_NAME, metadata={
+        "description": "the name of the project's CephFS path to clone (a subvolume)"})
+    snapshot = fields.String(required=True, validate=CEPH_NAME, metadata={"description": "its snapshot to clone"})
+
+
+class CephfsCloneSchema(Schema):
+    source = fields.Nested(CephfsCloneSourceSchema)
+    status = fields.String(metadata={"description": "the mgr's `fs clone status`: pending or in-progress"})
+    progress = fields.Dict(allow_none=True, metadata={
+        "description": "the mgr's progress report (percentage, amount cloned, files cloned) where it gives one "
+                       "(Ceph 18 and later), else null"})
+
+
 class CephfsPathCreateSchema(Schema):
     name = fields.String(required=True, validate=CEPH_NAME)
-    size_bytes = volume_size(required=True, data_key="quota_bytes")
+    source = fields.Nested(CephfsCloneSourceSchema, metadata={
+        "description": "clone this snapshot of a subvolume (asynchronous: the path is creating until copied)"})
+    size_bytes = volume_size(data_key="quota_bytes", metadata={
+        "description": "required unless cloning; a clone defaults to its snapshot's quota"})
     fs = fields.String(validate=CEPH_NAME)
     cluster = fields.String(validate=CEPH_NAME)
     created_for = fields.String(validate=CREATED_FOR, metadata={
         "description": "what the volume is made for (e.g. k8s-claim:<uid>); set at creation only"})
+
+    @validates_schema
+    def _quota_or_source(self, data, **_):
+        if "size_bytes" not in data and "source" not in data:
+            raise ValidationError("Missing data for required field.", field_name="quota_bytes")
 
 
 class CephfsPathPatchSchema(Schema):
@@ -130,8 +152,13 @@ class CephfsPathPatchSchema(Schema):
 
 class CephfsPathSchema(VolumeSchema):
     fs = fields.String(attribute="fs_name")
-    path = fields.String()
+    layout = fields.String(metadata={"description": "directory (a directory with a quota) or subvolume (a mgr "
+                                                    "subvolume in the project's subvolume group)"})
+    path = fields.String(metadata={"description": "the directory in the file system: for a subvolume, what "
+                                                  "`ceph fs subvolume getpath` answers"})
     quota_bytes = fields.Integer(attribute="size_bytes")
+    clone = fields.Nested(CephfsCloneSchema, attribute="clone_progress", metadata={
+        "description": "only while a clone is being copied (state creating), in the answer for this path alone"})
 
 
 class CephfsPathPageSchema(PageSchema):
@@ -151,6 +178,7 @@ class VolumeListingSchema(RbdImageSchema):
 
     kind = fields.String(metadata={"description": "rbd (an RBD image) or cephfs (a CephFS path)"})
     fs = fields.String(metadata={"description": "CephFS paths only"})
+    layout = fields.String(metadata={"description": "CephFS paths only"})
     path = fields.String(metadata={"description": "CephFS paths only"})
     quota_bytes = fields.Integer(metadata={"description": "CephFS paths only"})
 
@@ -172,7 +200,10 @@ class CephfsPathAdoptSchema(Schema):
         "description": "the directory <root>/<project>/<name>"})
     fs = fields.String(validate=CEPH_NAME)
     cluster = fields.String(validate=CEPH_NAME)
-    path = fields.String(metadata={"description": "optional check: must be <root>/<project>/<name>; robin does "
-                                                  "not move a directory to adopt it"})
+    group = fields.String(validate=CEPH_NAME, metadata={
+        "description": "adopt the subvolume <name> of this subvolume group (e.g. ceph-csi's csi); on a file system "
+                       "in the subvolume layout, the project's group when left out"})
+    path = fields.String(metadata={"description": "optional check: must be <root>/<project>/<name> (a subvolume: "
+                                                  "its getpath); robin does not move data to adopt it"})
     size_bytes = volume_size(data_key="quota_bytes", metadata={
         "description": "the quota to set; without it, the directory's ceph.quota.max_bytes (which must be set)"})

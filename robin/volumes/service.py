@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
 
-from sqlalchemy import bindparam, false, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, contains_eager, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
@@ -43,7 +43,7 @@ from robin.projects.models import Project
 from robin.snapshots.models import Snapshot, SnapshotState
 from robin.volumes import listing
 from robin.volumes.kinds import KINDS, Kind, kind_of
-from robin.volumes.models import RbdImage, Volume, VolumeState
+from robin.volumes.models import CephfsPath, RbdImage, Volume, VolumeState
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def create(identity: Identity, kind: Kind, project: str, spec: dict) -> Volume:
     identity.require_write(project)
     volume = reserve_new(kind, project, spec, kind.placement(spec, project))
     try:
-        kind.create(ceph_connection(volume), volume)
+        made = kind.create(ceph_connection(volume), volume)
     except (RobinError, CephError) as exc:
         undo_create(kind, volume, exc)
         if isinstance(exc, CephAlreadyExists):
@@ -157,7 +157,7 @@ def create(identity: Identity, kind: Kind, project: str, spec: dict) -> Volume:
         raise
     crash_point("volume.create")
     audit.success_commits_next()
-    return set_state(volume, VolumeState.AVAILABLE)
+    return set_state(volume, VolumeState.AVAILABLE, **made)
 
 
 def reserve_new(kind: Kind, project: str, spec: dict, placement: dict) -> Volume:
@@ -393,7 +393,9 @@ def delete(identity: Identity, kind: Kind, project: str, name: str, *, with_snap
         identity.require_admin()
     with db.unit_of_work() as session:
         volume = find(session, kind, project, name)
-        if volume.state is not VolumeState.ERROR:
+        # A clone the mgr is still copying is canceled: there is nothing in it to keep in the trash.
+        cloning = isinstance(volume, CephfsPath) and volume.clone_of is not None
+        if volume.state is not VolumeState.ERROR and not (cloning and volume.state is VolumeState.CREATING):
             require_available(kind, volume, "deleted")
         _refuse_dependents(session, kind, volume)
         snapshots = _snapshots_to_delete(session, kind, volume, with_snapshots)
@@ -404,7 +406,7 @@ def delete(identity: Identity, kind: Kind, project: str, name: str, *, with_snap
         for snapshot in snapshots:
             kind.remove_snapshot(conn, volume, snapshot.name)
             _mark_snapshot_deleted(snapshot)
-        trash_ref = None if purge else kind.trash(conn, volume, config.current().trash_delay)
+        trash_ref = None if purge or cloning else kind.trash(conn, volume, config.current().trash_delay)
         if trash_ref is None:
             kind.remove(conn, volume)
     except (RobinError, CephError):
@@ -515,10 +517,14 @@ def _refuse_dependents(session: Session, kind: Kind, volume: Volume) -> None:
     """Refuse while clones of the image, or the data gateway, depend on the volume: one query for both checks,
     more only to name the clones of a refusal."""
     has_clones, is_activated = session.execute(_dependents_query(kind.model), {"volume_id": volume.id}).one()
-    if has_clones:
+    if has_clones and kind.model is RbdImage:
         clones = sorted(session.scalars(_LIVE_CLONES, {"volume_id": volume.id}))
         raise Conflict(f"RBD image {volume.name!r} is the parent of clones {clones}; flatten or delete them first",
                        code="volume_has_clones", details={"clones": clones})
+    if has_clones:
+        clones = sorted(session.scalars(_CEPHFS_CLONES, {"volume_id": volume.id}))
+        raise Conflict(f"CephFS path {volume.name!r} is being cloned into {clones}; wait until they are available "
+                       "or delete them first", code="volume_has_clones", details={"clones": clones})
     if is_activated:
         # Its mount on the data gateway would keep serving a volume that is gone.
         raise Conflict(f"{kind.noun} {volume.name!r} is activated on the data gateway; deactivate it first "
@@ -529,13 +535,18 @@ _LIVE_CLONES = select(RbdImage.name).where(RbdImage.parent_id == bindparam("volu
                                            RbdImage.state != VolumeState.DELETED)
 
 
+# Clones the mgr is still copying from a CephFS path's snapshot (a finished clone stands alone).
+_CEPHFS_CLONES = select(CephfsPath.name).where(CephfsPath.clone_of == bindparam("volume_id"),
+                                               CephfsPath.state != VolumeState.DELETED)
+
+
 @cache
 def _dependents_query(model: type[Volume]):
     """(has live clones, is activated on the gateway) of the volume `volume_id`; built once per kind, as the
     statements of every delete are."""
     column = GatewayAccount.rbd_image_id if model is RbdImage else GatewayAccount.cephfs_path_id
     activated = select(GatewayAccount.username).where(column == bindparam("volume_id")).exists()
-    cloned = _LIVE_CLONES.exists() if model is RbdImage else false()  # a CephFS path has no clones
+    cloned = (_LIVE_CLONES if model is RbdImage else _CEPHFS_CLONES).exists()
     return select(cloned, activated)
 
 

@@ -211,3 +211,18 @@ def test_available_cpus_honour_a_cgroup_cpu_quota(tmp_path, cpu_max, cpus):
     path.write_text(cpu_max)
     assert available_cpus(path) == (cpus or len(os.sched_getaffinity(0)))
     assert available_cpus(tmp_path / "absent") == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize("layouts", ["cephfs:volume", "cephfs", "other:subvolume", "cephfs:subvolume,cephfs:directory"])
+def test_cephfs_layouts_that_name_no_known_file_system_and_layout_stop_at_start(monkeypatch, layouts):
+    monkeypatch.setenv("ROBIN_CEPHFS_LAYOUTS", layouts)
+    with pytest.raises(ConfigError, match="ROBIN_CEPHFS_LAYOUTS"):
+        Settings.from_env()
+
+
+def test_cephfs_layout_is_per_file_system_and_directory_unless_named(monkeypatch):
+    monkeypatch.setenv("ROBIN_CEPHFS_FILESYSTEMS", "cephfs,archive,old")
+    monkeypatch.setenv("ROBIN_CEPHFS_LAYOUTS", "cephfs:subvolume, old:directory")
+    settings = Settings.from_env()
+    assert [settings.cephfs_layout(fs) for fs in ("cephfs", "archive", "old")] == ["subvolume", "directory",
+                                                                                  "directory"]
