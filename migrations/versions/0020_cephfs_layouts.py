@@ -1,15 +1,15 @@
 """cephfs layouts: each CephFS volume records whether it is a directory or a mgr subvolume (its group, and the source of a clone under way)
 
-Revision ID: 0019_cephfs_layouts
-Revises: 0018_audit_event_indexes
+Revision ID: 0020_cephfs_layouts
+Revises: 0019_usage_history
 Create Date: 2026-12-07 01:30:00
 """
 import sqlalchemy as sa
 from alembic import op
 
 
-revision = '0019_cephfs_layouts'
-down_revision = '0018_audit_event_indexes'
+revision = '0020_cephfs_layouts'
+down_revision = '0019_usage_history'
 branch_labels = None
 depends_on = None
 
