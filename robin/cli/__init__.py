@@ -684,6 +684,3 @@ def secrets_rotate() -> None:
         raise click.ClickException(exc.message) from exc
     click.echo(f"{rotated} cluster key(s) re-encrypted with the first key")
 
-
-if __name__ == "__main__":
-    main()
