@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from robin import config
+from robin.cli.frame import client_options, refusals
 from robin.config import ConfigError, Settings
 
 
@@ -317,28 +318,7 @@ def _print_adoption(steps: list[dict], project: str, done: bool, as_json: bool) 
         click.echo(f"dry run: nothing changed; add --yes to adopt into {project!r}", err=True)
 
 # --- commands that are clients of robin's API ------------------------------------------------------
-
-def api_options(command):
-    """Where robin's API is: --url and --token-file, else ROBIN_URL with ROBIN_TOKEN or ROBIN_TOKEN_FILE."""
-    command = click.option("--token-file", help="a file holding the API token [ROBIN_TOKEN, ROBIN_TOKEN_FILE]")(command)
-    return click.option("--url", help="robin's API, e.g. https://robin.example:8080 [ROBIN_URL]")(command)
-
-
-def _api_client(url: str | None, token_file: str | None):
-    from robin.client import ClientConfig, RobinClient
-
-    try:
-        # A file named on the command line wins over ROBIN_TOKEN from the environment.
-        return RobinClient(ClientConfig.from_env(url=url, token="" if token_file else None, token_file=token_file))
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-def _refused(exc) -> None:
-    """robin's refusal as `code: message` on stderr, exit status 1."""
-    click.echo(f"{exc.code}: {exc.explanation}", err=True)
-    sys.exit(1)
-
+# (robin.cli.resources has the project's resources; the audit trail is here, beside the audit's other reports)
 
 def _time_option(_ctx, param, value: str | None) -> str | None:
     from robin.audit.events_client import time_argument
@@ -353,7 +333,7 @@ def _time_option(_ctx, param, value: str | None) -> str | None:
 
 
 @audit.command("events")
-@api_options
+@client_options
 @click.option("--project", help="only this project's events")
 @click.option("--actor", help="only this actor's, as events name it (token:<id>:<name>)")
 @click.option("--action", help="only this action, as events name it (DELETE /api/v2/projects/<project>/...)")
@@ -368,26 +348,24 @@ def _time_option(_ctx, param, value: str | None) -> str | None:
 @click.option("--follow", "-f", is_flag=True, help="then print events as they are decided, until interrupted")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
               help="seconds between polls when following")
-def audit_events(url, token_file, limit, output, follow, interval, **filters) -> None:
+def audit_events(api, limit, output, follow, interval, **filters) -> None:
     """The audit trail through robin's API, oldest first: who changed what, and how it ended. Admins and auditors
     see every event, a member token its project's."""
     from robin.audit import events_client
-    from robin.client import RobinApiError
 
     if follow and filters["until"]:
         raise click.UsageError("--follow prints events as they come: it takes no --until")
     filters = {name: value for name, value in filters.items() if value is not None}
-    client = _api_client(url, token_file)
+    client = api.client()
     try:
-        shown = events_client.newest(client, filters, limit)
-        _print_events(shown, output, follow, header=True)
-        if follow:
-            follower = events_client.Follower(client, filters, shown)
-            while True:
-                time.sleep(interval)
-                _print_events(follower.poll(), output, follow, header=False)
-    except RobinApiError as exc:
-        _refused(exc)
+        with refusals():
+            shown = events_client.newest(client, filters, limit)
+            _print_events(shown, output, follow, header=True)
+            if follow:
+                follower = events_client.Follower(client, filters, shown)
+                while True:
+                    time.sleep(interval)
+                    _print_events(follower.poll(), output, follow, header=False)
     except KeyboardInterrupt:
         pass
     finally:
@@ -684,3 +662,13 @@ def secrets_rotate() -> None:
         raise click.ClickException(exc.message) from exc
     click.echo(f"{rotated} cluster key(s) re-encrypted with the first key")
 
+
+# --- resources, through robin's API ---------------------------------------------------------------
+
+def _add_client_commands() -> None:
+    from robin.cli import contexts_command
+
+    main.add_command(contexts_command.config_group)
+
+
+_add_client_commands()
