@@ -666,9 +666,10 @@ def secrets_rotate() -> None:
 # --- resources, through robin's API ---------------------------------------------------------------
 
 def _add_client_commands() -> None:
-    from robin.cli import contexts_command
+    from robin.cli import contexts_command, resources
 
-    main.add_command(contexts_command.config_group)
+    for group in (*resources.COMMANDS, contexts_command.config_group):
+        main.add_command(group)
 
 
 _add_client_commands()
