@@ -232,23 +232,34 @@ def audit() -> None:
     """Quota, usage and drift reports for storage admins (read-only unless told to adopt)."""
 
 
+DIRECT_OPTION = click.option(
+    "--direct", is_flag=True,
+    help="read this host's database and Ceph (ROBIN_DATABASE_URL, ROBIN_CEPH_CONF) instead of robin's API: on a "
+         "robin host while its API is down")
+
+
 @audit.command("usage")
 @click.option("--refresh", is_flag=True, help="measure every volume now instead of reading the last figures")
 @click.option("--volumes", "with_volumes", is_flag=True, help="one line per volume instead of per project")
 @click.option("--top", type=click.IntRange(0, 1000), default=10, show_default=True, help="top consumers listed")
 @click.option("--json", "as_json", is_flag=True, help="print the whole report as JSON (as the API returns it)")
 @click.option("--csv", "as_csv", is_flag=True, help="print the projects (or, with --volumes, the volumes) as CSV")
-def audit_usage(refresh: bool, with_volumes: bool, top: int, as_json: bool, as_csv: bool) -> None:
-    """Quota, provisioned and used bytes per cluster, pool, project and volume, with the top consumers."""
-    from robin.audit import usage, usage_report
-    from robin.audit.schemas import UsageReportSchema
-    from robin.auth.identity import LOCAL_ADMIN
+@DIRECT_OPTION
+@client_options
+def audit_usage(api, refresh: bool, with_volumes: bool, top: int, as_json: bool, as_csv: bool, direct: bool) -> None:
+    """Quota, provisioned and used bytes per cluster, pool, project and volume, with the top consumers
+    (admins and auditors; --refresh: admins)."""
+    from robin.audit import usage_report
 
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
-    with _app_context():
-        report = UsageReportSchema().dump(usage.report(LOCAL_ADMIN, refresh_now=refresh,
-                                                       with_volumes=with_volumes, top=top))
+    if direct:
+        report = _usage_direct(refresh, with_volumes, top)
+    else:
+        with refusals():
+            params = {"refresh": str(refresh).lower(), "volumes": str(with_volumes).lower(), "top": top}
+            report = _waiting("measuring every volume", refresh,
+                              lambda: api.client().request("GET", "/api/v2/audit/usage", params=params))
     if as_json:
         click.echo(json.dumps(report, indent=2))
     elif as_csv:
@@ -259,6 +270,28 @@ def audit_usage(refresh: bool, with_volumes: bool, top: int, as_json: bool, as_c
         click.echo(usage_report.as_table(report, with_volumes))
 
 
+def _usage_direct(refresh: bool, with_volumes: bool, top: int) -> dict:
+    from robin.audit import usage
+    from robin.audit.schemas import UsageReportSchema
+    from robin.auth.identity import LOCAL_ADMIN
+
+    with _app_context():
+        return UsageReportSchema().dump(usage.report(LOCAL_ADMIN, refresh_now=refresh, with_volumes=with_volumes,
+                                                     top=top))
+
+
+def _waiting(doing: str, slow: bool, call):
+    """`call()`, saying on a terminal's stderr what it waits for and how long it took: the API answers a slow
+    request (a refresh over thousands of volumes) only once it is done, so there is no count to show."""
+    if not (slow and sys.stderr.isatty()):
+        return call()
+    click.echo(f"{doing}...", err=True, nl=False)
+    started = time.monotonic()
+    try:
+        return call()
+    finally:
+        click.echo(f" {time.monotonic() - started:.0f}s", err=True)
+
 
 @audit.command("drift")
 @click.option("--older-than", type=float, default=300, show_default=True,
@@ -267,28 +300,49 @@ def audit_usage(refresh: bool, with_volumes: bool, top: int, as_json: bool, as_c
 @click.option("--adopt-into", "project", help="adopt every orphan into this project: a dry run unless --yes")
 @click.option("--yes", is_flag=True, help="with --adopt-into: adopt them, each adopted or refused on its own")
 @click.option("--full", is_flag=True, help="open every RBD image, not at most ROBIN_DRIFT_OPENS a pool (changed first)")
-def audit_drift(older_than: float, as_json: bool, project: str | None, yes: bool, full: bool) -> None:
+@click.option("--progress/--no-progress", default=None, help="a progress bar while adopting [on a terminal]")
+@DIRECT_OPTION
+@client_options
+def audit_drift(api, older_than: float, as_json: bool, project: str | None, yes: bool, full: bool,
+                progress: bool | None, direct: bool) -> None:
     """What differs between the database and Ceph: orphans, missing objects, size and quota mismatches,
-    unknown or missing snapshots, trash past its purge time. Exit status 1 when anything was refused."""
+    unknown or missing snapshots, trash past its purge time (admins and auditors; adopting: admins). Exit status 1
+    when anything was refused."""
+    from robin.cli import adoption
+
+    if yes and not project:
+        raise click.UsageError("--yes adopts: it needs --adopt-into PROJECT")
+    if direct:
+        report, steps = _drift_direct(older_than, project, yes, full)
+    else:
+        client = api.client()
+        with refusals():
+            report = client.request("GET", "/api/v2/audit/drift", params={"older_than": older_than,
+                                                                           "full": str(full).lower()})
+            steps = adoption.plan(report["findings"], project) if project else None
+            if steps is not None and yes:
+                steps = adoption.adopt(client, project, steps, sys.stderr.isatty() if progress is None else progress)
+    if project is None:
+        _print_drift(report, as_json)
+        return
+    _print_adoption(steps, project, yes, as_json)
+    if any("refused" in step for step in steps) and yes:
+        sys.exit(1)
+
+
+def _drift_direct(older_than: float, project: str | None, yes: bool, full: bool) -> tuple[dict, list | None]:
     from datetime import timedelta
 
     from robin.audit.drift import report_for
     from robin.auth.identity import LOCAL_ADMIN
     from robin.volumes import adoption
 
-    if yes and not project:
-        raise click.UsageError("--yes adopts: it needs --adopt-into PROJECT")
     with _app_context():
         report = report_for(LOCAL_ADMIN, timedelta(seconds=older_than), full=full)
         if project is None:
-            _print_drift(report, as_json)
-            return
+            return report, None
         steps = adoption.plan(report["findings"], project)
-        if yes:
-            steps = adoption.adopt_planned(LOCAL_ADMIN, project, steps)
-    _print_adoption(steps, project, yes, as_json)
-    if any("refused" in step for step in steps) and yes:
-        sys.exit(1)
+        return report, adoption.adopt_planned(LOCAL_ADMIN, project, steps) if yes else steps
 
 
 def _print_drift(report: dict, as_json: bool) -> None:
