@@ -720,9 +720,9 @@ def secrets_rotate() -> None:
 # --- resources, through robin's API ---------------------------------------------------------------
 
 def _add_client_commands() -> None:
-    from robin.cli import clusters, contexts_command, resources
+    from robin.cli import clusters, completion, contexts_command, resources
 
-    for group in (*resources.COMMANDS, clusters.cluster, contexts_command.config_group):
+    for group in (*resources.COMMANDS, clusters.cluster, contexts_command.config_group, completion.completion):
         main.add_command(group)
 
 
