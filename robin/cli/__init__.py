@@ -49,7 +49,8 @@ def main() -> None:
     """robin: RBD images and CephFS paths per project, on Ceph."""
     from robin import log
 
-    log.configure(_settings().log_level)
+    settings = _settings()
+    log.configure(settings.log_level, settings.log_format)
 
 
 # --- serve --------------------------------------------------------------------------------------
