@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from robin import config
-from robin.cli.frame import client_options, refusals
+from robin.cli.frame import client_options, refusals, waiting
 from robin.config import ConfigError, Settings
 
 
@@ -259,7 +259,7 @@ def audit_usage(api, refresh: bool, with_volumes: bool, top: int, as_json: bool,
     else:
         with refusals():
             params = {"refresh": str(refresh).lower(), "volumes": str(with_volumes).lower(), "top": top}
-            report = _waiting("measuring every volume", refresh,
+            report = waiting("measuring every volume", refresh,
                               lambda: api.client().request("GET", "/api/v2/audit/usage", params=params))
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -279,19 +279,6 @@ def _usage_direct(refresh: bool, with_volumes: bool, top: int) -> dict:
     with _app_context():
         return UsageReportSchema().dump(usage.report(LOCAL_ADMIN, refresh_now=refresh, with_volumes=with_volumes,
                                                      top=top))
-
-
-def _waiting(doing: str, slow: bool, call):
-    """`call()`, saying on a terminal's stderr what it waits for and how long it took: the API answers a slow
-    request (a refresh over thousands of volumes) only once it is done, so there is no count to show."""
-    if not (slow and sys.stderr.isatty()):
-        return call()
-    click.echo(f"{doing}...", err=True, nl=False)
-    started = time.monotonic()
-    try:
-        return call()
-    finally:
-        click.echo(f" {time.monotonic() - started:.0f}s", err=True)
 
 
 @audit.command("drift")

@@ -12,6 +12,8 @@ import json
 import os
 import re
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -93,6 +95,28 @@ def refusals() -> Iterator[None]:
     except RobinApiError as exc:
         click.echo(f"{exc.code}: {exc.explanation}", err=True)
         sys.exit(1)
+
+
+def waiting(doing: str, slow: bool, call):
+    """`call()`, with what it waits for and the seconds so far on a terminal's stderr, updated every second: the API
+    answers a slow request (a refresh over thousands of volumes, a flatten) only once it is done, so time is all
+    there is to show."""
+    if not (slow and sys.stderr.isatty()):
+        return call()
+    started, done = time.monotonic(), threading.Event()
+
+    def tick() -> None:
+        while not done.wait(1.0):
+            click.echo(f"\r{doing}... {time.monotonic() - started:.0f}s", err=True, nl=False)
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    try:
+        return call()
+    finally:
+        done.set()
+        ticker.join()
+        click.echo(f"\r{doing}... done in {time.monotonic() - started:.0f}s", err=True)
 
 
 def all_pages(fetch: Callable[[str | None], dict]) -> list[dict]:

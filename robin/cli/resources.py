@@ -13,6 +13,7 @@ from robin.cli.frame import (
     output_option,
     refusals,
     show,
+    waiting,
     with_defaults,
 )
 
@@ -278,8 +279,10 @@ def volume_restore(api, name, kind, project, output) -> None:
 def volume_flatten(api, name, project, output) -> None:
     """Copy the parent's blocks into clone NAME (an RBD image) so that it stands alone; waits until done."""
     project = _project(api, project)
+    client = api.client()
     with refusals():
-        show(output, api.client().flatten_image(project, name), volume_columns("rbd"))
+        show(output, waiting(f"flattening {name}", True, lambda: client.flatten_image(project, name)),
+             volume_columns("rbd"))
 
 
 # --- snapshots ----------------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 no context file of the user's in its way, the API to compare with, and readers of what it prints."""
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 import requests
 
@@ -60,3 +63,31 @@ def table(text: str) -> list[dict]:
     names = [header[start:end].strip() for start, end in bounds]
     return [{name: line[start:end].strip() for name, (start, end) in zip(names, bounds, strict=True)}
             for line in lines]
+
+
+def on_terminal(argv: list[str], env: dict) -> subprocess.CompletedProcess:
+    """`argv` run with its stderr on a pseudo-terminal (as an admin's shell has it), its stdout on a pipe."""
+    controller, terminal = os.openpty()
+    try:
+        done = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=terminal, text=True, timeout=300)
+        os.close(terminal)
+        terminal = None
+        done.stderr = _drain(controller)
+        return done
+    finally:
+        os.close(controller)
+        if terminal is not None:
+            os.close(terminal)
+
+
+def _drain(descriptor: int) -> str:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(descriptor, 65536)
+        except OSError:  # EIO: the other end is closed and everything was read
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode().replace("\r\n", "\n")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 
 import rbd
 import yaml
 
-from tests.cli.conftest import ok, refused, table, usage_error
+from tests.cli.conftest import ok, on_terminal, refused, table, usage_error
+from tests.cli.test_audit_events_cli import client_env
 from tests.conftest import make_token, unique
 
 MiB = 2**20
@@ -40,7 +42,7 @@ def test_a_cluster_registered_shown_and_unregistered(cli, api, ceph_conf, app, n
     usage_error(cli("cluster", "register", unique("c"), "--mon-host", "127.0.0.1"), "--mon-host and --key-file")
 
 
-def test_usage_report_through_the_api(cli, api, new_project, app):
+def test_usage_report_through_the_api(cli, api, new_project, app, robin_url, admin_token):
     project = new_project()
     image = unique("img")
     ok(cli("volume", "create", image, "--size", "64Mi", "--project", project))
@@ -52,6 +54,11 @@ def test_usage_report_through_the_api(cli, api, new_project, app):
     rows = list(csv.DictReader(io.StringIO(ok(cli("audit", "usage", "--csv")))))
     assert [row["provisioned_bytes"] for row in rows if row["project"] == project] == [str(64 * MiB)]
     refused(cli("audit", "usage", token=make_token(app, "member", project)), "forbidden")
+    measured = on_terminal([sys.executable, "-m", "robin.cli", "audit", "usage", "--refresh", "--json"],
+                           client_env({"ROBIN_URL": robin_url, "ROBIN_TOKEN": admin_token}))
+    assert measured.returncode == 0, measured.stderr
+    assert measured.stderr.rstrip().endswith("s") and "measuring every volume... done in " in measured.stderr
+    assert json.loads(measured.stdout)["refresh"]
     usage_error(cli("audit", "usage", "--json", "--csv"), "choose one of --json and --csv")
     ok(cli("volume", "delete", image, "--project", project, "--purge"))
 

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from tests.cli.conftest import on_terminal
+
 HUMAN = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ INFO    robin\.db: database migrated applied=\[.*\] revision=head")
 
 
@@ -17,34 +19,10 @@ def upgrade_log(tmp_path, log_format: str | None, terminal: bool) -> subprocess.
     env = {key: value for key, value in os.environ.items() if not key.startswith("ROBIN_")}
     env |= {"ROBIN_DATABASE_URL": f"sqlite:///{tmp_path / 'robin.db'}", "ROBIN_STATE_DIR": str(tmp_path / "state")}
     env |= {"ROBIN_LOG_FORMAT": log_format} if log_format else {}
-    if not terminal:
-        return subprocess.run([sys.executable, "-m", "robin.cli", "db", "upgrade"], env=env, capture_output=True,
-                              text=True, timeout=300)
-    controller, terminal_end = os.openpty()
-    try:
-        done = subprocess.run([sys.executable, "-m", "robin.cli", "db", "upgrade"], env=env, stdout=subprocess.PIPE,
-                              stderr=terminal_end, text=True, timeout=300)
-        os.close(terminal_end)
-        terminal_end = None
-        done.stderr = _drain(controller)
-        return done
-    finally:
-        os.close(controller)
-        if terminal_end is not None:
-            os.close(terminal_end)
-
-
-def _drain(descriptor: int) -> str:
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(descriptor, 65536)
-        except OSError:  # EIO: the other end is closed and everything was read
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks).decode().replace("\r\n", "\n")
+    argv = [sys.executable, "-m", "robin.cli", "db", "upgrade"]
+    if terminal:
+        return on_terminal(argv, env)
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize("log_format, terminal, human", [

@@ -6,13 +6,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 
 import pytest
 import rbd
 import yaml
 
-from tests.cli.conftest import ok, refused, table, usage_error
-from tests.cli.test_audit_events_cli import robin
+from tests.cli.conftest import ok, on_terminal, refused, table, usage_error
+from tests.cli.test_audit_events_cli import client_env, robin
 from tests.conftest import cephfs_exists, make_token, unique
 
 GiB = 2**30
@@ -58,7 +59,7 @@ def test_a_project_created_listed_shown_requoted_and_deleted(cli, api):
 
 # --- volumes, snapshots, clones -------------------------------------------------------------------
 
-def test_an_rbd_image_through_its_whole_life(cli, api, new_project, rbd_ioctx):
+def test_an_rbd_image_through_its_whole_life(cli, api, new_project, rbd_ioctx, robin_url, admin_token):
     project, image, snap, copy = new_project(), unique("img"), unique("s"), unique("clone")
     at = ("--project", project)
     made = json.loads(ok(cli("volume", "create", image, "--size", "1Gi", *at, "--metadata", "team=web", "-o",
@@ -87,8 +88,10 @@ def test_an_rbd_image_through_its_whole_life(cli, api, new_project, rbd_ioctx):
 
     clone = json.loads(ok(cli("clone", "create", copy, "--from", f"{image}@{snap}", *at, "-o", "json")))
     assert clone["parent"] == {"image": image, "snapshot": snap} and clone["size_bytes"] == 1536 * 2**20
-    flat = json.loads(ok(cli("volume", "flatten", copy, *at, "-o", "json")))
-    assert flat["parent"] is None
+    flattened = on_terminal([sys.executable, "-m", "robin.cli", "volume", "flatten", copy, *at, "-o", "json"],
+                            client_env({"ROBIN_URL": robin_url, "ROBIN_TOKEN": admin_token}))
+    assert flattened.returncode == 0 and f"flattening {copy}... done in " in flattened.stderr, flattened.stderr
+    assert json.loads(flattened.stdout)["parent"] is None
 
     volumes = every_format(cli, "volume", "list", *at)
     assert volumes["json"] == volumes["yaml"] == api("GET", "/api/v2/volumes", params={"project": project})["items"]
