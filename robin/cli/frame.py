@@ -62,6 +62,7 @@ class Target:
                 config = ClientConfig.from_env(url=self.url, token="" if self.token_file else None,
                                                token_file=self.token_file)
             else:
+                _require_complete(context, self)
                 token_file = self.token_file or os.path.expanduser(context.token_file)
                 config = ClientConfig.from_env(url=self.url or context.url,
                                                token="" if self.token_file else context.token, token_file=token_file)
@@ -83,6 +84,15 @@ class Target:
         if not self.context_name and os.environ.get("ROBIN_URL"):
             return None
         return ContextFile.load().chosen(self.context_name)
+
+
+def _require_complete(context, flags: Target) -> None:
+    """A context the flags do not complete names its URL and its token: say which context lacks what."""
+    if not (flags.url or context.url):
+        raise ContextError(f"context {context.name!r} has no url: robin config set-context {context.name} --url ...")
+    if not (flags.token_file or context.token_file or context.token):
+        raise ContextError(f"context {context.name!r} has no token-file: robin config set-context {context.name} "
+                           f"--token-file ...")
 
 
 @contextlib.contextmanager

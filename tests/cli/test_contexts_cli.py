@@ -69,6 +69,9 @@ def test_unknown_contexts_and_broken_files_exit_1(tmp_path, robin_url):
     (tmp_path / "robin" / "config.toml").write_text('[contexts.x]\nurl = "http://h"\npasword = "typo"\n')
     typo = robin("project", "list", env=home)
     assert typo.returncode == 1 and "unknown key 'pasword'" in typo.stderr and "Traceback" not in typo.stderr
+    (tmp_path / "robin" / "config.toml").write_text('current-context = "x"\n[contexts.x]\nurl = "http://h"\n')
+    tokenless = robin("project", "list", env=home)
+    assert tokenless.returncode == 1 and "context 'x' has no token-file" in tokenless.stderr
     (tmp_path / "robin" / "config.toml").write_text("current-context = \n")
     broken = robin("config", "get-contexts", env=home)
     assert broken.returncode == 1 and str(tmp_path / "robin" / "config.toml") in broken.stderr
