@@ -39,6 +39,7 @@ RBD_MOUNTERS = ("rbd-fuse", "krbd", "rbd-nbd")
 CEPHFS_DIRECTORY, CEPHFS_SUBVOLUME = "directory", "subvolume"
 CEPHFS_LAYOUTS = (CEPHFS_DIRECTORY, CEPHFS_SUBVOLUME)
 CSI_MODES = ("controller", "node", "all")
+LOG_FORMATS = ("auto", "json", "human")
 PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # robin serve's workers when ROBIN_WORKERS is 0: this many per CPU the process may use, within the bounds. A request
 # costs CPU under the interpreter's lock, so processes, not threads, spread reads over the CPUs (BENCHMARKS.md); each
@@ -121,6 +122,8 @@ class Settings(_Section):
     # requests do not queue for its interpreter lock.
     threads: int = 4
     log_level: str = "INFO"
+    # auto: human lines on a terminal, one JSON object a line otherwise (a log collector's); json or human to choose.
+    log_format: str = "auto"
     # Bytes a request body may hold; a larger one is refused (413) before authentication, so nobody can
     # make robin read, parse or audit megabytes; robin's own bodies are small JSON documents.
     max_request_bytes: int = 2**20
@@ -201,6 +204,7 @@ class Settings(_Section):
             raise ConfigError(f"ROBIN_RBD_DEFAULT_FEATURES has unknown features: {sorted(unknown)}")
         if self.workers < 0:
             raise ConfigError("ROBIN_WORKERS must be 0 (two per CPU) or more")
+        _require_choice(self.log_format, LOG_FORMATS, "ROBIN_LOG_FORMAT")
         if self.max_volume_bytes <= 0 or self.threads <= 0 or self.max_request_bytes <= 0:
             raise ConfigError("ROBIN_MAX_VOLUME_BYTES, ROBIN_THREADS and ROBIN_MAX_REQUEST_BYTES must be positive")
         if self.max_volume_bytes > BIGINT_MAX:

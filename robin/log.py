@@ -1,4 +1,5 @@
-"""One JSON object per log line, with the request id when there is one."""
+"""Log lines with the request id when there is one: one JSON object a line (for collectors), or a human line
+(at a terminal), as ROBIN_LOG_FORMAT says."""
 from __future__ import annotations
 
 import json
@@ -27,9 +28,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure(level: str) -> None:
+class HumanFormatter(logging.Formatter):
+    """A line for people at a terminal: time, level, logger, message, then the fields as key=value."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = {key: value for key, value in vars(record).items() if key not in _STANDARD}
+        if has_request_context() and g.get("request_id"):
+            fields["request_id"] = g.request_id
+        line = (f"{self.formatTime(record, '%Y-%m-%dT%H:%M:%S')}Z {record.levelname:<7} {record.name}: "
+                f"{record.getMessage()}")
+        line += "".join(f" {key}={value}" for key, value in fields.items())
+        return line + ("\n" + self.formatException(record.exc_info) if record.exc_info else "")
+
+
+def configure(level: str, log_format: str = "json") -> None:
+    """Log lines on stderr: `log_format` human, json, or auto (human when stderr is a terminal)."""
     handler = logging.StreamHandler(sys.stderr)
-    formatter = JsonFormatter()
+    human = log_format == "human" or (log_format == "auto" and sys.stderr.isatty())
+    formatter = HumanFormatter() if human else JsonFormatter()
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
     root = logging.getLogger()

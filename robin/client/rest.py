@@ -39,11 +39,16 @@ class RobinApiError(Exception):
 
     @property
     def explanation(self) -> str:
-        """The message, with the fields a validation error names (robin puts them in details.fields)."""
+        """The message, with the fields a validation error names (robin puts them in details.fields) that it does
+        not name already (robin's messages for invalid input do, as `field: problem` or `field.nested: problem`)."""
         fields = self.details.get("fields")
-        if not isinstance(fields, dict) or not fields:
+        if not isinstance(fields, dict):
             return self.message
-        return f"{self.message}: " + "; ".join(f"{name}: {_flatten(problems)}" for name, problems in fields.items())
+        unnamed = {name: problems for name, problems in fields.items()
+                   if f"{name}:" not in self.message and f"{name}." not in self.message}
+        if not unnamed:
+            return self.message
+        return f"{self.message}: " + "; ".join(f"{name}: {_flatten(problems)}" for name, problems in unnamed.items())
 
     def __str__(self) -> str:
         return f"{self.explanation} ({self.code})" if self.status else self.message
@@ -125,6 +130,13 @@ class RobinClient:
     def project_usage(self, project: str) -> dict:
         return self.request("GET", f"/api/v2/projects/{quote(project, safe='')}/usage")
 
+    def update_project_quota(self, project: str, quota: dict) -> dict:
+        """Change the quota's fields given (max_bytes, max_volumes, max_snapshots); the others stay."""
+        return self.request("PATCH", f"/api/v2/projects/{quote(project, safe='')}", json={"quota": quota})
+
+    def delete_project(self, project: str) -> None:
+        self.request("DELETE", f"/api/v2/projects/{quote(project, safe='')}")
+
     # --- volumes ----------------------------------------------------------------------------------------
 
     @staticmethod
@@ -137,24 +149,45 @@ class RobinClient:
         body = {"name": name, COLLECTIONS[kind][1]: size_bytes, **fields}
         return self.request("POST", self._volume_path(kind, project), json=body)
 
-    def get_volume(self, kind: str, project: str, name: str) -> dict:
-        return self.request("GET", self._volume_path(kind, project, name))
+    def clone_image(self, project: str, name: str, source: dict, **fields) -> dict:
+        """A copy-on-write clone of `source` (image, and snapshot or its current state); `fields`: size_bytes
+        (the source's when not given), pool, cluster, features, metadata."""
+        return self.request("POST", self._volume_path("rbd", project), json={"name": name, "source": source,
+                                                                             **fields})
 
-    def resize_volume(self, kind: str, project: str, name: str, size_bytes: int) -> dict:
-        return self.request("PATCH", self._volume_path(kind, project, name), json={COLLECTIONS[kind][1]: size_bytes})
+    def get_volume(self, kind: str, project: str, name: str, with_used: bool = False) -> dict:
+        """The volume; with `with_used`, the bytes it occupies are measured in Ceph (used_bytes)."""
+        params = {"with_used": "true"} if with_used else None
+        return self.request("GET", self._volume_path(kind, project, name), params=params)
+
+    def resize_volume(self, kind: str, project: str, name: str, size_bytes: int, allow_shrink: bool = False) -> dict:
+        body = {COLLECTIONS[kind][1]: size_bytes} | ({"allow_shrink": True} if allow_shrink else {})
+        return self.request("PATCH", self._volume_path(kind, project, name), json=body)
 
     def delete_volume(self, kind: str, project: str, name: str, with_snapshots: bool = False,
                       purge: bool = False) -> None:
         params = {"with_snapshots": str(with_snapshots).lower(), "purge": str(purge).lower()}
         self.request("DELETE", self._volume_path(kind, project, name), params=params)
 
-    def list_volumes(self, kind: str, project: str, limit: int = 1000, cursor: str | None = None) -> dict:
-        """One page of a project's live volumes of `kind`."""
-        return self.request("GET", self._volume_path(kind, project), params=_page_params(limit, cursor))
+    def list_volumes(self, kind: str, project: str, limit: int = 1000, cursor: str | None = None,
+                     trashed: bool = False) -> dict:
+        """One page of a project's live volumes of `kind` (those in the trash instead with `trashed`)."""
+        params = _page_params(limit, cursor) | ({"trashed": "true"} if trashed else {})
+        return self.request("GET", self._volume_path(kind, project), params=params)
 
-    def list_all_volumes(self, limit: int = 1000, cursor: str | None = None) -> dict:
-        """One page of the live volumes of both kinds the token sees, each naming its `kind` and `project`."""
-        return self.request("GET", "/api/v2/volumes", params=_page_params(limit, cursor))
+    def list_all_volumes(self, limit: int = 1000, cursor: str | None = None, project: str | None = None) -> dict:
+        """One page of the live volumes of both kinds the token sees (or of one project's), each naming its
+        `kind` and `project`."""
+        params = _page_params(limit, cursor) | ({"project": project} if project else {})
+        return self.request("GET", "/api/v2/volumes", params=params)
+
+    def restore_volume(self, kind: str, project: str, name: str) -> dict:
+        """Bring a volume back from the trash."""
+        return self.request("POST", f"{self._volume_path(kind, project, name)}/restore")
+
+    def flatten_image(self, project: str, name: str) -> dict:
+        """Copy a clone's parent's blocks into it: it stands alone."""
+        return self.request("POST", f"{self._volume_path('rbd', project, name)}/flatten")
 
     # --- snapshots --------------------------------------------------------------------------------------
 
@@ -171,6 +204,10 @@ class RobinClient:
 
     def delete_snapshot(self, kind: str, project: str, volume: str, name: str) -> None:
         self.request("DELETE", self._snapshot_path(kind, project, volume, name))
+
+    def rollback_snapshot(self, kind: str, project: str, volume: str, name: str) -> dict:
+        """Put the volume back to the snapshot's content."""
+        return self.request("POST", f"{self._snapshot_path(kind, project, volume, name)}/rollback")
 
     def list_snapshots(self, kind: str, project: str, volume: str, limit: int = 1000,
                        cursor: str | None = None) -> dict:
@@ -209,6 +246,16 @@ class RobinClient:
 
     def get_cluster(self, name: str) -> dict:
         return self.request("GET", f"/api/v2/clusters/{quote(name, safe='')}")
+
+    def list_clusters(self) -> list[dict]:
+        return self.request("GET", "/api/v2/clusters")
+
+    def register_cluster(self, body: dict) -> dict:
+        """body: name, and conf_path (with keyring_path), or mon_host and key (see the cluster's schema)."""
+        return self.request("POST", "/api/v2/clusters", json=body)
+
+    def unregister_cluster(self, name: str) -> None:
+        self.request("DELETE", f"/api/v2/clusters/{quote(name, safe='')}")
 
 
 def _page_params(limit: int, cursor: str | None) -> dict:

@@ -374,7 +374,7 @@ def test_adopt_cephfs_directories(admin, new_project, fs, db_rows):
 def run_cli(settings, *args):
     env = {**os.environ, "ROBIN_DATABASE_URL": settings.database_url, "ROBIN_CEPH_CONF": settings.ceph_conf,
            "ROBIN_LOG_LEVEL": "WARNING"}
-    return subprocess.run([sys.executable, "-m", "robin.cli", "audit", "drift", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "robin.cli", "audit", "drift", "--direct", *args], env=env,
                           capture_output=True, text=True, timeout=120)
 
 

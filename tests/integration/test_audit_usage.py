@@ -305,7 +305,7 @@ def test_a_scrape_never_calls_ceph_whatever_the_fleet(app, admin, new_project):
 def robin_cli(*args: str, settings) -> subprocess.CompletedProcess:
     env = {**os.environ, "ROBIN_DATABASE_URL": settings.database_url, "ROBIN_CEPH_CONF": settings.ceph_conf,
            "ROBIN_LOG_LEVEL": "WARNING"}
-    return subprocess.run([sys.executable, "-m", "robin.cli", "audit", "usage", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "robin.cli", "audit", "usage", "--direct", *args], env=env,
                           capture_output=True, text=True, timeout=300)
 
 

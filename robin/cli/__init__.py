@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from robin import config
+from robin.cli.frame import client_options, refusals, waiting
 from robin.config import ConfigError, Settings
 
 
@@ -48,7 +49,8 @@ def main() -> None:
     """robin: RBD images and CephFS paths per project, on Ceph."""
     from robin import log
 
-    log.configure(_settings().log_level)
+    settings = _settings()
+    log.configure(settings.log_level, settings.log_format)
 
 
 # --- serve --------------------------------------------------------------------------------------
@@ -231,23 +233,34 @@ def audit() -> None:
     """Quota, usage and drift reports for storage admins (read-only unless told to adopt)."""
 
 
+DIRECT_OPTION = click.option(
+    "--direct", is_flag=True,
+    help="read this host's database and Ceph (ROBIN_DATABASE_URL, ROBIN_CEPH_CONF) instead of robin's API: on a "
+         "robin host while its API is down")
+
+
 @audit.command("usage")
 @click.option("--refresh", is_flag=True, help="measure every volume now instead of reading the last figures")
 @click.option("--volumes", "with_volumes", is_flag=True, help="one line per volume instead of per project")
 @click.option("--top", type=click.IntRange(0, 1000), default=10, show_default=True, help="top consumers listed")
 @click.option("--json", "as_json", is_flag=True, help="print the whole report as JSON (as the API returns it)")
 @click.option("--csv", "as_csv", is_flag=True, help="print the projects (or, with --volumes, the volumes) as CSV")
-def audit_usage(refresh: bool, with_volumes: bool, top: int, as_json: bool, as_csv: bool) -> None:
-    """Quota, provisioned and used bytes per cluster, pool, project and volume, with the top consumers."""
-    from robin.audit import usage, usage_report
-    from robin.audit.schemas import UsageReportSchema
-    from robin.auth.identity import LOCAL_ADMIN
+@DIRECT_OPTION
+@client_options
+def audit_usage(api, refresh: bool, with_volumes: bool, top: int, as_json: bool, as_csv: bool, direct: bool) -> None:
+    """Quota, provisioned and used bytes per cluster, pool, project and volume, with the top consumers
+    (admins and auditors; --refresh: admins)."""
+    from robin.audit import usage_report
 
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
-    with _app_context():
-        report = UsageReportSchema().dump(usage.report(LOCAL_ADMIN, refresh_now=refresh,
-                                                       with_volumes=with_volumes, top=top))
+    if direct:
+        report = _usage_direct(refresh, with_volumes, top)
+    else:
+        with refusals():
+            params = {"refresh": str(refresh).lower(), "volumes": str(with_volumes).lower(), "top": top}
+            report = waiting("measuring every volume", refresh,
+                              lambda: api.client().request("GET", "/api/v2/audit/usage", params=params))
     if as_json:
         click.echo(json.dumps(report, indent=2))
     elif as_csv:
@@ -258,6 +271,15 @@ def audit_usage(refresh: bool, with_volumes: bool, top: int, as_json: bool, as_c
         click.echo(usage_report.as_table(report, with_volumes))
 
 
+def _usage_direct(refresh: bool, with_volumes: bool, top: int) -> dict:
+    from robin.audit import usage
+    from robin.audit.schemas import UsageReportSchema
+    from robin.auth.identity import LOCAL_ADMIN
+
+    with _app_context():
+        return UsageReportSchema().dump(usage.report(LOCAL_ADMIN, refresh_now=refresh, with_volumes=with_volumes,
+                                                     top=top))
+
 
 @audit.command("drift")
 @click.option("--older-than", type=float, default=300, show_default=True,
@@ -266,28 +288,49 @@ def audit_usage(refresh: bool, with_volumes: bool, top: int, as_json: bool, as_c
 @click.option("--adopt-into", "project", help="adopt every orphan into this project: a dry run unless --yes")
 @click.option("--yes", is_flag=True, help="with --adopt-into: adopt them, each adopted or refused on its own")
 @click.option("--full", is_flag=True, help="open every RBD image, not at most ROBIN_DRIFT_OPENS a pool (changed first)")
-def audit_drift(older_than: float, as_json: bool, project: str | None, yes: bool, full: bool) -> None:
+@click.option("--progress/--no-progress", default=None, help="a progress bar while adopting [on a terminal]")
+@DIRECT_OPTION
+@client_options
+def audit_drift(api, older_than: float, as_json: bool, project: str | None, yes: bool, full: bool,
+                progress: bool | None, direct: bool) -> None:
     """What differs between the database and Ceph: orphans, missing objects, size and quota mismatches,
-    unknown or missing snapshots, trash past its purge time. Exit status 1 when anything was refused."""
+    unknown or missing snapshots, trash past its purge time (admins and auditors; adopting: admins). Exit status 1
+    when anything was refused."""
+    from robin.cli import adoption
+
+    if yes and not project:
+        raise click.UsageError("--yes adopts: it needs --adopt-into PROJECT")
+    if direct:
+        report, steps = _drift_direct(older_than, project, yes, full)
+    else:
+        client = api.client()
+        with refusals():
+            report = client.request("GET", "/api/v2/audit/drift", params={"older_than": older_than,
+                                                                           "full": str(full).lower()})
+            steps = adoption.plan(report["findings"], project) if project else None
+            if steps is not None and yes:
+                steps = adoption.adopt(client, project, steps, sys.stderr.isatty() if progress is None else progress)
+    if project is None:
+        _print_drift(report, as_json)
+        return
+    _print_adoption(steps, project, yes, as_json)
+    if any("refused" in step for step in steps) and yes:
+        sys.exit(1)
+
+
+def _drift_direct(older_than: float, project: str | None, yes: bool, full: bool) -> tuple[dict, list | None]:
     from datetime import timedelta
 
     from robin.audit.drift import report_for
     from robin.auth.identity import LOCAL_ADMIN
     from robin.volumes import adoption
 
-    if yes and not project:
-        raise click.UsageError("--yes adopts: it needs --adopt-into PROJECT")
     with _app_context():
         report = report_for(LOCAL_ADMIN, timedelta(seconds=older_than), full=full)
         if project is None:
-            _print_drift(report, as_json)
-            return
+            return report, None
         steps = adoption.plan(report["findings"], project)
-        if yes:
-            steps = adoption.adopt_planned(LOCAL_ADMIN, project, steps)
-    _print_adoption(steps, project, yes, as_json)
-    if any("refused" in step for step in steps) and yes:
-        sys.exit(1)
+        return report, adoption.adopt_planned(LOCAL_ADMIN, project, steps) if yes else steps
 
 
 def _print_drift(report: dict, as_json: bool) -> None:
@@ -317,28 +360,7 @@ def _print_adoption(steps: list[dict], project: str, done: bool, as_json: bool) 
         click.echo(f"dry run: nothing changed; add --yes to adopt into {project!r}", err=True)
 
 # --- commands that are clients of robin's API ------------------------------------------------------
-
-def api_options(command):
-    """Where robin's API is: --url and --token-file, else ROBIN_URL with ROBIN_TOKEN or ROBIN_TOKEN_FILE."""
-    command = click.option("--token-file", help="a file holding the API token [ROBIN_TOKEN, ROBIN_TOKEN_FILE]")(command)
-    return click.option("--url", help="robin's API, e.g. https://robin.example:8080 [ROBIN_URL]")(command)
-
-
-def _api_client(url: str | None, token_file: str | None):
-    from robin.client import ClientConfig, RobinClient
-
-    try:
-        # A file named on the command line wins over ROBIN_TOKEN from the environment.
-        return RobinClient(ClientConfig.from_env(url=url, token="" if token_file else None, token_file=token_file))
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-def _refused(exc) -> None:
-    """robin's refusal as `code: message` on stderr, exit status 1."""
-    click.echo(f"{exc.code}: {exc.explanation}", err=True)
-    sys.exit(1)
-
+# (robin.cli.resources has the project's resources; the audit trail is here, beside the audit's other reports)
 
 def _time_option(_ctx, param, value: str | None) -> str | None:
     from robin.audit.events_client import time_argument
@@ -353,7 +375,7 @@ def _time_option(_ctx, param, value: str | None) -> str | None:
 
 
 @audit.command("events")
-@api_options
+@client_options
 @click.option("--project", help="only this project's events")
 @click.option("--actor", help="only this actor's, as events name it (token:<id>:<name>)")
 @click.option("--action", help="only this action, as events name it (DELETE /api/v2/projects/<project>/...)")
@@ -368,26 +390,24 @@ def _time_option(_ctx, param, value: str | None) -> str | None:
 @click.option("--follow", "-f", is_flag=True, help="then print events as they are decided, until interrupted")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
               help="seconds between polls when following")
-def audit_events(url, token_file, limit, output, follow, interval, **filters) -> None:
+def audit_events(api, limit, output, follow, interval, **filters) -> None:
     """The audit trail through robin's API, oldest first: who changed what, and how it ended. Admins and auditors
     see every event, a member token its project's."""
     from robin.audit import events_client
-    from robin.client import RobinApiError
 
     if follow and filters["until"]:
         raise click.UsageError("--follow prints events as they come: it takes no --until")
     filters = {name: value for name, value in filters.items() if value is not None}
-    client = _api_client(url, token_file)
+    client = api.client()
     try:
-        shown = events_client.newest(client, filters, limit)
-        _print_events(shown, output, follow, header=True)
-        if follow:
-            follower = events_client.Follower(client, filters, shown)
-            while True:
-                time.sleep(interval)
-                _print_events(follower.poll(), output, follow, header=False)
-    except RobinApiError as exc:
-        _refused(exc)
+        with refusals():
+            shown = events_client.newest(client, filters, limit)
+            _print_events(shown, output, follow, header=True)
+            if follow:
+                follower = events_client.Follower(client, filters, shown)
+                while True:
+                    time.sleep(interval)
+                    _print_events(follower.poll(), output, follow, header=False)
     except KeyboardInterrupt:
         pass
     finally:
@@ -685,5 +705,13 @@ def secrets_rotate() -> None:
     click.echo(f"{rotated} cluster key(s) re-encrypted with the first key")
 
 
-if __name__ == "__main__":
-    main()
+# --- resources, through robin's API ---------------------------------------------------------------
+
+def _add_client_commands() -> None:
+    from robin.cli import clusters, completion, contexts_command, resources
+
+    for group in (*resources.COMMANDS, clusters.cluster, contexts_command.config_group, completion.completion):
+        main.add_command(group)
+
+
+_add_client_commands()
