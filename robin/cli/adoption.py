@@ -12,11 +12,13 @@ from robin.client import RobinApiError, RobinClient
 
 IMAGES = ("orphan_image", "orphan_robin_image")
 DIRECTORIES = ("orphan_directory", "orphan_robin_directory")
+SUBVOLUMES = ("orphan_subvolume", "orphan_robin_subvolume")
 
 
 def plan(findings: list[dict], project: str) -> list[dict]:
     """Per orphan among `findings`: the request adopting it into `project` would make, or why it is refused before
-    asking (a clone; a directory outside the project's, which robin does not move; one with no quota)."""
+    asking (a clone; a directory outside the project's, which robin does not move; a subvolume not complete; one
+    with no quota)."""
     steps = []
     for finding in findings:
         evidence = finding["evidence"]
@@ -33,6 +35,14 @@ def plan(findings: list[dict], project: str) -> list[dict]:
                                    f"does not move data")
             elif not evidence.get("quota_bytes"):
                 step["refused"] = "no ceph.quota.max_bytes: adopt it through the API with quota_bytes"
+        elif finding["kind"] in SUBVOLUMES:
+            step = {"collection": "cephfs-paths", "name": f"{evidence['group']}/{evidence['name']}",
+                    "spec": {"name": evidence["name"], "group": evidence["group"], "fs": evidence["fs"],
+                             "cluster": evidence["cluster"]}}
+            if evidence.get("subvolume_state") != "complete":
+                step["refused"] = f"{evidence.get('subvolume_state')}, not a complete subvolume"
+            elif not evidence.get("quota_bytes"):
+                step["refused"] = "no quota: adopt it through the API with quota_bytes"
         else:
             continue
         steps.append(step)
