@@ -10,7 +10,7 @@ import posixpath
 from typing import Protocol
 
 from robin import config
-from robin.ceph import CephConnection, cephfs_ops, rbd_ops
+from robin.ceph import CephConnection, cephfs_ops, cephx_users, rbd_ops
 from robin.errors import InvalidInput
 from robin.volumes.models import CephfsPath, RbdImage, Volume
 
@@ -169,6 +169,7 @@ class CephfsKind:
 
     @staticmethod
     def remove(conn: CephConnection, volume: CephfsPath) -> None:
+        cephx_users.deauthorize(conn, volume.id)  # first: no node mounts what is being removed
         cephfs_ops.remove_tree(conn, volume.fs_name, volume.path)
 
     @staticmethod
@@ -190,6 +191,7 @@ class CephfsKind:
     @staticmethod
     def trash(conn: CephConnection, volume: CephfsPath, delay_s: int) -> str | None:
         trash_path = posixpath.join(config.current().cephfs_root, TRASH_DIR, volume.id)
+        cephx_users.deauthorize(conn, volume.id)  # a restored path gets a new user on its next mount
         return cephfs_ops.trash_move(conn, volume.fs_name, volume.path, trash_path)
 
     @staticmethod
@@ -198,6 +200,7 @@ class CephfsKind:
 
     @staticmethod
     def purge(conn: CephConnection, volume: CephfsPath) -> None:
+        cephx_users.deauthorize(conn, volume.id)  # again: one made in a race with the delete goes now
         cephfs_ops.remove_tree(conn, volume.fs_name, volume.trash_ref)
 
     @staticmethod

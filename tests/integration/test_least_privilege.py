@@ -269,6 +269,20 @@ def test_cephfs_path_with_quota_snapshot_and_trash(app, site, fs):
     assert purged.purged_at is not None and purged.trash_ref is None
 
 
+def test_robins_user_makes_each_paths_own_user_and_removes_it_with_the_path(site, ceph_conf):
+    created = site.create("cephfs", site.robin)
+    assert created.status_code == 201, created.json
+    url = site.url("cephfs", created.json["name"])
+    answer = site.api.post(f"{url}/authorize")
+    assert answer.status_code == 200, answer.json
+    user = answer.json["user_id"]
+    assert caps_of(ceph_conf, user)["mds"] == f"allow rw fsname=cephfs path={created.json['path']}"
+    assert site.api.delete(url).status_code == 204
+    gone = subprocess.run(["ceph", "--conf", ceph_conf, "auth", "get", f"client.{user}"], capture_output=True,
+                          text=True, timeout=60)
+    assert gone.returncode != 0 and "ENOENT" in gone.stderr
+
+
 def test_usage_refresh_and_drift_survey(app, site, rbd_ioctx, fs):
     image = site.create("rbd", site.robin).json
     directory = site.create("cephfs", site.robin).json
