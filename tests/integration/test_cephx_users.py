@@ -67,6 +67,20 @@ def test_the_user_is_made_once_with_caps_on_the_path_only(admin, node_api, new_p
                              "osd": "allow rw tag cephfs data=cephfs"}
 
 
+def test_a_node_token_does_nothing_else(admin, node_api, new_project):
+    project = new_project()
+    path = new_path(admin, project)
+    volume_url = f"/api/v2/projects/{project}/cephfs-paths/{path['name']}"
+    assert node_api.get("/api/v2/projects").json["items"] == []  # it sees no project
+    new_project_body = {"name": unique("p"), "quota": {"max_bytes": MiB, "max_volumes": 1, "max_snapshots": 1}}
+    for method, url, body in (("get", "/api/v2/volumes", None), ("get", volume_url, None),
+                              ("patch", volume_url, {"quota_bytes": 128 * MiB}), ("delete", volume_url, None),
+                              ("post", "/api/v2/projects", new_project_body)):
+        answer = getattr(node_api, method)(url, json=body)
+        assert answer.status_code == 403, (method, url, answer.json)
+    assert admin.get(volume_url).json["quota_bytes"] == 64 * MiB
+
+
 @pytest.mark.parametrize("role", ["member", "auditor", "metrics", "other-member"])
 def test_tokens_of_tenants_auditors_and_scrapers_get_no_key_and_no_user_is_made(
         role, admin, as_role, new_project, rados_cluster):
