@@ -15,12 +15,13 @@ class ShimConfig:
     mode: str
     node_id: str
     driver_name: str
-    robin: ClientConfig | None  # None on a node-only plugin: the node never calls robin's API
+    robin: ClientConfig | None  # None on a node-only plugin, unless it fetches CephFS paths' users (cephfs_users)
     mounter: str
     state_dir: str  # node: per-volume Ceph credentials and rbd-fuse mounts (kubelet's paths hold the rest)
     default_project: str  # volumes whose request names no project nor namespace
     workers: int
     log_level: str = "INFO"
+    cephfs_users: bool = False  # node: mount robin's CephFS paths with their own users, fetched from robin's API
 
     @property
     def socket_path(self) -> str:
@@ -47,9 +48,12 @@ def parse(argv=None) -> ShimConfig:
     parser.add_argument("--state-dir", default=defaults.state_dir)
     parser.add_argument("--default-project", default=defaults.default_project)
     parser.add_argument("--workers", type=int, default=defaults.workers, help="gRPC calls served at once")
+    parser.add_argument("--cephfs-users", action=argparse.BooleanOptionalAction, default=defaults.cephfs_users,
+                        help="a node mounts robin's CephFS paths with each path's own cephx user, fetched from robin's "
+                             "API with a node token [ROBIN_CSI_CEPHFS_USERS, false]")
     args = parser.parse_args(argv)
     robin = None
-    if args.mode != "node":
+    if args.mode != "node" or args.cephfs_users:
         try:
             robin = ClientConfig.from_env(url=args.robin_url, token_file=args.robin_token_file)
         except ConfigError as exc:
@@ -58,4 +62,5 @@ def parse(argv=None) -> ShimConfig:
         parser.error(f"--endpoint must be unix:///path (a unix socket), not {args.endpoint!r}")
     return ShimConfig(endpoint=args.endpoint, mode=args.mode, node_id=args.node_id, driver_name=args.driver_name,
                       robin=robin, mounter=args.mounter, state_dir=args.state_dir,
-                      default_project=args.default_project, workers=args.workers, log_level=defaults.log_level)
+                      default_project=args.default_project, workers=args.workers, log_level=defaults.log_level,
+                      cephfs_users=args.cephfs_users and args.mode != "controller")

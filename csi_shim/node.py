@@ -3,9 +3,13 @@ with bind mounts at each workload's path). This module only checks the requests,
 and the Stager's answers into responses; a MountError becomes its gRPC status in csi_shim.errors."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from csi_shim.config import ShimConfig
 from csi_shim.errors import csi_service, failed_precondition, invalid
+from csi_shim.ids import parse_volume_id
 from csi_shim.stubs import pb, rpc
+from robin.client import RobinClient
 from robin.mounts import Capability, Stager, Usage, Volume
 
 Mode = pb.VolumeCapability.AccessMode
@@ -37,9 +41,10 @@ def _volume_usage(usage: Usage) -> pb.VolumeUsage:
 
 @csi_service
 class Node(rpc.NodeServicer):
-    def __init__(self, config: ShimConfig):
+    def __init__(self, config: ShimConfig, robin: RobinClient | None = None):
         self.config = config
         self.stager = Stager(config.state_dir, config.mounter)
+        self.robin = robin if config.cephfs_users else None
 
     def NodeGetCapabilities(self, request, context):
         kinds = (pb.NodeServiceCapability.RPC.STAGE_UNSTAGE_VOLUME, pb.NodeServiceCapability.RPC.GET_VOLUME_STATS,
@@ -54,9 +59,19 @@ class Node(rpc.NodeServicer):
         _required(request.volume_id, "volume_id")
         staging = _required(request.staging_target_path, "staging_target_path")
         capability = _capability(request)
-        volume = Volume.from_context(request.volume_id, request.volume_context, request.secrets)
+        volume = Volume.from_context(request.volume_id, *self._context_and_secrets(request))
         self.stager.stage(volume, staging, capability)
         return pb.NodeStageVolumeResponse()
+
+    def _context_and_secrets(self, request) -> tuple[Mapping[str, str], Mapping[str, str]]:
+        """What to stage with: the request's volume context and node-stage secret; for one of robin's CephFS paths,
+        when this node mounts paths with their own users, that user and robin's record of where the path is."""
+        ref = parse_volume_id(request.volume_id)
+        if self.robin is None or ref is None or ref.kind != "cephfs":
+            return request.volume_context, request.secrets
+        own = self.robin.authorize_cephfs_path(ref.project, ref.name)
+        context = {**request.volume_context, "fsName": own["fs"], "path": own["path"]}
+        return context, {"userID": own["user_id"], "userKey": own["key"]}
 
     def NodeUnstageVolume(self, request, context):
         volume_id = _required(request.volume_id, "volume_id")

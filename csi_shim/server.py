@@ -21,7 +21,9 @@ STOP_GRACE_S = 10
 def build(config: ShimConfig) -> tuple[grpc.Server, RobinClient | None]:
     robin = RobinClient(config.robin) if config.robin else None
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="csi"))
-    rpc.add_IdentityServicer_to_server(Identity(config, robin), server)
+    # A node's readiness never waits on robin's API (a node-only plugin uses it only to fetch CephFS users): a probe
+    # failing while robin is away would restart the plugin under its FUSE mounts.
+    rpc.add_IdentityServicer_to_server(Identity(config, robin if config.mode != "node" else None), server)
     if config.mode in ("controller", "all"):
         from csi_shim.controller import Controller
 
@@ -29,7 +31,7 @@ def build(config: ShimConfig) -> tuple[grpc.Server, RobinClient | None]:
     if config.mode in ("node", "all"):
         from csi_shim.node import Node
 
-        rpc.add_NodeServicer_to_server(Node(config), server)
+        rpc.add_NodeServicer_to_server(Node(config, robin), server)
     path = config.socket_path
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     if os.path.exists(path):

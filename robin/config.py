@@ -396,6 +396,9 @@ class CsiSettings(_Section):
     state_dir: str = "/var/lib/robin-csi"
     default_project: str = "kubernetes"
     workers: int = 16
+    # A node mounts each of robin's CephFS paths with the path's own cephx user, fetched from robin's API (ROBIN_URL
+    # and a node token), instead of the node-stage secret's user.
+    cephfs_users: bool = False
     log_level: str = field(default="INFO", metadata={"env": "ROBIN_LOG_LEVEL"})
 
     def validate(self) -> None:

@@ -43,6 +43,12 @@ class Identity:
             raise Forbidden("the metrics name every project: they need an admin, auditor or metrics token "
                             "(robin token create --role metrics)", details={"role": self.role.value})
 
+    def require_node_credentials(self) -> None:
+        """A volume's cephx key opens its file system's data pool to RADOS: for the hosts that mount, never tenants."""
+        if self.role not in (Role.ADMIN, Role.NODE):
+            raise Forbidden("a volume's Ceph credentials are for the hosts that mount it: they need an admin or node "
+                            "token (robin token create --role node)", details={"role": self.role.value})
+
     def require_admin(self) -> None:
         if self.role is not Role.ADMIN:
             raise Forbidden("this needs an admin token", details={"role": self.role.value})

@@ -15,6 +15,7 @@ class Role(enum.StrEnum):
     MEMBER = "member"  # one project's volumes, read and write
     AUDITOR = "auditor"  # read-only, every project
     METRICS = "metrics"  # /metrics only: what a Prometheus scrape needs, nothing else
+    NODE = "node"  # a CSI node's: the cephx users it mounts CephFS paths with, nothing else
 
 
 class ApiToken(Base):

@@ -69,7 +69,8 @@ def _registered(secret: str):
 def _register(secret: str, role: Role, project: str | None, name: str,
               expires_in: timedelta | None) -> tuple[str, ApiToken]:
     if (role is Role.MEMBER) != (project is not None):
-        raise InvalidInput("a member token needs exactly one project; admin, auditor and metrics tokens need none")
+        raise InvalidInput("a member token needs exactly one project; admin, auditor, metrics and node tokens need "
+                           "none")
     if expires_in is not None:
         _check_lifetime(expires_in.total_seconds())
     with db.unit_of_work() as session:

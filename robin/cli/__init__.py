@@ -593,8 +593,8 @@ def _lifetime(_ctx, _param, value: str | None):
 @token.command("create")
 @click.option("--admin", "role", flag_value="admin", help="everything")
 @click.option("--auditor", "role", flag_value="auditor", help="read-only, every project")
-@click.option("--role", "role", type=click.Choice(["admin", "member", "auditor", "metrics"]),
-              help="metrics: /metrics only, for a Prometheus scrape")
+@click.option("--role", "role", type=click.Choice(["admin", "member", "auditor", "metrics", "node"]),
+              help="metrics: /metrics only, for a Prometheus scrape; node: a CSI node's CephFS credentials only")
 @click.option("--project", help="the project of a member token")
 @click.option("--name", default="", help="a label to recognise the token by")
 @click.option("--expires-in", callback=_lifetime, help="refused after this long: 30d, 12h, 90m, 2w [never]")
@@ -610,7 +610,8 @@ def token_create(role, project, name, expires_in, secret_file) -> None:
     if role is None:
         role = "member" if project else None
     if role is None:
-        raise click.UsageError("say which token: --admin, --auditor, --role metrics, or --project P [--role member]")
+        raise click.UsageError("say which token: --admin, --auditor, --role metrics, --role node, or --project P "
+                               "[--role member]")
     try:
         with _app_context():
             if secret_file is not None:

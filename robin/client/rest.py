@@ -169,6 +169,11 @@ class RobinClient:
         params = {"with_snapshots": str(with_snapshots).lower(), "purge": str(purge).lower()}
         self.request("DELETE", self._volume_path(kind, project, name), params=params)
 
+    def authorize_cephfs_path(self, project: str, name: str) -> dict:
+        """The path's own cephx user for a host that mounts it (admin and node tokens): user_id, key, cluster, fs,
+        path. The answer holds a key: never log it."""
+        return self.request("POST", self._volume_path("cephfs", project, name) + "/authorize")
+
     def list_volumes(self, kind: str, project: str, limit: int = 1000, cursor: str | None = None,
                      trashed: bool = False) -> dict:
         """One page of a project's live volumes of `kind` (those in the trash instead with `trashed`)."""

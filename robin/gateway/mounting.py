@@ -24,6 +24,7 @@ from robin.errors import Conflict, NotFound, RobinError
 from robin.gateway.mountinfo import mount_points
 from robin.mounts import Access, Host, MountError
 from robin.mounts.errors import NOT_FOUND, OCCUPIED, REFUSED
+from robin.volumes import authorization
 from robin.volumes import service as volumes
 from robin.volumes.models import CephfsPath, RbdImage
 
@@ -87,10 +88,15 @@ def mounted_volumes(place: Place) -> dict[str, str]:
 
 
 def access(volume: RbdImage | CephfsPath) -> Access:
+    """How this host reaches the volume: a CephFS path with its own cephx user (robin.volumes.authorization), whose
+    caps reach that path only; an RBD image with robin's user for the cluster."""
     conn = volumes.ceph_connection(volume)
     described = conn.describe()
-    user, key = conn.credentials()
-    return Access(described["monitors"], described["fsid"], user, key)
+    if isinstance(volume, CephfsPath):
+        user = authorization.volume_user(volume)
+        return Access(described["monitors"], described["fsid"], user.user_id, user.key)
+    user_id, key = conn.credentials()
+    return Access(described["monitors"], described["fsid"], user_id, key)
 
 
 def refuse_in_use(volume: RbdImage) -> None:

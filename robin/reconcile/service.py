@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from robin import config
 from robin.audit.drift import find_drift
-from robin.ceph import CephError, rbd_ops
+from robin.ceph import CephError, cephx_users, rbd_ops
 from robin.db import db, utcnow
 from robin.errors import RobinError, api_error
 from robin.snapshots import service as snapshots
@@ -56,6 +56,8 @@ def reconcile(older_than: timedelta = timedelta(minutes=5), survey_drift: bool =
         _guarded(report, snapshot, lambda s=snapshot: _converge_snapshot(s, report))
     for image in _clones(cutoff):
         _guarded(report, image, lambda i=image: _converge_clone(i, report))
+    for path in _recently_deleted_paths(cutoff):
+        _guarded(report, path, lambda p=path: cephx_users.deauthorize(volumes.ceph_connection(p), p.id))
     if survey_drift:
         drift = find_drift(older_than)
         report.drift += drift.findings
@@ -66,6 +68,19 @@ def reconcile(older_than: timedelta = timedelta(minutes=5), survey_drift: bool =
 STUCK_VOLUME_STATES = (VolumeState.CREATING, VolumeState.RESIZING, VolumeState.ROLLING_BACK, VolumeState.FLATTENING,
                        VolumeState.DELETING, VolumeState.ERROR)
 STUCK_SNAPSHOT_STATES = (SnapshotState.CREATING, SnapshotState.DELETING, SnapshotState.ERROR)
+
+
+# How far back the CephFS paths deleted before the cutoff are looked at again for a cephx user a crash left (one
+# made by a request for credentials racing the delete): a few rounds of the maintenance loop, so each costs the
+# monitors a few idempotent `auth rm`, not one per path ever deleted. A path in the trash loses it again when purged.
+RECENT_DELETES = timedelta(minutes=15)
+
+
+def _recently_deleted_paths(cutoff: datetime) -> list[CephfsPath]:
+    with db.reading() as session:
+        return list(session.scalars(select(CephfsPath).where(
+            CephfsPath.state == VolumeState.DELETED, CephfsPath.deleted_at > cutoff - RECENT_DELETES,
+            CephfsPath.deleted_at <= cutoff)))
 
 
 def _stuck(model, transitional, cutoff: datetime) -> list:

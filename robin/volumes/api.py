@@ -11,7 +11,7 @@ from robin.pagination import page_response
 from robin.snapshots import api as snapshots_api
 from robin.snapshots import service as snapshots
 from robin.snapshots.schemas import VolumeDeleteArgs
-from robin.volumes import adoption, cephfs_clones, schemas, service
+from robin.volumes import adoption, authorization, cephfs_clones, schemas, service
 from robin.volumes.kinds import CEPHFS, RBD
 
 PROJECT_PREFIX = "/api/v2/projects/<project>"
@@ -148,6 +148,15 @@ class CephfsPathRestore(MethodView):
     def post(self, project, name):
         """Bring it back from the trash before its purge time; its quota is reserved again."""
         return service.restore(g.identity, CEPHFS, project, name)
+
+
+@cephfs_paths.route("/<name>/authorize")
+class CephfsPathAuthorize(MethodView):
+    @cephfs_paths.response(200, schemas.NodeCredentialsSchema)
+    def post(self, project, name):
+        """The cephx user a host mounts the path with (admin and node tokens): its caps reach this path only. Made
+        on the first call, the same user and key on every later one; removed when the path is deleted."""
+        return authorization.node_credentials(g.identity, project, name)
 
 
 cephfs_paths.register_blueprint(snapshots_api.blp, url_defaults={"kind": CEPHFS})

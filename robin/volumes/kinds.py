@@ -10,7 +10,7 @@ import posixpath
 from typing import Protocol
 
 from robin import config
-from robin.ceph import CephConnection, cephfs_ops, rbd_ops, subvolumes
+from robin.ceph import CephConnection, cephfs_ops, cephx_users, rbd_ops, subvolumes
 from robin.errors import InvalidInput
 from robin.volumes.models import CephfsPath, RbdImage, Volume
 
@@ -302,6 +302,8 @@ class CephfsKind:
 
     @staticmethod
     def remove(conn: CephConnection, volume: CephfsPath) -> None:
+        # The path's own cephx user goes first, in either layout: no node mounts what is being removed.
+        cephx_users.deauthorize(conn, volume.id)
         _layout(volume).remove(conn, volume)
 
     @staticmethod
@@ -323,6 +325,7 @@ class CephfsKind:
 
     @staticmethod
     def trash(conn: CephConnection, volume: CephfsPath, delay_s: int) -> str | None:
+        cephx_users.deauthorize(conn, volume.id)  # a restored path gets a new user on its next mount
         return _layout(volume).trash(conn, volume)
 
     @staticmethod
@@ -331,6 +334,7 @@ class CephfsKind:
 
     @staticmethod
     def purge(conn: CephConnection, volume: CephfsPath) -> None:
+        cephx_users.deauthorize(conn, volume.id)  # again: one made in a race with the delete goes now
         _layout(volume).purge(conn, volume)
 
     @staticmethod

@@ -161,6 +161,16 @@ class CephfsPathSchema(VolumeSchema):
         "description": "only while a clone is being copied (state creating), in the answer for this path alone"})
 
 
+class NodeCredentialsSchema(Schema):
+    """The cephx user a host mounts one CephFS path with, and what its caps reach (that path, read-write)."""
+
+    user_id = fields.String(metadata={"description": "the user, without `client.` (ceph-fuse --id, a CSI userID)"})
+    key = fields.String(metadata={"description": "its cephx key: keep it as a secret"})
+    cluster = fields.String()
+    fs = fields.String()
+    path = fields.String()
+
+
 class CephfsPathPageSchema(PageSchema):
     items = fields.List(fields.Nested(CephfsPathSchema))
 

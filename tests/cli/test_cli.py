@@ -41,6 +41,20 @@ def test_token_create_prints_the_token_alone(env):
     assert identity.role.value == "admin" and identity.name == "ci"
 
 
+def test_token_create_makes_a_node_token_of_no_project(env):
+    assert robin("db", "upgrade", env=env).returncode == 0
+    created = robin("token", "create", "--role", "node", "--name", "csi-nodes", env=env)
+    assert created.returncode == 0, created.stderr
+    with_project = robin("token", "create", "--role", "node", "--project", "web", env=env)
+    assert with_project.returncode == 1 and "node tokens need none" in with_project.stderr
+
+    from robin import create_app
+
+    with create_app(Settings(database_url=env["ROBIN_DATABASE_URL"], ceph_conf=env["ROBIN_CEPH_CONF"])).app_context():
+        identity = identity_for_secret(created.stdout.strip())
+    assert (identity.role.value, identity.project, identity.name) == ("node", None, "csi-nodes")
+
+
 def test_token_create_registers_a_given_secret_once(env, tmp_path):
     """An installer's Secret becomes a token: the same run again changes nothing, another role is refused."""
     assert robin("db", "upgrade", env=env).returncode == 0

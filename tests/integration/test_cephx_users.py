@@ -1,0 +1,229 @@
+"""A cephx user per CephFS path (robin.ceph.cephx_users, robin.volumes.authorization): made on first need through
+`POST .../cephfs-paths/<name>/authorize`, reaching that path only, removed with the path; checked in Ceph itself and
+through real ceph-fuse mounts made by robin.mounts, as the CSI node and the gateway make them."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import timedelta
+
+import pytest
+import rados
+from sqlalchemy import update
+
+from robin import mounts
+from robin.ceph import cephx_users
+from robin.db import db
+from robin.errors import Conflict
+from robin.mounts import Access, Host, MountError
+from robin.reconcile.service import reconcile
+from robin.volumes import authorization
+from robin.volumes import service as volumes
+from robin.volumes.kinds import CEPHFS
+from robin.volumes.models import CephfsPath, VolumeState
+from tests.conftest import unique
+from tests.support.mounts import read, write
+
+pytestmark = pytest.mark.integration
+MiB = 2**20
+
+
+def auth_get(rados_cluster, entity: str) -> dict | None:
+    """The user's entry in the monitors' auth database (as admin), None when there is none."""
+    ret, out, _ = rados_cluster.mon_command(json.dumps({"prefix": "auth get", "entity": entity, "format": "json"}),
+                                            b"", timeout=30)
+    return json.loads(out)[0] if ret == 0 else None
+
+
+def new_path(admin, project: str) -> dict:
+    created = admin.post(f"/api/v2/projects/{project}/cephfs-paths", json={"name": unique("fs"),
+                                                                          "quota_bytes": 64 * MiB})
+    assert created.status_code == 201, created.json
+    return created.json
+
+
+def authorize_url(project: str, name: str) -> str:
+    return f"/api/v2/projects/{project}/cephfs-paths/{name}/authorize"
+
+
+@pytest.fixture()
+def node_api(as_role):
+    return as_role("node")
+
+
+def test_the_user_is_made_once_with_caps_on_the_path_only(admin, node_api, new_project, rados_cluster):
+    project = new_project()
+    path = new_path(admin, project)
+    first = node_api.post(authorize_url(project, path["name"]))
+    assert first.status_code == 200, first.json
+    assert first.json["user_id"] == f"robin-vol-{path['id']}"
+    assert (first.json["fs"], first.json["path"], first.json["cluster"]) == ("cephfs", path["path"], "default")
+    again = admin.post(authorize_url(project, path["name"]))  # a rerun, another host: the same user and key
+    assert again.json == first.json
+    entry = auth_get(rados_cluster, f"client.robin-vol-{path['id']}")
+    assert entry["key"] == first.json["key"]
+    assert entry["caps"] == {"mds": f"allow rw fsname=cephfs path={path['path']}", "mon": "allow r fsname=cephfs",
+                             "osd": "allow rw tag cephfs data=cephfs"}
+
+
+def test_a_node_token_does_nothing_else(admin, node_api, new_project):
+    project = new_project()
+    path = new_path(admin, project)
+    volume_url = f"/api/v2/projects/{project}/cephfs-paths/{path['name']}"
+    assert node_api.get("/api/v2/projects").json["items"] == []  # it sees no project
+    new_project_body = {"name": unique("p"), "quota": {"max_bytes": MiB, "max_volumes": 1, "max_snapshots": 1}}
+    for method, url, body in (("get", "/api/v2/volumes", None), ("get", volume_url, None),
+                              ("patch", volume_url, {"quota_bytes": 128 * MiB}), ("delete", volume_url, None),
+                              ("post", "/api/v2/projects", new_project_body)):
+        answer = getattr(node_api, method)(url, json=body)
+        assert answer.status_code == 403, (method, url, answer.json)
+    assert admin.get(volume_url).json["quota_bytes"] == 64 * MiB
+
+
+@pytest.mark.parametrize("role", ["member", "auditor", "metrics", "other-member"])
+def test_tokens_of_tenants_auditors_and_scrapers_get_no_key_and_no_user_is_made(
+        role, admin, as_role, new_project, rados_cluster):
+    project = new_project()
+    path = new_path(admin, project)
+    token_project = new_project() if role == "other-member" else project
+    api = as_role("member", token_project) if role.endswith("member") else as_role(role)
+    refused = api.post(authorize_url(project, path["name"]))
+    assert refused.status_code == 403, refused.json
+    assert refused.json["error"]["code"] == "forbidden"
+    assert "key" not in json.dumps(refused.json["error"]["details"])
+    assert auth_get(rados_cluster, f"client.robin-vol-{path['id']}") is None
+
+
+def test_unknown_paths_and_projects_are_404_and_make_nothing(admin, node_api, new_project):
+    project = new_project()
+    missing = node_api.post(authorize_url(project, "no-such-path"))
+    assert (missing.status_code, missing.json["error"]["code"]) == (404, "volume_not_found")
+    no_project = node_api.post(authorize_url(unique("p"), "x"))
+    assert (no_project.status_code, no_project.json["error"]["code"]) == (404, "project_not_found")
+
+
+def test_a_path_being_deleted_gets_no_user(app, admin, node_api, new_project, rados_cluster):
+    project = new_project()
+    path = new_path(admin, project)
+    with app.app_context(), db.writing() as connection:
+        connection.execute(update(CephfsPath.__table__).where(CephfsPath.id == path["id"])
+                           .values(state=VolumeState.DELETING))
+    try:
+        refused = node_api.post(authorize_url(project, path["name"]))
+        assert (refused.status_code, refused.json["error"]["code"]) == (409, "volume_busy")
+        assert auth_get(rados_cluster, f"client.robin-vol-{path['id']}") is None
+    finally:
+        with app.app_context(), db.writing() as connection:
+            connection.execute(update(CephfsPath.__table__).where(CephfsPath.id == path["id"])
+                               .values(state=VolumeState.AVAILABLE))
+
+
+def test_a_user_made_while_a_delete_ran_is_removed_by_the_request(app, admin, new_project, rados_cluster):
+    """The request read the path available, the delete then ran to its end, and only then the user was made: the
+    request sees the row deleted afterwards and removes the user it made."""
+    project = new_project()
+    path = new_path(admin, project)
+    with app.app_context():
+        with db.reading() as session:
+            stale = volumes.find(session, CEPHFS, project, path["name"])
+        assert admin.delete(f"/api/v2/projects/{project}/cephfs-paths/{path['name']}").status_code == 204
+        with pytest.raises(Conflict) as raised:
+            authorization.volume_user(stale)
+    assert raised.value.code == "volume_busy"
+    assert auth_get(rados_cluster, f"client.robin-vol-{path['id']}") is None
+
+
+def test_delete_and_purge_remove_the_user(admin, node_api, new_project, rados_cluster):
+    project = new_project()
+    trashed, purged = new_path(admin, project), new_path(admin, project)
+    for path, query in ((trashed, {}), (purged, {"purge": "true"})):
+        assert node_api.post(authorize_url(project, path["name"])).status_code == 200
+        assert auth_get(rados_cluster, f"client.robin-vol-{path['id']}") is not None
+        deleted = admin.delete(f"/api/v2/projects/{project}/cephfs-paths/{path['name']}", query_string=query)
+        assert deleted.status_code == 204, deleted.json
+        assert auth_get(rados_cluster, f"client.robin-vol-{path['id']}") is None
+    # Restored from the trash, the path gets a new user (and key) on its next mount.
+    restored = admin.post(f"/api/v2/projects/{project}/cephfs-paths/{trashed['name']}/restore")
+    assert restored.status_code == 200, restored.json
+    assert auth_get(rados_cluster, f"client.robin-vol-{trashed['id']}") is None
+    assert node_api.post(authorize_url(project, trashed["name"])).status_code == 200
+
+
+def test_the_reconciler_removes_a_user_a_crash_left_for_a_deleted_path(app, admin, new_project, rados_cluster):
+    project = new_project()
+    path = new_path(admin, project)
+    assert admin.delete(f"/api/v2/projects/{project}/cephfs-paths/{path['name']}",
+                        query_string={"purge": "true"}).status_code == 204
+    with app.app_context():
+        with db.reading() as session:
+            row = session.get(CephfsPath, path["id"])
+        # What a request for credentials that died between making the user and seeing the delete leaves.
+        cephx_users.authorize(volumes.ceph_connection(row), row.fs_name, row.path, row.id)
+        assert auth_get(rados_cluster, f"client.robin-vol-{path['id']}") is not None
+        report = reconcile(older_than=timedelta(0), survey_drift=False)
+    assert not [error for error in report.errors if error["id"] == path["id"]]
+    assert auth_get(rados_cluster, f"client.robin-vol-{path['id']}") is None
+
+
+# --- through real mounts ------------------------------------------------------------------------------------------
+
+@pytest.fixture()
+def host():
+    """robin.mounts' staging on this host, as the gateway and the CSI node use it; whatever a test staged is
+    unstaged after."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting needs root")
+    root = tempfile.mkdtemp(prefix="cx", dir="/tmp")
+    stager = Host(os.path.join(root, "state"), "rbd-fuse")
+    staged: list[tuple[str, str]] = []
+
+    def stage(volume_id: str, fs_name: str, path: str, credentials: dict, cluster: dict) -> str:
+        mountpoint = os.path.join(root, unique("m"))
+        staged.append((volume_id, mountpoint))
+        access = Access(cluster["monitors"], cluster["fsid"], credentials["user_id"], credentials["key"])
+        stager.stage(volume_id, mountpoint, {"type": "cephfs", "fsName": fs_name, "path": path}, access)
+        return mountpoint
+
+    yield stage
+    for volume_id, mountpoint in reversed(staged):
+        stager.unstage(volume_id, mountpoint)
+        if os.path.isdir(mountpoint):
+            os.rmdir(mountpoint)
+
+
+def test_a_paths_user_reads_and_writes_it_and_cannot_reach_its_neighbour(admin, node_api, new_project, host, fs,
+                                                                           ceph_conf):
+    project = new_project()
+    mine, neighbour = new_path(admin, project), new_path(admin, new_project())
+    fs.mkdir(f"{neighbour['path']}/inside", 0o755)
+    cluster = admin.get("/api/v2/clusters/default").json
+    credentials = node_api.post(authorize_url(project, mine["name"])).json
+
+    mounted = host(f"cephfs:{project}:{mine['name']}", "cephfs", mine["path"], credentials, cluster)
+    write(os.path.join(mounted, "hello"), "from a pod")
+    assert read(os.path.join(mounted, "hello")) == "from a pod"
+    handle = fs.open(f"{mine['path']}/hello", "r", 0)  # the file is in the path, as the MDS sees it
+    try:
+        assert fs.read(handle, 0, 64) == b"from a pod"
+    finally:
+        fs.close(handle)
+
+    # The neighbour's path (another project's) with this path's user: the MDS refuses the mount, nothing is left.
+    with pytest.raises(MountError) as raised:
+        host(f"cephfs:{project}:neighbour", "cephfs", neighbour["path"], credentials, cluster)
+    assert "non-allowable root" in raised.value.message and "Operation not permitted" in raised.value.message
+    assert [m.mountpoint for m in mounts.mounts_under(os.path.dirname(mounted))] == [mounted]
+
+
+def test_a_paths_user_cannot_touch_the_metadata_pool(admin, node_api, new_project, ceph_conf):
+    project = new_project()
+    path = new_path(admin, project)
+    credentials = node_api.post(authorize_url(project, path["name"])).json
+    cluster = rados.Rados(conffile=ceph_conf, rados_id=credentials["user_id"], conf={"key": credentials["key"]})
+    cluster.connect(timeout=10)
+    try:
+        with cluster.open_ioctx("cephfs_metadata") as ioctx, pytest.raises(rados.PermissionError):
+            ioctx.write_full(unique("probe"), b"x")
+    finally:
+        cluster.shutdown()
