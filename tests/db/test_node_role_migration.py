@@ -1,4 +1,4 @@
-"""Migration 0019_node_role goes down and up again on each backend: node tokens are refused by the constraint before
+"""Migration 0021_node_role goes down and up again on each backend: node tokens are refused by the constraint before
 it, removed when going down (the older robin knows no such role), and accepted again after."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from robin.db import _alembic_config, normalize_url, upgrade
 from tests.db.test_gateway_agent_migration import _differences
 
-BEFORE = "0018_audit_event_indexes"
+BEFORE = "0020_cephfs_layouts"
 INSERT = text("INSERT INTO api_tokens (name, token_hash, prefix, role, created_at) "
               "VALUES (:name, :hash, 'robin_x', :role, CURRENT_TIMESTAMP)")
 

@@ -1,14 +1,14 @@
 """node role: tokens a CSI node fetches the cephx users of CephFS paths with, and nothing else
 
-Revision ID: 0019_node_role
-Revises: 0018_audit_event_indexes
+Revision ID: 0021_node_role
+Revises: 0020_cephfs_layouts
 Create Date: 2026-12-07 01:30:00
 """
 from alembic import op
 
 
-revision = '0019_node_role'
-down_revision = '0018_audit_event_indexes'
+revision = '0021_node_role'
+down_revision = '0020_cephfs_layouts'
 branch_labels = None
 depends_on = None
 
