@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import signal
 import stat
@@ -25,7 +26,7 @@ import pytest
 import requests
 
 from csi_shim.stubs import pb
-from robin.client import VolumeRef, volume_context
+from robin.client import VolumeRef
 from tests.conftest import unique
 from tests.support.csi import ShimProcess, block_capability, mount_capability
 from tests.support.mounts import read, write
@@ -183,21 +184,30 @@ class Vol:
         return VolumeRef(self.kind, self.context["project"], self.name).handle
 
 
+@pytest.fixture(scope="session")
+def cluster_identity(rados_cluster, ceph_conf) -> dict[str, str]:
+    """The test cluster's fsid and v1 monitor addresses, read from Ceph and its ceph.conf, not from robin."""
+    [mon_host] = [line.split("=", 1)[1] for line in open(ceph_conf) if line.strip().startswith("mon host")]
+    return {"clusterID": rados_cluster.get_fsid(), "monitors": ",".join(re.findall(r"v1:([0-9.]+:[0-9]+)", mon_host))}
+
+
 @pytest.fixture
-def volumes(robin, project):
-    """volumes("rbd"|"cephfs", size) -> a new volume and the volume_context a node gets; purged afterwards."""
+def volumes(robin, project, cluster_identity):
+    """volumes("rbd"|"cephfs", size) -> a new volume and the volume_context a node gets; purged afterwards. The
+    context is written out as the controller and the provisioner document it (docs/kubernetes.md), not made by
+    robin.client.volume_context, so that a node test also fails when that function changes what a node is given."""
     made: list[Vol] = []
-    clusters: dict[str, dict] = {}
 
     def make(kind: str = "rbd", size: int = 256 * MiB) -> Vol:
         collection, size_field = {"rbd": ("rbd-images", "size_bytes"), "cephfs": ("cephfs-paths", "quota_bytes")}[kind]
-        volume = robin.call("POST", f"/api/v2/projects/{project}/{collection}",
-                            json={"name": unique("vol"), size_field: size})
-        if volume["cluster"] not in clusters:
-            clusters[volume["cluster"]] = robin.call("GET", f"/api/v2/clusters/{volume['cluster']}")
-        cluster = clusters[volume["cluster"]]
-        made.append(Vol(kind, volume["name"], size, volume_context(
-            VolumeRef(kind, project, volume["name"]), volume, cluster, cluster["monitors"]), volume))
+        name = unique("vol")
+        volume = robin.call("POST", f"/api/v2/projects/{project}/{collection}", json={"name": name, size_field: size})
+        context = {"type": kind, "project": project, "cluster": "default", **cluster_identity}
+        if kind == "rbd":
+            context |= {"pool": "rbd", "imageName": name}
+        else:
+            context |= {"fsName": "cephfs", "path": f"/robin/{project}/{name}"}
+        made.append(Vol(kind, name, size, context, volume))
         return made[-1]
 
     yield make
