@@ -10,6 +10,7 @@ nothing of ours may be mounted, attached to a loop device, or running.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import shutil
@@ -490,6 +491,72 @@ def test_stage_publish_unpublish_unstage(node, volumes, kind):
     assert mounted(staging) is None
     assert volume_dirs(node.shim) == []
     assert leftovers(node.dir) == [] and leftovers(str(node.shim.directory), (node.shim.process.pid,)) == []
+
+
+def _claimed_pv(kube, kind: str, ns: str) -> dict:
+    """A namespace, a class of robin's provisioner for `kind` and a claim of it; the PV, once the claim is Bound."""
+    from tests.support.kube import create, kubectl
+
+    claim, klass = unique("pvc"), unique("sc")
+    create(kube, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+           {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": klass},
+            "provisioner": f"robin.io/{kind}", "reclaimPolicy": "Retain"},
+           {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": ns},
+            "spec": {"storageClassName": klass, "accessModes": ["ReadWriteOnce"],
+                     "resources": {"requests": {"storage": "256Mi"}}}})
+    kubectl(kube, "wait", "-n", ns, "--for=jsonpath={.status.phase}=Bound", "--timeout=120s", f"pvc/{claim}")
+    bound = json.loads(kubectl(kube, "get", "-n", ns, "pvc", claim, "-o", "json"))
+    return json.loads(kubectl(kube, "get", "pv", bound["spec"]["volumeName"], "-o", "json"))
+
+
+@pytest.fixture
+def provisioned(robin_url, admin_token, robin):
+    """provisioned(kind) -> the Vol of a PV `robin provisioner` made for a claim on the test Kubernetes API server: its
+    csi volumeHandle and volumeAttributes, as the kubelet hands them to a node. Its project (the namespace) is
+    emptied and deleted afterwards."""
+    from tests.kube_apiserver import KubeApiServer
+    from tests.support.kube import KUBECTL
+    from tests.support.provisioner import ProvisionerProcess
+
+    if KUBECTL is None:
+        pytest.skip("kubectl is not installed")
+    made: list[Vol] = []
+
+    def provision(kind: str) -> Vol:
+        ns = unique("ns")
+        with KubeApiServer.running() as kube:
+            process = ProvisionerProcess(kube.kubeconfig_path, robin_url, admin_token, unique("prov")).wait_serving()
+            try:
+                pv = _claimed_pv(kube, kind, ns)
+            finally:
+                process.stop()
+        source, name = pv["spec"]["csi"], pv["metadata"]["name"]
+        collection = "rbd-images" if kind == "rbd" else "cephfs-paths"
+        made.append(Vol(kind, name, 256 * MiB, source["volumeAttributes"],
+                        robin.call("GET", f"/api/v2/projects/{ns}/{collection}/{name}")))
+        assert made[-1].id == source["volumeHandle"], source
+        return made[-1]
+
+    yield provision
+    for vol in made:
+        collection = "rbd-images" if vol.kind == "rbd" else "cephfs-paths"
+        robin.call("DELETE", f"/api/v2/projects/{vol.context['project']}/{collection}/{vol.name}",
+                   params={"purge": "true"})
+        robin.call("DELETE", f"/api/v2/projects/{vol.context['project']}")
+
+
+@pytest.mark.parametrize("kind", ["rbd", "cephfs"])
+def test_a_pv_the_provisioner_made_is_staged_and_published(provisioned, node, kind):
+    """The provisioner's PV, fed to the node as the kubelet feeds it: what the one writes, the other can mount."""
+    vol = provisioned(kind)
+    staging = node.stage(vol)
+    target = node.publish(vol, staging)
+    write(os.path.join(target, "from-a-pod.txt"), "hello")
+    assert read(os.path.join(staging, "from-a-pod.txt")) == "hello"
+    assert {"nodev", "nosuid"} <= set(mounted(target)["options"])
+    node.unpublish(vol, target)
+    node.unstage(vol, staging)
+    assert mounted(staging) is None
 
 
 @pytest.mark.parametrize("kind", ["rbd", "cephfs"])
