@@ -118,6 +118,27 @@ def test_a_snapshot_that_is_not_available_cannot_be_rolled_back_to(app, admin, n
     assert admin.post(f"{url}/snapshots/s/rollback").status_code == 200
 
 
+@pytest.mark.parametrize("source", [{"snapshot": "s"}, {}], ids=["of-a-snapshot", "of-the-image-now"])
+def test_a_clone_under_a_taken_name_is_409_and_changes_nothing(admin, new_project, rbd_ioctx, db_rows, source):
+    project, parent, taken = new_project(), unique("img"), unique("taken")
+    url = f"/api/v2/projects/{project}/rbd-images"
+    for name in (parent, taken):
+        assert admin.post(url, json={"name": name, "size_bytes": 8 * MiB}).status_code == 201
+    assert admin.post(f"{url}/{parent}/snapshots", json={"name": "s"}).status_code == 201
+    rows_before = db_rows(select(RbdImage.id).where(RbdImage.project.has(Project.name == project)))
+    usage_before = admin.get(f"/api/v2/projects/{project}/usage").json["provisioned_bytes"]
+    error = refused(admin.post(url, json={"name": taken, "source": {"image": parent, **source}}), 409, "name_taken")
+    assert error["details"] == {"name": taken, "cluster": "default"}
+    assert db_rows(select(RbdImage.id).where(RbdImage.project.has(Project.name == project))) == rows_before
+    assert admin.get(f"/api/v2/projects/{project}/usage").json["provisioned_bytes"] == usage_before
+    with rbd.Image(rbd_ioctx, parent, read_only=True) as image:
+        assert [snap["name"] for snap in image.list_snaps()] == ["s"]  # no temporary snapshot left
+    with rbd.Image(rbd_ioctx, taken, read_only=True) as image:
+        assert image.size() == 8 * MiB
+        with pytest.raises(rbd.ImageNotFound):
+            image.parent_info()  # still a clone of nothing
+
+
 def _set_snapshot_state(snapshot_id: str, state: SnapshotState) -> None:
     with db.writing() as connection:
         connection.execute(update(Snapshot).where(Snapshot.id == snapshot_id).values(state=state))
