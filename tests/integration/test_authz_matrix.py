@@ -5,8 +5,10 @@ one fails test_every_route_has_an_entry. An entry says which roles may call it; 
 and the test checks the status, the stable error code, that the refusal is audited (mutating calls), and that
 nothing changed in Ceph (RBD images, their sizes, snapshots, trash and ownership records; CephFS directories,
 quota and owner xattrs, snapshots) nor in the database (every table but the audit trail). The roles allowed to
-read are answered 200 (a listing, without the other project's names for a tenant); the writes of allowed roles
-are the other tests' business (they would change the fixtures this module shares).
+read are answered 200 (a listing, without the other project's names for a tenant). The roles allowed to write
+make the write's probe: the same call naming a missing or taken name, which passes authorization, is refused by
+the lookup after it and changes nothing either (the writes themselves are the other tests' business: they would
+change the fixtures this module shares).
 
 Tokens expire (`robin token create --expires-in`): an expired token is one of the roles.
 """
@@ -52,11 +54,14 @@ class Call(NamedTuple):
 @dataclasses.dataclass(frozen=True)
 class Entry:
     """One call of a route and what each role gets: allowed roles a 200/201 (reads are made; writes are not),
-    FILTERED roles a 200 that names nothing of the home project, every other role its refusal."""
+    FILTERED roles a 200 that names nothing of the home project, every other role its refusal. A write's `probe`
+    is the call as the allowed roles make it to show they pass authorization: one that changes nothing (a
+    missing or taken name), with the answer it gets."""
     call: Call
     allowed: frozenset
     refusals: dict
     filtered: frozenset = frozenset()
+    probe: tuple[Call, tuple[int, str]] | None = None
 
     def outcome(self, role: str):
         if role in self.allowed:
@@ -99,6 +104,17 @@ def public(call: Call) -> Entry:
     return entry(call, " ".join(ROLES))
 
 
+def probed(written: Entry, answer: tuple[int, str], path: str | None = None, body: dict | None = None) -> Entry:
+    """The write with its probe: the same call with another path or body, answered `answer`."""
+    call = written.call._replace(path=path or written.call.path,
+                                 body=written.call.body if body is None else body)
+    return dataclasses.replace(written, probe=(call, answer))
+
+
+NO_VOLUME, NO_SNAPSHOT = (404, "volume_not_found"), (404, "snapshot_not_found")
+NAME_TAKEN, NOT_IN_TRASH, NOT_IN_CEPH = (409, "name_taken"), (404, "not_in_trash"), (404, "not_found_in_ceph")
+
+
 P = "/api/v2/projects/{home}"
 RBD, FS = P + "/rbd-images", P + "/cephfs-paths"
 IMAGE, PATH = RBD + "/{image}", FS + "/{path}"
@@ -107,15 +123,20 @@ QUOTA = {"quota": {"max_bytes": 2**40, "max_volumes": 1000, "max_snapshots": 100
 RECORD = {"source": "gluster:vol/brick", "volume_kind": "rbd", "volume_name": "{image}", "status": "verified"}
 DEVICE = {"user": "someone", "password": "a-Password-9"}
 RBD_TYPE, FS_TYPE = {"type": "rbd"}, {"type": "cephfs"}
+CLONE_SOURCE = {"image": "{image}", "snapshot": "{snap}"}
 
 # (rule, method) -> the calls made of it. Every route of the app has its key here.
 ROUTES: dict[tuple[str, str], list[Entry]] = {
     ("/api/v2/projects", "GET"): [
         entry(Call("GET", "/api/v2/projects"), "admin member auditor", filtered="other metrics")],
-    ("/api/v2/projects", "POST"): [admin_only(Call("POST", "/api/v2/projects", {"name": "{new}", **QUOTA}))],
+    ("/api/v2/projects", "POST"): [probed(admin_only(Call("POST", "/api/v2/projects", {"name": "{new}", **QUOTA})),
+                                          (409, "project_exists"), body={"name": "{home}", **QUOTA})],
     ("/api/v2/projects/<project>", "GET"): [project_read(Call("GET", P))],
-    ("/api/v2/projects/<project>", "PATCH"): [admin_only(Call("PATCH", P, QUOTA))],
-    ("/api/v2/projects/<project>", "DELETE"): [admin_only(Call("DELETE", "/api/v2/projects/{empty}"))],
+    ("/api/v2/projects/<project>", "PATCH"): [
+        probed(admin_only(Call("PATCH", P, QUOTA)), (404, "project_not_found"), "/api/v2/projects/{missing}")],
+    ("/api/v2/projects/<project>", "DELETE"): [
+        probed(admin_only(Call("DELETE", "/api/v2/projects/{empty}")), (404, "project_not_found"),
+               "/api/v2/projects/{missing}")],
     ("/api/v2/projects/<project>/usage", "GET"): [
         project_read(Call("GET", P + "/usage")),
         admin_only(Call("GET", P + "/usage", query={"refresh": "true"}))],
@@ -124,58 +145,72 @@ ROUTES: dict[tuple[str, str], list[Entry]] = {
     ("/api/v2/projects/<project>/rbd-images", "GET"): [
         project_read(Call("GET", RBD)), project_read(Call("GET", RBD, query={"trashed": "true"}))],
     ("/api/v2/projects/<project>/rbd-images", "POST"): [
-        project_write(Call("POST", RBD, {"name": "{new}", "size_bytes": MiB})),
-        project_write(Call("POST", RBD, {"name": "{new}", "source": {"image": "{image}", "snapshot": "{snap}"}}))],
+        probed(project_write(Call("POST", RBD, {"name": "{new}", "size_bytes": MiB})), NAME_TAKEN,
+               body={"name": "{clone}", "size_bytes": MiB}),
+        probed(project_write(Call("POST", RBD, {"name": "{new}", "source": CLONE_SOURCE})), NAME_TAKEN,
+               body={"name": "{clone}", "source": CLONE_SOURCE})],
     ("/api/v2/projects/<project>/rbd-images/<name>", "GET"): [
         project_read(Call("GET", IMAGE)), project_read(Call("GET", IMAGE, query={"with_used": "true"}))],
-    ("/api/v2/projects/<project>/rbd-images/<name>", "PATCH"): [project_write(Call("PATCH", IMAGE, GROW))],
+    ("/api/v2/projects/<project>/rbd-images/<name>", "PATCH"): [
+        probed(project_write(Call("PATCH", IMAGE, GROW)), NO_VOLUME, RBD + "/{missing}")],
     ("/api/v2/projects/<project>/rbd-images/<name>", "DELETE"): [
-        project_write(Call("DELETE", IMAGE, query={"with_snapshots": "true"})),
-        admin_only(Call("DELETE", IMAGE, query={"with_snapshots": "true", "purge": "true"}))],
+        probed(project_write(Call("DELETE", IMAGE, query={"with_snapshots": "true"})), NO_VOLUME, RBD + "/{missing}"),
+        probed(admin_only(Call("DELETE", IMAGE, query={"with_snapshots": "true", "purge": "true"})), NO_VOLUME,
+               RBD + "/{missing}")],
     ("/api/v2/projects/<project>/rbd-images/<name>/restore", "POST"): [
-        project_write(Call("POST", RBD + "/{trashed_image}/restore"))],
+        probed(project_write(Call("POST", RBD + "/{trashed_image}/restore")), NOT_IN_TRASH,
+               RBD + "/{missing}/restore")],
     ("/api/v2/projects/<project>/rbd-images/<name>/flatten", "POST"): [
-        project_write(Call("POST", RBD + "/{clone}/flatten"))],
+        probed(project_write(Call("POST", RBD + "/{clone}/flatten")), NO_VOLUME, RBD + "/{missing}/flatten")],
     ("/api/v2/projects/<project>/rbd-images/<name>/snapshots", "GET"): [
         project_read(Call("GET", IMAGE + "/snapshots"))],
     ("/api/v2/projects/<project>/rbd-images/<name>/snapshots", "POST"): [
-        project_write(Call("POST", IMAGE + "/snapshots", {"name": "{new}"}))],
+        probed(project_write(Call("POST", IMAGE + "/snapshots", {"name": "{new}"})), NO_VOLUME,
+               RBD + "/{missing}/snapshots")],
     ("/api/v2/projects/<project>/rbd-images/<name>/snapshots/<snapshot>", "GET"): [
         project_read(Call("GET", IMAGE + "/snapshots/{snap}"))],
     ("/api/v2/projects/<project>/rbd-images/<name>/snapshots/<snapshot>", "DELETE"): [
-        project_write(Call("DELETE", IMAGE + "/snapshots/{snap}"))],
+        probed(project_write(Call("DELETE", IMAGE + "/snapshots/{snap}")), NO_SNAPSHOT,
+               IMAGE + "/snapshots/{missing}")],
     ("/api/v2/projects/<project>/rbd-images/<name>/snapshots/<snapshot>/rollback", "POST"): [
-        project_write(Call("POST", IMAGE + "/snapshots/{snap}/rollback"))],
+        probed(project_write(Call("POST", IMAGE + "/snapshots/{snap}/rollback")), NO_SNAPSHOT,
+               IMAGE + "/snapshots/{missing}/rollback")],
     ("/api/v2/projects/<project>/rbd-images:adopt", "POST"): [
-        admin_only(Call("POST", P + "/rbd-images:adopt", {"name": "{orphan_image}"}))],
+        probed(admin_only(Call("POST", P + "/rbd-images:adopt", {"name": "{orphan_image}"})), NOT_IN_CEPH,
+               body={"name": "{missing}"})],
     ("/api/v2/projects/<project>/cephfs-paths", "GET"): [
         project_read(Call("GET", FS)), project_read(Call("GET", FS, query={"trashed": "true"}))],
     ("/api/v2/projects/<project>/cephfs-paths", "POST"): [
-        project_write(Call("POST", FS, {"name": "{new}", "quota_bytes": MiB}))],
+        probed(project_write(Call("POST", FS, {"name": "{new}", "quota_bytes": MiB})), NAME_TAKEN,
+               body={"name": "{path}", "quota_bytes": MiB})],
     ("/api/v2/projects/<project>/cephfs-paths/<name>", "GET"): [
         project_read(Call("GET", PATH)), project_read(Call("GET", PATH, query={"with_used": "true"}))],
     ("/api/v2/projects/<project>/cephfs-paths/<name>", "PATCH"): [
-        project_write(Call("PATCH", PATH, {"quota_bytes": 16 * MiB}))],
+        probed(project_write(Call("PATCH", PATH, {"quota_bytes": 16 * MiB})), NO_VOLUME, FS + "/{missing}")],
     ("/api/v2/projects/<project>/cephfs-paths/<name>", "DELETE"): [
-        project_write(Call("DELETE", PATH, query={"with_snapshots": "true"})),
-        admin_only(Call("DELETE", PATH, query={"with_snapshots": "true", "purge": "true"}))],
+        probed(project_write(Call("DELETE", PATH, query={"with_snapshots": "true"})), NO_VOLUME, FS + "/{missing}"),
+        probed(admin_only(Call("DELETE", PATH, query={"with_snapshots": "true", "purge": "true"})), NO_VOLUME,
+               FS + "/{missing}")],
     ("/api/v2/projects/<project>/cephfs-paths/<name>/restore", "POST"): [
-        project_write(Call("POST", FS + "/{trashed_path}/restore"))],
+        probed(project_write(Call("POST", FS + "/{trashed_path}/restore")), NOT_IN_TRASH, FS + "/{missing}/restore")],
     ("/api/v2/projects/<project>/cephfs-paths/<name>/snapshots", "GET"): [
         project_read(Call("GET", PATH + "/snapshots"))],
     ("/api/v2/projects/<project>/cephfs-paths/<name>/snapshots", "POST"): [
-        project_write(Call("POST", PATH + "/snapshots", {"name": "{new}"}))],
+        probed(project_write(Call("POST", PATH + "/snapshots", {"name": "{new}"})), NO_VOLUME,
+               FS + "/{missing}/snapshots")],
     ("/api/v2/projects/<project>/cephfs-paths/<name>/snapshots/<snapshot>", "GET"): [
         project_read(Call("GET", PATH + "/snapshots/{fs_snap}"))],
     ("/api/v2/projects/<project>/cephfs-paths/<name>/snapshots/<snapshot>", "DELETE"): [
-        project_write(Call("DELETE", PATH + "/snapshots/{fs_snap}"))],
+        probed(project_write(Call("DELETE", PATH + "/snapshots/{fs_snap}")), NO_SNAPSHOT,
+               PATH + "/snapshots/{missing}")],
     ("/api/v2/projects/<project>/cephfs-paths/<name>/snapshots/<snapshot>/rollback", "POST"): [
         # CephFS paths have no rollback: every token is told so (400) before anything is looked up, which tells
         # nobody anything about the project.
         entry(Call("POST", PATH + "/snapshots/{fs_snap}/rollback"), "",
               dict.fromkeys(("admin", "member", "other", "auditor", "metrics"), (400, "rollback_not_supported")))],
     ("/api/v2/projects/<project>/cephfs-paths:adopt", "POST"): [
-        admin_only(Call("POST", P + "/cephfs-paths:adopt", {"name": "{orphan_path}"}))],
+        probed(admin_only(Call("POST", P + "/cephfs-paths:adopt", {"name": "{orphan_path}"})), NOT_IN_CEPH,
+               body={"name": "{missing}"})],
     ("/api/v2/volumes", "GET"): [
         entry(Call("GET", "/api/v2/volumes"), "admin member auditor", {"metrics": FORBIDDEN}, filtered="other"),
         project_read(Call("GET", "/api/v2/volumes", query={"project": "{home}"}))],
@@ -193,10 +228,13 @@ ROUTES: dict[tuple[str, str], list[Entry]] = {
         every_project_read(Call("GET", "/api/v2/audit/drift")),
         admin_only(Call("GET", "/api/v2/audit/drift", query={"full": "true"}))],
     ("/api/v2/clusters", "GET"): [every_project_read(Call("GET", "/api/v2/clusters"))],
-    ("/api/v2/clusters", "POST"): [admin_only(Call("POST", "/api/v2/clusters", {"name": "{new}",
-                                                                                 "conf_path": "{ceph_conf}"}))],
+    ("/api/v2/clusters", "POST"): [
+        probed(admin_only(Call("POST", "/api/v2/clusters", {"name": "{new}", "conf_path": "{ceph_conf}"})),
+               (409, "cluster_exists"), body={"name": "{alias}", "conf_path": "{ceph_conf}"})],
     ("/api/v2/clusters/<name>", "GET"): [every_project_read(Call("GET", "/api/v2/clusters/{alias}"))],
-    ("/api/v2/clusters/<name>", "DELETE"): [admin_only(Call("DELETE", "/api/v2/clusters/{alias}"))],
+    ("/api/v2/clusters/<name>", "DELETE"): [
+        probed(admin_only(Call("DELETE", "/api/v2/clusters/{alias}")), (404, "cluster_not_found"),
+               "/api/v2/clusters/{missing}")],
     ("/api/v2/openapi.json", "GET"): [public(Call("GET", "/api/v2/openapi.json"))],
     ("/api/v2/docs", "GET"): [public(Call("GET", "/api/v2/docs"))],
     ("/api/v2/docs/static/<path:filename>", "GET"): [public(Call("GET", "/api/v2/docs/static/api-docs.js"))],
@@ -219,6 +257,9 @@ ROUTES: dict[tuple[str, str], list[Entry]] = {
     ("/v1/device/<name>/user", "DELETE"): [v1_write(Call("DELETE", "/v1/device/{image}/user", query=RBD_TYPE))],
     ("/v1/device/<name>/verify", "GET"): [v1_write(Call("GET", "/v1/device/{image}/verify", query=RBD_TYPE))],
 }
+# Writes whose allowed call has no answer that changes nothing: a migration record is taken as it is sent, and /v1's
+# writes answer a name they cannot find as they answer a token that may not read it.
+UNPROBED = {("/api/v2/projects/<project>/migrations", "POST")} | {key for key in ROUTES if key[0].startswith("/v1/")}
 CALLS = [(key, index) for key, entries in ROUTES.items() for index in range(len(entries))]
 # A GET that starts work is audited and changes state like a write: it is not made for allowed roles either.
 STARTS_WORK = {("/v1/device/<name>/verify", "GET")}
@@ -280,7 +321,7 @@ def site(app, admin_token, rbd_ioctx, fs, ceph_conf):
     names = {"home": home, "other": other, "empty": empty, "image": unique("img"), "clone": unique("clone"),
              "trashed_image": unique("gone"), "path": unique("dir"), "trashed_path": unique("gone"),
              "snap": "snap", "fs_snap": "snap", "orphan_image": unique("orphan"), "orphan_path": unique("orphan"),
-             "alias": unique("alias"), "ceph_conf": ceph_conf, "new": unique("new")}
+             "alias": unique("alias"), "ceph_conf": ceph_conf, "new": unique("new"), "missing": unique("missing")}
     for name in (names["image"], names["trashed_image"]):
         _made(admin.post(f"/api/v2/projects/{home}/rbd-images", json={"name": name, "size_bytes": 8 * MiB}))
     _made(admin.post(f"/api/v2/projects/{home}/rbd-images/{names['image']}/snapshots", json={"name": "snap"}))
@@ -439,10 +480,24 @@ def test_each_role_gets_what_the_table_says(app, site, rbd_ioctx, fs, key, index
         # A GET that starts work is audited once it reaches its view: after authentication.
         if call.method != "GET" or (key in STARTS_WORK and role not in ANONYMOUS):
             _assert_refusal_audited(audited_before, status, code, role)
+    _probe_allowed_writes(app, site, key, expected)
     assert database_state() == database_before, "a refused call changed the database"
     assert ceph_state(site, rbd_ioctx, fs, root) == ceph_before, "a refused call changed Ceph"
     if call.method == "GET" and key not in STARTS_WORK:
         _check_reads(app, site, expected)
+
+
+def _probe_allowed_writes(app, site: Site, key, expected: Entry) -> None:
+    """Each role allowed to write makes the entry's probe, which passes authorization and changes nothing."""
+    if expected.probe is None:
+        assert expected.call.method == "GET" or not expected.allowed or key in UNPROBED, "a write without a probe"
+        return
+    call, (status, code) = expected.probe
+    for role in sorted(expected.allowed):
+        audited_before = audit_rows()
+        response = _send(app, site, role, call)
+        assert (response.status_code, error_code(response)) == (status, code), (role, response.get_data(True))
+        _assert_refusal_audited(audited_before, status, code, role)
 
 
 def _assert_refusal_audited(before: int, status: int, code: str, role: str) -> None:
