@@ -26,8 +26,9 @@ from tests.support.server import running_replica
 pytestmark = pytest.mark.integration
 MiB = 2**20
 INTERVAL_S = 1
-# Rounds a job may take to show on this shared, loaded machine: each round probes, reconciles and measures.
-ROUNDS = 120
+# Rounds a job may take to show on this shared, loaded machine: each round probes, reconciles and measures every
+# volume never measured, and in a whole suite's session that is every earlier test's too.
+ROUNDS = 300
 REQUEST_TIMEOUT_S = 60
 # Older than the loop's reconcile threshold (robin.maintenance.RECONCILE_OLDER_THAN, 5 minutes).
 LONG_AGO = timedelta(minutes=10)
