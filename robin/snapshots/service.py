@@ -327,10 +327,11 @@ def _reserve_clone(project: str, spec: dict) -> tuple[RbdImage, RbdImage, int]:
             placement = {**RBD.placement(spec, project), "pool": parent.pool, "id": child_id,
                          "parent_id": parent.id,
                          "parent_snapshot": snapshot.name if snapshot else TEMPORARY_SNAPSHOT_PREFIX + child_id}
+            cluster_name = parent.cluster.name  # read now: the rollback of a taken name expires the row
             child = volumes.insert_new(session, RBD, projects.lock_quota(session, project), parent.cluster,
                                        {**spec, "size_bytes": size}, placement)
     except IntegrityError as exc:
-        raise volumes.name_taken(RBD, spec["name"], parent.cluster.name) from exc
+        raise volumes.name_taken(RBD, spec["name"], cluster_name) from exc
     child.parent_name = parent.name
     return child, parent, source_size
 

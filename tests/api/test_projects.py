@@ -7,7 +7,8 @@ import pytest
 from sqlalchemy import select
 
 from robin.audit.models import AuditEvent
-from robin.projects.models import Project
+from robin.projects.models import Project, Quota
+from robin.volumes.models import RbdImage
 from tests.conftest import unique
 
 QUOTA = {"max_bytes": 10 * 2**30, "max_volumes": 10, "max_snapshots": 5}
@@ -156,22 +157,32 @@ def test_public_endpoints_need_no_token(anonymous, path):
     assert anonymous.get(path).status_code == 200
 
 
-def test_member_sees_only_its_project(as_role, new_project):
+def test_member_sees_only_its_project(as_role, new_project, db_rows):
     mine, other = new_project(), new_project()
     member = as_role("member", mine)
     assert member.get(f"/api/v2/projects/{mine}").status_code == 200
     response = member.get(f"/api/v2/projects/{other}")
     assert response.status_code == 403 and response.json["error"]["code"] == "forbidden"
     assert [p["name"] for p in member.get("/api/v2/projects").json["items"]] == [mine]
-    assert member.post(f"/api/v2/projects/{other}/rbd-images",
-                       json={"name": unique("i"), "size_bytes": 2**20}).status_code == 403
+    name = unique("i")
+    refused = member.post(f"/api/v2/projects/{other}/rbd-images", json={"name": name, "size_bytes": 2**20})
+    assert refused.status_code == 403 and refused.json["error"]["code"] == "forbidden"
+    assert db_rows(select(RbdImage).where(RbdImage.name == name)) == []
 
 
-def test_member_cannot_manage_projects(as_role, new_project):
+def test_member_cannot_manage_projects(as_role, new_project, db_rows):
     mine = new_project()
     member = as_role("member", mine)
-    assert member.patch(f"/api/v2/projects/{mine}", json={"quota": {"max_bytes": 1}}).status_code == 403
-    assert member.post("/api/v2/projects", json={"name": unique("p"), "quota": QUOTA}).status_code == 403
+    before = db_rows(select(Quota).join(Project).where(Project.name == mine))[0].max_bytes
+    refused = member.patch(f"/api/v2/projects/{mine}", json={"quota": {"max_bytes": 1}})
+    assert refused.status_code == 403 and refused.json["error"]["code"] == "forbidden"
+    assert db_rows(select(Quota).join(Project).where(Project.name == mine))[0].max_bytes == before
+    name = unique("p")
+    refused = member.post("/api/v2/projects", json={"name": name, "quota": QUOTA})
+    assert refused.status_code == 403 and refused.json["error"]["code"] == "forbidden"
+    assert db_rows(select(Project).where(Project.name == name)) == []
+    refused = member.delete(f"/api/v2/projects/{mine}")
+    assert refused.status_code == 403 and db_rows(select(Project).where(Project.name == mine))
 
 
 def test_auditor_reads_everything_and_writes_nothing(as_role, new_project, admin):

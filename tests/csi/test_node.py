@@ -10,7 +10,9 @@ nothing of ours may be mounted, attached to a loop device, or running.
 from __future__ import annotations
 
 import errno
+import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -25,7 +27,7 @@ import pytest
 import requests
 
 from csi_shim.stubs import pb
-from robin.client import VolumeRef, volume_context
+from robin.client import VolumeRef
 from tests.conftest import unique
 from tests.support.csi import ShimProcess, block_capability, mount_capability
 from tests.support.mounts import read, write
@@ -183,21 +185,30 @@ class Vol:
         return VolumeRef(self.kind, self.context["project"], self.name).handle
 
 
+@pytest.fixture(scope="session")
+def cluster_identity(rados_cluster, ceph_conf) -> dict[str, str]:
+    """The test cluster's fsid and v1 monitor addresses, read from Ceph and its ceph.conf, not from robin."""
+    [mon_host] = [line.split("=", 1)[1] for line in open(ceph_conf) if line.strip().startswith("mon host")]
+    return {"clusterID": rados_cluster.get_fsid(), "monitors": ",".join(re.findall(r"v1:([0-9.]+:[0-9]+)", mon_host))}
+
+
 @pytest.fixture
-def volumes(robin, project):
-    """volumes("rbd"|"cephfs", size) -> a new volume and the volume_context a node gets; purged afterwards."""
+def volumes(robin, project, cluster_identity):
+    """volumes("rbd"|"cephfs", size) -> a new volume and the volume_context a node gets; purged afterwards. The
+    context is written out as the controller and the provisioner document it (docs/kubernetes.md), not made by
+    robin.client.volume_context, so that a node test also fails when that function changes what a node is given."""
     made: list[Vol] = []
-    clusters: dict[str, dict] = {}
 
     def make(kind: str = "rbd", size: int = 256 * MiB) -> Vol:
         collection, size_field = {"rbd": ("rbd-images", "size_bytes"), "cephfs": ("cephfs-paths", "quota_bytes")}[kind]
-        volume = robin.call("POST", f"/api/v2/projects/{project}/{collection}",
-                            json={"name": unique("vol"), size_field: size})
-        if volume["cluster"] not in clusters:
-            clusters[volume["cluster"]] = robin.call("GET", f"/api/v2/clusters/{volume['cluster']}")
-        cluster = clusters[volume["cluster"]]
-        made.append(Vol(kind, volume["name"], size, volume_context(
-            VolumeRef(kind, project, volume["name"]), volume, cluster, cluster["monitors"]), volume))
+        name = unique("vol")
+        volume = robin.call("POST", f"/api/v2/projects/{project}/{collection}", json={"name": name, size_field: size})
+        context = {"type": kind, "project": project, "cluster": "default", **cluster_identity}
+        if kind == "rbd":
+            context |= {"pool": "rbd", "imageName": name}
+        else:
+            context |= {"fsName": "cephfs", "path": f"/robin/{project}/{name}"}
+        made.append(Vol(kind, name, size, context, volume))
         return made[-1]
 
     yield make
@@ -480,6 +491,72 @@ def test_stage_publish_unpublish_unstage(node, volumes, kind):
     assert mounted(staging) is None
     assert volume_dirs(node.shim) == []
     assert leftovers(node.dir) == [] and leftovers(str(node.shim.directory), (node.shim.process.pid,)) == []
+
+
+def _claimed_pv(kube, kind: str, ns: str) -> dict:
+    """A namespace, a class of robin's provisioner for `kind` and a claim of it; the PV, once the claim is Bound."""
+    from tests.support.kube import create, kubectl
+
+    claim, klass = unique("pvc"), unique("sc")
+    create(kube, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+           {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": klass},
+            "provisioner": f"robin.io/{kind}", "reclaimPolicy": "Retain"},
+           {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": ns},
+            "spec": {"storageClassName": klass, "accessModes": ["ReadWriteOnce"],
+                     "resources": {"requests": {"storage": "256Mi"}}}})
+    kubectl(kube, "wait", "-n", ns, "--for=jsonpath={.status.phase}=Bound", "--timeout=120s", f"pvc/{claim}")
+    bound = json.loads(kubectl(kube, "get", "-n", ns, "pvc", claim, "-o", "json"))
+    return json.loads(kubectl(kube, "get", "pv", bound["spec"]["volumeName"], "-o", "json"))
+
+
+@pytest.fixture
+def provisioned(robin_url, admin_token, robin):
+    """provisioned(kind) -> the Vol of a PV `robin provisioner` made for a claim on the test Kubernetes API server: its
+    csi volumeHandle and volumeAttributes, as the kubelet hands them to a node. Its project (the namespace) is
+    emptied and deleted afterwards."""
+    from tests.kube_apiserver import KubeApiServer
+    from tests.support.kube import KUBECTL
+    from tests.support.provisioner import ProvisionerProcess
+
+    if KUBECTL is None:
+        pytest.skip("kubectl is not installed")
+    made: list[Vol] = []
+
+    def provision(kind: str) -> Vol:
+        ns = unique("ns")
+        with KubeApiServer.running() as kube:
+            process = ProvisionerProcess(kube.kubeconfig_path, robin_url, admin_token, unique("prov")).wait_serving()
+            try:
+                pv = _claimed_pv(kube, kind, ns)
+            finally:
+                process.stop()
+        source, name = pv["spec"]["csi"], pv["metadata"]["name"]
+        collection = "rbd-images" if kind == "rbd" else "cephfs-paths"
+        made.append(Vol(kind, name, 256 * MiB, source["volumeAttributes"],
+                        robin.call("GET", f"/api/v2/projects/{ns}/{collection}/{name}")))
+        assert made[-1].id == source["volumeHandle"], source
+        return made[-1]
+
+    yield provision
+    for vol in made:
+        collection = "rbd-images" if vol.kind == "rbd" else "cephfs-paths"
+        robin.call("DELETE", f"/api/v2/projects/{vol.context['project']}/{collection}/{vol.name}",
+                   params={"purge": "true"})
+        robin.call("DELETE", f"/api/v2/projects/{vol.context['project']}")
+
+
+@pytest.mark.parametrize("kind", ["rbd", "cephfs"])
+def test_a_pv_the_provisioner_made_is_staged_and_published(provisioned, node, kind):
+    """The provisioner's PV, fed to the node as the kubelet feeds it: what the one writes, the other can mount."""
+    vol = provisioned(kind)
+    staging = node.stage(vol)
+    target = node.publish(vol, staging)
+    write(os.path.join(target, "from-a-pod.txt"), "hello")
+    assert read(os.path.join(staging, "from-a-pod.txt")) == "hello"
+    assert {"nodev", "nosuid"} <= set(mounted(target)["options"])
+    node.unpublish(vol, target)
+    node.unstage(vol, staging)
+    assert mounted(staging) is None
 
 
 @pytest.mark.parametrize("kind", ["rbd", "cephfs"])

@@ -149,9 +149,13 @@ def test_bad_input_is_422_and_creates_nothing(admin, project, fs, override, fiel
     assert not exists(fs, f"/robin/{project}")  # not even the project's directory
 
 
-def test_member_of_another_project_is_refused(as_role, project, new_project):
-    outsider = as_role("member", new_project())
-    assert create(outsider, project).status_code == 403
+def test_member_of_another_project_is_refused(as_role, admin, project, new_project, fs, db_rows):
+    outsider, name = as_role("member", new_project()), unique("fs")
+    response = create(outsider, project, name=name)
+    assert response.status_code == 403 and response.json["error"]["code"] == "forbidden"
+    assert not exists(fs, f"/robin/{project}")  # not even the project's directory
+    assert rows(db_rows, name) == []
+    assert admin.get(f"/api/v2/projects/{project}/usage").json["volumes"] == 0
 
 
 def test_errno_of_quota_enforced_by_ceph(admin, project, fs):

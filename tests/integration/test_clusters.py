@@ -98,10 +98,20 @@ def test_unreachable_cluster_is_described_not_failed(admin, registered, tmp_path
     assert detail["reachable"] is False and detail["error"]
 
 
-def test_clusters_are_for_admins(as_role, new_project):
+def test_clusters_are_for_admins(as_role, new_project, db_rows):
+    from sqlalchemy import select
+
+    from robin.clusters.models import CephCluster
+
     member = as_role("member", new_project())
-    assert member.get("/api/v2/clusters").status_code == 403
-    assert member.post("/api/v2/clusters", json={"name": unique("c"), "conf_path": "/x"}).status_code == 403
+    before = db_rows(select(CephCluster.name).order_by(CephCluster.name))
+    listed = member.get("/api/v2/clusters")
+    assert listed.status_code == 403 and listed.json["error"]["code"] == "forbidden"
+    refused = member.post("/api/v2/clusters", json={"name": unique("c"), "conf_path": "/x"})
+    assert refused.status_code == 403 and refused.json["error"]["code"] == "forbidden"
+    refused = member.delete("/api/v2/clusters/default")
+    assert refused.status_code == 403 and refused.json["error"]["code"] == "forbidden"
+    assert db_rows(select(CephCluster.name).order_by(CephCluster.name)) == before
 
 
 def test_cluster_keys_are_encrypted_at_rest(admin, registered, second_cluster, new_project):

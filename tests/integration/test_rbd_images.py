@@ -173,12 +173,16 @@ def test_delete_in_use_image_is_409_and_keeps_it(admin, project, rbd_ioctx, db_r
     assert stored.state is VolumeState.AVAILABLE
 
 
-def test_project_with_volumes_cannot_be_deleted(admin, project):
+def test_project_with_volumes_cannot_be_deleted(admin, project, rbd_ioctx, db_rows):
     name = create(admin, project).json["name"]
     response = admin.delete(f"/api/v2/projects/{project}")
     assert response.status_code == 409
     error = response.json["error"]
     assert error["code"] == "project_not_empty" and name in error["details"]["volumes"]
+    assert admin.get(f"/api/v2/projects/{project}").status_code == 200
+    [stored] = row(db_rows, name)
+    assert stored.state is VolumeState.AVAILABLE and name in images_in_ceph(rbd_ioctx)
+    assert admin.get(f"/api/v2/projects/{project}/usage").json["provisioned_bytes"] == 64 * MiB
 
 
 def test_quota_exceeded_says_what_is_left(admin, new_project, rbd_ioctx, db_rows):
@@ -192,11 +196,15 @@ def test_quota_exceeded_says_what_is_left(admin, new_project, rbd_ioctx, db_rows
     assert name not in images_in_ceph(rbd_ioctx) and row(db_rows, name) == []
 
 
-def test_volume_count_quota(admin, new_project):
+def test_volume_count_quota(admin, new_project, rbd_ioctx, db_rows):
     project = new_project(max_volumes=1)
     assert create(admin, project).status_code == 201
-    response = create(admin, project)
+    name = unique("img")
+    response = create(admin, project, name=name)
     assert response.status_code == 403 and response.json["error"]["details"]["remaining_volumes"] == 0
+    assert response.json["error"]["code"] == "quota_exceeded"
+    assert name not in images_in_ceph(rbd_ioctx) and row(db_rows, name) == []
+    assert admin.get(f"/api/v2/projects/{project}/usage").json["volumes"] == 1
 
 
 def test_name_taken_is_409(admin, project, new_project):
@@ -252,14 +260,21 @@ def test_bad_input_is_422_and_creates_nothing(admin, project, rbd_ioctx, db_rows
     assert admin.get(f"/api/v2/projects/{project}/usage").json["volumes"] == 0
 
 
-def test_pool_outside_the_allowed_list_is_refused(admin, project):
-    response = create(admin, project, pool="cephfs_metadata")
+def test_pool_outside_the_allowed_list_is_refused(admin, project, rados_cluster, db_rows):
+    name = unique("img")
+    response = create(admin, project, name=name, pool="cephfs_metadata")
     assert response.status_code == 422 and "pool" in response.json["error"]["details"]["fields"]
+    with rados_cluster.open_ioctx("cephfs_metadata") as ioctx:
+        assert name not in images_in_ceph(ioctx)
+    assert row(db_rows, name) == []
 
 
-def test_unknown_cluster_is_404(admin, project):
-    response = create(admin, project, cluster="nowhere")
+def test_unknown_cluster_is_404(admin, project, rbd_ioctx, db_rows):
+    name = unique("img")
+    response = create(admin, project, name=name, cluster="nowhere")
     assert response.status_code == 404 and response.json["error"]["code"] == "cluster_not_found"
+    assert name not in images_in_ceph(rbd_ioctx) and row(db_rows, name) == []
+    assert admin.get(f"/api/v2/projects/{project}/usage").json["volumes"] == 0
 
 
 def test_member_manages_its_own_images(as_role, project, rbd_ioctx):

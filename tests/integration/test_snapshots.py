@@ -145,31 +145,50 @@ def test_rbd_rollback_refused_while_in_use(admin, project, rbd_ioctx):
         assert handle.read(0, 6) == b"in use"
 
 
-def test_cephfs_rollback_is_refused_with_a_way_out(admin, project):
+def test_cephfs_rollback_is_refused_with_a_way_out(admin, project, fs):
     volume = new_volume(admin, project, "cephfs-paths")
     base = f"/api/v2/projects/{project}/cephfs-paths/{volume['name']}/snapshots"
     assert admin.post(base, json={"name": "s"}).status_code == 201
     response = admin.post(f"{base}/s/rollback")
     assert response.status_code == 400 and response.json["error"]["code"] == "rollback_not_supported"
     assert ".snap/s" in response.json["error"]["message"]
+    assert cephfs_snaps(fs, volume["path"]) == {"s"}
+    assert admin.get(f"{base}/s").json["state"] == "available"
 
 
-def test_bad_snapshot_names_and_missing_volumes(admin, project):
+def test_bad_snapshot_names_and_missing_volumes(admin, project, rbd_ioctx, db_rows):
     image = new_volume(admin, project, "rbd-images")
     base = f"/api/v2/projects/{project}/rbd-images/{image['name']}/snapshots"
-    assert admin.post(base, json={"name": "a@b"}).status_code == 422
-    assert admin.post(base, json={"name": "ok", "extra": 1}).status_code == 422
+    for body in ({"name": "a@b"}, {"name": "ok", "extra": 1}):
+        response = admin.post(base, json=body)
+        assert response.status_code == 422 and response.json["error"]["code"] == "validation_error"
     reserved = admin.post(base, json={"name": "robin-clone-mine"})  # the reconciler would remove it
     assert reserved.status_code == 422 and "reserved" in reserved.json["error"]["details"]["fields"]["name"][0]
     missing = admin.post(f"/api/v2/projects/{project}/rbd-images/nope/snapshots", json={"name": "s"})
     assert missing.status_code == 404 and missing.json["error"]["code"] == "volume_not_found"
+    assert_no_snapshot_taken(admin, project, image, rbd_ioctx, db_rows)
 
 
-def test_auditor_cannot_snapshot(as_role, admin, project):
+def assert_no_snapshot_taken(admin, project, image, rbd_ioctx, db_rows) -> None:
+    assert rbd_snaps(rbd_ioctx, image["name"]) == set()
+    assert db_rows(select(Snapshot).where(Snapshot.project_id == _project_id(db_rows, project))) == []
+    assert admin.get(f"/api/v2/projects/{project}/rbd-images/{image['name']}/snapshots").json["items"] == []
+
+
+def _project_id(db_rows, project: str) -> int:
+    from robin.projects.models import Project
+
+    [found] = db_rows(select(Project.id).where(Project.name == project))
+    return found
+
+
+def test_auditor_cannot_snapshot(as_role, admin, project, rbd_ioctx, db_rows):
     image = new_volume(admin, project, "rbd-images")
     auditor = as_role("auditor")
     base = f"/api/v2/projects/{project}/rbd-images/{image['name']}/snapshots"
-    assert auditor.post(base, json={"name": "s"}).status_code == 403
+    response = auditor.post(base, json={"name": "s"})
+    assert response.status_code == 403 and response.json["error"]["code"] == "forbidden"
+    assert_no_snapshot_taken(admin, project, image, rbd_ioctx, db_rows)
     assert auditor.get(base).status_code == 200
 
 

@@ -7,8 +7,8 @@ the JSON error handler, the audit hook) is exactly what `/api/v2` runs.
 - Wayne's client (beego's httplib `.Body()`) sends its JSON bodies without a Content-Type, which
   webargs would ignore, and the audit hook would not record.
 - Wayne shows the body of any non-200 answer to a person as the error text: robin's JSON error
-  becomes `<code>: <message>` in plain text. This happens after the audit hook has read the JSON
-  error, so /v1 failures are audited with their error code like any other.
+  becomes `<code>: <message>` in plain text, on one line of at most MAX_TEXT_CHARS. This happens after
+  the audit hook has read the JSON error, so /v1 failures are audited with their error code like any other.
 """
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from werkzeug.wrappers import Response
 
 PREFIX = "/v1"
 NO_TOKEN_MESSAGE = "send a robin API token in the 'token' header"
+# Wayne shows the text to a person as one line. A message that carries a tool's output (a failed mount's stderr)
+# is cut to this; robin logs every 5xx's whole message.
+MAX_TEXT_CHARS = 300
 
 
 class WayneProtocol:
@@ -48,5 +51,6 @@ def _as_text(response: Response, has_credentials: bool) -> None:
     code, message = error.get("code", "error"), error.get("message", "")
     if code == "unauthenticated" and not has_credentials:
         message = NO_TOKEN_MESSAGE  # robin's own text names only the Authorization header
-    response.set_data(f"{code}: {message}")
+    text = f"{code}: {' '.join(message.split())}"
+    response.set_data(text if len(text) <= MAX_TEXT_CHARS else text[:MAX_TEXT_CHARS - 3] + "...")
     response.mimetype = "text/plain"
