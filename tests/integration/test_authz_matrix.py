@@ -37,7 +37,7 @@ MiB = 2**20
 
 # admin, a member of the project the calls name, a member of another project, an auditor, a metrics scraper,
 # and the three ways in that are no identity at all.
-ROLES = ("admin", "member", "other", "auditor", "metrics", "none", "revoked", "expired")
+ROLES = ("admin", "member", "other", "auditor", "metrics", "node", "none", "revoked", "expired")
 ANONYMOUS = {"none": (401, "unauthenticated"), "revoked": (401, "unauthenticated"),
              "expired": (401, "token_expired")}
 FORBIDDEN = (403, "forbidden")
@@ -72,32 +72,42 @@ class Entry:
 
 
 def entry(call: Call, allowed: str, refused: dict | None = None, filtered: str = "") -> Entry:
-    return Entry(call, frozenset(allowed.split()), refused or {}, frozenset(filtered.split()))
+    allowed_roles, refused, filtered_roles = frozenset(allowed.split()), dict(refused or {}), set(filtered.split())
+    # A node token, like a metrics token, belongs to no project and may do one narrow thing: unless an entry
+    # says otherwise, it gets what the metrics token gets.
+    if "node" not in allowed_roles | refused.keys() | filtered_roles:
+        if "metrics" in filtered_roles:
+            filtered_roles.add("node")
+        elif "metrics" in refused:
+            refused["node"] = refused["metrics"]
+    return Entry(call, allowed_roles, refused, frozenset(filtered_roles))
 
 
 def project_read(call: Call) -> Entry:
-    return entry(call, "admin member auditor", {"other": FORBIDDEN, "metrics": FORBIDDEN})
+    return entry(call, "admin member auditor", {"other": FORBIDDEN, "metrics": FORBIDDEN, "node": FORBIDDEN})
 
 
 def project_write(call: Call) -> Entry:
-    return entry(call, "admin member", {"other": FORBIDDEN, "auditor": FORBIDDEN, "metrics": FORBIDDEN})
+    return entry(call, "admin member", {"other": FORBIDDEN, "auditor": FORBIDDEN, "metrics": FORBIDDEN,
+                                        "node": FORBIDDEN})
 
 
 def admin_only(call: Call) -> Entry:
-    return entry(call, "admin", {role: FORBIDDEN for role in ("member", "other", "auditor", "metrics")})
+    return entry(call, "admin", {role: FORBIDDEN for role in ("member", "other", "auditor", "metrics", "node")})
 
 
 def every_project_read(call: Call) -> Entry:
     """Reports and clusters that name every project: admins and auditors."""
-    return entry(call, "admin auditor", {role: FORBIDDEN for role in ("member", "other", "metrics")})
+    return entry(call, "admin auditor", {role: FORBIDDEN for role in ("member", "other", "metrics", "node")})
 
 
 def v1_read(call: Call) -> Entry:
-    return entry(call, "admin member auditor", {"other": V1_MISSING, "metrics": V1_MISSING})
+    return entry(call, "admin member auditor", {"other": V1_MISSING, "metrics": V1_MISSING, "node": V1_MISSING})
 
 
 def v1_write(call: Call) -> Entry:
-    return entry(call, "admin member", {"other": V1_MISSING, "metrics": V1_MISSING, "auditor": FORBIDDEN})
+    return entry(call, "admin member", {"other": V1_MISSING, "metrics": V1_MISSING, "node": V1_MISSING,
+                                        "auditor": FORBIDDEN})
 
 
 def public(call: Call) -> Entry:
@@ -208,6 +218,14 @@ ROUTES: dict[tuple[str, str], list[Entry]] = {
         # nobody anything about the project.
         entry(Call("POST", PATH + "/snapshots/{fs_snap}/rollback"), "",
               dict.fromkeys(("admin", "member", "other", "auditor", "metrics"), (400, "rollback_not_supported")))],
+    ("/api/v2/projects/<project>/cephfs-paths/<name>/authorize", "POST"): [
+        # A node's: the path's own cephx user, for the host that mounts it; never a tenant's (the directory
+        # layout's OSD cap reaches the whole data pool).
+        probed(entry(Call("POST", PATH + "/authorize"), "admin node",
+                     dict.fromkeys(("member", "other", "auditor", "metrics"), FORBIDDEN)),
+               NO_VOLUME, FS + "/{missing}/authorize")],
+    ("/api/v2/projects/<project>/usage/history", "GET"): [project_read(Call("GET", P + "/usage/history"))],
+    ("/api/v2/audit/usage/forecast", "GET"): [every_project_read(Call("GET", "/api/v2/audit/usage/forecast"))],
     ("/api/v2/projects/<project>/cephfs-paths:adopt", "POST"): [
         probed(admin_only(Call("POST", P + "/cephfs-paths:adopt", {"name": "{orphan_path}"})), NOT_IN_CEPH,
                body={"name": "{missing}"})],
@@ -302,7 +320,8 @@ def _tokens(app, home: str, other: str) -> dict:
     token_cache.clear()
     return {"admin": _token(app, Role.ADMIN)[0], "member": _token(app, Role.MEMBER, home)[0],
             "other": _token(app, Role.MEMBER, other)[0], "auditor": _token(app, Role.AUDITOR)[0],
-            "metrics": _token(app, Role.METRICS)[0], "none": None, "revoked": revoked, "expired": expired}
+            "metrics": _token(app, Role.METRICS)[0], "node": _token(app, Role.NODE)[0], "none": None,
+            "revoked": revoked, "expired": expired}
 
 
 def _made(response, status=201) -> None:
