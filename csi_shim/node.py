@@ -3,6 +3,7 @@ with bind mounts at each workload's path). This module only checks the requests,
 and the Stager's answers into responses; a MountError becomes its gRPC status in csi_shim.errors."""
 from __future__ import annotations
 
+from csi_shim.clusters import ClusterMap, with_monitors
 from csi_shim.config import ShimConfig
 from csi_shim.errors import csi_service, failed_precondition, invalid
 from csi_shim.stubs import pb, rpc
@@ -40,6 +41,7 @@ class Node(rpc.NodeServicer):
     def __init__(self, config: ShimConfig):
         self.config = config
         self.stager = Stager(config.state_dir, config.mounter)
+        self.clusters = ClusterMap(config.cluster_map) if config.cluster_map else None
 
     def NodeGetCapabilities(self, request, context):
         kinds = (pb.NodeServiceCapability.RPC.STAGE_UNSTAGE_VOLUME, pb.NodeServiceCapability.RPC.GET_VOLUME_STATS,
@@ -54,7 +56,8 @@ class Node(rpc.NodeServicer):
         _required(request.volume_id, "volume_id")
         staging = _required(request.staging_target_path, "staging_target_path")
         capability = _capability(request)
-        volume = Volume.from_context(request.volume_id, request.volume_context, request.secrets)
+        context = with_monitors(request.volume_context, self.clusters)
+        volume = Volume.from_context(request.volume_id, context, request.secrets)
         self.stager.stage(volume, staging, capability)
         return pb.NodeStageVolumeResponse()
 

@@ -10,6 +10,7 @@ nothing of ours may be mounted, attached to a loop device, or running.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import signal
@@ -275,6 +276,20 @@ def node(start_shim, volumes, node_secrets, workdir):
     `volumes` first means the volumes are purged only after this fixture has unstaged them."""
     shim = start_shim(mode="node", node_id="node-a", directory=tempfile.mkdtemp(prefix="s", dir=workdir))
     client = NodeClient(shim, node_secrets, tempfile.mkdtemp(prefix="t", dir=workdir))
+    yield client
+    errors = client.cleanup()
+    assert not errors, errors
+
+
+@pytest.fixture
+def mapped_node(start_shim, volumes, node_secrets, workdir):
+    """A node-only plugin with a cluster map (ROBIN_CSI_CLUSTER_MAP) at `mapped_node.cluster_map`, not written yet."""
+    directory = tempfile.mkdtemp(prefix="s", dir=workdir)
+    cluster_map = os.path.join(directory, "config.json")
+    shim = start_shim(mode="node", node_id="node-m", directory=directory,
+                      extra_env={"ROBIN_CSI_CLUSTER_MAP": cluster_map})
+    client = NodeClient(shim, node_secrets, tempfile.mkdtemp(prefix="t", dir=workdir))
+    client.cluster_map = cluster_map
     yield client
     errors = client.cleanup()
     assert not errors, errors
@@ -733,3 +748,73 @@ def test_expand_of_a_cephfs_volume_reports_its_quota(node, volumes):
     expanded = node.stub.NodeExpandVolume(pb.NodeExpandVolumeRequest(
         volume_id=vol.id, volume_path=target, capacity_range=pb.CapacityRange(required_bytes=GiB)))
     assert expanded.capacity_bytes == GiB
+
+
+# --- monitors looked up in the node's cluster map -------------------------------------------------------------
+
+MOVED_MONITOR = "127.0.0.1:9"  # where an old PV says a monitor is: nothing listens there any more
+
+
+def write_cluster_map(path: str, clusters: list[dict]) -> None:
+    with open(path + ".tmp", "w") as handle:
+        json.dump(clusters, handle)
+    os.replace(path + ".tmp", path)  # as kubelet swaps a ConfigMap's files: whole
+
+
+def staged_mon_host(shim: ShimProcess) -> str:
+    (volume_dir,) = volume_dirs(shim)
+    with open(os.path.join(shim.state_dir, volume_dir, "ceph.conf")) as conf:
+        return next(line.split("=", 1)[1].strip() for line in conf if line.startswith("mon_host"))
+
+
+@pytest.mark.parametrize("kind", ["rbd", "cephfs"])
+def test_an_old_pv_whose_monitor_moved_stages_with_the_changed_cluster_map(mapped_node, volumes, kind):
+    node = mapped_node
+    current = volumes(kind)
+    fsid, monitors = current.context["clusterID"], current.context["monitors"].split(",")
+    write_cluster_map(node.cluster_map, [{"clusterID": "another-cluster", "monitors": ["192.0.2.1:6789"]}])
+    staging = node.stage(current)  # its cluster is not in the map: the PV's own monitors
+    assert all(m in staged_mon_host(node.shim) for m in monitors)
+    node.unstage(current, staging)
+
+    old = volumes(kind)
+    old.context = {**old.context, "monitors": MOVED_MONITOR}  # made before the monitor moved
+    write_cluster_map(node.cluster_map, [{"clusterID": "another-cluster", "monitors": ["192.0.2.1:6789"]},
+                                         {"clusterID": fsid, "monitors": monitors, "rbd": {}}])
+    staging = node.stage(old)  # the map, read again, wins over the PV
+    assert MOVED_MONITOR not in staged_mon_host(node.shim)
+    target = node.publish(old, staging)
+    write(os.path.join(target, "file"), "staged through the map's monitors")
+    assert read(os.path.join(staging, "file")) == "staged through the map's monitors"
+
+
+def test_a_cluster_missing_from_the_map_and_the_context_fails_its_precondition(mapped_node, volumes):
+    node = mapped_node
+    vol = volumes("cephfs")
+    context = {k: v for k, v in vol.context.items() if k != "monitors"}
+    write_cluster_map(node.cluster_map, [{"clusterID": "another-cluster", "monitors": ["192.0.2.1:6789"]}])
+    for missing in ("listed nowhere", "no map file"):
+        if missing == "no map file":
+            os.unlink(node.cluster_map)
+        error = rpc_error(node.stub.NodeStageVolume, pb.NodeStageVolumeRequest(
+            volume_id=vol.id, staging_target_path=node.path("staging"), volume_capability=mount_capability(""),
+            secrets=node.secrets, volume_context=context))
+        assert error.code() == Code.FAILED_PRECONDITION, missing
+        assert vol.context["clusterID"] in error.details() and node.cluster_map in error.details()
+        assert mounted(node.path("staging")) is None and volume_dirs(node.shim) == []
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"clusterID": "x"}', '[{"monitors": ["10.0.0.1:6789"]}]',
+                                     '[{"clusterID": "x", "monitors": "10.0.0.1:6789"}]',
+                                     '[{"clusterID": "x", "monitors": ["10.0.0.1:6789 -o evil"]}]'])
+def test_a_malformed_cluster_map_fails_its_precondition(mapped_node, volumes, content):
+    node = mapped_node
+    vol = volumes("rbd")
+    with open(node.cluster_map, "w") as handle:
+        handle.write(content)
+    error = rpc_error(node.stub.NodeStageVolume, pb.NodeStageVolumeRequest(
+        volume_id=vol.id, staging_target_path=node.path("staging"), volume_capability=mount_capability(),
+        secrets=node.secrets, volume_context=vol.context))
+    assert error.code() == Code.FAILED_PRECONDITION
+    assert node.cluster_map in error.details() and "malformed" in error.details()
+    assert mounted(node.path("staging")) is None and volume_dirs(node.shim) == []
