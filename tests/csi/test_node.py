@@ -627,11 +627,15 @@ def test_a_plugin_restart_between_stage_and_publish(node, volumes, kind):
     shim_pid = (node.shim.process.pid,)
     daemons = processes_under(str(node.shim.directory), shim_pid)
     assert daemons, "no FUSE daemon runs for the staged volume"
+    # Each in a session of its own, not the plugin's: a signal to the plugin's process group never reaches them.
+    assert all(os.getsid(pid) == pid != os.getsid(node.shim.process.pid) for pid in daemons)
 
     node.shim.restart()  # SIGKILL: the new plugin knows only what the kernel tells it
     assert set(processes_under(str(node.shim.directory), (node.shim.process.pid,))) == set(daemons)
     write(os.path.join(staging, "during-restart.txt"), "still mounted")
 
+    usage = node.stub.NodeGetVolumeStats(pb.NodeGetVolumeStatsRequest(volume_id=vol.id, volume_path=staging)).usage
+    assert usage[0].total > 0  # the new plugin finds the volume staged
     node.stage(vol, staging=staging)  # staged already: found in the mount table
     target = node.publish(vol, staging)
     assert read(os.path.join(target, "during-restart.txt")) == "still mounted"
@@ -817,4 +821,47 @@ def test_a_malformed_cluster_map_fails_its_precondition(mapped_node, volumes, co
         secrets=node.secrets, volume_context=vol.context))
     assert error.code() == Code.FAILED_PRECONDITION
     assert node.cluster_map in error.details() and "malformed" in error.details()
+    assert mounted(node.path("staging")) is None and volume_dirs(node.shim) == []
+
+
+# --- the CephFS client: the kernel's where the node has it, else ceph-fuse ----------------------------------------
+
+
+def kernel_has_ceph() -> bool:
+    with open("/proc/filesystems") as listed:
+        return any(line.split()[-1:] == ["ceph"] for line in listed)
+
+
+@pytest.mark.skipif(kernel_has_ceph(), reason="this machine's kernel has CephFS: the fallback cannot be seen")
+def test_without_a_kernel_client_cephfs_falls_back_to_ceph_fuse_and_says_so(node, volumes):
+    vol = volumes("cephfs")
+    staging = node.stage(vol)
+    assert mounted(staging)["fstype"].startswith("fuse")
+    assert f"{vol.id}: ceph-fuse, as this node's kernel has no ceph file system" in node.shim.log()
+
+    fuse = volumes("cephfs")
+    fuse.context = {**fuse.context, "mounter": "fuse", "fuseMountOptions": "noatime"}
+    staging = node.stage(fuse)
+    assert mounted(staging)["fstype"].startswith("fuse") and "noatime" in mounted(staging)["options"]
+    assert f"{fuse.id}: ceph-fuse, as its volume context asks" in node.shim.log()
+
+
+@pytest.mark.skipif(kernel_has_ceph(), reason="this machine's kernel has CephFS: the refusal cannot be seen")
+def test_asking_for_the_kernel_client_where_there_is_none_fails_its_precondition(node, volumes):
+    vol = volumes("cephfs")
+    error = rpc_error(node.stub.NodeStageVolume, pb.NodeStageVolumeRequest(
+        volume_id=vol.id, staging_target_path=node.path("staging"), volume_capability=mount_capability(""),
+        secrets=node.secrets, volume_context={**vol.context, "mounter": "kernel"}))
+    assert error.code() == Code.FAILED_PRECONDITION and "mounter fuse" in error.details()
+    assert mounted(node.path("staging")) is None and volume_dirs(node.shim) == []
+
+
+@pytest.mark.parametrize("context", [{"mounter": "nfs"}, {"kernelMountOptions": "secretfile=/etc/shadow"},
+                                     {"fuseMountOptions": "allow_other -o x"}])
+def test_bad_mount_options_are_invalid(node, volumes, context):
+    vol = volumes("cephfs")
+    error = rpc_error(node.stub.NodeStageVolume, pb.NodeStageVolumeRequest(
+        volume_id=vol.id, staging_target_path=node.path("staging"), volume_capability=mount_capability(""),
+        secrets=node.secrets, volume_context={**vol.context, **context}))
+    assert error.code() == Code.INVALID_ARGUMENT and list(context)[0] in error.details()
     assert mounted(node.path("staging")) is None and volume_dirs(node.shim) == []
