@@ -620,8 +620,9 @@ def test_a_cephfs_volume_published_twice_shares_its_files(node, volumes):
     assert os.listdir(first) and os.path.isdir(os.path.join(first, "dir"))
 
 
+@pytest.mark.parametrize("stop", ["SIGKILL", "SIGTERM"])
 @pytest.mark.parametrize("kind", ["rbd", "cephfs"])
-def test_a_plugin_restart_between_stage_and_publish(node, volumes, kind):
+def test_a_plugin_restart_between_stage_and_publish(node, volumes, kind, stop):
     vol = volumes(kind)
     staging = node.stage(vol)
     shim_pid = (node.shim.process.pid,)
@@ -630,7 +631,11 @@ def test_a_plugin_restart_between_stage_and_publish(node, volumes, kind):
     # Each in a session of its own, not the plugin's: a signal to the plugin's process group never reaches them.
     assert all(os.getsid(pid) == pid != os.getsid(node.shim.process.pid) for pid in daemons)
 
-    node.shim.restart()  # SIGKILL: the new plugin knows only what the kernel tells it
+    if stop == "SIGKILL":
+        node.shim.restart()  # the new plugin knows only what the kernel tells it
+    else:
+        node.shim.stop()  # a clean shutdown leaves the daemons running too
+        node.shim.start()
     assert set(processes_under(str(node.shim.directory), (node.shim.process.pid,))) == set(daemons)
     write(os.path.join(staging, "during-restart.txt"), "still mounted")
 
