@@ -18,6 +18,7 @@ class ShimConfig:
     robin: ClientConfig | None  # None on a node-only plugin, unless it fetches CephFS paths' users (cephfs_users)
     mounter: str
     state_dir: str  # node: per-volume Ceph credentials and rbd-fuse mounts (kubelet's paths hold the rest)
+    cluster_map: str  # node: ceph-csi's config.json, the clusters' monitors by fsid ("" for none)
     default_project: str  # volumes whose request names no project nor namespace
     workers: int
     log_level: str = "INFO"
@@ -46,6 +47,9 @@ def parse(argv=None) -> ShimConfig:
     parser.add_argument("--mounter", choices=RBD_MOUNTERS, default=defaults.mounter,
                         help="how a node maps RBD images [ROBIN_CSI_MOUNTER, krbd]")
     parser.add_argument("--state-dir", default=defaults.state_dir)
+    parser.add_argument("--cluster-map", default=defaults.cluster_map,
+                        help="node: a JSON file of the clusters' monitors, ceph-csi's config.json format, read at "
+                             "every stage [ROBIN_CSI_CLUSTER_MAP]")
     parser.add_argument("--default-project", default=defaults.default_project)
     parser.add_argument("--workers", type=int, default=defaults.workers, help="gRPC calls served at once")
     parser.add_argument("--cephfs-users", action=argparse.BooleanOptionalAction, default=defaults.cephfs_users,
@@ -62,5 +66,5 @@ def parse(argv=None) -> ShimConfig:
         parser.error(f"--endpoint must be unix:///path (a unix socket), not {args.endpoint!r}")
     return ShimConfig(endpoint=args.endpoint, mode=args.mode, node_id=args.node_id, driver_name=args.driver_name,
                       robin=robin, mounter=args.mounter, state_dir=args.state_dir,
-                      default_project=args.default_project, workers=args.workers, log_level=defaults.log_level,
-                      cephfs_users=args.cephfs_users and args.mode != "controller")
+                      cluster_map=args.cluster_map, default_project=args.default_project, workers=args.workers,
+                      log_level=defaults.log_level, cephfs_users=args.cephfs_users and args.mode != "controller")

@@ -218,7 +218,7 @@ class Controller(rpc.ControllerServicer):
             else:
                 self._check_compatible(request, params, ref, volume)
         source = request.volume_content_source if request.HasField("volume_content_source") else None
-        return pb.CreateVolumeResponse(volume=self._volume_message(ref, volume, source))
+        return pb.CreateVolumeResponse(volume=self._volume_message(ref, volume, source, params.mount))
 
     def _new_volume(self, request, params: Parameters, ref: VolumeRef) -> dict:
         clone = self._clone_source(request, params, ref)
@@ -310,9 +310,12 @@ class Controller(rpc.ControllerServicer):
             raise not_found(f"source snapshot {origin[1]} does not exist")
         return CloneSource({"image": source_ref.name, "snapshot": snapshot.name}, taken["size_bytes"], origin)
 
-    def _volume_message(self, ref: VolumeRef, volume: dict, source: pb.VolumeContentSource | None) -> pb.Volume:
+    def _volume_message(self, ref: VolumeRef, volume: dict, source: pb.VolumeContentSource | None,
+                        mount: dict | None = None) -> pb.Volume:
+        """`mount`: how the class asks nodes to mount it (CreateVolume's parameters; ListVolumes has none)."""
+        context = {**self.provisioning.volume_context(ref, volume), **(mount or {})}
         return pb.Volume(volume_id=ref.handle, capacity_bytes=volume_size(ref.kind, volume),
-                         volume_context=self.provisioning.volume_context(ref, volume), content_source=source)
+                         volume_context=context, content_source=source)
 
     # --- DeleteVolume, ControllerExpandVolume, ValidateVolumeCapabilities ---------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from csi_shim.clusters import ClusterMap, with_monitors
 from csi_shim.config import ShimConfig
 from csi_shim.errors import csi_service, failed_precondition, invalid
 from csi_shim.ids import parse_volume_id
@@ -45,6 +46,7 @@ class Node(rpc.NodeServicer):
         self.config = config
         self.stager = Stager(config.state_dir, config.mounter)
         self.robin = robin if config.cephfs_users else None
+        self.clusters = ClusterMap(config.cluster_map) if config.cluster_map else None
 
     def NodeGetCapabilities(self, request, context):
         kinds = (pb.NodeServiceCapability.RPC.STAGE_UNSTAGE_VOLUME, pb.NodeServiceCapability.RPC.GET_VOLUME_STATS,
@@ -59,7 +61,8 @@ class Node(rpc.NodeServicer):
         _required(request.volume_id, "volume_id")
         staging = _required(request.staging_target_path, "staging_target_path")
         capability = _capability(request)
-        volume = Volume.from_context(request.volume_id, *self._context_and_secrets(request))
+        context, secrets = self._context_and_secrets(request)
+        volume = Volume.from_context(request.volume_id, with_monitors(context, self.clusters), secrets)
         self.stager.stage(volume, staging, capability)
         return pb.NodeStageVolumeResponse()
 

@@ -20,7 +20,9 @@ KINDS = ("rbd", "cephfs")  # also the order ListVolumes walks them in (list toke
 CSI_PREFIX = "csi.storage.k8s.io/"  # keys the sidecars add (--extra-create-metadata); only the namespace is used
 PVC_NAMESPACE = CSI_PREFIX + "pvc/namespace"
 COMMON_PARAMETERS = {"type", "cluster", "project", "projectQuotaBytes", "projectQuotaVolumes", "projectQuotaSnapshots"}
-KIND_PARAMETERS = {"rbd": {"pool", "imageFeatures"}, "cephfs": {"fs"}}
+# How nodes mount a CephFS volume: copied into its volume context, checked there by robin.mounts at stage time.
+CEPHFS_MOUNT_PARAMETERS = ("mounter", "kernelMountOptions", "fuseMountOptions")
+KIND_PARAMETERS = {"rbd": {"pool", "imageFeatures"}, "cephfs": {"fs", *CEPHFS_MOUNT_PARAMETERS}}
 DEFAULT_QUOTA = {"max_bytes": 100 * GiB, "max_volumes": 100, "max_snapshots": 100}
 Mode = pb.VolumeCapability.AccessMode
 MULTI_NODE_WRITERS = (Mode.MULTI_NODE_SINGLE_WRITER, Mode.MULTI_NODE_MULTI_WRITER)
@@ -39,6 +41,7 @@ class Parameters:
     project: str
     fields: dict  # for robin's create: cluster, and pool + features or fs (only those given)
     quota: dict  # of the project, should the shim create it
+    mount: dict  # CephFS: mounter, kernelMountOptions, fuseMountOptions (those given), for the volume context
 
     @classmethod
     def parse(cls, parameters: Mapping[str, str], default_project: str) -> Parameters:
@@ -59,7 +62,11 @@ class Parameters:
             fields.update(pool=given.get("pool"), features=features or None)
         else:
             fields["fs"] = given.get("fs")
-        return cls(kind, project, {k: v for k, v in fields.items() if v}, _project_quota(given))
+        mount = {key: given[key] for key in CEPHFS_MOUNT_PARAMETERS if key in given}
+        if mount.get("mounter", "kernel") not in ("kernel", "fuse"):
+            raise invalid(f"parameter mounter must be kernel or fuse (or unset: the kernel's client where a node "
+                          f"has it), not {mount['mounter']!r}")
+        return cls(kind, project, {k: v for k, v in fields.items() if v}, _project_quota(given), mount)
 
     def mismatch(self, ref: VolumeRef, volume: dict) -> str | None:
         """Why an existing volume is not what these parameters would make (None when it is)."""

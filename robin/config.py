@@ -394,6 +394,8 @@ class CsiSettings(_Section):
     driver_name: str = "csi.robin.io"  # robin's provisioner points its PVs at this name too
     mounter: str = "krbd"
     state_dir: str = "/var/lib/robin-csi"
+    # ceph-csi's config.json ([{"clusterID": fsid, "monitors": [...]}]), read at every stage: "" for none.
+    cluster_map: str = ""
     default_project: str = "kubernetes"
     workers: int = 16
     # A node mounts each of robin's CephFS paths with the path's own cephx user, fetched from robin's API (ROBIN_URL

@@ -15,7 +15,10 @@ COMMON_PARAMETERS = {"cluster", "volumeSource", "monitors", "userId", "userSecre
                      "projectQuotaBytes", "projectQuotaVolumes", "projectQuotaSnapshots",
                      CSI_PREFIX + "node-stage-secret-name", CSI_PREFIX + "node-stage-secret-namespace",
                      CSI_PREFIX + "node-publish-secret-name", CSI_PREFIX + "node-publish-secret-namespace"}
-KIND_PARAMETERS = {"rbd": {"pool", "imageFeatures", "fsType", CSI_PREFIX + "fstype"}, "cephfs": {"fs"}}
+# How nodes mount a CephFS volume (the csi source only): copied into the PV's volume attributes.
+CEPHFS_MOUNT_PARAMETERS = ("mounter", "kernelMountOptions", "fuseMountOptions")
+KIND_PARAMETERS = {"rbd": {"pool", "imageFeatures", "fsType", CSI_PREFIX + "fstype"},
+                   "cephfs": {"fs", *CEPHFS_MOUNT_PARAMETERS}}
 VOLUME_SOURCES = ("csi", "in-tree")
 
 
@@ -56,6 +59,9 @@ class ClassConfig:
                               f"not {self.volume_source!r}")
         if self.volume_source == "in-tree":
             self._require_ceph_user()
+        if self.param("mounter", "kernel") not in ("kernel", "fuse"):
+            raise InvalidSpec(f"StorageClass {self.name}: mounter must be kernel or fuse (or unset: the kernel's "
+                              f"client where a node has it), not {self.param('mounter')!r}")
         self.project_quota(None)  # raises on malformed numbers now rather than at the first claim
 
     def _require_ceph_user(self) -> None:
@@ -83,6 +89,10 @@ class ClassConfig:
     @property
     def monitors(self) -> list[str]:
         return [m.strip() for m in (self.param("monitors") or "").split(",") if m.strip()]
+
+    def mount_attributes(self) -> dict:
+        """mounter, kernelMountOptions, fuseMountOptions as the class gives them, for a CSI PV's attributes."""
+        return {key: self.param(key) for key in CEPHFS_MOUNT_PARAMETERS if self.param(key)}
 
     def volume_fields(self) -> dict:
         """What robin's create request takes from the class: cluster, and pool + features or fs."""

@@ -96,6 +96,7 @@ class Kube:
         self.core = client.CoreV1Api(api_client)
         self.storage = client.StorageV1Api(api_client)
         self.coordination = client.CoordinationV1Api(api_client)
+        self.version = client.VersionApi(api_client)
         self._limiter = TokenBucket(qps, burst)
         self._auth_lock = threading.Lock()
         self._auth: tuple[float, dict] = (float("-inf"), {})  # (when asked, the headers the configuration gave)
@@ -165,6 +166,14 @@ class Kube:
                 self.api_client.update_params_for_auth(headers, [], ["BearerToken"], "", "", None)
                 self._auth = (time.monotonic(), headers)
             return headers
+
+    def server_version(self) -> tuple[int, int]:
+        """(major, minor) of the API server (`/version`; a provider's "31+" counts as 31)."""
+        info = self.call(self.version.get_code)
+        try:
+            return int(info["major"].rstrip("+")), int(info["minor"].rstrip("+"))
+        except (KeyError, TypeError, ValueError):
+            raise KubeError(0, "BadVersion", f"the API server's /version is not a version: {info}") from None
 
     # --- the objects --------------------------------------------------------------------------------------
 

@@ -55,7 +55,7 @@ def build(claim: dict, klass: ClassConfig, request: ClaimRequest, ref: VolumeRef
 def _csi_source(klass: ClassConfig, request: ClaimRequest, ref: VolumeRef, volume: dict, cluster: dict,
                 monitors: list[str]) -> dict:
     source = {"driver": CSI_DRIVER, "volumeHandle": ref.handle,
-              "volumeAttributes": volume_context(ref, volume, cluster, monitors)}
+              "volumeAttributes": {**volume_context(ref, volume, cluster, monitors), **klass.mount_attributes()}}
     if ref.kind == "rbd" and request.volume_mode == "Filesystem":
         source["fsType"] = klass.fs_type
     for secret in ("node-stage", "node-publish"):

@@ -1,13 +1,14 @@
 """Volumes staged on a host: RBD images mapped (rbd-fuse + a loop device, krbd, rbd-nbd) with a file system made
-only on a blank image, CephFS paths mounted with ceph-fuse, bound where they are used; the mount table read from
-the kernel every time. Plain arguments, and a MountError that names what went wrong without any protocol's codes.
-Used by the CSI node service (csi_shim.node), the data gateway and the GlusterFS migration.
+only on a blank image, CephFS paths mounted by the kernel's client or ceph-fuse, bound where they are used; the
+mount table read from the kernel every time. Plain arguments, and a MountError that names what went wrong without
+any protocol's codes. Used by the CSI node service (csi_shim.node), the data gateway and the GlusterFS migration.
 
     errors    MountError and its kinds
     inflight  InFlight: one operation at a time per volume or request name (IN_PROGRESS for the second)
     system    the mount table, block and loop devices, file systems, FUSE daemons, commands with deadlines
     volume    a volume's location, cluster access and directory of credentials
     mappers   RBD images as block devices: rbd-fuse + loop, krbd, rbd-nbd
+    cephfs    which CephFS client mounts a volume (kernel or ceph-fuse), and its options
     staging   Stager: stage, unstage, publish, unpublish, usage, expand
     local     Host: staging for the gateway and the migration (noexec, no CSI request)
 """

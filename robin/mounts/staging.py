@@ -2,7 +2,8 @@
 
 RBD images become block devices through the configured mounter (`rbd-fuse` + a loop device, `krbd`, `rbd-nbd`);
 a blank image gets a file system (ext4 unless the capability names xfs), an image with anything on it never does.
-CephFS volumes are mounted with ceph-fuse, exactly at the volume's path of its file system.
+CephFS volumes are mounted exactly at the volume's path of its file system, by the kernel's CephFS client where this
+host's kernel has one, else (or when the volume asks for it) by ceph-fuse (robin.mounts.cephfs).
 
 Nothing is remembered between calls: whether a volume is staged or published, and on which device, is read from
 the mount table and the loop devices' backing files each time, so a process restarted between two calls carries on
@@ -15,7 +16,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from robin.mounts import system
+from robin.mounts import cephfs, system
 from robin.mounts.errors import NOT_FOUND, OCCUPIED, REFUSED, MountError
 from robin.mounts.inflight import InFlight
 from robin.mounts.mappers import MOUNT_TIMEOUT_S, MOUNTERS
@@ -163,12 +164,32 @@ class Stager:
             raise _refused("a CephFS volume cannot be used as a block device")
         staged = mount_at(staging)
         if staged is not None:
-            if staged.source != vdir.tag:
+            if not self._is_cephfs_stage(vdir, staged):
                 raise _occupied(f"{staging} already holds {staged.source} ({staged.fstype})")
             return
+        mounter = cephfs.choose(volume, cephfs.kernel_has_ceph())
         vdir.prepare(volume)
         os.makedirs(staging, exist_ok=True)
-        options = ",".join([f"fsname={vdir.tag}", *self._mount_options(capability)])
+        if mounter == cephfs.KERNEL:
+            self._mount_cephfs_kernel(volume, vdir, staging, capability)
+        else:
+            self._mount_cephfs_fuse(volume, vdir, staging, capability)
+
+    def _mount_cephfs_kernel(self, volume: Volume, vdir: VolumeDir, staging: str, capability: Capability) -> None:
+        source = cephfs.kernel_source(volume)
+        options = [*cephfs.kernel_options(volume, vdir, os.uname().release), *self._mount_options(capability)]
+        vdir.record_kernel_mount(source)
+        try:
+            system.mount(source, staging, "ceph", options)
+        except ToolError as exc:
+            vdir.remove()
+            if "No such file or directory" in exc.message:
+                raise MountError(NOT_FOUND, f"CephFS {volume.fs_name}:{volume.path} does not exist: "
+                                            f"{exc.message}") from exc
+            raise
+
+    def _mount_cephfs_fuse(self, volume: Volume, vdir: VolumeDir, staging: str, capability: Capability) -> None:
+        options = ",".join([*cephfs.fuse_options(volume, vdir), *self._mount_options(capability)])
         pid = self.daemons.start(["ceph-fuse", "-f", "-c", vdir.conf, "--id", volume.user, "--client_fs",
                                   volume.fs_name, "-r", volume.path, "-o", options, staging], vdir.log("ceph-fuse"))
 
@@ -191,6 +212,13 @@ class Stager:
         if "No such file or directory" in said:
             raise MountError(NOT_FOUND, f"CephFS {volume.fs_name}:{volume.path} does not exist: {said}")
         raise ToolError(f"ceph-fuse did not mount {volume.fs_name}:{volume.path} (exit status {status}): {said}")
+
+    @staticmethod
+    def _is_cephfs_stage(vdir: VolumeDir, mounted: Mount) -> bool:
+        """The volume's ceph-fuse (by its fsname) or its kernel mount (by the device string it was mounted with)."""
+        if mounted.source == vdir.tag:
+            return True
+        return mounted.fstype == "ceph" and mounted.source == vdir.kernel_mount()
 
     # --- unstage ------------------------------------------------------------------------------------------
 
@@ -319,7 +347,7 @@ class Stager:
         vdir = self._dir(volume_id)
         with self._in_flight.hold(volume_id), _os_errors("NodeExpandVolume", volume_id):
             mounted = self._mounted_volume(vdir, volume_id, path)
-            if mounted.source == vdir.tag:  # CephFS: the quota is the size, nothing to grow on a host
+            if self._is_cephfs_stage(vdir, mounted):  # CephFS: the quota is the size, nothing to grow on a host
                 statistics = os.statvfs(path)
                 return statistics.f_blocks * statistics.f_frsize
             for device in self.mounter.devices(vdir):
@@ -352,7 +380,7 @@ class Stager:
     def _belongs(self, vdir: VolumeDir, mounted: Mount, path: str) -> bool:
         """Whether the mount at `path` is this volume: its ceph-fuse (by fsname), a file system on one of its
         devices, or one of its devices bound there (block)."""
-        if mounted.source == vdir.tag:
+        if self._is_cephfs_stage(vdir, mounted):
             return True
         numbers = {device_number(device) for device in self.mounter.devices(vdir)}
         if mounted.device in numbers:

@@ -23,6 +23,12 @@ MONITOR = re.compile(r"(v[12]:)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:(\d+))?")
 CEPH_USER = re.compile(r"[A-Za-z0-9._-]+")
 CEPH_KEY = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 MSGR2_PORT = "3300"
+CEPHFS_MOUNTERS = ("kernel", "fuse")  # a CephFS volume's `mounter`; unset: the kernel's client where there is one
+# One mount option of kernelMountOptions / fuseMountOptions: a name, and perhaps a plain value. Never a comma.
+MOUNT_OPTION = re.compile(r"[a-z][a-z0-9_]*(=[A-Za-z0-9_.:/+-]+)?")
+# What staging sets itself (the user, its key, the file system, the cluster, the mount's name): not to be overridden.
+RESERVED_OPTIONS = {"name", "secret", "secretfile", "key", "mds_namespace", "fs", "fsid", "mon_addr", "fsname",
+                    "client_fs", "keyring", "conf", "id"}
 
 
 def _invalid(message: str) -> MountError:
@@ -56,6 +62,9 @@ class Volume:
     image: str = ""
     fs_name: str = ""
     path: str = ""
+    mounter: str = ""  # CephFS: kernel, fuse, or "" for the kernel's client where this host has it
+    kernel_options: tuple[str, ...] = ()  # CephFS: more of mount(8)'s -o for the kernel client (ms_mode=...)
+    fuse_options: tuple[str, ...] = ()  # CephFS: more of ceph-fuse's -o
 
     @classmethod
     def from_context(cls, volume_id: str, context: Mapping[str, str], secrets: Mapping[str, str]) -> Volume:
@@ -78,7 +87,8 @@ class Volume:
         fsid = context.get("clusterID", "")
         volume = cls(id=volume_id, kind=kind, monitors=monitors, fsid=fsid if _is_uuid(fsid) else "",
                      user=user, key=key, pool=context.get("pool", ""), image=context.get("imageName", ""),
-                     fs_name=context.get("fsName", ""), path=context.get("path", ""))
+                     fs_name=context.get("fsName", ""), path=context.get("path", ""),
+                     **(_cephfs_mount(context) if kind == "cephfs" else {}))
         volume._check_location(context)
         return volume
 
@@ -88,6 +98,28 @@ class Volume:
                 raise _invalid(f"volume_context needs pool and imageName for an RBD volume, got {dict(context)}")
         elif not self.fs_name or not self.path.startswith("/"):
             raise _invalid(f"volume_context needs fsName and an absolute path for a CephFS volume, got {dict(context)}")
+
+
+def _cephfs_mount(context: Mapping[str, str]) -> dict:
+    """How the volume context asks a CephFS volume to be mounted: mounter, kernelMountOptions, fuseMountOptions."""
+    mounter = context.get("mounter", "")
+    if mounter not in ("", *CEPHFS_MOUNTERS):
+        raise _invalid(f"volume_context mounter must be kernel or fuse (or unset: the kernel's client where the "
+                       f"node has it), not {mounter!r}")
+    return {"mounter": mounter, "kernel_options": _mount_options(context, "kernelMountOptions"),
+            "fuse_options": _mount_options(context, "fuseMountOptions")}
+
+
+def _mount_options(context: Mapping[str, str], key: str) -> tuple[str, ...]:
+    """A comma-separated list of plain mount options; none that would replace what staging sets itself."""
+    options = tuple(option.strip() for option in context.get(key, "").split(",") if option.strip())
+    for option in options:
+        if not MOUNT_OPTION.fullmatch(option):
+            raise _invalid(f"volume_context {key}: {option!r} is not a mount option (name or name=value)")
+        if option.split("=", 1)[0] in RESERVED_OPTIONS:
+            raise _invalid(f"volume_context {key}: {option.split('=', 1)[0]} is set by the node itself "
+                           f"(from the secrets and the volume context), not by mount options")
+    return options
 
 
 def _is_uuid(text: str) -> bool:
@@ -124,6 +156,9 @@ class VolumeDir:
         self.keyring = os.path.join(self.path, "keyring")
         self.fuse = os.path.join(self.path, "fuse")  # rbd-fuse's mountpoint
         self.image_record = os.path.join(self.path, "image")  # pool/image, for the kernel mappers' device lists
+        self.secret = os.path.join(self.path, "secret")  # the key alone: the kernel CephFS client's secretfile
+        # The device string of a kernel CephFS mount, as the mount table shows it: which ceph mount is this volume's.
+        self.kernel_record = os.path.join(self.path, "kernel-source")
         self.tag = f"robin-csi:{self.name}"  # ceph-fuse's fsname: the source column of its mounts names the volume
 
     def log(self, daemon: str) -> str:
@@ -145,6 +180,19 @@ class VolumeDir:
         self._write(self.conf, "\n".join(conf) + "\n")
         if volume.kind == "rbd":
             self._write(self.image_record, f"{volume.pool}/{volume.image}\n")
+        else:
+            self._write(self.secret, volume.key + "\n")
+
+    def record_kernel_mount(self, source: str) -> None:
+        self._write(self.kernel_record, source + "\n")
+
+    def kernel_mount(self) -> str | None:
+        """The device string of the volume's kernel CephFS mount, if it was mounted so."""
+        try:
+            with open(self.kernel_record) as handle:
+                return handle.read().strip()
+        except FileNotFoundError:
+            return None
 
     @staticmethod
     def _write(path: str, text: str) -> None:

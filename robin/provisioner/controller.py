@@ -48,6 +48,8 @@ from robin.provisioner.workqueue import WorkQueue
 log = logging.getLogger(__name__)
 PROVISIONER_ANNOTATIONS = ("volume.kubernetes.io/storage-provisioner", "volume.beta.kubernetes.io/storage-provisioner")
 RESIZE_CONDITIONS = ("Resizing", "FileSystemResizePending")
+# Kubernetes 1.31 has neither the in-tree rbd nor the in-tree cephfs volume plugin.
+IN_TREE_REMOVED = (1, 31)
 VOLUME_METADATA = ("csi.storage.k8s.io/pvc/name", "csi.storage.k8s.io/pvc/namespace", "csi.storage.k8s.io/pv/name")
 
 
@@ -190,6 +192,7 @@ class Controller:
         try:
             klass = self._class_of(claim)
             request = ClaimRequest.parse(claim, klass)
+            self._check_volume_source(klass)
             claim, ref = self._hold_claim(claim, klass)
             crash_point("provisioner.claim_held")
             volume = self._ensure_volume(claim, klass, request, ref)
@@ -213,6 +216,19 @@ class Controller:
         self.recorder.normal(claim, "ProvisioningSucceeded", f"Successfully provisioned volume {ref.name}: "
                              f"{_describe(ref, volume)} of {format_bytes(size)} in robin project {ref.project}")
         self._release_claim(claim)
+
+    def _check_volume_source(self, klass: ClassConfig) -> None:
+        """Before anything is made: in-tree PVs only where Kubernetes still mounts them. Asked of the API server
+        for each such claim (they are few), so a control plane upgraded meanwhile is seen at once."""
+        if klass.volume_source != "in-tree":
+            return
+        major, minor = self.kube.server_version()
+        if (major, minor) >= IN_TREE_REMOVED:
+            raise InvalidSpec(f"StorageClass {klass.name}: volumeSource in-tree makes PVs with Kubernetes' own "
+                              f"{klass.kind} volume source, which Kubernetes removed in "
+                              f"{IN_TREE_REMOVED[0]}.{IN_TREE_REMOVED[1]}, and this cluster runs {major}.{minor}: "
+                              f"no node could mount them. Use volumeSource csi (the default) with robin's CSI "
+                              f"driver")
 
     def _project_of(self, claim: dict) -> str:
         namespace_name = claim["metadata"]["namespace"]

@@ -506,6 +506,22 @@ def test_create_volume_from_cephfs_or_across_projects_is_refused(csi, rbd_params
           csi.volume_request(unique("clone"), {"project": new_project()}, source=volume_source(rbd_volume.volume_id)))
 
 
+def test_how_nodes_mount_a_cephfs_volume_is_in_its_volume_context(csi, cephfs_params, rbd_params, project,
+                                                                   robin_api):
+    mount = {"mounter": "fuse", "kernelMountOptions": "ms_mode=secure", "fuseMountOptions": "noatime"}
+    volume = csi.create_volume(unique("fs"), {**cephfs_params, **mount})
+    assert {k: volume.volume_context[k] for k in mount} == mount
+    name = unique("fs")
+    message = fails(grpc.StatusCode.INVALID_ARGUMENT, csi.stub.CreateVolume,
+                    csi.volume_request(name, {**cephfs_params, "mounter": "nfs"}))
+    assert "mounter must be kernel or fuse" in message
+    message = fails(grpc.StatusCode.INVALID_ARGUMENT, csi.stub.CreateVolume,
+                    csi.volume_request(name, {**rbd_params, "mounter": "fuse"}))
+    assert "mounter" in message  # an RBD volume's mapper is the node's --mounter
+    assert name not in robin_volume_names(robin_api, project, "cephfs")
+    assert name not in robin_volume_names(robin_api, project)
+
+
 def test_create_volume_with_an_unknown_parameter(csi, rbd_params, project, robin_api):
     name = unique("vol")
     message = fails(grpc.StatusCode.INVALID_ARGUMENT, csi.stub.CreateVolume,

@@ -291,6 +291,20 @@ def node(start_shim, volumes, node_secrets, workdir):
     assert not errors, errors
 
 
+@pytest.fixture
+def mapped_node(start_shim, volumes, node_secrets, workdir):
+    """A node-only plugin with a cluster map (ROBIN_CSI_CLUSTER_MAP) at `mapped_node.cluster_map`, not written yet."""
+    directory = tempfile.mkdtemp(prefix="s", dir=workdir)
+    cluster_map = os.path.join(directory, "config.json")
+    shim = start_shim(mode="node", node_id="node-m", directory=directory,
+                      extra_env={"ROBIN_CSI_CLUSTER_MAP": cluster_map})
+    client = NodeClient(shim, node_secrets, tempfile.mkdtemp(prefix="t", dir=workdir))
+    client.cluster_map = cluster_map
+    yield client
+    errors = client.cleanup()
+    assert not errors, errors
+
+
 # --- helpers --------------------------------------------------------------------------------------------------
 
 
@@ -682,18 +696,27 @@ def test_a_cephfs_volume_published_twice_shares_its_files(node, volumes):
     assert os.listdir(first) and os.path.isdir(os.path.join(first, "dir"))
 
 
+@pytest.mark.parametrize("stop", ["SIGKILL", "SIGTERM"])
 @pytest.mark.parametrize("kind", ["rbd", "cephfs"])
-def test_a_plugin_restart_between_stage_and_publish(node, volumes, kind):
+def test_a_plugin_restart_between_stage_and_publish(node, volumes, kind, stop):
     vol = volumes(kind)
     staging = node.stage(vol)
     shim_pid = (node.shim.process.pid,)
     daemons = processes_under(str(node.shim.directory), shim_pid)
     assert daemons, "no FUSE daemon runs for the staged volume"
+    # Each in a session of its own, not the plugin's: a signal to the plugin's process group never reaches them.
+    assert all(os.getsid(pid) == pid != os.getsid(node.shim.process.pid) for pid in daemons)
 
-    node.shim.restart()  # SIGKILL: the new plugin knows only what the kernel tells it
+    if stop == "SIGKILL":
+        node.shim.restart()  # the new plugin knows only what the kernel tells it
+    else:
+        node.shim.stop()  # a clean shutdown leaves the daemons running too
+        node.shim.start()
     assert set(processes_under(str(node.shim.directory), (node.shim.process.pid,))) == set(daemons)
     write(os.path.join(staging, "during-restart.txt"), "still mounted")
 
+    usage = node.stub.NodeGetVolumeStats(pb.NodeGetVolumeStatsRequest(volume_id=vol.id, volume_path=staging)).usage
+    assert usage[0].total > 0  # the new plugin finds the volume staged
     node.stage(vol, staging=staging)  # staged already: found in the mount table
     target = node.publish(vol, staging)
     assert read(os.path.join(target, "during-restart.txt")) == "still mounted"
@@ -810,3 +833,116 @@ def test_expand_of_a_cephfs_volume_reports_its_quota(node, volumes):
     expanded = node.stub.NodeExpandVolume(pb.NodeExpandVolumeRequest(
         volume_id=vol.id, volume_path=target, capacity_range=pb.CapacityRange(required_bytes=GiB)))
     assert expanded.capacity_bytes == GiB
+
+
+# --- monitors looked up in the node's cluster map -------------------------------------------------------------
+
+MOVED_MONITOR = "127.0.0.1:9"  # where an old PV says a monitor is: nothing listens there any more
+
+
+def write_cluster_map(path: str, clusters: list[dict]) -> None:
+    with open(path + ".tmp", "w") as handle:
+        json.dump(clusters, handle)
+    os.replace(path + ".tmp", path)  # as kubelet swaps a ConfigMap's files: whole
+
+
+def staged_mon_host(shim: ShimProcess) -> str:
+    (volume_dir,) = volume_dirs(shim)
+    with open(os.path.join(shim.state_dir, volume_dir, "ceph.conf")) as conf:
+        return next(line.split("=", 1)[1].strip() for line in conf if line.startswith("mon_host"))
+
+
+@pytest.mark.parametrize("kind", ["rbd", "cephfs"])
+def test_an_old_pv_whose_monitor_moved_stages_with_the_changed_cluster_map(mapped_node, volumes, kind):
+    node = mapped_node
+    current = volumes(kind)
+    fsid, monitors = current.context["clusterID"], current.context["monitors"].split(",")
+    write_cluster_map(node.cluster_map, [{"clusterID": "another-cluster", "monitors": ["192.0.2.1:6789"]}])
+    staging = node.stage(current)  # its cluster is not in the map: the PV's own monitors
+    assert all(m in staged_mon_host(node.shim) for m in monitors)
+    node.unstage(current, staging)
+
+    old = volumes(kind)
+    old.context = {**old.context, "monitors": MOVED_MONITOR}  # made before the monitor moved
+    write_cluster_map(node.cluster_map, [{"clusterID": "another-cluster", "monitors": ["192.0.2.1:6789"]},
+                                         {"clusterID": fsid, "monitors": monitors, "rbd": {}}])
+    staging = node.stage(old)  # the map, read again, wins over the PV
+    assert MOVED_MONITOR not in staged_mon_host(node.shim)
+    target = node.publish(old, staging)
+    write(os.path.join(target, "file"), "staged through the map's monitors")
+    assert read(os.path.join(staging, "file")) == "staged through the map's monitors"
+
+
+def test_a_cluster_missing_from_the_map_and_the_context_fails_its_precondition(mapped_node, volumes):
+    node = mapped_node
+    vol = volumes("cephfs")
+    context = {k: v for k, v in vol.context.items() if k != "monitors"}
+    write_cluster_map(node.cluster_map, [{"clusterID": "another-cluster", "monitors": ["192.0.2.1:6789"]}])
+    for missing in ("listed nowhere", "no map file"):
+        if missing == "no map file":
+            os.unlink(node.cluster_map)
+        error = rpc_error(node.stub.NodeStageVolume, pb.NodeStageVolumeRequest(
+            volume_id=vol.id, staging_target_path=node.path("staging"), volume_capability=mount_capability(""),
+            secrets=node.secrets, volume_context=context))
+        assert error.code() == Code.FAILED_PRECONDITION, missing
+        assert vol.context["clusterID"] in error.details() and node.cluster_map in error.details()
+        assert mounted(node.path("staging")) is None and volume_dirs(node.shim) == []
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"clusterID": "x"}', '[{"monitors": ["10.0.0.1:6789"]}]',
+                                     '[{"clusterID": "x", "monitors": "10.0.0.1:6789"}]',
+                                     '[{"clusterID": "x", "monitors": ["10.0.0.1:6789 -o evil"]}]'])
+def test_a_malformed_cluster_map_fails_its_precondition(mapped_node, volumes, content):
+    node = mapped_node
+    vol = volumes("rbd")
+    with open(node.cluster_map, "w") as handle:
+        handle.write(content)
+    error = rpc_error(node.stub.NodeStageVolume, pb.NodeStageVolumeRequest(
+        volume_id=vol.id, staging_target_path=node.path("staging"), volume_capability=mount_capability(),
+        secrets=node.secrets, volume_context=vol.context))
+    assert error.code() == Code.FAILED_PRECONDITION
+    assert node.cluster_map in error.details() and "malformed" in error.details()
+    assert mounted(node.path("staging")) is None and volume_dirs(node.shim) == []
+
+
+# --- the CephFS client: the kernel's where the node has it, else ceph-fuse ----------------------------------------
+
+
+def kernel_has_ceph() -> bool:
+    with open("/proc/filesystems") as listed:
+        return any(line.split()[-1:] == ["ceph"] for line in listed)
+
+
+@pytest.mark.skipif(kernel_has_ceph(), reason="this machine's kernel has CephFS: the fallback cannot be seen")
+def test_without_a_kernel_client_cephfs_falls_back_to_ceph_fuse_and_says_so(node, volumes):
+    vol = volumes("cephfs")
+    staging = node.stage(vol)
+    assert mounted(staging)["fstype"].startswith("fuse")
+    assert f"{vol.id}: ceph-fuse, as this node's kernel has no ceph file system" in node.shim.log()
+
+    fuse = volumes("cephfs")
+    fuse.context = {**fuse.context, "mounter": "fuse", "fuseMountOptions": "noatime"}
+    staging = node.stage(fuse)
+    assert mounted(staging)["fstype"].startswith("fuse") and "noatime" in mounted(staging)["options"]
+    assert f"{fuse.id}: ceph-fuse, as its volume context asks" in node.shim.log()
+
+
+@pytest.mark.skipif(kernel_has_ceph(), reason="this machine's kernel has CephFS: the refusal cannot be seen")
+def test_asking_for_the_kernel_client_where_there_is_none_fails_its_precondition(node, volumes):
+    vol = volumes("cephfs")
+    error = rpc_error(node.stub.NodeStageVolume, pb.NodeStageVolumeRequest(
+        volume_id=vol.id, staging_target_path=node.path("staging"), volume_capability=mount_capability(""),
+        secrets=node.secrets, volume_context={**vol.context, "mounter": "kernel"}))
+    assert error.code() == Code.FAILED_PRECONDITION and "mounter fuse" in error.details()
+    assert mounted(node.path("staging")) is None and volume_dirs(node.shim) == []
+
+
+@pytest.mark.parametrize("context", [{"mounter": "nfs"}, {"kernelMountOptions": "secretfile=/etc/shadow"},
+                                     {"fuseMountOptions": "allow_other -o x"}])
+def test_bad_mount_options_are_invalid(node, volumes, context):
+    vol = volumes("cephfs")
+    error = rpc_error(node.stub.NodeStageVolume, pb.NodeStageVolumeRequest(
+        volume_id=vol.id, staging_target_path=node.path("staging"), volume_capability=mount_capability(""),
+        secrets=node.secrets, volume_context={**vol.context, **context}))
+    assert error.code() == Code.INVALID_ARGUMENT and list(context)[0] in error.details()
+    assert mounted(node.path("staging")) is None and volume_dirs(node.shim) == []

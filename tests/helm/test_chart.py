@@ -2,6 +2,7 @@
 pass its schema, and every manifest is valid for the oldest and newest Kubernetes the chart supports."""
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 
@@ -27,6 +28,7 @@ KUBERNETES_VERSIONS = ("1.29.0", "1.34.0")
 CUSTOM_RESOURCES = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 PYPROJECT = CHART.parents[1] / "pyproject.toml"
 WARNING = 2  # helm lint's severities: 1 info, 2 warning, 3 error
+FSID = "6a1f0c5e-1111-4222-8333-444455556666"
 
 
 def test_chart_is_robin_at_its_version():
@@ -75,6 +77,9 @@ def test_every_manifest_is_valid_kubernetes(values_file, kube_version):
     ({"api": {"replicas": 0}}, "/api/replicas"),
     ({"api": {"replica": 2}}, "replica"),
     ({"csi": {"node": {"mounter": "nbd"}}}, "/csi/node/mounter"),
+    ({"csi": {"node": {"clusters": [{"clusterID": FSID, "monitors": ["10.0.0.1:6789 -o x"]}]}}},
+     "/csi/node/clusters/0/monitors/0"),
+    ({"csi": {"node": {"clusters": [{"clusterID": FSID}]}}}, "monitors"),
     ({"storageClasses": [{"name": "fast", "provisioner": "kubernetes.io/rbd"}]}, "/storageClasses/0/provisioner"),
     ({"storageClasses": [{"provisioner": "robin.io/rbd"}]}, "name"),
     ({"config": {"database_url": "sqlite:///x"}}, "database_url"),
@@ -94,6 +99,8 @@ def test_bad_values_are_refused(bad, where):
     ({"database": {"url": "postgresql://db/robin", "existingSecret": "db"}}, "database.url or its existingSecret"),
     ({"ceph": {"monHost": "10.0.0.1", "existingConfigMap": "ceph"}}, "ceph.monHost or ceph.existingConfigMap"),
     ({"gateway": {"enabled": True}}, "gateway.nodeSelector is required"),
+    ({"csi": {"node": {"clusters": [{"clusterID": FSID, "monitors": ["10.0.0.1:6789"]}],
+                       "existingClusterMap": "ceph-csi-config"}}}, "csi.node.clusters or csi.node.existingClusterMap"),
 ])
 def test_contradictory_values_are_refused(overrides, message):
     with pytest.raises(helm.HelmRenderError, match=message):
@@ -161,6 +168,27 @@ def test_the_node_plugin_reaches_kubelet_devices_and_modules():
     assert {"/dev", "/sys", "/lib/modules"} <= set(mounts)
     registrar = next(c for c in pod_spec(node)["containers"] if c["name"] == "node-driver-registrar")
     assert "--kubelet-registration-path=/var/lib/kubelet/plugins/csi.robin.io/csi.sock" in registrar["args"]
+
+
+def test_the_node_plugin_reads_its_cluster_map_from_a_configmap_it_sees_change():
+    clusters = [{"clusterID": FSID, "monitors": ["10.0.0.1:6789", "10.0.0.2:6789"]}]
+    objects = manifests({"csi": {"node": {"clusters": clusters}}})
+    cluster_map = _only(objects, "ConfigMap", "cluster-map")
+    assert json.loads(cluster_map["data"]["config.json"]) == clusters
+    node = _only(objects, "DaemonSet", "csi-node")
+    plugin = next(c for c in pod_spec(node)["containers"] if c["name"] == "csi-plugin")
+    env = {e["name"]: e.get("value") for e in plugin["env"]}
+    mount = next(m for m in plugin["volumeMounts"] if m["name"] == "cluster-map")
+    assert env["ROBIN_CSI_CLUSTER_MAP"] == mount["mountPath"] + "/config.json"
+    assert "subPath" not in mount  # kubelet never updates a subPath mount of a ConfigMap
+    volume = next(v for v in pod_spec(node)["volumes"] if v["name"] == "cluster-map")
+    assert volume["configMap"]["name"] == cluster_map["metadata"]["name"]
+
+    assert json.loads(_only(manifests({}), "ConfigMap", "cluster-map")["data"]["config.json"]) == []
+    own = manifests({"csi": {"node": {"existingClusterMap": "ceph-csi-config"}}})
+    assert not [o for o in own if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("cluster-map")]
+    volume = next(v for v in pod_spec(_only(own, "DaemonSet", "csi-node"))["volumes"] if v["name"] == "cluster-map")
+    assert volume["configMap"]["name"] == "ceph-csi-config"
 
 
 def test_the_csi_driver_is_the_one_robins_provisioner_names():

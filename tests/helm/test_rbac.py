@@ -20,6 +20,9 @@ VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DEL
 # The Lease lives in the provisioner's own namespace (ProvisionerSettings.lease_namespace: POD_NAMESPACE, which
 # the chart sets), so a Role grants it; everything else is in every namespace or cluster-wide.
 OWN_NAMESPACE = {("coordination.k8s.io", "leases")}
+# Paths outside the API's resources that Kubernetes' own ClusterRole system:public-info-viewer lets everyone GET:
+# no rule of the chart's grants them.
+PUBLIC_PATHS = {"/version/"}
 
 
 def api_attributes() -> dict[str, type]:
@@ -73,6 +76,8 @@ def request_of(api_name: str, method: str) -> tuple[str, str]:
 def permissions(api_name: str, method: str, watched: bool) -> set[tuple[str, str, str]]:
     """(apiGroup, resource[/subresource], verb) that `method` needs."""
     http, path = request_of(api_name, method)
+    if http == "GET" and path in PUBLIC_PATHS:
+        return set()
     prefix = re.match(r"^/api/v1/|^/apis/([^/]+)/[^/]+/", path)
     group = prefix.group(1) or ""
     segments = path[prefix.end():].split("/")

@@ -432,3 +432,36 @@ def test_v1_does_not_reveal_other_projects_sharing_a_name(app, wayne, project, a
         assert rbd_snaps(rbd_ioctx, name) == {"mine"}
     finally:
         admin.delete(f"/api/v2/projects/{elsewhere}/rbd-images/{name}?purge=true")
+
+
+# --- CSI volume handles ----------------------------------------------------------------------------------------
+
+def test_a_csi_volume_handle_names_the_platforms_volume_as_its_name_does(wayne, project, rbd_ioctx):
+    """A CSI PV robin's provisioner made has no spec.rbd.image; its spec.csi.volumeHandle `<kind>:<project>:<name>`
+    finds the same volume wherever /v1 takes a name."""
+    name = new_image(wayne)["name"]
+    handle = f"rbd:{project}:{name}"
+    taken = wayne.put(f"/v1/snap/{handle}/v1")
+    assert taken.status == 200 and taken.json["name"] == "v1", taken.text
+    assert rbd_snaps(rbd_ioctx, name) == {"v1"}
+    assert wayne.get(f"/v1/snaps/{handle}").json == wayne.get(f"/v1/snaps/{name}").json
+    by_handle = wayne.get(f"/v1/device/{handle}/status?type=rbd")
+    assert by_handle.status == 200 and by_handle.json == wayne.get(f"/v1/device/{name}/status?type=rbd").json
+    assert wayne.delete(f"/v1/snap/{handle}/v1").json["state"] == "deleted"
+    assert rbd_snaps(rbd_ioctx, name) == set()
+
+
+def test_a_handle_of_another_project_or_kind_is_answered_as_missing(app, wayne, project, theirs, rbd_ioctx,
+                                                                     db_rows):
+    elsewhere, their_image, their_path = theirs
+    mine, my_path = new_image(wayne)["name"], new_image(wayne, "cephfs")["name"]
+    projects = [project, elsewhere]
+    before = rbd_image_state(rbd_ioctx, db_rows, their_image)
+    mine_before = rbd_image_state(rbd_ioctx, db_rows, mine)
+    for handle in (f"rbd:{elsewhere}:{their_image}", f"cephfs:{project}:{mine}", f"rbd:{project}:{mine}:x",
+                   f"rbd::{mine}"):
+        assert_answered_as_missing(wayne, "rbd", handle, new_user(), projects)
+    for handle in (f"cephfs:{elsewhere}:{their_path}", f"rbd:{project}:{my_path}"):
+        assert_answered_as_missing(wayne, "cephfs", handle, new_user(), projects)
+    assert rbd_image_state(rbd_ioctx, db_rows, their_image) == before
+    assert rbd_image_state(rbd_ioctx, db_rows, mine) == mine_before

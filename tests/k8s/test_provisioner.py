@@ -17,7 +17,7 @@ from robin.kube.volumes import VOLUME_ANNOTATION
 from robin.volumes.models import CephfsPath, RbdImage
 from tests.conftest import unique
 from tests.kube_apiserver import KubeApiServer
-from tests.kube_apiserver.resources import EVENTS, LEASES, PVCS, PVS
+from tests.kube_apiserver.resources import DEFAULT_VERSION, EVENTS, LEASES, PVCS, PVS
 from tests.support.kube import KUBECTL, create, kubectl
 from tests.support.net import eventually as _eventually
 from tests.support.provisioner import ProvisionerProcess
@@ -37,6 +37,14 @@ eventually = functools.partial(_eventually, timeout=WAIT_S)
 def kube():
     with KubeApiServer.running(bookmark_interval=0.5, history_size=5000) as server:
         yield server
+
+
+@pytest.fixture
+def kubernetes_1_30(kube):
+    """The API server reports 1.30, the last Kubernetes with the in-tree rbd and cephfs volume sources."""
+    kube.version = "1.30.6"
+    yield kube
+    kube.version = DEFAULT_VERSION
 
 
 @pytest.fixture
@@ -156,7 +164,8 @@ def test_rbd_claim_becomes_a_bound_pv_over_a_real_image(kube, provisioners, db_r
     assert samples["robin_provisioner_leader"] == 1 and "robin_provisioner_queue_depth" in samples
 
 
-def test_cephfs_claim_with_in_tree_source_as_wayne_reads_it(kube, provisioners, db_rows, fs, robin_api):
+def test_cephfs_claim_with_in_tree_source_as_wayne_reads_it(kubernetes_1_30, kube, provisioners, db_rows, fs,
+                                                            robin_api):
     provisioners()
     ns = namespace(kube)
     klass = storage_class("robin.io/cephfs", {"volumeSource": "in-tree", "userSecretName": "ceph-client",
@@ -177,7 +186,7 @@ def test_cephfs_claim_with_in_tree_source_as_wayne_reads_it(kube, provisioners, 
     assert row.project.name == ns and row.size_bytes == 300 * MiB
 
 
-def test_rbd_in_tree_source(kube, provisioners, rbd_ioctx):
+def test_rbd_in_tree_source(kubernetes_1_30, kube, provisioners, rbd_ioctx):
     provisioners()
     ns = namespace(kube)
     klass = storage_class(parameters={"volumeSource": "in-tree", "userSecretName": "ceph-secret",
@@ -193,6 +202,39 @@ def test_rbd_in_tree_source(kube, provisioners, rbd_ioctx):
     assert "csi" not in pv["spec"]
     with rbd.Image(rbd_ioctx, pv["metadata"]["name"], read_only=True) as image:  # not asked for: not written
         assert not [key for key, _ in image.metadata_list() if key.startswith("csi.storage.k8s.io/")]
+
+
+@pytest.mark.parametrize("version", ["1.31.0", "1.34.1"])
+def test_in_tree_classes_are_refused_where_kubernetes_has_no_in_tree_sources(kube, provisioners, robin_api, version):
+    kube.version = version
+    try:
+        provisioners()
+        ns = namespace(kube)
+        klass = storage_class("robin.io/cephfs", {"volumeSource": "in-tree", "userSecretName": "ceph-client",
+                                                  "userId": "kube"})
+        pvc = claim(ns, klass, modes=("ReadWriteMany",))
+        create(kube, klass, pvc)
+        name = pvc["metadata"]["name"]
+        failed = eventually(lambda: [e for e in events(kube, ns, name) if e[1] == "ProvisioningFailed"],
+                            what="a ProvisioningFailed event")
+        minor = version.split(".")[1]
+        assert failed[0][0] == "Warning" and f"Kubernetes removed in 1.31, and this cluster runs 1.{minor}" in \
+            failed[0][2] and "volumeSource csi" in failed[0][2]
+        claim_now = stored(kube, PVCS, ns, name)
+        assert claim_now["status"]["phase"] == "Pending"
+        assert "robin.io/provisioning" not in claim_now["metadata"].get("finalizers", [])
+        assert not [pv for pv in kube.store.objects[PVS.key].values()
+                    if (pv["spec"].get("claimRef") or {}).get("namespace") == ns]
+        assert robin_api("GET", f"/api/v2/projects/{ns}").status_code == 404  # refused before anything was made
+
+        csi_class = storage_class("robin.io/cephfs")  # volumeSource csi: what works on this Kubernetes
+        create(kube, csi_class)
+        other = claim(ns, csi_class, modes=("ReadWriteMany",))
+        create(kube, other)
+        wait_bound(kube, ns, other["metadata"]["name"])
+        assert "csi" in volume_of(kube, get_claim(kube, ns, other["metadata"]["name"]))["spec"]
+    finally:
+        kube.version = DEFAULT_VERSION
 
 
 def test_namespace_annotation_names_the_project_and_the_class_sets_its_quota(kube, provisioners, robin_api):
@@ -344,7 +386,7 @@ def test_claim_takeover_annotations_naming_anothers_volume_or_project_are_ignore
     assert victim_state(rbd_ioctx, db_rows, victim["spec"]["volumeName"]) == before
 
 
-def test_in_tree_class_without_a_ceph_user_never_defaults_to_admin(kube, provisioners, robin_api):
+def test_in_tree_class_without_a_ceph_user_never_defaults_to_admin(kubernetes_1_30, kube, provisioners, robin_api):
     provisioners()
     ns = namespace(kube)
     klass = storage_class(parameters={"volumeSource": "in-tree", "userSecretName": "ceph-secret"})

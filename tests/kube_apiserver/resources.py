@@ -87,8 +87,12 @@ def api_resource_list(group: str, version: str) -> dict | None:
             "resources": resources}
 
 
-def version_info() -> dict:
-    return {"major": "1", "minor": "32", "gitVersion": "v1.32.0-robin-test", "gitCommit": "0" * 40,
+DEFAULT_VERSION = "1.32.0"
+
+
+def version_info(version: str = DEFAULT_VERSION) -> dict:
+    major, minor, _ = version.split(".", 2)
+    return {"major": major, "minor": minor, "gitVersion": f"v{version}-robin-test", "gitCommit": "0" * 40,
             "gitTreeState": "clean", "buildDate": "2024-12-11T00:00:00Z", "goVersion": "go1.23.0",
             "compiler": "gc", "platform": "linux/amd64"}
 

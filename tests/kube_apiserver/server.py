@@ -201,7 +201,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _discovery(self, path: str, parts: list[str]):
         api = self.server.api
         if path == "/version":
-            return resources.version_info()
+            return resources.version_info(api.version)
         if path == "/api":
             return resources.api_versions(f"127.0.0.1:{api.port}")
         if path == "/api/v1":
@@ -402,6 +402,7 @@ class KubeApiServer:
         self.store = Store(history_size)
         self.faults = Faults(self.store)
         self.bookmark_interval = bookmark_interval
+        self.version = resources.DEFAULT_VERSION  # what /version reports; a test may set another, even while serving
         self.verbose = verbose
         self.watch_requests = 0  # watch requests served so far (to see clients reconnect)
         self.kubeconfig_path = kubeconfig_path

@@ -444,6 +444,18 @@ def test_csi_cephfs_volume():
                              "path": f"/volumes/team-a/pvc-{UID}"}}
 
 
+def test_csi_cephfs_volume_carries_how_nodes_mount_it():
+    mount = {"mounter": "fuse", "kernelMountOptions": "ms_mode=secure", "fuseMountOptions": "noatime"}
+    klass = ClassConfig.parse(storage_class(CEPHFS_PROVISIONER, parameters={"fs": "cephfs", **mount}))
+    attributes = build(klass, CEPHFS_REF, CEPHFS_VOLUME, claim(modes=("ReadWriteMany",)))["spec"]["csi"][
+        "volumeAttributes"]
+    assert {k: attributes[k] for k in mount} == mount and attributes["clusterID"] == "6a1f0c5e-fsid"
+    with pytest.raises(InvalidSpec, match="mounter must be kernel or fuse"):
+        ClassConfig.parse(storage_class(CEPHFS_PROVISIONER, parameters={"fs": "cephfs", "mounter": "nfs"}))
+    with pytest.raises(InvalidSpec, match="mounter"):
+        ClassConfig.parse(storage_class(RBD_PROVISIONER, parameters={"pool": "rbd", "mounter": "fuse"}))
+
+
 def test_csi_monitors_of_the_class_win_and_cluster_may_lack_them():
     pv = build(parse_class(monitors="192.168.1.1:3300"), RBD_REF, RBD_VOLUME)
     assert pv["spec"]["csi"]["volumeAttributes"]["monitors"] == "192.168.1.1:3300"

@@ -1,8 +1,8 @@
 """The `/v1` views: Wayne's paths and shapes over robin's services.
 
-A view resolves the bare Ceph name in the URL to a volume of the platform's project (service.project_of:
-never another project's, and one the token may not read is answered as a missing one), then calls the
-service /api/v2 would call with that project and the request's identity. Errors are robin's own
+A view resolves the bare Ceph name (or CSI volume handle) in the URL to a volume of the platform's project
+(service.resolve: never another project's, and one the token may not read is answered as a missing one), then
+calls the service /api/v2 would call with that project and the request's identity. Errors are robin's own
 RobinErrors; protocol.WayneProtocol turns them into the plain text Wayne shows.
 """
 from __future__ import annotations
@@ -64,13 +64,13 @@ class Snaps(MethodView):
     @blp.response(200, schemas.SnapListSchema)
     def get(self, name):
         """The RBD image's snapshots; `size` in bytes."""
-        return {"snaps": service.list_snapshots(g.identity, service.project_of(g.identity, RBD, name), name)}
+        return {"snaps": service.list_snapshots(g.identity, *service.resolve(g.identity, RBD, name))}
 
     @with_token
     @blp.response(200, schemas.DeletedSnapsSchema)
     def delete(self, name):
         """Delete all the image's snapshots; answers with those deleted."""
-        project = _audited_in(service.project_of(g.identity, RBD, name))
+        project, name = _resolved(RBD, name)
         return {"deleted": service.delete_all_snapshots(g.identity, project, name)}
 
 
@@ -81,28 +81,34 @@ class Snap(MethodView):
     def put(self, name, version):
         """Take snapshot `version` of the RBD image; counts against the project's max_snapshots."""
         version = schemas.snapshot_name(version)
-        project = _audited_in(service.project_of(g.identity, RBD, name))
+        project, name = _resolved(RBD, name)
         return snapshots.create(g.identity, RBD, project, name, version)
 
     @with_token
     @blp.response(200, schemas.SnapSchema)
     def delete(self, name, version):
-        project = _audited_in(service.project_of(g.identity, RBD, name))
+        project, name = _resolved(RBD, name)
         return service.delete_snapshot(g.identity, project, name, version)
 
     @with_token
     @blp.response(200, schemas.SnapSchema)
     def post(self, name, version):
         """Roll the image back to snapshot `version`; 409 volume_in_use while anything has it open or mapped."""
-        project = _audited_in(service.project_of(g.identity, RBD, name))
+        project, name = _resolved(RBD, name)
         return snapshots.rollback(g.identity, RBD, project, name, version)
 
 
-def _device(args: dict, name: str, audited: bool = True) -> tuple[Kind, str]:
-    """The kind `?type=` names and the project the volume's name resolves to (filed for the audit hook)."""
+def _resolved(kind: Kind, name: str) -> tuple[str, str]:
+    """The project and bare name the URL's name resolves to, the project filed for the audit hook."""
+    project, name = service.resolve(g.identity, kind, name)
+    return _audited_in(project), name
+
+
+def _device(args: dict, name: str, audited: bool = True) -> tuple[Kind, str, str]:
+    """The kind `?type=` names, and the project and bare name the volume's name resolves to."""
     kind = KINDS[args["type"]]
-    project = service.project_of(g.identity, kind, name)
-    return kind, _audited_in(project) if audited else project
+    project, name = _resolved(kind, name) if audited else service.resolve(g.identity, kind, name)
+    return kind, project, name
 
 
 @blp.route("/device/<name>")
@@ -116,7 +122,7 @@ class Device(MethodView):
         is opened rooted at it (again: the user's password is replaced, the mount kept). Waits for the agent's
         report up to ROBIN_GATEWAY_ACTIVATION_WAIT: 503 gateway_unavailable when none came. 409 volume_in_use for
         an RBD image a node has mapped."""
-        return service.activate(g.identity, *_device(args, name), name, body["user"], body["password"])
+        return service.activate(g.identity, *_device(args, name), body["user"], body["password"])
 
     @with_token
     @blp.arguments(schemas.ImageTypeArgs, location="query")
@@ -125,7 +131,7 @@ class Device(MethodView):
         """Deactivate: logins end at once; the gateway agent unmounts, then the account goes. Not activated is a 200
         saying so; 503 gateway_unavailable when the agent did not unmount within ROBIN_GATEWAY_ACTIVATION_WAIT (the
         deactivation stays recorded and is carried out when the agent runs)."""
-        return service.deactivate(g.identity, *_device(args, name), name)
+        return service.deactivate(g.identity, *_device(args, name))
 
 
 @blp.route("/device/<name>/status")
@@ -134,7 +140,7 @@ class DeviceStatus(MethodView):
     @blp.arguments(schemas.ImageTypeArgs, location="query")
     @blp.response(200, schemas.DeviceStatusSchema)
     def get(self, args, name):
-        return service.device_status(g.identity, *_device(args, name, audited=False), name)
+        return service.device_status(g.identity, *_device(args, name, audited=False))
 
 
 @blp.route("/device/<name>/user")
@@ -144,7 +150,7 @@ class DeviceUser(MethodView):
     @blp.response(200, schemas.DeviceStatusSchema)
     def delete(self, args, name):
         """Force the user offline and refuse logins (LoginForbidden) until the volume is activated again."""
-        return service.forbid_login(g.identity, *_device(args, name), name)
+        return service.forbid_login(g.identity, *_device(args, name))
 
 
 @blp.route("/device/<name>/verify")
@@ -157,7 +163,7 @@ class DeviceVerify(MethodView):
         clone; CephFS: an MDS scrub); the status shows Verifying, then VerifyOk or VerifyFailed with the reason
         in msg."""
         audit_this_read()  # a GET that starts work
-        return service.verify(g.identity, *_device(args, name), name)
+        return service.verify(g.identity, *_device(args, name))
 
 
 def install(app: Flask, api: Api) -> None:

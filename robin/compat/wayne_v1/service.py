@@ -16,11 +16,12 @@ from robin.projects.models import Project
 from robin.snapshots import service as snapshots
 from robin.snapshots.models import Snapshot, SnapshotState
 from robin.volumes import service as volumes
-from robin.volumes.kinds import RBD, Kind
+from robin.volumes.kinds import CEPHFS, RBD, Kind
 from robin.volumes.models import Volume, VolumeState
 
 MiB = 2**20
 PAGE = 1000
+HANDLE_KINDS = {RBD.noun: "rbd", CEPHFS.noun: "cephfs"}  # a volume handle's first part, by kind
 
 
 def platform_project() -> str:
@@ -59,17 +60,28 @@ def create_image(identity: Identity, kind: Kind, project: str, name: str, size_m
                        code="project_not_found", details={"project": project}) from exc
 
 
-def project_of(identity: Identity, kind: Kind, name: str) -> str:
-    """The project of the volume a /v1 URL names by its bare Ceph name: the platform's, when it has a live
-    volume of this kind and name on the default cluster that the token may read. /v1 is the platform's
-    contract for its own project: another project's volume is not there for /v1, whoever asks (admins use
-    /api/v2). And one the token may not read is answered exactly as one that does not exist, so that no
-    answer tells which names exist in a project, or which project owns a name."""
+def resolve(identity: Identity, kind: Kind, name: str) -> tuple[str, str]:
+    """The project and bare Ceph name of the volume a /v1 URL names: by its bare Ceph name, or by the volume
+    handle of a CSI PersistentVolume robin's provisioner made (`spec.csi.volumeHandle`, `<kind>:<project>:<name>`;
+    a bare name never has a colon). It is the platform's, when that has a live volume of this kind and name on
+    the default cluster that the token may read. /v1 is the platform's contract for its own project: another
+    project's volume (a handle naming another project, or another kind) is not there for /v1, whoever asks
+    (admins use /api/v2). And one the token may not read is answered exactly as one that does not exist, so that
+    no answer tells which names exist in a project, or which project owns a name."""
     project = platform_project()
-    if not identity.can_read(project) or not _is_live(kind, project, name):
+    bare = _bare_name(kind, project, name)
+    if bare is None or not identity.can_read(project) or not _is_live(kind, project, bare):
         raise NotFound(f"{kind.noun} {name!r} does not exist among the platform's volumes (ROBIN_WAYNE_PROJECT) "
                        "on the default cluster", code="volume_not_found", details={"name": name})
-    return project
+    return project, bare
+
+
+def _bare_name(kind: Kind, project: str, name: str) -> str | None:
+    """`name` itself, or the name in a handle of this kind in `project`; None for any other handle."""
+    if ":" not in name:
+        return name
+    handle = name.split(":")
+    return handle[2] if len(handle) == 3 and handle[:2] == [HANDLE_KINDS[kind.noun], project] else None
 
 
 def _is_live(kind: Kind, project: str, name: str) -> bool:
