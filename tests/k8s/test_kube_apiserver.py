@@ -63,8 +63,8 @@ def pv_body(name, claim_namespace=None, claim_name=None, storage="1Gi"):
 
 
 def raw(server, method, path, body=None, content_type="application/json", token=True):
-    """A plain HTTP request; returns (status, headers, parsed JSON body or text)."""
-    data = None if body is None else json.dumps(body).encode()
+    """A plain HTTP request (a body of bytes is sent as is); returns (status, headers, parsed JSON body or text)."""
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
     request = urllib.request.Request(server.url + path, data=data, method=method)
     request.add_header("Content-Type", content_type)
     if token:
@@ -744,6 +744,97 @@ def test_fault_admin_endpoint_and_auth(server):
     assert raw(server, "GET", "/api/v1/nonsense")[0] == 404
     assert raw(server, "PATCH", "/api/v1/namespaces/default", {}, content_type="application/apply-patch+yaml")[0] \
         == 415
+
+
+def _protobuf_field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (its size and key below 128, as in these tests)."""
+    return bytes([number << 3 | 2, len(payload)]) + payload
+
+
+def _protobuf_body(api_version: str, kind: str, raw_object: bytes) -> bytes:
+    type_meta = _protobuf_field(1, api_version.encode()) + _protobuf_field(2, kind.encode())
+    return b"k8s\x00" + _protobuf_field(1, type_meta) + _protobuf_field(2, raw_object)
+
+
+def test_media_types(server):
+    """api-concepts.md, "Alternate representations of resources": a server reads JSON, YAML and (for built-in
+    kinds) protobuf bodies and answers 415 Unsupported Media Type to others; patches take their own media types."""
+    protobuf = "application/vnd.kubernetes.protobuf"
+    meta = _protobuf_field(1, b"pb")  # ObjectMeta.name
+    status, _, created = raw(server, "POST", "/api/v1/namespaces", _protobuf_body("v1", "Namespace", _protobuf_field(
+        1, meta + _protobuf_field(8, b""))), content_type=protobuf)  # a zero creationTimestamp, as Go sends it
+    assert status == 201 and created["metadata"]["name"] == "pb" and created["status"] == {"phase": "Active"}
+    status, _, body = raw(server, "POST", "/api/v1/namespaces/default/pods",
+                          _protobuf_body("v1", "Pod", _protobuf_field(1, meta)), content_type=protobuf)
+    assert (status, body["reason"]) == (415, "UnsupportedMediaType") and "send it as application/json" in \
+        body["message"]
+    status, _, body = raw(server, "POST", "/api/v1/namespaces", b"not protobuf", content_type=protobuf)
+    assert (status, body["reason"]) == (400, "BadRequest")
+    status, _, body = raw(server, "POST", "/api/v1/namespaces", b"name=x", content_type="text/plain")
+    assert (status, body["reason"]) == (415, "UnsupportedMediaType") and "application/json" in body["message"]
+    status, _, body = raw(server, "POST", "/api/v1/namespaces", b"metadata: {name: from-yaml}",
+                          content_type="application/yaml")
+    assert status == 201 and body["metadata"]["name"] == "from-yaml"
+    status, _, body = raw(server, "PATCH", "/api/v1/namespaces/pb", {"metadata": {"labels": {"a": "b"}}})
+    assert (status, body["reason"]) == (415, "UnsupportedMediaType") and "merge-patch+json" in body["message"]
+    assert [ns for ns in server.store.objects[("", "namespaces")]] == [
+        ("", name) for name in ("default", "kube-system", "kube-public", "kube-node-lease", "pb", "from-yaml")]
+
+
+@needs_kubectl
+def test_kubectl_typed_create_commands(server, kubectl, tmp_path):
+    """kubectl's create subcommands send protobuf (issue: `kubectl create namespace` failed with a 400)."""
+    assert kubectl("create", "namespace", "apps").stdout.strip() == "namespace/apps created"
+    (tmp_path / "password").write_text("s3cret")
+    kubectl("create", "secret", "generic", "creds", "-n", "apps", "--from-literal=user=admin",
+            f"--from-file={tmp_path / 'password'}", "--from-literal=empty=")
+    (tmp_path / "app.conf").write_text("key = value\n")
+    (tmp_path / "logo.bin").write_bytes(b"\xff\x00\xfe")
+    kubectl("create", "configmap", "settings", "-n", "apps", f"--from-file={tmp_path / 'app.conf'}",
+            f"--from-file={tmp_path / 'logo.bin'}", "--from-literal=blank=")
+    secret = json.loads(kubectl("get", "secret", "creds", "-n", "apps", "-o", "json").stdout)
+    assert secret["type"] == "Opaque"
+    assert secret["data"] == {"user": "YWRtaW4=", "password": "czNjcmV0", "empty": ""}
+    config_map = json.loads(kubectl("get", "configmap", "settings", "-n", "apps", "-o", "json").stdout)
+    assert config_map["data"] == {"app.conf": "key = value\n", "blank": ""}
+    assert config_map["binaryData"] == {"logo.bin": "/wD+"}
+    assert kubectl("get", "ns", "apps", "-o", "jsonpath={.status.phase}").stdout == "Active"
+    # Server-side apply is refused in words kubectl passes on, not answered as a merge patch would be.
+    (tmp_path / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: "
+                                      "apps}\ndata: {a: b}\n")
+    refused = kubectl("apply", "--server-side", "-f", str(tmp_path / "cm.yaml"), check=False)
+    assert refused.returncode != 0 and "server-side apply" in refused.stderr
+    assert "a" not in json.loads(kubectl("get", "cm", "settings", "-n", "apps", "-o", "json").stdout)["data"]
+    kubectl("delete", "namespace", "apps", "--timeout=30s")
+    assert server.store.objects[("", "secrets")] == {} and server.store.objects[("", "configmaps")] == {}
+
+
+def test_secret_and_config_map_validation(server, core):
+    """The Secret and ConfigMap strategies: stringData is write-only and merged into data, keys are config keys,
+    an `immutable` object keeps its data, a Secret keeps its type."""
+    def secret(**fields):
+        return {"metadata": {"name": "s"}, **fields}
+
+    created = core.create_namespaced_secret("default", secret(data={"a": "YQ=="}, stringData={"b": "bee", "a": "A"}))
+    assert created.data == {"a": "QQ==", "b": "YmVl"} and created.type == "Opaque" and created.string_data is None
+    status, _, body = raw(server, "POST", "/api/v1/namespaces/default/secrets",
+                          {"metadata": {"name": "bad"}, "data": {"a": "not base64!"}})
+    assert (status, body["reason"]) == (400, "BadRequest")
+    status, _, body = raw(server, "POST", "/api/v1/namespaces/default/configmaps",
+                          {"metadata": {"name": "bad"}, "data": {"a/b": "x", "c": "y"}, "binaryData": {"c": ""}})
+    assert (status, body["reason"]) == (422, "Invalid")
+    assert sorted(c["field"] for c in body["details"]["causes"]) == ["data[a/b]", "data[c]"]
+    status, _, body = raw(server, "PATCH", "/api/v1/namespaces/default/secrets/s", {"type": "kubernetes.io/tls"},
+                          content_type="application/merge-patch+json")
+    assert (status, body["details"]["causes"][0]["field"]) == (422, "type")
+    core.patch_namespaced_secret("s", "default", {"immutable": True})
+    for change in ({"data": {"a": "Yg=="}}, {"immutable": False}):
+        with pytest.raises(ApiException) as refused:
+            core.patch_namespaced_secret("s", "default", change)
+        assert refused.value.status == 422
+    assert core.read_namespaced_secret("s", "default").data == {"a": "QQ==", "b": "YmVl"}
+    assert set(server.store.objects[("", "secrets")]) == {("default", "s")}
+    assert server.store.objects[("", "configmaps")] == {}
 
 
 def _watch_in_thread(core):

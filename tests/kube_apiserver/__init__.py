@@ -1,6 +1,7 @@
 """A small, faithful-enough Kubernetes API server for tests (no kube-apiserver can be installed here).
 
-Serves discovery, namespaces, PVCs, PVs, Events, StorageClasses, Leases, Pods and Endpoints with resourceVersions,
+Serves discovery, namespaces, PVCs, PVs, Events, StorageClasses, Leases, Pods, Endpoints, Secrets and ConfigMaps
+(JSON, YAML, and the protobuf kubectl's typed commands send) with resourceVersions,
 optimistic concurrency, finalizers, list/watch (bookmarks, 410 Gone), the PV controller's binding and provisioning
 annotations, PVC protection (while a pod uses the claim), PVC resize validation and admission, and fault injection.
 Nothing runs pods: their phase is whatever a test writes to the status subresource.

@@ -2,6 +2,9 @@
 (the controllers Kubernetes runs for these kinds are in `controllers`)."""
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import copy
 import re
 from decimal import Decimal
@@ -9,7 +12,7 @@ from decimal import Decimal
 from kubernetes.utils import parse_quantity
 
 from .errors import ApiError, bad_request, forbidden, invalid
-from .resources import NAMESPACES, PODS, PVCS, PVS, STORAGE_CLASSES
+from .resources import CONFIG_MAPS, NAMESPACES, PODS, PVCS, PVS, SECRETS, STORAGE_CLASSES
 
 PVC_PROTECTION = "kubernetes.io/pvc-protection"
 PV_PROTECTION = "kubernetes.io/pv-protection"
@@ -18,6 +21,8 @@ BETA_CLASS_ANNOTATION = "volume.beta.kubernetes.io/storage-class"
 
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+MAX_SECRET_SIZE = 1024 * 1024  # bytes of data, for Secrets and ConfigMaps alike
 
 
 def validate_name(rt, name: str) -> None:
@@ -83,6 +88,10 @@ def prepare_create(store, rt, obj: dict) -> None:
         _validate_pod_spec(rt, name, spec)
         _default_pod_spec(spec)
         obj["status"] = {"phase": "Pending"}  # the status given on create is dropped, as podStrategy does
+    elif rt is SECRETS:
+        _prepare_secret(rt, obj)
+    elif rt is CONFIG_MAPS:
+        _validate_config_map(rt, obj)
     elif rt is STORAGE_CLASSES:
         if not obj.get("provisioner"):
             raise invalid(rt, name, [("FieldValueRequired", "provisioner", "Required value")])
@@ -100,11 +109,81 @@ def prepare_update(store, rt, old: dict, new: dict) -> None:
         _admit_claim_resize(store, rt, old, new)
     elif rt is PODS:
         _validate_pod_update(rt, old, new)
+    elif rt is SECRETS:
+        _prepare_secret(rt, new)
+        if new["type"] != old["type"]:
+            raise invalid(rt, name, [("FieldValueInvalid", "type", f'Invalid value: "{new["type"]}": field is '
+                                      "immutable")])
+        _check_immutable_data(rt, old, new, ("data",))
+    elif rt is CONFIG_MAPS:
+        _validate_config_map(rt, new)
+        _check_immutable_data(rt, old, new, ("data", "binaryData"))
     elif rt is STORAGE_CLASSES:
         for field in ("provisioner", "parameters", "reclaimPolicy", "volumeBindingMode"):
             if old.get(field) != new.get(field):
                 raise invalid(rt, name, [("FieldValueForbidden", field, f"Forbidden: updates to {field} are "
                                           "forbidden.")])
+
+
+def _decoded(kind: str, field: str, key: str, value) -> bytes:
+    """A []byte field's value, or the 400 that decoding the JSON body into the Go struct gives."""
+    if isinstance(value, str):
+        with contextlib.suppress(binascii.Error):
+            return base64.b64decode(value, validate=True)
+    raise bad_request(f'{kind} in version "v1" cannot be handled as a {kind}: illegal base64 data in '
+                      f"{field}[{key}]")
+
+
+def _config_key_causes(field: str, keys) -> list:
+    return [("FieldValueInvalid", f"{field}[{key}]", f'Invalid value: "{key}": a valid config key must consist of '
+             "alphanumeric characters, '-', '_' or '.'") for key in keys if not _CONFIG_KEY.match(key)]
+
+
+def _prepare_secret(rt, obj: dict) -> None:
+    """The Secret strategy: stringData is write-only and wins over data on the same key; the type defaults to
+    Opaque; keys are config keys; the data is at most 1 MiB."""
+    name = obj["metadata"]["name"]
+    data = dict(obj.get("data") or {})
+    sizes = {key: len(_decoded("Secret", "data", key, value)) for key, value in data.items()}
+    for key, value in (obj.pop("stringData", None) or {}).items():
+        raw = str(value).encode()
+        data[key], sizes[key] = base64.b64encode(raw).decode(), len(raw)
+    if data:
+        obj["data"] = data
+    else:
+        obj.pop("data", None)
+    obj["type"] = obj.get("type") or "Opaque"
+    causes = _config_key_causes("data", data)
+    if sum(sizes.values()) > MAX_SECRET_SIZE:
+        causes.append(("FieldValueTooLong", "data", f"Too long: must have at most {MAX_SECRET_SIZE} bytes"))
+    if causes:
+        raise invalid(rt, name, causes)
+
+
+def _validate_config_map(rt, obj: dict) -> None:
+    """ValidateConfigMap: keys are config keys, unique across data and binaryData; at most 1 MiB in all."""
+    data, binary = obj.get("data") or {}, obj.get("binaryData") or {}
+    size = sum(len(str(value).encode()) for value in data.values())
+    size += sum(len(_decoded("ConfigMap", "binaryData", key, value)) for key, value in binary.items())
+    causes = _config_key_causes("data", data) + _config_key_causes("binaryData", binary)
+    causes += [("FieldValueInvalid", f"data[{key}]", f'Invalid value: "{key}": duplicate of key present in '
+                "binaryData") for key in data if key in binary]
+    if size > MAX_SECRET_SIZE:
+        causes.append(("FieldValueTooLong", "", f"Too long: must have at most {MAX_SECRET_SIZE} bytes"))
+    if causes:
+        raise invalid(rt, obj["metadata"]["name"], causes)
+
+
+def _check_immutable_data(rt, old: dict, new: dict, fields: tuple[str, ...]) -> None:
+    """An object marked immutable keeps its data and the mark."""
+    if not old.get("immutable"):
+        return
+    causes = [] if new.get("immutable") else [
+        ("FieldValueForbidden", "immutable", "Forbidden: field is immutable when `immutable` is set")]
+    causes += [("FieldValueForbidden", field, "Forbidden: field is immutable when `immutable` is set")
+               for field in fields if old.get(field) != new.get(field)]
+    if causes:
+        raise invalid(rt, old["metadata"]["name"], causes)
 
 
 def _list_field(spec: dict, field: str) -> list:

@@ -42,8 +42,10 @@ STORAGE_CLASSES = ResourceType("storage.k8s.io", "v1", "storageclasses", "Storag
 LEASES = ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True, (), (), True)
 PODS = ResourceType("", "v1", "pods", "Pod", True, ("po",), ("status",))
 ENDPOINTS = ResourceType("", "v1", "endpoints", "Endpoints", True, ("ep",))
+SECRETS = ResourceType("", "v1", "secrets", "Secret", True)
+CONFIG_MAPS = ResourceType("", "v1", "configmaps", "ConfigMap", True, ("cm",))
 
-RESOURCES = [NAMESPACES, PVCS, PVS, EVENTS, STORAGE_CLASSES, LEASES, PODS, ENDPOINTS]
+RESOURCES = [NAMESPACES, PVCS, PVS, EVENTS, STORAGE_CLASSES, LEASES, PODS, ENDPOINTS, SECRETS, CONFIG_MAPS]
 BY_PATH = {(rt.group, rt.version, rt.plural): rt for rt in RESOURCES}
 GROUPS = sorted({(rt.group, rt.version) for rt in RESOURCES if rt.group})
 

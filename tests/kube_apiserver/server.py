@@ -19,14 +19,16 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
 
-from . import resources
-from .errors import ApiError, bad_request, path_not_found, status_object
+from . import protobuf, resources
+from .errors import ApiError, bad_request, path_not_found, status_object, unsupported_media_type
 from .faults import Faults
 from .patch import PATCH_TYPES
 from .selectors import Selector
 from .store import Store
 
 JSON = "application/json"
+BODY_TYPES = (JSON, "application/yaml", protobuf.CONTENT_TYPE)
+APPLY_PATCH_PREFIX = "application/apply-patch"
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -108,10 +110,18 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_json(self, code: int, obj, headers: dict | None = None) -> None:
         self._send(code, json.dumps(obj).encode(), headers=headers)
 
-    def _parse_body(self, raw: bytes):
+    def _parse_body(self, raw: bytes, patch: bool = False):
+        """The request body as an object; a 415 for a media type the real server would not read here (so that
+        a client can tell, and, for CBOR, fall back to JSON) or this one cannot."""
+        content_type = (self.headers.get("Content-Type") or JSON).split(";")[0].strip().lower()
+        if patch:
+            _check_patch_type(content_type)
         if not raw.strip():
             return None
-        content_type = (self.headers.get("Content-Type") or JSON).split(";")[0].strip()
+        if not patch and content_type not in BODY_TYPES:
+            raise unsupported_media_type(BODY_TYPES)
+        if content_type == protobuf.CONTENT_TYPE:
+            return _decode_protobuf(raw)
         try:
             if "yaml" in content_type:
                 return yaml.safe_load(raw)
@@ -224,7 +234,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve_resource(self, method, rt, namespace, name, subresource, query, raw) -> None:
         store = self.server.api.store
         dry_run = "dryRun" in query and query["dryRun"] == "All"
-        body = self._parse_body(raw)
+        body = self._parse_body(raw, patch=method == "PATCH")
         if name is None:
             selector = Selector(query.get("labelSelector"), query.get("fieldSelector"))
             if method == "GET":
@@ -247,10 +257,7 @@ class _Handler(BaseHTTPRequestHandler):
             obj, created = store.update(rt, namespace, name, body, subresource, dry_run)
             self._send_json(201 if created else 200, obj)
         elif method == "PATCH":
-            content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
-            if content_type not in PATCH_TYPES:
-                raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
-                                                            f"accepted media types include: {', '.join(PATCH_TYPES)}")
+            content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
             self._send_json(200, store.patch(rt, namespace, name, content_type, body, subresource, dry_run))
         elif method == "DELETE" and subresource is None:
             options = body if isinstance(body, dict) else {}
@@ -381,6 +388,26 @@ class _Handler(BaseHTTPRequestHandler):
                 self._write_event("MODIFIED", event.object)
         elif now_matches:
             self._write_event(event.type, event.object)
+
+
+def _check_patch_type(content_type: str) -> None:
+    if content_type.startswith(APPLY_PATCH_PREFIX):
+        raise ApiError(415, "UnsupportedMediaType", f"server-side apply ({content_type}) is not modelled by this "
+                                                    f"test server: send a JSON, merge or strategic merge patch "
+                                                    f"(kubectl apply without --server-side)")
+    if content_type not in PATCH_TYPES:
+        raise unsupported_media_type(PATCH_TYPES)
+
+
+def _decode_protobuf(raw: bytes) -> dict:
+    try:
+        return protobuf.decode(raw)
+    except protobuf.UnknownKind as e:
+        known = ", ".join(kind for _, kind in protobuf.KINDS)
+        raise ApiError(415, "UnsupportedMediaType", f"this test server reads {protobuf.CONTENT_TYPE} bodies of "
+                                                    f"{known} only, not of {e}: send it as {JSON}") from None
+    except protobuf.ProtobufError as e:
+        raise bad_request(f"the request body is not valid {protobuf.CONTENT_TYPE}: {e}") from None
 
 
 def _raise(error: Exception):
