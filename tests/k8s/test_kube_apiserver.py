@@ -20,6 +20,7 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client.rest import ApiException
 
 from tests.kube_apiserver import KubeApiServer
+from tests.kube_apiserver.resources import PVS
 from tests.support.net import eventually
 
 KUBECTL = shutil.which("kubectl")
@@ -287,6 +288,107 @@ def test_selectors_limit_and_continue(server, core):
         page = core.list_namespaced_persistent_volume_claim("default", limit=2, _continue=page.metadata._continue)
         pages.append([p.metadata.name for p in page.items])
     assert pages == [["p0", "p1"], ["p2", "p3"], ["p4"]]
+
+
+def test_lists_carry_no_item_kinds_and_pages_may_be_short(server, core):
+    """api-conventions.md, "Lists and Simple kinds": a list's items carry no kind or apiVersion (the list's kind
+    says what they are); api-concepts.md, "Retrieving large results sets in chunks": a server may return fewer items
+    than the limit, with a continue token while more remain, so a client follows the token."""
+    for i in range(5):
+        core.create_namespaced_persistent_volume_claim("default", pvc_body(f"p{i}"))
+    status, _, listing = raw(server, "GET", "/api/v1/namespaces/default/persistentvolumeclaims")
+    assert status == 200 and listing["kind"] == "PersistentVolumeClaimList" and listing["apiVersion"] == "v1"
+    assert [sorted(set(item) & {"kind", "apiVersion"}) for item in listing["items"]] == [[]] * 5
+    _, _, event = raw(server, "GET", "/api/v1/namespaces/default/persistentvolumeclaims?watch=1&timeoutSeconds=1")
+    assert first_event(event)["object"]["kind"] == "PersistentVolumeClaim"  # watch events keep theirs
+    server.faults.short_pages(2)
+    pages = []
+    page = core.list_namespaced_persistent_volume_claim("default", limit=4)
+    pages.append([p.metadata.name for p in page.items])
+    while page.metadata._continue:
+        page = core.list_namespaced_persistent_volume_claim("default", limit=4, _continue=page.metadata._continue)
+        pages.append([p.metadata.name for p in page.items])
+    assert pages == [["p0", "p1"], ["p2", "p3"], ["p4"]]
+    assert len(core.list_namespaced_persistent_volume_claim("default").items) == 5  # no limit, no pages
+    server.faults.short_pages(0)
+    assert len(core.list_namespaced_persistent_volume_claim("default", limit=4).items) == 4
+
+
+def test_unknown_fields_and_wrong_types(server, api_client):
+    """api-concepts.md, "Field validation": unknown fields are dropped; fieldValidation=Warn (the default) says so
+    in a `Warning: 299` header, Strict refuses the request with a 400, Ignore drops them silently. A value of the
+    wrong type does not decode: 400."""
+    path = "/api/v1/namespaces/default/persistentvolumeclaims"
+    body = {**pvc_body("w"), "metadata": {"name": "w", "colour": "red"}}
+    body["spec"]["speed"] = "fast"
+    status, headers, created = raw(server, "POST", path, body)
+    assert status == 201 and "colour" not in created["metadata"] and "speed" not in created["spec"]
+    assert headers.get_all("Warning") == ['299 - "unknown field \\"metadata.colour\\""',
+                                          '299 - "unknown field \\"spec.speed\\""']
+    status, _, refused = raw(server, "POST", path + "?fieldValidation=Strict", {**body, "metadata": {"name": "s"}})
+    assert (status, refused["reason"]) == (400, "BadRequest")
+    assert 'strict decoding error: unknown field "spec.speed"' in refused["message"]
+    status, headers, _ = raw(server, "POST", path + "?fieldValidation=Ignore", {**body, "metadata": {"name": "i"}})
+    assert status == 201 and headers.get_all("Warning") is None
+    assert raw(server, "POST", path + "?fieldValidation=Loose", {**body, "metadata": {"name": "l"}})[0] == 400
+    wrong = {**pvc_body("t"), "spec": {"accessModes": "ReadWriteOnce", "resources": {"requests": {"storage": "1"}}}}
+    status, _, refused = raw(server, "POST", path, wrong)
+    assert (status, refused["reason"]) == (400, "BadRequest") and "spec.accessModes" in refused["message"]
+    status, _, refused = raw(server, "PATCH", path + "/w", {"spec": {"volumeMode": 3}},
+                             content_type="application/merge-patch+json")
+    assert status == 400
+    assert sorted(server.store.objects[("", "persistentvolumeclaims")]) == [("default", "i"), ("default", "w")]
+
+
+@needs_kubectl
+def test_kubectl_field_validation(server, kubectl, tmp_path):
+    """kubectl asks for Strict by default (--validate=strict), prints the server's warnings with --validate=warn."""
+    manifest = tmp_path / "sc.yaml"
+    manifest.write_text("apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: fast}\n"
+                        "provisioner: robin.example.com\nprovisioneer: typo\n")
+    refused = kubectl("create", "-f", str(manifest), check=False)
+    assert refused.returncode != 0 and 'unknown field "provisioneer"' in refused.stderr
+    warned = kubectl("create", "--validate=warn", "-f", str(manifest))
+    assert 'Warning: unknown field "provisioneer"' in warned.stderr
+    assert "provisioneer" not in kubectl("get", "sc", "fast", "-o", "json").stdout
+
+
+@pytest.mark.parametrize(("given", "canonical"), [
+    ("1.5Gi", "1536Mi"), ("1Gi", "1Gi"), ("2048Ki", "2Mi"), ("0.5Gi", "512Mi"), ("512Ki", "512Ki"),
+    ("1000", "1k"), ("1024", "1024"), ("1500M", "1500M"), ("1.5", "1500m"), ("100m", "100m"), ("1e3", "1e3"),
+    ("0", "0"), ("0.5Ki", "512"), (5, "5"), ("1.0000000001", "1000000001n")])
+def test_quantities_come_back_canonical(server, given, canonical):
+    """resource.Quantity's canonical form (the type's documentation: "1.5Gi" is "1536Mi", "1000" is "1k"): what
+    a real server stores and answers, whatever form the client sent (a JSON number too)."""
+    body = pv_body("q")
+    body["spec"]["capacity"]["storage"] = given
+    status, _, created = raw(server, "POST", "/api/v1/persistentvolumes", body)
+    assert status == 201 and created["spec"]["capacity"] == {"storage": canonical}
+    assert server.store.get(PVS, "", "q")["spec"]["capacity"] == {"storage": canonical}
+
+
+def test_persistent_volume_sources(server, core):
+    """ValidatePersistentVolume: exactly one volume source, which (and the volume mode) cannot change."""
+    def refused(call, *args):
+        with pytest.raises(ApiException) as error:
+            call(*args)
+        assert error.value.status == 422
+        return [c["field"] for c in json.loads(error.value.body)["details"]["causes"]]
+
+    sourceless = pv_body("none")
+    del sourceless["spec"]["csi"]
+    assert refused(core.create_persistent_volume, sourceless) == ["spec"]
+    two = pv_body("two")
+    two["spec"]["glusterfs"] = {"endpoints": "gluster", "path": "vol"}
+    assert refused(core.create_persistent_volume, two) == ["spec.glusterfs"]
+    core.create_persistent_volume(pv_body("one"))
+    assert refused(core.patch_persistent_volume, "one", {"spec": {"csi": {"volumeHandle": "other"}}}) == [
+        "spec.persistentvolumesource"]
+    assert refused(core.patch_persistent_volume, "one", {"spec": {"volumeMode": "Block"}}) == ["spec.volumeMode"]
+    patched = core.patch_persistent_volume("one", {"spec": {"persistentVolumeReclaimPolicy": "Delete",
+                                                            "capacity": {"storage": "2Gi"}}})
+    assert patched.spec.persistent_volume_reclaim_policy == "Delete" and patched.spec.capacity == {"storage": "2Gi"}
+    assert sorted(server.store.objects[("", "persistentvolumes")]) == [("", "one")]
 
 
 def test_resource_versions_and_conflicts(server, core):

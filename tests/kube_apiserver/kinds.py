@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from kubernetes.utils import parse_quantity
 
+from . import schemas
 from .errors import ApiError, bad_request, forbidden, invalid
 from .resources import CONFIG_MAPS, NAMESPACES, PODS, PVCS, PVS, SECRETS, STORAGE_CLASSES
 
@@ -71,14 +72,7 @@ def prepare_create(store, rt, obj: dict) -> None:
         _add_finalizer(obj, PVC_PROTECTION)
     elif rt is PVS:
         spec = obj.setdefault("spec", {})
-        causes = []
-        if not (spec.get("capacity") or {}).get("storage"):
-            causes.append(("FieldValueRequired", "spec.capacity", "Required value"))
-        if not spec.get("accessModes"):
-            causes.append(("FieldValueRequired", "spec.accessModes", "Required value"))
-        if causes:
-            raise invalid(rt, name, causes)
-        quantity(spec["capacity"]["storage"])
+        _validate_volume(rt, name, spec)
         spec.setdefault("persistentVolumeReclaimPolicy", "Retain")
         spec.setdefault("volumeMode", "Filesystem")
         obj["status"] = {"phase": "Pending"}
@@ -107,6 +101,8 @@ def prepare_update(store, rt, old: dict, new: dict) -> None:
     elif rt is PVCS:
         _validate_claim_update(rt, old, new)
         _admit_claim_resize(store, rt, old, new)
+    elif rt is PVS:
+        _validate_volume_update(rt, old, new)
     elif rt is PODS:
         _validate_pod_update(rt, old, new)
     elif rt is SECRETS:
@@ -123,6 +119,40 @@ def prepare_update(store, rt, old: dict, new: dict) -> None:
             if old.get(field) != new.get(field):
                 raise invalid(rt, name, [("FieldValueForbidden", field, f"Forbidden: updates to {field} are "
                                           "forbidden.")])
+
+
+def _validate_volume(rt, name: str, spec: dict) -> None:
+    """ValidatePersistentVolumeSpec, the part robin meets: a capacity, access modes and exactly one volume source."""
+    causes = []
+    if not (spec.get("capacity") or {}).get("storage"):
+        causes.append(("FieldValueRequired", "spec.capacity", "Required value"))
+    if not spec.get("accessModes"):
+        causes.append(("FieldValueRequired", "spec.accessModes", "Required value"))
+    sources = [source for source in schemas.volume_sources() if spec.get(source) is not None]
+    if not sources:
+        causes.append(("FieldValueRequired", "spec", "Required value: must specify a volume type"))
+    causes += [("FieldValueForbidden", f"spec.{source}", "Forbidden: may not specify more than 1 volume type")
+               for source in sources[1:]]
+    if causes:
+        raise invalid(rt, name, causes)
+
+
+def _validate_volume_update(rt, old: dict, new: dict) -> None:
+    """ValidatePersistentVolumeUpdate: a valid spec whose volume source and volume mode stay as created (capacity,
+    access modes, claimRef, class, reclaim policy and mount options may change)."""
+    name = old["metadata"]["name"]
+    old_spec, new_spec = old.get("spec") or {}, new.setdefault("spec", {})
+    new_spec.setdefault("volumeMode", "Filesystem")
+    _validate_volume(rt, name, new_spec)
+    causes = []
+    if {s: old_spec.get(s) for s in schemas.volume_sources()} != {s: new_spec.get(s) for s in schemas.volume_sources()}:
+        causes.append(("FieldValueForbidden", "spec.persistentvolumesource", "Forbidden: spec.persistentvolumesource "
+                       "is immutable after creation"))
+    if old_spec.get("volumeMode") != new_spec.get("volumeMode"):
+        causes.append(("FieldValueInvalid", "spec.volumeMode", f'Invalid value: "{new_spec.get("volumeMode")}": '
+                       "field is immutable"))
+    if causes:
+        raise invalid(rt, name, causes)
 
 
 def _decoded(kind: str, field: str, key: str, value) -> bytes:

@@ -101,7 +101,7 @@ def _gv_path(group: str, version: str) -> str:
 
 def openapi_v3_root() -> dict:
     """The /openapi/v3 index. Only enough for kubectl to see, per kind, that PATCH accepts `fieldValidation`,
-    which makes it validate on the server (which accepts anything) instead of downloading schemas."""
+    which makes it validate on the server (`schemas`) instead of downloading schemas."""
     gvs = sorted({(rt.group, rt.version) for rt in RESOURCES})
     return {"paths": {_gv_path(g, v): {"serverRelativeURL": f"/openapi/v3/{_gv_path(g, v)}?hash=robin1"}
                       for g, v in gvs}}

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
 
-from . import protobuf, resources
+from . import protobuf, resources, schemas
 from .errors import ApiError, bad_request, path_not_found, status_object, unsupported_media_type
 from .faults import Faults
 from .patch import PATCH_TYPES
@@ -97,17 +97,18 @@ class _Handler(BaseHTTPRequestHandler):
                 self.rfile.readline()
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-    def _send(self, code: int, body: bytes, content_type: str = JSON, headers: dict | None = None) -> None:
+    def _send(self, code: int, body: bytes, content_type: str = JSON, headers=None) -> None:
+        """headers: a dict or a list of (name, value) pairs (a name may repeat)."""
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-cache, private")
-        for name, value in (headers or {}).items():
+        for name, value in (headers.items() if isinstance(headers, dict) else headers or []):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
-    def _send_json(self, code: int, obj, headers: dict | None = None) -> None:
+    def _send_json(self, code: int, obj, headers=None) -> None:
         self._send(code, json.dumps(obj).encode(), headers=headers)
 
     def _parse_body(self, raw: bytes, patch: bool = False):
@@ -173,6 +174,8 @@ class _Handler(BaseHTTPRequestHandler):
             faults.clear()
         elif action == "drop-watches":
             faults.drop_watches(abruptly=bool(body.get("abruptly", False)))
+        elif action == "short-pages":
+            faults.short_pages(int(body.get("limit", 0)))
         elif action == "compact":
             self._send_json(200, {"compactedResourceVersion": str(faults.compact(int(body.get("keep", 0))))})
             return
@@ -235,6 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
         store = self.server.api.store
         dry_run = "dryRun" in query and query["dryRun"] == "All"
         body = self._parse_body(raw, patch=method == "PATCH")
+        validation = schemas.FieldValidation(query.get("fieldValidation") or "Warn")
         if name is None:
             selector = Selector(query.get("labelSelector"), query.get("fieldSelector"))
             if method == "GET":
@@ -244,7 +248,8 @@ class _Handler(BaseHTTPRequestHandler):
                     limit = int(query.get("limit") or 0)
                     self._send_json(200, store.list(rt, namespace, selector, limit, query.get("continue", "")))
             elif method == "POST":
-                self._send_json(201, store.create(rt, namespace, body, dry_run))
+                created = store.create(rt, namespace, body, dry_run, validation)
+                self._send_json(201, created, _warning_headers(validation))
             elif method == "DELETE":
                 self._send_json(200, store.delete_collection(rt, namespace, selector, dry_run))
             else:
@@ -254,11 +259,12 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET":
             self._send_json(200, store.get(rt, namespace, name))
         elif method == "PUT":
-            obj, created = store.update(rt, namespace, name, body, subresource, dry_run)
-            self._send_json(201 if created else 200, obj)
+            obj, created = store.update(rt, namespace, name, body, subresource, dry_run, validation)
+            self._send_json(201 if created else 200, obj, _warning_headers(validation))
         elif method == "PATCH":
             content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-            self._send_json(200, store.patch(rt, namespace, name, content_type, body, subresource, dry_run))
+            patched = store.patch(rt, namespace, name, content_type, body, subresource, dry_run, validation)
+            self._send_json(200, patched, _warning_headers(validation))
         elif method == "DELETE" and subresource is None:
             options = body if isinstance(body, dict) else {}
             self._send_json(200, store.delete(rt, namespace, name, options, dry_run))
@@ -390,6 +396,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._write_event(event.type, event.object)
 
 
+def _warning_headers(validation: schemas.FieldValidation) -> list[tuple[str, str]]:
+    """Warnings as the real server sends them (RFC 7234's 299 warn-code), which client-go and kubectl print."""
+    return [("Warning", f"299 - {json.dumps(text)}") for text in validation.warnings]
+
+
 def _check_patch_type(content_type: str) -> None:
     if content_type.startswith(APPLY_PATCH_PREFIX):
         raise ApiError(415, "UnsupportedMediaType", f"server-side apply ({content_type}) is not modelled by this "
@@ -422,11 +433,12 @@ class KubeApiServer:
     """
 
     def __init__(self, port: int = 0, kubeconfig_path: str | None = None, token: str | None = None,
-                 history_size: int = 1000, bookmark_interval: float = 5.0, verbose: bool = False):
+                 history_size: int = 1000, bookmark_interval: float = 5.0, verbose: bool = False,
+                 page_limit: int = 0):
         self.host = "127.0.0.1"
         self.requested_port = port
         self.token = token or secrets.token_hex(16)
-        self.store = Store(history_size)
+        self.store = Store(history_size, page_limit)
         self.faults = Faults(self.store)
         self.bookmark_interval = bookmark_interval
         self.verbose = verbose

@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from . import controllers, kinds
+from . import controllers, kinds, schemas
 from .errors import ApiError, already_exists, bad_request, conflict, gone, invalid, not_found
 from .patch import PatchError, apply_patch
 from .resources import NAMESPACES, RESOURCES
@@ -43,7 +43,8 @@ class Store:
     """All methods are thread-safe. Stored object dicts are never mutated in place (every change stores a new
     dict), so they may be shared with the watch history and serialized without copying."""
 
-    def __init__(self, history_size: int = 1000):
+    def __init__(self, history_size: int = 1000, page_limit: int = 0):
+        self.page_limit = page_limit  # if set, a list with a limit gets pages of at most this many items
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.rv = 1
@@ -140,16 +141,20 @@ class Store:
             items = [(key, obj) for key, obj in sorted(self.objects[rt.key].items())
                      if (not namespace or key[0] == namespace) and (start is None or key > start) and selector(obj)]
         metadata = {"resourceVersion": str(list_rv)}
+        if limit and self.page_limit:
+            limit = min(limit, self.page_limit)  # a shorter page than asked for, as etcd's may be
         if limit and len(items) > limit:
             last_key = items[limit - 1][0]
             metadata["continue"] = base64.urlsafe_b64encode(
                 json.dumps({"rv": list_rv, "start": list(last_key)}).encode()).decode()
             metadata["remainingItemCount"] = len(items) - limit
             items = items[:limit]
+        # Items carry no kind or apiVersion: the list's own say what they are (api-conventions.md, "Lists and
+        # Simple kinds"; the real server strips them when it encodes a list of a built-in kind).
         return {"kind": f"{rt.kind}List", "apiVersion": rt.api_version, "metadata": metadata,
-                "items": [obj for _, obj in items]}
+                "items": [{k: v for k, v in obj.items() if k not in ("kind", "apiVersion")} for _, obj in items]}
 
-    def _check_body(self, rt, namespace: str, body) -> dict:
+    def _check_body(self, rt, namespace: str, body, validation: schemas.FieldValidation | None) -> dict:
         if not isinstance(body, dict):
             raise bad_request("the request body must be a JSON object")
         kind, api_version = body.get("kind"), body.get("apiVersion")
@@ -168,11 +173,12 @@ class Store:
             meta["namespace"] = namespace
         else:
             meta.pop("namespace", None)
-        return body
+        return schemas.decode(rt, body, validation)
 
-    def create(self, rt, namespace: str, body, dry_run: bool = False) -> dict:
+    def create(self, rt, namespace: str, body, dry_run: bool = False,
+               validation: schemas.FieldValidation | None = None) -> dict:
         with self.lock:
-            obj = self._check_body(rt, namespace, body)
+            obj = self._check_body(rt, namespace, body, validation)
             meta = obj["metadata"]
             if not meta.get("name"):
                 if not meta.get("generateName"):
@@ -196,8 +202,8 @@ class Store:
             return stored
 
     def _update(self, rt, namespace: str, name: str, old: dict, body, subresource: str | None,
-                dry_run: bool) -> dict:
-        new = self._check_body(rt, namespace, body)
+                dry_run: bool, validation: schemas.FieldValidation | None) -> dict:
+        new = self._check_body(rt, namespace, body, validation)
         meta, old_meta = new["metadata"], old["metadata"]
         if meta.get("name") and meta["name"] != name:
             raise bad_request(f"the name of the object ({meta['name']}) does not match the name on the URL ({name})")
@@ -240,7 +246,7 @@ class Store:
             **new, "metadata": {**new["metadata"], "resourceVersion": str(self.rv)}}
 
     def update(self, rt, namespace: str, name: str, body, subresource: str | None = None,
-               dry_run: bool = False) -> tuple[dict, bool]:
+               dry_run: bool = False, validation: schemas.FieldValidation | None = None) -> tuple[dict, bool]:
         """PUT. Returns (object, created)."""
         with self.lock:
             try:
@@ -249,12 +255,12 @@ class Store:
                 if rt.create_on_update and subresource is None:
                     if isinstance(body, dict):
                         body = {**body, "metadata": {**(body.get("metadata") or {}), "name": name}}
-                    return self.create(rt, namespace, body, dry_run), True
+                    return self.create(rt, namespace, body, dry_run, validation), True
                 raise
-            return self._update(rt, namespace, name, old, body, subresource, dry_run), False
+            return self._update(rt, namespace, name, old, body, subresource, dry_run, validation), False
 
     def patch(self, rt, namespace: str, name: str, patch_type: str, body, subresource: str | None = None,
-              dry_run: bool = False) -> dict:
+              dry_run: bool = False, validation: schemas.FieldValidation | None = None) -> dict:
         with self.lock:
             old = self._current(rt, namespace, name)
             try:
@@ -265,7 +271,7 @@ class Store:
             if not isinstance(patched, dict):
                 raise bad_request("the patched object is not a JSON object")
             # A resourceVersion in the patch is a precondition; without one the patch applies to the latest.
-            return self._update(rt, namespace, name, old, patched, subresource, dry_run)
+            return self._update(rt, namespace, name, old, patched, subresource, dry_run, validation)
 
     def delete(self, rt, namespace: str, name: str, options: dict | None = None, dry_run: bool = False) -> dict:
         options = options or {}

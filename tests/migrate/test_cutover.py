@@ -117,24 +117,21 @@ def test_gluster_pvs_reads_servers_path_claim_and_project(kube_server, kube_clie
 
 def test_gluster_pvs_needs_the_endpoints(kube_server, kube_client, gluster_claim):
     setup = gluster_claim()
-    subsets = get(kube_server, "endpoints", setup.endpoints, setup.namespace)["subsets"]
+    endpoints = get(kube_server, "endpoints", setup.endpoints, setup.namespace)
+    kept = {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": setup.endpoints,
+                                                                   "namespace": setup.namespace}}
+    # A PV's volume source cannot change once created (as on a real cluster): its Endpoints object goes instead.
     try:
-        kubectl(kube_server, "patch", "pv", setup.pv, "--type=merge",
-                "-p", json.dumps({"spec": {"glusterfs": {"endpointsNamespace": unique("elsewhere")}}}))
+        kubectl(kube_server, "delete", "endpoints", setup.endpoints, "-n", setup.namespace)
         error = refused("endpoints_not_found", gluster_pvs, kube_client, [setup.pv])
         assert setup.endpoints in error.message
-        kubectl(kube_server, "patch", "pv", setup.pv, "--type=json",
-                "-p", json.dumps([{"op": "remove", "path": "/spec/glusterfs/endpointsNamespace"}]))
-        kubectl(kube_server, "patch", "endpoints", setup.endpoints, "-n", setup.namespace, "--type=merge",
-                "-p", json.dumps({"subsets": []}))
+        create(kube_server, {**kept, "subsets": []})
         refused("endpoints_empty", gluster_pvs, kube_client, [setup.pv])
     finally:
         # The server outlives the test (the module's, both databases' rounds): a PV left without endpoints would
         # make every later listing of all GlusterFS PVs refuse, as it should on a real cluster.
-        kubectl(kube_server, "patch", "pv", setup.pv, "--type=merge",
-                "-p", json.dumps({"spec": {"glusterfs": {"endpointsNamespace": None}}}))
-        kubectl(kube_server, "patch", "endpoints", setup.endpoints, "-n", setup.namespace, "--type=merge",
-                "-p", json.dumps({"subsets": subsets}))
+        kubectl(kube_server, "delete", "endpoints", setup.endpoints, "-n", setup.namespace, "--ignore-not-found")
+        create(kube_server, {**kept, "subsets": endpoints["subsets"]})
 
 
 def test_destination_name_fits_robin_names():
