@@ -50,6 +50,11 @@ def core(api_client):
     return k8s.CoreV1Api(api_client)
 
 
+def settled(server):
+    """Waits for the controllers, which run after the writes as in a real cluster, to have done their work."""
+    assert server.store.controllers.wait_idle(timeout=120), "the controllers did not settle"
+
+
 def pvc_body(name, storage="1Gi", **spec):
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": storage}}, **spec}}
@@ -436,6 +441,7 @@ def test_finalizers_and_deletion_timestamp(server, core):
     core.create_namespaced_persistent_volume_claim("default", body)
     rv = core.list_namespaced_persistent_volume_claim("default").metadata.resource_version
     core.delete_namespaced_persistent_volume_claim("f", "default")
+    settled(server)  # the protection controller has taken its finalizer away: no pod uses the claim
     deleting = core.read_namespaced_persistent_volume_claim("f", "default")
     assert deleting.metadata.deletion_timestamp is not None
     assert deleting.metadata.finalizers == ["robin.example.com/cleanup"]
@@ -459,6 +465,7 @@ def test_finalizers_and_deletion_timestamp(server, core):
 def test_pv_controller_binds_and_releases(server, core):
     core.create_namespaced_persistent_volume_claim("default", pvc_body("claim", storageClassName="fast"))
     core.create_persistent_volume(pv_body("vol", "default", "claim", storage="5Gi"))
+    settled(server)
     pvc = core.read_namespaced_persistent_volume_claim("claim", "default")
     assert pvc.status.phase == "Bound" and pvc.spec.volume_name == "vol"
     assert pvc.status.capacity == {"storage": "5Gi"} and pvc.status.access_modes == ["ReadWriteOnce"]
@@ -466,18 +473,118 @@ def test_pv_controller_binds_and_releases(server, core):
     assert pv.status.phase == "Bound" and pv.spec.claim_ref.uid == pvc.metadata.uid
     # A PV that is not named by any claim stays Available; a claim naming a volume binds to it.
     core.create_persistent_volume(pv_body("spare"))
+    settled(server)
     assert core.read_persistent_volume("spare").status.phase == "Available"
     core.create_namespaced_persistent_volume_claim("default", pvc_body("explicit", volumeName="spare"))
+    settled(server)
     assert core.read_namespaced_persistent_volume_claim("explicit", "default").status.phase == "Bound"
     assert core.read_persistent_volume("spare").spec.claim_ref.name == "explicit"
     # Deleting a bound PV waits (pv-protection); deleting its claim releases it, and then it goes.
     core.delete_persistent_volume("vol")
     assert core.read_persistent_volume("vol").metadata.deletion_timestamp is not None
     core.delete_namespaced_persistent_volume_claim("explicit", "default")
+    settled(server)
     assert core.read_persistent_volume("spare").status.phase == "Released"
     core.delete_namespaced_persistent_volume_claim("claim", "default")
+    settled(server)
     with pytest.raises(ApiException):
         core.read_persistent_volume("vol")
+
+
+def test_controllers_run_after_the_write(server, core):
+    """api-conventions.md, "Spec and Status": a write records intent, controllers act on it afterwards in writes of
+    their own ("Concurrency Control and Consistency": each with the resourceVersion it read, so a client's write in
+    between makes it meet a 409 and look again)."""
+    controllers = server.store.controllers
+    server.faults.controllers(paused=True)
+    core.create_namespaced_persistent_volume_claim("default", pvc_body("later"))
+    core.create_persistent_volume(pv_body("for-later", "default", "later"))
+    assert core.read_namespaced_persistent_volume_claim("later", "default").status.phase == "Pending"
+    assert core.read_persistent_volume("for-later").status.phase == "Pending"  # as created: no controller yet
+    server.faults.controllers(paused=False)
+    settled(server)
+    assert core.read_namespaced_persistent_volume_claim("later", "default").status.phase == "Bound"
+
+    server.faults.controllers(delay=3600)  # a controller reads, then waits until told to write
+    core.create_namespaced_persistent_volume_claim("default", pvc_body("raced"))
+    core.create_persistent_volume(pv_body("for-raced", "default", "raced"))
+    eventually(lambda: controllers.holding, what="a controller to hold its writes")
+    conflicts = controllers.conflicts
+    core.patch_namespaced_persistent_volume_claim("raced", "default", {"metadata": {"labels": {"by": "client"}}})
+    server.faults.controllers(delay=0)
+    settled(server)
+    assert controllers.conflicts > conflicts
+    raced = core.read_namespaced_persistent_volume_claim("raced", "default")
+    assert raced.status.phase == "Bound" and raced.metadata.labels == {"by": "client"}  # nothing lost
+    assert raw(server, "GET", "/_faults")[2]["controllers"]["conflicts"] == controllers.conflicts
+
+
+@pytest.mark.parametrize(("claim", "volume", "binds"), [
+    ({"storage": "2Gi"}, {"storage": "1Gi"}, False),  # too small
+    ({"storage": "1Gi"}, {"storage": "2Gi"}, True),  # larger is fine
+    ({"volumeMode": "Block"}, {}, False),
+    ({"accessModes": ["ReadWriteMany"]}, {}, False),
+    ({"accessModes": ["ReadWriteOnce"]}, {"accessModes": ["ReadWriteOnce", "ReadOnlyMany"]}, True),
+    ({"storageClassName": "gold"}, {}, True),  # a volume naming the claim binds whatever its class
+    ({"storageClassName": "gold", "volumeName": "v"}, {}, False),  # a volume the claim names must be of its class
+    ({"storageClassName": "gold", "volumeName": "v"}, {"storageClassName": "gold"}, True),
+])
+def test_binding_checks_the_volume_fits(server, core, claim, volume, binds):
+    """The PV controller binds a claim only to a volume that satisfies it (checkVolumeSatisfyClaim,
+    findMatchingVolume): capacity >= request, same volume mode, the claim's access modes, and the class of a
+    volume the claim names."""
+    pvc = pvc_body("c", storage=claim.pop("storage", "1Gi"), **claim)
+    pv = pv_body("v", None if "volumeName" in claim else "default", None if "volumeName" in claim else "c",
+                 storage=volume.pop("storage", "1Gi"))
+    pv["spec"].update(volume)
+    core.create_persistent_volume(pv)
+    core.create_namespaced_persistent_volume_claim("default", pvc)
+    settled(server)
+    assert core.read_namespaced_persistent_volume_claim("c", "default").status.phase == (
+        "Bound" if binds else "Pending")
+    assert core.read_persistent_volume("v").status.phase == ("Bound" if binds else "Available")
+
+
+def test_released_volumes_are_reclaimed_by_their_policy():
+    """concepts/storage/persistent-volumes.md, "Reclaiming": once its claim is gone a volume is Released; with
+    Delete, the PV controller deletes an in-tree (here: GlusterFS) volume and its PV; Retain keeps both; a CSI
+    volume is its external provisioner's to delete. The write history shows who did what, in which order."""
+    deleted = []
+    with KubeApiServer.running(volume_deleter=lambda pv: deleted.append(pv["metadata"]["name"])) as server:
+        api_client = k8s_config.new_client_from_config(config_file=server.kubeconfig_path)
+        core = k8s.CoreV1Api(api_client)
+        server.faults.controllers(paused=True)  # each volume and its claim first, then the binding
+        for name, policy, source in (("gone", "Delete", "glusterfs"), ("kept", "Retain", "glusterfs"),
+                                     ("external", "Delete", "csi")):
+            pv = pv_body(f"pv-{name}", "default", name)
+            pv["spec"]["persistentVolumeReclaimPolicy"] = policy
+            if source == "glusterfs":
+                del pv["spec"]["csi"]
+                pv["spec"]["glusterfs"] = {"endpoints": "glusterfs-cluster", "path": f"vol_{name}"}
+            core.create_persistent_volume(pv)
+            core.create_namespaced_persistent_volume_claim("default", pvc_body(name))
+        server.faults.controllers(paused=False)
+        settled(server)
+        for name in ("gone", "kept", "external"):
+            core.delete_namespaced_persistent_volume_claim(name, "default")
+        settled(server)
+        assert deleted == ["pv-gone"]
+        assert sorted(server.store.objects[PVS.key]) == [("", "pv-external"), ("", "pv-kept")]
+        assert {pv.metadata.name: pv.status.phase for pv in core.list_persistent_volume().items} == {
+            "pv-external": "Released", "pv-kept": "Released"}
+        writes = [(w.type, w.resource, w.by, (w.object.get("status") or {}).get("phase"))
+                  for w in server.store.writes if w.name in ("gone", "pv-gone")]
+        assert writes == [
+            ("ADDED", "persistentvolumes", "api", "Pending"),
+            ("ADDED", "persistentvolumeclaims", "api", "Pending"),
+            ("MODIFIED", "persistentvolumes", "persistentvolume-binder", "Bound"),
+            ("MODIFIED", "persistentvolumeclaims", "persistentvolume-binder", "Bound"),
+            ("MODIFIED", "persistentvolumeclaims", "api", "Bound"),  # deletionTimestamp: pvc-protection holds it
+            ("DELETED", "persistentvolumeclaims", "pvc-protection-controller", "Bound"),
+            ("MODIFIED", "persistentvolumes", "persistentvolume-binder", "Released"),
+            ("MODIFIED", "persistentvolumes", "persistentvolume-binder", "Released"),  # deletionTimestamp
+            ("DELETED", "persistentvolumes", "pv-protection-controller", "Released")]
+        api_client.close()
 
 
 PROVISIONER_ANNOTATIONS = ("volume.kubernetes.io/storage-provisioner", "volume.beta.kubernetes.io/storage-provisioner")
@@ -500,6 +607,7 @@ def test_pv_controller_asks_the_provisioner(server, api_client, core):
     storage = k8s.StorageV1Api(api_client)
     storage.create_storage_class(storage_class_body("fast"))
     core.create_namespaced_persistent_volume_claim("default", pvc_body("now", storageClassName="fast"))
+    settled(server)
     assert provisioner_of(core, "now") == "robin.example.com"
     # Without a class, or with one that does not exist (yet), nobody is asked.
     core.create_namespaced_persistent_volume_claim("default", pvc_body("classless"))
@@ -509,23 +617,28 @@ def test_pv_controller_asks_the_provisioner(server, api_client, core):
     going["metadata"]["finalizers"] = ["robin.example.com/keep"]
     core.create_namespaced_persistent_volume_claim("default", going)
     core.delete_namespaced_persistent_volume_claim("going", "default")
+    settled(server)
     for name in ("classless", "empty", "early", "going"):
         assert provisioner_of(core, name) is None
     # The class appearing later: its waiting claims are annotated then, but not one being deleted.
     storage.create_storage_class(storage_class_body("slow", "other.example.com"))
+    settled(server)
     assert provisioner_of(core, "early") == "other.example.com"
     assert provisioner_of(core, "going") is None and provisioner_of(core, "classless") is None
     # A claim with a volume waiting for it binds to it instead.
     core.create_persistent_volume(pv_body("ready", "default", "prebound"))
     core.create_namespaced_persistent_volume_claim("default", pvc_body("prebound", storageClassName="fast"))
+    settled(server)
     assert core.read_namespaced_persistent_volume_claim("prebound", "default").status.phase == "Bound"
     assert provisioner_of(core, "prebound") is None
     # WaitForFirstConsumer: only once the scheduler has picked a node.
     storage.create_storage_class(storage_class_body("late", volumeBindingMode="WaitForFirstConsumer"))
     core.create_namespaced_persistent_volume_claim("default", pvc_body("consumer", storageClassName="late"))
+    settled(server)
     assert provisioner_of(core, "consumer") is None
     core.patch_namespaced_persistent_volume_claim(
         "consumer", "default", {"metadata": {"annotations": {"volume.kubernetes.io/selected-node": "node-1"}}})
+    settled(server)
     assert provisioner_of(core, "consumer") == "robin.example.com"
 
 
@@ -537,6 +650,7 @@ def test_pvc_resize(server, api_client, core, kubectl):
     for name, class_name in (("fixed", "fixed"), ("growing", "growing")):
         core.create_namespaced_persistent_volume_claim("default", pvc_body(name, storageClassName=class_name))
         core.create_persistent_volume(pv_body(f"pv-{name}", "default", name))
+        settled(server)
         assert core.read_namespaced_persistent_volume_claim(name, "default").status.capacity == {"storage": "1Gi"}
 
     def resize(name, size, check=True):
@@ -615,12 +729,14 @@ subsets:
 """
 
 
-def pod_manifest(name, *claims):
-    """A pod using the given claims, as kubectl takes it on stdin."""
-    return json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {
-        "containers": [{"name": "app", "image": "busybox:1.36"}],
-        "volumes": [{"name": f"v{i}", "persistentVolumeClaim": {"claimName": claim}}
-                    for i, claim in enumerate(claims)]}})
+def pod_manifest(name, *claims, node="node-1"):
+    """A pod using the given claims, as kubectl takes it on stdin; scheduled to `node` (None: not scheduled)."""
+    spec = {"containers": [{"name": "app", "image": "busybox:1.36"}],
+            "volumes": [{"name": f"v{i}", "persistentVolumeClaim": {"claimName": claim}}
+                        for i, claim in enumerate(claims)]}
+    if node:
+        spec["nodeName"] = node
+    return json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec})
 
 
 @pytest.fixture
@@ -684,28 +800,44 @@ def test_kubectl_pods_and_endpoints(server, kubectl, kubectl_stdin):
 
 @needs_kubectl
 def test_pvc_protection_waits_for_pods(server, kubectl, kubectl_stdin):
-    for claim in ("data", "scratch", "shared"):
+    """The PVC protection controller (podUsesPVC): a scheduled pod holds the claims its volumes name, whatever its
+    phase, until it is gone; a Terminating pod still holds them (its kubelet has not unmounted them yet); a pod
+    not scheduled holds nothing. Pods on a node are deleted gracefully (Terminating, then gone once the kubelet is
+    done); unscheduled and finished ones at once."""
+    for claim in ("data", "scratch", "shared", "loose"):
         kubectl_stdin(json.dumps(pvc_body(claim)), "create")
     kubectl_stdin(pod_manifest("app", "data", "shared"), "create")
     kubectl_stdin(pod_manifest("job", "scratch", "shared"), "create")
+    kubectl_stdin(pod_manifest("unscheduled", "loose", node=None), "create")
     set_phase(kubectl, "app", "Running")
-    set_phase(kubectl, "job", "Running")
+    set_phase(kubectl, "job", "Succeeded")
 
     # A claim a running pod uses stays, Terminating, after it is deleted, until the pod goes.
     kubectl("delete", "pvc", "data", "--wait=false")
+    settled(server)
     assert pvc_state(kubectl, "data") == (True, ["kubernetes.io/pvc-protection"])
     kubectl("get", "pvc", "data")  # still listed
-    kubectl("delete", "pod", "app", "--timeout=10s")
-    kubectl("wait", "--for=delete", "pvc/data", "--timeout=10s")
+    server.faults.controllers(paused=True)  # the kubelet too: the pod stays Terminating
+    kubectl("delete", "pod", "app", "--wait=false")
+    pod = json.loads(kubectl("get", "pod", "app", "-o", "json").stdout)
+    assert pod["metadata"]["deletionTimestamp"] and pod["metadata"]["deletionGracePeriodSeconds"] == 30
+    server.faults.controllers(paused=False)
+    settled(server)
+    kubectl("wait", "--for=delete", "pvc/data", "--timeout=30s")
     assert pvc_state(kubectl, "data") is None
 
-    # A pod that has finished (Succeeded or Failed) no longer holds its claims.
-    kubectl("delete", "pvc", "scratch", "shared", "--wait=false")
+    # A finished pod holds its claims while it exists (it is deleted at once); an unscheduled one holds nothing.
+    kubectl("delete", "pvc", "scratch", "shared", "loose", "--wait=false")
+    settled(server)
     assert pvc_state(kubectl, "scratch") == (True, ["kubernetes.io/pvc-protection"])
     assert pvc_state(kubectl, "shared") == (True, ["kubernetes.io/pvc-protection"])
-    set_phase(kubectl, "job", "Succeeded")
+    assert pvc_state(kubectl, "loose") is None
+    server.faults.controllers(paused=True)
+    kubectl("delete", "pod", "job", "--wait=false")
+    assert "job" not in kubectl("get", "pods", "-o", "name").stdout  # not Terminating: gone
+    server.faults.controllers(paused=False)
+    settled(server)
     assert pvc_state(kubectl, "scratch") is None and pvc_state(kubectl, "shared") is None
-    assert kubectl("get", "pod", "job", "-o", "jsonpath={.status.phase}").stdout == "Succeeded"
 
     # A claim's other finalizers still hold it once no pod does; a pod in another namespace never does.
     kept = pvc_body("kept")
@@ -716,7 +848,8 @@ def test_pvc_protection_waits_for_pods(server, kubectl, kubectl_stdin):
     kubectl_stdin(pod_manifest("user", "kept"), "create")
     kubectl("delete", "pvc", "kept", "--wait=false")
     assert pvc_state(kubectl, "kept") == (True, ["robin.example.com/keep", "kubernetes.io/pvc-protection"])
-    set_phase(kubectl, "user", "Failed")
+    kubectl("delete", "pod", "user", "--timeout=30s")
+    settled(server)
     assert pvc_state(kubectl, "kept") == (True, ["robin.example.com/keep"])
     kubectl("patch", "pvc", "kept", "--type=json", "-p", '[{"op":"remove","path":"/metadata/finalizers"}]')
     assert pvc_state(kubectl, "kept") is None

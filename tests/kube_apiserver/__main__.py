@@ -26,7 +26,7 @@ def main(argv=None) -> None:
                            verbose=args.verbose, page_limit=args.page_limit).start()
     try:
         print(f"kube-apiserver listening on {server.url}; kubeconfig: {server.kubeconfig_path}", flush=True)
-        print(f"fault injection: POST {server.url}/_faults/{{fail,clear,drop-watches,compact,short-pages}} "
+        print(f"fault injection: POST {server.url}/_faults/{{fail,clear,drop-watches,compact,short-pages,controllers}} "
               "(bearer token in the kubeconfig)", flush=True)
         stop.wait()
     finally:

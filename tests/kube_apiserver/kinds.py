@@ -339,7 +339,7 @@ def _validate_claim_update(rt, old: dict, new: dict) -> None:
         raise invalid(rt, old["metadata"]["name"], causes)
 
 
-def _claim_class(pvc: dict) -> str:
+def claim_class(pvc: dict) -> str:
     annotations = pvc["metadata"].get("annotations") or {}
     return annotations.get(BETA_CLASS_ANNOTATION) or (pvc.get("spec") or {}).get("storageClassName") or ""
 
@@ -349,11 +349,26 @@ def _admit_claim_resize(store, rt, old: dict, new: dict) -> None:
     expansion. (That it is Bound was validated before, as validation runs before validating admission.)"""
     if quantity(_requested_storage(new)) <= quantity(_requested_storage(old)):
         return
-    class_name = _claim_class(new)
-    sc = store.objects[STORAGE_CLASSES.key].get(("", class_name)) if class_name == _claim_class(old) else None
+    class_name = claim_class(new)
+    sc = store.objects[STORAGE_CLASSES.key].get(("", class_name)) if class_name == claim_class(old) else None
     if sc is None or sc.get("allowVolumeExpansion") is not True:
         raise forbidden(rt, old["metadata"]["name"], "only dynamically provisioned pvc can be resized and the "
                                                      "storageclass that provisions the pvc must support resize")
+
+
+def deletion_grace_period(rt, obj: dict, options: dict) -> int:
+    """Seconds a DELETE gives the object to terminate (the pod strategy's CheckGracefulDelete), 0 to delete it now:
+    a scheduled pod that has not finished gets its gracePeriodSeconds (default: its terminationGracePeriodSeconds);
+    unscheduled and finished pods, and every other kind, go at once."""
+    if rt is not PODS:
+        return 0
+    spec, phase = obj.get("spec") or {}, (obj.get("status") or {}).get("phase")
+    if not spec.get("nodeName") or phase in ("Succeeded", "Failed"):
+        return 0
+    grace = options.get("gracePeriodSeconds")
+    if grace is None or grace < 0:
+        grace = spec.get("terminationGracePeriodSeconds", 30)
+    return max(int(grace), 0)
 
 
 def blocking_finalizers(rt, obj: dict) -> list[str]:

@@ -174,6 +174,8 @@ class _Handler(BaseHTTPRequestHandler):
             faults.clear()
         elif action == "drop-watches":
             faults.drop_watches(abruptly=bool(body.get("abruptly", False)))
+        elif action == "controllers":
+            faults.controllers(delay=body.get("delay"), paused=body.get("paused"))
         elif action == "short-pages":
             faults.short_pages(int(body.get("limit", 0)))
         elif action == "compact":
@@ -434,11 +436,11 @@ class KubeApiServer:
 
     def __init__(self, port: int = 0, kubeconfig_path: str | None = None, token: str | None = None,
                  history_size: int = 1000, bookmark_interval: float = 5.0, verbose: bool = False,
-                 page_limit: int = 0):
+                 page_limit: int = 0, volume_deleter=None):
         self.host = "127.0.0.1"
         self.requested_port = port
         self.token = token or secrets.token_hex(16)
-        self.store = Store(history_size, page_limit)
+        self.store = Store(history_size, page_limit, volume_deleter)
         self.faults = Faults(self.store)
         self.bookmark_interval = bookmark_interval
         self.verbose = verbose

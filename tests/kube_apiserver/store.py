@@ -19,10 +19,23 @@ from .resources import NAMESPACES, RESOURCES
 from .selectors import Selector
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+WRITES_KEPT = 100_000
 
 
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Write:
+    """One write, for tests to assert the order of what clients and controllers did."""
+    rv: int
+    type: str  # ADDED, MODIFIED, DELETED
+    resource: str  # the plural, e.g. persistentvolumes
+    namespace: str
+    name: str
+    by: str  # "api" (a client's request) or the controller's name
+    object: dict  # as stored (as it was when deleted, for DELETED)
 
 
 @dataclass(frozen=True)
@@ -43,8 +56,13 @@ class Store:
     """All methods are thread-safe. Stored object dicts are never mutated in place (every change stores a new
     dict), so they may be shared with the watch history and serialized without copying."""
 
-    def __init__(self, history_size: int = 1000, page_limit: int = 0):
+    def __init__(self, history_size: int = 1000, page_limit: int = 0, volume_deleter=None):
         self.page_limit = page_limit  # if set, a list with a limit gets pages of at most this many items
+        # Called with a PV the PV controller reclaims by deleting it (see controllers), before it goes: a test
+        # deletes the storage behind it there, as the real deleter would.
+        self.volume_deleter = volume_deleter
+        self.writes: deque[Write] = deque(maxlen=WRITES_KEPT)  # every write, oldest first
+        self.actor = "api"  # who writes now (set by the controllers around their writes)
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.rv = 1
@@ -58,6 +76,8 @@ class Store:
         self.closed = False
         for name in DEFAULT_NAMESPACES:
             self.create(NAMESPACES, "", {"metadata": {"name": name}})
+        self.controllers = controllers.ControllerManager(self)  # runs after the writes, in a thread of its own
+        self.controllers.start()
 
     # --- low level (lock held) -------------------------------------------------------------------------
 
@@ -75,6 +95,7 @@ class Store:
             objects[key] = stored
         self.tracker.committed(rt, key, previous, stored if obj is not None else None, self.rv)
         self.history.append(StoredEvent(self.rv, event_type, rt, key[0], stored, old))
+        self.writes.append(Write(self.rv, event_type, rt.plural, key[0], key[1], self.actor, stored))
         while len(self.history) > self.history_size:
             self.compacted_rv = self.history.popleft().rv
         self.changed.notify_all()
@@ -105,9 +126,6 @@ class Store:
         if rt is NAMESPACES:
             new["status"] = {**new.get("status", {}), "phase": "Terminating"}
         return self._commit(rt, new, "MODIFIED", obj)
-
-    def _reconcile(self) -> None:
-        controllers.reconcile(self)
 
     def _current(self, rt, namespace: str, name: str) -> dict:
         obj = self.objects[rt.key].get((namespace if rt.namespaced else "", name))
@@ -197,9 +215,7 @@ class Store:
             kinds.prepare_create(self, rt, obj)
             if dry_run:
                 return obj
-            stored = self._commit(rt, obj, "ADDED", None)
-            self._reconcile()
-            return stored
+            return self._commit(rt, obj, "ADDED", None)
 
     def _update(self, rt, namespace: str, name: str, old: dict, body, subresource: str | None,
                 dry_run: bool, validation: schemas.FieldValidation | None) -> dict:
@@ -241,7 +257,6 @@ class Store:
         if dry_run or new == old:
             return new
         self.save(rt, old, new)
-        self._reconcile()
         return self.objects[rt.key].get((namespace if rt.namespaced else "", name)) or {
             **new, "metadata": {**new["metadata"], "resourceVersion": str(self.rv)}}
 
@@ -288,9 +303,19 @@ class Store:
                                          f"{obj['metadata']['resourceVersion']}")
             if dry_run:
                 return obj
-            result = self.mark_deleted(rt, obj)
-            self._reconcile()
-            return result
+            grace = kinds.deletion_grace_period(rt, obj, options)
+            if grace:
+                return self._terminate(rt, obj, grace)
+            return self.mark_deleted(rt, obj)
+
+    def _terminate(self, rt, obj: dict, grace: int) -> dict:
+        """A graceful deletion: the object stays, Terminating, until its kubelet is done (see controllers)."""
+        if obj["metadata"].get("deletionTimestamp"):
+            return obj
+        new = copy.deepcopy(obj)
+        new["metadata"].update({"deletionTimestamp": now(), "deletionGracePeriodSeconds": grace,
+                                "generation": obj["metadata"].get("generation", 1) + 1})
+        return self._commit(rt, new, "MODIFIED", obj)
 
     def delete_collection(self, rt, namespace: str, selector: Selector, dry_run: bool = False) -> dict:
         with self.lock:
@@ -301,7 +326,6 @@ class Store:
                                                         obj["metadata"]["name"]))
                     if current is not None:
                         self.mark_deleted(rt, current)
-                self._reconcile()
             return listing
 
     # --- watch support ----------------------------------------------------------------------------------
