@@ -1072,6 +1072,66 @@ def test_secret_and_config_map_validation(server, core):
     assert server.store.objects[("", "configmaps")] == {}
 
 
+def test_rbac_for_service_account_tokens(server, api_client, core, tmp_path):
+    """reference/access-authn-authz/rbac.md: a ServiceAccount may do what the rules of the Roles and ClusterRoles
+    bound to it allow; a ClusterRoleBinding grants everywhere, a RoleBinding only in its namespace; resources are
+    named with their subresource (persistentvolumeclaims/status); anything else is a 403 naming user, verb,
+    resource and scope. The server's own token (system:masters) may do everything."""
+    rbac_api = k8s.RbacAuthorizationV1Api(api_client)
+    core.create_namespace({"metadata": {"name": "storage"}})
+    core.create_namespaced_service_account("storage", {"metadata": {"name": "prov"}})
+    subject = [{"kind": "ServiceAccount", "name": "prov", "namespace": "storage"}]
+    rbac_api.create_cluster_role({"metadata": {"name": "prov"}, "rules": [
+        {"apiGroups": [""], "resources": ["persistentvolumes"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["persistentvolumeclaims/status"], "verbs": ["patch"]}]})
+    rbac_api.create_cluster_role_binding({"metadata": {"name": "prov"}, "subjects": subject, "roleRef": {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "prov"}})
+    rbac_api.create_namespaced_role("storage", {"metadata": {"name": "leader"}, "rules": [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}]})
+    rbac_api.create_namespaced_role_binding("storage", {"metadata": {"name": "leader"}, "subjects": subject,
+                                                        "roleRef": {"apiGroup": "rbac.authorization.k8s.io",
+                                                                    "kind": "Role", "name": "leader"}})
+    core.create_persistent_volume(pv_body("pv"))
+    core.create_namespaced_persistent_volume_claim("default", pvc_body("claim"))
+
+    token = server.service_account_token("storage", "prov")
+    kubeconfig = server.write_kubeconfig(str(tmp_path / "sa-kubeconfig"), token=token)
+    sa_client = k8s_config.new_client_from_config(config_file=kubeconfig)
+    try:
+        sa_core, sa_coordination = k8s.CoreV1Api(sa_client), k8s.CoordinationV1Api(sa_client)
+        assert [pv.metadata.name for pv in sa_core.list_persistent_volume().items] == ["pv"]
+        sa_core.patch_namespaced_persistent_volume_claim_status("claim", "default",
+                                                                {"status": {"allocatedResources": {"storage": "1Gi"}}})
+        lease = {"metadata": {"name": "leader"}, "spec": {"holderIdentity": "me"}}
+        sa_coordination.create_namespaced_lease("storage", lease)
+
+        def refused(call, *args):
+            with pytest.raises(ApiException) as error:
+                call(*args)
+            assert error.value.status == 403
+            return json.loads(error.value.body)["message"]
+
+        assert refused(sa_core.create_persistent_volume, pv_body("more")) == (
+            'persistentvolumes is forbidden: User "system:serviceaccount:storage:prov" cannot create resource '
+            '"persistentvolumes" in API group "" at the cluster scope')
+        assert refused(sa_core.delete_persistent_volume, "pv") == (
+            'persistentvolumes "pv" is forbidden: User "system:serviceaccount:storage:prov" cannot delete resource '
+            '"persistentvolumes" in API group "" at the cluster scope')
+        assert 'cannot patch resource "persistentvolumeclaims" in API group "" in the namespace "default"' in refused(
+            sa_core.patch_namespaced_persistent_volume_claim, "claim", "default", {"metadata": {"labels": {"c": "d"}}})
+        assert 'in the namespace "default"' in refused(sa_coordination.create_namespaced_lease, "default", lease)
+        refused(sa_core.list_namespaced_secret, "storage")
+        assert sa_core.get_api_resources().group_version == "v1"  # discovery is open to every authenticated user
+        assert raw(server, "GET", "/_faults", token=token)[0] == 403
+        assert raw(server, "GET", "/api/v1/persistentvolumes", token="not-a-token")[0] == 401
+    finally:
+        sa_client.close()
+    claim = core.read_namespaced_persistent_volume_claim("claim", "default")
+    assert claim.status.allocated_resources == {"storage": "1Gi"} and claim.metadata.labels is None
+    assert sorted(server.store.objects[PVS.key]) == [("", "pv")]
+    assert sorted(server.store.objects[("coordination.k8s.io", "leases")]) == [("storage", "leader")]
+
+
 def _watch_in_thread(core):
     """Streams PVC events of `default` into a queue from a thread; returns (watch, queue, thread, errors)."""
     events, errors = queue.Queue(), []

@@ -44,8 +44,15 @@ PODS = ResourceType("", "v1", "pods", "Pod", True, ("po",), ("status",))
 ENDPOINTS = ResourceType("", "v1", "endpoints", "Endpoints", True, ("ep",))
 SECRETS = ResourceType("", "v1", "secrets", "Secret", True)
 CONFIG_MAPS = ResourceType("", "v1", "configmaps", "ConfigMap", True, ("cm",))
+SERVICE_ACCOUNTS = ResourceType("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",))
+_RBAC = "rbac.authorization.k8s.io"
+ROLES = ResourceType(_RBAC, "v1", "roles", "Role", True)
+CLUSTER_ROLES = ResourceType(_RBAC, "v1", "clusterroles", "ClusterRole", False)
+ROLE_BINDINGS = ResourceType(_RBAC, "v1", "rolebindings", "RoleBinding", True)
+CLUSTER_ROLE_BINDINGS = ResourceType(_RBAC, "v1", "clusterrolebindings", "ClusterRoleBinding", False)
 
-RESOURCES = [NAMESPACES, PVCS, PVS, EVENTS, STORAGE_CLASSES, LEASES, PODS, ENDPOINTS, SECRETS, CONFIG_MAPS]
+RESOURCES = [NAMESPACES, PVCS, PVS, EVENTS, STORAGE_CLASSES, LEASES, PODS, ENDPOINTS, SECRETS, CONFIG_MAPS,
+             SERVICE_ACCOUNTS, ROLES, CLUSTER_ROLES, ROLE_BINDINGS, CLUSTER_ROLE_BINDINGS]
 BY_PATH = {(rt.group, rt.version, rt.plural): rt for rt in RESOURCES}
 GROUPS = sorted({(rt.group, rt.version) for rt in RESOURCES if rt.group})
 

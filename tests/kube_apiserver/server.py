@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
 
-from . import protobuf, resources, schemas
+from . import protobuf, rbac, resources, schemas
 from .errors import ApiError, bad_request, path_not_found, status_object, unsupported_media_type
 from .faults import Faults
 from .patch import PATCH_TYPES
@@ -140,12 +140,10 @@ class _Handler(BaseHTTPRequestHandler):
             if path in ("/healthz", "/livez", "/readyz"):
                 self._send(200, b"ok", "text/plain; charset=utf-8")
                 return
-            # client-go (kubectl) never sends credentials over plain http, so a request without any is served as
-            # anonymous (like kube-apiserver --anonymous-auth with allow-all authorization); a wrong one gets 401.
-            authorization = self.headers.get("Authorization")
-            if authorization is not None and authorization != f"Bearer {api.token}":
-                raise ApiError(401, "Unauthorized", "Unauthorized")
+            self.user = api.authenticate(self.headers.get("Authorization"))
             if path == "/_faults" or path.startswith("/_faults/"):
+                if not self.user.unrestricted:
+                    raise ApiError(403, "Forbidden", f'User "{self.user.name}" cannot use the fault injection API')
                 self._faults(method, path, self._parse_body(raw) or {})
                 return
             api.faults.check(method, path)
@@ -211,6 +209,9 @@ class _Handler(BaseHTTPRequestHandler):
         subresource = rest[2] if len(rest) > 2 else None
         if subresource is not None and subresource not in rt.subresources:
             raise path_not_found()
+        verb = rbac.verb(method, name, _truthy(query.get("watch")))
+        if not rbac.allowed(self.server.api.store, self.user, verb, rt, namespace, name, subresource):
+            raise rbac.forbidden(self.user, verb, rt, namespace, name, subresource)
         self._serve_resource(method, rt, namespace, name, subresource, query, raw)
 
     def _discovery(self, path: str, parts: list[str]):
@@ -440,6 +441,7 @@ class KubeApiServer:
         self.host = "127.0.0.1"
         self.requested_port = port
         self.token = token or secrets.token_hex(16)
+        self.service_account_tokens: dict[str, rbac.User] = {}
         self.store = Store(history_size, page_limit, volume_deleter)
         self.faults = Faults(self.store)
         self.bookmark_interval = bookmark_interval
@@ -495,18 +497,38 @@ class KubeApiServer:
         finally:
             server.stop()
 
-    def kubeconfig(self, namespace: str = "default") -> dict:
+    def authenticate(self, authorization: str | None) -> rbac.User:
+        """The caller: client-go (kubectl) never sends credentials over plain http, so a request without any is
+        served as anonymous (allowed everything, see rbac); the server's token is an administrator's; a
+        ServiceAccount's token its account's; anything else is a 401."""
+        if authorization is None:
+            return rbac.ANONYMOUS
+        if authorization == f"Bearer {self.token}":
+            return rbac.ADMIN
+        user = self.service_account_tokens.get(authorization.removeprefix("Bearer "))
+        if user is None:
+            raise ApiError(401, "Unauthorized", "Unauthorized")
+        return user
+
+    def service_account_token(self, namespace: str, name: str) -> str:
+        """A bearer token of the ServiceAccount `namespace`/`name` (as the TokenRequest API hands a pod): RBAC
+        decides what it may do."""
+        token = secrets.token_hex(16)
+        self.service_account_tokens[token] = rbac.service_account(namespace, name)
+        return token
+
+    def kubeconfig(self, namespace: str = "default", token: str | None = None) -> dict:
         return {"apiVersion": "v1", "kind": "Config", "preferences": {},
                 "clusters": [{"name": "robin-test", "cluster": {"server": self.url}}],
-                "users": [{"name": "robin-test", "user": {"token": self.token}}],
+                "users": [{"name": "robin-test", "user": {"token": token or self.token}}],
                 "contexts": [{"name": "robin-test", "context": {"cluster": "robin-test", "user": "robin-test",
                                                                  "namespace": namespace}}],
                 "current-context": "robin-test"}
 
-    def write_kubeconfig(self, path: str, namespace: str = "default") -> str:
+    def write_kubeconfig(self, path: str, namespace: str = "default", token: str | None = None) -> str:
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            yaml.safe_dump(self.kubeconfig(namespace), f, sort_keys=False)
+            yaml.safe_dump(self.kubeconfig(namespace, token), f, sort_keys=False)
         return path
