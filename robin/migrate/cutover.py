@@ -29,7 +29,6 @@ from robin.migrate.kubernetes import GlusterPv, KubeMigrationError
 MIGRATED_TO = "robin.io/migrated-to"  # on the old PV: the handle of the robin volume its data went to
 MIGRATED_CLAIM = "robin.io/migrated-claim"  # on the old PV: what recreating its claim needs (JSON)
 MIGRATED_FROM = "robin.io/migrated-from"  # on the new PV: the old PV's name
-DONE_PHASES = ("Succeeded", "Failed")  # a pod in these no longer holds its claims
 POLL_INTERVAL = 0.2
 ROBIN_PREFIX = "robin.io"  # robin's annotations on a claim (robin.io/volume)
 
@@ -41,10 +40,12 @@ class CutoverError(KubeMigrationError):
 
 
 def pods_using(kube: Kube, namespace: str, claim: str) -> list[str]:
-    """The pods of `namespace` holding `claim`: naming it in a volume and not done (as pvc-protection counts)."""
+    """The pods of `namespace` holding `claim`, as pvc-protection counts them: naming it in a volume and scheduled
+    (spec.nodeName), whatever their phase, until they are gone. A finished pod that still exists holds it (deleting
+    the claim would wait for the pod); one never scheduled does not (it starts on the new claim)."""
     pods = kube.call(kube.core.list_namespaced_pod, namespace)["items"]
     return sorted(pod["metadata"]["name"] for pod in pods
-                  if (pod.get("status") or {}).get("phase") not in DONE_PHASES
+                  if (pod.get("spec") or {}).get("nodeName")
                   and any((volume.get("persistentVolumeClaim") or {}).get("claimName") == claim
                           for volume in (pod.get("spec") or {}).get("volumes") or ()))
 

@@ -20,6 +20,7 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client.rest import ApiException
 
 from tests.kube_apiserver import KubeApiServer
+from tests.kube_apiserver.resources import PVS
 from tests.support.net import eventually
 
 KUBECTL = shutil.which("kubectl")
@@ -49,6 +50,11 @@ def core(api_client):
     return k8s.CoreV1Api(api_client)
 
 
+def settled(server):
+    """Waits for the controllers, which run after the writes as in a real cluster, to have done their work."""
+    assert server.store.controllers.wait_idle(timeout=120), "the controllers did not settle"
+
+
 def pvc_body(name, storage="1Gi", **spec):
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": storage}}, **spec}}
@@ -63,8 +69,8 @@ def pv_body(name, claim_namespace=None, claim_name=None, storage="1Gi"):
 
 
 def raw(server, method, path, body=None, content_type="application/json", token=True):
-    """A plain HTTP request; returns (status, headers, parsed JSON body or text)."""
-    data = None if body is None else json.dumps(body).encode()
+    """A plain HTTP request (a body of bytes is sent as is); returns (status, headers, parsed JSON body or text)."""
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
     request = urllib.request.Request(server.url + path, data=data, method=method)
     request.add_header("Content-Type", content_type)
     if token:
@@ -289,6 +295,107 @@ def test_selectors_limit_and_continue(server, core):
     assert pages == [["p0", "p1"], ["p2", "p3"], ["p4"]]
 
 
+def test_lists_carry_no_item_kinds_and_pages_may_be_short(server, core):
+    """api-conventions.md, "Lists and Simple kinds": a list's items carry no kind or apiVersion (the list's kind
+    says what they are); api-concepts.md, "Retrieving large results sets in chunks": a server may return fewer items
+    than the limit, with a continue token while more remain, so a client follows the token."""
+    for i in range(5):
+        core.create_namespaced_persistent_volume_claim("default", pvc_body(f"p{i}"))
+    status, _, listing = raw(server, "GET", "/api/v1/namespaces/default/persistentvolumeclaims")
+    assert status == 200 and listing["kind"] == "PersistentVolumeClaimList" and listing["apiVersion"] == "v1"
+    assert [sorted(set(item) & {"kind", "apiVersion"}) for item in listing["items"]] == [[]] * 5
+    _, _, event = raw(server, "GET", "/api/v1/namespaces/default/persistentvolumeclaims?watch=1&timeoutSeconds=1")
+    assert first_event(event)["object"]["kind"] == "PersistentVolumeClaim"  # watch events keep theirs
+    server.faults.short_pages(2)
+    pages = []
+    page = core.list_namespaced_persistent_volume_claim("default", limit=4)
+    pages.append([p.metadata.name for p in page.items])
+    while page.metadata._continue:
+        page = core.list_namespaced_persistent_volume_claim("default", limit=4, _continue=page.metadata._continue)
+        pages.append([p.metadata.name for p in page.items])
+    assert pages == [["p0", "p1"], ["p2", "p3"], ["p4"]]
+    assert len(core.list_namespaced_persistent_volume_claim("default").items) == 5  # no limit, no pages
+    server.faults.short_pages(0)
+    assert len(core.list_namespaced_persistent_volume_claim("default", limit=4).items) == 4
+
+
+def test_unknown_fields_and_wrong_types(server, api_client):
+    """api-concepts.md, "Field validation": unknown fields are dropped; fieldValidation=Warn (the default) says so
+    in a `Warning: 299` header, Strict refuses the request with a 400, Ignore drops them silently. A value of the
+    wrong type does not decode: 400."""
+    path = "/api/v1/namespaces/default/persistentvolumeclaims"
+    body = {**pvc_body("w"), "metadata": {"name": "w", "colour": "red"}}
+    body["spec"]["speed"] = "fast"
+    status, headers, created = raw(server, "POST", path, body)
+    assert status == 201 and "colour" not in created["metadata"] and "speed" not in created["spec"]
+    assert headers.get_all("Warning") == ['299 - "unknown field \\"metadata.colour\\""',
+                                          '299 - "unknown field \\"spec.speed\\""']
+    status, _, refused = raw(server, "POST", path + "?fieldValidation=Strict", {**body, "metadata": {"name": "s"}})
+    assert (status, refused["reason"]) == (400, "BadRequest")
+    assert 'strict decoding error: unknown field "spec.speed"' in refused["message"]
+    status, headers, _ = raw(server, "POST", path + "?fieldValidation=Ignore", {**body, "metadata": {"name": "i"}})
+    assert status == 201 and headers.get_all("Warning") is None
+    assert raw(server, "POST", path + "?fieldValidation=Loose", {**body, "metadata": {"name": "l"}})[0] == 400
+    wrong = {**pvc_body("t"), "spec": {"accessModes": "ReadWriteOnce", "resources": {"requests": {"storage": "1"}}}}
+    status, _, refused = raw(server, "POST", path, wrong)
+    assert (status, refused["reason"]) == (400, "BadRequest") and "spec.accessModes" in refused["message"]
+    status, _, refused = raw(server, "PATCH", path + "/w", {"spec": {"volumeMode": 3}},
+                             content_type="application/merge-patch+json")
+    assert status == 400
+    assert sorted(server.store.objects[("", "persistentvolumeclaims")]) == [("default", "i"), ("default", "w")]
+
+
+@needs_kubectl
+def test_kubectl_field_validation(server, kubectl, tmp_path):
+    """kubectl asks for Strict by default (--validate=strict), prints the server's warnings with --validate=warn."""
+    manifest = tmp_path / "sc.yaml"
+    manifest.write_text("apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: fast}\n"
+                        "provisioner: robin.example.com\nprovisioneer: typo\n")
+    refused = kubectl("create", "-f", str(manifest), check=False)
+    assert refused.returncode != 0 and 'unknown field "provisioneer"' in refused.stderr
+    warned = kubectl("create", "--validate=warn", "-f", str(manifest))
+    assert 'Warning: unknown field "provisioneer"' in warned.stderr
+    assert "provisioneer" not in kubectl("get", "sc", "fast", "-o", "json").stdout
+
+
+@pytest.mark.parametrize(("given", "canonical"), [
+    ("1.5Gi", "1536Mi"), ("1Gi", "1Gi"), ("2048Ki", "2Mi"), ("0.5Gi", "512Mi"), ("512Ki", "512Ki"),
+    ("1000", "1k"), ("1024", "1024"), ("1500M", "1500M"), ("1.5", "1500m"), ("100m", "100m"), ("1e3", "1e3"),
+    ("0", "0"), ("0.5Ki", "512"), (5, "5"), ("1.0000000001", "1000000001n")])
+def test_quantities_come_back_canonical(server, given, canonical):
+    """resource.Quantity's canonical form (the type's documentation: "1.5Gi" is "1536Mi", "1000" is "1k"): what
+    a real server stores and answers, whatever form the client sent (a JSON number too)."""
+    body = pv_body("q")
+    body["spec"]["capacity"]["storage"] = given
+    status, _, created = raw(server, "POST", "/api/v1/persistentvolumes", body)
+    assert status == 201 and created["spec"]["capacity"] == {"storage": canonical}
+    assert server.store.get(PVS, "", "q")["spec"]["capacity"] == {"storage": canonical}
+
+
+def test_persistent_volume_sources(server, core):
+    """ValidatePersistentVolume: exactly one volume source, which (and the volume mode) cannot change."""
+    def refused(call, *args):
+        with pytest.raises(ApiException) as error:
+            call(*args)
+        assert error.value.status == 422
+        return [c["field"] for c in json.loads(error.value.body)["details"]["causes"]]
+
+    sourceless = pv_body("none")
+    del sourceless["spec"]["csi"]
+    assert refused(core.create_persistent_volume, sourceless) == ["spec"]
+    two = pv_body("two")
+    two["spec"]["glusterfs"] = {"endpoints": "gluster", "path": "vol"}
+    assert refused(core.create_persistent_volume, two) == ["spec.glusterfs"]
+    core.create_persistent_volume(pv_body("one"))
+    assert refused(core.patch_persistent_volume, "one", {"spec": {"csi": {"volumeHandle": "other"}}}) == [
+        "spec.persistentvolumesource"]
+    assert refused(core.patch_persistent_volume, "one", {"spec": {"volumeMode": "Block"}}) == ["spec.volumeMode"]
+    patched = core.patch_persistent_volume("one", {"spec": {"persistentVolumeReclaimPolicy": "Delete",
+                                                            "capacity": {"storage": "2Gi"}}})
+    assert patched.spec.persistent_volume_reclaim_policy == "Delete" and patched.spec.capacity == {"storage": "2Gi"}
+    assert sorted(server.store.objects[("", "persistentvolumes")]) == [("", "one")]
+
+
 def test_resource_versions_and_conflicts(server, core):
     created = core.create_namespaced_persistent_volume_claim("default", pvc_body("c"))
     assert created.metadata.uid and created.metadata.generation == 1
@@ -334,6 +441,7 @@ def test_finalizers_and_deletion_timestamp(server, core):
     core.create_namespaced_persistent_volume_claim("default", body)
     rv = core.list_namespaced_persistent_volume_claim("default").metadata.resource_version
     core.delete_namespaced_persistent_volume_claim("f", "default")
+    settled(server)  # the protection controller has taken its finalizer away: no pod uses the claim
     deleting = core.read_namespaced_persistent_volume_claim("f", "default")
     assert deleting.metadata.deletion_timestamp is not None
     assert deleting.metadata.finalizers == ["robin.example.com/cleanup"]
@@ -357,6 +465,7 @@ def test_finalizers_and_deletion_timestamp(server, core):
 def test_pv_controller_binds_and_releases(server, core):
     core.create_namespaced_persistent_volume_claim("default", pvc_body("claim", storageClassName="fast"))
     core.create_persistent_volume(pv_body("vol", "default", "claim", storage="5Gi"))
+    settled(server)
     pvc = core.read_namespaced_persistent_volume_claim("claim", "default")
     assert pvc.status.phase == "Bound" and pvc.spec.volume_name == "vol"
     assert pvc.status.capacity == {"storage": "5Gi"} and pvc.status.access_modes == ["ReadWriteOnce"]
@@ -364,18 +473,118 @@ def test_pv_controller_binds_and_releases(server, core):
     assert pv.status.phase == "Bound" and pv.spec.claim_ref.uid == pvc.metadata.uid
     # A PV that is not named by any claim stays Available; a claim naming a volume binds to it.
     core.create_persistent_volume(pv_body("spare"))
+    settled(server)
     assert core.read_persistent_volume("spare").status.phase == "Available"
     core.create_namespaced_persistent_volume_claim("default", pvc_body("explicit", volumeName="spare"))
+    settled(server)
     assert core.read_namespaced_persistent_volume_claim("explicit", "default").status.phase == "Bound"
     assert core.read_persistent_volume("spare").spec.claim_ref.name == "explicit"
     # Deleting a bound PV waits (pv-protection); deleting its claim releases it, and then it goes.
     core.delete_persistent_volume("vol")
     assert core.read_persistent_volume("vol").metadata.deletion_timestamp is not None
     core.delete_namespaced_persistent_volume_claim("explicit", "default")
+    settled(server)
     assert core.read_persistent_volume("spare").status.phase == "Released"
     core.delete_namespaced_persistent_volume_claim("claim", "default")
+    settled(server)
     with pytest.raises(ApiException):
         core.read_persistent_volume("vol")
+
+
+def test_controllers_run_after_the_write(server, core):
+    """api-conventions.md, "Spec and Status": a write records intent, controllers act on it afterwards in writes of
+    their own ("Concurrency Control and Consistency": each with the resourceVersion it read, so a client's write in
+    between makes it meet a 409 and look again)."""
+    controllers = server.store.controllers
+    server.faults.controllers(paused=True)
+    core.create_namespaced_persistent_volume_claim("default", pvc_body("later"))
+    core.create_persistent_volume(pv_body("for-later", "default", "later"))
+    assert core.read_namespaced_persistent_volume_claim("later", "default").status.phase == "Pending"
+    assert core.read_persistent_volume("for-later").status.phase == "Pending"  # as created: no controller yet
+    server.faults.controllers(paused=False)
+    settled(server)
+    assert core.read_namespaced_persistent_volume_claim("later", "default").status.phase == "Bound"
+
+    server.faults.controllers(delay=3600)  # a controller reads, then waits until told to write
+    core.create_namespaced_persistent_volume_claim("default", pvc_body("raced"))
+    core.create_persistent_volume(pv_body("for-raced", "default", "raced"))
+    eventually(lambda: controllers.holding, what="a controller to hold its writes")
+    conflicts = controllers.conflicts
+    core.patch_namespaced_persistent_volume_claim("raced", "default", {"metadata": {"labels": {"by": "client"}}})
+    server.faults.controllers(delay=0)
+    settled(server)
+    assert controllers.conflicts > conflicts
+    raced = core.read_namespaced_persistent_volume_claim("raced", "default")
+    assert raced.status.phase == "Bound" and raced.metadata.labels == {"by": "client"}  # nothing lost
+    assert raw(server, "GET", "/_faults")[2]["controllers"]["conflicts"] == controllers.conflicts
+
+
+@pytest.mark.parametrize(("claim", "volume", "binds"), [
+    ({"storage": "2Gi"}, {"storage": "1Gi"}, False),  # too small
+    ({"storage": "1Gi"}, {"storage": "2Gi"}, True),  # larger is fine
+    ({"volumeMode": "Block"}, {}, False),
+    ({"accessModes": ["ReadWriteMany"]}, {}, False),
+    ({"accessModes": ["ReadWriteOnce"]}, {"accessModes": ["ReadWriteOnce", "ReadOnlyMany"]}, True),
+    ({"storageClassName": "gold"}, {}, True),  # a volume naming the claim binds whatever its class
+    ({"storageClassName": "gold", "volumeName": "v"}, {}, False),  # a volume the claim names must be of its class
+    ({"storageClassName": "gold", "volumeName": "v"}, {"storageClassName": "gold"}, True),
+])
+def test_binding_checks_the_volume_fits(server, core, claim, volume, binds):
+    """The PV controller binds a claim only to a volume that satisfies it (checkVolumeSatisfyClaim,
+    findMatchingVolume): capacity >= request, same volume mode, the claim's access modes, and the class of a
+    volume the claim names."""
+    pvc = pvc_body("c", storage=claim.pop("storage", "1Gi"), **claim)
+    pv = pv_body("v", None if "volumeName" in claim else "default", None if "volumeName" in claim else "c",
+                 storage=volume.pop("storage", "1Gi"))
+    pv["spec"].update(volume)
+    core.create_persistent_volume(pv)
+    core.create_namespaced_persistent_volume_claim("default", pvc)
+    settled(server)
+    assert core.read_namespaced_persistent_volume_claim("c", "default").status.phase == (
+        "Bound" if binds else "Pending")
+    assert core.read_persistent_volume("v").status.phase == ("Bound" if binds else "Available")
+
+
+def test_released_volumes_are_reclaimed_by_their_policy():
+    """concepts/storage/persistent-volumes.md, "Reclaiming": once its claim is gone a volume is Released; with
+    Delete, the PV controller deletes an in-tree (here: GlusterFS) volume and its PV; Retain keeps both; a CSI
+    volume is its external provisioner's to delete. The write history shows who did what, in which order."""
+    deleted = []
+    with KubeApiServer.running(volume_deleter=lambda pv: deleted.append(pv["metadata"]["name"])) as server:
+        api_client = k8s_config.new_client_from_config(config_file=server.kubeconfig_path)
+        core = k8s.CoreV1Api(api_client)
+        server.faults.controllers(paused=True)  # each volume and its claim first, then the binding
+        for name, policy, source in (("gone", "Delete", "glusterfs"), ("kept", "Retain", "glusterfs"),
+                                     ("external", "Delete", "csi")):
+            pv = pv_body(f"pv-{name}", "default", name)
+            pv["spec"]["persistentVolumeReclaimPolicy"] = policy
+            if source == "glusterfs":
+                del pv["spec"]["csi"]
+                pv["spec"]["glusterfs"] = {"endpoints": "glusterfs-cluster", "path": f"vol_{name}"}
+            core.create_persistent_volume(pv)
+            core.create_namespaced_persistent_volume_claim("default", pvc_body(name))
+        server.faults.controllers(paused=False)
+        settled(server)
+        for name in ("gone", "kept", "external"):
+            core.delete_namespaced_persistent_volume_claim(name, "default")
+        settled(server)
+        assert deleted == ["pv-gone"]
+        assert sorted(server.store.objects[PVS.key]) == [("", "pv-external"), ("", "pv-kept")]
+        assert {pv.metadata.name: pv.status.phase for pv in core.list_persistent_volume().items} == {
+            "pv-external": "Released", "pv-kept": "Released"}
+        writes = [(w.type, w.resource, w.by, (w.object.get("status") or {}).get("phase"))
+                  for w in server.store.writes if w.name in ("gone", "pv-gone")]
+        assert writes == [
+            ("ADDED", "persistentvolumes", "api", "Pending"),
+            ("ADDED", "persistentvolumeclaims", "api", "Pending"),
+            ("MODIFIED", "persistentvolumes", "persistentvolume-binder", "Bound"),
+            ("MODIFIED", "persistentvolumeclaims", "persistentvolume-binder", "Bound"),
+            ("MODIFIED", "persistentvolumeclaims", "api", "Bound"),  # deletionTimestamp: pvc-protection holds it
+            ("DELETED", "persistentvolumeclaims", "pvc-protection-controller", "Bound"),
+            ("MODIFIED", "persistentvolumes", "persistentvolume-binder", "Released"),
+            ("MODIFIED", "persistentvolumes", "persistentvolume-binder", "Released"),  # deletionTimestamp
+            ("DELETED", "persistentvolumes", "pv-protection-controller", "Released")]
+        api_client.close()
 
 
 PROVISIONER_ANNOTATIONS = ("volume.kubernetes.io/storage-provisioner", "volume.beta.kubernetes.io/storage-provisioner")
@@ -398,6 +607,7 @@ def test_pv_controller_asks_the_provisioner(server, api_client, core):
     storage = k8s.StorageV1Api(api_client)
     storage.create_storage_class(storage_class_body("fast"))
     core.create_namespaced_persistent_volume_claim("default", pvc_body("now", storageClassName="fast"))
+    settled(server)
     assert provisioner_of(core, "now") == "robin.example.com"
     # Without a class, or with one that does not exist (yet), nobody is asked.
     core.create_namespaced_persistent_volume_claim("default", pvc_body("classless"))
@@ -407,23 +617,28 @@ def test_pv_controller_asks_the_provisioner(server, api_client, core):
     going["metadata"]["finalizers"] = ["robin.example.com/keep"]
     core.create_namespaced_persistent_volume_claim("default", going)
     core.delete_namespaced_persistent_volume_claim("going", "default")
+    settled(server)
     for name in ("classless", "empty", "early", "going"):
         assert provisioner_of(core, name) is None
     # The class appearing later: its waiting claims are annotated then, but not one being deleted.
     storage.create_storage_class(storage_class_body("slow", "other.example.com"))
+    settled(server)
     assert provisioner_of(core, "early") == "other.example.com"
     assert provisioner_of(core, "going") is None and provisioner_of(core, "classless") is None
     # A claim with a volume waiting for it binds to it instead.
     core.create_persistent_volume(pv_body("ready", "default", "prebound"))
     core.create_namespaced_persistent_volume_claim("default", pvc_body("prebound", storageClassName="fast"))
+    settled(server)
     assert core.read_namespaced_persistent_volume_claim("prebound", "default").status.phase == "Bound"
     assert provisioner_of(core, "prebound") is None
     # WaitForFirstConsumer: only once the scheduler has picked a node.
     storage.create_storage_class(storage_class_body("late", volumeBindingMode="WaitForFirstConsumer"))
     core.create_namespaced_persistent_volume_claim("default", pvc_body("consumer", storageClassName="late"))
+    settled(server)
     assert provisioner_of(core, "consumer") is None
     core.patch_namespaced_persistent_volume_claim(
         "consumer", "default", {"metadata": {"annotations": {"volume.kubernetes.io/selected-node": "node-1"}}})
+    settled(server)
     assert provisioner_of(core, "consumer") == "robin.example.com"
 
 
@@ -435,6 +650,7 @@ def test_pvc_resize(server, api_client, core, kubectl):
     for name, class_name in (("fixed", "fixed"), ("growing", "growing")):
         core.create_namespaced_persistent_volume_claim("default", pvc_body(name, storageClassName=class_name))
         core.create_persistent_volume(pv_body(f"pv-{name}", "default", name))
+        settled(server)
         assert core.read_namespaced_persistent_volume_claim(name, "default").status.capacity == {"storage": "1Gi"}
 
     def resize(name, size, check=True):
@@ -513,12 +729,14 @@ subsets:
 """
 
 
-def pod_manifest(name, *claims):
-    """A pod using the given claims, as kubectl takes it on stdin."""
-    return json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {
-        "containers": [{"name": "app", "image": "busybox:1.36"}],
-        "volumes": [{"name": f"v{i}", "persistentVolumeClaim": {"claimName": claim}}
-                    for i, claim in enumerate(claims)]}})
+def pod_manifest(name, *claims, node="node-1"):
+    """A pod using the given claims, as kubectl takes it on stdin; scheduled to `node` (None: not scheduled)."""
+    spec = {"containers": [{"name": "app", "image": "busybox:1.36"}],
+            "volumes": [{"name": f"v{i}", "persistentVolumeClaim": {"claimName": claim}}
+                        for i, claim in enumerate(claims)]}
+    if node:
+        spec["nodeName"] = node
+    return json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec})
 
 
 @pytest.fixture
@@ -582,28 +800,44 @@ def test_kubectl_pods_and_endpoints(server, kubectl, kubectl_stdin):
 
 @needs_kubectl
 def test_pvc_protection_waits_for_pods(server, kubectl, kubectl_stdin):
-    for claim in ("data", "scratch", "shared"):
+    """The PVC protection controller (podUsesPVC): a scheduled pod holds the claims its volumes name, whatever its
+    phase, until it is gone; a Terminating pod still holds them (its kubelet has not unmounted them yet); a pod
+    not scheduled holds nothing. Pods on a node are deleted gracefully (Terminating, then gone once the kubelet is
+    done); unscheduled and finished ones at once."""
+    for claim in ("data", "scratch", "shared", "loose"):
         kubectl_stdin(json.dumps(pvc_body(claim)), "create")
     kubectl_stdin(pod_manifest("app", "data", "shared"), "create")
     kubectl_stdin(pod_manifest("job", "scratch", "shared"), "create")
+    kubectl_stdin(pod_manifest("unscheduled", "loose", node=None), "create")
     set_phase(kubectl, "app", "Running")
-    set_phase(kubectl, "job", "Running")
+    set_phase(kubectl, "job", "Succeeded")
 
     # A claim a running pod uses stays, Terminating, after it is deleted, until the pod goes.
     kubectl("delete", "pvc", "data", "--wait=false")
+    settled(server)
     assert pvc_state(kubectl, "data") == (True, ["kubernetes.io/pvc-protection"])
     kubectl("get", "pvc", "data")  # still listed
-    kubectl("delete", "pod", "app", "--timeout=10s")
-    kubectl("wait", "--for=delete", "pvc/data", "--timeout=10s")
+    server.faults.controllers(paused=True)  # the kubelet too: the pod stays Terminating
+    kubectl("delete", "pod", "app", "--wait=false")
+    pod = json.loads(kubectl("get", "pod", "app", "-o", "json").stdout)
+    assert pod["metadata"]["deletionTimestamp"] and pod["metadata"]["deletionGracePeriodSeconds"] == 30
+    server.faults.controllers(paused=False)
+    settled(server)
+    kubectl("wait", "--for=delete", "pvc/data", "--timeout=30s")
     assert pvc_state(kubectl, "data") is None
 
-    # A pod that has finished (Succeeded or Failed) no longer holds its claims.
-    kubectl("delete", "pvc", "scratch", "shared", "--wait=false")
+    # A finished pod holds its claims while it exists (it is deleted at once); an unscheduled one holds nothing.
+    kubectl("delete", "pvc", "scratch", "shared", "loose", "--wait=false")
+    settled(server)
     assert pvc_state(kubectl, "scratch") == (True, ["kubernetes.io/pvc-protection"])
     assert pvc_state(kubectl, "shared") == (True, ["kubernetes.io/pvc-protection"])
-    set_phase(kubectl, "job", "Succeeded")
+    assert pvc_state(kubectl, "loose") is None
+    server.faults.controllers(paused=True)
+    kubectl("delete", "pod", "job", "--wait=false")
+    assert "job" not in kubectl("get", "pods", "-o", "name").stdout  # not Terminating: gone
+    server.faults.controllers(paused=False)
+    settled(server)
     assert pvc_state(kubectl, "scratch") is None and pvc_state(kubectl, "shared") is None
-    assert kubectl("get", "pod", "job", "-o", "jsonpath={.status.phase}").stdout == "Succeeded"
 
     # A claim's other finalizers still hold it once no pod does; a pod in another namespace never does.
     kept = pvc_body("kept")
@@ -614,7 +848,8 @@ def test_pvc_protection_waits_for_pods(server, kubectl, kubectl_stdin):
     kubectl_stdin(pod_manifest("user", "kept"), "create")
     kubectl("delete", "pvc", "kept", "--wait=false")
     assert pvc_state(kubectl, "kept") == (True, ["robin.example.com/keep", "kubernetes.io/pvc-protection"])
-    set_phase(kubectl, "user", "Failed")
+    kubectl("delete", "pod", "user", "--timeout=30s")
+    settled(server)
     assert pvc_state(kubectl, "kept") == (True, ["robin.example.com/keep"])
     kubectl("patch", "pvc", "kept", "--type=json", "-p", '[{"op":"remove","path":"/metadata/finalizers"}]')
     assert pvc_state(kubectl, "kept") is None
@@ -744,6 +979,157 @@ def test_fault_admin_endpoint_and_auth(server):
     assert raw(server, "GET", "/api/v1/nonsense")[0] == 404
     assert raw(server, "PATCH", "/api/v1/namespaces/default", {}, content_type="application/apply-patch+yaml")[0] \
         == 415
+
+
+def _protobuf_field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (its size and key below 128, as in these tests)."""
+    return bytes([number << 3 | 2, len(payload)]) + payload
+
+
+def _protobuf_body(api_version: str, kind: str, raw_object: bytes) -> bytes:
+    type_meta = _protobuf_field(1, api_version.encode()) + _protobuf_field(2, kind.encode())
+    return b"k8s\x00" + _protobuf_field(1, type_meta) + _protobuf_field(2, raw_object)
+
+
+def test_media_types(server):
+    """api-concepts.md, "Alternate representations of resources": a server reads JSON, YAML and (for built-in
+    kinds) protobuf bodies and answers 415 Unsupported Media Type to others; patches take their own media types."""
+    protobuf = "application/vnd.kubernetes.protobuf"
+    meta = _protobuf_field(1, b"pb")  # ObjectMeta.name
+    status, _, created = raw(server, "POST", "/api/v1/namespaces", _protobuf_body("v1", "Namespace", _protobuf_field(
+        1, meta + _protobuf_field(8, b""))), content_type=protobuf)  # a zero creationTimestamp, as Go sends it
+    assert status == 201 and created["metadata"]["name"] == "pb" and created["status"] == {"phase": "Active"}
+    status, _, body = raw(server, "POST", "/api/v1/namespaces/default/pods",
+                          _protobuf_body("v1", "Pod", _protobuf_field(1, meta)), content_type=protobuf)
+    assert (status, body["reason"]) == (415, "UnsupportedMediaType") and "send it as application/json" in \
+        body["message"]
+    status, _, body = raw(server, "POST", "/api/v1/namespaces", b"not protobuf", content_type=protobuf)
+    assert (status, body["reason"]) == (400, "BadRequest")
+    status, _, body = raw(server, "POST", "/api/v1/namespaces", b"name=x", content_type="text/plain")
+    assert (status, body["reason"]) == (415, "UnsupportedMediaType") and "application/json" in body["message"]
+    status, _, body = raw(server, "POST", "/api/v1/namespaces", b"metadata: {name: from-yaml}",
+                          content_type="application/yaml")
+    assert status == 201 and body["metadata"]["name"] == "from-yaml"
+    status, _, body = raw(server, "PATCH", "/api/v1/namespaces/pb", {"metadata": {"labels": {"a": "b"}}})
+    assert (status, body["reason"]) == (415, "UnsupportedMediaType") and "merge-patch+json" in body["message"]
+    assert [ns for ns in server.store.objects[("", "namespaces")]] == [
+        ("", name) for name in ("default", "kube-system", "kube-public", "kube-node-lease", "pb", "from-yaml")]
+
+
+@needs_kubectl
+def test_kubectl_typed_create_commands(server, kubectl, tmp_path):
+    """kubectl's create subcommands send protobuf (issue: `kubectl create namespace` failed with a 400)."""
+    assert kubectl("create", "namespace", "apps").stdout.strip() == "namespace/apps created"
+    (tmp_path / "password").write_text("s3cret")
+    kubectl("create", "secret", "generic", "creds", "-n", "apps", "--from-literal=user=admin",
+            f"--from-file={tmp_path / 'password'}", "--from-literal=empty=")
+    (tmp_path / "app.conf").write_text("key = value\n")
+    (tmp_path / "logo.bin").write_bytes(b"\xff\x00\xfe")
+    kubectl("create", "configmap", "settings", "-n", "apps", f"--from-file={tmp_path / 'app.conf'}",
+            f"--from-file={tmp_path / 'logo.bin'}", "--from-literal=blank=")
+    secret = json.loads(kubectl("get", "secret", "creds", "-n", "apps", "-o", "json").stdout)
+    assert secret["type"] == "Opaque"
+    assert secret["data"] == {"user": "YWRtaW4=", "password": "czNjcmV0", "empty": ""}
+    config_map = json.loads(kubectl("get", "configmap", "settings", "-n", "apps", "-o", "json").stdout)
+    assert config_map["data"] == {"app.conf": "key = value\n", "blank": ""}
+    assert config_map["binaryData"] == {"logo.bin": "/wD+"}
+    assert kubectl("get", "ns", "apps", "-o", "jsonpath={.status.phase}").stdout == "Active"
+    # Server-side apply is refused in words kubectl passes on, not answered as a merge patch would be.
+    (tmp_path / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: "
+                                      "apps}\ndata: {a: b}\n")
+    refused = kubectl("apply", "--server-side", "-f", str(tmp_path / "cm.yaml"), check=False)
+    assert refused.returncode != 0 and "server-side apply" in refused.stderr
+    assert "a" not in json.loads(kubectl("get", "cm", "settings", "-n", "apps", "-o", "json").stdout)["data"]
+    kubectl("delete", "namespace", "apps", "--timeout=30s")
+    assert server.store.objects[("", "secrets")] == {} and server.store.objects[("", "configmaps")] == {}
+
+
+def test_secret_and_config_map_validation(server, core):
+    """The Secret and ConfigMap strategies: stringData is write-only and merged into data, keys are config keys,
+    an `immutable` object keeps its data, a Secret keeps its type."""
+    def secret(**fields):
+        return {"metadata": {"name": "s"}, **fields}
+
+    created = core.create_namespaced_secret("default", secret(data={"a": "YQ=="}, stringData={"b": "bee", "a": "A"}))
+    assert created.data == {"a": "QQ==", "b": "YmVl"} and created.type == "Opaque" and created.string_data is None
+    status, _, body = raw(server, "POST", "/api/v1/namespaces/default/secrets",
+                          {"metadata": {"name": "bad"}, "data": {"a": "not base64!"}})
+    assert (status, body["reason"]) == (400, "BadRequest")
+    status, _, body = raw(server, "POST", "/api/v1/namespaces/default/configmaps",
+                          {"metadata": {"name": "bad"}, "data": {"a/b": "x", "c": "y"}, "binaryData": {"c": ""}})
+    assert (status, body["reason"]) == (422, "Invalid")
+    assert sorted(c["field"] for c in body["details"]["causes"]) == ["data[a/b]", "data[c]"]
+    status, _, body = raw(server, "PATCH", "/api/v1/namespaces/default/secrets/s", {"type": "kubernetes.io/tls"},
+                          content_type="application/merge-patch+json")
+    assert (status, body["details"]["causes"][0]["field"]) == (422, "type")
+    core.patch_namespaced_secret("s", "default", {"immutable": True})
+    for change in ({"data": {"a": "Yg=="}}, {"immutable": False}):
+        with pytest.raises(ApiException) as refused:
+            core.patch_namespaced_secret("s", "default", change)
+        assert refused.value.status == 422
+    assert core.read_namespaced_secret("s", "default").data == {"a": "QQ==", "b": "YmVl"}
+    assert set(server.store.objects[("", "secrets")]) == {("default", "s")}
+    assert server.store.objects[("", "configmaps")] == {}
+
+
+def test_rbac_for_service_account_tokens(server, api_client, core, tmp_path):
+    """reference/access-authn-authz/rbac.md: a ServiceAccount may do what the rules of the Roles and ClusterRoles
+    bound to it allow; a ClusterRoleBinding grants everywhere, a RoleBinding only in its namespace; resources are
+    named with their subresource (persistentvolumeclaims/status); anything else is a 403 naming user, verb,
+    resource and scope. The server's own token (system:masters) may do everything."""
+    rbac_api = k8s.RbacAuthorizationV1Api(api_client)
+    core.create_namespace({"metadata": {"name": "storage"}})
+    core.create_namespaced_service_account("storage", {"metadata": {"name": "prov"}})
+    subject = [{"kind": "ServiceAccount", "name": "prov", "namespace": "storage"}]
+    rbac_api.create_cluster_role({"metadata": {"name": "prov"}, "rules": [
+        {"apiGroups": [""], "resources": ["persistentvolumes"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["persistentvolumeclaims/status"], "verbs": ["patch"]}]})
+    rbac_api.create_cluster_role_binding({"metadata": {"name": "prov"}, "subjects": subject, "roleRef": {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "prov"}})
+    rbac_api.create_namespaced_role("storage", {"metadata": {"name": "leader"}, "rules": [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}]})
+    rbac_api.create_namespaced_role_binding("storage", {"metadata": {"name": "leader"}, "subjects": subject,
+                                                        "roleRef": {"apiGroup": "rbac.authorization.k8s.io",
+                                                                    "kind": "Role", "name": "leader"}})
+    core.create_persistent_volume(pv_body("pv"))
+    core.create_namespaced_persistent_volume_claim("default", pvc_body("claim"))
+
+    token = server.service_account_token("storage", "prov")
+    kubeconfig = server.write_kubeconfig(str(tmp_path / "sa-kubeconfig"), token=token)
+    sa_client = k8s_config.new_client_from_config(config_file=kubeconfig)
+    try:
+        sa_core, sa_coordination = k8s.CoreV1Api(sa_client), k8s.CoordinationV1Api(sa_client)
+        assert [pv.metadata.name for pv in sa_core.list_persistent_volume().items] == ["pv"]
+        sa_core.patch_namespaced_persistent_volume_claim_status("claim", "default",
+                                                                {"status": {"allocatedResources": {"storage": "1Gi"}}})
+        lease = {"metadata": {"name": "leader"}, "spec": {"holderIdentity": "me"}}
+        sa_coordination.create_namespaced_lease("storage", lease)
+
+        def refused(call, *args):
+            with pytest.raises(ApiException) as error:
+                call(*args)
+            assert error.value.status == 403
+            return json.loads(error.value.body)["message"]
+
+        assert refused(sa_core.create_persistent_volume, pv_body("more")) == (
+            'persistentvolumes is forbidden: User "system:serviceaccount:storage:prov" cannot create resource '
+            '"persistentvolumes" in API group "" at the cluster scope')
+        assert refused(sa_core.delete_persistent_volume, "pv") == (
+            'persistentvolumes "pv" is forbidden: User "system:serviceaccount:storage:prov" cannot delete resource '
+            '"persistentvolumes" in API group "" at the cluster scope')
+        assert 'cannot patch resource "persistentvolumeclaims" in API group "" in the namespace "default"' in refused(
+            sa_core.patch_namespaced_persistent_volume_claim, "claim", "default", {"metadata": {"labels": {"c": "d"}}})
+        assert 'in the namespace "default"' in refused(sa_coordination.create_namespaced_lease, "default", lease)
+        refused(sa_core.list_namespaced_secret, "storage")
+        assert sa_core.get_api_resources().group_version == "v1"  # discovery is open to every authenticated user
+        assert raw(server, "GET", "/_faults", token=token)[0] == 403
+        assert raw(server, "GET", "/api/v1/persistentvolumes", token="not-a-token")[0] == 401
+    finally:
+        sa_client.close()
+    claim = core.read_namespaced_persistent_volume_claim("claim", "default")
+    assert claim.status.allocated_resources == {"storage": "1Gi"} and claim.metadata.labels is None
+    assert sorted(server.store.objects[PVS.key]) == [("", "pv")]
+    assert sorted(server.store.objects[("coordination.k8s.io", "leases")]) == [("storage", "leader")]
 
 
 def _watch_in_thread(core):

@@ -16,6 +16,8 @@ from sqlalchemy import select
 from robin.kube.volumes import VOLUME_ANNOTATION
 from robin.volumes.models import CephfsPath, RbdImage
 from tests.conftest import unique
+from tests.helm.chart import NAMESPACE as RELEASE_NAMESPACE
+from tests.helm.chart import manifests, pod_spec
 from tests.kube_apiserver import KubeApiServer
 from tests.kube_apiserver.resources import DEFAULT_VERSION, EVENTS, LEASES, PVCS, PVS
 from tests.support.kube import KUBECTL, create, kubectl
@@ -35,8 +37,21 @@ eventually = functools.partial(_eventually, timeout=WAIT_S)
 
 @pytest.fixture
 def kube():
-    with KubeApiServer.running(bookmark_interval=0.5, history_size=5000) as server:
+    # Pages shorter than the informers ask for: they must follow `continue`, as against a real server.
+    with KubeApiServer.running(bookmark_interval=0.5, history_size=5000, page_limit=2) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def chart_rbac() -> tuple[str, list[dict]]:
+    """The provisioner's ServiceAccount and RBAC objects as the Helm chart ships them (default values)."""
+    objects = manifests({})
+    deployment = next(o for o in objects if o["kind"] == "Deployment"
+                      and o["metadata"]["labels"]["app.kubernetes.io/component"] == "provisioner")
+    return pod_spec(deployment)["serviceAccountName"], [
+        o for o in objects if o["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
+                                            "RoleBinding")
+        and o["metadata"]["labels"]["app.kubernetes.io/component"] == "provisioner"]
 
 
 @pytest.fixture
@@ -48,13 +63,25 @@ def kubernetes_1_30(kube):
 
 
 @pytest.fixture
-def provisioners(kube, robin_url, admin_token, request):
+def provisioner_kubeconfig(kube, chart_rbac, tmp_path) -> str:
+    """A kubeconfig with the token of the chart's provisioner ServiceAccount, in the release's namespace, after
+    its RBAC: the provisioner may do what the chart grants it, nothing more (a call it is not granted fails)."""
+    account, objects = chart_rbac
+    create(kube, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": RELEASE_NAMESPACE}}, *objects)
+    token = kube.service_account_token(RELEASE_NAMESPACE, account)
+    return kube.write_kubeconfig(str(tmp_path / "provisioner-kubeconfig"), token=token)
+
+
+@pytest.fixture
+def provisioners(kube, provisioner_kubeconfig, robin_url, admin_token, request):
     """start(identity=..., env=...) -> a running ProvisionerProcess; all are stopped afterwards (their logs are
     printed when the test failed)."""
     started: list[ProvisionerProcess] = []
 
     def start(identity: str | None = None, env: dict | None = None) -> ProvisionerProcess:
-        process = ProvisionerProcess(kube.kubeconfig_path, robin_url, admin_token, identity or unique("prov"), env)
+        # In the release's namespace (POD_NAMESPACE), where the chart's Role lets it hold its Lease.
+        process = ProvisionerProcess(provisioner_kubeconfig, robin_url, admin_token, identity or unique("prov"),
+                                     {"POD_NAMESPACE": RELEASE_NAMESPACE, **(env or {})})
         started.append(process)
         return process.wait_serving()
 
@@ -570,7 +597,7 @@ def test_killed_at_random_moments_under_load_neither_leaks_nor_duplicates(kube, 
 # --- replicas and API trouble -----------------------------------------------------------------------------------
 
 def _holder(kube) -> str | None:
-    lease = stored(kube, LEASES, "default", "robin-provisioner")
+    lease = stored(kube, LEASES, RELEASE_NAMESPACE, "robin-provisioner")
     return lease and lease["spec"].get("holderIdentity")
 
 
@@ -593,7 +620,7 @@ def test_two_replicas_only_the_leader_acts_and_the_other_takes_over(kube, provis
     create(kube, *later)
     wait_bound(kube, ns, *[c["metadata"]["name"] for c in later])
     assert second.metrics()[provisioned] == 2
-    assert stored(kube, LEASES, "default", "robin-provisioner")["spec"]["leaseTransitions"] >= 1
+    assert stored(kube, LEASES, RELEASE_NAMESPACE, "robin-provisioner")["spec"]["leaseTransitions"] >= 1
 
 
 def test_graceful_stop_releases_the_lease_at_once(kube, provisioners):

@@ -15,6 +15,7 @@ def main(argv=None) -> None:
     parser.add_argument("--token", help="bearer token (default: random)")
     parser.add_argument("--history-size", type=int, default=1000, help="watch events kept (default 1000)")
     parser.add_argument("--bookmark-interval", type=float, default=5.0, help="seconds between watch bookmarks")
+    parser.add_argument("--page-limit", type=int, default=0, help="most items in a page of a list with a limit")
     parser.add_argument("-v", "--verbose", action="store_true", help="log requests to stderr")
     args = parser.parse_args(argv)
     stop = threading.Event()
@@ -22,11 +23,11 @@ def main(argv=None) -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     server = KubeApiServer(port=args.port, kubeconfig_path=args.kubeconfig, token=args.token,
                            history_size=args.history_size, bookmark_interval=args.bookmark_interval,
-                           verbose=args.verbose).start()
+                           verbose=args.verbose, page_limit=args.page_limit).start()
     try:
         print(f"kube-apiserver listening on {server.url}; kubeconfig: {server.kubeconfig_path}", flush=True)
-        print(f"fault injection: POST {server.url}/_faults/{{fail,clear,drop-watches,compact}} (bearer token in "
-              "the kubeconfig)", flush=True)
+        print(f"fault injection: POST {server.url}/_faults/{{fail,clear,drop-watches,compact,short-pages,controllers}} "
+              "(bearer token in the kubeconfig)", flush=True)
         stop.wait()
     finally:
         server.stop()

@@ -2,25 +2,31 @@
 the annotations that ask a provisioner for a volume), the PVC/PV protection finalizers (a claim stays while a pod
 that is not done uses it), and namespace deletion.
 
-They run after every write until nothing changes, as the real ones would soon after it. So that a write costs work
-proportional to what it touches, not to the number of objects stored, `Tracker` is told of every commit: it keeps
-the indexes that find related objects (the PVs whose claimRef names a claim, the claims naming a volume, the pods
-using a claim) and
-collects what the next run must look at. Everything else stays at rest because nothing it depends on changed."""
+As in a real cluster they run after the write that triggers them, never inside it: `ControllerManager`, a thread
+of the server, takes the work the writes left, and for each claim, volume or namespace reads what it needs, then
+commits its own writes, each of which meets a 409 (and the work is queued again) if the object changed since it was
+read. Its knobs (`Faults.controllers`) delay every controller write or pause the controllers altogether, so a test
+can see what a client sees between a write and its consequences.
+
+So that a write costs work proportional to what it touches, not to the number of objects stored, `Tracker` is told
+of every commit: it keeps the indexes that find related objects (the PVs whose claimRef names a claim, the claims
+naming a volume, the pods using a claim) and collects what the next pass must look at. Everything else stays at rest
+because nothing it depends on changed."""
 from __future__ import annotations
 
 import copy
+import threading
+import time
 from dataclasses import dataclass, field
 
 from kubernetes.utils import parse_quantity
 
-from .kinds import PV_PROTECTION, PVC_PROTECTION
+from .kinds import PV_PROTECTION, PVC_PROTECTION, claim_class
 from .resources import NAMESPACES, PODS, PVCS, PVS, RESOURCES, STORAGE_CLASSES
 
 STORAGE_PROVISIONER = "volume.kubernetes.io/storage-provisioner"
 BETA_STORAGE_PROVISIONER = "volume.beta.kubernetes.io/storage-provisioner"
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
-MAX_ROUNDS = 50  # passes before giving up: controllers that keep changing each other's objects are a bug
 
 
 @dataclass
@@ -31,9 +37,10 @@ class Work:
     volumes: dict = field(default_factory=dict)
     classes: dict = field(default_factory=dict)
     namespaces: dict = field(default_factory=dict)
+    pods: dict = field(default_factory=dict)  # terminating ones, for the kubelet
 
     def __bool__(self) -> bool:
-        return bool(self.claims or self.volumes or self.classes or self.namespaces)
+        return bool(self.claims or self.volumes or self.classes or self.namespaces or self.pods)
 
 
 def _claim_ref_key(pv: dict | None) -> tuple[str, str] | None:
@@ -46,8 +53,10 @@ def _volume_name(pvc: dict | None) -> str | None:
 
 
 def pod_claims(pod: dict | None) -> set[tuple[str, str]]:
-    """The claims (namespace, name) a pod holds: those its volumes name, unless it is done (Succeeded/Failed)."""
-    if pod is None or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+    """The claims (namespace, name) a pod holds, as the PVC protection controller counts them (podUsesPVC): those
+    its volumes name, once it is scheduled (spec.nodeName), whatever its phase, until it is gone (a Terminating
+    pod still holds them: its kubelet has not unmounted them yet)."""
+    if pod is None or not (pod.get("spec") or {}).get("nodeName"):
         return set()
     namespace = pod["metadata"].get("namespace", "")
     return {(namespace, volume["persistentVolumeClaim"]["claimName"])
@@ -107,6 +116,8 @@ class Tracker:
             for claim in new_claims - old_claims:
                 _reindex(self.pods_by_claim, None, claim, key)
             work.claims.update(dict.fromkeys(old_claims ^ new_claims))
+            if stored is not None and stored["metadata"].get("deletionTimestamp"):
+                work.pods[key] = None
         elif rt is STORAGE_CLASSES:
             work.classes[key[1]] = None
         elif rt is NAMESPACES:
@@ -131,21 +142,120 @@ def _terminating(objects: dict, namespace: str) -> bool:
     return ns is not None and bool(ns["metadata"].get("deletionTimestamp"))
 
 
-def reconcile(store) -> None:
-    """Runs the controllers on what the writes since they last ran touched, then on what their own writes
-    touched, until nothing changes."""
-    tracker = store.tracker
-    for _ in range(MAX_ROUNDS):
-        work, tracker.work = tracker.work, Work()
-        if not work:
+class _Writes:
+    """What one controller sync sees of the store (the live objects and indexes, read under the store's lock) and
+    the writes it decided on, committed afterwards by `ControllerManager`."""
+
+    def __init__(self, store):
+        self.objects, self.tracker, self.volume_deleter = store.objects, store.tracker, store.volume_deleter
+        # (resource type, object as read, new object or None to delete it, what to do first or None)
+        self.planned: list[tuple] = []
+
+    def save(self, rt, old: dict, new: dict) -> None:
+        self.planned.append((rt, old, new, None))
+
+    def mark_deleted(self, rt, obj: dict, before=None) -> None:
+        self.planned.append((rt, obj, None, before))
+
+
+class ControllerManager:
+    """Runs the controllers in a thread of their own, after the writes. Knobs (set through `Faults.controllers`):
+    `delay` seconds between a controller's reads and its writes, `paused` (no controller runs until resumed)."""
+
+    def __init__(self, store):
+        self.store = store
+        self.delay = 0.0
+        self.paused = False
+        self.running = False
+        self.holding = False  # a controller has read and waits (`delay`) to write
+        self.conflicts = 0  # controller writes that met a 409, as a real controller's would
+        self._thread = threading.Thread(target=self._loop, name="kube-controller-manager", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def configure(self, delay: float | None = None, paused: bool | None = None) -> None:
+        with self.store.lock:
+            if delay is not None:
+                self.delay = float(delay)
+            if paused is not None:
+                self.paused = bool(paused)
+            self.store.changed.notify_all()
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Waits until the controllers have nothing left to do (or are paused); False if `timeout` ran out."""
+        store = self.store
+        with store.lock:
+            return store.changed.wait_for(lambda: self.paused or store.closed or (
+                not store.tracker.work and not self.running), timeout)
+
+    def _loop(self) -> None:
+        store = self.store
+        while True:
+            with store.lock:
+                while not store.closed and (self.paused or not store.tracker.work):
+                    store.changed.wait(1.0)
+                if store.closed:
+                    return
+                work, store.tracker.work = store.tracker.work, Work()
+                units = _units(store, work)
+                self.running = True
+            try:
+                for i, unit in enumerate(units):
+                    if self.paused:
+                        with store.lock:
+                            for field_name, key, _ in units[i:]:
+                                _requeue(store, field_name, key)
+                        break
+                    self._sync(unit)
+            finally:
+                with store.lock:
+                    self.running = False
+                    store.changed.notify_all()
+
+    def _sync(self, unit) -> None:
+        store = self.store
+        field_name, key, sync = unit
+        with store.lock:
+            writes = _Writes(store)
+            sync(writes, key)
+        if not writes.planned:
             return
-        _run(store, work)
-    raise RuntimeError("controllers did not settle")
+        with store.lock:
+            if self.delay:
+                # Waiting releases the lock: clients' writes may come in between (shortening the delay ends it).
+                self.holding = True
+                started = time.monotonic()
+                store.changed.wait_for(lambda: store.closed or time.monotonic() >= started + self.delay,
+                                       timeout=self.delay)
+                self.holding = False
+            for rt, old, new, before in writes.planned:
+                meta = old["metadata"]
+                current = store.objects[rt.key].get((meta.get("namespace", ""), meta["name"]))
+                if current is None or current["metadata"]["resourceVersion"] != meta["resourceVersion"]:
+                    self.conflicts += 1  # a 409: the controller looks again at what it was syncing
+                    _requeue(store, field_name, key)
+                    return
+                if before is not None:
+                    before()
+                store.actor = CONTROLLER_NAMES[sync]
+                try:
+                    if new is None:
+                        store.mark_deleted(rt, current)
+                    else:
+                        store.save(rt, current, new)
+                finally:
+                    store.actor = "api"
 
 
-def _run(store, work: Work) -> None:
-    """One pass over the work, in the order of a pass over everything (protection, claims, volumes, namespaces), so
-    that the writes, and the watch events, come out in the same order as with one."""
+def _requeue(store, field_name: str, key) -> None:
+    getattr(store.tracker.work, field_name)[key] = None
+    store.changed.notify_all()
+
+
+def _units(store, work: Work) -> list:
+    """The syncs one pass makes, in the order of a pass over everything (protection, claims, volumes, namespaces),
+    so that the writes, and the watch events, come out in the same order as with one: (Work field, key, sync)."""
     tracker = store.tracker
     claims = dict(work.claims)
     if work.classes:
@@ -153,19 +263,23 @@ def _run(store, work: Work) -> None:
                       if pvc["spec"].get("storageClassName") in work.classes)
     claims = tracker.in_store_order(tracker.claim_order, claims)
     volumes = tracker.in_store_order(tracker.volume_order, work.volumes)
-    for key in claims:
-        _unprotect(store, PVCS, key, PVC_PROTECTION)
-    for name in volumes:
-        _unprotect(store, PVS, ("", name), PV_PROTECTION)
-    for key in claims:
-        _sync_claim(store, key)
-    for name in volumes:
-        _sync_volume(store, name)
-    for name in work.namespaces:
-        _sync_namespace(store, name)
+    return ([("claims", key, _unprotect_claim) for key in claims]
+            + [("volumes", name, _unprotect_volume) for name in volumes]
+            + [("claims", key, _sync_claim) for key in claims]
+            + [("volumes", name, _sync_volume) for name in volumes]
+            + [("namespaces", name, _sync_namespace) for name in work.namespaces]
+            + [("pods", key, _finish_pod) for key in work.pods])
 
 
 # --- protection ------------------------------------------------------------------------------------------------
+
+def _unprotect_claim(store, key: tuple[str, str]) -> None:
+    _unprotect(store, PVCS, key, PVC_PROTECTION)
+
+
+def _unprotect_volume(store, name: str) -> None:
+    _unprotect(store, PVS, ("", name), PV_PROTECTION)
+
 
 def _unprotect(store, rt, key: tuple[str, str], finalizer: str) -> None:
     """Removes kubernetes.io/pvc-protection from a deleted PVC no pod holds (see `pod_claims`) and
@@ -226,7 +340,26 @@ def _sync_claim(store, key: tuple[str, str]) -> None:
     ref = pv["spec"].get("claimRef")
     if ref and not _claim_ref_names(pv, pvc):
         return  # the volume belongs to another claim: stay Pending
+    if pvc["status"].get("phase") != "Bound" and _mismatch(pv, pvc, by_claim=bool(volume)):
+        return  # stays Pending until the volume fits (a real cluster also records a VolumeMismatch event)
     _bind(store, pv, pvc)
+
+
+def _mismatch(pv: dict, pvc: dict, by_claim: bool) -> str | None:
+    """Why the volume cannot satisfy the claim, or None: too small, another volume mode, access modes the volume
+    lacks and, for a volume the claim names (checkVolumeSatisfyClaim; one that names the claim is bound whatever
+    its class, as findMatchingVolume does), another class."""
+    pv_spec, pvc_spec = pv["spec"], pvc["spec"]
+    requested = ((pvc_spec.get("resources") or {}).get("requests") or {}).get("storage")
+    if parse_quantity((pv_spec.get("capacity") or {}).get("storage") or 0) < parse_quantity(requested or 0):
+        return "requested PV is too small"
+    if by_claim and (pv_spec.get("storageClassName") or "") != claim_class(pvc):
+        return "storageClassName does not match"
+    if (pv_spec.get("volumeMode") or "Filesystem") != (pvc_spec.get("volumeMode") or "Filesystem"):
+        return "incompatible volumeMode"
+    if not set(pvc_spec.get("accessModes") or []) <= set(pv_spec.get("accessModes") or []):
+        return "incompatible accessMode"
+    return None
 
 
 def _bind(store, pv: dict, pvc: dict) -> None:
@@ -312,6 +445,31 @@ def _sync_volume(store, name: str) -> None:
         new = copy.deepcopy(pv)
         new.setdefault("status", {})["phase"] = desired
         store.save(PVS, pv, new)
+    elif desired == "Released" and _deleted_on_release(pv):
+        deleter = store.volume_deleter
+        store.mark_deleted(PVS, pv, before=(lambda: deleter(pv)) if deleter else None)
+
+
+def _deleted_on_release(pv: dict) -> bool:
+    """Whether the PV controller reclaims a Released volume by deleting it: reclaim policy Delete and a source
+    whose deleter is in-tree, of those robin meets: `glusterfs` (heketi's volumes, as on the clusters robin
+    migrates from; the plugin left Kubernetes in 1.26). An external provisioner's volumes are its to delete."""
+    return (pv["spec"].get("persistentVolumeReclaimPolicy") == "Delete" and pv["spec"].get("glusterfs") is not None
+            and not pv["metadata"].get("deletionTimestamp"))
+
+
+# --- the kubelet ------------------------------------------------------------------------------------------------
+
+def _finish_pod(store, key: tuple[str, str]) -> None:
+    """What a pod's kubelet does once the pod is Terminating: stops it, unmounts its volumes and deletes it for good
+    (deletionGracePeriodSeconds 0; it goes unless other finalizers hold it)."""
+    pod = store.objects[PODS.key].get(key)
+    if pod is None or not pod["metadata"].get("deletionTimestamp") or pod["metadata"].get(
+            "deletionGracePeriodSeconds") == 0:
+        return
+    new = copy.deepcopy(pod)
+    new["metadata"]["deletionGracePeriodSeconds"] = 0
+    store.save(PODS, pod, new)
 
 
 # --- namespaces ------------------------------------------------------------------------------------------------
@@ -335,3 +493,8 @@ def _sync_namespace(store, name: str) -> None:
         new = copy.deepcopy(ns)
         new["spec"]["finalizers"] = []
         store.save(NAMESPACES, ns, new)
+
+
+CONTROLLER_NAMES = {_unprotect_claim: "pvc-protection-controller", _unprotect_volume: "pv-protection-controller",
+                    _sync_claim: "persistentvolume-binder", _sync_volume: "persistentvolume-binder",
+                    _sync_namespace: "namespace-controller", _finish_pod: "kubelet"}

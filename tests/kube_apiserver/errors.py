@@ -69,6 +69,11 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 
 
+def unsupported_media_type(accepted) -> ApiError:
+    return ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted "
+                                                 f"media types include: {', '.join(accepted)}")
+
+
 def gone(message: str) -> ApiError:
     return ApiError(410, "Expired", message)
 

@@ -59,6 +59,17 @@ class Faults:
         continue tokens from before get 410. Returns the newest expired resourceVersion."""
         return self._store.compact(keep)
 
+    def short_pages(self, limit: int) -> None:
+        """Lists that ask for a limit get pages of at most `limit` items (0: as many as asked for), each with a
+        continue token while more remain: clients must follow `continue`, not count on full pages."""
+        with self._store.lock:
+            self._store.page_limit = limit
+
+    def controllers(self, delay: float | None = None, paused: bool | None = None) -> None:
+        """Slows the controllers down (`delay` seconds between a controller's reads and its writes, in which a
+        client's write makes the controller's meet a 409) or stops them (`paused`) until told otherwise."""
+        self._store.controllers.configure(delay, paused)
+
     def check(self, method: str, path: str) -> None:
         """Raises the injected ApiError if this request must fail."""
         with self._lock:
@@ -84,4 +95,7 @@ class Faults:
             failure = self._failure
             return {"failed": self.failed, "failing": None if failure is None else {
                 "status": failure.status, "remaining": failure.remaining,
-                "seconds": None if failure.until is None else max(0.0, failure.until - time.monotonic())}}
+                "seconds": None if failure.until is None else max(0.0, failure.until - time.monotonic())},
+                "pageLimit": self._store.page_limit,
+                "controllers": {"delay": self._store.controllers.delay, "paused": self._store.controllers.paused,
+                                "conflicts": self._store.controllers.conflicts}}

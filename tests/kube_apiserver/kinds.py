@@ -2,14 +2,18 @@
 (the controllers Kubernetes runs for these kinds are in `controllers`)."""
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import copy
 import re
 from decimal import Decimal
 
 from kubernetes.utils import parse_quantity
 
+from . import schemas
 from .errors import ApiError, bad_request, forbidden, invalid
-from .resources import NAMESPACES, PODS, PVCS, PVS, STORAGE_CLASSES
+from .resources import CONFIG_MAPS, NAMESPACES, PODS, PVCS, PVS, SECRETS, STORAGE_CLASSES
 
 PVC_PROTECTION = "kubernetes.io/pvc-protection"
 PV_PROTECTION = "kubernetes.io/pv-protection"
@@ -18,6 +22,8 @@ BETA_CLASS_ANNOTATION = "volume.beta.kubernetes.io/storage-class"
 
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+MAX_SECRET_SIZE = 1024 * 1024  # bytes of data, for Secrets and ConfigMaps alike
 
 
 def validate_name(rt, name: str) -> None:
@@ -66,14 +72,7 @@ def prepare_create(store, rt, obj: dict) -> None:
         _add_finalizer(obj, PVC_PROTECTION)
     elif rt is PVS:
         spec = obj.setdefault("spec", {})
-        causes = []
-        if not (spec.get("capacity") or {}).get("storage"):
-            causes.append(("FieldValueRequired", "spec.capacity", "Required value"))
-        if not spec.get("accessModes"):
-            causes.append(("FieldValueRequired", "spec.accessModes", "Required value"))
-        if causes:
-            raise invalid(rt, name, causes)
-        quantity(spec["capacity"]["storage"])
+        _validate_volume(rt, name, spec)
         spec.setdefault("persistentVolumeReclaimPolicy", "Retain")
         spec.setdefault("volumeMode", "Filesystem")
         obj["status"] = {"phase": "Pending"}
@@ -83,6 +82,10 @@ def prepare_create(store, rt, obj: dict) -> None:
         _validate_pod_spec(rt, name, spec)
         _default_pod_spec(spec)
         obj["status"] = {"phase": "Pending"}  # the status given on create is dropped, as podStrategy does
+    elif rt is SECRETS:
+        _prepare_secret(rt, obj)
+    elif rt is CONFIG_MAPS:
+        _validate_config_map(rt, obj)
     elif rt is STORAGE_CLASSES:
         if not obj.get("provisioner"):
             raise invalid(rt, name, [("FieldValueRequired", "provisioner", "Required value")])
@@ -98,13 +101,119 @@ def prepare_update(store, rt, old: dict, new: dict) -> None:
     elif rt is PVCS:
         _validate_claim_update(rt, old, new)
         _admit_claim_resize(store, rt, old, new)
+    elif rt is PVS:
+        _validate_volume_update(rt, old, new)
     elif rt is PODS:
         _validate_pod_update(rt, old, new)
+    elif rt is SECRETS:
+        _prepare_secret(rt, new)
+        if new["type"] != old["type"]:
+            raise invalid(rt, name, [("FieldValueInvalid", "type", f'Invalid value: "{new["type"]}": field is '
+                                      "immutable")])
+        _check_immutable_data(rt, old, new, ("data",))
+    elif rt is CONFIG_MAPS:
+        _validate_config_map(rt, new)
+        _check_immutable_data(rt, old, new, ("data", "binaryData"))
     elif rt is STORAGE_CLASSES:
         for field in ("provisioner", "parameters", "reclaimPolicy", "volumeBindingMode"):
             if old.get(field) != new.get(field):
                 raise invalid(rt, name, [("FieldValueForbidden", field, f"Forbidden: updates to {field} are "
                                           "forbidden.")])
+
+
+def _validate_volume(rt, name: str, spec: dict) -> None:
+    """ValidatePersistentVolumeSpec, the part robin meets: a capacity, access modes and exactly one volume source."""
+    causes = []
+    if not (spec.get("capacity") or {}).get("storage"):
+        causes.append(("FieldValueRequired", "spec.capacity", "Required value"))
+    if not spec.get("accessModes"):
+        causes.append(("FieldValueRequired", "spec.accessModes", "Required value"))
+    sources = [source for source in schemas.volume_sources() if spec.get(source) is not None]
+    if not sources:
+        causes.append(("FieldValueRequired", "spec", "Required value: must specify a volume type"))
+    causes += [("FieldValueForbidden", f"spec.{source}", "Forbidden: may not specify more than 1 volume type")
+               for source in sources[1:]]
+    if causes:
+        raise invalid(rt, name, causes)
+
+
+def _validate_volume_update(rt, old: dict, new: dict) -> None:
+    """ValidatePersistentVolumeUpdate: a valid spec whose volume source and volume mode stay as created (capacity,
+    access modes, claimRef, class, reclaim policy and mount options may change)."""
+    name = old["metadata"]["name"]
+    old_spec, new_spec = old.get("spec") or {}, new.setdefault("spec", {})
+    new_spec.setdefault("volumeMode", "Filesystem")
+    _validate_volume(rt, name, new_spec)
+    causes = []
+    if {s: old_spec.get(s) for s in schemas.volume_sources()} != {s: new_spec.get(s) for s in schemas.volume_sources()}:
+        causes.append(("FieldValueForbidden", "spec.persistentvolumesource", "Forbidden: spec.persistentvolumesource "
+                       "is immutable after creation"))
+    if old_spec.get("volumeMode") != new_spec.get("volumeMode"):
+        causes.append(("FieldValueInvalid", "spec.volumeMode", f'Invalid value: "{new_spec.get("volumeMode")}": '
+                       "field is immutable"))
+    if causes:
+        raise invalid(rt, name, causes)
+
+
+def _decoded(kind: str, field: str, key: str, value) -> bytes:
+    """A []byte field's value, or the 400 that decoding the JSON body into the Go struct gives."""
+    if isinstance(value, str):
+        with contextlib.suppress(binascii.Error):
+            return base64.b64decode(value, validate=True)
+    raise bad_request(f'{kind} in version "v1" cannot be handled as a {kind}: illegal base64 data in '
+                      f"{field}[{key}]")
+
+
+def _config_key_causes(field: str, keys) -> list:
+    return [("FieldValueInvalid", f"{field}[{key}]", f'Invalid value: "{key}": a valid config key must consist of '
+             "alphanumeric characters, '-', '_' or '.'") for key in keys if not _CONFIG_KEY.match(key)]
+
+
+def _prepare_secret(rt, obj: dict) -> None:
+    """The Secret strategy: stringData is write-only and wins over data on the same key; the type defaults to
+    Opaque; keys are config keys; the data is at most 1 MiB."""
+    name = obj["metadata"]["name"]
+    data = dict(obj.get("data") or {})
+    sizes = {key: len(_decoded("Secret", "data", key, value)) for key, value in data.items()}
+    for key, value in (obj.pop("stringData", None) or {}).items():
+        raw = str(value).encode()
+        data[key], sizes[key] = base64.b64encode(raw).decode(), len(raw)
+    if data:
+        obj["data"] = data
+    else:
+        obj.pop("data", None)
+    obj["type"] = obj.get("type") or "Opaque"
+    causes = _config_key_causes("data", data)
+    if sum(sizes.values()) > MAX_SECRET_SIZE:
+        causes.append(("FieldValueTooLong", "data", f"Too long: must have at most {MAX_SECRET_SIZE} bytes"))
+    if causes:
+        raise invalid(rt, name, causes)
+
+
+def _validate_config_map(rt, obj: dict) -> None:
+    """ValidateConfigMap: keys are config keys, unique across data and binaryData; at most 1 MiB in all."""
+    data, binary = obj.get("data") or {}, obj.get("binaryData") or {}
+    size = sum(len(str(value).encode()) for value in data.values())
+    size += sum(len(_decoded("ConfigMap", "binaryData", key, value)) for key, value in binary.items())
+    causes = _config_key_causes("data", data) + _config_key_causes("binaryData", binary)
+    causes += [("FieldValueInvalid", f"data[{key}]", f'Invalid value: "{key}": duplicate of key present in '
+                "binaryData") for key in data if key in binary]
+    if size > MAX_SECRET_SIZE:
+        causes.append(("FieldValueTooLong", "", f"Too long: must have at most {MAX_SECRET_SIZE} bytes"))
+    if causes:
+        raise invalid(rt, obj["metadata"]["name"], causes)
+
+
+def _check_immutable_data(rt, old: dict, new: dict, fields: tuple[str, ...]) -> None:
+    """An object marked immutable keeps its data and the mark."""
+    if not old.get("immutable"):
+        return
+    causes = [] if new.get("immutable") else [
+        ("FieldValueForbidden", "immutable", "Forbidden: field is immutable when `immutable` is set")]
+    causes += [("FieldValueForbidden", field, "Forbidden: field is immutable when `immutable` is set")
+               for field in fields if old.get(field) != new.get(field)]
+    if causes:
+        raise invalid(rt, old["metadata"]["name"], causes)
 
 
 def _list_field(spec: dict, field: str) -> list:
@@ -230,7 +339,7 @@ def _validate_claim_update(rt, old: dict, new: dict) -> None:
         raise invalid(rt, old["metadata"]["name"], causes)
 
 
-def _claim_class(pvc: dict) -> str:
+def claim_class(pvc: dict) -> str:
     annotations = pvc["metadata"].get("annotations") or {}
     return annotations.get(BETA_CLASS_ANNOTATION) or (pvc.get("spec") or {}).get("storageClassName") or ""
 
@@ -240,11 +349,26 @@ def _admit_claim_resize(store, rt, old: dict, new: dict) -> None:
     expansion. (That it is Bound was validated before, as validation runs before validating admission.)"""
     if quantity(_requested_storage(new)) <= quantity(_requested_storage(old)):
         return
-    class_name = _claim_class(new)
-    sc = store.objects[STORAGE_CLASSES.key].get(("", class_name)) if class_name == _claim_class(old) else None
+    class_name = claim_class(new)
+    sc = store.objects[STORAGE_CLASSES.key].get(("", class_name)) if class_name == claim_class(old) else None
     if sc is None or sc.get("allowVolumeExpansion") is not True:
         raise forbidden(rt, old["metadata"]["name"], "only dynamically provisioned pvc can be resized and the "
                                                      "storageclass that provisions the pvc must support resize")
+
+
+def deletion_grace_period(rt, obj: dict, options: dict) -> int:
+    """Seconds a DELETE gives the object to terminate (the pod strategy's CheckGracefulDelete), 0 to delete it now:
+    a scheduled pod that has not finished gets its gracePeriodSeconds (default: its terminationGracePeriodSeconds);
+    unscheduled and finished pods, and every other kind, go at once."""
+    if rt is not PODS:
+        return 0
+    spec, phase = obj.get("spec") or {}, (obj.get("status") or {}).get("phase")
+    if not spec.get("nodeName") or phase in ("Succeeded", "Failed"):
+        return 0
+    grace = options.get("gracePeriodSeconds")
+    if grace is None or grace < 0:
+        grace = spec.get("terminationGracePeriodSeconds", 30)
+    return max(int(grace), 0)
 
 
 def blocking_finalizers(rt, obj: dict) -> list[str]:

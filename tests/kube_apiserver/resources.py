@@ -42,8 +42,17 @@ STORAGE_CLASSES = ResourceType("storage.k8s.io", "v1", "storageclasses", "Storag
 LEASES = ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True, (), (), True)
 PODS = ResourceType("", "v1", "pods", "Pod", True, ("po",), ("status",))
 ENDPOINTS = ResourceType("", "v1", "endpoints", "Endpoints", True, ("ep",))
+SECRETS = ResourceType("", "v1", "secrets", "Secret", True)
+CONFIG_MAPS = ResourceType("", "v1", "configmaps", "ConfigMap", True, ("cm",))
+SERVICE_ACCOUNTS = ResourceType("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",))
+_RBAC = "rbac.authorization.k8s.io"
+ROLES = ResourceType(_RBAC, "v1", "roles", "Role", True)
+CLUSTER_ROLES = ResourceType(_RBAC, "v1", "clusterroles", "ClusterRole", False)
+ROLE_BINDINGS = ResourceType(_RBAC, "v1", "rolebindings", "RoleBinding", True)
+CLUSTER_ROLE_BINDINGS = ResourceType(_RBAC, "v1", "clusterrolebindings", "ClusterRoleBinding", False)
 
-RESOURCES = [NAMESPACES, PVCS, PVS, EVENTS, STORAGE_CLASSES, LEASES, PODS, ENDPOINTS]
+RESOURCES = [NAMESPACES, PVCS, PVS, EVENTS, STORAGE_CLASSES, LEASES, PODS, ENDPOINTS, SECRETS, CONFIG_MAPS,
+             SERVICE_ACCOUNTS, ROLES, CLUSTER_ROLES, ROLE_BINDINGS, CLUSTER_ROLE_BINDINGS]
 BY_PATH = {(rt.group, rt.version, rt.plural): rt for rt in RESOURCES}
 GROUPS = sorted({(rt.group, rt.version) for rt in RESOURCES if rt.group})
 
@@ -103,7 +112,7 @@ def _gv_path(group: str, version: str) -> str:
 
 def openapi_v3_root() -> dict:
     """The /openapi/v3 index. Only enough for kubectl to see, per kind, that PATCH accepts `fieldValidation`,
-    which makes it validate on the server (which accepts anything) instead of downloading schemas."""
+    which makes it validate on the server (`schemas`) instead of downloading schemas."""
     gvs = sorted({(rt.group, rt.version) for rt in RESOURCES})
     return {"paths": {_gv_path(g, v): {"serverRelativeURL": f"/openapi/v3/{_gv_path(g, v)}?hash=robin1"}
                       for g, v in gvs}}

@@ -19,14 +19,16 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
 
-from . import resources
-from .errors import ApiError, bad_request, path_not_found, status_object
+from . import protobuf, rbac, resources, schemas
+from .errors import ApiError, bad_request, path_not_found, status_object, unsupported_media_type
 from .faults import Faults
 from .patch import PATCH_TYPES
 from .selectors import Selector
 from .store import Store
 
 JSON = "application/json"
+BODY_TYPES = (JSON, "application/yaml", protobuf.CONTENT_TYPE)
+APPLY_PATCH_PREFIX = "application/apply-patch"
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -95,23 +97,32 @@ class _Handler(BaseHTTPRequestHandler):
                 self.rfile.readline()
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-    def _send(self, code: int, body: bytes, content_type: str = JSON, headers: dict | None = None) -> None:
+    def _send(self, code: int, body: bytes, content_type: str = JSON, headers=None) -> None:
+        """headers: a dict or a list of (name, value) pairs (a name may repeat)."""
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-cache, private")
-        for name, value in (headers or {}).items():
+        for name, value in (headers.items() if isinstance(headers, dict) else headers or []):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
-    def _send_json(self, code: int, obj, headers: dict | None = None) -> None:
+    def _send_json(self, code: int, obj, headers=None) -> None:
         self._send(code, json.dumps(obj).encode(), headers=headers)
 
-    def _parse_body(self, raw: bytes):
+    def _parse_body(self, raw: bytes, patch: bool = False):
+        """The request body as an object; a 415 for a media type the real server would not read here (so that
+        a client can tell, and, for CBOR, fall back to JSON) or this one cannot."""
+        content_type = (self.headers.get("Content-Type") or JSON).split(";")[0].strip().lower()
+        if patch:
+            _check_patch_type(content_type)
         if not raw.strip():
             return None
-        content_type = (self.headers.get("Content-Type") or JSON).split(";")[0].strip()
+        if not patch and content_type not in BODY_TYPES:
+            raise unsupported_media_type(BODY_TYPES)
+        if content_type == protobuf.CONTENT_TYPE:
+            return _decode_protobuf(raw)
         try:
             if "yaml" in content_type:
                 return yaml.safe_load(raw)
@@ -129,12 +140,10 @@ class _Handler(BaseHTTPRequestHandler):
             if path in ("/healthz", "/livez", "/readyz"):
                 self._send(200, b"ok", "text/plain; charset=utf-8")
                 return
-            # client-go (kubectl) never sends credentials over plain http, so a request without any is served as
-            # anonymous (like kube-apiserver --anonymous-auth with allow-all authorization); a wrong one gets 401.
-            authorization = self.headers.get("Authorization")
-            if authorization is not None and authorization != f"Bearer {api.token}":
-                raise ApiError(401, "Unauthorized", "Unauthorized")
+            self.user = api.authenticate(self.headers.get("Authorization"))
             if path == "/_faults" or path.startswith("/_faults/"):
+                if not self.user.unrestricted:
+                    raise ApiError(403, "Forbidden", f'User "{self.user.name}" cannot use the fault injection API')
                 self._faults(method, path, self._parse_body(raw) or {})
                 return
             api.faults.check(method, path)
@@ -163,6 +172,10 @@ class _Handler(BaseHTTPRequestHandler):
             faults.clear()
         elif action == "drop-watches":
             faults.drop_watches(abruptly=bool(body.get("abruptly", False)))
+        elif action == "controllers":
+            faults.controllers(delay=body.get("delay"), paused=body.get("paused"))
+        elif action == "short-pages":
+            faults.short_pages(int(body.get("limit", 0)))
         elif action == "compact":
             self._send_json(200, {"compactedResourceVersion": str(faults.compact(int(body.get("keep", 0))))})
             return
@@ -196,6 +209,9 @@ class _Handler(BaseHTTPRequestHandler):
         subresource = rest[2] if len(rest) > 2 else None
         if subresource is not None and subresource not in rt.subresources:
             raise path_not_found()
+        verb = rbac.verb(method, name, _truthy(query.get("watch")))
+        if not rbac.allowed(self.server.api.store, self.user, verb, rt, namespace, name, subresource):
+            raise rbac.forbidden(self.user, verb, rt, namespace, name, subresource)
         self._serve_resource(method, rt, namespace, name, subresource, query, raw)
 
     def _discovery(self, path: str, parts: list[str]):
@@ -224,7 +240,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve_resource(self, method, rt, namespace, name, subresource, query, raw) -> None:
         store = self.server.api.store
         dry_run = "dryRun" in query and query["dryRun"] == "All"
-        body = self._parse_body(raw)
+        body = self._parse_body(raw, patch=method == "PATCH")
+        validation = schemas.FieldValidation(query.get("fieldValidation") or "Warn")
         if name is None:
             selector = Selector(query.get("labelSelector"), query.get("fieldSelector"))
             if method == "GET":
@@ -234,7 +251,8 @@ class _Handler(BaseHTTPRequestHandler):
                     limit = int(query.get("limit") or 0)
                     self._send_json(200, store.list(rt, namespace, selector, limit, query.get("continue", "")))
             elif method == "POST":
-                self._send_json(201, store.create(rt, namespace, body, dry_run))
+                created = store.create(rt, namespace, body, dry_run, validation)
+                self._send_json(201, created, _warning_headers(validation))
             elif method == "DELETE":
                 self._send_json(200, store.delete_collection(rt, namespace, selector, dry_run))
             else:
@@ -244,14 +262,12 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET":
             self._send_json(200, store.get(rt, namespace, name))
         elif method == "PUT":
-            obj, created = store.update(rt, namespace, name, body, subresource, dry_run)
-            self._send_json(201 if created else 200, obj)
+            obj, created = store.update(rt, namespace, name, body, subresource, dry_run, validation)
+            self._send_json(201 if created else 200, obj, _warning_headers(validation))
         elif method == "PATCH":
-            content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
-            if content_type not in PATCH_TYPES:
-                raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
-                                                            f"accepted media types include: {', '.join(PATCH_TYPES)}")
-            self._send_json(200, store.patch(rt, namespace, name, content_type, body, subresource, dry_run))
+            content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            patched = store.patch(rt, namespace, name, content_type, body, subresource, dry_run, validation)
+            self._send_json(200, patched, _warning_headers(validation))
         elif method == "DELETE" and subresource is None:
             options = body if isinstance(body, dict) else {}
             self._send_json(200, store.delete(rt, namespace, name, options, dry_run))
@@ -383,6 +399,31 @@ class _Handler(BaseHTTPRequestHandler):
             self._write_event(event.type, event.object)
 
 
+def _warning_headers(validation: schemas.FieldValidation) -> list[tuple[str, str]]:
+    """Warnings as the real server sends them (RFC 7234's 299 warn-code), which client-go and kubectl print."""
+    return [("Warning", f"299 - {json.dumps(text)}") for text in validation.warnings]
+
+
+def _check_patch_type(content_type: str) -> None:
+    if content_type.startswith(APPLY_PATCH_PREFIX):
+        raise ApiError(415, "UnsupportedMediaType", f"server-side apply ({content_type}) is not modelled by this "
+                                                    f"test server: send a JSON, merge or strategic merge patch "
+                                                    f"(kubectl apply without --server-side)")
+    if content_type not in PATCH_TYPES:
+        raise unsupported_media_type(PATCH_TYPES)
+
+
+def _decode_protobuf(raw: bytes) -> dict:
+    try:
+        return protobuf.decode(raw)
+    except protobuf.UnknownKind as e:
+        known = ", ".join(kind for _, kind in protobuf.KINDS)
+        raise ApiError(415, "UnsupportedMediaType", f"this test server reads {protobuf.CONTENT_TYPE} bodies of "
+                                                    f"{known} only, not of {e}: send it as {JSON}") from None
+    except protobuf.ProtobufError as e:
+        raise bad_request(f"the request body is not valid {protobuf.CONTENT_TYPE}: {e}") from None
+
+
 def _raise(error: Exception):
     raise error
 
@@ -395,11 +436,13 @@ class KubeApiServer:
     """
 
     def __init__(self, port: int = 0, kubeconfig_path: str | None = None, token: str | None = None,
-                 history_size: int = 1000, bookmark_interval: float = 5.0, verbose: bool = False):
+                 history_size: int = 1000, bookmark_interval: float = 5.0, verbose: bool = False,
+                 page_limit: int = 0, volume_deleter=None):
         self.host = "127.0.0.1"
         self.requested_port = port
         self.token = token or secrets.token_hex(16)
-        self.store = Store(history_size)
+        self.service_account_tokens: dict[str, rbac.User] = {}
+        self.store = Store(history_size, page_limit, volume_deleter)
         self.faults = Faults(self.store)
         self.bookmark_interval = bookmark_interval
         self.version = resources.DEFAULT_VERSION  # what /version reports; a test may set another, even while serving
@@ -455,18 +498,38 @@ class KubeApiServer:
         finally:
             server.stop()
 
-    def kubeconfig(self, namespace: str = "default") -> dict:
+    def authenticate(self, authorization: str | None) -> rbac.User:
+        """The caller: client-go (kubectl) never sends credentials over plain http, so a request without any is
+        served as anonymous (allowed everything, see rbac); the server's token is an administrator's; a
+        ServiceAccount's token its account's; anything else is a 401."""
+        if authorization is None:
+            return rbac.ANONYMOUS
+        if authorization == f"Bearer {self.token}":
+            return rbac.ADMIN
+        user = self.service_account_tokens.get(authorization.removeprefix("Bearer "))
+        if user is None:
+            raise ApiError(401, "Unauthorized", "Unauthorized")
+        return user
+
+    def service_account_token(self, namespace: str, name: str) -> str:
+        """A bearer token of the ServiceAccount `namespace`/`name` (as the TokenRequest API hands a pod): RBAC
+        decides what it may do."""
+        token = secrets.token_hex(16)
+        self.service_account_tokens[token] = rbac.service_account(namespace, name)
+        return token
+
+    def kubeconfig(self, namespace: str = "default", token: str | None = None) -> dict:
         return {"apiVersion": "v1", "kind": "Config", "preferences": {},
                 "clusters": [{"name": "robin-test", "cluster": {"server": self.url}}],
-                "users": [{"name": "robin-test", "user": {"token": self.token}}],
+                "users": [{"name": "robin-test", "user": {"token": token or self.token}}],
                 "contexts": [{"name": "robin-test", "context": {"cluster": "robin-test", "user": "robin-test",
                                                                  "namespace": namespace}}],
                 "current-context": "robin-test"}
 
-    def write_kubeconfig(self, path: str, namespace: str = "default") -> str:
+    def write_kubeconfig(self, path: str, namespace: str = "default", token: str | None = None) -> str:
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            yaml.safe_dump(self.kubeconfig(namespace), f, sort_keys=False)
+            yaml.safe_dump(self.kubeconfig(namespace, token), f, sort_keys=False)
         return path

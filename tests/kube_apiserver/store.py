@@ -12,17 +12,30 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from . import controllers, kinds
+from . import controllers, kinds, schemas
 from .errors import ApiError, already_exists, bad_request, conflict, gone, invalid, not_found
 from .patch import PatchError, apply_patch
 from .resources import NAMESPACES, RESOURCES
 from .selectors import Selector
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+WRITES_KEPT = 100_000
 
 
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Write:
+    """One write, for tests to assert the order of what clients and controllers did."""
+    rv: int
+    type: str  # ADDED, MODIFIED, DELETED
+    resource: str  # the plural, e.g. persistentvolumes
+    namespace: str
+    name: str
+    by: str  # "api" (a client's request) or the controller's name
+    object: dict  # as stored (as it was when deleted, for DELETED)
 
 
 @dataclass(frozen=True)
@@ -43,7 +56,13 @@ class Store:
     """All methods are thread-safe. Stored object dicts are never mutated in place (every change stores a new
     dict), so they may be shared with the watch history and serialized without copying."""
 
-    def __init__(self, history_size: int = 1000):
+    def __init__(self, history_size: int = 1000, page_limit: int = 0, volume_deleter=None):
+        self.page_limit = page_limit  # if set, a list with a limit gets pages of at most this many items
+        # Called with a PV the PV controller reclaims by deleting it (see controllers), before it goes: a test
+        # deletes the storage behind it there, as the real deleter would.
+        self.volume_deleter = volume_deleter
+        self.writes: deque[Write] = deque(maxlen=WRITES_KEPT)  # every write, oldest first
+        self.actor = "api"  # who writes now (set by the controllers around their writes)
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.rv = 1
@@ -57,6 +76,8 @@ class Store:
         self.closed = False
         for name in DEFAULT_NAMESPACES:
             self.create(NAMESPACES, "", {"metadata": {"name": name}})
+        self.controllers = controllers.ControllerManager(self)  # runs after the writes, in a thread of its own
+        self.controllers.start()
 
     # --- low level (lock held) -------------------------------------------------------------------------
 
@@ -74,6 +95,7 @@ class Store:
             objects[key] = stored
         self.tracker.committed(rt, key, previous, stored if obj is not None else None, self.rv)
         self.history.append(StoredEvent(self.rv, event_type, rt, key[0], stored, old))
+        self.writes.append(Write(self.rv, event_type, rt.plural, key[0], key[1], self.actor, stored))
         while len(self.history) > self.history_size:
             self.compacted_rv = self.history.popleft().rv
         self.changed.notify_all()
@@ -104,9 +126,6 @@ class Store:
         if rt is NAMESPACES:
             new["status"] = {**new.get("status", {}), "phase": "Terminating"}
         return self._commit(rt, new, "MODIFIED", obj)
-
-    def _reconcile(self) -> None:
-        controllers.reconcile(self)
 
     def _current(self, rt, namespace: str, name: str) -> dict:
         obj = self.objects[rt.key].get((namespace if rt.namespaced else "", name))
@@ -140,16 +159,20 @@ class Store:
             items = [(key, obj) for key, obj in sorted(self.objects[rt.key].items())
                      if (not namespace or key[0] == namespace) and (start is None or key > start) and selector(obj)]
         metadata = {"resourceVersion": str(list_rv)}
+        if limit and self.page_limit:
+            limit = min(limit, self.page_limit)  # a shorter page than asked for, as etcd's may be
         if limit and len(items) > limit:
             last_key = items[limit - 1][0]
             metadata["continue"] = base64.urlsafe_b64encode(
                 json.dumps({"rv": list_rv, "start": list(last_key)}).encode()).decode()
             metadata["remainingItemCount"] = len(items) - limit
             items = items[:limit]
+        # Items carry no kind or apiVersion: the list's own say what they are (api-conventions.md, "Lists and
+        # Simple kinds"; the real server strips them when it encodes a list of a built-in kind).
         return {"kind": f"{rt.kind}List", "apiVersion": rt.api_version, "metadata": metadata,
-                "items": [obj for _, obj in items]}
+                "items": [{k: v for k, v in obj.items() if k not in ("kind", "apiVersion")} for _, obj in items]}
 
-    def _check_body(self, rt, namespace: str, body) -> dict:
+    def _check_body(self, rt, namespace: str, body, validation: schemas.FieldValidation | None) -> dict:
         if not isinstance(body, dict):
             raise bad_request("the request body must be a JSON object")
         kind, api_version = body.get("kind"), body.get("apiVersion")
@@ -168,11 +191,12 @@ class Store:
             meta["namespace"] = namespace
         else:
             meta.pop("namespace", None)
-        return body
+        return schemas.decode(rt, body, validation)
 
-    def create(self, rt, namespace: str, body, dry_run: bool = False) -> dict:
+    def create(self, rt, namespace: str, body, dry_run: bool = False,
+               validation: schemas.FieldValidation | None = None) -> dict:
         with self.lock:
-            obj = self._check_body(rt, namespace, body)
+            obj = self._check_body(rt, namespace, body, validation)
             meta = obj["metadata"]
             if not meta.get("name"):
                 if not meta.get("generateName"):
@@ -191,13 +215,11 @@ class Store:
             kinds.prepare_create(self, rt, obj)
             if dry_run:
                 return obj
-            stored = self._commit(rt, obj, "ADDED", None)
-            self._reconcile()
-            return stored
+            return self._commit(rt, obj, "ADDED", None)
 
     def _update(self, rt, namespace: str, name: str, old: dict, body, subresource: str | None,
-                dry_run: bool) -> dict:
-        new = self._check_body(rt, namespace, body)
+                dry_run: bool, validation: schemas.FieldValidation | None) -> dict:
+        new = self._check_body(rt, namespace, body, validation)
         meta, old_meta = new["metadata"], old["metadata"]
         if meta.get("name") and meta["name"] != name:
             raise bad_request(f"the name of the object ({meta['name']}) does not match the name on the URL ({name})")
@@ -235,12 +257,11 @@ class Store:
         if dry_run or new == old:
             return new
         self.save(rt, old, new)
-        self._reconcile()
         return self.objects[rt.key].get((namespace if rt.namespaced else "", name)) or {
             **new, "metadata": {**new["metadata"], "resourceVersion": str(self.rv)}}
 
     def update(self, rt, namespace: str, name: str, body, subresource: str | None = None,
-               dry_run: bool = False) -> tuple[dict, bool]:
+               dry_run: bool = False, validation: schemas.FieldValidation | None = None) -> tuple[dict, bool]:
         """PUT. Returns (object, created)."""
         with self.lock:
             try:
@@ -249,12 +270,12 @@ class Store:
                 if rt.create_on_update and subresource is None:
                     if isinstance(body, dict):
                         body = {**body, "metadata": {**(body.get("metadata") or {}), "name": name}}
-                    return self.create(rt, namespace, body, dry_run), True
+                    return self.create(rt, namespace, body, dry_run, validation), True
                 raise
-            return self._update(rt, namespace, name, old, body, subresource, dry_run), False
+            return self._update(rt, namespace, name, old, body, subresource, dry_run, validation), False
 
     def patch(self, rt, namespace: str, name: str, patch_type: str, body, subresource: str | None = None,
-              dry_run: bool = False) -> dict:
+              dry_run: bool = False, validation: schemas.FieldValidation | None = None) -> dict:
         with self.lock:
             old = self._current(rt, namespace, name)
             try:
@@ -265,7 +286,7 @@ class Store:
             if not isinstance(patched, dict):
                 raise bad_request("the patched object is not a JSON object")
             # A resourceVersion in the patch is a precondition; without one the patch applies to the latest.
-            return self._update(rt, namespace, name, old, patched, subresource, dry_run)
+            return self._update(rt, namespace, name, old, patched, subresource, dry_run, validation)
 
     def delete(self, rt, namespace: str, name: str, options: dict | None = None, dry_run: bool = False) -> dict:
         options = options or {}
@@ -282,9 +303,19 @@ class Store:
                                          f"{obj['metadata']['resourceVersion']}")
             if dry_run:
                 return obj
-            result = self.mark_deleted(rt, obj)
-            self._reconcile()
-            return result
+            grace = kinds.deletion_grace_period(rt, obj, options)
+            if grace:
+                return self._terminate(rt, obj, grace)
+            return self.mark_deleted(rt, obj)
+
+    def _terminate(self, rt, obj: dict, grace: int) -> dict:
+        """A graceful deletion: the object stays, Terminating, until its kubelet is done (see controllers)."""
+        if obj["metadata"].get("deletionTimestamp"):
+            return obj
+        new = copy.deepcopy(obj)
+        new["metadata"].update({"deletionTimestamp": now(), "deletionGracePeriodSeconds": grace,
+                                "generation": obj["metadata"].get("generation", 1) + 1})
+        return self._commit(rt, new, "MODIFIED", obj)
 
     def delete_collection(self, rt, namespace: str, selector: Selector, dry_run: bool = False) -> dict:
         with self.lock:
@@ -295,7 +326,6 @@ class Store:
                                                         obj["metadata"]["name"]))
                     if current is not None:
                         self.mark_deleted(rt, current)
-                self._reconcile()
             return listing
 
     # --- watch support ----------------------------------------------------------------------------------

@@ -39,12 +39,16 @@ __all__ = ["gluster_claim", "kube_client", "kube_server", "robin_client"]  # fix
 TIMEOUT = 60
 
 
-def start_pod(server, namespace: str, claim: str, phase: str = "Running") -> str:
-    """A pod using the claim, in `phase` (nothing runs pods here: the test writes what a kubelet would)."""
+def start_pod(server, namespace: str, claim: str, phase: str = "Running", node: str | None = "node-1") -> str:
+    """A pod using the claim, scheduled to `node` (None: not scheduled), in `phase` (nothing runs pods here: the
+    test writes what the scheduler and a kubelet would)."""
     name = unique("web")
+    spec = {"containers": [{"name": "web", "image": "nginx:1.27"}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]}
+    if node:
+        spec["nodeName"] = node
     create(server, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
-                    "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}],
-                             "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]}})
+                    "spec": spec})
     kubectl(server, "patch", "pod", name, "-n", namespace, "--subresource=status", "--type=merge",
             "-p", json.dumps({"status": {"phase": phase}}))
     return name
@@ -117,24 +121,21 @@ def test_gluster_pvs_reads_servers_path_claim_and_project(kube_server, kube_clie
 
 def test_gluster_pvs_needs_the_endpoints(kube_server, kube_client, gluster_claim):
     setup = gluster_claim()
-    subsets = get(kube_server, "endpoints", setup.endpoints, setup.namespace)["subsets"]
+    endpoints = get(kube_server, "endpoints", setup.endpoints, setup.namespace)
+    kept = {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": setup.endpoints,
+                                                                   "namespace": setup.namespace}}
+    # A PV's volume source cannot change once created (as on a real cluster): its Endpoints object goes instead.
     try:
-        kubectl(kube_server, "patch", "pv", setup.pv, "--type=merge",
-                "-p", json.dumps({"spec": {"glusterfs": {"endpointsNamespace": unique("elsewhere")}}}))
+        kubectl(kube_server, "delete", "endpoints", setup.endpoints, "-n", setup.namespace)
         error = refused("endpoints_not_found", gluster_pvs, kube_client, [setup.pv])
         assert setup.endpoints in error.message
-        kubectl(kube_server, "patch", "pv", setup.pv, "--type=json",
-                "-p", json.dumps([{"op": "remove", "path": "/spec/glusterfs/endpointsNamespace"}]))
-        kubectl(kube_server, "patch", "endpoints", setup.endpoints, "-n", setup.namespace, "--type=merge",
-                "-p", json.dumps({"subsets": []}))
+        create(kube_server, {**kept, "subsets": []})
         refused("endpoints_empty", gluster_pvs, kube_client, [setup.pv])
     finally:
         # The server outlives the test (the module's, both databases' rounds): a PV left without endpoints would
         # make every later listing of all GlusterFS PVs refuse, as it should on a real cluster.
-        kubectl(kube_server, "patch", "pv", setup.pv, "--type=merge",
-                "-p", json.dumps({"spec": {"glusterfs": {"endpointsNamespace": None}}}))
-        kubectl(kube_server, "patch", "endpoints", setup.endpoints, "-n", setup.namespace, "--type=merge",
-                "-p", json.dumps({"subsets": subsets}))
+        kubectl(kube_server, "delete", "endpoints", setup.endpoints, "-n", setup.namespace, "--ignore-not-found")
+        create(kube_server, {**kept, "subsets": endpoints["subsets"]})
 
 
 def test_destination_name_fits_robin_names():
@@ -150,8 +151,9 @@ def test_cutover_refused_while_a_pod_uses_the_claim(kube_server, kube_client, ro
     setup = gluster_claim()
     [gpv] = gluster_pvs(kube_client, [setup.pv])
     pod = start_pod(kube_server, setup.namespace, setup.claim)
-    start_pod(kube_server, setup.namespace, setup.claim, phase="Succeeded")  # done: holds nothing
-    assert pods_using(kube_client, setup.namespace, setup.claim) == [pod]
+    done = start_pod(kube_server, setup.namespace, setup.claim, phase="Succeeded")  # holds it until deleted
+    start_pod(kube_server, setup.namespace, setup.claim, phase="Pending", node=None)  # unscheduled: holds nothing
+    assert pods_using(kube_client, setup.namespace, setup.claim) == sorted([pod, done])
 
     error = refused("claim_in_use", cutover, kube_client, robin_client, gpv, setup.ref, setup.storage_class)
     assert pod in error.message and "scale the workload down" in error.message
@@ -188,6 +190,14 @@ def test_cutover_rebinds_the_claim_and_finalize_drops_the_old_pv(kube_server, ku
     summary = cutover(kube_client, robin_client, gpv, setup.ref, setup.storage_class, timeout=TIMEOUT)
     assert summary["changed"] and summary["steps"] == ["retained", "claim_deleted", "claim_created", "pv_created"]
     claim = assert_cut_over(kube_server, robin_client, setup)
+    # The server's own record: the old PV was Retain before its claim went (else its PV controller, which deletes
+    # a Released GlusterFS PV whose policy is Delete, would have deleted it).
+    writes = list(kube_server.store.writes)
+    retained = min(w.rv for w in writes if w.name == setup.pv and w.type == "MODIFIED"
+                   and w.object["spec"]["persistentVolumeReclaimPolicy"] == "Retain")
+    claim_gone = min(w.rv for w in writes if (w.resource, w.namespace, w.name, w.type) == (
+        "persistentvolumeclaims", setup.namespace, setup.claim, "DELETED"))
+    assert retained < claim_gone
     assert summary["claim_uid"] == claim["metadata"]["uid"] and summary["old_claim_uid"] == setup.claim_uid
     json.dumps(summary)  # the CLI prints it
 
