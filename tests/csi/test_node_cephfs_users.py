@@ -12,7 +12,7 @@ import pytest
 
 from robin.client import VolumeRef, volume_context
 from tests.conftest import make_token, unique
-from tests.csi.test_node import MiB, NodeClient, Vol, project, robin, volumes, workdir  # noqa: F401 (fixtures)
+from tests.csi.test_node import MiB, NodeClient, Vol, cluster_identity, project, robin, volumes, workdir  # noqa: F401 (fixtures)
 from tests.support.csi import ShimProcess
 from tests.support.mounts import read, write
 
