@@ -87,6 +87,15 @@ def test_every_manifest_is_valid_kubernetes(values_file, kube_version):
     ({"apiToken": {"token": "robin_guessable"}}, "/apiToken/token"),
     ({"csi": {"sidecars": {"provisioner": {"image": {"repository": "x", "tag": "", "pullPolicy": "Always"}}}}},
      "/csi/sidecars/provisioner/image/tag"),
+    # CephFS users need the node token's Secret: without it every node would fail to start.
+    ({"csi": {"node": {"cephfsUsers": {"enabled": True}}}}, "/csi/node/cephfsUsers/existingSecret"),
+    ({"csi": {"node": {"cephfsUsers": {"enabled": True, "existingSecret": None}}}}, "existingSecret"),
+    ({"csi": {"node": {"cephfsUsers": {"enabled": True, "existingSecret": "Node_Token"}}}},
+     "/csi/node/cephfsUsers/existingSecret"),
+    ({"csi": {"node": {"cephfsUsers": {"enabled": True, "existingSecret": "node-token", "secretKey": ""}}}},
+     "/csi/node/cephfsUsers/secretKey"),
+    ({"csi": {"node": {"cephfsUsers": {"enabled": "yes", "existingSecret": "node-token"}}}},
+     "/csi/node/cephfsUsers/enabled"),
 ])
 def test_bad_values_are_refused(bad, where):
     with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError, match=where):
@@ -189,6 +198,49 @@ def test_the_node_plugin_reads_its_cluster_map_from_a_configmap_it_sees_change()
     assert not [o for o in own if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("cluster-map")]
     volume = next(v for v in pod_spec(_only(own, "DaemonSet", "csi-node"))["volumes"] if v["name"] == "cluster-map")
     assert volume["configMap"]["name"] == "ceph-csi-config"
+
+
+def _node_plugin(objects):
+    node = _only(objects, "DaemonSet", "csi-node")
+    return node, next(c for c in pod_spec(node)["containers"] if c["name"] == "csi-plugin")
+
+
+def test_the_node_plugin_mounts_cephfs_with_the_nodes_ceph_user_unless_told():
+    """By default a node stages CephFS paths with the node-stage Secret's user: it needs no API nor token."""
+    node, plugin = _node_plugin(manifests({}))
+    assert "--cephfs-users" not in plugin["command"]
+    assert not {"ROBIN_URL", "ROBIN_TOKEN", "ROBIN_TOKEN_FILE"} & {e["name"] for e in plugin["env"]}
+    assert not [v for v in pod_spec(node)["volumes"] if "secret" in v]
+
+
+def test_cephfs_users_reach_the_releases_api_service_with_the_node_token():
+    """With csi.node.cephfsUsers the node plugin gets --cephfs-users, robin's API (the release's API Service)
+    and the node token's Secret, read-only, at the file ROBIN_TOKEN_FILE names."""
+    values = values_of("all-components-values.yaml")
+    objects = manifests(values)
+    node, plugin = _node_plugin(objects)
+    assert "--cephfs-users" in plugin["command"]
+    env = {e["name"]: e.get("value") for e in plugin["env"]}
+    service = _only(objects, "Service", "api")
+    port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "http")
+    assert env["ROBIN_URL"] == f"http://{service['metadata']['name']}.{NAMESPACE}.svc:{port}"
+    mount = next(m for m in plugin["volumeMounts"] if env["ROBIN_TOKEN_FILE"].startswith(m["mountPath"] + "/"))
+    assert mount["readOnly"] is True
+    secret = next(v for v in pod_spec(node)["volumes"] if v["name"] == mount["name"])["secret"]
+    assert secret["secretName"] == values["csi"]["node"]["cephfsUsers"]["existingSecret"]
+    key_path = env["ROBIN_TOKEN_FILE"][len(mount["mountPath"]) + 1:]
+    assert secret["items"] == [{"key": "token", "path": key_path}]
+    assert not [o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"] == secret["secretName"]]
+
+
+def test_cephfs_users_come_from_apiurl_when_it_is_set():
+    values = values_of("custom-sidecars-values.yaml")
+    node, plugin = _node_plugin(manifests(values))
+    env = {e["name"]: e.get("value") for e in plugin["env"]}
+    assert env["ROBIN_URL"] == values["apiUrl"]
+    (volume,) = [v for v in pod_spec(node)["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == "robin-csi-node"
+    assert volume["secret"]["items"][0]["key"] == "node-token"
 
 
 def test_the_csi_driver_is_the_one_robins_provisioner_names():

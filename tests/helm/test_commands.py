@@ -87,6 +87,23 @@ def test_robin_containers_run_real_commands_with_real_flags(values_file, monkeyp
                 pytest.fail(f"{workload['metadata']['name']}: `{' '.join(args)}`: {exc.format_message()}")
 
 
+@pytest.mark.parametrize("values_file", ["all-components-values.yaml", "custom-sidecars-values.yaml"])
+def test_the_node_plugin_fetches_cephfs_users_with_the_token_the_chart_mounts(values_file, monkeypatch, tmp_path):
+    """csi.node.cephfsUsers turns the shim's --cephfs-users on, and the shim then reads robin's URL and the token
+    from what the chart gives it (the token standing in for the mounted Secret's)."""
+    from csi_shim.config import parse as parse_shim_flags
+
+    objects, containers = rendered(values_file)
+    (node,) = [c for w, c in containers if w["kind"] == "DaemonSet" and argv(c)[:3] == CSI_SHIM]
+    env = _container_environment(node, config_file(objects), tmp_path)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    shim = parse_shim_flags(argv(node)[3:])
+    assert shim.cephfs_users is True
+    assert shim.robin.url == env["ROBIN_URL"]
+    assert shim.robin.token == "robin-token-from-the-secret"
+
+
 @pytest.mark.parametrize("values_file", VALUES_FILES)
 def test_every_variable_the_chart_sets_is_one_robin_reads(values_file):
     known = robin_variables()

@@ -88,7 +88,7 @@ csi.robin.io
 {{- default (include "robin.component" (list . "api-token")) .Values.apiToken.existingSecret -}}
 {{- end -}}
 
-{{/* robin's API inside the cluster, for the provisioner and the CSI controller. */}}
+{{/* robin's API inside the cluster, for the provisioner, the CSI controller and the CSI nodes. */}}
 {{- define "robin.apiUrl" -}}
 {{- if .Values.apiUrl -}}
 {{- .Values.apiUrl -}}
@@ -101,7 +101,7 @@ csi.robin.io
 
 {{/* Where robin's files are inside its containers. */}}
 {{- define "robin.paths" -}}
-{{- dict "state" "/var/lib/robin" "config" "/etc/robin/robin.toml" "cephConf" "/etc/robin/ceph/ceph.conf" "keyring" "/etc/robin/ceph-keyring/keyring" "secretKeys" "/etc/robin/secret-key/keys" "token" "/etc/robin/api-token/token" | toJson -}}
+{{- dict "state" "/var/lib/robin" "config" "/etc/robin/robin.toml" "cephConf" "/etc/robin/ceph/ceph.conf" "keyring" "/etc/robin/ceph-keyring/keyring" "secretKeys" "/etc/robin/secret-key/keys" "token" "/etc/robin/api-token/token" "nodeToken" "/etc/robin/node-token/token" | toJson -}}
 {{- end -}}
 
 {{/* The environment of a server-side robin process (the API, its migration Job, the gateway). */}}
