@@ -78,14 +78,14 @@ def robin_cli(database_url: str, *args: str) -> str:
 @pytest.fixture(scope="module")
 def fuzzed(fuzz_database_url, ceph_conf):
     """(url, tokens by role, the made resources by collection) of a server with the fuzz's own database."""
-    admin_token = robin_cli(fuzz_database_url, "token", "create", "--admin", "--name", "fuzz")
+    admin_token = robin_cli(fuzz_database_url, "token", "create", "--direct", "--admin", "--name", "fuzz")
     with running_server(fuzz_database_url, ceph_conf, workers=2,
                         extra_env={"ROBIN_MAINTENANCE_INTERVAL": "0"}) as url:
         api = requests.Session()
         api.headers["Authorization"] = f"Bearer {admin_token}"
         try:
             known = _make_resources(api, url)
-            member_token = robin_cli(fuzz_database_url, "token", "create", "--role", "member", "--project",
+            member_token = robin_cli(fuzz_database_url, "token", "create", "--direct", "--role", "member", "--project",
                                      known["/api/v2/projects"]["project"], "--name", "fuzz-member")
             yield url, {"admin": admin_token, "member": member_token}, known
         finally:
