@@ -52,7 +52,7 @@ endef
 run: $(VENV)/.installed
 	$(ROBIN) dev-cluster up
 	$(ROBIN) db upgrade
-	@token=$$($(ROBIN) token create --admin --name make-run); \
+	@token=$$($(ROBIN) token create --direct --admin --name make-run); \
 	echo; echo "robin serves http://127.0.0.1:$(PORT)  (OpenAPI UI: http://127.0.0.1:$(PORT)/api/v2/docs)"; \
 	echo "admin token: $$token"; \
 	echo "try: curl -s -H 'Authorization: Bearer $$token' -H 'Content-Type: application/json' \\"; \

@@ -15,6 +15,7 @@ def create_app(settings=None) -> Flask:
     from robin import api_docs, crypto, log, ui
     from robin.audit import drift_api, events_api, history_api, usage_api
     from robin.audit import service as audit_service
+    from robin.auth import api as tokens_api
     from robin.auth import hooks as auth_hooks
     from robin.clusters import api as clusters_api
     from robin.clusters import service as clusters
@@ -66,6 +67,7 @@ def create_app(settings=None) -> Flask:
     api.register_blueprint(migration_records_api.blp)  # the record of `robin migrate gluster`
     api.register_blueprint(snapshots_api.listing)  # snapshots across volumes and projects
     api.register_blueprint(volumes_api.listing)  # volumes of both kinds across projects
+    api.register_blueprint(tokens_api.blp)  # API tokens, for admins
     wayne_v1.install(app, api)  # the Wayne platform's /v1 API, beside /api/v2
     app.register_blueprint(health_blp)
     api_docs.install(app)  # Swagger UI at /api/v2/docs, from robin's own files

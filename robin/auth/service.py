@@ -16,11 +16,15 @@ from robin.auth.identity import Identity
 from robin.auth.models import ApiToken, DashboardSession, Role
 from robin.db import db, utcnow
 from robin.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from robin.pagination import Page, decode_cursor, encode_cursor
 from robin.projects.models import Project
 
 TOKEN_PREFIX = "robin_"
 # Far enough for any real rotation schedule, near enough that the date fits every database's timestamp.
 MAX_LIFETIME = timedelta(days=10 * 366)
+# The largest id a token can have: a larger one (a 64-bit number in a URL) is no token's, not an error of the
+# database's integer column.
+MAX_TOKEN_ID = 2**31 - 1
 
 
 def hash_secret(secret: str) -> str:
@@ -101,9 +105,10 @@ IDENTITY_QUERY = (select(*IDENTITY_COLUMNS)
                   .where(ApiToken.token_hash == bindparam("token_hash")))
 
 
-# How long a process reuses a token's row (role, project, revocation, expiry) before reading it again. A revoke
-# in this process takes effect at once; one made elsewhere (`robin token revoke`, another worker or replica)
-# within this bound (docs/security.md). Expiry is checked on every request against the row's expires_at.
+# How long a process reuses a token's row (role, project, revocation, expiry) before reading it again, counted from
+# the moment the read began. A revoke in this process takes effect at once, everywhere else within this bound:
+# revoke_everywhere waits it out before answering (docs/security.md). Expiry is checked on every request against the
+# row's expires_at.
 TOKEN_CACHE_TTL_S = 2.0
 # The most tokens a process remembers: far more than the platform's clients use, and a bound on the memory.
 TOKEN_CACHE_SIZE = 1024
@@ -126,12 +131,14 @@ class TokenCache:
             return None
         return entry[1]
 
-    def put(self, token_hash: str, row) -> None:
+    def put(self, token_hash: str, row, read_at: float) -> None:
+        """Remember `row`, read from the database by a query begun at `read_at` (this cache's clock): its age
+        counts from then, so a row read before a revocation committed is forgotten within ttl of that commit."""
         with self._lock:
             self._rows.pop(token_hash, None)
             while len(self._rows) >= self.size:
                 del self._rows[next(iter(self._rows))]  # the oldest entry
-            self._rows[token_hash] = (self.clock(), row)
+            self._rows[token_hash] = (read_at, row)
 
     def clear(self) -> None:
         with self._lock:
@@ -145,10 +152,11 @@ def identity_for_secret(secret: str) -> Identity:
     token_hash = hash_secret(secret)
     found = token_cache.get(token_hash)
     if found is None:
+        read_at = token_cache.clock()
         with db.engine.connect() as connection:
             found = connection.execute(IDENTITY_QUERY, {"token_hash": token_hash}).first()
         if found is not None and found.revoked_at is None:
-            token_cache.put(token_hash, found)
+            token_cache.put(token_hash, found, read_at)
     return identity_of(found)
 
 
@@ -165,24 +173,62 @@ def identity_of(found) -> Identity:
 def revoke_token(token_id: int) -> None:
     """Revoke the token and end the dashboard sessions opened with it."""
     with db.unit_of_work() as session:
-        token = session.get(ApiToken, token_id)
+        token = session.get(ApiToken, token_id) if 0 < token_id <= MAX_TOKEN_ID else None
         if token is None:
-            raise NotFound(f"token {token_id} does not exist", code="token_not_found")
+            raise no_such_token(token_id)
         token.revoked_at = token.revoked_at or utcnow()
         session.execute(delete(DashboardSession).where(DashboardSession.token_id == token_id))
     token_cache.clear()  # in this process at once; elsewhere within TOKEN_CACHE_TTL_S
 
 
+def revoke_everywhere(token_id: int) -> None:
+    """Revoke the token, and return only once no process of any replica can still take it: every cache entry read
+    before the revocation committed is forgotten TOKEN_CACHE_TTL_S after the commit at the latest."""
+    revoke_token(token_id)
+    time.sleep(TOKEN_CACHE_TTL_S)
+
+
 LISTED_FIELDS = ("id", "name", "role", "project", "prefix", "created_at", "expires_at", "revoked_at")
+LISTING_QUERY = (select(ApiToken.id, ApiToken.name, ApiToken.role, Project.name.label("project"), ApiToken.prefix,
+                        ApiToken.created_at, ApiToken.expires_at, ApiToken.revoked_at)
+                 .outerjoin(Project, Project.id == ApiToken.project_id))
 
 
 def list_tokens() -> list[dict]:
     """Every token with what identifies it; never its hash (let alone its secret, which is not kept)."""
-    query = (select(ApiToken.id, ApiToken.name, ApiToken.role, Project.name.label("project"), ApiToken.prefix,
-                    ApiToken.created_at, ApiToken.expires_at, ApiToken.revoked_at)
-             .outerjoin(Project, Project.id == ApiToken.project_id).order_by(ApiToken.id))
     with db.reading() as session:
-        return [{field: _plain(row._mapping[field]) for field in LISTED_FIELDS} for row in session.execute(query)]
+        return [_listed(row) for row in session.execute(LISTING_QUERY.order_by(ApiToken.id))]
+
+
+def token_page(limit: int, cursor: str | None) -> Page:
+    """One page of list_tokens, by id."""
+    query = LISTING_QUERY
+    if cursor:
+        (after,) = decode_cursor(cursor, (int,))
+        query = query.where(ApiToken.id > after)
+    with db.reading() as session:
+        rows = [_listed(row) for row in session.execute(query.order_by(ApiToken.id).limit(limit + 1))]
+    more = len(rows) > limit
+    return Page(items=rows[:limit], next_cursor=encode_cursor([rows[limit - 1]["id"]]) if more else None)
+
+
+def token_detail(token_id: int) -> dict:
+    """What list_tokens says of one token; NotFound (token_not_found) for an id no token has."""
+    found = None
+    if 0 < token_id <= MAX_TOKEN_ID:
+        with db.reading() as session:
+            found = session.execute(LISTING_QUERY.where(ApiToken.id == token_id)).first()
+    if found is None:
+        raise no_such_token(token_id)
+    return _listed(found)
+
+
+def no_such_token(token_id: int | str) -> NotFound:
+    return NotFound(f"token {token_id} does not exist: `robin token list` shows the tokens", code="token_not_found")
+
+
+def _listed(row) -> dict:
+    return {field: _plain(row._mapping[field]) for field in LISTED_FIELDS}
 
 
 def _plain(value):

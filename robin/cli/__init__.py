@@ -1,6 +1,7 @@
 """The `robin` command."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 import click
 
 from robin import config
-from robin.cli.frame import client_options, refusals, waiting
+from robin.cli.frame import Column, all_pages, client_options, output_option, refusals, show, waiting
 from robin.config import ConfigError, Settings
 
 
@@ -575,19 +576,55 @@ def provisioner(**flags) -> None:
 
 @main.group()
 def token() -> None:
-    """API tokens."""
+    """API tokens (admins): through robin's API, or with --direct on a robin host (the first admin token)."""
 
 
-def _lifetime(_ctx, _param, value: str | None):
-    from robin.auth.service import parse_lifetime
-    from robin.errors import InvalidInput
+TOKEN_DIRECT_OPTION = click.option(
+    "--direct", is_flag=True,
+    help="use this host's database (ROBIN_DATABASE_URL) instead of robin's API: for the first admin token, which "
+         "only a robin host can make")
+TOKEN_COLUMNS = (
+    Column("id"),
+    Column("name"),
+    Column("role"),
+    Column("project"),
+    Column("prefix"),
+    Column("created_at", "CREATED", "time"),
+    Column("expires_at", "EXPIRES", "time"),
+    Column("revoked_at", "REVOKED", "time"),
+)
 
-    if value is None:
-        return None
+
+def _token_id(item: dict) -> str:
+    return str(item["id"])
+
+
+def _token_client(api):
+    """The API's client, or how to do without one: only a robin host can make the first admin token."""
     try:
-        return parse_lifetime(value)
-    except InvalidInput as exc:
-        raise click.BadParameter(exc.message) from exc
+        return api.client()
+    except click.ClickException as exc:
+        raise click.ClickException(f"{exc.message} (on a robin host with no admin token yet: --direct)") from exc
+
+
+@contextlib.contextmanager
+def _direct_refusals():
+    """robin's refusals in --direct mode as through the API: `code: message` on stderr, exit status 1."""
+    from robin.errors import RobinError
+
+    try:
+        with _app_context():
+            yield
+    except RobinError as exc:
+        click.echo(f"{exc.code}: {exc.message}", err=True)
+        sys.exit(1)
+
+
+def _as_answered(token: dict) -> dict:
+    """A token read directly, as the API answers it (times in RFC 3339)."""
+    from robin.auth.schemas import TokenCreatedSchema
+
+    return TokenCreatedSchema().dump(token)
 
 
 @token.command("create")
@@ -596,33 +633,70 @@ def _lifetime(_ctx, _param, value: str | None):
 @click.option("--role", "role", type=click.Choice(["admin", "member", "auditor", "metrics", "node"]),
               help="metrics: /metrics only, for a Prometheus scrape; node: a CSI node's CephFS credentials only")
 @click.option("--project", help="the project of a member token")
-@click.option("--name", default="", help="a label to recognise the token by")
-@click.option("--expires-in", callback=_lifetime, help="refused after this long: 30d, 12h, 90m, 2w [never]")
+@click.option("--name", default="", help="a label to recognise the token by [its role]")
+@click.option("--expires-in", help="refused after this long: 30d, 12h, 90m, 2w [never]")
 @click.option("--secret-file", type=click.Path(dir_okay=False),
               help="register the token in this file (robin_ and 32+ characters, e.g. a mounted Secret) instead of "
-                   "making one; nothing is printed, and a rerun changes nothing")
-def token_create(role, project, name, expires_in, secret_file) -> None:
-    """Create a token and print it, alone on stdout, once: only its hash is kept."""
-    from robin.auth import service
-    from robin.auth.models import Role
-    from robin.errors import RobinError
-
+                   "making one, in this host's database (as --direct); nothing is printed, and a rerun changes "
+                   "nothing")
+@click.option("-o", "--output", type=click.Choice(["secret", "json", "yaml"]), default="secret", show_default=True,
+              help="secret: the token alone; json and yaml: the token's fields with it, as the API answers")
+@TOKEN_DIRECT_OPTION
+@client_options
+def token_create(api, role, project, name, expires_in, secret_file, output, direct) -> None:
+    """Create a token and print it, once: only its hash is kept."""
     if role is None:
         role = "member" if project else None
     if role is None:
         raise click.UsageError("say which token: --admin, --auditor, --role metrics, --role node, or --project P "
                                "[--role member]")
+    lifetime = _lifetime(expires_in)
+    if secret_file is not None:
+        _register_token(secret_file, role, project, name, lifetime)
+        return
+    if direct:
+        created = _create_token_direct(role, project, name, lifetime)
+    else:
+        body = {"role": role, "project": project, "name": name or None, "expires_in": expires_in}
+        client = _token_client(api)
+        with refusals():
+            created = client.request("POST", "/api/v2/tokens", json={k: v for k, v in body.items() if v is not None})
+    if output == "secret":
+        click.echo(created["secret"])
+    else:
+        show(output, created, TOKEN_COLUMNS)
+
+
+def _lifetime(value: str | None):
+    """--expires-in checked here, before anything is asked of the API or the database."""
+    from robin.auth.service import parse_lifetime
+    from robin.errors import InvalidInput
+
+    if value is None:
+        return None
     try:
-        with _app_context():
-            if secret_file is not None:
-                made = service.register_token(_read_secret(secret_file), Role(role), project=project, name=name,
-                                              expires_in=expires_in)
-                click.echo("registered" if made else "registered already: nothing changed", err=True)
-                return
-            secret, _token = service.create_token(Role(role), project=project, name=name, expires_in=expires_in)
-    except RobinError as exc:
-        raise click.ClickException(exc.message) from exc
-    click.echo(secret)
+        return parse_lifetime(value)
+    except InvalidInput as exc:
+        raise click.BadParameter(exc.message, param_hint="'--expires-in'") from exc
+
+
+def _create_token_direct(role: str, project: str | None, name: str, lifetime) -> dict:
+    from robin.auth import service
+    from robin.auth.models import Role
+
+    with _direct_refusals():
+        secret, made = service.create_token(Role(role), project=project, name=name, expires_in=lifetime)
+        return _as_answered({**service.token_detail(made.id), "secret": secret})
+
+
+def _register_token(path: str, role: str, project: str | None, name: str, lifetime) -> None:
+    from robin.auth import service
+    from robin.auth.models import Role
+
+    with _direct_refusals():
+        made = service.register_token(_read_secret(path), Role(role), project=project, name=name,
+                                      expires_in=lifetime)
+    click.echo("registered" if made else "registered already: nothing changed", err=True)
 
 
 def _read_secret(path: str) -> str:
@@ -632,48 +706,61 @@ def _read_secret(path: str) -> str:
         raise click.ClickException(f"cannot read the token in {path}: {exc.strerror}") from exc
 
 
-TOKEN_COLUMNS = ("id", "name", "role", "project", "prefix", "created_at", "expires_at", "revoked_at")
-
-
 @token.command("list")
-@click.option("--json", "as_json", is_flag=True, help="print the tokens as JSON")
-def token_list(as_json: bool) -> None:
-    """Every token: id, name, role, project, prefix, created, expires, revoked. Secrets are not kept, so never shown."""
-    from robin.auth import service
+@output_option
+@TOKEN_DIRECT_OPTION
+@client_options
+def token_list(api, output, direct: bool) -> None:
+    """Every token: id, name, role, project, prefix, created, expires, revoked. Secrets are not kept, so never shown
+    (-o name: the ids)."""
+    if direct:
+        from robin.auth import service
 
-    with _app_context():
-        tokens = service.list_tokens()
-    if as_json:
-        click.echo(json.dumps(tokens, indent=2, default=_iso_time))
-        return
-    cells = [[_cell(row[column]) for column in TOKEN_COLUMNS] for row in tokens]
-    widths = [max(len(text) for text in column) for column in zip(TOKEN_COLUMNS, *cells, strict=False)]
-    for line in (TOKEN_COLUMNS, *cells):
-        click.echo("  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip())
+        with _direct_refusals():
+            tokens = [_as_answered(row) for row in service.list_tokens()]
+    else:
+        client = _token_client(api)
+        with refusals():
+            tokens = all_pages(lambda cursor: client.request(
+                "GET", "/api/v2/tokens", params={"limit": 1000} | ({"cursor": cursor} if cursor else {})))
+    show(output, tokens, TOKEN_COLUMNS, name=_token_id)
 
 
-def _iso_time(value) -> str:
-    return value.isoformat()
+@token.command("show")
+@click.argument("token_id", type=int)
+@output_option
+@TOKEN_DIRECT_OPTION
+@client_options
+def token_show(api, token_id: int, output, direct: bool) -> None:
+    """Token TOKEN_ID (as `robin token list` and audit events name it: token:<id>:<name>)."""
+    if direct:
+        from robin.auth import service
 
-
-def _cell(value) -> str:
-    if value is None:
-        return "-"
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if hasattr(value, "strftime") else str(value)
+        with _direct_refusals():
+            found = _as_answered(service.token_detail(token_id))
+    else:
+        client = _token_client(api)
+        with refusals():
+            found = client.request("GET", f"/api/v2/tokens/{token_id}")
+    show(output, found, TOKEN_COLUMNS, name=_token_id)
 
 
 @token.command("revoke")
 @click.argument("token_id", type=int)
-def token_revoke(token_id: int) -> None:
-    """Revoke a token by its id (as shown in audit events: token:<id>:<name>)."""
-    from robin.auth import service
-    from robin.errors import RobinError
+@TOKEN_DIRECT_OPTION
+@client_options
+def token_revoke(api, token_id: int, direct: bool) -> None:
+    """Revoke a token by its id (as shown in audit events: token:<id>:<name>); returns once no robin process takes it
+    any more (about 2 seconds)."""
+    if direct:
+        from robin.auth import service
 
-    try:
-        with _app_context():
-            service.revoke_token(token_id)
-    except RobinError as exc:
-        raise click.ClickException(exc.message) from exc
+        with _direct_refusals():
+            service.revoke_everywhere(token_id)
+        return
+    client = _token_client(api)
+    with refusals():
+        client.request("DELETE", f"/api/v2/tokens/{token_id}")
 
 
 # --- secrets at rest ------------------------------------------------------------------------------

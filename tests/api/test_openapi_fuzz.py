@@ -78,14 +78,14 @@ def robin_cli(database_url: str, *args: str) -> str:
 @pytest.fixture(scope="module")
 def fuzzed(fuzz_database_url, ceph_conf):
     """(url, tokens by role, the made resources by collection) of a server with the fuzz's own database."""
-    admin_token = robin_cli(fuzz_database_url, "token", "create", "--admin", "--name", "fuzz")
+    admin_token = robin_cli(fuzz_database_url, "token", "create", "--direct", "--admin", "--name", "fuzz")
     with running_server(fuzz_database_url, ceph_conf, workers=2,
                         extra_env={"ROBIN_MAINTENANCE_INTERVAL": "0"}) as url:
         api = requests.Session()
         api.headers["Authorization"] = f"Bearer {admin_token}"
         try:
             known = _make_resources(api, url)
-            member_token = robin_cli(fuzz_database_url, "token", "create", "--role", "member", "--project",
+            member_token = robin_cli(fuzz_database_url, "token", "create", "--direct", "--role", "member", "--project",
                                      known["/api/v2/projects"]["project"], "--name", "fuzz-member")
             yield url, {"admin": admin_token, "member": member_token}, known
         finally:
@@ -94,7 +94,7 @@ def fuzzed(fuzz_database_url, ceph_conf):
 
 
 def _make_resources(api: requests.Session, url: str) -> dict:
-    """A project with an image, a clone, a CephFS path, snapshots and a volume in the trash: what the fuzzer's
+    """A project with an image, a clone, a CephFS path, snapshots, a volume in the trash, and a token: what the fuzzer's
     path parameters name half of the time (tests/api/fuzz_hooks.py)."""
     project, image, path, snap = unique("fz"), unique("i"), unique("d"), unique("s")
     base = f"{url}/api/v2/projects"
@@ -112,7 +112,11 @@ def _make_resources(api: requests.Session, url: str) -> dict:
     trashed = unique("t")
     made("POST", f"/{project}/rbd-images", name=trashed, size_bytes=2**20)
     made("DELETE", f"/{project}/rbd-images/{trashed}")
+    # A token to read and revoke, so that the answers about a real token are checked too.
+    known_token = api.post(f"{url}/api/v2/tokens", json={"role": "auditor", "name": "fuzz-known"}, timeout=60)
+    assert known_token.status_code == 201, known_token.text
     return {
+        "/api/v2/tokens": {"token_id": str(known_token.json()["id"])},
         "/api/v2/projects/{project}/rbd-images": {"project": project, "name": image, "snapshot": snap},
         "/api/v2/projects/{project}/cephfs-paths": {"project": project, "name": path, "snapshot": snap},
         "/api/v2/projects": {"project": project},

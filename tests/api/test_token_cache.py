@@ -22,17 +22,27 @@ class Clock:
 def test_an_entry_is_forgotten_after_its_ttl():
     clock = Clock()
     cache = TokenCache(ttl=2.0, size=8, clock=clock)
-    cache.put("a", "row-a")
+    cache.put("a", "row-a", clock.now)
     clock.now = 1.9
     assert cache.get("a") == "row-a"
     clock.now = 2.0
     assert cache.get("a") is None
 
 
+def test_an_entry_ages_from_when_its_read_began():
+    """A row read before a revocation committed and put after it is still forgotten ttl after the read began."""
+    clock = Clock()
+    cache = TokenCache(ttl=2.0, size=8, clock=clock)
+    clock.now = 1.5
+    cache.put("a", "row-a", 0.5)
+    clock.now = 2.5
+    assert cache.get("a") is None
+
+
 def test_the_oldest_entries_go_beyond_its_size():
     cache = TokenCache(ttl=60, size=2, clock=Clock())
     for key in ("a", "b", "c"):
-        cache.put(key, f"row-{key}")
+        cache.put(key, f"row-{key}", 0.0)
     assert [cache.get(key) for key in ("a", "b", "c")] == [None, "row-b", "row-c"]
 
 

@@ -30,7 +30,7 @@ def env(tmp_path, ceph_conf):
 
 def test_token_create_prints_the_token_alone(env):
     assert robin("db", "upgrade", env=env).returncode == 0
-    created = robin("token", "create", "--admin", "--name", "ci", env=env)
+    created = robin("token", "create", "--direct", "--admin", "--name", "ci", env=env)
     assert created.returncode == 0, created.stderr
     assert re.fullmatch(r"robin_[A-Za-z0-9_-]{43}\n", created.stdout)
 
@@ -43,9 +43,9 @@ def test_token_create_prints_the_token_alone(env):
 
 def test_token_create_makes_a_node_token_of_no_project(env):
     assert robin("db", "upgrade", env=env).returncode == 0
-    created = robin("token", "create", "--role", "node", "--name", "csi-nodes", env=env)
+    created = robin("token", "create", "--direct", "--role", "node", "--name", "csi-nodes", env=env)
     assert created.returncode == 0, created.stderr
-    with_project = robin("token", "create", "--role", "node", "--project", "web", env=env)
+    with_project = robin("token", "create", "--direct", "--role", "node", "--project", "web", env=env)
     assert with_project.returncode == 1 and "node tokens need none" in with_project.stderr
 
     from robin import create_app
@@ -72,9 +72,9 @@ def test_token_create_registers_a_given_secret_once(env, tmp_path):
     with create_app(Settings(database_url=env["ROBIN_DATABASE_URL"], ceph_conf=env["ROBIN_CEPH_CONF"])).app_context():
         identity = identity_for_secret(secret)
     assert identity.role.value == "admin" and identity.name == "clients"
-    listed = json.loads(robin("token", "list", "--json", env=env).stdout)
+    listed = json.loads(robin("token", "list", "--direct", "-o", "json", env=env).stdout)
     assert [token["name"] for token in listed] == ["clients"]
-    assert robin("token", "revoke", str(listed[0]["id"]), env=env).returncode == 0
+    assert robin("token", "revoke", "--direct", str(listed[0]["id"]), env=env).returncode == 0
     revoked = robin("token", "create", "--admin", "--secret-file", str(given), env=env)
     assert revoked.returncode == 1 and "was revoked" in revoked.stderr
 
@@ -86,12 +86,12 @@ def test_token_create_refuses_a_weak_or_malformed_given_secret(env, tmp_path, se
     given.write_text(secret)
     result = robin("token", "create", "--admin", "--secret-file", str(given), env=env)
     assert result.returncode == 1 and "32 to 200 letters" in result.stderr
-    assert json.loads(robin("token", "list", "--json", env=env).stdout) == []
+    assert json.loads(robin("token", "list", "--direct", "-o", "json", env=env).stdout) == []
 
 
 def test_member_token_needs_an_existing_project(env):
     robin("db", "upgrade", env=env)
-    result = robin("token", "create", "--project", "nope", env=env)
+    result = robin("token", "create", "--direct", "--project", "nope", env=env)
     assert result.returncode == 1 and result.stdout == ""
     assert "project 'nope' does not exist" in result.stderr
 
@@ -119,16 +119,17 @@ def test_dev_cluster_status_of_a_missing_cluster(tmp_path, env):
 
 def test_token_create_expires_in_and_token_list(env):
     assert robin("db", "upgrade", env=env).returncode == 0
-    created = robin("token", "create", "--role", "metrics", "--name", "prometheus", "--expires-in", "30d", env=env)
+    created = robin("token", "create", "--direct", "--role", "metrics", "--name", "prometheus", "--expires-in", "30d",
+                    env=env)
     assert created.returncode == 0, created.stderr
     secret = created.stdout.strip()
-    listed = robin("token", "list", "--json", env=env)
+    listed = robin("token", "list", "--direct", "-o", "json", env=env)
     assert listed.returncode == 0, listed.stderr
     row = next(row for row in json.loads(listed.stdout) if row["name"] == "prometheus")
     assert (row["role"], row["project"], row["prefix"], row["revoked_at"]) == ("metrics", None, secret[:12], None)
     lifetime = datetime.fromisoformat(row["expires_at"]) - datetime.fromisoformat(row["created_at"])
     assert abs(lifetime - timedelta(days=30)) < timedelta(minutes=1)
-    table = robin("token", "list", env=env)
+    table = robin("token", "list", "--direct", env=env)
     assert table.returncode == 0 and "prometheus" in table.stdout and "metrics" in table.stdout
     for output in (listed.stdout, table.stdout):
         assert secret not in output and secret[12:] not in output
@@ -136,7 +137,7 @@ def test_token_create_expires_in_and_token_list(env):
 
 @pytest.mark.parametrize("expires_in", ["soon", "0d", "-1h", "500y"])
 def test_token_create_refuses_a_bad_lifetime(env, expires_in):
-    result = robin("token", "create", "--admin", "--expires-in", expires_in, env=env)
+    result = robin("token", "create", "--direct", "--admin", "--expires-in", expires_in, env=env)
     assert result.returncode == 2 and "--expires-in" in result.stderr and result.stdout == ""
 
 
@@ -160,7 +161,7 @@ def test_secrets_rotate_re_encrypts_cluster_keys(env):
     assert robin("db", "upgrade", env=env).returncode == 0
     _insert_plain_cluster(url, "legacy", plain)
     # Any start of robin encrypts the keys an older robin left in plain text, with the first key.
-    assert robin("token", "list", env={**env, "ROBIN_SECRET_KEY": old}).returncode == 0
+    assert robin("token", "list", "--direct", env={**env, "ROBIN_SECRET_KEY": old}).returncode == 0
     assert Fernet(old).decrypt(_stored_key(url, "legacy").encode()).decode() == plain
 
     rotated = robin("secrets", "rotate", env={**env, "ROBIN_SECRET_KEY": f"{new},{old}"})
@@ -177,7 +178,7 @@ def test_secrets_rotate_re_encrypts_cluster_keys(env):
 def test_the_default_secret_key_is_made_once_and_private(env):
     assert robin("db", "upgrade", env=env).returncode == 0
     _insert_plain_cluster(env["ROBIN_DATABASE_URL"], "legacy", "AQBplain==")
-    assert robin("token", "list", env=env).returncode == 0
+    assert robin("token", "list", "--direct", env=env).returncode == 0
     key_file = Path(env["ROBIN_STATE_DIR"]) / "secret_key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     key = key_file.read_text().strip()

@@ -230,7 +230,8 @@ def _running(engine: Engine, container: str) -> bool:
 @pytest.mark.integration
 def test_serve_in_the_container_makes_an_rbd_image(engine, served, state_dir, rbd_ioctx):
     container, url = served
-    token = engine.run("exec", container, "robin", "token", "create", "--admin", "--name", "image-test").stdout.strip()
+    token = engine.run("exec", container, "robin", "token", "create", "--direct", "--admin", "--name",
+                       "image-test").stdout.strip()
     api = requests.Session()
     api.headers["Authorization"] = f"Bearer {token}"
     ready = api.get(f"{url}/readyz", timeout=30)

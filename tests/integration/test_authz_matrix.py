@@ -253,6 +253,15 @@ ROUTES: dict[tuple[str, str], list[Entry]] = {
     ("/api/v2/clusters/<name>", "DELETE"): [
         probed(admin_only(Call("DELETE", "/api/v2/clusters/{alias}")), (404, "cluster_not_found"),
                "/api/v2/clusters/{missing}")],
+    # Tokens: admins only. A token that may make tokens may make an admin one, so no other role sees them.
+    ("/api/v2/tokens", "GET"): [admin_only(Call("GET", "/api/v2/tokens"))],
+    ("/api/v2/tokens", "POST"): [
+        probed(admin_only(Call("POST", "/api/v2/tokens", {"role": "member", "project": "{home}"})),
+               (404, "project_not_found"), body={"role": "member", "project": "{missing}"})],
+    ("/api/v2/tokens/<token_id>", "GET"): [admin_only(Call("GET", "/api/v2/tokens/{token}"))],
+    ("/api/v2/tokens/<token_id>", "DELETE"): [
+        probed(admin_only(Call("DELETE", "/api/v2/tokens/{token}")), (404, "token_not_found"),
+               "/api/v2/tokens/{missing_token}")],
     ("/api/v2/openapi.json", "GET"): [public(Call("GET", "/api/v2/openapi.json"))],
     ("/api/v2/docs", "GET"): [public(Call("GET", "/api/v2/docs"))],
     ("/api/v2/docs/static/<path:filename>", "GET"): [public(Call("GET", "/api/v2/docs/static/api-docs.js"))],
@@ -356,6 +365,8 @@ def site(app, admin_token, rbd_ioctx, fs, ceph_conf):
     rbd.RBD().create(rbd_ioctx, names["orphan_image"], MiB)
     root = app.config["ROBIN_SETTINGS"].cephfs_root
     fs.mkdirs(f"{root}/{home}/{names['orphan_path']}".encode(), 0o755)
+    names["token"] = str(_token(app, Role.MEMBER, home)[1])
+    names["missing_token"] = str(2**31 - 1)
     platform = dataclasses.replace(app.config["ROBIN_SETTINGS"], wayne_project=home)
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(app.config, "ROBIN_SETTINGS", platform)
