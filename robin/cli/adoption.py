@@ -9,44 +9,18 @@ from urllib.parse import quote
 import click
 
 from robin.client import RobinApiError, RobinClient
-
-IMAGES = ("orphan_image", "orphan_robin_image")
-DIRECTORIES = ("orphan_directory", "orphan_robin_directory")
-SUBVOLUMES = ("orphan_subvolume", "orphan_robin_subvolume")
+from robin.volumes import adoption_plan
 
 
 def plan(findings: list[dict], project: str) -> list[dict]:
     """Per orphan among `findings`: the request adopting it into `project` would make, or why it is refused before
-    asking (a clone; a directory outside the project's, which robin does not move; a subvolume not complete; one
-    with no quota)."""
-    steps = []
-    for finding in findings:
-        evidence = finding["evidence"]
-        if finding["kind"] in IMAGES:
-            step = {"collection": "rbd-images", "name": evidence["name"],
-                    "spec": {"name": evidence["name"], "pool": evidence["pool"], "cluster": evidence["cluster"]}}
-            if evidence.get("parent"):
-                step["refused"] = f"a clone of {evidence['parent']}: flatten it first"
-        elif finding["kind"] in DIRECTORIES:
-            step = {"collection": "cephfs-paths", "name": evidence["path"],
-                    "spec": {"name": evidence["name"], "fs": evidence["fs"], "cluster": evidence["cluster"]}}
-            if finding["project"] != project:
-                step["refused"] = (f"not in the project's directory (it is in {finding['project']!r}'s); robin "
-                                   f"does not move data")
-            elif not evidence.get("quota_bytes"):
-                step["refused"] = "no ceph.quota.max_bytes: adopt it through the API with quota_bytes"
-        elif finding["kind"] in SUBVOLUMES:
-            step = {"collection": "cephfs-paths", "name": f"{evidence['group']}/{evidence['name']}",
-                    "spec": {"name": evidence["name"], "group": evidence["group"], "fs": evidence["fs"],
-                             "cluster": evidence["cluster"]}}
-            if evidence.get("subvolume_state") != "complete":
-                step["refused"] = f"{evidence.get('subvolume_state')}, not a complete subvolume"
-            elif not evidence.get("quota_bytes"):
-                step["refused"] = "no quota: adopt it through the API with quota_bytes"
-        else:
-            continue
-        steps.append(step)
-    return steps
+    asking (robin.volumes.adoption_plan). The report says which project's directory a directory is in."""
+    def misplaced(finding: dict) -> str | None:
+        if finding["project"] == project:
+            return None
+        return f"not in the project's directory (it is in {finding['project']!r}'s)"
+
+    return adoption_plan.plan(findings, misplaced)
 
 
 def adopt(client: RobinClient, project: str, steps: list[dict], progress: bool) -> list[dict]:

@@ -32,6 +32,7 @@ from robin.db import db, utcnow
 from robin.errors import BadRequest, Conflict, InvalidInput, NotFound, RobinError, api_error
 from robin.projects import service as projects
 from robin.snapshots.models import Snapshot, SnapshotState
+from robin.volumes import adoption_plan
 from robin.volumes.kinds import CEPHFS, RBD, Kind
 from robin.volumes.models import Volume, VolumeState
 
@@ -183,38 +184,17 @@ def _remove_rows(kind: Kind, volume: Volume) -> None:
 # --- in bulk: `robin audit drift --adopt-into PROJECT` ------------------------------------------------
 
 def plan(findings: list[dict], project: str) -> list[dict]:
-    """What adopting the orphans among `findings` into `project` would do: per orphan, the kind and
-    request it would make, or why it is refused before asking (clones; directories elsewhere; subvolumes
-    without a quota, or not complete)."""
-    root = config.current().cephfs_root
-    steps = []
-    for finding in findings:
-        evidence = finding["evidence"]
-        if finding["kind"] in ("orphan_image", "orphan_robin_image"):
-            step = {"collection": "rbd-images", "name": evidence["name"],
-                    "spec": {"name": evidence["name"], "pool": evidence["pool"], "cluster": evidence["cluster"]}}
-            if evidence.get("parent"):
-                step["refused"] = f"a clone of {evidence['parent']}: flatten it first"
-        elif finding["kind"] in ("orphan_directory", "orphan_robin_directory"):
-            step = {"collection": "cephfs-paths", "name": evidence["path"],
-                    "spec": {"name": evidence["name"], "fs": evidence["fs"], "cluster": evidence["cluster"]}}
-            expected = f"{root.rstrip('/')}/{project}/{evidence['name']}"
-            if evidence["path"] != expected:
-                step["refused"] = f"not in the project's directory (would be {expected}); robin does not move data"
-            elif not evidence.get("quota_bytes"):
-                step["refused"] = "no ceph.quota.max_bytes: adopt it through the API with quota_bytes"
-        elif finding["kind"] in ("orphan_subvolume", "orphan_robin_subvolume"):
-            step = {"collection": "cephfs-paths", "name": f"{evidence['group']}/{evidence['name']}",
-                    "spec": {"name": evidence["name"], "group": evidence["group"], "fs": evidence["fs"],
-                             "cluster": evidence["cluster"]}}
-            if evidence.get("subvolume_state") != "complete":
-                step["refused"] = f"{evidence.get('subvolume_state')}, not a complete subvolume"
-            elif not evidence.get("quota_bytes"):
-                step["refused"] = "no quota: adopt it through the API with quota_bytes"
-        else:
-            continue
-        steps.append(step)
-    return steps
+    """What adopting the orphans among `findings` into `project` would do (robin.volumes.adoption_plan); a directory
+    must already be the project's `<root>/<project>/<name>`."""
+    root = config.current().cephfs_root.rstrip("/")
+
+    def misplaced(finding: dict) -> str | None:
+        expected = f"{root}/{project}/{finding['evidence']['name']}"
+        if finding["evidence"]["path"] == expected:
+            return None
+        return f"not in the project's directory (would be {expected})"
+
+    return adoption_plan.plan(findings, misplaced)
 
 
 def adopt_planned(identity: Identity, project: str, steps: list[dict]) -> list[dict]:
