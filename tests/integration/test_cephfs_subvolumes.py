@@ -457,6 +457,23 @@ def clone_of(admin, project, source: str, **body):
     return admin.post(url(project), json={"source": {"path": source, "snapshot": "s1"}, **body})
 
 
+def test_a_member_cannot_clone_another_projects_snapshot_by_naming_it(as_role, admin, project, new_project, mgr,
+                                                                       fs, db_rows):
+    """The source is looked up among the caller's own project's volumes, from robin's rows: naming a neighbour's
+    snapshotted subvolume finds nothing, and nothing is made, reserved or copied."""
+    theirs = snapshotted(admin, project, fs)
+    mine = new_project()
+    attacker = as_role("member", mine)
+    before = usage(admin, mine)
+    refused = clone_of(attacker, mine, theirs["name"])  # the name alone: looked up in the attacker's project
+    assert (refused.status_code, refused.json["error"]["code"]) == (404, "volume_not_found"), refused.json
+    for source in (theirs["path"], f"../{project}/{theirs['name']}"):  # a path is no volume name at all
+        refused = clone_of(attacker, mine, source)
+        assert (refused.status_code, refused.json["error"]["code"]) == (422, "validation_error"), refused.json
+    assert subvolumes(mgr, mine) == set() and usage(admin, mine) == before
+    assert snapshots(mgr, project, theirs["name"]) == {"s1"}
+
+
 def test_a_clone_is_creating_until_the_mgr_has_copied_it(admin, project, mgr, fs, clone_delay, db_rows):
     source = snapshotted(admin, project, fs)
     clone_delay(3)
