@@ -31,14 +31,16 @@ $(VENV)/.installed-dev: $(VENV)/.installed | .test-debian-packages
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
-# Idempotent and quick when everything is there: dpkg is asked before apt is.
+# Idempotent and quick when everything is there: dpkg is asked before apt is. $(2), packages already installed that
+# must stay, is named to apt too: podman recommends fuse-overlayfs, whose fuse3 conflicts with the run set's fuse, and
+# apt drops a recommendation rather than remove a package named on its command line.
 define install-debian-packages
 	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 	    | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	    echo "installing from Debian: $$missing"; \
 	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing $(2) >/dev/null; \
 	fi
 endef
 
@@ -46,7 +48,7 @@ endef
 	$(call install-debian-packages,$(RUN_DEBIAN_PACKAGES))
 
 .test-debian-packages:
-	$(call install-debian-packages,$(TEST_DEBIAN_PACKAGES))
+	$(call install-debian-packages,$(TEST_DEBIAN_PACKAGES),$(RUN_DEBIAN_PACKAGES))
 
 # Dev cluster + SQLite + the API on http://127.0.0.1:$(PORT), with an admin token printed.
 run: $(VENV)/.installed
