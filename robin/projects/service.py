@@ -1,6 +1,7 @@
 """Projects and quotas. Quota usage is always summed from the rows that consume it."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, func, select
@@ -9,7 +10,7 @@ from sqlalchemy.orm import Session, contains_eager
 
 from robin.auth.identity import Identity
 from robin.auth.models import ApiToken
-from robin.auth.service import token_cache
+from robin.auth.service import TOKEN_CACHE_TTL_S, token_cache
 from robin.db import db
 from robin.errors import Conflict, NotFound, QuotaExceeded
 from robin.pagination import Page, decode_cursor, encode_cursor
@@ -204,7 +205,11 @@ def delete(identity: Identity, name: str) -> None:
         session.execute(Snapshot.__table__.delete().where(Snapshot.project_id == project.id))
         for model in VOLUME_MODELS:
             session.execute(model.__table__.delete().where(model.project_id == project.id))
-        session.execute(ApiToken.__table__.delete().where(ApiToken.project_id == project.id))
+        tokens = session.execute(ApiToken.__table__.delete().where(ApiToken.project_id == project.id)).rowcount
         session.delete(project)
     token_cache.clear()  # its tokens are gone: in this process at once, elsewhere within the cache's TTL
+    if tokens:
+        # Tokens are cached by project name: until every process has forgotten them, a project made again under
+        # this name would take its predecessor's members. Return only then, as a token's revocation does.
+        time.sleep(TOKEN_CACHE_TTL_S)
 

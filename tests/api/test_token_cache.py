@@ -76,6 +76,24 @@ def test_a_token_revoked_elsewhere_fails_once_the_ttl_has_passed(app, new_projec
     assert client.get(f"/api/v2/projects/{project}", headers=headers).status_code == 401
 
 
+def test_a_deleted_projects_tokens_are_forgotten_everywhere_before_its_name_can_be_taken_again(app, admin, new_project):
+    """Tokens are cached by project name. Another worker's cache, which the delete cannot reach, holds the member's
+    token read before the delete; by the time the delete answers, that entry has aged out, so a project made again
+    under the name does not take the old member in."""
+    project = new_project()
+    headers, _ = _member(app, project)
+    client = app.test_client()
+    assert client.get(f"/api/v2/projects/{project}", headers=headers).status_code == 200
+    elsewhere = TokenCache()
+    elsewhere.put(_hash_of(headers), token_cache.get(_hash_of(headers)), elsewhere.clock())
+    assert admin.delete(f"/api/v2/projects/{project}").status_code == 204
+    assert elsewhere.get(_hash_of(headers)) is None
+    quota = {"max_bytes": 2**30, "max_volumes": 1, "max_snapshots": 1}
+    assert admin.post("/api/v2/projects", json={"name": project, "quota": quota}).status_code == 201
+    assert client.get(f"/api/v2/projects/{project}", headers=headers).status_code == 401
+    assert admin.delete(f"/api/v2/projects/{project}").status_code == 204
+
+
 def test_an_unknown_token_is_not_cached(app, new_project):
     client = app.test_client()
     headers = {"Authorization": "Bearer robin_" + "x" * 43}
