@@ -11,6 +11,7 @@ from typing import Protocol
 
 from robin import config
 from robin.ceph import CephConnection, cephfs_ops, cephx_users, rbd_ops, subvolumes
+from robin.ceph.cephx_users import VolumeUser
 from robin.errors import InvalidInput
 from robin.volumes.models import CephfsPath, RbdImage, Volume
 
@@ -160,6 +161,14 @@ class _Directories:
         return {}
 
     @staticmethod
+    def authorize(conn: CephConnection, volume: CephfsPath) -> VolumeUser:
+        return cephx_users.authorize(conn, volume.fs_name, volume.path, volume.id)
+
+    @staticmethod
+    def deauthorize(conn: CephConnection, volume: CephfsPath) -> None:
+        cephx_users.deauthorize(conn, volume.id)
+
+    @staticmethod
     def resize(conn: CephConnection, volume: CephfsPath, size_bytes: int) -> None:
         cephfs_ops.set_quota(conn, volume.fs_name, volume.path, size_bytes)
 
@@ -220,6 +229,19 @@ class _Subvolumes:
     @staticmethod
     def resize(conn: CephConnection, volume: CephfsPath, size_bytes: int) -> None:
         subvolumes.resize(conn, volume.fs_name, volume.subvolume_group, volume.name, size_bytes)
+
+    @staticmethod
+    def authorize(conn: CephConnection, volume: CephfsPath) -> VolumeUser:
+        return cephx_users.authorize_subvolume(conn, volume.fs_name, volume.subvolume_group, volume.name,
+                                               volume.path, volume.id)
+
+    @staticmethod
+    def deauthorize(conn: CephConnection, volume: CephfsPath) -> None:
+        if volume.clone_of is not None:
+            # A clone being copied has no user (it cannot be mounted yet) and refuses the mgr's deauthorize.
+            cephx_users.deauthorize(conn, volume.id)
+            return
+        cephx_users.deauthorize_subvolume(conn, volume.fs_name, volume.subvolume_group, volume.name, volume.id)
 
     @staticmethod
     def remove(conn: CephConnection, volume: CephfsPath) -> None:
@@ -303,8 +325,17 @@ class CephfsKind:
     @staticmethod
     def remove(conn: CephConnection, volume: CephfsPath) -> None:
         # The path's own cephx user goes first, in either layout: no node mounts what is being removed.
-        cephx_users.deauthorize(conn, volume.id)
+        _layout(volume).deauthorize(conn, volume)
         _layout(volume).remove(conn, volume)
+
+    @staticmethod
+    def authorize(conn: CephConnection, volume: CephfsPath) -> VolumeUser:
+        """The volume's own cephx user (robin.ceph.cephx_users), made if need be."""
+        return _layout(volume).authorize(conn, volume)
+
+    @staticmethod
+    def deauthorize(conn: CephConnection, volume: CephfsPath) -> None:
+        _layout(volume).deauthorize(conn, volume)
 
     @staticmethod
     def used_bytes(conn: CephConnection, volume: CephfsPath) -> int:
@@ -325,7 +356,7 @@ class CephfsKind:
 
     @staticmethod
     def trash(conn: CephConnection, volume: CephfsPath, delay_s: int) -> str | None:
-        cephx_users.deauthorize(conn, volume.id)  # a restored path gets a new user on its next mount
+        _layout(volume).deauthorize(conn, volume)  # a restored path gets a new user on its next mount
         return _layout(volume).trash(conn, volume)
 
     @staticmethod
@@ -334,7 +365,7 @@ class CephfsKind:
 
     @staticmethod
     def purge(conn: CephConnection, volume: CephfsPath) -> None:
-        cephx_users.deauthorize(conn, volume.id)  # again: one made in a race with the delete goes now
+        _layout(volume).deauthorize(conn, volume)  # again: one made in a race with the delete goes now
         _layout(volume).purge(conn, volume)
 
     @staticmethod
