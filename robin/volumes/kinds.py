@@ -6,15 +6,17 @@ Ceph operations.
 """
 from __future__ import annotations
 
+import logging
 import posixpath
 from typing import Protocol
 
 from robin import config
-from robin.ceph import CephConnection, cephfs_ops, cephx_users, rbd_ops, subvolumes
+from robin.ceph import CephConnection, CephError, cephfs_ops, cephx_users, rbd_ops, subvolumes
 from robin.ceph.cephx_users import VolumeUser
 from robin.errors import InvalidInput
 from robin.volumes.models import CephfsPath, RbdImage, Volume
 
+log = logging.getLogger(__name__)
 # librbd applies image metadata keys starting with this as the image's own configuration (conf_rbd_cache,
 # conf_rbd_qos_*, ...) in every client that opens it: a tenant's metadata must not configure the clients.
 CONFIGURATION_PREFIX = "conf_"
@@ -149,7 +151,8 @@ TRASH_DIR = ".trash"
 
 
 class _Directories:
-    """The directory layout: <cephfs_root>/<project>/<name> with a quota xattr; the trash is a rename."""
+    """The directory layout: <cephfs_root>/<project>/<name> with a quota xattr; the trash is a rename. A path's
+    cephx user (`fs authorize`) is removed after its directory moved or went (_user_goes_after)."""
 
     @staticmethod
     def path(project: str, name: str) -> str:
@@ -175,6 +178,7 @@ class _Directories:
     @staticmethod
     def remove(conn: CephConnection, volume: CephfsPath) -> None:
         cephfs_ops.remove_tree(conn, volume.fs_name, volume.path)
+        _user_goes_after(conn, volume)
 
     @staticmethod
     def inspect(conn: CephConnection, volume: CephfsPath) -> rbd_ops.Observed:
@@ -200,6 +204,7 @@ class _Directories:
     @staticmethod
     def purge(conn: CephConnection, volume: CephfsPath) -> None:
         cephfs_ops.remove_tree(conn, volume.fs_name, volume.trash_ref)
+        _user_goes_after(conn, volume)  # again: one made in a race with the delete goes now
 
     @staticmethod
     def create_snapshot(conn: CephConnection, volume: CephfsPath, snapshot: str) -> None:
@@ -210,10 +215,23 @@ class _Directories:
         cephfs_ops.remove_snapshot(conn, volume.fs_name, volume.path, snapshot)
 
 
+def _user_goes_after(conn: CephConnection, volume: CephfsPath) -> None:
+    """Remove the volume's user once its data moved or went, never before: a move that fails then leaves the volume
+    with its user, and the hosts that mount it keep working. A failure here is logged, not raised (the move is
+    done): the reconciler removes the users of recently deleted volumes, the purge does again."""
+    try:
+        _layout(volume).deauthorize(conn, volume)
+    except CephError as exc:
+        log.warning("a deleted volume's cephx user is left for the reconciler and the purge",
+                    extra={"volume": volume.id, "user": f"client.{cephx_users.user_id(volume.id)}",
+                           "error": exc.message})
+
+
 class _Subvolumes:
     """The subvolume layout: subvolume <name> in its subvolume group (the project's, unless adopted from another
     group), through the mgr. Subvolumes cannot be renamed, so the trash keeps one where it is (its trash_ref is its
-    path), holding its name in the group until the purge removes it."""
+    path), holding its name in the group until the purge removes it. The mgr's `subvolume deauthorize` needs the
+    subvolume: a removal takes the user first."""
 
     @staticmethod
     def path(project: str, name: str) -> str:
@@ -245,6 +263,7 @@ class _Subvolumes:
 
     @staticmethod
     def remove(conn: CephConnection, volume: CephfsPath) -> None:
+        _Subvolumes.deauthorize(conn, volume)
         if volume.clone_of is not None:
             # A clone robin started (one whose name was taken never gets here): stop the copy, remove what it made.
             subvolumes.cancel_clone(conn, volume.fs_name, volume.subvolume_group, volume.name)
@@ -324,9 +343,7 @@ class CephfsKind:
 
     @staticmethod
     def remove(conn: CephConnection, volume: CephfsPath) -> None:
-        # The path's own cephx user goes first, in either layout: no node mounts what is being removed.
-        _layout(volume).deauthorize(conn, volume)
-        _layout(volume).remove(conn, volume)
+        _layout(volume).remove(conn, volume)  # the path's own cephx user with it, in the layout's order
 
     @staticmethod
     def authorize(conn: CephConnection, volume: CephfsPath) -> VolumeUser:
@@ -356,8 +373,9 @@ class CephfsKind:
 
     @staticmethod
     def trash(conn: CephConnection, volume: CephfsPath, delay_s: int) -> str | None:
-        _layout(volume).deauthorize(conn, volume)  # a restored path gets a new user on its next mount
-        return _layout(volume).trash(conn, volume)
+        trash_ref = _layout(volume).trash(conn, volume)
+        _user_goes_after(conn, volume)  # a restored path gets a new user on its next mount
+        return trash_ref
 
     @staticmethod
     def restore(conn: CephConnection, volume: CephfsPath) -> None:
@@ -365,7 +383,6 @@ class CephfsKind:
 
     @staticmethod
     def purge(conn: CephConnection, volume: CephfsPath) -> None:
-        _layout(volume).deauthorize(conn, volume)  # again: one made in a race with the delete goes now
         _layout(volume).purge(conn, volume)
 
     @staticmethod

@@ -230,6 +230,28 @@ def test_a_paths_user_cannot_touch_the_metadata_pool(admin, node_api, new_projec
         cluster.shutdown()
 
 
+# --- lifecycle: the order of a delete ---------------------------------------------------
+
+def test_a_failed_move_to_the_trash_keeps_the_user_and_its_key(admin, node_api, new_project, fs, rados_cluster):
+    project = new_project()
+    path = new_path(admin, project)
+    first = node_api.post(authorize_url(project, path["name"])).json
+    # A non-empty directory where the trash move renames the path to: the rename fails.
+    blocker = f"/robin/.trash/{path['id']}"
+    fs.mkdirs(f"{blocker}/in-the-way", 0o755)
+    try:
+        refused = admin.delete(f"/api/v2/projects/{project}/cephfs-paths/{path['name']}")
+        assert refused.status_code >= 400, refused.json
+        assert admin.get(f"/api/v2/projects/{project}/cephfs-paths/{path['name']}").json["state"] == "available"
+        assert auth_get(rados_cluster, f"client.robin-vol-{path['id']}")["key"] == first["key"]
+        assert node_api.post(authorize_url(project, path["name"])).json == first
+    finally:
+        fs.rmdir(f"{blocker}/in-the-way")
+        fs.rmdir(blocker)
+    assert admin.delete(f"/api/v2/projects/{project}/cephfs-paths/{path['name']}").status_code == 204
+    assert auth_get(rados_cluster, f"client.robin-vol-{path['id']}") is None
+
+
 # --- the subvolume layout: the manager's `fs subvolume authorize` --------------------------------------------------
 
 @pytest.fixture()
