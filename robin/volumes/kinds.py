@@ -10,9 +10,12 @@ import logging
 import posixpath
 from typing import Protocol
 
+from sqlalchemy import select
+
 from robin import config
 from robin.ceph import CephConnection, CephError, cephfs_ops, cephx_users, rbd_ops, subvolumes
 from robin.ceph.cephx_users import VolumeUser
+from robin.db import db
 from robin.errors import InvalidInput
 from robin.volumes.models import CephfsPath, RbdImage, Volume
 
@@ -160,6 +163,7 @@ class _Directories:
 
     @staticmethod
     def create(conn: CephConnection, volume: CephfsPath) -> dict:
+        _remove_predecessors_users(conn, volume)
         cephfs_ops.create_dir(conn, volume.fs_name, volume.path, volume.size_bytes, owner=volume.id)
         return {}
 
@@ -215,10 +219,24 @@ class _Directories:
         cephfs_ops.remove_snapshot(conn, volume.fs_name, volume.path, snapshot)
 
 
+def _remove_predecessors_users(conn: CephConnection, volume: CephfsPath) -> None:
+    """Remove the users of the earlier volumes at this directory path (deleted ones: the path is live once), before
+    the path holds data: a user a crash left behind (a request for credentials racing a delete, while the
+    reconciler did not run) names the path, not the volume, and would reach the new volume's files. Subvolume paths
+    are never reused (the mgr puts a new subvolume in a directory of its own)."""
+    with db.reading() as session:
+        earlier = session.scalars(select(CephfsPath.id).where(
+            CephfsPath.cluster_id == volume.cluster_id, CephfsPath.fs_name == volume.fs_name,
+            CephfsPath.path == volume.path, CephfsPath.id != volume.id)).all()
+    for volume_id in earlier:
+        cephx_users.deauthorize(conn, volume_id)
+
+
 def _user_goes_after(conn: CephConnection, volume: CephfsPath) -> None:
     """Remove the volume's user once its data moved or went, never before: a move that fails then leaves the volume
     with its user, and the hosts that mount it keep working. A failure here is logged, not raised (the move is
-    done): the reconciler removes the users of recently deleted volumes, the purge does again."""
+    done): the reconciler removes the users of recently deleted volumes, the purge does again, and a new volume
+    at the same path removes its predecessors' users before it holds data."""
     try:
         _layout(volume).deauthorize(conn, volume)
     except CephError as exc:

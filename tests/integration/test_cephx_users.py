@@ -230,7 +230,7 @@ def test_a_paths_user_cannot_touch_the_metadata_pool(admin, node_api, new_projec
         cluster.shutdown()
 
 
-# --- lifecycle: the order of a delete ---------------------------------------------------
+# --- lifecycle: the order of a delete, and a path used again ---------------------------------------------------
 
 def test_a_failed_move_to_the_trash_keeps_the_user_and_its_key(admin, node_api, new_project, fs, rados_cluster):
     project = new_project()
@@ -250,6 +250,32 @@ def test_a_failed_move_to_the_trash_keeps_the_user_and_its_key(admin, node_api, 
         fs.rmdir(blocker)
     assert admin.delete(f"/api/v2/projects/{project}/cephfs-paths/{path['name']}").status_code == 204
     assert auth_get(rados_cluster, f"client.robin-vol-{path['id']}") is None
+
+
+def test_a_new_path_of_the_same_name_removes_a_stale_user_of_the_old_one(app, admin, node_api, new_project, host,
+                                                                           rados_cluster):
+    """What a purge racing a request for credentials leaves when the reconciler did not run in time: the old
+    volume's user, whose caps name the path, not the volume. The new volume at that path removes it before it
+    holds data, and the old key cannot mount it."""
+    project = new_project()
+    old = new_path(admin, project)
+    assert admin.delete(f"/api/v2/projects/{project}/cephfs-paths/{old['name']}",
+                        query_string={"purge": "true"}).status_code == 204
+    with app.app_context():
+        with db.reading() as session:
+            row = session.get(CephfsPath, old["id"])
+        stale = cephx_users.authorize(volumes.ceph_connection(row), row.fs_name, row.path, row.id)
+    created = admin.post(f"/api/v2/projects/{project}/cephfs-paths", json={"name": old["name"],
+                                                                          "quota_bytes": 64 * MiB})
+    assert created.status_code == 201, created.json
+    new = created.json
+    assert new["path"] == old["path"] and new["id"] != old["id"]
+    assert auth_get(rados_cluster, f"client.robin-vol-{old['id']}") is None
+    cluster = admin.get("/api/v2/clusters/default").json
+    with pytest.raises(MountError):
+        host(f"cephfs:{project}:stale", "cephfs", new["path"], {"user_id": stale.user_id, "key": stale.key},
+             cluster)
+    assert node_api.post(authorize_url(project, new["name"])).status_code == 200
 
 
 # --- the subvolume layout: the manager's `fs subvolume authorize` --------------------------------------------------
