@@ -1,15 +1,18 @@
 """A cephx user per CephFS volume: `client.robin-vol-<volume id>`, whose caps reach the volume's path only.
 
-Made with the monitors' `fs authorize`, which is idempotent as robin needs it: asked again with the same path it
-answers the same key, so nothing of the key is stored by robin (the monitors' auth database holds it) and a rerun or
-another replica gets what the first call made. Removed with `auth rm`, which succeeds for a missing user. The key
-only ever travels in return values: never in a log line, an error message or an exception's details.
+A directory's user is made with the monitors' `fs authorize`, a subvolume's with the manager's `fs subvolume
+authorize` (which also confines its OSD cap to the subvolume's RADOS namespace). Both are idempotent as robin needs
+it: asked again they answer the same key, so nothing of the key is stored by robin (the monitors' auth database
+holds it) and a rerun or another replica gets what the first call made. Removed with `auth rm`, which succeeds for a
+missing user (a subvolume's after `fs subvolume deauthorize` and `evict`). The key only ever travels in return
+values: never in a log line, an error message or an exception's details.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 
+from robin.ceph import subvolumes
 from robin.ceph.connection import CephConnection
 from robin.ceph.errors import CephAlreadyExists, CephInvalidArgument, CephPermissionDenied
 
@@ -50,6 +53,23 @@ def authorize(conn: CephConnection, fs_name: str, path: str, volume_id: str) -> 
     return VolumeUser(user_id(volume_id), _key_of(answer, entity))
 
 
+def authorize_subvolume(conn: CephConnection, fs_name: str, group: str, name: str, path: str,
+                        volume_id: str) -> VolumeUser:
+    """The subvolume's user, made if need be by the manager (subvolumes.authorize). A user of that name the manager
+    did not make is one an older robin made with `fs authorize` on the subvolume's path: it keeps that user, key
+    and caps (nodes mount with them), as `authorize` answers them."""
+    try:
+        key = subvolumes.authorize(conn, fs_name, group, name, user_id(volume_id))
+    except CephPermissionDenied as exc:
+        if "not created by mgr plugin" not in exc.message:
+            raise
+        return authorize(conn, fs_name, path, volume_id)
+    if not key:
+        raise CephInvalidArgument(f"fs subvolume authorize answered no key for client.{user_id(volume_id)}",
+                                  operation="mgr_command", details={"user": f"client.{user_id(volume_id)}"})
+    return VolumeUser(user_id(volume_id), key)
+
+
 def _key_of(answer: dict | list, entity: str) -> str:
     for entry in answer if isinstance(answer, list) else [answer]:
         if entry.get("entity") == entity and entry.get("key"):
@@ -67,3 +87,16 @@ def deauthorize(conn: CephConnection, volume_id: str) -> None:
     except CephPermissionDenied as exc:
         log.warning("robin's Ceph user may not remove volume users (docs/existing-cluster.md)",
                     extra={"cluster": conn.name, "user": entity, "error": exc.message})
+
+
+def deauthorize_subvolume(conn: CephConnection, fs_name: str, group: str, name: str, volume_id: str) -> None:
+    """Remove the subvolume's user: the manager takes the caps it gave and evicts the clients mounted with it (so
+    that its record of the user goes too), then `auth rm` removes whatever is left (a user an older robin made with
+    `fs authorize`, one the manager kept with other caps)."""
+    try:
+        subvolumes.deauthorize(conn, fs_name, group, name, user_id(volume_id))
+    except CephPermissionDenied as exc:
+        log.warning("robin's Ceph user may not deauthorize subvolume users (docs/existing-cluster.md)",
+                    extra={"cluster": conn.name, "user": f"client.{user_id(volume_id)}", "error": exc.message})
+    deauthorize(conn, volume_id)
+

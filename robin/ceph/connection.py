@@ -416,6 +416,12 @@ class CephConnection:
         return self.call(op, what, lambda handle: fn(handle.filesystem(fs_name)), lane=f"file system {fs_name}")
 
     def mon_command(self, prefix: str, **args) -> dict | list:
+        """A monitor command on the main handle, whose op timeout (rados_mon_op_timeout) may end it before the
+        monitors answer: unlike a mgr command's, that is harmless. The monitor client cancels the command itself
+        (it answers ETIMEDOUT) and drops an answer that comes later ("handle_mon_command_ack <tid> not found"),
+        while a mgr command timed out the same way aborted the process once the paused mgr answered ("free():
+        invalid pointer", Ceph 16.2.15). tests/integration/test_mon_late_answer.py shows the first on a paused
+        monitor. So `fs authorize`, `auth rm` and the other monitor commands need no handle of their own."""
         command = json.dumps({"prefix": prefix, "format": "json", **args})
         what = f"ceph {prefix} on {self.name!r}"
         ret, out, status = self.call("mon_command", what, lambda handle: handle.rados.mon_command(

@@ -78,14 +78,19 @@ def mark_owner(conn: CephConnection, fs_name: str, group: str, name: str, volume
 
 
 def create(conn: CephConnection, fs_name: str, group: str, name: str, quota_bytes: int, volume_id: str) -> str:
-    """Make (or, when it is this volume's already, resize) the subvolume, its group on demand; its path."""
+    """Make (or, when it is this volume's already, resize) the subvolume, its group on demand; its path.
+
+    A new subvolume gets a RADOS namespace of its own (`--namespace-isolated`: the mgr names it
+    `fsvolumens_<name>`), which the OSD cap of its user (`authorize`) is confined to. Never asked of an existing
+    one: its files written before would stay outside the namespace, out of its user's reach."""
     found = info(conn, fs_name, group, name)
     if found is not None and found.owner != volume_id:
         raise CephAlreadyExists(f"CephFS subvolume {fs_name}:{group}/{name} already exists and is not this volume",
                                 details={"fs": fs_name, "group": group, "subvolume": name, "owner": found.owner})
     if found is None:
         _mgr(conn, "fs subvolumegroup create", fs_name, group_name=group)  # idempotent
-    _mgr(conn, "fs subvolume create", fs_name, sub_name=name, group_name=group, size=quota_bytes)
+    _mgr(conn, "fs subvolume create", fs_name, sub_name=name, group_name=group, size=quota_bytes,
+         **({"namespace_isolated": True} if found is None else {}))
     mark_owner(conn, fs_name, group, name, volume_id)
     return getpath(conn, fs_name, group, name)
 
@@ -131,6 +136,35 @@ def list_names(conn: CephConnection, fs_name: str, group: str) -> list[str]:
 
 def list_groups(conn: CephConnection, fs_name: str) -> list[str]:
     return [entry["name"] for entry in _json(conn, "fs subvolumegroup ls", fs_name)]
+
+
+# --- cephx users ----------------------------------------------------------------------------------------
+
+# The volumes module answers the key of a user it made only to a caller that names a tenant ("a caller not
+# multi-tenant aware" gets ""), and refuses that user to callers of another tenant.
+TENANT = "robin"
+
+
+def authorize(conn: CephConnection, fs_name: str, group: str, name: str, auth_id: str) -> str:
+    """The key of cephx user `client.<auth_id>`, made (or kept) with read-write caps on the subvolume only: mds
+    `allow rw path=<its path>`, osd `allow rw pool=<data pool> namespace=<its namespace>` (the whole pool for a
+    subvolume made without one), mon `allow r`. Idempotent: asked again, the same key. A user of that name the
+    module did not make is CephPermissionDenied ("not created by mgr plugin"): robin never passes
+    `--allow_existing_id`, which would add the subvolume to whatever caps that user holds."""
+    return _mgr(conn, "fs subvolume authorize", fs_name, sub_name=name, auth_id=auth_id, group_name=group,
+                access_level="rw", tenant_id=TENANT).strip()
+
+
+def deauthorize(conn: CephConnection, fs_name: str, group: str, name: str, auth_id: str) -> None:
+    """Take the subvolume's caps from the user (the module removes a user left with no caps) and evict the
+    clients that mount the subvolume with it; nothing to do when the subvolume, or the module's record of the
+    user, is gone. The caller removes the user itself afterwards (`auth rm`): this removes only what the module
+    added."""
+    for prefix in ("fs subvolume deauthorize", "fs subvolume evict"):
+        try:
+            _mgr(conn, prefix, fs_name, sub_name=name, auth_id=auth_id, group_name=group)
+        except CephNotFound:
+            return
 
 
 # --- snapshots ----------------------------------------------------------------------------------

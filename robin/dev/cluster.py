@@ -22,6 +22,9 @@ from typing import Any
 
 # (type, id) in start order; "type.id" names the pid and log files.
 DAEMONS = (("mon", "a"), ("mgr", "x"), ("osd", "0"), ("mds", "a"))
+# Started without forking: a daemon that forks reopens its stderr read-only (on /dev/null), and the mgr's volumes
+# module writes to stderr in `fs subvolume authorize` (Ceph 16), which then fails with EBADF.
+FOREGROUND = ("mgr",)
 # Stopped in this order: with the mon gone first, the OSD and MDS wait 5 s for its shutdown ack.
 STOP_ORDER = (("mds", "osd", "mgr"), ("mon",))
 FS_NAME = "cephfs"
@@ -281,6 +284,9 @@ class DevCluster:
 
     def _start_daemon(self, kind: str, daemon_id: str) -> None:
         name = f"{kind}.{daemon_id}"
+        if kind in FOREGROUND:
+            self._start_in_foreground(kind, daemon_id)
+            return
         with open(self.directory / "log" / f"{name}.out", "ab") as out:
             # The launcher forks the daemon and exits once it is initialised; a new session
             # keeps a Ctrl-C aimed at our caller away from the daemon.
@@ -296,6 +302,22 @@ class DevCluster:
             raise DevClusterError(
                 f"{name} failed to start (exit {proc.returncode})\n{self._log_tail(name)}"
             )
+
+    def _start_in_foreground(self, kind: str, daemon_id: str) -> None:
+        """Start the daemon without forking (`-f`), detached from our session, its output to its .out log, and
+        return once it wrote its pid file (as the forking launcher returns once the daemon is initialised)."""
+        name = f"{kind}.{daemon_id}"
+        with open(self.directory / "log" / f"{name}.out", "ab") as out:
+            proc = subprocess.Popen([f"ceph-{kind}", "-f", "-c", str(self.conf_path), "-i", daemon_id],
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        deadline = time.monotonic() + DAEMON_START_TIMEOUT
+        while self._running_pid(kind, daemon_id) != proc.pid:
+            if proc.poll() is not None:
+                raise DevClusterError(f"{name} failed to start (exit {proc.returncode})\n{self._log_tail(name)}")
+            if time.monotonic() >= deadline:
+                raise DevClusterError(f"{name} did not start\n{self._log_tail(name)}")
+            time.sleep(POLL_INTERVAL)
 
     # -- readiness --------------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from robin.auth.identity import Identity
-from robin.ceph import cephx_users
 from robin.ceph.cephx_users import VolumeUser
 from robin.db import db
 from robin.errors import Conflict
@@ -38,11 +37,11 @@ def volume_user(volume: CephfsPath) -> VolumeUser:
     before this made it again: seen on the row afterwards, the user is removed once more and the answer is 409."""
     _require_mountable(volume.name, volume.state)
     conn = volumes.ceph_connection(volume)
-    user = cephx_users.authorize(conn, volume.fs_name, volume.path, volume.id)
+    user = CEPHFS.authorize(conn, volume)
     try:
         _require_mountable(volume.name, _state(volume.id))
     except Conflict:
-        cephx_users.deauthorize(conn, volume.id)
+        CEPHFS.deauthorize(conn, volume)
         raise
     return user
 

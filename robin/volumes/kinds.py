@@ -6,14 +6,20 @@ Ceph operations.
 """
 from __future__ import annotations
 
+import logging
 import posixpath
 from typing import Protocol
 
+from sqlalchemy import select
+
 from robin import config
-from robin.ceph import CephConnection, cephfs_ops, cephx_users, rbd_ops, subvolumes
+from robin.ceph import CephConnection, CephError, cephfs_ops, cephx_users, rbd_ops, subvolumes
+from robin.ceph.cephx_users import VolumeUser
+from robin.db import db
 from robin.errors import InvalidInput
 from robin.volumes.models import CephfsPath, RbdImage, Volume
 
+log = logging.getLogger(__name__)
 # librbd applies image metadata keys starting with this as the image's own configuration (conf_rbd_cache,
 # conf_rbd_qos_*, ...) in every client that opens it: a tenant's metadata must not configure the clients.
 CONFIGURATION_PREFIX = "conf_"
@@ -148,7 +154,8 @@ TRASH_DIR = ".trash"
 
 
 class _Directories:
-    """The directory layout: <cephfs_root>/<project>/<name> with a quota xattr; the trash is a rename."""
+    """The directory layout: <cephfs_root>/<project>/<name> with a quota xattr; the trash is a rename. A path's
+    cephx user (`fs authorize`) is removed after its directory moved or went (_user_goes_after)."""
 
     @staticmethod
     def path(project: str, name: str) -> str:
@@ -156,8 +163,17 @@ class _Directories:
 
     @staticmethod
     def create(conn: CephConnection, volume: CephfsPath) -> dict:
+        _remove_predecessors_users(conn, volume)
         cephfs_ops.create_dir(conn, volume.fs_name, volume.path, volume.size_bytes, owner=volume.id)
         return {}
+
+    @staticmethod
+    def authorize(conn: CephConnection, volume: CephfsPath) -> VolumeUser:
+        return cephx_users.authorize(conn, volume.fs_name, volume.path, volume.id)
+
+    @staticmethod
+    def deauthorize(conn: CephConnection, volume: CephfsPath) -> None:
+        cephx_users.deauthorize(conn, volume.id)
 
     @staticmethod
     def resize(conn: CephConnection, volume: CephfsPath, size_bytes: int) -> None:
@@ -166,6 +182,7 @@ class _Directories:
     @staticmethod
     def remove(conn: CephConnection, volume: CephfsPath) -> None:
         cephfs_ops.remove_tree(conn, volume.fs_name, volume.path)
+        _user_goes_after(conn, volume)
 
     @staticmethod
     def inspect(conn: CephConnection, volume: CephfsPath) -> rbd_ops.Observed:
@@ -191,6 +208,7 @@ class _Directories:
     @staticmethod
     def purge(conn: CephConnection, volume: CephfsPath) -> None:
         cephfs_ops.remove_tree(conn, volume.fs_name, volume.trash_ref)
+        _user_goes_after(conn, volume)  # again: one made in a race with the delete goes now
 
     @staticmethod
     def create_snapshot(conn: CephConnection, volume: CephfsPath, snapshot: str) -> None:
@@ -201,10 +219,37 @@ class _Directories:
         cephfs_ops.remove_snapshot(conn, volume.fs_name, volume.path, snapshot)
 
 
+def _remove_predecessors_users(conn: CephConnection, volume: CephfsPath) -> None:
+    """Remove the users of the earlier volumes at this directory path (deleted ones: the path is live once), before
+    the path holds data: a user a crash left behind (a request for credentials racing a delete, while the
+    reconciler did not run) names the path, not the volume, and would reach the new volume's files. Subvolume paths
+    are never reused (the mgr puts a new subvolume in a directory of its own)."""
+    with db.reading() as session:
+        earlier = session.scalars(select(CephfsPath.id).where(
+            CephfsPath.cluster_id == volume.cluster_id, CephfsPath.fs_name == volume.fs_name,
+            CephfsPath.path == volume.path, CephfsPath.id != volume.id)).all()
+    for volume_id in earlier:
+        cephx_users.deauthorize(conn, volume_id)
+
+
+def _user_goes_after(conn: CephConnection, volume: CephfsPath) -> None:
+    """Remove the volume's user once its data moved or went, never before: a move that fails then leaves the volume
+    with its user, and the hosts that mount it keep working. A failure here is logged, not raised (the move is
+    done): the reconciler removes the users of recently deleted volumes, the purge does again, and a new volume
+    at the same path removes its predecessors' users before it holds data."""
+    try:
+        _layout(volume).deauthorize(conn, volume)
+    except CephError as exc:
+        log.warning("a deleted volume's cephx user is left for the reconciler and the purge",
+                    extra={"volume": volume.id, "user": f"client.{cephx_users.user_id(volume.id)}",
+                           "error": exc.message})
+
+
 class _Subvolumes:
     """The subvolume layout: subvolume <name> in its subvolume group (the project's, unless adopted from another
     group), through the mgr. Subvolumes cannot be renamed, so the trash keeps one where it is (its trash_ref is its
-    path), holding its name in the group until the purge removes it."""
+    path), holding its name in the group until the purge removes it. The mgr's `subvolume deauthorize` needs the
+    subvolume: a removal takes the user first."""
 
     @staticmethod
     def path(project: str, name: str) -> str:
@@ -222,7 +267,21 @@ class _Subvolumes:
         subvolumes.resize(conn, volume.fs_name, volume.subvolume_group, volume.name, size_bytes)
 
     @staticmethod
+    def authorize(conn: CephConnection, volume: CephfsPath) -> VolumeUser:
+        return cephx_users.authorize_subvolume(conn, volume.fs_name, volume.subvolume_group, volume.name,
+                                               volume.path, volume.id)
+
+    @staticmethod
+    def deauthorize(conn: CephConnection, volume: CephfsPath) -> None:
+        if volume.clone_of is not None:
+            # A clone being copied has no user (it cannot be mounted yet) and refuses the mgr's deauthorize.
+            cephx_users.deauthorize(conn, volume.id)
+            return
+        cephx_users.deauthorize_subvolume(conn, volume.fs_name, volume.subvolume_group, volume.name, volume.id)
+
+    @staticmethod
     def remove(conn: CephConnection, volume: CephfsPath) -> None:
+        _Subvolumes.deauthorize(conn, volume)
         if volume.clone_of is not None:
             # A clone robin started (one whose name was taken never gets here): stop the copy, remove what it made.
             subvolumes.cancel_clone(conn, volume.fs_name, volume.subvolume_group, volume.name)
@@ -302,9 +361,16 @@ class CephfsKind:
 
     @staticmethod
     def remove(conn: CephConnection, volume: CephfsPath) -> None:
-        # The path's own cephx user goes first, in either layout: no node mounts what is being removed.
-        cephx_users.deauthorize(conn, volume.id)
-        _layout(volume).remove(conn, volume)
+        _layout(volume).remove(conn, volume)  # the path's own cephx user with it, in the layout's order
+
+    @staticmethod
+    def authorize(conn: CephConnection, volume: CephfsPath) -> VolumeUser:
+        """The volume's own cephx user (robin.ceph.cephx_users), made if need be."""
+        return _layout(volume).authorize(conn, volume)
+
+    @staticmethod
+    def deauthorize(conn: CephConnection, volume: CephfsPath) -> None:
+        _layout(volume).deauthorize(conn, volume)
 
     @staticmethod
     def used_bytes(conn: CephConnection, volume: CephfsPath) -> int:
@@ -325,8 +391,9 @@ class CephfsKind:
 
     @staticmethod
     def trash(conn: CephConnection, volume: CephfsPath, delay_s: int) -> str | None:
-        cephx_users.deauthorize(conn, volume.id)  # a restored path gets a new user on its next mount
-        return _layout(volume).trash(conn, volume)
+        trash_ref = _layout(volume).trash(conn, volume)
+        _user_goes_after(conn, volume)  # a restored path gets a new user on its next mount
+        return trash_ref
 
     @staticmethod
     def restore(conn: CephConnection, volume: CephfsPath) -> None:
@@ -334,7 +401,6 @@ class CephfsKind:
 
     @staticmethod
     def purge(conn: CephConnection, volume: CephfsPath) -> None:
-        cephx_users.deauthorize(conn, volume.id)  # again: one made in a race with the delete goes now
         _layout(volume).purge(conn, volume)
 
     @staticmethod

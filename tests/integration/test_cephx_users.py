@@ -23,6 +23,7 @@ from robin.volumes import service as volumes
 from robin.volumes.kinds import CEPHFS
 from robin.volumes.models import CephfsPath, VolumeState
 from tests.conftest import unique
+from tests.integration.test_cephfs_subvolumes import use_subvolumes
 from tests.support.mounts import read, write
 
 pytestmark = pytest.mark.integration
@@ -227,3 +228,168 @@ def test_a_paths_user_cannot_touch_the_metadata_pool(admin, node_api, new_projec
             ioctx.write_full(unique("probe"), b"x")
     finally:
         cluster.shutdown()
+
+
+# --- lifecycle: the order of a delete, and a path used again ---------------------------------------------------
+
+def test_a_failed_move_to_the_trash_keeps_the_user_and_its_key(admin, node_api, new_project, fs, rados_cluster):
+    project = new_project()
+    path = new_path(admin, project)
+    first = node_api.post(authorize_url(project, path["name"])).json
+    # A non-empty directory where the trash move renames the path to: the rename fails.
+    blocker = f"/robin/.trash/{path['id']}"
+    fs.mkdirs(f"{blocker}/in-the-way", 0o755)
+    try:
+        refused = admin.delete(f"/api/v2/projects/{project}/cephfs-paths/{path['name']}")
+        assert refused.status_code >= 400, refused.json
+        assert admin.get(f"/api/v2/projects/{project}/cephfs-paths/{path['name']}").json["state"] == "available"
+        assert auth_get(rados_cluster, f"client.robin-vol-{path['id']}")["key"] == first["key"]
+        assert node_api.post(authorize_url(project, path["name"])).json == first
+    finally:
+        fs.rmdir(f"{blocker}/in-the-way")
+        fs.rmdir(blocker)
+    assert admin.delete(f"/api/v2/projects/{project}/cephfs-paths/{path['name']}").status_code == 204
+    assert auth_get(rados_cluster, f"client.robin-vol-{path['id']}") is None
+
+
+def test_a_new_path_of_the_same_name_removes_a_stale_user_of_the_old_one(app, admin, node_api, new_project, host,
+                                                                           rados_cluster):
+    """What a purge racing a request for credentials leaves when the reconciler did not run in time: the old
+    volume's user, whose caps name the path, not the volume. The new volume at that path removes it before it
+    holds data, and the old key cannot mount it."""
+    project = new_project()
+    old = new_path(admin, project)
+    assert admin.delete(f"/api/v2/projects/{project}/cephfs-paths/{old['name']}",
+                        query_string={"purge": "true"}).status_code == 204
+    with app.app_context():
+        with db.reading() as session:
+            row = session.get(CephfsPath, old["id"])
+        stale = cephx_users.authorize(volumes.ceph_connection(row), row.fs_name, row.path, row.id)
+    created = admin.post(f"/api/v2/projects/{project}/cephfs-paths", json={"name": old["name"],
+                                                                          "quota_bytes": 64 * MiB})
+    assert created.status_code == 201, created.json
+    new = created.json
+    assert new["path"] == old["path"] and new["id"] != old["id"]
+    assert auth_get(rados_cluster, f"client.robin-vol-{old['id']}") is None
+    cluster = admin.get("/api/v2/clusters/default").json
+    with pytest.raises(MountError):
+        host(f"cephfs:{project}:stale", "cephfs", new["path"], {"user_id": stale.user_id, "key": stale.key},
+             cluster)
+    assert node_api.post(authorize_url(project, new["name"])).status_code == 200
+
+
+# --- the subvolume layout: the manager's `fs subvolume authorize` --------------------------------------------------
+
+@pytest.fixture()
+def subvolume_project(app, monkeypatch, new_project):
+    use_subvolumes(app, monkeypatch)
+    return new_project()
+
+
+def mgr(rados_cluster, prefix: str, **args):
+    ret, out, status = rados_cluster.mgr_command(
+        json.dumps({"prefix": prefix, "vol_name": "cephfs", "format": "json", **args}), b"", timeout=120)
+    assert ret == 0, (prefix, args, status)
+    return json.loads(out) if out.strip() else None
+
+
+def test_a_subvolumes_user_is_the_managers_confined_to_its_namespace(admin, node_api, subvolume_project,
+                                                                      rados_cluster):
+    project = subvolume_project
+    path = new_path(admin, project)
+    assert path["layout"] == "subvolume"
+    first = node_api.post(authorize_url(project, path["name"]))
+    assert first.status_code == 200, first.json
+    assert first.json["user_id"] == f"robin-vol-{path['id']}" and first.json["path"] == path["path"]
+    assert admin.post(authorize_url(project, path["name"])).json == first.json
+    user = f"client.robin-vol-{path['id']}"
+    entry = auth_get(rados_cluster, user)
+    assert entry["key"] == first.json["key"]
+    namespace = f"fsvolumens_{path['name']}"
+    assert entry["caps"] == {"mds": f"allow rw path={path['path']}", "mon": "allow r",
+                             "osd": f"allow rw pool=cephfs_data namespace={namespace}"}
+    info = mgr(rados_cluster, "fs subvolume info", sub_name=path["name"], group_name=project)
+    assert info["pool_namespace"] == namespace
+    listed = mgr(rados_cluster, "fs subvolume authorized_list", sub_name=path["name"], group_name=project)
+    assert listed == [{f"robin-vol-{path['id']}": "rw"}]
+
+    # The trash keeps the subvolume where it is, without its user; a purge finds nothing left to remove.
+    assert admin.delete(f"/api/v2/projects/{project}/cephfs-paths/{path['name']}").status_code == 204
+    assert auth_get(rados_cluster, user) is None
+    assert mgr(rados_cluster, "fs subvolume authorized_list", sub_name=path["name"], group_name=project) == []
+
+
+def test_purging_a_subvolume_removes_its_user(admin, node_api, subvolume_project, rados_cluster):
+    project = subvolume_project
+    path = new_path(admin, project)
+    assert node_api.post(authorize_url(project, path["name"])).status_code == 200
+    assert admin.delete(f"/api/v2/projects/{project}/cephfs-paths/{path['name']}",
+                        query_string={"purge": "true"}).status_code == 204
+    assert auth_get(rados_cluster, f"client.robin-vol-{path['id']}") is None
+
+
+def test_a_subvolume_user_an_older_robin_made_is_kept(app, admin, node_api, subvolume_project, rados_cluster):
+    """An older robin made subvolumes' users with `fs authorize` on their path: the manager refuses to take them
+    over, and robin keeps answering that user and key until the volume is deleted."""
+    project = subvolume_project
+    path = new_path(admin, project)
+    with app.app_context():
+        with db.reading() as session:
+            row = session.get(CephfsPath, path["id"])
+        older = cephx_users.authorize(volumes.ceph_connection(row), row.fs_name, row.path, row.id)
+    answer = node_api.post(authorize_url(project, path["name"]))
+    assert answer.status_code == 200, answer.json
+    assert answer.json["key"] == older.key
+    assert auth_get(rados_cluster, f"client.robin-vol-{path['id']}")["caps"]["mds"] == \
+        f"allow rw fsname=cephfs path={path['path']}"
+    assert admin.delete(f"/api/v2/projects/{project}/cephfs-paths/{path['name']}").status_code == 204
+    assert auth_get(rados_cluster, f"client.robin-vol-{path['id']}") is None
+
+
+def first_object(fs, file_path: str) -> str:
+    """The RADOS object holding a file's first bytes: <inode in hex>.<block number>."""
+    return f"{fs.stat(file_path).st_ino:x}.00000000"
+
+
+def test_a_subvolumes_user_reads_and_writes_it_and_reaches_no_neighbour(admin, node_api, subvolume_project,
+                                                                        new_project, host, fs, ceph_conf):
+    project = subvolume_project
+    mine, neighbour = new_path(admin, project), new_path(admin, new_project())
+    for path in (mine, neighbour):
+        write_file(fs, f"{path['path']}/data", b"secret of " + path["name"].encode())
+    cluster = admin.get("/api/v2/clusters/default").json
+    credentials = node_api.post(authorize_url(project, mine["name"])).json
+
+    mounted = host(f"cephfs:{project}:{mine['name']}", "cephfs", mine["path"], credentials, cluster)
+    assert read(os.path.join(mounted, "data")) == f"secret of {mine['name']}"
+    write(os.path.join(mounted, "hello"), "from a pod")
+    assert read(os.path.join(mounted, "hello")) == "from a pod"
+    with pytest.raises(MountError) as raised:
+        host(f"cephfs:{project}:neighbour", "cephfs", neighbour["path"], credentials, cluster)
+    assert "Operation not permitted" in raised.value.message
+
+    # Knowing the object names of the neighbour's files is no use: the user's OSD cap names its own namespace.
+    cluster_handle = rados.Rados(conffile=ceph_conf, rados_id=credentials["user_id"],
+                                 conf={"key": credentials["key"]})
+    cluster_handle.connect(timeout=10)
+    try:
+        with cluster_handle.open_ioctx("cephfs_data") as ioctx:
+            ioctx.set_namespace(f"fsvolumens_{mine['name']}")
+            assert ioctx.read(first_object(fs, f"{mine['path']}/data")) == b"secret of " + mine["name"].encode()
+            ioctx.set_namespace(f"fsvolumens_{neighbour['name']}")
+            with pytest.raises(rados.PermissionError):
+                ioctx.read(first_object(fs, f"{neighbour['path']}/data"))
+            ioctx.set_namespace("")
+            with pytest.raises(rados.PermissionError):
+                ioctx.read(first_object(fs, f"{neighbour['path']}/data"))
+    finally:
+        cluster_handle.shutdown()
+
+
+def write_file(fs, path: str, data: bytes) -> None:
+    handle = fs.open(path, "w", 0o644)
+    try:
+        fs.write(handle, data, 0)
+        fs.fsync(handle, 0)
+    finally:
+        fs.close(handle)
