@@ -140,6 +140,11 @@ class WriteQueue:
                     self._threads.release()
                     return
                 time.sleep(self.WAIT_STEP_S)
+        except OSError as exc:  # the file cannot be opened (another user's, a read-only directory): SQLite alone
+            log.warning("SQLite's write queue is not usable; asking SQLite directly",
+                        extra={"path": str(self._path), "error": str(exc)})
+            self._threads.release()
+            return
         except BaseException:
             self._threads.release()
             raise
@@ -161,9 +166,10 @@ class WriteQueue:
         return True
 
     def _descriptor(self) -> int:
-        # Opened per process: a descriptor inherited across a fork shares its flock with the parent's.
+        # Opened per process: a descriptor inherited across a fork shares its flock with the parent's. Read-only
+        # (an flock needs no more), so that whoever may read the file may queue, whichever user made it.
         if self._file is None or self._file[0] != os.getpid():
-            self._file = (os.getpid(), os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600))
+            self._file = (os.getpid(), os.open(self._path, os.O_RDONLY | os.O_CREAT, 0o644))
         return self._file[1]
 
     def close(self) -> None:

@@ -99,3 +99,14 @@ def test_the_writers_of_a_process_and_another_take_turns(database, tmp_path):
     assert writer.wait(60) == 0
     with database.reading() as session:
         assert session.scalars(text("SELECT x FROM rows ORDER BY x")).all() == [1, 2]
+
+
+def test_writes_go_on_without_a_usable_queue_file(database, tmp_path):
+    """A lock file that cannot be opened (another user's, a directory gone) leaves the turns to SQLite alone."""
+    database._write_queue._path = tmp_path / "gone" / "robin.write.lock"
+    with database.unit_of_work() as session:
+        session.execute(text("INSERT INTO rows VALUES (1)"))
+    with database.writing() as connection:
+        connection.execute(text("INSERT INTO rows VALUES (2)"))
+    with database.reading() as session:
+        assert session.scalar(text("SELECT count(*) FROM rows")) == 2
