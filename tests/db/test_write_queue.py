@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from robin.db import Database
+from robin.db import Database, WriteQueue
 
 
 @pytest.fixture
@@ -110,3 +110,21 @@ def test_writes_go_on_without_a_usable_queue_file(database, tmp_path):
         connection.execute(text("INSERT INTO rows VALUES (2)"))
     with database.reading() as session:
         assert session.scalar(text("SELECT count(*) FROM rows")) == 2
+
+
+def test_a_writer_that_waited_out_the_busy_timeout_goes_on_to_sqlite(tmp_path):
+    """The queue never holds a writer past SQLite's own deadline: past it, the writer asks SQLite directly."""
+    path = tmp_path / "robin.write.lock"
+    queue = WriteQueue(path, timeout=0.05)
+    other = os.open(path, os.O_RDONLY | os.O_CREAT)  # another process's writer, holding its turn throughout
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        queue.acquire()
+        assert not queue.held_here()
+    finally:
+        os.close(other)
+    queue.acquire()  # free again: taken at once
+    assert queue.held_here() and taken_elsewhere(path)
+    queue.release()
+    assert not taken_elsewhere(path)
+    queue.close()
