@@ -29,6 +29,8 @@ from robin.volumes.kinds import RBD, Kind
 from robin.volumes.models import CephfsPath, RbdImage, Volume, VolumeState
 
 log = logging.getLogger(__name__)
+# Built once: a new INSERT per request computed its cache key again each time.
+_INSERT = insert(Snapshot.__table__)
 
 
 def _live(kind: Kind, volume: Volume):
@@ -100,7 +102,7 @@ def _reserve(kind: Kind, project: str, volume_name: str, name: str) -> Snapshot:
                    "size_bytes": volume.size_bytes, "state": SnapshotState.CREATING, "created_at": now,
                    "updated_at": now}
             # A Core insert, as for volumes: an ORM flush of the new object costs more Python than the insert.
-            session.connection().execute(insert(Snapshot.__table__), row)
+            session.connection().execute(_INSERT, row)
     except IntegrityError as exc:
         raise Conflict(f"{kind.noun} {volume_name!r} already has a snapshot {name!r}", code="snapshot_exists",
                        details={"volume": volume_name, "snapshot": name}) from exc

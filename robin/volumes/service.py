@@ -200,8 +200,15 @@ def insert_new(session: Session, kind: Kind, project_row: projects.Locked, clust
                         size_bytes=spec["size_bytes"], created_for=spec.get("created_for"),
                         state=VolumeState.CREATING, created_at=now, updated_at=now)
     # On the session's connection: through the session, an INSERT takes the ORM's bulk path, more Python again.
-    session.connection().execute(insert(kind.model.__table__), _column_values(volume))
+    session.connection().execute(_insert_statement(kind.model), _column_values(volume))
     return volume
+
+
+@cache
+def _insert_statement(model: type[Volume]):
+    # Built once per kind: a new INSERT per request computed its cache key again each time (SQLAlchemy keeps a
+    # statement's key on the statement).
+    return insert(model.__table__)
 
 
 def _column_values(volume: Volume) -> dict:
