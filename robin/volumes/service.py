@@ -6,6 +6,7 @@ transitional state -> the Ceph call -> a transaction that records the result. A 
 middle undoes what was done and re-raises the original error. A crash in the middle leaves a row
 in `creating`, `resizing` or `deleting` for the reconciler:
   creating: the volume may or may not exist (marked with the row id when it does) -> finish or drop;
+            a restore's row (it keeps its trash_ref) -> finish the restore, or back to the trash;
   resizing: Ceph's size (quota) is the old or the target one -> record what Ceph has;
   deleting: the volume may still exist -> remove it (idempotent) and mark the row deleted.
 A purge claims a trashed row by setting purged_at and clears trash_ref when done: a row with both

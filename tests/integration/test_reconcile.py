@@ -16,13 +16,13 @@ from sqlalchemy import select
 from robin.reconcile.service import reconcile
 from robin.snapshots.models import Snapshot, SnapshotState
 from robin.volumes.models import CephfsPath, RbdImage, VolumeState
-from tests.conftest import unique
+from tests.conftest import cephfs_exists, unique
 from tests.support.server import running_server
 
 pytestmark = pytest.mark.integration
 MiB = 2**20
-POINTS = ("volume.create,volume.resize,volume.delete,volume.clone,volume.flatten,snapshot.create,snapshot.delete,"
-          "snapshot.rollback_started")
+POINTS = ("volume.create,volume.resize,volume.delete,volume.restore,volume.clone,volume.flatten,snapshot.create,"
+          "snapshot.delete,snapshot.rollback_started")
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +160,75 @@ def test_a_create_that_never_reached_ceph_is_undone(app, admin, new_project, con
     report = converge()
     assert [entry["kind"] for entry in report.fixed if entry["name"] == name] == ["create_undone"]
     assert rows(db_rows, RbdImage, name) == [] and provisioned(admin, project) == 0
+
+
+def _trashed_image(admin, project, name, rbd_ioctx) -> str:
+    """A 64 MiB image holding b"ledger", deleted to the trash; its URL."""
+    url = f"/api/v2/projects/{project}/rbd-images"
+    admin.post(url, json={"name": name, "size_bytes": 64 * MiB})
+    with rbd.Image(rbd_ioctx, name) as image:
+        image.write(b"ledger", 0)
+    assert admin.delete(f"{url}/{name}").status_code == 204
+    return f"{url}/{name}"
+
+
+def test_crash_after_restore_finishes_it(admin, new_project, crash, converge, rbd_ioctx, db_rows):
+    project, name = new_project(), unique("img")
+    url = _trashed_image(admin, project, name, rbd_ioctx)
+    crash("POST", f"{url}/restore")
+    [row] = rows(db_rows, RbdImage, name)
+    assert row.state is VolumeState.CREATING and row.trash_ref and name in rbd.RBD().list(rbd_ioctx)
+    assert {"kind": "restore_finished", "id": row.id, "name": name} in converge().fixed
+    [row] = rows(db_rows, RbdImage, name)
+    assert row.state is VolumeState.AVAILABLE and provisioned(admin, project) == 64 * MiB
+    assert (row.deleted_at, row.purge_after, row.trash_ref) == (None, None, None)  # not a volume in the trash
+    with rbd.Image(rbd_ioctx, name, read_only=True) as image:
+        assert image.read(0, 6) == b"ledger"
+    assert admin.get(url).json["deleted_at"] is None
+
+
+def test_a_restore_that_never_reached_ceph_goes_back_to_the_trash(app, admin, new_project, converge, rbd_ioctx,
+                                                                  db_rows):
+    """As if the worker died after the restore's first commit, before Ceph's: the image is still in the trash,
+    and stays restorable (undone as a create, its row would go and the image stay in the trash for good)."""
+    from robin.volumes import service
+    from robin.volumes.kinds import RBD
+
+    project, name = new_project(), unique("img")
+    url = _trashed_image(admin, project, name, rbd_ioctx)
+    [trashed] = rows(db_rows, RbdImage, name)
+    with app.app_context():
+        service._begin_restore(RBD, project, name)
+    assert provisioned(admin, project) == 64 * MiB
+    assert {"kind": "restore_undone", "id": trashed.id, "name": name} in converge().fixed
+    [row] = rows(db_rows, RbdImage, name)
+    assert row.state is VolumeState.DELETED and provisioned(admin, project) == 0
+    assert (row.trash_ref, row.purge_after, row.purged_at) == (trashed.trash_ref, trashed.purge_after, None)
+    assert name in {entry["name"] for entry in rbd.RBD().trash_list(rbd_ioctx)}
+    assert admin.post(f"{url}/restore").status_code == 200
+    with rbd.Image(rbd_ioctx, name, read_only=True) as image:
+        assert image.read(0, 6) == b"ledger"
+
+
+def test_a_cephfs_restore_that_never_reached_ceph_goes_back_to_the_trash(app, admin, new_project, converge, fs,
+                                                                         db_rows):
+    from robin.volumes import service
+    from robin.volumes.kinds import CEPHFS
+
+    project = new_project()
+    url = f"/api/v2/projects/{project}/cephfs-paths"
+    body = admin.post(url, json={"name": unique("fs"), "quota_bytes": 32 * MiB}).json
+    assert admin.delete(f"{url}/{body['name']}").status_code == 204
+    [trashed] = rows(db_rows, CephfsPath, body["name"])
+    with app.app_context():
+        service._begin_restore(CEPHFS, project, body["name"])
+    assert {"kind": "restore_undone", "id": trashed.id, "name": body["name"]} in converge().fixed
+    [row] = rows(db_rows, CephfsPath, body["name"])
+    assert row.state is VolumeState.DELETED and row.trash_ref == trashed.trash_ref
+    assert cephfs_exists(fs, trashed.trash_ref) and not cephfs_exists(fs, body["path"])
+    assert provisioned(admin, project) == 0
+    assert admin.post(f"{url}/{body['name']}/restore").status_code == 200
+    assert cephfs_exists(fs, body["path"])
 
 
 def test_drift_is_reported_and_left_alone(admin, new_project, converge, rbd_ioctx):
