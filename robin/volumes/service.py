@@ -227,8 +227,11 @@ def undo_create(kind: Kind, volume: Volume, cause: RobinError | CephError) -> No
         try:
             kind.remove(ceph_connection(volume), volume)
         except (RobinError, CephError) as undo_error:
-            # Refused both ways, robin's user may not touch the pool or directory at all: it made nothing there,
-            # and a reconciler would be refused too, so the row and its quota go.
+            # Refused both ways. Either robin's user may not touch the pool or directory at all, and it made nothing
+            # there; or only robin's mark was refused, and the undo removed the volume before its own refusal at
+            # the mark (Ceph's caps that let a user make an image or a directory let it remove one too: tests/
+            # integration/test_least_privilege.py). Nothing is left, a reconciler would be refused too: the row
+            # and its quota go.
             if not (isinstance(cause, CephPermissionDenied) and isinstance(undo_error, CephPermissionDenied)):
                 log.error("could not undo a failed create", extra={"volume": volume.id, "error": undo_error.message})
                 set_state(volume, VolumeState.ERROR, error_message=f"create failed: {cause.message}")
