@@ -5,19 +5,24 @@ The crash is real: the gunicorn worker serving the request SIGKILLs itself at th
 (ROBIN_FAULT_POINTS), so nothing after it runs, no rollback, no cleanup."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import rbd
 import requests
 from sqlalchemy import select
 
+from robin.db import db, utcnow
 from robin.reconcile.service import reconcile
 from robin.snapshots.models import Snapshot, SnapshotState
 from robin.volumes.models import CephfsPath, RbdImage, VolumeState
 from tests.conftest import cephfs_exists, unique
-from tests.support.server import running_server
+from tests.support.server import SESSION_SECRET_KEY, running_server
 
 pytestmark = pytest.mark.integration
 MiB = 2**20
@@ -229,6 +234,31 @@ def test_a_cephfs_restore_that_never_reached_ceph_goes_back_to_the_trash(app, ad
     assert provisioned(admin, project) == 0
     assert admin.post(f"{url}/{body['name']}/restore").status_code == 200
     assert cephfs_exists(fs, body["path"])
+
+
+def test_crash_after_purge_is_finished_by_reconcile(app, admin, new_project, converge, rbd_ioctx, db_rows, settings,
+                                                    tmp_path):
+    """`robin purge` killed after Ceph purged the image, before the commit that records it: the row keeps its
+    trash_ref with purged_at set, and the reconciler purges again (idempotently) and records it."""
+    project, name = new_project(), unique("img")
+    url = _trashed_image(admin, project, name, rbd_ioctx)
+    [row] = rows(db_rows, RbdImage, name)
+    with app.app_context(), db.unit_of_work() as session:  # its time in the trash is over
+        session.execute(RbdImage.__table__.update().where(RbdImage.id == row.id).values(
+            purge_after=utcnow() - timedelta(seconds=1)))
+    env = {**os.environ, "ROBIN_DATABASE_URL": settings.database_url, "ROBIN_CEPH_CONF": settings.ceph_conf,
+           "ROBIN_SECRET_KEY": SESSION_SECRET_KEY, "ROBIN_STATE_DIR": str(tmp_path), "ROBIN_LOG_LEVEL": "WARNING",
+           "ROBIN_FAULT_POINTS": "volume.purge"}
+    purged = subprocess.run([str(Path(sys.executable).with_name("robin")), "purge"], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert purged.returncode == -9, purged.stderr
+    [row] = rows(db_rows, RbdImage, name)
+    assert row.purged_at is not None and row.trash_ref is not None  # claimed and purged, not recorded
+    assert name not in {entry["name"] for entry in rbd.RBD().trash_list(rbd_ioctx)}
+    assert {"kind": "purge_finished", "id": row.id, "name": name} in converge().fixed
+    [row] = rows(db_rows, RbdImage, name)
+    assert row.state is VolumeState.DELETED and row.trash_ref is None and provisioned(admin, project) == 0
+    assert admin.post(f"{url}/restore").json["error"]["code"] == "not_in_trash"
 
 
 def test_drift_is_reported_and_left_alone(admin, new_project, converge, rbd_ioctx):
