@@ -18,6 +18,7 @@ import requests
 from sqlalchemy import select
 
 from robin.db import db, utcnow
+from robin.projects.models import Project
 from robin.reconcile.service import reconcile
 from robin.snapshots.models import Snapshot, SnapshotState
 from robin.volumes.models import CephfsPath, RbdImage, VolumeState
@@ -121,6 +122,30 @@ def test_crash_after_delete(admin, new_project, crash, converge, rbd_ioctx, db_r
     assert name not in rbd.RBD().list(rbd_ioctx)
     assert name in {entry["name"] for entry in rbd.RBD().trash_list(rbd_ioctx)}
     assert provisioned(admin, project) == 0
+
+
+def test_crash_after_delete_records_its_own_trash_entry_among_others_of_the_name(admin, new_project, crash,
+                                                                                converge, rbd_ioctx, db_rows):
+    """Other projects' images of the same name wait in the trash (a name is free again once its volume is deleted):
+    the delete finished after a crash records this image's trash entry, never one of theirs, which a restore would
+    then hand to this project and a purge destroy before its time."""
+    name = unique("img")
+    for _ in range(3):
+        _trashed_image(admin, new_project(), name, rbd_ioctx)
+    project = new_project()
+    url = f"/api/v2/projects/{project}/rbd-images"
+    admin.post(url, json={"name": name, "size_bytes": 64 * MiB})
+    with rbd.Image(rbd_ioctx, name) as image:
+        image.write(b"mine", 0)
+        own_id = image.id()
+    crash("DELETE", f"{url}/{name}")
+    assert len([entry for entry in rbd.RBD().trash_list(rbd_ioctx) if entry["name"] == name]) == 4
+    converge()
+    [row] = db_rows(select(RbdImage).join(RbdImage.project).where(RbdImage.name == name, Project.name == project))
+    assert row.state is VolumeState.DELETED and row.trash_ref == own_id
+    assert admin.post(f"{url}/{name}/restore").status_code == 200
+    with rbd.Image(rbd_ioctx, name, read_only=True) as image:
+        assert image.read(0, 4) == b"mine"
 
 
 def test_crash_after_snapshot_create_and_delete(admin, new_project, crash, converge, rbd_ioctx, db_rows):
