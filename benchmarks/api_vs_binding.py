@@ -241,10 +241,12 @@ class RobinCephPath:
         self.live_snaps: set[tuple[str, str]] = set()
         self.live_clones: set[str] = set()
         self.trashed: dict[str, str | None] = {}  # name -> trash id
+        self.owners: dict[str, str] = {}  # name -> the volume id its image is marked with, as robin's rows are
 
     def create(self, name: str) -> float:
+        owner = self.owners[name] = str(uuid.uuid4())
         elapsed, _ = timed(lambda: rbd_ops.create_image(self.conn, POOL, name, CREATE_BYTES, self.features,
-                                                        owner=str(uuid.uuid4()), metadata={}))
+                                                        owner=owner, metadata={}))
         self.live.add(name)
         return elapsed
 
@@ -278,7 +280,8 @@ class RobinCephPath:
 
     def trash_delete(self, name: str) -> float:
         self.trashed[name] = None  # before: cleanup looks a missing id up in the trash
-        elapsed, self.trashed[name] = timed(lambda: rbd_ops.trash_move(self.conn, POOL, name, TRASH_DELAY_S))
+        elapsed, self.trashed[name] = timed(lambda: rbd_ops.trash_move(self.conn, POOL, name, self.owners[name],
+                                                                               TRASH_DELAY_S))
         self.live.discard(name)
         return elapsed
 
@@ -286,7 +289,7 @@ class RobinCephPath:
         trash_id = self.trashed[name] or self.conn.in_pool(POOL, "rbd.trash_list", f"finding {name} in the trash",
                                                            lambda ioctx: trash_id_of(ioctx, name))
         if trash_id is not None:
-            rbd_ops.trash_purge(self.conn, POOL, trash_id, name)  # also forgets robin's owner mark
+            rbd_ops.trash_purge(self.conn, POOL, trash_id, name, self.owners[name])  # also forgets robin's marks
         self.trashed.pop(name)
 
     def clone_create(self, parent: str, snapshot: str, name: str) -> float:
@@ -427,7 +430,7 @@ def purge_from_trash(conn: CephConnection, ioctx: rados.Ioctx, name: str) -> Non
     owner mark): robin's DB row stays `deleted` with a trash ref, which is fine in a benchmark DB."""
     trash_id = trash_id_of(ioctx, name)
     if trash_id is not None:
-        rbd_ops.trash_purge(conn, POOL, trash_id, name)
+        rbd_ops.trash_purge(conn, POOL, trash_id, name, rbd_ops.image_owner(conn, POOL, name) or "")
 
 
 def new_session(token: str) -> requests.Session:

@@ -24,6 +24,7 @@ FEATURE_BITS = {
 # its own directory). It tells robin's own half-finished create (safe to finish) from a foreign
 # image that merely has the same name (never taken over). An omap write is one OSD op; marking
 # the image itself (image metadata) would cost an image open and an exclusive-lock round, ~10 ms.
+# Trashed images are marked too, by trash id (_trash_key): several may share a name there.
 DIRECTORY_OBJECT = "robin.rbd_directory"
 # librbd's exclusive lock is a lock on the image header under this tag; advisory locks (`rbd lock add`) carry
 # their own.
@@ -288,9 +289,13 @@ def flatten(conn: CephConnection, pool: str, name: str) -> None:
 
 # --- trash ---------------------------------------------------------------------------------------
 
-def trash_move(conn: CephConnection, pool: str, name: str, delay_s: int) -> str | None:
-    """Move the image to the Ceph trash; return its trash id, or None when there was no image (a
-    volume whose create never reached Ceph). Idempotent: an image already moved is found there."""
+def trash_move(conn: CephConnection, pool: str, name: str, owner: str, delay_s: int) -> str | None:
+    """Move volume `owner`'s image to the Ceph trash; return its trash id, or None when there was no image (a
+    volume whose create never reached Ceph). Idempotent: an image this volume already moved is found there by the
+    mark robin records before the move. Images of the same name that other volumes left in the trash (a name is
+    free again once its volume is deleted, in any project; the trash lists them in no useful order, with deletion
+    times in whole seconds) are never taken for it: a restore would hand one to this volume's project, a purge
+    destroy it before its time."""
     def move(handle: CephHandle) -> str | None:
         ioctx = handle.ioctx(pool)
         try:
@@ -298,21 +303,28 @@ def trash_move(conn: CephConnection, pool: str, name: str, delay_s: int) -> str 
             with rbd.Image(ioctx, name, read_only=True) as image:
                 image_id, in_use = image.id(), _users(handle, image)
         except rbd.ImageNotFound:
-            return _trash_id(ioctx, name)
+            return _moved_by(ioctx, name, owner)
         # Ceph moves an image that is mapped somewhere without complaint; robin refuses, as a
         # remove would (EBUSY).
         if in_use:
             raise CephBusy(f"RBD image {pool}/{name} is in use ({'; '.join(in_use)})",
                            details={"pool": pool, "image": name, "users": in_use})
+        _set_owner(ioctx, _trash_key(image_id), owner)
         rbd.RBD().trash_move(ioctx, name, delay_s)
         return image_id
 
     return conn.call("rbd.trash_move", f"moving RBD image {pool}/{name} to the trash", move, lane=f"pool {pool}")
 
 
-def _trash_id(ioctx: rados.Ioctx, name: str) -> str | None:
+def _trash_key(image_id: str) -> str:
+    """A trashed image's key in DIRECTORY_OBJECT (trash id -> volume id): no image name holds a "/"."""
+    return f"trash/{image_id}"
+
+
+def _moved_by(ioctx: rados.Ioctx, name: str, owner: str) -> str | None:
+    """The trash id of the image named `name` that volume `owner` moved to the trash, if any."""
     found = [entry["id"] for entry in rbd.RBD().trash_list(ioctx) if entry["name"] == name]
-    return found[-1] if found else None
+    return next((image_id for image_id in found if _owner(ioctx, _trash_key(image_id)) == owner), None)
 
 
 def trash_restore(conn: CephConnection, pool: str, image_id: str, name: str) -> None:
@@ -323,6 +335,7 @@ def trash_restore(conn: CephConnection, pool: str, image_id: str, name: str) -> 
             if _image_id(ioctx, name) != image_id:  # not restored before either: it is gone
                 raise CephNotFound(f"RBD image {pool}/{name} is no longer in the trash",
                                    details={"pool": pool, "image": name}) from None
+        _set_owner(ioctx, _trash_key(image_id), None)
 
     conn.in_pool(pool, "rbd.trash_restore", f"restoring RBD image {pool}/{name} from the trash", restore)
 
@@ -334,14 +347,17 @@ def _image_id(ioctx: rados.Ioctx, name: str) -> str | None:
     except rbd.ImageNotFound:
         return None
 
-def trash_purge(conn: CephConnection, pool: str, image_id: str, name: str) -> None:
-    """Remove the image from the trash now (robin keeps its own purge time) and forget its owner."""
+def trash_purge(conn: CephConnection, pool: str, image_id: str, name: str, owner: str) -> None:
+    """Remove volume `owner`'s image from the trash now (robin keeps its own purge time) and forget it: its trash
+    mark, and its name's mark unless a newer volume's image holds the name now."""
     def purge(ioctx: rados.Ioctx) -> None:
         try:
             rbd.RBD().trash_remove(ioctx, image_id, force=True, on_progress=_progressed)
         except rbd.ImageNotFound:
             pass  # purged already
-        _set_owner(ioctx, name, None)
+        _set_owner(ioctx, _trash_key(image_id), None)
+        if _owner(ioctx, name) == owner:
+            _set_owner(ioctx, name, None)
 
     conn.in_pool(pool, "rbd.trash_remove", f"purging RBD image {pool}/{name} from the trash", purge)
 
@@ -517,7 +533,7 @@ def _all_owners(ioctx: rados.Ioctx) -> dict[str, str]:
                 return owners
             batch = {key: value.decode() for key, value in values}
         progress()
-        owners.update(batch)
+        owners.update((key, value) for key, value in batch.items() if "/" not in key)  # not trash marks
         if len(batch) < 1000:
             return owners
         start = max(batch)

@@ -194,8 +194,10 @@ class Kube:
     def patch_volume(self, name: str, patch: dict, content_type: str = STRATEGIC) -> dict:
         return self.send(self.core.patch_persistent_volume, patch, content_type, name=name)
 
-    def delete_volume(self, name: str) -> None:
-        self.send(self.core.delete_persistent_volume, name=name)
+    def delete_volume(self, name: str, uid: str | None = None) -> None:
+        """With `uid`, a precondition: the PV of that uid only (409 when the name now stands for another object)."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}} if uid else None
+        self.send(self.core.delete_persistent_volume, body, name=name)
 
     def create_event(self, namespace: str, body: dict) -> dict:
         return self.send(self.core.create_namespaced_event, body, namespace=namespace)

@@ -159,12 +159,14 @@ class Controller:
                 if phase == "Bound":
                     return  # kubernetes.io/pv-protection holds it until its claim lets go
                 self._delete_volume(pv, ref)
-            self.kube.patch_volume(name, _without_finalizer(pvs.VOLUME_FINALIZER))
+            self.kube.patch_volume(name, _without_finalizer(pvs.VOLUME_FINALIZER, meta["uid"]))
         elif phase == "Released" and policy == "Delete":
             self._delete_volume(pv, ref)
             crash_point("provisioner.volume_deleted")
             try:
-                self.kube.delete_volume(name)  # our finalizer keeps it; its update brings it back here
+                # Our finalizer keeps it; its update brings it back here. This very PV: not one made since under
+                # its name.
+                self.kube.delete_volume(name, uid=meta["uid"])
             except KubeError as exc:
                 if exc.status != 404:
                     raise
@@ -434,6 +436,7 @@ class Controller:
     # --- volumes ------------------------------------------------------------------------------------------------
 
     def _delete_volume(self, pv: dict, ref: VolumeRef) -> None:
+        self._confirm_reclaim(pv)
         try:
             self.robin.delete_volume(ref.kind, ref.project, ref.name)
         except RobinApiError as exc:
@@ -444,6 +447,23 @@ class Controller:
             raise
         metrics.OPERATIONS.labels("delete", "ok").inc()
         log.info("deleted %s: PersistentVolume %s was released", ref.handle, pv["metadata"]["name"])
+
+    def _confirm_reclaim(self, cached: dict) -> None:
+        """The PV as the API server has it now must still say what the cached copy said (same object, same reclaim
+        policy, phase and claim), else NotYet: the sync runs again on the newer copy. The informer's cache may lag
+        behind by any time (a slow watch, a busy process), and deleting on a stale copy would lose the data of a
+        PV an admin switched to Retain, or bound again, meanwhile. Kubernetes' own PV controller reads the PV again
+        before it deletes, too. A PV gone altogether keeps its volume: no reclaim policy says what to do."""
+        name = cached["metadata"]["name"]
+        try:
+            current = self.kube.get_volume(name)
+        except KubeError as exc:
+            if exc.status == 404:
+                raise NotYet(f"PersistentVolume {name} is gone: its volume is left alone") from None
+            raise
+        if _reclaim_facts(current) != _reclaim_facts(cached):
+            raise NotYet(f"PersistentVolume {name} changed since it was last seen (now {_reclaim_facts(current)}): "
+                         "its volume is not deleted on the older copy")
 
 
 def _recorded_volume(claim: dict) -> VolumeRef | None:
@@ -465,8 +485,18 @@ def _made_for_claim(claim: dict, ref: VolumeRef, volume: dict | None, unrecorded
     return made_for(volume, claim_owner(claim), unrecorded_ok=unrecorded_ok)
 
 
-def _without_finalizer(finalizer: str) -> dict:
-    return {"metadata": {"$deleteFromPrimitiveList/finalizers": [finalizer]}}
+def _reclaim_facts(pv: dict) -> tuple:
+    """What decides whether a PV's volume is deleted: which object it is, its reclaim policy and phase, whether it
+    is being deleted, and the claim it was bound to."""
+    spec = pv.get("spec") or {}
+    return (pv["metadata"].get("uid"), spec.get("persistentVolumeReclaimPolicy"), (pv.get("status") or {}).get("phase"),
+            bool(pv["metadata"].get("deletionTimestamp")), (spec.get("claimRef") or {}).get("uid"))
+
+
+def _without_finalizer(finalizer: str, uid: str | None = None) -> dict:
+    """The patch removing `finalizer`; with `uid`, from that object only (a precondition: 409 for another one)."""
+    metadata = {"$deleteFromPrimitiveList/finalizers": [finalizer]}
+    return {"metadata": {**metadata, "uid": uid} if uid else metadata}
 
 
 def _describe(ref: VolumeRef, volume: dict) -> str:

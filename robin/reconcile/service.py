@@ -108,6 +108,8 @@ def _guarded(report: Report, subject, step) -> None:
 def _converge_volume(kind: Kind, volume: Volume, report: Report) -> None:
     if cephfs_clones.cloning(volume):
         _converge_cephfs_clone(volume, report)
+    elif volume.state is VolumeState.CREATING and volume.trash_ref is not None:
+        _converge_restore(kind, volume, report)
     elif volume.state in (VolumeState.CREATING, VolumeState.ERROR):
         _converge_create(kind, volume, report)
     elif volume.state is VolumeState.RESIZING:
@@ -177,6 +179,21 @@ def _converge_create(kind: Kind, volume: Volume, report: Report) -> None:
         # In the drift audit's shape, like the rest of the report's drift.
         report.drift.append({"kind": "name_held_by_foreign_object", "project": volume.project.name, "evidence": {
             "cluster": volume.cluster.name, "name": volume.name, "volume_id": volume.id, "owner": observed.owner}})
+
+
+def _converge_restore(kind: Kind, volume: Volume, report: Report) -> None:
+    """A restore cut short: the row left `creating` with its place in the trash (trash_ref). Finish it when the
+    volume is back where it lives, robin's by its mark; else it is still in the trash: the row goes back there as
+    it was, its quota released, restorable again until its purge time. Undone as a create, the row would go and
+    leave the volume in the trash for good, neither restorable nor ever purged."""
+    observed = kind.inspect(volumes.ceph_connection(volume), volume)
+    if observed.exists and observed.owner == volume.id:
+        volumes.set_state(volume, VolumeState.AVAILABLE, deleted_at=None, purge_after=None, trash_ref=None,
+                          error_message=None)
+        report.note("fixed", "restore_finished", volume)
+    else:
+        volumes.set_state(volume, VolumeState.DELETED)
+        report.note("fixed", "restore_undone", volume)
 
 
 def _finish_create(kind: Kind, conn, volume: Volume) -> dict:

@@ -130,7 +130,7 @@ class RbdKind:
 
     @staticmethod
     def trash(conn: CephConnection, volume: RbdImage, delay_s: int) -> str | None:
-        return rbd_ops.trash_move(conn, volume.pool, volume.name, delay_s)
+        return rbd_ops.trash_move(conn, volume.pool, volume.name, volume.id, delay_s)
 
     @staticmethod
     def restore(conn: CephConnection, volume: RbdImage) -> None:
@@ -138,7 +138,7 @@ class RbdKind:
 
     @staticmethod
     def purge(conn: CephConnection, volume: RbdImage) -> None:
-        rbd_ops.trash_purge(conn, volume.pool, volume.trash_ref, volume.name)
+        rbd_ops.trash_purge(conn, volume.pool, volume.trash_ref, volume.name, volume.id)
 
     @staticmethod
     def create_snapshot(conn: CephConnection, volume: RbdImage, snapshot: str) -> None:

@@ -6,6 +6,7 @@ transitional state -> the Ceph call -> a transaction that records the result. A 
 middle undoes what was done and re-raises the original error. A crash in the middle leaves a row
 in `creating`, `resizing` or `deleting` for the reconciler:
   creating: the volume may or may not exist (marked with the row id when it does) -> finish or drop;
+            a restore's row (it keeps its trash_ref) -> finish the restore, or back to the trash;
   resizing: Ceph's size (quota) is the old or the target one -> record what Ceph has;
   deleting: the volume may still exist -> remove it (idempotent) and mark the row deleted.
 A purge claims a trashed row by setting purged_at and clears trash_ref when done: a row with both
@@ -233,8 +234,11 @@ def undo_create(kind: Kind, volume: Volume, cause: RobinError | CephError) -> No
         try:
             kind.remove(ceph_connection(volume), volume)
         except (RobinError, CephError) as undo_error:
-            # Refused both ways, robin's user may not touch the pool or directory at all: it made nothing there,
-            # and a reconciler would be refused too, so the row and its quota go.
+            # Refused both ways. Either robin's user may not touch the pool or directory at all, and it made nothing
+            # there; or only robin's mark was refused, and the undo removed the volume before its own refusal at
+            # the mark (Ceph's caps that let a user make an image or a directory let it remove one too: tests/
+            # integration/test_least_privilege.py). Nothing is left, a reconciler would be refused too: the row
+            # and its quota go.
             if not (isinstance(cause, CephPermissionDenied) and isinstance(undo_error, CephPermissionDenied)):
                 log.error("could not undo a failed create", extra={"volume": volume.id, "error": undo_error.message})
                 set_state(volume, VolumeState.ERROR, error_message=f"create failed: {cause.message}")

@@ -10,6 +10,7 @@ user with a cap less, or a wrong key, gets ceph_permission_denied, and nothing i
 from __future__ import annotations
 
 import configparser
+import contextlib
 import errno
 import json
 import os
@@ -375,6 +376,52 @@ def test_creating_in_a_pool_without_caps_is_permission_denied_and_leaves_nothing
     assert name not in rbd.RBD().list(rbd_ioctx) and name not in trash_names(rbd_ioctx)
     with pytest.raises(rbd.ImageNotFound):
         rbd.Image(rbd_ioctx, name, read_only=True)
+
+
+# Caps that let a user make and remove images but not mark them (robin.rbd_directory): every rbd_ object but rbd_t*
+# (librbd's trash, which a remove may go through), so the create is refused after Ceph made the image, and its undo is
+# refused too, at the mark it removes last.
+HALF_RBD_CAPS = ", ".join(["allow rx pool=rbd"] + [f"allow rwx pool=rbd object_prefix rbd_{letter}"
+                                                   for letter in "abcdefghijklmnopqrsuvwxyz"])
+
+
+@pytest.fixture()
+def half_rbd_cluster(app, site, ceph_conf):
+    """A cluster entry reaching the dev cluster as a user with HALF_RBD_CAPS; whatever its volumes left (rows,
+    images) is removed afterwards, as admin."""
+    user, name = f"client.{unique('robin-half')}", unique("lp")
+    keyring = ceph(ceph_conf, "auth", "get-or-create", user, "mon", "profile rbd", "osd", HALF_RBD_CAPS)
+    key = re.search(r"key = (\S+)", keyring).group(1)
+    response = site.api.post("/api/v2/clusters", json={"name": name, "mon_host": mon_host(ceph_conf),
+                                                       "client_id": user.removeprefix("client."), "key": key})
+    assert response.status_code == 201, response.json
+    try:
+        yield name
+    finally:
+        with app.app_context(), db.unit_of_work() as session:
+            cluster_id = clusters.resolve(session, name).id
+            for row in session.scalars(select(RbdImage).where(RbdImage.cluster_id == cluster_id)):
+                with rados.Rados(conffile=ceph_conf) as admin, admin.open_ioctx(row.pool) as ioctx:
+                    with contextlib.suppress(rbd.ImageNotFound):
+                        rbd.RBD().remove(ioctx, row.name)
+                session.delete(row)
+        assert site.api.delete(f"/api/v2/clusters/{name}").status_code == 204
+        ceph(ceph_conf, "auth", "del", user)
+
+
+def test_a_create_refused_after_ceph_made_the_image_is_undone_and_leaves_nothing(app, site, half_rbd_cluster,
+                                                                                  rbd_ioctx):
+    """Refused at the mark, after Ceph made the image; the undo removes the image, then is refused at the mark too
+    (undo_create lets the row go on two refusals): no row, no quota, and no image robin forgot."""
+    before = site.usage()
+    name = unique("rbd")
+    refused = site.api.post(site.url("rbd"), json={"name": name, "size_bytes": 64 * MiB,
+                                                   "cluster": half_rbd_cluster})
+    assert refused.status_code == 502 and refused.json["error"]["code"] == "ceph_permission_denied", refused.json
+    assert "robin.rbd_directory" in refused.json["error"]["message"]  # the image was made: the mark was refused
+    assert [row for row in _rows(app, RbdImage, site.project) if row.name == name] == []
+    assert site.usage() == before
+    assert name not in rbd.RBD().list(rbd_ioctx) and name not in trash_names(rbd_ioctx)
 
 
 def test_setting_a_quota_without_p_is_permission_denied_and_leaves_nothing(app, site, fs):

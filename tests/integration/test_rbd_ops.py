@@ -50,9 +50,9 @@ def test_users_are_the_other_clients_watches_and_the_exclusive_lock_holder(conn,
         image.write(b"in use", 0)  # another client: its watch, and the exclusive lock it takes to write
         found = rbd_ops.users(conn, "rbd", name)
         with pytest.raises(CephBusy):
-            rbd_ops.trash_move(conn, "rbd", name, 3600)
+            rbd_ops.trash_move(conn, "rbd", name, "vol-4", 3600)
     assert [user.split(" ")[0] for user in found] == ["watcher", "lock"], found
     assert rbd_ops.users(conn, "rbd", name) == []
-    trash_id = rbd_ops.trash_move(conn, "rbd", name, 3600)
+    trash_id = rbd_ops.trash_move(conn, "rbd", name, "vol-4", 3600)
     assert name not in rbd.RBD().list(rbd_ioctx)
-    rbd_ops.trash_purge(conn, "rbd", trash_id, name)
+    rbd_ops.trash_purge(conn, "rbd", trash_id, name, "vol-4")

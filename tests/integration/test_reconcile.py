@@ -5,24 +5,30 @@ The crash is real: the gunicorn worker serving the request SIGKILLs itself at th
 (ROBIN_FAULT_POINTS), so nothing after it runs, no rollback, no cleanup."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import rbd
 import requests
 from sqlalchemy import select
 
+from robin.db import db, utcnow
+from robin.projects.models import Project
 from robin.reconcile.service import reconcile
 from robin.snapshots.models import Snapshot, SnapshotState
 from robin.volumes.models import CephfsPath, RbdImage, VolumeState
-from tests.conftest import unique
-from tests.support.server import running_server
+from tests.conftest import cephfs_exists, unique
+from tests.support.server import SESSION_SECRET_KEY, running_server
 
 pytestmark = pytest.mark.integration
 MiB = 2**20
-POINTS = ("volume.create,volume.resize,volume.delete,volume.clone,volume.flatten,snapshot.create,snapshot.delete,"
-          "snapshot.rollback_started")
+POINTS = ("volume.create,volume.resize,volume.delete,volume.restore,volume.clone,volume.flatten,snapshot.create,"
+          "snapshot.delete,snapshot.rollback_started")
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +124,30 @@ def test_crash_after_delete(admin, new_project, crash, converge, rbd_ioctx, db_r
     assert provisioned(admin, project) == 0
 
 
+def test_crash_after_delete_records_its_own_trash_entry_among_others_of_the_name(admin, new_project, crash,
+                                                                                converge, rbd_ioctx, db_rows):
+    """Other projects' images of the same name wait in the trash (a name is free again once its volume is deleted):
+    the delete finished after a crash records this image's trash entry, never one of theirs, which a restore would
+    then hand to this project and a purge destroy before its time."""
+    name = unique("img")
+    for _ in range(3):
+        _trashed_image(admin, new_project(), name, rbd_ioctx)
+    project = new_project()
+    url = f"/api/v2/projects/{project}/rbd-images"
+    admin.post(url, json={"name": name, "size_bytes": 64 * MiB})
+    with rbd.Image(rbd_ioctx, name) as image:
+        image.write(b"mine", 0)
+        own_id = image.id()
+    crash("DELETE", f"{url}/{name}")
+    assert len([entry for entry in rbd.RBD().trash_list(rbd_ioctx) if entry["name"] == name]) == 4
+    converge()
+    [row] = db_rows(select(RbdImage).join(RbdImage.project).where(RbdImage.name == name, Project.name == project))
+    assert row.state is VolumeState.DELETED and row.trash_ref == own_id
+    assert admin.post(f"{url}/{name}/restore").status_code == 200
+    with rbd.Image(rbd_ioctx, name, read_only=True) as image:
+        assert image.read(0, 4) == b"mine"
+
+
 def test_crash_after_snapshot_create_and_delete(admin, new_project, crash, converge, rbd_ioctx, db_rows):
     project, name = new_project(), unique("img")
     base = f"/api/v2/projects/{project}/rbd-images/{name}"
@@ -160,6 +190,100 @@ def test_a_create_that_never_reached_ceph_is_undone(app, admin, new_project, con
     report = converge()
     assert [entry["kind"] for entry in report.fixed if entry["name"] == name] == ["create_undone"]
     assert rows(db_rows, RbdImage, name) == [] and provisioned(admin, project) == 0
+
+
+def _trashed_image(admin, project, name, rbd_ioctx) -> str:
+    """A 64 MiB image holding b"ledger", deleted to the trash; its URL."""
+    url = f"/api/v2/projects/{project}/rbd-images"
+    admin.post(url, json={"name": name, "size_bytes": 64 * MiB})
+    with rbd.Image(rbd_ioctx, name) as image:
+        image.write(b"ledger", 0)
+    assert admin.delete(f"{url}/{name}").status_code == 204
+    return f"{url}/{name}"
+
+
+def test_crash_after_restore_finishes_it(admin, new_project, crash, converge, rbd_ioctx, db_rows):
+    project, name = new_project(), unique("img")
+    url = _trashed_image(admin, project, name, rbd_ioctx)
+    crash("POST", f"{url}/restore")
+    [row] = rows(db_rows, RbdImage, name)
+    assert row.state is VolumeState.CREATING and row.trash_ref and name in rbd.RBD().list(rbd_ioctx)
+    assert {"kind": "restore_finished", "id": row.id, "name": name} in converge().fixed
+    [row] = rows(db_rows, RbdImage, name)
+    assert row.state is VolumeState.AVAILABLE and provisioned(admin, project) == 64 * MiB
+    assert (row.deleted_at, row.purge_after, row.trash_ref) == (None, None, None)  # not a volume in the trash
+    with rbd.Image(rbd_ioctx, name, read_only=True) as image:
+        assert image.read(0, 6) == b"ledger"
+    assert admin.get(url).json["deleted_at"] is None
+
+
+def test_a_restore_that_never_reached_ceph_goes_back_to_the_trash(app, admin, new_project, converge, rbd_ioctx,
+                                                                  db_rows):
+    """As if the worker died after the restore's first commit, before Ceph's: the image is still in the trash,
+    and stays restorable (undone as a create, its row would go and the image stay in the trash for good)."""
+    from robin.volumes import service
+    from robin.volumes.kinds import RBD
+
+    project, name = new_project(), unique("img")
+    url = _trashed_image(admin, project, name, rbd_ioctx)
+    [trashed] = rows(db_rows, RbdImage, name)
+    with app.app_context():
+        service._begin_restore(RBD, project, name)
+    assert provisioned(admin, project) == 64 * MiB
+    assert {"kind": "restore_undone", "id": trashed.id, "name": name} in converge().fixed
+    [row] = rows(db_rows, RbdImage, name)
+    assert row.state is VolumeState.DELETED and provisioned(admin, project) == 0
+    assert (row.trash_ref, row.purge_after, row.purged_at) == (trashed.trash_ref, trashed.purge_after, None)
+    assert name in {entry["name"] for entry in rbd.RBD().trash_list(rbd_ioctx)}
+    assert admin.post(f"{url}/restore").status_code == 200
+    with rbd.Image(rbd_ioctx, name, read_only=True) as image:
+        assert image.read(0, 6) == b"ledger"
+
+
+def test_a_cephfs_restore_that_never_reached_ceph_goes_back_to_the_trash(app, admin, new_project, converge, fs,
+                                                                         db_rows):
+    from robin.volumes import service
+    from robin.volumes.kinds import CEPHFS
+
+    project = new_project()
+    url = f"/api/v2/projects/{project}/cephfs-paths"
+    body = admin.post(url, json={"name": unique("fs"), "quota_bytes": 32 * MiB}).json
+    assert admin.delete(f"{url}/{body['name']}").status_code == 204
+    [trashed] = rows(db_rows, CephfsPath, body["name"])
+    with app.app_context():
+        service._begin_restore(CEPHFS, project, body["name"])
+    assert {"kind": "restore_undone", "id": trashed.id, "name": body["name"]} in converge().fixed
+    [row] = rows(db_rows, CephfsPath, body["name"])
+    assert row.state is VolumeState.DELETED and row.trash_ref == trashed.trash_ref
+    assert cephfs_exists(fs, trashed.trash_ref) and not cephfs_exists(fs, body["path"])
+    assert provisioned(admin, project) == 0
+    assert admin.post(f"{url}/{body['name']}/restore").status_code == 200
+    assert cephfs_exists(fs, body["path"])
+
+
+def test_crash_after_purge_is_finished_by_reconcile(app, admin, new_project, converge, rbd_ioctx, db_rows, settings,
+                                                    tmp_path):
+    """`robin purge` killed after Ceph purged the image, before the commit that records it: the row keeps its
+    trash_ref with purged_at set, and the reconciler purges again (idempotently) and records it."""
+    project, name = new_project(), unique("img")
+    url = _trashed_image(admin, project, name, rbd_ioctx)
+    [row] = rows(db_rows, RbdImage, name)
+    with app.app_context(), db.unit_of_work() as session:  # its time in the trash is over
+        session.execute(RbdImage.__table__.update().where(RbdImage.id == row.id).values(
+            purge_after=utcnow() - timedelta(seconds=1)))
+    env = {**os.environ, "ROBIN_DATABASE_URL": settings.database_url, "ROBIN_CEPH_CONF": settings.ceph_conf,
+           "ROBIN_SECRET_KEY": SESSION_SECRET_KEY, "ROBIN_STATE_DIR": str(tmp_path), "ROBIN_LOG_LEVEL": "WARNING",
+           "ROBIN_FAULT_POINTS": "volume.purge"}
+    purged = subprocess.run([str(Path(sys.executable).with_name("robin")), "purge"], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert purged.returncode == -9, purged.stderr
+    [row] = rows(db_rows, RbdImage, name)
+    assert row.purged_at is not None and row.trash_ref is not None  # claimed and purged, not recorded
+    assert name not in {entry["name"] for entry in rbd.RBD().trash_list(rbd_ioctx)}
+    assert {"kind": "purge_finished", "id": row.id, "name": name} in converge().fixed
+    [row] = rows(db_rows, RbdImage, name)
+    assert row.state is VolumeState.DELETED and row.trash_ref is None and provisioned(admin, project) == 0
+    assert admin.post(f"{url}/restore").json["error"]["code"] == "not_in_trash"
 
 
 def test_drift_is_reported_and_left_alone(admin, new_project, converge, rbd_ioctx):

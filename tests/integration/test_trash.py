@@ -80,6 +80,31 @@ def test_restore_refused_when_the_name_was_taken_again(admin, new_project, rbd_i
     assert name in trash_names(rbd_ioctx)
 
 
+def test_deleting_a_volume_that_never_reached_ceph_takes_no_trashed_image_of_its_name(app, admin, new_project,
+                                                                                     rbd_ioctx, db_rows):
+    """Another project's image of the name waits in the trash; a volume of that name whose create failed before
+    Ceph made anything (kept in `error`) is deleted: its row gets no trash entry, so neither a restore hands it the
+    other project's image nor its purge destroys that image."""
+    owner_project, project, name = new_project(), new_project(), unique("img")
+    url = f"/api/v2/projects/{owner_project}/rbd-images"
+    admin.post(url, json={"name": name, "size_bytes": MiB})
+    with rbd.Image(rbd_ioctx, name) as image:
+        image.write(b"theirs", 0)
+        their_id = image.id()
+    assert admin.delete(f"{url}/{name}").status_code == 204
+    with app.app_context():
+        failed = service.reserve_new(RBD, project, {"name": name, "size_bytes": MiB}, RBD.placement({}, project))
+        service.set_state(failed, VolumeState.ERROR, error_message="create failed: as Ceph timed out before")
+    assert admin.delete(f"/api/v2/projects/{project}/rbd-images/{name}").status_code == 204
+    [row] = db_rows(select(RbdImage).where(RbdImage.id == failed.id))
+    assert row.state is VolumeState.DELETED and row.trash_ref is None and row.purged_at is not None
+    assert admin.post(f"/api/v2/projects/{project}/rbd-images/{name}/restore").json["error"]["code"] == \
+        "not_in_trash"
+    assert admin.post(f"{url}/{name}/restore").status_code == 200  # the owner's, still in the trash
+    with rbd.Image(rbd_ioctx, name, read_only=True) as image:
+        assert image.id() == their_id and image.read(0, 6) == b"theirs"
+
+
 def test_purge_now_is_for_admins(admin, as_role, new_project, rbd_ioctx):
     project = new_project()
     member = as_role("member", project)

@@ -20,7 +20,7 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client.rest import ApiException
 
 from tests.kube_apiserver import KubeApiServer
-from tests.kube_apiserver.resources import PVS
+from tests.kube_apiserver.resources import PVCS, PVS
 from tests.support.net import eventually
 
 KUBECTL = shutil.which("kubectl")
@@ -1180,6 +1180,29 @@ def test_abruptly_dropped_watch_breaks_the_stream(server, core):
     finally:
         w.stop()
         thread.join(timeout=10)
+
+
+def _watched(server, path: str) -> list[tuple[str, str]]:
+    """(type, name) of every event a watch at `path` (which ends it with timeoutSeconds) received."""
+    _, _, body = raw(server, "GET", path)
+    lines = body.splitlines() if isinstance(body, str) else [json.dumps(body)]
+    return [(event["type"], event["object"]["metadata"]["name"]) for event in map(json.loads, lines)]
+
+
+def test_held_watches_lag_behind_until_released(server, core):
+    rv = core.list_namespaced_persistent_volume_claim("default").metadata.resource_version
+    core.create_namespaced_persistent_volume_claim("default", pvc_body("one"))
+    server.faults.hold_watches(PVCS)
+    core.create_namespaced_persistent_volume_claim("default", pvc_body("two"))
+    core.create_persistent_volume(k8s.V1PersistentVolume(metadata=k8s.V1ObjectMeta(name="pv"), spec={
+        "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "hostPath": {"path": "/tmp"}}))
+    claims = f"/api/v1/namespaces/default/persistentvolumeclaims?watch=true&resourceVersion={rv}&timeoutSeconds=1"
+    assert _watched(server, claims) == [("ADDED", "one")]  # the server ends the watch, having held "two" back
+    # other resources' watches are not held (the PV controller's update of the PV follows its creation)
+    assert _watched(server, f"/api/v1/persistentvolumes?watch=true&resourceVersion={rv}&timeoutSeconds=1")[0] == (
+        "ADDED", "pv")
+    server.faults.release_watches()
+    assert _watched(server, claims) == [("ADDED", "one"), ("ADDED", "two")]
 
 
 def test_server_stops_with_open_watches():

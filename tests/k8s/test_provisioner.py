@@ -486,6 +486,56 @@ def test_retain_policy_keeps_volume_and_pv_and_deleting_the_pv_keeps_the_volume(
     assert robin_api("GET", f"/api/v2/projects/{ns}/rbd-images/{image}").json()["state"] == "available"
 
 
+def _switch_to_retain(kube, ns: str, pv: str, klass: dict) -> None:
+    kubectl(kube, "patch", "pv", pv, "-p", '{"spec":{"persistentVolumeReclaimPolicy":"Retain"}}')
+
+
+def _bind_again(kube, ns: str, pv: str, klass: dict) -> None:
+    """As an admin reuses a Released PV: its claimRef cleared, a new claim naming it binds it."""
+    kubectl(kube, "patch", "pv", pv, "--type=json", "-p", '[{"op":"remove","path":"/spec/claimRef"}]')
+    reuse = claim(ns, klass, volumeName=pv)
+    create(kube, reuse)
+    wait_bound(kube, ns, reuse["metadata"]["name"])
+
+
+@pytest.mark.parametrize("change", [_switch_to_retain, _bind_again], ids=["switched-to-retain", "bound-again"])
+def test_a_pv_changed_while_the_cache_lags_behind_keeps_its_volume(kube, provisioners, rbd_ioctx, robin_api, db_rows,
+                                                                   change):
+    """The provisioner's PV cache shows the PV Released with policy Delete, while the API server already has it
+    switched to Retain, or bound to a new claim: robin decides on the PV as it is, and the data stays."""
+    process = provisioners()
+    klass = storage_class(reclaimPolicy="Delete")
+    ns, pvc = bound_claim(kube, klass)
+    image = pvc["spec"]["volumeName"]
+    with rbd.Image(rbd_ioctx, image) as handle:
+        handle.write(b"payroll, keep", 0)
+    kube.faults.hold_watches(PVS)  # from here the provisioner sees no change of a PV ...
+    try:
+        kubectl(kube, "delete", "-n", ns, "pvc", pvc["metadata"]["name"])
+        released = eventually(lambda: (stored(kube, PVS, "", image).get("status") or {}).get("phase") == "Released"
+                              and stored(kube, PVS, "", image)["metadata"]["resourceVersion"], what="the PV Released")
+        change(kube, ns, image, klass)
+        kube.faults.hold_watches(PVS, at=int(released))  # ... but the Released one, before the admin's change
+        eventually(lambda: "changed since it was last seen" in process.log() or in_rbd_trash(rbd_ioctx, image),
+                   what="the provisioner to act on the Released PV it sees")
+    finally:
+        kube.faults.release_watches()
+    assert not in_rbd_trash(rbd_ioctx, image)
+    with rbd.Image(rbd_ioctx, image, read_only=True) as handle:
+        assert handle.read(0, 13) == b"payroll, keep"
+    [row] = db_rows(select(RbdImage).where(RbdImage.name == image))
+    assert row.state.value == "available" and row.deleted_at is None
+    pv = stored(kube, PVS, "", image)
+    assert pv is not None and not pv["metadata"].get("deletionTimestamp")
+    if change is _switch_to_retain:
+        # Deleting the Retain PV now: the provisioner, caught up, lets go of it and keeps the volume.
+        kubectl(kube, "delete", "pv", image, f"--timeout={WAIT_S}s")
+    else:
+        assert pv["status"]["phase"] == "Bound"
+    assert not in_rbd_trash(rbd_ioctx, image) and rbd_size(rbd_ioctx, image) == GiB
+    assert robin_api("GET", f"/api/v2/projects/{ns}/rbd-images/{image}").json()["state"] == "available"
+
+
 # --- crashes ----------------------------------------------------------------------------------------------------
 
 def _volume_names(robin_api, project: str) -> list[str]:

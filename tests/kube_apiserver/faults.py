@@ -54,6 +54,20 @@ class Faults:
         (TCP connection shut down mid-stream)."""
         self._store.end_watches(abruptly)
 
+    def hold_watches(self, rt, at: int | None = None) -> int:
+        """Watches of resource `rt` deliver no event past resourceVersion `at` (default: the current one) until
+        release_watches(): a watch lagging behind the store, as a client's informer cache lags behind a real server
+        under load. Nothing is lost: the held events follow, in order, once released. Returns `at`."""
+        with self._store.lock:
+            at = self._store.rv if at is None else at
+            self._store.watch_holds[rt.plural] = at
+            return at
+
+    def release_watches(self) -> None:
+        with self._store.lock:
+            self._store.watch_holds.clear()
+            self._store.changed.notify_all()
+
     def compact(self, keep: int = 0) -> int:
         """Expires resourceVersions: watches from an rv older than the kept history get a 410 ERROR event,
         continue tokens from before get 410. Returns the newest expired resourceVersion."""
@@ -96,6 +110,6 @@ class Faults:
             return {"failed": self.failed, "failing": None if failure is None else {
                 "status": failure.status, "remaining": failure.remaining,
                 "seconds": None if failure.until is None else max(0.0, failure.until - time.monotonic())},
-                "pageLimit": self._store.page_limit,
+                "pageLimit": self._store.page_limit, "watchHolds": dict(self._store.watch_holds),
                 "controllers": {"delay": self._store.controllers.delay, "paused": self._store.controllers.paused,
                                 "conflicts": self._store.controllers.conflicts}}

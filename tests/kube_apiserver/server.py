@@ -353,8 +353,7 @@ class _Handler(BaseHTTPRequestHandler):
                     elif now >= deadline:
                         end = "clean"
                     else:
-                        events = store.events_after(cursor)
-                        cursor = store.rv
+                        events, cursor = _deliverable(store, rt, cursor)
                         if not events and bookmarks and now >= next_bookmark:
                             bookmark = cursor
                     if end or expired or events or bookmark is not None:
@@ -397,6 +396,17 @@ class _Handler(BaseHTTPRequestHandler):
                 self._write_event("MODIFIED", event.object)
         elif now_matches:
             self._write_event(event.type, event.object)
+
+
+def _deliverable(store, rt, cursor: int) -> tuple[list, int]:
+    """The events a watch of `rt` at `cursor` gets now, and its next cursor: all after it, or (faults.hold_watches)
+    only those up to the held resourceVersion (lock held by the caller)."""
+    held = store.watch_holds.get(rt.plural)
+    if held is None:
+        return store.events_after(cursor), store.rv
+    if cursor >= held:
+        return [], cursor
+    return [event for event in store.events_after(cursor) if event.rv <= held], min(store.rv, held)
 
 
 def _warning_headers(validation: schemas.FieldValidation) -> list[tuple[str, str]]:

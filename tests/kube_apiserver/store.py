@@ -65,6 +65,8 @@ class Store:
         self.actor = "api"  # who writes now (set by the controllers around their writes)
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
+        # Resource plural -> the resourceVersion its watches deliver events up to (faults.hold_watches).
+        self.watch_holds: dict[str, int] = {}
         self.rv = 1
         self.history_size = history_size
         self.history: deque[StoredEvent] = deque()
