@@ -235,7 +235,10 @@ class NodeClient:
 
     def stage(self, vol: Vol, capability=None, staging: str | None = None) -> str:
         staging = staging or self.path(f"staging-{vol.name}")
-        os.makedirs(staging, exist_ok=True)  # the CO creates the staging directory
+        try:
+            os.makedirs(staging, exist_ok=True)  # the CO creates the staging directory
+        except FileExistsError:
+            pass  # a dead FUSE mount is there: it cannot be stat'ed, and is no directory to makedirs
         self.staged[(vol.id, staging)] = vol
         self.stub.NodeStageVolume(pb.NodeStageVolumeRequest(
             volume_id=vol.id, staging_target_path=staging, volume_capability=capability or mount_capability(""),
@@ -805,16 +808,22 @@ def test_a_stage_whose_fuse_daemon_died_is_mounted_again_when_the_plugin_starts(
     assert read(os.path.join(staging, "before.txt")) == "written before the daemon died"
 
 
-def test_a_recovered_cephfs_stage_writes_to_the_volumes_path(node, volumes, fs, ceph_conf):
+@pytest.mark.parametrize("call", ["NodeStageVolume", "NodePublishVolume", "NodeGetVolumeStats"])
+def test_a_dead_cephfs_stage_is_recovered_by_the_next_call_on_it(node, volumes, fs, ceph_conf, call):
     vol = volumes("cephfs")
     staging = node.stage(vol)
     target = node.publish(vol, staging)
     kill_daemons(node, ceph_conf)
     assert transport_gone(target)
-    # No restart: NodePublishVolume finds the stage dead, mounts it again and binds both targets.
-    second = node.publish(vol, staging)
+    # No restart: the call finds the stage dead, mounts it again and binds the target again.
+    if call == "NodeStageVolume":
+        node.stage(vol, staging=staging)
+    elif call == "NodePublishVolume":
+        node.publish(vol, staging)
+    else:
+        assert stats(node, vol, target).volume_condition.abnormal is False
     assert f"recovered {vol.id}" in node.shim.log()
-    write(os.path.join(second, "seen-in-ceph"), "through the new ceph-fuse")
+    write(os.path.join(staging, "seen-in-ceph"), "through the new ceph-fuse")
     assert read(os.path.join(target, "seen-in-ceph")) == "through the new ceph-fuse"
     handle = fs.open(f"{vol.context['path']}/seen-in-ceph", "r", 0)
     try:
