@@ -1,17 +1,20 @@
 """The Node service: the CSI requests of a node, answered by robin.mounts' Stager (stage once per node, publish
 with bind mounts at each workload's path). This module only checks the requests, turns them into plain arguments
-and the Stager's answers into responses; a MountError becomes its gRPC status in csi_shim.errors."""
+and the Stager's answers into responses; a MountError becomes its gRPC status in csi_shim.errors. A stage whose
+FUSE daemon died is mounted again with the monitors and user a stage would get now (`_current`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 from csi_shim.clusters import ClusterMap, with_monitors
 from csi_shim.config import ShimConfig
-from csi_shim.errors import csi_service, failed_precondition, invalid
+from csi_shim.errors import CsiError, csi_service, failed_precondition, invalid
 from csi_shim.ids import parse_volume_id
 from csi_shim.stubs import pb, rpc
-from robin.client import RobinClient
-from robin.mounts import Capability, Stager, Usage, Volume
+from robin.client import RobinApiError, RobinClient
+from robin.mounts import Capability, MountError, Stager, Usage, Volume
+from robin.mounts.errors import FAILED
 
 Mode = pb.VolumeCapability.AccessMode
 READER_ONLY = (Mode.SINGLE_NODE_READER_ONLY, Mode.MULTI_NODE_READER_ONLY)
@@ -44,13 +47,33 @@ def _volume_usage(usage: Usage) -> pb.VolumeUsage:
 class Node(rpc.NodeServicer):
     def __init__(self, config: ShimConfig, robin: RobinClient | None = None):
         self.config = config
-        self.stager = Stager(config.state_dir, config.mounter)
+        self.stager = Stager(config.state_dir, config.mounter, refresh=self._current)
         self.robin = robin if config.cephfs_users else None
         self.clusters = ClusterMap(config.cluster_map) if config.cluster_map else None
 
+    def recover(self) -> None:
+        """Mount again the stages whose FUSE daemons died with this plugin's predecessor (its container)."""
+        self.stager.recover_all()
+
+    def _current(self, volume: Volume) -> Volume:
+        """A recorded volume as NodeStageVolume would have it now: its cluster's monitors from the cluster map,
+        and for one of robin's CephFS paths on a node with --cephfs-users, the path's user fetched again."""
+        try:
+            context = {"clusterID": volume.fsid, "monitors": ",".join(volume.monitors)}
+            volume = replace(volume, monitors=with_monitors(context, self.clusters)["monitors"].split(","))
+            ref = parse_volume_id(volume.id)
+            if self.robin is not None and ref is not None and ref.kind == "cephfs":
+                own = self.robin.authorize_cephfs_path(ref.project, ref.name)
+                volume = replace(volume, fs_name=own["fs"], path=own["path"], user=own["user_id"], key=own["key"])
+        except CsiError as exc:
+            raise MountError(FAILED, f"{volume.id} cannot be mounted again: {exc.message}") from exc
+        except RobinApiError as exc:
+            raise MountError(FAILED, f"{volume.id} cannot be mounted again: robin: {exc.explanation}") from exc
+        return volume
+
     def NodeGetCapabilities(self, request, context):
         kinds = (pb.NodeServiceCapability.RPC.STAGE_UNSTAGE_VOLUME, pb.NodeServiceCapability.RPC.GET_VOLUME_STATS,
-                 pb.NodeServiceCapability.RPC.EXPAND_VOLUME)
+                 pb.NodeServiceCapability.RPC.EXPAND_VOLUME, pb.NodeServiceCapability.RPC.VOLUME_CONDITION)
         return pb.NodeGetCapabilitiesResponse(capabilities=[
             pb.NodeServiceCapability(rpc=pb.NodeServiceCapability.RPC(type=kind)) for kind in kinds])
 
@@ -100,8 +123,12 @@ class Node(rpc.NodeServicer):
     def NodeGetVolumeStats(self, request, context):
         volume_id = _required(request.volume_id, "volume_id")
         path = _required(request.volume_path, "volume_path")
+        problem = self.stager.condition(volume_id, path)  # a dead FUSE stage is mounted again first
+        if problem is not None:
+            return pb.NodeGetVolumeStatsResponse(volume_condition=pb.VolumeCondition(abnormal=True, message=problem))
         usage = self.stager.usage(volume_id, path)
-        return pb.NodeGetVolumeStatsResponse(usage=[_volume_usage(figure) for figure in usage])
+        return pb.NodeGetVolumeStatsResponse(usage=[_volume_usage(figure) for figure in usage],
+                                             volume_condition=pb.VolumeCondition(abnormal=False, message="healthy"))
 
     def NodeExpandVolume(self, request, context):
         volume_id = _required(request.volume_id, "volume_id")

@@ -6,10 +6,11 @@ any protocol's codes. Used by the CSI node service (csi_shim.node), the data gat
     errors    MountError and its kinds
     inflight  InFlight: one operation at a time per volume or request name (IN_PROGRESS for the second)
     system    the mount table, block and loop devices, file systems, FUSE daemons, commands with deadlines
-    volume    a volume's location, cluster access and directory of credentials
+    volume    a volume's location, how it is used (Capability), cluster access and directory of credentials
     mappers   RBD images as block devices: rbd-fuse + loop, krbd, rbd-nbd
     cephfs    which CephFS client mounts a volume (kernel or ceph-fuse), and its options
-    staging   Stager: stage, unstage, publish, unpublish, usage, expand
+    recovery  stages whose FUSE daemon died: how they are recognised, the record they are mounted again from
+    staging   Stager: stage, unstage, publish, unpublish, usage, expand; recovery of dead FUSE stages
     local     Host: staging for the gateway and the migration (noexec, no CSI request)
 """
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 
-from robin.mounts import system
+from robin.mounts import recovery, system
 from robin.mounts.errors import NOT_FOUND, MountError
 from robin.mounts.system import Daemons, ToolError, canonical, mount_at
 from robin.mounts.volume import VolumeDir
@@ -44,6 +44,10 @@ class RbdFuse:
 
     def refresh(self, vdir: VolumeDir, device: str) -> None:
         system.refresh_loop(device)
+
+    def daemon_gone(self, vdir: VolumeDir) -> bool:
+        """The volume's rbd-fuse died under its loop device: the image file reads ENOTCONN."""
+        return mount_at(vdir.fuse) is not None and recovery.daemon_gone(vdir.fuse)
 
     def _image_file(self, vdir: VolumeDir, pool: str, image: str, user: str) -> str:
         path = os.path.join(vdir.fuse, image)
@@ -113,6 +117,10 @@ class _KernelMounter:
 
     def refresh(self, vdir: VolumeDir, device: str) -> None:
         """Nothing: krbd and rbd-nbd follow the image's size by themselves."""
+
+    def daemon_gone(self, vdir: VolumeDir) -> bool:
+        """krbd has no daemon; rbd-nbd's death is not detected here (ceph-csi reattaches its nbd device)."""
+        return False
 
 
 class Krbd(_KernelMounter):

@@ -8,20 +8,27 @@ host's kernel has one, else (or when the volume asks for it) by ceph-fuse (robin
 Nothing is remembered between calls: whether a volume is staged or published, and on which device, is read from
 the mount table and the loop devices' backing files each time, so a process restarted between two calls carries on
 where the last one stopped, and the FUSE daemons (in their own sessions) keep the mounts working meanwhile.
+
+A stage whose FUSE daemon died (with the node plugin's container) is mounted again from its record
+(robin.mounts.recovery) and bound again at its publish targets: at start (`recover_all`), and when a stage,
+publish or volume-stats call finds it dead. An image's file system is then only checked and mounted, never made.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from robin.mounts import cephfs, system
+from robin.mounts import cephfs, recovery, system
 from robin.mounts.errors import NOT_FOUND, OCCUPIED, REFUSED, MountError
 from robin.mounts.inflight import InFlight
 from robin.mounts.mappers import MOUNT_TIMEOUT_S, MOUNTERS
+from robin.mounts.recovery import StageRecord
 from robin.mounts.system import Daemons, Mount, ToolError, canonical, device_number, mount_at
-from robin.mounts.volume import Volume, VolumeDir
+from robin.mounts.volume import Capability, Volume, VolumeDir
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +39,6 @@ def _refused(message: str) -> MountError:
 
 def _occupied(message: str) -> MountError:
     return MountError(OCCUPIED, message)
-
-
-@dataclass(frozen=True)
-class Capability:
-    """How the volume is used: as a block device, or as a file system (`fs_type`, "" for what is on it or ext4)
-    mounted with `flags`. `multi_writer`: several hosts write to it at once."""
-
-    block: bool = False
-    fs_type: str = ""
-    flags: tuple[str, ...] = ()
-    readonly: bool = False
-    multi_writer: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,14 +61,18 @@ def _os_errors(call: str, volume_id: str):
 
 
 class Stager:
-    """Volumes staged under `state_dir` (their ceph.conf, keyring, daemon logs), RBD images mapped by `mounter`."""
+    """Volumes staged under `state_dir` (their ceph.conf, keyring, daemon logs), RBD images mapped by `mounter`.
+    `refresh`: what a recorded volume is mounted again with when its FUSE daemon died (the monitors and user a
+    stage would get now); the record as it is when None."""
 
-    def __init__(self, state_dir: str, mounter: str):
+    def __init__(self, state_dir: str, mounter: str, refresh: Callable[[Volume], Volume] | None = None):
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
         self.state_dir = canonical(state_dir)  # as loop devices and the mount table spell it
         self.daemons = Daemons()
         self.mounter = MOUNTERS[mounter](self.daemons)
+        self.refresh = refresh
         self._in_flight = InFlight()
+        self._recoveries = itertools.count(1)
 
     def _dir(self, volume_id: str) -> VolumeDir:
         return VolumeDir(self.state_dir, volume_id)
@@ -82,11 +81,15 @@ class Stager:
 
     def stage(self, volume: Volume, staging: str, capability: Capability) -> None:
         """Map or mount the volume at `staging` (a block volume: only map it); nothing new when it is there."""
+        vdir = self._dir(volume.id)
         with self._in_flight.hold(volume.id), _os_errors("NodeStageVolume", volume.id):
+            record = StageRecord(staging, volume, capability)
+            self._recover_if_broken(vdir, record)  # with the request's volume: its credentials are current
             if volume.kind == "cephfs":
-                self._stage_cephfs(volume, self._dir(volume.id), staging, capability)
+                self._stage_cephfs(volume, vdir, staging, capability)
             else:
-                self._stage_rbd(volume, self._dir(volume.id), staging, capability)
+                self._stage_rbd(volume, vdir, staging, capability)
+            vdir.record_stage(record.to_json())
 
     def _stage_rbd(self, volume: Volume, vdir: VolumeDir, staging: str, capability: Capability) -> None:
         if not capability.block and capability.multi_writer:
@@ -188,7 +191,8 @@ class Stager:
                                             f"{exc.message}") from exc
             raise
 
-    def _mount_cephfs_fuse(self, volume: Volume, vdir: VolumeDir, staging: str, capability: Capability) -> None:
+    def _mount_cephfs_fuse(self, volume: Volume, vdir: VolumeDir, staging: str, capability: Capability,
+                           keep_dir: bool = False) -> None:
         options = ",".join([*cephfs.fuse_options(volume, vdir), *self._mount_options(capability)])
         pid = self.daemons.start(["ceph-fuse", "-f", "-c", vdir.conf, "--id", volume.user, "--client_fs",
                                   volume.fs_name, "-r", volume.path, "-o", options, staging], vdir.log("ceph-fuse"))
@@ -200,15 +204,16 @@ class Stager:
         system.wait_for(lambda: mounted() or not self.daemons.alive(pid), MOUNT_TIMEOUT_S)
         if mounted() and self.daemons.alive(pid):
             return
-        self._cephfs_failed(volume, vdir, staging, pid)
+        self._cephfs_failed(volume, vdir, staging, pid, keep_dir)
 
-    def _cephfs_failed(self, volume: Volume, vdir: VolumeDir, staging: str, pid: int) -> None:
+    def _cephfs_failed(self, volume: Volume, vdir: VolumeDir, staging: str, pid: int, keep_dir: bool) -> None:
         said = system.log_tail(vdir.log("ceph-fuse"))
         status = self.daemons.exit_status(pid)
         if mount_at(staging) is not None and mount_at(staging).source == vdir.tag:
             system.unmount(staging)
         self.daemons.stop(pid)
-        vdir.remove()
+        if not keep_dir:  # a recovery keeps the record, to try again
+            vdir.remove()
         if "No such file or directory" in said:
             raise MountError(NOT_FOUND, f"CephFS {volume.fs_name}:{volume.path} does not exist: {said}")
         raise ToolError(f"ceph-fuse did not mount {volume.fs_name}:{volume.path} (exit status {status}): {said}")
@@ -255,6 +260,7 @@ class Stager:
         """Bind the staged volume (its file system, or its device) at `target`; nothing new when it is there."""
         vdir = self._dir(volume_id)
         with self._in_flight.hold(volume_id), _os_errors("NodePublishVolume", volume_id):
+            self._recover_if_broken(vdir)
             published = mount_at(target)
             if published is not None:
                 if self._belongs(vdir, published, target) and published.readonly == readonly:
@@ -370,6 +376,139 @@ class Stager:
         if mounted is None or not self._belongs(vdir, mounted, path):
             raise MountError(NOT_FOUND, f"volume {volume_id} is not staged or published at {path}")
         return mounted
+
+    # --- stages whose FUSE daemon died ----------------------------------------------------------------------
+
+    def recover_all(self) -> None:
+        """Mount again every stage under state_dir whose FUSE daemon is gone, and bind its publish targets again
+        (the node plugin's start: its container's end took the daemons with it). Each failure is logged."""
+        for entry in sorted(os.scandir(self.state_dir), key=lambda e: e.name):
+            volume_id = recovery.recorded_volume_id(entry.path)
+            if volume_id is None:
+                if entry.is_dir() and self._broken_unrecorded(entry.name):
+                    log.error("the FUSE daemon of %s is gone and it has no stage record (staged by an older "
+                              "plugin): it cannot be mounted again; recreate the pods that use it", entry.path)
+                continue
+            vdir = self._dir(volume_id)
+            if not self._broken(vdir):
+                continue  # not held for nothing: a call on the volume meanwhile would be refused
+            try:
+                with self._in_flight.hold(volume_id), _os_errors("recovery", volume_id):
+                    self._recover_if_broken(vdir)
+            except MountError as exc:
+                log.error("could not recover %s: %s", volume_id, exc.message)
+
+    def condition(self, volume_id: str, path: str) -> str | None:
+        """None when the volume works (mounted again first if its FUSE daemon died); else what is wrong with it,
+        for NodeGetVolumeStats' volume condition."""
+        vdir = self._dir(volume_id)
+        if not self._broken(vdir):
+            return None
+        try:
+            with self._in_flight.hold(volume_id), _os_errors("NodeGetVolumeStats", volume_id):
+                self._recover_if_broken(vdir)
+        except MountError as exc:
+            return f"{path}: {exc.message}"
+        return None
+
+    def _broken(self, vdir: VolumeDir) -> bool:
+        """A FUSE daemon of the volume is gone: its ceph-fuse under a mount of its stage, or its rbd-fuse under
+        the loop device of its stage."""
+        if self.mounter.daemon_gone(vdir):
+            return True
+        return any(m.source == vdir.tag and m.fstype.startswith("fuse") and recovery.daemon_gone(m.mountpoint)
+                   for m in system.mount_table())
+
+    def _broken_unrecorded(self, name: str) -> bool:
+        fuse = os.path.join(self.state_dir, name, "fuse")
+        return any((m.source == f"robin-csi:{name}" or m.mountpoint == fuse) and m.fstype.startswith("fuse")
+                   and recovery.daemon_gone(m.mountpoint) for m in system.mount_table())
+
+    def _recover_if_broken(self, vdir: VolumeDir, record: StageRecord | None = None) -> None:
+        """Mount the stage again if a FUSE daemon of it is gone, from `record` (a stage request's) or the one
+        the volume's directory keeps, and bind its publish targets again."""
+        if not self._broken(vdir):
+            return
+        if record is None:
+            record = StageRecord.read(vdir)
+            if record is None:
+                raise _refused(f"the FUSE daemon of {vdir.path} is gone and it has no stage record (staged by an "
+                               f"older plugin): recreate the pods that use it")
+            if self.refresh is not None:
+                record = replace(record, volume=self.refresh(record.volume))
+        volume = record.volume
+        log.warning("%s: its FUSE daemon is gone (ENOTCONN at its mounts): mounting %s again", volume.id,
+                    record.staging)
+        if record.capability.block:
+            raise _refused(f"{volume.id} is a block volume whose rbd-fuse is gone: its loop device cannot be "
+                           f"replaced under the pods that hold it; recreate them")
+        targets = self._revive_cephfs(vdir, record) if volume.kind == "cephfs" else self._revive_rbd(vdir, record)
+        log.warning("recovered %s: %s mounted again, bound again at %s (recovery %d of this process)", volume.id,
+                    record.staging, ", ".join(targets) or "no publish target", next(self._recoveries))
+
+    def _revive_cephfs(self, vdir: VolumeDir, record: StageRecord) -> list[str]:
+        """ceph-fuse anew at the staging path; each dead bind of the volume bound from it again."""
+        staging, volume = canonical(record.staging), record.volume
+        dead = [m for m in system.mount_table() if m.source == vdir.tag and recovery.daemon_gone(m.mountpoint)]
+        staged = mount_at(staging)
+        if staged is not None and not self._is_cephfs_stage(vdir, staged):
+            raise _occupied(f"{staging} holds {staged.source} ({staged.fstype}), not {volume.id}")
+        if staged is None or recovery.daemon_gone(staging):
+            system.unmount_dead(staging)
+            self.daemons.wait_gone(self.daemons.using(vdir.conf))
+            vdir.prepare(volume)
+            os.makedirs(staging, exist_ok=True)
+            self._mount_cephfs_fuse(volume, vdir, staging, record.capability, keep_dir=True)
+        targets = [m for m in dead if m.mountpoint != staging]
+        for target in targets:
+            system.unmount_dead(target.mountpoint)
+            system.bind(staging, target.mountpoint, target.readonly)
+        return [target.mountpoint for target in targets]
+
+    def _revive_rbd(self, vdir: VolumeDir, record: StageRecord) -> list[str]:
+        """Unmount the file system whose device died, everywhere on this host; a new rbd-fuse and loop device;
+        the file system found there (never made), checked, mounted, and bound again at the targets."""
+        staging, volume, capability = canonical(record.staging), record.volume, record.capability
+        old = self.mounter.devices(vdir)
+        numbers = {device_number(device) for device in old}
+        mounts = [m for m in system.mount_table() if m.device in numbers]
+        targets = [m for m in mounts if m.mountpoint != staging]
+        for mounted in [*targets, *(m for m in mounts if m.mountpoint == staging)]:
+            system.unmount(mounted.mountpoint)  # never lazily: the old file system must be gone before another
+        for device in old:
+            try:
+                self.mounter.detach(vdir, device)
+            except ToolError as exc:
+                raise _refused(f"{device} (of {volume.id}) is still held, by the pods that had the volume: it can "
+                               f"be staged again once they are recreated ({exc.message})") from exc
+        self.mounter.release(vdir)
+        self.daemons.wait_gone(self.daemons.using(vdir.conf))
+        vdir.prepare(volume)
+        device = self.mounter.attach(vdir, volume.pool, volume.image, volume.user, capability.readonly)
+        try:
+            fs_type = self._recorded_file_system(device, volume)
+            if not capability.readonly:
+                system.check_filesystem(fs_type, device)
+            os.makedirs(staging, exist_ok=True)
+            system.mount(device, staging, fs_type,
+                         [*self._mount_options(capability), *system.FS_MOUNT_OPTIONS.get(fs_type, ())])
+        except (MountError, OSError):
+            self.mounter.detach(vdir, device)  # the directory and its record stay, for another try
+            self.mounter.release(vdir)
+            raise
+        for target in targets:
+            system.bind(staging, target.mountpoint, target.readonly)
+        return [target.mountpoint for target in targets]
+
+    @staticmethod
+    def _recorded_file_system(device: str, volume: Volume) -> str:
+        """The file system the image holds; a recovery mounts it or nothing (an image that shows none now is
+        not blank: its stage had one)."""
+        found = system.probe(device)
+        if "TYPE" not in found:
+            raise _refused(f"{volume.pool}/{volume.image} shows no file system after its rbd-fuse died: not "
+                           f"formatting it, not mounting it")
+        return found["TYPE"]
 
     # --- which mounts and devices are the volume's ----------------------------------------------------------
 

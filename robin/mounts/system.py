@@ -153,6 +153,17 @@ def unmount(path: str) -> None:
         run("umount", canonical(path))
 
 
+def unmount_dead(path: str) -> None:
+    """Unmount a FUSE mount whose daemon is gone; lazily if something on this host still holds it open: nothing
+    can read through it any more, and the path is free for its new mount at once."""
+    if mount_at(path) is not None:
+        try:
+            run("umount", canonical(path))
+        except ToolError:
+            log.warning("%s is busy: detaching it lazily", path)
+            run("umount", "-l", canonical(path))
+
+
 # --- block devices ----------------------------------------------------------------------------------------
 
 
@@ -259,6 +270,20 @@ def make_filesystem(device: str, fs_type: str) -> None:
         run("mkfs.xfs", "-q", "-K", device, timeout=LONG_TOOL_TIMEOUT_S)  # no -f: it refuses an existing fs too
     else:
         raise ValueError(fs_type)
+
+
+def check_filesystem(fs_type: str, device: str) -> None:
+    """What a careful operator runs before mounting a file system whose device vanished under it, as a boot does
+    after a crash: `e2fsck -p` for ext4 (replays the journal, repairs only what is safe without a person, and
+    refuses the rest); nothing for xfs, whose log is replayed by the mount and whose xfs_repair is for a person.
+    A file system that needs more than that is refused, not mounted."""
+    if fs_type not in ("ext2", "ext3", "ext4"):
+        return
+    done = run("e2fsck", "-p", device, timeout=LONG_TOOL_TIMEOUT_S, ok=(0, 1, 2, 4, 8))
+    if done.returncode >= 4:  # 0: clean, 1: errors corrected, 2: corrected (reboot advised for a root fs)
+        raise MountError(REFUSED, f"e2fsck -p {device} found errors it may not repair unattended (exit status "
+                                  f"{done.returncode}): not mounting it; run e2fsck on it by hand: "
+                                  f"{_gist(done.stdout + done.stderr)}")
 
 
 def grow_filesystem(fs_type: str, device: str, mountpoint: str) -> None:

@@ -2,12 +2,13 @@
 key the daemons use; and its directory on the host.
 
 Each volume has a directory `<state_dir>/<volume id made safe>-<hash>/` holding its ceph.conf (the monitors),
-a 0600 keyring (the user and key), its daemons' logs, and for rbd-fuse the mountpoint where the image shows up as
-a file.
+a 0600 keyring (the user and key), its daemons' logs, the record of how it was staged (stage.json), and for rbd-fuse
+the mountpoint where the image shows up as a file.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import uuid
@@ -131,6 +132,18 @@ def _is_uuid(text: str) -> bool:
 
 
 @dataclass(frozen=True)
+class Capability:
+    """How the volume is used: as a block device, or as a file system (`fs_type`, "" for what is on it or ext4)
+    mounted with `flags`. `multi_writer`: several hosts write to it at once."""
+
+    block: bool = False
+    fs_type: str = ""
+    flags: tuple[str, ...] = ()
+    readonly: bool = False
+    multi_writer: bool = False
+
+
+@dataclass(frozen=True)
 class Access:
     """How the daemons reach the cluster: the monitors, the fsid, a cephx user and its key."""
 
@@ -159,6 +172,8 @@ class VolumeDir:
         self.secret = os.path.join(self.path, "secret")  # the key alone: the kernel CephFS client's secretfile
         # The device string of a kernel CephFS mount, as the mount table shows it: which ceph mount is this volume's.
         self.kernel_record = os.path.join(self.path, "kernel-source")
+        # How the volume was staged (no key): what a stage whose FUSE daemon died is mounted again from.
+        self.stage_record = os.path.join(self.path, "stage.json")
         self.tag = f"robin-csi:{self.name}"  # ceph-fuse's fsname: the source column of its mounts names the volume
 
     def log(self, daemon: str) -> str:
@@ -182,6 +197,17 @@ class VolumeDir:
             self._write(self.image_record, f"{volume.pool}/{volume.image}\n")
         else:
             self._write(self.secret, volume.key + "\n")
+
+    def record_stage(self, record: dict) -> None:
+        self._write(self.stage_record, json.dumps(record, sort_keys=True) + "\n")
+
+    def recorded_stage(self) -> dict | None:
+        """The stage record, or None: never staged here, or staged by a plugin that kept none."""
+        try:
+            with open(self.stage_record) as handle:
+                return json.load(handle)
+        except (FileNotFoundError, ValueError):
+            return None
 
     def record_kernel_mount(self, source: str) -> None:
         self._write(self.kernel_record, source + "\n")
@@ -207,6 +233,10 @@ class VolumeDir:
     def user(self) -> str:
         with open(self.keyring) as handle:
             return handle.readline().strip()[len("[client."):-1]
+
+    def key(self) -> str:
+        with open(self.keyring) as handle:
+            return handle.read().split("key = ", 1)[1].strip()
 
     def image(self) -> tuple[str, str] | None:
         try:

@@ -31,6 +31,7 @@ from robin.client import VolumeRef
 from tests.conftest import unique
 from tests.support.csi import ShimProcess, block_capability, mount_capability
 from tests.support.mounts import read, write
+from tests.support.net import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -234,7 +235,10 @@ class NodeClient:
 
     def stage(self, vol: Vol, capability=None, staging: str | None = None) -> str:
         staging = staging or self.path(f"staging-{vol.name}")
-        os.makedirs(staging, exist_ok=True)  # the CO creates the staging directory
+        try:
+            os.makedirs(staging, exist_ok=True)  # the CO creates the staging directory
+        except FileExistsError:
+            pass  # a dead FUSE mount is there: it cannot be stat'ed, and is no directory to makedirs
         self.staged[(vol.id, staging)] = vol
         self.stub.NodeStageVolume(pb.NodeStageVolumeRequest(
             volume_id=vol.id, staging_target_path=staging, volume_capability=capability or mount_capability(""),
@@ -354,7 +358,8 @@ def grow(robin: Robin, vol: Vol, size: int) -> None:
 
 def test_get_capabilities(node):
     capabilities = node.stub.NodeGetCapabilities(pb.NodeGetCapabilitiesRequest()).capabilities
-    assert {c.rpc.type for c in capabilities} == {RPC.STAGE_UNSTAGE_VOLUME, RPC.GET_VOLUME_STATS, RPC.EXPAND_VOLUME}
+    assert {c.rpc.type for c in capabilities} == {RPC.STAGE_UNSTAGE_VOLUME, RPC.GET_VOLUME_STATS, RPC.EXPAND_VOLUME,
+                                                  RPC.VOLUME_CONDITION}
 
 
 def test_get_info(node):
@@ -574,23 +579,26 @@ def test_a_pv_the_provisioner_made_is_staged_and_published(provisioned, node, ki
 
 
 @pytest.mark.parametrize("kind", ["rbd", "cephfs"])
-def test_every_call_is_idempotent(node, volumes, kind):
+def test_every_call_is_idempotent(node, volumes, kind, workdir):
+    def ours() -> list[dict]:  # other programs on this machine mount and unmount meanwhile
+        return [e for e in mount_entries() if e["mountpoint"].startswith(workdir + "/")]
+
     vol = volumes(kind)
-    initially = mount_entries()
+    initially = ours()
     staging = node.stage(vol)
-    staged = mount_entries()
+    staged = ours()
     node.stage(vol, staging=staging)
-    assert mount_entries() == staged
+    assert ours() == staged
     target = node.publish(vol, staging)
     node.publish(vol, staging, target=target)
-    assert len(mount_entries()) == len(staged) + 1  # one publish, however often asked
+    assert len(ours()) == len(staged) + 1  # one publish, however often asked
     for _ in range(2):
         node.unpublish(vol, target)
         assert not os.path.exists(target)
     for _ in range(2):
         node.unstage(vol, staging)
         assert mounted(staging) is None
-    assert mount_entries() == initially
+    assert ours() == initially
 
 
 def test_staging_again_with_another_access_type_already_exists(node, volumes):
@@ -725,6 +733,150 @@ def test_a_plugin_restart_between_stage_and_publish(node, volumes, kind, stop):
     # The daemons were the old plugin's children: the new one still waited for them to exit.
     assert not processes_under(str(node.shim.directory), (node.shim.process.pid,))
     assert not [pid for pid in daemons if running(pid)]
+
+
+# --- stages whose FUSE daemon died (the plugin's container ended) -----------------------------------------------
+
+RECOVERY_TIMEOUT_S = 180  # a new FUSE daemon connecting to the cluster, e2fsck, on a loaded machine
+
+
+def transport_gone(path: str) -> bool:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
+
+
+def kill_daemons(node: NodeClient, ceph_conf: str) -> list[int]:
+    """SIGKILL the staged volumes' FUSE daemons, by the pids their mounts' state names (never by name); then
+    evict their CephFS sessions, as an operator would: the MDS would otherwise wait for a dead client's caps for
+    minutes, and removing the volume's path meanwhile times out."""
+    daemons = list(processes_under(str(node.shim.directory), (node.shim.process.pid,)))
+    assert daemons, "no FUSE daemon runs for the staged volume"
+    for pid in daemons:
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not any(running(pid) for pid in daemons), EXIT_TIMEOUT_S, "the killed FUSE daemons")
+    evict_sessions(ceph_conf, daemons)
+    return daemons
+
+
+def evict_sessions(ceph_conf: str, pids: list[int]) -> None:
+    def tell(*command: str) -> str:
+        return subprocess.run(["ceph", "--conf", ceph_conf, "tell", "mds.cephfs:0", *command], capture_output=True,
+                              text=True, timeout=60, check=True).stdout
+
+    for session in json.loads(tell("client", "ls", "--format", "json")):
+        if session.get("client_metadata", {}).get("pid") in {str(pid) for pid in pids}:
+            tell("client", "evict", f"id={session['id']}")
+
+
+def stats(node: NodeClient, vol: Vol, path: str):
+    return node.stub.NodeGetVolumeStats(pb.NodeGetVolumeStatsRequest(volume_id=vol.id, volume_path=path))
+
+
+@pytest.mark.parametrize("kind", ["rbd", "cephfs"])
+def test_a_stage_whose_fuse_daemon_died_is_mounted_again_when_the_plugin_starts(node, volumes, kind, ceph_conf):
+    vol = volumes(kind)
+    staging = node.stage(vol)
+    target, readonly = node.publish(vol, staging), node.publish(vol, staging, readonly=True)
+    write(os.path.join(target, "before.txt"), "written before the daemon died")
+    os.sync()  # down to the cluster: what the kill may take is only what nobody flushed
+    assert stats(node, vol, target).volume_condition.abnormal is False
+
+    old = kill_daemons(node, ceph_conf)  # the container's end: its daemons, and the plugin with them
+    if kind == "cephfs":
+        assert all(transport_gone(path) for path in (staging, target, readonly))
+    node.shim.restart()
+    wait_until(lambda: f"recovered {vol.id}" in node.shim.log(), RECOVERY_TIMEOUT_S, "the recovery")
+
+    for path in (staging, target, readonly):
+        assert read(os.path.join(path, "before.txt")) == "written before the daemon died", path
+    assert "ro" in mounted(readonly)["options"] and {"nodev", "nosuid"} <= set(mounted(target)["options"])
+    with pytest.raises(OSError) as refused:
+        write(os.path.join(readonly, "refused.txt"), "refused")
+    assert refused.value.errno == errno.EROFS
+    write(os.path.join(target, "after.txt"), "written after the recovery")
+    assert read(os.path.join(staging, "after.txt")) == "written after the recovery"
+    assert not set(old) & set(processes_under(str(node.shim.directory), (node.shim.process.pid,)))
+    assert stats(node, vol, target).volume_condition.abnormal is False
+    assert f"{vol.id}: its FUSE daemon is gone" in node.shim.log()
+
+    # In Ceph: a stage made anew reads it from the cluster.
+    node.unpublish(vol, readonly)
+    node.unpublish(vol, target)
+    node.unstage(vol, staging)
+    staging = node.stage(vol)
+    assert read(os.path.join(staging, "after.txt")) == "written after the recovery"
+    assert read(os.path.join(staging, "before.txt")) == "written before the daemon died"
+
+
+@pytest.mark.parametrize("call", ["NodeStageVolume", "NodePublishVolume", "NodeGetVolumeStats"])
+def test_a_dead_cephfs_stage_is_recovered_by_the_next_call_on_it(node, volumes, fs, ceph_conf, call):
+    vol = volumes("cephfs")
+    staging = node.stage(vol)
+    target = node.publish(vol, staging)
+    kill_daemons(node, ceph_conf)
+    assert transport_gone(target)
+    # No restart: the call finds the stage dead, mounts it again and binds the target again.
+    if call == "NodeStageVolume":
+        node.stage(vol, staging=staging)
+    elif call == "NodePublishVolume":
+        node.publish(vol, staging)
+    else:
+        assert stats(node, vol, target).volume_condition.abnormal is False
+    assert f"recovered {vol.id}" in node.shim.log()
+    write(os.path.join(staging, "seen-in-ceph"), "through the new ceph-fuse")
+    assert read(os.path.join(target, "seen-in-ceph")) == "through the new ceph-fuse"
+    handle = fs.open(f"{vol.context['path']}/seen-in-ceph", "r", 0)
+    try:
+        assert fs.read(handle, 0, 64) == b"through the new ceph-fuse"
+    finally:
+        fs.close(handle)
+
+
+def test_a_dead_fuse_mount_that_is_not_robins_is_left_alone(node, volumes, ceph_conf):
+    vol = volumes("cephfs")
+    target = node.publish(vol, node.stage(vol))
+    foreign = node.path("foreign")
+    os.makedirs(foreign)
+    # rbd-fuse showing no image (none has that name): a FUSE mount of another program's, that holds nothing in
+    # the cluster once killed (a dead ceph-fuse's session would hold the MDS's caps until it times out).
+    process = subprocess.Popen(["rbd-fuse", "-f", "-c", ceph_conf, "--id", "admin", "-p", "rbd", "-r",
+                                unique("absent"), foreign],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        wait_until(lambda: mounted(foreign) is not None or process.poll() is not None, 60, "the foreign rbd-fuse")
+        assert mounted(foreign) is not None
+        kill_daemons(node, ceph_conf)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        node.shim.restart()
+        wait_until(lambda: f"recovered {vol.id}" in node.shim.log(), RECOVERY_TIMEOUT_S, "the recovery")
+        assert os.listdir(target) == []
+        assert mounted(foreign) is not None and transport_gone(foreign)  # still there, still dead: not ours
+        assert foreign not in node.shim.log()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        unmount_by_hand(foreign)
+
+
+def test_a_dead_stage_without_a_record_is_reported_abnormal(node, volumes, ceph_conf):
+    vol = volumes("cephfs")
+    staging = node.stage(vol)
+    target = node.publish(vol, staging)
+    (volume_dir,) = volume_dirs(node.shim)
+    os.unlink(os.path.join(node.shim.state_dir, volume_dir, "stage.json"))  # as an older plugin staged it
+    kill_daemons(node, ceph_conf)
+    condition = stats(node, vol, target).volume_condition
+    assert condition.abnormal and "no stage record" in condition.message
+    assert mounted(target) is not None and transport_gone(target)  # left as it is, for its pods to be recreated
+    node.unpublish(vol, target)  # and the pods' end still cleans it up
+    node.unstage(vol, staging)
+    assert mounted(staging) is None and volume_dirs(node.shim) == []
 
 
 @pytest.mark.parametrize("kind", ["rbd", "cephfs"])

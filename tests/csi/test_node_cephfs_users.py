@@ -1,6 +1,7 @@
 """A node plugin with --cephfs-users (ROBIN_CSI_CEPHFS_USERS): it stages robin's CephFS paths with each path's own
 cephx user, fetched from robin's API with a node token, at the path robin records, whatever the node-stage secret
-and the volume context say; RBD images keep the secret's user."""
+and the volume context say; RBD images keep the secret's user. A stage whose ceph-fuse died is mounted again with
+the user fetched again."""
 from __future__ import annotations
 
 import json
@@ -12,9 +13,21 @@ import pytest
 
 from robin.client import VolumeRef, volume_context
 from tests.conftest import make_token, unique
-from tests.csi.test_node import MiB, NodeClient, Vol, cluster_identity, project, robin, volumes, workdir  # noqa: F401 (fixtures)
+from tests.csi.test_node import (  # noqa: F401 (fixtures)
+    RECOVERY_TIMEOUT_S,
+    MiB,
+    NodeClient,
+    Vol,
+    cluster_identity,
+    kill_daemons,
+    project,
+    robin,
+    volumes,
+    workdir,
+)
 from tests.support.csi import ShimProcess
 from tests.support.mounts import read, write
+from tests.support.net import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -77,3 +90,24 @@ def test_a_path_is_staged_with_its_own_user_where_robin_records_it(own_user_node
     own_user_node.unstage(vol, staging)
     robin.call("DELETE", f"/api/v2/projects/{project}/cephfs-paths/{vol.name}", params={"purge": "true"})
     assert auth_entry(ceph_conf, user) is None
+
+
+def test_a_dead_stage_is_mounted_again_with_the_paths_user_fetched_again(own_user_node, volumes, ceph_conf):  # noqa: F811
+    node = own_user_node
+    vol = volumes("cephfs")
+    staging = node.stage(vol)
+    target = node.publish(vol, staging)
+    write(os.path.join(target, "hello"), "own user")
+    [keyring] = [os.path.join(d.path, "keyring") for d in os.scandir(node.shim.state_dir)]
+    with open(keyring) as handle:
+        recorded = handle.read()
+    user, key = recorded.split("]", 1)[0] + "]", recorded.split("key = ", 1)[1].strip()
+    with open(keyring, "w") as handle:  # a key that no longer works: only robin's answer can mount it again
+        handle.write(f"{user}\n\tkey = {key[:-8]}AAAAAAA=\n")
+
+    kill_daemons(node, ceph_conf)
+    node.shim.restart()
+    wait_until(lambda: f"recovered {vol.id}" in node.shim.log(), RECOVERY_TIMEOUT_S, "the recovery")
+    assert read(os.path.join(target, "hello")) == "own user"
+    with open(keyring) as handle:
+        assert handle.read() == recorded

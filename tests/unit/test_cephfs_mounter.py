@@ -1,14 +1,16 @@
 """Which client mounts a CephFS volume and with which arguments. This machine's kernel has no ceph file system, so
 the kernel client's mount itself cannot run here: its decision and the exact mount(8) command line are checked,
-the command is recorded instead of run; the node tests (tests/csi/test_node.py) mount with ceph-fuse for real."""
+the command is recorded instead of run; the node tests (tests/csi/test_node.py) mount with ceph-fuse for real. Also
+what a stage records for its recovery after its FUSE daemon died, and which errors mean that daemon is gone."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
 
 import pytest
 
-from robin.mounts import MountError, Stager, Volume, cephfs, system
+from robin.mounts import MountError, Stager, Volume, cephfs, recovery, system
 from robin.mounts.staging import Capability
 from robin.mounts.volume import VolumeDir
 
@@ -126,3 +128,36 @@ def test_the_kernel_mount_command_line(tmp_path, monkeypatch):
         assert secret.read().strip() == KEY
     assert os.stat(vdir.secret).st_mode & 0o777 == 0o600
     assert vdir.kernel_mount() == "10.0.0.1:6789,10.0.0.2:6789:/robin/team/v1"
+
+
+def test_a_stage_records_how_it_was_made_without_its_key(tmp_path, monkeypatch):
+    """What a stage whose FUSE daemon died is mounted again from: everything the stage was given but the key,
+    which only the 0600 keyring holds; read back, the record is the volume and capability staged."""
+    monkeypatch.setattr(cephfs, "kernel_has_ceph", lambda: True)
+    monkeypatch.setattr(system, "run", lambda *argv, **kwargs: None)
+    stager = Stager(str(tmp_path / "state"), "rbd-fuse")
+    vol = volume(mounter="fuse", fuseMountOptions="noatime")
+    monkeypatch.setattr(stager, "_mount_cephfs_fuse", lambda *args: None)  # the mount itself: tests/csi
+    capability = Capability(flags=("noexec",), readonly=True)
+    stager.stage(vol, str(tmp_path / "staging"), capability)
+
+    vdir = VolumeDir(stager.state_dir, vol.id)
+    with open(vdir.stage_record) as record:
+        assert KEY not in record.read()
+    assert os.stat(vdir.stage_record).st_mode & 0o777 == 0o600
+    assert recovery.recorded_volume_id(vdir.path) == vol.id
+    assert recovery.StageRecord.read(vdir) == recovery.StageRecord(str(tmp_path / "staging"), vol, capability)
+
+
+def test_only_a_lost_connection_is_a_dead_fuse_daemon(tmp_path, monkeypatch):
+    def stat_failing(number):
+        def fail(path):
+            raise OSError(number, os.strerror(number), path)
+        return fail
+
+    for number, gone in ((errno.ENOTCONN, True), (errno.ECONNABORTED, True), (errno.EIO, False),
+                         (errno.EACCES, False), (errno.ENOENT, False)):
+        monkeypatch.setattr(os, "stat", stat_failing(number))
+        assert recovery.daemon_gone(str(tmp_path)) is gone, errno.errorcode[number]
+    monkeypatch.undo()
+    assert recovery.daemon_gone(str(tmp_path)) is False
