@@ -17,8 +17,9 @@ with the order rotating, each copy into a fresh directory of that same destinati
   cp -a           `cp -a SRC/. DST/run-N/` (coreutils, one file at a time: content, modes, owners, times, links,
                   extended attributes and ACLs, which robin keeps too)
   robin p=N       robin's copy engine (robin.migrate.copy: scan, then N files at a time) for each N in --parallel
-  robin p=N + verify   the engine's copy, each file read back from the destination once written, then the
-                  verification (robin.migrate.verify: every entry and attribute compared, every SHA-256), for the
+  robin p=N + verify   the engine's copy, each MiB read back from the destination once written and compared
+                  with what was read, then the verification (robin.migrate.verify: every entry and attribute
+                  compared, the content of every file the copy did not compare by both sides' SHA-256), for the
                   largest N: what `robin migrate gluster` does with a volume once it is mounted
 
 The GlusterFS source is mounted afresh (read-only, as the tool does) before every copy, so no copy reads from a
