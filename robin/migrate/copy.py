@@ -283,6 +283,7 @@ class Copier:
                    for start, end in _pieces(size)]
         wait(futures)  # all of them, even after one failed: they use the descriptors the caller closes
         pieces = [future.result() for future in futures]
+        self.progress.add(sum(end - stopped for (_, end), (_, _, stopped) in zip(_pieces(size), pieces, strict=True)))
         return sum(piece[0] for piece in pieces), all(piece[1] for piece in pieces)
 
     def _copy_range(self, source_fd: int, target_fd: int, start: int, end: int,
@@ -299,7 +300,9 @@ class Copier:
                 _write_all(target_fd, chunk, position)
                 crash_point("migrate.chunk_written")
                 written += len(chunk)
-            if same:  # after a difference, the verification reads both sides whole and reports it
+            # After a difference, the verification reads both sides whole and reports it. (An all-zero chunk at
+            # the file's end reads back short, the end being set after: that file is the verification's too.)
+            if same:
                 same = _reads_back(target_fd, position, chunk)
             position += len(chunk)
             self.progress.add(len(chunk))

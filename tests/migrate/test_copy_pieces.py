@@ -61,6 +61,20 @@ def test_a_copy_without_reading_back_leaves_both_sides_to_the_verification(sides
                                   for name in ("large.bin", "small.txt"))
 
 
+def test_a_file_of_zeros_is_left_to_the_verification_which_finds_it_equal(tmp_path):
+    """Its all-zero chunk is not written (a hole), so it reads back short until its end is set."""
+    source, destination = tmp_path / "source", tmp_path / "destination"
+    source.mkdir()
+    destination.mkdir()
+    (source / "zeros").write_bytes(bytes(4096))
+    tree = scan(str(source))
+    copier = Copier(str(source), str(destination), 2, read_back=True)
+
+    assert copier.copy(tree).errors == [] and copier.sources == {}
+    assert (destination / "zeros").read_bytes() == bytes(4096)
+    assert verify.verify(tree, str(destination), copier.sources, copier.refused(), 2).ok
+
+
 def test_a_chunk_that_reads_back_otherwise_is_not_taken_as_landed(tmp_path):
     """What the comparison itself says, on a real file: equal bytes, other bytes, a file shorter than the chunk."""
     path = tmp_path / "written"
