@@ -17,15 +17,19 @@ with the order rotating, each copy into a fresh directory of that same destinati
   cp -a           `cp -a SRC/. DST/run-N/` (coreutils, one file at a time: content, modes, owners, times, links,
                   extended attributes and ACLs, which robin keeps too)
   robin p=N       robin's copy engine (robin.migrate.copy: scan, then N files at a time) for each N in --parallel
-  robin p=N + verify   the engine's copy, each file read back from the destination once written, then the
-                  verification (robin.migrate.verify: every entry and attribute compared, every SHA-256), for the
+  robin p=N + verify   the engine's copy, each MiB read back from the destination once written and compared
+                  with what was read, then the verification (robin.migrate.verify: every entry and attribute
+                  compared, the content of every file the copy did not compare by both sides' SHA-256), for the
                   largest N: what `robin migrate gluster` does with a volume once it is mounted
 
 The GlusterFS source is mounted afresh (read-only, as the tool does) before every copy, so no copy reads from a
 cache another one filled. A copy's time ends when its data is flushed (cp: `sync -f` on the destination; robin's
 engine flushes with syncfs itself). Then one whole `robin migrate gluster` run (plan, create, mount, copy, verify
-every checksum) is timed per set, --whole-repeats times; with --before PATH (an unpacked `git archive` of another
-commit) that commit's `robin migrate gluster` is timed too, alternating with this one's, on the same servers.
+every checksum) is timed per set, --whole-repeats times. With --before PATH (an unpacked `git archive` of another
+commit), that commit's engine (its robin/migrate/copy.py and verify.py, loaded beside this one's) is one more
+contender, `before p=N + verify`, and its `robin migrate gluster` is timed too, alternating with this one's, on
+the same servers. Beside each time, the copier's own CPU seconds (robin's threads, or cp's and sync's): what the
+FUSE daemons do is in neither, and the load moves it far less than it moves the times.
 
     .venv/bin/python benchmarks/migrate.py [--repeats 3] [--small-files 4000] [--large-files 4] [--large-mib 256]
         [--acl-files 2000] [--issue-mib 759] [--sets small,large,acl,issue] [--parallel 1,8] [--whole-repeats 1]
@@ -36,9 +40,11 @@ Everything it starts is stopped by pid in `finally`, Ctrl-C and SIGTERM included
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import struct
@@ -172,17 +178,40 @@ def copy_with_robin(parallel: int):
     return copy
 
 
-def copy_and_verify_with_robin(parallel: int):
+def copy_and_verify_with_robin(parallel: int, engine=None):
+    """`engine`: (Copier, verify) of another tree (engine_of), else this one's."""
+    copier_class, verify_tree = engine or (Copier, verify)
+
     def copy(source: str, target: str) -> None:
         os.mkdir(target)
         tree = scan(source)
-        copier = Copier(source, target, parallel, read_back=True)  # as `robin migrate gluster` copies
+        copier = copier_class(source, target, parallel, read_back=True)  # as `robin migrate gluster` copies
         stats = copier.copy(tree)
-        verification = verify(tree, target, copier.sources, copier.refused(), parallel)
+        verification = verify_tree(tree, target, copier.sources, copier.refused(), parallel)
         if stats.errors or stats.xattrs_refused or not verification.ok:
             raise RuntimeError(f"robin's copy failed: {stats.errors[:3]} {stats.xattrs_refused[:3]} "
                                f"{verification.mismatches[:3]}")
     return copy
+
+
+def engine_of(tree: Path):
+    """The Copier and verify() of another tree's robin/migrate/copy.py and verify.py, loaded beside this tree's
+    under other module names (their other imports are this tree's modules): the engines A/B in one process."""
+    def load(name: str, path: Path):
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+        return module
+
+    other_copy = load("robin.migrate.copy_before", tree / "robin/migrate/copy.py")
+    ours = sys.modules["robin.migrate.copy"]
+    sys.modules["robin.migrate.copy"] = other_copy  # what the other verify.py imports its Copied from
+    try:
+        other_verify = load("robin.migrate.verify_before", tree / "robin/migrate/verify.py")
+    finally:
+        sys.modules["robin.migrate.copy"] = ours
+    return other_copy.Copier, other_verify.verify
 
 
 def measure_set(name: str, fill, server: GlusterServer, client: RobinClient, host: Host, project: str,
@@ -199,19 +228,34 @@ def measure_set(name: str, fill, server: GlusterServer, client: RobinClient, hos
     contenders = {"cp -a": copy_with_cp("-a"),
                   **{f"robin p={p}": copy_with_robin(p) for p in args.parallel},
                   f"robin p={max(args.parallel)} + verify": copy_and_verify_with_robin(max(args.parallel))}
+    if args.before:
+        contenders[f"before p={max(args.parallel)} + verify"] = copy_and_verify_with_robin(
+            max(args.parallel), engine_of(Path(args.before).resolve()))
     samples: dict[str, list[float]] = {label: [] for label in contenders}
+    cpu: dict[str, list[float]] = {label: [] for label in contenders}
     order = list(contenders)
     with destination.mounted(host, ref, made, access, str(work / f"dest-{name}")) as target:
         for repeat in range(args.repeats):
             for label in order[repeat % len(order):] + order[:repeat % len(order)]:
                 run_dir = os.path.join(target, f"run-{repeat}-{len(samples[label])}-{abs(hash(label))}")
                 with gluster.mounted(source_spec, str(work / f"src-{name}")) as source:
-                    started = time.perf_counter()
+                    started, cpu_started = time.perf_counter(), copier_cpu_s()
                     contenders[label](source, run_dir)
                     samples[label].append(time.perf_counter() - started)
+                    cpu[label].append(copier_cpu_s() - cpu_started)
                 shutil.rmtree(run_dir)
-                print(f"  {name} {label}: {samples[label][-1]:.2f}s", file=sys.stderr, flush=True)
-    return {"set": name, "files": files, "bytes": data_bytes, "gluster_volume": volume, "samples": samples}
+                print(f"  {name} {label}: {samples[label][-1]:.2f}s, CPU {cpu[label][-1]:.2f}s, load "
+                      f"{os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
+    return {"set": name, "files": files, "bytes": data_bytes, "gluster_volume": volume, "samples": samples,
+            "cpu_s": cpu}
+
+
+def copier_cpu_s() -> float:
+    """CPU seconds of the copier itself, user and system: this process's threads (robin's engine) and its ended
+    children (cp and sync, waited for within a copy's time); the FUSE daemons of both sides run in neither, and
+    neither counts what the load takes."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def whole_run(spec: str, url: str, token: str, conf: str, project: str, name: str, work: Path,
@@ -235,15 +279,15 @@ def whole_run(spec: str, url: str, token: str, conf: str, project: str, name: st
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| set | files | MiB | contender | median s | MiB/s | files/s | vs cp -a |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| set | files | MiB | contender | median s | MiB/s | files/s | vs cp -a | copier CPU s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for result in results:
         baseline = statistics.median(result["samples"]["cp -a"])
         for label, samples in result["samples"].items():
             median = statistics.median(samples)
             lines.append(f"| {result['set']} | {result['files']:,} | {result['bytes'] / MiB:,.0f} | {label} | "
                          f"{median:.2f} | {result['bytes'] / MiB / median:,.1f} | {result['files'] / median:,.0f} | "
-                         f"{baseline / median:.2f}x |")
+                         f"{baseline / median:.2f}x | {statistics.median(result['cpu_s'][label]):.2f} |")
     return "\n".join(lines)
 
 

@@ -15,12 +15,12 @@ It is a mirror, and it can be run again at any time:
   removed, except the names in `keep_at_root` (ext4's lost+found).
 Directories get their owners, attributes, modes and times last, deepest first, because adding entries changes a
 directory's mtime, and a default ACL set early would be inherited by the entries made in it.
-Each file's content is hashed as it is read (but files with holes), so that the verification reads only
-the destination for what this run copied: `Copier.sources` keeps, per source inode, the state and digest of what
-was copied. With `read_back`, the worker that copied a file then reads it back from the destination and keeps
-that digest too: the verification's read of the destination, done while other workers still copy (the
-verification then reads only what the copy did not read back). Files are copied by a bounded pool of threads: on
-network file systems the time goes in round trips, which threads overlap (each I/O call releases the GIL).
+With `read_back`, each chunk of a file without holes is read back from the destination as soon as it is written
+and compared byte for byte with the chunk read from the source: the verification's read of the destination, done
+while other workers still copy, and no hashing (a byte comparison costs a fraction of what SHA-256 costs on both
+sides). `Copier.sources` keeps, per source inode, the state of each file found equal so, and the verification
+then reads neither side of it again. Files are copied by a bounded pool of threads: on network file systems the
+time goes in round trips, which threads overlap (each I/O call releases the GIL).
 """
 from __future__ import annotations
 
@@ -32,7 +32,6 @@ import shutil
 import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import suppress
 from dataclasses import dataclass, field
 
 from robin.faults import crash_point
@@ -41,12 +40,12 @@ from robin.migrate.progress import Progress
 from robin.migrate.tree import Entry, Tree, join
 
 CHUNK = 1 << 20
-# A file with no holes larger than this is copied in pieces of this size, several at once (and so hashed, read
-# back and verified piece by piece): one stream per file leaves the cores idle while each waits on a round trip.
+# A file with no holes larger than this is copied in pieces of this size, several at once (and read back piece by
+# piece): one stream per file leaves the cores idle while each waits on a round trip.
 SEGMENT = 64 << 20
 ZEROS = memoryview(bytes(CHUNK))
 QUEUED_PER_WORKER = 4  # files queued ahead of the workers: enough to keep them busy, bounded in memory
-DIGEST = "sha256"  # with SHA-NI (x86) or the ARMv8 crypto extensions, faster than the FUSE reads feeding it
+DIGEST = "sha256"  # of both sides of a file the copy did not compare as it wrote it
 
 
 @dataclass
@@ -91,49 +90,24 @@ def _said(exc: OSError) -> str:
 
 
 def file_digest(path: str) -> str:
-    """The SHA-256 of a file's content; of a file larger than SEGMENT, the SHA-256 of the SHA-256s of its pieces
-    (SEGMENT bytes each, the last one shorter), which the copy hashes at once by several threads."""
+    """The SHA-256 of a file's content, as `sha256sum` gives it."""
     with open(path, "rb", buffering=0) as handle:
-        return _digest(handle)
-
-
-def _digest(handle) -> str:
-    size = os.fstat(handle.fileno()).st_size
-    if size <= SEGMENT:
         return hashlib.file_digest(handle, DIGEST).hexdigest()
-    return _combined([_range_digest(handle.fileno(), start, end) for start, end in _pieces(size)])
 
 
 def _pieces(size: int) -> list[tuple[int, int]]:
     return [(start, min(start + SEGMENT, size)) for start in range(0, size, SEGMENT)]
 
 
-def _range_digest(fd: int, start: int, end: int) -> bytes:
-    hasher, buffer = hashlib.new(DIGEST), bytearray(CHUNK)
-    view, position = memoryview(buffer), start
-    while position < end:
-        done = os.preadv(fd, [view[:min(CHUNK, end - position)]], position)
-        if not done:
-            break  # shorter than it was: its digest differs, as its size does
-        hasher.update(view[:done])
-        position += done
-    return hasher.digest()
-
-
-def _combined(digests: list[bytes]) -> str:
-    return hashlib.new(DIGEST, b"".join(digests)).hexdigest()
-
-
 @dataclass(frozen=True)
 class Copied:
-    """A source file as this run read it: its lstat when the copy started, and the digest of what was read (and
-    written). Kept only when the file did not change while it was read. `landed`: the digest of the destination
-    file read back once written, and `landed_at` that file's (st_dev, st_ino): None when it was not read back."""
+    """A source file this run copied and found at the destination whole: its lstat when the copy started (kept
+    only when the file did not change while it was read), and `same_at`, the (st_dev, st_ino) of the destination
+    file whose content was found equal to what was read: read back chunk by chunk as it was written, or, for a
+    file already there, by both sides' SHA-256."""
 
     st: os.stat_result
-    digest: str
-    landed: str | None = None
-    landed_at: tuple[int, int] | None = None
+    same_at: tuple[int, int]
 
 
 class Copier:
@@ -240,10 +214,9 @@ class Copier:
                     self.stats.add(files_unchanged=1, bytes_unchanged=size)
                     self.progress.add(size, files=1)
                     return
-                digest = file_digest(source)
-                if digest == file_digest(target):
+                if file_digest(source) == file_digest(target):
                     self._set_metadata(target, entry, xattrs.read(target))
-                    self.sources[entry.inode] = Copied(entry.st, digest, digest, _inode(target))
+                    self.sources[entry.inode] = Copied(entry.st, _inode(target))
                     self.stats.add(files_same_content=1, bytes_unchanged=size)
                     self.progress.add(size, files=1)
                     return
@@ -261,11 +234,13 @@ class Copier:
         source_fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
         try:
             before = os.fstat(source_fd)  # the metadata is the file's as its copy starts
-            target_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            # Read as well as written when read back: through the descriptor that wrote, no open round trip more.
+            mode = os.O_RDWR if self.read_back else os.O_WRONLY
+            target_fd = os.open(target, mode | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             try:
-                written, digest, landed = self._copy_data(source_fd, target_fd, target, before)
+                written, same = self._copy_data(source_fd, target_fd, before)
                 self._set_fd_metadata(target_fd, entry, before, fresh if have is None else xattrs.read(target))
-                landed_at = _inode_of(target_fd) if landed else None
+                same_at = _inode_of(target_fd) if same else None
             finally:
                 os.close(target_fd)
             after = os.fstat(source_fd)
@@ -273,93 +248,65 @@ class Copier:
             os.close(source_fd)
         crash_point("migrate.file_copied")
         changed = (after.st_mtime_ns, after.st_size) != (before.st_mtime_ns, before.st_size)
-        if digest and not changed and (before.st_mtime_ns, before.st_size) == (entry.st.st_mtime_ns, entry.st.st_size):
-            if self.read_back and landed is None:
-                landed, landed_at = self._landed(target)
-            self.sources[entry.inode] = Copied(before, digest, landed, landed_at)
+        if same_at and not changed \
+                and (before.st_mtime_ns, before.st_size) == (entry.st.st_mtime_ns, entry.st.st_size):
+            self.sources[entry.inode] = Copied(before, same_at)
         self.stats.add(files_copied=1, bytes_copied=before.st_size, bytes_written=written,
                        files_changed_while_copied=int(changed))
         self.progress.add(0, files=1)
 
-    def _copy_data(self, source_fd: int, target_fd: int, target: str,
-                   st: os.stat_result) -> tuple[int, str | None, str | None]:
-        """Copy the data, leaving holes where the source has holes or all-zero chunks; the bytes written, the
-        digest of what was read, and that of what was read back (None unless copied in pieces: see _landed). A
-        file with holes is not hashed: hashing the zeros its holes read as would cost what skipping them saved
-        (and keep the file in flight that much longer); the verification reads it."""
-        size, written, position, data_end = st.st_size, 0, 0, 0
+    def _copy_data(self, source_fd: int, target_fd: int, st: os.stat_result) -> tuple[int, bool]:
+        """Copy the data, leaving holes where the source has holes or all-zero chunks; the bytes written, and
+        whether every chunk read back equals the chunk read (False unless read_back). A file with holes is not
+        read back: reading its holes back as zeros would cost what skipping them saved; the verification reads
+        both sides of it."""
+        size = st.st_size
         # Asking for holes costs two round trips to the source's servers: only where there can be holes.
         ranges = _data_ranges(source_fd, size) if st.st_blocks * 512 < size else [(0, size)]
+        compare = self.read_back and ranges == [(0, size)]
         if ranges == [(0, size)] and size > SEGMENT:
-            return self._copy_in_pieces(source_fd, target_fd, target, size)
-        hasher = hashlib.new(DIGEST) if ranges == [(0, size)] else None
+            return self._copy_in_pieces(source_fd, target_fd, size, compare)
+        written, same, position = 0, compare, 0
         for start, end in ranges:
             self.progress.add(start - position)  # a hole counts as done
-            position = start
-            while position < end:
-                chunk = os.pread(source_fd, min(CHUNK, end - position), position)
-                if not chunk:
-                    break  # the source shrank under us: its changed mtime gets it copied again next run
-                if hasher is not None:
-                    hasher.update(chunk)
-                if chunk != ZEROS[:len(chunk)]:
-                    _write_all(target_fd, chunk, position)
-                    crash_point("migrate.chunk_written")
-                    written += len(chunk)
-                    data_end = position + len(chunk)
-                position += len(chunk)
-                self.progress.add(len(chunk))
+            done, same_here, position = self._copy_range(source_fd, target_fd, start, end, compare)
+            written, same = written + done, same and same_here
         self.progress.add(max(0, size - position))
-        if data_end < size:
-            os.ftruncate(target_fd, size)  # a trailing hole: the file's end was never written
-        return written, hasher.hexdigest() if hasher is not None else None, None
+        if written < size:
+            os.ftruncate(target_fd, size)  # a hole at the end: no write reached the file's end
+        return written, same
 
-    def _copy_in_pieces(self, source_fd: int, target_fd: int, target: str, size: int) -> tuple[int, str, str | None]:
-        """A large file without holes: its pieces copied by the piece pool at once, each hashed as it is read and
-        (read_back) read back once written. The digests are file_digest's."""
+    def _copy_in_pieces(self, source_fd: int, target_fd: int, size: int, compare: bool) -> tuple[int, bool]:
+        """A large file without holes: its pieces copied (and with `compare` read back) by the piece pool at once."""
         os.ftruncate(target_fd, size)  # the all-zero chunks a piece skips are holes, up to the file's end
-        futures = [self._piece_pool.submit(self._copy_piece, source_fd, target_fd, target, start, end)
+        futures = [self._piece_pool.submit(self._copy_range, source_fd, target_fd, start, end, compare)
                    for start, end in _pieces(size)]
         wait(futures)  # all of them, even after one failed: they use the descriptors the caller closes
         pieces = [future.result() for future in futures]
-        landed = [piece[2] for piece in pieces]
-        return (sum(piece[0] for piece in pieces), _combined([piece[1] for piece in pieces]),
-                _combined(landed) if all(landed) else None)
+        self.progress.add(sum(end - stopped for (_, end), (_, _, stopped) in zip(_pieces(size), pieces, strict=True)))
+        return sum(piece[0] for piece in pieces), all(piece[1] for piece in pieces)
 
-    def _copy_piece(self, source_fd: int, target_fd: int, target: str, start: int,
-                    end: int) -> tuple[int, bytes, bytes | None]:
-        hasher, written, position = hashlib.new(DIGEST), 0, start
+    def _copy_range(self, source_fd: int, target_fd: int, start: int, end: int,
+                    compare: bool) -> tuple[int, bool, int]:
+        """Copy [start, end) chunk by chunk, an all-zero chunk left a hole; with `compare`, each chunk read back
+        once written and compared byte for byte with the chunk read. The bytes written, whether every chunk
+        compared equal, and where the copy stopped (before `end` if the source shrank under it)."""
+        written, same, position = 0, compare, start
         while position < end:
             chunk = os.pread(source_fd, min(CHUNK, end - position), position)
             if not chunk:
                 break  # the source shrank under us: its changed mtime gets it copied again next run
-            hasher.update(chunk)
             if chunk != ZEROS[:len(chunk)]:
                 _write_all(target_fd, chunk, position)
                 crash_point("migrate.chunk_written")
                 written += len(chunk)
+            # After a difference, the verification reads both sides whole and reports it. (An all-zero chunk at
+            # the file's end reads back short, the end being set after: that file is the verification's too.)
+            if same:
+                same = _reads_back(target_fd, position, chunk)
             position += len(chunk)
             self.progress.add(len(chunk))
-        self.progress.add(end - position)
-        landed = None
-        if self.read_back:
-            with suppress(OSError):  # unread: the verification reads it again and reports why
-                fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW)
-                try:
-                    landed = _range_digest(fd, start, end)
-                finally:
-                    os.close(fd)
-        return written, hasher.digest(), landed
-
-    @staticmethod
-    def _landed(target: str) -> tuple[str | None, tuple[int, int] | None]:
-        """The digest of the file written at `target`, read back, and which file that was; (None, None) when it
-        cannot be read now (the verification reads it again and reports why)."""
-        try:
-            with open(target, "rb", buffering=0) as handle:
-                return _digest(handle), _inode_of(handle.fileno())
-        except OSError:
-            return None, None
+        return written, same and position == end, position
 
     def _link(self, entry: Entry, first: str) -> None:
         target, first_target = join(self.destination, entry.rel), join(self.destination, first)
@@ -493,6 +440,21 @@ def _write_all(fd: int, data: bytes, position: int) -> None:
     while view:
         done = os.pwrite(fd, view, position)
         view, position = view[done:], position + done
+
+
+def _reads_back(fd: int, position: int, expected: bytes) -> bool:
+    """Whether the file open at `fd` holds `expected` at `position`, as read now; False when it cannot be read
+    (the verification reads it again and says why)."""
+    try:
+        found = os.pread(fd, len(expected), position)
+        while 0 < len(found) < len(expected):  # a read cut short: the rest
+            more = os.pread(fd, len(expected) - len(found), position + len(found))
+            if not more:
+                break
+            found += more
+    except OSError:
+        return False
+    return found == expected  # bytes against bytes: a memcmp
 
 
 def _inode(path: str) -> tuple[int, int]:

@@ -1,13 +1,14 @@
 """The verification pass after a copy: the destination read afresh, every entry compared with the source by type,
-owner, mode, mtime, extended attributes and POSIX ACLs, every file by size and checksum, symlinks by target,
+owner, mode, mtime, extended attributes and POSIX ACLs, every file by size and content, symlinks by target,
 device nodes by number, hard links by grouping; and what only the destination has is reported too. Access times
 are not compared: reading a file moves its own.
 
-What the copy read of the source is not read again: a file it copied (unchanged while it was read) is compared
-with the lstat and SHA-256 the copy took of it (robin.migrate.copy.Copied), other entries with the copy's walk of
-the source. Only what the copy did not read (files already at the destination, files that changed while copied)
-is read at the source again. The destination is always read in full: its walk, attributes and every file's data,
-the data of a file the copy read back once written (Copied.landed) by the copy then, that of every other file here.
+A file the copy found equal at the destination as it wrote it (robin.migrate.copy.Copied: read back chunk by chunk
+and compared byte for byte with what it read, unchanged while it was read) is compared by the lstat the copy took
+of it, and its content is not read again on either side, as long as the destination file is the very one the copy
+compared (the same inode). Every other file (already at the destination, changed while copied, with holes, or
+another file found in its place) is read on both sides and compared by SHA-256. The destination's walk and
+attributes are always read afresh, other source entries are compared with the copy's walk of the source.
 Attributes the destination refused (the copy's `xattrs_refused`) are reported there, and left out here."""
 from __future__ import annotations
 
@@ -98,23 +99,17 @@ def verify(source: Tree, destination_root: str, copied: Mapping[tuple[int, int],
 
 def _check_file(entry: Entry, theirs: Entry, source_root: str, destination_root: str, known: Copied | None,
                 skipped: frozenset[tuple[str, str]]) -> list[Mismatch]:
-    """A file's metadata and content: the source's as the copy read it, or read now if the copy did not; the
-    destination's as the copy read it back, if that is the file found there, or read now."""
-    landed = None
+    """A file's metadata, the source's as the copy read it or read now if the copy did not; and its content
+    unless the copy found this very destination file equal to what it read, by both sides' SHA-256."""
     if known is not None:
-        ours, digest = Entry(entry.rel, known.st, entry.xattrs), known.digest
-        if known.landed_at == (theirs.st.st_dev, theirs.st.st_ino):
-            landed = known.landed
+        ours, same = Entry(entry.rel, known.st, entry.xattrs), known.same_at == (theirs.st.st_dev, theirs.st.st_ino)
     else:
         path = join(source_root, entry.rel)
-        ours, digest = Entry(entry.rel, os.lstat(path), xattrs.read(path)), None
+        ours, same = Entry(entry.rel, os.lstat(path), xattrs.read(path)), False
     problems = _compare(ours, theirs, skipped)
-    if any(problem.what in ("type", "size") for problem in problems):
+    if same or any(problem.what in ("type", "size") for problem in problems):
         return problems
-    if digest is None:
-        digest = file_digest(join(source_root, entry.rel))
-    if landed is None:
-        landed = file_digest(join(destination_root, entry.rel))
+    digest, landed = file_digest(join(source_root, entry.rel)), file_digest(join(destination_root, entry.rel))
     if landed != digest:
         problems.append(Mismatch(entry.rel, "content", digest, landed))
     return problems
