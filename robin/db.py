@@ -228,6 +228,17 @@ def _ping_idle_connections(engine: Engine, idle_s: float) -> None:
             raise DisconnectionError("the pooled connection was closed while it was idle")
 
 
+def _keep_iso_dates(engine: Engine) -> None:
+    """Every session in the ISO date style, PostgreSQL's default, which the listings' timestamps read as text rely
+    on (robin.volumes.listing.utc_text): a server or database set otherwise gets a SET on each new connection."""
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # Reported by the server when the session starts: asking costs no round trip.
+        if not (dbapi_connection.info.parameter_status("DateStyle") or "").startswith("ISO"):
+            dbapi_connection.execute("SET DateStyle TO ISO")
+            dbapi_connection.commit()
+
+
 def _no_hook(_connection: Connection) -> AbstractContextManager:
     return nullcontext()
 
@@ -264,6 +275,7 @@ class Database:
             _configure_sqlite(engine, self._write_queue)  # a file: nothing to lose while idle
         else:
             _ping_idle_connections(engine, POSTGRES_IDLE_PING_S)
+            _keep_iso_dates(engine)
         self.engine = engine
         self._read_sessions = sessionmaker(bind=engine, expire_on_commit=False)
         self._write_engine = engine.execution_options(robin_write_lock=True)

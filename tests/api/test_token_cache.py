@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from sqlalchemy import update
 
 from robin.auth.models import ApiToken, Role
@@ -99,6 +100,32 @@ def test_an_unknown_token_is_not_cached(app, new_project):
     headers = {"Authorization": "Bearer robin_" + "x" * 43}
     assert client.get("/api/v2/projects", headers=headers).status_code == 401
     assert token_cache.get(_hash_of(headers)) is None
+
+
+def test_a_token_read_from_postgresql_is_its_statement_alone(app, new_project, backend):
+    """Read when the cache has no entry (every TOKEN_CACHE_TTL_S per process and token): in autocommit, so no BEGIN
+    before it and no ROLLBACK after it, two round trips of three; still the token's current row."""
+    from psycopg.pq import TransactionStatus
+    from sqlalchemy import event
+
+    if backend == "sqlite":
+        pytest.skip("SQLite's BEGIN and ROLLBACK cost no round trip")
+    project = new_project()
+    headers, token_id = _member(app, project)
+    seen = []
+
+    def after_execute(connection, _cursor, statement, _parameters, _context, _executemany):
+        if "FROM api_tokens" in statement:  # IDENTITY_QUERY's, the request's only statement on that table
+            seen.append(connection.connection.dbapi_connection.info.transaction_status)
+
+    token_cache.clear()
+    event.listen(db.engine, "after_cursor_execute", after_execute)
+    try:
+        assert app.test_client().get(f"/api/v2/projects/{project}", headers=headers).status_code == 200
+    finally:
+        event.remove(db.engine, "after_cursor_execute", after_execute)
+    assert seen == [TransactionStatus.IDLE]
+    assert token_cache.get(_hash_of(headers)).id == token_id
 
 
 def _hash_of(headers: dict) -> str:

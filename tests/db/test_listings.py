@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
@@ -72,6 +73,15 @@ def fleet(listing_app) -> Fleet:
             parent_id=images[0].id, parent_snapshot="snap-0", features=["layering"], image_metadata={}))
         session.execute(update(RbdImage).where(RbdImage.id == images[2].id).values(
             state=VolumeState.RESIZING, target_size_bytes=3 * 2**30))
+        # Timestamps with a fraction of a second, as real ones have (the synthetic ones are whole seconds): the
+        # listings write them from text, the schemas from datetimes.
+        for model in (RbdImage, CephfsPath):
+            for number, volume in enumerate(session.scalars(select(model).join(Project).where(
+                    Project.name == fleet.big_project))):
+                volume.created_at += timedelta(microseconds=7)
+                volume.updated_at += timedelta(microseconds=120_000 * (number % 2))
+                if volume.deleted_at is not None:
+                    volume.deleted_at += timedelta(microseconds=999_999)
     return fleet
 
 
@@ -215,3 +225,29 @@ def test_project_listing_items_are_what_the_schema_writes(fleet, client_as):
         expected = {project.name: ProjectSchema().dump(project) for project in session.scalars(
             select(Project).where(Project.name.in_(list(ours))))}
     assert ours == expected
+
+
+def test_timestamps_read_the_same_where_the_server_writes_dates_in_another_style(backend, fleet, client_as,
+                                                                                   listing_url):
+    """The listings read PostgreSQL's timestamps as its text (robin.volumes.listing.utc_text), which a DateStyle
+    other than ISO would change: robin's sessions keep to ISO whatever the server or database says."""
+    from sqlalchemy import create_engine, text
+
+    from robin.db import normalize_url
+
+    if backend == "sqlite":
+        pytest.skip("SQLite's timestamps are the text SQLAlchemy stored")
+    admin = create_engine(normalize_url(listing_url), isolation_level="AUTOCOMMIT")
+    database = admin.url.database
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'ALTER DATABASE "{database}" SET DateStyle TO \'SQL, DMY\''))
+        db.engine.dispose()  # new sessions, in the database's style now
+        with db.read_connection() as connection:
+            assert connection.scalar(text("SHOW DateStyle")) == "ISO, DMY"
+        test_volume_listing_items_are_what_the_schema_writes(fleet, client_as, "rbd-images", False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'ALTER DATABASE "{database}" RESET DateStyle'))
+        admin.dispose()
+        db.engine.dispose()
