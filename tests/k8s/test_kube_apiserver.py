@@ -1205,17 +1205,18 @@ def _leaves(value, path=()):
 
 
 def _replaced(document, path, value):
-    copy = json.loads(json.dumps(document))
+    """A copy of `document` with the value at `path` replaced by `value` (or removed: _REMOVED)."""
+    changed = json.loads(json.dumps(document))
     if not path:
         return value
-    parent = copy
+    parent = changed
     for key in path[:-1]:
         parent = parent[key]
     if value is _REMOVED:
         del parent[path[-1]]
     else:
         parent[path[-1]] = value
-    return copy
+    return changed
 
 
 _REMOVED = object()
