@@ -79,6 +79,8 @@ PROVISIONERS = {"rbd": "robin.io/rbd", "cephfs": "robin.io/cephfs"}
 CLASS_PARAMETERS = {"rbd": {"pool": POOL}, "cephfs": {"fs": FS_NAME}}
 COLLECTIONS = {"rbd": "rbd-images", "cephfs": "cephfs-paths"}
 VOLUME_ANNOTATION = "robin.io/volume"  # set by the provisioner when it takes a claim on (its first write)
+STORAGE_PROVISIONER = "volume.kubernetes.io/storage-provisioner"  # set by the PV controller: "provision this"
+PROJECT_LABEL = "robin.io/project"  # on every PV the provisioner makes
 HTTP_TIMEOUT_S = 60
 START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 20
@@ -369,20 +371,16 @@ def start_provisioner(stack: ExitStack, args, kube: KubeApi, robin_url: str, tok
 
 # --- watching the claims -------------------------------------------------------------------------
 
-class ClaimWatch:
-    """A list+watch of one namespace's PVCs (as a Kubernetes client would see them) noting, per claim, when it
-    was first seen taken on by the provisioner (annotated robin.io/volume) and first seen Bound."""
+class WatchLoop:
+    """A list+watch of one collection (as a Kubernetes client would see it) in a thread, each object handed to
+    `seen(obj, when)`, `when` taken as its line arrived."""
 
-    def __init__(self, kube: KubeApi, namespace: str):
-        self.kube, self.namespace = kube, namespace
-        self.path = f"/api/v1/namespaces/{namespace}/persistentvolumeclaims"
-        self.held: dict[str, float] = {}
-        self.bound: dict[str, float] = {}
-        self.cond = threading.Condition()
+    def __init__(self, kube: KubeApi, path: str, seen: Callable[[dict, float], None], **params: str):
+        self.kube, self.path, self.params, self.seen = kube, path, params, seen
         self.events = self.restarts = self.relists = 0
         self._stop = threading.Event()
         self._session = kube.session()
-        self._thread = threading.Thread(target=self._run, name="claim-watch", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"watch {path}", daemon=True)
         self._rv = ""
 
     def start(self) -> None:
@@ -393,25 +391,16 @@ class ClaimWatch:
         self._stop.set()  # the thread ends at the next event or bookmark, or when the server stops
         self._thread.join(timeout=1)
 
-    def _seen(self, obj: dict, now: float) -> None:
-        name = obj["metadata"]["name"]
-        with self.cond:
-            if name not in self.held and VOLUME_ANNOTATION in (obj["metadata"].get("annotations") or {}):
-                self.held[name] = now
-            if name not in self.bound and (obj.get("status") or {}).get("phase") == "Bound":
-                self.bound[name] = now
-                self.cond.notify_all()
-
     def _list(self) -> str:
-        listing = self.kube.get(self._session, self.path)
+        listing = self.kube.get(self._session, self.path, **self.params)
         now = time.perf_counter()
         for obj in listing["items"]:
-            self._seen(obj, now)
+            self.seen(obj, now)
         return listing["metadata"]["resourceVersion"]
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            params = {"watch": "true", "resourceVersion": self._rv, "allowWatchBookmarks": "true",
+            params = {**self.params, "watch": "true", "resourceVersion": self._rv, "allowWatchBookmarks": "true",
                       "timeoutSeconds": "600"}
             try:
                 with self._session.get(self.kube.url + self.path, params=params, stream=True,
@@ -430,7 +419,7 @@ class ClaimWatch:
                 if self._stop.is_set():
                     return
                 self.restarts += 1
-                print(f"note: the claim watch broke off ({exc}); watching again", file=sys.stderr)
+                print(f"note: the watch of {self.path} broke off ({exc}); watching again", file=sys.stderr)
                 time.sleep(0.2)
 
     def _event(self, event: dict, now: float) -> None:
@@ -442,7 +431,69 @@ class ClaimWatch:
         self._rv = obj["metadata"]["resourceVersion"]
         if event["type"] in ("ADDED", "MODIFIED"):
             self.events += 1
-            self._seen(obj, now)
+            self.seen(obj, now)
+
+
+class ClaimWatch:
+    """Watches of one namespace's PVCs and (given the project) of the PVs of its robin project, noting per claim
+    when it was first seen asked of the provisioner (the PV controller's annotation), taken on by the provisioner
+    (annotated robin.io/volume, its first write), with its PV made (the PV's first event), and Bound."""
+
+    def __init__(self, kube: KubeApi, namespace: str, project: str | None = None):
+        self.asked: dict[str, float] = {}
+        self.held: dict[str, float] = {}
+        self.volume_made: dict[str, float] = {}
+        self.bound: dict[str, float] = {}
+        self.cond = threading.Condition()
+        self._loops = [WatchLoop(kube, f"/api/v1/namespaces/{namespace}/persistentvolumeclaims", self._seen)]
+        if project is not None:
+            self._namespace = namespace
+            self._loops.append(WatchLoop(kube, "/api/v1/persistentvolumes", self._seen_volume,
+                                         labelSelector=f"{PROJECT_LABEL}={project}"))
+
+    @property
+    def events(self) -> int:
+        return sum(loop.events for loop in self._loops)
+
+    @property
+    def restarts(self) -> int:
+        return sum(loop.restarts for loop in self._loops)
+
+    @property
+    def relists(self) -> int:
+        return sum(loop.relists for loop in self._loops)
+
+    def start(self) -> None:
+        for loop in self._loops:
+            loop.start()
+
+    def stop(self) -> None:
+        for loop in self._loops:
+            loop.stop()
+
+    def _seen(self, obj: dict, now: float) -> None:
+        name, annotations = obj["metadata"]["name"], obj["metadata"].get("annotations") or {}
+        with self.cond:
+            if name not in self.asked and STORAGE_PROVISIONER in annotations:
+                self.asked[name] = now
+            if name not in self.held and VOLUME_ANNOTATION in annotations:
+                self.held[name] = now
+            if name not in self.bound and (obj.get("status") or {}).get("phase") == "Bound":
+                self.bound[name] = now
+                self.cond.notify_all()
+
+    def _seen_volume(self, obj: dict, now: float) -> None:
+        claim = (obj.get("spec") or {}).get("claimRef") or {}
+        if claim.get("namespace") == self._namespace:
+            with self.cond:
+                self.volume_made.setdefault(claim.get("name"), now)
+                self.cond.notify_all()
+
+    def wait_volume_seen(self, name: str, timeout: float) -> None:
+        """The claim's PV event is on another connection than its Bound one: it may be read a moment after."""
+        with self.cond:
+            if not self.cond.wait_for(lambda: name in self.volume_made, timeout):
+                raise TimeoutError(f"the PV of claim {name} was not seen in {timeout:g} s")
 
     def wait_bound(self, names: list[str], timeout: float, progress: Callable[[int], None] | None = None) -> None:
         wanted = set(names)
@@ -545,18 +596,30 @@ class Bench:
 
     def one_at_a_time(self, watch: ClaimWatch, prefix: str, n: int) -> dict:
         session = self.kube.session()
-        latencies, to_held, started = [], [], time.perf_counter()
+        returned, started = {}, time.perf_counter()
         for i in range(n):
             name = f"{prefix}-{i:05d}"
             self.created.append(name)
             self.kube.create(session, self.claims_path, self.claim_body(name))
-            returned = time.perf_counter()
+            returned[name] = time.perf_counter()
             watch.wait_bound([name], self.args.timeout)
-            latencies.append(watch.bound[name] - returned)
-            to_held.append(watch.held[name] - returned)
+            watch.wait_volume_seen(name, self.args.timeout)
         wall = time.perf_counter() - started
-        return {"n": n, "wall_s": wall, "pvcs_per_s": n / wall, "create_to_bound": dist_ms(latencies),
-                "create_to_held": dist_ms(to_held)}
+
+        def stage(since: Callable[[str], float], until: Callable[[str], float]) -> dict:
+            return dist_ms([until(name) - since(name) for name in returned])
+
+        return {"n": n, "wall_s": wall, "pvcs_per_s": n / wall,
+                "create_to_bound": stage(returned.get, watch.bound.get),
+                "create_to_held": stage(returned.get, watch.held.get),
+                "stages": {"create returned -> asked of the provisioner (the PV controller's annotation)":
+                           stage(returned.get, watch.asked.get),
+                           "asked -> taken on (the provisioner's finalizer and annotation)":
+                           stage(watch.asked.get, watch.held.get),
+                           "taken on -> PV seen (robin's create, the PV's create)":
+                           stage(watch.held.get, watch.volume_made.get),
+                           "PV seen -> claim seen Bound (the PV controller's binding)":
+                           stage(watch.volume_made.get, watch.bound.get)}}
 
     # checks and cleanup
 
@@ -744,6 +807,7 @@ def markdown(report: dict) -> str:
               ("burst: taken on -> Bound", burst["held_to_bound"])]
     if seq:
         stages += [("one at a time: create returned -> taken on", seq["create_to_held"])]
+        stages += [(f"one at a time: {label}", dist) for label, dist in seq.get("stages", {}).items()]
     for label, dist in stages:
         lines.append(f"| {label} | {fmt(dist['p50_ms'])} | {fmt(dist['p90_ms'])} | {fmt(dist['p99_ms'])} "
                      f"| {fmt(dist['max_ms'])} |")
@@ -841,7 +905,7 @@ def run(args, report: dict, stack: ExitStack) -> None:
     bench.set_up(total)
     # Registered before the provisioner starts, so it runs after the provisioner has stopped.
     stack.callback(bench.purge_volumes, conn, ioctx, fs, report["cleanup"])
-    watch = ClaimWatch(kube, bench.namespace)
+    watch = ClaimWatch(kube, bench.namespace, bench.project)
     watch.start()
     stack.callback(watch.stop)
     provisioner, metrics_url = start_provisioner(stack, args, kube, robin_url, token, directory,

@@ -1217,3 +1217,81 @@ def test_server_stops_with_open_watches():
     thread.join(timeout=10)
     api_client.close()
     assert not thread.is_alive()
+
+
+def _leaves(value, path=()):
+    """Every (path, value) of a JSON document, containers included."""
+    yield path, value
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        yield from _leaves(item, (*path, key))
+
+
+def _replaced(document, path, value):
+    """A copy of `document` with the value at `path` replaced by `value` (or removed: _REMOVED)."""
+    changed = json.loads(json.dumps(document))
+    if not path:
+        return value
+    parent = changed
+    for key in path[:-1]:
+        parent = parent[key]
+    if value is _REMOVED:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+    return changed
+
+
+_REMOVED = object()
+_WRONG_VALUES = (_REMOVED, None, 0, 1.5, True, "text", "ReadWriteOnce", [], ["x"], [1], {}, {"x": 1})
+
+
+def test_compiled_schema_check_accepts_only_what_jsonschema_accepts():
+    """The compiled schemas (schema_compiler) are the fast path of every write: an object they accept goes
+    through without jsonschema. Checked against jsonschema itself on the objects robin writes, and on each of them
+    with every field, one at a time, removed or replaced by a value of each JSON type: whatever the compiled check
+    accepts, jsonschema accepts too (and what jsonschema refuses still gets its errors, from jsonschema)."""
+    from tests.kube_apiserver import schemas
+    from tests.kube_apiserver.resources import RESOURCES
+
+    by_kind = {rt.kind: rt for rt in RESOURCES}
+    claim = {**pvc_body("c", storage="64Mi", storageClassName="fast", volumeMode="Filesystem"),
+             "metadata": {"name": "c", "namespace": "ns", "uid": "u", "annotations": {"a": "b"},
+                          "finalizers": ["robin.io/provisioning"], "labels": {"l": "v"}},
+             "status": {"phase": "Bound", "capacity": {"storage": "64Mi"}, "accessModes": ["ReadWriteOnce"],
+                        "conditions": [{"type": "Resizing", "status": "True"}]}}
+    volume = pv_body("pvc-u", "ns", "c", storage="64Mi")
+    volume["spec"]["csi"].update(fsType="ext4", volumeAttributes={"pool": "rbd"},
+                                 nodeStageSecretRef={"name": "s", "namespace": "ns"})
+    volume["spec"].update(persistentVolumeReclaimPolicy="Delete", mountOptions=["discard"])
+    documents = {
+        "PersistentVolumeClaim": claim, "PersistentVolume": volume,
+        "Event": {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e", "namespace": "ns"},
+                  "involvedObject": {"kind": "PersistentVolumeClaim", "name": "c", "uid": "u"}, "type": "Normal",
+                  "reason": "ProvisioningSucceeded", "message": "made", "count": 1, "source": {"component": "r"},
+                  "firstTimestamp": "2026-01-01T00:00:00Z"},
+        "StorageClass": {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "fast"},
+                         "provisioner": "robin.io/rbd", "parameters": {"pool": "rbd"}, "allowVolumeExpansion": True},
+        "Lease": {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "l"},
+                  "spec": {"holderIdentity": "me", "leaseDurationSeconds": 15, "leaseTransitions": 2}},
+        "Pod": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                "spec": {"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80}]}],
+                         "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "c"}}]}},
+    }
+    compared = 0
+    for kind, document in documents.items():
+        rt = by_kind[kind]
+        name = schemas.definition_name(rt)
+        check, validator = schemas._compiler().definition(name), schemas._validator(name)
+        normalized = schemas.decode(rt, document)
+        assert check(normalized), f"{kind}: a valid object must take the fast path"
+        for path, _ in list(_leaves(normalized)):
+            for wrong in _WRONG_VALUES:
+                if not path and wrong is _REMOVED:
+                    continue
+                candidate = _replaced(normalized, path, wrong)
+                if check(candidate):
+                    errors = list(validator.iter_errors(candidate))
+                    assert errors == [], f"{kind} {path} = {wrong!r}: accepted, but jsonschema says {errors[0]}"
+                compared += 1
+    assert compared > 1000

@@ -362,22 +362,32 @@ def _mismatch(pv: dict, pvc: dict, by_claim: bool) -> str | None:
     return None
 
 
+def _changed(obj: dict, *parts: str) -> dict:
+    """A copy of `obj` to change: its metadata and the top-level `parts` (spec, status) copied one level deep,
+    everything below shared with `obj`. Stored objects are never changed in place (see Store), so the new one may
+    share what it does not change."""
+    new = {**obj, "metadata": dict(obj["metadata"])}
+    for part in parts:
+        new[part] = dict(obj.get(part) or {})
+    return new
+
+
 def _bind(store, pv: dict, pvc: dict) -> None:
     ref = pv["spec"].get("claimRef")
-    new_pv = copy.deepcopy(pv)
+    new_pv = _changed(pv, "spec", "status")
     if not ref or not ref.get("uid"):
         new_pv["spec"]["claimRef"] = {"kind": "PersistentVolumeClaim", "namespace": pvc["metadata"]["namespace"],
                                       "name": pvc["metadata"]["name"], "uid": pvc["metadata"]["uid"],
                                       "apiVersion": "v1", "resourceVersion": pvc["metadata"]["resourceVersion"]}
-    new_pv.setdefault("status", {})["phase"] = "Bound"
+    new_pv["status"]["phase"] = "Bound"
     store.save(PVS, pv, new_pv)
-    new_pvc = copy.deepcopy(pvc)
-    annotations = new_pvc["metadata"].setdefault("annotations", {})
+    new_pvc = _changed(pvc, "spec", "status")
+    annotations = new_pvc["metadata"]["annotations"] = dict(pvc["metadata"].get("annotations") or {})
     if not pvc["spec"].get("volumeName"):
         new_pvc["spec"]["volumeName"] = pv["metadata"]["name"]
         annotations["pv.kubernetes.io/bound-by-controller"] = "yes"
     annotations["pv.kubernetes.io/bind-completed"] = "yes"
-    status = new_pvc.setdefault("status", {})
+    status = new_pvc["status"]
     # Only a claim becoming Bound takes the volume's capacity: once bound, status.capacity is the resizer's and
     # the kubelet's to write (a filesystem smaller than its grown volume is a resize still under way).
     if status.get("phase") != "Bound" and not _same_storage(status.get("capacity"), pv["spec"].get("capacity")):
@@ -417,8 +427,8 @@ def _ask_provisioner(store, pvc: dict) -> None:
     provisioner = _wanted_provisioner(store, pvc)
     if provisioner is None or (pvc["metadata"].get("annotations") or {}).get(STORAGE_PROVISIONER) == provisioner:
         return
-    new = copy.deepcopy(pvc)
-    annotations = new["metadata"].setdefault("annotations", {})
+    new = _changed(pvc)
+    annotations = new["metadata"]["annotations"] = dict(pvc["metadata"].get("annotations") or {})
     annotations[BETA_STORAGE_PROVISIONER] = annotations[STORAGE_PROVISIONER] = provisioner
     store.save(PVCS, pvc, new)
 
@@ -442,8 +452,8 @@ def _sync_volume(store, name: str) -> None:
         else:
             desired = "Available"  # pre-bound to a claim that does not exist yet
     if phase != desired:
-        new = copy.deepcopy(pv)
-        new.setdefault("status", {})["phase"] = desired
+        new = _changed(pv, "status")
+        new["status"]["phase"] = desired
         store.save(PVS, pv, new)
     elif desired == "Released" and _deleted_on_release(pv):
         deleter = store.volume_deleter

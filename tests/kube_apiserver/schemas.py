@@ -16,6 +16,7 @@ import jsonschema
 from referencing import Registry, Resource
 
 from .errors import bad_request, invalid
+from .schema_compiler import SchemaCompiler
 
 KUBERNETES_VERSION = "1.32.0"
 _SCHEMA_DIR = f"kubernetes-json-schema/v{KUBERNETES_VERSION}-local-strict"
@@ -51,6 +52,11 @@ def _validator(name: str) -> jsonschema.Draft202012Validator:
     definitions = _definitions()
     registry = Registry().with_resource(definitions["$id"], Resource.from_contents(definitions))
     return jsonschema.Draft202012Validator({"$ref": f"{definitions['$id']}#/$defs/{name}"}, registry=registry)
+
+
+@functools.cache
+def _compiler() -> SchemaCompiler:
+    return SchemaCompiler(_definitions()["$defs"])
 
 
 @functools.cache
@@ -184,6 +190,8 @@ def decode(rt, obj: dict, validation: FieldValidation | None = None) -> dict:
                           f"error: " + ", ".join(f'unknown field "{path}"' for path in unknown))
     if validation.mode == "Warn":
         validation.warnings += [f'unknown field "{path}"' for path in unknown]
+    if _compiler().definition(name)(obj):
+        return obj  # surely valid: jsonschema would find nothing (see schema_compiler)
     errors = sorted(_validator(name).iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
     wrong_types = [e for e in errors if e.validator in ("type", "oneOf")]
     if wrong_types:  # the JSON does not decode into the Go struct at all

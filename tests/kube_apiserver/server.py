@@ -284,6 +284,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _write_event(self, event_type: str, obj: dict) -> None:
         self._write_chunk(json.dumps({"type": event_type, "object": obj}, separators=(",", ":")).encode() + b"\n")
 
+    def _write_stored(self, event_type: str, event) -> None:
+        """As _write_event, with the object's JSON made once per event for every watch (see StoredEvent)."""
+        self._write_chunk(b'{"type":"%s","object":%s}\n' % (event_type.encode(), event.object_json()))
+
     def _client_gone(self) -> bool:
         try:
             readable, _, _ = select.select([self.connection], [], [], 0)
@@ -389,13 +393,13 @@ class _Handler(BaseHTTPRequestHandler):
         if event.type == "MODIFIED":
             was_matching = selector(event.old)
             if now_matches and not was_matching:
-                self._write_event("ADDED", event.object)
+                self._write_stored("ADDED", event)
             elif was_matching and not now_matches:
-                self._write_event("DELETED", event.object)
+                self._write_stored("DELETED", event)
             elif now_matches:
-                self._write_event("MODIFIED", event.object)
+                self._write_stored("MODIFIED", event)
         elif now_matches:
-            self._write_event(event.type, event.object)
+            self._write_stored(event.type, event)
 
 
 def _deliverable(store, rt, cursor: int) -> tuple[list, int]:

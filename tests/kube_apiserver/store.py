@@ -9,7 +9,7 @@ import secrets
 import threading
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from . import controllers, kinds, schemas
@@ -46,6 +46,14 @@ class StoredEvent:
     namespace: str
     object: dict
     old: dict | None
+    _encoded: list = field(default_factory=list, compare=False, repr=False)
+
+    def object_json(self) -> bytes:
+        """The object as JSON, encoded once for all the watches that send it (two threads may both encode it
+        the first time: the same bytes)."""
+        if not self._encoded:
+            self._encoded.append(json.dumps(self.object, separators=(",", ":")).encode())
+        return self._encoded[0]
 
 
 def _spec_part(obj: dict) -> dict:

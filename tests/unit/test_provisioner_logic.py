@@ -880,3 +880,17 @@ def test_kube_sends_the_request_line_of_the_generated_method(method, line):
     configuration = Configuration(host="https://k8s.example:6443/behind/a/proxy")
     kube = kube_module.Kube(ApiClient(configuration), qps=1, burst=1)
     assert kube._request_line(getattr(kube.core, method)) == line
+
+
+def test_kube_sends_on_the_pool_the_manager_would_pick():
+    """Kube.send uses the connection pool the pool manager picks for the configured host (its TLS settings with it)
+    and sends the host's own path before the API's; behind an HTTP proxy it leaves every request to the manager."""
+    configuration = Configuration(host="https://k8s.example:6443/behind/a/proxy")
+    kube = kube_module.Kube(ApiClient(configuration), qps=1, burst=1)
+    pool, prefix = kube._host_pool()
+    assert (pool.scheme, pool.host, pool.port, prefix) == ("https", "k8s.example", 6443, "/behind/a/proxy")
+    assert pool is kube.api_client.rest_client.pool_manager.connection_from_url(configuration.host)
+    assert kube._host_pool()[0] is pool  # looked up once
+    proxied = Configuration(host="https://k8s.example:6443")
+    proxied.proxy = "http://proxy.example:3128"
+    assert kube_module.Kube(ApiClient(proxied), qps=1, burst=1)._host_pool() is None
