@@ -364,12 +364,18 @@ class DevCluster:
                 for kind, daemon_id in DAEMONS}
 
     def _our_pids(self, kinds: tuple[str, ...]) -> dict[int, str]:
-        """{pid: kind} of our running daemons of these kinds."""
+        """{pid: kind} of our running daemons of these kinds: those of the pid files, and any other process running
+        a daemon of ours on our conf (an MDS that respawned into a new pid outlived its cluster's teardown)."""
         pids = {}
         for kind, daemon_id in DAEMONS:
             pid = self._running_pid(kind, daemon_id) if kind in kinds else None
             if pid is not None:
                 pids[pid] = kind
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) not in pids:
+                kind = next((kind for kind in kinds if self._is_our_daemon(int(entry), kind)), None)
+                if kind is not None:
+                    pids[int(entry)] = kind
         return pids
 
     def _is_our_daemon(self, pid: int, kind: str) -> bool:

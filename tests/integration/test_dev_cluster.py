@@ -70,3 +70,14 @@ def test_up_reuse_connect_and_down(cluster):
     assert not any(runs_on(pid, conf) for pid in pids.values())
     assert not cluster.directory.exists()
     assert cluster.status()["running"] is False
+
+
+def test_down_stops_a_daemon_its_pid_file_no_longer_names(cluster):
+    """A daemon that respawned into a new pid (an MDS does when it loses its rank) is not in its pid file; down()
+    finds it by its command line on this cluster's conf, and stops it with the rest."""
+    conf = cluster.up()
+    pids = daemon_pids(cluster)
+    (cluster.directory / "run" / "mds.a.pid").unlink()
+
+    cluster.down()
+    assert not any(runs_on(pid, conf) for pid in pids.values())
