@@ -34,6 +34,9 @@ APPLY_PATCH_PREFIX = "application/apply-patch"
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5, which a burst of new connections (a thousand PVCs from 16 client
+    # threads plus the provisioner's workers) can overflow; a real API server listens with the kernel's somaxconn.
+    request_queue_size = 1024
 
     def __init__(self, address, api: KubeApiServer):
         self.api = api
