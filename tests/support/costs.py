@@ -14,7 +14,8 @@ from robin.db import db
 @dataclass
 class Counted:
     statements: list[str] = field(default_factory=list)
-    transactions: int = 0
+    transactions: int = 0  # every commit, a read connection's included
+    write_transactions: int = 0  # the commits of write transactions (db.writing, db.unit_of_work)
 
 
 @contextmanager
@@ -29,6 +30,8 @@ def counting(cold_tokens: bool = True) -> Iterator[Counted]:
 
     def on_commit(conn):
         counted.transactions += 1
+        if conn.get_execution_options().get("robin_write_lock"):
+            counted.write_transactions += 1
 
     if cold_tokens:
         token_cache.clear()
