@@ -86,8 +86,9 @@ START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 20
 PROGRESS_EVERY_S = 5.0
 RAW_WARMUP = 5
-GOAL_PVCS_PER_S = 25.0
-GOAL_P50_MS = 150.0
+# Issue 17's goals: a burst of 1,000 claims at 150 PVCs/s or more, one claim at a time Bound within 12 ms (p50).
+GOAL_PVCS_PER_S = 150.0
+GOAL_ONE_AT_A_TIME_P50_MS = 12.0
 CEPH_CSI = "published ceph-csi figures: about 2.5 PVCs/s and ~2 s per CreateVolume"
 # The provisioner's Prometheus names (robin/provisioner/metrics.py) and robin serve's (robin/metrics.py).
 PROVISIONING = "robin_provisioner_provisioning_duration_seconds"
@@ -792,13 +793,12 @@ def markdown(report: dict) -> str:
     r = raw["parallel"]
     lines.append(row(f"raw {noun}, {r['threads']} threads at once", r["n"], r["wall_s"], r["per_s"], r))
     goals = report["goals"]
-    one = (f"; one at a time: {verdict(goals['p50_one_at_a_time_met'])} "
-           f"({fmt(seq['create_to_bound']['p50_ms'])} ms)") if seq else ""
+    one = (f" p50 create-to-Bound one at a time at most {GOAL_ONE_AT_A_TIME_P50_MS:g} ms: "
+           f"{verdict(goals['p50_one_at_a_time_met'])} ({fmt(seq['create_to_bound']['p50_ms'])} ms).") if seq else ""
     lines += ["", f"Goals: {GOAL_PVCS_PER_S:g} PVCs/s or more (burst): {verdict(goals['pvcs_per_s_met'])} "
                   f"({burst['pvcs_per_s']:.1f}/s, {burst['pvcs_per_s'] / r['per_s']:.2f}x the raw {r['threads']}-"
-                  f"thread rate). p50 create-to-Bound under {GOAL_P50_MS:g} ms: burst: {verdict(goals['p50_met'])} "
-                  f"({fmt(burst['create_to_bound']['p50_ms'])} ms; in a burst the median claim also waits for "
-                  f"half the queue ahead of it){one}. For scale: {CEPH_CSI}."]
+                  f"thread rate; the burst's p50 create-to-Bound, {fmt(burst['create_to_bound']['p50_ms'])} ms, "
+                  f"includes waiting for half the queue ahead).{one} For scale: {CEPH_CSI}."]
     lines += ["", "Where a claim's time went (ms; \"taken on\" = first seen annotated `robin.io/volume`, the "
                   "provisioner's first write):", "",
               "| stage | p50 | p90 | p99 | max |", "|---|---:|---:|---:|---:|"]
@@ -999,11 +999,11 @@ def main(argv=None) -> int:
     report["at_end"] = {**git_state(), "kube_apiserver_source": source_hash("tests/kube_apiserver"),
                         "load_average_end": os.getloadavg()}
     burst = report["burst"]
-    report["goals"] = {"pvcs_per_s": GOAL_PVCS_PER_S, "p50_ms": GOAL_P50_MS,
-                       "pvcs_per_s_met": burst["pvcs_per_s"] >= GOAL_PVCS_PER_S,
-                       "p50_met": burst["create_to_bound"]["p50_ms"] < GOAL_P50_MS}
+    report["goals"] = {"pvcs_per_s": GOAL_PVCS_PER_S, "one_at_a_time_p50_ms": GOAL_ONE_AT_A_TIME_P50_MS,
+                       "pvcs_per_s_met": burst["pvcs_per_s"] >= GOAL_PVCS_PER_S}
     if report.get("sequential"):
-        report["goals"]["p50_one_at_a_time_met"] = report["sequential"]["create_to_bound"]["p50_ms"] < GOAL_P50_MS
+        report["goals"]["p50_one_at_a_time_met"] = (report["sequential"]["create_to_bound"]["p50_ms"]
+                                                    <= GOAL_ONE_AT_A_TIME_P50_MS)
     print("\n" + markdown(report), flush=True)
     print(f"\ncleanup: {json.dumps(report['cleanup'])}")
     for key in ("robin_source", "kube_apiserver_source"):
