@@ -9,7 +9,13 @@ path equally:
   robin_ceph  robin's own Ceph layer (robin.ceph.rbd_ops, robin.ceph.cephfs_ops) called in-process:
               the same Ceph work the API does (create also records robin's ownership marker),
               without HTTP or the DB;
-  api         the REST call through a keep-alive requests.Session.
+  api         the REST call through a keep-alive requests.Session;
+  stack       (create, resize and delete) the raw call behind the same server stack: a bare gunicorn app
+              (benchmarks/bare_rbd_app.py) with robin serve's worker class, workers, threads and keep-alive,
+              making the binding call in its request thread, through the same kind of session. API minus
+              stack is robin's own share; stack minus raw the server stack's and the client's;
+  api_before  (with --before DIR) the REST call to a second robin served from another checkout, for an A/B
+              interleaved in the same run (both servers on the same database and cluster).
 
 The operations: RBD image create, resize and delete (the API's with ?purge=true, a remove like
 raw's); CephFS path create (directory + quota); RBD snapshot create; delete to the trash (robin's
@@ -59,6 +65,7 @@ from robin.ceph import cephfs_ops, rbd_ops  # noqa: E402
 from robin.ceph.connection import CephConnection  # noqa: E402
 from robin.config import Settings  # noqa: E402
 from robin.dev.cluster import DevCluster  # noqa: E402
+from tests.support.net import free_port, wait_until  # noqa: E402
 from tests.support.server import running_server  # noqa: E402
 
 GiB = 2**30
@@ -90,6 +97,7 @@ OP_LABELS = {"create": "create", "resize": "resize", "delete": "delete (API: `?p
              "trash_delete": "delete to trash (API: default `DELETE`)",
              "clone_create": "RBD clone create (from a snapshot)"}
 PATHS = ("raw", "robin_ceph", "api")
+STACK, BEFORE = "stack", "api_before"  # the optional paths: the bare app's (OPS only), the --before checkout's
 # The goals this benchmark checks. The added-ms goal is stated for the RBD create/resize/delete;
 # since robin's DELETE moves an image to the trash unless ?purge=true, both deletes are held to it.
 # CephFS, snapshot and clone creates are held against the same bar for information only.
@@ -317,6 +325,44 @@ class RobinCephPath:
             self.live.discard(name)
 
 
+class StackPath:
+    """The raw create, resize and delete behind the server stack alone (benchmarks/bare_rbd_app.py), through one
+    keep-alive session like ApiPath's."""
+
+    def __init__(self, base_url: str, ioctx: rados.Ioctx):
+        self.images_url = f"{base_url}/images"
+        self.ioctx = ioctx  # for the cleanup
+        self.session = requests.Session()
+        self.live: set[str] = set()
+
+    def _call(self, method: str, url: str, expected: int, **kwargs) -> float:
+        elapsed, response = timed(lambda: self.session.request(method, url, timeout=HTTP_TIMEOUT_S, **kwargs))
+        if response.status_code != expected:
+            raise RuntimeError(f"{method} {url} -> {response.status_code}: {response.text[:500]}")
+        return elapsed
+
+    def create(self, name: str) -> float:
+        self.live.add(name)  # before: a create that fails after Ceph made the image is cleaned up too
+        return self._call("POST", self.images_url, 201, json={"name": name, "size_bytes": CREATE_BYTES})
+
+    def resize(self, name: str) -> float:
+        return self._call("PATCH", f"{self.images_url}/{name}", 200, json={"size_bytes": RESIZED_BYTES})
+
+    def delete(self, name: str) -> float:
+        elapsed = self._call("DELETE", f"{self.images_url}/{name}", 204)
+        self.live.discard(name)
+        return elapsed
+
+    def cleanup(self) -> None:
+        self.session.close()
+        for name in list(self.live):
+            try:
+                rbd.RBD().remove(self.ioctx, name)
+            except rbd.ImageNotFound:
+                pass
+            self.live.discard(name)
+
+
 class ApiPath:
     """The REST API through one keep-alive session, as a client library would use it."""
 
@@ -451,14 +497,19 @@ def run_cycle(paths: dict, stem: str, order: list[str], samples: dict | None) ->
                 samples[op][path].append(elapsed)
 
 
+def rotation(names: tuple[str, ...], i: int) -> list[str]:
+    """The paths in the order of the i-th cycle: who goes first rotates, since the second caller of an op may find
+    caches the first one warmed."""
+    return list(names[i % len(names):] + names[:i % len(names)])
+
+
 def measure_ops(paths: dict, iterations: int, prefix: str) -> dict:
+    names = tuple(paths)
     for i in range(WARMUP_CYCLES):  # untimed: first open of the pool, worker's rados connect, TCP setup
-        run_cycle(paths, f"{prefix}-warm{i}", list(PATHS), None)
-    samples = {op: {path: [] for path in PATHS} for op in OPS}
+        run_cycle(paths, f"{prefix}-warm{i}", list(names), None)
+    samples = {op: {path: [] for path in names} for op in OPS}
     for i in range(iterations):
-        # Rotate who goes first: the second caller of an op may find caches the first one warmed.
-        order = list(PATHS[i % len(PATHS):] + PATHS[:i % len(PATHS)])
-        run_cycle(paths, f"{prefix}-{i}", order, samples)
+        run_cycle(paths, f"{prefix}-{i}", rotation(names, i), samples)
     return samples
 
 
@@ -496,12 +547,12 @@ def run_more_cycle(paths: dict, stem: str, order: list[str], samples: dict | Non
 
 
 def measure_more_ops(paths: dict, iterations: int, prefix: str, spacing_s: float) -> dict:
+    names = tuple(paths)
     for i in range(WARMUP_CYCLES):  # untimed: the first CephFS calls of each client, first snapshots
-        run_more_cycle(paths, f"{prefix}-mwarm{i}", list(PATHS), None, spacing_s)
-    samples = {op: {path: [] for path in PATHS} for op in MORE_OPS}
+        run_more_cycle(paths, f"{prefix}-mwarm{i}", list(names), None, spacing_s)
+    samples = {op: {path: [] for path in names} for op in MORE_OPS}
     for i in range(iterations):
-        order = list(PATHS[i % len(PATHS):] + PATHS[:i % len(PATHS)])
-        run_more_cycle(paths, f"{prefix}-m{i}", order, samples, spacing_s)
+        run_more_cycle(paths, f"{prefix}-m{i}", rotation(names, i), samples, spacing_s)
     return samples
 
 
@@ -520,17 +571,17 @@ def run_clone_cycle(paths: dict, parents: dict, stem: str, order: list[str], sam
 def measure_clones(paths: dict, iterations: int, prefix: str) -> dict:
     """Each path gets one parent image with one snapshot, made once on that path (untimed; the
     API's through the API, so robin knows them), then clones it `iterations` times."""
-    parents = {path: f"{prefix}-parent-{path}" for path in PATHS}
-    for path in PATHS:
+    names = tuple(paths)
+    parents = {path: f"{prefix}-parent-{path}" for path in names}
+    for path in names:
         paths[path].create(parents[path])
         paths[path].snap_create(parents[path], CLONE_SNAPSHOT)
     for i in range(WARMUP_CYCLES):
-        run_clone_cycle(paths, parents, f"{prefix}-cwarm{i}", list(PATHS), None)
-    samples = {op: {path: [] for path in PATHS} for op in CLONE_OPS}
+        run_clone_cycle(paths, parents, f"{prefix}-cwarm{i}", list(names), None)
+    samples = {op: {path: [] for path in names} for op in CLONE_OPS}
     for i in range(iterations):
-        order = list(PATHS[i % len(PATHS):] + PATHS[:i % len(PATHS)])
-        run_clone_cycle(paths, parents, f"{prefix}-c{i}", order, samples)
-    for path in PATHS:  # the clones are gone: the snapshots, then the parents (API: ?purge=true)
+        run_clone_cycle(paths, parents, f"{prefix}-c{i}", rotation(names, i), samples)
+    for path in names:  # the clones are gone: the snapshots, then the parents (API: ?purge=true)
         paths[path].snap_remove(parents[path], CLONE_SNAPSHOT)
         paths[path].delete(parents[path])
     return samples
@@ -562,15 +613,21 @@ def warm_all_workers(api: ApiPath, workers: int, prefix: str) -> None:
 def ops_table_rows(samples: dict) -> list[dict]:
     rows = []
     for op in samples:
-        stats = {path: summary(samples[op][path]) for path in PATHS}
+        stats = {path: summary(series) for path, series in samples[op].items()}
         raw, api = stats["raw"]["median_ms"], stats["api"]["median_ms"]
-        rows.append({"op": op, **{path: stats[path] for path in PATHS},
-                     "api_added_median_ms": api - raw,
-                     "api_ratio": api / raw,
-                     "api_added_over_robin_ceph_median_ms": api - stats["robin_ceph"]["median_ms"],
-                     "goal_applies": op in GOAL_OPS,
-                     "goal_met": api - raw <= GOAL_ADDED_MS,
-                     "drift": {path: drift(samples[op][path]) for path in PATHS}})
+        row = {"op": op, **stats,
+               "api_added_median_ms": api - raw,
+               "api_ratio": api / raw,
+               "api_added_over_robin_ceph_median_ms": api - stats["robin_ceph"]["median_ms"],
+               "goal_applies": op in GOAL_OPS,
+               "goal_met": api - raw <= GOAL_ADDED_MS,
+               "drift": {path: drift(series) for path, series in samples[op].items()}}
+        if STACK in stats:  # the API's added time split: the server stack's share and robin's
+            row["stack_added_median_ms"] = stats[STACK]["median_ms"] - raw
+            row["robin_added_median_ms"] = api - stats[STACK]["median_ms"]
+        if BEFORE in stats:
+            row["before_added_median_ms"] = stats[BEFORE]["median_ms"] - raw
+        rows.append(row)
     return rows
 
 
@@ -711,33 +768,90 @@ def rados_ioctx(conf: str):
 
 # --- one server configuration -------------------------------------------------------------------
 
+@contextmanager
+def bare_rbd_server(conf: str, workers: int, features: int):
+    """benchmarks/bare_rbd_app.py under gunicorn with robin serve's worker class, workers, threads and keep-alive
+    (gunicorn's default: robin serve passes none); its base URL. Stopped by its pid, its workers with it."""
+    directory = Path(tempfile.mkdtemp(prefix="robin-bench-stack-"))
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ROBIN_BENCH_CEPH_CONF": conf, "ROBIN_BENCH_POOL": POOL,
+           "ROBIN_BENCH_FEATURES": str(features)}
+    with open(directory / "gunicorn.log", "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--worker-class", "gthread",
+                                    "--no-control-socket", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+                                    "--threads", str(Settings().threads), "benchmarks.bare_rbd_app:app"],
+                                   env=env, cwd=REPO, stdout=log, stderr=log, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until(lambda: answers(url) or process.poll() is not None, 60, "the bare RBD app")
+            if process.poll() is not None:
+                raise RuntimeError(f"the bare RBD app exited: {(directory / 'gunicorn.log').read_text()[-2000:]}")
+            yield url
+        finally:
+            stop_process(process)
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()  # gunicorn's master stops its workers
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # its own session: it and its workers
+            process.wait()
+
+
 def bench_server(args, conf: str, database_url: str, token: str, ioctx, conn, fs, workers: int) -> dict:
     run_id = uuid.uuid4().hex[:6]
     project = f"bench-{run_id}-w{workers}"
     features = Settings().rbd_default_features
     print(f"\n== gunicorn with {workers} worker(s): {args.iterations} iterations ==", flush=True)
     source = source_fingerprint()
-    # PYTHONPATH: the server runs the robin next to this script, as the in-process paths do, not
-    # whichever checkout the venv's editable install points at.
-    with running_server(database_url, conf, workers=workers, extra_env={"PYTHONPATH": str(REPO)}) as base_url:
+    with ExitStack() as servers:
+        # PYTHONPATH: the server runs the robin next to this script, as the in-process paths do, not
+        # whichever checkout the venv's editable install points at.
+        base_url = servers.enter_context(running_server(database_url, conf, workers=workers,
+                                                        extra_env={"PYTHONPATH": str(REPO)}))
+        stack_url = servers.enter_context(bare_rbd_server(conf, workers, rbd_ops.feature_mask(features)))
+        before_url = None if args.before is None else servers.enter_context(running_server(
+            database_url, conf, workers=workers, extra_env={"PYTHONPATH": str(args.before)}))
         create_project(base_url, token, project)
         # CephFS parents: the raw one is made once (untimed); robin's layer makes its own on every
         # create, as robin does for <root>/<project>; the API's is <root>/<project>.
         fs_top = f"/bench-{run_id}-w{workers}"
         fs.mkdirs(f"{fs_top}/raw", DIR_MODE)
+        purge = partial(purge_from_trash, conn, ioctx)
         paths = {"raw": RawPath(ioctx, rbd_ops.feature_mask(features), fs, f"{fs_top}/raw"),
                  "robin_ceph": RobinCephPath(conn, features, f"{fs_top}/robin_ceph"),
-                 "api": ApiPath(base_url, token, project, purge_trashed=partial(purge_from_trash, conn, ioctx))}
+                 "api": ApiPath(base_url, token, project, purge_trashed=purge),
+                 STACK: StackPath(stack_url, ioctx)}
+        if before_url is not None:
+            paths[BEFORE] = ApiPath(before_url, token, project, purge_trashed=purge)
+        robin_paths = {name: path for name, path in paths.items() if name != STACK}  # the bare app: OPS only
+        more_ops = clone_ops = []
+        listing = None
         try:
-            warm_all_workers(paths["api"], workers, f"b{run_id}")
+            for name in ("api", BEFORE):
+                if name in paths:
+                    warm_all_workers(paths[name], workers, f"b{run_id}{name}")
             ops = ops_table_rows(measure_ops(paths, args.iterations, f"b{run_id}"))
             print(ops_markdown(ops, workers), flush=True)
-            more_ops = ops_table_rows(measure_more_ops(paths, args.iterations, f"b{run_id}", args.snapshot_spacing))
-            print("\n" + ops_markdown(more_ops, workers), flush=True)
-            clone_ops = ops_table_rows(measure_clones(paths, args.iterations, f"b{run_id}"))
-            print("\n" + ops_markdown(clone_ops, workers), flush=True)
-            listing = bench_listing(args, paths["api"], ioctx, f"l{run_id}")
-            print("\n" + listing_markdown(listing, args.list_size, workers), flush=True)
+            if not args.rbd_only:
+                more_ops = ops_table_rows(measure_more_ops(robin_paths, args.iterations, f"b{run_id}",
+                                                           args.snapshot_spacing))
+                print("\n" + ops_markdown(more_ops, workers), flush=True)
+                clone_ops = ops_table_rows(measure_clones(robin_paths, args.iterations, f"b{run_id}"))
+                print("\n" + ops_markdown(clone_ops, workers), flush=True)
+                listing = bench_listing(args, paths["api"], ioctx, f"l{run_id}")
+                print("\n" + listing_markdown(listing, args.list_size, workers), flush=True)
         finally:
             for path in paths.values():
                 path.cleanup()
@@ -772,18 +886,31 @@ def signed(value: float) -> str:
 
 
 def ops_markdown(rows: list[dict], workers: int) -> str:
-    lines = [f"Per operation, gunicorn {workers} worker(s), ms (n={rows[0]['raw']['n']} each):", "",
-             "| op | raw median | raw p95 | robin Ceph layer median | robin Ceph layer p95 | API median | API p95 "
-             f"| API added (median) | API / raw | goal <= {GOAL_ADDED_MS:g} ms |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    """The table of one set of ops; the stack's columns (the added time split) and the --before checkout's when
+    the rows have them."""
+    stack, before = STACK in rows[0], BEFORE in rows[0]
+    header = ("| op | raw median | raw p95 | robin Ceph layer median | robin Ceph layer p95 | API median | API p95 "
+              f"| API added (median) | API / raw | goal <= {GOAL_ADDED_MS:g} ms |")
+    if stack:
+        header += " stack median | of which the stack (stack - raw) | of which robin (API - stack) |"
+    if before:
+        header += " before: API median | before: API added |"
+    lines = [f"Per operation, gunicorn {workers} worker(s), ms (n={rows[0]['raw']['n']} each):", "", header,
+             "|---|" + "---:|" * 8 + "---|" + "---:|" * (3 * stack + 2 * before)]
     for row in rows:
         verdict = "met" if row["goal_met"] else "MISSED"
         if not row["goal_applies"]:
             verdict = f"no goal (would be {verdict.lower()})"
-        lines.append(f"| {OP_LABELS[row['op']]} | {fmt(row['raw']['median_ms'])} | {fmt(row['raw']['p95_ms'])} "
-                     f"| {fmt(row['robin_ceph']['median_ms'])} | {fmt(row['robin_ceph']['p95_ms'])} "
-                     f"| {fmt(row['api']['median_ms'])} | {fmt(row['api']['p95_ms'])} "
-                     f"| {signed(row['api_added_median_ms'])} | {row['api_ratio']:.2f}x | {verdict} |")
+        line = (f"| {OP_LABELS[row['op']]} | {fmt(row['raw']['median_ms'])} | {fmt(row['raw']['p95_ms'])} "
+                f"| {fmt(row['robin_ceph']['median_ms'])} | {fmt(row['robin_ceph']['p95_ms'])} "
+                f"| {fmt(row['api']['median_ms'])} | {fmt(row['api']['p95_ms'])} "
+                f"| {signed(row['api_added_median_ms'])} | {row['api_ratio']:.2f}x | {verdict} |")
+        if stack:
+            line += (f" {fmt(row[STACK]['median_ms'])} | {signed(row['stack_added_median_ms'])} "
+                     f"| {signed(row['robin_added_median_ms'])} |")
+        if before:
+            line += f" {fmt(row[BEFORE]['median_ms'])} | {signed(row['before_added_median_ms'])} |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -828,6 +955,11 @@ def git_state() -> dict:
             "robin_source": source_fingerprint()}
 
 
+def before_commit(checkout: Path) -> str:
+    return subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, timeout=30).stdout.strip() or "unknown"
+
+
 def machine() -> dict:
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
@@ -860,6 +992,11 @@ def parse_args(argv=None):
                         help="seconds between timed snapshots; keep it above the cluster's "
                              "paxos_propose_interval (0.01 s on the dev cluster, 1 s by default)")
     parser.add_argument("--ceph-conf", help="use this cluster instead of starting a dev cluster")
+    parser.add_argument("--before", type=Path,
+                        help="a checkout of robin (e.g. `git worktree add /tmp/before REV`) served beside this one "
+                             "and timed interleaved with it (path api_before); its migrations must match")
+    parser.add_argument("--rbd-only", action="store_true",
+                        help="only the RBD create, resize and delete (no CephFS, snapshot, clone or listing)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     args.workers = [int(w) for w in args.workers.split(",") if w.strip()]
@@ -902,7 +1039,10 @@ def main(argv=None) -> int:
                            "image_bytes": CREATE_BYTES, "resized_bytes": RESIZED_BYTES,
                            "cephfs_fs": FS_NAME, "cephfs_quota_bytes": DIR_QUOTA_BYTES,
                            "snapshot_spacing_s": args.snapshot_spacing,
-                           "features": list(Settings().rbd_default_features), "database": "sqlite"},
+                           "features": list(Settings().rbd_default_features), "database": "sqlite",
+                           "before": None if args.before is None else str(args.before),
+                           "before_commit": None if args.before is None else before_commit(args.before),
+                           "rbd_only": args.rbd_only},
               "runs": []}
     with ExitStack() as stack:
         conf = start_cluster(stack, args.ceph_conf)
