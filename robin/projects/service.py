@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, contains_eager
 
@@ -107,15 +107,17 @@ def locked(row, name: str) -> Locked:
     return Locked(row.id, row.name, Limits(row.max_bytes, row.max_volumes, row.max_snapshots))
 
 
-def provisioned(session: Session, project_id: int) -> Provisioned:
-    """Bytes, volumes and snapshots the project's live rows hold (RBD images and CephFS paths alike)."""
+def provisioned(session: Session | Connection, project_id: int) -> Provisioned:
+    """Bytes, volumes and snapshots the project's live rows hold (RBD images and CephFS paths alike); `session`
+    may be a Core connection too."""
     *per_model, snapshots = session.execute(PROVISIONED_QUERY, {"project_id": project_id}).one()
     return Provisioned(bytes=int(sum(per_model[0::2])), volumes=int(sum(per_model[1::2])), snapshots=int(snapshots))
 
 
-def reserve(session: Session, project: Project | Locked, *, add_bytes: int = 0, add_volumes: int = 0,
+def reserve(session: Session | Connection, project: Project | Locked, *, add_bytes: int = 0, add_volumes: int = 0,
             add_snapshots: int = 0) -> None:
-    """Refuse unless the project's quota holds `add_*` more. Call with the project locked."""
+    """Refuse unless the project's quota holds `add_*` more. Call with the project locked (in the transaction of
+    `session`, or of a Core connection)."""
     quota = project.quota
     used = provisioned(session, project.id)
     remaining = {"bytes": quota.max_bytes - used.bytes, "volumes": quota.max_volumes - used.volumes,

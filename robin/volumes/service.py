@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, contains_eager, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
@@ -162,35 +162,50 @@ def create(identity: Identity, kind: Kind, project: str, spec: dict) -> Volume:
 
 
 def reserve_new(kind: Kind, project: str, spec: dict, placement: dict) -> Volume:
-    """Insert the row in `creating`, its quota reserved in the same transaction (insert_new)."""
+    """Insert the row in `creating`, its quota reserved in the same transaction (insert_new). A Core transaction
+    (db.writing): its three statements need no ORM session, which cost more Python than they do (BENCHMARKS.md)."""
     cluster_name = spec.get("cluster")
     try:
-        with db.unit_of_work() as session:
-            row = session.execute(_lock_with_cluster(cluster_name is not None),
-                                  {"name": project, "cluster": cluster_name}).first()
+        with db.writing() as connection:
+            row = connection.execute(_lock_with_cluster(cluster_name is not None),
+                                     {"name": project, "cluster": cluster_name}).first()
             project_row = projects.locked(row, project)
-            if row.CephCluster is None:
+            if row.cluster_id is None:
                 raise clusters.unresolved(cluster_name)
-            return insert_new(session, kind, project_row, row.CephCluster, spec, placement)
+            return insert_new(connection, kind, project_row, _detached_cluster(row), spec, placement)
     except IntegrityError as exc:
         # The unique indexes on live rows are the name check, races included.
         raise name_taken(kind, spec["name"], spec.get("cluster") or clusters.DEFAULT_NAME) from exc
 
 
+_CLUSTER_COLUMNS = tuple(CephCluster.__table__.c)
+
+
 @cache
 def _lock_with_cluster(by_name: bool):
-    """projects.lock_quota's statement with the cluster a create names (by_name), or the default one, beside the
-    project: one round trip for both. The cluster is outer-joined: None when there is no such cluster."""
+    """projects.lock_quota's statement with the columns of the cluster a create names (by_name), or of the default
+    one, beside the project's (labelled cluster_<column>): one round trip for both. The cluster is outer-joined:
+    its columns are None when there is no such cluster."""
     chosen = CephCluster.name == bindparam("cluster") if by_name else CephCluster.is_default.is_(True)
-    return projects.LOCK_QUOTA_QUERY.add_columns(CephCluster).outerjoin(CephCluster, chosen)
+    return projects.LOCK_QUOTA_QUERY.add_columns(*(column.label(f"cluster_{column.key}")
+                                                   for column in _CLUSTER_COLUMNS)).outerjoin(CephCluster, chosen)
 
 
-def insert_new(session: Session, kind: Kind, project_row: projects.Locked, cluster: CephCluster, spec: dict,
-               placement: dict) -> Volume:
-    """In the caller's transaction, the project locked (projects.lock_quota): reserve the quota and insert the
-    row in `creating`; an IntegrityError when the name is taken. The row goes in as a Core insert of the
-    object's columns (half the cost of an ORM flush); the object stays detached and is what the caller returns."""
-    projects.reserve(session, project_row, add_bytes=spec["size_bytes"], add_volumes=1)
+def _detached_cluster(row) -> CephCluster:
+    """The cluster of a _lock_with_cluster row as a CephCluster detached as a loaded one would be: the volume's
+    cluster, for its connection and its answer."""
+    cluster = CephCluster(**{column.key: getattr(row, f"cluster_{column.key}") for column in _CLUSTER_COLUMNS})
+    make_transient_to_detached(cluster)
+    return cluster
+
+
+def insert_new(executor: Session | Connection, kind: Kind, project_row: projects.Locked, cluster: CephCluster,
+               spec: dict, placement: dict) -> Volume:
+    """In the caller's transaction (a session's or a Core connection's), the project locked
+    (projects.lock_quota): reserve the quota and insert the row in `creating`; an IntegrityError when the name is
+    taken. The row goes in as a Core insert of the object's columns (half the cost of an ORM flush); the object
+    stays detached and is what the caller returns."""
+    projects.reserve(executor, project_row, add_bytes=spec["size_bytes"], add_volumes=1)
     now = utcnow()
     # The volume's project for its answer (which names it): made of the locked row's values, not loaded, and
     # detached as a loaded one would be, so that no session could ever take it for a new project to insert.
@@ -200,8 +215,9 @@ def insert_new(session: Session, kind: Kind, project_row: projects.Locked, clust
                         project_id=project_row.id, cluster_id=cluster.id, name=spec["name"],
                         size_bytes=spec["size_bytes"], created_for=spec.get("created_for"),
                         state=VolumeState.CREATING, created_at=now, updated_at=now)
-    # On the session's connection: through the session, an INSERT takes the ORM's bulk path, more Python again.
-    session.connection().execute(_insert_statement(kind.model), _column_values(volume))
+    # On a connection: through a session, an INSERT takes the ORM's bulk path, more Python again.
+    connection = executor.connection() if isinstance(executor, Session) else executor
+    connection.execute(_insert_statement(kind.model), _column_values(volume))
     return volume
 
 
