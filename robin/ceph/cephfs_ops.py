@@ -33,11 +33,7 @@ def _getxattr(fs: cephfs.LibCephFS, path: str, name: str) -> str | None:
 def create_dir(conn: CephConnection, fs_name: str, path: str, quota_bytes: int, owner: str) -> None:
     def create(fs: cephfs.LibCephFS) -> None:
         try:
-            fs.mkdirs(posixpath.dirname(path), DIR_MODE)
-        except cephfs.ObjectExists:
-            pass  # the project's directory exists from its first volume
-        try:
-            fs.mkdir(path, DIR_MODE)
+            _mkdir(fs, path)
         except cephfs.ObjectExists:
             found = _getxattr(fs, path, OWNER_XATTR)
             if found != owner:
@@ -47,6 +43,19 @@ def create_dir(conn: CephConnection, fs_name: str, path: str, quota_bytes: int, 
         fs.setxattr(path, QUOTA_XATTR, str(quota_bytes).encode(), 0)
 
     conn.in_filesystem(fs_name, "cephfs.create", f"creating CephFS path {fs_name}:{path}", create)
+
+
+def _mkdir(fs: cephfs.LibCephFS, path: str) -> None:
+    """mkdir, making the parents only when one is missing: the project's directory exists from its first volume
+    on, and asking for it first on every create (mkdirs) costs a lookup per level of the path."""
+    try:
+        fs.mkdir(path, DIR_MODE)
+    except cephfs.ObjectNotFound:
+        try:
+            fs.mkdirs(posixpath.dirname(path), DIR_MODE)
+        except cephfs.ObjectExists:
+            pass  # made meanwhile by another create in the project
+        fs.mkdir(path, DIR_MODE)
 
 
 def set_quota(conn: CephConnection, fs_name: str, path: str, quota_bytes: int) -> None:
