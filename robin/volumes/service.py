@@ -187,8 +187,9 @@ def _lock_with_cluster(by_name: bool):
 
 def insert_new(session: Session, kind: Kind, project_row: projects.Locked, cluster: CephCluster, spec: dict,
                placement: dict) -> Volume:
-    """In the caller's transaction, the project locked (projects.lock_quota): reserve the quota and insert the
-    row in `creating`; an IntegrityError when the name is taken. The row goes in as a Core insert of the
+    """In the caller's transaction, the project locked (projects.lock_quota): reserve the quota, insert the row in
+    `creating` and read what the kind's create needs of the database (Kind.reserved); an IntegrityError when the
+    name is taken. The row goes in as a Core insert of the
     object's columns (half the cost of an ORM flush); the object stays detached and is what the caller returns."""
     projects.reserve(session, project_row, add_bytes=spec["size_bytes"], add_volumes=1)
     now = utcnow()
@@ -202,6 +203,7 @@ def insert_new(session: Session, kind: Kind, project_row: projects.Locked, clust
                         state=VolumeState.CREATING, created_at=now, updated_at=now)
     # On the session's connection: through the session, an INSERT takes the ORM's bulk path, more Python again.
     session.connection().execute(_insert_statement(kind.model), _column_values(volume))
+    kind.reserved(session, volume)
     return volume
 
 
