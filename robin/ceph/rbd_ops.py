@@ -299,58 +299,21 @@ def trash_move(conn: CephConnection, pool: str, name: str, owner: str, delay_s: 
     def move(handle: CephHandle) -> str | None:
         ioctx = handle.ioctx(pool)
         try:
-            # One open gives both the id and the users. The trash mark goes out as soon as the id is known and is
-            # written while the users are listed and the image closes: one round trip less before the move.
+            # One open gives both the id and the users.
             with rbd.Image(ioctx, name, read_only=True) as image:
-                image_id = image.id()
-                with _MarkInFlight(ioctx, _trash_key(image_id), owner) as mark:
-                    in_use = _users(handle, image)
-                    image.close()  # closing it again on the way out does nothing
+                image_id, in_use = image.id(), _users(handle, image)
         except rbd.ImageNotFound:
             return _moved_by(ioctx, name, owner)
         # Ceph moves an image that is mapped somewhere without complaint; robin refuses, as a
         # remove would (EBUSY).
         if in_use:
-            _set_owner(ioctx, _trash_key(image_id), None)  # the image stays: so does no mark of a move
             raise CephBusy(f"RBD image {pool}/{name} is in use ({'; '.join(in_use)})",
                            details={"pool": pool, "image": name, "users": in_use})
-        mark.confirm()
+        _set_owner(ioctx, _trash_key(image_id), owner)
         rbd.RBD().trash_move(ioctx, name, delay_s)
         return image_id
 
     return conn.call("rbd.trash_move", f"moving RBD image {pool}/{name} to the trash", move, lane=f"pool {pool}")
-
-
-class _MarkInFlight:
-    """An owner mark (_set_owner) sent asynchronously on entry, so that other calls run while it is written; the
-    exit waits for its answer (the operation must outlive it), confirm() raises what the write raised."""
-
-    def __init__(self, ioctx: rados.Ioctx, key: str, owner: str):
-        self.ioctx, self.key, self.owner = ioctx, key, owner
-        self.failed = True
-
-    def __enter__(self) -> _MarkInFlight:
-        self.op = self.ioctx.create_write_op()
-        try:
-            self.ioctx.set_omap(self.op, (self.key,), (self.owner.encode(),))
-            self.completion = self.ioctx.operate_aio_write_op(self.op, DIRECTORY_OBJECT)
-        except BaseException:
-            self.ioctx.release_write_op(self.op)
-            raise
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        try:
-            self.completion.wait_for_complete()
-            self.failed = self.completion.get_return_value() < 0
-        finally:
-            self.ioctx.release_write_op(self.op)
-
-    def confirm(self) -> None:
-        """Raise as the synchronous write does when the mark was not written: by writing it so (the error is the
-        binding's, which the connection translates; a passing failure is written this time)."""
-        if self.failed:
-            _set_owner(self.ioctx, self.key, self.owner)
 
 
 def _trash_key(image_id: str) -> str:
