@@ -9,7 +9,7 @@ interleaved, one cycle of each op after the other, so that drift hits them alike
 
     .venv/bin/python benchmarks/ceph_steps.py [--iterations 40] [--ceph-conf /path/ceph.conf] [--before REV]
 
-With --before REV it then times the ops whose sequence changed (delete to the trash, CephFS path create)
+With --before REV it then times the ops whose sequence changed (delete to the trash, CephFS path create and delete)
 three ways, interleaved: the raw binding call, robin's Ceph layer as of REV and as in this tree (both
 in this process, through a CephConnection, as the API's calls go).
 
@@ -200,13 +200,16 @@ def layer_of(rev: str, module: str, directory: Path):
 
 
 class Layers:
-    """The trash delete and the CephFS create, timed raw, through REV's layer and through this tree's."""
+    """The trash delete, the CephFS create and the CephFS delete to the trash, timed raw, through REV's layer and
+    through this tree's."""
 
     def __init__(self, ioctx, fs, conn: CephConnection, before: dict, fs_dir: str):
         self.ioctx, self.fs, self.conn, self.fs_dir = ioctx, fs, conn, fs_dir
         self.modules = {"before": before, "after": {"rbd_ops": rbd_ops, "cephfs_ops": cephfs_ops}}
         self.features = rbd_ops.feature_mask(Settings().rbd_default_features)
         self.samples: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        self.trash_dir = f"{fs_dir}/.trash"  # made once (untimed): the steady state, where robin's exists
+        fs.mkdirs(self.trash_dir, 0o700)
 
     def cycle(self, stem: str, order: tuple[str, ...], record: bool) -> None:
         images = {layer: f"{stem}-{layer}" for layer in order}
@@ -221,9 +224,14 @@ class Layers:
         for layer in order:
             path = f"{self.fs_dir}/{stem}-{layer}"
             elapsed = self.cephfs_create(layer, path)
-            self.fs.rmdir(path)
             if record:
                 self.samples["CephFS path create"][layer].append(elapsed)
+        for layer in order:
+            path, trash_path = f"{self.fs_dir}/{stem}-{layer}", f"{self.trash_dir}/{stem}-{layer}"
+            elapsed = self.cephfs_trash(layer, path, trash_path)
+            self.fs.rmdir(trash_path)
+            if record:
+                self.samples["CephFS path delete to the trash"][layer].append(elapsed)
 
     def trash(self, layer: str, name: str, owner: str) -> float:
         started = time.perf_counter()
@@ -236,6 +244,14 @@ class Layers:
         rbd.RBD().trash_remove(self.ioctx, trash_id, force=True)
         remove_keys(self.ioctx, (name, f"trash/{trash_id}"))
         return elapsed
+
+    def cephfs_trash(self, layer: str, path: str, trash_path: str) -> float:
+        started = time.perf_counter()
+        if layer == "raw":
+            self.fs.rename(path, trash_path)
+        else:
+            self.modules[layer]["cephfs_ops"].trash_move(self.conn, FS_NAME, path, trash_path)
+        return (time.perf_counter() - started) * 1000
 
     def cephfs_create(self, layer: str, path: str) -> float:
         started = time.perf_counter()
@@ -256,6 +272,13 @@ def layers_table(samples: dict, rev: str) -> str:
         lines.append(f"| {op} | {raw:.2f} | {before:.2f} | {after:.2f} | +{before - raw:.2f} | +{after - raw:.2f} "
                      f"| {len(layers['raw'])} |")
     return "\n".join(lines)
+
+
+def remove_if_there(fs: cephfs.LibCephFS, path: str) -> None:
+    try:
+        fs.rmdir(path)
+    except cephfs.ObjectNotFound:
+        pass
 
 
 def table(samples: dict) -> str:
@@ -298,6 +321,7 @@ def main(argv=None) -> int:
             conn = CephConnection("steps", {"conf_path": conf, "client_id": "admin"}, Settings().ceph_timeout)
             stack.callback(conn.close)
             layers = Layers(ioctx, fs, conn, before, fs_dir)
+            stack.callback(remove_if_there, fs, layers.trash_dir)  # runs before fs_dir's removal: last in, first out
             for i in range(WARMUP + args.iterations):
                 order = LAYERS[i % 3:] + LAYERS[:i % 3]  # who goes first rotates
                 layers.cycle(f"layers-{run}-{i}", order, record=i >= WARMUP)

@@ -143,14 +143,23 @@ def trash_move(conn: CephConnection, fs_name: str, path: str, trash_path: str) -
     """Rename the directory into the trash (instant, whatever its size). Idempotent; None when
     there was nothing to move."""
     def move(fs: cephfs.LibCephFS) -> str | None:
-        try:
-            fs.mkdirs(posixpath.dirname(trash_path), 0o700)
-        except cephfs.ObjectExists:
-            pass
+        # The trash's directory exists from the first delete on: made only when the rename finds it missing, as a
+        # create's project directory is (_mkdir).
         try:
             fs.rename(path, trash_path)
         except cephfs.ObjectNotFound:
-            return trash_path if _exists(fs, trash_path) else None
+            if _exists(fs, trash_path):
+                return trash_path  # moved before
+            if not _exists(fs, path):
+                return None  # nothing to move
+            try:
+                fs.mkdirs(posixpath.dirname(trash_path), 0o700)
+            except cephfs.ObjectExists:
+                pass  # made meanwhile by another delete
+            try:
+                fs.rename(path, trash_path)
+            except cephfs.ObjectNotFound:
+                return trash_path if _exists(fs, trash_path) else None
         return trash_path
 
     return conn.in_filesystem(fs_name, "cephfs.trash_move", f"moving CephFS path {fs_name}:{path} to the trash",
