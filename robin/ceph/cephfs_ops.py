@@ -33,11 +33,7 @@ def _getxattr(fs: cephfs.LibCephFS, path: str, name: str) -> str | None:
 def create_dir(conn: CephConnection, fs_name: str, path: str, quota_bytes: int, owner: str) -> None:
     def create(fs: cephfs.LibCephFS) -> None:
         try:
-            fs.mkdirs(posixpath.dirname(path), DIR_MODE)
-        except cephfs.ObjectExists:
-            pass  # the project's directory exists from its first volume
-        try:
-            fs.mkdir(path, DIR_MODE)
+            _mkdir(fs, path)
         except cephfs.ObjectExists:
             found = _getxattr(fs, path, OWNER_XATTR)
             if found != owner:
@@ -47,6 +43,19 @@ def create_dir(conn: CephConnection, fs_name: str, path: str, quota_bytes: int, 
         fs.setxattr(path, QUOTA_XATTR, str(quota_bytes).encode(), 0)
 
     conn.in_filesystem(fs_name, "cephfs.create", f"creating CephFS path {fs_name}:{path}", create)
+
+
+def _mkdir(fs: cephfs.LibCephFS, path: str) -> None:
+    """mkdir, making the parents only when one is missing: the project's directory exists from its first volume
+    on, and asking for it first on every create (mkdirs) costs a lookup per level of the path."""
+    try:
+        fs.mkdir(path, DIR_MODE)
+    except cephfs.ObjectNotFound:
+        try:
+            fs.mkdirs(posixpath.dirname(path), DIR_MODE)
+        except cephfs.ObjectExists:
+            pass  # made meanwhile by another create in the project
+        fs.mkdir(path, DIR_MODE)
 
 
 def set_quota(conn: CephConnection, fs_name: str, path: str, quota_bytes: int) -> None:
@@ -134,14 +143,23 @@ def trash_move(conn: CephConnection, fs_name: str, path: str, trash_path: str) -
     """Rename the directory into the trash (instant, whatever its size). Idempotent; None when
     there was nothing to move."""
     def move(fs: cephfs.LibCephFS) -> str | None:
-        try:
-            fs.mkdirs(posixpath.dirname(trash_path), 0o700)
-        except cephfs.ObjectExists:
-            pass
+        # The trash's directory exists from the first delete on: made only when the rename finds it missing, as a
+        # create's project directory is (_mkdir).
         try:
             fs.rename(path, trash_path)
         except cephfs.ObjectNotFound:
-            return trash_path if _exists(fs, trash_path) else None
+            if _exists(fs, trash_path):
+                return trash_path  # moved before
+            if not _exists(fs, path):
+                return None  # nothing to move
+            try:
+                fs.mkdirs(posixpath.dirname(trash_path), 0o700)
+            except cephfs.ObjectExists:
+                pass  # made meanwhile by another delete
+            try:
+                fs.rename(path, trash_path)
+            except cephfs.ObjectNotFound:
+                return trash_path if _exists(fs, trash_path) else None
         return trash_path
 
     return conn.in_filesystem(fs_name, "cephfs.trash_move", f"moving CephFS path {fs_name}:{path} to the trash",

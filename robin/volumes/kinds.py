@@ -10,7 +10,8 @@ import logging
 import posixpath
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, select
+from sqlalchemy.orm import Session
 
 from robin import config
 from robin.ceph import CephConnection, CephError, cephfs_ops, cephx_users, rbd_ops, subvolumes
@@ -57,6 +58,10 @@ class Kind(Protocol):
     def placement(self, spec: dict, project: str) -> dict:
         """The columns that say where (and how) a requested volume is made in Ceph."""
 
+    def reserved(self, executor: Session | Connection, volume: Volume) -> None:
+        """In the transaction that inserts the volume's row: read what making it will need of the database, so
+        that the create asks in that transaction rather than in one of its own."""
+
     def create(self, conn: CephConnection, volume: Volume) -> dict:
         """Make the volume; the columns its outcome records beside the state (a subvolume's path)."""
 
@@ -97,6 +102,10 @@ class RbdKind:
         pool = _choose("pool", spec.get("pool"), settings.rbd_default_pool, settings.rbd_pools, "ROBIN_RBD_POOLS")
         return {"pool": pool, "features": spec.get("features") or list(settings.rbd_default_features),
                 "image_metadata": _image_metadata(spec.get("metadata") or {})}
+
+    @staticmethod
+    def reserved(executor: Session | Connection, volume: RbdImage) -> None:
+        pass  # an image's create needs nothing more of the database
 
     @staticmethod
     def create(conn: CephConnection, volume: RbdImage) -> dict:
@@ -162,6 +171,10 @@ class _Directories:
         return posixpath.join(config.current().cephfs_root, project, name)
 
     @staticmethod
+    def reserved(executor: Session | Connection, volume: CephfsPath) -> None:
+        volume.predecessors = _predecessors(executor, volume)
+
+    @staticmethod
     def create(conn: CephConnection, volume: CephfsPath) -> dict:
         _remove_predecessors_users(conn, volume)
         cephfs_ops.create_dir(conn, volume.fs_name, volume.path, volume.size_bytes, owner=volume.id)
@@ -223,13 +236,26 @@ def _remove_predecessors_users(conn: CephConnection, volume: CephfsPath) -> None
     """Remove the users of the earlier volumes at this directory path (deleted ones: the path is live once), before
     the path holds data: a user a crash left behind (a request for credentials racing a delete, while the
     reconciler did not run) names the path, not the volume, and would reach the new volume's files. Subvolume paths
-    are never reused (the mgr puts a new subvolume in a directory of its own)."""
-    with db.reading() as session:
-        earlier = session.scalars(select(CephfsPath.id).where(
-            CephfsPath.cluster_id == volume.cluster_id, CephfsPath.fs_name == volume.fs_name,
-            CephfsPath.path == volume.path, CephfsPath.id != volume.id)).all()
+    are never reused (the mgr puts a new subvolume in a directory of its own). The earlier volumes are those the
+    row's own insert found (reserved: once the row is live, no other volume can take or leave the path), or, for a
+    row loaded again (the reconciler's), read now. `auth rm` only when there are any."""
+    earlier = getattr(volume, "predecessors", None)
+    if earlier is None:
+        with db.reading() as session:
+            earlier = _predecessors(session, volume)
     for volume_id in earlier:
         cephx_users.deauthorize(conn, volume_id)
+
+
+# The other rows at a directory path: built once, as the write paths' statements are.
+_PREDECESSORS = select(CephfsPath.id).where(
+    CephfsPath.cluster_id == bindparam("cluster_id"), CephfsPath.fs_name == bindparam("fs_name"),
+    CephfsPath.path == bindparam("path"), CephfsPath.id != bindparam("volume_id"))
+
+
+def _predecessors(executor: Session | Connection, volume: CephfsPath) -> list[str]:
+    return list(executor.scalars(_PREDECESSORS, {"cluster_id": volume.cluster_id, "fs_name": volume.fs_name,
+                                                "path": volume.path, "volume_id": volume.id}))
 
 
 def _user_goes_after(conn: CephConnection, volume: CephfsPath) -> None:
@@ -256,6 +282,10 @@ class _Subvolumes:
         # Until `fs subvolume getpath` answers: the subvolume's own directory, above the data directory the mgr
         # makes in it.
         return posixpath.join(SUBVOLUMES_ROOT, project, name)
+
+    @staticmethod
+    def reserved(executor: Session | Connection, volume: CephfsPath) -> None:
+        pass  # a subvolume's path is new every time: it has no predecessors
 
     @staticmethod
     def create(conn: CephConnection, volume: CephfsPath) -> dict:
@@ -350,6 +380,10 @@ class CephfsKind:
         group = project if layout == config.CEPHFS_SUBVOLUME else None
         return {"fs_name": fs_name, "layout": layout, "subvolume_group": group,
                 "path": LAYOUTS[layout].path(project, spec["name"])}
+
+    @staticmethod
+    def reserved(executor: Session | Connection, volume: CephfsPath) -> None:
+        _layout(volume).reserved(executor, volume)
 
     @staticmethod
     def create(conn: CephConnection, volume: CephfsPath) -> dict:

@@ -202,9 +202,9 @@ def _detached_cluster(row) -> CephCluster:
 def insert_new(executor: Session | Connection, kind: Kind, project_row: projects.Locked, cluster: CephCluster,
                spec: dict, placement: dict) -> Volume:
     """In the caller's transaction (a session's or a Core connection's), the project locked
-    (projects.lock_quota): reserve the quota and insert the row in `creating`; an IntegrityError when the name is
-    taken. The row goes in as a Core insert of the object's columns (half the cost of an ORM flush); the object
-    stays detached and is what the caller returns."""
+    (projects.lock_quota): reserve the quota, insert the row in `creating` and read what the kind's create needs of
+    the database (Kind.reserved); an IntegrityError when the name is taken. The row goes in as a Core insert of the
+    object's columns (half the cost of an ORM flush); the object stays detached and is what the caller returns."""
     projects.reserve(executor, project_row, add_bytes=spec["size_bytes"], add_volumes=1)
     now = utcnow()
     # The volume's project for its answer (which names it): made of the locked row's values, not loaded, and
@@ -218,6 +218,7 @@ def insert_new(executor: Session | Connection, kind: Kind, project_row: projects
     # On a connection: through a session, an INSERT takes the ORM's bulk path, more Python again.
     connection = executor.connection() if isinstance(executor, Session) else executor
     connection.execute(_insert_statement(kind.model), _column_values(volume))
+    kind.reserved(connection, volume)
     return volume
 
 

@@ -8,6 +8,7 @@ import cephfs
 import pytest
 from sqlalchemy import select
 
+from robin.ceph import CephConnection, cephfs_ops
 from robin.ceph.cephfs_ops import OWNER_XATTR
 from robin.volumes.models import CephfsPath, VolumeState
 from tests.conftest import cephfs_exists as exists
@@ -185,3 +186,22 @@ def test_a_ceph_fuse_mount_sees_the_quota_as_its_size(admin, project, ceph_conf)
     url = f"/api/v2/projects/{project}/cephfs-paths/{body['name']}"
     wait_until(lambda: admin.get(url, query_string={"with_used": "true"}).json["used_bytes"] == 3 * MiB,
                timeout=30, what="the written file to show in used_bytes")
+
+
+def test_create_and_trash_make_missing_parents_and_are_idempotent(ceph_conf, fs):
+    """The project's and the trash's directories are made only when missing (an mkdir or rename finds them so):
+    in a fresh tree both calls make them, and a rerun of either is a success."""
+    conn = CephConnection("test", {"conf_path": ceph_conf, "client_id": "admin"}, timeout=5)
+    top = f"/{unique('ops')}"
+    path, trash_path = f"{top}/project/vol", f"{top}/.trash/vol-1"
+    try:
+        cephfs_ops.create_dir(conn, "cephfs", path, 64 * 2**20, owner="vol-1")
+        cephfs_ops.create_dir(conn, "cephfs", path, 64 * 2**20, owner="vol-1")
+        assert fs.getxattr(path, OWNER_XATTR) == b"vol-1"
+        assert cephfs_ops.trash_move(conn, "cephfs", path, trash_path) == trash_path
+        assert cephfs_ops.trash_move(conn, "cephfs", path, trash_path) == trash_path  # moved before
+        assert not exists(fs, path) and exists(fs, trash_path)
+        assert cephfs_ops.trash_move(conn, "cephfs", f"{top}/project/none", f"{top}/.trash/vol-2") is None
+    finally:
+        cephfs_ops.remove_tree(conn, "cephfs", top)
+        conn.close()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import rados
 import rbd
 
 from robin.ceph import CephAlreadyExists, CephBusy, CephConnection, rbd_ops
@@ -56,3 +57,28 @@ def test_users_are_the_other_clients_watches_and_the_exclusive_lock_holder(conn,
     trash_id = rbd_ops.trash_move(conn, "rbd", name, "vol-4", 3600)
     assert name not in rbd.RBD().list(rbd_ioctx)
     rbd_ops.trash_purge(conn, "rbd", trash_id, name, "vol-4")
+
+
+def trash_marks(ioctx) -> dict[str, str]:
+    """robin's trash marks in its directory object: trash id -> volume id."""
+    with rados.ReadOpCtx() as op:
+        values, _ = ioctx.get_omap_vals(op, "", "trash/", 1000)
+        ioctx.operate_read_op(op, rbd_ops.DIRECTORY_OBJECT)
+        return {key.removeprefix("trash/"): value.decode() for key, value in values}
+
+
+def test_a_trash_move_marks_what_it_moves_and_a_refused_one_leaves_no_mark(conn, rbd_ioctx):
+    name = unique("ops")
+    rbd_ops.create_image(conn, "rbd", name, 8 * MiB, ["layering", "exclusive-lock"], owner="vol-5", metadata={})
+    with rbd.Image(rbd_ioctx, name, read_only=True) as image:
+        image_id = image.id()
+    with rbd.Image(rbd_ioctx, name):  # another client's watch
+        with pytest.raises(CephBusy):
+            rbd_ops.trash_move(conn, "rbd", name, "vol-5", 3600)
+    assert image_id not in trash_marks(rbd_ioctx) and name in rbd.RBD().list(rbd_ioctx)
+    assert rbd_ops.trash_move(conn, "rbd", name, "vol-5", 3600) == image_id
+    assert trash_marks(rbd_ioctx)[image_id] == "vol-5"
+    # A rerun finds the image it moved by that mark.
+    assert rbd_ops.trash_move(conn, "rbd", name, "vol-5", 3600) == image_id
+    rbd_ops.trash_purge(conn, "rbd", image_id, name, "vol-5")
+    assert image_id not in trash_marks(rbd_ioctx)
