@@ -31,6 +31,7 @@ RECHECK_S = 0.05
 # every one it forks again to replace a worker, shares them. A slot's pid is 0 when free.
 _PIDS = multiprocessing.RawArray("i", SLOTS)
 _BUSY = multiprocessing.RawArray("i", SLOTS)
+_IN_USE = multiprocessing.RawValue("i", 0)  # slots ever claimed: the others need no look (a scan is per event loop)
 _CLAIM = multiprocessing.Lock()
 
 
@@ -50,6 +51,7 @@ def claim_slot(pid: int) -> int | None:
         for slot in range(SLOTS):
             if _PIDS[slot] == 0 or not _alive(_PIDS[slot]):
                 _PIDS[slot], _BUSY[slot] = pid, 0
+                _IN_USE.value = max(_IN_USE.value, slot + 1)
                 return slot
     return None
 
@@ -57,7 +59,7 @@ def claim_slot(pid: int) -> int | None:
 def least_busy_elsewhere(own: int) -> tuple[int, int] | None:
     """(busy connections, slot) of the least busy other worker, or None when there is no other."""
     found = None
-    for slot in range(SLOTS):
+    for slot in range(_IN_USE.value):
         if slot != own and _PIDS[slot] and (found is None or _BUSY[slot] < found[0]):
             found = (_BUSY[slot], slot)
     return found
@@ -84,7 +86,7 @@ class ThreadWorker(gthread.ThreadWorker):
         return self.nr_conns - len(self.keepalived_conns) - len(self.pending_conns)
 
     def others_less_busy(self, busy: int) -> bool:
-        if self.slot is None:
+        if self.slot is None or busy == 0:  # none is less busy than idle
             return False
         other = least_busy_elsewhere(self.slot)
         if other is None or other[0] >= busy:
