@@ -3,7 +3,7 @@ import gc
 
 from prometheus_client import multiprocess
 
-worker_class = "robin.gunicorn_worker.ThreadWorker"  # gthread, spreading connections over the workers
+worker_class = "gthread"
 accesslog = None  # robin logs each request itself, as JSON
 
 

@@ -32,7 +32,7 @@ CEPH_OP_SECONDS = Histogram(
 MAINTENANCE_LEADER = Gauge(
     "robin_maintenance_leader", "1 while a worker of this robin serve holds the maintenance lock (purge, reconcile, "
     "usage refresh), else 0; across replicas at most one reports 1", multiprocess_mode="livemax")
-# One series per live gunicorn worker (its pid): how evenly the workers share the connections (robin.gunicorn_worker).
+# One series per live gunicorn worker (its pid): how evenly the workers share the connections (BENCHMARKS.md).
 WORKER_REQUESTS = Gauge(
     "robin_worker_requests", "Requests this process (a gunicorn worker: pid) has answered since it started",
     multiprocess_mode="liveall")

@@ -1,5 +1,5 @@
-"""robin serve's gunicorn worker (robin.gunicorn_worker) under real gunicorn on 127.0.0.1: connections opened at once
-spread over the workers, and idle keep-alive connections never keep a new one out."""
+"""benchmarks/spread_worker.py, load.py's contender to gunicorn's gthread worker, under real gunicorn on 127.0.0.1:
+connections opened at once spread over the workers, and idle keep-alive connections never keep a new one out."""
 from __future__ import annotations
 
 import http.client
@@ -41,14 +41,14 @@ def app(environ, start_response):
 
 @contextmanager
 def gunicorn(tmp_path: Path, workers: int, threads: int):
-    """gunicorn with robin's worker class and the app above; stopped (its own session) afterwards."""
+    """gunicorn with the spreading worker and the app above; stopped (its own session) afterwards."""
     (tmp_path / "held_app.py").write_text(APP)
     (tmp_path / "arrived").mkdir()
     port = free_port()
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPOSITORY}", "TEST_WORKER_DIR": str(tmp_path)}
     log = open(tmp_path / "gunicorn.log", "wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--worker-class", "robin.gunicorn_worker.ThreadWorker",
+        [sys.executable, "-m", "gunicorn", "--worker-class", "benchmarks.spread_worker.ThreadWorker",
          "--no-control-socket", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
          "--keep-alive", "300", "held_app:app"],
         env=env, stdout=log, stderr=log, start_new_session=True)

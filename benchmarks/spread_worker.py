@@ -1,19 +1,23 @@
-"""robin serve's gunicorn worker: gunicorn's gthread worker that takes a new connection only while no other worker
-of the server is less busy, and it has a thread free for it.
+"""A gunicorn worker that spreads connections over a server's workers: `benchmarks/load.py --worker-classes
+gthread,spread,...`'s contender to gunicorn's gthread worker, which robin serve runs. Needs gunicorn 27 or later
+(it builds on that gthread worker's event loop).
 
-All of a server's workers wait on one listening socket, and the worker that is already awake (answering) wins the
-race for each new connection; a keep-alive connection then stays with the worker that accepted it for its life.
-Sixteen connections opened at once by one client piled onto two or three of a replica's four workers (BENCHMARKS.md,
-"Inside the workers"): their requests queued for those workers' threads and interpreter lock while other workers
-sat idle, and that queue was PostgreSQL reads' tail.
+All of a server's gthread workers wait on one listening socket, and the worker that is already awake (answering)
+wins the race for each new connection; a keep-alive connection then stays with the worker that accepted it for its
+life. Sixteen connections opened at once by one client pile onto one to three of a replica's four workers
+(BENCHMARKS.md, "Inside the workers", and the sixth round's section), queueing for their threads and interpreter
+lock while other workers idle.
 
-So each worker publishes its busy connections (being answered, or waiting for one of its threads) in a table the
+This worker publishes its busy connections (being answered, or waiting for one of its threads) in a table the
 server's workers share, and listens for new connections only while none is less busy than itself and its threads
 are not all busy. Some worker is always least busy, so a new connection always has a taker unless every worker's
 threads are busy (the cap): it then waits in the kernel's listen backlog until a request anywhere is answered,
 where gthread would have queued it for a thread of whichever worker won it. Idle keep-alive connections (CSI nodes,
 the provisioner, between their requests) do not count: however many a worker holds, it takes new ones. gunicorn's
 own cap (`worker_connections`, idle connections included) still applies.
+
+It spreads the benchmark's connections evenly, but on the loaded 2-core machine robin's reads were no faster and
+their tail no shorter for it (BENCHMARKS.md): robin serve keeps gthread until a quiet run shows otherwise.
 """
 from __future__ import annotations
 
