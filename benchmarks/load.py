@@ -7,9 +7,12 @@ stopped by its pid), then these phases, in this order, each --duration seconds a
                   Helm chart ships) on two ports, the client's connections spread over both:
                     GET  `/api/v2/projects/{p}/rbd-images?limit=100` (100 images there) at --read-concurrency;
                     POST `/api/v2/projects/{p}/rbd-images` (1 GiB, a new name each) at --write-concurrency;
-  bare app        two gunicorn servers with robin's settings (gthread, --workers, robin's threads per worker)
+  bare app        two gunicorn servers with robin's settings (worker class, --workers, robin's threads per worker)
                   whose WSGI app returns a constant: robin's own 100-item page, as the PostgreSQL phase got it.
                   The ceiling of the server stack, and the check that the load generator is not the bottleneck;
+                  then (not with --reads-only) two such servers whose every POST is one raw `RBD().create` on the
+                  worker's kept cluster connection, at --write-concurrency: the writes' ceiling through the
+                  server stack, robin's own work aside;
   raw             `rbd.RBD().create` (robin's default features) from --write-concurrency threads on one
                   connection: the ceiling of Ceph here;
   SQLite          one `robin serve` on a SQLite database, the same GET and POST, for comparison.
@@ -19,12 +22,16 @@ issuing its next request as soon as the last one is answered (closed loop). Repo
 (answers with the expected status over the phase's wall time), p50/p99 latency, errors, the generator's own CPU
 (in cores) and the load average. Prints Markdown, writes JSON (--json) with the machine and robin's commit.
 
-    .venv/bin/python benchmarks/load.py [--duration 30] [--reads-only] [--shapes 4x8,8x2] [--json out.json]
+    .venv/bin/python benchmarks/load.py [--duration 30] [--reads-only] [--shapes 4x8,8x2]
+        [--worker-classes gthread,spread,gthread,spread] [--json out.json]
 
 --reads-only runs the GET phases and the bare app alone (no POST phases, no raw phase). --shapes runs the
 PostgreSQL, bare app and SQLite phases once per shape, WORKERSxTHREADS of each server (default: --workers x
 --threads), on the same cluster and PostgreSQL server; the raw phase runs once. After each robin phase the resident
-memory (RSS) of every gunicorn worker of its servers is read from /proc and reported (mean and largest).
+memory (RSS) of every gunicorn worker of its servers is read from /proc and reported (mean and largest), and
+each worker's requests in the PostgreSQL GET phase from the replicas' /metrics (robin_worker_requests).
+--worker-classes runs those phases once per entry with gunicorn's gthread worker (robin serve's) or
+benchmarks/spread_worker.py's, in the order given: an A/B interleaved in one run.
 
 Everything it starts (cluster daemons, PostgreSQL, the servers) is stopped by pid in `finally`, Ctrl-C and
 SIGTERM included. On a dev cluster it started, the volumes made are left to go with it; with --ceph-conf they are
@@ -55,6 +62,7 @@ sys.path.insert(0, str(REPO))  # run as a script: make `benchmarks`, `tests.supp
 
 import rbd  # noqa: E402
 
+from benchmarks import bare_app  # noqa: E402
 from benchmarks.api_vs_binding import (  # noqa: E402
     fmt,
     git_state,
@@ -73,7 +81,9 @@ from tests.support.net import free_port, wait_until  # noqa: E402
 from tests.support.server import running_replica  # noqa: E402
 
 GiB = 2**30
-BODY_ENV = "ROBIN_BENCH_BARE_BODY"  # the file benchmarks/bare_app.py serves
+# robin serve's worker class (robin/gunicorn_conf.py) and a contender spreading connections over the workers, which
+# --worker-classes can compare (or any worker class given by its dotted path).
+WORKER_CLASSES = {"gthread": "gthread", "spread": "benchmarks.spread_worker.ThreadWorker"}
 PAGE = 100
 HTTP_TIMEOUT_S = 60
 # Sixteen workers starting at once on a busy 2-core machine take longer than the tests' minute to answer.
@@ -171,19 +181,22 @@ def phase(label: str, urls: list[str], target: Target, concurrency: int, args) -
 # --- the servers ------------------------------------------------------------------------------------
 
 @contextmanager
-def bare_servers(count: int, workers: int, threads: int, body: bytes):
-    """`count` gunicorn servers running benchmarks/bare_app.py with robin serve's worker class, workers and threads."""
+def bare_servers(count: int, workers: int, threads: int, worker_class: str, body: bytes = b"", ceph_conf: str = "",
+                 app: str = "app"):
+    """`count` gunicorn servers running benchmarks/bare_app.py's `app` (the constant `body`) or `create` (on
+    `ceph_conf`), with `worker_class` and robin serve's workers and threads."""
     directory = Path(tempfile.mkdtemp(prefix="robin-bench-bare-"))
     (directory / "body.json").write_bytes(body)
-    env = {**os.environ, "PYTHONPATH": str(REPO), BODY_ENV: str(directory / "body.json")}
+    env = {**os.environ, "PYTHONPATH": str(REPO), bare_app.BODY_ENV: str(directory / "body.json"),
+           bare_app.CEPH_CONF_ENV: ceph_conf}
     with ExitStack() as stack:
         urls = []
         for i in range(count):
             port = free_port()
             log = stack.enter_context(open(directory / f"bare-{i}.log", "wb"))
-            process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--worker-class", "gthread",
+            process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--worker-class", worker_class,
                                         "--no-control-socket", "--bind", f"127.0.0.1:{port}", "--workers",
-                                        str(workers), "--threads", str(threads), "benchmarks.bare_app:app"],
+                                        str(workers), "--threads", str(threads), f"benchmarks.bare_app:{app}"],
                                        env=env, cwd=REPO, stdout=log, stderr=log, start_new_session=True)
             stack.callback(stop, process)
             urls.append(f"http://127.0.0.1:{port}")
@@ -195,11 +208,12 @@ def bare_servers(count: int, workers: int, threads: int, body: bytes):
 
 
 def answers(url: str) -> bool:
+    """Whether gunicorn listens there (any answer: the create app answers a GET with an image, 201)."""
     host = urlsplit(url)
     try:
         conn = http.client.HTTPConnection(host.hostname, host.port, timeout=1)
         conn.request("GET", "/")
-        return conn.getresponse().status == 200
+        return conn.getresponse().status < 500
     except OSError:
         return False
 
@@ -215,10 +229,12 @@ def stop(process: subprocess.Popen) -> None:
 
 
 @contextmanager
-def robin_replicas(count: int, database_url: str, conf: str, workers: int, threads: int):
+def robin_replicas(count: int, database_url: str, conf: str, workers: int, threads: int, worker_class: str):
     """`count` robin serve replicas on one database (running_replica gives each its own state directory and all
-    the same ROBIN_SECRET_KEY, as the Helm chart's Deployment does)."""
-    env = {"PYTHONPATH": str(REPO), "ROBIN_THREADS": str(threads)}
+    the same ROBIN_SECRET_KEY, as the Helm chart's Deployment does), their gunicorn's worker class `worker_class`
+    (gunicorn takes GUNICORN_CMD_ARGS over robin's config file)."""
+    env = {"PYTHONPATH": str(REPO), "ROBIN_THREADS": str(threads),
+           "GUNICORN_CMD_ARGS": f"--worker-class {worker_class}"}
     with ExitStack() as stack:
         yield [stack.enter_context(running_replica(database_url, conf, workers, env)) for _ in range(count)]
 
@@ -282,17 +298,18 @@ def create_images(url: str, token: str, name: str, images: int) -> None:
 
 
 def measure_robin(label: str, replicas: int, database_url: str, conf: str, args, run_id: str,
-                  shape: tuple[int, int]) -> dict:
+                  shape: tuple[int, int], worker_class: str, key: str) -> dict:
     token = make_admin_token(database_url, conf)
     # The purge (with --ceph-conf) runs while the replicas still run, on failure too.
-    with robin_replicas(replicas, database_url, conf, *shape) as servers, ExitStack() as purge:
-        result = robin_phases(f"{label}-{shape[0]}x{shape[1]}", [server.url for server in servers], token, args,
+    with robin_replicas(replicas, database_url, conf, *shape, worker_class_path(worker_class)) as servers, \
+            ExitStack() as purge:
+        result = robin_phases(f"{label}-{key}", [server.url for server in servers], token, args,
                               run_id, purge if args.ceph_conf else None)
         return {**result, "memory": worker_rss(servers)}
 
 
 def robin_phases(label: str, urls: list[str], token: str, args, run_id: str, purge: ExitStack | None) -> dict:
-    project = f"load-{run_id}-{label.lower()}"
+    project = f"load-{run_id}-" + "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
     create_project(urls[0], token, project)
     if purge is not None:
         purge.callback(purge_project, urls[0], token, project)
@@ -301,14 +318,37 @@ def robin_phases(label: str, urls: list[str], token: str, args, run_id: str, pur
     page = api(urls[0], "GET", page_path, token)
     if len(json.loads(page)["items"]) != PAGE:
         raise RuntimeError(f"the page holds {len(json.loads(page)['items'])} items, not {PAGE}")
+    before = [worker_requests(url, token) for url in urls]
     reads = phase(f"{label}, {len(urls)} replica(s)", urls, Target("GET", page_path, token, 200),
                   args.read_concurrency, args)
+    reads["per_worker"] = [requests_since(previous, worker_requests(url, token))
+                           for url, previous in zip(urls, before, strict=True)]
+    print(f"  requests per worker: {per_worker_text(reads['per_worker'])}", flush=True)
     tag, numbers = uuid.uuid4().hex[:4], itertools.count()  # one name per request, warm-up included
     create = Target("POST", f"/api/v2/projects/{project}/rbd-images", token, 201,
                     lambda: {"name": f"w{tag}-{next(numbers)}", "size_bytes": GiB})
     writes = None if args.reads_only else phase(f"{label}, {len(urls)} replica(s)", urls, create,
                                                  args.write_concurrency, args)
     return {"replicas": len(urls), "page_bytes": len(page), "page": page, "reads": reads, "writes": writes}
+
+
+def worker_requests(url: str, token: str) -> dict[str, float]:
+    """Each live worker's requests answered so far, by pid: robin_worker_requests in the replica's /metrics."""
+    counts = {}
+    for line in api(url, "GET", "/metrics", token).decode().splitlines():
+        if line.startswith("robin_worker_requests{"):
+            labels, value = line.rsplit(" ", 1)
+            counts[labels.split('pid="', 1)[1].split('"', 1)[0]] = float(value)
+    return counts
+
+
+def requests_since(before: dict[str, float], after: dict[str, float]) -> list[int]:
+    """Each worker's requests between two scrapes (the phase's warm-up included), most first."""
+    return sorted((int(count - before.get(pid, 0)) for pid, count in after.items()), reverse=True)
+
+
+def per_worker_text(replicas: list[list[int]]) -> str:
+    return " ".join("[" + " / ".join(f"{n:,}" for n in counts) + "]" for counts in replicas)
 
 
 def purge_project(url: str, token: str, project: str) -> None:
@@ -366,6 +406,15 @@ def raw_creates(ioctx, concurrency: int, args, made: list[str]) -> dict:
     return result
 
 
+def bare_creates(conf: str, shape: tuple[int, int], worker_class: str, args) -> dict:
+    """`POST` at --write-concurrency to bare gunicorn apps (as many as robin's replicas, robin's workers, threads
+    and worker class) each of whose requests is one raw `RBD().create`: the writes' ceiling through the server
+    stack, robin's work aside."""
+    with bare_servers(args.replicas, *shape, worker_class_path(worker_class), ceph_conf=conf, app="create") as urls:
+        result = phase("bare app, raw create", urls, Target("POST", "/", None, 201), args.write_concurrency, args)
+    return {"servers": len(urls), "writes": result}
+
+
 def remove_images(ioctx, names: list[str]) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda name: rbd.RBD().remove(ioctx, name), names))
@@ -403,6 +452,10 @@ def markdown(report: dict) -> str:
     for shape, p in report["shapes"].items():
         lines.append(f"| {shape} " + table_row(f"bare gunicorn app x{p['bare']['servers']} (constant body)",
                                                    f"`GET` {PAGE}-item page", p["bare"]["reads"]) + " |")
+        if "bare_create" in p:
+            lines.append(f"| {shape} " + table_row(f"bare gunicorn app x{p['bare_create']['servers']}, raw create "
+                                                       "per request", "`POST` (`RBD().create`, 1 GiB)",
+                                                       p["bare_create"]["writes"]) + " |")
         for key, label in (("postgresql", "PostgreSQL"), ("sqlite", "SQLite")):
             if key in p:
                 setup = f"robin, {label}, {p[key]['replicas']} replica(s)"
@@ -412,11 +465,16 @@ def markdown(report: dict) -> str:
                 if p[key]["writes"] is not None:
                     lines.append(f"| {shape} " + table_row(setup, "`POST` create (1 GiB image)", p[key]["writes"])
                                  + f" {memory} |")
-                goals.append(f"{shape} " + goal(label, p[key], report["phases"].get("raw")))
+                goals.append(f"{shape} " + goal(label, p[key], report["phases"].get("raw"), p.get("bare_create")))
     if "raw" in report["phases"]:
         lines.append("| " + table_row("raw bindings, one connection", "`RBD().create`", report["phases"]["raw"])
                      + " |")
     lines += ["", "Goals: " + "; ".join(goals) + "."]
+    spread = [f"{shape}: {per_worker_text(p['postgresql']['reads']['per_worker'])}"
+              for shape, p in report["shapes"].items() if p.get("postgresql", {}).get("reads", {}).get("per_worker")]
+    if spread:
+        lines += ["", "Requests per worker in the PostgreSQL `GET` phase (warm-up included; replicas apart by `;`): "
+                  + "; ".join(spread) + "."]
     bare = max((p["bare"]["reads"] for p in report["shapes"].values()), key=lambda r: r["per_s"])
     lines += ["", f"The load generator (this process, {s['read_concurrency']} threads) drove the bare app at up to "
                   f"{bare['per_s']:.0f} req/s using {bare['client_cores']:.2f} cores: it sustains at least that "
@@ -424,7 +482,7 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def goal(label: str, measured: dict, raw: dict | None) -> str:
+def goal(label: str, measured: dict, raw: dict | None, bare_create: dict | None) -> str:
     reads, writes = measured["reads"], measured["writes"]
     tail = reads["p99_ms"] / reads["p50_ms"] if reads["p50_ms"] else float("inf")
     text = (f"{label}: reads >= {GOAL_READS_PER_S:g}/s {verdict(reads['per_s'] >= GOAL_READS_PER_S)} "
@@ -434,6 +492,10 @@ def goal(label: str, measured: dict, raw: dict | None) -> str:
         text += (f", writes within {GOAL_WRITES_VS_RAW:g}x of raw "
                  f"{verdict(writes['per_s'] * GOAL_WRITES_VS_RAW >= raw['per_s'])} "
                  f"({raw['per_s'] / writes['per_s']:.1f}x slower)" if writes["per_s"] else ", no write succeeded")
+    if writes is not None and writes["per_s"] and bare_create is not None and bare_create["writes"]["per_s"]:
+        text += (f", the server stack with a raw create per request "
+                 f"{raw['per_s'] / bare_create['writes']['per_s']:.1f}x slower than raw" if raw else "")
+        text += f" (robin {bare_create['writes']['per_s'] / writes['per_s']:.1f}x slower than it)"
     return text
 
 
@@ -450,6 +512,10 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=Settings().threads, help="threads per gunicorn worker")
     parser.add_argument("--shapes", type=shapes, help="WORKERSxTHREADS,...: the robin and bare app phases once "
                                                       "per shape (default: --workers x --threads)")
+    parser.add_argument("--worker-classes", type=worker_classes, default=["gthread"],
+                        help="gthread,spread,...: the robin and bare app phases once per entry (repeats allowed: "
+                             "gthread,spread,gthread,spread interleaves an A/B), with gunicorn's gthread worker as "
+                             "robin serve runs it (gthread) or benchmarks/spread_worker.py (spread); default: gthread")
     parser.add_argument("--replicas", type=int, default=2, help="robin replicas on PostgreSQL")
     parser.add_argument("--no-sqlite", action="store_true", help="skip the one-replica SQLite comparison")
     parser.add_argument("--reads-only", action="store_true", help="only the GET phases and the bare app: no "
@@ -475,6 +541,34 @@ def shapes(text: str) -> list[tuple[int, int]]:
     return found
 
 
+def worker_classes(text: str) -> list[str]:
+    """'gthread,robin' -> ['gthread', 'robin']."""
+    found = [item.strip() for item in text.split(",") if item.strip()]
+    if not found or any(item not in WORKER_CLASSES and "." not in item for item in found):
+        raise argparse.ArgumentTypeError(f"{text!r}: give {' or '.join(WORKER_CLASSES)} (or a worker class's dotted "
+                                         "path), comma-separated")
+    return found
+
+
+def worker_class_path(name: str) -> str:
+    return WORKER_CLASSES.get(name, name)
+
+
+def runs(args) -> list[tuple[str, tuple[int, int], str]]:
+    """(report key, shape, worker class) for every shape and worker class, in order; the key names the shape, and
+    the worker class and its round when there are several."""
+    keys: Counter = Counter()
+    found = []
+    for shape in args.shapes:
+        for worker_class in args.worker_classes:
+            key = f"{shape[0]}x{shape[1]}"
+            if len(set(args.worker_classes)) > 1 or len(args.worker_classes) > 1:
+                keys[(shape, worker_class)] += 1
+                key += f" {worker_class} #{keys[(shape, worker_class)]}"
+            found.append((key, shape, worker_class))
+    return found
+
+
 def run(args, report: dict, stack: ExitStack) -> None:
     run_id = uuid.uuid4().hex[:6]
     conf = start_cluster(stack, args.ceph_conf)
@@ -482,30 +576,41 @@ def run(args, report: dict, stack: ExitStack) -> None:
     made: list[str] = []
     if args.ceph_conf:
         stack.callback(remove_images, ioctx, made)
+        stack.callback(remove_bare_images, ioctx)
     database_url = stack.enter_context(postgres_database())
-    for number, shape in enumerate(args.shapes):
+    planned = runs(args)
+    for number, (key, shape, worker_class) in enumerate(planned):
         if number == 1 and not args.reads_only:
             report["phases"]["raw"] = raw_creates(ioctx, args.write_concurrency, args, made)
         # Filled phase by phase: the phases measured are reported even when a later one fails.
-        measure_shape(report["shapes"].setdefault(f"{shape[0]}x{shape[1]}", {}), shape, database_url, conf, args,
+        measure_shape(report["shapes"].setdefault(key, {}), key, shape, worker_class, database_url, conf, args,
                       run_id, stack)
-    if len(args.shapes) == 1 and not args.reads_only:
+    if len(planned) == 1 and not args.reads_only:
         report["phases"]["raw"] = raw_creates(ioctx, args.write_concurrency, args, made)
 
 
-def measure_shape(phases: dict, shape: tuple[int, int], database_url: str, conf: str, args, run_id: str,
-                  stack: ExitStack) -> None:
-    """Into `phases`: PostgreSQL's replicas, the bare app and SQLite's one replica, each server `shape` workers x
-    threads."""
-    print(f"{time.strftime('%H:%M:%S')} shape {shape[0]} workers x {shape[1]} threads", flush=True)
-    phases["postgresql"] = measure_robin("PostgreSQL", args.replicas, database_url, conf, args, run_id, shape)
+def remove_bare_images(ioctx) -> None:
+    remove_images(ioctx, [name for name in rbd.RBD().list(ioctx) if name.startswith(bare_app.IMAGE_PREFIX)])
+
+
+def measure_shape(phases: dict, key: str, shape: tuple[int, int], worker_class: str, database_url: str, conf: str,
+                  args, run_id: str, stack: ExitStack) -> None:
+    """Into `phases`: PostgreSQL's replicas, the bare apps and SQLite's one replica, each server `shape` workers x
+    threads of `worker_class`."""
+    print(f"{time.strftime('%H:%M:%S')} {key}: {shape[0]} workers x {shape[1]} threads, {worker_class} worker",
+          flush=True)
+    phases["postgresql"] = measure_robin("PostgreSQL", args.replicas, database_url, conf, args, run_id, shape,
+                                         worker_class, key)
     page = phases["postgresql"].pop("page")  # robin's own 100-item page: the bare app's constant body
-    with bare_servers(args.replicas, *shape, page) as urls:
+    with bare_servers(args.replicas, *shape, worker_class_path(worker_class), body=page) as urls:
         phases["bare"] = {"servers": len(urls), "page_bytes": len(page),
                           "reads": phase("bare app", urls, Target("GET", "/", None, 200), args.read_concurrency,
                                          args)}
+    if not args.reads_only:
+        phases["bare_create"] = bare_creates(conf, shape, worker_class, args)
     if not args.no_sqlite:
-        phases["sqlite"] = measure_robin("SQLite", 1, make_database(stack), conf, args, run_id, shape)
+        phases["sqlite"] = measure_robin("SQLite", 1, make_database(stack), conf, args, run_id, shape, worker_class,
+                                         key)
         phases["sqlite"].pop("page")
 
 

@@ -11,7 +11,7 @@ import uuid
 
 from flask import Flask, Response, g, has_request_context, request
 
-from robin.metrics import REQUEST_SECONDS
+from robin.metrics import REQUEST_SECONDS, WORKER_REQUESTS
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
@@ -78,6 +78,7 @@ def install_request_logging(app: Flask) -> None:
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         route = request.url_rule.rule if request.url_rule else "<unmatched>"
         REQUEST_SECONDS.labels(request.method, route, str(response.status_code)).observe(elapsed)
+        WORKER_REQUESTS.inc()
         response.headers["X-Request-Id"] = g.get("request_id", "")
         access_log.info("request", extra={"method": request.method, "path": request.path,
                                           "status": response.status_code, "duration_ms": round(elapsed * 1000, 2)})

@@ -32,6 +32,10 @@ CEPH_OP_SECONDS = Histogram(
 MAINTENANCE_LEADER = Gauge(
     "robin_maintenance_leader", "1 while a worker of this robin serve holds the maintenance lock (purge, reconcile, "
     "usage refresh), else 0; across replicas at most one reports 1", multiprocess_mode="livemax")
+# One series per live gunicorn worker (its pid): how evenly the workers share the connections (BENCHMARKS.md).
+WORKER_REQUESTS = Gauge(
+    "robin_worker_requests", "Requests this process (a gunicorn worker: pid) has answered since it started",
+    multiprocess_mode="liveall")
 
 
 @contextmanager
@@ -148,6 +152,7 @@ def render(fleet_rows: Callable[[], dict], drift_counts: Callable[[], dict] | No
         registry.register(REQUEST_SECONDS)
         registry.register(CEPH_OP_SECONDS)
         registry.register(MAINTENANCE_LEADER)
+        registry.register(WORKER_REQUESTS)
     if drift_counts is not None:
         registry.register(DriftCollector(drift_counts))
     if cluster_health is not None:

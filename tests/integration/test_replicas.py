@@ -168,6 +168,29 @@ def test_a_cluster_registered_through_one_replica_is_usable_through_the_other(re
         assert session.delete(f"{first.url}/api/v2/clusters/{cluster}", timeout=REQUEST_TIMEOUT_S).status_code == 204
 
 
+# --- each worker's requests ----------------------------------------------------------------------
+
+def requests_by_worker(replica, token: str) -> dict[int, float]:
+    """robin_worker_requests on the replica's /metrics: requests answered so far, by worker pid."""
+    scraped = requests.get(f"{replica.url}/metrics", headers=bearer(token), timeout=REQUEST_TIMEOUT_S)
+    scraped.raise_for_status()
+    return {int(sample.labels["pid"]): sample.value for family in text_string_to_metric_families(scraped.text)
+            if family.name == "robin_worker_requests" for sample in family.samples}
+
+
+def test_each_worker_reports_the_requests_it_answered(replicas, admin_token):
+    """One series per live worker of the replica (its master answers none), and together they count every request
+    answered, the scrape's own included (counted once answered)."""
+    replica = replicas[0]
+    before = requests_by_worker(replica, admin_token)
+    assert set(before) == replica.pids() - {replica.process.pid}
+    for _ in range(10):  # a connection each: gunicorn hands them to whichever worker accepts
+        assert requests.get(f"{replica.url}/healthz", timeout=REQUEST_TIMEOUT_S).status_code == 200
+    after = requests_by_worker(replica, admin_token)
+    assert set(after) == set(before)
+    assert sum(after.values()) - sum(before.values()) == 10 + 1
+
+
 # --- the maintenance loop -----------------------------------------------------------------------
 
 def leads(replica, token: str) -> bool:
