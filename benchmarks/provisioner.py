@@ -94,6 +94,9 @@ GOAL_ONE_AT_A_TIME_P50_MS = 12.0
 CEPH_CSI = "published ceph-csi figures: about 2.5 PVCs/s and ~2 s per CreateVolume"
 # The provisioner's Prometheus names (robin/provisioner/metrics.py) and robin serve's (robin/metrics.py).
 PROVISIONING = "robin_provisioner_provisioning_duration_seconds"
+PROVISIONING_STEPS = ("robin_provisioner_step_duration_seconds", ("hold", "volume", "pv"))
+STEP_LABELS = {"hold": "hold (the claim's finalizer `PATCH`, client side)",
+               "volume": "volume (robin's create, client side)", "pv": "pv (the PV's `POST`, client side)"}
 ROBIN_REQUESTS = "robin_http_request_duration_seconds"
 ROBIN_CEPH_OPS = "robin_ceph_operation_duration_seconds"
 PROVISIONED_OK = ("robin_provisioner_operations_total", (("operation", "provision"), ("outcome", "ok")))
@@ -186,7 +189,9 @@ def internals(prov_delta: dict, robin_delta: dict, kind: str) -> dict:
     route = f"/api/v2/projects/<project>/{COLLECTIONS[kind]}"
     ceph_ops = sorted({dict(k[1])["operation"] for k, v in robin_delta.items()
                        if k[0] == f"{ROBIN_CEPH_OPS}_count" and v > 0})
+    name, steps = PROVISIONING_STEPS
     return {"provisioning": histogram_summary(histogram(prov_delta, PROVISIONING, type=kind)),
+            "provisioning_steps": {step: histogram_summary(histogram(prov_delta, name, step=step)) for step in steps},
             "robin_create_request": histogram_summary(histogram(robin_delta, ROBIN_REQUESTS, method="POST",
                                                                 route=route, status="201")),
             "robin_ceph_ops": {op: histogram_summary(histogram(robin_delta, ROBIN_CEPH_OPS, operation=op))
@@ -819,7 +824,10 @@ def markdown(report: dict) -> str:
         if not found:
             continue
         label = "burst" if phase == "burst" else "one at a time"
+        steps = found.get("provisioning_steps", {})  # absent from a provisioner older than the metric
         metrics = [("provisioner: first seen -> PV created", found["provisioning"]),
+                   *((f"provisioner: step {STEP_LABELS[step]}", summary) for step, summary in steps.items()
+                     if summary["count"]),
                    (f"robin: `POST .../{COLLECTIONS[s['kind']]}` (server side)", found["robin_create_request"]),
                    *((f"robin: Ceph `{op}`", summary) for op, summary in found["robin_ceph_ops"].items())]
         for name, summary in metrics:
