@@ -87,7 +87,7 @@ class RobinClient:
 
     robin at a plain http:// URL that no proxy of the environment stands in front of (the chart's in-cluster
     Service) is asked through urllib3's connection pool directly, as requests would ask it, without requests' work
-    around each request (cookies, hooks, the environment's proxies and netrc looked up anew), about a third of a
+    around each request (cookies, hooks, the environment's proxies and netrc looked up anew), about half of a
     request's client CPU; anything else (https with its CA bundle, a proxy) goes through the session."""
 
     def __init__(self, config: ClientConfig):
