@@ -3,10 +3,12 @@ provisioner, the CSI shim). It speaks `/api/v2` only, keeps one pooled HTTP sess
 answer into `RobinApiError` carrying robin's stable `code`, so callers decide by code, never by message."""
 from __future__ import annotations
 
+import json as jsonlib
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, urlencode, urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from robin.config import ClientSettings
@@ -81,7 +83,12 @@ class ClientConfig:
 
 
 class RobinClient:
-    """Thread-safe (one requests.Session, whose connection pool is sized for the callers' threads)."""
+    """Thread-safe (one requests.Session, whose connection pool is sized for the callers' threads).
+
+    robin at a plain http:// URL that no proxy of the environment stands in front of (the chart's in-cluster
+    Service) is asked through urllib3's connection pool directly, as requests would ask it, without requests' work
+    around each request (cookies, hooks, the environment's proxies and netrc looked up anew), about half of a
+    request's client CPU; anything else (https with its CA bundle, a proxy) goes through the session."""
 
     def __init__(self, config: ClientConfig):
         self.config = config
@@ -90,30 +97,51 @@ class RobinClient:
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers.update({"Authorization": f"Bearer {config.token}", "User-Agent": "robin-client"})
+        self._pool, self._prefix = _direct_pool(config)
+        self._timeout = urllib3.Timeout(connect=config.connect_timeout, read=config.read_timeout)
 
     def close(self) -> None:
         self._session.close()
+        if self._pool is not None:
+            self._pool.close()
 
     def request(self, method: str, path: str, json: dict | None = None, params: dict | None = None):
         """The decoded JSON answer (None for 204); RobinApiError otherwise."""
         try:
-            response = self._session.request(method, self.config.url + path, json=json, params=params,
-                                             timeout=(self.config.connect_timeout, self.config.read_timeout))
-        except requests.RequestException as exc:
+            if self._pool is not None:
+                status, data = self._send_direct(method, path, json, params)
+            else:
+                response = self._session.request(method, self.config.url + path, json=json, params=params,
+                                                 timeout=(self.config.connect_timeout, self.config.read_timeout))
+                status, data = response.status_code, response.content
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise RobinApiError(0, "unreachable", f"robin's API at {self.config.url} did not answer: {exc}") from exc
-        if response.status_code == 204:
+        if status == 204:
             return None
         try:
-            body = response.json()
+            body = jsonlib.loads(data)
         except ValueError:
             body = None
-        if response.status_code >= 400:
+        if status >= 400:
             error = body.get("error") if isinstance(body, dict) else None
             if not isinstance(error, dict):
-                error = {"code": "http_error", "message": f"{method} {path}: HTTP {response.status_code}"}
-            raise RobinApiError(response.status_code, error.get("code", "http_error"),
-                                error.get("message", ""), error.get("details"))
+                error = {"code": "http_error", "message": f"{method} {path}: HTTP {status}"}
+            raise RobinApiError(status, error.get("code", "http_error"), error.get("message", ""),
+                                error.get("details"))
         return body
+
+    def _send_direct(self, method: str, path: str, json: dict | None, params: dict | None) -> tuple[int, bytes]:
+        """The request as the session sends it (its headers, JSON without NaN, no retry of a request that may have
+        reached robin), on the pool: (status, body). No redirect is followed: robin's API answers, never redirects."""
+        headers = dict(self._session.headers)
+        body = None
+        if json is not None:
+            body = jsonlib.dumps(json, allow_nan=False).encode()
+            headers["Content-Type"] = "application/json"
+        target = self._prefix + path + ("?" + urlencode(params, doseq=True) if params else "")
+        response = self._pool.urlopen(method, target, body=body, headers=headers, timeout=self._timeout,
+                                      retries=urllib3.Retry(0, read=False), redirect=False)
+        return response.status, response.data
 
     # --- projects ---------------------------------------------------------------------------------------
 
@@ -261,6 +289,14 @@ class RobinClient:
 
     def unregister_cluster(self, name: str) -> None:
         self.request("DELETE", f"/api/v2/clusters/{quote(name, safe='')}")
+
+
+def _direct_pool(config: ClientConfig) -> tuple[urllib3.HTTPConnectionPool | None, str]:
+    """(the connection pool, the URL's path) for robin at a plain http:// URL without a proxy, else (None, "")."""
+    url = urlsplit(config.url)
+    if url.scheme != "http" or requests.utils.get_environ_proxies(config.url):
+        return None, ""
+    return urllib3.HTTPConnectionPool(url.hostname, url.port or 80, maxsize=config.pool_size), url.path
 
 
 def _page_params(limit: int, cursor: str | None) -> dict:

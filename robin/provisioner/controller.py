@@ -195,13 +195,17 @@ class Controller:
             klass = self._class_of(claim)
             request = ClaimRequest.parse(claim, klass)
             self._check_volume_source(klass)
+            step = time.monotonic()
             claim, ref = self._hold_claim(claim, klass)
+            step = _step_done("hold", step)
             crash_point("provisioner.claim_held")
             volume = self._ensure_volume(claim, klass, request, ref)
+            step = _step_done("volume", step)
             crash_point("provisioner.volume_created")
             size = volume_size(ref.kind, volume)
             pv = pvs.build(claim, klass, request, ref, volume, size, self.provisioning.cluster(volume["cluster"]))
             self._create_pv(pv, claim)
+            _step_done("pv", step)
             self._created_pvs.add(ref.name)
             crash_point("provisioner.pv_created")
         except (RobinApiError, KubeError, InvalidSpec) as exc:
@@ -464,6 +468,13 @@ class Controller:
         if _reclaim_facts(current) != _reclaim_facts(cached):
             raise NotYet(f"PersistentVolume {name} changed since it was last seen (now {_reclaim_facts(current)}): "
                          "its volume is not deleted on the older copy")
+
+
+def _step_done(step: str, started: float) -> float:
+    """Records a provisioning step that began at `started`; returns now, when the next one begins."""
+    now = time.monotonic()
+    metrics.STEP_SECONDS.labels(step).observe(now - started)
+    return now
 
 
 def _recorded_volume(claim: dict) -> VolumeRef | None:

@@ -188,6 +188,8 @@ def test_rbd_claim_becomes_a_bound_pv_over_a_real_image(kube, provisioners, db_r
     assert ("Normal", "ProvisioningSucceeded") in [e[:2] for e in events(kube, ns, pvc["metadata"]["name"])]
     samples = process.metrics()
     assert samples['robin_provisioner_provisioning_duration_seconds_count{type="rbd"}'] == 1
+    assert [samples[f'robin_provisioner_step_duration_seconds_count{{step="{step}"}}'] for step in
+            ("hold", "volume", "pv")] == [1, 1, 1]
     assert samples["robin_provisioner_leader"] == 1 and "robin_provisioner_queue_depth" in samples
 
 

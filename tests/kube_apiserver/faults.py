@@ -66,7 +66,7 @@ class Faults:
     def release_watches(self) -> None:
         with self._store.lock:
             self._store.watch_holds.clear()
-            self._store.changed.notify_all()
+            self._store.notify_all()
 
     def compact(self, keep: int = 0) -> int:
         """Expires resourceVersions: watches from an rv older than the kept history get a 410 ERROR event,

@@ -108,8 +108,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache, private")
         for name, value in (headers.items() if isinstance(headers, dict) else headers or []):
             self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
+        # What end_headers() does, with the body in the same write: one send, and one segment for the client to
+        # wait for, instead of two.
+        self._headers_buffer.append(b"\r\n" + body)
+        self.flush_headers()
 
     def _send_json(self, code: int, obj, headers=None) -> None:
         self._send(code, json.dumps(obj).encode(), headers=headers)
@@ -287,10 +289,6 @@ class _Handler(BaseHTTPRequestHandler):
     def _write_event(self, event_type: str, obj: dict) -> None:
         self._write_chunk(json.dumps({"type": event_type, "object": obj}, separators=(",", ":")).encode() + b"\n")
 
-    def _write_stored(self, event_type: str, event) -> None:
-        """As _write_event, with the object's JSON made once per event for every watch (see StoredEvent)."""
-        self._write_chunk(b'{"type":"%s","object":%s}\n' % (event_type.encode(), event.object_json()))
-
     def _client_gone(self) -> bool:
         try:
             readable, _, _ = select.select([self.connection], [], [], 0)
@@ -366,7 +364,7 @@ class _Handler(BaseHTTPRequestHandler):
                     if end or expired or events or bookmark is not None:
                         break
                     waits = [deadline - now, 1.0] + ([next_bookmark - now] if bookmarks else [])
-                    store.changed.wait(max(0.01, min(waits)))
+                    store.watches_changed(rt).wait(max(0.01, min(waits)))
                     break  # back outside the lock to notice a vanished client
             if end == "abrupt":
                 self.close_connection = True
@@ -380,8 +378,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._write_event("ERROR", status_object(410, "Expired", expired))
                 self._write_chunk(b"")
                 return
-            for event in events:
-                self._send_watch_event(rt, namespace, selector, event)
+            lines = [line for line in (_watch_line(rt, namespace, selector, event) for event in events) if line]
+            if lines:  # one chunk for all: one write, not one per event (each is still a line of its own)
+                self._write_chunk(b"".join(lines))
             if bookmark is not None:
                 self._write_event("BOOKMARK", self._bookmark(rt, bookmark))
                 next_bookmark = time.monotonic() + api.bookmark_interval
@@ -389,20 +388,25 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
 
-    def _send_watch_event(self, rt, namespace, selector, event) -> None:
-        if event.resource is not rt or (namespace and event.namespace != namespace):
-            return
-        now_matches = selector(event.object)
-        if event.type == "MODIFIED":
-            was_matching = selector(event.old)
-            if now_matches and not was_matching:
-                self._write_stored("ADDED", event)
-            elif was_matching and not now_matches:
-                self._write_stored("DELETED", event)
-            elif now_matches:
-                self._write_stored("MODIFIED", event)
-        elif now_matches:
-            self._write_stored(event.type, event)
+def _watch_line(rt, namespace, selector, event) -> bytes | None:
+    """The line a watch of `rt` in `namespace` (all if empty) with `selector` sends for a stored event, or None: a
+    MODIFIED object entering the selection is ADDED to the watch, one leaving it DELETED."""
+    if event.resource is not rt or (namespace and event.namespace != namespace):
+        return None
+    now_matches = selector(event.object)
+    event_type = event.type
+    if event_type == "MODIFIED":
+        was_matching = selector(event.old)
+        if now_matches and not was_matching:
+            event_type = "ADDED"
+        elif was_matching and not now_matches:
+            event_type = "DELETED"
+        elif not now_matches:
+            return None
+    elif not now_matches:
+        return None
+    # The object's JSON is made once per event for every watch (see StoredEvent).
+    return b'{"type":"%s","object":%s}\n' % (event_type.encode(), event.object_json())
 
 
 def _deliverable(store, rt, cursor: int) -> tuple[list, int]:

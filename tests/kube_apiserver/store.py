@@ -73,6 +73,10 @@ class Store:
         self.actor = "api"  # who writes now (set by the controllers around their writes)
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
+        # A watch waits on its resource type's own condition: a commit wakes the watches of its type only, not
+        # every open watch (a provisioner's watches of classes and namespaces woke, took the lock and looked for
+        # nothing at each of a claim's writes).
+        self._watches_changed = {rt.key: threading.Condition(self.lock) for rt in RESOURCES}
         # Resource plural -> the resourceVersion its watches deliver events up to (faults.hold_watches).
         self.watch_holds: dict[str, int] = {}
         self.rv = 1
@@ -109,6 +113,7 @@ class Store:
         while len(self.history) > self.history_size:
             self.compacted_rv = self.history.popleft().rv
         self.changed.notify_all()
+        self._watches_changed[rt.key].notify_all()
         return stored
 
     def save(self, rt, old: dict, new: dict) -> bool:
@@ -340,6 +345,18 @@ class Store:
 
     # --- watch support ----------------------------------------------------------------------------------
 
+    def watches_changed(self, rt) -> threading.Condition:
+        """What a watch of `rt` waits on (with the lock): notified at each commit of an `rt` object and by
+        notify_all()."""
+        return self._watches_changed[rt.key]
+
+    def notify_all(self) -> None:
+        """Wakes everything waiting on the store, every watch included (lock held by the caller): for a change
+        that is not one object's commit (compaction, the end of the watches, closing, released holds)."""
+        self.changed.notify_all()
+        for condition in self._watches_changed.values():
+            condition.notify_all()
+
     def events_after(self, cursor: int) -> list[StoredEvent]:
         """Events with rv > cursor (lock held by caller; cursor >= compacted_rv)."""
         events = []
@@ -356,16 +373,16 @@ class Store:
             while len(self.history) > keep:
                 self.history.popleft()
             self.compacted_rv = self.history[0].rv - 1 if self.history else self.rv
-            self.changed.notify_all()
+            self.notify_all()
             return self.compacted_rv
 
     def end_watches(self, abruptly: bool = False) -> None:
         with self.lock:
             self.watch_epoch += 1
             self.drop_abruptly = abruptly
-            self.changed.notify_all()
+            self.notify_all()
 
     def close(self) -> None:
         with self.lock:
             self.closed = True
-            self.changed.notify_all()
+            self.notify_all()
