@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy import Connection, bindparam, func, literal_column, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, contains_eager
 
@@ -70,7 +70,10 @@ def _provisioned_query():
     project_id = bindparam("project_id")
     columns = []
     for model in VOLUME_MODELS:
-        live = (model.project_id == project_id) & (model.state != VolumeState.DELETED)
+        # The state as a literal, the usage index's own condition: a bound value would leave the planner unable to
+        # tell that the index holds every row asked for (PostgreSQL's generic plans), or make it visit each row to
+        # check it (SQLite).
+        live = (model.project_id == project_id) & (model.state != literal_column(f"'{VolumeState.DELETED.value}'"))
         columns += [select(func.coalesce(func.sum(reserved_bytes(model)), 0)).where(live).scalar_subquery(),
                     select(func.count()).select_from(model).where(live).scalar_subquery()]
     columns.append(select(func.count()).select_from(Snapshot).where(
