@@ -70,6 +70,8 @@ from tests.support.server import running_server  # noqa: E402
 
 GiB = 2**30
 POOL = "rbd"
+# robin serve's worker class (robin/gunicorn_conf.py): the stack path runs behind the same server stack.
+STACK_WORKER_CLASS = "robin.gunicorn_worker.ThreadWorker"
 CREATE_BYTES = 1 * GiB
 RESIZED_BYTES = 2 * GiB
 FS_NAME = "cephfs"  # the dev cluster's file system, robin's default
@@ -777,7 +779,7 @@ def bare_rbd_server(conf: str, workers: int, features: int):
     env = {**os.environ, "PYTHONPATH": str(REPO), "ROBIN_BENCH_CEPH_CONF": conf, "ROBIN_BENCH_POOL": POOL,
            "ROBIN_BENCH_FEATURES": str(features)}
     with open(directory / "gunicorn.log", "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--worker-class", "gthread",
+        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--worker-class", STACK_WORKER_CLASS,
                                     "--no-control-socket", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
                                     "--threads", str(Settings().threads), "benchmarks.bare_rbd_app:app"],
                                    env=env, cwd=REPO, stdout=log, stderr=log, start_new_session=True)

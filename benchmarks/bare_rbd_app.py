@@ -1,5 +1,5 @@
 """The bare WSGI app of benchmarks/api_vs_binding.py's `stack` path: the raw RBD calls behind the same server stack
-as robin (gunicorn's gthread worker, robin serve's workers, threads and keep-alive), so that the API's added time
+as robin (robin serve's worker class, workers, threads and keep-alive), so that the API's added time
 splits into what the stack costs (HTTP client, gunicorn, its thread hand-overs) and what robin costs.
 
 Each request makes its binding call in the request thread on one rados connection per worker, made on the first
@@ -8,7 +8,7 @@ another thread. `POST /images` (JSON `{"name", "size_bytes"}`) is `RBD().create`
 `{"size_bytes"}`) `Image.resize`, `DELETE /images/<name>` `RBD().remove`; `GET /` answers 200 (readiness).
 
     ROBIN_BENCH_CEPH_CONF=ceph.conf ROBIN_BENCH_POOL=rbd ROBIN_BENCH_FEATURES=61 \
-        gunicorn --worker-class gthread ... benchmarks.bare_rbd_app:app
+        gunicorn --worker-class robin.gunicorn_worker.ThreadWorker ... benchmarks.bare_rbd_app:app
 """
 import json
 import os

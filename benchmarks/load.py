@@ -30,8 +30,9 @@ PostgreSQL, bare app and SQLite phases once per shape, WORKERSxTHREADS of each s
 --threads), on the same cluster and PostgreSQL server; the raw phase runs once. After each robin phase the resident
 memory (RSS) of every gunicorn worker of its servers is read from /proc and reported (mean and largest), and
 each worker's requests in the PostgreSQL GET phase from the replicas' /metrics (robin_worker_requests).
---worker-classes runs those phases once per entry with gunicorn's gthread worker (robin serve's) or
-benchmarks/spread_worker.py's, in the order given: an A/B interleaved in one run.
+--worker-classes runs those phases once per entry with robin serve's worker (robin/gunicorn_worker.py: `robin`,
+the default), gunicorn's own gthread worker (`gthread`) or benchmarks/spread_worker.py's (`spread`), in the order
+given: an A/B interleaved in one run.
 
 Everything it starts (cluster daemons, PostgreSQL, the servers) is stopped by pid in `finally`, Ctrl-C and
 SIGTERM included. On a dev cluster it started, the volumes made are left to go with it; with --ceph-conf they are
@@ -81,9 +82,10 @@ from tests.support.net import free_port, wait_until  # noqa: E402
 from tests.support.server import running_replica  # noqa: E402
 
 GiB = 2**30
-# robin serve's worker class (robin/gunicorn_conf.py) and a contender spreading connections over the workers, which
-# --worker-classes can compare (or any worker class given by its dotted path).
-WORKER_CLASSES = {"gthread": "gthread", "spread": "benchmarks.spread_worker.ThreadWorker"}
+# robin serve's worker class (robin/gunicorn_conf.py), gunicorn's gthread it builds on, and a contender spreading
+# connections over the workers, which --worker-classes can compare (or any worker class given by its dotted path).
+WORKER_CLASSES = {"robin": "robin.gunicorn_worker.ThreadWorker", "gthread": "gthread",
+                  "spread": "benchmarks.spread_worker.ThreadWorker"}
 PAGE = 100
 HTTP_TIMEOUT_S = 60
 # Sixteen workers starting at once on a busy 2-core machine take longer than the tests' minute to answer.
@@ -512,10 +514,10 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=Settings().threads, help="threads per gunicorn worker")
     parser.add_argument("--shapes", type=shapes, help="WORKERSxTHREADS,...: the robin and bare app phases once "
                                                       "per shape (default: --workers x --threads)")
-    parser.add_argument("--worker-classes", type=worker_classes, default=["gthread"],
-                        help="gthread,spread,...: the robin and bare app phases once per entry (repeats allowed: "
-                             "gthread,spread,gthread,spread interleaves an A/B), with gunicorn's gthread worker as "
-                             "robin serve runs it (gthread) or benchmarks/spread_worker.py (spread); default: gthread")
+    parser.add_argument("--worker-classes", type=worker_classes, default=["robin"],
+                        help="robin,gthread,...: the robin and bare app phases once per entry (repeats allowed: "
+                             "robin,gthread,robin,gthread interleaves an A/B), with robin serve's worker (robin), "
+                             "gunicorn's gthread (gthread) or benchmarks/spread_worker.py (spread); default: robin")
     parser.add_argument("--replicas", type=int, default=2, help="robin replicas on PostgreSQL")
     parser.add_argument("--no-sqlite", action="store_true", help="skip the one-replica SQLite comparison")
     parser.add_argument("--reads-only", action="store_true", help="only the GET phases and the bare app: no "

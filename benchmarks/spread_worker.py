@@ -1,6 +1,6 @@
 """A gunicorn worker that spreads connections over a server's workers: `benchmarks/load.py --worker-classes
-gthread,spread,...`'s contender to gunicorn's gthread worker, which robin serve runs. Needs gunicorn 27 or later
-(it builds on that gthread worker's event loop).
+robin,spread,...`'s contender to robin serve's worker (robin/gunicorn_worker.py, gunicorn's gthread with fewer
+heartbeats). Needs gunicorn 27 or later (it builds on that gthread worker's event loop).
 
 All of a server's gthread workers wait on one listening socket, and the worker that is already awake (answering)
 wins the race for each new connection; a keep-alive connection then stays with the worker that accepted it for its
@@ -16,8 +16,8 @@ where gthread would have queued it for a thread of whichever worker won it. Idle
 the provisioner, between their requests) do not count: however many a worker holds, it takes new ones. gunicorn's
 own cap (`worker_connections`, idle connections included) still applies.
 
-It spreads the benchmark's connections evenly, but on the loaded 2-core machine robin's reads were no faster and
-their tail no shorter for it (BENCHMARKS.md): robin serve keeps gthread until a quiet run shows otherwise.
+It spreads the benchmark's connections evenly, but robin's reads were no faster and their tail no shorter for it,
+on the loaded 2-core machine and on the quiet one alike (BENCHMARKS.md): robin serve does not use it.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ import gc
 
 from prometheus_client import multiprocess
 
-worker_class = "gthread"
+worker_class = "robin.gunicorn_worker.ThreadWorker"  # gthread, with fewer heartbeats
 accesslog = None  # robin logs each request itself, as JSON
 
 
