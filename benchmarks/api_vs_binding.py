@@ -327,6 +327,14 @@ class RobinCephPath:
             self.live.discard(name)
 
 
+def timed_request(session: requests.Session, method: str, url: str, expected: int, **kwargs) -> float:
+    """Milliseconds the request took; RuntimeError unless it answered `expected`."""
+    elapsed, response = timed(lambda: session.request(method, url, timeout=HTTP_TIMEOUT_S, **kwargs))
+    if response.status_code != expected:
+        raise RuntimeError(f"{method} {url} -> {response.status_code}: {response.text[:500]}")
+    return elapsed
+
+
 class StackPath:
     """The raw create, resize and delete behind the server stack alone (benchmarks/bare_rbd_app.py), through one
     keep-alive session like ApiPath's."""
@@ -338,10 +346,7 @@ class StackPath:
         self.live: set[str] = set()
 
     def _call(self, method: str, url: str, expected: int, **kwargs) -> float:
-        elapsed, response = timed(lambda: self.session.request(method, url, timeout=HTTP_TIMEOUT_S, **kwargs))
-        if response.status_code != expected:
-            raise RuntimeError(f"{method} {url} -> {response.status_code}: {response.text[:500]}")
-        return elapsed
+        return timed_request(self.session, method, url, expected, **kwargs)
 
     def create(self, name: str) -> float:
         self.live.add(name)  # before: a create that fails after Ceph made the image is cleaned up too
@@ -390,10 +395,7 @@ class ApiPath:
         return ApiPath(self.base_url, self.token, self.project, self.purge_trashed, shared=self)
 
     def _call(self, method: str, url: str, expected: int, **kwargs) -> float:
-        elapsed, response = timed(lambda: self.session.request(method, url, timeout=HTTP_TIMEOUT_S, **kwargs))
-        if response.status_code != expected:
-            raise RuntimeError(f"{method} {url} -> {response.status_code}: {response.text[:500]}")
-        return elapsed
+        return timed_request(self.session, method, url, expected, **kwargs)
 
     def create(self, name: str) -> float:
         elapsed = self._call("POST", self.images_url, 201, json={"name": name, "size_bytes": CREATE_BYTES})

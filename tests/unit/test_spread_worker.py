@@ -3,20 +3,15 @@ connections opened at once spread over the workers, and idle keep-alive connecti
 from __future__ import annotations
 
 import http.client
-import os
-import signal
-import subprocess
-import sys
 from collections import Counter
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.support.net import free_port, wait_until
+from tests.support.gunicorn import running
+from tests.support.net import wait_until
 
-REPOSITORY = Path(__file__).resolve().parents[2]
-START_TIMEOUT_S = 120
 WAIT_S = 120
 
 # Each request leaves a mark in ARRIVED, then, if its path is /hold, waits for the test's RELEASE file; it answers
@@ -41,35 +36,11 @@ def app(environ, start_response):
 
 @contextmanager
 def gunicorn(tmp_path: Path, workers: int, threads: int):
-    """gunicorn with the spreading worker and the app above; stopped (its own session) afterwards."""
-    (tmp_path / "held_app.py").write_text(APP)
+    """gunicorn with the spreading worker and the app above; stopped afterwards."""
     (tmp_path / "arrived").mkdir()
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPOSITORY}", "TEST_WORKER_DIR": str(tmp_path)}
-    log = open(tmp_path / "gunicorn.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--worker-class", "benchmarks.spread_worker.ThreadWorker",
-         "--no-control-socket", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
-         "--keep-alive", "300", "held_app:app"],
-        env=env, stdout=log, stderr=log, start_new_session=True)
-    try:
-        wait_until(lambda: booted(tmp_path / "gunicorn.log", workers) or process.poll() is not None,
-                   START_TIMEOUT_S, "gunicorn's workers")
-        assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()
+    with running(tmp_path, APP, "benchmarks.spread_worker.ThreadWorker", workers, threads, "--keep-alive", "300",
+                 env={"TEST_WORKER_DIR": str(tmp_path)}) as (port, _log):
         yield port
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        log.close()
-
-
-def booted(log: Path, workers: int) -> bool:
-    return log.read_text().count("Booting worker") >= workers
 
 
 def arrived(directory: Path) -> int:
