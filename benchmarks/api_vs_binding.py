@@ -252,6 +252,7 @@ class RobinCephPath:
         self.live_clones: set[str] = set()
         self.trashed: dict[str, str | None] = {}  # name -> trash id
         self.owners: dict[str, str] = {}  # name -> the volume id its image is marked with, as robin's rows are
+        self.sizes: dict[str, int] = {}  # name -> the size of an image resized from CREATE_BYTES, as robin's rows say
 
     def create(self, name: str) -> float:
         owner = self.owners[name] = str(uuid.uuid4())
@@ -261,10 +262,12 @@ class RobinCephPath:
         return elapsed
 
     def resize(self, name: str) -> float:
+        self.sizes[name] = RESIZED_BYTES
         return timed(lambda: rbd_ops.resize_image(self.conn, POOL, name, RESIZED_BYTES))[0]
 
     def delete(self, name: str) -> float:
-        elapsed, _ = timed(lambda: rbd_ops.remove_image(self.conn, POOL, name))
+        # The image was resized before (run_cycle), or is a clone's parent of CREATE_BYTES: robin's rows say which.
+        elapsed, _ = timed(lambda: rbd_ops.remove_image(self.conn, POOL, name, self.sizes.get(name, CREATE_BYTES)))
         self.live.discard(name)
         return elapsed
 
@@ -299,7 +302,8 @@ class RobinCephPath:
         trash_id = self.trashed[name] or self.conn.in_pool(POOL, "rbd.trash_list", f"finding {name} in the trash",
                                                            lambda ioctx: trash_id_of(ioctx, name))
         if trash_id is not None:
-            rbd_ops.trash_purge(self.conn, POOL, trash_id, name, self.owners[name])  # also forgets robin's marks
+            # Also forgets robin's marks. Only images of CREATE_BYTES go to the trash (run_more_cycle).
+            rbd_ops.trash_purge(self.conn, POOL, trash_id, name, self.owners[name], CREATE_BYTES)
         self.trashed.pop(name)
 
     def clone_create(self, parent: str, snapshot: str, name: str) -> float:
@@ -309,7 +313,7 @@ class RobinCephPath:
         return elapsed
 
     def clone_remove(self, name: str) -> None:
-        rbd_ops.remove_image(self.conn, POOL, name)  # idempotent
+        rbd_ops.remove_image(self.conn, POOL, name, CREATE_BYTES)  # idempotent
         self.live_clones.discard(name)
 
     def cleanup(self) -> None:
@@ -323,7 +327,7 @@ class RobinCephPath:
         for image, snapshot in list(self.live_snaps):
             self.snap_remove(image, snapshot)
         for name in list(self.live):
-            rbd_ops.remove_image(self.conn, POOL, name)  # idempotent
+            rbd_ops.remove_image(self.conn, POOL, name, self.sizes.get(name, CREATE_BYTES))  # idempotent
             self.live.discard(name)
 
 
@@ -480,7 +484,7 @@ def purge_from_trash(conn: CephConnection, ioctx: rados.Ioctx, name: str) -> Non
     owner mark): robin's DB row stays `deleted` with a trash ref, which is fine in a benchmark DB."""
     trash_id = trash_id_of(ioctx, name)
     if trash_id is not None:
-        rbd_ops.trash_purge(conn, POOL, trash_id, name, rbd_ops.image_owner(conn, POOL, name) or "")
+        rbd_ops.trash_purge(conn, POOL, trash_id, name, rbd_ops.image_owner(conn, POOL, name) or "", CREATE_BYTES)
 
 
 def new_session(token: str) -> requests.Session:

@@ -697,7 +697,7 @@ class Bench:
             in_pool = ours & set(rbd.RBD().list(ioctx))
             marked = {name for name in ours - in_pool if rbd_ops.image_owner(conn, POOL, name) is not None}
             for name in sorted(in_pool | marked):
-                rbd_ops.remove_image(conn, POOL, name)  # idempotent; also forgets robin's owner mark
+                rbd_ops.remove_image(conn, POOL, name, CLAIM_BYTES)  # idempotent; also forgets robin's owner mark
             cleanup["images_removed_directly"] = len(in_pool)
             cleanup["owner_marks_removed_directly"] = len(marked)
         elif fs is not None:

@@ -79,6 +79,18 @@ def progress() -> None:
         call.progressed_at = time.monotonic()
 
 
+def progress_reporter() -> Callable[[], None]:
+    """progress() for the current call, taken on its thread and run on another: librbd calls a removal's or a
+    flatten's progress callback on a thread of its own, where progress() would find no call and extend nothing."""
+    call = getattr(_running, "call", None)
+
+    def report() -> None:
+        if call is not None:
+            call.progressed_at = time.monotonic()
+
+    return report
+
+
 class CephHandle:
     """One generation of a cluster's connection: a rados handle, the pools and file systems opened
     from it, how many calls use it, and when each lane last got an answer on it."""

@@ -4,13 +4,15 @@ under the same name is CephAlreadyExists."""
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import rados
 import rbd
 
-from robin.ceph.connection import CephConnection, CephHandle, progress
+from robin.ceph.connection import CephConnection, CephHandle, progress, progress_reporter
 from robin.ceph.errors import CephAlreadyExists, CephBusy, CephNotFound
 
 FEATURE_BITS = {
@@ -29,6 +31,16 @@ DIRECTORY_OBJECT = "robin.rbd_directory"
 # librbd's exclusive lock is a lock on the image header under this tag; advisory locks (`rbd lock add`) carry
 # their own.
 EXCLUSIVE_LOCK_TAG = "internal"
+# librbd reports a removal's progress once per object of the image (256 times a GiB), each report a Python call
+# from one of its own threads that takes the interpreter's lock and makes a thread state: 1.7 to 21 ms a GiB on a
+# loaded machine (BENCHMARKS.md). Only a removal that could outlast the connection's timeout needs the reports, to
+# keep its deadline away while it advances; one that cannot, even at the slowest rate assumed here, runs as any
+# other call and is cut off at the deadline. The rate: librbd removes 10 objects at once
+# (rbd_concurrent_management_ops), so 100 a second is an OSD taking 100 ms to remove each (a stressed HDD), where
+# the dev cluster removes some 10,000 a second. Objects are counted at Ceph's default size (rbd_default_order 22),
+# which robin's creates and clones get; an adopted image with smaller ones has more, which that margin covers.
+OBJECT_BYTES = 4 * 2**20
+SLOWEST_REMOVALS_PER_S = 100
 
 
 @dataclass(frozen=True)
@@ -124,10 +136,11 @@ def resize_image(conn: CephConnection, pool: str, name: str, size_bytes: int) ->
     conn.in_pool(pool, "rbd.resize", f"resizing RBD image {pool}/{name}", resize)
 
 
-def remove_image(conn: CephConnection, pool: str, name: str) -> None:
+def remove_image(conn: CephConnection, pool: str, name: str, size_bytes: int) -> None:
+    """`size_bytes`: the image's size as robin knows it, which says whether its removal reports progress."""
     def remove(ioctx: rados.Ioctx) -> None:
         try:
-            rbd.RBD().remove(ioctx, name, on_progress=_progressed)
+            rbd.RBD().remove(ioctx, name, on_progress=_removal_progress(conn, size_bytes))
         except rbd.ImageNotFound:
             pass  # already gone: removing is idempotent
         _set_owner(ioctx, name, None)
@@ -135,10 +148,23 @@ def remove_image(conn: CephConnection, pool: str, name: str) -> None:
     conn.in_pool(pool, "rbd.remove", f"removing RBD image {pool}/{name}", remove)
 
 
-def _progressed(_done: int, _total: int) -> int:
-    """librbd's progress callback: a long removal or flatten that still advances keeps its deadline away."""
-    progress()
-    return 0
+def _removal_progress(conn: CephConnection, size_bytes: int) -> Callable[[int, int], int] | None:
+    """On the call's thread: librbd's progress callback for removing an image of this size, or None when the
+    removal cannot outlast the timeout (SLOWEST_REMOVALS_PER_S)."""
+    if math.ceil(size_bytes / OBJECT_BYTES) <= SLOWEST_REMOVALS_PER_S * conn.timeout:
+        return None
+    return _progress_callback()
+
+
+def _progress_callback() -> Callable[[int, int], int]:
+    """On the call's thread: a librbd progress callback that keeps the call's deadline away while it advances."""
+    report = progress_reporter()
+
+    def progressed(_done: int, _total: int) -> int:
+        report()
+        return 0
+
+    return progressed
 
 
 def used_bytes(conn: CephConnection, pool: str, name: str) -> int:
@@ -280,7 +306,9 @@ def flatten(conn: CephConnection, pool: str, name: str) -> None:
     def flat(ioctx: rados.Ioctx) -> None:
         with rbd.Image(ioctx, name) as image:
             try:
-                image.flatten(on_progress=_progressed)
+                # Always reported: each object's copy-up (a read of up to 4 MiB from the parent and its write)
+                # costs far more than the report, and a flatten is no request's hot path.
+                image.flatten(on_progress=_progress_callback())
             except rbd.InvalidArgument:
                 pass  # no parent (any more): flattening is idempotent
 
@@ -347,12 +375,12 @@ def _image_id(ioctx: rados.Ioctx, name: str) -> str | None:
     except rbd.ImageNotFound:
         return None
 
-def trash_purge(conn: CephConnection, pool: str, image_id: str, name: str, owner: str) -> None:
+def trash_purge(conn: CephConnection, pool: str, image_id: str, name: str, owner: str, size_bytes: int) -> None:
     """Remove volume `owner`'s image from the trash now (robin keeps its own purge time) and forget it: its trash
-    mark, and its name's mark unless a newer volume's image holds the name now."""
+    mark, and its name's mark unless a newer volume's image holds the name now. `size_bytes` as remove_image's."""
     def purge(ioctx: rados.Ioctx) -> None:
         try:
-            rbd.RBD().trash_remove(ioctx, image_id, force=True, on_progress=_progressed)
+            rbd.RBD().trash_remove(ioctx, image_id, force=True, on_progress=_removal_progress(conn, size_bytes))
         except rbd.ImageNotFound:
             pass  # purged already
         _set_owner(ioctx, _trash_key(image_id), None)

@@ -59,7 +59,7 @@ def _check_rbd(place: mounting.Place, volume: RbdImage, path: str | None) -> tup
             with mounting.block_device(place, volume.pool, clone, mounting.access(volume)) as device:
                 return _fsck(device)
         finally:
-            rbd_ops.remove_image(conn, volume.pool, clone)
+            rbd_ops.remove_image(conn, volume.pool, clone, volume.size_bytes)
     finally:
         rbd_ops.remove_snapshot(conn, volume.pool, volume.name, snapshot)
 

@@ -119,7 +119,7 @@ class RbdKind:
 
     @staticmethod
     def remove(conn: CephConnection, volume: RbdImage) -> None:
-        rbd_ops.remove_image(conn, volume.pool, volume.name)
+        rbd_ops.remove_image(conn, volume.pool, volume.name, _largest_size(volume))
 
     @staticmethod
     def used_bytes(conn: CephConnection, volume: RbdImage) -> int:
@@ -147,7 +147,7 @@ class RbdKind:
 
     @staticmethod
     def purge(conn: CephConnection, volume: RbdImage) -> None:
-        rbd_ops.trash_purge(conn, volume.pool, volume.trash_ref, volume.name, volume.id)
+        rbd_ops.trash_purge(conn, volume.pool, volume.trash_ref, volume.name, volume.id, _largest_size(volume))
 
     @staticmethod
     def create_snapshot(conn: CephConnection, volume: RbdImage, snapshot: str) -> None:
@@ -156,6 +156,11 @@ class RbdKind:
     @staticmethod
     def remove_snapshot(conn: CephConnection, volume: RbdImage, snapshot: str) -> None:
         rbd_ops.remove_snapshot(conn, volume.pool, volume.name, snapshot)
+
+
+def _largest_size(volume: RbdImage) -> int:
+    """The largest size Ceph may have for the image: a resize a crash interrupted may have reached its target."""
+    return max(volume.size_bytes, volume.target_size_bytes or 0)
 
 
 # Beside the projects' directories; volume and project names cannot start with a dot.
