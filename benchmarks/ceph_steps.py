@@ -9,8 +9,8 @@ interleaved, one cycle of each op after the other, so that drift hits them alike
 
     .venv/bin/python benchmarks/ceph_steps.py [--iterations 40] [--ceph-conf /path/ceph.conf] [--before REV]
 
-With --before REV it then times the ops whose sequence changed (delete to the trash, CephFS path create and delete)
-three ways, interleaved: the raw binding call, robin's Ceph layer as of REV and as in this tree (both
+With --before REV it then times the ops whose sequence changed (delete `?purge=true`, delete to the trash, CephFS path
+create and delete) three ways, interleaved: the raw binding call, robin's Ceph layer as of REV and as in this tree (both
 in this process, through a CephConnection, as the API's calls go).
 
 Without --ceph-conf it starts a dev cluster and stops it at the end (Ctrl-C and SIGTERM included).
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import json
 import statistics
 import subprocess
@@ -214,9 +215,15 @@ class Layers:
     def cycle(self, stem: str, order: tuple[str, ...], record: bool) -> None:
         images = {layer: f"{stem}-{layer}" for layer in order}
         owners = {layer: str(uuid.uuid4()) for layer in order}
-        for layer in order:  # untimed: an image marked as robin's, as a volume's is
-            rbd.RBD().create(self.ioctx, images[layer], CREATE_BYTES, old_format=False, features=self.features)
-            set_keys(self.ioctx, {images[layer]: owners[layer]})
+        for suffix in ("", "-p"):  # untimed: images marked as robin's, as a volume's is; "-p" ones are removed
+            for layer in order:
+                rbd.RBD().create(self.ioctx, images[layer] + suffix, CREATE_BYTES, old_format=False,
+                                 features=self.features)
+                set_keys(self.ioctx, {images[layer] + suffix: owners[layer]})
+        for layer in order:
+            elapsed = self.remove(layer, images[layer] + "-p")
+            if record:
+                self.samples["delete ?purge=true"][layer].append(elapsed)
         for layer in order:
             elapsed = self.trash(layer, images[layer], owners[layer])
             if record:
@@ -232,6 +239,19 @@ class Layers:
             self.fs.rmdir(trash_path)
             if record:
                 self.samples["CephFS path delete to the trash"][layer].append(elapsed)
+
+    def remove(self, layer: str, name: str) -> float:
+        started = time.perf_counter()
+        if layer == "raw":
+            rbd.RBD().remove(self.ioctx, name)
+            elapsed = (time.perf_counter() - started) * 1000
+            remove_keys(self.ioctx, (name,))  # untimed: robin's layer removes its mark itself
+            return elapsed
+        remove_image = self.modules[layer]["rbd_ops"].remove_image
+        # Before this round remove_image took no size (and always asked librbd for progress reports).
+        sized = "size_bytes" in inspect.signature(remove_image).parameters
+        remove_image(self.conn, POOL, name, *((CREATE_BYTES,) if sized else ()))
+        return (time.perf_counter() - started) * 1000
 
     def trash(self, layer: str, name: str, owner: str) -> float:
         started = time.perf_counter()
