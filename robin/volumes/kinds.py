@@ -119,7 +119,8 @@ class RbdKind:
 
     @staticmethod
     def remove(conn: CephConnection, volume: RbdImage) -> None:
-        rbd_ops.remove_image(conn, volume.pool, volume.name, _largest_size(volume))
+        # The larger of the size and a resize's target: what Ceph may have after a resize cut short.
+        rbd_ops.remove_image(conn, volume.pool, volume.name, volume.reserved_bytes)
 
     @staticmethod
     def used_bytes(conn: CephConnection, volume: RbdImage) -> int:
@@ -147,7 +148,7 @@ class RbdKind:
 
     @staticmethod
     def purge(conn: CephConnection, volume: RbdImage) -> None:
-        rbd_ops.trash_purge(conn, volume.pool, volume.trash_ref, volume.name, volume.id, _largest_size(volume))
+        rbd_ops.trash_purge(conn, volume.pool, volume.trash_ref, volume.name, volume.id, volume.reserved_bytes)
 
     @staticmethod
     def create_snapshot(conn: CephConnection, volume: RbdImage, snapshot: str) -> None:
@@ -156,11 +157,6 @@ class RbdKind:
     @staticmethod
     def remove_snapshot(conn: CephConnection, volume: RbdImage, snapshot: str) -> None:
         rbd_ops.remove_snapshot(conn, volume.pool, volume.name, snapshot)
-
-
-def _largest_size(volume: RbdImage) -> int:
-    """The largest size Ceph may have for the image: a resize a crash interrupted may have reached its target."""
-    return max(volume.size_bytes, volume.target_size_bytes or 0)
 
 
 # Beside the projects' directories; volume and project names cannot start with a dot.
