@@ -11,7 +11,7 @@ interleaved, one cycle of each op after the other, so that drift hits them alike
 
 With --before REV it then times the ops whose sequence changed (delete `?purge=true`, delete to the trash, CephFS path
 create and delete) three ways, interleaved: the raw binding call, robin's Ceph layer as of REV and as in this tree (both
-in this process, through a CephConnection, as the API's calls go).
+in this process, through a CephConnection, as the API's calls go), in wall time and in the process's CPU time.
 
 Without --ceph-conf it starts a dev cluster and stops it at the end (Ctrl-C and SIGTERM included).
 """
@@ -200,6 +200,16 @@ def layer_of(rev: str, module: str, directory: Path):
     return loaded
 
 
+class Clock:
+    """Wall time and the process's CPU time (every thread's, librbd's own included) since it was made, in ms."""
+
+    def __init__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def read(self) -> tuple[float, float]:
+        return (time.perf_counter() - self.wall) * 1000, (time.process_time() - self.cpu) * 1000
+
+
 class Layers:
     """The trash delete, the CephFS create and the CephFS delete to the trash, timed raw, through REV's layer and
     through this tree's."""
@@ -208,7 +218,7 @@ class Layers:
         self.ioctx, self.fs, self.conn, self.fs_dir = ioctx, fs, conn, fs_dir
         self.modules = {"before": before, "after": {"rbd_ops": rbd_ops, "cephfs_ops": cephfs_ops}}
         self.features = rbd_ops.feature_mask(Settings().rbd_default_features)
-        self.samples: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        self.samples: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
         self.trash_dir = f"{fs_dir}/.trash"  # made once (untimed): the steady state, where robin's exists
         fs.mkdirs(self.trash_dir, 0o700)
 
@@ -240,57 +250,60 @@ class Layers:
             if record:
                 self.samples["CephFS path delete to the trash"][layer].append(elapsed)
 
-    def remove(self, layer: str, name: str) -> float:
-        started = time.perf_counter()
+    def remove(self, layer: str, name: str) -> tuple[float, float]:
+        clock = Clock()
         if layer == "raw":
             rbd.RBD().remove(self.ioctx, name)
-            elapsed = (time.perf_counter() - started) * 1000
+            elapsed = clock.read()
             remove_keys(self.ioctx, (name,))  # untimed: robin's layer removes its mark itself
             return elapsed
         remove_image = self.modules[layer]["rbd_ops"].remove_image
         # Before this round remove_image took no size (and always asked librbd for progress reports).
         sized = "size_bytes" in inspect.signature(remove_image).parameters
         remove_image(self.conn, POOL, name, *((CREATE_BYTES,) if sized else ()))
-        return (time.perf_counter() - started) * 1000
+        return clock.read()
 
-    def trash(self, layer: str, name: str, owner: str) -> float:
-        started = time.perf_counter()
+    def trash(self, layer: str, name: str, owner: str) -> tuple[float, float]:
+        clock = Clock()
         if layer == "raw":
             rbd.RBD().trash_move(self.ioctx, name, TRASH_DELAY_S)
         else:
             self.modules[layer]["rbd_ops"].trash_move(self.conn, POOL, name, owner, TRASH_DELAY_S)
-        elapsed = (time.perf_counter() - started) * 1000
+        elapsed = clock.read()
         trash_id = next(entry["id"] for entry in rbd.RBD().trash_list(self.ioctx) if entry["name"] == name)
         rbd.RBD().trash_remove(self.ioctx, trash_id, force=True)
         remove_keys(self.ioctx, (name, f"trash/{trash_id}"))
         return elapsed
 
-    def cephfs_trash(self, layer: str, path: str, trash_path: str) -> float:
-        started = time.perf_counter()
+    def cephfs_trash(self, layer: str, path: str, trash_path: str) -> tuple[float, float]:
+        clock = Clock()
         if layer == "raw":
             self.fs.rename(path, trash_path)
         else:
             self.modules[layer]["cephfs_ops"].trash_move(self.conn, FS_NAME, path, trash_path)
-        return (time.perf_counter() - started) * 1000
+        return clock.read()
 
-    def cephfs_create(self, layer: str, path: str) -> float:
-        started = time.perf_counter()
+    def cephfs_create(self, layer: str, path: str) -> tuple[float, float]:
+        clock = Clock()
         if layer == "raw":
             self.fs.mkdir(path, DIR_MODE)
             self.fs.setxattr(path, QUOTA_XATTR, str(DIR_QUOTA_BYTES).encode(), 0)
         else:
             self.modules[layer]["cephfs_ops"].create_dir(self.conn, FS_NAME, path, DIR_QUOTA_BYTES,
                                                          owner=str(uuid.uuid4()))
-        return (time.perf_counter() - started) * 1000
+        return clock.read()
 
 
 def layers_table(samples: dict, rev: str) -> str:
+    """Wall time, then the process's CPU time (librbd's threads included), medians in ms: on a loaded machine the
+    CPU a call costs varies much less than its wall time."""
     lines = [f"| op | raw median | robin's layer `{rev}` median | robin's layer now median | over raw `{rev}` "
-             "| over raw now | n |", "|---|---:|---:|---:|---:|---:|---:|"]
+             f"| over raw now | CPU raw / `{rev}` / now | n |", "|---|---:|---:|---:|---:|---:|---|---:|"]
     for op, layers in samples.items():
-        raw, before, after = (statistics.median(layers[layer]) for layer in LAYERS)
-        lines.append(f"| {op} | {raw:.2f} | {before:.2f} | {after:.2f} | +{before - raw:.2f} | +{after - raw:.2f} "
-                     f"| {len(layers['raw'])} |")
+        raw, before, after = (statistics.median(wall for wall, _ in layers[layer]) for layer in LAYERS)
+        cpu = " / ".join(f"{statistics.median(cpu for _, cpu in layers[layer]):.2f}" for layer in LAYERS)
+        lines.append(f"| {op} | {raw:.2f} | {before:.2f} | {after:.2f} | {before - raw:+.2f} | {after - raw:+.2f} "
+                     f"| {cpu} | {len(layers['raw'])} |")
     return "\n".join(lines)
 
 
