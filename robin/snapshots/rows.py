@@ -40,7 +40,7 @@ def _volume_keys(kind: Kind) -> tuple[str, ...]:
 
 
 @cache
-def volume_query(kind: Kind, with_snapshot: bool):
+def _volume_query(kind: Kind, with_snapshot: bool):
     """The live volume `name` of the project `project_id` and its cluster's columns, then (with_snapshot) those
     of its live snapshot `snapshot`, all None when it has none of that name: one round trip for all three."""
     model = kind.model
@@ -60,7 +60,7 @@ def read(connection: Connection, kind: Kind, project: Locked, name: str,
     """The project's live volume `name` (with its cluster and project) and, when `snapshot` is given, its live
     snapshot of that name (None if it has none); None when there is no such volume."""
     with_snapshot = snapshot is not None
-    row = connection.execute(volume_query(kind, with_snapshot),
+    row = connection.execute(_volume_query(kind, with_snapshot),
                              {"project_id": project.id, "name": name, "snapshot": snapshot}).first()
     if row is None:
         return None

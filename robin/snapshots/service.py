@@ -33,6 +33,7 @@ from robin.volumes.models import CephfsPath, RbdImage, Volume, VolumeState
 log = logging.getLogger(__name__)
 # Built once: a new INSERT per request computed its cache key again each time.
 _INSERT = insert(Snapshot.__table__)
+_DELETE = Snapshot.__table__.delete().where(Snapshot.__table__.c.id == bindparam("row_id"))
 
 
 def _live(kind: Kind, volume: Volume):
@@ -157,9 +158,6 @@ def _undo_create(kind: Kind, snapshot: Snapshot, cause: RobinError | CephError) 
         return
     with db.writing() as connection:
         connection.execute(_DELETE, {"row_id": snapshot.id})
-
-
-_DELETE = Snapshot.__table__.delete().where(Snapshot.__table__.c.id == bindparam("row_id"))
 
 
 def snapshot_item(snapshot: Snapshot) -> dict:
