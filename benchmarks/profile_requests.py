@@ -9,6 +9,8 @@ For each write path:
   rbd_delete      DELETE /api/v2/projects/{p}/rbd-images/{name}            (to the trash, robin's default)
   rbd_purge       DELETE /api/v2/projects/{p}/rbd-images/{name}?purge=true (removed at once)
   snapshot_create POST   /api/v2/projects/{p}/rbd-images/{name}/snapshots
+  snapshot_delete DELETE /api/v2/projects/{p}/rbd-images/{name}/snapshots/{snapshot}
+  rollback        POST   /api/v2/projects/{p}/rbd-images/{name}/snapshots/{snapshot}/rollback
   clone_create    POST   /api/v2/projects/{p}/rbd-images  {"source": {"image", "snapshot"}}
   cephfs_create   POST   /api/v2/projects/{p}/cephfs-paths
 
@@ -16,12 +18,15 @@ it runs --iterations requests (after warm-up ones) and prints, per request (medi
 COMMIT not counted), transactions committed, Ceph calls, and the wall time split into time inside Ceph binding calls
 (robin.metrics' per-operation histogram, which robin.ceph feeds around every call), time inside SQL statements
 (cursor executes, as SQLAlchemy's before/after_cursor_execute events see them, and commits) and the rest:
-robin's own Python, Flask and the test client.
+robin's own Python, Flask and the test client. The request thread's CPU time beside it counts robin's Python and
+SQLite's work (and the client's), not the Ceph call, which runs on a lane thread: less moved by the machine's
+load than the wall times, so the figure to compare two checkouts by.
 
     .venv/bin/python benchmarks/profile_requests.py [--iterations 30] [--db sqlite|postgresql] \
-        [--cprofile rbd_create] [--cprofile-lines 30]
+        [--ops snapshot_create,clone_create] [--cprofile rbd_create] [--cprofile-sort tottime] [--cprofile-lines 30]
 
---cprofile OP runs that path once more per iteration under cProfile and prints its hottest functions (cumulative).
+--ops runs only those paths (all of them by default). --cprofile OP runs that path once more per iteration under
+cProfile and prints its hottest functions (cumulative, or by --cprofile-sort) and its function calls per request.
 The dev cluster (and PostgreSQL) is stopped by pid when the script ends, on failure and Ctrl-C too.
 """
 from __future__ import annotations
@@ -54,7 +59,8 @@ from robin.metrics import CEPH_OP_SECONDS  # noqa: E402
 
 GiB = 2**30
 WARMUP = 3
-OPS = ("rbd_create", "rbd_resize", "rbd_delete", "rbd_purge", "snapshot_create", "clone_create", "cephfs_create")
+OPS = ("rbd_create", "rbd_resize", "rbd_delete", "rbd_purge", "snapshot_create", "snapshot_delete", "rollback",
+       "clone_create", "cephfs_create")
 
 
 # --- counting -----------------------------------------------------------------------------------
@@ -130,6 +136,7 @@ def ceph_totals() -> tuple[dict[str, float], float]:
 @dataclass
 class Sample:
     total_ms: float
+    cpu_ms: float
     ceph_ms: float
     sql_ms: float
     ceph_calls: int
@@ -186,6 +193,14 @@ class Requests:
         if op == "snapshot_create":
             image = self.image()
             return lambda: self.call("POST", f"{self.images}/{image}/snapshots", 201, {"name": "s1"})
+        if op == "snapshot_delete":
+            image = self.image()
+            snapshot = self.snapshot(image)
+            return lambda: self.call("DELETE", f"{self.images}/{image}/snapshots/{snapshot}", 204)
+        if op == "rollback":
+            image = self.image()
+            snapshot = self.snapshot(image)
+            return lambda: self.call("POST", f"{self.images}/{image}/snapshots/{snapshot}/rollback", 200)
         if op == "clone_create":
             parent = self.image()
             snapshot = self.snapshot(parent)
@@ -200,19 +215,20 @@ def measure(requests: Requests, sql: SqlCounter, op: str) -> Sample:
     request = requests.prepare(op)
     calls_before, ceph_before = ceph_totals()
     with sql.counting() as tally:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.thread_time()
         request()
-        total = time.perf_counter() - start
+        total, cpu = time.perf_counter() - start, time.thread_time() - cpu_start
     calls_after, ceph_after = ceph_totals()
     operations = sorted(f"{operation} x{count:g}" for operation in calls_after
                         if (count := calls_after[operation] - calls_before.get(operation, 0.0)))
-    return Sample(total_ms=total * 1000, ceph_ms=(ceph_after - ceph_before) * 1000, sql_ms=tally.sql_seconds * 1000,
+    return Sample(total_ms=total * 1000, cpu_ms=cpu * 1000, ceph_ms=(ceph_after - ceph_before) * 1000,
+                  sql_ms=tally.sql_seconds * 1000,
                   ceph_calls=round(sum(calls_after.values()) - sum(calls_before.values())),
                   ceph_operations=operations, statements=tally.statements,
                   transactions=tally.transactions, texts=tally.texts)
 
 
-def profiled(requests: Requests, op: str, iterations: int, lines: int) -> str:
+def profiled(requests: Requests, op: str, iterations: int, lines: int, sort: str) -> str:
     profiler = cProfile.Profile()
     for _ in range(iterations):
         request = requests.prepare(op)
@@ -220,7 +236,9 @@ def profiled(requests: Requests, op: str, iterations: int, lines: int) -> str:
         request()
         profiler.disable()
     out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(lines)
+    stats = pstats.Stats(profiler, stream=out)
+    out.write(f"{stats.total_calls / iterations:.0f} function calls per request\n")
+    stats.sort_stats(sort).print_stats(lines)
     return out.getvalue()
 
 
@@ -231,13 +249,15 @@ def median(values) -> float:
 
 
 def table(results: dict[str, list[Sample]]) -> str:
-    rows = ["| request | SQL statements | transactions | Ceph calls | total ms | Ceph ms | SQL ms | robin Python ms |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| request | SQL statements | transactions | Ceph calls | total ms | Ceph ms | SQL ms | robin Python ms "
+            "| request thread CPU ms |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for op, samples in results.items():
         rows.append(f"| {op} | {median([s.statements for s in samples]):g} | "
                     f"{median([s.transactions for s in samples]):g} | {median([s.ceph_calls for s in samples]):g} | "
                     f"{median([s.total_ms for s in samples]):.1f} | {median([s.ceph_ms for s in samples]):.1f} | "
-                    f"{median([s.sql_ms for s in samples]):.1f} | {median([s.python_ms for s in samples]):.1f} |")
+                    f"{median([s.sql_ms for s in samples]):.1f} | {median([s.python_ms for s in samples]):.1f} | "
+                    f"{median([s.cpu_ms for s in samples]):.2f} |")
     return "\n".join(rows)
 
 
@@ -268,12 +288,13 @@ def run(args, ceph_conf: str, database_url: str) -> None:
         requests.call("POST", "/api/v2/projects", 201, {"name": requests.project, "quota": {
             "max_bytes": 2**50, "max_volumes": 100_000, "max_snapshots": 100_000}})
         sql = SqlCounter(db.engine)
-        for op in OPS:
+        ops = args.ops
+        for op in ops:
             for _ in range(WARMUP):
                 measure(requests, sql, op)
-        results = {op: [] for op in OPS}
+        results = {op: [] for op in ops}
         for _ in range(args.iterations):  # interleaved: a slow spell of the cluster hits every path
-            for op in OPS:
+            for op in ops:
                 results[op].append(measure(requests, sql, op))
         print(f"## {db.engine.dialect.name}, {args.iterations} requests each, medians ({machine()})\n")
         print(table(results))
@@ -284,7 +305,8 @@ def run(args, ceph_conf: str, database_url: str) -> None:
                 print(f"  {text}")
         if args.cprofile:
             print(f"\ncProfile of {args.cprofile}, {args.iterations} requests:\n")
-            print(profiled(requests, args.cprofile, args.iterations, args.cprofile_lines))
+            print(profiled(requests, args.cprofile, args.iterations, args.cprofile_lines,
+                           args.cprofile_sort))
     finally:
         registry.connections.close()  # while the cluster still runs
 
@@ -304,11 +326,21 @@ def database(kind: str, scratch: str) -> Iterator[str]:
         server.stop()
 
 
+def _ops(value: str) -> tuple[str, ...]:
+    ops = tuple(op.strip() for op in value.split(",") if op.strip())
+    unknown = sorted(set(ops) - set(OPS))
+    if unknown or not ops:
+        raise argparse.ArgumentTypeError(f"unknown ops {unknown}; choose from {', '.join(OPS)}")
+    return ops
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--ops", type=_ops, default=OPS, help=f"comma-separated, of {', '.join(OPS)}")
     parser.add_argument("--cprofile", choices=OPS, help="also profile this request with cProfile")
+    parser.add_argument("--cprofile-sort", choices=("cumulative", "tottime"), default="cumulative")
     parser.add_argument("--cprofile-lines", type=int, default=30)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="rbp", dir="/tmp") as scratch, database(args.db, scratch) as url:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from functools import cache
 
-from sqlalchemy import case, insert, or_, select
+from sqlalchemy import Connection, bindparam, case, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, lazyload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -22,6 +23,7 @@ from robin.faults import crash_point
 from robin.pagination import Page, decode_cursor, encode_cursor, paginate
 from robin.projects import service as projects
 from robin.projects.models import Project
+from robin.snapshots import rows
 from robin.snapshots.models import Snapshot, SnapshotState
 from robin.snapshots.schemas import RESERVED_PREFIX
 from robin.volumes import service as volumes
@@ -31,13 +33,18 @@ from robin.volumes.models import CephfsPath, RbdImage, Volume, VolumeState
 log = logging.getLogger(__name__)
 # Built once: a new INSERT per request computed its cache key again each time.
 _INSERT = insert(Snapshot.__table__)
+_DELETE = Snapshot.__table__.delete().where(Snapshot.__table__.c.id == bindparam("row_id"))
 
 
 def _live(kind: Kind, volume: Volume):
+    return _live_of(kind, volume.id)
+
+
+def _live_of(kind: Kind, volume_id):
     # The volume is known: not joining it (with its project, quota and cluster) again saves most
     # of the query; _attach hands it to the snapshots instead.
     return (select(Snapshot).options(lazyload(Snapshot.rbd_image), lazyload(Snapshot.cephfs_path))
-            .where(getattr(Snapshot, kind.snapshot_fk) == volume.id, Snapshot.state != SnapshotState.DELETED))
+            .where(getattr(Snapshot, kind.snapshot_fk) == volume_id, Snapshot.state != SnapshotState.DELETED))
 
 
 def _attach(kind: Kind, volume: Volume, snapshots: list[Snapshot]) -> list[Snapshot]:
@@ -47,11 +54,33 @@ def _attach(kind: Kind, volume: Volume, snapshots: list[Snapshot]) -> list[Snaps
 
 
 def _find(session: Session, kind: Kind, volume: Volume, name: str) -> Snapshot:
-    snapshot = session.scalar(_live(kind, volume).where(Snapshot.name == name))
+    snapshot = session.scalar(_named(kind), {"volume_id": volume.id, "name": name})
     if snapshot is None:
-        raise NotFound(f"{kind.noun} {volume.name!r} has no snapshot {name!r}", code="snapshot_not_found",
-                       details={"volume": volume.name, "snapshot": name})
+        raise _snapshot_not_found(kind, volume.name, name)
     return _attach(kind, volume, [snapshot])[0]
+
+
+@cache
+def _named(kind: Kind):
+    # Built once per kind, as _live's listing cannot be (its page adds to it).
+    return _live_of(kind, bindparam("volume_id")).where(Snapshot.name == bindparam("name"))
+
+
+def _snapshot_not_found(kind: Kind, volume_name: str, name: str) -> NotFound:
+    return NotFound(f"{kind.noun} {volume_name!r} has no snapshot {name!r}", code="snapshot_not_found",
+                    details={"volume": volume_name, "snapshot": name})
+
+
+def _locked_volume(connection: Connection, kind: Kind, project: str, volume_name: str,
+                   snapshot: str | None = None) -> tuple[projects.Locked, Volume, Snapshot | None]:
+    """In the caller's write transaction: the project locked (its quota row: every reservation and state change
+    of its volumes waits for this transaction), then, read after the lock, its live volume `volume_name` and
+    (when `snapshot` is given) that volume's live snapshot of the name, or None."""
+    project_row = projects.locked(connection.execute(projects.LOCK_QUOTA_QUERY, {"name": project}).first(), project)
+    found = rows.read(connection, kind, project_row, volume_name, snapshot)
+    if found is None:
+        raise volumes.volume_not_found(kind, project, volume_name)
+    return project_row, *found
 
 
 def set_state(snapshot: Snapshot, state: SnapshotState, **values) -> Snapshot:
@@ -62,11 +91,10 @@ def set_state(snapshot: Snapshot, state: SnapshotState, **values) -> Snapshot:
     return snapshot
 
 
-def _move(connection, snapshot: Snapshot, state: SnapshotState, **values) -> None:
+def _move(connection: Connection, snapshot: Snapshot, state: SnapshotState, **values) -> None:
     values = {"state": state, "updated_at": utcnow(), **values}
-    table = Snapshot.__table__
-    moved = connection.execute(table.update().where(table.c.id == snapshot.id, table.c.state == snapshot.state)
-                               .values(**values))
+    moved = connection.execute(_move_statement(tuple(values)), {
+        "row_id": snapshot.id, "from_state": snapshot.state, **{f"new_{key}": value for key, value in values.items()}})
     if moved.rowcount != 1:
         raise Conflict(f"snapshot {snapshot.name!r} was changed by another request while it was "
                        f"{snapshot.state.value}, so it was not made {state.value}; read it again and retry if "
@@ -74,6 +102,15 @@ def _move(connection, snapshot: Snapshot, state: SnapshotState, **values) -> Non
                        details={"snapshot": snapshot.name, "expected_state": snapshot.state.value})
     for key, value in values.items():
         set_committed_value(snapshot, key, value)
+
+
+@cache
+def _move_statement(keys: tuple[str, ...]):
+    # Built once per set of columns: building an UPDATE and its cache key cost more Python than SQLite takes to
+    # run it.
+    table = Snapshot.__table__
+    return update(table).where(table.c.id == bindparam("row_id"), table.c.state == bindparam("from_state")).values(
+        {key: bindparam(f"new_{key}", type_=table.c[key].type) for key in keys})
 
 
 def create(identity: Identity, kind: Kind, project: str, volume_name: str, name: str) -> Snapshot:
@@ -91,24 +128,23 @@ def create(identity: Identity, kind: Kind, project: str, volume_name: str, name:
 
 
 def _reserve(kind: Kind, project: str, volume_name: str, name: str) -> Snapshot:
+    """The snapshot's row in `creating`, counted against max_snapshots, in the transaction that locks the project
+    and finds the volume available. A Core transaction (db.writing): an ORM session and its loaded objects cost
+    more Python than its four statements (BENCHMARKS.md)."""
     try:
-        with db.unit_of_work() as session:
-            project_row = projects.lock_quota(session, project)
-            volume = volumes.find(session, kind, project, volume_name)
+        with db.writing() as connection:
+            project_row, volume, _ = _locked_volume(connection, kind, project, volume_name)
             volumes.require_available(kind, volume, "snapshotted")
-            projects.reserve(session, project_row, add_snapshots=1)
+            projects.reserve(connection, project_row, add_snapshots=1)
             now = utcnow()
             row = {"id": str(uuid.uuid4()), "project_id": project_row.id, kind.snapshot_fk: volume.id, "name": name,
                    "size_bytes": volume.size_bytes, "state": SnapshotState.CREATING, "created_at": now,
                    "updated_at": now}
-            # A Core insert, as for volumes: an ORM flush of the new object costs more Python than the insert.
-            session.connection().execute(_INSERT, row)
+            connection.execute(_INSERT, row)
     except IntegrityError as exc:
         raise Conflict(f"{kind.noun} {volume_name!r} already has a snapshot {name!r}", code="snapshot_exists",
                        details={"volume": volume_name, "snapshot": name}) from exc
-    snapshot = Snapshot(**row)
-    set_committed_value(snapshot, kind.snapshot_relation, volume)
-    return snapshot
+    return rows.snapshot_of(kind, volume, row)
 
 
 def _undo_create(kind: Kind, snapshot: Snapshot, cause: RobinError | CephError) -> None:
@@ -120,8 +156,8 @@ def _undo_create(kind: Kind, snapshot: Snapshot, cause: RobinError | CephError) 
     except (RobinError, CephError):
         set_state(snapshot, SnapshotState.ERROR, error_message=f"create failed: {cause.message}")
         return
-    with db.unit_of_work() as session:
-        session.execute(Snapshot.__table__.delete().where(Snapshot.id == snapshot.id))
+    with db.writing() as connection:
+        connection.execute(_DELETE, {"row_id": snapshot.id})
 
 
 def snapshot_item(snapshot: Snapshot) -> dict:
@@ -189,13 +225,14 @@ def get(identity: Identity, kind: Kind, project: str, volume_name: str, name: st
 
 def delete(identity: Identity, kind: Kind, project: str, volume_name: str, name: str) -> None:
     identity.require_write(project)
-    with db.unit_of_work() as session:
-        projects.lock_quota(session, project)  # after a rollback's start, which reads this snapshot, or before it
-        volume = volumes.find(session, kind, project, volume_name)
-        snapshot = _find(session, kind, volume, name)
+    with db.writing() as connection:
+        # The project's lock: after a rollback's start, which reads this snapshot, or before it.
+        _, volume, snapshot = _locked_volume(connection, kind, project, volume_name, name)
+        if snapshot is None:
+            raise _snapshot_not_found(kind, volume_name, name)
         _refuse_while_rolling_back_to(volume, snapshot)
         previous = snapshot.state
-        _move(session.connection(), snapshot, SnapshotState.DELETING)
+        _move(connection, snapshot, SnapshotState.DELETING)
     remove(kind, snapshot, previous)
 
 
@@ -263,17 +300,17 @@ def finish_rollback(image: RbdImage) -> None:
 
 
 def _begin_rollback(project: str, image_name: str, name: str) -> tuple[RbdImage, Snapshot]:
-    with db.unit_of_work() as session:
-        project_row = projects.lock_quota(session, project)
-        image = volumes.find(session, RBD, project, image_name)
-        snapshot = _find(session, RBD, image, name)
+    with db.writing() as connection:
+        project_row, image, snapshot = _locked_volume(connection, RBD, project, image_name, name)
+        if snapshot is None:
+            raise _snapshot_not_found(RBD, image_name, name)
         volumes.require_available(RBD, image, "rolled back")
         if snapshot.state is not SnapshotState.AVAILABLE:
             raise Conflict(f"snapshot {name!r} is {snapshot.state.value}; only an available one can be rolled "
                            "back to", code="snapshot_busy", details={"state": snapshot.state.value})
         if snapshot.size_bytes > image.size_bytes:
-            projects.reserve(session, project_row, add_bytes=snapshot.size_bytes - image.size_bytes)
-        volumes.claim(session, image, VolumeState.ROLLING_BACK, target_size_bytes=snapshot.size_bytes,
+            projects.reserve(connection, project_row, add_bytes=snapshot.size_bytes - image.size_bytes)
+        volumes.claim(connection, image, VolumeState.ROLLING_BACK, target_size_bytes=snapshot.size_bytes,
                       rollback_snapshot=name)
         return image, snapshot
 
@@ -311,14 +348,16 @@ def clone(identity: Identity, project: str, spec: dict) -> RbdImage:
 
 
 def _reserve_clone(project: str, spec: dict) -> tuple[RbdImage, RbdImage, int]:
-    """The clone's row in `creating` with its quota reserved, in the transaction that finds its parent (and the
-    parent's snapshot) available."""
+    """The clone's row in `creating` with its quota reserved, in the transaction that locks the project and finds
+    its parent (and the parent's snapshot) available: a Core transaction, as a snapshot's (_reserve)."""
     source = spec["source"]
     try:
-        with db.unit_of_work() as session:
-            parent = volumes.find(session, RBD, project, source["image"])
+        with db.writing() as connection:
+            project_row, parent, snapshot = _locked_volume(connection, RBD, project, source["image"],
+                                                           source.get("snapshot"))
             volumes.require_available(RBD, parent, "cloned")
-            snapshot = _find(session, RBD, parent, source["snapshot"]) if "snapshot" in source else None
+            if "snapshot" in source and snapshot is None:
+                raise _snapshot_not_found(RBD, parent.name, source["snapshot"])
             _require_parents_placement(spec, parent)
             source_size = snapshot.size_bytes if snapshot else parent.size_bytes
             size = spec.get("size_bytes", source_size)
@@ -329,11 +368,10 @@ def _reserve_clone(project: str, spec: dict) -> tuple[RbdImage, RbdImage, int]:
             placement = {**RBD.placement(spec, project), "pool": parent.pool, "id": child_id,
                          "parent_id": parent.id,
                          "parent_snapshot": snapshot.name if snapshot else TEMPORARY_SNAPSHOT_PREFIX + child_id}
-            cluster_name = parent.cluster.name  # read now: the rollback of a taken name expires the row
-            child = volumes.insert_new(session, RBD, projects.lock_quota(session, project), parent.cluster,
-                                       {**spec, "size_bytes": size}, placement)
+            child = volumes.insert_new(connection, RBD, project_row, parent.cluster, {**spec, "size_bytes": size},
+                                       placement)
     except IntegrityError as exc:
-        raise volumes.name_taken(RBD, spec["name"], cluster_name) from exc
+        raise volumes.name_taken(RBD, spec["name"], parent.cluster.name) from exc
     child.parent_name = parent.name
     return child, parent, source_size
 

@@ -93,9 +93,9 @@ def set_state(volume: Volume, state: VolumeState, **values) -> Volume:
     return volume
 
 
-def claim(session: Session, volume: Volume, state: VolumeState, *conditions, **values) -> None:
-    """set_state inside the caller's transaction, for the first commit of an operation: the row
-    moves only from the state the session read (and while `conditions` hold), whatever a
+def claim(session: Session | Connection, volume: Volume, state: VolumeState, *conditions, **values) -> None:
+    """set_state inside the caller's transaction (a session's or a Core connection's), for the first commit of an
+    operation: the row moves only from the state the session read (and while `conditions` hold), whatever a
     concurrent request did since."""
     values = {"state": state, "updated_at": utcnow(), **values}
     if conditions:
@@ -104,7 +104,8 @@ def claim(session: Session, volume: Volume, state: VolumeState, *conditions, **v
                                                     *conditions)
                                 .values(**_columns(volume, values)).execution_options(synchronize_session=False))
     else:
-        moved = session.connection().execute(*_move(volume, values))
+        connection = session.connection() if isinstance(session, Session) else session
+        moved = connection.execute(*_move(volume, values))
     if moved.rowcount != 1:
         raise _state_changed(volume, state)
     for key, value in values.items():

@@ -16,15 +16,18 @@ GiB = 2**30
 # Per request: statements, with its token looked up (a cold token cache; BEGIN is no statement here), and write
 # transactions committed (the token's read is a read connection's, not counted). The state machine's
 # two commits around the Ceph call are in every figure, the audit row's final status written in the second;
-# a clone finds its parent in the transaction that reserves its quota; a create reads its cluster in the
-# statement that locks the project's quota.
+# a clone finds its parent, with its snapshot, in one statement of the transaction that reserves its quota; a
+# create reads its cluster in the statement that locks the project's quota; a snapshot's delete reads the volume
+# with the snapshot, as a rollback does.
 CEILINGS = {
     "rbd_create": (7, 2),
     "rbd_resize": (8, 2),
     "rbd_delete": (8, 2),
     "rbd_purge": (8, 2),
     "snapshot_create": (8, 2),
-    "clone_create": (9, 2),
+    "snapshot_delete": (7, 2),
+    "rollback": (7, 2),
+    "clone_create": (8, 2),
     "cephfs_create": (8, 2),  # one more: the users of earlier volumes at its path, removed before it holds data
 }
 
@@ -72,6 +75,11 @@ def test_write_paths_stay_within_their_statement_and_transaction_ceilings(admin,
                      {"name": clone, "source": {"image": name, "snapshot": "s1"}})
     assert cloned.json["parent"] == {"image": name, "snapshot": "s1"}
     request(admin, db_rows, project, "rbd_delete", "DELETE", f"{images}/{clone}", 204)
+    assert admin.post(f"{images}/{name}/snapshots", json={"name": "s2"}).status_code == 201
+    rolled = request(admin, db_rows, project, "rollback", "POST", f"{images}/{name}/snapshots/s2/rollback", 200)
+    assert (rolled.json["name"], rolled.json["volume"], rolled.json["state"]) == ("s2", name, "available")
+    request(admin, db_rows, project, "snapshot_delete", "DELETE", f"{images}/{name}/snapshots/s2", 204)
+    assert admin.get(f"{images}/{name}/snapshots/s2").status_code == 404
     assert admin.get(f"{images}/{clone}").status_code == 404
     purged = unique("purged")
     assert admin.post(images, json={"name": purged, "size_bytes": GiB}).status_code == 201

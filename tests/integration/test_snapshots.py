@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import cephfs
+import jsonschema
 import pytest
 import rbd
 from sqlalchemy import select
 
 from robin.snapshots.models import Snapshot, SnapshotState
+from robin.snapshots.schemas import SnapshotSchema
 from tests.conftest import unique
 
 pytestmark = pytest.mark.integration
@@ -69,6 +71,27 @@ def test_rbd_snapshot_lifecycle(admin, project, rbd_ioctx, db_rows):
     [row] = db_rows(select(Snapshot).where(Snapshot.rbd_image_id == image["id"]))
     assert row.state is SnapshotState.DELETED and row.deleted_at is not None
     assert admin.get(f"{base}/before-upgrade").status_code == 404
+
+
+def documented_answer(admin, path: str, method: str, status: str) -> dict:
+    """The JSON schema of an operation's answer in robin's OpenAPI document, its references resolvable."""
+    spec = admin.get("/api/v2/openapi.json").json
+    schema = spec["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+    return {**schema, "components": spec["components"]}
+
+
+@pytest.mark.parametrize("collection", ["rbd-images", "cephfs-paths"])
+def test_a_snapshots_answer_is_what_its_schema_writes(admin, project, collection, db_rows, rbd_ioctx, fs):
+    """The create's answer is written without marshmallow: exactly what SnapshotSchema writes of the row, and
+    valid against the OpenAPI document."""
+    volume = new_volume(admin, project, collection)
+    created = admin.post(f"/api/v2/projects/{project}/{collection}/{volume['name']}/snapshots", json={"name": "s1"})
+    assert created.status_code == 201, created.json
+    [row] = db_rows(select(Snapshot).where(Snapshot.id == created.json["id"]))
+    assert created.json == SnapshotSchema().dump(row)
+    assert created.json["volume"] == volume["name"] and created.json["state"] == "available"
+    schema = documented_answer(admin, f"/api/v2/projects/{{project}}/{collection}/{{name}}/snapshots", "post", "201")
+    jsonschema.validate(created.json, schema)
 
 
 def test_cephfs_snapshot_keeps_the_old_content(admin, project, fs):
