@@ -97,9 +97,10 @@ def lock(session: Session, name: str) -> Project:
     return project
 
 
-def lock_quota(session: Session, name: str) -> Locked:
+def lock_quota(session: Session | Connection, name: str) -> Locked:
     """lock() for a reservation, which needs the project's id, name and limits only: the same lock, taken by a
-    statement whose answer stays a row (no Project and Quota objects to load)."""
+    statement whose answer stays a row (no Project and Quota objects to load); `session` may be a Core
+    connection."""
     return locked(session.execute(LOCK_QUOTA_QUERY, {"name": name}).first(), name)
 
 
