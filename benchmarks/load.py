@@ -23,7 +23,8 @@ issuing its next request as soon as the last one is answered (closed loop). Repo
 (in cores) and the load average. Prints Markdown, writes JSON (--json) with the machine and robin's commit.
 
     .venv/bin/python benchmarks/load.py [--duration 30] [--reads-only] [--shapes 4x8,8x2]
-        [--worker-classes gthread,spread,gthread,spread] [--json out.json]
+        [--worker-classes gthread,spread,gthread,spread] [--switch-intervals 5,0.5,5,0.5] [--robin-only]
+        [--no-postgresql] [--json out.json]
 
 --reads-only runs the GET phases and the bare app alone (no POST phases, no raw phase). --shapes runs the
 PostgreSQL, bare app and SQLite phases once per shape, WORKERSxTHREADS of each server (default: --workers x
@@ -32,7 +33,11 @@ memory (RSS) of every gunicorn worker of its servers is read from /proc and repo
 each worker's requests in the PostgreSQL GET phase from the replicas' /metrics (robin_worker_requests).
 --worker-classes runs those phases once per entry with robin serve's worker (robin/gunicorn_worker.py: `robin`,
 the default), gunicorn's own gthread worker (`gthread`) or benchmarks/spread_worker.py's (`spread`), in the order
-given: an A/B interleaved in one run.
+given: an A/B interleaved in one run. --switch-intervals does the same for robin serve's interpreter switch
+interval (ROBIN_SWITCH_INTERVAL_MS, milliseconds; the bare apps keep Python's own 5 ms), --robin-only leaves
+out the bare app phases, and --no-postgresql (with --robin-only) the PostgreSQL ones. Each robin phase also
+reports the CPU its servers' processes (masters and workers) used per answered request: /proc's user and system
+time of the replicas' process groups, before and after.
 
 Everything it starts (cluster daemons, PostgreSQL, the servers) is stopped by pid in `finally`, Ctrl-C and
 SIGTERM included. On a dev cluster it started, the volumes made are left to go with it; with --ceph-conf they are
@@ -170,14 +175,37 @@ def client_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def phase(label: str, urls: list[str], target: Target, concurrency: int, args) -> dict:
+def phase(label: str, urls: list[str], target: Target, concurrency: int, args, servers=()) -> dict:
+    """One timed phase after its warm-up; with `servers` (robin's replicas), the CPU they used per answer too."""
     print(f"{time.strftime('%H:%M:%S')} {label}: {target.method} at {concurrency} for {args.duration:g} s "
           f"(load {os.getloadavg()[0]:.2f})", flush=True)
     drive(urls, target, concurrency, args.warmup)  # untimed: connections, every worker's first request
+    cpu_before = servers_cpu_s(servers)
     result = drive(urls, target, concurrency, args.duration)
+    if servers:
+        # Requests still in flight at the deadline are answered (and counted) before drive() returns.
+        result["server_cpu_ms"] = (servers_cpu_s(servers) - cpu_before) * 1000 / max(1, result["ok"])
     print(f"  {result['per_s']:.1f}/s, p50 {fmt(result['p50_ms'] or 0)} ms, p99 {fmt(result['p99_ms'] or 0)} ms, "
-          f"errors {result['errors']} {result['statuses'] if result['errors'] else ''}", flush=True)
+          + (f"server CPU {result['server_cpu_ms']:.2f} ms a request, " if servers else "")
+          + f"errors {result['errors']} {result['statuses'] if result['errors'] else ''}", flush=True)
     return result
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def servers_cpu_s(servers) -> float:
+    """User and system CPU seconds used so far by the live processes of the replicas' process groups (a worker
+    that ended meanwhile takes its share with it; none does in a phase)."""
+    total = 0
+    for server in servers:
+        for pid in server.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat
+    return total / CLOCK_TICKS
 
 
 # --- the servers ------------------------------------------------------------------------------------
@@ -231,12 +259,15 @@ def stop(process: subprocess.Popen) -> None:
 
 
 @contextmanager
-def robin_replicas(count: int, database_url: str, conf: str, workers: int, threads: int, worker_class: str):
+def robin_replicas(count: int, database_url: str, conf: str, workers: int, threads: int, worker_class: str,
+                   switch_ms: float | None = None):
     """`count` robin serve replicas on one database (running_replica gives each its own state directory and all
     the same ROBIN_SECRET_KEY, as the Helm chart's Deployment does), their gunicorn's worker class `worker_class`
-    (gunicorn takes GUNICORN_CMD_ARGS over robin's config file)."""
+    (gunicorn takes GUNICORN_CMD_ARGS over robin's config file), their switch interval `switch_ms` if given."""
     env = {"PYTHONPATH": str(REPO), "ROBIN_THREADS": str(threads),
            "GUNICORN_CMD_ARGS": f"--worker-class {worker_class}"}
+    if switch_ms is not None:
+        env["ROBIN_SWITCH_INTERVAL_MS"] = f"{switch_ms:g}"
     with ExitStack() as stack:
         yield [stack.enter_context(running_replica(database_url, conf, workers, env)) for _ in range(count)]
 
@@ -300,17 +331,17 @@ def create_images(url: str, token: str, name: str, images: int) -> None:
 
 
 def measure_robin(label: str, replicas: int, database_url: str, conf: str, args, run_id: str,
-                  shape: tuple[int, int], worker_class: str, key: str) -> dict:
+                  shape: tuple[int, int], worker_class: str, switch_ms: float | None, key: str) -> dict:
     token = make_admin_token(database_url, conf)
     # The purge (with --ceph-conf) runs while the replicas still run, on failure too.
-    with robin_replicas(replicas, database_url, conf, *shape, worker_class_path(worker_class)) as servers, \
-            ExitStack() as purge:
-        result = robin_phases(f"{label}-{key}", [server.url for server in servers], token, args,
-                              run_id, purge if args.ceph_conf else None)
+    with robin_replicas(replicas, database_url, conf, *shape, worker_class_path(worker_class),
+                        switch_ms) as servers, ExitStack() as purge:
+        result = robin_phases(f"{label}-{key}", servers, token, args, run_id, purge if args.ceph_conf else None)
         return {**result, "memory": worker_rss(servers)}
 
 
-def robin_phases(label: str, urls: list[str], token: str, args, run_id: str, purge: ExitStack | None) -> dict:
+def robin_phases(label: str, servers, token: str, args, run_id: str, purge: ExitStack | None) -> dict:
+    urls = [server.url for server in servers]
     project = f"load-{run_id}-" + "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
     create_project(urls[0], token, project)
     if purge is not None:
@@ -322,7 +353,7 @@ def robin_phases(label: str, urls: list[str], token: str, args, run_id: str, pur
         raise RuntimeError(f"the page holds {len(json.loads(page)['items'])} items, not {PAGE}")
     before = [worker_requests(url, token) for url in urls]
     reads = phase(f"{label}, {len(urls)} replica(s)", urls, Target("GET", page_path, token, 200),
-                  args.read_concurrency, args)
+                  args.read_concurrency, args, servers)
     reads["per_worker"] = [requests_since(previous, worker_requests(url, token))
                            for url, previous in zip(urls, before, strict=True)]
     print(f"  requests per worker: {per_worker_text(reads['per_worker'])}", flush=True)
@@ -330,7 +361,7 @@ def robin_phases(label: str, urls: list[str], token: str, args, run_id: str, pur
     create = Target("POST", f"/api/v2/projects/{project}/rbd-images", token, 201,
                     lambda: {"name": f"w{tag}-{next(numbers)}", "size_bytes": GiB})
     writes = None if args.reads_only else phase(f"{label}, {len(urls)} replica(s)", urls, create,
-                                                 args.write_concurrency, args)
+                                                 args.write_concurrency, args, servers)
     return {"replicas": len(urls), "page_bytes": len(page), "page": page, "reads": reads, "writes": writes}
 
 
@@ -432,7 +463,11 @@ def table_row(setup: str, request: str, r: dict) -> str:
     ratio = r["p99_ms"] / r["p50_ms"] if r.get("p50_ms") else float("nan")
     return (f"| {setup} | {request} | {r['concurrency']} | {r['per_s']:.1f} | {fmt(r['p50_ms'] or 0)} "
             f"| {fmt(r['p99_ms'] or 0)} | {ratio:.1f} | {r['errors']} | {r['client_cores']:.2f} "
-            f"| {r['load_start']} -> {r['load_end']} |")
+            f"| {r['load_start']} -> {r['load_end']} | {cpu_cell(r.get('server_cpu_ms'))} |")
+
+
+def cpu_cell(ms: float | None) -> str:
+    return "" if ms is None else f"{ms:.2f}"
 
 
 def memory_cell(memory: dict | None) -> str:
@@ -445,15 +480,17 @@ def markdown(report: dict) -> str:
     s = report["settings"]
     first = next(iter(report["shapes"].values()))
     lines = [f"{s['duration']:g} s per phase after {s['warmup']:g} s untimed; a {PAGE}-item page is "
-             f"{first['bare']['page_bytes'] / 1024:.0f} KiB. Shape: gunicorn workers x threads per server (robin "
-             "serve and the bare app alike); worker RSS: MiB, mean / largest over the servers' workers.", "",
+             f"{first['page_bytes'] / 1024:.0f} KiB. Shape: gunicorn workers x threads per server (robin "
+             "serve and the bare app alike); server CPU: robin's processes' CPU per answered request; worker RSS: "
+             "MiB, mean / largest over the servers' workers.", "",
              "| shape | setup | request | concurrency | req/s | p50 ms | p99 ms | p99/p50 | errors | load generator "
-             "CPU (cores) | load average | worker RSS MiB |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+             "CPU (cores) | load average | server CPU ms | worker RSS MiB |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     goals = []
     for shape, p in report["shapes"].items():
-        lines.append(f"| {shape} " + table_row(f"bare gunicorn app x{p['bare']['servers']} (constant body)",
-                                                   f"`GET` {PAGE}-item page", p["bare"]["reads"]) + " |")
+        if "bare" in p:
+            lines.append(f"| {shape} " + table_row(f"bare gunicorn app x{p['bare']['servers']} (constant body)",
+                                                       f"`GET` {PAGE}-item page", p["bare"]["reads"]) + " |")
         if "bare_create" in p:
             lines.append(f"| {shape} " + table_row(f"bare gunicorn app x{p['bare_create']['servers']}, raw create "
                                                        "per request", "`POST` (`RBD().create`, 1 GiB)",
@@ -477,10 +514,12 @@ def markdown(report: dict) -> str:
     if spread:
         lines += ["", "Requests per worker in the PostgreSQL `GET` phase (warm-up included; replicas apart by `;`): "
                   + "; ".join(spread) + "."]
-    bare = max((p["bare"]["reads"] for p in report["shapes"].values()), key=lambda r: r["per_s"])
-    lines += ["", f"The load generator (this process, {s['read_concurrency']} threads) drove the bare app at up to "
-                  f"{bare['per_s']:.0f} req/s using {bare['client_cores']:.2f} cores: it sustains at least that "
-                  "here, so it is not what limits robin's rates below it."]
+    bare = max((p["bare"]["reads"] for p in report["shapes"].values() if "bare" in p), key=lambda r: r["per_s"],
+               default=None)
+    if bare is not None:
+        lines += ["", f"The load generator (this process, {s['read_concurrency']} threads) drove the bare app at up "
+                      f"to {bare['per_s']:.0f} req/s using {bare['client_cores']:.2f} cores: it sustains at least "
+                      "that here, so it is not what limits robin's rates below it."]
     return "\n".join(lines)
 
 
@@ -518,8 +557,14 @@ def parse_args(argv=None):
                         help="robin,gthread,...: the robin and bare app phases once per entry (repeats allowed: "
                              "robin,gthread,robin,gthread interleaves an A/B), with robin serve's worker (robin), "
                              "gunicorn's gthread (gthread) or benchmarks/spread_worker.py (spread); default: robin")
+    parser.add_argument("--switch-intervals", type=switch_intervals, default=[None],
+                        help="MS,...: the robin and bare app phases once per entry (repeats allowed: 5,0.5,5,0.5 "
+                             "interleaves an A/B), robin serve's ROBIN_SWITCH_INTERVAL_MS; default: robin's")
+    parser.add_argument("--robin-only", action="store_true", help="no bare app phases")
     parser.add_argument("--replicas", type=int, default=2, help="robin replicas on PostgreSQL")
     parser.add_argument("--no-sqlite", action="store_true", help="skip the one-replica SQLite comparison")
+    parser.add_argument("--no-postgresql", action="store_true", help="skip the PostgreSQL replicas (with "
+                                                                      "--robin-only: their page is the bare app's)")
     parser.add_argument("--reads-only", action="store_true", help="only the GET phases and the bare app: no "
                                                                    "creates, no raw binding phase")
     parser.add_argument("--ceph-conf", help="use this cluster instead of starting a dev cluster")
@@ -528,6 +573,9 @@ def parse_args(argv=None):
     if min(args.read_concurrency, args.write_concurrency, args.workers, args.threads, args.replicas) < 1 \
             or args.duration <= 0 or args.warmup < 0:
         parser.error("--duration, the concurrencies, --workers, --threads and --replicas must be positive")
+    if args.no_postgresql and (args.no_sqlite or not args.robin_only):
+        parser.error("--no-postgresql needs --robin-only (the bare app serves the PostgreSQL phase's page) and "
+                     "SQLite")
     args.shapes = args.shapes or [(args.workers, args.threads)]
     return args
 
@@ -552,22 +600,37 @@ def worker_classes(text: str) -> list[str]:
     return found
 
 
+def switch_intervals(text: str) -> list[float]:
+    """'5,0.5' -> [5.0, 0.5] (milliseconds)."""
+    try:
+        found = [float(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        found = []
+    if not found or any(not 0 < ms <= 1000 for ms in found):
+        raise argparse.ArgumentTypeError(f"{text!r}: give milliseconds above 0, at most 1000, comma-separated")
+    return found
+
+
 def worker_class_path(name: str) -> str:
     return WORKER_CLASSES.get(name, name)
 
 
-def runs(args) -> list[tuple[str, tuple[int, int], str]]:
-    """(report key, shape, worker class) for every shape and worker class, in order; the key names the shape, and
-    the worker class and its round when there are several."""
-    keys: Counter = Counter()
+def runs(args) -> list[tuple[str, tuple[int, int], str, float | None]]:
+    """(report key, shape, worker class, switch interval) for every shape, switch interval and worker class, in
+    order; the key names the shape, and the worker class, the switch interval and the round when there are several
+    or one repeats."""
+    planned = [(shape, worker_class, switch_ms) for shape in args.shapes for switch_ms in args.switch_intervals
+               for worker_class in args.worker_classes]
+    several = len(args.worker_classes) * len(args.switch_intervals) > 1 or len(set(planned)) < len(planned)
+    rounds: Counter = Counter()
     found = []
-    for shape in args.shapes:
-        for worker_class in args.worker_classes:
-            key = f"{shape[0]}x{shape[1]}"
-            if len(set(args.worker_classes)) > 1 or len(args.worker_classes) > 1:
-                keys[(shape, worker_class)] += 1
-                key += f" {worker_class} #{keys[(shape, worker_class)]}"
-            found.append((key, shape, worker_class))
+    for shape, worker_class, switch_ms in planned:
+        key = f"{shape[0]}x{shape[1]}"
+        if several:
+            rounds[(shape, worker_class, switch_ms)] += 1
+            key += f" {worker_class}" + ("" if switch_ms is None else f" {switch_ms:g} ms")
+            key += f" #{rounds[(shape, worker_class, switch_ms)]}"
+        found.append((key, shape, worker_class, switch_ms))
     return found
 
 
@@ -579,14 +642,14 @@ def run(args, report: dict, stack: ExitStack) -> None:
     if args.ceph_conf:
         stack.callback(remove_images, ioctx, made)
         stack.callback(remove_bare_images, ioctx)
-    database_url = stack.enter_context(postgres_database())
+    database_url = None if args.no_postgresql else stack.enter_context(postgres_database())
     planned = runs(args)
-    for number, (key, shape, worker_class) in enumerate(planned):
+    for number, (key, shape, worker_class, switch_ms) in enumerate(planned):
         if number == 1 and not args.reads_only:
             report["phases"]["raw"] = raw_creates(ioctx, args.write_concurrency, args, made)
         # Filled phase by phase: the phases measured are reported even when a later one fails.
-        measure_shape(report["shapes"].setdefault(key, {}), key, shape, worker_class, database_url, conf, args,
-                      run_id, stack)
+        measure_shape(report["shapes"].setdefault(key, {}), key, shape, worker_class, switch_ms, database_url, conf,
+                      args, run_id, stack)
     if len(planned) == 1 and not args.reads_only:
         report["phases"]["raw"] = raw_creates(ioctx, args.write_concurrency, args, made)
 
@@ -595,25 +658,28 @@ def remove_bare_images(ioctx) -> None:
     remove_images(ioctx, [name for name in rbd.RBD().list(ioctx) if name.startswith(bare_app.IMAGE_PREFIX)])
 
 
-def measure_shape(phases: dict, key: str, shape: tuple[int, int], worker_class: str, database_url: str, conf: str,
-                  args, run_id: str, stack: ExitStack) -> None:
-    """Into `phases`: PostgreSQL's replicas, the bare apps and SQLite's one replica, each server `shape` workers x
-    threads of `worker_class`."""
-    print(f"{time.strftime('%H:%M:%S')} {key}: {shape[0]} workers x {shape[1]} threads, {worker_class} worker",
-          flush=True)
-    phases["postgresql"] = measure_robin("PostgreSQL", args.replicas, database_url, conf, args, run_id, shape,
-                                         worker_class, key)
-    page = phases["postgresql"].pop("page")  # robin's own 100-item page: the bare app's constant body
-    with bare_servers(args.replicas, *shape, worker_class_path(worker_class), body=page) as urls:
-        phases["bare"] = {"servers": len(urls), "page_bytes": len(page),
-                          "reads": phase("bare app", urls, Target("GET", "/", None, 200), args.read_concurrency,
-                                         args)}
-    if not args.reads_only:
-        phases["bare_create"] = bare_creates(conf, shape, worker_class, args)
+def measure_shape(phases: dict, key: str, shape: tuple[int, int], worker_class: str, switch_ms: float | None,
+                  database_url: str, conf: str, args, run_id: str, stack: ExitStack) -> None:
+    """Into `phases`: PostgreSQL's replicas, the bare apps (unless --robin-only) and SQLite's one replica, each
+    server `shape` workers x threads of `worker_class`, robin's with the switch interval `switch_ms` (None:
+    robin's default)."""
+    print(f"{time.strftime('%H:%M:%S')} {key}: {shape[0]} workers x {shape[1]} threads, {worker_class} worker, "
+          f"switch interval {'default' if switch_ms is None else f'{switch_ms:g} ms'}", flush=True)
+    robin = {"shape": shape, "worker_class": worker_class, "switch_ms": switch_ms, "key": key}
+    if not args.no_postgresql:
+        phases["postgresql"] = measure_robin("PostgreSQL", args.replicas, database_url, conf, args, run_id, **robin)
+        page = phases["postgresql"].pop("page")  # robin's own 100-item page: the bare app's constant body
+        phases["page_bytes"] = len(page)
+    if not args.robin_only:
+        with bare_servers(args.replicas, *shape, worker_class_path(worker_class), body=page) as urls:
+            phases["bare"] = {"servers": len(urls),
+                              "reads": phase("bare app", urls, Target("GET", "/", None, 200), args.read_concurrency,
+                                             args)}
+        if not args.reads_only:
+            phases["bare_create"] = bare_creates(conf, shape, worker_class, args)
     if not args.no_sqlite:
-        phases["sqlite"] = measure_robin("SQLite", 1, make_database(stack), conf, args, run_id, shape, worker_class,
-                                         key)
-        phases["sqlite"].pop("page")
+        phases["sqlite"] = measure_robin("SQLite", 1, make_database(stack), conf, args, run_id, **robin)
+        phases["page_bytes"] = len(phases["sqlite"].pop("page"))
 
 
 def main(argv=None) -> int:

@@ -121,6 +121,10 @@ class Settings(_Section):
     # Threads per worker: enough to overlap the waits for Ceph and the database, few enough that a worker's
     # requests do not queue for its interpreter lock.
     threads: int = 4
+    # Milliseconds a thread runs Python before the interpreter asks it to let another take the lock
+    # (sys.setswitchinterval, in each worker). A thread back from I/O (a database round trip, a Ceph call, a socket)
+    # waits up to this long behind a thread running Python, several times per request (BENCHMARKS.md).
+    switch_interval_ms: float = 5.0
     log_level: str = "INFO"
     # auto: human lines on a terminal, one JSON object a line otherwise (a log collector's); json or human to choose.
     log_format: str = "auto"
@@ -205,6 +209,8 @@ class Settings(_Section):
         if self.workers < 0:
             raise ConfigError("ROBIN_WORKERS must be 0 (two per CPU) or more")
         _require_choice(self.log_format, LOG_FORMATS, "ROBIN_LOG_FORMAT")
+        if not 0 < self.switch_interval_ms <= 1000:
+            raise ConfigError("ROBIN_SWITCH_INTERVAL_MS must be more than 0 and at most 1000 milliseconds")
         if self.max_volume_bytes <= 0 or self.threads <= 0 or self.max_request_bytes <= 0:
             raise ConfigError("ROBIN_MAX_VOLUME_BYTES, ROBIN_THREADS and ROBIN_MAX_REQUEST_BYTES must be positive")
         if self.max_volume_bytes > BIGINT_MAX:

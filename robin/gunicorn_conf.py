@@ -1,5 +1,6 @@
 """gunicorn settings that must be code (hooks); the rest comes from `robin serve`'s flags."""
 import gc
+import sys
 
 from prometheus_client import multiprocess
 
@@ -13,6 +14,10 @@ def post_worker_init(worker):
     # about 90 ms of CPU holding the interpreter's lock, every request of the worker waiting (BENCHMARKS.md).
     gc.collect()
     gc.freeze()
+    settings = worker.wsgi.config["ROBIN_SETTINGS"]
+    # A request thread gives up the interpreter's lock for every database round trip, Ceph call and socket read,
+    # and retakes it behind whichever thread runs Python for up to the switch interval (docs/operations.md).
+    sys.setswitchinterval(settings.switch_interval_ms / 1000)
     # The purge and reconcile loop; only the worker holding the maintenance lock acts.
     from robin import maintenance
 

@@ -34,6 +34,8 @@ def test_file_then_environment(monkeypatch, tmp_path):
     ("ROBIN_USAGE_HISTORY_RAW_DAYS", "0", "ROBIN_USAGE_HISTORY_RAW_DAYS"),
     ("ROBIN_USAGE_HISTORY_HOURLY_DAYS", "6", "ROBIN_USAGE_HISTORY_HOURLY_DAYS"),  # under the raw days' 7
     ("ROBIN_USAGE_FORECAST_DAYS", "0", "ROBIN_USAGE_FORECAST_DAYS"),
+    ("ROBIN_SWITCH_INTERVAL_MS", "0", "ROBIN_SWITCH_INTERVAL_MS"),
+    ("ROBIN_SWITCH_INTERVAL_MS", "5s", "ROBIN_SWITCH_INTERVAL_MS"),
 ])
 def test_bad_values_stop_at_start_naming_the_variable(monkeypatch, variable, value, needle):
     monkeypatch.setenv(variable, value)
