@@ -245,11 +245,13 @@ def _refuse_while_rolling_back_to(volume: Volume, snapshot: Snapshot) -> None:
 
 
 def remove(kind: Kind, snapshot: Snapshot, previous: SnapshotState) -> None:
-    """Remove a snapshot whose row is already `deleting`; on failure put the row back."""
+    """Remove a snapshot whose row is already `deleting`; on failure put the row back, unless Ceph did not answer:
+    the snapshot may be gone, and the reconciler finishes removing it."""
     try:
         kind.remove_snapshot(volumes.ceph_connection(snapshot.volume), snapshot.volume, snapshot.name)
-    except (RobinError, CephError):
-        set_state(snapshot, previous)
+    except (RobinError, CephError) as exc:
+        if not volumes.left_for_the_reconciler(exc):
+            set_state(snapshot, previous)
         raise
     crash_point("snapshot.delete")
     audit.success_commits_next()
@@ -410,8 +412,10 @@ def flatten(identity: Identity, project: str, name: str) -> RbdImage:
         volumes.claim(session, image, VolumeState.FLATTENING)
     try:
         rbd_ops.flatten(volumes.ceph_connection(image), image.pool, image.name)
-    except (RobinError, CephError):
-        volumes.set_state(image, VolumeState.AVAILABLE)
+    except (RobinError, CephError) as exc:
+        # Unanswered, librbd may still be copying: the row stays `flattening` for the reconciler to finish.
+        if not volumes.left_for_the_reconciler(exc):
+            volumes.set_state(image, VolumeState.AVAILABLE)
         raise
     crash_point("volume.flatten")
     finish_flatten(image)

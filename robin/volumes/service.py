@@ -301,8 +301,9 @@ def undo_create(kind: Kind, volume: Volume, cause: RobinError | CephError) -> No
 
 
 def left_for_the_reconciler(cause: RobinError | CephError) -> bool:
-    """Ceph did not answer in time (it was reached: no connection failure): an undo now would most
-    likely wait out a second timeout in the request, so the row is left to the reconciler."""
+    """Ceph did not answer in time (it was reached: no connection failure), so what the call did is unknown: the row
+    keeps the state that says so (a create's `error`, an operation's own transitional state) for the reconciler,
+    which looks at Ceph and finishes. An undo now would guess, and most likely wait out a second timeout."""
     return isinstance(cause, CephUnavailable) and not isinstance(cause, CephNotConnected)
 
 
@@ -414,8 +415,11 @@ def resize(identity: Identity, kind: Kind, project: str, name: str, size_bytes: 
         return volume
     try:
         kind.resize(ceph_connection(volume), volume, size_bytes)
-    except (RobinError, CephError):
-        set_state(volume, VolumeState.AVAILABLE, target_size_bytes=None)
+    except (RobinError, CephError) as exc:
+        # Unanswered, the resize may have happened: the row stays `resizing`, its target's quota held, and the
+        # reconciler resizes again (idempotent). Put back, the row would hold less quota than the image has.
+        if not left_for_the_reconciler(exc):
+            set_state(volume, VolumeState.AVAILABLE, target_size_bytes=None)
         raise
     crash_point("volume.resize")
     audit.success_commits_next()
@@ -475,9 +479,13 @@ def delete(identity: Identity, kind: Kind, project: str, name: str, *, with_snap
         trash_ref = None if purge or cloning else kind.trash(conn, volume, config.current().trash_delay)
         if trash_ref is None:
             kind.remove(conn, volume)
-    except (RobinError, CephError):
-        set_state(volume, previous)
-        _revert_snapshots(snapshot for snapshot in snapshots if snapshot.state is SnapshotState.DELETING)
+    except (RobinError, CephError) as exc:
+        # Unanswered, the removal or the move may have happened, or be under way (librbd goes on removing objects
+        # after robin stops waiting): the row and its snapshots stay `deleting`, for the reconciler to finish into
+        # the trash. Put back, an `available` row would promise data that may be gone.
+        if not left_for_the_reconciler(exc):
+            set_state(volume, previous)
+            _revert_snapshots(snapshot for snapshot in snapshots if snapshot.state is SnapshotState.DELETING)
         raise
     crash_point("volume.delete")
     audit.success_commits_next()
@@ -497,8 +505,12 @@ def restore(identity: Identity, kind: Kind, project: str, name: str) -> Volume:
     volume = _begin_restore(kind, project, name)
     try:
         kind.restore(ceph_connection(volume), volume)
-    except (RobinError, CephError):
-        set_state(volume, VolumeState.DELETED)
+    except (RobinError, CephError) as exc:
+        # Unanswered, the volume may be back: the row stays `creating` with its place in the trash, which the
+        # reconciler settles either way (_converge_restore). Put back in the trash, a restored image would be
+        # nobody's, never purged.
+        if not left_for_the_reconciler(exc):
+            set_state(volume, VolumeState.DELETED)
         raise
     crash_point("volume.restore")
     audit.success_commits_next()

@@ -104,6 +104,53 @@ def test_osd_stopped_create_fails_within_one_timeout(admin, new_project, outage,
     assert admin.delete(f"/api/v2/projects/{project}").status_code == 204  # takes the deleted rows along
 
 
+def test_osd_stopped_resize_and_purge_stay_for_the_reconciler(admin, new_project, outage, db_rows, app):
+    """A resize or a purge that Ceph leaves unanswered may have happened (librbd goes on after robin stops waiting):
+    the rows keep their transitional states, never `available`, until the reconciler finishes them."""
+    from robin.reconcile.service import reconcile
+
+    cluster, osd, conf = outage
+    project = new_project()
+    base = f"/api/v2/projects/{project}/rbd-images"
+    grown, doomed = unique("img"), unique("img")
+    for name in (grown, doomed):
+        assert admin.post(base, json={"name": name, "size_bytes": 2**22, "cluster": cluster}).status_code == 201
+    osd.freeze()
+    try:
+        resized = admin.patch(f"{base}/{grown}", json={"size_bytes": 2**23})
+        purged = admin.delete(f"{base}/{doomed}?purge=true")
+        again = admin.delete(f"{base}/{doomed}?purge=true")
+    finally:
+        osd.thaw()
+    assert resized.status_code == 503 and resized.json["error"]["code"] == "ceph_unavailable"
+    assert purged.status_code == 503 and purged.json["error"]["code"] == "ceph_unavailable"
+    assert again.status_code == 409 and again.json["error"]["code"] == "volume_busy"
+    [resizing] = db_rows(select(RbdImage).where(RbdImage.name == grown))
+    [deleting] = db_rows(select(RbdImage).where(RbdImage.name == doomed))
+    assert (resizing.state, resizing.size_bytes, resizing.target_size_bytes) == (VolumeState.RESIZING, 2**22, 2**23)
+    assert deleting.state is VolumeState.DELETING
+    # Both still hold their quota: the resize its target.
+    assert admin.get(f"/api/v2/projects/{project}/usage").json["provisioned_bytes"] == 2**23 + 2**22
+
+    wait_until(lambda: {found["name"]: found for found in admin.get("/api/v2/clusters").json}[cluster]["up"], 30,
+               "the OSD to answer robin again", interval=0.5)
+    with app.app_context():
+        report = reconcile(timedelta(0))
+    assert [error for error in report.errors if error["name"] in (grown, doomed)] == []
+    [resized_row] = db_rows(select(RbdImage).where(RbdImage.name == grown))
+    [deleted_row] = db_rows(select(RbdImage).where(RbdImage.name == doomed))
+    assert (resized_row.state, resized_row.size_bytes, resized_row.target_size_bytes) == (
+        VolumeState.AVAILABLE, 2**23, None)
+    assert deleted_row.state is VolumeState.DELETED
+    with cluster_handles(conf) as (ioctx, _):
+        with rbd.Image(ioctx, grown, read_only=True) as image:
+            assert image.size() == 2**23
+        assert doomed not in rbd.RBD().list(ioctx)
+    assert admin.get(f"/api/v2/projects/{project}/usage").json["provisioned_bytes"] == 2**23
+    assert admin.delete(f"{base}/{grown}?purge=true").status_code == 204
+    assert admin.delete(f"/api/v2/projects/{project}").status_code == 204
+
+
 def test_osd_stopped_concurrent_requests_in_one_worker_all_return(outage, database_url, ceph_conf, admin_token,
                                                                   new_project, app, db_rows):
     from robin.reconcile.service import reconcile
