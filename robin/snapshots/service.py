@@ -23,7 +23,6 @@ from robin.faults import crash_point
 from robin.pagination import Page, decode_cursor, encode_cursor, paginate
 from robin.projects import service as projects
 from robin.projects.models import Project
-from robin.snapshots import rows
 from robin.snapshots.models import Snapshot, SnapshotState
 from robin.snapshots.schemas import RESERVED_PREFIX
 from robin.volumes import service as volumes
@@ -76,11 +75,16 @@ def _locked_volume(connection: Connection, kind: Kind, project: str, volume_name
     """In the caller's write transaction: the project locked (its quota row: every reservation and state change
     of its volumes waits for this transaction), then, read after the lock, its live volume `volume_name` and
     (when `snapshot` is given) that volume's live snapshot of the name, or None."""
-    project_row = projects.locked(connection.execute(projects.LOCK_QUOTA_QUERY, {"name": project}).first(), project)
-    found = rows.read(connection, kind, project_row, volume_name, snapshot)
-    if found is None:
-        raise volumes.volume_not_found(kind, project, volume_name)
-    return project_row, *found
+    project_row = projects.lock_quota(connection, project)
+    volume, values = volumes.find_locked_with_snapshot(connection, kind, project_row, volume_name, snapshot)
+    return project_row, volume, None if values is None else _snapshot_of(kind, volume, values)
+
+
+def _snapshot_of(kind: Kind, volume: Volume, values: dict) -> Snapshot:
+    """A snapshot of `volume` made of its column values, its volume set as a loaded one would be."""
+    snapshot = Snapshot(**values)
+    set_committed_value(snapshot, kind.snapshot_relation, volume)  # no change to flush
+    return snapshot
 
 
 def set_state(snapshot: Snapshot, state: SnapshotState, **values) -> Snapshot:
@@ -144,7 +148,7 @@ def _reserve(kind: Kind, project: str, volume_name: str, name: str) -> Snapshot:
     except IntegrityError as exc:
         raise Conflict(f"{kind.noun} {volume_name!r} already has a snapshot {name!r}", code="snapshot_exists",
                        details={"volume": volume_name, "snapshot": name}) from exc
-    return rows.snapshot_of(kind, volume, row)
+    return _snapshot_of(kind, volume, row)
 
 
 def _undo_create(kind: Kind, snapshot: Snapshot, cause: RobinError | CephError) -> None:

@@ -215,13 +215,24 @@ def find_locked(connection: Connection, kind: Kind, project_row: projects.Locked
     """find() on a Core connection, in a transaction that holds the project locked (projects.lock_quota): the
     project's live volume of that name with its cluster, in one statement, built as a detached object (as a
     loaded one would be) from the row; no ORM session, whose loading cost more Python than the statement."""
-    row = connection.execute(_locked_volume_query(kind.model), {"project_id": project_row.id, "name": name}).first()
+    return find_locked_with_snapshot(connection, kind, project_row, name, None)[0]
+
+
+def find_locked_with_snapshot(connection: Connection, kind: Kind, project_row: projects.Locked, name: str,
+                              snapshot: str | None) -> tuple[Volume, dict | None]:
+    """find_locked(), and in the same statement (when `snapshot` is given) the column values of the volume's live
+    snapshot of that name: None when it has none."""
+    with_snapshot = snapshot is not None
+    row = connection.execute(_locked_volume_query(kind, with_snapshot),
+                             {"project_id": project_row.id, "name": name, "snapshot": snapshot}).first()
     if row is None:
         raise volume_not_found(kind, project_row.name, name)
     volume = kind.model(**{key: getattr(row, key) for key in _volume_keys(kind.model)},
                         project=_owner(project_row), cluster=_detached_cluster(row))
     make_transient_to_detached(volume)
-    return volume
+    if not with_snapshot or getattr(row, f"{_SNAPSHOT_PREFIX}id") is None:
+        return volume, None
+    return volume, {key: getattr(row, f"{_SNAPSHOT_PREFIX}{key}") for key in _SNAPSHOT_KEYS}
 
 
 @cache
@@ -230,13 +241,26 @@ def _volume_keys(model: type[Volume]) -> tuple[str, ...]:
     return tuple(attr.key for attr in model.__mapper__.column_attrs)
 
 
+# A snapshot's own columns beside its volume's, labelled snapshot_<column>.
+_SNAPSHOT_PREFIX = "snapshot_"
+_SNAPSHOT_KEYS = tuple(attr.key for attr in Snapshot.__mapper__.column_attrs
+                       if attr.columns[0].table is Snapshot.__table__)
+
+
 @cache
-def _locked_volume_query(model: type[Volume]):
-    # Built once per kind, as the write paths' statements are.
-    return (select(*(getattr(model, key).label(key) for key in _volume_keys(model)), *_CLUSTER_LABELLED)
-            .join(CephCluster, CephCluster.id == model.cluster_id)
-            .where(model.project_id == bindparam("project_id"), model.name == bindparam("name"),
-                   model.state != VolumeState.DELETED))
+def _locked_volume_query(kind: Kind, with_snapshot: bool):
+    # Built once per kind, as the write paths' statements are. The snapshot is outer-joined: its columns are None
+    # when the volume has no live snapshot of the name.
+    model = kind.model
+    query = (select(*(getattr(model, key).label(key) for key in _volume_keys(model)), *_CLUSTER_LABELLED)
+             .join(CephCluster, CephCluster.id == model.cluster_id))
+    if with_snapshot:
+        query = query.add_columns(*(getattr(Snapshot, key).label(f"{_SNAPSHOT_PREFIX}{key}")
+                                    for key in _SNAPSHOT_KEYS)).outerjoin(
+            Snapshot, (getattr(Snapshot, kind.snapshot_fk) == model.id) & (Snapshot.name == bindparam("snapshot"))
+            & (Snapshot.state != SnapshotState.DELETED))
+    return query.where(model.project_id == bindparam("project_id"), model.name == bindparam("name"),
+                       model.state != VolumeState.DELETED)
 
 
 def insert_new(executor: Session | Connection, kind: Kind, project_row: projects.Locked, cluster: CephCluster,
