@@ -571,7 +571,11 @@ def purge_due(now=None) -> dict[str, int]:
     counts = {"purged": 0, "failed": 0}
     for kind in KINDS:
         with db.reading() as session:
-            due = list(session.scalars(select(kind.model).where(_due(kind.model, now))))
+            # Newest first: a clone is made after its parent, and Ceph refuses to purge a parent whose trashed
+            # snapshot a clone still needs (ENOTEMPTY). Children first, a whole family goes in one round; in the
+            # database's own order a parent that came first failed and waited for the next round.
+            due = list(session.scalars(select(kind.model).where(_due(kind.model, now))
+                                       .order_by(kind.model.created_at.desc())))
         for volume in due:
             if not _claim_purge(volume, now):
                 continue  # restored, or purged by another replica, since it was read
