@@ -486,6 +486,9 @@ def delete(identity: Identity, kind: Kind, project: str, name: str, *, with_snap
     if purge:
         identity.require_admin()
     with db.unit_of_work() as session:
+        # The project's lock, as a clone's reservation takes it: without it, on PostgreSQL a clone could commit
+        # between the check for dependents below and the claim, leaving a live clone of a parent in the trash.
+        projects.lock_quota(session, project)
         volume = find(session, kind, project, name)
         # A clone the mgr is still copying is canceled: there is nothing in it to keep in the trash.
         cloning = isinstance(volume, CephfsPath) and volume.clone_of is not None

@@ -8,10 +8,11 @@ import pytest
 import rados
 import rbd
 import requests
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
 
+from robin.db import normalize_url
 from robin.volumes.models import RbdImage, VolumeState
-from tests.conftest import unique
+from tests.conftest import Api, unique
 
 pytestmark = pytest.mark.integration
 MiB, GiB = 2**20, 2**30
@@ -243,3 +244,53 @@ def test_flatten_racing_delete_never_resurrects_the_row(admin, admin_token, robi
         assert row.state is VolumeState.DELETED and row.trash_ref, (clone, row.state, flattened.text)
         assert clone not in rbd.RBD().list(rbd_ioctx) and clone in trash
         assert flattened.status_code in (200, 404, 409), flattened.text
+
+
+def _waiting_backends(connection) -> int:
+    """Backends of this database waiting for a lock another transaction holds."""
+    count = connection.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                    "AND wait_event_type = 'Lock'")).scalar()
+    connection.rollback()  # the server's statistics are kept for the transaction: a fresh look next time
+    return count
+
+
+def _until(condition, what: str, limit_s: float = 60):
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.05)
+
+
+def test_a_clone_racing_its_parents_delete_never_leaves_a_live_clone_of_a_trashed_parent(app, admin_token, project,
+                                                                                        rbd_ioctx, db_rows,
+                                                                                        backend, database_url):
+    """The delete checks the parent for clones, then claims it. Held between the two (here: the parent's row locked
+    by another transaction, which the claim's UPDATE waits for), a clone's reservation must not slip in: the delete
+    holds the project's lock, as the reservation takes it, so the clone waits and then finds the parent going."""
+    if backend != "postgresql":
+        pytest.skip("SQLite serialises every write transaction with its database lock")
+    admin = Api(app.test_client(), admin_token)
+    parent = make_parent(admin, project, b"")
+    [parent_row] = db_rows(select(RbdImage).where(RbdImage.name == parent))
+    child = unique("child")
+    engine = create_engine(normalize_url(database_url))
+    try:
+        with ThreadPoolExecutor(2) as pool, engine.connect() as holder, engine.connect() as watcher:
+            holder.execute(text("SELECT id FROM rbd_images WHERE id = :id FOR NO KEY UPDATE"), {"id": parent_row.id})
+            # NO KEY UPDATE, the lock of the claim's UPDATE: a clone's foreign key to the parent does not wait for it.
+            deleted = pool.submit(lambda: Api(app.test_client(), admin_token).delete(f"{images(project)}/{parent}"))
+            _until(lambda: _waiting_backends(watcher) == 1 or deleted.done(), "the delete waits for the parent's row")
+            cloned = pool.submit(lambda: Api(app.test_client(), admin_token).post(images(project), json={
+                "name": child, "source": {"image": parent}}))
+            # Before the fix the clone went through here; now it waits for the delete's project lock.
+            _until(lambda: _waiting_backends(watcher) == 2 or cloned.done(), "the clone waits or is done")
+            holder.rollback()
+            deleted, cloned = deleted.result(), cloned.result()
+    finally:
+        engine.dispose()
+    assert deleted.status_code == 204, deleted.json
+    assert cloned.status_code in (404, 409), cloned.json
+    assert child not in rbd.RBD().list(rbd_ioctx)
+    assert db_rows(select(RbdImage).where(RbdImage.name == child)) == []
+    [row] = db_rows(select(RbdImage).where(RbdImage.name == parent))
+    assert row.state is VolumeState.DELETED and row.trash_ref

@@ -22,8 +22,11 @@ GiB = 2**30
 CEILINGS = {
     "rbd_create": (7, 2),
     "rbd_resize": (8, 2),
-    "rbd_delete": (8, 2),
-    "rbd_purge": (8, 2),
+    # A delete locks its project before it reads the volume, in a statement of its own: a clone's reservation may
+    # not commit between its check for clones and its claim, and a lock taken in the volume's read would leave that
+    # read as old as the wait.
+    "rbd_delete": (9, 2),
+    "rbd_purge": (9, 2),
     "snapshot_create": (8, 2),
     "snapshot_delete": (7, 2),
     "rollback": (7, 2),
