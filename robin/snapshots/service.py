@@ -311,14 +311,19 @@ def _begin_rollback(project: str, image_name: str, name: str) -> tuple[RbdImage,
         if snapshot is None:
             raise _snapshot_not_found(RBD, image_name, name)
         volumes.require_available(RBD, image, "rolled back")
-        if snapshot.state is not SnapshotState.AVAILABLE:
-            raise Conflict(f"snapshot {name!r} is {snapshot.state.value}; only an available one can be rolled "
-                           "back to", code="snapshot_busy", details={"state": snapshot.state.value})
+        _require_available_snapshot(snapshot, "rolled back to")
         if snapshot.size_bytes > image.size_bytes:
             projects.reserve(connection, project_row, add_bytes=snapshot.size_bytes - image.size_bytes)
         volumes.claim(connection, image, VolumeState.ROLLING_BACK, target_size_bytes=snapshot.size_bytes,
                       rollback_snapshot=name)
         return image, snapshot
+
+
+def _require_available_snapshot(snapshot: Snapshot, verb: str) -> None:
+    # One still being created may not exist in Ceph yet; one being deleted, or in error, may be gone any moment.
+    if snapshot.state is not SnapshotState.AVAILABLE:
+        raise Conflict(f"snapshot {snapshot.name!r} is {snapshot.state.value}; only an available one can be {verb}",
+                       code="snapshot_busy", details={"state": snapshot.state.value})
 
 
 # --- clones -------------------------------------------------------------------------------------
@@ -364,6 +369,8 @@ def _reserve_clone(project: str, spec: dict) -> tuple[RbdImage, RbdImage, int]:
             volumes.require_available(RBD, parent, "cloned")
             if "snapshot" in source and snapshot is None:
                 raise _snapshot_not_found(RBD, parent.name, source["snapshot"])
+            if snapshot is not None:
+                _require_available_snapshot(snapshot, "cloned")
             _require_parents_placement(spec, parent)
             source_size = snapshot.size_bytes if snapshot else parent.size_bytes
             size = spec.get("size_bytes", source_size)

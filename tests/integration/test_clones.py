@@ -8,9 +8,10 @@ import pytest
 import rados
 import rbd
 import requests
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, select, text, update
 
-from robin.db import normalize_url
+from robin.db import db, normalize_url
+from robin.snapshots.models import Snapshot, SnapshotState
 from robin.volumes.models import RbdImage, VolumeState
 from tests.conftest import Api, unique
 
@@ -244,6 +245,26 @@ def test_flatten_racing_delete_never_resurrects_the_row(admin, admin_token, robi
         assert row.state is VolumeState.DELETED and row.trash_ref, (clone, row.state, flattened.text)
         assert clone not in rbd.RBD().list(rbd_ioctx) and clone in trash
         assert flattened.status_code in (200, 404, 409), flattened.text
+
+
+@pytest.mark.parametrize("state", [SnapshotState.CREATING, SnapshotState.DELETING, SnapshotState.ERROR])
+def test_clone_of_a_snapshot_not_available_is_refused_and_leaves_nothing(admin, project, rbd_ioctx, db_rows, state):
+    """A snapshot still being made may not be in Ceph yet, one being deleted may go any moment: only an available one
+    is cloned, as only an available one is rolled back to."""
+    parent = make_parent(admin, project, b"")
+    assert admin.post(f"{images(project)}/{parent}/snapshots", json={"name": "s"}).status_code == 201
+    [parent_row] = db_rows(select(RbdImage).where(RbdImage.name == parent))
+    with db.writing() as connection:
+        connection.execute(update(Snapshot).where(Snapshot.rbd_image_id == parent_row.id).values(state=state))
+    usage_before = admin.get(f"/api/v2/projects/{project}/usage").json["provisioned_bytes"]
+    child = unique("child")
+    refused = admin.post(images(project), json={"name": child, "source": {"image": parent, "snapshot": "s"}})
+    assert refused.status_code == 409, refused.json
+    assert refused.json["error"]["code"] == "snapshot_busy"
+    assert refused.json["error"]["details"] == {"state": state.value}
+    assert child not in rbd.RBD().list(rbd_ioctx)
+    assert db_rows(select(RbdImage).where(RbdImage.name == child)) == []
+    assert admin.get(f"/api/v2/projects/{project}/usage").json["provisioned_bytes"] == usage_before
 
 
 def _waiting_backends(connection) -> int:
