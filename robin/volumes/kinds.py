@@ -17,8 +17,8 @@ from robin import config
 from robin.ceph import CephConnection, CephError, cephfs_ops, cephx_users, rbd_ops, subvolumes
 from robin.ceph.cephx_users import VolumeUser
 from robin.db import db
-from robin.errors import InvalidInput
-from robin.volumes.models import CephfsPath, RbdImage, Volume
+from robin.errors import Conflict, InvalidInput
+from robin.volumes.models import TRASHED_SUBVOLUME, CephfsPath, RbdImage, Volume
 
 log = logging.getLogger(__name__)
 # librbd applies image metadata keys starting with this as the image's own configuration (conf_rbd_cache,
@@ -254,6 +254,17 @@ _PREDECESSORS = select(CephfsPath.id).where(
     CephfsPath.path == bindparam("path"), CephfsPath.id != bindparam("volume_id"))
 
 
+# A subvolume of the trash by its name on a file system: the condition of its index, whole.
+_TRASHED_NAMESAKE = select(CephfsPath.id).where(
+    CephfsPath.cluster_id == bindparam("cluster_id"), CephfsPath.fs_name == bindparam("fs_name"),
+    CephfsPath.name == bindparam("name"), TRASHED_SUBVOLUME).limit(1)
+
+
+def trashed_namesake(executor: Session | Connection, cluster_id: int, fs_name: str, name: str) -> str | None:
+    """The id of a subvolume of that name in the trash on that file system (any project's), or None."""
+    return executor.scalar(_TRASHED_NAMESAKE, {"cluster_id": cluster_id, "fs_name": fs_name, "name": name})
+
+
 def _predecessors(executor: Session | Connection, volume: CephfsPath) -> list[str]:
     return list(executor.scalars(_PREDECESSORS, {"cluster_id": volume.cluster_id, "fs_name": volume.fs_name,
                                                 "path": volume.path, "volume_id": volume.id}))
@@ -286,7 +297,16 @@ class _Subvolumes:
 
     @staticmethod
     def reserved(executor: Session | Connection, volume: CephfsPath) -> None:
-        pass  # a subvolume's path is new every time: it has no predecessors
+        # A subvolume's path is new every time: it has no predecessors. Its name may be held, though.
+        # The mgr names an isolated subvolume's RADOS namespace after the subvolume alone (fsvolumens_<name>), not
+        # its group: another project's subvolume of the same name would share it, and either's cephx user could
+        # reach the other's objects through RADOS. Live names are unique per file system (an index); a subvolume in
+        # the trash keeps its name, and its data, until its purge.
+        if trashed_namesake(executor, volume.cluster_id, volume.fs_name, volume.name) is not None:
+            raise Conflict(f"a CephFS subvolume named {volume.name!r} is in the trash on file system "
+                           f"{volume.fs_name!r} (of this project or another) and keeps its name there until it is "
+                           "purged; choose another name", code="name_taken",
+                           details={"name": volume.name, "fs": volume.fs_name, "in_trash": True})
 
     @staticmethod
     def create(conn: CephConnection, volume: CephfsPath) -> dict:

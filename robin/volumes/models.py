@@ -32,6 +32,9 @@ class VolumeState(enum.StrEnum):
 LIVE = text("state != 'deleted'")
 # A volume in the trash, restorable until purge_after (robin.volumes.listing.in_trash).
 IN_TRASH = text("state = 'deleted' AND purged_at IS NULL AND trash_ref IS NOT NULL")
+# A subvolume deleted to the trash and not yet purged from Ceph (a purge clears trash_ref once it is gone): it keeps
+# its name, and its RADOS namespace, in Ceph until then.
+TRASHED_SUBVOLUME = text("state = 'deleted' AND trash_ref IS NOT NULL AND layout = 'subvolume'")
 
 
 def _live_unique(table: str, suffix: str, *columns: str) -> Index:
@@ -133,6 +136,9 @@ class CephfsPath(Volume, Base):
         Index("ix_cephfs_paths_state", "state"),
         _usage_index("cephfs_paths", "quota_bytes", "target_quota_bytes"),
         _trash_index("cephfs_paths"),
+        # The names the trash's subvolumes still hold on each file system (a subvolume's create checks its own).
+        Index("ix_cephfs_paths_trashed_subvolumes", "cluster_id", "fs_name", "name",
+              sqlite_where=TRASHED_SUBVOLUME, postgresql_where=TRASHED_SUBVOLUME),
         # A source's clones under way (a delete is refused while it has some): only those rows have one.
         Index("ix_cephfs_paths_clone_of", "clone_of", sqlite_where=text("clone_of IS NOT NULL"),
               postgresql_where=text("clone_of IS NOT NULL")),

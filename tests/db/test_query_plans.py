@@ -32,6 +32,7 @@ from robin.projects import service as projects
 from robin.projects.models import Project
 from robin.snapshots import service as snapshots
 from robin.snapshots.models import Snapshot
+from robin.volumes import kinds
 from robin.volumes import service as volumes
 from robin.volumes.kinds import CEPHFS, RBD
 from robin.volumes.models import CephfsPath, RbdImage, VolumeState
@@ -143,6 +144,10 @@ def cases(names: dict) -> dict[str, Callable[[], object]]:
         with db.reading() as session:
             volumes._refuse_dependents(session, RBD, volumes.find(session, RBD, big, image))
 
+    def trashed_subvolume_check():
+        with db.reading() as session:
+            kinds.trashed_namesake(session, 1, "cephfs", names["cephfs"])
+
     return {
         "token lookup (every request)": lambda: auth.identity_for_secret(FLEET.token_secret(17)),
         "project by name": lambda: projects.get(ADMIN, small),
@@ -159,6 +164,7 @@ def cases(names: dict) -> dict[str, Callable[[], object]]:
         "a member's volumes": lambda: volumes.list_across(member, None, 1000, None),
         "a project's usage (quota, provisioned, cached figures)": lambda: volumes.project_usage(ADMIN, small),
         "the clones and gateway activation of a volume (delete's check)": clones_check,
+        "a subvolume's name held in the trash (a subvolume create's check)": trashed_subvolume_check,
         "snapshot by name": lambda: snapshots.get(ADMIN, RBD, big, image, snapshot),
         "a volume's snapshots": lambda: snapshots.list_page(ADMIN, RBD, big, image, 100, None),
         "every snapshot, with a cursor": lambda: snapshots.list_across(ADMIN, {"limit": 1000,

@@ -193,6 +193,29 @@ def test_trash_keeps_the_subvolume_until_its_purge(app, admin, project, mgr, fs,
     assert admin.post(f"{url(project, name)}/restore").status_code == 404
 
 
+def test_a_name_in_the_trash_is_not_taken_by_another_project_until_its_purge(app, admin, project, new_project, mgr,
+                                                                             fs, db_rows):
+    """The mgr names an isolated subvolume's RADOS namespace after the subvolume alone, not its group: another
+    project's subvolume of the same name would share the namespace of this one's data, waiting in the trash."""
+    other = new_project(max_bytes=GiB)
+    body = create(admin, project).json
+    name = body["name"]
+    write(fs, f"{body['path']}/secret", b"project one's")
+    assert admin.delete(url(project, name)).status_code == 204
+    taken = create(admin, other, name=name)
+    assert taken.status_code == 409, taken.json
+    assert taken.json["error"]["code"] == "name_taken" and taken.json["error"]["details"]["in_trash"] is True
+    assert subvolumes(mgr, other) == set() and usage(admin, other)["provisioned_bytes"] == 0
+    assert [r.project_id for r in db_rows(select(CephfsPath).where(CephfsPath.name == name))] == [row(db_rows,
+                                                                                                     name).project_id]
+    with app.app_context():
+        assert service.purge_due(utcnow() + timedelta(days=365))["failed"] == 0
+    assert subvolumes(mgr, project) == set()
+    made = create(admin, other, name=name)
+    assert made.status_code == 201, made.json
+    assert subvolumes(mgr, other) == {name}
+
+
 def test_purge_at_once_keeps_snapshots_robin_did_not_take(admin, project, mgr, db_rows):
     name = create(admin, project).json["name"]
     mgr("fs subvolume snapshot create", sub_name=name, snap_name="theirs", group_name=project)
