@@ -676,14 +676,20 @@ def by_order(series: dict[str, list[float]], orders: list[list[str]]) -> dict:
     --before server did: the place bias (before minus API, the same in both halves) apart from the order's (the
     difference between the halves). Of one checkout against itself, both should be noise."""
     halves = {"paired": paired(series)}
-    for first in ("api", BEFORE):
-        cycles = [i for i, order in enumerate(orders) if order.index(first) < order.index(
-            BEFORE if first == "api" else "api")]
+    for first, second in (("api", BEFORE), (BEFORE, "api")):
+        cycles = [i for i, order in enumerate(orders) if order.index(first) < order.index(second)]
+        if not cycles:  # --iterations 1
+            halves[f"{first}_first"] = None
+            continue
         api = statistics.median(series["api"][i] for i in cycles)
         before = statistics.median(series[BEFORE][i] for i in cycles)
         halves[f"{first}_first"] = {"cycles": len(cycles), "api_median_ms": api, "before_median_ms": before,
                                     "before_minus_api_ms": before - api}
     return halves
+
+
+def half_cell(half: dict | None) -> str:
+    return "-" if half is None else signed(half["before_minus_api_ms"])
 
 
 def drift(series: list[float]) -> dict:
@@ -977,8 +983,7 @@ def ops_markdown(rows: list[dict], workers: int) -> str:
             pair = halves["paired"]
             line += (f" {fmt(row[BEFORE]['median_ms'])} | {signed(row['before_added_median_ms'])} "
                      f"| {signed(pair['median_ms'])} [{signed(pair['ci95_ms'][0])}, {signed(pair['ci95_ms'][1])}] "
-                     f"| {signed(halves['api_first']['before_minus_api_ms'])} "
-                     f"| {signed(halves[BEFORE + '_first']['before_minus_api_ms'])} |")
+                     f"| {half_cell(halves['api_first'])} | {half_cell(halves[BEFORE + '_first'])} |")
         lines.append(line)
     return "\n".join(lines)
 
