@@ -511,14 +511,30 @@ def rotation(names: tuple[str, ...], i: int) -> list[str]:
     return list(names[i % len(names):] + names[:i % len(names)])
 
 
-def measure_ops(paths: dict, iterations: int, prefix: str) -> dict:
+def cycle_order(names: tuple[str, ...], i: int) -> list[str]:
+    """The paths in the order of the i-th timed cycle: a rotation, and with --before each rotation twice in a row,
+    the second time with the two servers swapped (ABBA). In a plain rotation each path always came right after the
+    same other one (the --before server after the stack path or the API, the API after robin's Ceph layer), and an
+    A/A run of one checkout against itself found the --before place ahead on every op."""
+    if BEFORE not in names:
+        return rotation(names, i)
+    order = rotation(names, i // 2)
+    if i % 2:
+        api, before = order.index("api"), order.index(BEFORE)
+        order[api], order[before] = BEFORE, "api"
+    return order
+
+
+def measure_ops(paths: dict, iterations: int, prefix: str) -> tuple[dict, list]:
+    """The samples per op and path, and the order of each timed cycle."""
     names = tuple(paths)
     for i in range(WARMUP_CYCLES):  # untimed: first open of the pool, worker's rados connect, TCP setup
         run_cycle(paths, f"{prefix}-warm{i}", list(names), None)
     samples = {op: {path: [] for path in names} for op in OPS}
-    for i in range(iterations):
-        run_cycle(paths, f"{prefix}-{i}", rotation(names, i), samples)
-    return samples
+    orders = [cycle_order(names, i) for i in range(iterations)]
+    for i, order in enumerate(orders):
+        run_cycle(paths, f"{prefix}-{i}", order, samples)
+    return samples, orders
 
 
 def run_more_cycle(paths: dict, stem: str, order: list[str], samples: dict | None, spacing_s: float) -> None:
@@ -554,14 +570,15 @@ def run_more_cycle(paths: dict, stem: str, order: list[str], samples: dict | Non
         paths[path].trash_purge(images[path])
 
 
-def measure_more_ops(paths: dict, iterations: int, prefix: str, spacing_s: float) -> dict:
+def measure_more_ops(paths: dict, iterations: int, prefix: str, spacing_s: float) -> tuple[dict, list]:
     names = tuple(paths)
     for i in range(WARMUP_CYCLES):  # untimed: the first CephFS calls of each client, first snapshots
         run_more_cycle(paths, f"{prefix}-mwarm{i}", list(names), None, spacing_s)
     samples = {op: {path: [] for path in names} for op in MORE_OPS}
-    for i in range(iterations):
-        run_more_cycle(paths, f"{prefix}-m{i}", rotation(names, i), samples, spacing_s)
-    return samples
+    orders = [cycle_order(names, i) for i in range(iterations)]
+    for i, order in enumerate(orders):
+        run_more_cycle(paths, f"{prefix}-m{i}", order, samples, spacing_s)
+    return samples, orders
 
 
 def run_clone_cycle(paths: dict, parents: dict, stem: str, order: list[str], samples: dict | None) -> None:
@@ -576,7 +593,7 @@ def run_clone_cycle(paths: dict, parents: dict, stem: str, order: list[str], sam
         paths[path].clone_remove(clones[path])
 
 
-def measure_clones(paths: dict, iterations: int, prefix: str) -> dict:
+def measure_clones(paths: dict, iterations: int, prefix: str) -> tuple[dict, list]:
     """Each path gets one parent image with one snapshot, made once on that path (untimed; the
     API's through the API, so robin knows them), then clones it `iterations` times."""
     names = tuple(paths)
@@ -587,12 +604,13 @@ def measure_clones(paths: dict, iterations: int, prefix: str) -> dict:
     for i in range(WARMUP_CYCLES):
         run_clone_cycle(paths, parents, f"{prefix}-cwarm{i}", list(names), None)
     samples = {op: {path: [] for path in names} for op in CLONE_OPS}
-    for i in range(iterations):
-        run_clone_cycle(paths, parents, f"{prefix}-c{i}", rotation(names, i), samples)
+    orders = [cycle_order(names, i) for i in range(iterations)]
+    for i, order in enumerate(orders):
+        run_clone_cycle(paths, parents, f"{prefix}-c{i}", order, samples)
     for path in names:  # the clones are gone: the snapshots, then the parents (API: ?purge=true)
         paths[path].snap_remove(parents[path], CLONE_SNAPSHOT)
         paths[path].delete(parents[path])
-    return samples
+    return samples, orders
 
 
 def warm_all_workers(api: ApiPath, workers: int, prefix: str) -> None:
@@ -618,7 +636,8 @@ def warm_all_workers(api: ApiPath, workers: int, prefix: str) -> None:
         list(pool.map(warm, range(workers * 2)))
 
 
-def ops_table_rows(samples: dict) -> list[dict]:
+def ops_table_rows(measured: tuple[dict, list]) -> list[dict]:
+    samples, orders = measured
     rows = []
     for op in samples:
         stats = {path: summary(series) for path, series in samples[op].items()}
@@ -635,8 +654,42 @@ def ops_table_rows(samples: dict) -> list[dict]:
             row["robin_added_median_ms"] = api - stats[STACK]["median_ms"]
         if BEFORE in stats:
             row["before_added_median_ms"] = stats[BEFORE]["median_ms"] - raw
+            row["by_order"] = by_order(samples[op], orders)
         rows.append(row)
     return rows
+
+
+def paired(series: dict[str, list[float]]) -> dict:
+    """The median of the per-cycle differences before minus API (the two requests of one cycle ran within
+    milliseconds of each other, so a slow spell of the machine hits both) and a 95 % confidence interval for it
+    from the order statistics (sign test: no assumption on the distribution). An interval holding 0 is no
+    difference."""
+    differences = sorted(b - a for a, b in zip(series["api"], series[BEFORE], strict=True))
+    n = len(differences)
+    k = max(0, math.floor((n - 1.96 * math.sqrt(n)) / 2))  # 0-based rank of the lower bound
+    return {"n": n, "median_ms": statistics.median(differences),
+            "ci95_ms": [differences[k], differences[min(n - 1, n - 1 - k)]]}
+
+
+def by_order(series: dict[str, list[float]], orders: list[list[str]]) -> dict:
+    """The two servers' medians over the cycles where the API went first of the two, and over those where the
+    --before server did: the place bias (before minus API, the same in both halves) apart from the order's (the
+    difference between the halves). Of one checkout against itself, both should be noise."""
+    halves = {"paired": paired(series)}
+    for first, second in (("api", BEFORE), (BEFORE, "api")):
+        cycles = [i for i, order in enumerate(orders) if order.index(first) < order.index(second)]
+        if not cycles:  # --iterations 1
+            halves[f"{first}_first"] = None
+            continue
+        api = statistics.median(series["api"][i] for i in cycles)
+        before = statistics.median(series[BEFORE][i] for i in cycles)
+        halves[f"{first}_first"] = {"cycles": len(cycles), "api_median_ms": api, "before_median_ms": before,
+                                    "before_minus_api_ms": before - api}
+    return halves
+
+
+def half_cell(half: dict | None) -> str:
+    return "-" if half is None else signed(half["before_minus_api_ms"])
 
 
 def drift(series: list[float]) -> dict:
@@ -817,6 +870,14 @@ def stop_process(process: subprocess.Popen) -> None:
             process.wait()
 
 
+def server_env(checkout: Path) -> dict[str, str]:
+    """robin serve's environment: robin from `checkout`, and no maintenance loop. The loop's rounds (purge,
+    reconcile, usage refresh of the new volumes, in Ceph) run on the one worker, of one of the servers, that holds
+    the maintenance lock, between the timed requests: background work, not a request's, and with --before a load
+    on one of the two servers only (in one A/A run it was the worker serving the API's timed session)."""
+    return {"PYTHONPATH": str(checkout), "ROBIN_MAINTENANCE_INTERVAL": "0"}
+
+
 def bench_server(args, conf: str, database_url: str, token: str, ioctx, conn, fs, workers: int) -> dict:
     run_id = uuid.uuid4().hex[:6]
     project = f"bench-{run_id}-w{workers}"
@@ -827,10 +888,10 @@ def bench_server(args, conf: str, database_url: str, token: str, ioctx, conn, fs
         # PYTHONPATH: the server runs the robin next to this script, as the in-process paths do, not
         # whichever checkout the venv's editable install points at.
         base_url = servers.enter_context(running_server(database_url, conf, workers=workers,
-                                                        extra_env={"PYTHONPATH": str(REPO)}))
+                                                        extra_env=server_env(REPO)))
         stack_url = servers.enter_context(bare_rbd_server(conf, workers, rbd_ops.feature_mask(features)))
         before_url = None if args.before is None else servers.enter_context(running_server(
-            database_url, conf, workers=workers, extra_env={"PYTHONPATH": str(args.before)}))
+            database_url, conf, workers=workers, extra_env=server_env(args.before)))
         create_project(base_url, token, project)
         # CephFS parents: the raw one is made once (untimed); robin's layer makes its own on every
         # create, as robin does for <root>/<project>; the API's is <root>/<project>.
@@ -902,9 +963,10 @@ def ops_markdown(rows: list[dict], workers: int) -> str:
     if stack:
         header += " stack median | of which the stack (stack - raw) | of which robin (API - stack) |"
     if before:
-        header += " before: API median | before: API added |"
+        header += (" before: API median | before: API added | before - API per cycle, median [95 % CI] "
+                   "| before - API, API first of the two | before - API, before first |")
     lines = [f"Per operation, gunicorn {workers} worker(s), ms (n={rows[0]['raw']['n']} each):", "", header,
-             "|---|" + "---:|" * 8 + "---|" + "---:|" * (3 * stack + 2 * before)]
+             "|---|" + "---:|" * 8 + "---|" + "---:|" * (3 * stack + 5 * before)]
     for row in rows:
         verdict = "met" if row["goal_met"] else "MISSED"
         if not row["goal_applies"]:
@@ -917,7 +979,11 @@ def ops_markdown(rows: list[dict], workers: int) -> str:
             line += (f" {fmt(row[STACK]['median_ms'])} | {signed(row['stack_added_median_ms'])} "
                      f"| {signed(row['robin_added_median_ms'])} |")
         if before:
-            line += f" {fmt(row[BEFORE]['median_ms'])} | {signed(row['before_added_median_ms'])} |"
+            halves = row["by_order"]
+            pair = halves["paired"]
+            line += (f" {fmt(row[BEFORE]['median_ms'])} | {signed(row['before_added_median_ms'])} "
+                     f"| {signed(pair['median_ms'])} [{signed(pair['ci95_ms'][0])}, {signed(pair['ci95_ms'][1])}] "
+                     f"| {half_cell(halves['api_first'])} | {half_cell(halves[BEFORE + '_first'])} |")
         lines.append(line)
     return "\n".join(lines)
 

@@ -21,7 +21,6 @@ import argparse
 import gc
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -29,9 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script: make `benchmarks` and robin importable
 
-from benchmarks.profile_requests import GiB, Requests, database, machine  # noqa: E402
-from robin.config import Settings  # noqa: E402
-from robin.dev.cluster import DevCluster  # noqa: E402
+from benchmarks.in_process import GiB, cluster_and_database, machine, robin_app  # noqa: E402
 
 PAGE = 100
 OPS = ("rbd_create", "list_page")
@@ -61,23 +58,7 @@ class Collections:
 
 
 def run(args, ceph_conf: str, database_url: str) -> None:
-    from cryptography.fernet import Fernet
-
-    from robin import create_app
-    from robin.auth.models import Role
-    from robin.auth.service import create_token
-    from robin.clusters.service import registry
-    from robin.db import upgrade
-
-    upgrade(database_url)
-    app = create_app(Settings(database_url=database_url, ceph_conf=ceph_conf, log_level="WARNING",
-                              max_volume_bytes=2**50, secret_key=Fernet.generate_key().decode()))
-    try:
-        with app.app_context():
-            token = create_token(Role.ADMIN, name="gc")[0]
-        requests = Requests(app.test_client(), token, f"gc-{uuid.uuid4().hex[:8]}")
-        requests.call("POST", "/api/v2/projects", 201, {"name": requests.project, "quota": {
-            "max_bytes": 2**50, "max_volumes": 100_000, "max_snapshots": 100_000}})
+    with robin_app(database_url, ceph_conf, "gc") as requests:
         for i in range(PAGE):
             requests.image(f"page-{i:03d}")
         page = f"{requests.images}?limit={PAGE}"
@@ -97,8 +78,6 @@ def run(args, ceph_conf: str, database_url: str) -> None:
             per = " / ".join(f"{count / args.iterations:.2f}" for count in counts)
             print(f"| {op} | {threshold} | {per} | {seconds * 1000 / args.iterations:.3f} | "
                   f"{statistics.median(times):.2f} |")
-    finally:
-        registry.connections.close()  # while the cluster still runs
 
 
 def measure(ops: dict, args) -> dict:
@@ -128,12 +107,8 @@ def main() -> None:
                         help="gen0 thresholds, comma-separated (Python's: 700)")
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="rbg", dir="/tmp") as scratch, database(args.db, scratch) as url:
-        cluster = DevCluster(Path(scratch) / "ceph")
-        try:
-            run(args, str(cluster.up()), url)
-        finally:
-            cluster.down()
+    with cluster_and_database(args.db, "rbg") as (ceph_conf, database_url):
+        run(args, ceph_conf, database_url)
 
 
 if __name__ == "__main__":

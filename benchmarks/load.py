@@ -402,7 +402,10 @@ def purge_project(url: str, token: str, project: str) -> None:
 # --- Ceph's ceiling -------------------------------------------------------------------------------
 
 def raw_creates(ioctx, concurrency: int, args, made: list[str]) -> dict:
-    """`RBD().create` from `concurrency` threads on one connection, closed loop, as drive() does for HTTP."""
+    """`RBD().create` from `concurrency` threads on one connection, closed loop, as drive() does for HTTP. A create
+    that fails is counted as an error, as a failed request is there, and the first failure is kept with when it
+    came: one run's phase ended on `[errno 9] error creating image` (EBADF, from librbd) and took the run's report
+    with it."""
     from robin.ceph import rbd_ops
 
     features = rbd_ops.feature_mask(Settings().rbd_default_features)
@@ -410,32 +413,42 @@ def raw_creates(ioctx, concurrency: int, args, made: list[str]) -> dict:
 
     def run(duration: float, prefix: str) -> dict:
         times: list[list[float]] = [[] for _ in range(concurrency)]
-        deadline = time.perf_counter() + duration
+        errors: list[str] = []
+        began = time.perf_counter()
+        deadline = began + duration
 
         def worker(i: int) -> None:
             seq = 0
             while time.perf_counter() < deadline:
                 name = f"raw-{tag}-{prefix}-{i}-{seq}"
-                began = time.perf_counter()
-                rbd.RBD().create(ioctx, name, GiB, old_format=False, features=features)
-                times[i].append(time.perf_counter() - began)
-                made.append(name)
                 seq += 1
+                started = time.perf_counter()
+                try:
+                    rbd.RBD().create(ioctx, name, GiB, old_format=False, features=features)
+                except rbd.Error as exc:  # list.append is atomic: no lock between the threads
+                    errors.append(f"{exc} ({type(exc).__name__}, {started - began:.1f} s into the phase, "
+                                  f"after {sum(map(len, times))} creates)")
+                    continue
+                times[i].append(time.perf_counter() - started)
+                made.append(name)
 
-        cpu_before, load_before, began = client_cpu_s(), os.getloadavg()[0], time.perf_counter()
+        cpu_before, load_before = client_cpu_s(), os.getloadavg()[0]
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             list(pool.map(worker, range(concurrency)))
         wall = time.perf_counter() - began
         ok = [s for per in times for s in per]
         return {"concurrency": concurrency, "wall_s": wall, "ok": len(ok), "per_s": len(ok) / wall, **latency(ok),
-                "errors": 0, "client_cores": (client_cpu_s() - cpu_before) / wall,
+                "errors": len(errors), "first_error": errors[0] if errors else None,
+                "client_cores": (client_cpu_s() - cpu_before) / wall,
                 "load_start": round(load_before, 2), "load_end": round(os.getloadavg()[0], 2)}
 
     print(f"{time.strftime('%H:%M:%S')} raw: RBD().create at {concurrency} for {args.duration:g} s "
           f"(load {os.getloadavg()[0]:.2f})", flush=True)
     run(args.warmup, "warm")
     result = run(args.duration, "t")
-    print(f"  {result['per_s']:.1f}/s, p50 {fmt(result['p50_ms'])} ms, p99 {fmt(result['p99_ms'])} ms", flush=True)
+    print(f"  {result['per_s']:.1f}/s, p50 {fmt(result['p50_ms'] or 0)} ms, p99 {fmt(result['p99_ms'] or 0)} ms, "
+          f"errors {result['errors']}" + (f", the first: {result['first_error']}" if result["errors"] else ""),
+          flush=True)
     return result
 
 

@@ -32,20 +32,11 @@ The dev cluster (and PostgreSQL) is stopped by pid when the script ends, on fail
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
-import os
-import platform
-import pstats
 import statistics
 import sys
-import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import event
@@ -53,11 +44,9 @@ from sqlalchemy import event
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from robin.config import Settings  # noqa: E402
-from robin.dev.cluster import DevCluster  # noqa: E402
+from benchmarks.in_process import Requests, cluster_and_database, machine, profiled, robin_app  # noqa: E402
 from robin.metrics import CEPH_OP_SECONDS  # noqa: E402
 
-GiB = 2**30
 WARMUP = 3
 OPS = ("rbd_create", "rbd_resize", "rbd_delete", "rbd_purge", "snapshot_create", "snapshot_delete", "rollback",
        "clone_create", "cephfs_create")
@@ -150,66 +139,7 @@ class Sample:
         return self.total_ms - self.ceph_ms - self.sql_ms
 
 
-# --- the requests -------------------------------------------------------------------------------
-
-class Requests:
-    """The write paths, each as a callable that makes one request (its setup done before, untimed)."""
-
-    def __init__(self, client, token: str, project: str):
-        self.client, self.project = client, project
-        self.headers = {"Authorization": f"Bearer {token}"}
-        self.images = f"/api/v2/projects/{project}/rbd-images"
-        self.paths = f"/api/v2/projects/{project}/cephfs-paths"
-
-    def call(self, method: str, url: str, expected: int, body: dict | None = None):
-        response = self.client.open(url, method=method, json=body, headers=self.headers)
-        if response.status_code != expected:
-            raise SystemExit(f"{method} {url}: {response.status_code} {response.get_data(as_text=True)}")
-        return response
-
-    def image(self, name: str | None = None) -> str:
-        name = name or f"img-{uuid.uuid4().hex[:10]}"
-        self.call("POST", self.images, 201, {"name": name, "size_bytes": GiB})
-        return name
-
-    def snapshot(self, image: str) -> str:
-        self.call("POST", f"{self.images}/{image}/snapshots", 201, {"name": "s1"})
-        return "s1"
-
-    def prepare(self, op: str) -> Callable[[], object]:
-        """Set up what `op` needs; return the timed request."""
-        name = f"{op.replace('_', '-')}-{uuid.uuid4().hex[:10]}"
-        if op == "rbd_create":
-            return lambda: self.call("POST", self.images, 201, {"name": name, "size_bytes": GiB})
-        if op == "rbd_resize":
-            image = self.image()
-            return lambda: self.call("PATCH", f"{self.images}/{image}", 200, {"size_bytes": 2 * GiB})
-        if op == "rbd_delete":
-            image = self.image()
-            return lambda: self.call("DELETE", f"{self.images}/{image}", 204)
-        if op == "rbd_purge":
-            image = self.image()
-            return lambda: self.call("DELETE", f"{self.images}/{image}?purge=true", 204)
-        if op == "snapshot_create":
-            image = self.image()
-            return lambda: self.call("POST", f"{self.images}/{image}/snapshots", 201, {"name": "s1"})
-        if op == "snapshot_delete":
-            image = self.image()
-            snapshot = self.snapshot(image)
-            return lambda: self.call("DELETE", f"{self.images}/{image}/snapshots/{snapshot}", 204)
-        if op == "rollback":
-            image = self.image()
-            snapshot = self.snapshot(image)
-            return lambda: self.call("POST", f"{self.images}/{image}/snapshots/{snapshot}/rollback", 200)
-        if op == "clone_create":
-            parent = self.image()
-            snapshot = self.snapshot(parent)
-            return lambda: self.call("POST", self.images, 201,
-                                     {"name": name, "source": {"image": parent, "snapshot": snapshot}})
-        if op == "cephfs_create":
-            return lambda: self.call("POST", self.paths, 201, {"name": name, "quota_bytes": GiB})
-        raise ValueError(op)
-
+# --- one request -------------------------------------------------------------------------------
 
 def measure(requests: Requests, sql: SqlCounter, op: str) -> Sample:
     request = requests.prepare(op)
@@ -226,20 +156,6 @@ def measure(requests: Requests, sql: SqlCounter, op: str) -> Sample:
                   ceph_calls=round(sum(calls_after.values()) - sum(calls_before.values())),
                   ceph_operations=operations, statements=tally.statements,
                   transactions=tally.transactions, texts=tally.texts)
-
-
-def profiled(requests: Requests, op: str, iterations: int, lines: int, sort: str) -> str:
-    profiler = cProfile.Profile()
-    for _ in range(iterations):
-        request = requests.prepare(op)
-        profiler.enable()
-        request()
-        profiler.disable()
-    out = io.StringIO()
-    stats = pstats.Stats(profiler, stream=out)
-    out.write(f"{stats.total_calls / iterations:.0f} function calls per request\n")
-    stats.sort_stats(sort).print_stats(lines)
-    return out.getvalue()
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -261,32 +177,12 @@ def table(results: dict[str, list[Sample]]) -> str:
     return "\n".join(rows)
 
 
-def machine() -> str:
-    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
-    return (f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}, {platform.node()}, {os.cpu_count()} CPUs, "
-            f"Python {platform.python_version()}, load average {load}")
-
-
 # --- setup --------------------------------------------------------------------------------------
 
 def run(args, ceph_conf: str, database_url: str) -> None:
-    from cryptography.fernet import Fernet
+    from robin.db import db
 
-    from robin import create_app
-    from robin.auth.models import Role
-    from robin.auth.service import create_token
-    from robin.clusters.service import registry
-    from robin.db import db, upgrade
-
-    upgrade(database_url)
-    app = create_app(Settings(database_url=database_url, ceph_conf=ceph_conf, log_level="WARNING",
-                              max_volume_bytes=2**50, secret_key=Fernet.generate_key().decode()))
-    try:
-        with app.app_context():
-            token = create_token(Role.ADMIN, name="profile")[0]
-        requests = Requests(app.test_client(), token, f"profile-{uuid.uuid4().hex[:8]}")
-        requests.call("POST", "/api/v2/projects", 201, {"name": requests.project, "quota": {
-            "max_bytes": 2**50, "max_volumes": 100_000, "max_snapshots": 100_000}})
+    with robin_app(database_url, ceph_conf, "profile") as requests:
         sql = SqlCounter(db.engine)
         ops = args.ops
         for op in ops:
@@ -304,26 +200,9 @@ def run(args, ceph_conf: str, database_url: str) -> None:
             for text in samples[-1].texts:
                 print(f"  {text}")
         if args.cprofile:
-            print(f"\ncProfile of {args.cprofile}, {args.iterations} requests:\n")
-            print(profiled(requests, args.cprofile, args.iterations, args.cprofile_lines,
-                           args.cprofile_sort))
-    finally:
-        registry.connections.close()  # while the cluster still runs
-
-
-@contextmanager
-def database(kind: str, scratch: str) -> Iterator[str]:
-    """A fresh database: a SQLite file, or a database on a PostgreSQL server started here (stopped at the end)."""
-    if kind == "sqlite":
-        yield f"sqlite:///{scratch}/robin.db"
-        return
-    from tests.support.postgres import PostgresServer
-
-    server = PostgresServer.start()
-    try:
-        yield server.create_database("robin_profile")
-    finally:
-        server.stop()
+            print()
+            print(profiled(requests.prepare, args.cprofile, args.iterations, args.cprofile_sort,
+                           args.cprofile_lines))
 
 
 def _ops(value: str) -> tuple[str, ...]:
@@ -343,12 +222,8 @@ def main() -> None:
     parser.add_argument("--cprofile-sort", choices=("cumulative", "tottime"), default="cumulative")
     parser.add_argument("--cprofile-lines", type=int, default=30)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="rbp", dir="/tmp") as scratch, database(args.db, scratch) as url:
-        cluster = DevCluster(Path(scratch) / "ceph")
-        try:
-            run(args, str(cluster.up()), url)
-        finally:
-            cluster.down()
+    with cluster_and_database(args.db, "rbp") as (ceph_conf, database_url):
+        run(args, ceph_conf, database_url)
 
 
 if __name__ == "__main__":

@@ -20,23 +20,23 @@ Nothing but the SQLite file (and the metrics directory) in a temporary directory
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
 import logging
 import os
-import pstats
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import defaultdict
 from pathlib import Path
 
-GiB = 2**30
+# From this script's own directory (the first entry of the path of a script), not `benchmarks.in_process`: a run
+# of another checkout (--before) has that checkout first on its path, whose benchmarks may lack it or differ.
+from in_process import profiled, robin_app
+
 WARMUP = 20
+PROFILED_REQUESTS = 100
 OPS = ("rbd_create", "rbd_resize", "cephfs_create")
 PIECES = ("reserve_new", "_begin_resize", "set_state")
 RESULT = re.compile(r"(\w+): cpu ([\d.]+) ms, wall ([\d.]+) ms")
@@ -67,104 +67,54 @@ def _timed(name: str, function, pieces: dict[str, float]):
     return timed
 
 
-class Writes:
-    """The app, an admin token, a project, and each write path as a request to make (its setup done before)."""
-
-    def __init__(self, database_url: str, scratch: str):
-        from cryptography.fernet import Fernet
-
-        from robin import create_app
-        from robin import log as robin_log
-        from robin.auth.models import Role
-        from robin.auth.service import create_token
-        from robin.config import Settings
-        from robin.db import upgrade
-
-        upgrade(database_url)
-        conf = Path(scratch) / "ceph.conf"  # named, never read: the Ceph calls are stubbed
-        conf.write_text("[global]\n")
-        app = create_app(Settings(database_url=database_url, ceph_conf=str(conf), max_volume_bytes=2**50,
-                                  secret_key=Fernet.generate_key().decode()))
-        robin_log.configure("INFO", "json")  # robin serve's access log line, written where nobody reads it
-        logging.getLogger().handlers[0].stream = open(os.devnull, "w")  # noqa: SIM115 (for the process's life)
-        with app.app_context():
-            token = create_token(Role.ADMIN, name="write-cpu")[0]
-        self.client, self.headers = app.test_client(), {"Authorization": f"Bearer {token}"}
-        project = f"cpu-{uuid.uuid4().hex[:8]}"
-        self.call("POST", "/api/v2/projects", 201, {"name": project, "quota": {
-            "max_bytes": 2**50, "max_volumes": 1_000_000, "max_snapshots": 1_000_000}})
-        self.images = f"/api/v2/projects/{project}/rbd-images"
-        self.paths = f"/api/v2/projects/{project}/cephfs-paths"
-
-    def call(self, method: str, url: str, expected: int, body: dict):
-        response = self.client.open(url, method=method, json=body, headers=self.headers)
-        if response.status_code != expected:
-            raise SystemExit(f"{method} {url}: {response.status_code} {response.get_data(as_text=True)}")
-
-    def prepare(self, op: str):
-        name = f"v{uuid.uuid4().hex[:12]}"
-        if op == "rbd_create":
-            return lambda: self.call("POST", self.images, 201, {"name": name, "size_bytes": GiB})
-        if op == "rbd_resize":
-            self.call("POST", self.images, 201, {"name": name, "size_bytes": GiB})
-            return lambda: self.call("PATCH", f"{self.images}/{name}", 200, {"size_bytes": 2 * GiB})
-        if op == "cephfs_create":
-            return lambda: self.call("POST", self.paths, 201, {"name": name, "quota_bytes": GiB})
-        raise ValueError(op)
-
-
 def measure(args, scratch: str) -> None:
     from sqlalchemy import event
 
     pieces: dict[str, float] = {}
     untimed = stub_ceph_and_time_pieces(pieces)
+    from robin import log as robin_log
     from robin.db import db
     from robin.volumes import service
 
+    conf = Path(scratch) / "ceph.conf"  # named, never read: the Ceph calls are stubbed
+    conf.write_text("[global]\n")
     try:
-        writes = Writes(args.db_url or f"sqlite:///{scratch}/robin.db", scratch)
-        statements: list[str] = []
-        event.listen(db.engine, "before_cursor_execute", lambda *event_args: statements.append(event_args[2]))
-        for op in OPS:
-            for _ in range(WARMUP):
-                writes.prepare(op)()
-        samples = defaultdict(list)
-        for _ in range(args.iterations):  # interleaved: a busy spell of the machine hits every path
+        with robin_app(args.db_url or f"sqlite:///{scratch}/robin.db", str(conf), "write-cpu") as writes:
+            robin_log.configure("INFO", "json")  # robin serve's access log line, written where nobody reads it
+            logging.getLogger().handlers[0].stream = open(os.devnull, "w")  # noqa: SIM115 (for the process's life)
+            statements: list[str] = []
+            event.listen(db.engine, "before_cursor_execute", lambda *event_args: statements.append(event_args[2]))
             for op in OPS:
-                request = writes.prepare(op)
-                statements.clear()
-                pieces.clear()
-                cpu, wall = time.thread_time(), time.perf_counter()
-                request()
-                samples[op].append((time.thread_time() - cpu, time.perf_counter() - wall, len(statements),
-                                    dict(pieces)))
-        for op in OPS:
-            rows = samples[op]
-            medians = {name: statistics.median(row[3].get(name, 0.0) for row in rows) * 1000
-                       for name in PIECES if name in rows[-1][3]}
-            print(f"{op}: cpu {statistics.median(row[0] for row in rows) * 1000:.3f} ms, "
-                  f"wall {statistics.median(row[1] for row in rows) * 1000:.3f} ms, statements {rows[-1][2]}; "
-                  + ", ".join(f"{name} {value:.3f} ms" for name, value in medians.items()), flush=True)
-        if args.cprofile:
-            for name, function in untimed.items():
-                setattr(service, name, function)
-            print(profiled(writes, args.cprofile, args.sort, args.lines))
+                for _ in range(WARMUP):
+                    writes.prepare(op)()
+            samples = defaultdict(list)
+            for _ in range(args.iterations):  # interleaved: a busy spell of the machine hits every path
+                for op in OPS:
+                    request = writes.prepare(op)
+                    statements.clear()
+                    pieces.clear()
+                    cpu, wall = time.thread_time(), time.perf_counter()
+                    request()
+                    samples[op].append((time.thread_time() - cpu, time.perf_counter() - wall, len(statements),
+                                        dict(pieces)))
+            report(samples)
+            if args.cprofile:
+                for name, function in untimed.items():
+                    setattr(service, name, function)
+                print(profiled(writes.prepare, args.cprofile, PROFILED_REQUESTS, args.sort, args.lines))
     finally:
         db.dispose()
 
 
-def profiled(writes: Writes, op: str, sort: str, lines: int, requests: int = 100) -> str:
-    profiler = cProfile.Profile()
-    for _ in range(requests):
-        request = writes.prepare(op)
-        profiler.enable()
-        request()
-        profiler.disable()
-    out = io.StringIO()
-    stats = pstats.Stats(profiler, stream=out)
-    out.write(f"cProfile of {requests} {op} requests: {stats.total_calls / requests:.0f} calls per request\n")
-    stats.sort_stats(sort).print_stats(lines)
-    return out.getvalue()
+def report(samples: dict[str, list]) -> None:
+    """Per op, the medians of the thread CPU, the wall time and each timed piece; the statements of the last."""
+    for op in OPS:
+        rows = samples[op]
+        medians = {name: statistics.median(row[3].get(name, 0.0) for row in rows) * 1000
+                   for name in PIECES if name in rows[-1][3]}
+        print(f"{op}: cpu {statistics.median(row[0] for row in rows) * 1000:.3f} ms, "
+              f"wall {statistics.median(row[1] for row in rows) * 1000:.3f} ms, statements {rows[-1][2]}; "
+              + ", ".join(f"{name} {value:.3f} ms" for name, value in medians.items()), flush=True)
 
 
 def alternate(args) -> None:
