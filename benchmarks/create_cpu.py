@@ -50,15 +50,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script: make `benchmarks`, `tests.support` and robin importable
 
-import rados  # noqa: E402
 import rbd  # noqa: E402
 
 from benchmarks.api_vs_binding import (  # noqa: E402
-    POOL,
     git_state,
     machine,
     make_admin_token,
     make_database,
+    rados_ioctx,
     run_main,
     start_cluster,
     stop_cleanly_on_signals,
@@ -231,20 +230,6 @@ def variant_conf(conf: str, lines: list[str], directory: Path, name: str) -> str
     return str(path)
 
 
-@contextmanager
-def raw_ioctx(conf: str):
-    cluster = rados.Rados(conffile=conf)
-    cluster.connect(timeout=10)
-    try:
-        ioctx = cluster.open_ioctx(POOL)
-        try:
-            yield ioctx
-        finally:
-            ioctx.close()
-    finally:
-        cluster.shutdown()
-
-
 def creates(project: str, token: str) -> Target:
     """A 1 GiB create with a new name each time."""
     tag, numbers = uuid.uuid4().hex[:4], itertools.count()
@@ -275,7 +260,7 @@ def measure_robin(report: dict, number: int, variant: str, shape: tuple[int, int
 
 
 def measure_raw(report: dict, number: int, variant: str, conf: str, args) -> None:
-    with raw_ioctx(conf) as ioctx:
+    with rados_ioctx(conf) as ioctx:
         for concurrency in args.concurrencies:
             result = raw_phase(ioctx, concurrency, args, perf_path(args, concurrency, f"{variant}-raw-{number}"))
             report_phase("raw", result)
