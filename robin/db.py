@@ -27,7 +27,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, DateTime, Engine, Enum, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -262,7 +262,7 @@ def _postgres_connect_args(url: str, lock_timeout: float) -> dict:
     return {**POSTGRES_CONNECT_ARGS, "options": " ".join(options)}
 
 
-def is_lock_timeout(exc: OperationalError) -> bool:
+def is_lock_timeout(exc: DBAPIError) -> bool:
     """Whether a statement gave up waiting for a lock another transaction holds (the lock timeout: PostgreSQL's
     lock_not_available, SQLite's "database is locked" after its busy timeout), rather than the database failing to
     answer: the database is up and the connection sound."""

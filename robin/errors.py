@@ -16,7 +16,7 @@ import flask_smorest
 from apispec import BasePlugin
 from flask import Flask, jsonify, request
 from marshmallow import Schema, fields
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from robin.api_docs.operation_ids import OperationIds
@@ -259,17 +259,20 @@ def register_error_handlers(app: Flask) -> None:
         body, status = _from_http_exception(exc)
         return jsonify(body), status
 
-    @app.errorhandler(OperationalError)
-    def _database_unavailable(exc: OperationalError):
+    @app.errorhandler(DBAPIError)
+    def _database_error(exc: DBAPIError):
         if is_lock_timeout(exc):
             return _database_busy(exc)
-        # The database could not be reached or broke the connection (its deadlines are in robin.db):
-        # the request may be retried, which a 500 would not say.
+        # The database could not be reached or broke the connection (its deadlines are in robin.db; the server
+        # ends a session idle in a transaction with an InternalError, which SQLAlchemy takes for a disconnect too):
+        # the request may be retried, which a 500 would not say. Any other refusal is a bug.
+        if not isinstance(exc, OperationalError) and not exc.connection_invalidated:
+            return _unexpected(exc)
         log.warning("database unavailable", extra={"error": str(exc.orig)})
         error = ServiceUnavailable("the database did not answer; retry later", code="database_unavailable")
         return jsonify(error.to_dict()), error.status
 
-    def _database_busy(exc: OperationalError):
+    def _database_busy(exc: DBAPIError):
         # The database answered: a lock this request needs was held by another transaction for the whole lock
         # timeout. Its transaction rolled back, and the connection stays in the pool (no disconnect).
         error = _lock_wait_timed_out((request.view_args or {}).get("project"), db.lock_timeout)

@@ -16,16 +16,20 @@ import pytest
 import rbd
 from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
+from robin import db as robin_db
 from robin.db import Database, db, normalize_url, pool_size_for
 from robin.snapshots.models import Snapshot
 from robin.volumes.models import RbdImage, VolumeState
 from tests.conftest import unique
+from tests.support.net import wait_until
 
 pytestmark = pytest.mark.integration
 MiB = 2**20
 # Short, so that each refused request is quick; no assertion depends on it.
 LOWERED_LOCK_TIMEOUT_S = 1.0
+IDLE_LOCK_KEY = 0x6964_6C65  # "idle": an advisory lock of the idle-transaction test's own
 
 
 @pytest.fixture
@@ -221,3 +225,30 @@ def session_settings(database: Database) -> tuple[str, str, str]:
     with database.engine.connect() as connection:
         return tuple(connection.execute(text(f"SHOW {name}")).scalar() for name in (
             "lock_timeout", "idle_in_transaction_session_timeout", "statement_timeout"))
+
+
+def test_a_transaction_of_robins_left_idle_is_ended_by_the_server_with_its_locks(backend, database_url, monkeypatch):
+    """A thread of robin's that stops mid-transaction (hung, or its node gone) holds its locks only until the
+    server's idle-in-transaction timeout (here lowered to a second) ends its session."""
+    if backend == "sqlite":
+        pytest.skip("PostgreSQL's session settings")
+    monkeypatch.setattr(robin_db, "POSTGRES_IDLE_IN_TRANSACTION_S", 1)
+    own = Database()
+    own.configure(database_url)
+    watcher = create_engine(normalize_url(database_url), isolation_level="AUTOCOMMIT")
+    try:
+        with watcher.connect() as watching, pytest.raises(DBAPIError) as ended:
+            with own.unit_of_work() as session:
+                pid = session.scalar(text("SELECT pg_backend_pid()"))
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": IDLE_LOCK_KEY})
+                wait_until(lambda: not watching.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
+                                                       {"pid": pid}), 60, "the server's end of the idle session")
+                assert watching.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": IDLE_LOCK_KEY})
+                watching.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": IDLE_LOCK_KEY})
+                session.execute(text("SELECT 1"))
+        # A session lost, as to a disconnect (PostgreSQL says so with an InternalError): the pool drops the
+        # connection, and robin answers 503 database_unavailable, not database_busy.
+        assert ended.value.connection_invalidated and not robin_db.is_lock_timeout(ended.value)
+    finally:
+        own.dispose()
+        watcher.dispose()
