@@ -44,7 +44,8 @@ def create_app(settings=None) -> Flask:
             "security": [{"bearer": []}],
         },
     )
-    db.configure(settings.database_url, pool_size=pool_size_for(settings.threads))
+    db.configure(settings.database_url, pool_size=pool_size_for(settings.threads),
+                 lock_timeout=settings.database_lock_timeout)
     crypto.keyring.configure(settings)
     clusters.registry.configure(settings.ceph_timeout)
     clusters.sync_default(settings.ceph_conf, settings.ceph_client_id)

@@ -47,6 +47,8 @@ PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 WORKERS_PER_CPU = 2
 AUTO_WORKERS_MIN, AUTO_WORKERS_MAX = 2, 8
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+# Settings.database_lock_timeout's default, and robin.db's for the processes that configure it without settings.
+DATABASE_LOCK_TIMEOUT_S = 10.0
 
 
 class ConfigError(ValueError):
@@ -83,6 +85,12 @@ class Settings(_Section):
     # The SQLite file (when database_url is not given), the metrics of `robin serve`, the keys robin makes itself.
     state_dir: str = str(Path.home() / ".local/state/robin")
     database_url: str = ""  # empty: SQLite in state_dir
+    # Seconds a database statement waits for a lock another transaction holds (PostgreSQL's lock_timeout, SQLite's
+    # busy timeout) before its request answers 503 database_busy. robin holds its own locks for milliseconds, never
+    # across a Ceph call, so a wait this long means a stuck holder (a session that died mid-transaction, an
+    # operator's psql), and each waiting request holds a worker's thread: short enough that a stuck project's
+    # writers cannot take every thread, well inside the 60 s its clients wait for an answer.
+    database_lock_timeout: float = DATABASE_LOCK_TIMEOUT_S
     # Empty: none, unless the command finds the dev cluster's (robin.cli), so `make run` needs no configuration.
     ceph_conf: str = ""
     ceph_client_id: str = "admin"
@@ -196,6 +204,8 @@ class Settings(_Section):
     def validate(self) -> None:
         if self.ceph_timeout <= 0:
             raise ConfigError("ROBIN_CEPH_TIMEOUT must be a positive number of seconds")
+        if self.database_lock_timeout <= 0:
+            raise ConfigError("ROBIN_DATABASE_LOCK_TIMEOUT must be a positive number of seconds")
         if self.rbd_default_pool not in self.rbd_pools:
             raise ConfigError("ROBIN_RBD_DEFAULT_POOL must be one of ROBIN_RBD_POOLS")
         if self.cephfs_default_fs not in self.cephfs_filesystems:

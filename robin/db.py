@@ -8,7 +8,8 @@ On SQLite a unit of work starts with BEGIN IMMEDIATE: the write lock is taken be
 read, so two quota reservations cannot both read the same usage, and a transaction never fails
 half-way when it upgrades from reading to writing (SQLITE_BUSY, which the busy timeout cannot
 cure). Writers wait for each other in a queue beside the database (WriteQueue) before they ask
-SQLite. On PostgreSQL the services lock the project's quota row FOR UPDATE instead.
+SQLite. On PostgreSQL the services lock the project's quota row FOR UPDATE instead. Either way a statement waits
+for another transaction's lock only up to the lock timeout (configure()), then fails (is_lock_timeout).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import enum
 import fcntl
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,18 +27,27 @@ from pathlib import Path
 
 from sqlalchemy import Connection, DateTime, Engine, Enum, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from robin.config import DATABASE_LOCK_TIMEOUT_S
+
 log = logging.getLogger(__name__)
-SQLITE_BUSY_TIMEOUT_S = 30
 # Every call that leaves the process has a deadline. libpq's own: a connect gives up after
 # connect_timeout; on an open connection, data the server does not acknowledge within
 # tcp_user_timeout (a cut network, a host gone) and an idle peer that fails the keepalives
 # break the connection, so a request gets an error instead of a worker thread held for good.
 POSTGRES_CONNECT_ARGS = {"connect_timeout": 5, "tcp_user_timeout": 15_000, "keepalives": 1,
                          "keepalives_idle": 15, "keepalives_interval": 5, "keepalives_count": 3}
+# The server ends a session of robin's whose transaction sat this long between two statements, and its locks with
+# it: a thread hung mid-transaction, or a process gone without a word (a node lost: the server would keep its
+# backend until its keepalives notice, hours by Linux's default). robin's transactions never wait for Ceph or a
+# client, only for their own Python between statements; the leader's advisory lock is held by a session outside
+# any transaction (robin.leadership commits after each statement), which this never ends.
+POSTGRES_IDLE_IN_TRANSACTION_S = 60
+# SQLSTATE lock_not_available: a statement waited lock_timeout for a lock and gave up.
+POSTGRES_LOCK_NOT_AVAILABLE = "55P03"
 # A pooled PostgreSQL connection that sat idle this long is pinged (one round trip) before a request uses it: a
 # database restart, a failover or a proxy's idle timeout ends connections that wait in the pool, and the ping
 # replaces such a one unnoticed. One back from a request moments ago is used as it is: pinging every checkout
@@ -239,6 +250,27 @@ def _keep_iso_dates(engine: Engine) -> None:
             dbapi_connection.commit()
 
 
+def _postgres_connect_args(url: str, lock_timeout: float) -> dict:
+    """libpq's deadlines, and the server's own for robin's sessions, set as each session starts (libpq's `options`,
+    which costs no round trip): lock_timeout bounds a statement's wait for a lock another transaction holds,
+    idle_in_transaction_session_timeout a transaction of robin's left open. Options the URL gives come first."""
+    given = make_url(url).query.get("options", ())
+    server_settings = {"lock_timeout": f"{max(1, round(lock_timeout * 1000))}ms",
+                       "idle_in_transaction_session_timeout": f"{POSTGRES_IDLE_IN_TRANSACTION_S}s"}
+    options = [*([given] if isinstance(given, str) else given), *(f"-c {name}={value}" for name, value
+                                                                 in server_settings.items())]
+    return {**POSTGRES_CONNECT_ARGS, "options": " ".join(options)}
+
+
+def is_lock_timeout(exc: DBAPIError) -> bool:
+    """Whether a statement gave up waiting for a lock another transaction holds (the lock timeout: PostgreSQL's
+    lock_not_available, SQLite's "database is locked" after its busy timeout), rather than the database failing to
+    answer: the database is up and the connection sound."""
+    if getattr(exc.orig, "sqlstate", None) == POSTGRES_LOCK_NOT_AVAILABLE:
+        return True
+    return isinstance(exc.orig, sqlite3.OperationalError) and str(exc.orig).startswith("database is locked")
+
+
 def _no_hook(_connection: Connection) -> AbstractContextManager:
     return nullcontext()
 
@@ -253,25 +285,29 @@ class Database:
         self._write_engine: Engine | None = None
         self._read_engine: Engine | None = None
         self._write_queue: WriteQueue | None = None
+        self.lock_timeout = DATABASE_LOCK_TIMEOUT_S
         # Entered with the connection just before a write transaction commits and left once it has: what it
         # writes commits or rolls back with the transaction (robin.audit puts a request's audit row there).
         self.around_write_commit: Callable[[Connection], AbstractContextManager] = _no_hook
 
-    def configure(self, url: str, pool_size: int = DEFAULT_POOL_SIZE) -> None:
+    def configure(self, url: str, pool_size: int = DEFAULT_POOL_SIZE,
+                  lock_timeout: float = DATABASE_LOCK_TIMEOUT_S) -> None:
         """Bind to `url`, keeping up to `pool_size` connections open between transactions: as many as the
-        process's threads use at once, so that none is opened and closed per request."""
+        process's threads use at once, so that none is opened and closed per request. A statement waits up to
+        `lock_timeout` seconds for a lock another transaction holds (ROBIN_DATABASE_LOCK_TIMEOUT)."""
         if self.engine is not None and self.engine.url.render_as_string(False) == normalize_url(url) \
-                and self.engine.pool.size() == pool_size:
+                and self.engine.pool.size() == pool_size and self.lock_timeout == lock_timeout:
             return
         self.dispose()
         url = normalize_url(url)
         is_sqlite = make_url(url).get_backend_name() == "sqlite"
-        connect_args = ({"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False} if is_sqlite
-                        else dict(POSTGRES_CONNECT_ARGS))
+        connect_args = ({"timeout": lock_timeout, "check_same_thread": False} if is_sqlite
+                        else _postgres_connect_args(url, lock_timeout))
         engine = create_engine(url, connect_args=connect_args, pool_size=pool_size)
+        self.lock_timeout = lock_timeout
         if is_sqlite:
             queue_path = _write_queue_path(url)
-            self._write_queue = WriteQueue(queue_path, SQLITE_BUSY_TIMEOUT_S) if queue_path else None
+            self._write_queue = WriteQueue(queue_path, lock_timeout) if queue_path else None
             _configure_sqlite(engine, self._write_queue)  # a file: nothing to lose while idle
         else:
             _ping_idle_connections(engine, POSTGRES_IDLE_PING_S)

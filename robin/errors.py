@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from http import HTTPStatus
 
 import flask_smorest
 from apispec import BasePlugin
 from flask import Flask, jsonify, request
 from marshmallow import Schema, fields
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from robin.api_docs.operation_ids import OperationIds
@@ -30,6 +31,7 @@ from robin.ceph.errors import (
     CephPermissionDenied,
     CephUnavailable,
 )
+from robin.db import db, is_lock_timeout
 
 log = logging.getLogger(__name__)
 
@@ -257,13 +259,29 @@ def register_error_handlers(app: Flask) -> None:
         body, status = _from_http_exception(exc)
         return jsonify(body), status
 
-    @app.errorhandler(OperationalError)
-    def _database_unavailable(exc: OperationalError):
-        # The database could not be reached or broke the connection (its deadlines are in robin.db):
-        # the request may be retried, which a 500 would not say.
+    @app.errorhandler(DBAPIError)
+    def _database_error(exc: DBAPIError):
+        if is_lock_timeout(exc):
+            return _database_busy(exc)
+        # The database could not be reached or broke the connection (its deadlines are in robin.db; the server
+        # ends a session idle in a transaction with an InternalError, which SQLAlchemy takes for a disconnect too):
+        # the request may be retried, which a 500 would not say. Any other refusal is a bug.
+        if not isinstance(exc, OperationalError) and not exc.connection_invalidated:
+            return _unexpected(exc)
         log.warning("database unavailable", extra={"error": str(exc.orig)})
         error = ServiceUnavailable("the database did not answer; retry later", code="database_unavailable")
         return jsonify(error.to_dict()), error.status
+
+    def _database_busy(exc: DBAPIError):
+        # The database answered: a lock this request needs was held by another transaction for the whole lock
+        # timeout. Its transaction rolled back, and the connection stays in the pool (no disconnect).
+        error = _lock_wait_timed_out((request.view_args or {}).get("project"), db.lock_timeout)
+        log.warning("database lock wait timed out", extra={**error.details, "error": str(exc.orig)})
+        response = jsonify(error.to_dict())
+        # The lock timeout: a held lock is not freed by asking again at once, and each ask holds a request thread
+        # for that long.
+        response.headers["Retry-After"] = str(max(1, math.ceil(db.lock_timeout)))
+        return response, error.status
 
     @app.errorhandler(RecursionError)
     def _too_deep(exc: RecursionError):
@@ -279,6 +297,18 @@ def register_error_handlers(app: Flask) -> None:
         log.exception("unhandled error")
         body = {"error": {"code": "internal_error", "message": "internal error; see robin's log", "details": {}}}
         return jsonify(body), 500
+
+
+def _lock_wait_timed_out(project: str | None, lock_timeout: float) -> ServiceUnavailable:
+    """503 database_busy: another transaction held a lock the request needed (in `project`'s rows when the request
+    names one: its quota row, one of its volumes) for longer than the lock timeout."""
+    details = {"lock_timeout_seconds": lock_timeout}
+    if project is None:
+        held = "a database lock this request needs"
+    else:
+        held, details["project"] = f"a lock of project {project!r} (its quota or one of its volumes)", project
+    return ServiceUnavailable(f"another transaction held {held} for longer than ROBIN_DATABASE_LOCK_TIMEOUT "
+                              f"({lock_timeout:g} s); retry", code="database_busy", details=details)
 
 
 def _body_too_deep() -> bool:

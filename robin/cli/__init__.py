@@ -218,7 +218,7 @@ def gateway(host, port) -> None:
 
     settings = _settings(gateway_host=host, gateway_port=port)
     _require_migrated(settings.database_url)
-    db.configure(settings.database_url)
+    db.configure(settings.database_url, lock_timeout=settings.database_lock_timeout)
     try:
         run(settings)
     except (OSError, asyncssh.KeyImportError, AgentFailed) as exc:  # the port is taken, the key unreadable, ...

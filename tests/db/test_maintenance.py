@@ -82,3 +82,21 @@ def test_leader_steps_down_when_its_database_session_is_lost(app, database_url, 
             os.kill(stopped, signal.SIGCONT)
         for leadership in (first, second, third):
             leadership.release()
+
+
+def test_the_leaders_session_holds_its_lock_outside_any_transaction(app, database_url, backend):
+    """robin's sessions are ended by the server when idle in a transaction (robin.db): the leader's, which holds the
+    lock for as long as it leads, must never be, or the server would end its leadership a minute in."""
+    if backend != "postgresql":
+        pytest.skip("an flock on SQLite's host has no session")
+    leader = maintenance_lock(database_url)
+    try:
+        with admin_session(database_url) as admin:
+            for _ in range(2):  # taken, then kept (the check of its session runs a statement)
+                assert leader.acquire() is True
+                state = admin.execute(text("SELECT state FROM pg_stat_activity WHERE pid = :pid"),
+                                      {"pid": lock_holder_pid(admin)}).scalar()
+                admin.rollback()
+                assert state == "idle"
+    finally:
+        leader.release()

@@ -27,6 +27,7 @@ def test_file_then_environment(monkeypatch, tmp_path):
     ("ROBIN_PORT", "eighty", "ROBIN_PORT"),
     ("ROBIN_PORT", "70000", "ROBIN_PORT"),
     ("ROBIN_CEPH_TIMEOUT", "0", "ROBIN_CEPH_TIMEOUT"),
+    ("ROBIN_DATABASE_LOCK_TIMEOUT", "0", "ROBIN_DATABASE_LOCK_TIMEOUT"),
     ("ROBIN_RBD_DEFAULT_POOL", "elsewhere", "ROBIN_RBD_DEFAULT_POOL"),
     ("ROBIN_RBD_DEFAULT_FEATURES", "layering,warp-drive", "warp-drive"),
     ("ROBIN_GATEWAY_ACTIVATION_WAIT", "0", "ROBIN_GATEWAY_ACTIVATION_WAIT"),
