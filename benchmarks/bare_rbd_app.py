@@ -7,7 +7,7 @@ request (a librados handle must not cross gunicorn's fork); no database, no auth
 another thread. `POST /images` (JSON `{"name", "size_bytes"}`) is `RBD().create`, `PATCH /images/<name>` (JSON
 `{"size_bytes"}`) `Image.resize`, `DELETE /images/<name>` `RBD().remove`; `GET /` answers 200 (readiness).
 `POST /echo` reads and answers as `POST /images` does without any Ceph call: the server stack alone
-(benchmarks/stack_split.py).
+(benchmarks/stack_split.py); `GET /worker` answers the worker's pid.
 
     ROBIN_BENCH_CEPH_CONF=ceph.conf ROBIN_BENCH_POOL=rbd ROBIN_BENCH_FEATURES=61 \
         gunicorn --worker-class robin.gunicorn_worker.ThreadWorker ... benchmarks.bare_rbd_app:app
@@ -74,6 +74,8 @@ def route(environ) -> tuple[str, bytes]:
         return remove(name)
     if method == "GET" and path == "/":
         return "200 OK", b"{}"
+    if method == "GET" and path == "/worker":
+        return "200 OK", str(os.getpid()).encode()
     return "404 Not Found", b"{}"
 
 

@@ -15,8 +15,13 @@ request (median and mean), the client thread's CPU per request (time.thread_time
 request from /proc (its main thread, the poller, apart from its request threads; 10 ms ticks, hence many requests)
 with its context switches.
 
+With --spread N, it instead opens N connections at once to a server of --spread-workers workers per worker class,
+each issuing --spread-requests requests back to back (`GET /worker`, which answers the worker's pid), --rounds
+times, and counts each worker's connections: gunicorn's workers race for each new connection and a kept-alive
+connection stays with its winner, so how the opening burst spreads decides how many workers serve the load.
+
     .venv/bin/python benchmarks/stack_split.py [--requests 3000] [--rounds 3] [--gap-ms 0,5]
-        [--worker-classes robin,benchmarks.handover_worker.ThreadWorker] [--json out.json]
+        [--worker-classes robin,handover] [--spread 16 --spread-workers 4] [--json out.json]
 
 The servers are stopped by their pids in `finally`, Ctrl-C and SIGTERM included.
 """
@@ -31,7 +36,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -55,26 +63,30 @@ WARMUP_REQUESTS = 200
 
 
 @contextmanager
-def echo_server(worker_class: str, threads: int):
-    """bare_rbd_app under gunicorn, one worker: (base URL, the worker's pid)."""
+def echo_server(worker_class: str, threads: int, workers: int = 1):
+    """bare_rbd_app under gunicorn: (base URL, its first worker's pid)."""
     directory = Path(tempfile.mkdtemp(prefix="robin-bench-split-"))
     port = free_port()
     with open(directory / "gunicorn.log", "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--worker-class", worker_class,
-                                    "--no-control-socket", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+                                    "--no-control-socket", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
                                     "--threads", str(threads), "benchmarks.bare_rbd_app:app"],
                                    env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO, stdout=log, stderr=log,
                                    start_new_session=True)
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_until(lambda: answers(url) or process.poll() is not None, 60, worker_class)
+            wait_until(lambda: (answers(url) and len(children(process.pid)) == workers) or process.poll() is not None,
+                       60, worker_class)
             if process.poll() is not None:
                 raise RuntimeError(f"{worker_class} exited: {(directory / 'gunicorn.log').read_text()[-2000:]}")
-            children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
-            yield url, int(children[0])
+            yield url, children(process.pid)[0]
         finally:
             stop_process(process)
             shutil.rmtree(directory, ignore_errors=True)
+
+
+def children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 class RequestsClient:
@@ -156,6 +168,53 @@ def run(args) -> dict:
     return results
 
 
+def spread_round(url: str, connections: int, count: int) -> list[int]:
+    """Connections per worker (most first) when `connections` open at once, each then `count` requests back to
+    back; every connection is answered by one worker throughout."""
+    start = threading.Barrier(connections)
+
+    def one() -> int:
+        connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=HTTP_TIMEOUT_S)
+        try:
+            start.wait()
+            pids = set()
+            for _ in range(count):
+                connection.request("GET", "/worker")
+                pids.add(connection.getresponse().read().decode())
+            assert len(pids) == 1, pids
+            return pids.pop()
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(connections) as pool:
+        by_worker = Counter(pool.map(lambda _: one(), range(connections)))
+    return sorted(by_worker.values(), reverse=True)
+
+
+def run_spread(args) -> dict:
+    results: dict = {name: [] for name in args.worker_classes}
+    with ExitStack() as stack:
+        servers = {name: stack.enter_context(echo_server(WORKER_CLASSES.get(name, name), args.threads,
+                                                         args.spread_workers))[0]
+                   for name in dict.fromkeys(args.worker_classes)}
+        for number in range(args.rounds):
+            for name in args.worker_classes:
+                counts = spread_round(servers[name], args.spread, args.spread_requests)
+                counts += [0] * (args.spread_workers - len(counts))
+                results[name].append(counts)
+                print(f"round {number + 1} {name}: connections per worker {counts} "
+                      f"(load {os.getloadavg()[0]:.2f})", flush=True)
+    return results
+
+
+def spread_markdown(results: dict, workers: int) -> str:
+    lines = ["| worker class | connections per worker, each round | rounds with a worker left idle |", "|---|---|---:|"]
+    for name, rounds in results.items():
+        idle = sum(1 for counts in rounds if len(counts) == workers and counts[-1] == 0)
+        lines.append(f"| {name} | {' '.join(str(counts) for counts in rounds)} | {idle} of {len(rounds)} |")
+    return "\n".join(lines)
+
+
 def markdown(results: dict) -> str:
     keys = ("wall_p50_ms", "wall_mean_ms", "client_cpu_ms", "server_main_cpu_ms", "server_pool_cpu_ms",
             "server_main_switches", "server_pool_switches")
@@ -174,12 +233,17 @@ def parse_args(argv=None):
     parser.add_argument("--worker-classes", default="robin,handover",
                         help=f"comma-separated: {', '.join(WORKER_CLASSES)} or a dotted worker class")
     parser.add_argument("--threads", type=int, default=Settings().threads, help="threads per gunicorn worker")
+    parser.add_argument("--spread", type=int, default=0, help="connections opened at once (instead of the split)")
+    parser.add_argument("--spread-workers", type=int, default=4, help="gunicorn workers of the --spread servers")
+    parser.add_argument("--spread-requests", type=int, default=200, help="requests per --spread connection")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     args.gap_ms = [float(g) for g in args.gap_ms.split(",") if g.strip()]
     args.worker_classes = [w.strip() for w in args.worker_classes.split(",") if w.strip()]
     if args.requests < 1 or args.rounds < 1 or not args.worker_classes or any(g < 0 for g in args.gap_ms):
         parser.error("--requests and --rounds must be positive, --gap-ms not negative")
+    if args.spread < 0 or args.spread_workers < 1 or args.spread_requests < 1:
+        parser.error("--spread cannot be negative, --spread-workers and --spread-requests must be positive")
     return args
 
 
@@ -189,9 +253,13 @@ def main(argv=None) -> int:
     report = {"machine": machine(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
               "settings": {"requests": args.requests, "rounds": args.rounds, "threads": args.threads},
               "load_1m_start": os.getloadavg()[0]}
-    report["results"] = run(args)
+    if args.spread:
+        report["spread"] = run_spread(args)
+        print("\n" + spread_markdown(report["spread"], args.spread_workers))
+    else:
+        report["results"] = run(args)
+        print("\n" + markdown(report["results"]))
     report["load_1m_end"] = os.getloadavg()[0]
-    print("\n" + markdown(report["results"]))
     print(f"\nload average (1 min): {report['load_1m_start']:.2f} at the start, {report['load_1m_end']:.2f} at the end")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
