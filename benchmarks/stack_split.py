@@ -1,5 +1,6 @@
 """The server stack's share of a write, split: the benchmark client's own CPU against gunicorn's, gunicorn's main
-thread against its request threads, and robin serve's worker with its linger against the hand-over to the poller.
+thread against its request threads, and robin serve's worker against benchmarks/linger_worker.py's (a kept-alive
+connection's next request served by the thread that answered the last one, measured and not taken).
 
 One run serves benchmarks/bare_rbd_app.py's `POST /echo` (a create's request and answer, no Ceph call, so needs no
 cluster) with one gunicorn worker per server (robin's threads per worker, gunicorn's keep-alive), one server per
@@ -21,7 +22,7 @@ times, and counts each worker's connections: gunicorn's workers race for each ne
 connection stays with its winner, so how the opening burst spreads decides how many workers serve the load.
 
     .venv/bin/python benchmarks/stack_split.py [--requests 3000] [--rounds 3] [--gap-ms 0,5]
-        [--worker-classes robin,handover] [--spread 16 --spread-workers 4] [--json out.json]
+        [--worker-classes robin,linger] [--spread 16 --spread-workers 4] [--json out.json]
 
 The servers are stopped by their pids in `finally`, Ctrl-C and SIGTERM included.
 """
@@ -54,7 +55,7 @@ from robin.config import Settings  # noqa: E402
 from tests.support.net import free_port, wait_until  # noqa: E402
 
 WORKER_CLASSES = {"robin": "robin.gunicorn_worker.ThreadWorker",
-                  "handover": "benchmarks.handover_worker.ThreadWorker", "gthread": "gthread"}
+                  "linger": "benchmarks.linger_worker.ThreadWorker", "gthread": "gthread"}
 PATH = "/echo"
 BODY = json.dumps({"name": "stack-split-image", "size_bytes": 2**30}).encode()
 CLIENTS = ("requests", "http.client")
@@ -230,7 +231,7 @@ def parse_args(argv=None):
     parser.add_argument("--requests", type=int, default=3000, help="timed requests per pair and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--gap-ms", default="0,5", help="client waits between requests, comma-separated")
-    parser.add_argument("--worker-classes", default="robin,handover",
+    parser.add_argument("--worker-classes", default="robin,linger",
                         help=f"comma-separated: {', '.join(WORKER_CLASSES)} or a dotted worker class")
     parser.add_argument("--threads", type=int, default=Settings().threads, help="threads per gunicorn worker")
     parser.add_argument("--spread", type=int, default=0, help="connections opened at once (instead of the split)")
