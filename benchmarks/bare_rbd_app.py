@@ -6,6 +6,8 @@ Each request makes its binding call in the request thread on one rados connectio
 request (a librados handle must not cross gunicorn's fork); no database, no authentication, no hand-over to
 another thread. `POST /images` (JSON `{"name", "size_bytes"}`) is `RBD().create`, `PATCH /images/<name>` (JSON
 `{"size_bytes"}`) `Image.resize`, `DELETE /images/<name>` `RBD().remove`; `GET /` answers 200 (readiness).
+`POST /echo` reads and answers as `POST /images` does without any Ceph call: the server stack alone
+(benchmarks/stack_split.py); `GET /worker` answers the worker's pid.
 
     ROBIN_BENCH_CEPH_CONF=ceph.conf ROBIN_BENCH_POOL=rbd ROBIN_BENCH_FEATURES=61 \
         gunicorn --worker-class robin.gunicorn_worker.ThreadWorker ... benchmarks.bare_rbd_app:app
@@ -39,10 +41,11 @@ def body(environ) -> dict:
     return json.loads(environ["wsgi.input"].read(length)) if length else {}
 
 
-def create(environ) -> tuple[str, bytes]:
+def create(environ, make=True) -> tuple[str, bytes]:
     wanted = body(environ)
-    rbd.RBD().create(ioctx(), wanted["name"], wanted["size_bytes"], old_format=False,
-                     features=int(os.environ[FEATURES_ENV]))
+    if make:
+        rbd.RBD().create(ioctx(), wanted["name"], wanted["size_bytes"], old_format=False,
+                         features=int(os.environ[FEATURES_ENV]))
     return "201 Created", json.dumps({"name": wanted["name"], "size_bytes": wanted["size_bytes"]}).encode()
 
 
@@ -63,12 +66,16 @@ def route(environ) -> tuple[str, bytes]:
     name = path[len(PREFIX) + 1:] if path.startswith(PREFIX + "/") else None
     if method == "POST" and path == PREFIX:
         return create(environ)
+    if method == "POST" and path == "/echo":
+        return create(environ, make=False)
     if method == "PATCH" and name:
         return resize(environ, name)
     if method == "DELETE" and name:
         return remove(name)
     if method == "GET" and path == "/":
         return "200 OK", b"{}"
+    if method == "GET" and path == "/worker":
+        return "200 OK", str(os.getpid()).encode()
     return "404 Not Found", b"{}"
 
 

@@ -32,7 +32,8 @@ PostgreSQL, bare app and SQLite phases once per shape, WORKERSxTHREADS of each s
 memory (RSS) of every gunicorn worker of its servers is read from /proc and reported (mean and largest), and
 each worker's requests in the PostgreSQL GET phase from the replicas' /metrics (robin_worker_requests).
 --worker-classes runs those phases once per entry with robin serve's worker (robin/gunicorn_worker.py: `robin`,
-the default), gunicorn's own gthread worker (`gthread`) or benchmarks/spread_worker.py's (`spread`), in the order
+the default), gunicorn's own gthread worker (`gthread`), benchmarks/linger_worker.py's (`linger`,
+measured and not taken) or benchmarks/spread_worker.py's (`spread`), in the order
 given: an A/B interleaved in one run. --switch-intervals does the same for robin serve's interpreter switch
 interval (ROBIN_SWITCH_INTERVAL_MS, milliseconds; the bare apps keep Python's own 5 ms), --robin-only leaves
 out the bare app phases, and --no-postgresql (with --robin-only) the PostgreSQL ones. Each robin phase also
@@ -87,9 +88,11 @@ from tests.support.net import free_port, wait_until  # noqa: E402
 from tests.support.server import running_replica  # noqa: E402
 
 GiB = 2**30
-# robin serve's worker class (robin/gunicorn_conf.py), gunicorn's gthread it builds on, and a contender spreading
-# connections over the workers, which --worker-classes can compare (or any worker class given by its dotted path).
+# robin serve's worker class (robin/gunicorn_conf.py), gunicorn's gthread it builds on, and two contenders, measured
+# and not taken: one serving a kept-alive connection's next request on the thread that answered the last, one
+# spreading connections over the workers; --worker-classes compares them (or any worker class by its dotted path).
 WORKER_CLASSES = {"robin": "robin.gunicorn_worker.ThreadWorker", "gthread": "gthread",
+                  "linger": "benchmarks.linger_worker.ThreadWorker",
                   "spread": "benchmarks.spread_worker.ThreadWorker"}
 PAGE = 100
 HTTP_TIMEOUT_S = 60
@@ -569,7 +572,8 @@ def parse_args(argv=None):
     parser.add_argument("--worker-classes", type=worker_classes, default=["robin"],
                         help="robin,gthread,...: the robin and bare app phases once per entry (repeats allowed: "
                              "robin,gthread,robin,gthread interleaves an A/B), with robin serve's worker (robin), "
-                             "gunicorn's gthread (gthread) or benchmarks/spread_worker.py (spread); default: robin")
+                             "gunicorn's gthread (gthread), benchmarks/linger_worker.py (linger) or "
+                             "benchmarks/spread_worker.py (spread); default: robin")
     parser.add_argument("--switch-intervals", type=switch_intervals, default=[None],
                         help="MS,...: the robin and bare app phases once per entry (repeats allowed: 5,0.5,5,0.5 "
                              "interleaves an A/B), robin serve's ROBIN_SWITCH_INTERVAL_MS; default: robin's")
