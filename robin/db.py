@@ -2,7 +2,8 @@
 
 Services own transactions: `with db.unit_of_work() as session:` commits on success and rolls back
 on any error; `db.reading()` is for transactions that only read, `db.read_connection()` for those that only read
-with Core statements.
+with Core statements; `db.compare_and_set()` is a state machine's move in a transaction of its own (on PostgreSQL
+one round trip: a psycopg pipeline).
 
 On SQLite a unit of work starts with BEGIN IMMEDIATE: the write lock is taken before the first
 read, so two quota reservations cannot both read the same usage, and a transaction never fails
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import psycopg
 from sqlalchemy import Connection, DateTime, Engine, Enum, create_engine, event
-from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.engine import Compiled, Dialect, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.sql import Executable
@@ -257,7 +258,7 @@ class _Compiled:
     SQLAlchemy applies to its parameters (a UTCDateTime's zone, a string enum's value)."""
 
     sql: str
-    compiled: object
+    compiled: Compiled
     converters: dict
 
     def parameters(self, values: dict) -> dict:
