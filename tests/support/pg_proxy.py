@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 CHUNK = 65536
@@ -151,6 +152,23 @@ def proxied(url: str, delay_s: float = 0.0) -> Iterator[tuple[PostgresProxy, str
         yield proxy, proxy.url_for(url)
     finally:
         proxy.close()
+
+
+@contextmanager
+def proxy_process(url: str, delay_ms: float) -> Iterator[str]:
+    """`url` through a proxy in a process of its own (whose threads then compete with nobody's for the interpreter's
+    lock), stopped by its pid at the end."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "tests.support.pg_proxy", url, "--delay-ms", str(delay_ms)],
+                               stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+    try:
+        yield process.stdout.readline().strip()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        process.stdout.close()
 
 
 def main() -> None:
