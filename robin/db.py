@@ -451,6 +451,8 @@ class Database:
         return self._compare_and_set_pipelined(update, parameters)
 
     def _compare_and_set_pipelined(self, update: Executable, parameters: dict) -> bool:
+        if self._read_engine is None:
+            raise RuntimeError("database not configured")
         with self._read_engine.connect() as connection:  # autocommit: the pipeline carries BEGIN and COMMIT
             transaction = Pipelined(connection)
             transaction.execute(update, parameters, guarded=True)
