@@ -183,7 +183,8 @@ def main() -> None:
     with proxied(args.url, args.delay_ms / 1000) as (proxy, url):
         print(url, flush=True)
         try:
-            threading.Event().wait()
+            while True:
+                time.sleep(3600)
         except KeyboardInterrupt:
             print(f"round trips: {proxy.round_trips}", flush=True)
 
