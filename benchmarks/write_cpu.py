@@ -4,10 +4,12 @@ commit, the answer, the access log line and the metrics), through Flask's test c
 
 For each write path (RBD create, RBD resize to twice the size, CephFS path create) it runs --iterations requests
 after 20 of warm-up and prints, per request (medians): the thread's CPU time, the wall time, the SQL statements
-(BEGIN counted on SQLite, where it is a statement; psycopg sends its BEGIN and COMMIT itself) and the thread CPU of
-the service's two transactions (the reservation, or a resize's first commit, and `set_state`, the second commit). As
-under `robin serve`, the metrics are written to a multiprocess directory and every request writes its JSON access
-log line (to /dev/null). The database is a fresh SQLite file, or the PostgreSQL database --db-url names.
+(BEGIN counted on SQLite, where it is a statement; psycopg sends its BEGIN and COMMIT itself, and a pipeline's
+statements do not pass SQLAlchemy) and the thread CPU and wall time of the service's two transactions (the
+reservation, or a resize's first commit, and `set_state`, the second commit). As under `robin serve`, the metrics
+are written to a multiprocess directory and every request writes its JSON access log line (to /dev/null). The
+database is a fresh SQLite file, or the PostgreSQL database --db-url names (behind
+`python -m tests.support.pg_proxy URL --delay-ms 0.25`: PostgreSQL on "another host").
 
     .venv/bin/python benchmarks/write_cpu.py [--iterations 200] [--db-url URL] [--cprofile rbd_create] \
         [--sort tottime|cumulative] [--before CHECKOUT --rounds 5]
@@ -40,6 +42,7 @@ PROFILED_REQUESTS = 100
 OPS = ("rbd_create", "rbd_resize", "cephfs_create")
 PIECES = ("reserve_new", "_begin_resize", "set_state")
 RESULT = re.compile(r"(\w+): cpu ([\d.]+) ms, wall ([\d.]+) ms")
+SECOND_COMMIT = re.compile(r"(\w+): .*set_state ([\d.]+) ms \(wall ([\d.]+) ms\)")
 
 
 def stub_ceph_and_time_pieces(pieces: dict[str, float]) -> dict:
@@ -59,11 +62,12 @@ def stub_ceph_and_time_pieces(pieces: dict[str, float]) -> dict:
 
 def _timed(name: str, function, pieces: dict[str, float]):
     def timed(*args, **kwargs):
-        started = time.thread_time()
+        started, wall = time.thread_time(), time.perf_counter()
         try:
             return function(*args, **kwargs)
         finally:
             pieces[name] = pieces.get(name, 0.0) + time.thread_time() - started
+            pieces[f"{name} wall"] = pieces.get(f"{name} wall", 0.0) + time.perf_counter() - wall
     return timed
 
 
@@ -110,16 +114,17 @@ def report(samples: dict[str, list]) -> None:
     """Per op, the medians of the thread CPU, the wall time and each timed piece; the statements of the last."""
     for op in OPS:
         rows = samples[op]
-        medians = {name: statistics.median(row[3].get(name, 0.0) for row in rows) * 1000
-                   for name in PIECES if name in rows[-1][3]}
+        medians = {name: [statistics.median(row[3].get(key, 0.0) for row in rows) * 1000
+                          for key in (name, f"{name} wall")] for name in PIECES if name in rows[-1][3]}
         print(f"{op}: cpu {statistics.median(row[0] for row in rows) * 1000:.3f} ms, "
               f"wall {statistics.median(row[1] for row in rows) * 1000:.3f} ms, statements {rows[-1][2]}; "
-              + ", ".join(f"{name} {value:.3f} ms" for name, value in medians.items()), flush=True)
+              + ", ".join(f"{name} {cpu:.3f} ms (wall {wall:.3f} ms)" for name, (cpu, wall) in medians.items()),
+              flush=True)
 
 
 def alternate(args) -> None:
     """This script on --before and on this checkout in turn, --rounds times each; medians of the runs' medians."""
-    runs = defaultdict(list)
+    runs, second_commits = defaultdict(list), defaultdict(list)
     checkouts = (("before", args.before.resolve()), ("after", Path(__file__).resolve().parent.parent))
     for _ in range(args.rounds):
         for label, checkout in checkouts:
@@ -130,13 +135,22 @@ def alternate(args) -> None:
             output = subprocess.run(command, env=environment, check=True, capture_output=True, text=True).stdout
             for match in RESULT.finditer(output):
                 runs[(match.group(1), label)].append((float(match.group(2)), float(match.group(3))))
+            for match in SECOND_COMMIT.finditer(output):
+                second_commits[(match.group(1), label)].append((float(match.group(2)), float(match.group(3))))
     print(f"load average after the runs: {' '.join(f'{value:.2f}' for value in os.getloadavg())}")
-    print("| request | before: CPU ms (runs) | after: CPU ms (runs) | before / after wall ms |")
-    print("|---|---|---|---|")
+    print("| request | before: CPU ms (runs) | after: CPU ms (runs) | before / after wall ms "
+          "| second commit (set_state) before / after: CPU ms, wall ms |")
+    print("|---|---|---|---|---|")
     for op in OPS:
         before, after = runs[(op, "before")], runs[(op, "after")]
+        commits = [second_commits[(op, label)] for label in ("before", "after")]
         print(f"| {op} | {_median_and_runs(before)} | {_median_and_runs(after)} | "
-              f"{statistics.median(run[1] for run in before):.2f} / {statistics.median(run[1] for run in after):.2f} |")
+              f"{statistics.median(run[1] for run in before):.2f} / {statistics.median(run[1] for run in after):.2f} | "
+              + " / ".join(_cpu_and_wall(runs) for runs in commits) + " |")
+
+
+def _cpu_and_wall(runs: list[tuple[float, float]]) -> str:
+    return f"{statistics.median(run[0] for run in runs):.3f}, {statistics.median(run[1] for run in runs):.3f}"
 
 
 def _median_and_runs(runs: list[tuple[float, float]]) -> str:

@@ -10,6 +10,10 @@ that a slow spell of the machine falls on both. Prints one row per phase: reques
 the load average before and after.
 
     .venv/bin/python benchmarks/writes_ab.py --before /tmp/robin-before [--rounds 3] [--duration 15] [--postgresql]
+        [--postgresql-delay-ms 0.25]
+
+--postgresql-delay-ms puts tests/support/pg_proxy.py (a process of its own) between robin and PostgreSQL, delaying
+every chunk that long each way: PostgreSQL on another host, as in production.
 
 Everything it starts is stopped by pid when it ends (on failure and Ctrl-C too); the images go with the dev cluster.
 """
@@ -44,6 +48,7 @@ from benchmarks.load import (  # noqa: E402
     stop_cleanly_on_signals,
 )
 from robin.db import upgrade  # noqa: E402
+from tests.support.pg_proxy import proxy_process  # noqa: E402
 from tests.support.server import running_replica  # noqa: E402
 
 
@@ -92,7 +97,10 @@ def run(args) -> list[str]:
                 number += 1
                 print(f"{time.strftime('%H:%M:%S')} round {round_number + 1}, {label} (load "
                       f"{os.getloadavg()[0]:.2f})", flush=True)
-                result = creates(label, trees[label], fresh_database(stack, server_url, number), conf, args)
+                database_url = fresh_database(stack, server_url, number)
+                if args.postgresql_delay_ms:
+                    database_url = stack.enter_context(proxy_process(database_url, args.postgresql_delay_ms))
+                result = creates(label, trees[label], database_url, conf, args)
                 rows.append(row(f"round {round_number + 1}, {label}", result))
                 print(rows[-1], flush=True)
             raw = raw_creates(ioctx, args.concurrency, args, [])
@@ -111,6 +119,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--postgresql", action="store_true", help="PostgreSQL instead of SQLite")
+    parser.add_argument("--postgresql-delay-ms", type=float, default=0.0,
+                        help="robin reaches PostgreSQL through a proxy that delays every chunk this long each way")
     parser.add_argument("--ceph-conf", help="use this cluster instead of starting a dev cluster")
     args = parser.parse_args(argv)
     stop_cleanly_on_signals()

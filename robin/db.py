@@ -2,7 +2,8 @@
 
 Services own transactions: `with db.unit_of_work() as session:` commits on success and rolls back
 on any error; `db.reading()` is for transactions that only read, `db.read_connection()` for those that only read
-with Core statements.
+with Core statements; `db.compare_and_set()` is a state machine's move in a transaction of its own (on PostgreSQL
+one round trip: a psycopg pipeline).
 
 On SQLite a unit of work starts with BEGIN IMMEDIATE: the write lock is taken before the first
 read, so two quota reservations cannot both read the same usage, and a transaction never fails
@@ -22,13 +23,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 
+import psycopg
 from sqlalchemy import Connection, DateTime, Engine, Enum, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Compiled, Dialect, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.sql import Executable
 from sqlalchemy.types import TypeDecorator
 
 from robin.config import DATABASE_LOCK_TIMEOUT_S
@@ -271,8 +276,108 @@ def is_lock_timeout(exc: DBAPIError) -> bool:
     return isinstance(exc.orig, sqlite3.OperationalError) and str(exc.orig).startswith("database is locked")
 
 
-def _no_hook(_connection: Connection) -> AbstractContextManager:
+def _no_hook(_connection: Connection | Pipelined) -> AbstractContextManager:
     return nullcontext()
+
+
+class _Unmoved(Exception):
+    """A compare-and-set that changed no row: raised in its transaction to roll it back."""
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    """A statement compiled once for psycopg (its own placeholders, SQLAlchemy's casts), with the converters
+    SQLAlchemy applies to its parameters (a UTCDateTime's zone, a string enum's value)."""
+
+    sql: str
+    compiled: Compiled
+    converters: dict
+
+    def parameters(self, values: dict) -> dict:
+        bound = self.compiled.construct_params(values)
+        for name, convert in self.converters.items():
+            bound[name] = convert(bound[name])
+        return bound
+
+
+# The SQL of a compare-and-set in a pipeline: it fails (division by zero) when the UPDATE changed no row, so that
+# the server skips the rest of the transaction and rolls it back, where a row count would be known only after the
+# COMMIT had already been sent.
+_GUARDED = "WITH moved AS ({update} RETURNING 1) SELECT 1 / count(*) FROM moved"
+
+
+@lru_cache(maxsize=256)
+def _compile(statement: Executable, keys: tuple[str, ...], dialect: Dialect, guarded: bool) -> _Compiled:
+    """Built once per statement, set of parameters and dialect (the write paths' statements are built once too). An
+    INSERT returns its primary key, as SQLAlchemy's execution of one does on PostgreSQL."""
+    if statement.is_insert:
+        statement = statement.returning(*statement.table.primary_key)
+    compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+    converters = {name: convert for bind, name in compiled.bind_names.items()
+                  if (convert := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None}
+    sql = _GUARDED.format(update=compiled.string) if guarded else compiled.string
+    return _Compiled(sql, compiled, converters)
+
+
+class Pipelined:
+    """A write transaction's statements, kept until its commit sends them with BEGIN and COMMIT in one psycopg
+    pipeline: one round trip. What db.compare_and_set hands around_write_commit in place of a Connection: the same
+    execute(), whose result is read once the transaction has committed."""
+
+    def __init__(self, connection: Connection):
+        self._connection = connection
+        self._statements: list[tuple[_Compiled, dict, _PipelinedResult]] = []
+
+    def execute(self, statement: Executable, parameters: dict, guarded: bool = False) -> _PipelinedResult:
+        compiled = _compile(statement, tuple(parameters), self._connection.dialect, guarded)
+        result = _PipelinedResult()
+        self._statements.append((compiled, compiled.parameters(parameters), result))
+        return result
+
+    def commit(self) -> None:
+        """Send the transaction. The first statement that failed raises (psycopg's error); the server skipped the
+        rest, the COMMIT included, and left the transaction aborted."""
+        driver = self._connection.connection.driver_connection
+        failure = None
+        try:
+            # On an autocommit connection: psycopg's own BEGIN would sync to learn the transaction's status (a round
+            # trip of its own), so the pipeline carries BEGIN and COMMIT itself. Leaving it is the round trip.
+            with driver.pipeline():
+                try:
+                    driver.execute("BEGIN")
+                    for compiled, parameters, result in self._statements:
+                        result.cursor = driver.cursor()
+                        result.cursor.execute(compiled.sql, parameters)
+                    driver.execute("COMMIT")
+                except psycopg.Error as exc:  # answered already: leaving the pipeline collects the skipped rest
+                    failure = exc
+        except psycopg.Error as exc:
+            failure = failure or exc
+        if failure is not None:
+            raise _first_failure(failure)
+
+
+def _first_failure(error: psycopg.Error) -> psycopg.Error:
+    """The error that failed a pipeline, not one of the statements the server skipped after it (PipelineAborted),
+    which psycopg may raise while the first is being handled."""
+    while isinstance(error, psycopg.errors.PipelineAborted) and isinstance(error.__context__, psycopg.Error):
+        error = error.__context__
+    return error
+
+
+def _translated(connection: Connection, error: psycopg.Error) -> DBAPIError:
+    """psycopg's error as SQLAlchemy's (OperationalError, IntegrityError ...), which callers and the API's error
+    handlers know, as if the statement had been run through SQLAlchemy."""
+    return DBAPIError.instance(None, None, error, psycopg.Error, dialect=connection.dialect,
+                               connection_invalidated=connection.invalidated)
+
+
+class _PipelinedResult:
+    cursor = None  # psycopg's, once the statement is sent
+
+    @property
+    def inserted_primary_key(self) -> tuple:
+        return tuple(self.cursor.fetchone())
 
 
 class Database:
@@ -287,8 +392,10 @@ class Database:
         self._write_queue: WriteQueue | None = None
         self.lock_timeout = DATABASE_LOCK_TIMEOUT_S
         # Entered with the connection just before a write transaction commits and left once it has: what it
-        # writes commits or rolls back with the transaction (robin.audit puts a request's audit row there).
-        self.around_write_commit: Callable[[Connection], AbstractContextManager] = _no_hook
+        # writes commits or rolls back with the transaction (robin.audit puts a request's audit row there). In a
+        # compare_and_set on PostgreSQL it is given the transaction's Pipelined instead: the same execute(), whose
+        # statements are sent with the COMMIT.
+        self.around_write_commit: Callable[[Connection | Pipelined], AbstractContextManager] = _no_hook
 
     def configure(self, url: str, pool_size: int = DEFAULT_POOL_SIZE,
                   lock_timeout: float = DATABASE_LOCK_TIMEOUT_S) -> None:
@@ -359,6 +466,57 @@ class Database:
                 yield connection
                 with self.around_write_commit(connection):
                     transaction.commit()
+
+    def compare_and_set(self, update: Executable, parameters: dict) -> bool:
+        """Run `update`, which changes one row only while it holds what its writer read (a state machine's move),
+        as a write transaction of its own with what around_write_commit adds, committed when it changed that row.
+        When it changed none (another writer moved the row first), nothing of the transaction is written: False.
+
+        On PostgreSQL the transaction is one round trip instead of four: BEGIN, the UPDATE, the hook's statements
+        and COMMIT go to the server together in a psycopg pipeline, and the UPDATE fails when it changed no row,
+        which rolls the whole transaction back. SQLite's statements cost no round trip: its path is a plain
+        transaction."""
+        if self.is_sqlite:
+            try:
+                with self.writing() as connection:
+                    if connection.execute(update, parameters).rowcount != 1:
+                        raise _Unmoved
+            except _Unmoved:
+                return False
+            return True
+        return self._compare_and_set_pipelined(update, parameters)
+
+    def _compare_and_set_pipelined(self, update: Executable, parameters: dict) -> bool:
+        if self._read_engine is None:
+            raise RuntimeError("database not configured")
+        with self._read_engine.connect() as connection:  # autocommit: the pipeline carries BEGIN and COMMIT
+            transaction = Pipelined(connection)
+            transaction.execute(update, parameters, guarded=True)
+            try:
+                with self.around_write_commit(transaction):
+                    transaction.commit()
+            except BaseException as exc:
+                self._end_failed_pipeline(connection, exc)
+                if isinstance(exc, psycopg.errors.DivisionByZero):
+                    return False  # the guard: the UPDATE changed no row
+                if isinstance(exc, psycopg.Error):
+                    raise _translated(connection, exc) from exc
+                raise
+        return True
+
+    def _end_failed_pipeline(self, connection: Connection, cause: BaseException) -> None:
+        """Roll back what a failed pipeline left open (its BEGIN ran, its COMMIT was skipped), so that the connection
+        goes back to the pool ready for the next request. One the server closed is dropped with every other this
+        process holds, as SQLAlchemy does on a statement of its own: the next requests reconnect."""
+        driver = connection.connection.driver_connection
+        if isinstance(cause, psycopg.Error) and connection.dialect.is_disconnect(cause, driver, None):
+            connection.invalidate(cause)
+            self.engine.dispose()  # the pooled connections are closed; those checked out, when they come back
+            return
+        try:
+            driver.rollback()  # nothing to send when the transaction has already ended
+        except psycopg.Error as exc:
+            connection.invalidate(exc)
 
     @contextmanager
     def _queued_writes(self) -> Iterator[None]:

@@ -274,6 +274,24 @@ def rbd_ioctx(rados_cluster):
 
 
 @pytest.fixture()
+def rebind_db(app, database_url):
+    """rebind_db(url, pool_size): the API's database reached at `url` (the session's database through a proxy)
+    with a pool of that size, no idle connection pinged (a ping is a round trip that counts would include); the
+    session's binding again afterwards."""
+    from robin import db as robin_db
+
+    pool_size, idle_ping_s = robin_db.db.engine.pool.size(), robin_db.POSTGRES_IDLE_PING_S
+
+    def bind(url: str, size: int = pool_size) -> None:
+        robin_db.POSTGRES_IDLE_PING_S = float("inf")
+        robin_db.db.configure(url, pool_size=size)
+
+    yield bind
+    robin_db.POSTGRES_IDLE_PING_S = idle_ping_s
+    robin_db.db.configure(database_url, pool_size=pool_size)
+
+
+@pytest.fixture()
 def db_rows(app):
     """db_rows(select(...)) -> the scalars, read in a fresh transaction (so never a stale snapshot,
     and never holding a lock the API under test would wait for)."""

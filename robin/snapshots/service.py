@@ -90,22 +90,38 @@ def _snapshot_of(kind: Kind, volume: Volume, values: dict) -> Snapshot:
 def set_state(snapshot: Snapshot, state: SnapshotState, **values) -> Snapshot:
     """Move the row from the state its writer read, and only from there (a compare-and-set): a
     request or a reconciler that changed it meanwhile wins, and this writer gets 409 state_changed."""
-    with db.writing() as connection:
-        _move(connection, snapshot, state, **values)
+    values = {"state": state, "updated_at": utcnow(), **values}
+    if not db.compare_and_set(*_move(snapshot, values)):
+        raise _state_changed(snapshot, state)  # nothing written: neither the row nor the audit row's final status
+    _record(snapshot, values)
     return snapshot
 
 
-def _move(connection: Connection, snapshot: Snapshot, state: SnapshotState, **values) -> None:
-    values = {"state": state, "updated_at": utcnow(), **values}
-    moved = connection.execute(_move_statement(tuple(values)), {
-        "row_id": snapshot.id, "from_state": snapshot.state, **{f"new_{key}": value for key, value in values.items()}})
-    if moved.rowcount != 1:
-        raise Conflict(f"snapshot {snapshot.name!r} was changed by another request while it was "
-                       f"{snapshot.state.value}, so it was not made {state.value}; read it again and retry if "
-                       "still needed", code="state_changed",
-                       details={"snapshot": snapshot.name, "expected_state": snapshot.state.value})
+def _claim(connection: Connection, snapshot: Snapshot, state: SnapshotState) -> None:
+    """set_state in the caller's transaction, for the first commit of an operation."""
+    values = {"state": state, "updated_at": utcnow()}
+    if connection.execute(*_move(snapshot, values)).rowcount != 1:
+        raise _state_changed(snapshot, state)
+    _record(snapshot, values)
+
+
+def _move(snapshot: Snapshot, values: dict) -> tuple:
+    """The compare-and-set UPDATE of a state change and its parameters: the row moves from the state the snapshot
+    holds to `values`."""
+    return _move_statement(tuple(values)), {"row_id": snapshot.id, "from_state": snapshot.state,
+                                            **{f"new_{key}": value for key, value in values.items()}}
+
+
+def _record(snapshot: Snapshot, values: dict) -> None:
     for key, value in values.items():
         set_committed_value(snapshot, key, value)
+
+
+def _state_changed(snapshot: Snapshot, state: SnapshotState) -> Conflict:
+    return Conflict(f"snapshot {snapshot.name!r} was changed by another request while it was "
+                    f"{snapshot.state.value}, so it was not made {state.value}; read it again and retry if "
+                    "still needed", code="state_changed",
+                    details={"snapshot": snapshot.name, "expected_state": snapshot.state.value})
 
 
 @cache
@@ -236,7 +252,7 @@ def delete(identity: Identity, kind: Kind, project: str, volume_name: str, name:
             raise _snapshot_not_found(kind, volume_name, name)
         _refuse_while_rolling_back_to(volume, snapshot)
         previous = snapshot.state
-        _move(connection, snapshot, SnapshotState.DELETING)
+        _claim(connection, snapshot, SnapshotState.DELETING)
     remove(kind, snapshot, previous)
 
 

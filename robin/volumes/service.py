@@ -84,10 +84,8 @@ def set_state(volume: Volume, state: VolumeState, **values) -> Volume:
     never overwritten; that lost race is a StateChanged. A plain UPDATE by primary key otherwise:
     the copy already holds everything else, so nothing is loaded again."""
     values = {"state": state, "updated_at": utcnow(), **values}
-    with db.writing() as connection:
-        moved = connection.execute(*_move(volume, values)).rowcount
-    if moved != 1:
-        raise _state_changed(volume, state)
+    if not db.compare_and_set(*_move(volume, values)):
+        raise _state_changed(volume, state)  # nothing written: neither the row nor the audit row's final status
     for key, value in values.items():
         setattr(volume, key, value)
     return volume

@@ -8,11 +8,12 @@ import dataclasses
 from contextlib import ExitStack
 
 import pytest
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import bindparam, create_engine, event, insert, text, update
 from sqlalchemy.exc import OperationalError
 
 from robin import db as robin_db
-from robin.db import Database, normalize_url
+from robin.audit.models import AuditEvent
+from robin.db import Database, normalize_url, utcnow
 from tests.support.net import wait_until
 
 
@@ -73,6 +74,26 @@ def test_a_connection_back_from_a_request_moments_ago_is_used_without_a_ping(poo
     with pytest.raises(OperationalError):
         backend_pid(database)
     assert backend_pid(database) != first  # the failure emptied the pool: the next request reconnects
+
+
+def test_a_one_round_trip_second_commit_on_a_connection_the_server_closed_fails_once_and_empties_the_pool(
+        pooled, terminate):
+    """db.compare_and_set sends its transaction on psycopg's connection itself (a pipeline): a closed connection
+    fails its one request, with the error SQLAlchemy gives, and the pool is emptied as after a statement of its own."""
+    database = pooled(3600.0)
+    with database.writing() as connection:
+        row_id = connection.execute(insert(AuditEvent), {
+            "at": utcnow(), "actor": "test", "action": "POST /test", "target": "/test", "outcome": "pending",
+            "status_code": 0, "request_id": "", "details": {}}).inserted_primary_key[0]
+    finish = (update(AuditEvent).where(AuditEvent.id == bindparam("row_id"), AuditEvent.outcome == "pending")
+              .values(outcome="success"))
+    first = backend_pid(database)
+    terminate(first)
+    with pytest.raises(OperationalError):
+        database.compare_and_set(finish, {"row_id": row_id})
+    assert backend_pid(database) != first
+    assert database.compare_and_set(finish, {"row_id": row_id}) is True
+    assert database.compare_and_set(finish, {"row_id": row_id}) is False  # moved already: nothing to move
 
 
 def test_a_pool_as_large_as_the_threads_opens_no_connection_per_request(database_url):
