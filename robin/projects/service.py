@@ -5,7 +5,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, func, literal_column, select
+from sqlalchemy import Connection, bindparam, func, literal_column, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, contains_eager
 
@@ -262,8 +262,19 @@ def _drop(name: str, removed: set[str]) -> int | None:
 
 
 def _refuse_if_live(session: Session, project: Project) -> None:
-    live = [row for model in VOLUME_MODELS for row in session.scalars(select(model.name).where(
-        model.project_id == project.id, model.state != VolumeState.DELETED).limit(20))]
-    if live:
-        raise Conflict(f"project {project.name!r} still owns volumes; delete them first", code="project_not_empty",
-                       details={"volumes": live})
+    """Refuse while the project holds data in Ceph: a live volume, or one in the trash (deleted, not yet purged:
+    `trash_ref` is cleared when its purge is done). A trashed volume's row is what its purge and the reconciler
+    work from, and a trashed subvolume's row is what keeps its name, and the RADOS namespace named after it, from
+    another project (robin.volumes.kinds); dropped, its data would stay in Ceph with nothing to remove it."""
+    held = [row for model in VOLUME_MODELS for row in session.execute(select(model.name, model.state).where(
+        model.project_id == project.id,
+        or_(model.state != VolumeState.DELETED, model.trash_ref.is_not(None))).limit(20))]
+    if not held:
+        return
+    live = [row.name for row in held if row.state is not VolumeState.DELETED]
+    trashed = [row.name for row in held if row.state is VolumeState.DELETED]
+    problems = (["delete its volumes"] if live else []) + (
+        ["let its trash be purged (after each volume's purge_after; or restore a volume and delete it with "
+         "?purge=true)"] if trashed else [])
+    raise Conflict(f"project {project.name!r} still holds volumes in Ceph; first {' and '.join(problems)}",
+                   code="project_not_empty", details={"volumes": live, "in_trash": trashed})
