@@ -273,8 +273,8 @@ def _predecessors(executor: Session | Connection, volume: CephfsPath) -> list[st
 def _user_goes_after(conn: CephConnection, volume: CephfsPath) -> None:
     """Remove the volume's user once its data moved or went, never before: a move that fails then leaves the volume
     with its user, and the hosts that mount it keep working. A failure here is logged, not raised (the move is
-    done): the reconciler removes the users of recently deleted volumes, the purge does again, and a new volume
-    at the same path removes its predecessors' users before it holds data."""
+    done): the reconciler removes the users of recently deleted volumes, the purge does again, a new volume at the
+    same path removes its predecessors' users before it holds data, and deleting the project removes them all."""
     try:
         _layout(volume).deauthorize(conn, volume)
     except CephError as exc:

@@ -10,19 +10,22 @@ from datetime import timedelta
 
 import pytest
 import rados
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from robin import mounts
 from robin.ceph import cephx_users
+from robin.clusters.models import CephCluster
 from robin.db import db
 from robin.errors import Conflict
 from robin.mounts import Access, Host, MountError
+from robin.projects import service as projects
 from robin.reconcile.service import reconcile
 from robin.volumes import authorization
 from robin.volumes import service as volumes
 from robin.volumes.kinds import CEPHFS
 from robin.volumes.models import CephfsPath, VolumeState
 from tests.conftest import unique
+from tests.integration.test_ceph_unavailable import dead_cluster  # noqa: F401 (a fixture)
 from tests.integration.test_cephfs_subvolumes import use_subvolumes
 from tests.support.mounts import read, write
 
@@ -164,6 +167,108 @@ def test_the_reconciler_removes_a_user_a_crash_left_for_a_deleted_path(app, admi
         assert auth_get(rados_cluster, f"client.robin-vol-{path['id']}") is not None
         report = reconcile(older_than=timedelta(0), survey_drift=False)
     assert not [error for error in report.errors if error["id"] == path["id"]]
+    assert auth_get(rados_cluster, f"client.robin-vol-{path['id']}") is None
+
+
+# --- a project's delete: the users of its deleted paths go before their rows ---------------------------------------
+
+def leave_user(app, rados_cluster, volume_id: str, caps: list[str] | None = None) -> None:
+    """What robin dying between making a deleted path's user and removing it leaves, once the reconciler's window
+    passed: the user, known to no removal but the path's row. `caps` (mds, mon, osd) as the manager gives a
+    subvolume's user; by default a directory's, as `fs authorize` gives them."""
+    if caps is None:
+        with app.app_context():
+            with db.reading() as session:
+                row = session.get(CephfsPath, volume_id)
+            cephx_users.authorize(volumes.ceph_connection(row), row.fs_name, row.path, row.id)
+    else:
+        ret, _, status = rados_cluster.mon_command(json.dumps({
+            "prefix": "auth get-or-create", "entity": f"client.robin-vol-{volume_id}", "caps": caps}), b"",
+            timeout=30)
+        assert ret == 0, status
+    assert auth_get(rados_cluster, f"client.robin-vol-{volume_id}") is not None
+
+
+def purged_path(admin, node_api, project: str) -> dict:
+    path = new_path(admin, project)
+    assert node_api.post(authorize_url(project, path["name"])).status_code == 200
+    assert admin.delete(f"/api/v2/projects/{project}/cephfs-paths/{path['name']}",
+                        query_string={"purge": "true"}).status_code == 204
+    return path
+
+
+def test_deleting_a_project_removes_the_user_a_deleted_path_left(app, admin, node_api, new_project, rados_cluster,
+                                                                 db_rows):
+    """Its rows go with the project: the user would be known to nothing, and its caps name the path a project made
+    again under this name would give a volume of the same name."""
+    project = new_project()
+    path = purged_path(admin, node_api, project)
+    leave_user(app, rados_cluster, path["id"])
+    assert admin.delete(f"/api/v2/projects/{project}").status_code == 204
+    assert auth_get(rados_cluster, f"client.robin-vol-{path['id']}") is None
+    assert db_rows(select(CephfsPath).where(CephfsPath.id == path["id"])) == []
+
+
+def test_deleting_a_project_removes_the_user_a_deleted_subvolume_left(app, admin, node_api, subvolume_project,
+                                                                      rados_cluster):
+    """A subvolume's user reaches its RADOS namespace, named after the subvolume: a subvolume of the same name
+    would have it again."""
+    project = subvolume_project
+    path = purged_path(admin, node_api, project)
+    assert path["layout"] == "subvolume"
+    leave_user(app, rados_cluster, path["id"], caps=[
+        "mds", f"allow rw path={path['path']}", "mon", "allow r",
+        "osd", f"allow rw pool=cephfs_data namespace=fsvolumens_{path['name']}"])
+    assert admin.delete(f"/api/v2/projects/{project}").status_code == 204
+    assert auth_get(rados_cluster, f"client.robin-vol-{path['id']}") is None
+
+
+def test_a_path_deleted_while_the_users_are_removed_loses_its_user_too(app, admin, node_api, new_project,
+                                                                        rados_cluster, monkeypatch):
+    """A member deletes a path between the removal of the users and the transaction that drops the rows: that
+    transaction finds a row whose user was not removed, drops nothing, and the delete removes that user first."""
+    project = new_project()
+    first = purged_path(admin, node_api, project)
+    late: list[dict] = []
+    remove_path_users = projects._remove_path_users
+
+    def then_delete_another(name: str, removed: set[str]) -> set[str]:
+        gone = remove_path_users(name, removed)
+        if not late:
+            late.append(purged_path(admin, node_api, project))
+            leave_user(app, rados_cluster, late[0]["id"])
+        return gone
+
+    monkeypatch.setattr(projects, "_remove_path_users", then_delete_another)
+    assert admin.delete(f"/api/v2/projects/{project}").status_code == 204
+    for path in (first, *late):
+        assert auth_get(rados_cluster, f"client.robin-vol-{path['id']}") is None
+
+
+def test_a_project_whose_users_ceph_cannot_remove_is_kept(app, admin, node_api, new_project, rados_cluster, db_rows,
+                                                          request):
+    """Ceph unreachable for one of its paths: the delete is refused and nothing is dropped, for the admin to retry."""
+    dead = request.getfixturevalue("dead_cluster")
+    project = new_project()
+    path = purged_path(admin, node_api, project)
+    leave_user(app, rados_cluster, path["id"])
+    with app.app_context():
+        with db.reading() as session:
+            default_id = session.get(CephfsPath, path["id"]).cluster_id
+            dead_id = session.scalar(select(CephCluster.id).where(CephCluster.name == dead))
+    move_to = update(CephfsPath.__table__).where(CephfsPath.id == path["id"])
+    try:
+        with app.app_context(), db.writing() as connection:  # its user's removal now asks the dead cluster
+            connection.execute(move_to.values(cluster_id=dead_id))
+        refused = admin.delete(f"/api/v2/projects/{project}")
+        assert refused.status_code == 503
+        assert refused.json["error"]["code"] == "ceph_unavailable"
+        assert admin.get(f"/api/v2/projects/{project}").status_code == 200
+        assert db_rows(select(CephfsPath.id).where(CephfsPath.id == path["id"])) == [path["id"]]
+    finally:
+        with app.app_context(), db.writing() as connection:
+            connection.execute(move_to.values(cluster_id=default_id))
+    assert admin.delete(f"/api/v2/projects/{project}").status_code == 204  # the retry
     assert auth_get(rados_cluster, f"client.robin-vol-{path['id']}") is None
 
 

@@ -218,3 +218,31 @@ def test_the_trash_pages_through_volumes_of_one_name(admin, new_project, collect
     assert sorted(seen) == sorted(ids)
     refused = admin.get(url, query_string={"trashed": "true", "cursor": encode_cursor(name)})
     assert refused.status_code == 400 and refused.json["error"]["code"] == "invalid_cursor"
+
+
+def test_a_project_is_not_deleted_while_its_trash_holds_volumes(app, admin, new_project, rbd_ioctx, fs, db_rows):
+    """A trashed volume's row is what purges its data and, for a subvolume, what keeps its name (and the RADOS
+    namespace named after it) from other projects: the project goes only once its trash is purged."""
+    project = new_project()
+    image, directory = unique("img"), unique("fs")
+    images, paths = f"/api/v2/projects/{project}/rbd-images", f"/api/v2/projects/{project}/cephfs-paths"
+    assert admin.post(images, json={"name": image, "size_bytes": MiB}).status_code == 201
+    assert admin.post(paths, json={"name": directory, "quota_bytes": MiB}).status_code == 201
+    assert admin.delete(f"{images}/{image}").status_code == 204
+    assert admin.delete(f"{paths}/{directory}").status_code == 204
+
+    refused = admin.delete(f"/api/v2/projects/{project}")
+    assert refused.status_code == 409
+    error = refused.json["error"]
+    assert error["code"] == "project_not_empty" and "trash" in error["message"]
+    assert error["details"]["volumes"] == [] and sorted(error["details"]["in_trash"]) == sorted([image, directory])
+    assert admin.get(f"/api/v2/projects/{project}").status_code == 200
+    [image_row] = db_rows(select(RbdImage).where(RbdImage.name == image))
+    [path_row] = db_rows(select(CephfsPath).where(CephfsPath.name == directory))
+    assert image in trash_names(rbd_ioctx) and exists(fs, path_row.trash_ref)
+
+    purge_everything_due(app)
+    assert admin.delete(f"/api/v2/projects/{project}").status_code == 204
+    assert image not in trash_names(rbd_ioctx) and not exists(fs, path_row.trash_ref)
+    assert db_rows(select(RbdImage).where(RbdImage.id == image_row.id)) == []
+    assert db_rows(select(CephfsPath).where(CephfsPath.id == path_row.id)) == []
