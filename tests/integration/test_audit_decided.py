@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import event, select
 
 from robin.audit.models import AuditEvent
-from robin.db import db
+from robin.db import Pipelined, db
 from robin.volumes.models import RbdImage, VolumeState
 from tests.conftest import unique
 from tests.support.triggers import row_trigger
@@ -26,16 +26,24 @@ def events_of(db_rows, request_id: str) -> list[AuditEvent]:
 
 @contextmanager
 def commits() -> Iterator[list[int]]:
-    """Counts the API engine's commits while the block runs."""
+    """Counts the API's committed transactions while the block runs: the engine's commits, and on PostgreSQL the
+    second commits sent whole in one pipeline (db.compare_and_set), which SQLAlchemy's commit event does not see."""
     counted: list[int] = []
 
     def on_commit(_conn):
         counted.append(1)
 
+    def pipelined_commit(transaction):
+        sent(transaction)
+        counted.append(1)
+
+    sent = Pipelined.commit
     event.listen(db.engine, "commit", on_commit)
+    Pipelined.commit = pipelined_commit
     try:
         yield counted
     finally:
+        Pipelined.commit = sent
         event.remove(db.engine, "commit", on_commit)
 
 
