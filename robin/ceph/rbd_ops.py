@@ -338,7 +338,15 @@ def trash_move(conn: CephConnection, pool: str, name: str, owner: str, delay_s: 
             raise CephBusy(f"RBD image {pool}/{name} is in use ({'; '.join(in_use)})",
                            details={"pool": pool, "image": name, "users": in_use})
         _set_owner(ioctx, _trash_key(image_id), owner)
-        rbd.RBD().trash_move(ioctx, name, delay_s)
+        try:
+            rbd.RBD().trash_move(ioctx, name, delay_s)
+        except rbd.ImageNotFound:
+            # Gone since the open: a remove still running in librbd (a `?purge=true` robin stopped waiting for)
+            # ended, or another move of this volume's won. As after the open, the trash says which.
+            moved = _moved_by(ioctx, name, owner)
+            if moved != image_id:
+                _set_owner(ioctx, _trash_key(image_id), None)  # no trash entry holds it: no mark either
+            return moved
         return image_id
 
     return conn.call("rbd.trash_move", f"moving RBD image {pool}/{name} to the trash", move, lane=f"pool {pool}")

@@ -39,6 +39,7 @@ VOLUME_COLUMNS = (
     Column("path", wide=True),
     Column("parent", wide=True),
     Column("purge_after", "PURGE AFTER", "time", wide=True),
+    Column("id", wide=True),  # what names one volume of the trash, where several may share a name
     Column("created_at", "CREATED", "time"),
 )
 SNAPSHOT_COLUMNS = (
@@ -269,6 +270,21 @@ def volume_restore(api, name, kind, project, output) -> None:
     project = _project(api, project)
     with refusals():
         show(output, api.client().restore_volume(kind, project, name), volume_columns(kind))
+
+
+@volume.command("purge")
+@click.argument("name")
+@click.option("--id", "volume_id", required=True,
+              help="the trashed volume's id (`robin volume list --trashed -o wide`): the trash may hold several of "
+                   "a name")
+@kind_option
+@project_option
+@client_options
+def volume_purge(api, name, volume_id, kind, project) -> None:
+    """Purge volume NAME from the trash now, before its purge time (admins); it cannot be restored afterwards."""
+    project = _project(api, project)
+    with refusals():
+        api.client().purge_trashed_volume(kind, project, name, volume_id)
 
 
 @volume.command("flatten")

@@ -218,6 +218,10 @@ class RobinClient:
         """Bring a volume back from the trash."""
         return self.request("POST", f"{self._volume_path(kind, project, name)}/restore")
 
+    def purge_trashed_volume(self, kind: str, project: str, name: str, volume_id: str) -> None:
+        """Purge the volume `volume_id` (of that name) from the trash now, before its purge time (admins)."""
+        self.request("POST", f"{self._volume_path(kind, project, name)}/purge", params={"id": volume_id})
+
     def flatten_image(self, project: str, name: str) -> dict:
         """Copy a clone's parent's blocks into it: it stands alone."""
         return self.request("POST", f"{self._volume_path('rbd', project, name)}/flatten")

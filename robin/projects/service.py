@@ -20,7 +20,7 @@ from robin.errors import Conflict, NotFound, QuotaExceeded
 from robin.pagination import Page, decode_cursor, encode_cursor
 from robin.projects.models import Project, Quota
 from robin.snapshots.models import Snapshot, SnapshotState
-from robin.volumes.models import VOLUME_MODELS, CephfsPath, VolumeState, reserved_bytes
+from robin.volumes.models import VOLUME_MODELS, CephfsPath, RbdImage, VolumeState, reserved_bytes
 
 
 @dataclass(frozen=True)
@@ -261,20 +261,27 @@ def _drop(name: str, removed: set[str]) -> int | None:
     return tokens
 
 
+# The API collection of each kind of volume, for a refusal that says which requests purge the trash.
+COLLECTIONS = {RbdImage: "rbd-images", CephfsPath: "cephfs-paths"}
+
+
 def _refuse_if_live(session: Session, project: Project) -> None:
     """Refuse while the project holds data in Ceph: a live volume, or one in the trash (deleted, not yet purged:
     `trash_ref` is cleared when its purge is done). A trashed volume's row is what its purge and the reconciler
     work from, and a trashed subvolume's row is what keeps its name, and the RADOS namespace named after it, from
     another project (robin.volumes.kinds); dropped, its data would stay in Ceph with nothing to remove it."""
-    held = [row for model in VOLUME_MODELS for row in session.execute(select(model.name, model.state).where(
-        model.project_id == project.id,
-        or_(model.state != VolumeState.DELETED, model.trash_ref.is_not(None))).limit(20))]
+    held = [(model, row) for model in VOLUME_MODELS for row in session.execute(
+        select(model.id, model.name, model.state).where(
+            model.project_id == project.id,
+            or_(model.state != VolumeState.DELETED, model.trash_ref.is_not(None))).limit(20))]
     if not held:
         return
-    live = [row.name for row in held if row.state is not VolumeState.DELETED]
-    trashed = [row.name for row in held if row.state is VolumeState.DELETED]
+    live = [row.name for _, row in held if row.state is not VolumeState.DELETED]
+    trash = [{"collection": COLLECTIONS[model], "name": row.name, "id": row.id}
+             for model, row in held if row.state is VolumeState.DELETED]
     problems = (["delete its volumes"] if live else []) + (
-        ["let its trash be purged (after each volume's purge_after; or restore a volume and delete it with "
-         "?purge=true)"] if trashed else [])
+        ["purge its trash (each volume in details.trash: POST /api/v2/projects/<project>/<collection>/<name>/purge"
+         "?id=<id>), or let it be purged at each volume's purge_after"] if trash else [])
     raise Conflict(f"project {project.name!r} still holds volumes in Ceph; first {' and '.join(problems)}",
-                   code="project_not_empty", details={"volumes": live, "in_trash": trashed})
+                   code="project_not_empty",
+                   details={"volumes": live, "in_trash": [volume["name"] for volume in trash], "trash": trash})

@@ -21,7 +21,7 @@ LIST_ARGS, GET_ARGS, LISTING_ARGS = schemas.VolumeListArgs(), schemas.VolumeGetA
 # The write routes' too: a schema instance per request cost a create about a tenth of robin's own Python.
 RBD_CREATE, RBD_PATCH = schemas.RbdImageCreateSchema(), schemas.RbdImagePatchSchema()
 CEPHFS_CREATE, CEPHFS_PATCH = schemas.CephfsPathCreateSchema(), schemas.CephfsPathPatchSchema()
-DELETE_ARGS = VolumeDeleteArgs()
+DELETE_ARGS, PURGE_ARGS = VolumeDeleteArgs(), schemas.VolumePurgeArgs()
 
 # --- rbd-images ---------------------------------------------------------------------------------
 
@@ -76,6 +76,16 @@ class RbdImageRestore(MethodView):
     def post(self, project, name):
         """Bring it back from the trash before its purge time; its quota is reserved again."""
         return service.restore(g.identity, RBD, project, name)
+
+
+@rbd_images.route("/<name>/purge")
+class RbdImagePurge(MethodView):
+    @rbd_images.arguments(PURGE_ARGS, location="query")
+    @rbd_images.response(204)
+    def post(self, args, project, name):
+        """Purge one volume of the trash now, before its purge_after (admins): the one of this name with ?id= (from
+        the listing with ?trashed=true). Gone for good: it cannot be restored afterwards."""
+        service.purge_now(g.identity, RBD, project, name, args["id"])
 
 
 @rbd_images.route("/<name>/flatten")
@@ -148,6 +158,16 @@ class CephfsPathRestore(MethodView):
     def post(self, project, name):
         """Bring it back from the trash before its purge time; its quota is reserved again."""
         return service.restore(g.identity, CEPHFS, project, name)
+
+
+@cephfs_paths.route("/<name>/purge")
+class CephfsPathPurge(MethodView):
+    @cephfs_paths.arguments(PURGE_ARGS, location="query")
+    @cephfs_paths.response(204)
+    def post(self, args, project, name):
+        """Purge one volume of the trash now, before its purge_after (admins): the one of this name with ?id= (from
+        the listing with ?trashed=true). Gone for good: it cannot be restored afterwards."""
+        service.purge_now(g.identity, CEPHFS, project, name, args["id"])
 
 
 @cephfs_paths.route("/<name>/authorize")

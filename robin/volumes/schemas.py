@@ -51,6 +51,12 @@ class VolumeListArgs(PageArgs):
         "description": "list the volumes in the trash (restorable until purge_after) instead"})
 
 
+class VolumePurgeArgs(Schema):
+    id = fields.String(required=True, validate=validate.Length(min=1, max=36), metadata={
+        "description": "the trashed volume's id, from the listing with ?trashed=true (the trash may hold several "
+                       "volumes of a name)"})
+
+
 class VolumeGetArgs(Schema):
     with_used = fields.Boolean(load_default=False, metadata={"description": "measure used_bytes in Ceph"})
 

@@ -578,7 +578,7 @@ def purge_due(now=None) -> dict[str, int]:
             due = list(session.scalars(select(kind.model).where(_due(kind.model, now))
                                        .order_by(kind.model.created_at.desc())))
         for volume in due:
-            if not _claim_purge(volume, now):
+            if not _claim_purge(volume, kind.model.purge_after <= now):
                 continue  # restored, or purged by another replica, since it was read
             try:
                 purge(kind, volume)
@@ -595,21 +595,77 @@ def _due(model, now):
     return listing.in_trash(model) & (model.purge_after <= now)
 
 
-def _claim_purge(volume: Volume, now) -> bool:
+def _claim_purge(volume: Volume, *conditions) -> bool:
+    """Claim a trashed row for its purge: purged_at set in one UPDATE while the row is still in the trash, at the
+    place the caller read (and while `conditions` hold). Of a restore (whose claim needs purged_at unset), another
+    replica's purge and this one, racing, exactly one moves the row."""
     model, purged_at = type(volume), utcnow()
     with db.writing() as connection:
         moved = connection.execute(update(model.__table__).where(
-            model.id == volume.id, _due(model, now), model.trash_ref == volume.trash_ref)
+            model.id == volume.id, listing.in_trash(model), model.trash_ref == volume.trash_ref, *conditions)
             .values(purged_at=purged_at, updated_at=purged_at)).rowcount
     volume.purged_at = purged_at
     return moved == 1
 
 
+def purge_now(identity: Identity, kind: Kind, project: str, name: str, volume_id: str) -> None:
+    """Purge one volume of the trash now, before its purge time (admins): the volume `volume_id` (the trash may
+    hold several of a name), claimed and purged as purge_due does when its time comes. A failure puts the row back
+    in the trash as it was, as purge_due does; the maintenance loop purges it in due course."""
+    identity.require_admin()
+    volume = _trashed(kind, project, name, volume_id)
+    _refuse_trashed_clones(kind, volume)
+    if not _claim_purge(volume):
+        raise _not_in_trash(kind, project, name, volume_id)  # restored, or purged by another request, since read
+    try:
+        purge(kind, volume)
+    except (RobinError, CephError):
+        set_state(volume, VolumeState.DELETED, purged_at=None)
+        raise
+
+
+def _trashed(kind: Kind, project: str, name: str, volume_id: str) -> Volume:
+    model = kind.model
+    with db.reading() as session:
+        project_id = projects.find(session, project).id
+        volume = session.scalar(select(model).where(model.id == volume_id, model.project_id == project_id,
+                                                    model.name == name, listing.in_trash(model)))
+    if volume is None:
+        raise _not_in_trash(kind, project, name, volume_id)
+    return volume
+
+
+def _not_in_trash(kind: Kind, project: str, name: str, volume_id: str) -> NotFound:
+    return NotFound(f"project {project!r} has no {kind.noun} {name!r} with id {volume_id!r} in the trash: it was "
+                    "never deleted, was restored or purged already, or the id is another volume's (list the trash "
+                    "with ?trashed=true for the ids)", code="not_in_trash",
+                    details={"project": project, "name": name, "id": volume_id})
+
+
+def _refuse_trashed_clones(kind: Kind, volume: Volume) -> None:
+    """Ceph refuses to purge an image whose snapshot a clone still needs (the clone in the trash too: a live clone
+    refused the parent's delete). Refused here, before the claim, with the clones to purge first named."""
+    if kind.model is not RbdImage:
+        return
+    with db.reading() as session:
+        clones = session.execute(select(RbdImage.id, RbdImage.name).where(
+            RbdImage.parent_id == volume.id,
+            (RbdImage.state != VolumeState.DELETED) | RbdImage.trash_ref.is_not(None))
+            .order_by(RbdImage.name, RbdImage.id)).all()
+    if clones:
+        raise Conflict(f"RBD image {volume.name!r} is the parent of clones {[row.name for row in clones]} "
+                       "that Ceph still holds; purge them first (those in the trash by this request, with their "
+                       "ids), or flatten or delete the live ones", code="volume_has_clones",
+                       details={"clones": [row.name for row in clones], "clone_ids": [row.id for row in clones]})
+
+
 def purge(kind: Kind, volume: Volume) -> None:
     """Purge a claimed row's volume from the trash (idempotent) and record that the trash no longer
-    holds it: the end of a purge, whether purge_due or, after a crash, the reconciler runs it."""
+    holds it: the end of a purge, whether purge_due, an admin's purge_now or, after a crash, the reconciler runs
+    it."""
     kind.purge(ceph_connection(volume), volume)
     crash_point("volume.purge")
+    audit.success_commits_next()  # an admin's purge_now; nothing outside a request
     set_state(volume, VolumeState.DELETED, trash_ref=None)
 
 

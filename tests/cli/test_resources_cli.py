@@ -108,8 +108,13 @@ def test_an_rbd_image_through_its_whole_life(cli, api, new_project, rbd_ioctx, r
     trashed = json.loads(ok(cli("volume", "list", *at, "--kind", "rbd", "--trashed", "-o", "json")))
     assert [item["name"] for item in trashed] == [image] and trashed[0]["purge_after"]
     assert json.loads(ok(cli("volume", "restore", image, *at, "-o", "json")))["state"] == "available"
-    for name in (image, copy):
-        assert ok(cli("volume", "delete", name, *at, "--purge")) == ""
+    assert ok(cli("volume", "delete", copy, *at)) == ""  # into the trash: purged from there by its id
+    [wide] = every_format(cli, "volume", "list", *at, "--kind", "rbd", "--trashed")["wide"]
+    assert (wide["NAME"], wide["ID"]) == (copy, clone["id"])
+    refused(cli("volume", "purge", copy, "--id", made["id"], *at), "not_in_trash")
+    assert ok(cli("volume", "purge", copy, "--id", clone["id"], *at)) == ""
+    assert copy not in {entry["name"] for entry in rbd.RBD().trash_list(rbd_ioctx)}
+    assert ok(cli("volume", "delete", image, *at, "--purge")) == ""
     assert json.loads(ok(cli("volume", "list", *at, "-o", "json"))) == []
     assert not {image, copy} & set(rbd.RBD().list(rbd_ioctx))
 

@@ -170,6 +170,9 @@ ROUTES: dict[tuple[str, str], list[Entry]] = {
     ("/api/v2/projects/<project>/rbd-images/<name>/restore", "POST"): [
         probed(project_write(Call("POST", RBD + "/{trashed_image}/restore")), NOT_IN_TRASH,
                RBD + "/{missing}/restore")],
+    ("/api/v2/projects/<project>/rbd-images/<name>/purge", "POST"): [
+        probed(admin_only(Call("POST", RBD + "/{trashed_image}/purge", query={"id": "{trashed_image_id}"})),
+               NOT_IN_TRASH, RBD + "/{missing}/purge")],
     ("/api/v2/projects/<project>/rbd-images/<name>/flatten", "POST"): [
         probed(project_write(Call("POST", RBD + "/{clone}/flatten")), NO_VOLUME, RBD + "/{missing}/flatten")],
     ("/api/v2/projects/<project>/rbd-images/<name>/snapshots", "GET"): [
@@ -203,6 +206,9 @@ ROUTES: dict[tuple[str, str], list[Entry]] = {
                FS + "/{missing}")],
     ("/api/v2/projects/<project>/cephfs-paths/<name>/restore", "POST"): [
         probed(project_write(Call("POST", FS + "/{trashed_path}/restore")), NOT_IN_TRASH, FS + "/{missing}/restore")],
+    ("/api/v2/projects/<project>/cephfs-paths/<name>/purge", "POST"): [
+        probed(admin_only(Call("POST", FS + "/{trashed_path}/purge", query={"id": "{trashed_path_id}"})),
+               NOT_IN_TRASH, FS + "/{missing}/purge")],
     ("/api/v2/projects/<project>/cephfs-paths/<name>/snapshots", "GET"): [
         project_read(Call("GET", PATH + "/snapshots"))],
     ("/api/v2/projects/<project>/cephfs-paths/<name>/snapshots", "POST"): [
@@ -350,13 +356,17 @@ def site(app, admin_token, rbd_ioctx, fs, ceph_conf):
              "trashed_image": unique("gone"), "path": unique("dir"), "trashed_path": unique("gone"),
              "snap": "snap", "fs_snap": "snap", "orphan_image": unique("orphan"), "orphan_path": unique("orphan"),
              "alias": unique("alias"), "ceph_conf": ceph_conf, "new": unique("new"), "missing": unique("missing")}
-    for name in (names["image"], names["trashed_image"]):
-        _made(admin.post(f"/api/v2/projects/{home}/rbd-images", json={"name": name, "size_bytes": 8 * MiB}))
+    for key in ("image", "trashed_image"):
+        made = admin.post(f"/api/v2/projects/{home}/rbd-images", json={"name": names[key], "size_bytes": 8 * MiB})
+        _made(made)
+        names[f"{key}_id"] = made.json["id"]  # the trashed one's: what a purge from the trash names it by
     _made(admin.post(f"/api/v2/projects/{home}/rbd-images/{names['image']}/snapshots", json={"name": "snap"}))
     _made(admin.post(f"/api/v2/projects/{home}/rbd-images", json={
         "name": names["clone"], "source": {"image": names["image"], "snapshot": "snap"}}))
-    for name in (names["path"], names["trashed_path"]):
-        _made(admin.post(f"/api/v2/projects/{home}/cephfs-paths", json={"name": name, "quota_bytes": 8 * MiB}))
+    for key in ("path", "trashed_path"):
+        made = admin.post(f"/api/v2/projects/{home}/cephfs-paths", json={"name": names[key], "quota_bytes": 8 * MiB})
+        _made(made)
+        names[f"{key}_id"] = made.json["id"]  # the trashed one's: what a purge from the trash names it by
     _made(admin.post(f"/api/v2/projects/{home}/cephfs-paths/{names['path']}/snapshots", json={"name": "snap"}))
     _made(admin.delete(f"/api/v2/projects/{home}/rbd-images/{names['trashed_image']}"), 204)
     _made(admin.delete(f"/api/v2/projects/{home}/cephfs-paths/{names['trashed_path']}"), 204)

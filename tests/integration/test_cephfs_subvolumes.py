@@ -208,9 +208,10 @@ def test_a_name_in_the_trash_is_not_taken_by_another_project_until_its_purge(app
     assert subvolumes(mgr, other) == set() and usage(admin, other)["provisioned_bytes"] == 0
     assert [r.project_id for r in db_rows(select(CephfsPath).where(CephfsPath.name == name))] == [row(db_rows,
                                                                                                      name).project_id]
-    with app.app_context():
-        assert service.purge_due(utcnow() + timedelta(days=365))["failed"] == 0
+    purged = admin.post(f"{url(project, name)}/purge", query_string={"id": body["id"]})  # an admin's, now
+    assert purged.status_code == 204, purged.json
     assert subvolumes(mgr, project) == set()
+    assert row(db_rows, name).purged_at is not None and row(db_rows, name).trash_ref is None
     made = create(admin, other, name=name)
     assert made.status_code == 201, made.json
     assert subvolumes(mgr, other) == {name}

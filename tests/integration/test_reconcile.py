@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import rbd
 import requests
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from robin.ceph import rbd_ops
 from robin.db import db, utcnow
 from robin.projects.models import Project
 from robin.reconcile.service import reconcile
@@ -190,6 +191,40 @@ def test_a_create_that_never_reached_ceph_is_undone(app, admin, new_project, con
     report = converge()
     assert [entry["kind"] for entry in report.fixed if entry["name"] == name] == ["create_undone"]
     assert rows(db_rows, RbdImage, name) == [] and provisioned(admin, project) == 0
+
+
+def test_an_image_removed_between_the_reconcilers_open_and_its_trash_move_counts_as_gone(
+        app, admin, new_project, converge, rbd_ioctx, db_rows, monkeypatch):
+    """A `?purge=true` robin stopped waiting for goes on removing the image in librbd, its row left `deleting`. The
+    reconciler finishing that delete into the trash opens the image for its id, then the remove ends, then its move
+    finds no image: the delete is finished (nothing left to trash, so purged), not reported as an error."""
+    project, name = new_project(), unique("img")
+    assert admin.post(f"/api/v2/projects/{project}/rbd-images",
+                      json={"name": name, "size_bytes": 64 * MiB}).status_code == 201
+    [row] = rows(db_rows, RbdImage, name)
+    with app.app_context(), db.writing() as connection:  # as the delete's first commit left it
+        connection.execute(update(RbdImage.__table__).where(RbdImage.id == row.id)
+                           .values(state=VolumeState.DELETING, updated_at=utcnow()))
+    with rbd.Image(rbd_ioctx, name, read_only=True) as image:
+        image_id = image.id()
+    mark = rbd_ops._set_owner
+
+    def then_the_remove_ends(ioctx, key, owner):
+        # Between the open and the move: the move's trash mark is the last step before it.
+        mark(ioctx, key, owner)
+        if key == f"trash/{image_id}" and owner is not None:
+            rbd.RBD().remove(rbd_ioctx, name)
+
+    monkeypatch.setattr(rbd_ops, "_set_owner", then_the_remove_ends)
+    report = converge()
+    assert [error for error in report.errors if error["id"] == row.id] == []
+    assert {"kind": "delete_finished", "id": row.id, "name": name} in report.fixed
+    [row] = rows(db_rows, RbdImage, name)
+    assert row.state is VolumeState.DELETED and row.trash_ref is None and row.purged_at is not None
+    assert name not in rbd.RBD().list(rbd_ioctx)
+    assert name not in {entry["name"] for entry in rbd.RBD().trash_list(rbd_ioctx)}
+    assert rbd_ops._owner(rbd_ioctx, f"trash/{image_id}") is None  # the move's mark went with the image
+    assert provisioned(admin, project) == 0
 
 
 def _trashed_image(admin, project, name, rbd_ioctx) -> str:

@@ -3,21 +3,26 @@ purge at the due time, and admins' immediate purge."""
 from __future__ import annotations
 
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 import rbd
 import requests
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from robin.db import utcnow
+from robin.audit.models import AuditEvent
+from robin.ceph import rbd_ops
+from robin.clusters.models import CephCluster
+from robin.db import db, utcnow
 from robin.pagination import encode_cursor
 from robin.volumes import service
 from robin.volumes.kinds import RBD
 from robin.volumes.models import CephfsPath, RbdImage, VolumeState
 from tests.conftest import cephfs_exists as exists
 from tests.conftest import unique
+from tests.integration.test_ceph_unavailable import dead_cluster  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration
 MiB, GiB = 2**20, 2**30
@@ -246,3 +251,204 @@ def test_a_project_is_not_deleted_while_its_trash_holds_volumes(app, admin, new_
     assert image not in trash_names(rbd_ioctx) and not exists(fs, path_row.trash_ref)
     assert db_rows(select(RbdImage).where(RbdImage.id == image_row.id)) == []
     assert db_rows(select(CephfsPath).where(CephfsPath.id == path_row.id)) == []
+
+
+# --- purge one trashed volume now (admins) ----------------------------------------------------------
+
+def trash_ids(ioctx) -> set[str]:
+    return {entry["id"] for entry in rbd.RBD().trash_list(ioctx)}
+
+
+def trashed_image(admin, url: str, name: str) -> str:
+    """An image made and deleted to the trash; its volume id."""
+    made = admin.post(url, json={"name": name, "size_bytes": MiB})
+    assert made.status_code == 201, made.json
+    assert admin.delete(f"{url}/{name}").status_code == 204
+    return made.json["id"]
+
+
+def purge_now(api, url: str, name: str, volume_id: str):
+    return api.post(f"{url}/{name}/purge", query_string={"id": volume_id})
+
+
+def row_of(db_rows, model, volume_id):
+    [row] = db_rows(select(model).where(model.id == volume_id))
+    return row
+
+
+def test_an_admin_purges_one_trashed_image_now_among_others_of_its_name(admin, new_project, rbd_ioctx, db_rows):
+    """The trash holds two images of one name: the one named by its id goes from Ceph's trash now, with its trash
+    mark; the other stays, restorable; the quota (released at the delete) is unaffected; the request is audited."""
+    project = new_project()
+    url, name = f"/api/v2/projects/{project}/rbd-images", unique("img")
+    purged, kept = trashed_image(admin, url, name), trashed_image(admin, url, name)
+    refs = {volume_id: row_of(db_rows, RbdImage, volume_id).trash_ref for volume_id in (purged, kept)}
+    assert set(refs.values()) <= trash_ids(rbd_ioctx)
+    usage = admin.get(f"/api/v2/projects/{project}/usage").json
+    assert (usage["provisioned_bytes"], usage["volumes"]) == (0, 0)
+
+    answer = purge_now(admin, url, name, purged)
+    assert answer.status_code == 204, answer.json
+    assert refs[purged] not in trash_ids(rbd_ioctx) and refs[kept] in trash_ids(rbd_ioctx)
+    assert rbd_ops._owner(rbd_ioctx, f"trash/{refs[purged]}") is None
+    row = row_of(db_rows, RbdImage, purged)
+    assert row.state is VolumeState.DELETED and row.purged_at is not None and row.trash_ref is None
+    other = row_of(db_rows, RbdImage, kept)
+    assert other.purged_at is None and other.trash_ref == refs[kept]
+    after = admin.get(f"/api/v2/projects/{project}/usage").json
+    assert (after["provisioned_bytes"], after["volumes"]) == (0, 0)
+    trash = admin.get(url, query_string={"trashed": "true"}).json["items"]
+    assert [item["id"] for item in trash] == [kept]
+    [event] = db_rows(select(AuditEvent).where(AuditEvent.target == f"{url}/{name}/purge"))
+    assert (event.outcome, event.status_code, event.project) == ("success", 204, project)
+    gone = purge_now(admin, url, name, purged)
+    assert gone.status_code == 404 and gone.json["error"]["code"] == "not_in_trash"
+    assert admin.post(f"{url}/{name}/restore").status_code == 200  # the other one
+
+
+def test_purge_now_refusals_change_nothing(admin, as_role, new_project, rbd_ioctx, db_rows):
+    """A member's purge (403), an id that is no trashed volume of that name (404 not_in_trash: unknown, live,
+    another name's, another project's) and no id (422): the trashed image stays in Ceph's trash, its row as it was,
+    the live image in the pool."""
+    project, elsewhere = new_project(), new_project()
+    url, name, live = f"/api/v2/projects/{project}/rbd-images", unique("img"), unique("img")
+    volume_id = trashed_image(admin, url, name)
+    live_id = admin.post(url, json={"name": live, "size_bytes": MiB}).json["id"]
+    before = row_of(db_rows, RbdImage, volume_id)
+
+    refused = purge_now(as_role("member", project), url, name, volume_id)
+    assert refused.status_code == 403 and refused.json["error"]["code"] == "forbidden"
+    for path_name, given_id, where in ((name, str(uuid.uuid4()), url), (live, live_id, url), (live, volume_id, url),
+                                      (name, volume_id, f"/api/v2/projects/{elsewhere}/rbd-images")):
+        missing = purge_now(admin, where, path_name, given_id)
+        assert missing.status_code == 404 and missing.json["error"]["code"] == "not_in_trash", missing.json
+        assert missing.json["error"]["details"]["id"] == given_id
+    no_id = admin.post(f"{url}/{name}/purge")
+    assert no_id.status_code == 422 and "id" in no_id.json["error"]["details"]["fields"], no_id.json
+    after = row_of(db_rows, RbdImage, volume_id)
+    assert (after.state, after.purged_at, after.trash_ref, after.updated_at) == (
+        before.state, before.purged_at, before.trash_ref, before.updated_at)
+    assert before.trash_ref in trash_ids(rbd_ioctx) and live in rbd.RBD().list(rbd_ioctx)
+    assert row_of(db_rows, RbdImage, live_id).state is VolumeState.AVAILABLE
+
+
+def test_a_project_whose_trash_holds_volumes_is_deleted_once_the_refusal_s_requests_purged_them(admin, new_project,
+                                                                                              rbd_ioctx, fs, db_rows):
+    """The refusal names each trashed volume with its collection and id; the purge requests it points at empty the
+    trash at once (an image and a CephFS path), and the project's delete then succeeds."""
+    project = new_project()
+    image, directory = unique("img"), unique("fs")
+    images, paths = f"/api/v2/projects/{project}/rbd-images", f"/api/v2/projects/{project}/cephfs-paths"
+    image_id = trashed_image(admin, images, image)
+    path_id = admin.post(paths, json={"name": directory, "quota_bytes": MiB}).json["id"]
+    assert admin.delete(f"{paths}/{directory}").status_code == 204
+    image_ref, path_ref = row_of(db_rows, RbdImage, image_id).trash_ref, row_of(db_rows, CephfsPath, path_id).trash_ref
+    assert image_ref in trash_ids(rbd_ioctx) and exists(fs, path_ref)
+
+    refused = admin.delete(f"/api/v2/projects/{project}")
+    assert refused.status_code == 409 and "/purge?id=" in refused.json["error"]["message"]
+    trash = refused.json["error"]["details"]["trash"]
+    assert sorted(trash, key=lambda volume: volume["collection"]) == [
+        {"collection": "cephfs-paths", "name": directory, "id": path_id},
+        {"collection": "rbd-images", "name": image, "id": image_id}]
+    for volume in trash:
+        answer = purge_now(admin, f"/api/v2/projects/{project}/{volume['collection']}", volume["name"], volume["id"])
+        assert answer.status_code == 204, answer.json
+    assert image_ref not in trash_ids(rbd_ioctx) and not exists(fs, path_ref)
+    for model, volume_id in ((RbdImage, image_id), (CephfsPath, path_id)):
+        row = row_of(db_rows, model, volume_id)
+        assert row.purged_at is not None and row.trash_ref is None
+    assert admin.delete(f"/api/v2/projects/{project}").status_code == 204
+
+
+def test_a_restore_racing_an_admins_purge_exactly_one_wins(app, admin_token, robin_url, admin, new_project, rbd_ioctx,
+                                                          db_rows):
+    """For each trashed image a restore and a purge, through robin's workers, at once: one wins, the other is told
+    (404 not_in_trash or 409 state_changed), and Ceph holds what the row says."""
+    project, count = new_project(), 6
+    url = f"/api/v2/projects/{project}/rbd-images"
+    names = [unique("img") for _ in range(count)]
+    ids = {name: trashed_image(admin, url, name) for name in names}
+    start, headers = threading.Barrier(2 * count), {"Authorization": f"Bearer {admin_token}"}
+
+    def send(call):
+        action, name = call
+        start.wait()
+        query = f"?id={ids[name]}" if action == "purge" else ""
+        return call, requests.post(f"{robin_url}{url}/{name}/{action}{query}", headers=headers, timeout=60)
+
+    calls = [(action, name) for name in names for action in ("restore", "purge")]
+    with ThreadPoolExecutor(len(calls)) as pool:
+        answers = dict(pool.map(send, calls))
+    in_pool = set(rbd.RBD().list(rbd_ioctx))
+    for name in names:
+        restored, purged = answers[("restore", name)], answers[("purge", name)]
+        row = row_of(db_rows, RbdImage, ids[name])
+        if restored.status_code == 200:
+            assert purged.status_code in (404, 409), purged.text
+            assert purged.json()["error"]["code"] in ("not_in_trash", "state_changed")
+            assert row.state is VolumeState.AVAILABLE and row.purged_at is None and name in in_pool
+        else:
+            assert purged.status_code == 204, purged.text
+            assert restored.status_code in (404, 409), restored.text
+            assert restored.json()["error"]["code"] in ("not_in_trash", "state_changed")
+            assert row.state is VolumeState.DELETED and row.purged_at is not None and row.trash_ref is None
+            assert name not in in_pool
+    assert not set(names) & trash_names(rbd_ioctx)
+    live = sum(answers[("restore", name)].status_code == 200 for name in names)
+    assert admin.get(f"/api/v2/projects/{project}/usage").json["provisioned_bytes"] == live * MiB
+
+
+def test_a_trashed_parent_is_purged_after_its_trashed_clone(admin, new_project, rbd_ioctx, db_rows):
+    """Ceph keeps a parent's snapshot while a clone needs it, the clone in the trash too: the parent's purge is
+    refused (409 volume_has_clones, naming the clone and its id) before anything changes; the clone's purge first,
+    then the parent's."""
+    project = new_project()
+    url, parent, clone = f"/api/v2/projects/{project}/rbd-images", unique("parent"), unique("clone")
+    parent_id = admin.post(url, json={"name": parent, "size_bytes": MiB}).json["id"]
+    assert admin.post(f"{url}/{parent}/snapshots", json={"name": "base"}).status_code == 201
+    made = admin.post(url, json={"name": clone, "source": {"image": parent, "snapshot": "base"}})
+    assert made.status_code == 201, made.json
+    clone_id = made.json["id"]
+    assert admin.delete(f"{url}/{clone}").status_code == 204
+    assert admin.delete(f"{url}/{parent}", query_string={"with_snapshots": "true"}).status_code == 204
+    parent_ref = row_of(db_rows, RbdImage, parent_id).trash_ref
+
+    refused = purge_now(admin, url, parent, parent_id)
+    assert refused.status_code == 409, refused.json
+    error = refused.json["error"]
+    assert error["code"] == "volume_has_clones" and "purge them first" in error["message"]
+    assert (error["details"]["clones"], error["details"]["clone_ids"]) == ([clone], [clone_id])
+    row = row_of(db_rows, RbdImage, parent_id)
+    assert row.purged_at is None and row.trash_ref == parent_ref and parent_ref in trash_ids(rbd_ioctx)
+
+    assert purge_now(admin, url, clone, clone_id).status_code == 204
+    assert purge_now(admin, url, parent, parent_id).status_code == 204
+    assert not {parent, clone} & trash_names(rbd_ioctx)
+
+
+def test_purge_now_on_an_unreachable_cluster_is_503_and_keeps_the_row(app, admin, new_project, rbd_ioctx, db_rows,
+                                                                      request):
+    """Ceph does not answer: 503 ceph_unavailable, the row back in the trash as it was (restorable, purged in due
+    course); the same request succeeds once Ceph answers."""
+    dead = request.getfixturevalue("dead_cluster")
+    project = new_project()
+    url, name = f"/api/v2/projects/{project}/rbd-images", unique("img")
+    volume_id = trashed_image(admin, url, name)
+    before = row_of(db_rows, RbdImage, volume_id)
+    with app.app_context(), db.reading() as session:
+        dead_id = session.scalar(select(CephCluster.id).where(CephCluster.name == dead))
+    move_to = update(RbdImage.__table__).where(RbdImage.id == volume_id)
+    try:
+        with app.app_context(), db.writing() as connection:  # its purge now asks the dead cluster
+            connection.execute(move_to.values(cluster_id=dead_id))
+        refused = purge_now(admin, url, name, volume_id)
+        assert refused.status_code == 503 and refused.json["error"]["code"] == "ceph_unavailable"
+        row = row_of(db_rows, RbdImage, volume_id)
+        assert (row.state, row.purged_at, row.trash_ref) == (VolumeState.DELETED, None, before.trash_ref)
+    finally:
+        with app.app_context(), db.writing() as connection:
+            connection.execute(move_to.values(cluster_id=before.cluster_id))
+    assert before.trash_ref in trash_ids(rbd_ioctx)
+    assert purge_now(admin, url, name, volume_id).status_code == 204
+    assert before.trash_ref not in trash_ids(rbd_ioctx)
