@@ -885,13 +885,14 @@ def bench_server(args, conf: str, database_url: str, token: str, ioctx, conn, fs
     print(f"\n== gunicorn with {workers} worker(s): {args.iterations} iterations ==", flush=True)
     source = source_fingerprint()
     with ExitStack() as servers:
-        # PYTHONPATH: the server runs the robin next to this script, as the in-process paths do, not
-        # whichever checkout the venv's editable install points at.
+        # PYTHONPATH and the working directory (which `python -m` puts ahead of PYTHONPATH): the server runs the
+        # robin next to this script, as the in-process paths do, not whichever checkout the venv's editable install
+        # points at, nor the one this script was started from.
         base_url = servers.enter_context(running_server(database_url, conf, workers=workers,
-                                                        extra_env=server_env(REPO)))
+                                                        extra_env=server_env(REPO), cwd=str(REPO)))
         stack_url = servers.enter_context(bare_rbd_server(conf, workers, rbd_ops.feature_mask(features)))
         before_url = None if args.before is None else servers.enter_context(running_server(
-            database_url, conf, workers=workers, extra_env=server_env(args.before)))
+            database_url, conf, workers=workers, extra_env=server_env(args.before), cwd=str(args.before.resolve())))
         create_project(base_url, token, project)
         # CephFS parents: the raw one is made once (untimed); robin's layer makes its own on every
         # create, as robin does for <root>/<project>; the API's is <root>/<project>.

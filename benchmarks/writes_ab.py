@@ -68,7 +68,8 @@ def fresh_database(stack: ExitStack, server_url: str | None, number: int) -> str
 def creates(label: str, tree: Path, database_url: str, conf: str, args) -> dict:
     token = make_admin_token(database_url, conf)
     env = {"PYTHONPATH": str(tree), "ROBIN_THREADS": str(args.threads)}
-    with running_replica(database_url, conf, args.workers, env) as server:
+    # The tree as the working directory too: `python -m` puts it ahead of PYTHONPATH.
+    with running_replica(database_url, conf, args.workers, env, cwd=str(tree)) as server:
         project = f"ab-{label.lower()}-{os.urandom(3).hex()}"
         create_project(server.url, token, project)
         names = iter(range(10**9))

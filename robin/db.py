@@ -276,28 +276,25 @@ def is_lock_timeout(exc: DBAPIError) -> bool:
     return isinstance(exc.orig, sqlite3.OperationalError) and str(exc.orig).startswith("database is locked")
 
 
-def _no_hook(_connection: Connection | Pipelined) -> AbstractContextManager:
+def _no_hook(_connection: Connection | Pipelined | Direct) -> AbstractContextManager:
     return nullcontext()
-
-
-class _Unmoved(Exception):
-    """A compare-and-set that changed no row: raised in its transaction to roll it back."""
 
 
 @dataclass(frozen=True)
 class _Compiled:
-    """A statement compiled once for psycopg (its own placeholders, SQLAlchemy's casts), with the converters
-    SQLAlchemy applies to its parameters (a UTCDateTime's zone, a string enum's value)."""
+    """A statement compiled once for a driver (psycopg's or SQLite's placeholders, SQLAlchemy's casts), with the
+    converters SQLAlchemy applies to its parameters (a UTCDateTime's zone, a string enum's value)."""
 
     sql: str
     compiled: Compiled
     converters: dict
 
-    def parameters(self, values: dict) -> dict:
+    def parameters(self, values: dict) -> dict | tuple:
+        """The driver's parameters: by name (psycopg), or in the order of their placeholders (SQLite's `?`)."""
         bound = self.compiled.construct_params(values)
         for name, convert in self.converters.items():
             bound[name] = convert(bound[name])
-        return bound
+        return tuple(bound[name] for name in self.compiled.positiontup) if self.compiled.positional else bound
 
 
 # The SQL of a compare-and-set in a pipeline: it fails (division by zero) when the UPDATE changed no row, so that
@@ -309,7 +306,8 @@ _GUARDED = "WITH moved AS ({update} RETURNING 1) SELECT 1 / count(*) FROM moved"
 @lru_cache(maxsize=256)
 def _compile(statement: Executable, keys: tuple[str, ...], dialect: Dialect, guarded: bool) -> _Compiled:
     """Built once per statement, set of parameters and dialect (the write paths' statements are built once too). An
-    INSERT returns its primary key, as SQLAlchemy's execution of one does on PostgreSQL."""
+    INSERT returns its primary key, as SQLAlchemy's execution of one does on PostgreSQL (SQLite has RETURNING since
+    3.35)."""
     if statement.is_insert:
         statement = statement.returning(*statement.table.primary_key)
     compiled = statement.compile(dialect=dialect, column_keys=list(keys))
@@ -380,6 +378,41 @@ class _PipelinedResult:
         return tuple(self.cursor.fetchone())
 
 
+class Direct:
+    """A SQLite write transaction's statements run on the driver's own connection as they come, each compiled once
+    (_compile) and its parameters converted as SQLAlchemy would: what db.compare_and_set hands around_write_commit on
+    SQLite, as it hands Pipelined on PostgreSQL. SQLAlchemy's execution of a statement (its context, events and
+    result) costs several times the Python of SQLite running it (BENCHMARKS.md, "A create's wall time over HTTP,
+    accounted")."""
+
+    def __init__(self, connection: Connection):
+        self._dialect = connection.dialect
+        self._driver: sqlite3.Connection = connection.connection.driver_connection
+
+    def begin(self) -> None:
+        self._driver.execute("BEGIN IMMEDIATE")
+
+    def execute(self, statement: Executable, parameters: dict) -> _DirectResult:
+        compiled = _compile(statement, tuple(parameters), self._dialect, False)
+        cursor = self._driver.execute(compiled.sql, compiled.parameters(parameters))
+        # An INSERT's RETURNING row is read now: SQLite finishes the statement only once its rows are read.
+        return _DirectResult(cursor.rowcount, tuple(cursor.fetchone()) if statement.is_insert else None)
+
+    def commit(self) -> None:
+        self._driver.commit()
+
+    def rollback(self) -> None:
+        """Nothing when no transaction is open (BEGIN failed, or the commit ended it)."""
+        if self._driver.in_transaction:
+            self._driver.rollback()
+
+
+@dataclass(frozen=True)
+class _DirectResult:
+    rowcount: int
+    inserted_primary_key: tuple | None
+
+
 class Database:
     """Created unbound at import; `configure()` binds it to a URL (the app factory, the CLI)."""
 
@@ -393,9 +426,9 @@ class Database:
         self.lock_timeout = DATABASE_LOCK_TIMEOUT_S
         # Entered with the connection just before a write transaction commits and left once it has: what it
         # writes commits or rolls back with the transaction (robin.audit puts a request's audit row there). In a
-        # compare_and_set on PostgreSQL it is given the transaction's Pipelined instead: the same execute(), whose
-        # statements are sent with the COMMIT.
-        self.around_write_commit: Callable[[Connection | Pipelined], AbstractContextManager] = _no_hook
+        # compare_and_set it is given the transaction's Pipelined (PostgreSQL: the same execute(), whose statements are
+        # sent with the COMMIT) or Direct (SQLite: the same execute() on the driver's connection) instead.
+        self.around_write_commit: Callable[[Connection | Pipelined | Direct], AbstractContextManager] = _no_hook
 
     def configure(self, url: str, pool_size: int = DEFAULT_POOL_SIZE,
                   lock_timeout: float = DATABASE_LOCK_TIMEOUT_S) -> None:
@@ -474,17 +507,32 @@ class Database:
 
         On PostgreSQL the transaction is one round trip instead of four: BEGIN, the UPDATE, the hook's statements
         and COMMIT go to the server together in a psycopg pipeline, and the UPDATE fails when it changed no row,
-        which rolls the whole transaction back. SQLite's statements cost no round trip: its path is a plain
-        transaction."""
+        which rolls the whole transaction back. SQLite's statements cost no round trip, only Python: they run on the
+        driver's connection without SQLAlchemy's execution around each (Direct)."""
         if self.is_sqlite:
-            try:
-                with self.writing() as connection:
-                    if connection.execute(update, parameters).rowcount != 1:
-                        raise _Unmoved
-            except _Unmoved:
-                return False
-            return True
+            return self._compare_and_set_direct(update, parameters)
         return self._compare_and_set_pipelined(update, parameters)
+
+    def _compare_and_set_direct(self, update: Executable, parameters: dict) -> bool:
+        if self._write_engine is None:
+            raise RuntimeError("database not configured")
+        with self._queued_writes(), self._write_engine.connect() as connection:
+            transaction = Direct(connection)
+            if self._write_queue is not None:
+                self._write_queue.acquire()  # as the engine's begin event does: released by _queued_writes
+            try:
+                transaction.begin()
+                if transaction.execute(update, parameters).rowcount != 1:
+                    transaction.rollback()
+                    return False
+                with self.around_write_commit(transaction):
+                    transaction.commit()
+            except BaseException as exc:
+                transaction.rollback()
+                if isinstance(exc, sqlite3.Error):  # as SQLAlchemy raises it: the API's handlers know that one
+                    raise DBAPIError.instance(None, None, exc, sqlite3.Error, dialect=connection.dialect) from exc
+                raise
+        return True
 
     def _compare_and_set_pipelined(self, update: Executable, parameters: dict) -> bool:
         if self._read_engine is None:

@@ -27,7 +27,7 @@ from sqlalchemy import Connection, bindparam, insert, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from robin.audit.models import AuditEvent
-from robin.db import Pipelined, db, utcnow
+from robin.db import Direct, Pipelined, db, utcnow
 from robin.errors import RequestTooLarge, ServiceUnavailable
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ def success_commits_next() -> None:
 
 
 @contextmanager
-def _with_the_change(connection: Connection | Pipelined) -> Iterator[None]:
+def _with_the_change(connection: Connection | Pipelined | Direct) -> Iterator[None]:
     """Around the commit of a write transaction: the first one an audited request commits carries its row, the
     one a service said decides its success (success_commits_next) the row's final status. `g.audit_row` is set
     once the row is taken care of: the id of the committed pending row (or None); `g.audit_written` once a final
@@ -164,7 +164,7 @@ def _with_the_change(connection: Connection | Pipelined) -> Iterator[None]:
     g.audit_row = inserted.inserted_primary_key[0]
 
 
-def _write_success(connection: Connection | Pipelined) -> tuple[int, str, None] | None:
+def _write_success(connection: Connection | Pipelined | Direct) -> tuple[int, str, None] | None:
     """The final status of the request's committed row, written in the caller's transaction: the success status
     the view declares. None (nothing written) without a row or a single declared success status."""
     row_id, status = g.get("audit_row"), _declared_success_status()

@@ -41,10 +41,18 @@ FORM_REFUSED = "This form expired or did not come from robin's page: reload the 
 
 
 class _SessionCookie(SecureCookieSessionInterface):
-    """Secure whenever the browser came over HTTPS, not only when ROBIN_UI_SECURE_COOKIES says so."""
+    """The dashboard's session: secure whenever the browser came over HTTPS, not only when ROBIN_UI_SECURE_COOKIES
+    says so; and only the dashboard's requests have one."""
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return super().get_cookie_secure(app) or request.is_secure
+
+    def open_session(self, app: Flask, request):
+        # Every other request (the API's) has none: Flask opened one for each, building a signer and reading the
+        # cookie (a browser sends it to any path of the host), 0.02 to 0.05 ms of every request (BENCHMARKS.md).
+        if request.path != blp.url_prefix and not request.path.startswith(blp.url_prefix + "/"):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
 
 
 def install(app: Flask) -> None:

@@ -1,18 +1,22 @@
 """SQLite's writers take turns in a queue beside the database (robin.db.WriteQueue): a write transaction holds the
 turn (an flock of `<database>.write.lock`, which every process's writers ask for) from its BEGIN IMMEDIATE until it
-ended, committed or not; a read never takes it, and a transaction nested in another leaves the outer one's turn."""
+ended, committed or not; a read never takes it, and a transaction nested in another leaves the outer one's turn.
+The second commit (db.compare_and_set), which runs on the driver's connection, takes its turn as well."""
 from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Column, Integer, MetaData, Table, bindparam, insert, text, update
+from sqlalchemy.exc import OperationalError
 
-from robin.db import Database, WriteQueue
+from robin.db import Database, WriteQueue, is_lock_timeout
 
 
 @pytest.fixture
@@ -128,3 +132,68 @@ def test_a_writer_that_waited_out_the_busy_timeout_goes_on_to_sqlite(tmp_path):
     queue.release()
     assert not taken_elsewhere(path)
     queue.close()
+
+
+ITEMS = Table("items", MetaData(), Column("id", Integer, primary_key=True), Column("x", Integer))
+MOVE = update(ITEMS).where(ITEMS.c.id == bindparam("row_id"), ITEMS.c.x == bindparam("old")).values(
+    x=bindparam("new"))
+
+
+@pytest.fixture
+def items(database):
+    with database.writing() as connection:
+        connection.execute(text("CREATE TABLE items (id INTEGER PRIMARY KEY, x INTEGER)"))
+        connection.execute(text("INSERT INTO items VALUES (1, 0)"))
+    return database
+
+
+def values(database: Database) -> list[tuple[int, int]]:
+    with database.reading() as session:
+        return [tuple(row) for row in session.execute(text("SELECT id, x FROM items ORDER BY id"))]
+
+
+def test_a_compare_and_set_holds_the_turn_and_commits_its_hooks_statements_with_it(items, tmp_path):
+    """On SQLite the second commit runs on the driver's connection (robin.db.Direct), not through SQLAlchemy: in the
+    queue's turn, with what around_write_commit adds in the same transaction (an INSERT's key read back), and only
+    when its UPDATE moved the row."""
+    lock, inserted = tmp_path / "robin.write.lock", []
+
+    @contextmanager
+    def hook(transaction):
+        assert taken_elsewhere(lock)
+        inserted.append(transaction.execute(insert(ITEMS), {"x": 100}).inserted_primary_key[0])
+        yield
+
+    items.around_write_commit = hook
+    assert items.compare_and_set(MOVE, {"row_id": 1, "old": 0, "new": 1}) is True
+    assert not taken_elsewhere(lock)
+    assert items.compare_and_set(MOVE, {"row_id": 1, "old": 0, "new": 2}) is False  # moved already
+    assert not taken_elsewhere(lock)
+    assert inserted == [2] and values(items) == [(1, 1), (2, 100)]  # the lost one wrote nothing, its hook neither
+
+
+def test_a_compare_and_set_that_waited_out_the_lock_raises_as_sqlalchemy_does_and_changes_nothing(tmp_path):
+    """Another connection (another host's process, as SQLite sees it) holds the write lock: past the busy timeout the
+    compare-and-set raises SQLAlchemy's OperationalError, which the API answers 503 database_busy; it gives its turn
+    back, and succeeds once the lock is free."""
+    database = Database()
+    database.configure(f"sqlite:///{tmp_path / 'robin.db'}", lock_timeout=0.2)
+    try:
+        with database.writing() as connection:
+            connection.execute(text("CREATE TABLE items (id INTEGER PRIMARY KEY, x INTEGER)"))
+            connection.execute(text("INSERT INTO items VALUES (1, 0)"))
+        holder = sqlite3.connect(tmp_path / "robin.db", isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            with pytest.raises(OperationalError) as raised:
+                database.compare_and_set(MOVE, {"row_id": 1, "old": 0, "new": 1})
+            assert is_lock_timeout(raised.value)
+            assert not taken_elsewhere(tmp_path / "robin.write.lock")
+        finally:
+            holder.rollback()
+            holder.close()
+        assert values(database) == [(1, 0)]
+        assert database.compare_and_set(MOVE, {"row_id": 1, "old": 0, "new": 1}) is True
+        assert values(database) == [(1, 1)]
+    finally:
+        database.dispose()

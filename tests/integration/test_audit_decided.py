@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import event, select
 
 from robin.audit.models import AuditEvent
-from robin.db import Pipelined, db
+from robin.db import Direct, Pipelined, db
 from robin.volumes.models import RbdImage, VolumeState
 from tests.conftest import unique
 from tests.support.triggers import row_trigger
@@ -26,24 +26,29 @@ def events_of(db_rows, request_id: str) -> list[AuditEvent]:
 
 @contextmanager
 def commits() -> Iterator[list[int]]:
-    """Counts the API's committed transactions while the block runs: the engine's commits, and on PostgreSQL the
-    second commits sent whole in one pipeline (db.compare_and_set), which SQLAlchemy's commit event does not see."""
+    """Counts the API's committed transactions while the block runs: the engine's commits, and the second commits
+    (db.compare_and_set) that SQLAlchemy's commit event does not see: sent whole in one pipeline on PostgreSQL, run on
+    the driver's connection on SQLite."""
     counted: list[int] = []
 
     def on_commit(_conn):
         counted.append(1)
 
-    def pipelined_commit(transaction):
-        sent(transaction)
-        counted.append(1)
+    def counting(commit):
+        def counted_commit(transaction):
+            commit(transaction)
+            counted.append(1)
+        return counted_commit
 
-    sent = Pipelined.commit
+    originals = {kind: kind.commit for kind in (Pipelined, Direct)}
     event.listen(db.engine, "commit", on_commit)
-    Pipelined.commit = pipelined_commit
+    for kind, commit in originals.items():
+        kind.commit = counting(commit)
     try:
         yield counted
     finally:
-        Pipelined.commit = sent
+        for kind, commit in originals.items():
+            kind.commit = commit
         event.remove(db.engine, "commit", on_commit)
 
 

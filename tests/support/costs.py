@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import event
 
 from robin.auth.service import token_cache
-from robin.db import db
+from robin.db import Direct, db
 
 
 @dataclass
@@ -21,8 +21,19 @@ class Counted:
 @contextmanager
 def counting(cold_tokens: bool = True) -> Iterator[Counted]:
     """The statements and commits of the API's engine while the block runs (with cold_tokens, a token lookup
-    included)."""
+    included). SQLite's second commits run on the driver's connection (db.Direct), unseen by the engine's events: they
+    are counted as the statements and the write transaction they are."""
     counted = Counted()
+    execute, commit = Direct.execute, Direct.commit
+
+    def direct_execute(transaction, statement, parameters):
+        counted.statements.append(str(statement))
+        return execute(transaction, statement, parameters)
+
+    def direct_commit(transaction):
+        commit(transaction)
+        counted.transactions += 1
+        counted.write_transactions += 1
 
     def on_execute(conn, cursor, statement, parameters, context, executemany):
         if not statement.lstrip().upper().startswith("BEGIN"):
@@ -37,8 +48,10 @@ def counting(cold_tokens: bool = True) -> Iterator[Counted]:
         token_cache.clear()
     event.listen(db.engine, "before_cursor_execute", on_execute)
     event.listen(db.engine, "commit", on_commit)
+    Direct.execute, Direct.commit = direct_execute, direct_commit
     try:
         yield counted
     finally:
+        Direct.execute, Direct.commit = execute, commit
         event.remove(db.engine, "before_cursor_execute", on_execute)
         event.remove(db.engine, "commit", on_commit)

@@ -31,9 +31,10 @@ def _answers(url: str) -> bool:
 
 
 @contextmanager
-def running_server(database_url: str, ceph_conf: str, workers: int = 4, extra_env: dict | None = None):
+def running_server(database_url: str, ceph_conf: str, workers: int = 4, extra_env: dict | None = None,
+                   cwd: str | None = None):
     """Yield the base URL of a gunicorn-served robin; stop it (and only it) afterwards."""
-    with running_replica(database_url, ceph_conf, workers, extra_env) as replica:
+    with running_replica(database_url, ceph_conf, workers, extra_env, cwd) as replica:
         yield replica.url
 
 
@@ -64,9 +65,11 @@ class Replica:
 
 
 @contextmanager
-def running_replica(database_url: str, ceph_conf: str, workers: int = 4, extra_env: dict | None = None):
+def running_replica(database_url: str, ceph_conf: str, workers: int = 4, extra_env: dict | None = None,
+                    cwd: str | None = None):
     """Yield a Replica: a gunicorn-served robin with a state directory of its own (as on a host of its own);
-    stop it (and only it) afterwards, unless the test killed it."""
+    stop it (and only it) afterwards, unless the test killed it. `cwd`: its working directory, which `python -m`
+    puts first on its path, ahead of PYTHONPATH: a checkout's directory serves that checkout's robin."""
     port = free_port()
     state_dir = tempfile.mkdtemp(prefix="robin-serve-")
     env = {**os.environ, "ROBIN_DATABASE_URL": database_url, "ROBIN_CEPH_CONF": ceph_conf,
@@ -75,7 +78,7 @@ def running_replica(database_url: str, ceph_conf: str, workers: int = 4, extra_e
            "ROBIN_PORT": str(port), "ROBIN_LOG_LEVEL": "WARNING", **(extra_env or {})}
     log = open(Path(state_dir) / "server.log", "wb")
     process = subprocess.Popen([sys.executable, "-m", "robin.cli", "serve"], env=env, stdout=log, stderr=log,
-                               start_new_session=True)
+                               cwd=cwd, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _answers(url) or process.poll() is not None, START_TIMEOUT_S, "robin serve")
