@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import http.client
 import json as jsonlib
-import select
-import threading
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -14,6 +12,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from robin.client.connections import DirectConnections
 from robin.config import ClientSettings
 
 MiB = 2**20
@@ -145,7 +144,8 @@ class RobinClient:
             body = jsonlib.dumps(json, allow_nan=False).encode()
             headers = {**headers, "Content-Type": "application/json"}
         target = self._prefix + path + ("?" + urlencode(params, doseq=True) if params else "")
-        return self._pool.send(method, target, body, headers)
+        response, data = self._pool.send(method, target, body, headers)
+        return response.status, data
 
     # --- projects ---------------------------------------------------------------------------------------
 
@@ -293,75 +293,6 @@ class RobinClient:
 
     def unregister_cluster(self, name: str) -> None:
         self.request("DELETE", f"/api/v2/clusters/{quote(name, safe='')}")
-
-
-class DirectConnections:
-    """Kept-alive http.client connections to one plain-http host, shared by threads: each request takes an idle
-    one (or opens one), and gives it back once the answer is read whole; at most `size` are kept idle. As urllib3
-    does, one that the server has closed while idle (or that holds unread bytes) is not reused but closed: such a
-    request is never sent twice. Connect and read timeouts as urllib3's."""
-
-    def __init__(self, host: str, port: int, size: int, connect_timeout: float, read_timeout: float):
-        self.host, self.port, self.size = host, port, size
-        self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
-        self._idle: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def send(self, method: str, target: str, body: bytes | None, headers: dict) -> tuple[int, bytes]:
-        """(status, body) of the answer; OSError or http.client.HTTPException when none came whole."""
-        connection = self._take()
-        try:
-            connection.request(method, target, body=body, headers=headers)
-            response = connection.getresponse()
-            data = response.read()
-        except BaseException:
-            connection.close()
-            raise
-        if response.will_close:
-            connection.close()
-        else:
-            self._give_back(connection)
-        return response.status, data
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed, idle, self._idle = True, self._idle, []
-        for connection in idle:
-            connection.close()
-
-    def _take(self) -> http.client.HTTPConnection:
-        while True:
-            with self._lock:
-                connection = self._idle.pop() if self._idle else None
-            if connection is None:
-                return self._connect()
-            if _usable(connection):
-                return connection
-            connection.close()
-
-    def _connect(self) -> http.client.HTTPConnection:
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout)
-        connection.connect()
-        connection.sock.settimeout(self.read_timeout)
-        return connection
-
-    def _give_back(self, connection: http.client.HTTPConnection) -> None:
-        with self._lock:
-            if not self._closed and len(self._idle) < self.size:
-                self._idle.append(connection)
-                return
-        connection.close()
-
-
-def _usable(connection: http.client.HTTPConnection) -> bool:
-    """Connected, and nothing to read: an idle connection that is readable was closed by the server (or holds
-    bytes no request asked for)."""
-    if connection.sock is None:
-        return False
-    poller = select.poll()
-    poller.register(connection.sock, select.POLLIN)
-    return not poller.poll(0)
 
 
 def _direct_pool(config: ClientConfig) -> tuple[DirectConnections | None, str]:
