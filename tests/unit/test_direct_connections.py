@@ -1,7 +1,7 @@
-"""robin's REST client's kept-alive connections (robin.client.rest.DirectConnections) against a stand-in HTTP server
-that behaves as a server may and robin serve cannot be made to on demand: it closes a kept-alive connection while
-the client holds it idle, closes one without answering, or never answers. (Answers and errors against robin itself:
-tests/integration/test_robin_client.py.)"""
+"""The kept-alive connections of robin's clients (robin.client.connections.DirectConnections), through robin's REST
+client, against a stand-in HTTP server that behaves as a server may and robin serve cannot be made to on demand: it
+closes a kept-alive connection while the client holds it idle, closes one without answering, or never answers.
+(Answers and errors against robin itself: tests/integration/test_robin_client.py.)"""
 from __future__ import annotations
 
 import socket
