@@ -17,7 +17,7 @@ import json
 import ssl
 import threading
 import time
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import urllib3
 from kubernetes import client, config
@@ -90,9 +90,9 @@ def direct_connections(api_client: client.ApiClient) -> tuple[DirectConnections,
             or configuration.socket_options is not None or getattr(configuration, "keep_alive", False)
             or configuration.retries is not None):
         return None
-    url = urllib3.util.parse_url(configuration.host)
+    url = urlsplit(configuration.host)  # its hostname without an IPv6 address's brackets, as sockets want it
     https = url.scheme == "https"
-    connections = DirectConnections(url.host, url.port or (443 if https else 80),
+    connections = DirectConnections(url.hostname, url.port or (443 if https else 80),
                                     configuration.connection_pool_maxsize or 1, CONNECT_TIMEOUT, REQUEST_TIMEOUT,
                                     tls=(lambda: tls_context(configuration)) if https else None)
     return connections, url.path or ""

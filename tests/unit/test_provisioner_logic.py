@@ -892,6 +892,8 @@ def test_kube_sends_on_its_own_connections_unless_urllib3_does_more():
         "k8s.example", 6443, "/behind/a/proxy", True)
     plain, prefix = kube_module.Kube(ApiClient(Configuration(host="http://127.0.0.1:8001")), qps=1, burst=1)._direct
     assert (plain.host, plain.port, prefix, plain.tls) == ("127.0.0.1", 8001, "", None)
+    ipv6, _ = kube_module.Kube(ApiClient(Configuration(host="https://[fd00::1]:443")), qps=1, burst=1)._direct
+    assert (ipv6.host, ipv6.port) == ("fd00::1", 443)  # as a socket takes it (in-cluster on an IPv6 cluster)
     for name, value in (("proxy", "http://proxy.example:3128"), ("assert_hostname", "other.example"),
                         ("tls_server_name", "other.example"), ("retries", 5), ("socket_options", [])):
         special = Configuration(host="https://k8s.example:6443")
