@@ -37,7 +37,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -884,6 +884,10 @@ def parse_args(argv=None):
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for all claims to be Bound")
     parser.add_argument("--ceph-conf", help="use this cluster instead of starting a dev cluster")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--py-spy", type=Path, metavar="PATH",
+                        help="record the provisioner's Python CPU during the burst with py-spy (collapsed stacks of "
+                             "the thread holding the GIL) into PATH; py-spy takes CPU of the same cores, so such a "
+                             "run's figures are not comparable")
     args = parser.parse_args(argv)
     if min(args.claims, args.workers, args.provisioner_workers, args.client_threads, args.raw_threads,
            args.burst) < 1 or args.qps <= 0 or args.sequential < 0 or args.warmup < 0:
@@ -938,9 +942,11 @@ def run(args, report: dict, stack: ExitStack) -> None:
         bench.burst(watch, f"warm-{run_id}", args.warmup, progress=False)
         provisioner_caught_up(metrics_url, {}, args.warmup)
     print(f"burst: {args.claims} PVCs at once", flush=True)
-    before = (scrape(metrics_url), scrape(robin_metrics, token), cpu.snapshot())
-    report["burst"] = bench.burst(watch, f"burst-{run_id}", args.claims, progress=True)
-    after = (provisioner_caught_up(metrics_url, before[0], args.claims), scrape(robin_metrics, token), cpu.snapshot())
+    with profiled(args.py_spy, provisioner.pid):
+        before = (scrape(metrics_url), scrape(robin_metrics, token), cpu.snapshot())
+        report["burst"] = bench.burst(watch, f"burst-{run_id}", args.claims, progress=True)
+        after = (provisioner_caught_up(metrics_url, before[0], args.claims), scrape(robin_metrics, token),
+                 cpu.snapshot())
     report["cpu_burst"] = CpuMeter.between(before[2], after[2])
     report["internals"] = {"burst": internals(delta(before[0], after[0]), delta(before[1], after[1]), args.kind)}
     if args.sequential:
@@ -960,6 +966,24 @@ def run(args, report: dict, stack: ExitStack) -> None:
     print(f"raw baseline: {args.sequential} one at a time, {args.claims} from {args.raw_threads} threads", flush=True)
     report["raw"] = raw_baseline(RawCreate(args.kind, ioctx, fs, run_id), f"raw-{run_id}", args.sequential,
                                  args.claims, args.raw_threads)
+
+
+@contextmanager
+def profiled(output: Path | None, pid: int):
+    """py-spy recording `pid`'s threads into `output` (collapsed stacks) while the block runs; nothing without
+    `output`. Stopped by its own pid (SIGINT: it then writes the file)."""
+    if output is None:
+        yield
+        return
+    argv = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--rate", "200", "--format",
+            "raw", "--threads", "--gil", "--output", str(output)]
+    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)  # attached before the first claim
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(STOP_TIMEOUT_S)
 
 
 def provisioner_caught_up(metrics_url: str, before: dict, n: int, timeout: float = 10.0) -> dict:

@@ -4,22 +4,27 @@ The generated models are skipped (`_preload_content=False`, then json): robin re
 fields, and building model objects for thousands of claims would cost more than the requests. The writes the
 provisioner makes for every claim (and its Events) skip the generated methods' argument validation and
 serialisation, which cost more CPU than the request itself: `send` makes the request a generated method would (its
-verb and path, read once from the method's own request builder) on the client's connection pool, with the same
-authentication. Every request but watches goes through a token bucket
-(client-go's QPS and burst), and every request has a client timeout.
+verb and path, read once from the method's own request builder) with the same authentication, on kept-alive
+http.client connections of its own (robin.client.connections: half the client CPU of urllib3's pool) that verify
+the API server as the kubernetes client has urllib3 verify it. Every request but watches goes through a token
+bucket (client-go's QPS and burst), and every request has a client timeout.
 """
 from __future__ import annotations
 
+import http.client
 import inspect
 import json
+import ssl
 import threading
 import time
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+
+from robin.client.connections import DirectConnections
 
 CONNECT_TIMEOUT = 5.0
 REQUEST_TIMEOUT = 30.0
@@ -74,6 +79,39 @@ class TokenBucket:
             time.sleep(wait)
 
 
+def direct_connections(api_client: client.ApiClient) -> tuple[DirectConnections, str] | None:
+    """Kube.send's own connections to the API server, and the path of the configured host (a proxy in front of
+    the API server may serve it under one); None where the kubernetes client's urllib3 does more than connect and
+    verify (an HTTP or SOCKS proxy, a pinned hostname or TLS server name, socket options, retries): `send` then
+    leaves the request to its pool manager."""
+    configuration = api_client.configuration
+    if (type(api_client.rest_client.pool_manager) is not urllib3.PoolManager
+            or configuration.assert_hostname is not None or configuration.tls_server_name
+            or configuration.socket_options is not None or getattr(configuration, "keep_alive", False)
+            or configuration.retries is not None):
+        return None
+    url = urlsplit(configuration.host)  # its hostname without an IPv6 address's brackets, as sockets want it
+    https = url.scheme == "https"
+    connections = DirectConnections(url.hostname, url.port or (443 if https else 80),
+                                    configuration.connection_pool_maxsize or 1, CONNECT_TIMEOUT, REQUEST_TIMEOUT,
+                                    tls=(lambda: tls_context(configuration)) if https else None)
+    return connections, url.path or ""
+
+
+def tls_context(configuration: client.Configuration) -> ssl.SSLContext:
+    """What the kubernetes client has urllib3 check: the server's certificate against `ssl_ca_cert` /
+    `ca_cert_data` (else the system's CAs) and its hostname, unless `verify_ssl` is off (kubeconfig's
+    insecure-skip-tls-verify); the client's certificate when given. TLS 1.2 at least, as urllib3."""
+    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert, cadata=configuration.ca_cert_data)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not configuration.verify_ssl:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if configuration.cert_file:
+        context.load_cert_chain(configuration.cert_file, configuration.key_file)
+    return context
+
+
 def load_api_client(kubeconfig: str, pool_size: int) -> client.ApiClient:
     """From `kubeconfig` when given; else the in-cluster service account; else $KUBECONFIG or ~/.kube/config."""
     configuration = client.Configuration()
@@ -101,10 +139,12 @@ class Kube:
         self._auth_lock = threading.Lock()
         self._auth: tuple[float, dict] = (float("-inf"), {})  # (when asked, the headers the configuration gave)
         self._request_lines: dict[tuple[str, str], tuple[str, str]] = {}
-        self._pool: tuple[urllib3.HTTPConnectionPool, str] | None = None  # see _host_pool
+        self._direct = direct_connections(api_client)  # (connections, the host's path), or None: see there
 
     def close(self) -> None:
         self.api_client.close()
+        if self._direct is not None:
+            self._direct[0].close()
 
     def call(self, method, *args, **kwargs):
         """`method` of one of the API objects, rate limited, with a timeout; the decoded answer."""
@@ -128,39 +168,23 @@ class Kube:
                    **self._auth_headers()}
         target = template.format(**{k: quote(v, safe="") for k, v in path.items()})
         data = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
-        timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT, read=REQUEST_TIMEOUT)
         try:
-            host_pool = self._host_pool()
-            if host_pool is None:
+            if self._direct is None:
                 response = self.api_client.rest_client.pool_manager.request(
-                    verb, self.api_client.configuration.host + target, body=data, headers=headers, timeout=timeout)
+                    verb, self.api_client.configuration.host + target, body=data, headers=headers,
+                    timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=REQUEST_TIMEOUT))
+                answer = response.data
             else:
-                pool, prefix = host_pool
-                # As the pool manager sends it (same pool, request URI, no redirect followed: the API server
-                # answers these writes, it never redirects them).
-                response = pool.urlopen(verb, prefix + target, body=data, headers=headers, timeout=timeout,
-                                        assert_same_host=False, redirect=False)
-        except (OSError, urllib3.exceptions.HTTPError) as exc:
+                # No redirect followed: the API server answers these writes, it never redirects them.
+                connections, prefix = self._direct
+                response, answer = connections.send(verb, prefix + target, data, headers)
+        except (OSError, urllib3.exceptions.HTTPError, http.client.HTTPException) as exc:
             raise KubeError(0, "Unreachable", f"the Kubernetes API did not answer: {exc}") from exc
         if not 200 <= response.status <= 299:
             exc = ApiException(status=response.status, reason=response.reason)
-            exc.body, exc.headers = response.data, response.headers
+            exc.body, exc.headers = answer, response.headers
             raise KubeError.from_api_exception(exc)
-        return json.loads(response.data) if response.data else None
-
-    def _host_pool(self) -> tuple[urllib3.HTTPConnectionPool, str] | None:
-        """The API server's connection pool (the one the pool manager picks for its host, with the same TLS
-        settings) and the path of the configured host (a proxy in front of the API server may serve it under one),
-        looked up once: the pool manager's own lookup of it costs a fifth of a request's client CPU. None behind an
-        HTTP proxy, whose manager rewrites every request: it then sends them itself."""
-        manager = self.api_client.rest_client.pool_manager
-        if isinstance(manager, urllib3.ProxyManager):
-            return None
-        cached = self._pool
-        if cached is None or cached[0].pool is None:  # not looked up yet, or closed with the manager
-            host = self.api_client.configuration.host
-            cached = self._pool = (manager.connection_from_url(host), urllib3.util.parse_url(host).path or "")
-        return cached
+        return json.loads(answer) if answer else None
 
     def _request_line(self, method) -> tuple[str, str]:
         """(HTTP verb, path with {name} and {namespace} left to fill) of a generated method: what its request

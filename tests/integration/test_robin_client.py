@@ -1,5 +1,5 @@
 """robin's REST client (robin.client.rest), as the provisioner and the CSI shim use it, against robin served by
-gunicorn: at a plain http:// URL it sends straight to urllib3's pool, else through its requests session, and
+gunicorn: at a plain http:// URL it sends on its own kept-alive connections, else through its requests session, and
 both ways give the same answers and the same errors."""
 from __future__ import annotations
 

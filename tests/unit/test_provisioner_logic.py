@@ -882,15 +882,20 @@ def test_kube_sends_the_request_line_of_the_generated_method(method, line):
     assert kube._request_line(getattr(kube.core, method)) == line
 
 
-def test_kube_sends_on_the_pool_the_manager_would_pick():
-    """Kube.send uses the connection pool the pool manager picks for the configured host (its TLS settings with it)
-    and sends the host's own path before the API's; behind an HTTP proxy it leaves every request to the manager."""
+def test_kube_sends_on_its_own_connections_unless_urllib3_does_more():
+    """Kube.send asks the configured host on connections of its own (TLS for https) and sends the host's own path
+    before the API's; behind a proxy, or with urllib3's hostname pinning, TLS server name, socket options or retries,
+    it leaves every request to the kubernetes client's pool manager. (TLS itself: tests/unit/test_kube_tls.py.)"""
     configuration = Configuration(host="https://k8s.example:6443/behind/a/proxy")
-    kube = kube_module.Kube(ApiClient(configuration), qps=1, burst=1)
-    pool, prefix = kube._host_pool()
-    assert (pool.scheme, pool.host, pool.port, prefix) == ("https", "k8s.example", 6443, "/behind/a/proxy")
-    assert pool is kube.api_client.rest_client.pool_manager.connection_from_url(configuration.host)
-    assert kube._host_pool()[0] is pool  # looked up once
-    proxied = Configuration(host="https://k8s.example:6443")
-    proxied.proxy = "http://proxy.example:3128"
-    assert kube_module.Kube(ApiClient(proxied), qps=1, burst=1)._host_pool() is None
+    connections, prefix = kube_module.Kube(ApiClient(configuration), qps=1, burst=1)._direct
+    assert (connections.host, connections.port, prefix, connections.tls is not None) == (
+        "k8s.example", 6443, "/behind/a/proxy", True)
+    plain, prefix = kube_module.Kube(ApiClient(Configuration(host="http://127.0.0.1:8001")), qps=1, burst=1)._direct
+    assert (plain.host, plain.port, prefix, plain.tls) == ("127.0.0.1", 8001, "", None)
+    ipv6, _ = kube_module.Kube(ApiClient(Configuration(host="https://[fd00::1]:443")), qps=1, burst=1)._direct
+    assert (ipv6.host, ipv6.port) == ("fd00::1", 443)  # as a socket takes it (in-cluster on an IPv6 cluster)
+    for name, value in (("proxy", "http://proxy.example:3128"), ("assert_hostname", "other.example"),
+                        ("tls_server_name", "other.example"), ("retries", 5), ("socket_options", [])):
+        special = Configuration(host="https://k8s.example:6443")
+        setattr(special, name, value)
+        assert kube_module.Kube(ApiClient(special), qps=1, burst=1)._direct is None, name
