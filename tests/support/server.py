@@ -19,6 +19,8 @@ from tests.support.net import free_port, wait_until
 # encrypts, the others must decrypt.
 SESSION_SECRET_KEY = Fernet.generate_key().decode()
 
+# The checkout this file is in: a server's default working directory, which `python -m` puts first on its path.
+CHECKOUT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 20
 
@@ -69,7 +71,9 @@ def running_replica(database_url: str, ceph_conf: str, workers: int = 4, extra_e
                     cwd: str | None = None):
     """Yield a Replica: a gunicorn-served robin with a state directory of its own (as on a host of its own);
     stop it (and only it) afterwards, unless the test killed it. `cwd`: its working directory, which `python -m`
-    puts first on its path, ahead of PYTHONPATH: a checkout's directory serves that checkout's robin."""
+    puts first on its path, ahead of PYTHONPATH: a checkout's directory serves that checkout's robin; by default
+    this file's checkout, whatever directory the caller runs in (a benchmark script started from another checkout
+    serves its own)."""
     port = free_port()
     state_dir = tempfile.mkdtemp(prefix="robin-serve-")
     env = {**os.environ, "ROBIN_DATABASE_URL": database_url, "ROBIN_CEPH_CONF": ceph_conf,
@@ -78,7 +82,7 @@ def running_replica(database_url: str, ceph_conf: str, workers: int = 4, extra_e
            "ROBIN_PORT": str(port), "ROBIN_LOG_LEVEL": "WARNING", **(extra_env or {})}
     log = open(Path(state_dir) / "server.log", "wb")
     process = subprocess.Popen([sys.executable, "-m", "robin.cli", "serve"], env=env, stdout=log, stderr=log,
-                               cwd=cwd, start_new_session=True)
+                               cwd=cwd or CHECKOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _answers(url) or process.poll() is not None, START_TIMEOUT_S, "robin serve")
