@@ -17,13 +17,14 @@ def node_secrets(ceph_conf) -> dict[str, str]:
 
 @pytest.fixture
 def start_shim(robin_url, admin_token, request):
-    """start_shim(mode=..., node_id=...) -> a running ShimProcess; all are stopped afterwards, logs printed."""
+    """start_shim(mode=..., node_id=..., token=...) -> a running ShimProcess (robin's token: an admin's unless
+    given); all are stopped afterwards, logs printed."""
     if os.geteuid() != 0:
         pytest.skip("the CSI node service mounts file systems: run as root")
     started: list[ShimProcess] = []
 
-    def start(**kwargs) -> ShimProcess:
-        shim = ShimProcess(robin_url, admin_token, **kwargs)
+    def start(token: str | None = None, **kwargs) -> ShimProcess:
+        shim = ShimProcess(robin_url, token or admin_token, **kwargs)
         started.append(shim)
         return shim
 

@@ -18,7 +18,7 @@ from csi_shim.ids import robin_name, robin_names
 from csi_shim.parameters import new_volume_size
 from csi_shim.stubs import pb
 from robin.client import COLLECTIONS, VolumeRef
-from tests.conftest import cephfs_exists, unique
+from tests.conftest import cephfs_exists, make_token, unique
 from tests.support.csi import block_capability, mount_capability
 
 MiB, GiB, TiB = 2**20, 2**30, 2**40
@@ -297,10 +297,22 @@ def test_list_volumes_shows_new_volumes_and_not_deleted_ones(csi, rbd_params):
     assert len(after_delete) == len(before) and volume.volume_id not in after_delete
 
 
-def test_list_volumes_pagination(csi, rbd_params):
+@pytest.fixture
+def member_csi(start_shim, app, project):
+    """The controller of a plugin holding a member token of `project`: it lists that project's volumes only, so
+    a test may act on every volume it lists (an admin's plugin lists other tests' too, and refuses to delete
+    those it did not make)."""
+    client = Csi(start_shim(mode="controller", token=make_token(app, "member", project)).controller)
+    yield client
+    client.cleanup()
+
+
+def test_list_volumes_pagination(member_csi, rbd_params):
+    csi = member_csi
     for index in range(3):
         csi.create_volume(f"sanity{index}", rbd_params)
     everything = csi.all_volume_ids()
+    assert sorted(everything) == sorted(csi.volumes)  # its project's volumes, and no other
     pages, token = [], ""
     while True:
         response = csi.list_volumes(max_entries=2, starting_token=token)

@@ -13,6 +13,7 @@ import pytest
 import rbd
 from sqlalchemy import select
 
+from robin.client import COLLECTIONS
 from robin.kube.volumes import VOLUME_ANNOTATION
 from robin.volumes.models import CephfsPath, RbdImage
 from tests.conftest import unique
@@ -73,10 +74,11 @@ def provisioner_kubeconfig(kube, chart_rbac, tmp_path) -> str:
 
 
 @pytest.fixture
-def provisioners(kube, provisioner_kubeconfig, robin_url, admin_token, request):
+def provisioners(kube, provisioner_kubeconfig, robin_url, admin_token, robin_api, request):
     """start(identity=..., env=...) -> a running ProvisionerProcess; all are stopped afterwards (their logs are
-    printed when the test failed)."""
+    printed when the test failed), then the volumes the test's claims made are deleted."""
     started: list[ProvisionerProcess] = []
+    before = {_key(volume) for volume in _live_volumes(robin_api)}
 
     def start(identity: str | None = None, env: dict | None = None) -> ProvisionerProcess:
         # In the release's namespace (POD_NAMESPACE), where the chart's Role lets it hold its Lease.
@@ -89,6 +91,36 @@ def provisioners(kube, provisioner_kubeconfig, robin_url, admin_token, request):
     for process in started:
         process.stop()
         print(f"--- provisioner {process.identity} log ---\n{process.log()[-4000:]}")
+    _delete_volumes_made_since(robin_api, before)
+
+
+def _key(volume: dict) -> tuple[str, str, str]:
+    return volume["kind"], volume["project"], volume["name"]
+
+
+def _live_volumes(robin_api) -> list[dict]:
+    """Every live volume robin holds, of every project, page after page."""
+    volumes, params = [], {"limit": 1000}
+    while True:
+        response = robin_api("GET", "/api/v2/volumes", params=params)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        volumes += page["items"]
+        if not page.get("next_cursor"):
+            return volumes
+        params = {"limit": 1000, "cursor": page["next_cursor"]}
+
+
+def _delete_volumes_made_since(robin_api, before: set[tuple[str, str, str]]) -> None:
+    """A claim's volume outlives the test's API server (which forgets its claims and PVs): delete, and purge, what
+    the test made, so that a later test listing every volume (the CSI plugin's ListVolumes) finds only its own.
+    Newest first, so that clones go before their parents."""
+    made = [volume for volume in _live_volumes(robin_api) if _key(volume) not in before]
+    for volume in sorted(made, key=lambda volume: volume["created_at"], reverse=True):
+        kind, project, name = _key(volume)
+        response = robin_api("DELETE", f"/api/v2/projects/{project}/{COLLECTIONS[kind][0]}/{name}",
+                             params={"with_snapshots": "true", "purge": "true"})
+        assert response.status_code in (204, 404), response.text
 
 
 # --- Kubernetes helpers -----------------------------------------------------------------------------------------
