@@ -28,19 +28,17 @@ ANSWER = json.dumps({"name": "pvc-0a1b2c3d-1111-2222-3333-444455556666", "kind":
 
 
 def serve(listener: socket.socket) -> None:
-    """Answers every request on every connection with ANSWER, as gunicorn would frame it (Content-Length)."""
+    """Answers every request on every connection with ANSWER, as gunicorn would frame it (Content-Length). Run in a
+    process of its own, with the checkout's root on its path."""
+    from tests.support.http_standin import read_request
+
     head = (b"HTTP/1.1 201 Created\r\nServer: gunicorn\r\nDate: Mon, 07 Dec 2026 22:00:00 GMT\r\n"
             b"Connection: keep-alive\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(ANSWER))
 
     def connection(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         reader = sock.makefile("rb")
-        while reader.readline():
-            length = 0
-            while (line := reader.readline()) not in (b"\r\n", b""):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            reader.read(length)
+        while read_request(reader):
             sock.sendall(head + ANSWER)
 
     while True:

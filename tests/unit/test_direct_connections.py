@@ -10,6 +10,7 @@ import threading
 import pytest
 
 from robin.client import ClientConfig, RobinApiError, RobinClient
+from tests.support.http_standin import read_request
 
 ANSWER = b'{"name": "img"}'
 
@@ -39,12 +40,7 @@ class StandIn:
     def _serve(self, sock: socket.socket) -> None:
         reader = sock.makefile("rb")
         try:
-            while reader.readline():
-                length = 0
-                while (line := reader.readline()) not in (b"\r\n", b""):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                reader.read(length)
+            while read_request(reader):
                 self.requests += 1
                 if self.behaviour == "mute":
                     continue

@@ -18,6 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes.client import ApiClient, Configuration
 
 from robin.kube.client import Kube, KubeError
+from tests.support.http_standin import read_request
 
 ANSWER = b'{"kind": "Event", "metadata": {"name": "e1"}}'
 
@@ -94,12 +95,7 @@ class TlsStandIn:
                 if peer:
                     self.client_subjects.append(peer["subject"])
                 reader = tls.makefile("rb")
-                while request_line := reader.readline():
-                    length = 0
-                    while (line := reader.readline()) not in (b"\r\n", b""):
-                        if line.lower().startswith(b"content-length:"):
-                            length = int(line.split(b":")[1])
-                    reader.read(length)
+                while request_line := read_request(reader):
                     self.requests.append(request_line.decode().strip())
                     tls.sendall(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
                                 b"Content-Length: %d\r\n\r\n" % len(ANSWER) + ANSWER)
